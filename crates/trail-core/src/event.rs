@@ -1,0 +1,780 @@
+//! The event: what a client sends ([`EventBody`], validated), and what Trail keeps
+//! ([`Event`], sealed with its org, seq and time of receipt).
+//!
+//! The wire format is JSON with camelCase names (SPEC.md, "The event"). Reading is strict:
+//! unknown fields are refused by name, and every message says which field is wrong.
+
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::time::Timestamp;
+
+/// Who did it. There is no anonymous actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActorType {
+    User,
+    Pat,
+    ApiKey,
+    BreakGlass,
+    System,
+}
+
+impl ActorType {
+    pub const ALL: [ActorType; 5] = [
+        ActorType::User,
+        ActorType::Pat,
+        ActorType::ApiKey,
+        ActorType::BreakGlass,
+        ActorType::System,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ActorType::User => "user",
+            ActorType::Pat => "pat",
+            ActorType::ApiKey => "api_key",
+            ActorType::BreakGlass => "break_glass",
+            ActorType::System => "system",
+        }
+    }
+
+    /// A stable small number for storage. Never renumber.
+    pub const fn code(self) -> u8 {
+        match self {
+            ActorType::User => 1,
+            ActorType::Pat => 2,
+            ActorType::ApiKey => 3,
+            ActorType::BreakGlass => 4,
+            ActorType::System => 5,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.code() == code)
+    }
+}
+
+impl FromStr for ActorType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown actor type {s:?} (known: user, pat, api_key, break_glass, system)")
+            })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub id: String,
+    pub kind: ActorType,
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+    pub token_id: Option<String>,
+    pub scope: Option<String>,
+}
+
+/// Free-form JSON held as its RFC 8785 (JCS) canonical text, so that the bytes hashed and
+/// the bytes stored are the same whatever key order or spacing the client used.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CanonicalJson(String);
+
+impl CanonicalJson {
+    pub fn from_value(v: &Value) -> Self {
+        CanonicalJson(serde_jcs::to_string(v).expect("a serde_json::Value always serializes"))
+    }
+
+    /// Wraps text that is already canonical (as read back from storage).
+    pub fn from_canonical_text(text: String) -> Self {
+        CanonicalJson(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(&self.0).unwrap_or(Value::String(self.0.clone()))
+    }
+}
+
+/// What the action touched: a type, an id (a string, or an object such as
+/// `{"group","kind","name"}`) and an optional parent id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    pub kind: String,
+    pub id: Option<CanonicalJson>,
+    pub parent_id: Option<CanonicalJson>,
+}
+
+impl Object {
+    /// `id.kind`, when the id is an object with a string `kind`.
+    pub fn id_kind(&self) -> Option<String> {
+        self.id_field("kind")
+    }
+
+    /// `id.name` when the id is an object with a string `name`, or the id itself when it is
+    /// a string.
+    pub fn id_name(&self) -> Option<String> {
+        match self.id.as_ref()?.to_value() {
+            Value::String(s) => Some(s),
+            _ => self.id_field("name"),
+        }
+    }
+
+    fn id_field(&self, key: &str) -> Option<String> {
+        match self.id.as_ref()?.to_value() {
+            Value::Object(map) => match map.get(key) {
+                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+/// The request block of a recorded API call (seed 001). The body itself is never kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestInfo {
+    pub method: String,
+    /// The normalized route template, `GET /v1/tenants/:id`, never the literal URL.
+    pub route: String,
+    pub status: u16,
+    pub latency_us: u64,
+    pub body_sha256: Option<[u8; 32]>,
+}
+
+/// A validated event as a client (or Trail's own recorder) submits it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventBody {
+    /// The client's idempotency id, if it gave one.
+    pub client_id: Option<String>,
+    pub instance: Option<String>,
+    pub timestamp: Option<Timestamp>,
+    pub action: String,
+    pub category: String,
+    pub actor: Actor,
+    pub object: Option<Object>,
+    pub details: Option<CanonicalJson>,
+    pub request: Option<RequestInfo>,
+    pub count: u64,
+    pub last_occurred: Option<Timestamp>,
+}
+
+/// An accepted event: the body sealed with its org, its seq and its time of receipt.
+/// Defaults are resolved here (timestamp, last occurrence), so that what is hashed is what
+/// is stored and read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub org: String,
+    pub seq: u64,
+    pub client_id: Option<String>,
+    pub received_at: Timestamp,
+    pub timestamp: Timestamp,
+    pub instance: Option<String>,
+    pub action: String,
+    pub category: String,
+    pub actor: Actor,
+    pub object: Option<Object>,
+    pub details: Option<CanonicalJson>,
+    pub request: Option<RequestInfo>,
+    pub count: u64,
+    pub last_occurred: Timestamp,
+}
+
+impl Event {
+    pub fn seal(org: &str, seq: u64, received_at: Timestamp, body: EventBody) -> Event {
+        let timestamp = body.timestamp.unwrap_or(received_at);
+        Event {
+            org: org.to_owned(),
+            seq,
+            client_id: body.client_id,
+            received_at,
+            timestamp,
+            instance: body.instance,
+            action: body.action,
+            category: body.category,
+            actor: body.actor,
+            object: body.object,
+            details: body.details,
+            request: body.request,
+            count: body.count,
+            last_occurred: body.last_occurred.unwrap_or(timestamp),
+        }
+    }
+
+    /// The event's id: the client's, or one derived from the org, the seq and the time of
+    /// receipt (a ULID whose random part is a hash of org and seq), so server-made ids take
+    /// no space in storage and are unique across orgs.
+    pub fn id(&self) -> String {
+        match &self.client_id {
+            Some(id) => id.clone(),
+            None => derived_id(&self.org, self.seq, self.received_at),
+        }
+    }
+
+    /// The wire record (SPEC.md), with the stored leaf hash.
+    pub fn record(&self, hash: &[u8; 32]) -> EventRecord<'_> {
+        EventRecord {
+            id: self.id(),
+            seq: self.seq,
+            org: &self.org,
+            instance: self.instance.as_deref(),
+            timestamp: self.timestamp.to_string(),
+            received_at: self.received_at.to_string(),
+            action: &self.action,
+            category: &self.category,
+            actor: ActorRecord {
+                id: &self.actor.id,
+                kind: self.actor.kind.as_str(),
+                ip: self.actor.ip.map(|ip| ip.to_string()),
+                user_agent: self.actor.user_agent.as_deref(),
+                token_id: self.actor.token_id.as_deref(),
+                scope: self.actor.scope.as_deref(),
+            },
+            object: self.object.as_ref().map(|o| ObjectRecord {
+                kind: &o.kind,
+                id: o.id.as_ref().map(CanonicalJson::to_value),
+                parent_id: o.parent_id.as_ref().map(CanonicalJson::to_value),
+            }),
+            details: self.details.as_ref().map(CanonicalJson::to_value),
+            request: self.request.as_ref().map(|r| RequestRecord {
+                method: &r.method,
+                route: &r.route,
+                status: r.status,
+                latency_ms: r.latency_us as f64 / 1000.0,
+                body_sha256: r.body_sha256.map(hex::encode),
+            }),
+            count: self.count,
+            last_occurred_timestamp: self.last_occurred.to_string(),
+            hash: hex::encode(hash),
+        }
+    }
+}
+
+pub fn derived_id(org: &str, seq: u64, received_at: Timestamp) -> String {
+    let mut h = Sha256::new();
+    h.update(b"trail.event-id.v1\0");
+    h.update(org.as_bytes());
+    h.update([0]);
+    h.update(seq.to_be_bytes());
+    let digest = h.finalize();
+    let mut random = [0u8; 16];
+    random[6..].copy_from_slice(&digest[..10]);
+    let ulid = ulid::Ulid::from_parts(received_at.millis().max(0) as u64, u128::from_be_bytes(random));
+    format!("evt_{ulid}")
+}
+
+/// The JSON record of an event, as the API returns it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRecord<'a> {
+    pub id: String,
+    pub seq: u64,
+    pub org: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<&'a str>,
+    pub timestamp: String,
+    pub received_at: String,
+    pub action: &'a str,
+    pub category: &'a str,
+    pub actor: ActorRecord<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<ObjectRecord<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestRecord<'a>>,
+    pub count: u64,
+    pub last_occurred_timestamp: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActorRecord<'a> {
+    pub id: &'a str,
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectRecord<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<Value>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestRecord<'a> {
+    pub method: &'a str,
+    pub route: &'a str,
+    pub status: u16,
+    pub latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_sha256: Option<String>,
+}
+
+/// Why one event was refused: the field (a dotted path) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    pub field: String,
+    pub message: String,
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ValidationError {
+    ValidationError {
+        field: field.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// Limits on what one event may hold.
+pub mod limits {
+    pub const ID: usize = 128;
+    pub const NAME: usize = 256;
+    pub const ACTION: usize = 128;
+    pub const USER_AGENT: usize = 1024;
+    pub const ROUTE: usize = 512;
+    pub const JSON: usize = 64 * 1024;
+}
+
+// What the wire may carry. Server-assigned fields are accepted and ignored, so a record
+// read from Trail (or from the Akuity API) can be sent back as is.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EventInput {
+    id: Option<String>,
+    #[allow(dead_code)]
+    seq: Option<serde::de::IgnoredAny>,
+    #[allow(dead_code)]
+    received_at: Option<serde::de::IgnoredAny>,
+    #[allow(dead_code)]
+    hash: Option<serde::de::IgnoredAny>,
+    org: Option<String>,
+    instance: Option<String>,
+    timestamp: Option<String>,
+    action: String,
+    category: Option<String>,
+    actor: ActorInput,
+    object: Option<ObjectInput>,
+    details: Option<Map<String, Value>>,
+    request: Option<RequestInput>,
+    count: Option<u64>,
+    last_occurred_timestamp: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ActorInput {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    token_id: Option<String>,
+    scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ObjectInput {
+    #[serde(rename = "type")]
+    kind: String,
+    id: Option<Value>,
+    parent_id: Option<Map<String, Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RequestInput {
+    method: String,
+    route: String,
+    status: u16,
+    latency_ms: Option<f64>,
+    body_sha256: Option<String>,
+}
+
+impl EventBody {
+    /// Reads and validates one event sent to `org`.
+    pub fn from_json(value: Value, org: &str) -> Result<EventBody, ValidationError> {
+        if !value.is_object() {
+            return Err(invalid("event", "must be a JSON object"));
+        }
+        let input: EventInput = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "event".to_owned() } else { path };
+            invalid(&field, e.into_inner().to_string())
+        })?;
+        if let Some(o) = &input.org
+            && o != org
+        {
+            return Err(invalid(
+                "org",
+                format!("names org {o:?} but the event was sent to org {org:?}"),
+            ));
+        }
+        let client_id = input.id.map(|id| check_client_id(&id).map(|()| id)).transpose()?;
+        let instance = input
+            .instance
+            .map(|i| check_token("instance", &i, limits::ID).map(|()| i))
+            .transpose()?;
+        let timestamp = input
+            .timestamp
+            .map(|t| Timestamp::parse(&t).map_err(|e| invalid("timestamp", e.to_string())))
+            .transpose()?;
+        let last_occurred = input
+            .last_occurred_timestamp
+            .map(|t| {
+                Timestamp::parse(&t).map_err(|e| invalid("lastOccurredTimestamp", e.to_string()))
+            })
+            .transpose()?;
+        check_text("action", &input.action, limits::ACTION)?;
+        let category = input.category.unwrap_or_else(|| "app".to_owned());
+        check_category(&category)?;
+        let actor = actor_from(input.actor)?;
+        let object = input.object.map(object_from).transpose()?;
+        let details = input
+            .details
+            .map(|d| json_field("details", &Value::Object(d)))
+            .transpose()?;
+        let request = input.request.map(request_from).transpose()?;
+        let count = input.count.unwrap_or(1);
+        if count == 0 {
+            return Err(invalid("count", "must be at least 1"));
+        }
+        Ok(EventBody {
+            client_id,
+            instance,
+            timestamp,
+            action: input.action,
+            category,
+            actor,
+            object,
+            details,
+            request,
+            count,
+            last_occurred,
+        })
+    }
+}
+
+fn actor_from(a: ActorInput) -> Result<Actor, ValidationError> {
+    check_text("actor.id", &a.id, limits::NAME)?;
+    let kind = a.kind.parse().map_err(|m| invalid("actor.type", m))?;
+    let ip = a
+        .ip
+        .map(|ip| {
+            ip.parse::<IpAddr>()
+                .map_err(|_| invalid("actor.ip", format!("not an IP address: {ip:?}")))
+        })
+        .transpose()?;
+    if let Some(ua) = &a.user_agent {
+        check_text("actor.userAgent", ua, limits::USER_AGENT)?;
+    }
+    if let Some(t) = &a.token_id {
+        check_token("actor.tokenId", t, limits::ID)?;
+    }
+    if let Some(s) = &a.scope {
+        check_text("actor.scope", s, limits::ID)?;
+    }
+    Ok(Actor {
+        id: a.id,
+        kind,
+        ip,
+        user_agent: a.user_agent,
+        token_id: a.token_id,
+        scope: a.scope,
+    })
+}
+
+fn object_from(o: ObjectInput) -> Result<Object, ValidationError> {
+    check_text("object.type", &o.kind, limits::NAME)?;
+    let id = match o.id {
+        None | Some(Value::Null) => None,
+        Some(v @ (Value::String(_) | Value::Object(_))) => Some(json_field("object.id", &v)?),
+        Some(_) => return Err(invalid("object.id", "must be a string or an object")),
+    };
+    let parent_id = o
+        .parent_id
+        .map(|p| json_field("object.parentId", &Value::Object(p)))
+        .transpose()?;
+    Ok(Object {
+        kind: o.kind,
+        id,
+        parent_id,
+    })
+}
+
+fn request_from(r: RequestInput) -> Result<RequestInfo, ValidationError> {
+    if r.method.is_empty() || r.method.len() > 16 || !r.method.bytes().all(|b| b.is_ascii_uppercase())
+    {
+        return Err(invalid(
+            "request.method",
+            format!("must be an upper-case HTTP method, got {:?}", r.method),
+        ));
+    }
+    check_text("request.route", &r.route, limits::ROUTE)?;
+    if !(100..=599).contains(&r.status) {
+        return Err(invalid(
+            "request.status",
+            format!("must be an HTTP status 100-599, got {}", r.status),
+        ));
+    }
+    let latency_ms = r.latency_ms.unwrap_or(0.0);
+    if !latency_ms.is_finite() || !(0.0..=86_400_000.0).contains(&latency_ms) {
+        return Err(invalid(
+            "request.latencyMs",
+            "must be a number of milliseconds between 0 and 86400000",
+        ));
+    }
+    let body_sha256 = r
+        .body_sha256
+        .map(|h| {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(&h, &mut out)
+                .map(|()| out)
+                .map_err(|_| invalid("request.bodySha256", "must be 64 hex digits"))
+        })
+        .transpose()?;
+    Ok(RequestInfo {
+        method: r.method,
+        route: r.route,
+        status: r.status,
+        latency_us: (latency_ms * 1000.0).round() as u64,
+        body_sha256,
+    })
+}
+
+fn json_field(field: &str, v: &Value) -> Result<CanonicalJson, ValidationError> {
+    let c = CanonicalJson::from_value(v);
+    if c.as_str().len() > limits::JSON {
+        return Err(invalid(
+            field,
+            format!("is {} bytes; the limit is {}", c.as_str().len(), limits::JSON),
+        ));
+    }
+    Ok(c)
+}
+
+/// Printable text: not empty, within the limit, no control characters.
+fn check_text(field: &str, s: &str, max: usize) -> Result<(), ValidationError> {
+    if s.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    if s.len() > max {
+        return Err(invalid(field, format!("is {} bytes; the limit is {max}", s.len())));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(invalid(field, "must not contain control characters"));
+    }
+    Ok(())
+}
+
+/// An identifier: letters, digits and `._:-`, within the limit.
+fn check_token(field: &str, s: &str, max: usize) -> Result<(), ValidationError> {
+    check_text(field, s, max)?;
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    {
+        return Err(invalid(
+            field,
+            format!("{s:?} may hold only letters, digits and . _ : -"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_client_id(id: &str) -> Result<(), ValidationError> {
+    check_token("id", id, limits::ID)
+}
+
+fn check_category(c: &str) -> Result<(), ValidationError> {
+    if c.is_empty()
+        || c.len() > 32
+        || !c
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'))
+    {
+        return Err(invalid(
+            "category",
+            format!("{c:?} must be 1-32 lower-case letters, digits, _ - or ."),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks an org id: a slug of lower-case letters, digits and `-`.
+pub fn check_org_slug(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{s:?} is not an org id: 1-63 lower-case letters, digits and -, starting with a letter or digit"
+        ))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The sample record of seed 002, byte for byte.
+    pub(crate) const SEED_002_SAMPLE: &str = r#"{
+"action": "deleted",
+"actor": {
+"id": "Sarah Brown@akuity.io",
+"ip": "132.226.61.247",
+"type": "api_key"
+},
+"count": 9,
+"details": {
+"actionType": "DELETE",
+"message": "Resource successfully created",
+"patch": ""
+},
+"lastOccurredTimestamp": "2025-11-21 16:26:40.13921 +0000 UTC",
+"object": {
+"id": {
+"group": "argoproj.io",
+"kind": "Cluster",
+"name": "dev-team"
+},
+"parentId": {
+"applicationName": "web-app",
+"name": "",
+"parentName": ""
+},
+"type": "custom_role"
+},
+"timestamp": "2025-11-21 16:26:40.13921 +0000 UTC"
+}"#;
+
+    fn body(v: Value) -> Result<EventBody, ValidationError> {
+        EventBody::from_json(v, "acme")
+    }
+
+    #[test]
+    fn seed_002_sample_is_accepted_as_is() {
+        let b = body(serde_json::from_str(SEED_002_SAMPLE).unwrap()).unwrap();
+        assert_eq!(b.action, "deleted");
+        assert_eq!(b.category, "app");
+        assert_eq!(b.actor.kind, ActorType::ApiKey);
+        assert_eq!(b.count, 9);
+        let o = b.object.as_ref().unwrap();
+        assert_eq!(o.kind, "custom_role");
+        assert_eq!(o.id_kind().as_deref(), Some("Cluster"));
+        assert_eq!(o.id_name().as_deref(), Some("dev-team"));
+        assert_eq!(
+            b.timestamp.unwrap().to_string(),
+            "2025-11-21T16:26:40.139210Z"
+        );
+    }
+
+    #[test]
+    fn record_round_trips_through_the_reader() {
+        let b = body(serde_json::from_str(SEED_002_SAMPLE).unwrap()).unwrap();
+        let e = Event::seal("acme", 7, Timestamp(1_700_000_000_000_000), b);
+        let rec = serde_json::to_value(e.record(&[0xab; 32])).unwrap();
+        assert_eq!(rec["seq"], 7);
+        assert_eq!(rec["actor"]["type"], "api_key");
+        assert_eq!(rec["object"]["id"]["kind"], "Cluster");
+        assert_eq!(rec["hash"], "ab".repeat(32));
+        assert!(rec["id"].as_str().unwrap().starts_with("evt_"));
+        // Sending a record back (as a relay might) yields the same event; its id becomes
+        // the client's idempotency id.
+        let again = Event::seal("acme", 7, e.received_at, body(rec).unwrap());
+        assert_eq!(again.client_id.as_deref(), Some(e.id().as_str()));
+        assert_eq!(Event { client_id: None, ..again }, e);
+    }
+
+    #[test]
+    fn derived_ids_differ_by_org_and_seq() {
+        let t = Timestamp(1_700_000_000_000_000);
+        let a = derived_id("acme", 1, t);
+        assert_eq!(a, derived_id("acme", 1, t));
+        assert_ne!(a, derived_id("acme", 2, t));
+        assert_ne!(a, derived_id("umbrella", 1, t));
+        assert_eq!(a.len(), 4 + 26);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let minimal = || json!({"action": "x", "actor": {"id": "a", "type": "user"}});
+        let cases: Vec<(Value, &str)> = vec![
+            (json!([]), "event: must be a JSON object"),
+            (json!({"actor": {"id": "a", "type": "user"}}), "missing field `action`"),
+            (json!({"action": 5, "actor": {"id": "a", "type": "user"}}), "action: invalid type"),
+            (json!({"action": "x", "actor": {"id": "a", "type": "robot"}}), "actor.type: unknown actor type \"robot\""),
+            (json!({"action": "x", "actor": {"id": "", "type": "user"}}), "actor.id: must not be empty"),
+            (json!({"action": "x", "actor": {"id": "a", "type": "user", "ip": "1.2.3"}}), "actor.ip: not an IP address"),
+            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "colour": 1}), "unknown field `colour`"),
+            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "org": "other"}), "org: names org \"other\""),
+            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "timestamp": "now"}), "timestamp: invalid time"),
+            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "id": "a b"}), "id: \"a b\" may hold only"),
+            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "count": 0}), "count: must be at least 1"),
+            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "category": "App"}), "category:"),
+            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "object": {"type": "t", "id": 3}}), "object.id: must be a string or an object"),
+            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "request": {"method": "get", "route": "r", "status": 200}}), "request.method"),
+            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "request": {"method": "GET", "route": "r", "status": 99}}), "request.status"),
+            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "request": {"method": "GET", "route": "r", "status": 200, "bodySha256": "zz"}}), "request.bodySha256"),
+            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "request": {"method": "GET", "route": "r", "status": 200, "latencyMs": -1}}), "request.latencyMs"),
+            (json!({"action": "x\u{7}", "actor": {"id": "a", "type": "user"}}), "action: must not contain control"),
+        ];
+        for (v, want) in cases {
+            let got = body(v.clone()).unwrap_err().to_string();
+            assert!(got.contains(want), "for {v}: got {got:?}, want {want:?}");
+        }
+        assert!(body(minimal()).is_ok());
+    }
+
+    #[test]
+    fn oversized_details_are_refused() {
+        let big = "x".repeat(limits::JSON);
+        let err = body(json!({"action": "x", "actor": {"id": "a", "type": "user"}, "details": {"m": big}}))
+            .unwrap_err();
+        assert_eq!(err.field, "details");
+    }
+
+    #[test]
+    fn details_are_canonicalized() {
+        let a = body(json!({"action": "x", "actor": {"id": "a", "type": "user"}, "details": {"b": 1, "a": [1.0, "é"]}})).unwrap();
+        assert_eq!(a.details.unwrap().as_str(), r#"{"a":[1,"é"],"b":1}"#);
+    }
+
+    #[test]
+    fn org_slugs() {
+        assert!(check_org_slug("acme").is_ok());
+        assert!(check_org_slug("acme-2").is_ok());
+        for bad in ["", "-acme", "Acme", "a_b", &"a".repeat(64)] {
+            assert!(check_org_slug(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Trail's pure core.
+//!
+//! Everything here is a function of its inputs: the event model and its validation, the
+//! versioned canonical encoding whose SHA-256 is an event's Merkle leaf, the query language
+//! behind `q=` and the filter parameters, the paging cursor, and the credential scopes.
+//!
+//! Architecture invariant: this crate does no I/O. It knows nothing of HTTP, SQL, tokio or
+//! the clock: callers pass "now" in.
+
+pub mod canonical;
+pub mod event;
+pub mod merkle;
+pub mod query;
+pub mod scope;
+pub mod time;
+
+pub use event::{Actor, ActorType, Event, EventBody, Object, RequestInfo, ValidationError};
+pub use query::{Cursor, Filter, QueryError};
+pub use scope::{Role, Scope};
+pub use time::Timestamp;
