@@ -210,6 +210,13 @@ impl Filter {
                 Matcher::Text(value.to_owned())
             }
             Field::Method => Matcher::Text(value.to_ascii_uppercase()),
+            // Addresses are kept in their RFC 5952 form; match that form.
+            Field::Ip => Matcher::Text(
+                value
+                    .parse::<std::net::IpAddr>()
+                    .map_err(|_| bad(format!("{value:?} is not an IP address")))?
+                    .to_string(),
+            ),
             _ => Matcher::Text(value.to_owned()),
         };
         self.terms.push(Term {

@@ -1,0 +1,167 @@
+//! Trail's storage.
+//!
+//! One [`Store`] trait says everything the server needs from storage: orgs, members and
+//! credentials, and the append-only event log. Backends implement it and prove it with the
+//! same [`conformance`] suite (run by the `store_conformance_tests!` macro in each backend's
+//! tests).
+//!
+//! Architecture invariant: this crate knows nothing of HTTP or of how credentials are sent.
+//! It assigns seqs and computes leaf hashes with `trail-core` and nothing else; backend
+//! error codes become [`StoreError`]s inside the backend.
+
+use async_trait::async_trait;
+use trail_core::query::{Cursor, Filter};
+use trail_core::scope::{Role, Scope};
+use trail_core::{Event, EventBody, Timestamp};
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("org {0:?} does not exist")]
+    UnknownOrg(String),
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0} does not exist")]
+    NotFound(String),
+    /// The backend could not do the work now (I/O error, full disk, shut down).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// What is stored cannot be read back as it was written.
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Org {
+    pub id: String,
+    pub name: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Pat,
+    ApiKey,
+    BreakGlass,
+}
+
+impl TokenKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Pat => "pat",
+            TokenKind::ApiKey => "api_key",
+            TokenKind::BreakGlass => "break_glass",
+        }
+    }
+    fn parse(s: &str) -> Option<Self> {
+        [TokenKind::Pat, TokenKind::ApiKey, TokenKind::BreakGlass]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+}
+
+/// A credential as stored: never the secret, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub id: String,
+    pub kind: TokenKind,
+    pub org: String,
+    /// Who the credential acts as (a member's email, or the key's name).
+    pub owner: String,
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub secret_hash: [u8; 32],
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+}
+
+/// What an empty store is seeded with on first start, in one transaction.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    pub org: Org,
+    pub owner: User,
+    pub token: Token,
+}
+
+/// The outcome of appending one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub id: String,
+    pub seq: u64,
+    pub hash: [u8; 32],
+    pub received_at: Timestamp,
+    /// The event's client id was already stored: nothing new was written and this is the
+    /// earlier event.
+    pub duplicate: bool,
+}
+
+/// An event as stored, with the leaf hash that was computed when it was accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub event: Event,
+    pub hash: [u8; 32],
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub filter: Filter,
+    /// Start after this position (the `next` of the previous page).
+    pub cursor: Option<Cursor>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventPage {
+    pub items: Vec<StoredEvent>,
+    /// Where the next page starts, when there may be one.
+    pub next: Option<Cursor>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Whether the store can serve reads and writes now.
+    async fn ping(&self) -> Result<()>;
+
+    /// Seeds an empty store. Returns `false`, and writes nothing, if any org exists.
+    async fn bootstrap(&self, b: Bootstrap) -> Result<bool>;
+
+    async fn create_org(&self, org: Org) -> Result<()>;
+    async fn org(&self, id: &str) -> Result<Option<Org>>;
+    async fn orgs(&self) -> Result<Vec<Org>>;
+
+    async fn create_user(&self, user: User) -> Result<()>;
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
+    async fn add_member(&self, org: &str, user_id: &str, role: Role) -> Result<()>;
+
+    async fn create_token(&self, token: Token) -> Result<()>;
+    async fn token(&self, id: &str) -> Result<Option<Token>>;
+
+    /// Appends events to an org's log, durably: when this returns `Ok`, they are on disk.
+    /// Each gets the next seq of its org (no gaps), its time of receipt and its leaf hash;
+    /// an event whose client id the org already holds is not stored again.
+    async fn append(&self, org: &str, events: Vec<EventBody>) -> Result<Vec<Appended>>;
+
+    /// Events newest first (by timestamp, then seq) that pass the filter, after the cursor.
+    async fn query(&self, org: &str, q: &EventQuery) -> Result<EventPage>;
+
+    /// Events in seq order from `from`, at most `limit`.
+    async fn events_from(&self, org: &str, from: u64, limit: usize) -> Result<Vec<StoredEvent>>;
+
+    /// The number of events in the org's log (the next seq).
+    async fn log_size(&self, org: &str) -> Result<u64>;
+}

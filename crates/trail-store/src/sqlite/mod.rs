@@ -1,0 +1,254 @@
+//! The embedded backend: one SQLite database in the data directory.
+//!
+//! Writes go through one writer thread that commits whatever has queued up together in one
+//! transaction and one fsync (group commit, [`writer`]); reads use a pool of read-only
+//! connections on the WAL snapshot ([`read`]). Strings are dictionary-encoded ([`dict`]).
+
+mod dict;
+mod read;
+mod row;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use trail_core::scope::Role;
+use trail_core::{EventBody, Timestamp};
+
+use crate::{
+    Appended, Bootstrap, EventPage, EventQuery, Org, Result, Store, StoreError, StoredEvent,
+    Token, User,
+};
+use dict::DictCache;
+use writer::Writer;
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "trail.db";
+const SCHEMA: &str = include_str!("schema.sql");
+const SCHEMA_VERSION: i64 = 1;
+
+/// `k = org << SEQ_BITS | seq`: an org's log is one contiguous key range.
+pub(crate) const SEQ_BITS: u32 = 40;
+pub(crate) const SEQ_MASK: i64 = (1 << SEQ_BITS) - 1;
+
+pub struct SqliteStore {
+    writer: Writer,
+    readers: r2d2::Pool<SqliteConnectionManager>,
+    dict: Arc<DictCache>,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<SqliteStore> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        let path = dir.join(DB_FILE);
+        let mut conn = Connection::open(&path).map_err(unavailable)?;
+        configure(&conn).map_err(unavailable)?;
+        migrate(&mut conn)?;
+        let manager = SqliteConnectionManager::file(&path)
+            .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_init(|c| {
+                c.busy_timeout(Duration::from_secs(5))?;
+                c.pragma_update(None, "query_only", true)?;
+                c.pragma_update(None, "cache_size", -16_000)?;
+                c.pragma_update(None, "mmap_size", 256i64 << 20)
+            });
+        let readers = r2d2::Pool::builder()
+            .max_size(8)
+            .min_idle(Some(1))
+            .build(manager)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(SqliteStore {
+            writer: Writer::start(conn)?,
+            readers,
+            dict: Arc::new(DictCache::default()),
+            path,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection, &DictCache) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let pool = self.readers.clone();
+        let dict = self.dict.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            f(&conn, &dict)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("reader task failed: {e}")))?
+    }
+}
+
+/// Settings every read-write connection gets.
+pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: the WAL is synced at every commit, so an acknowledged event survives power loss.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    // REPLACE deletes the row it replaces; with recursive triggers that delete meets the
+    // append-only trigger instead of silently overwriting an event.
+    conn.pragma_update(None, "recursive_triggers", true)?;
+    conn.pragma_update(None, "cache_size", -32_000)?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(unavailable)?;
+    match version {
+        0 => {
+            let tx = conn.transaction().map_err(unavailable)?;
+            tx.execute_batch(SCHEMA).map_err(unavailable)?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)
+        }
+        SCHEMA_VERSION => Ok(()),
+        v => Err(StoreError::Unavailable(format!(
+            "the data directory has schema version {v}, newer than this Trail's {SCHEMA_VERSION}: upgrade Trail"
+        ))),
+    }
+}
+
+pub(crate) fn unavailable(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+pub(crate) fn now() -> Timestamp {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp(d.as_micros() as i64)
+}
+
+pub(crate) fn org_id(conn: &Connection, slug: &str) -> Result<i64> {
+    conn.prepare_cached("SELECT id FROM orgs WHERE slug = ?1")
+        .and_then(|mut s| s.query_row([slug], |r| r.get(0)).optional())
+        .map_err(unavailable)?
+        .ok_or_else(|| StoreError::UnknownOrg(slug.to_owned()))
+}
+
+fn org_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Org> {
+    Ok(Org {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        created_at: Timestamp(r.get(2)?),
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        self.read(|c, _| {
+            c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable)
+        })
+        .await?;
+        self.writer.exec(|_| Ok(())).await
+    }
+
+    async fn bootstrap(&self, b: Bootstrap) -> Result<bool> {
+        self.writer.exec(move |w| w.bootstrap(&b)).await
+    }
+
+    async fn create_org(&self, org: Org) -> Result<()> {
+        self.writer.exec(move |w| w.create_org(&org)).await
+    }
+
+    async fn org(&self, id: &str) -> Result<Option<Org>> {
+        let id = id.to_owned();
+        self.read(move |c, _| {
+            c.prepare_cached("SELECT slug, name, created_at FROM orgs WHERE slug = ?1")
+                .and_then(|mut s| s.query_row([&id], org_from_row).optional())
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn orgs(&self) -> Result<Vec<Org>> {
+        self.read(|c, _| {
+            let mut s = c
+                .prepare_cached("SELECT slug, name, created_at FROM orgs ORDER BY slug")
+                .map_err(unavailable)?;
+            let rows = s.query_map([], org_from_row).map_err(unavailable)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn create_user(&self, user: User) -> Result<()> {
+        self.writer.exec(move |w| w.create_user(&user)).await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        let email = email.to_owned();
+        self.read(move |c, _| {
+            c.prepare_cached("SELECT id, email, created_at FROM users WHERE email = ?1")
+                .and_then(|mut s| {
+                    s.query_row([&email], |r| {
+                        Ok(User {
+                            id: r.get(0)?,
+                            email: r.get(1)?,
+                            created_at: Timestamp(r.get(2)?),
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn add_member(&self, org: &str, user_id: &str, role: Role) -> Result<()> {
+        let (org, user_id) = (org.to_owned(), user_id.to_owned());
+        self.writer
+            .exec(move |w| w.add_member(&org, &user_id, role))
+            .await
+    }
+
+    async fn create_token(&self, token: Token) -> Result<()> {
+        self.writer.exec(move |w| w.create_token(&token)).await
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<Token>> {
+        let id = id.to_owned();
+        self.read(move |c, _| read::token(c, &id)).await
+    }
+
+    async fn append(&self, org: &str, events: Vec<EventBody>) -> Result<Vec<Appended>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.writer.append(org.to_owned(), events).await
+    }
+
+    async fn query(&self, org: &str, q: &EventQuery) -> Result<EventPage> {
+        let (org, q) = (org.to_owned(), q.clone());
+        self.read(move |c, dict| read::query(c, dict, &org, &q)).await
+    }
+
+    async fn events_from(&self, org: &str, from: u64, limit: usize) -> Result<Vec<StoredEvent>> {
+        let org = org.to_owned();
+        self.read(move |c, dict| read::events_from(c, dict, &org, from, limit))
+            .await
+    }
+
+    async fn log_size(&self, org: &str) -> Result<u64> {
+        let org = org.to_owned();
+        self.read(move |c, _| read::log_size(c, &org)).await
+    }
+}

@@ -1,0 +1,403 @@
+//! The writer thread and its group commit.
+//!
+//! Every write goes through one thread that owns the read-write connection. Appends that
+//! queue up while a commit is in flight are committed together, in one transaction and one
+//! WAL sync, and each caller is answered only after that sync: durability at the cost of one
+//! fsync per group, not per request. Each append runs in its own savepoint, so one failing
+//! request does not fail the others in its group.
+
+use std::collections::HashMap;
+use std::thread;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+use trail_core::scope::{Role, Scope};
+use trail_core::{Event, EventBody, Timestamp, canonical};
+
+use super::{SEQ_BITS, SEQ_MASK, now, org_id, row, unavailable};
+use crate::{Appended, Bootstrap, Org, Result, StoreError, Token, User};
+
+/// At most this many events go into one group commit.
+const MAX_GROUP_EVENTS: usize = 50_000;
+const QUEUE: usize = 4096;
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+enum Job {
+    Append {
+        org: String,
+        events: Vec<EventBody>,
+        reply: Reply<Vec<Appended>>,
+    },
+    Exec(Box<dyn FnOnce(&mut WriterState) + Send>),
+}
+
+/// The handle the store holds; dropping it stops the thread once its queue is drained.
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    pub fn start(conn: Connection) -> Result<Writer> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let state = WriterState {
+            conn,
+            org_ids: HashMap::new(),
+            next_seq: HashMap::new(),
+            dict: HashMap::new(),
+            last_received: Timestamp(i64::MIN),
+        };
+        thread::Builder::new()
+            .name("trail-sqlite-writer".into())
+            .spawn(move || run(state, rx))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
+        Ok(Writer { tx })
+    }
+
+    pub async fn append(&self, org: String, events: Vec<EventBody>) -> Result<Vec<Appended>> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Append { org, events, reply }).await?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    /// Runs `f` on the writer thread, in order with the appends.
+    pub async fn exec<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut WriterState) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Job::Exec(Box::new(move |w| {
+            let _ = reply.send(f(w));
+        })))
+        .await?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    async fn send(&self, job: Job) -> Result<()> {
+        self.tx.send(job).await.map_err(|_| closed())
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::Unavailable("the store's writer has stopped".into())
+}
+
+fn run(mut state: WriterState, mut rx: mpsc::Receiver<Job>) {
+    let mut group: Vec<(String, Vec<EventBody>, Reply<Vec<Appended>>)> = Vec::new();
+    while let Some(job) = rx.blocking_recv() {
+        let mut next = Some(job);
+        let mut events = 0;
+        // Take everything already queued: that is the group.
+        while let Some(job) = next.take() {
+            match job {
+                Job::Append { org, events: e, reply } => {
+                    events += e.len();
+                    group.push((org, e, reply));
+                }
+                Job::Exec(f) => {
+                    state.commit_group(&mut group);
+                    f(&mut state);
+                }
+            }
+            if events < MAX_GROUP_EVENTS {
+                next = rx.try_recv().ok();
+            }
+        }
+        state.commit_group(&mut group);
+    }
+}
+
+pub(crate) struct WriterState {
+    conn: Connection,
+    org_ids: HashMap<String, i64>,
+    /// The next seq of each org, as committed.
+    next_seq: HashMap<i64, u64>,
+    /// Dictionary ids, as committed.
+    dict: HashMap<String, i64>,
+    /// receivedAt never goes backwards, even if the clock does.
+    last_received: Timestamp,
+}
+
+/// What one transaction has changed in the writer's caches; applied only if it commits.
+#[derive(Default)]
+struct Pending {
+    next_seq: HashMap<i64, u64>,
+    dict: HashMap<String, i64>,
+}
+
+impl WriterState {
+    fn commit_group(&mut self, group: &mut Vec<(String, Vec<EventBody>, Reply<Vec<Appended>>)>) {
+        if group.is_empty() {
+            return;
+        }
+        let received_at = now().max(self.last_received);
+        let mut pending = Pending::default();
+        let result = (|| -> Result<Vec<Result<Vec<Appended>>>> {
+            let mut tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let mut results = Vec::with_capacity(group.len());
+            for (org, events, _) in group.iter_mut() {
+                let events = std::mem::take(events);
+                let sp = tx.savepoint().map_err(unavailable)?;
+                let before = (pending.next_seq.clone(), pending.dict.clone());
+                let r = append_one(
+                    &sp,
+                    &mut self.org_ids,
+                    &self.next_seq,
+                    &self.dict,
+                    &mut pending,
+                    org,
+                    events,
+                    received_at,
+                );
+                match r {
+                    Ok(appended) => {
+                        sp.commit().map_err(unavailable)?;
+                        results.push(Ok(appended));
+                    }
+                    Err(e) => {
+                        drop(sp); // rolls back to the savepoint
+                        (pending.next_seq, pending.dict) = before;
+                        results.push(Err(e));
+                    }
+                }
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(results)
+        })();
+        match result {
+            Ok(results) => {
+                self.next_seq.extend(pending.next_seq);
+                self.dict.extend(pending.dict);
+                self.last_received = received_at;
+                metrics_group(group.len());
+                for ((_, _, reply), r) in group.drain(..).zip(results) {
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "group commit failed");
+                for (_, _, reply) in group.drain(..) {
+                    let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
+                }
+            }
+        }
+    }
+
+    /// Runs `f` in its own transaction.
+    fn in_tx<T>(&mut self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(unavailable)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(unavailable)?;
+        Ok(out)
+    }
+
+    pub fn bootstrap(&mut self, b: &Bootstrap) -> Result<bool> {
+        self.in_tx(|tx| {
+            let orgs: i64 = tx
+                .query_row("SELECT count(*) FROM orgs", [], |r| r.get(0))
+                .map_err(unavailable)?;
+            if orgs > 0 {
+                return Ok(false);
+            }
+            insert_org(tx, &b.org)?;
+            insert_user(tx, &b.owner)?;
+            insert_member(tx, &b.org.id, &b.owner.id, Role::Owner)?;
+            insert_token(tx, &b.token)?;
+            Ok(true)
+        })
+    }
+
+    pub fn create_org(&mut self, org: &Org) -> Result<()> {
+        self.in_tx(|tx| insert_org(tx, org))
+    }
+
+    pub fn create_user(&mut self, user: &User) -> Result<()> {
+        self.in_tx(|tx| insert_user(tx, user))
+    }
+
+    pub fn add_member(&mut self, org: &str, user_id: &str, role: Role) -> Result<()> {
+        self.in_tx(|tx| insert_member(tx, org, user_id, role))
+    }
+
+    pub fn create_token(&mut self, token: &Token) -> Result<()> {
+        self.in_tx(|tx| insert_token(tx, token))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn append_one(
+    tx: &Connection,
+    org_ids: &mut HashMap<String, i64>,
+    committed_seq: &HashMap<i64, u64>,
+    committed_dict: &HashMap<String, i64>,
+    pending: &mut Pending,
+    org: &str,
+    events: Vec<EventBody>,
+    received_at: Timestamp,
+) -> Result<Vec<Appended>> {
+    let org_id = match org_ids.get(org) {
+        Some(id) => *id,
+        None => {
+            let id = org_id(tx, org)?;
+            org_ids.insert(org.to_owned(), id);
+            id
+        }
+    };
+    let mut seq = match pending.next_seq.get(&org_id).or(committed_seq.get(&org_id)) {
+        Some(s) => *s,
+        None => next_seq_on_disk(tx, org_id)?,
+    };
+    let mut intern = |tx: &Connection, s: &str| -> Result<i64> {
+        if let Some(id) = pending.dict.get(s).or(committed_dict.get(s)) {
+            return Ok(*id);
+        }
+        let id = match super::dict::id_of(tx, s)? {
+            Some(id) => id,
+            None => {
+                tx.prepare_cached("INSERT INTO dict (value) VALUES (?1)")
+                    .and_then(|mut st| st.execute([s]))
+                    .map_err(unavailable)?;
+                tx.last_insert_rowid()
+            }
+        };
+        pending.dict.insert(s.to_owned(), id);
+        Ok(id)
+    };
+    let mut out = Vec::with_capacity(events.len());
+    let mut batch_ids: HashMap<String, usize> = HashMap::new();
+    for body in events {
+        if let Some(cid) = &body.client_id {
+            if let Some(&i) = batch_ids.get(cid) {
+                let first: &Appended = &out[i];
+                out.push(Appended {
+                    duplicate: true,
+                    ..first.clone()
+                });
+                continue;
+            }
+            if let Some(prev) = by_client_id(tx, org_id, cid)? {
+                out.push(prev);
+                continue;
+            }
+            batch_ids.insert(cid.clone(), out.len());
+        }
+        let event = Event::seal(org, seq, received_at, body);
+        let hash = canonical::leaf_hash(&event);
+        row::insert(tx, org_id, &event, &hash, &mut intern)?;
+        out.push(Appended {
+            id: event.id(),
+            seq,
+            hash,
+            received_at,
+            duplicate: false,
+        });
+        seq += 1;
+    }
+    pending.next_seq.insert(org_id, seq);
+    metrics::counter!("trail_events_appended_total").increment(out.len() as u64);
+    Ok(out)
+}
+
+fn next_seq_on_disk(tx: &Connection, org_id: i64) -> Result<u64> {
+    let base = org_id << SEQ_BITS;
+    let max: Option<i64> = tx
+        .query_row(
+            "SELECT max(k) FROM events WHERE k BETWEEN ?1 AND ?2",
+            params![base, base | SEQ_MASK],
+            |r| r.get(0),
+        )
+        .map_err(unavailable)?;
+    Ok(max.map_or(0, |k| ((k & SEQ_MASK) + 1) as u64))
+}
+
+fn by_client_id(tx: &Connection, org_id: i64, cid: &str) -> Result<Option<Appended>> {
+    tx.prepare_cached("SELECT k, ts + rdelta, hash FROM events WHERE org = ?1 AND cid = ?2")
+        .and_then(|mut s| {
+            s.query_row(params![org_id, cid], |r| {
+                let k: i64 = r.get(0)?;
+                let hash: Vec<u8> = r.get(2)?;
+                Ok((k, r.get::<_, i64>(1)?, hash))
+            })
+            .optional()
+        })
+        .map_err(unavailable)?
+        .map(|(k, received, hash)| {
+            Ok(Appended {
+                id: cid.to_owned(),
+                seq: (k & SEQ_MASK) as u64,
+                hash: hash
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt(format!("bad leaf hash for id {cid}")))?,
+                received_at: Timestamp(received),
+                duplicate: true,
+            })
+        })
+        .transpose()
+}
+
+fn constraint(e: rusqlite::Error, what: impl FnOnce() -> String) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(what()),
+        _ => unavailable(e),
+    }
+}
+
+fn insert_org(tx: &Transaction<'_>, org: &Org) -> Result<()> {
+    tx.execute(
+        "INSERT INTO orgs (slug, name, created_at) VALUES (?1, ?2, ?3)",
+        params![org.id, org.name, org.created_at.micros()],
+    )
+    .map_err(|e| constraint(e, || format!("org {:?}", org.id)))?;
+    Ok(())
+}
+
+fn insert_user(tx: &Transaction<'_>, user: &User) -> Result<()> {
+    tx.execute(
+        "INSERT INTO users (id, email, created_at) VALUES (?1, ?2, ?3)",
+        params![user.id, user.email, user.created_at.micros()],
+    )
+    .map_err(|e| constraint(e, || format!("user {:?}", user.email)))?;
+    Ok(())
+}
+
+fn insert_member(tx: &Transaction<'_>, org: &str, user_id: &str, role: Role) -> Result<()> {
+    let org_id = org_id(tx, org)?;
+    tx.execute(
+        "INSERT INTO members (org, user_id, role) VALUES (?1, ?2, ?3)",
+        params![org_id, user_id, role.as_str()],
+    )
+    .map_err(|e| constraint(e, || format!("member {user_id:?} of org {org:?}")))?;
+    Ok(())
+}
+
+fn insert_token(tx: &Transaction<'_>, t: &Token) -> Result<()> {
+    let org_id = org_id(tx, &t.org)?;
+    tx.execute(
+        "INSERT INTO tokens (id, kind, org, owner, name, scopes, secret_hash, created_at, \
+         expires_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            t.id,
+            t.kind.as_str(),
+            org_id,
+            t.owner,
+            t.name,
+            Scope::join(&t.scopes),
+            t.secret_hash.as_slice(),
+            t.created_at.micros(),
+            t.expires_at.map(Timestamp::micros),
+            t.revoked_at.map(Timestamp::micros),
+        ],
+    )
+    .map_err(|e| constraint(e, || format!("token {:?}", t.id)))?;
+    Ok(())
+}
+
+fn metrics_group(requests: usize) {
+    metrics::histogram!("trail_group_commit_requests").record(requests as f64);
+}
