@@ -40,7 +40,9 @@ pub fn encode(e: &Event) -> Vec<u8> {
     w.str(&e.category);
     w.str(&e.actor.id);
     w.str(e.actor.kind.as_str());
-    w.opt(e.actor.ip.map(|ip| ip.to_string()).as_deref(), |w, s| w.str(s));
+    w.opt(e.actor.ip.map(|ip| ip.to_string()).as_deref(), |w, s| {
+        w.str(s)
+    });
     w.opt(e.actor.user_agent.as_deref(), |w, s| w.str(s));
     w.opt(e.actor.token_id.as_deref(), |w, s| w.str(s));
     w.opt(e.actor.scope.as_deref(), |w, s| w.str(s));

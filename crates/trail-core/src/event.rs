@@ -268,7 +268,10 @@ pub fn derived_id(org: &str, seq: u64, received_at: Timestamp) -> String {
     let digest = h.finalize();
     let mut random = [0u8; 16];
     random[6..].copy_from_slice(&digest[..10]);
-    let ulid = ulid::Ulid::from_parts(received_at.millis().max(0) as u64, u128::from_be_bytes(random));
+    let ulid = ulid::Ulid::from_parts(
+        received_at.millis().max(0) as u64,
+        u128::from_be_bytes(random),
+    );
     format!("evt_{ulid}")
 }
 
@@ -424,7 +427,11 @@ impl EventBody {
         }
         let input: EventInput = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." { "event".to_owned() } else { path };
+            let field = if path == "." {
+                "event".to_owned()
+            } else {
+                path
+            };
             invalid(&field, e.into_inner().to_string())
         })?;
         if let Some(o) = &input.org
@@ -435,7 +442,10 @@ impl EventBody {
                 format!("names org {o:?} but the event was sent to org {org:?}"),
             ));
         }
-        let client_id = input.id.map(|id| check_client_id(&id).map(|()| id)).transpose()?;
+        let client_id = input
+            .id
+            .map(|id| check_client_id(&id).map(|()| id))
+            .transpose()?;
         let instance = input
             .instance
             .map(|i| check_token("instance", &i, limits::ID).map(|()| i))
@@ -483,9 +493,8 @@ impl EventBody {
 fn actor_from(a: ActorInput) -> Result<Actor, ValidationError> {
     check_text("actor.id", &a.id, limits::NAME)?;
     let kind = a.kind.parse().map_err(|m| invalid("actor.type", m))?;
-    let ip = a
-        .ip
-        .map(|ip| {
+    let ip =
+        a.ip.map(|ip| {
             ip.parse::<IpAddr>()
                 .map_err(|_| invalid("actor.ip", format!("not an IP address: {ip:?}")))
         })
@@ -528,7 +537,9 @@ fn object_from(o: ObjectInput) -> Result<Object, ValidationError> {
 }
 
 fn request_from(r: RequestInput) -> Result<RequestInfo, ValidationError> {
-    if r.method.is_empty() || r.method.len() > 16 || !r.method.bytes().all(|b| b.is_ascii_uppercase())
+    if r.method.is_empty()
+        || r.method.len() > 16
+        || !r.method.bytes().all(|b| b.is_ascii_uppercase())
     {
         return Err(invalid(
             "request.method",
@@ -572,7 +583,11 @@ fn json_field(field: &str, v: &Value) -> Result<CanonicalJson, ValidationError> 
     if c.as_str().len() > limits::JSON {
         return Err(invalid(
             field,
-            format!("is {} bytes; the limit is {}", c.as_str().len(), limits::JSON),
+            format!(
+                "is {} bytes; the limit is {}",
+                c.as_str().len(),
+                limits::JSON
+            ),
         ));
     }
     Ok(c)
@@ -584,7 +599,10 @@ fn check_text(field: &str, s: &str, max: usize) -> Result<(), ValidationError> {
         return Err(invalid(field, "must not be empty"));
     }
     if s.len() > max {
-        return Err(invalid(field, format!("is {} bytes; the limit is {max}", s.len())));
+        return Err(invalid(
+            field,
+            format!("is {} bytes; the limit is {max}", s.len()),
+        ));
     }
     if s.chars().any(char::is_control) {
         return Err(invalid(field, "must not contain control characters"));
@@ -614,9 +632,9 @@ fn check_client_id(id: &str) -> Result<(), ValidationError> {
 fn check_category(c: &str) -> Result<(), ValidationError> {
     if c.is_empty()
         || c.len() > 32
-        || !c
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.'))
+        || !c.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'-' | b'.')
+        })
     {
         return Err(invalid(
             "category",
@@ -631,7 +649,8 @@ pub fn check_org_slug(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
         && s.len() <= 63
         && s.as_bytes()[0].is_ascii_alphanumeric()
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if ok {
         Ok(())
     } else {
@@ -712,7 +731,13 @@ pub(crate) mod tests {
         // the client's idempotency id.
         let again = Event::seal("acme", 7, e.received_at, body(rec).unwrap());
         assert_eq!(again.client_id.as_deref(), Some(e.id().as_str()));
-        assert_eq!(Event { client_id: None, ..again }, e);
+        assert_eq!(
+            Event {
+                client_id: None,
+                ..again
+            },
+            e
+        );
     }
 
     #[test]
@@ -730,23 +755,74 @@ pub(crate) mod tests {
         let minimal = || json!({"action": "x", "actor": {"id": "a", "type": "user"}});
         let cases: Vec<(Value, &str)> = vec![
             (json!([]), "event: must be a JSON object"),
-            (json!({"actor": {"id": "a", "type": "user"}}), "missing field `action`"),
-            (json!({"action": 5, "actor": {"id": "a", "type": "user"}}), "action: invalid type"),
-            (json!({"action": "x", "actor": {"id": "a", "type": "robot"}}), "actor.type: unknown actor type \"robot\""),
-            (json!({"action": "x", "actor": {"id": "", "type": "user"}}), "actor.id: must not be empty"),
-            (json!({"action": "x", "actor": {"id": "a", "type": "user", "ip": "1.2.3"}}), "actor.ip: not an IP address"),
-            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "colour": 1}), "unknown field `colour`"),
-            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "org": "other"}), "org: names org \"other\""),
-            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "timestamp": "now"}), "timestamp: invalid time"),
-            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "id": "a b"}), "id: \"a b\" may hold only"),
-            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "count": 0}), "count: must be at least 1"),
-            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "category": "App"}), "category:"),
-            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "object": {"type": "t", "id": 3}}), "object.id: must be a string or an object"),
-            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "request": {"method": "get", "route": "r", "status": 200}}), "request.method"),
-            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "request": {"method": "GET", "route": "r", "status": 99}}), "request.status"),
-            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "request": {"method": "GET", "route": "r", "status": 200, "bodySha256": "zz"}}), "request.bodySha256"),
-            (json!({"action": "x", "actor": {"id": "a", "type": "user"}, "request": {"method": "GET", "route": "r", "status": 200, "latencyMs": -1}}), "request.latencyMs"),
-            (json!({"action": "x\u{7}", "actor": {"id": "a", "type": "user"}}), "action: must not contain control"),
+            (
+                json!({"actor": {"id": "a", "type": "user"}}),
+                "missing field `action`",
+            ),
+            (
+                json!({"action": 5, "actor": {"id": "a", "type": "user"}}),
+                "action: invalid type",
+            ),
+            (
+                json!({"action": "x", "actor": {"id": "a", "type": "robot"}}),
+                "actor.type: unknown actor type \"robot\"",
+            ),
+            (
+                json!({"action": "x", "actor": {"id": "", "type": "user"}}),
+                "actor.id: must not be empty",
+            ),
+            (
+                json!({"action": "x", "actor": {"id": "a", "type": "user", "ip": "1.2.3"}}),
+                "actor.ip: not an IP address",
+            ),
+            (
+                json!({"action": "x", "actor": {"id": "a", "type": "user"}, "colour": 1}),
+                "unknown field `colour`",
+            ),
+            (
+                json!({"action": "x", "actor": {"id": "a", "type": "user"}, "org": "other"}),
+                "org: names org \"other\"",
+            ),
+            (
+                json!({"action": "x", "actor": {"id": "a", "type": "user"}, "timestamp": "now"}),
+                "timestamp: invalid time",
+            ),
+            (
+                json!({"action": "x", "actor": {"id": "a", "type": "user"}, "id": "a b"}),
+                "id: \"a b\" may hold only",
+            ),
+            (
+                json!({"action": "x", "actor": {"id": "a", "type": "user"}, "count": 0}),
+                "count: must be at least 1",
+            ),
+            (
+                json!({"action": "x", "actor": {"id": "a", "type": "user"}, "category": "App"}),
+                "category:",
+            ),
+            (
+                json!({"action": "x", "actor": {"id": "a", "type": "user"}, "object": {"type": "t", "id": 3}}),
+                "object.id: must be a string or an object",
+            ),
+            (
+                json!({"action": "x", "actor": {"id": "a", "type": "user"}, "request": {"method": "get", "route": "r", "status": 200}}),
+                "request.method",
+            ),
+            (
+                json!({"action": "x", "actor": {"id": "a", "type": "user"}, "request": {"method": "GET", "route": "r", "status": 99}}),
+                "request.status",
+            ),
+            (
+                json!({"action": "x", "actor": {"id": "a", "type": "user"}, "request": {"method": "GET", "route": "r", "status": 200, "bodySha256": "zz"}}),
+                "request.bodySha256",
+            ),
+            (
+                json!({"action": "x", "actor": {"id": "a", "type": "user"}, "request": {"method": "GET", "route": "r", "status": 200, "latencyMs": -1}}),
+                "request.latencyMs",
+            ),
+            (
+                json!({"action": "x\u{7}", "actor": {"id": "a", "type": "user"}}),
+                "action: must not contain control",
+            ),
         ];
         for (v, want) in cases {
             let got = body(v.clone()).unwrap_err().to_string();
@@ -758,8 +834,10 @@ pub(crate) mod tests {
     #[test]
     fn oversized_details_are_refused() {
         let big = "x".repeat(limits::JSON);
-        let err = body(json!({"action": "x", "actor": {"id": "a", "type": "user"}, "details": {"m": big}}))
-            .unwrap_err();
+        let err = body(
+            json!({"action": "x", "actor": {"id": "a", "type": "user"}, "details": {"m": big}}),
+        )
+        .unwrap_err();
         assert_eq!(err.field, "details");
     }
 

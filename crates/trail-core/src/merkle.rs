@@ -32,11 +32,20 @@ mod tests {
     fn rfc6962_known_answers() {
         let l: Vec<Hash> = LEAVES.iter().map(|d| leaf_hash(d)).collect();
         let hex = |h: Hash| hex::encode(h);
-        assert_eq!(hex(l[0]), "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d");
-        assert_eq!(hex(l[1]), "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7");
+        assert_eq!(
+            hex(l[0]),
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
+        );
+        assert_eq!(
+            hex(l[1]),
+            "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7"
+        );
         // Roots of the trees of size 2 and 4.
         let n01 = node_hash(&l[0], &l[1]);
-        assert_eq!(hex(n01), "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125");
+        assert_eq!(
+            hex(n01),
+            "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"
+        );
         let n23 = node_hash(&l[2], &l[3]);
         assert_eq!(
             hex(node_hash(&n01, &n23)),

@@ -234,10 +234,7 @@ impl Filter {
                 .map_err(|e| match e {
                     QueryError::UnknownKey(k) => QueryError::Syntax {
                         at: t.at,
-                        message: format!(
-                            "unknown key {k:?} (known: {})",
-                            Field::KEYS
-                        ),
+                        message: format!("unknown key {k:?} (known: {})", Field::KEYS),
                     },
                     other => other,
                 })?;
@@ -264,7 +261,8 @@ impl Filter {
 
     /// Whether the event passes this filter (the reference semantics).
     pub fn matches(&self, e: &Event) -> bool {
-        if self.since.is_some_and(|s| e.timestamp < s) || self.until.is_some_and(|u| e.timestamp >= u)
+        if self.since.is_some_and(|s| e.timestamp < s)
+            || self.until.is_some_and(|u| e.timestamp >= u)
         {
             return false;
         }
@@ -288,7 +286,9 @@ fn parse_status(v: &str) -> Option<StatusMatch> {
         return Some(StatusMatch::Class(b[0] - b'0'));
     }
     let code: u16 = v.parse().ok()?;
-    (100..=599).contains(&code).then_some(StatusMatch::Code(code))
+    (100..=599)
+        .contains(&code)
+        .then_some(StatusMatch::Code(code))
 }
 
 struct Token {
@@ -354,7 +354,10 @@ fn tokenize(q: &str) -> Result<Vec<Token>, QueryError> {
                 return Err(syntax(quote_at, "unterminated quote".into()));
             }
             if i < chars.len() && !chars[i].1.is_whitespace() {
-                return Err(syntax(chars[i].0, "expected a space after the closing quote".into()));
+                return Err(syntax(
+                    chars[i].0,
+                    "expected a space after the closing quote".into(),
+                ));
             }
         } else {
             while i < chars.len() && !chars[i].1.is_whitespace() {
@@ -395,7 +398,9 @@ impl Cursor {
     }
 
     pub fn decode(s: &str) -> Result<Cursor, QueryError> {
-        let b = URL_SAFE_NO_PAD.decode(s).map_err(|_| QueryError::BadCursor)?;
+        let b = URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| QueryError::BadCursor)?;
         if b.len() != 17 || b[0] != CURSOR_VERSION {
             return Err(QueryError::BadCursor);
         }
@@ -437,10 +442,13 @@ mod tests {
 
     #[test]
     fn parses_the_spec_example() {
-        let f = parse(r#"actor:alice action:deleted route:"GET /v1/tenants/:id" -status:200"#)
-            .unwrap();
+        let f =
+            parse(r#"actor:alice action:deleted route:"GET /v1/tenants/:id" -status:200"#).unwrap();
         assert_eq!(f.terms.len(), 4);
-        assert_eq!(f.terms[2].matcher, Matcher::Text("GET /v1/tenants/:id".into()));
+        assert_eq!(
+            f.terms[2].matcher,
+            Matcher::Text("GET /v1/tenants/:id".into())
+        );
         assert!(f.terms[3].negated);
         assert_eq!(f.terms[3].matcher, Matcher::Status(StatusMatch::Code(200)));
     }
@@ -468,8 +476,12 @@ mod tests {
 
     #[test]
     fn quoting_and_unicode() {
-        let f = parse(r#"actor:"Sarah Brown@akuity.io" action:"say \"hi\"" objectName:dév"#).unwrap();
-        assert_eq!(f.terms[0].matcher, Matcher::Text("Sarah Brown@akuity.io".into()));
+        let f =
+            parse(r#"actor:"Sarah Brown@akuity.io" action:"say \"hi\"" objectName:dév"#).unwrap();
+        assert_eq!(
+            f.terms[0].matcher,
+            Matcher::Text("Sarah Brown@akuity.io".into())
+        );
         assert_eq!(f.terms[1].matcher, Matcher::Text("say \"hi\"".into()));
         assert_eq!(f.terms[2].matcher, Matcher::Text("dév".into()));
     }
@@ -506,7 +518,10 @@ mod tests {
         check("route:/v1/tenants/:id", [true, false]);
         check(r#"route:"POST /v1/tenants/:id""#, [false, false]);
         check("method:get", [true, false]);
-        check("objectKind:Cluster objectName:dev objectType:custom_role", [false, true]);
+        check(
+            "objectKind:Cluster objectName:dev objectType:custom_role",
+            [false, true],
+        );
         check("category:app", [false, true]);
         check("actorType:pat", [true, false]);
         check("", [true, true]);

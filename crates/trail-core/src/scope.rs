@@ -68,7 +68,9 @@ impl fmt::Display for Scope {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown scope {0:?} (known: logs:read, logs:write, archives:read, keys:manage, members:manage, instances:manage, orgs:admin)")]
+#[error(
+    "unknown scope {0:?} (known: logs:read, logs:write, archives:read, keys:manage, members:manage, instances:manage, orgs:admin)"
+)]
 pub struct UnknownScope(pub String);
 
 impl FromStr for Scope {
@@ -123,9 +125,7 @@ impl FromStr for Role {
             "owner" => Ok(Role::Owner),
             "admin" => Ok(Role::Admin),
             "member" => Ok(Role::Member),
-            _ => Err(format!(
-                "unknown role {s:?} (known: owner, admin, member)"
-            )),
+            _ => Err(format!("unknown role {s:?} (known: owner, admin, member)")),
         }
     }
 }
@@ -168,7 +168,15 @@ mod tests {
         assert!(Role::Owner.scopes().contains(&Scope::LogsRead));
         assert!(!Role::Admin.scopes().contains(&Scope::LogsRead));
         assert!(!Role::Member.scopes().contains(&Scope::LogsRead));
-        assert!(preset("support-readonly").unwrap().contains(&Scope::LogsRead));
-        assert!(!preset("support-readonly").unwrap().contains(&Scope::LogsWrite));
+        assert!(
+            preset("support-readonly")
+                .unwrap()
+                .contains(&Scope::LogsRead)
+        );
+        assert!(
+            !preset("support-readonly")
+                .unwrap()
+                .contains(&Scope::LogsWrite)
+        );
     }
 }

@@ -162,7 +162,10 @@ mod tests {
         assert_eq!(t.to_string(), "2026-11-21T16:26:40.139210Z");
         let t = Timestamp::parse("2026-11-21T17:26:40.1392109+01:00").unwrap();
         assert_eq!(t.to_string(), "2026-11-21T16:26:40.139210Z");
-        assert_eq!(Timestamp::parse("1970-01-01T00:00:00Z").unwrap(), Timestamp(0));
+        assert_eq!(
+            Timestamp::parse("1970-01-01T00:00:00Z").unwrap(),
+            Timestamp(0)
+        );
     }
 
     #[test]

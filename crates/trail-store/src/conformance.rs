@@ -155,10 +155,20 @@ pub async fn bootstrap_runs_once(store: Arc<dyn Store>) {
         token: token("pat_1", "default"),
     };
     assert!(store.bootstrap(b.clone()).await.unwrap());
-    assert!(!store.bootstrap(b).await.unwrap(), "second bootstrap must do nothing");
+    assert!(
+        !store.bootstrap(b).await.unwrap(),
+        "second bootstrap must do nothing"
+    );
     assert_eq!(store.orgs().await.unwrap(), vec![org("default")]);
-    assert_eq!(store.token("pat_1").await.unwrap(), Some(token("pat_1", "default")));
-    let owner = store.user_by_email("owner@example.com").await.unwrap().unwrap();
+    assert_eq!(
+        store.token("pat_1").await.unwrap(),
+        Some(token("pat_1", "default"))
+    );
+    let owner = store
+        .user_by_email("owner@example.com")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(owner.id, "usr_1");
 }
 
@@ -178,8 +188,14 @@ pub async fn orgs_users_and_tokens(store: Arc<dyn Store>) {
         created_at: Timestamp(T0),
     };
     store.create_user(u.clone()).await.unwrap();
-    assert!(matches!(store.create_user(u).await, Err(StoreError::Conflict(_))));
-    store.add_member("acme", "usr_a", Role::Owner).await.unwrap();
+    assert!(matches!(
+        store.create_user(u).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .add_member("acme", "usr_a", Role::Owner)
+        .await
+        .unwrap();
     assert!(matches!(
         store.add_member("nope", "usr_a", Role::Owner).await,
         Err(StoreError::UnknownOrg(_))
@@ -190,20 +206,30 @@ pub async fn orgs_users_and_tokens(store: Arc<dyn Store>) {
         store.create_token(token("pat_x", "acme")).await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(store.token("pat_x").await.unwrap(), Some(token("pat_x", "acme")));
+    assert_eq!(
+        store.token("pat_x").await.unwrap(),
+        Some(token("pat_x", "acme"))
+    );
     assert_eq!(store.token("pat_y").await.unwrap(), None);
 }
 
 pub async fn append_assigns_gapless_seqs_per_org(store: Arc<dyn Store>) {
     with_orgs(&*store, &["acme", "umbrella"]).await;
-    let a = store.append("acme", vec![simple("a"), simple("b")]).await.unwrap();
+    let a = store
+        .append("acme", vec![simple("a"), simple("b")])
+        .await
+        .unwrap();
     let u = store.append("umbrella", vec![simple("c")]).await.unwrap();
     let a2 = store.append("acme", vec![simple("d")]).await.unwrap();
     let seqs = |v: &[crate::Appended]| v.iter().map(|a| a.seq).collect::<Vec<_>>();
     assert_eq!(seqs(&a), [0, 1]);
     assert_eq!(seqs(&u), [0]);
     assert_eq!(seqs(&a2), [2]);
-    assert!(a.iter().chain(&a2).all(|x| !x.duplicate && x.id.starts_with("evt_")));
+    assert!(
+        a.iter()
+            .chain(&a2)
+            .all(|x| !x.duplicate && x.id.starts_with("evt_"))
+    );
     assert_eq!(store.append("acme", vec![]).await.unwrap(), vec![]);
     assert_eq!(store.log_size("acme").await.unwrap(), 3);
     assert_eq!(store.log_size("umbrella").await.unwrap(), 1);
@@ -218,7 +244,14 @@ pub async fn concurrent_appends_have_no_gaps(store: Arc<dyn Store>) {
                 let mut seqs = Vec::new();
                 for i in 0..10 {
                     let batch = (0..=(t + i) % 5).map(|_| simple("c")).collect();
-                    seqs.extend(store.append("acme", batch).await.unwrap().into_iter().map(|a| a.seq));
+                    seqs.extend(
+                        store
+                            .append("acme", batch)
+                            .await
+                            .unwrap()
+                            .into_iter()
+                            .map(|a| a.seq),
+                    );
                 }
                 seqs
             })
@@ -230,7 +263,11 @@ pub async fn concurrent_appends_have_no_gaps(store: Arc<dyn Store>) {
     }
     all.sort_unstable();
     let n = all.len() as u64;
-    assert_eq!(all, (0..n).collect::<Vec<_>>(), "seqs must be 0..n with no gap or repeat");
+    assert_eq!(
+        all,
+        (0..n).collect::<Vec<_>>(),
+        "seqs must be 0..n with no gap or repeat"
+    );
     assert_eq!(store.log_size("acme").await.unwrap(), n);
 }
 
@@ -254,7 +291,13 @@ pub async fn read_back_equals_what_was_sealed(store: Arc<dyn Store>) {
 pub async fn stored_hash_is_the_canonical_leaf_hash(store: Arc<dyn Store>) {
     with_orgs(&*store, &["acme"]).await;
     let appended = store.append("acme", sample_events(40)).await.unwrap();
-    for (s, a) in store.events_from("acme", 0, 100).await.unwrap().iter().zip(&appended) {
+    for (s, a) in store
+        .events_from("acme", 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .zip(&appended)
+    {
         assert_eq!(s.hash, trail_core::canonical::leaf_hash(&s.event));
         assert_eq!(s.hash, a.hash);
     }
@@ -266,13 +309,19 @@ pub async fn client_ids_make_retries_idempotent(store: Arc<dyn Store>) {
         body(json!({"id": id, "action": action, "actor": {"id": "a", "type": "user"}}))
     };
     let first = store
-        .append("acme", vec![with_id("x-1", "a"), simple("b"), with_id("x-1", "a")])
+        .append(
+            "acme",
+            vec![with_id("x-1", "a"), simple("b"), with_id("x-1", "a")],
+        )
         .await
         .unwrap();
     assert_eq!(first[0].seq, 0);
     assert!(!first[0].duplicate);
     assert_eq!(first[1].seq, 1);
-    assert!(first[2].duplicate, "a repeat inside one batch is a duplicate");
+    assert!(
+        first[2].duplicate,
+        "a repeat inside one batch is a duplicate"
+    );
     assert_eq!((first[2].seq, first[2].hash), (first[0].seq, first[0].hash));
 
     let retry = store
@@ -287,7 +336,10 @@ pub async fn client_ids_make_retries_idempotent(store: Arc<dyn Store>) {
     assert_eq!(store.log_size("acme").await.unwrap(), 3);
 
     // Ids are per org.
-    let other = store.append("umbrella", vec![with_id("x-1", "a")]).await.unwrap();
+    let other = store
+        .append("umbrella", vec![with_id("x-1", "a")])
+        .await
+        .unwrap();
     assert!(!other[0].duplicate);
 }
 
@@ -298,12 +350,26 @@ pub async fn unknown_org_is_an_error(store: Arc<dyn Store>) {
         Err(StoreError::UnknownOrg(o)) if o == "nope"
     ));
     assert!(matches!(
-        store.query("nope", &EventQuery { limit: 10, ..Default::default() }).await,
+        store
+            .query(
+                "nope",
+                &EventQuery {
+                    limit: 10,
+                    ..Default::default()
+                }
+            )
+            .await,
         Err(StoreError::UnknownOrg(_))
     ));
-    assert!(matches!(store.log_size("nope").await, Err(StoreError::UnknownOrg(_))));
+    assert!(matches!(
+        store.log_size("nope").await,
+        Err(StoreError::UnknownOrg(_))
+    ));
     // A failed append in a group does not disturb the next one.
-    assert_eq!(store.append("acme", vec![simple("a")]).await.unwrap()[0].seq, 0);
+    assert_eq!(
+        store.append("acme", vec![simple("a")]).await.unwrap()[0].seq,
+        0
+    );
 }
 
 /// Pages through a query, asserting the order, and returns the seqs seen.
@@ -348,7 +414,10 @@ pub async fn newest_first_paging_returns_each_event_once(store: Arc<dyn Store>) 
     let all = store.events_from("acme", 0, 1000).await.unwrap();
     let filter = Filter::default();
     for limit in [1, 7, 100, 250, 1000] {
-        assert_eq!(page_all(&*store, "acme", &filter, limit).await, reference(&all, &filter));
+        assert_eq!(
+            page_all(&*store, "acme", &filter, limit).await,
+            reference(&all, &filter)
+        );
     }
 }
 
@@ -380,7 +449,10 @@ pub async fn paging_is_stable_while_events_arrive(store: Arc<dyn Store>) {
     }
     let unique: HashSet<u64> = seen.iter().copied().collect();
     assert_eq!(unique.len(), seen.len(), "no event is returned twice");
-    assert!(before.is_subset(&unique), "every event present at the start is returned");
+    assert!(
+        before.is_subset(&unique),
+        "every event present at the start is returned"
+    );
 }
 
 pub async fn filters_agree_with_the_reference_semantics(store: Arc<dyn Store>) {
@@ -433,9 +505,21 @@ pub async fn events_from_and_log_size(store: Arc<dyn Store>) {
     store.append("acme", sample_events(30)).await.unwrap();
     store.append("umbrella", sample_events(5)).await.unwrap();
     let seqs = |v: Vec<StoredEvent>| v.into_iter().map(|s| s.event.seq).collect::<Vec<_>>();
-    assert_eq!(seqs(store.events_from("acme", 10, 5).await.unwrap()), [10, 11, 12, 13, 14]);
-    assert_eq!(seqs(store.events_from("acme", 28, 5).await.unwrap()), [28, 29]);
+    assert_eq!(
+        seqs(store.events_from("acme", 10, 5).await.unwrap()),
+        [10, 11, 12, 13, 14]
+    );
+    assert_eq!(
+        seqs(store.events_from("acme", 28, 5).await.unwrap()),
+        [28, 29]
+    );
     assert!(store.events_from("acme", 30, 5).await.unwrap().is_empty());
-    assert!(store.events_from("acme", u64::MAX, 5).await.unwrap().is_empty());
+    assert!(
+        store
+            .events_from("acme", u64::MAX, 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(store.log_size("acme").await.unwrap(), 30);
 }

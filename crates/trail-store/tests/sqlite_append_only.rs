@@ -24,7 +24,10 @@ async fn store_with_events(dir: &std::path::Path) -> SqliteStore {
         })
         .await
         .unwrap();
-    store.append("acme", vec![event("a"), event("b")]).await.unwrap();
+    store
+        .append("acme", vec![event("a"), event("b")])
+        .await
+        .unwrap();
     store
 }
 
@@ -66,9 +69,15 @@ async fn a_restart_keeps_every_event_and_continues_the_seqs() {
 
     let store = SqliteStore::open(dir.path()).unwrap();
     assert_eq!(store.events_from("acme", 0, 10).await.unwrap(), before);
-    let more = store.append("acme", vec![event("c"), event("a")]).await.unwrap();
+    let more = store
+        .append("acme", vec![event("c"), event("a")])
+        .await
+        .unwrap();
     assert_eq!(more[0].seq, 2);
-    assert!(more[1].duplicate, "client ids are remembered across restarts");
+    assert!(
+        more[1].duplicate,
+        "client ids are remembered across restarts"
+    );
     assert_eq!(store.log_size("acme").await.unwrap(), 3);
 }
 

@@ -20,8 +20,8 @@ use trail_core::scope::Role;
 use trail_core::{EventBody, Timestamp};
 
 use crate::{
-    Appended, Bootstrap, EventPage, EventQuery, Org, Result, Store, StoreError, StoredEvent,
-    Token, User,
+    Appended, Bootstrap, EventPage, EventQuery, Org, Result, Store, StoreError, StoredEvent, Token,
+    User,
 };
 use dict::DictCache;
 use writer::Writer;
@@ -45,8 +45,9 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the store in `dir`.
     pub fn open(dir: &Path) -> Result<SqliteStore> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        })?;
         let path = dir.join(DB_FILE);
         let mut conn = Connection::open(&path).map_err(unavailable)?;
         configure(&conn).map_err(unavailable)?;
@@ -84,7 +85,9 @@ impl SqliteStore {
         let pool = self.readers.clone();
         let dict = self.dict.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = pool.get().map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let conn = pool
+                .get()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
             f(&conn, &dict)
         })
         .await
@@ -154,10 +157,8 @@ fn org_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Org> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
-        self.read(|c, _| {
-            c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable)
-        })
-        .await?;
+        self.read(|c, _| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
+            .await?;
         self.writer.exec(|_| Ok(())).await
     }
 
@@ -238,7 +239,8 @@ impl Store for SqliteStore {
 
     async fn query(&self, org: &str, q: &EventQuery) -> Result<EventPage> {
         let (org, q) = (org.to_owned(), q.clone());
-        self.read(move |c, dict| read::query(c, dict, &org, &q)).await
+        self.read(move |c, dict| read::query(c, dict, &org, &q))
+            .await
     }
 
     async fn events_from(&self, org: &str, from: u64, limit: usize) -> Result<Vec<StoredEvent>> {

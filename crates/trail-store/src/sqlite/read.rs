@@ -55,7 +55,9 @@ fn resolve(conn: &Connection, field: Field, m: &Matcher) -> Result<Resolved> {
                 .prepare_cached("SELECT id, value FROM dict WHERE substr(value, -length(?1)) = ?1")
                 .map_err(unavailable)?;
             let rows = s
-                .query_map([path], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))
+                .query_map([path], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+                })
                 .map_err(unavailable)?;
             let mut ids = Vec::new();
             for row in rows {

@@ -34,7 +34,9 @@ pub(crate) fn insert(
     let o = e.object.as_ref();
     let otype = opt(o.map(|o| o.kind.as_str()))?;
     let oid = opt(o.and_then(|o| o.id.as_ref()).map(CanonicalJson::as_str))?;
-    let oparent = opt(o.and_then(|o| o.parent_id.as_ref()).map(CanonicalJson::as_str))?;
+    let oparent = opt(o
+        .and_then(|o| o.parent_id.as_ref())
+        .map(CanonicalJson::as_str))?;
     let okind = opt(o.and_then(Object::id_kind).as_deref())?;
     let oname = opt(o.and_then(Object::id_name).as_deref())?;
     let r = e.request.as_ref();

@@ -90,7 +90,11 @@ fn run(mut state: WriterState, mut rx: mpsc::Receiver<Job>) {
         // Take everything already queued: that is the group.
         while let Some(job) = next.take() {
             match job {
-                Job::Append { org, events: e, reply } => {
+                Job::Append {
+                    org,
+                    events: e,
+                    reply,
+                } => {
                     events += e.len();
                     group.push((org, e, reply));
                 }

@@ -1,0 +1,196 @@
+//! The OpenAPI 3.1 document, served at `/v1/openapi.json`. Paths come from
+//! [`routes::OPERATIONS`], so the document cannot name an operation the router lacks (a test
+//! checks the converse).
+
+use serde_json::{Map, Value, json};
+
+use crate::routes::{OPERATIONS, events};
+
+fn list_parameters() -> Vec<Value> {
+    let text = |name: &str, description: &str| json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}, "description": description});
+    vec![
+        text("actor", "Actor id. Repeat for alternatives."),
+        text("actorType", "user, pat, api_key, break_glass or system."),
+        text("action", "Action."),
+        text("category", "app, api, system, ..."),
+        text("objectType", "Object type."),
+        text("objectKind", "object.id.kind."),
+        text(
+            "objectName",
+            "object.id.name (or object.id when it is a string).",
+        ),
+        text(
+            "route",
+            "Route template, `GET /v1/tenants/:id`; without a method, any method.",
+        ),
+        text("method", "HTTP method of a recorded call."),
+        text("status", "Status code (404) or class (5xx)."),
+        text("instance", "Instance id."),
+        text("tokenId", "Credential id of the actor."),
+        text("ip", "Client IP address."),
+        text(
+            "since",
+            "RFC 3339 time, or a duration back from now: 30s, 5m, 1h, 7d, 2w. Inclusive.",
+        ),
+        text(
+            "until",
+            "RFC 3339 time or duration back from now. Exclusive.",
+        ),
+        text(
+            "q",
+            "Query: `actor:alice action:deleted route:\"GET /v1/tenants/:id\" -status:200`. Terms on one key are alternatives, different keys must all hold, `-` excludes.",
+        ),
+        json!({"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": events::MAX_LIMIT, "default": events::DEFAULT_LIMIT}}),
+        text("cursor", "The nextCursor of the previous page."),
+    ]
+}
+
+fn problem(description: &str) -> Value {
+    json!({"description": description, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
+}
+
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for op in OPERATIONS {
+        let mut parameters: Vec<Value> = op
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let mut responses = Map::new();
+        let mut operation = json!({
+            "operationId": op.id,
+            "summary": op.summary,
+            "security": [{"bearer": []}, {"basic": []}],
+        });
+        if let Some(scope) = op.scope {
+            operation["description"] = json!(format!("Requires the `{scope}` scope."));
+        }
+        match op.id {
+            "ingestEvents" => {
+                operation["requestBody"] = json!({
+                    "required": true,
+                    "description": format!("At most {} events and {} bytes. An event `id` makes retries idempotent.", events::MAX_BATCH, events::MAX_BODY),
+                    "content": {
+                        "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/EventInput"}}},
+                        "application/x-ndjson": {"schema": {"$ref": "#/components/schemas/EventInput"}},
+                    }
+                });
+                responses.insert("200".into(), json!({"description": "The valid events are stored; `errors` lists the others by index.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/IngestResult"}}}}));
+                responses.insert("413".into(), problem("Too many events or bytes."));
+                responses.insert("415".into(), problem("Unsupported content type."));
+                responses.insert(
+                    "422".into(),
+                    problem("No event in the batch is valid; `errors` lists why."),
+                );
+            }
+            "whoAmI" => {
+                responses.insert("200".into(), json!({"description": "The caller.", "content": {"application/json": {"schema": {"type": "object"}}}}));
+            }
+            _ => {
+                parameters.extend(list_parameters());
+                responses.insert("200".into(), json!({"description": "A page of events, newest first.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventPage"}}}}));
+            }
+        }
+        responses.insert("400".into(), problem("Bad input; `detail` says what."));
+        responses.insert("401".into(), problem("No valid credential."));
+        responses.insert(
+            "403".into(),
+            problem("The credential lacks the scope (named in `scope`) or belongs to another org."),
+        );
+        responses.insert("404".into(), problem("No such org."));
+        responses.insert(
+            "503".into(),
+            problem("Storage unavailable, or the call could not be recorded."),
+        );
+        operation["parameters"] = Value::Array(parameters);
+        operation["responses"] = Value::Object(responses);
+        paths
+            .entry(op.path)
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("path item is an object")
+            .insert(op.method.to_ascii_lowercase(), operation);
+    }
+    for (path, summary) in [
+        ("/healthz", "Liveness"),
+        ("/readyz", "Readiness: the store answers"),
+        ("/metrics", "Prometheus metrics"),
+        ("/v1/openapi.json", "This document"),
+    ] {
+        paths.insert(path.into(), json!({"get": {"summary": summary, "security": [], "responses": {"200": {"description": "OK"}}}}));
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Trail",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "A tamper-evident, multi-tenant audit log. Every authenticated call is itself recorded.",
+        },
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "A personal access token, `<id>.<secret>`."},
+                "basic": {"type": "http", "scheme": "basic", "description": "An API key: key id as user name, secret as password."},
+            },
+            "schemas": schemas(),
+        },
+    })
+}
+
+fn schemas() -> Value {
+    let s = json!({"type": "string"});
+    let ts = json!({"type": "string", "description": "RFC 3339 (Go's `2006-01-02 15:04:05.999999999 -0700 MST` is also read)."});
+    json!({
+        "Problem": {"type": "object", "description": "RFC 9457 problem details.", "properties": {
+            "type": s, "title": s, "status": {"type": "integer"}, "detail": s,
+            "scope": {"type": "string", "description": "The missing scope, on 403."},
+            "errors": {"type": "array", "items": {"$ref": "#/components/schemas/EventError"}},
+        }},
+        "EventError": {"type": "object", "properties": {"index": {"type": "integer"}, "field": {"type": ["string", "null"]}, "detail": s}},
+        "Actor": {"type": "object", "required": ["id", "type"], "properties": {
+            "id": s, "type": {"enum": ["user", "pat", "api_key", "break_glass", "system"]},
+            "ip": s, "userAgent": s, "tokenId": s, "scope": s,
+        }},
+        "Object": {"type": "object", "required": ["type"], "properties": {
+            "type": s, "id": {"type": ["string", "object"]}, "parentId": {"type": "object"},
+        }},
+        "Request": {"type": "object", "required": ["method", "route", "status"], "properties": {
+            "method": s, "route": {"type": "string", "description": "Normalized route template."},
+            "status": {"type": "integer"}, "latencyMs": {"type": "number"},
+            "bodySha256": {"type": "string", "description": "Hex SHA-256 of the request body."},
+        }},
+        "EventInput": {"type": "object", "required": ["action", "actor"], "additionalProperties": false, "properties": {
+            "id": {"type": "string", "description": "Idempotency id; a repeat is not stored twice."},
+            "org": s, "instance": s, "timestamp": ts, "action": s,
+            "category": {"type": "string", "default": "app"},
+            "actor": {"$ref": "#/components/schemas/Actor"},
+            "object": {"$ref": "#/components/schemas/Object"},
+            "details": {"type": "object"},
+            "request": {"$ref": "#/components/schemas/Request"},
+            "count": {"type": "integer", "minimum": 1}, "lastOccurredTimestamp": ts,
+            "seq": {"description": "Ignored."}, "receivedAt": {"description": "Ignored."}, "hash": {"description": "Ignored."},
+        }},
+        "Event": {"type": "object", "properties": {
+            "id": s, "seq": {"type": "integer"}, "org": s, "instance": s, "timestamp": s, "receivedAt": s,
+            "action": s, "category": s, "actor": {"$ref": "#/components/schemas/Actor"},
+            "object": {"$ref": "#/components/schemas/Object"}, "details": {"type": "object"},
+            "request": {"$ref": "#/components/schemas/Request"}, "count": {"type": "integer"},
+            "lastOccurredTimestamp": s,
+            "hash": {"type": "string", "description": "RFC 6962 leaf hash, hex: SHA-256(0x00 || canonical bytes)."},
+        }},
+        "EventPage": {"type": "object", "properties": {
+            "items": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+            "nextCursor": {"type": ["string", "null"]},
+        }},
+        "IngestResult": {"type": "object", "properties": {
+            "accepted": {"type": "integer"}, "duplicates": {"type": "integer"}, "rejected": {"type": "integer"},
+            "items": {"type": "array", "items": {"type": "object", "properties": {
+                "index": {"type": "integer"}, "id": s, "seq": {"type": "integer"}, "hash": s,
+                "receivedAt": s, "duplicate": {"type": "boolean"},
+            }}},
+            "errors": {"type": "array", "items": {"$ref": "#/components/schemas/EventError"}},
+        }},
+    })
+}

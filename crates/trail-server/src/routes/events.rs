@@ -1,0 +1,344 @@
+//! Ingest and read the log.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::{HeaderMap, header::CONTENT_TYPE};
+use serde_json::{Value, json};
+use trail_core::query::{Field, Matcher, QueryError};
+use trail_core::{Cursor, EventBody, Filter, Scope, Timestamp};
+use trail_store::EventQuery;
+
+use crate::AppState;
+use crate::audit::AuditSlot;
+use crate::auth::{Caller, authorize};
+use crate::error::ApiError;
+
+/// The largest ingest body, in bytes.
+pub const MAX_BODY: usize = 16 << 20;
+/// The most events in one ingest batch.
+pub const MAX_BATCH: usize = 10_000;
+pub const DEFAULT_LIMIT: usize = 100;
+pub const MAX_LIMIT: usize = 1000;
+
+pub async fn ingest(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    Extension(caller): Extension<Caller>,
+    Extension(slot): Extension<AuditSlot>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&*state.store, &caller, &slot, &org, Scope::LogsWrite).await?;
+    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        {
+            ApiError::PayloadTooLarge(format!("the body is larger than {MAX_BODY} bytes"))
+        } else {
+            ApiError::BadRequest(format!("could not read the body: {e}"))
+        }
+    })?;
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    let items = parse_batch(&bytes, content_type.as_deref())?;
+    if items.is_empty() {
+        return Err(ApiError::BadRequest("the batch holds no events".into()));
+    }
+    if items.len() > MAX_BATCH {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the batch holds {} events; the limit is {MAX_BATCH}",
+            items.len()
+        )));
+    }
+
+    let mut valid: Vec<(usize, EventBody)> = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (index, item) in items.into_iter().enumerate() {
+        match item.and_then(|v| {
+            EventBody::from_json(v, &org).map_err(|e| (Some(e.field.clone()), e.to_string()))
+        }) {
+            Ok(body) => valid.push((index, body)),
+            Err((field, detail)) => {
+                errors.push(json!({"index": index, "field": field, "detail": detail}))
+            }
+        }
+    }
+    if valid.is_empty() {
+        return Err(ApiError::Unprocessable {
+            detail: format!("none of the {} events is valid; see errors", errors.len()),
+            errors: Value::Array(errors),
+        });
+    }
+    let (indexes, bodies): (Vec<usize>, Vec<EventBody>) = valid.into_iter().unzip();
+    let appended = state.store.append(&org, bodies).await?;
+    let duplicates = appended.iter().filter(|a| a.duplicate).count();
+    metrics::counter!("trail_events_ingested_total")
+        .increment((appended.len() - duplicates) as u64);
+    let items: Vec<Value> = indexes
+        .into_iter()
+        .zip(&appended)
+        .map(|(index, a)| {
+            json!({
+                "index": index,
+                "id": a.id,
+                "seq": a.seq,
+                "hash": hex::encode(a.hash),
+                "receivedAt": a.received_at.to_string(),
+                "duplicate": a.duplicate,
+            })
+        })
+        .collect();
+    Ok(Json(json!({
+        "accepted": appended.len() - duplicates,
+        "duplicates": duplicates,
+        "rejected": errors.len(),
+        "items": items,
+        "errors": errors,
+    })))
+}
+
+type Item = Result<Value, (Option<String>, String)>;
+
+/// A JSON array (or one object) or NDJSON, by content type; by the first byte when there is
+/// none. A malformed NDJSON line is that event's error; a malformed JSON body is the batch's.
+fn parse_batch(bytes: &[u8], content_type: Option<&str>) -> Result<Vec<Item>, ApiError> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("the body is not UTF-8: {e}")))?;
+    let first = text.trim_start().chars().next();
+    let ndjson = match content_type {
+        Some(
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/x-jsonlines",
+        ) => true,
+        Some("application/json") | None => content_type.is_none() && first != Some('['),
+        Some(other) => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "content type {other:?} is not accepted: send application/json (an array of events) or application/x-ndjson (one event a line)"
+            )));
+        }
+    };
+    if ndjson {
+        return Ok(text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, line)| {
+                serde_json::from_str(line)
+                    .map_err(|e| (None, format!("line {}: not JSON: {e}", i + 1)))
+            })
+            .collect());
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Array(items)) => Ok(items.into_iter().map(Ok).collect()),
+        Ok(v @ Value::Object(_)) => Ok(vec![Ok(v)]),
+        Ok(_) => Err(ApiError::BadRequest(
+            "the body must be a JSON array of events, one event object, or NDJSON".into(),
+        )),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "the body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// What a list call asks for, read from its query string.
+struct ListParams {
+    filter: Filter,
+    cursor: Option<Cursor>,
+    limit: usize,
+}
+
+fn list_params(raw: Option<&str>, now: Timestamp) -> Result<ListParams, ApiError> {
+    let mut p = ListParams {
+        filter: Filter::default(),
+        cursor: None,
+        limit: DEFAULT_LIMIT,
+    };
+    let bad = |e: QueryError| ApiError::BadRequest(e.to_string());
+    for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        match &*key {
+            "q" => p.filter.add_query(&value, now).map_err(bad)?,
+            "limit" => {
+                p.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "limit: {value:?} is not a number from 1 to {MAX_LIMIT}"
+                        ))
+                    })?
+            }
+            "cursor" => p.cursor = Some(Cursor::decode(&value).map_err(bad)?),
+            key => p.filter.add(key, &value, false, now).map_err(|e| match e {
+                QueryError::UnknownKey(k) => ApiError::BadRequest(format!(
+                    "unknown parameter {k:?} (known: q, limit, cursor, actor, actorType, action, category, objectType, objectKind, objectName, route, method, status, instance, tokenId, ip, since, until)"
+                )),
+                other => bad(other),
+            })?,
+        }
+    }
+    Ok(p)
+}
+
+async fn list_org(
+    state: &AppState,
+    org: &str,
+    params: ListParams,
+) -> Result<Json<Value>, ApiError> {
+    let page = state
+        .store
+        .query(
+            org,
+            &EventQuery {
+                filter: params.filter,
+                cursor: params.cursor,
+                limit: params.limit,
+            },
+        )
+        .await?;
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|s| serde_json::to_value(s.event.record(&s.hash)).expect("records serialize"))
+        .collect();
+    Ok(Json(json!({
+        "items": items,
+        "nextCursor": page.next.map(|c| c.encode()),
+    })))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    Extension(caller): Extension<Caller>,
+    Extension(slot): Extension<AuditSlot>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&*state.store, &caller, &slot, &org, Scope::LogsRead).await?;
+    let params = list_params(raw.as_deref(), crate::now())?;
+    list_org(&state, &org, params).await
+}
+
+pub async fn list_instance(
+    State(state): State<AppState>,
+    Path((org, instance)): Path<(String, String)>,
+    Extension(caller): Extension<Caller>,
+    Extension(slot): Extension<AuditSlot>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&*state.store, &caller, &slot, &org, Scope::LogsRead).await?;
+    let mut params = list_params(raw.as_deref(), crate::now())?;
+    // Another instance named in the filter would widen the read (alternatives are OR-ed).
+    let widens = params.filter.terms.iter().any(|t| {
+        t.field == Field::Instance && !t.negated && t.matcher != Matcher::Text(instance.clone())
+    });
+    if widens {
+        return Err(ApiError::BadRequest(format!(
+            "this endpoint reads instance {instance:?} only; use /v1/orgs/{org}/audit-logs to filter by other instances"
+        )));
+    }
+    params
+        .filter
+        .add("instance", &instance, false, crate::now())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    list_org(&state, &org, params).await
+}
+
+pub async fn list_caller_org(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(slot): Extension<AuditSlot>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let org = caller.org.clone();
+    authorize(&*state.store, &caller, &slot, &org, Scope::LogsRead).await?;
+    let params = list_params(raw.as_deref(), crate::now())?;
+    list_org(&state, &org, params).await
+}
+
+pub async fn me(Extension(caller): Extension<Caller>) -> Json<Value> {
+    Json(json!({
+        "actor": caller.actor,
+        "actorType": caller.actor_type().as_str(),
+        "tokenId": caller.token_id,
+        "org": caller.org,
+        "scopes": caller.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_formats() {
+        let ok = |b: &str, ct: Option<&str>| parse_batch(b.as_bytes(), ct).unwrap().len();
+        assert_eq!(ok(r#"[{"a":1},{"a":2}]"#, Some("application/json")), 2);
+        assert_eq!(ok(r#"{"a":1}"#, Some("application/json")), 1);
+        assert_eq!(
+            ok("{\"a\":1}\n\n{\"a\":2}\n", Some("application/x-ndjson")),
+            2
+        );
+        assert_eq!(ok("{\"a\":1}\n{\"a\":2}", None), 2);
+        assert_eq!(ok(r#"[{"a":1}]"#, None), 1);
+        let lines = parse_batch(b"{\"a\":1}\n{oops\n", Some("application/x-ndjson")).unwrap();
+        assert!(lines[0].is_ok());
+        assert!(
+            lines[1]
+                .as_ref()
+                .unwrap_err()
+                .1
+                .starts_with("line 2: not JSON")
+        );
+        for (body, ct) in [
+            ("[1,", Some("application/json")),
+            ("42", Some("application/json")),
+        ] {
+            assert!(matches!(
+                parse_batch(body.as_bytes(), ct),
+                Err(ApiError::BadRequest(_))
+            ));
+        }
+        assert!(matches!(
+            parse_batch(b"x", Some("text/csv")),
+            Err(ApiError::UnsupportedMediaType(_))
+        ));
+        assert!(matches!(
+            parse_batch(&[0xff], None),
+            Err(ApiError::BadRequest(_))
+        ));
+    }
+
+    #[test]
+    fn list_parameters() {
+        let now = Timestamp(1_000_000_000_000_000);
+        let p = list_params(
+            Some("actor=alice&actor=bob&status=5xx&limit=5&q=-action%3Aread"),
+            now,
+        )
+        .unwrap();
+        assert_eq!(p.filter.terms.len(), 4);
+        assert_eq!(p.limit, 5);
+        for (q, want) in [
+            ("limit=0", "limit:"),
+            ("limit=5000", "limit:"),
+            ("cursor=zzz", "bad cursor"),
+            ("since=tomorrow", "since:"),
+            ("colour=red", "unknown parameter \"colour\""),
+            ("q=actor%3A", "needs a value"),
+        ] {
+            let err = list_params(Some(q), now).err().unwrap().to_string();
+            assert!(err.contains(want), "{q}: {err}");
+        }
+    }
+}

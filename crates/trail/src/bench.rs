@@ -1,0 +1,456 @@
+//! `trail bench`: the benchmark suite behind BENCHMARKS.md.
+//!
+//! It starts a real `trail serve` (this binary) on a fresh data directory, ingests over HTTP
+//! with durable acknowledgement from several concurrent clients, times the newest-100
+//! queries, measures bytes per event on disk, and runs the same events into a plain SQLite
+//! table (the home-made audit table Trail replaces) in the same invocation, so that every
+//! figure comes with a baseline measured on the same machine at the same time.
+//! Every phase is bounded in events and in seconds.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Events to ingest over HTTP.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Events per ingest request.
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// Concurrent ingest clients.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Stop ingesting after this many seconds even if not all events are sent.
+    #[arg(long, default_value_t = 120)]
+    max_seconds: u64,
+    /// Timed requests per query shape.
+    #[arg(long, default_value_t = 200)]
+    queries: usize,
+}
+
+const ORG: &str = "bench";
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.batch == 0 || args.clients == 0 || args.events < args.batch {
+        bail!("--batch and --clients must be positive and --events at least --batch");
+    }
+    let dir = tempfile::tempdir()?;
+    let batches = make_batches(args.events, args.batch);
+
+    let server = Server::start(&dir.path().join("server"))?;
+    let ingest = ingest(&server, &batches, &args).await?;
+    let peak_rss = server.peak_rss_kib();
+    let org_q = time_queries(&server, "limit=100", args.queries).await?;
+    let actor_q = time_queries(&server, "actor=user-7&since=1h&limit=100", args.queries).await?;
+    let trail_db = server.stop()?;
+    let (stored, trail_bytes) = bytes_on_disk(&trail_db)?;
+
+    let base = baseline(&dir.path().join("baseline.db"), &batches[..ingest.batches])?;
+
+    let ratio = |a: f64, b: f64| {
+        if b > 0.0 {
+            format!("{:.2}x", a / b)
+        } else {
+            "-".into()
+        }
+    };
+    println!("## trail bench\n");
+    println!(
+        "- command: `trail bench --events {} --batch {} --clients {} --queries {}`",
+        args.events, args.batch, args.clients, args.queries
+    );
+    println!("- machine: {}", machine());
+    println!(
+        "- Trail: `trail serve` over HTTP on loopback, embedded SQLite, WAL synced at every group commit"
+    );
+    println!(
+        "- baseline: the same events into a plain SQLite table (JSON text + 4 indexes), one transaction and sync per batch, no HTTP\n"
+    );
+    println!("| measure | Trail | plain SQLite table | Trail / baseline |");
+    println!("|---|---|---|---|");
+    println!(
+        "| ingest, durable ack, batches of {} (events/s) | {:.0} | {:.0} | {} |",
+        args.batch,
+        ingest.rate,
+        base.rate,
+        ratio(ingest.rate, base.rate)
+    );
+    println!(
+        "| ack latency p50 / p99 (ms) | {:.1} / {:.1} | {:.1} / {:.1} | |",
+        ingest.p50_ms, ingest.p99_ms, base.p50_ms, base.p99_ms
+    );
+    let trail_bpe = trail_bytes as f64 / stored as f64;
+    let base_bpe = base.bytes as f64 / base.events as f64;
+    println!(
+        "| bytes per event on disk, indexes included | {trail_bpe:.0} | {base_bpe:.0} | {} |",
+        ratio(trail_bpe, base_bpe)
+    );
+    println!(
+        "| newest 100 of the org, p50 / p99 (ms) | {:.2} / {:.2} | | |",
+        org_q.0, org_q.1
+    );
+    println!(
+        "| newest 100 of one actor in 1 h, p50 / p99 (ms) | {:.2} / {:.2} | | |",
+        actor_q.0, actor_q.1
+    );
+    println!(
+        "| server peak RSS (MiB) | {} | | |",
+        peak_rss.map_or("-".into(), |k| format!("{:.0}", k as f64 / 1024.0))
+    );
+    println!(
+        "\n{} events acknowledged in {:.1} s ({} stored, including the recorded API calls); {} events in the baseline.",
+        ingest.events, ingest.seconds, stored, base.events
+    );
+    Ok(())
+}
+
+/// Deterministic events like a platform's: app events on objects and recorded API calls,
+/// from a thousand users, as NDJSON-ready JSON array bodies.
+fn make_batches(events: usize, batch: usize) -> Vec<Vec<u8>> {
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |m: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % m
+    };
+    let actions = [
+        "created",
+        "deleted",
+        "updated",
+        "synced",
+        "rolled_back",
+        "login",
+        "logout",
+        "approved",
+    ];
+    let routes = [
+        "GET /v1/tenants/:id",
+        "POST /v1/tenants",
+        "DELETE /v1/tenants/:id",
+        "GET /v1/apps",
+        "PATCH /v1/apps/:name",
+        "POST /v1/clusters/:id/sync",
+    ];
+    let now = trail_server::now().micros();
+    (0..events / batch)
+        .map(|_| {
+            let items: Vec<Value> = (0..batch)
+                .map(|_| {
+                    let user = next(1000);
+                    let ts = trail_core::Timestamp(now - next(3_000_000_000) as i64).to_string();
+                    let mut e = json!({
+                        "timestamp": ts,
+                        "action": (actions[next(8) as usize]),
+                        "actor": {"id": format!("user-{user}"), "type": "user", "ip": format!("10.{}.{}.{}", user % 7, user % 13, user % 200)},
+                    });
+                    if next(2) == 0 {
+                        let route = routes[next(6) as usize];
+                        e["category"] = json!("api");
+                        e["action"] = json!("call");
+                        e["actor"]["type"] = json!("pat");
+                        e["actor"]["tokenId"] = json!(format!("pat_{:04}", user));
+                        e["actor"]["userAgent"] = json!("trail/0.1.0");
+                        e["request"] = json!({
+                            "method": (route.split(' ').next().unwrap()),
+                            "route": route,
+                            "status": ([200, 200, 200, 201, 204, 404, 500][next(7) as usize]),
+                            "latencyMs": next(50_000) as f64 / 100.0,
+                            "bodySha256": format!("{:064x}", next(u64::MAX)),
+                        });
+                    } else {
+                        e["instance"] = json!(format!("argocd-{}", next(5)));
+                        e["object"] = json!({
+                            "type": "application",
+                            "id": {"group": "argoproj.io", "kind": "Application", "name": format!("app-{}", next(200))},
+                            "parentId": {"applicationName": format!("app-{}", next(200)), "name": "", "parentName": ""},
+                        });
+                        e["details"] = json!({"actionType": "UPDATE", "message": "Resource updated", "patch": ""});
+                    }
+                    e
+                })
+                .collect();
+            serde_json::to_vec(&items).expect("events serialize")
+        })
+        .collect()
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    token: String,
+    data: std::path::PathBuf,
+    client: reqwest::Client,
+}
+
+impl Server {
+    fn start(data: &Path) -> anyhow::Result<Server> {
+        let exe = std::env::current_exe()?;
+        let mut child = Command::new(exe)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--bootstrap-org",
+                ORG,
+                "--data",
+            ])
+            .arg(data)
+            .env("TRAIL_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting trail serve")?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut url = None;
+        for line in BufReader::new(stdout).lines() {
+            let line = line?;
+            if let Some(u) = line.split("listening on ").nth(1) {
+                url = Some(u.trim().to_owned());
+                break;
+            }
+        }
+        let url = url.context("trail serve exited before listening")?;
+        let token = std::fs::read_to_string(data.join(trail_server::BOOTSTRAP_TOKEN_FILE))?
+            .trim()
+            .to_owned();
+        Ok(Server {
+            child,
+            url,
+            token,
+            data: data.to_owned(),
+            client: reqwest::Client::builder()
+                .user_agent(concat!("trail/", env!("CARGO_PKG_VERSION"), " bench"))
+                .build()?,
+        })
+    }
+
+    fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+
+    /// Stops the server gracefully; returns its database file.
+    fn stop(mut self) -> anyhow::Result<std::path::PathBuf> {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                self.child.kill()?;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(self.data.join(trail_store::sqlite::DB_FILE))
+    }
+}
+
+struct IngestResult {
+    events: usize,
+    batches: usize,
+    seconds: f64,
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn ingest(
+    server: &Server,
+    batches: &[Vec<u8>],
+    args: &BenchArgs,
+) -> anyhow::Result<IngestResult> {
+    let batches: Arc<Vec<Vec<u8>>> = Arc::new(batches.to_vec());
+    let next = Arc::new(AtomicUsize::new(0));
+    let url = format!("{}/v1/orgs/{ORG}/events", server.url);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.max_seconds);
+    let tasks: Vec<_> = (0..args.clients)
+        .map(|_| {
+            let (batches, next, url) = (batches.clone(), next.clone(), url.clone());
+            let (client, token) = (server.client.clone(), server.token.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= batches.len() || Instant::now() > deadline {
+                        return Ok::<_, anyhow::Error>(latencies);
+                    }
+                    let t = Instant::now();
+                    let resp = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .header("content-type", "application/json")
+                        .body(batches[i].clone())
+                        .send()
+                        .await?;
+                    if !resp.status().is_success() {
+                        bail!("ingest failed: {} {}", resp.status(), resp.text().await?);
+                    }
+                    resp.bytes().await?;
+                    latencies.push(t.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let done = latencies.len();
+    let events = done * args.batch;
+    let (p50_ms, p99_ms) = percentiles(&mut latencies);
+    Ok(IngestResult {
+        events,
+        batches: done,
+        seconds,
+        rate: events as f64 / seconds,
+        p50_ms,
+        p99_ms,
+    })
+}
+
+async fn time_queries(server: &Server, query: &str, n: usize) -> anyhow::Result<(f64, f64)> {
+    let url = format!("{}/v1/orgs/{ORG}/audit-logs?{query}", server.url);
+    let mut latencies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let resp = server
+            .client
+            .get(&url)
+            .bearer_auth(&server.token)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("query failed: {}", resp.status());
+        }
+        resp.bytes().await?;
+        latencies.push(t.elapsed());
+    }
+    Ok(percentiles(&mut latencies))
+}
+
+fn percentiles(v: &mut [Duration]) -> (f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    v.sort_unstable();
+    let at = |p: f64| {
+        v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1].as_secs_f64() * 1000.0
+    };
+    (at(0.50), at(0.99))
+}
+
+/// Events stored and the database's size once its WAL is folded in.
+fn bytes_on_disk(db: &Path) -> anyhow::Result<(u64, u64)> {
+    let conn = rusqlite::Connection::open(db)?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    let n: i64 = conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+    drop(conn);
+    Ok((n as u64, std::fs::metadata(db)?.len()))
+}
+
+struct Baseline {
+    events: usize,
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    bytes: u64,
+}
+
+/// The home-made audit table: one row per event, its JSON as text, four indexes.
+fn baseline(path: &Path, batches: &[Vec<u8>]) -> anyhow::Result<Baseline> {
+    let mut conn = rusqlite::Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(
+        "CREATE TABLE audit (id INTEGER PRIMARY KEY, org TEXT NOT NULL, ts TEXT NOT NULL, \
+           actor TEXT NOT NULL, action TEXT NOT NULL, route TEXT, status INTEGER, record TEXT NOT NULL);
+         CREATE INDEX audit_ts ON audit (org, ts);
+         CREATE INDEX audit_actor ON audit (org, actor, ts);
+         CREATE INDEX audit_action ON audit (org, action, ts);
+         CREATE INDEX audit_route ON audit (org, route, ts);",
+    )?;
+    let parsed: Vec<Vec<Value>> = batches
+        .iter()
+        .map(|b| serde_json::from_slice(b))
+        .collect::<Result<_, _>>()?;
+    let mut latencies = Vec::new();
+    let mut events = 0;
+    let started = Instant::now();
+    for batch in &parsed {
+        let t = Instant::now();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO audit (org, ts, actor, action, route, status, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for e in batch {
+                stmt.execute(rusqlite::params![
+                    ORG,
+                    e["timestamp"].as_str(),
+                    e["actor"]["id"].as_str(),
+                    e["action"].as_str(),
+                    e["request"]["route"].as_str(),
+                    e["request"]["status"].as_i64(),
+                    e.to_string(),
+                ])?;
+                events += 1;
+            }
+        }
+        tx.commit()?;
+        latencies.push(t.elapsed());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    drop(conn);
+    let (p50_ms, p99_ms) = percentiles(&mut latencies);
+    Ok(Baseline {
+        events,
+        rate: events as f64 / seconds,
+        p50_ms,
+        p99_ms,
+        bytes: std::fs::metadata(path)?.len(),
+    })
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<u64>().ok())
+        })
+        .map_or("unknown memory".into(), |k| {
+            format!("{:.0} GiB", k as f64 / 1048576.0)
+        });
+    format!(
+        "{} cores, {mem}, {cpu}",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    )
+}

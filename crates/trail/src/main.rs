@@ -1,0 +1,133 @@
+//! The `trail` command: `trail serve` runs the server; the other commands are its tools.
+//!
+//! This is glue: it parses the command line into typed configs, hands them to the library
+//! crates, and maps failures to exit codes.
+
+mod bench;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  failure
+  2  usage error";
+
+#[derive(Parser)]
+#[command(
+    name = "trail",
+    version,
+    about = "Trail: a tamper-evident, multi-tenant audit log",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Trail server.
+    ///
+    /// On an empty store it creates the first org and its owner, prints the owner's token
+    /// once and writes it to DATA/bootstrap-token (mode 0600).
+    Serve(ServeArgs),
+    /// Run the benchmark suite against a fresh server and print a Markdown report.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Data directory (the embedded SQLite store lives here).
+    #[arg(long, env = "TRAIL_DATA", default_value = "./trail-data")]
+    data: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "TRAIL_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Id of the org created on an empty store.
+    #[arg(long, env = "TRAIL_BOOTSTRAP_ORG", default_value = "default")]
+    bootstrap_org: String,
+    /// Email of the owner created on an empty store.
+    #[arg(
+        long,
+        env = "TRAIL_BOOTSTRAP_OWNER",
+        default_value = "owner@trail.local"
+    )]
+    bootstrap_owner: String,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRAIL_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("trail: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("trail: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = trail_server::ServeConfig {
+        data_dir: args.data,
+        listen: args.listen,
+        bootstrap_org: args.bootstrap_org,
+        bootstrap_owner: args.bootstrap_owner,
+    };
+    let bound = trail_server::bind(&config).await?;
+    println!(
+        "Trail {} listening on http://{}",
+        env!("CARGO_PKG_VERSION"),
+        bound.addr
+    );
+    println!("data: {} (SQLite)", config.data_dir.display());
+    bound.serve(shutdown_signal()).await
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.ok();
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
