@@ -23,6 +23,9 @@ const QUEUE: usize = 4096;
 
 type Reply<T> = oneshot::Sender<Result<T>>;
 
+/// One caller's appends waiting in a group: the org, the events, where to answer.
+type Queued = (String, Vec<EventBody>, Reply<Vec<Appended>>);
+
 enum Job {
     Append {
         org: String,
@@ -83,7 +86,7 @@ fn closed() -> StoreError {
 }
 
 fn run(mut state: WriterState, mut rx: mpsc::Receiver<Job>) {
-    let mut group: Vec<(String, Vec<EventBody>, Reply<Vec<Appended>>)> = Vec::new();
+    let mut group: Vec<Queued> = Vec::new();
     while let Some(job) = rx.blocking_recv() {
         let mut next = Some(job);
         let mut events = 0;
@@ -130,7 +133,7 @@ struct Pending {
 }
 
 impl WriterState {
-    fn commit_group(&mut self, group: &mut Vec<(String, Vec<EventBody>, Reply<Vec<Appended>>)>) {
+    fn commit_group(&mut self, group: &mut Vec<Queued>) {
         if group.is_empty() {
             return;
         }

@@ -1,0 +1,285 @@
+//! End to end: the real `trail serve` on port 0 in a temp dir, driven over HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    url: String,
+    /// What the server printed before it listened.
+    banner: String,
+}
+
+impl Server {
+    fn start(data: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_trail"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env("TRAIL_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("trail serve starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut banner = String::new();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("trail serve printed its address")
+                .unwrap();
+            banner.push_str(&line);
+            banner.push('\n');
+            if let Some(u) = line.split("listening on ").nth(1) {
+                break u.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, url, banner }
+    }
+
+    fn signal(&mut self, sig: i32) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn token(data: &Path) -> String {
+    std::fs::read_to_string(data.join("bootstrap-token"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+async fn ingest(url: &str, token: &str, events: &Value) -> reqwest::Result<Value> {
+    client()
+        .post(format!("{url}/v1/orgs/default/events"))
+        .bearer_auth(token)
+        .json(events)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await
+}
+
+async fn all_events(url: &str, token: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut page_url = format!("{url}/v1/orgs/default/audit-logs?category=app&limit=1000");
+        if let Some(c) = &cursor {
+            page_url.push_str(&format!("&cursor={c}"));
+        }
+        let page: Value = client()
+            .get(page_url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        out.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return out,
+        }
+    }
+}
+
+fn batch(prefix: &str, n: usize) -> Value {
+    Value::Array(
+        (0..n)
+            .map(|i| json!({"id": format!("{prefix}-{i}"), "action": "created", "actor": {"id": "alice", "type": "user"}}))
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn first_start_bootstraps_and_later_starts_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = Server::start(&data);
+    let token = token(&data);
+    assert!(s.banner.contains("Owner token"), "{}", s.banner);
+    assert!(s.banner.contains(&token), "the token is printed once");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.join("bootstrap-token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let me: Value = client()
+        .get(format!("{}/v1/me", s.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["org"], "default");
+    assert!(
+        me["scopes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("orgs:admin"))
+    );
+    s.signal(libc::SIGTERM);
+
+    let s = Server::start(&data);
+    assert!(!s.banner.contains("Owner token"), "{}", s.banner);
+    let status = client()
+        .get(format!("{}/v1/me", s.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200, "the bootstrap token still works");
+    let health = client()
+        .get(format!("{}/healthz", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
+
+#[tokio::test]
+async fn every_acknowledged_event_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = Server::start(&data);
+    let token = token(&data);
+
+    // Four writers ingest until the server dies under them.
+    let writers: Vec<_> =
+        (0..4)
+            .map(|w| {
+                let (url, token) = (s.url.clone(), token.clone());
+                tokio::spawn(async move {
+                    let mut acked = Vec::new();
+                    for b in 0..200 {
+                        match ingest(&url, &token, &batch(&format!("w{w}-b{b}"), 50)).await {
+                            Ok(r) => {
+                                acked.extend(r["items"].as_array().unwrap().iter().map(|i| {
+                                    (i["id"].clone(), i["seq"].clone(), i["hash"].clone())
+                                }))
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    s.signal(libc::SIGKILL);
+    let mut acked = Vec::new();
+    for w in writers {
+        acked.extend(w.await.unwrap());
+    }
+    assert!(
+        !acked.is_empty(),
+        "some batches were acknowledged before the kill"
+    );
+
+    let s = Server::start(&data);
+    let stored = all_events(&s.url, &token).await;
+    let by_id: std::collections::HashMap<&str, &Value> = stored
+        .iter()
+        .map(|e| (e["id"].as_str().unwrap(), e))
+        .collect();
+    for (id, seq, hash) in &acked {
+        let e = by_id
+            .get(id.as_str().unwrap())
+            .unwrap_or_else(|| panic!("acknowledged {id} was lost"));
+        assert_eq!((&e["seq"], &e["hash"]), (seq, hash));
+    }
+    // Seqs have no gap, and the log goes on from where it stopped.
+    let mut seqs: Vec<u64> = stored.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    seqs.sort_unstable();
+    let after = ingest(&s.url, &token, &batch("after", 1)).await.unwrap();
+    let next = after["items"][0]["seq"].as_u64().unwrap();
+    assert!(next > *seqs.last().unwrap());
+}
+
+#[tokio::test]
+async fn a_graceful_restart_keeps_everything_and_ids_stay_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut s = Server::start(&data);
+    let token = token(&data);
+    let first = ingest(&s.url, &token, &batch("r", 100)).await.unwrap();
+    s.signal(libc::SIGTERM);
+
+    let s = Server::start(&data);
+    assert_eq!(all_events(&s.url, &token).await.len(), 100);
+    let again = ingest(&s.url, &token, &batch("r", 100)).await.unwrap();
+    assert_eq!(again["duplicates"], 100);
+    assert_eq!(
+        again["items"],
+        json!(
+            first["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| {
+                    let mut i = i.clone();
+                    i["duplicate"] = json!(true);
+                    i
+                })
+                .collect::<Vec<_>>()
+        )
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_failures_exit_1() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_trail"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(
+        run(&["serve", "--listen", "nowhere"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(run(&["frobnicate"]).status.code(), Some(2));
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&[
+        "serve",
+        "--bootstrap-org",
+        "Not A Slug",
+        "--data",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.starts_with("trail: --bootstrap-org:"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let help = String::from_utf8(run(&["--help"]).stdout).unwrap();
+    assert!(help.contains("Exit codes"), "{help}");
+}
