@@ -112,31 +112,46 @@ pub struct Object {
     pub kind: String,
     pub id: Option<CanonicalJson>,
     pub parent_id: Option<CanonicalJson>,
+    // Read out of `id` once, when the object is made: filters and indexes use them.
+    id_kind: Option<String>,
+    id_name: Option<String>,
 }
 
 impl Object {
+    pub fn new(
+        kind: String,
+        id: Option<CanonicalJson>,
+        parent_id: Option<CanonicalJson>,
+    ) -> Object {
+        let (id_kind, id_name) = match id.as_ref().map(CanonicalJson::to_value) {
+            Some(Value::String(s)) => (None, Some(s)),
+            Some(Value::Object(map)) => {
+                let field = |key: &str| match map.get(key) {
+                    Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                    _ => None,
+                };
+                (field("kind"), field("name"))
+            }
+            _ => (None, None),
+        };
+        Object {
+            kind,
+            id,
+            parent_id,
+            id_kind,
+            id_name,
+        }
+    }
+
     /// `id.kind`, when the id is an object with a string `kind`.
-    pub fn id_kind(&self) -> Option<String> {
-        self.id_field("kind")
+    pub fn id_kind(&self) -> Option<&str> {
+        self.id_kind.as_deref()
     }
 
     /// `id.name` when the id is an object with a string `name`, or the id itself when it is
     /// a string.
-    pub fn id_name(&self) -> Option<String> {
-        match self.id.as_ref()?.to_value() {
-            Value::String(s) => Some(s),
-            _ => self.id_field("name"),
-        }
-    }
-
-    fn id_field(&self, key: &str) -> Option<String> {
-        match self.id.as_ref()?.to_value() {
-            Value::Object(map) => match map.get(key) {
-                Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-                _ => None,
-            },
-            _ => None,
-        }
+    pub fn id_name(&self) -> Option<&str> {
+        self.id_name.as_deref()
     }
 }
 
@@ -529,11 +544,7 @@ fn object_from(o: ObjectInput) -> Result<Object, ValidationError> {
         .parent_id
         .map(|p| json_field("object.parentId", &Value::Object(p)))
         .transpose()?;
-    Ok(Object {
-        kind: o.kind,
-        id,
-        parent_id,
-    })
+    Ok(Object::new(o.kind, id, parent_id))
 }
 
 fn request_from(r: RequestInput) -> Result<RequestInfo, ValidationError> {
@@ -709,8 +720,8 @@ pub(crate) mod tests {
         assert_eq!(b.count, 9);
         let o = b.object.as_ref().unwrap();
         assert_eq!(o.kind, "custom_role");
-        assert_eq!(o.id_kind().as_deref(), Some("Cluster"));
-        assert_eq!(o.id_name().as_deref(), Some("dev-team"));
+        assert_eq!(o.id_kind(), Some("Cluster"));
+        assert_eq!(o.id_name(), Some("dev-team"));
         assert_eq!(
             b.timestamp.unwrap().to_string(),
             "2025-11-21T16:26:40.139210Z"

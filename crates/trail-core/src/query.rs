@@ -96,8 +96,16 @@ impl Field {
             Field::Action => Some(e.action.clone()),
             Field::Category => Some(e.category.clone()),
             Field::ObjectType => e.object.as_ref().map(|o| o.kind.clone()),
-            Field::ObjectKind => e.object.as_ref().and_then(|o| o.id_kind()),
-            Field::ObjectName => e.object.as_ref().and_then(|o| o.id_name()),
+            Field::ObjectKind => e
+                .object
+                .as_ref()
+                .and_then(|o| o.id_kind())
+                .map(str::to_owned),
+            Field::ObjectName => e
+                .object
+                .as_ref()
+                .and_then(|o| o.id_name())
+                .map(str::to_owned),
             Field::Route => e.request.as_ref().map(|r| r.route.clone()),
             Field::Method => e.request.as_ref().map(|r| r.method.clone()),
             Field::Status => e.request.as_ref().map(|r| r.status.to_string()),

@@ -140,13 +140,16 @@ fn make_batches(events: usize, batch: usize) -> Vec<Vec<u8>> {
         "PATCH /v1/apps/:name",
         "POST /v1/clusters/:id/sync",
     ];
-    let now = trail_server::now().micros();
+    // Events arrive in near time order: each batch a few milliseconds after the last, its
+    // events up to two seconds old.
+    let start = trail_server::now().micros() - (events / batch) as i64 * 5_000;
     (0..events / batch)
-        .map(|_| {
+        .map(|b| {
+            let now = start + b as i64 * 5_000;
             let items: Vec<Value> = (0..batch)
                 .map(|_| {
                     let user = next(1000);
-                    let ts = trail_core::Timestamp(now - next(3_000_000_000) as i64).to_string();
+                    let ts = trail_core::Timestamp(now - next(2_000_000) as i64).to_string();
                     let mut e = json!({
                         "timestamp": ts,
                         "action": (actions[next(8) as usize]),

@@ -49,7 +49,14 @@ impl SqliteStore {
             StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
         })?;
         let path = dir.join(DB_FILE);
-        let mut conn = Connection::open(&path).map_err(unavailable)?;
+        // The writer thread alone uses this connection: SQLite's own mutexes are not needed.
+        let mut conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(unavailable)?;
         configure(&conn).map_err(unavailable)?;
         migrate(&mut conn)?;
         let manager = SqliteConnectionManager::file(&path)
@@ -106,6 +113,7 @@ pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     // append-only trigger instead of silently overwriting an event.
     conn.pragma_update(None, "recursive_triggers", true)?;
     conn.pragma_update(None, "cache_size", -32_000)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }
 

@@ -187,11 +187,11 @@ impl RawRow {
         };
         let object = match self.otype {
             None => None,
-            Some(t) => Some(Object {
-                kind: s(t)?,
-                id: os(self.oid)?.map(CanonicalJson::from_canonical_text),
-                parent_id: os(self.oparent)?.map(CanonicalJson::from_canonical_text),
-            }),
+            Some(t) => Some(Object::new(
+                s(t)?,
+                os(self.oid)?.map(CanonicalJson::from_canonical_text),
+                os(self.oparent)?.map(CanonicalJson::from_canonical_text),
+            )),
         };
         let request = match (self.method, self.route, self.status) {
             (None, None, None) => None,

@@ -3,8 +3,8 @@
 //! Every write goes through one thread that owns the read-write connection. Appends that
 //! queue up while a commit is in flight are committed together, in one transaction and one
 //! WAL sync, and each caller is answered only after that sync: durability at the cost of one
-//! fsync per group, not per request. Each append runs in its own savepoint, so one failing
-//! request does not fail the others in its group.
+//! fsync per group, not per request. A request for an unknown org is refused before it writes
+//! anything, so it does not fail the others in its group.
 
 use std::collections::HashMap;
 use std::thread;
@@ -140,17 +140,18 @@ impl WriterState {
         let received_at = now().max(self.last_received);
         let mut pending = Pending::default();
         let result = (|| -> Result<Vec<Result<Vec<Appended>>>> {
-            let mut tx = self
+            let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(unavailable)?;
             let mut results = Vec::with_capacity(group.len());
             for (org, events, _) in group.iter_mut() {
+                // A request that cannot be appended (unknown org) is refused before it
+                // writes anything; a failure once rows are written is an I/O fault, and
+                // fails the whole group.
                 let events = std::mem::take(events);
-                let sp = tx.savepoint().map_err(unavailable)?;
-                let before = (pending.next_seq.clone(), pending.dict.clone());
-                let r = append_one(
-                    &sp,
+                match append_one(
+                    &tx,
                     &mut self.org_ids,
                     &self.next_seq,
                     &self.dict,
@@ -158,17 +159,10 @@ impl WriterState {
                     org,
                     events,
                     received_at,
-                );
-                match r {
-                    Ok(appended) => {
-                        sp.commit().map_err(unavailable)?;
-                        results.push(Ok(appended));
-                    }
-                    Err(e) => {
-                        drop(sp); // rolls back to the savepoint
-                        (pending.next_seq, pending.dict) = before;
-                        results.push(Err(e));
-                    }
+                ) {
+                    Ok(appended) => results.push(Ok(appended)),
+                    Err(e @ StoreError::UnknownOrg(_)) => results.push(Err(e)),
+                    Err(e) => return Err(e),
                 }
             }
             tx.commit().map_err(unavailable)?;
