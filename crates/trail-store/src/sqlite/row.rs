@@ -37,8 +37,8 @@ pub(crate) fn insert(
     let oparent = opt(o
         .and_then(|o| o.parent_id.as_ref())
         .map(CanonicalJson::as_str))?;
-    let okind = opt(o.and_then(Object::id_kind).as_deref())?;
-    let oname = opt(o.and_then(Object::id_name).as_deref())?;
+    let okind = opt(o.and_then(Object::id_kind))?;
+    let oname = opt(o.and_then(Object::id_name))?;
     let r = e.request.as_ref();
     let method = opt(r.map(|r| r.method.as_str()))?;
     let route = opt(r.map(|r| r.route.as_str()))?;
