@@ -858,6 +858,59 @@ pub(crate) mod tests {
         assert_eq!(a.details.unwrap().as_str(), r#"{"a":[1,"é"],"b":1}"#);
     }
 
+    fn arbitrary_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "\\PC{0,12}".prop_map(Value::from),
+            prop_oneof![
+                Just("user"),
+                Just("api_key"),
+                Just("GET"),
+                Just("2026-01-01T00:00:00Z")
+            ]
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 8, |inner| {
+            let keys = prop_oneof![
+                Just("action".to_owned()),
+                Just("actor".to_owned()),
+                Just("id".to_owned()),
+                Just("type".to_owned()),
+                Just("object".to_owned()),
+                Just("request".to_owned()),
+                Just("status".to_owned()),
+                Just("details".to_owned()),
+                Just("timestamp".to_owned()),
+                Just("ip".to_owned()),
+                Just("route".to_owned()),
+                Just("method".to_owned()),
+                Just("latencyMs".to_owned()),
+                Just("count".to_owned()),
+                "[a-z]{1,6}",
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(keys, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn validation_never_panics_and_accepted_events_seal(v in arbitrary_json()) {
+            if let Ok(b) = body(v) {
+                let e = Event::seal("acme", 0, Timestamp(0), b);
+                let _ = crate::canonical::leaf_hash(&e);
+                let _ = serde_json::to_string(&e.record(&[0; 32])).unwrap();
+            }
+        }
+    }
+
     #[test]
     fn org_slugs() {
         assert!(check_org_slug("acme").is_ok());

@@ -42,9 +42,16 @@ impl Timestamp {
         Timestamp((nanos.div_euclid(1000)) as i64)
     }
 
+    /// As a date and time; instants beyond years ±9999 are clamped to that range.
     pub fn to_offset_datetime(self) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1000)
-            .expect("an i64 of microseconds is always in range")
+        OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1000).unwrap_or_else(|_| {
+            let edge = if self.0 < 0 {
+                PrimitiveDateTime::MIN
+            } else {
+                PrimitiveDateTime::MAX
+            };
+            edge.assume_utc()
+        })
     }
 
     /// Parses an absolute time: RFC 3339, or Go's `time.Time.String()` layout.
@@ -207,6 +214,35 @@ mod tests {
         assert!(err.contains("duration"), "{err}");
         assert!(Timestamp::parse_bound("99999999999999999999h", now).is_err());
         assert!(Timestamp::parse_bound("h", now).is_err());
+    }
+
+    #[test]
+    fn extreme_instants_format_without_panicking() {
+        assert!(Timestamp(i64::MIN).to_string().starts_with("-9999-01-01"));
+        assert!(
+            Timestamp(i64::MAX).to_string().starts_with("9999-12-31"),
+            "{}",
+            Timestamp(i64::MAX)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics(s in "\\PC{0,48}") {
+            let _ = Timestamp::parse(&s);
+            let _ = Timestamp::parse_bound(&s, Timestamp(0));
+        }
+
+        #[test]
+        fn go_layout_never_panics(s in "[0-9]{1,5}-[0-9]{1,2}-[0-9]{1,2} [0-9:.]{1,20} [+-][0-9]{1,4}( [A-Z]{0,4})?") {
+            let _ = Timestamp::parse(&s);
+        }
+
+        #[test]
+        fn rfc3339_round_trips(micros in -62_135_596_800_000_000i64..253_402_300_799_000_000) {
+            let t = Timestamp(micros);
+            assert_eq!(Timestamp::parse(&t.to_string()).unwrap(), t);
+        }
     }
 
     #[test]
