@@ -368,6 +368,10 @@ fn invalid(field: &str, message: impl Into<String>) -> ValidationError {
     }
 }
 
+/// How far ahead of the server's clock a client's timestamp may be: a clock a little fast is
+/// fine, an event dated years ahead would sit at the top of the newest-first log for good.
+pub const MAX_CLOCK_SKEW_MICROS: i64 = 24 * 3600 * 1_000_000;
+
 /// Limits on what one event may hold.
 pub mod limits {
     pub const ID: usize = 128;
@@ -378,8 +382,8 @@ pub mod limits {
     pub const JSON: usize = 64 * 1024;
 }
 
-// What the wire may carry. Server-assigned fields are accepted and ignored, so a record
-// read from Trail (or from the Akuity API) can be sent back as is.
+// What the wire may carry. Server-assigned fields (seq, receivedAt, hash) are accepted and
+// ignored, so Akuity-style records and Trail's own (less a Trail-made id) can be sent as is.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct EventInput {
@@ -435,6 +439,24 @@ struct RequestInput {
 }
 
 impl EventBody {
+    /// Refuses a timestamp (or last occurrence) more than [`MAX_CLOCK_SKEW_MICROS`] after
+    /// `now`, the time of receipt.
+    pub fn check_clock(&self, now: Timestamp) -> Result<(), ValidationError> {
+        let limit = Timestamp(now.micros().saturating_add(MAX_CLOCK_SKEW_MICROS));
+        for (field, t) in [
+            ("timestamp", self.timestamp),
+            ("lastOccurredTimestamp", self.last_occurred),
+        ] {
+            if let Some(t) = t.filter(|t| *t > limit) {
+                return Err(invalid(
+                    field,
+                    format!("{t} is more than a day ahead of the server's clock ({now})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Reads and validates one event sent to `org`.
     pub fn from_json(value: Value, org: &str) -> Result<EventBody, ValidationError> {
         if !value.is_object() {
@@ -637,7 +659,14 @@ fn check_token(field: &str, s: &str, max: usize) -> Result<(), ValidationError> 
 }
 
 fn check_client_id(id: &str) -> Result<(), ValidationError> {
-    check_token("id", id, limits::ID)
+    check_token("id", id, limits::ID)?;
+    if id.starts_with("evt_") {
+        return Err(invalid(
+            "id",
+            "ids that begin with evt_ are made by Trail: leave id out to get one, or use your own",
+        ));
+    }
+    Ok(())
 }
 
 fn check_category(c: &str) -> Result<(), ValidationError> {
@@ -738,17 +767,13 @@ pub(crate) mod tests {
         assert_eq!(rec["object"]["id"]["kind"], "Cluster");
         assert_eq!(rec["hash"], "ab".repeat(32));
         assert!(rec["id"].as_str().unwrap().starts_with("evt_"));
-        // Sending a record back (as a relay might) yields the same event; its id becomes
-        // the client's idempotency id.
-        let again = Event::seal("acme", 7, e.received_at, body(rec).unwrap());
-        assert_eq!(again.client_id.as_deref(), Some(e.id().as_str()));
-        assert_eq!(
-            Event {
-                client_id: None,
-                ..again
-            },
-            e
-        );
+        // A record sent back (as a relay might) yields the same event, less its Trail-made
+        // id, which is refused as a client id: idempotency checks would not find it.
+        let err = body(rec.clone()).unwrap_err().to_string();
+        assert!(err.starts_with("id: ids that begin with evt_"), "{err}");
+        let mut rec = rec;
+        rec.as_object_mut().unwrap().remove("id");
+        assert_eq!(Event::seal("acme", 7, e.received_at, body(rec).unwrap()), e);
     }
 
     #[test]
@@ -840,6 +865,21 @@ pub(crate) mod tests {
             assert!(got.contains(want), "for {v}: got {got:?}, want {want:?}");
         }
         assert!(body(minimal()).is_ok());
+    }
+
+    #[test]
+    fn timestamps_far_ahead_of_the_clock_are_refused() {
+        let now = Timestamp::parse("2026-11-21T12:00:00Z").unwrap();
+        let at = |t: &str| {
+            body(json!({"action": "x", "actor": {"id": "a", "type": "user"}, "timestamp": t}))
+                .unwrap()
+                .check_clock(now)
+        };
+        assert!(at("2026-11-22T11:59:59Z").is_ok());
+        assert!(at("2020-01-01T00:00:00Z").is_ok());
+        let err = at("2026-11-22T12:00:01Z").unwrap_err();
+        assert_eq!(err.field, "timestamp");
+        assert!(err.message.contains("more than a day ahead"), "{err}");
     }
 
     #[test]

@@ -80,14 +80,27 @@ impl Timestamp {
         })
     }
 
+    /// The instant of `t` in UTC, if its UTC date is within years 0000-9999 (what RFC 3339
+    /// can write: an offset can carry a local 9999-12-31 into UTC year 10000).
     fn checked(t: OffsetDateTime, input: &str, relative: &'static str) -> Result<Self, TimeError> {
         let nanos = t.unix_timestamp_nanos();
-        i64::try_from(nanos.div_euclid(1000))
-            .map(Timestamp)
-            .map_err(|_| TimeError {
+        let in_range = OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .is_ok_and(|utc| (0..=9999).contains(&utc.year()));
+        if !in_range {
+            return Err(TimeError {
                 input: input.to_owned(),
                 relative,
-            })
+            });
+        }
+        Ok(Timestamp(nanos.div_euclid(1000) as i64))
+    }
+
+    /// Converts a system time (the caller reads the clock; this crate does not).
+    pub fn from_system_time(t: std::time::SystemTime) -> Self {
+        match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => Timestamp(i64::try_from(d.as_micros()).unwrap_or(i64::MAX)),
+            Err(e) => Timestamp(-i64::try_from(e.duration().as_micros()).unwrap_or(i64::MAX)),
+        }
     }
 }
 
@@ -189,6 +202,9 @@ mod tests {
     fn bad_times_are_errors_not_panics() {
         for bad in [
             "",
+            "9999-12-31T23:59:59-01:00",
+            "-9999-01-01 00:00:00 +0100",
+            "0000-01-01T00:00:00+01:00",
             "yesterday",
             "2025-13-01T00:00:00Z",
             "2025-11-21 16:26:40.13921",
@@ -243,6 +259,25 @@ mod tests {
             let t = Timestamp(micros);
             assert_eq!(Timestamp::parse(&t.to_string()).unwrap(), t);
         }
+    }
+
+    #[test]
+    fn edges_of_the_range_are_read() {
+        assert!(Timestamp::parse("9999-12-31T23:59:59.999999Z").is_ok());
+        assert!(Timestamp::parse("0000-01-01T00:00:00Z").is_ok());
+    }
+
+    #[test]
+    fn system_time_conversion() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(
+            Timestamp::from_system_time(UNIX_EPOCH + Duration::from_micros(5)),
+            Timestamp(5)
+        );
+        assert_eq!(
+            Timestamp::from_system_time(UNIX_EPOCH - Duration::from_micros(5)),
+            Timestamp(-5)
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use sha2::{Digest, Sha256};
-use trail_core::event::{Actor, RequestInfo, limits};
+use trail_core::event::{Actor, CanonicalJson, Object, RequestInfo, limits};
 use trail_core::{EventBody, Scope};
 
 use crate::AppState;
@@ -37,6 +37,8 @@ pub struct AuditSlot(Arc<Mutex<Noted>>);
 struct Noted {
     caller: Option<Caller>,
     org: Option<String>,
+    /// Another org the call tried to act on, refused.
+    target_org: Option<String>,
     scope: Option<Scope>,
 }
 
@@ -46,6 +48,9 @@ impl AuditSlot {
     }
     pub fn note_org(&self, org: &str) {
         self.0.lock().expect("audit slot").org = Some(org.to_owned());
+    }
+    pub fn note_target_org(&self, org: &str) {
+        self.0.lock().expect("audit slot").target_org = Some(org.to_owned());
     }
     pub fn note_scope(&self, scope: Scope) {
         self.0.lock().expect("audit slot").scope = Some(scope);
@@ -77,7 +82,17 @@ pub async fn require_credential(
 }
 
 /// Records the call once it is answered; see the module documentation.
+///
+/// The call and its record run as their own task: a client that hangs up cannot cancel the
+/// record of work already done (such as events already stored).
 pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match tokio::spawn(handle_and_record(state, req, next)).await {
+        Ok(response) => response,
+        Err(e) => ApiError::Internal(format!("the call's task failed: {e}")).into_response(),
+    }
+}
+
+async fn handle_and_record(state: AppState, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let started_at = crate::now();
     let method = req.method().as_str().to_owned();
@@ -123,7 +138,14 @@ pub async fn record(State(state): State<AppState>, req: Request, next: Next) -> 
             token_id: Some(caller.token_id.clone()),
             scope: noted.scope.map(|s| s.as_str().to_owned()),
         },
-        object: None,
+        // A refused attempt on another org names that org as what the call acted on.
+        object: noted.target_org.map(|o| {
+            Object::new(
+                "org".to_owned(),
+                Some(CanonicalJson::from_value(&o.into())),
+                None,
+            )
+        }),
         details: None,
         request: Some(RequestInfo {
             method,

@@ -160,10 +160,13 @@ pub async fn authenticate(
     })
 }
 
-/// May `caller` act on `org` with `scope`? Notes the org acted on and the scope checked in
+/// May `caller` act on `org` with `scope`? Notes the scope checked, and the org acted on, in
 /// the call's audit record either way.
-pub async fn authorize(
-    store: &dyn Store,
+///
+/// A credential acts on its own org only. An attempt on another org is refused the same way
+/// whether that org exists or not (nothing to learn from the answer), and is recorded in the
+/// caller's own org, naming the target: a credential cannot write into another org's log.
+pub fn authorize(
     caller: &Caller,
     slot: &AuditSlot,
     org: &str,
@@ -171,11 +174,7 @@ pub async fn authorize(
 ) -> Result<(), ApiError> {
     slot.note_scope(scope);
     if org != caller.org {
-        if store.org(org).await?.is_none() {
-            return Err(ApiError::NotFound(format!("org {org:?} does not exist")));
-        }
-        // Recorded in the org that was targeted, so its owners see the attempt.
-        slot.note_org(org);
+        slot.note_target_org(org);
         return Err(ApiError::Forbidden(format!(
             "this credential belongs to org {:?} and cannot act on org {org:?}",
             caller.org

@@ -82,6 +82,9 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
             StoreError::NotFound(what) => ApiError::NotFound(format!("{what} does not exist")),
+            StoreError::LogFull(org) => {
+                ApiError::Conflict(format!("the log of org {org:?} is full"))
+            }
             StoreError::Unavailable(m) => ApiError::Unavailable(m),
             StoreError::Corrupt(m) => ApiError::Internal(format!("corrupt store: {m}")),
         }

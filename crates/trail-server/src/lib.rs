@@ -39,10 +39,7 @@ pub struct AppState {
 
 /// The wall clock, in the core's terms.
 pub fn now() -> Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp(d.as_micros() as i64)
+    Timestamp::from_system_time(std::time::SystemTime::now())
 }
 
 /// The whole API.
@@ -57,7 +54,9 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/v1/audit-log", get(events::list_caller_org))
         .route("/v1/me", get(events::me))
-        // Inner: who is calling. Outer: the record of the call.
+        // Innermost: a panicking handler still gets an answer, and so a record. Then: who
+        // is calling. Outermost: the record of the call.
+        .route_layer(CatchPanicLayer::custom(panic_response))
         .route_layer(from_fn_with_state(state.clone(), audit::require_credential))
         .route_layer(from_fn_with_state(state.clone(), audit::record));
     Router::new()
@@ -73,10 +72,12 @@ pub fn app(state: AppState) -> Router {
             )
         })
         .layer(from_fn(metrics::track))
-        .layer(CatchPanicLayer::custom(|_| -> Response {
-            ApiError::Internal("a handler panicked".into()).into_response()
-        }))
+        .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send>) -> Response {
+    ApiError::Internal("a handler panicked".into()).into_response()
 }
 
 /// How `trail serve` runs.

@@ -13,7 +13,9 @@ use trail_core::query::Filter;
 use trail_core::scope::{Role, Scope};
 use trail_core::{Cursor, Event, EventBody, Timestamp};
 
-use crate::{Bootstrap, EventQuery, Org, Store, StoreError, StoredEvent, Token, TokenKind, User};
+use crate::{
+    Bootstrap, EventQuery, Org, Outcome, Store, StoreError, StoredEvent, Token, TokenKind, User,
+};
 
 /// A store under test, and whatever must live as long as it (a temp dir, a database).
 pub struct Backend {
@@ -228,7 +230,7 @@ pub async fn append_assigns_gapless_seqs_per_org(store: Arc<dyn Store>) {
     assert!(
         a.iter()
             .chain(&a2)
-            .all(|x| !x.duplicate && x.id.starts_with("evt_"))
+            .all(|x| x.outcome == Outcome::Created && x.id.starts_with("evt_"))
     );
     assert_eq!(store.append("acme", vec![]).await.unwrap(), vec![]);
     assert_eq!(store.log_size("acme").await.unwrap(), 3);
@@ -311,36 +313,60 @@ pub async fn client_ids_make_retries_idempotent(store: Arc<dyn Store>) {
     let first = store
         .append(
             "acme",
-            vec![with_id("x-1", "a"), simple("b"), with_id("x-1", "a")],
+            vec![
+                with_id("x-1", "a"),
+                simple("b"),
+                with_id("x-1", "a"),
+                with_id("x-1", "z"),
+            ],
         )
         .await
         .unwrap();
-    assert_eq!(first[0].seq, 0);
-    assert!(!first[0].duplicate);
+    assert_eq!((first[0].seq, first[0].outcome), (0, Outcome::Created));
     assert_eq!(first[1].seq, 1);
-    assert!(
-        first[2].duplicate,
-        "a repeat inside one batch is a duplicate"
+    assert_eq!(
+        first[2].outcome,
+        Outcome::Duplicate,
+        "a repeat inside one batch"
     );
     assert_eq!((first[2].seq, first[2].hash), (first[0].seq, first[0].hash));
+    assert_eq!(
+        first[3].outcome,
+        Outcome::Conflict,
+        "the same id for another event"
+    );
+    assert_eq!(first[3].seq, 0, "a conflict names the earlier event");
 
     let retry = store
-        .append("acme", vec![with_id("x-1", "a"), with_id("x-2", "c")])
+        .append(
+            "acme",
+            vec![
+                with_id("x-1", "a"),
+                with_id("x-2", "c"),
+                with_id("x-1", "changed"),
+            ],
+        )
         .await
         .unwrap();
-    assert!(retry[0].duplicate);
+    assert_eq!(retry[0].outcome, Outcome::Duplicate);
     assert_eq!(retry[0].id, "x-1");
     assert_eq!((retry[0].seq, retry[0].hash), (0, first[0].hash));
     assert_eq!(retry[0].received_at, first[0].received_at);
     assert_eq!(retry[1].seq, 2, "a duplicate takes no seq");
+    assert_eq!(retry[2].outcome, Outcome::Conflict);
     assert_eq!(store.log_size("acme").await.unwrap(), 3);
+    let stored = store.events_from("acme", 0, 10).await.unwrap();
+    assert_eq!(
+        stored[0].event.action, "a",
+        "a conflict changes nothing stored"
+    );
 
     // Ids are per org.
     let other = store
         .append("umbrella", vec![with_id("x-1", "a")])
         .await
         .unwrap();
-    assert!(!other[0].duplicate);
+    assert_eq!(other[0].outcome, Outcome::Created);
 }
 
 pub async fn unknown_org_is_an_error(store: Arc<dyn Store>) {

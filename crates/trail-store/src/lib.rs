@@ -33,6 +33,9 @@ pub enum StoreError {
     /// The backend could not do the work now (I/O error, full disk, shut down).
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The org's log holds 2^40 events, the most a log can.
+    #[error("the log of org {0:?} is full")]
+    LogFull(String),
     /// What is stored cannot be read back as it was written.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -98,6 +101,19 @@ pub struct Bootstrap {
     pub token: Token,
 }
 
+/// What became of one appended event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stored now.
+    Created,
+    /// The org already holds this client id for the same event (a retry): nothing was
+    /// written, and the seq and hash are the earlier event's.
+    Duplicate,
+    /// The org already holds this client id for a different event: nothing was written, and
+    /// the seq and hash are the earlier event's.
+    Conflict,
+}
+
 /// The outcome of appending one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
@@ -105,9 +121,7 @@ pub struct Appended {
     pub seq: u64,
     pub hash: [u8; 32],
     pub received_at: Timestamp,
-    /// The event's client id was already stored: nothing new was written and this is the
-    /// earlier event.
-    pub duplicate: bool,
+    pub outcome: Outcome,
 }
 
 /// An event as stored, with the leaf hash that was computed when it was accepted.
@@ -153,7 +167,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends events to an org's log, durably: when this returns `Ok`, they are on disk.
     /// Each gets the next seq of its org (no gaps), its time of receipt and its leaf hash;
-    /// an event whose client id the org already holds is not stored again.
+    /// an event whose client id the org already holds is not stored again (see [`Outcome`]).
     async fn append(&self, org: &str, events: Vec<EventBody>) -> Result<Vec<Appended>>;
 
     /// Events newest first (by timestamp, then seq) that pass the filter, after the cursor.

@@ -4,7 +4,7 @@ use rusqlite::Connection;
 use serde_json::json;
 use trail_core::{EventBody, Timestamp};
 use trail_store::sqlite::DB_FILE;
-use trail_store::{Org, SqliteStore, Store};
+use trail_store::{Org, Outcome, SqliteStore, Store};
 
 fn event(action: &str) -> EventBody {
     EventBody::from_json(
@@ -74,8 +74,9 @@ async fn a_restart_keeps_every_event_and_continues_the_seqs() {
         .await
         .unwrap();
     assert_eq!(more[0].seq, 2);
-    assert!(
-        more[1].duplicate,
+    assert_eq!(
+        more[1].outcome,
+        Outcome::Duplicate,
         "client ids are remembered across restarts"
     );
     assert_eq!(store.log_size("acme").await.unwrap(), 3);
@@ -90,4 +91,39 @@ async fn a_newer_schema_is_refused() {
     drop(raw);
     let err = SqliteStore::open(dir.path()).err().unwrap().to_string();
     assert!(err.contains("schema version 99"), "{err}");
+}
+
+#[tokio::test]
+async fn a_full_log_refuses_more_without_touching_other_orgs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_events(dir.path()).await;
+    drop(store);
+    // Forge the last seq a log can hold (k = org << 40 | 2^40 - 1) with a plain INSERT.
+    let raw = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    raw.execute(
+        "INSERT INTO events (k, org, ts, rdelta, action, cat, actor, atype, hash) \
+         SELECT (org << 40) | ((1 << 40) - 1), org, ts, rdelta, action, cat, actor, atype, hash \
+         FROM events LIMIT 1",
+        [],
+    )
+    .unwrap();
+    drop(raw);
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let err = store.append("acme", vec![event("z")]).await.unwrap_err();
+    assert!(
+        matches!(err, trail_store::StoreError::LogFull(ref o) if o == "acme"),
+        "{err}"
+    );
+    store
+        .create_org(Org {
+            id: "umbrella".into(),
+            name: "Umbrella".into(),
+            created_at: Timestamp(0),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.append("umbrella", vec![event("a")]).await.unwrap()[0].seq,
+        0
+    );
 }

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, header::CONTENT_TYPE};
 use serde_json::{Value, json};
 use trail_core::query::{Field, Matcher, QueryError};
 use trail_core::{Cursor, EventBody, Filter, Scope, Timestamp};
-use trail_store::EventQuery;
+use trail_store::{EventQuery, Outcome};
 
 use crate::AppState;
 use crate::audit::AuditSlot;
@@ -29,7 +29,7 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&*state.store, &caller, &slot, &org, Scope::LogsWrite).await?;
+    authorize(&caller, &slot, &org, Scope::LogsWrite)?;
     let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
         if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
         {
@@ -59,16 +59,19 @@ pub async fn ingest(
         )));
     }
 
+    let now = crate::now();
     let mut valid: Vec<(usize, EventBody)> = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
+    let error = |index: usize, field: Option<&str>, detail: String| json!({"index": index, "field": field, "detail": detail});
     for (index, item) in items.into_iter().enumerate() {
-        match item.and_then(|v| {
-            EventBody::from_json(v, &org).map_err(|e| (Some(e.field.clone()), e.to_string()))
-        }) {
+        let body = item.and_then(|v| {
+            let body = EventBody::from_json(v, &org)?;
+            body.check_clock(now)?;
+            Ok(body)
+        });
+        match body {
             Ok(body) => valid.push((index, body)),
-            Err((field, detail)) => {
-                errors.push(json!({"index": index, "field": field, "detail": detail}))
-            }
+            Err(e) => errors.push(error(index, e.field.as_deref(), e.detail)),
         }
     }
     if valid.is_empty() {
@@ -79,25 +82,37 @@ pub async fn ingest(
     }
     let (indexes, bodies): (Vec<usize>, Vec<EventBody>) = valid.into_iter().unzip();
     let appended = state.store.append(&org, bodies).await?;
-    let duplicates = appended.iter().filter(|a| a.duplicate).count();
-    metrics::counter!("trail_events_ingested_total")
-        .increment((appended.len() - duplicates) as u64);
-    let items: Vec<Value> = indexes
-        .into_iter()
-        .zip(&appended)
-        .map(|(index, a)| {
-            json!({
-                "index": index,
-                "id": a.id,
-                "seq": a.seq,
-                "hash": hex::encode(a.hash),
-                "receivedAt": a.received_at.to_string(),
-                "duplicate": a.duplicate,
-            })
-        })
-        .collect();
+    let (mut accepted, mut duplicates) = (0, 0);
+    let mut items = Vec::with_capacity(appended.len());
+    for (index, a) in indexes.into_iter().zip(&appended) {
+        match a.outcome {
+            Outcome::Conflict => {
+                errors.push(error(
+                    index,
+                    Some("id"),
+                    format!(
+                        "id {:?} was already used for a different event (seq {}); use a new id for a new event",
+                        a.id, a.seq
+                    ),
+                ));
+                continue;
+            }
+            Outcome::Created => accepted += 1,
+            Outcome::Duplicate => duplicates += 1,
+        }
+        items.push(json!({
+            "index": index,
+            "id": a.id,
+            "seq": a.seq,
+            "hash": hex::encode(a.hash),
+            "receivedAt": a.received_at.to_string(),
+            "duplicate": a.outcome == Outcome::Duplicate,
+        }));
+    }
+    errors.sort_by_key(|e| e["index"].as_u64());
+    metrics::counter!("trail_events_ingested_total").increment(accepted as u64);
     Ok(Json(json!({
-        "accepted": appended.len() - duplicates,
+        "accepted": accepted,
         "duplicates": duplicates,
         "rejected": errors.len(),
         "items": items,
@@ -105,14 +120,30 @@ pub async fn ingest(
     })))
 }
 
-type Item = Result<Value, (Option<String>, String)>;
+/// One element of a batch, or why it could not be read.
+type Item = Result<Value, ItemError>;
 
-/// A JSON array (or one object) or NDJSON, by content type; by the first byte when there is
-/// none. A malformed NDJSON line is that event's error; a malformed JSON body is the batch's.
+/// Why one element of a batch was refused.
+struct ItemError {
+    field: Option<String>,
+    detail: String,
+}
+
+impl From<trail_core::ValidationError> for ItemError {
+    fn from(e: trail_core::ValidationError) -> Self {
+        ItemError {
+            detail: e.to_string(),
+            field: Some(e.field),
+        }
+    }
+}
+
+/// A JSON array, one JSON object, or NDJSON, by content type; without one, a body that is one
+/// JSON value is JSON and anything else NDJSON. A malformed NDJSON line is that event's error;
+/// a malformed JSON body is the batch's.
 fn parse_batch(bytes: &[u8], content_type: Option<&str>) -> Result<Vec<Item>, ApiError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| ApiError::BadRequest(format!("the body is not UTF-8: {e}")))?;
-    let first = text.trim_start().chars().next();
     let ndjson = match content_type {
         Some(
             "application/x-ndjson"
@@ -120,7 +151,8 @@ fn parse_batch(bytes: &[u8], content_type: Option<&str>) -> Result<Vec<Item>, Ap
             | "application/jsonl"
             | "application/x-jsonlines",
         ) => true,
-        Some("application/json") | None => content_type.is_none() && first != Some('['),
+        Some("application/json") => false,
+        None => serde_json::from_str::<serde::de::IgnoredAny>(text).is_err(),
         Some(other) => {
             return Err(ApiError::UnsupportedMediaType(format!(
                 "content type {other:?} is not accepted: send application/json (an array of events) or application/x-ndjson (one event a line)"
@@ -130,11 +162,13 @@ fn parse_batch(bytes: &[u8], content_type: Option<&str>) -> Result<Vec<Item>, Ap
     if ndjson {
         return Ok(text
             .lines()
-            .filter(|l| !l.trim().is_empty())
             .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
             .map(|(i, line)| {
-                serde_json::from_str(line)
-                    .map_err(|e| (None, format!("line {}: not JSON: {e}", i + 1)))
+                serde_json::from_str(line).map_err(|e| ItemError {
+                    field: None,
+                    detail: format!("line {}: not JSON: {e}", i + 1),
+                })
             })
             .collect());
     }
@@ -224,7 +258,7 @@ pub async fn list(
     Extension(slot): Extension<AuditSlot>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&*state.store, &caller, &slot, &org, Scope::LogsRead).await?;
+    authorize(&caller, &slot, &org, Scope::LogsRead)?;
     let params = list_params(raw.as_deref(), crate::now())?;
     list_org(&state, &org, params).await
 }
@@ -236,7 +270,7 @@ pub async fn list_instance(
     Extension(slot): Extension<AuditSlot>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&*state.store, &caller, &slot, &org, Scope::LogsRead).await?;
+    authorize(&caller, &slot, &org, Scope::LogsRead)?;
     let mut params = list_params(raw.as_deref(), crate::now())?;
     // Another instance named in the filter would widen the read (alternatives are OR-ed).
     let widens = params.filter.terms.iter().any(|t| {
@@ -261,7 +295,7 @@ pub async fn list_caller_org(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let org = caller.org.clone();
-    authorize(&*state.store, &caller, &slot, &org, Scope::LogsRead).await?;
+    authorize(&caller, &slot, &org, Scope::LogsRead)?;
     let params = list_params(raw.as_deref(), crate::now())?;
     list_org(&state, &org, params).await
 }
@@ -290,16 +324,16 @@ mod tests {
             2
         );
         assert_eq!(ok("{\"a\":1}\n{\"a\":2}", None), 2);
-        assert_eq!(ok(r#"[{"a":1}]"#, None), 1);
-        let lines = parse_batch(b"{\"a\":1}\n{oops\n", Some("application/x-ndjson")).unwrap();
-        assert!(lines[0].is_ok());
-        assert!(
-            lines[1]
-                .as_ref()
-                .unwrap_err()
-                .1
-                .starts_with("line 2: not JSON")
+        assert_eq!(
+            ok("{\n  \"a\": 1\n}\n", None),
+            1,
+            "one pretty-printed object"
         );
+        assert_eq!(ok(r#"[{"a":1}]"#, None), 1);
+        let lines = parse_batch(b"{\"a\":1}\n\n{oops\n", Some("application/x-ndjson")).unwrap();
+        assert!(lines[0].is_ok());
+        let err = lines[1].as_ref().err().unwrap();
+        assert!(err.detail.starts_with("line 3: not JSON"), "{}", err.detail);
         for (body, ct) in [
             ("[1,", Some("application/json")),
             ("42", Some("application/json")),

@@ -1,29 +1,63 @@
-//! The string dictionary, read side: ids to strings, cached for the life of the process.
-//! Entries are never changed or removed (the table refuses it), so a cached entry never goes
-//! stale.
+//! The string dictionary, read side: ids to strings, the most recently used cached for the
+//! life of the process. Entries are never changed or removed (the table refuses it), so a
+//! cached entry never goes stale.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 
+use lru::LruCache;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::unavailable;
 use crate::{Result, StoreError};
 
-#[derive(Default)]
+const CAPACITY: usize = 100_000;
+
 pub(crate) struct DictCache {
-    map: RwLock<HashMap<i64, Arc<str>>>,
+    map: Mutex<LruCache<i64, Arc<str>>>,
 }
 
+impl Default for DictCache {
+    fn default() -> Self {
+        DictCache {
+            map: Mutex::new(LruCache::new(
+                NonZeroUsize::new(CAPACITY).expect("not zero"),
+            )),
+        }
+    }
+}
+
+/// The strings of one page of rows.
+pub(crate) type Resolved = HashMap<i64, Arc<str>>;
+
 impl DictCache {
-    /// Loads whichever of `ids` are not cached yet.
-    pub fn ensure(&self, conn: &Connection, ids: impl IntoIterator<Item = i64>) -> Result<()> {
-        let missing: HashSet<i64> = {
-            let map = self.map.read().expect("dict cache lock");
-            ids.into_iter().filter(|id| !map.contains_key(id)).collect()
-        };
+    /// The strings of `ids`, from the cache or the table.
+    pub fn resolve(
+        &self,
+        conn: &Connection,
+        ids: impl IntoIterator<Item = i64>,
+    ) -> Result<Resolved> {
+        let mut out = Resolved::new();
+        let mut missing = Vec::new();
+        {
+            let mut map = self.map.lock().expect("dict cache lock");
+            for id in ids {
+                if out.contains_key(&id) {
+                    continue;
+                }
+                match map.get(&id) {
+                    Some(v) => {
+                        out.insert(id, v.clone());
+                    }
+                    None => missing.push(id),
+                }
+            }
+        }
+        missing.sort_unstable();
+        missing.dedup();
         if missing.is_empty() {
-            return Ok(());
+            return Ok(out);
         }
         let mut stmt = conn
             .prepare_cached("SELECT value FROM dict WHERE id = ?1")
@@ -37,18 +71,12 @@ impl DictCache {
                 .ok_or_else(|| StoreError::Corrupt(format!("dictionary entry {id} is missing")))?;
             loaded.push((id, Arc::<str>::from(value)));
         }
-        self.map.write().expect("dict cache lock").extend(loaded);
-        Ok(())
-    }
-
-    /// A cached entry; call [`DictCache::ensure`] first.
-    pub fn get(&self, id: i64) -> Result<Arc<str>> {
-        self.map
-            .read()
-            .expect("dict cache lock")
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| StoreError::Corrupt(format!("dictionary entry {id} is missing")))
+        let mut map = self.map.lock().expect("dict cache lock");
+        for (id, value) in loaded {
+            map.put(id, value.clone());
+            out.insert(id, value);
+        }
+        Ok(out)
     }
 }
 

@@ -140,13 +140,6 @@ pub(crate) fn unavailable(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-pub(crate) fn now() -> Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp(d.as_micros() as i64)
-}
-
 pub(crate) fn org_id(conn: &Connection, slug: &str) -> Result<i64> {
     conn.prepare_cached("SELECT id FROM orgs WHERE slug = ?1")
         .and_then(|mut s| s.query_row([slug], |r| r.get(0)).optional())

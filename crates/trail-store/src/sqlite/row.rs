@@ -6,7 +6,7 @@ use rusqlite::{Connection, Row, params};
 use trail_core::event::{Actor, ActorType, CanonicalJson, Object, RequestInfo};
 use trail_core::{Event, Timestamp};
 
-use super::dict::DictCache;
+use super::dict::{DictCache, Resolved};
 use super::{SEQ_BITS, SEQ_MASK, unavailable};
 use crate::{Result, StoreError, StoredEvent};
 
@@ -175,11 +175,15 @@ impl RawRow {
         .flatten()
     }
 
-    /// Rebuilds the event; every id must be in `dict` already.
-    pub fn into_stored(self, org: &str, dict: &DictCache) -> Result<StoredEvent> {
+    /// Rebuilds the event; `dict` holds the strings of every id it refers to.
+    pub fn into_stored(self, org: &str, dict: &Resolved) -> Result<StoredEvent> {
         let seq = self.seq();
         let corrupt = |what: &str| StoreError::Corrupt(format!("event {seq} of org {org}: {what}"));
-        let s = |id: i64| dict.get(id).map(|v| v.to_string());
+        let s = |id: i64| {
+            dict.get(&id)
+                .map(|v| v.to_string())
+                .ok_or_else(|| corrupt(&format!("dictionary entry {id} is missing")))
+        };
         let os = |id: Option<i64>| id.map(s).transpose();
         let ip = match os(self.ip)? {
             None => None,
@@ -242,6 +246,8 @@ pub(crate) fn into_events(
     org: &str,
     rows: Vec<RawRow>,
 ) -> Result<Vec<StoredEvent>> {
-    dict.ensure(conn, rows.iter().flat_map(RawRow::dict_ids))?;
-    rows.into_iter().map(|r| r.into_stored(org, dict)).collect()
+    let strings = dict.resolve(conn, rows.iter().flat_map(RawRow::dict_ids))?;
+    rows.into_iter()
+        .map(|r| r.into_stored(org, &strings))
+        .collect()
 }

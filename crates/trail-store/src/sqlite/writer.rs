@@ -7,19 +7,23 @@
 //! anything, so it does not fail the others in its group.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::thread;
 
+use lru::LruCache;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 use trail_core::scope::{Role, Scope};
 use trail_core::{Event, EventBody, Timestamp, canonical};
 
-use super::{SEQ_BITS, SEQ_MASK, now, org_id, row, unavailable};
-use crate::{Appended, Bootstrap, Org, Result, StoreError, Token, User};
+use super::{SEQ_BITS, SEQ_MASK, org_id, row, unavailable};
+use crate::{Appended, Bootstrap, Org, Outcome, Result, StoreError, Token, User};
 
 /// At most this many events go into one group commit.
 const MAX_GROUP_EVENTS: usize = 50_000;
 const QUEUE: usize = 4096;
+/// Dictionary ids the writer keeps at hand; the rest are looked up.
+const DICT_CACHE: usize = 100_000;
 
 type Reply<T> = oneshot::Sender<Result<T>>;
 
@@ -47,7 +51,7 @@ impl Writer {
             conn,
             org_ids: HashMap::new(),
             next_seq: HashMap::new(),
-            dict: HashMap::new(),
+            dict: LruCache::new(NonZeroUsize::new(DICT_CACHE).expect("not zero")),
             last_received: Timestamp(i64::MIN),
         };
         thread::Builder::new()
@@ -119,8 +123,8 @@ pub(crate) struct WriterState {
     org_ids: HashMap<String, i64>,
     /// The next seq of each org, as committed.
     next_seq: HashMap<i64, u64>,
-    /// Dictionary ids, as committed.
-    dict: HashMap<String, i64>,
+    /// Dictionary ids, as committed: the most recently used.
+    dict: LruCache<String, i64>,
     /// receivedAt never goes backwards, even if the clock does.
     last_received: Timestamp,
 }
@@ -137,7 +141,8 @@ impl WriterState {
         if group.is_empty() {
             return;
         }
-        let received_at = now().max(self.last_received);
+        let received_at =
+            Timestamp::from_system_time(std::time::SystemTime::now()).max(self.last_received);
         let mut pending = Pending::default();
         let result = (|| -> Result<Vec<Result<Vec<Appended>>>> {
             let tx = self
@@ -154,14 +159,16 @@ impl WriterState {
                     &tx,
                     &mut self.org_ids,
                     &self.next_seq,
-                    &self.dict,
+                    &mut self.dict,
                     &mut pending,
                     org,
                     events,
                     received_at,
                 ) {
                     Ok(appended) => results.push(Ok(appended)),
-                    Err(e @ StoreError::UnknownOrg(_)) => results.push(Err(e)),
+                    Err(e @ (StoreError::UnknownOrg(_) | StoreError::LogFull(_))) => {
+                        results.push(Err(e))
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -171,7 +178,16 @@ impl WriterState {
         match result {
             Ok(results) => {
                 self.next_seq.extend(pending.next_seq);
-                self.dict.extend(pending.dict);
+                for (value, id) in pending.dict {
+                    self.dict.put(value, id);
+                }
+                let created = results
+                    .iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|a| a.outcome == Outcome::Created)
+                    .count();
+                metrics::counter!("trail_events_appended_total").increment(created as u64);
                 self.last_received = received_at;
                 metrics_group(group.len());
                 for ((_, _, reply), r) in group.drain(..).zip(results) {
@@ -236,7 +252,7 @@ fn append_one(
     tx: &Connection,
     org_ids: &mut HashMap<String, i64>,
     committed_seq: &HashMap<i64, u64>,
-    committed_dict: &HashMap<String, i64>,
+    committed_dict: &mut LruCache<String, i64>,
     pending: &mut Pending,
     org: &str,
     events: Vec<EventBody>,
@@ -254,8 +270,11 @@ fn append_one(
         Some(s) => *s,
         None => next_seq_on_disk(tx, org_id)?,
     };
+    if seq.saturating_add(events.len() as u64) > SEQ_MASK as u64 + 1 {
+        return Err(StoreError::LogFull(org.to_owned()));
+    }
     let mut intern = |tx: &Connection, s: &str| -> Result<i64> {
-        if let Some(id) = pending.dict.get(s).or(committed_dict.get(s)) {
+        if let Some(id) = pending.dict.get(s).or_else(|| committed_dict.get(s)) {
             return Ok(*id);
         }
         let id = match super::dict::id_of(tx, s)? {
@@ -270,20 +289,23 @@ fn append_one(
         pending.dict.insert(s.to_owned(), id);
         Ok(id)
     };
-    let mut out = Vec::with_capacity(events.len());
+    let mut out: Vec<Appended> = Vec::with_capacity(events.len());
     let mut batch_ids: HashMap<String, usize> = HashMap::new();
     for body in events {
         if let Some(cid) = &body.client_id {
-            if let Some(&i) = batch_ids.get(cid) {
-                let first: &Appended = &out[i];
-                out.push(Appended {
-                    duplicate: true,
-                    ..first.clone()
-                });
-                continue;
-            }
-            if let Some(prev) = by_client_id(tx, org_id, cid)? {
-                out.push(prev);
+            let earlier = match batch_ids.get(cid) {
+                Some(&i) => Some(out[i].clone()),
+                None => by_client_id(tx, org_id, cid)?,
+            };
+            if let Some(earlier) = earlier {
+                // The same id again: a retry if it is the same event, a conflict if not.
+                let again = Event::seal(org, earlier.seq, earlier.received_at, body);
+                let outcome = if canonical::leaf_hash(&again) == earlier.hash {
+                    Outcome::Duplicate
+                } else {
+                    Outcome::Conflict
+                };
+                out.push(Appended { outcome, ..earlier });
                 continue;
             }
             batch_ids.insert(cid.clone(), out.len());
@@ -296,12 +318,11 @@ fn append_one(
             seq,
             hash,
             received_at,
-            duplicate: false,
+            outcome: Outcome::Created,
         });
         seq += 1;
     }
     pending.next_seq.insert(org_id, seq);
-    metrics::counter!("trail_events_appended_total").increment(out.len() as u64);
     Ok(out)
 }
 
@@ -336,7 +357,7 @@ fn by_client_id(tx: &Connection, org_id: i64, cid: &str) -> Result<Option<Append
                     .try_into()
                     .map_err(|_| StoreError::Corrupt(format!("bad leaf hash for id {cid}")))?,
                 received_at: Timestamp(received),
-                duplicate: true,
+                outcome: Outcome::Duplicate,
             })
         })
         .transpose()
