@@ -178,6 +178,12 @@ impl Harness {
         }
     }
 
+    /// A GET with this `Authorization` header, verbatim.
+    async fn get_with_authorization(&self, uri: &str, authorization: &str) -> Reply {
+        let req = Request::get(uri).header(header::AUTHORIZATION, authorization);
+        self.send(req.body(Body::empty()).unwrap()).await
+    }
+
     async fn get(&self, uri: &str, token: Option<&str>) -> Reply {
         let mut req = Request::get(uri);
         if let Some(t) = token {
@@ -471,14 +477,7 @@ async fn credentials_are_checked() {
     for t in &bad {
         assert_problem(&h.get(me, Some(t)).await, 401, "not valid");
     }
-    let other_scheme = h
-        .send(
-            Request::get(me)
-                .header(header::AUTHORIZATION, "Digest abc")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let other_scheme = h.get_with_authorization(me, "Digest abc").await;
     assert_problem(&other_scheme, 401, "unsupported authorization scheme");
     let expired = token(
         &*h.store,
@@ -492,14 +491,7 @@ async fn credentials_are_checked() {
     let revoked = token(&*h.store, "acme", &[Scope::LogsRead], None, true).await;
     assert_problem(&h.get(me, Some(&revoked)).await, 401, "revoked at");
     // A PAT is not accepted as Basic, nor an unknown key.
-    let basic = h
-        .send(
-            Request::get(me)
-                .header(header::AUTHORIZATION, "Basic a2V5X3g6c2VjcmV0")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let basic = h.get_with_authorization(me, "Basic a2V5X3g6c2VjcmV0").await;
     assert_problem(&basic, 401, "not valid");
     // None of the failures is recorded: there is no anonymous actor.
     assert!(h.stored("acme").await.is_empty());

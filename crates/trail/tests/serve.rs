@@ -61,6 +61,18 @@ fn token(data: &Path) -> String {
         .to_owned()
 }
 
+async fn get_json(url: &str, token: &str) -> Value {
+    client()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -88,15 +100,7 @@ async fn all_events(url: &str, token: &str) -> Vec<Value> {
         if let Some(c) = &cursor {
             page_url.push_str(&format!("&cursor={c}"));
         }
-        let page: Value = client()
-            .get(page_url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = get_json(&page_url, token).await;
         out.extend(page["items"].as_array().unwrap().iter().cloned());
         match page["nextCursor"].as_str() {
             Some(c) => cursor = Some(c.to_owned()),
@@ -130,15 +134,7 @@ async fn first_start_bootstraps_and_later_starts_do_not() {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    let me: Value = client()
-        .get(format!("{}/v1/me", s.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = get_json(&format!("{}/v1/me", s.url), &token).await;
     assert_eq!(me["org"], "default");
     assert!(
         me["scopes"]
