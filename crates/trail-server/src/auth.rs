@@ -1,47 +1,110 @@
-//! Credentials: how they are minted, sent and checked.
+//! Credentials: how they are minted, sent and checked, and what a caller may do.
 //!
-//! A PAT is sent as `Authorization: Bearer <id>.<secret>`, an API key as HTTP Basic with the
-//! key id as user name and the secret as password (seed 002). Secrets are 256 random bits;
-//! only their SHA-256 is stored, and it is compared in constant time. Scopes are checked in
-//! [`authorize`], the one place that decides whether a caller may act on an org.
+//! - A PAT or a break-glass token: `Authorization: Bearer <id>.<secret>`.
+//! - An API key: HTTP Basic with the key id as user name and the secret as password.
+//! - A console session: the `trail_session` cookie (`<id>.<secret>`), HttpOnly and
+//!   SameSite=Strict; a state-changing call also needs the `X-CSRF-Token` header.
+//!
+//! Secrets are 256 random bits; only their SHA-256 is stored, compared in constant time.
+//! Passwords are argon2id. Which scopes a caller holds in which org is decided here, in
+//! [`Caller`]; whether a call may proceed is decided in [`authorize`], and nowhere else.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::Argon2;
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::http::HeaderMap;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, COOKIE};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use trail_core::scope::Role;
 use trail_core::{ActorType, Scope, Timestamp};
+use trail_record::{CallContext, Identity, object};
 use trail_store::{Store, Token, TokenKind};
 
-use crate::audit::AuditSlot;
 use crate::error::ApiError;
 
-/// Who is calling, once their credential checks out.
+/// The session cookie.
+pub const SESSION_COOKIE: &str = "trail_session";
+/// The header a session's state-changing calls carry.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialKind {
+    Session,
+    Pat,
+    ApiKey,
+    BreakGlass,
+}
+
+/// Who is calling, once their credential checks out, and what they may do where.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub token_id: String,
-    pub kind: TokenKind,
-    pub org: String,
+    pub kind: CredentialKind,
+    /// The token, key or session id (never a secret).
+    pub credential_id: String,
+    /// Who the caller acts as: a user's email, or an API key's name.
     pub actor: String,
-    pub scopes: Vec<Scope>,
+    pub user_id: Option<String>,
+    /// The org a token or key is bound to; `None` for a session.
+    pub bound_org: Option<String>,
+    /// The instance a credential is restricted to.
+    pub instance: Option<String>,
+    /// Holds `orgs:admin`.
+    pub platform_admin: bool,
+    /// The scopes held in each org.
+    grants: Vec<(String, Vec<Scope>)>,
+    /// Where the caller's own calls are recorded unless they act on an org.
+    pub home_org: String,
+    /// Where the call came from, for the records of what it changes.
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
 }
 
 impl Caller {
     pub fn actor_type(&self) -> ActorType {
         match self.kind {
-            TokenKind::Pat => ActorType::Pat,
-            TokenKind::ApiKey => ActorType::ApiKey,
-            TokenKind::BreakGlass => ActorType::BreakGlass,
+            CredentialKind::Session => ActorType::User,
+            CredentialKind::Pat => ActorType::Pat,
+            CredentialKind::ApiKey => ActorType::ApiKey,
+            CredentialKind::BreakGlass => ActorType::BreakGlass,
         }
+    }
+
+    pub fn identity(&self) -> Identity {
+        Identity {
+            actor: self.actor.clone(),
+            actor_type: self.actor_type(),
+            token_id: Some(self.credential_id.clone()),
+        }
+    }
+
+    /// The scopes held in `org` (none outside the caller's orgs).
+    pub fn scopes_in(&self, org: &str) -> &[Scope] {
+        self.grants
+            .iter()
+            .find(|(o, _)| o == org)
+            .map_or(&[], |(_, s)| s.as_slice())
+    }
+
+    /// The orgs the caller can act on.
+    pub fn orgs(&self) -> impl Iterator<Item = &str> {
+        self.grants.iter().map(|(o, _)| o.as_str())
     }
 }
 
 /// A new credential: what to store, and the secret to show once.
 pub struct Minted {
     pub token: Token,
-    /// What the holder sends: `<id>.<secret>` for a PAT, the secret alone for an API key.
+    /// What the holder sends: `<id>.<secret>` as a bearer token, the secret alone for an
+    /// API key (sent as the Basic password).
     pub secret: String,
 }
 
@@ -49,95 +112,278 @@ pub fn hash_secret(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
-fn random_id(prefix: &str) -> String {
+pub fn random_id(prefix: &str) -> String {
     let mut b = [0u8; 10];
     rand::rng().fill_bytes(&mut b);
     format!("{prefix}_{}", hex::encode(b))
 }
 
+/// 256 random bits, base64url.
+fn random_secret() -> String {
+    let mut raw = [0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// What a new credential is, before its id and secret are drawn.
+pub struct CredentialSpec {
+    pub kind: TokenKind,
+    pub org: String,
+    pub owner: String,
+    pub user_id: Option<String>,
+    pub name: String,
+    pub description: String,
+    pub scopes: Vec<Scope>,
+    pub instance: Option<String>,
+    pub created_by: String,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+}
+
 /// Mints a credential with 256 random bits of secret.
-pub fn mint(
-    kind: TokenKind,
-    org: &str,
-    owner: &str,
-    name: &str,
-    scopes: Vec<Scope>,
-    now: Timestamp,
-    expires_at: Option<Timestamp>,
-) -> Minted {
-    let prefix = match kind {
+pub fn mint(spec: CredentialSpec) -> Minted {
+    let prefix = match spec.kind {
         TokenKind::Pat => "pat",
         TokenKind::ApiKey => "key",
         TokenKind::BreakGlass => "bg",
     };
     let id = random_id(prefix);
-    let mut raw = [0u8; 32];
-    rand::rng().fill_bytes(&mut raw);
-    let secret = URL_SAFE_NO_PAD.encode(raw);
-    let shown = match kind {
+    let secret = random_secret();
+    let shown = match spec.kind {
         TokenKind::ApiKey => secret.clone(),
         TokenKind::Pat | TokenKind::BreakGlass => format!("{id}.{secret}"),
     };
     Minted {
         token: Token {
             id,
-            kind,
-            org: org.to_owned(),
-            owner: owner.to_owned(),
-            name: name.to_owned(),
-            scopes,
+            kind: spec.kind,
+            org: spec.org,
+            owner: spec.owner,
+            user_id: spec.user_id,
+            name: spec.name,
+            description: spec.description,
+            scopes: spec.scopes,
+            instance: spec.instance,
             secret_hash: hash_secret(&secret),
-            created_at: now,
-            expires_at,
+            created_by: spec.created_by,
+            created_at: spec.created_at,
+            expires_at: spec.expires_at,
             revoked_at: None,
         },
         secret: shown,
     }
 }
 
-/// Reads and checks the request's credential.
-pub async fn authenticate(
-    store: &dyn Store,
-    headers: &HeaderMap,
-    now: Timestamp,
-) -> Result<Caller, ApiError> {
-    let header = headers
-        .get(AUTHORIZATION)
-        .ok_or_else(|| ApiError::Unauthorized("this call needs a credential: send Authorization: Bearer <token> (a PAT) or HTTP Basic <key id>:<secret> (an API key)".into()))?;
-    let header = header.to_str().map_err(|_| {
-        ApiError::Unauthorized("the Authorization header is not readable text".into())
-    })?;
-    let (scheme, value) = header.split_once(' ').unwrap_or((header, ""));
+/// A new session: its id, and the cookie value `<id>.<secret>`.
+pub fn mint_session() -> (String, String, [u8; 32]) {
+    let id = random_id("ses");
+    let secret = random_secret();
+    let hash = hash_secret(&secret);
+    let cookie = format!("{id}.{secret}");
+    (id, cookie, hash)
+}
+
+/// The CSRF token of a session: derived from its secret, so nothing more is stored and it
+/// cannot be known without the cookie.
+pub fn csrf_token(session_secret: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"trail.csrf.v1\0");
+    h.update(session_secret.as_bytes());
+    URL_SAFE_NO_PAD.encode(h.finalize())
+}
+
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::Internal(format!("hashing a password: {e}")))
+}
+
+/// Checks a password against a stored argon2id hash. Without a hash (unknown user, or no
+/// password set) it still does the work of a check, so timing tells nothing.
+pub fn verify_password(password: &str, stored: Option<&str>) -> bool {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let dummy = DUMMY.get_or_init(|| hash_password("no such user").unwrap_or_default());
+    let target = stored.unwrap_or(dummy);
+    let ok = PasswordHash::new(target)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false);
+    ok && stored.is_some()
+}
+
+/// The credential a request presents.
+enum Presented {
+    Bearer { id: String, secret: String },
+    Basic { id: String, secret: String },
+    Session { id: String, secret: String },
+}
+
+fn presented(headers: &HeaderMap) -> Result<Presented, ApiError> {
     let invalid = || ApiError::Unauthorized("the credential is not valid".into());
-    let (id, secret, kinds): (String, String, &[TokenKind]) = if scheme
-        .eq_ignore_ascii_case("bearer")
-    {
-        let (id, secret) = value.trim().split_once('.').ok_or_else(invalid)?;
-        (
-            id.to_owned(),
-            secret.to_owned(),
-            &[TokenKind::Pat, TokenKind::BreakGlass],
-        )
-    } else if scheme.eq_ignore_ascii_case("basic") {
-        let decoded = STANDARD
-            .decode(value.trim())
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| {
-                ApiError::Unauthorized(
-                    "the Basic credential is not base64 of <key id>:<secret>".into(),
-                )
-            })?;
-        let (id, secret) = decoded.split_once(':').ok_or_else(invalid)?;
-        (id.to_owned(), secret.to_owned(), &[TokenKind::ApiKey])
-    } else {
+    if let Some(header) = headers.get(AUTHORIZATION) {
+        let header = header.to_str().map_err(|_| {
+            ApiError::Unauthorized("the Authorization header is not readable text".into())
+        })?;
+        let (scheme, value) = header.split_once(' ').unwrap_or((header, ""));
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let (id, secret) = value.trim().split_once('.').ok_or_else(invalid)?;
+            return Ok(Presented::Bearer {
+                id: id.to_owned(),
+                secret: secret.to_owned(),
+            });
+        }
+        if scheme.eq_ignore_ascii_case("basic") {
+            let decoded = STANDARD
+                .decode(value.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| {
+                    ApiError::Unauthorized(
+                        "the Basic credential is not base64 of <key id>:<secret>".into(),
+                    )
+                })?;
+            let (id, secret) = decoded.split_once(':').ok_or_else(invalid)?;
+            return Ok(Presented::Basic {
+                id: id.to_owned(),
+                secret: secret.to_owned(),
+            });
+        }
         return Err(ApiError::Unauthorized(format!(
             "unsupported authorization scheme {scheme:?}: use Bearer (a PAT) or Basic (an API key)"
         )));
+    }
+    if let Some(value) = session_cookie(headers) {
+        let (id, secret) = value.split_once('.').ok_or_else(invalid)?;
+        return Ok(Presented::Session {
+            id: id.to_owned(),
+            secret: secret.to_owned(),
+        });
+    }
+    Err(ApiError::Unauthorized(
+        "this call needs a credential: send Authorization: Bearer <token> (a PAT), HTTP Basic <key id>:<secret> (an API key), or sign in to the console".into(),
+    ))
+}
+
+/// The value of the session cookie, if the request has one.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value)
+}
+
+/// How long a session lives without use, and at most.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionPolicy {
+    pub idle: Duration,
+    pub max: Duration,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        SessionPolicy {
+            idle: Duration::from_secs(30 * 60),
+            max: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Reads and checks the request's credential, and works out what the caller holds.
+pub async fn authenticate(
+    store: &dyn Store,
+    headers: &HeaderMap,
+    is_write: bool,
+    now: Timestamp,
+    policy: SessionPolicy,
+    platform_org: &str,
+) -> Result<Caller, ApiError> {
+    let invalid = || ApiError::Unauthorized("the credential is not valid".into());
+    match presented(headers)? {
+        Presented::Session { id, secret } => {
+            let s = store.session(&id).await?.ok_or_else(invalid)?;
+            if !bool::from(s.secret_hash.ct_eq(&hash_secret(&secret))) {
+                return Err(invalid());
+            }
+            if s.ended_at.is_some()
+                || s.expires_at <= now
+                || s.last_seen_at.micros().saturating_add(micros(policy.idle)) <= now.micros()
+            {
+                return Err(ApiError::Unauthorized(
+                    "the session has ended: sign in again".into(),
+                ));
+            }
+            if is_write {
+                let sent = headers
+                    .get(CSRF_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if !bool::from(sent.as_bytes().ct_eq(csrf_token(&secret).as_bytes())) {
+                    return Err(ApiError::Forbidden(
+                        "a console call that changes something needs the X-CSRF-Token header of its session".into(),
+                    ));
+                }
+            }
+            // Sessions are kept alive by use; touching at most once a minute spares writes.
+            if now.micros() - s.last_seen_at.micros() > 60_000_000 {
+                store.touch_session(&id, now).await?;
+            }
+            let user = store.user(&s.user_id).await?.ok_or_else(invalid)?;
+            let grants: Vec<(String, Vec<Scope>)> = store
+                .memberships(&user.id)
+                .await?
+                .into_iter()
+                .map(|(org, role)| (org, role.scopes().to_vec()))
+                .collect();
+            let home_org = grants
+                .first()
+                .map_or(platform_org.to_owned(), |(o, _)| o.clone());
+            Ok(Caller {
+                kind: CredentialKind::Session,
+                credential_id: id,
+                actor: user.email,
+                user_id: Some(user.id),
+                bound_org: None,
+                instance: None,
+                platform_admin: user.platform_admin,
+                grants,
+                home_org,
+                ip: None,
+                user_agent: None,
+            })
+        }
+        Presented::Bearer { id, secret } => token_auth(store, &id, &secret, false, now).await,
+        Presented::Basic { id, secret } => token_auth(store, &id, &secret, true, now).await,
+    }
+}
+
+/// Checks a token or key; API keys come as Basic, PATs and break-glass tokens as Bearer.
+async fn token_auth(
+    store: &dyn Store,
+    id: &str,
+    secret: &str,
+    basic: bool,
+    now: Timestamp,
+) -> Result<Caller, ApiError> {
+    let invalid = || ApiError::Unauthorized("the credential is not valid".into());
+    let token = store.token(id).await?.ok_or_else(invalid)?;
+    let kind_fits = match token.kind {
+        TokenKind::ApiKey => basic,
+        TokenKind::Pat | TokenKind::BreakGlass => !basic,
     };
-    let token = store.token(&id).await?.ok_or_else(invalid)?;
-    let matches: bool = token.secret_hash.ct_eq(&hash_secret(&secret)).into();
-    if !matches || !kinds.contains(&token.kind) {
+    if !bool::from(token.secret_hash.ct_eq(&hash_secret(secret))) || !kind_fits {
         return Err(invalid());
     }
     // The caller holds the secret: telling them why it no longer works leaks nothing.
@@ -151,38 +397,212 @@ pub async fn authenticate(
             "this credential expired at {at}"
         )));
     }
+    token_caller(store, token).await
+}
+
+/// What a token or key holds: a PAT no more than its user's role grants today (so a demoted
+/// or removed member's PATs shrink at once); a key or break-glass token its own scopes.
+async fn token_caller(store: &dyn Store, token: Token) -> Result<Caller, ApiError> {
+    let (kind, scopes, platform_admin) = match token.kind {
+        TokenKind::ApiKey => {
+            let scopes = token
+                .scopes
+                .iter()
+                .copied()
+                .filter(|s| *s != Scope::OrgsAdmin)
+                .collect();
+            (CredentialKind::ApiKey, scopes, false)
+        }
+        TokenKind::BreakGlass => {
+            let scopes = token
+                .scopes
+                .iter()
+                .copied()
+                .filter(|s| *s != Scope::OrgsAdmin)
+                .collect();
+            (CredentialKind::BreakGlass, scopes, false)
+        }
+        TokenKind::Pat => {
+            let user_id = token.user_id.as_deref().unwrap_or_default();
+            let user = store.user(user_id).await?;
+            let role: Option<Role> = store
+                .memberships(user_id)
+                .await?
+                .into_iter()
+                .find(|(org, _)| *org == token.org)
+                .map(|(_, role)| role);
+            let held = role.map_or(&[][..], Role::scopes);
+            let scopes = token
+                .scopes
+                .iter()
+                .copied()
+                .filter(|s| held.contains(s))
+                .collect();
+            let admin =
+                user.is_some_and(|u| u.platform_admin) && token.scopes.contains(&Scope::OrgsAdmin);
+            (CredentialKind::Pat, scopes, admin)
+        }
+    };
     Ok(Caller {
-        token_id: token.id,
-        kind: token.kind,
-        org: token.org,
+        kind,
+        credential_id: token.id,
         actor: token.owner,
-        scopes: token.scopes,
+        user_id: token.user_id,
+        bound_org: Some(token.org.clone()),
+        instance: token.instance,
+        platform_admin,
+        grants: vec![(token.org.clone(), scopes)],
+        home_org: token.org,
+        ip: None,
+        user_agent: None,
     })
 }
 
-/// May `caller` act on `org` with `scope`? Notes the scope checked, and the org acted on, in
-/// the call's audit record either way.
+/// May `caller` act on `org`, with `scope` if one is named? Notes the org acted on and the
+/// scope checked in the call's record either way.
 ///
-/// A credential acts on its own org only. An attempt on another org is refused the same way
-/// whether that org exists or not (nothing to learn from the answer), and is recorded in the
-/// caller's own org, naming the target: a credential cannot write into another org's log.
+/// A token or key acts on its own org only, a session on the orgs its user belongs to. An
+/// attempt on any other org is refused the same way whether that org exists or not, and is
+/// recorded in the caller's home org naming the target: a credential never writes into the
+/// log of an org it cannot act on.
 pub fn authorize(
     caller: &Caller,
-    slot: &AuditSlot,
+    ctx: &CallContext,
     org: &str,
-    scope: Scope,
+    scope: Option<Scope>,
 ) -> Result<(), ApiError> {
-    slot.note_scope(scope);
-    if org != caller.org {
-        slot.note_target_org(org);
-        return Err(ApiError::Forbidden(format!(
-            "this credential belongs to org {:?} and cannot act on org {org:?}",
-            caller.org
-        )));
+    if let Some(scope) = scope {
+        ctx.set_scope(scope.as_str());
     }
-    slot.note_org(org);
-    if !caller.scopes.contains(&scope) {
+    if !caller.orgs().any(|o| o == org) {
+        ctx.set_object(object("org", org));
+        return Err(ApiError::Forbidden(match &caller.bound_org {
+            Some(bound) => {
+                format!("this credential belongs to org {bound:?} and cannot act on org {org:?}")
+            }
+            None => format!("you are not a member of org {org:?}"),
+        }));
+    }
+    ctx.set_org(org);
+    if let Some(scope) = scope
+        && !caller.scopes_in(org).contains(&scope)
+    {
         return Err(ApiError::MissingScope(scope));
     }
     Ok(())
+}
+
+/// May `caller` do platform-level work (create orgs, mint break-glass tokens)? Such calls
+/// are recorded in the platform org.
+pub fn authorize_platform(
+    caller: &Caller,
+    ctx: &CallContext,
+    platform_org: &str,
+) -> Result<(), ApiError> {
+    ctx.set_scope(Scope::OrgsAdmin.as_str());
+    if !caller.platform_admin {
+        return Err(ApiError::MissingScope(Scope::OrgsAdmin));
+    }
+    ctx.set_org(platform_org);
+    Ok(())
+}
+
+/// Refuses a grant of scopes the granter does not hold: nobody hands out more than they have.
+pub fn check_grant(caller: &Caller, org: &str, wanted: &[Scope]) -> Result<(), ApiError> {
+    let held = caller.scopes_in(org);
+    match wanted.iter().find(|s| !held.contains(s)) {
+        Some(s) => Err(ApiError::Forbidden(format!(
+            "you cannot grant the {s} scope, which you do not hold in org {org:?}"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Slows down repeated authentication failures per source address: each source has a budget
+/// of failures that refills over time; a source that spends it is refused (429) until it
+/// refills. Other sources are unaffected, so one attacker cannot lock anyone else out.
+pub struct FailureThrottle {
+    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    burst: f64,
+    refill_per_sec: f64,
+}
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl FailureThrottle {
+    pub fn new(burst: u32, refill_every: Duration) -> FailureThrottle {
+        FailureThrottle {
+            buckets: Mutex::new(HashMap::new()),
+            burst: burst as f64,
+            refill_per_sec: 1.0 / refill_every.as_secs_f64(),
+        }
+    }
+
+    fn level(&self, b: &Bucket, now: Instant) -> f64 {
+        (b.tokens + now.duration_since(b.at).as_secs_f64() * self.refill_per_sec).min(self.burst)
+    }
+
+    /// `Some(wait)` if `ip` has spent its failures and must wait.
+    pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
+        let now = Instant::now();
+        let map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let level = self.level(map.get(&ip)?, now);
+        (level < 1.0).then(|| Duration::from_secs_f64((1.0 - level) / self.refill_per_sec))
+    }
+
+    /// Counts one failure from `ip`.
+    pub fn failed(&self, ip: IpAddr) {
+        let now = Instant::now();
+        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 100_000 {
+            // Forget sources whose budget is full again.
+            map.retain(|_, b| self.level(b, now) < self.burst);
+        }
+        let level = map.get(&ip).map_or(self.burst, |b| self.level(b, now));
+        map.insert(
+            ip,
+            Bucket {
+                tokens: (level - 1.0).max(0.0),
+                at: now,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_verify_and_unknown_users_never_do() {
+        let h = hash_password("correct horse battery").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse battery", Some(&h)));
+        assert!(!verify_password("wrong", Some(&h)));
+        assert!(!verify_password("correct horse battery", None));
+        assert!(!verify_password("x", Some("not a phc string")));
+    }
+
+    #[test]
+    fn the_throttle_blocks_one_source_only_and_refills() {
+        let t = FailureThrottle::new(3, Duration::from_millis(50));
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for _ in 0..3 {
+            assert_eq!(t.blocked(a), None);
+            t.failed(a);
+        }
+        assert!(t.blocked(a).is_some(), "a spent its budget");
+        assert_eq!(t.blocked(b), None, "b is not affected");
+        std::thread::sleep(Duration::from_millis(120));
+        assert_eq!(t.blocked(a), None, "the budget refills");
+    }
+
+    #[test]
+    fn csrf_tokens_depend_on_the_session_secret() {
+        assert_eq!(csrf_token("s1"), csrf_token("s1"));
+        assert_ne!(csrf_token("s1"), csrf_token("s2"));
+    }
 }

@@ -1,11 +1,13 @@
 //! Trail's HTTP server.
 //!
-//! [`app`] is the whole API as an axum `Router`; [`serve`] opens the store, bootstraps an
-//! empty one, binds and serves until shutdown. Every authenticated route runs inside the
-//! [`audit::record`] layer, so every call is itself an event in the log.
+//! [`app`] is the whole API as an axum `Router`; [`bind`] opens the store, bootstraps an
+//! empty one and binds; [`Bound::serve`] serves until shutdown. Every route under `/v1`
+//! runs inside the recording layer of `trail-record` (the same layer other services use), so
+//! every authenticated call is itself an event in the log.
 //!
 //! Architecture invariant: the server speaks to storage only through `trail_store::Store`;
-//! it never sees SQL. Scope checks happen in [`auth::authorize`] and nowhere else.
+//! it never sees SQL. Whether a caller may act is decided in [`auth::authorize`] and
+//! [`auth::authorize_platform`] and nowhere else.
 
 pub mod audit;
 pub mod auth;
@@ -18,23 +20,49 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, patch, post, put};
 use tower_http::catch_panic::CatchPanicLayer;
 use trail_core::scope::preset;
 use trail_core::{Scope, Timestamp};
+use trail_record::RecordLayer;
 use trail_store::{Bootstrap, Org, SqliteStore, Store, TokenKind, User};
 
+use crate::auth::{CredentialSpec, FailureThrottle, SessionPolicy};
 use crate::error::ApiError;
-use crate::routes::{events, ops};
+use crate::routes::{events, manage, ops, session};
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    /// Where platform-level calls are recorded.
+    pub platform_org: String,
+    pub throttle: Arc<FailureThrottle>,
+    pub sessions: SessionPolicy,
+    /// Mark the session cookie `Secure` (Trail is served over HTTPS).
+    pub secure_cookies: bool,
+}
+
+impl AppState {
+    /// State with the default policies, for a store that has been bootstrapped.
+    pub async fn new(store: Arc<dyn Store>) -> anyhow::Result<AppState> {
+        let platform_org = store
+            .platform_org()
+            .await?
+            .context("the store has no platform org: start `trail serve` on it once")?;
+        Ok(AppState {
+            store,
+            platform_org,
+            throttle: Arc::new(FailureThrottle::new(20, Duration::from_secs(3))),
+            sessions: SessionPolicy::default(),
+            secure_cookies: false,
+        })
+    }
 }
 
 /// The wall clock, in the core's terms.
@@ -42,9 +70,18 @@ pub fn now() -> Timestamp {
     Timestamp::from_system_time(std::time::SystemTime::now())
 }
 
+fn panic_response(_: Box<dyn std::any::Any + Send>) -> Response {
+    ApiError::Internal("a handler panicked".into()).into_response()
+}
+
 /// The whole API.
 pub fn app(state: AppState) -> Router {
     metrics::handle();
+    let recorder = RecordLayer::with_sink(Arc::new(audit::StoreSink {
+        store: state.store.clone(),
+        platform_org: state.platform_org.clone(),
+    }))
+    .action(routes::operation);
     let authenticated = Router::new()
         .route("/v1/orgs/{org}/events", post(events::ingest))
         .route("/v1/orgs/{org}/audit-logs", get(events::list))
@@ -53,18 +90,51 @@ pub fn app(state: AppState) -> Router {
             get(events::list_instance),
         )
         .route("/v1/audit-log", get(events::list_caller_org))
-        .route("/v1/me", get(events::me))
+        .route("/v1/me", get(session::me))
+        .route("/v1/me/password", put(session::set_password))
+        .route("/v1/orgs", get(manage::list_orgs).post(manage::create_org))
+        .route(
+            "/v1/orgs/{org}/instances",
+            get(manage::list_instances).post(manage::create_instance),
+        )
+        .route(
+            "/v1/orgs/{org}/members",
+            get(manage::list_members).post(manage::add_member),
+        )
+        .route(
+            "/v1/orgs/{org}/members/{member}",
+            patch(manage::update_member).delete(manage::remove_member),
+        )
+        .route(
+            "/v1/orgs/{org}/api-keys",
+            get(manage::list_api_keys).post(manage::create_api_key),
+        )
+        .route(
+            "/v1/orgs/{org}/api-keys/{key}",
+            delete(manage::revoke_api_key),
+        )
+        .route(
+            "/v1/orgs/{org}/tokens",
+            get(manage::list_tokens).post(manage::create_token),
+        )
+        .route(
+            "/v1/orgs/{org}/tokens/{token}",
+            delete(manage::revoke_token),
+        )
+        .route("/v1/break-glass", post(manage::create_break_glass))
+        .route("/v1/session", delete(session::sign_out))
         // Innermost: a panicking handler still gets an answer, and so a record. Then: who
-        // is calling. Outermost: the record of the call.
+        // is calling.
         .route_layer(CatchPanicLayer::custom(panic_response))
-        .route_layer(from_fn_with_state(state.clone(), audit::require_credential))
-        .route_layer(from_fn_with_state(state.clone(), audit::record));
+        .route_layer(from_fn_with_state(state.clone(), audit::require_credential));
+    let public = Router::new().route("/v1/session", post(session::sign_in));
+    let api = authenticated.merge(public).route_layer(recorder);
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/v1/openapi.json", get(ops::openapi))
-        .merge(authenticated)
+        .merge(api)
         .fallback(|| async { ApiError::NotFound("no such endpoint; see /v1/openapi.json".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed(
@@ -76,10 +146,6 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-fn panic_response(_: Box<dyn std::any::Any + Send>) -> Response {
-    ApiError::Internal("a handler panicked".into()).into_response()
-}
-
 /// How `trail serve` runs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -87,6 +153,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub bootstrap_org: String,
     pub bootstrap_owner: String,
+    pub session_idle: Duration,
+    pub secure_cookies: bool,
 }
 
 /// The file the bootstrap token is written to, inside the data directory.
@@ -107,13 +175,16 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
     bootstrap(&*store, config).await?;
+    let mut state = AppState::new(store).await?;
+    state.sessions.idle = config.session_idle;
+    state.secure_cookies = config.secure_cookies;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     Ok(Bound {
         listener,
-        app: app(AppState { store }),
+        app: app(state),
         addr,
     })
 }
@@ -134,8 +205,8 @@ impl Bound {
     }
 }
 
-/// Seeds an empty store with its first org, an owner and the owner's token, which is
-/// printed once and written (mode 0600) to the data directory.
+/// Seeds an empty store with its first org (the platform org), an owner who is a platform
+/// admin, and the owner's token, printed once and written (mode 0600) to the data directory.
 async fn bootstrap(store: &dyn Store, config: &ServeConfig) -> anyhow::Result<()> {
     if !store.orgs().await?.is_empty() {
         return Ok(());
@@ -145,15 +216,26 @@ async fn bootstrap(store: &dyn Store, config: &ServeConfig) -> anyhow::Result<()
         .expect("admin-full is a preset")
         .to_vec();
     scopes.push(Scope::OrgsAdmin);
-    let minted = auth::mint(
-        TokenKind::Pat,
-        &config.bootstrap_org,
-        &config.bootstrap_owner,
-        "bootstrap",
+    let owner = User {
+        id: auth::random_id("usr"),
+        email: config.bootstrap_owner.clone(),
+        password_hash: None,
+        platform_admin: true,
+        created_at: now,
+    };
+    let minted = auth::mint(CredentialSpec {
+        kind: TokenKind::Pat,
+        org: config.bootstrap_org.clone(),
+        owner: owner.email.clone(),
+        user_id: Some(owner.id.clone()),
+        name: "bootstrap".into(),
+        description: "made by the first start of trail serve".into(),
         scopes,
-        now,
-        None,
-    );
+        instance: None,
+        created_by: "trail serve".into(),
+        created_at: now,
+        expires_at: None,
+    });
     // Written before the store is seeded: a token that was never written must not exist.
     let path = config.data_dir.join(BOOTSTRAP_TOKEN_FILE);
     write_secret(&path, &minted.secret).with_context(|| format!("writing {}", path.display()))?;
@@ -164,11 +246,7 @@ async fn bootstrap(store: &dyn Store, config: &ServeConfig) -> anyhow::Result<()
                 name: config.bootstrap_org.clone(),
                 created_at: now,
             },
-            owner: User {
-                id: format!("usr_{}", &minted.token.id[4..]),
-                email: config.bootstrap_owner.clone(),
-                created_at: now,
-            },
+            owner,
             token: minted.token,
         })
         .await?;

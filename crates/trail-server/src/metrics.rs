@@ -47,7 +47,7 @@ pub async fn track(req: Request, next: Next) -> Response {
     };
     let route = req.extensions().get::<MatchedPath>().map_or_else(
         || "unmatched".to_owned(),
-        |p| crate::routes::template(p.as_str()),
+        |p| trail_record::template(p.as_str()),
     );
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();

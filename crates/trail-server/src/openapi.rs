@@ -45,6 +45,102 @@ fn list_parameters() -> Vec<Value> {
     ]
 }
 
+/// An operation's request body schema, success status and response schema.
+fn shape(id: &str) -> (Option<Value>, &'static str, Option<Value>) {
+    let r = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+    let items = |name: &str| json!({"type": "object", "properties": {"items": {"type": "array", "items": r(name)}}});
+    let obj = |props: Value, required: &[&str]| json!({"type": "object", "additionalProperties": false, "properties": props, "required": required});
+    let s = json!({"type": "string"});
+    let strs = json!({"type": "array", "items": {"type": "string"}});
+    match id {
+        "ingestEvents" => (None, "200", Some(r("IngestResult"))),
+        "listAuditLogs" | "listInstanceAuditLogs" | "listCallerAuditLog" => {
+            (None, "200", Some(r("EventPage")))
+        }
+        "whoAmI" => (None, "200", Some(json!({"type": "object"}))),
+        "setPassword" => (
+            Some(obj(
+                json!({"currentPassword": s, "newPassword": s}),
+                &["newPassword"],
+            )),
+            "204",
+            None,
+        ),
+        "listOrgs" => (None, "200", Some(items("Org"))),
+        "createOrg" => (
+            Some(obj(
+                json!({"id": s, "name": s, "owner": {"type": "string", "description": "The first owner's email; by default the caller."}}),
+                &["id"],
+            )),
+            "201",
+            Some(r("Org")),
+        ),
+        "listInstances" => (None, "200", Some(items("Instance"))),
+        "createInstance" => (
+            Some(obj(
+                json!({"id": s, "name": s, "kind": {"type": "string", "examples": ["argocd", "kargo"]}}),
+                &["id", "kind"],
+            )),
+            "201",
+            Some(r("Instance")),
+        ),
+        "listMembers" => (None, "200", Some(items("Member"))),
+        "addMember" => (
+            Some(obj(
+                json!({"email": s, "role": {"enum": ["owner", "admin", "member"]}, "password": {"type": "string", "description": "An initial console password (a new user only)."}}),
+                &["email", "role"],
+            )),
+            "201",
+            Some(r("Member")),
+        ),
+        "updateMember" => (
+            Some(obj(
+                json!({"role": {"enum": ["owner", "admin", "member"]}}),
+                &["role"],
+            )),
+            "200",
+            Some(r("Member")),
+        ),
+        "listApiKeys" => (None, "200", Some(items("ApiKey"))),
+        "createApiKey" => (
+            Some(obj(
+                json!({"name": s, "description": s, "role": {"enum": ["owner", "admin", "member"]}, "scopes": strs, "expiresIn": {"type": "string", "examples": ["90d"]}, "instance": s}),
+                &["name"],
+            )),
+            "201",
+            Some(r("ApiKey")),
+        ),
+        "listTokens" => (None, "200", Some(items("Token"))),
+        "createToken" => (
+            Some(obj(
+                json!({"name": s, "scopes": strs, "preset": {"enum": ["support-readonly", "admin-full"]}, "expiresIn": {"type": "string", "examples": ["30d"]}}),
+                &["name"],
+            )),
+            "201",
+            Some(r("Token")),
+        ),
+        "createBreakGlassToken" => (
+            Some(obj(
+                json!({"org": s, "reason": s, "expiresIn": {"type": "string", "description": "1m to 12h; 1h by default."}, "scopes": strs}),
+                &["org", "reason"],
+            )),
+            "201",
+            Some(json!({"type": "object"})),
+        ),
+        "signIn" => (
+            Some(obj(
+                json!({"email": s, "password": s}),
+                &["email", "password"],
+            )),
+            "200",
+            Some(
+                json!({"type": "object", "description": "Sets the session cookie; `csrfToken` goes in X-CSRF-Token on calls that change something."}),
+            ),
+        ),
+        _ => (None, "204", None),
+    }
+}
+
 fn problem(description: &str) -> Value {
     json!({"description": description, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
 }
@@ -64,42 +160,64 @@ pub fn document() -> Value {
             "summary": op.summary,
             "security": [{"bearer": []}, {"basic": []}],
         });
-        if let Some(scope) = op.scope {
-            operation["description"] = json!(format!("Requires the `{scope}` scope."));
+        use crate::routes::Access;
+        let access = match op.access {
+            Access::Any => "Any valid credential.".to_owned(),
+            Access::Member => "A credential that can act on the org.".to_owned(),
+            Access::Scope(scope) => format!("Requires the `{scope}` scope in the org."),
+            Access::Platform => "Requires `orgs:admin` (a platform admin).".to_owned(),
+            Access::Public => "No credential.".to_owned(),
+        };
+        operation["description"] = json!(access);
+        if op.access == Access::Public {
+            operation["security"] = json!([]);
         }
-        match op.id {
-            "ingestEvents" => {
-                operation["requestBody"] = json!({
-                    "required": true,
-                    "description": format!("At most {} events and {} bytes. An event `id` makes retries idempotent.", events::MAX_BATCH, events::MAX_BODY),
-                    "content": {
-                        "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/EventInput"}}},
-                        "application/x-ndjson": {"schema": {"$ref": "#/components/schemas/EventInput"}},
-                    }
-                });
-                responses.insert("200".into(), json!({"description": "The valid events are stored; `errors` lists the others by index.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/IngestResult"}}}}));
-                responses.insert("413".into(), problem("Too many events or bytes."));
-                responses.insert("415".into(), problem("Unsupported content type."));
-                responses.insert(
-                    "422".into(),
-                    problem("No event in the batch is valid; `errors` lists why."),
-                );
-            }
-            "whoAmI" => {
-                responses.insert("200".into(), json!({"description": "The caller.", "content": {"application/json": {"schema": {"type": "object"}}}}));
-            }
-            _ => {
-                parameters.extend(list_parameters());
-                responses.insert("200".into(), json!({"description": "A page of events, newest first.", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EventPage"}}}}));
-            }
+        let (request, status, response) = shape(op.id);
+        if op.id.starts_with("list") && op.id.contains("AuditLog") {
+            parameters.extend(list_parameters());
         }
+        if let Some(schema) = request {
+            operation["requestBody"] =
+                json!({"required": true, "content": {"application/json": {"schema": schema}}});
+        }
+        if op.id == "ingestEvents" {
+            operation["requestBody"] = json!({
+                "required": true,
+                "description": format!("At most {} events and {} bytes. An event `id` makes retries idempotent.", events::MAX_BATCH, events::MAX_BODY),
+                "content": {
+                    "application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/EventInput"}}},
+                    "application/x-ndjson": {"schema": {"$ref": "#/components/schemas/EventInput"}},
+                }
+            });
+            responses.insert("413".into(), problem("Too many events or bytes."));
+            responses.insert("415".into(), problem("Unsupported content type."));
+            responses.insert(
+                "422".into(),
+                problem("No event in the batch is valid; `errors` lists why."),
+            );
+        }
+        let ok = match response {
+            Some(schema) => {
+                json!({"description": "Done.", "content": {"application/json": {"schema": schema}}})
+            }
+            None => json!({"description": "Done."}),
+        };
+        responses.insert(status.into(), ok);
         responses.insert("400".into(), problem("Bad input; `detail` says what."));
         responses.insert("401".into(), problem("No valid credential."));
         responses.insert(
             "403".into(),
             problem("The credential lacks the scope (named in `scope`) or belongs to another org."),
         );
-        responses.insert("404".into(), problem("No such org."));
+        responses.insert("404".into(), problem("No such thing in the org."));
+        responses.insert(
+            "409".into(),
+            problem("Conflicts with what is stored (a duplicate, the last owner)."),
+        );
+        responses.insert(
+            "429".into(),
+            problem("Too many failed attempts from this address; see Retry-After."),
+        );
         responses.insert(
             "503".into(),
             problem("Storage unavailable, or the call could not be recorded."),
@@ -147,6 +265,18 @@ fn schemas() -> Value {
             "type": s, "title": s, "status": {"type": "integer"}, "detail": s,
             "scope": {"type": "string", "description": "The missing scope, on 403."},
             "errors": {"type": "array", "items": {"$ref": "#/components/schemas/EventError"}},
+        }},
+        "Org": {"type": "object", "properties": {"id": s, "name": s, "owner": s, "createdAt": s, "scopes": {"type": "array", "items": s}}},
+        "Instance": {"type": "object", "properties": {"id": s, "name": s, "kind": s, "createdAt": s}},
+        "Member": {"type": "object", "properties": {"userId": s, "email": s, "role": {"enum": ["owner", "admin", "member"]}}},
+        "ApiKey": {"type": "object", "properties": {
+            "id": s, "name": s, "description": s, "scopes": {"type": "array", "items": s}, "instance": s,
+            "createdBy": s, "createdAt": s, "expiresAt": s, "revokedAt": s,
+            "secret": {"type": "string", "description": "Only in the answer to its creation."},
+        }},
+        "Token": {"type": "object", "properties": {
+            "id": s, "name": s, "scopes": {"type": "array", "items": s}, "createdAt": s, "expiresAt": s, "revokedAt": s,
+            "token": {"type": "string", "description": "Only in the answer to its creation."},
         }},
         "EventError": {"type": "object", "properties": {"index": {"type": "integer"}, "field": {"type": ["string", "null"]}, "detail": s}},
         "Actor": {"type": "object", "required": ["id", "type"], "properties": {

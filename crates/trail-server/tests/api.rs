@@ -1,105 +1,84 @@
-//! The API through the router (no sockets): authentication, authorization, ingest, reads,
-//! the recording of every call, and a problem+json answer for every bad input.
+//! The API through the router (no sockets): authentication and authorization for every
+//! credential kind, ingest, reads, management, and the recording of every call, with a
+//! problem+json answer for every bad input.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use trail_core::scope::{Role, Scope};
-use trail_core::{EventBody, Timestamp};
-use trail_server::auth::mint;
+use trail_core::scope::{Role, preset};
+use trail_core::{Scope, Timestamp};
+use trail_server::auth::{CredentialSpec, mint};
+use trail_server::routes::{Access, OPERATIONS};
 use trail_server::{AppState, app};
-use trail_store::{
-    Appended, Bootstrap, EventPage, EventQuery, Org, SqliteStore, Store, StoreError, StoredEvent,
-    Token, TokenKind, User,
-};
+use trail_store::{Bootstrap, Org, SqliteStore, Store, StoredEvent, TokenKind, User};
 
 const SEED_002: &str = r#"{"action":"deleted","actor":{"id":"Sarah Brown@akuity.io","ip":"132.226.61.247","type":"api_key"},"count":9,"details":{"actionType":"DELETE","message":"Resource successfully created","patch":""},"lastOccurredTimestamp":"2025-11-21 16:26:40.13921 +0000 UTC","object":{"id":{"group":"argoproj.io","kind":"Cluster","name":"dev-team"},"parentId":{"applicationName":"web-app","name":"","parentName":""},"type":"custom_role"},"timestamp":"2025-11-21 16:26:40.13921 +0000 UTC"}"#;
 
-/// A store whose appends of recorded API calls can be made to fail.
-struct Flaky {
-    inner: SqliteStore,
-    fail_recording: AtomicBool,
-}
+const NOW: Timestamp = Timestamp(1_763_740_000_000_000);
 
-#[async_trait]
-impl Store for Flaky {
-    async fn ping(&self) -> trail_store::Result<()> {
-        self.inner.ping().await
-    }
-    async fn bootstrap(&self, b: Bootstrap) -> trail_store::Result<bool> {
-        self.inner.bootstrap(b).await
-    }
-    async fn create_org(&self, org: Org) -> trail_store::Result<()> {
-        self.inner.create_org(org).await
-    }
-    async fn org(&self, id: &str) -> trail_store::Result<Option<Org>> {
-        self.inner.org(id).await
-    }
-    async fn orgs(&self) -> trail_store::Result<Vec<Org>> {
-        self.inner.orgs().await
-    }
-    async fn create_user(&self, user: User) -> trail_store::Result<()> {
-        self.inner.create_user(user).await
-    }
-    async fn user_by_email(&self, email: &str) -> trail_store::Result<Option<User>> {
-        self.inner.user_by_email(email).await
-    }
-    async fn add_member(&self, org: &str, user: &str, role: Role) -> trail_store::Result<()> {
-        self.inner.add_member(org, user, role).await
-    }
-    async fn create_token(&self, token: Token) -> trail_store::Result<()> {
-        self.inner.create_token(token).await
-    }
-    async fn token(&self, id: &str) -> trail_store::Result<Option<Token>> {
-        self.inner.token(id).await
-    }
-    async fn append(
-        &self,
-        org: &str,
-        events: Vec<EventBody>,
-    ) -> trail_store::Result<Vec<Appended>> {
-        if self.fail_recording.load(Ordering::SeqCst) && events.iter().any(|e| e.category == "api")
-        {
-            return Err(StoreError::Unavailable("disk full".into()));
-        }
-        self.inner.append(org, events).await
-    }
-    async fn query(&self, org: &str, q: &EventQuery) -> trail_store::Result<EventPage> {
-        self.inner.query(org, q).await
-    }
-    async fn events_from(
-        &self,
-        org: &str,
-        from: u64,
-        limit: usize,
-    ) -> trail_store::Result<Vec<StoredEvent>> {
-        self.inner.events_from(org, from, limit).await
-    }
-    async fn log_size(&self, org: &str) -> trail_store::Result<u64> {
-        self.inner.log_size(org).await
-    }
-}
-
+/// Two orgs: `acme` (the platform org; its owner is a platform admin) and `umbrella`.
 struct Harness {
     app: Router,
-    store: Arc<Flaky>,
-    /// Owner of acme: admin-full.
+    state: AppState,
+    store: Arc<SqliteStore>,
+    /// acme's owner: admin-full + orgs:admin.
     owner: String,
-    /// acme, logs:write only.
+    /// acme, a PAT with logs:write only.
     writer: String,
-    /// Owner of umbrella.
+    /// umbrella's owner: admin-full.
     other: String,
     _dir: tempfile::TempDir,
 }
 
-const NOW: Timestamp = Timestamp(1_763_740_000_000_000);
+fn owner_of(org: &str) -> (String, String) {
+    (format!("usr_{org}_owner"), format!("owner@{org}.io"))
+}
+
+/// A credential of `kind` for `org`, made straight in the store: PATs and break-glass
+/// tokens belong to the org's owner.
+async fn credential(
+    store: &dyn Store,
+    kind: TokenKind,
+    org: &str,
+    scopes: &[Scope],
+    expires: Option<Timestamp>,
+    revoked: bool,
+) -> String {
+    let (user_id, email) = owner_of(org);
+    let mut m = mint(CredentialSpec {
+        kind,
+        org: org.into(),
+        owner: if kind == TokenKind::ApiKey {
+            "ci-key".into()
+        } else {
+            email
+        },
+        user_id: (kind != TokenKind::ApiKey).then_some(user_id),
+        name: "t".into(),
+        description: String::new(),
+        scopes: scopes.to_vec(),
+        instance: None,
+        created_by: "test".into(),
+        created_at: NOW,
+        expires_at: expires,
+    });
+    if revoked {
+        m.token.revoked_at = Some(NOW);
+    }
+    let id = m.token.id.clone();
+    store.create_token(m.token, Vec::new()).await.unwrap();
+    match kind {
+        TokenKind::ApiKey => format!("{id}:{}", m.secret),
+        _ => m.secret,
+    }
+}
 
 async fn token(
     store: &dyn Store,
@@ -108,74 +87,108 @@ async fn token(
     expires: Option<Timestamp>,
     revoked: bool,
 ) -> String {
-    let mut m = mint(
-        TokenKind::Pat,
-        org,
-        &format!("owner@{org}.io"),
-        "t",
-        scopes.to_vec(),
-        NOW,
-        expires,
-    );
-    if revoked {
-        m.token.revoked_at = Some(NOW);
+    credential(store, TokenKind::Pat, org, scopes, expires, revoked).await
+}
+
+fn user(org: &str) -> User {
+    let (id, email) = owner_of(org);
+    User {
+        id,
+        email,
+        password_hash: None,
+        platform_admin: org == "acme",
+        created_at: NOW,
     }
-    store.create_token(m.token).await.unwrap();
-    m.secret
 }
 
 async fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Flaky {
-        inner: SqliteStore::open(dir.path()).unwrap(),
-        fail_recording: AtomicBool::new(false),
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let mut full = preset("admin-full").unwrap().to_vec();
+    full.push(Scope::OrgsAdmin);
+    let org = |id: &str| Org {
+        id: id.into(),
+        name: id.into(),
+        created_at: NOW,
+    };
+    let boot = mint(CredentialSpec {
+        kind: TokenKind::Pat,
+        org: "acme".into(),
+        owner: "owner@acme.io".into(),
+        user_id: Some("usr_acme_owner".into()),
+        name: "bootstrap".into(),
+        description: String::new(),
+        scopes: full,
+        instance: None,
+        created_by: "test".into(),
+        created_at: NOW,
+        expires_at: None,
     });
-    for id in ["acme", "umbrella"] {
-        store
-            .create_org(Org {
-                id: id.into(),
-                name: id.into(),
-                created_at: NOW,
-            })
-            .await
-            .unwrap();
-    }
-    let full = trail_core::scope::preset("admin-full").unwrap();
+    store
+        .bootstrap(Bootstrap {
+            org: org("acme"),
+            owner: user("acme"),
+            token: boot.token,
+        })
+        .await
+        .unwrap();
+    store
+        .create_org(org("umbrella"), Some(user("umbrella")), Vec::new())
+        .await
+        .unwrap();
+    let state = AppState::new(store.clone()).await.unwrap();
     Harness {
-        owner: token(&*store, "acme", full, None, false).await,
         writer: token(&*store, "acme", &[Scope::LogsWrite], None, false).await,
-        other: token(&*store, "umbrella", full, None, false).await,
-        app: app(AppState {
-            store: store.clone(),
-        }),
+        other: token(
+            &*store,
+            "umbrella",
+            preset("admin-full").unwrap(),
+            None,
+            false,
+        )
+        .await,
+        owner: boot.secret,
+        app: app(state.clone()),
+        state,
         store,
         _dir: dir,
     }
 }
 
+/// How a request authenticates.
+#[derive(Clone, Debug)]
+enum Cred {
+    None,
+    /// A PAT or break-glass token, or `id:secret` of an API key (sent as Basic).
+    Token(String),
+    /// A console session: the cookie value and its CSRF token.
+    Session {
+        cookie: String,
+        csrf: String,
+    },
+}
+
+impl Cred {
+    fn of(token: &str) -> Cred {
+        Cred::Token(token.to_owned())
+    }
+}
+
+#[derive(Debug)]
 struct Reply {
     status: StatusCode,
     content_type: String,
+    set_cookie: Option<String>,
     body: Value,
 }
 
 impl Harness {
     async fn send(&self, req: Request<Body>) -> Reply {
-        let resp = self.app.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let content_type = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
-        Reply {
-            status,
-            content_type,
-            body,
-        }
+        send_to(&self.app, req).await
+    }
+
+    async fn call(&self, method: &str, uri: &str, cred: &Cred, body: Option<Value>) -> Reply {
+        self.send(request(method, uri, cred, body)).await
     }
 
     /// A GET with this `Authorization` header, verbatim.
@@ -185,11 +198,8 @@ impl Harness {
     }
 
     async fn get(&self, uri: &str, token: Option<&str>) -> Reply {
-        let mut req = Request::get(uri);
-        if let Some(t) = token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        self.send(req.body(Body::empty()).unwrap()).await
+        let cred = token.map_or(Cred::None, Cred::of);
+        self.call("GET", uri, &cred, None).await
     }
 
     async fn post(
@@ -222,6 +232,107 @@ impl Harness {
     /// Every stored event of an org, read straight from the store.
     async fn stored(&self, org: &str) -> Vec<StoredEvent> {
         self.store.events_from(org, 0, 100_000).await.unwrap()
+    }
+
+    /// Adds a member with a password (as acme's owner) and signs them in.
+    async fn signed_in(&self, org: &str, email: &str, role: &str) -> Cred {
+        let admin = if org == "acme" {
+            &self.owner
+        } else {
+            &self.other
+        };
+        let added = self
+            .call(
+                "POST",
+                &format!("/v1/orgs/{org}/members"),
+                &Cred::of(admin),
+                Some(json!({"email": email, "role": role, "password": "correct horse battery"})),
+            )
+            .await;
+        assert_eq!(added.status, StatusCode::CREATED, "{:?}", added.body);
+        self.sign_in(email, "correct horse battery")
+            .await
+            .expect("signs in")
+    }
+
+    async fn sign_in(&self, email: &str, password: &str) -> Result<Cred, Reply> {
+        let r = self
+            .call(
+                "POST",
+                "/v1/session",
+                &Cred::None,
+                Some(json!({"email": email, "password": password})),
+            )
+            .await;
+        if r.status != StatusCode::OK {
+            return Err(r);
+        }
+        let cookie = r
+            .set_cookie
+            .as_deref()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_owned();
+        Ok(Cred::Session {
+            cookie,
+            csrf: r.body["csrfToken"].as_str().unwrap().to_owned(),
+        })
+    }
+}
+
+fn request(method: &str, uri: &str, cred: &Cred, body: Option<Value>) -> Request<Body> {
+    let mut req = Request::builder().method(method).uri(uri);
+    match cred {
+        Cred::None => {}
+        Cred::Token(t) => {
+            req = match t.split_once(':') {
+                Some((id, secret)) if t.starts_with("key_") => {
+                    use base64::Engine;
+                    let b =
+                        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+                    req.header(header::AUTHORIZATION, format!("Basic {b}"))
+                }
+                _ => req.header(header::AUTHORIZATION, format!("Bearer {t}")),
+            }
+        }
+        Cred::Session { cookie, csrf } => {
+            req = req
+                .header(header::COOKIE, format!("trail_session={cookie}"))
+                .header("x-csrf-token", csrf);
+        }
+    }
+    match body {
+        Some(b) => req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(b.to_string()))
+            .unwrap(),
+        None => req.body(Body::empty()).unwrap(),
+    }
+}
+
+async fn send_to(app: &Router, req: Request<Body>) -> Reply {
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let header_text = |name| {
+        resp.headers()
+            .get(name)
+            .map(|v: &header::HeaderValue| v.to_str().unwrap().to_owned())
+    };
+    let content_type = header_text(header::CONTENT_TYPE).unwrap_or_default();
+    let set_cookie = header_text(header::SET_COOKIE);
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+    Reply {
+        status,
+        content_type,
+        set_cookie,
+        body,
     }
 }
 
@@ -679,13 +790,27 @@ async fn every_authenticated_call_is_recorded_and_readers_see_their_own() {
 #[tokio::test]
 async fn a_call_that_cannot_be_recorded_fails() {
     let h = harness().await;
-    h.store.fail_recording.store(true, Ordering::SeqCst);
+    // Fill acme's log before its first call (a forged last seq, written beside the
+    // store), so no record fits.
+    let raw = rusqlite::Connection::open(h.store.path()).unwrap();
+    raw.execute(
+        "INSERT INTO events (k, org, ts, rdelta, action, cat, actor, atype, hash) \
+         SELECT (id << 40) | ((1 << 40) - 1), id, 0, 0, 1, 1, 1, 1, zeroblob(32) \
+         FROM orgs WHERE slug = 'acme'",
+        [],
+    )
+    .unwrap();
+    drop(raw);
     let r = h.get("/v1/me", Some(&h.owner)).await;
-    assert_problem(&r, 503, "retry later");
-    let r = h.ingest("acme", json!([event("a")])).await;
-    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
-    h.store.fail_recording.store(false, Ordering::SeqCst);
-    assert_eq!(h.get("/v1/me", Some(&h.owner)).await.status, StatusCode::OK);
+    assert_problem(&r, 503, "could not be recorded");
+    let r = h.get("/v1/orgs/acme/audit-logs", Some(&h.owner)).await;
+    assert_eq!(
+        r.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "a read is not served unrecorded"
+    );
+    // Another org's calls are unaffected.
+    assert_eq!(h.get("/v1/me", Some(&h.other)).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -779,7 +904,7 @@ async fn filters_and_the_query_language_over_http() {
             Some(&h.owner),
         )
         .await;
-    assert_problem(&widened, 400, "reads instance \"argocd-prod\" only");
+    assert_problem(&widened, 400, "covers instance \"argocd-prod\" only");
 }
 
 #[tokio::test]
@@ -801,10 +926,10 @@ async fn public_endpoints_and_the_openapi_document() {
             assert_ne!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
         }
     }
-    assert_eq!(
-        doc["paths"].as_object().unwrap().len(),
-        trail_server::routes::OPERATIONS.len() + 4
-    );
+    let mut paths: Vec<&str> = OPERATIONS.iter().map(|o| o.path).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    assert_eq!(doc["paths"].as_object().unwrap().len(), paths.len() + 4);
     h.get("/v1/me", Some(&h.owner)).await;
     let metrics = h.get("/metrics", None).await;
     assert_eq!(metrics.status, StatusCode::OK);
@@ -827,4 +952,1083 @@ async fn public_endpoints_and_the_openapi_document() {
         .to_owned();
     assert!(!text.contains("FROBNICATE"), "{text}");
     assert!(text.contains(r#"method="other""#), "{text}");
+}
+
+/// Every authenticated operation × every credential kind × with and without what it needs
+/// × own org and another org: 401 without a credential, 403 without the scope or across
+/// orgs, and neither with it.
+#[tokio::test]
+async fn authorization_matrix() {
+    let h = harness().await;
+    let s: &dyn Store = &*h.store;
+    let all = preset("admin-full").unwrap();
+    let other_org = Cred::of(&h.other);
+    let owner_session = h.signed_in("acme", "boss@acme.io", "owner").await;
+    // acme's owner is the platform admin: give them a password to sign in with.
+    let set = h
+        .call(
+            "PUT",
+            "/v1/me/password",
+            &Cred::of(&h.owner),
+            Some(json!({"newPassword": "platform admin password"})),
+        )
+        .await;
+    assert_eq!(set.status, StatusCode::NO_CONTENT);
+    let admin_session = h
+        .sign_in("owner@acme.io", "platform admin password")
+        .await
+        .unwrap();
+    let member_session = h.signed_in("acme", "dev@acme.io", "member").await;
+
+    for op in OPERATIONS.iter().filter(|o| o.access != Access::Public) {
+        let uri = op
+            .path
+            .replace("{org}", "acme")
+            .replace("{instance}", "prod")
+            .replace("{member}", "nobody@acme.io")
+            .replace("{key}", "key_none")
+            .replace("{token}", "pat_none");
+        let body = matches!(op.method, "POST" | "PUT" | "PATCH").then(|| json!({}));
+        let label = format!("{} {}", op.method, op.path);
+        let go = |cred: Cred| {
+            let (uri, body) = (uri.clone(), body.clone());
+            let h = &h;
+            async move { h.call(op.method, &uri, &cred, body).await }
+        };
+
+        assert_eq!(
+            go(Cred::None).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{label}: no credential"
+        );
+
+        // With what it needs, for each kind of credential that can hold it.
+        let session = if op.access == Access::Platform {
+            admin_session.clone()
+        } else {
+            owner_session.clone()
+        };
+        let mut allowed = vec![
+            ("owner PAT", Cred::of(&h.owner)),
+            ("owner session", session),
+        ];
+        let user_only = matches!(
+            op.id,
+            "listTokens" | "createToken" | "setPassword" | "revokeToken"
+        );
+        let session_only = op.id == "signOut";
+        if !matches!(op.access, Access::Platform) && !user_only {
+            allowed.push((
+                "API key",
+                Cred::of(&credential(s, TokenKind::ApiKey, "acme", all, None, false).await),
+            ));
+            allowed.push((
+                "break-glass",
+                Cred::of(&credential(s, TokenKind::BreakGlass, "acme", all, None, false).await),
+            ));
+        }
+        for (kind, cred) in allowed {
+            if session_only && !matches!(cred, Cred::Session { .. }) {
+                continue;
+            }
+            let r = go(cred).await;
+            assert!(
+                !matches!(r.status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN),
+                "{label}: {kind} with what it needs got {} {:?}",
+                r.status,
+                r.body
+            );
+        }
+
+        // Without it.
+        match op.access {
+            Access::Scope(scope) => {
+                let lacking: Vec<Scope> = Scope::ALL.into_iter().filter(|x| *x != scope).collect();
+                for kind in [TokenKind::Pat, TokenKind::ApiKey, TokenKind::BreakGlass] {
+                    let cred = Cred::of(&credential(s, kind, "acme", &lacking, None, false).await);
+                    let r = go(cred).await;
+                    assert_problem(&r, 403, &format!("lacks the {scope} scope"));
+                    assert_eq!(r.body["scope"], scope.as_str(), "{label}");
+                }
+                if !Role::Member.scopes().contains(&scope) {
+                    let r = go(member_session.clone()).await;
+                    assert_eq!(r.status, StatusCode::FORBIDDEN, "{label}: member session");
+                }
+            }
+            Access::Platform => {
+                for cred in [
+                    Cred::of(&token(s, "acme", all, None, false).await),
+                    Cred::of(&credential(s, TokenKind::ApiKey, "acme", all, None, false).await),
+                    member_session.clone(),
+                ] {
+                    assert_problem(&go(cred).await, 403, "lacks the orgs:admin scope");
+                }
+            }
+            Access::Any | Access::Member | Access::Public => {}
+        }
+
+        // Another org's credential, on this org's path.
+        if op.path.contains("{org}") {
+            let r = go(other_org.clone()).await;
+            assert_problem(&r, 403, "cannot act on org \"acme\"");
+        }
+    }
+}
+
+#[tokio::test]
+async fn api_keys_authenticate_with_basic_are_listed_without_secrets_and_revoke_at_once() {
+    let h = harness().await;
+    let owner = Cred::of(&h.owner);
+    let r = h
+        .call("POST", "/v1/orgs/acme/api-keys", &owner, Some(json!({"name": "Monad Audit Logs Integration", "description": "SIEM pull", "scopes": ["logs:read"]})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let (id, secret) = (
+        r.body["id"].as_str().unwrap().to_owned(),
+        r.body["secret"].as_str().unwrap().to_owned(),
+    );
+    assert!(id.starts_with("key_"));
+    assert!(secret.len() >= 43, "256 bits of secret");
+    let key = Cred::of(&format!("{id}:{secret}"));
+
+    // The seed-002 flow: HTTP Basic, key id and secret, reading the org's log.
+    let page = h.call("GET", "/v1/audit-log", &key, None).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let me = h.call("GET", "/v1/me", &key, None).await;
+    assert_eq!(
+        (me.body["actorType"].clone(), me.body["actor"].clone()),
+        (json!("api_key"), json!("Monad Audit Logs Integration"))
+    );
+    assert_problem(
+        &h.call(
+            "POST",
+            "/v1/orgs/acme/events",
+            &key,
+            Some(json!([event("x")])),
+        )
+        .await,
+        403,
+        "logs:write",
+    );
+
+    let list = h.call("GET", "/v1/orgs/acme/api-keys", &owner, None).await;
+    let listed = list.body["items"].as_array().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["name"], "Monad Audit Logs Integration");
+    assert!(listed[0].get("secret").is_none() && !list.body.to_string().contains(&secret));
+
+    assert_eq!(
+        h.call(
+            "DELETE",
+            &format!("/v1/orgs/acme/api-keys/{id}"),
+            &owner,
+            None
+        )
+        .await
+        .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_problem(
+        &h.call("GET", "/v1/audit-log", &key, None).await,
+        401,
+        "revoked",
+    );
+    assert_problem(
+        &h.call("DELETE", "/v1/orgs/acme/api-keys/key_nope", &owner, None)
+            .await,
+        404,
+        "no api key",
+    );
+
+    // Both changes are domain events in the seed-002 shape.
+    let changes: Vec<StoredEvent> = h
+        .stored("acme")
+        .await
+        .into_iter()
+        .filter(|s| s.event.category == "management")
+        .collect();
+    let shape: Vec<(String, String)> = changes
+        .iter()
+        .map(|s| {
+            (
+                s.event.action.clone(),
+                s.event.object.as_ref().unwrap().kind.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("created".into(), "api_key".into()),
+            ("revoked".into(), "api_key".into())
+        ]
+    );
+    let details = changes[0].event.details.as_ref().unwrap().to_value();
+    assert_eq!(details["actionType"], "CREATE");
+    assert!(
+        details["message"]
+            .as_str()
+            .unwrap()
+            .contains("Monad Audit Logs Integration")
+    );
+
+    // Nobody grants what they do not hold; bad input is named.
+    let admin_only = token(&*h.store, "acme", &[Scope::KeysManage], None, false).await;
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/api-keys",
+            &Cred::of(&admin_only),
+            Some(json!({"name": "k", "scopes": ["logs:read"]})),
+        )
+        .await;
+    assert_problem(&r, 403, "cannot grant the logs:read scope");
+    for (body, detail) in [
+        (json!({"name": "k"}), "either role or scopes"),
+        (
+            json!({"name": "k", "scopes": ["logs:fly"]}),
+            "unknown scope",
+        ),
+        (
+            json!({"name": "k", "role": "owner", "expiresIn": "400d"}),
+            "expiresIn",
+        ),
+        (json!({"name": "k", "scopes": ["orgs:admin"]}), "orgs:admin"),
+        (json!({"name": "", "role": "member"}), "name"),
+        (
+            json!({"name": "k", "role": "member", "colour": 1}),
+            "unknown field",
+        ),
+    ] {
+        assert_problem(
+            &h.call("POST", "/v1/orgs/acme/api-keys", &owner, Some(body))
+                .await,
+            400,
+            detail,
+        );
+    }
+}
+
+#[tokio::test]
+async fn personal_access_tokens_hold_a_subset_of_their_members_scopes() {
+    let h = harness().await;
+    let session = h.signed_in("acme", "sre@acme.io", "owner").await;
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/tokens",
+            &session,
+            Some(json!({"name": "laptop", "preset": "support-readonly", "expiresIn": "7d"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["scopes"], json!(["logs:read", "archives:read"]));
+    let pat = Cred::of(r.body["token"].as_str().unwrap());
+    assert_eq!(
+        h.call("GET", "/v1/audit-log", &pat, None).await.status,
+        StatusCode::OK
+    );
+    assert_problem(
+        &h.call(
+            "POST",
+            "/v1/orgs/acme/events",
+            &pat,
+            Some(json!([event("x")])),
+        )
+        .await,
+        403,
+        "logs:write",
+    );
+    let mine = h.call("GET", "/v1/orgs/acme/tokens", &session, None).await;
+    assert_eq!(mine.body["items"].as_array().unwrap().len(), 1);
+    assert!(
+        !mine
+            .body
+            .to_string()
+            .contains(r.body["token"].as_str().unwrap())
+    );
+
+    // A member cannot mint more than their role holds; nor orgs:admin without being an admin.
+    let member = h.signed_in("acme", "dev@acme.io", "member").await;
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/tokens",
+            &member,
+            Some(json!({"name": "x", "scopes": ["logs:read"]})),
+        )
+        .await;
+    assert_problem(&r, 403, "cannot grant the logs:read scope");
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/tokens",
+            &session,
+            Some(json!({"name": "x", "scopes": ["orgs:admin"]})),
+        )
+        .await;
+    assert_problem(&r, 403, "orgs:admin");
+
+    // A demoted member's PAT shrinks with the role, at once.
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/tokens",
+            &member,
+            Some(json!({"name": "ci", "scopes": ["logs:write"]})),
+        )
+        .await;
+    let member_pat = Cred::of(r.body["token"].as_str().unwrap());
+    assert_eq!(
+        h.call(
+            "POST",
+            "/v1/orgs/acme/events",
+            &member_pat,
+            Some(json!([event("x")]))
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    let removed = h
+        .call(
+            "DELETE",
+            "/v1/orgs/acme/members/dev@acme.io",
+            &Cred::of(&h.owner),
+            None,
+        )
+        .await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT);
+    assert_problem(
+        &h.call(
+            "POST",
+            "/v1/orgs/acme/events",
+            &member_pat,
+            Some(json!([event("x")])),
+        )
+        .await,
+        403,
+        "",
+    );
+
+    // Revoked: refused at once. API keys cannot mint PATs.
+    let id = mine.body["items"][0]["id"].as_str().unwrap();
+    assert_eq!(
+        h.call(
+            "DELETE",
+            &format!("/v1/orgs/acme/tokens/{id}"),
+            &session,
+            None
+        )
+        .await
+        .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_problem(
+        &h.call("GET", "/v1/audit-log", &pat, None).await,
+        401,
+        "revoked",
+    );
+    let key = Cred::of(
+        &credential(
+            &*h.store,
+            TokenKind::ApiKey,
+            "acme",
+            preset("admin-full").unwrap(),
+            None,
+            false,
+        )
+        .await,
+    );
+    assert_problem(
+        &h.call(
+            "POST",
+            "/v1/orgs/acme/tokens",
+            &key,
+            Some(json!({"name": "x", "preset": "admin-full"})),
+        )
+        .await,
+        403,
+        "only a member",
+    );
+}
+
+#[tokio::test]
+async fn break_glass_tokens_are_short_lived_and_every_use_stands_out() {
+    let h = harness().await;
+    let owner = Cred::of(&h.owner);
+    let r = h.call("POST", "/v1/break-glass", &owner, Some(json!({"org": "umbrella", "reason": "INC-42: umbrella cannot sign in", "expiresIn": "30m"}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let bg = Cred::of(r.body["token"].as_str().unwrap());
+    assert_eq!(r.body["scopes"], json!(["logs:read", "archives:read"]));
+
+    let page = h
+        .call("GET", "/v1/orgs/umbrella/audit-logs", &bg, None)
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let next = h
+        .call(
+            "GET",
+            "/v1/orgs/umbrella/audit-logs?actorType=break_glass",
+            &bg,
+            None,
+        )
+        .await;
+    let rec = &next.body["items"][0];
+    assert_eq!(rec["actor"]["type"], "break_glass");
+    assert_eq!(rec["actor"]["id"], "owner@acme.io");
+    // Issuing it is a domain event in the org it opens, with the reason.
+    let issued: Vec<StoredEvent> = h
+        .stored("umbrella")
+        .await
+        .into_iter()
+        .filter(|s| s.event.category == "management")
+        .collect();
+    let details = issued[0].event.details.as_ref().unwrap().to_value();
+    assert_eq!(details["reason"], "INC-42: umbrella cannot sign in");
+    // The call that issued it is recorded in the platform org.
+    assert!(
+        h.stored("acme")
+            .await
+            .iter()
+            .any(|s| s.event.action == "createBreakGlassToken")
+    );
+
+    for (body, status, detail) in [
+        (
+            json!({"org": "umbrella", "reason": "x", "expiresIn": "13h"}),
+            400,
+            "1m to 12h",
+        ),
+        (json!({"org": "umbrella", "reason": ""}), 400, "reason"),
+        (json!({"org": "nope", "reason": "x"}), 404, "does not exist"),
+    ] {
+        assert_problem(
+            &h.call("POST", "/v1/break-glass", &owner, Some(body)).await,
+            status,
+            detail,
+        );
+    }
+    assert_problem(
+        &h.call(
+            "POST",
+            "/v1/break-glass",
+            &Cred::of(&h.other),
+            Some(json!({"org": "acme", "reason": "x"})),
+        )
+        .await,
+        403,
+        "orgs:admin",
+    );
+    let expired = credential(
+        &*h.store,
+        TokenKind::BreakGlass,
+        "umbrella",
+        &[Scope::LogsRead],
+        Some(Timestamp(NOW.0 - 1)),
+        false,
+    )
+    .await;
+    assert_problem(
+        &h.get("/v1/orgs/umbrella/audit-logs", Some(&expired)).await,
+        401,
+        "expired",
+    );
+}
+
+#[tokio::test]
+async fn console_sessions_sign_in_need_csrf_to_change_things_and_sign_out() {
+    let h = harness().await;
+    h.call(
+        "POST",
+        "/v1/orgs/acme/members",
+        &Cred::of(&h.owner),
+        Some(json!({"email": "ana@acme.io", "role": "owner", "password": "correct horse battery"})),
+    )
+    .await;
+    let r = h
+        .call(
+            "POST",
+            "/v1/session",
+            &Cred::None,
+            Some(json!({"email": "ana@acme.io", "password": "correct horse battery"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let cookie = r.set_cookie.unwrap();
+    for attr in [
+        "trail_session=ses_",
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/",
+    ] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    let session = h
+        .sign_in("ana@acme.io", "correct horse battery")
+        .await
+        .unwrap();
+    let me = h.call("GET", "/v1/me", &session, None).await;
+    assert_eq!(
+        (me.body["actorType"].clone(), me.body["actor"].clone()),
+        (json!("user"), json!("ana@acme.io"))
+    );
+    assert_eq!(me.body["orgs"][0]["id"], "acme");
+
+    // A state-changing call with the cookie alone is refused.
+    let Cred::Session { cookie, csrf } = session.clone() else {
+        unreachable!()
+    };
+    let no_csrf = Cred::Session {
+        cookie: cookie.clone(),
+        csrf: "forged".into(),
+    };
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/instances",
+            &no_csrf,
+            Some(json!({"id": "prod", "kind": "argocd"})),
+        )
+        .await;
+    assert_problem(&r, 403, "X-CSRF-Token");
+    assert_eq!(
+        me.body["csrfToken"],
+        json!(csrf),
+        "the console can get its CSRF token back"
+    );
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/instances",
+            &session,
+            Some(json!({"id": "prod", "kind": "argocd"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+
+    // Wrong passwords, unknown users: the same answer.
+    for (email, pw) in [
+        ("ana@acme.io", "wrong password!"),
+        ("nobody@acme.io", "correct horse battery"),
+    ] {
+        assert_problem(
+            &h.sign_in(email, pw).await.unwrap_err(),
+            401,
+            "wrong email or password",
+        );
+    }
+
+    // Sign-out ends it on the server and clears the cookie.
+    let out = h.call("DELETE", "/v1/session", &session, None).await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    assert!(out.set_cookie.unwrap().contains("Max-Age=0"));
+    assert_problem(
+        &h.call("GET", "/v1/me", &session, None).await,
+        401,
+        "session has ended",
+    );
+
+    // An idle session ends by itself.
+    let mut state = h.state.clone();
+    state.sessions.idle = std::time::Duration::from_millis(1);
+    let strict = app(state);
+    let fresh = h
+        .sign_in("ana@acme.io", "correct horse battery")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_problem(
+        &send_to(&strict, request("GET", "/v1/me", &fresh, None)).await,
+        401,
+        "session has ended",
+    );
+
+    // Changing the password needs the current one.
+    let fresh = h
+        .sign_in("ana@acme.io", "correct horse battery")
+        .await
+        .unwrap();
+    let r = h
+        .call(
+            "PUT",
+            "/v1/me/password",
+            &fresh,
+            Some(json!({"currentPassword": "nope", "newPassword": "another long password"})),
+        )
+        .await;
+    assert_problem(&r, 403, "currentPassword");
+    let r = h
+        .call(
+            "PUT",
+            "/v1/me/password",
+            &fresh,
+            Some(json!({"currentPassword": "correct horse battery", "newPassword": "short"})),
+        )
+        .await;
+    assert_problem(&r, 400, "at least 12 characters");
+    let r = h.call("PUT", "/v1/me/password", &fresh, Some(json!({"currentPassword": "correct horse battery", "newPassword": "another long password"}))).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert!(
+        h.sign_in("ana@acme.io", "another long password")
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn members_roles_change_without_escalation_and_orgs_keep_an_owner() {
+    let h = harness().await;
+    let owner = Cred::of(&h.owner);
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/members",
+            &owner,
+            Some(json!({"email": "ops@acme.io", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(
+        h.call(
+            "POST",
+            "/v1/orgs/acme/members",
+            &owner,
+            Some(json!({"email": "ops@acme.io", "role": "admin"}))
+        )
+        .await
+        .status,
+        StatusCode::CONFLICT
+    );
+    let r = h
+        .call(
+            "PATCH",
+            "/v1/orgs/acme/members/ops@acme.io",
+            &owner,
+            Some(json!({"role": "member"})),
+        )
+        .await;
+    assert_eq!(r.body["role"], "member");
+    let changed = h
+        .stored("acme")
+        .await
+        .into_iter()
+        .find(|s| s.event.action == "updated")
+        .unwrap();
+    let details = changed.event.details.unwrap().to_value();
+    assert_eq!(
+        (details["from"].clone(), details["to"].clone()),
+        (json!("admin"), json!("member"))
+    );
+    assert_eq!(details["actionType"], "UPDATE");
+
+    // An admin (no logs:read) cannot make anyone an owner, nor touch an owner.
+    let admin = h.signed_in("acme", "adm@acme.io", "admin").await;
+    let r = h
+        .call(
+            "PATCH",
+            "/v1/orgs/acme/members/ops@acme.io",
+            &admin,
+            Some(json!({"role": "owner"})),
+        )
+        .await;
+    assert_problem(&r, 403, "cannot grant the logs:read scope");
+    let r = h
+        .call(
+            "DELETE",
+            "/v1/orgs/acme/members/owner@acme.io",
+            &admin,
+            None,
+        )
+        .await;
+    assert_problem(&r, 403, "logs:read");
+    // The last owner stays.
+    let r = h
+        .call(
+            "PATCH",
+            "/v1/orgs/acme/members/owner@acme.io",
+            &owner,
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_problem(&r, 409, "without an owner");
+    assert_problem(
+        &h.call(
+            "PATCH",
+            "/v1/orgs/acme/members/ghost@acme.io",
+            &owner,
+            Some(json!({"role": "admin"})),
+        )
+        .await,
+        404,
+        "not a member",
+    );
+    assert_problem(
+        &h.call(
+            "POST",
+            "/v1/orgs/acme/members",
+            &owner,
+            Some(json!({"email": "x", "role": "admin"})),
+        )
+        .await,
+        400,
+        "email",
+    );
+    assert_problem(
+        &h.call(
+            "POST",
+            "/v1/orgs/acme/members",
+            &owner,
+            Some(json!({"email": "y@acme.io", "role": "god"})),
+        )
+        .await,
+        400,
+        "unknown role",
+    );
+
+    let list = h.call("GET", "/v1/orgs/acme/members", &owner, None).await;
+    let emails: Vec<&str> = list.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails, ["adm@acme.io", "ops@acme.io", "owner@acme.io"]);
+}
+
+#[tokio::test]
+async fn platform_admins_create_orgs_with_a_first_owner() {
+    let h = harness().await;
+    let owner = Cred::of(&h.owner);
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs",
+            &owner,
+            Some(json!({"id": "initech", "name": "Initech", "owner": "bill@initech.io"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_problem(
+        &h.call("POST", "/v1/orgs", &owner, Some(json!({"id": "initech"})))
+            .await,
+        409,
+        "already exists",
+    );
+    assert_problem(
+        &h.call("POST", "/v1/orgs", &owner, Some(json!({"id": "Not Valid"})))
+            .await,
+        400,
+        "id:",
+    );
+    assert_problem(
+        &h.call(
+            "POST",
+            "/v1/orgs",
+            &Cred::of(&h.other),
+            Some(json!({"id": "x"})),
+        )
+        .await,
+        403,
+        "orgs:admin",
+    );
+
+    let created = h.stored("initech").await;
+    assert_eq!(created.len(), 1);
+    assert_eq!(
+        (
+            created[0].event.action.as_str(),
+            created[0].event.object.as_ref().unwrap().kind.as_str()
+        ),
+        ("created", "org")
+    );
+    assert!(
+        h.stored("acme")
+            .await
+            .iter()
+            .any(|s| s.event.action == "createOrg"),
+        "recorded in the platform org"
+    );
+    // The org list: everything for the platform admin, one's own otherwise.
+    let ids = |r: Reply| {
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(h.call("GET", "/v1/orgs", &owner, None).await),
+        ["acme", "initech", "umbrella"]
+    );
+    assert_eq!(
+        ids(h.call("GET", "/v1/orgs", &Cred::of(&h.other), None).await),
+        ["umbrella"]
+    );
+    let members = h.store.members("initech").await.unwrap();
+    assert_eq!(
+        (members[0].email.as_str(), members[0].role),
+        ("bill@initech.io", Role::Owner)
+    );
+}
+
+#[tokio::test]
+async fn an_instance_scoped_key_reads_and_writes_that_instance_only() {
+    let h = harness().await;
+    let owner = Cred::of(&h.owner);
+    for id in ["prod", "dev"] {
+        h.call(
+            "POST",
+            "/v1/orgs/acme/instances",
+            &owner,
+            Some(json!({"id": id, "kind": "argocd"})),
+        )
+        .await;
+    }
+    h.ingest(
+        "acme",
+        json!([
+            {"action": "synced", "instance": "prod", "actor": {"id": "a", "type": "user"}},
+            {"action": "synced", "instance": "dev", "actor": {"id": "a", "type": "user"}},
+            {"action": "login", "actor": {"id": "a", "type": "user"}},
+        ]),
+    )
+    .await;
+    let r = h.call("POST", "/v1/orgs/acme/api-keys", &owner, Some(json!({"name": "prod reader", "scopes": ["logs:read", "logs:write"], "instance": "prod"}))).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let key = Cred::of(&format!(
+        "{}:{}",
+        r.body["id"].as_str().unwrap(),
+        r.body["secret"].as_str().unwrap()
+    ));
+
+    let page = h
+        .call("GET", "/v1/orgs/acme/audit-logs?category=app", &key, None)
+        .await;
+    let instances: Vec<&str> = page.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["instance"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(instances, ["prod"]);
+    assert_problem(
+        &h.call("GET", "/v1/orgs/acme/instances/dev/audit-logs", &key, None)
+            .await,
+        403,
+        "instance \"prod\" only",
+    );
+    assert_problem(
+        &h.call("GET", "/v1/orgs/acme/audit-logs?instance=dev", &key, None)
+            .await,
+        400,
+        "covers instance \"prod\" only",
+    );
+    let w = h.call("POST", "/v1/orgs/acme/events", &key, Some(json!([{"action": "x", "instance": "prod", "actor": {"id": "a", "type": "user"}}, {"action": "x", "actor": {"id": "a", "type": "user"}}]))).await;
+    assert_eq!(
+        (
+            w.body["accepted"].clone(),
+            w.body["errors"][0]["field"].clone()
+        ),
+        (json!(1), json!("instance"))
+    );
+    let listed = h.call("GET", "/v1/orgs/acme/instances", &key, None).await;
+    assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/api-keys",
+            &owner,
+            Some(json!({"name": "x", "scopes": ["keys:manage"], "instance": "prod"})),
+        )
+        .await;
+    assert_problem(&r, 400, "logs:read and logs:write only");
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/api-keys",
+            &owner,
+            Some(json!({"name": "x", "scopes": ["logs:read"], "instance": "nope"})),
+        )
+        .await;
+    assert_problem(&r, 400, "no instance");
+}
+
+#[tokio::test]
+async fn repeated_failures_from_one_source_are_slowed_without_locking_out_others() {
+    let h = harness().await;
+    let from = |ip: &str| {
+        h.app
+            .clone()
+            .layer(MockConnectInfo(ip.parse::<SocketAddr>().unwrap()))
+    };
+    let attacker = from("203.0.113.9:5000");
+    let neighbour = from("198.51.100.7:5000");
+    let bad = Cred::of("pat_0000.guess");
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        statuses.push(
+            send_to(&attacker, request("GET", "/v1/me", &bad, None))
+                .await
+                .status
+                .as_u16(),
+        );
+    }
+    assert_eq!(&statuses[..20], &[401; 20]);
+    assert_eq!(&statuses[20..], &[429; 5]);
+    let r = send_to(
+        &attacker,
+        request("GET", "/v1/me", &Cred::of(&h.owner), None),
+    )
+    .await;
+    assert_problem(&r, 429, "too many failed attempts");
+    // Sign-in guesses from the same source are refused too.
+    let r = send_to(
+        &attacker,
+        request(
+            "POST",
+            "/v1/session",
+            &Cred::None,
+            Some(json!({"email": "owner@acme.io", "password": "guess guess guess"})),
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    // Another source is not affected, with a valid credential or a bad one.
+    assert_eq!(
+        send_to(
+            &neighbour,
+            request("GET", "/v1/me", &Cred::of(&h.owner), None)
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send_to(&neighbour, request("GET", "/v1/me", &bad, None))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// A log sink for the test: everything the server logs, as text.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn secrets_never_reach_the_log_or_the_audit_rows() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let h = harness().await;
+    let owner = Cred::of(&h.owner);
+    let mut secrets = vec![
+        h.owner.split('.').nth(1).unwrap().to_owned(),
+        "correct horse battery".to_owned(),
+    ];
+    let key = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/api-keys",
+            &owner,
+            Some(json!({"name": "k", "role": "owner"})),
+        )
+        .await;
+    secrets.push(key.body["secret"].as_str().unwrap().to_owned());
+    let pat = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/tokens",
+            &owner,
+            Some(json!({"name": "p", "preset": "admin-full"})),
+        )
+        .await;
+    secrets.push(
+        pat.body["token"]
+            .as_str()
+            .unwrap()
+            .split('.')
+            .nth(1)
+            .unwrap()
+            .to_owned(),
+    );
+    let bg = h
+        .call(
+            "POST",
+            "/v1/break-glass",
+            &owner,
+            Some(json!({"org": "umbrella", "reason": "drill"})),
+        )
+        .await;
+    secrets.push(
+        bg.body["token"]
+            .as_str()
+            .unwrap()
+            .split('.')
+            .nth(1)
+            .unwrap()
+            .to_owned(),
+    );
+    let session = h.signed_in("acme", "ana@acme.io", "owner").await;
+    let Cred::Session { cookie, csrf } = &session else {
+        unreachable!()
+    };
+    secrets.push(cookie.split('.').nth(1).unwrap().to_owned());
+    secrets.push(csrf.clone());
+    // Use each, fail with some, so that every path has run.
+    for cred in [
+        Cred::of(&format!(
+            "{}:{}",
+            key.body["id"].as_str().unwrap(),
+            secrets[2]
+        )),
+        Cred::of(pat.body["token"].as_str().unwrap()),
+        session.clone(),
+    ] {
+        h.call("GET", "/v1/audit-log", &cred, None).await;
+    }
+    h.get_with_authorization("/v1/me", &format!("Bearer {}x", h.owner))
+        .await;
+    h.sign_in("ana@acme.io", "correct horse battery!")
+        .await
+        .unwrap_err();
+
+    let mut rows = String::new();
+    for org in ["acme", "umbrella"] {
+        for s in h.stored(org).await {
+            rows.push_str(&serde_json::to_string(&s.event.record(&s.hash)).unwrap());
+        }
+    }
+    let logged = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        rows.len() > 1000 && rows.contains("createApiKey"),
+        "the rows were read"
+    );
+    for secret in &secrets {
+        assert!(
+            !rows.contains(secret.as_str()),
+            "a secret is in an audit row"
+        );
+        assert!(
+            !logged.contains(secret.as_str()),
+            "a secret is in the server's log"
+        );
+    }
 }

@@ -29,6 +29,11 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@each $make;
             bootstrap_runs_once,
             orgs_users_and_tokens,
+            members_roles_and_the_last_owner,
+            instances_per_org,
+            credentials_are_listed_and_revoked,
+            sessions_start_and_end,
+            a_change_and_its_record_commit_together,
             append_assigns_gapless_seqs_per_org,
             concurrent_appends_have_no_gaps,
             read_back_equals_what_was_sealed,
@@ -72,8 +77,38 @@ fn simple(action: &str) -> EventBody {
 
 async fn with_orgs(store: &dyn Store, ids: &[&str]) {
     for id in ids {
-        store.create_org(org(id)).await.unwrap();
+        store.create_org(org(id), None, Vec::new()).await.unwrap();
     }
+}
+
+fn user(id: &str, email: &str) -> User {
+    User {
+        id: id.into(),
+        email: email.into(),
+        password_hash: None,
+        platform_admin: false,
+        created_at: Timestamp(T0),
+    }
+}
+
+/// A management event, as the server writes one.
+fn audit(org: &str, action: &str) -> crate::AuditEvents {
+    vec![(
+        org.to_owned(),
+        body(
+            json!({"action": action, "category": "management", "actor": {"id": "admin@x.io", "type": "pat"}}),
+        ),
+    )]
+}
+
+async fn actions(store: &dyn Store, org: &str) -> Vec<String> {
+    store
+        .events_from(org, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.event.action)
+        .collect()
 }
 
 /// A deterministic spread of events over fields and time, with timestamp ties.
@@ -137,9 +172,13 @@ fn token(id: &str, org: &str) -> Token {
         kind: TokenKind::Pat,
         org: org.into(),
         owner: "owner@example.com".into(),
+        user_id: None,
         name: "ci".into(),
+        description: "for CI".into(),
         scopes: vec![Scope::LogsRead, Scope::LogsWrite],
+        instance: None,
         secret_hash: [7; 32],
+        created_by: "owner@example.com".into(),
         created_at: Timestamp(T0),
         expires_at: Some(Timestamp(T0 + 1)),
         revoked_at: None,
@@ -147,12 +186,12 @@ fn token(id: &str, org: &str) -> Token {
 }
 
 pub async fn bootstrap_runs_once(store: Arc<dyn Store>) {
+    assert_eq!(store.platform_org().await.unwrap(), None);
     let b = Bootstrap {
         org: org("default"),
         owner: User {
-            id: "usr_1".into(),
-            email: "owner@example.com".into(),
-            created_at: Timestamp(T0),
+            platform_admin: true,
+            ..user("usr_1", "owner@example.com")
         },
         token: token("pat_1", "default"),
     };
@@ -172,40 +211,59 @@ pub async fn bootstrap_runs_once(store: Arc<dyn Store>) {
         .unwrap()
         .unwrap();
     assert_eq!(owner.id, "usr_1");
+    assert!(owner.platform_admin);
+    assert_eq!(
+        store.platform_org().await.unwrap().as_deref(),
+        Some("default")
+    );
+    assert_eq!(
+        store.memberships("usr_1").await.unwrap(),
+        vec![("default".to_owned(), Role::Owner)]
+    );
 }
 
 pub async fn orgs_users_and_tokens(store: Arc<dyn Store>) {
-    with_orgs(&*store, &["acme", "umbrella"]).await;
+    with_orgs(&*store, &["acme"]).await;
+    store
+        .create_org(
+            org("umbrella"),
+            Some(user("usr_u", "u@umbrella.io")),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
     assert!(matches!(
-        store.create_org(org("acme")).await,
+        store.create_org(org("acme"), None, Vec::new()).await,
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(store.org("acme").await.unwrap(), Some(org("acme")));
     assert_eq!(store.org("nope").await.unwrap(), None);
     assert_eq!(store.orgs().await.unwrap().len(), 2);
+    assert_eq!(
+        store.members("umbrella").await.unwrap()[0].role,
+        Role::Owner
+    );
 
-    let u = User {
-        id: "usr_a".into(),
-        email: "a@acme.io".into(),
-        created_at: Timestamp(T0),
-    };
-    store.create_user(u.clone()).await.unwrap();
-    assert!(matches!(
-        store.create_user(u).await,
-        Err(StoreError::Conflict(_))
-    ));
+    let u = store.user_by_email("u@umbrella.io").await.unwrap().unwrap();
+    assert_eq!(store.user(&u.id).await.unwrap(), Some(u.clone()));
+    assert_eq!(u.password_hash, None);
     store
-        .add_member("acme", "usr_a", Role::Owner)
+        .set_password(&u.id, "$argon2id$x".into(), Vec::new())
+        .await
+        .unwrap();
+    let u = store.user(&u.id).await.unwrap().unwrap();
+    assert_eq!(u.password_hash.as_deref(), Some("$argon2id$x"));
+    assert!(matches!(
+        store.set_password("usr_nope", "h".into(), Vec::new()).await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    store
+        .create_token(token("pat_x", "acme"), Vec::new())
         .await
         .unwrap();
     assert!(matches!(
-        store.add_member("nope", "usr_a", Role::Owner).await,
-        Err(StoreError::UnknownOrg(_))
-    ));
-
-    store.create_token(token("pat_x", "acme")).await.unwrap();
-    assert!(matches!(
-        store.create_token(token("pat_x", "acme")).await,
+        store.create_token(token("pat_x", "acme"), Vec::new()).await,
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(
@@ -213,6 +271,292 @@ pub async fn orgs_users_and_tokens(store: Arc<dyn Store>) {
         Some(token("pat_x", "acme"))
     );
     assert_eq!(store.token("pat_y").await.unwrap(), None);
+    assert!(matches!(
+        store.create_token(token("pat_z", "nope"), Vec::new()).await,
+        Err(StoreError::UnknownOrg(_))
+    ));
+}
+
+pub async fn members_roles_and_the_last_owner(store: Arc<dyn Store>) {
+    with_orgs(&*store, &["acme", "umbrella"]).await;
+    let a = store
+        .add_member("acme", user("usr_a", "a@acme.io"), Role::Owner, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!((a.email.as_str(), a.role), ("a@acme.io", Role::Owner));
+    // A known email is the same user, in another org too; the id passed is ignored.
+    let again = store
+        .add_member(
+            "umbrella",
+            user("usr_other", "a@acme.io"),
+            Role::Member,
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.user_id, "usr_a");
+    assert!(matches!(
+        store
+            .add_member("acme", user("usr_a", "a@acme.io"), Role::Admin, Vec::new())
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .add_member("acme", user("usr_b", "b@acme.io"), Role::Member, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.memberships("usr_a").await.unwrap(),
+        vec![
+            ("acme".to_owned(), Role::Owner),
+            ("umbrella".to_owned(), Role::Member)
+        ]
+    );
+
+    // The last owner can be neither demoted nor removed.
+    assert!(matches!(
+        store.set_role("acme", "usr_a", Role::Admin, Vec::new()).await,
+        Err(StoreError::Conflict(m)) if m.contains("without an owner")
+    ));
+    assert!(matches!(
+        store.remove_member("acme", "usr_a", Vec::new()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store
+        .set_role("acme", "usr_b", Role::Owner, Vec::new())
+        .await
+        .unwrap();
+    store
+        .set_role("acme", "usr_a", Role::Admin, Vec::new())
+        .await
+        .unwrap();
+    store
+        .remove_member("acme", "usr_a", Vec::new())
+        .await
+        .unwrap();
+    let members = store.members("acme").await.unwrap();
+    assert_eq!(members.len(), 1);
+    assert_eq!(
+        (members[0].email.as_str(), members[0].role),
+        ("b@acme.io", Role::Owner)
+    );
+    assert!(matches!(
+        store.remove_member("acme", "usr_a", Vec::new()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .set_role("acme", "usr_nope", Role::Admin, Vec::new())
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn instances_per_org(store: Arc<dyn Store>) {
+    with_orgs(&*store, &["acme", "umbrella"]).await;
+    let inst = |org: &str, id: &str| crate::Instance {
+        org: org.into(),
+        id: id.into(),
+        name: format!("{id} name"),
+        kind: "argocd".into(),
+        created_at: Timestamp(T0),
+    };
+    store
+        .create_instance(inst("acme", "prod"), Vec::new())
+        .await
+        .unwrap();
+    store
+        .create_instance(inst("acme", "dev"), Vec::new())
+        .await
+        .unwrap();
+    store
+        .create_instance(inst("umbrella", "prod"), Vec::new())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .create_instance(inst("acme", "prod"), Vec::new())
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.instances("acme").await.unwrap(),
+        vec![inst("acme", "dev"), inst("acme", "prod")]
+    );
+    assert_eq!(store.instances("umbrella").await.unwrap().len(), 1);
+}
+
+pub async fn credentials_are_listed_and_revoked(store: Arc<dyn Store>) {
+    with_orgs(&*store, &["acme", "umbrella"]).await;
+    let mut t1 = token("pat_1", "acme");
+    t1.created_at = Timestamp(T0 + 1);
+    store
+        .add_member(
+            "acme",
+            user("usr_2", "two@acme.io"),
+            Role::Member,
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let mut t2 = token("pat_2", "acme");
+    t2.user_id = Some("usr_2".into());
+    let mut dangling = token("pat_d", "acme");
+    dangling.user_id = Some("usr_nope".into());
+    assert!(matches!(
+        store.create_token(dangling, Vec::new()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let key = Token {
+        kind: TokenKind::ApiKey,
+        user_id: None,
+        instance: Some("prod".into()),
+        ..token("key_1", "acme")
+    };
+    for t in [&t1, &t2, &key, &token("pat_3", "umbrella")] {
+        store.create_token(t.clone(), Vec::new()).await.unwrap();
+    }
+    let ids = |v: Vec<Token>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.tokens("acme", TokenKind::Pat, None).await.unwrap()),
+        ["pat_1", "pat_2"]
+    );
+    assert_eq!(
+        ids(store
+            .tokens("acme", TokenKind::Pat, Some("usr_2"))
+            .await
+            .unwrap()),
+        ["pat_2"]
+    );
+    assert_eq!(
+        store.tokens("acme", TokenKind::ApiKey, None).await.unwrap(),
+        vec![key]
+    );
+
+    store
+        .revoke_token("pat_1", Timestamp(T0 + 5), Vec::new())
+        .await
+        .unwrap();
+    store
+        .revoke_token("pat_1", Timestamp(T0 + 9), Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.token("pat_1").await.unwrap().unwrap().revoked_at,
+        Some(Timestamp(T0 + 5)),
+        "the first revocation stands"
+    );
+    assert!(matches!(
+        store
+            .revoke_token("pat_nope", Timestamp(T0), Vec::new())
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn sessions_start_and_end(store: Arc<dyn Store>) {
+    with_orgs(&*store, &["acme"]).await;
+    store
+        .add_member("acme", user("usr_a", "a@acme.io"), Role::Owner, Vec::new())
+        .await
+        .unwrap();
+    let s = crate::Session {
+        id: "ses_1".into(),
+        user_id: "usr_a".into(),
+        secret_hash: [3; 32],
+        created_at: Timestamp(T0),
+        last_seen_at: Timestamp(T0),
+        expires_at: Timestamp(T0 + 100),
+        ended_at: None,
+    };
+    store.create_session(s.clone(), Vec::new()).await.unwrap();
+    assert_eq!(store.session("ses_1").await.unwrap(), Some(s.clone()));
+    store
+        .touch_session("ses_1", Timestamp(T0 + 10))
+        .await
+        .unwrap();
+    store
+        .touch_session("ses_1", Timestamp(T0 + 5))
+        .await
+        .unwrap();
+    let touched = store.session("ses_1").await.unwrap().unwrap();
+    assert_eq!(
+        touched.last_seen_at,
+        Timestamp(T0 + 10),
+        "last seen never goes back"
+    );
+    store
+        .end_session("ses_1", Timestamp(T0 + 20), Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.session("ses_1").await.unwrap().unwrap().ended_at,
+        Some(Timestamp(T0 + 20))
+    );
+    assert_eq!(store.session("ses_2").await.unwrap(), None);
+}
+
+pub async fn a_change_and_its_record_commit_together(store: Arc<dyn Store>) {
+    with_orgs(&*store, &["acme"]).await;
+    store
+        .create_org(
+            org("umbrella"),
+            Some(user("usr_u", "u@umbrella.io")),
+            audit("umbrella", "org.created"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(actions(&*store, "umbrella").await, ["org.created"]);
+    store
+        .add_member(
+            "acme",
+            user("usr_a", "a@acme.io"),
+            Role::Owner,
+            audit("acme", "member.added"),
+        )
+        .await
+        .unwrap();
+    // A refused change leaves no record.
+    let dup = store
+        .add_member(
+            "acme",
+            user("usr_a", "a@acme.io"),
+            Role::Owner,
+            audit("acme", "member.added"),
+        )
+        .await;
+    assert!(dup.is_err());
+    let demote = store
+        .set_role(
+            "acme",
+            "usr_a",
+            Role::Member,
+            audit("acme", "member.role_changed"),
+        )
+        .await;
+    assert!(demote.is_err());
+    store
+        .create_token(token("pat_1", "acme"), audit("acme", "token.created"))
+        .await
+        .unwrap();
+    store
+        .revoke_token("pat_1", Timestamp(T0), audit("acme", "token.revoked"))
+        .await
+        .unwrap();
+    assert_eq!(
+        actions(&*store, "acme").await,
+        ["member.added", "token.created", "token.revoked"]
+    );
+    // Records take seqs like any event, with no gap.
+    store.append("acme", vec![simple("x")]).await.unwrap();
+    let seqs: Vec<u64> = store
+        .events_from("acme", 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.event.seq)
+        .collect();
+    assert_eq!(seqs, [0, 1, 2, 3]);
 }
 
 pub async fn append_assigns_gapless_seqs_per_org(store: Arc<dyn Store>) {

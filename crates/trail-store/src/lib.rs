@@ -52,6 +52,27 @@ pub struct Org {
 pub struct User {
     pub id: String,
     pub email: String,
+    /// argon2id PHC string; `None`: the user cannot sign in to the console.
+    pub password_hash: Option<String>,
+    /// Holds `orgs:admin`: creates orgs, mints break-glass tokens.
+    pub platform_admin: bool,
+    pub created_at: Timestamp,
+}
+
+/// A member of an org.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub user_id: String,
+    pub email: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub org: String,
+    pub id: String,
+    pub name: String,
+    pub kind: String,
     pub created_at: Timestamp,
 }
 
@@ -85,21 +106,46 @@ pub struct Token {
     pub org: String,
     /// Who the credential acts as (a member's email, or the key's name).
     pub owner: String,
+    /// The user behind a PAT or a break-glass token.
+    pub user_id: Option<String>,
     pub name: String,
+    /// What it is for; a break-glass token's reason.
+    pub description: String,
     pub scopes: Vec<Scope>,
+    /// Restricted to this instance's events.
+    pub instance: Option<String>,
     pub secret_hash: [u8; 32],
+    /// The actor that created it.
+    pub created_by: String,
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
 }
 
-/// What an empty store is seeded with on first start, in one transaction.
+/// A console session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    pub secret_hash: [u8; 32],
+    pub created_at: Timestamp,
+    pub last_seen_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+}
+
+/// What an empty store is seeded with on first start, in one transaction. The org becomes
+/// the platform org, where platform-level calls are recorded.
 #[derive(Debug, Clone)]
 pub struct Bootstrap {
     pub org: Org,
     pub owner: User,
     pub token: Token,
 }
+
+/// Events to append in the same transaction as a change, so that no change exists without
+/// its record: `(org, event)`.
+pub type AuditEvents = Vec<(String, EventBody)>;
 
 /// What became of one appended event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,17 +199,55 @@ pub trait Store: Send + Sync + 'static {
 
     /// Seeds an empty store. Returns `false`, and writes nothing, if any org exists.
     async fn bootstrap(&self, b: Bootstrap) -> Result<bool>;
+    /// The org where platform-level calls are recorded (the bootstrap org).
+    async fn platform_org(&self) -> Result<Option<String>>;
 
-    async fn create_org(&self, org: Org) -> Result<()>;
+    /// Creates an org and, if given, its first owner (created as a user if new).
+    async fn create_org(&self, org: Org, owner: Option<User>, audit: AuditEvents) -> Result<()>;
     async fn org(&self, id: &str) -> Result<Option<Org>>;
     async fn orgs(&self) -> Result<Vec<Org>>;
 
-    async fn create_user(&self, user: User) -> Result<()>;
+    async fn user(&self, id: &str) -> Result<Option<User>>;
     async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
-    async fn add_member(&self, org: &str, user_id: &str, role: Role) -> Result<()>;
+    async fn set_password(&self, user_id: &str, hash: String, audit: AuditEvents) -> Result<()>;
 
-    async fn create_token(&self, token: Token) -> Result<()>;
+    /// Adds `user` (created if its email is new; otherwise the stored user) to the org.
+    async fn add_member(
+        &self,
+        org: &str,
+        user: User,
+        role: Role,
+        audit: AuditEvents,
+    ) -> Result<Member>;
+    /// Changes a member's role; refuses to leave the org without an owner.
+    async fn set_role(
+        &self,
+        org: &str,
+        user_id: &str,
+        role: Role,
+        audit: AuditEvents,
+    ) -> Result<()>;
+    /// Removes a member; refuses to leave the org without an owner.
+    async fn remove_member(&self, org: &str, user_id: &str, audit: AuditEvents) -> Result<()>;
+    async fn members(&self, org: &str) -> Result<Vec<Member>>;
+    /// The orgs a user belongs to, and the role in each.
+    async fn memberships(&self, user_id: &str) -> Result<Vec<(String, Role)>>;
+
+    async fn create_instance(&self, instance: Instance, audit: AuditEvents) -> Result<()>;
+    async fn instances(&self, org: &str) -> Result<Vec<Instance>>;
+
+    async fn create_token(&self, token: Token, audit: AuditEvents) -> Result<()>;
     async fn token(&self, id: &str) -> Result<Option<Token>>;
+    /// An org's credentials of one kind, newest first; PATs of one user if `user_id` is given.
+    async fn tokens(&self, org: &str, kind: TokenKind, user_id: Option<&str>)
+    -> Result<Vec<Token>>;
+    /// Revokes a credential at `at`; revoking a revoked one changes nothing.
+    async fn revoke_token(&self, id: &str, at: Timestamp, audit: AuditEvents) -> Result<()>;
+
+    async fn create_session(&self, session: Session, audit: AuditEvents) -> Result<()>;
+    async fn session(&self, id: &str) -> Result<Option<Session>>;
+    async fn touch_session(&self, id: &str, at: Timestamp) -> Result<()>;
+    async fn end_session(&self, id: &str, at: Timestamp, audit: AuditEvents) -> Result<()>;
 
     /// Appends events to an org's log, durably: when this returns `Ok`, they are on disk.
     /// Each gets the next seq of its org (no gaps), its time of receipt and its leaf hash;

@@ -17,11 +17,15 @@ fn event(action: &str) -> EventBody {
 async fn store_with_events(dir: &std::path::Path) -> SqliteStore {
     let store = SqliteStore::open(dir).unwrap();
     store
-        .create_org(Org {
-            id: "acme".into(),
-            name: "Acme".into(),
-            created_at: Timestamp(0),
-        })
+        .create_org(
+            Org {
+                id: "acme".into(),
+                name: "Acme".into(),
+                created_at: Timestamp(0),
+            },
+            None,
+            Vec::new(),
+        )
         .await
         .unwrap();
     store
@@ -115,11 +119,15 @@ async fn a_full_log_refuses_more_without_touching_other_orgs() {
         "{err}"
     );
     store
-        .create_org(Org {
-            id: "umbrella".into(),
-            name: "Umbrella".into(),
-            created_at: Timestamp(0),
-        })
+        .create_org(
+            Org {
+                id: "umbrella".into(),
+                name: "Umbrella".into(),
+                created_at: Timestamp(0),
+            },
+            None,
+            Vec::new(),
+        )
         .await
         .unwrap();
     assert_eq!(

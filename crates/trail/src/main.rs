@@ -58,6 +58,19 @@ struct ServeArgs {
         default_value = "owner@trail.local"
     )]
     bootstrap_owner: String,
+    /// A console session ends after this long without use (30m, 2h, ...).
+    #[arg(long, env = "TRAIL_SESSION_IDLE", default_value = "30m", value_parser = parse_duration)]
+    session_idle: std::time::Duration,
+    /// Mark the session cookie Secure (serve Trail over HTTPS, directly or behind a proxy).
+    #[arg(long, env = "TRAIL_SECURE_COOKIES")]
+    secure_cookies: bool,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    trail_core::time::parse_duration_micros(s)
+        .filter(|us| *us > 0)
+        .map(|us| std::time::Duration::from_micros(us as u64))
+        .ok_or_else(|| format!("{s:?} is not a duration such as 30s, 5m, 1h or 7d"))
 }
 
 fn main() -> ExitCode {
@@ -98,6 +111,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         listen: args.listen,
         bootstrap_org: args.bootstrap_org,
         bootstrap_owner: args.bootstrap_owner,
+        session_idle: args.session_idle,
+        secure_cookies: args.secure_cookies,
     };
     let bound = trail_server::bind(&config).await?;
     println!(

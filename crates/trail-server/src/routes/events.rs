@@ -9,8 +9,9 @@ use trail_core::query::{Field, Matcher, QueryError};
 use trail_core::{Cursor, EventBody, Filter, Scope, Timestamp};
 use trail_store::{EventQuery, Outcome};
 
+use trail_record::CallContext;
+
 use crate::AppState;
-use crate::audit::AuditSlot;
 use crate::auth::{Caller, authorize};
 use crate::error::ApiError;
 
@@ -25,11 +26,11 @@ pub async fn ingest(
     State(state): State<AppState>,
     Path(org): Path<String>,
     Extension(caller): Extension<Caller>,
-    Extension(slot): Extension<AuditSlot>,
+    Extension(ctx): Extension<CallContext>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&caller, &slot, &org, Scope::LogsWrite)?;
+    authorize(&caller, &ctx, &org, Some(Scope::LogsWrite))?;
     let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
         if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
         {
@@ -67,6 +68,16 @@ pub async fn ingest(
         let body = item.and_then(|v| {
             let body = EventBody::from_json(v, &org)?;
             body.check_clock(now)?;
+            if let Some(only) = &caller.instance
+                && body.instance.as_ref() != Some(only)
+            {
+                return Err(ItemError {
+                    field: Some("instance".into()),
+                    detail: format!(
+                        "instance: this credential writes events of instance {only:?} only"
+                    ),
+                });
+            }
             Ok(body)
         });
         match body {
@@ -255,11 +266,14 @@ pub async fn list(
     State(state): State<AppState>,
     Path(org): Path<String>,
     Extension(caller): Extension<Caller>,
-    Extension(slot): Extension<AuditSlot>,
+    Extension(ctx): Extension<CallContext>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&caller, &slot, &org, Scope::LogsRead)?;
-    let params = list_params(raw.as_deref(), crate::now())?;
+    authorize(&caller, &ctx, &org, Some(Scope::LogsRead))?;
+    let mut params = list_params(raw.as_deref(), crate::now())?;
+    if let Some(only) = &caller.instance {
+        restrict_to_instance(&mut params, &org, only)?;
+    }
     list_org(&state, &org, params).await
 }
 
@@ -267,47 +281,62 @@ pub async fn list_instance(
     State(state): State<AppState>,
     Path((org, instance)): Path<(String, String)>,
     Extension(caller): Extension<Caller>,
-    Extension(slot): Extension<AuditSlot>,
+    Extension(ctx): Extension<CallContext>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&caller, &slot, &org, Scope::LogsRead)?;
+    authorize(&caller, &ctx, &org, Some(Scope::LogsRead))?;
+    if caller
+        .instance
+        .as_ref()
+        .is_some_and(|only| *only != instance)
+    {
+        return Err(ApiError::Forbidden(format!(
+            "this credential reads instance {:?} only",
+            caller.instance.as_deref().unwrap_or_default()
+        )));
+    }
     let mut params = list_params(raw.as_deref(), crate::now())?;
-    // Another instance named in the filter would widen the read (alternatives are OR-ed).
+    restrict_to_instance(&mut params, &org, &instance)?;
+    list_org(&state, &org, params).await
+}
+
+/// Narrows a read to one instance's events. Another instance named in the filter would
+/// widen it (alternatives on one key are OR-ed), so it is refused.
+fn restrict_to_instance(
+    params: &mut ListParams,
+    org: &str,
+    instance: &str,
+) -> Result<(), ApiError> {
     let widens = params.filter.terms.iter().any(|t| {
-        t.field == Field::Instance && !t.negated && t.matcher != Matcher::Text(instance.clone())
+        t.field == Field::Instance && !t.negated && t.matcher != Matcher::Text(instance.to_owned())
     });
     if widens {
         return Err(ApiError::BadRequest(format!(
-            "this endpoint reads instance {instance:?} only; use /v1/orgs/{org}/audit-logs to filter by other instances"
+            "this read covers instance {instance:?} only; use /v1/orgs/{org}/audit-logs with a credential for the whole org to filter by other instances"
         )));
     }
     params
         .filter
-        .add("instance", &instance, false, crate::now())
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    list_org(&state, &org, params).await
+        .add("instance", instance, false, crate::now())
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
 pub async fn list_caller_org(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Extension(slot): Extension<AuditSlot>,
+    Extension(ctx): Extension<CallContext>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let org = caller.org.clone();
-    authorize(&caller, &slot, &org, Scope::LogsRead)?;
-    let params = list_params(raw.as_deref(), crate::now())?;
+    let org = caller
+        .bound_org
+        .clone()
+        .unwrap_or_else(|| caller.home_org.clone());
+    authorize(&caller, &ctx, &org, Some(Scope::LogsRead))?;
+    let mut params = list_params(raw.as_deref(), crate::now())?;
+    if let Some(only) = &caller.instance {
+        restrict_to_instance(&mut params, &org, only)?;
+    }
     list_org(&state, &org, params).await
-}
-
-pub async fn me(Extension(caller): Extension<Caller>) -> Json<Value> {
-    Json(json!({
-        "actor": caller.actor,
-        "actorType": caller.actor_type().as_str(),
-        "tokenId": caller.token_id,
-        "org": caller.org,
-        "scopes": caller.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-    }))
 }
 
 #[cfg(test)]

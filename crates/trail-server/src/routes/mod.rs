@@ -1,74 +1,230 @@
-//! The API's routes: one table of operations (method, path, operation id, scope), from which
-//! the router's audit actions and the OpenAPI document are both derived.
+//! The API's routes: one table of operations (method, path, operation id, access), from which
+//! the audit actions, the OpenAPI document and the authorization-matrix test are derived.
 
 pub mod events;
+pub mod manage;
 pub mod ops;
+pub mod session;
 
-use axum::extract::MatchedPath;
 use trail_core::Scope;
 
-/// One operation of the authenticated API.
+/// Who may call an operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone with a valid credential.
+    Any,
+    /// A credential that can act on the org in the path, whatever its scopes.
+    Member,
+    /// A credential holding this scope in the org in the path.
+    Scope(Scope),
+    /// A platform admin (`orgs:admin`).
+    Platform,
+    /// No credential needed (signing in).
+    Public,
+}
+
+/// One operation of the API under `/v1`.
 pub struct Operation {
     pub method: &'static str,
     /// The axum path, `{name}` for parameters.
     pub path: &'static str,
     /// The operation id; also the `action` of the call's audit record.
     pub id: &'static str,
-    /// The scope checked, if any (`None`: any valid credential).
-    pub scope: Option<Scope>,
+    pub access: Access,
     pub summary: &'static str,
 }
 
-pub const OPERATIONS: &[Operation] = &[
+const fn op(
+    method: &'static str,
+    path: &'static str,
+    id: &'static str,
+    access: Access,
+    summary: &'static str,
+) -> Operation {
     Operation {
-        method: "POST",
-        path: "/v1/orgs/{org}/events",
-        id: "ingestEvents",
-        scope: Some(Scope::LogsWrite),
-        summary: "Ingest a batch of events (JSON array or NDJSON)",
-    },
-    Operation {
-        method: "GET",
-        path: "/v1/orgs/{org}/audit-logs",
-        id: "listAuditLogs",
-        scope: Some(Scope::LogsRead),
-        summary: "An org's audit log, newest first, filtered and paged",
-    },
-    Operation {
-        method: "GET",
-        path: "/v1/orgs/{org}/instances/{instance}/audit-logs",
-        id: "listInstanceAuditLogs",
-        scope: Some(Scope::LogsRead),
-        summary: "One instance's audit log, newest first, filtered and paged",
-    },
-    Operation {
-        method: "GET",
-        path: "/v1/audit-log",
-        id: "listCallerAuditLog",
-        scope: Some(Scope::LogsRead),
-        summary: "The audit log of the org the credential belongs to",
-    },
-    Operation {
-        method: "GET",
-        path: "/v1/me",
-        id: "whoAmI",
-        scope: None,
-        summary: "Who the credential is",
-    },
-];
-
-/// `/v1/orgs/{org}/events` as a route template: `/v1/orgs/:org/events`.
-pub fn template(path: &str) -> String {
-    path.replace('{', ":").replace('}', "")
+        method,
+        path,
+        id,
+        access,
+        summary,
+    }
 }
 
+use Access::*;
+use Scope::*;
+
+pub const OPERATIONS: &[Operation] = &[
+    op(
+        "POST",
+        "/v1/orgs/{org}/events",
+        "ingestEvents",
+        Scope(LogsWrite),
+        "Ingest a batch of events (JSON array or NDJSON)",
+    ),
+    op(
+        "GET",
+        "/v1/orgs/{org}/audit-logs",
+        "listAuditLogs",
+        Scope(LogsRead),
+        "An org's audit log, newest first, filtered and paged",
+    ),
+    op(
+        "GET",
+        "/v1/orgs/{org}/instances/{instance}/audit-logs",
+        "listInstanceAuditLogs",
+        Scope(LogsRead),
+        "One instance's audit log, newest first, filtered and paged",
+    ),
+    op(
+        "GET",
+        "/v1/audit-log",
+        "listCallerAuditLog",
+        Scope(LogsRead),
+        "The audit log of the org the credential belongs to",
+    ),
+    op(
+        "GET",
+        "/v1/me",
+        "whoAmI",
+        Any,
+        "Who the credential is, and what it holds where",
+    ),
+    op(
+        "PUT",
+        "/v1/me/password",
+        "setPassword",
+        Any,
+        "Set the caller's console password",
+    ),
+    op(
+        "GET",
+        "/v1/orgs",
+        "listOrgs",
+        Any,
+        "The orgs the caller can act on (every org, for a platform admin)",
+    ),
+    op(
+        "POST",
+        "/v1/orgs",
+        "createOrg",
+        Platform,
+        "Create an org and its first owner",
+    ),
+    op(
+        "GET",
+        "/v1/orgs/{org}/instances",
+        "listInstances",
+        Member,
+        "An org's instances",
+    ),
+    op(
+        "POST",
+        "/v1/orgs/{org}/instances",
+        "createInstance",
+        Scope(InstancesManage),
+        "Add an instance",
+    ),
+    op(
+        "GET",
+        "/v1/orgs/{org}/members",
+        "listMembers",
+        Scope(MembersManage),
+        "An org's members and their roles",
+    ),
+    op(
+        "POST",
+        "/v1/orgs/{org}/members",
+        "addMember",
+        Scope(MembersManage),
+        "Add a member with a role",
+    ),
+    op(
+        "PATCH",
+        "/v1/orgs/{org}/members/{member}",
+        "updateMember",
+        Scope(MembersManage),
+        "Change a member's role",
+    ),
+    op(
+        "DELETE",
+        "/v1/orgs/{org}/members/{member}",
+        "removeMember",
+        Scope(MembersManage),
+        "Remove a member",
+    ),
+    op(
+        "GET",
+        "/v1/orgs/{org}/api-keys",
+        "listApiKeys",
+        Scope(KeysManage),
+        "An org's API keys (never their secrets)",
+    ),
+    op(
+        "POST",
+        "/v1/orgs/{org}/api-keys",
+        "createApiKey",
+        Scope(KeysManage),
+        "Create an API key; its secret is shown once",
+    ),
+    op(
+        "DELETE",
+        "/v1/orgs/{org}/api-keys/{key}",
+        "revokeApiKey",
+        Scope(KeysManage),
+        "Revoke an API key at once",
+    ),
+    op(
+        "GET",
+        "/v1/orgs/{org}/tokens",
+        "listTokens",
+        Member,
+        "The caller's personal access tokens in the org",
+    ),
+    op(
+        "POST",
+        "/v1/orgs/{org}/tokens",
+        "createToken",
+        Member,
+        "Create a personal access token; it is shown once",
+    ),
+    op(
+        "DELETE",
+        "/v1/orgs/{org}/tokens/{token}",
+        "revokeToken",
+        Member,
+        "Revoke a personal access token at once",
+    ),
+    op(
+        "POST",
+        "/v1/break-glass",
+        "createBreakGlassToken",
+        Platform,
+        "Mint a short-lived emergency token for an org",
+    ),
+    op(
+        "POST",
+        "/v1/session",
+        "signIn",
+        Public,
+        "Sign in to the console with email and password",
+    ),
+    op(
+        "DELETE",
+        "/v1/session",
+        "signOut",
+        Any,
+        "End the console session",
+    ),
+];
+
 /// The operation id of a matched route, the action of its audit record.
-pub fn operation(method: &str, matched: Option<&MatchedPath>) -> &'static str {
+pub fn operation(method: &str, matched: Option<&str>) -> String {
     matched
         .and_then(|m| {
             OPERATIONS
                 .iter()
-                .find(|o| o.method == method && o.path == m.as_str())
+                .find(|o| o.method == method && o.path == m)
         })
         .map_or("api.call", |o| o.id)
+        .to_owned()
 }

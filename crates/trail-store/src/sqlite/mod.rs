@@ -20,8 +20,8 @@ use trail_core::scope::Role;
 use trail_core::{EventBody, Timestamp};
 
 use crate::{
-    Appended, Bootstrap, EventPage, EventQuery, Org, Result, Store, StoreError, StoredEvent, Token,
-    User,
+    Appended, AuditEvents, Bootstrap, EventPage, EventQuery, Instance, Member, Org, Result,
+    Session, Store, StoreError, StoredEvent, Token, TokenKind, User,
 };
 use dict::DictCache;
 use writer::Writer;
@@ -167,8 +167,14 @@ impl Store for SqliteStore {
         self.writer.exec(move |w| w.bootstrap(&b)).await
     }
 
-    async fn create_org(&self, org: Org) -> Result<()> {
-        self.writer.exec(move |w| w.create_org(&org)).await
+    async fn platform_org(&self) -> Result<Option<String>> {
+        self.read(|c, _| read::meta(c, "platform_org")).await
+    }
+
+    async fn create_org(&self, org: Org, owner: Option<User>, audit: AuditEvents) -> Result<()> {
+        self.writer
+            .exec(move |w| w.create_org(&org, owner, audit))
+            .await
     }
 
     async fn org(&self, id: &str) -> Result<Option<Org>> {
@@ -192,43 +198,128 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn create_user(&self, user: User) -> Result<()> {
-        self.writer.exec(move |w| w.create_user(&user)).await
+    async fn user(&self, id: &str) -> Result<Option<User>> {
+        let id = id.to_owned();
+        self.read(move |c, _| read::user_where(c, "id", &id)).await
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
         let email = email.to_owned();
-        self.read(move |c, _| {
-            c.prepare_cached("SELECT id, email, created_at FROM users WHERE email = ?1")
-                .and_then(|mut s| {
-                    s.query_row([&email], |r| {
-                        Ok(User {
-                            id: r.get(0)?,
-                            email: r.get(1)?,
-                            created_at: Timestamp(r.get(2)?),
-                        })
-                    })
-                    .optional()
-                })
-                .map_err(unavailable)
-        })
-        .await
-    }
-
-    async fn add_member(&self, org: &str, user_id: &str, role: Role) -> Result<()> {
-        let (org, user_id) = (org.to_owned(), user_id.to_owned());
-        self.writer
-            .exec(move |w| w.add_member(&org, &user_id, role))
+        self.read(move |c, _| read::user_where(c, "email", &email))
             .await
     }
 
-    async fn create_token(&self, token: Token) -> Result<()> {
-        self.writer.exec(move |w| w.create_token(&token)).await
+    async fn set_password(&self, user_id: &str, hash: String, audit: AuditEvents) -> Result<()> {
+        let user_id = user_id.to_owned();
+        self.writer
+            .exec(move |w| w.set_password(&user_id, hash, audit))
+            .await
+    }
+
+    async fn add_member(
+        &self,
+        org: &str,
+        user: User,
+        role: Role,
+        audit: AuditEvents,
+    ) -> Result<Member> {
+        let org = org.to_owned();
+        self.writer
+            .exec(move |w| w.add_member(&org, user, role, audit))
+            .await
+    }
+
+    async fn set_role(
+        &self,
+        org: &str,
+        user_id: &str,
+        role: Role,
+        audit: AuditEvents,
+    ) -> Result<()> {
+        let (org, user_id) = (org.to_owned(), user_id.to_owned());
+        self.writer
+            .exec(move |w| w.set_role(&org, &user_id, role, audit))
+            .await
+    }
+
+    async fn remove_member(&self, org: &str, user_id: &str, audit: AuditEvents) -> Result<()> {
+        let (org, user_id) = (org.to_owned(), user_id.to_owned());
+        self.writer
+            .exec(move |w| w.remove_member(&org, &user_id, audit))
+            .await
+    }
+
+    async fn members(&self, org: &str) -> Result<Vec<Member>> {
+        let org = org.to_owned();
+        self.read(move |c, _| read::members(c, &org)).await
+    }
+
+    async fn memberships(&self, user_id: &str) -> Result<Vec<(String, Role)>> {
+        let user_id = user_id.to_owned();
+        self.read(move |c, _| read::memberships(c, &user_id)).await
+    }
+
+    async fn create_instance(&self, instance: Instance, audit: AuditEvents) -> Result<()> {
+        self.writer
+            .exec(move |w| w.create_instance(&instance, audit))
+            .await
+    }
+
+    async fn instances(&self, org: &str) -> Result<Vec<Instance>> {
+        let org = org.to_owned();
+        self.read(move |c, _| read::instances(c, &org)).await
+    }
+
+    async fn create_token(&self, token: Token, audit: AuditEvents) -> Result<()> {
+        self.writer
+            .exec(move |w| w.create_token(&token, audit))
+            .await
     }
 
     async fn token(&self, id: &str) -> Result<Option<Token>> {
         let id = id.to_owned();
         self.read(move |c, _| read::token(c, &id)).await
+    }
+
+    async fn tokens(
+        &self,
+        org: &str,
+        kind: TokenKind,
+        user_id: Option<&str>,
+    ) -> Result<Vec<Token>> {
+        let (org, user_id) = (org.to_owned(), user_id.map(str::to_owned));
+        self.read(move |c, _| read::tokens(c, &org, kind, user_id.as_deref()))
+            .await
+    }
+
+    async fn revoke_token(&self, id: &str, at: Timestamp, audit: AuditEvents) -> Result<()> {
+        let id = id.to_owned();
+        self.writer
+            .exec(move |w| w.revoke_token(&id, at, audit))
+            .await
+    }
+
+    async fn create_session(&self, session: Session, audit: AuditEvents) -> Result<()> {
+        self.writer
+            .exec(move |w| w.create_session(&session, audit))
+            .await
+    }
+
+    async fn session(&self, id: &str) -> Result<Option<Session>> {
+        let id = id.to_owned();
+        self.read(move |c, _| read::session(c, &id)).await
+    }
+
+    async fn touch_session(&self, id: &str, at: Timestamp) -> Result<()> {
+        let id = id.to_owned();
+        self.writer.exec(move |w| w.touch_session(&id, at)).await
+    }
+
+    async fn end_session(&self, id: &str, at: Timestamp, audit: AuditEvents) -> Result<()> {
+        let id = id.to_owned();
+        self.writer
+            .exec(move |w| w.end_session(&id, at, audit))
+            .await
     }
 
     async fn append(&self, org: &str, events: Vec<EventBody>) -> Result<Vec<Appended>> {

@@ -8,12 +8,15 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use trail_core::Timestamp;
 use trail_core::query::{Field, Matcher};
-use trail_core::scope::Scope;
+use trail_core::scope::{Role, Scope};
 
 use super::dict::{DictCache, id_of};
 use super::row::{COLUMNS, RawRow, into_events};
 use super::{SEQ_BITS, SEQ_MASK, org_id, unavailable};
-use crate::{EventPage, EventQuery, Result, StoreError, StoredEvent, Token, TokenKind};
+use crate::{
+    EventPage, EventQuery, Instance, Member, Result, Session, StoreError, StoredEvent, Token,
+    TokenKind, User,
+};
 
 fn column(f: Field) -> &'static str {
     match f {
@@ -196,45 +199,209 @@ pub(crate) fn log_size(conn: &Connection, org: &str) -> Result<u64> {
     Ok(max.map_or(0, |k| ((k & SEQ_MASK) + 1) as u64))
 }
 
+const TOKEN_COLUMNS: &str = "t.id, t.kind, o.slug, t.owner, t.user_id, t.name, t.description, \
+     t.scopes, t.instance, t.secret_hash, t.created_by, t.created_at, t.expires_at, t.revoked_at";
+
+fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Token>> {
+    let id: String = r.get(0)?;
+    let kind: String = r.get(1)?;
+    let scopes: String = r.get(7)?;
+    let hash: Vec<u8> = r.get(9)?;
+    let corrupt = |what: &str| StoreError::Corrupt(format!("credential {id}: {what}"));
+    let kind = match TokenKind::parse(&kind) {
+        Some(k) => k,
+        None => return Ok(Err(corrupt("bad kind"))),
+    };
+    let scopes = match Scope::parse_list(&scopes) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(corrupt(&e.to_string()))),
+    };
+    let secret_hash = match hash.try_into() {
+        Ok(h) => h,
+        Err(_) => return Ok(Err(corrupt("bad secret hash"))),
+    };
+    Ok(Ok(Token {
+        kind,
+        org: r.get(2)?,
+        owner: r.get(3)?,
+        user_id: r.get(4)?,
+        name: r.get(5)?,
+        description: r.get(6)?,
+        scopes,
+        instance: r.get(8)?,
+        secret_hash,
+        created_by: r.get(10)?,
+        created_at: Timestamp(r.get(11)?),
+        expires_at: r.get::<_, Option<i64>>(12)?.map(Timestamp),
+        revoked_at: r.get::<_, Option<i64>>(13)?.map(Timestamp),
+        id,
+    }))
+}
+
 pub(crate) fn token(conn: &Connection, id: &str) -> Result<Option<Token>> {
+    conn.prepare_cached(&format!(
+        "SELECT {TOKEN_COLUMNS} FROM tokens t JOIN orgs o ON o.id = t.org WHERE t.id = ?1"
+    ))
+    .and_then(|mut s| s.query_row([id], token_from_row).optional())
+    .map_err(unavailable)?
+    .transpose()
+}
+
+pub(crate) fn tokens(
+    conn: &Connection,
+    org: &str,
+    kind: TokenKind,
+    user_id: Option<&str>,
+) -> Result<Vec<Token>> {
+    let org_id = org_id(conn, org)?;
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens t JOIN orgs o ON o.id = t.org \
+             WHERE t.org = ?1 AND t.kind = ?2 AND (?3 IS NULL OR t.user_id = ?3) \
+             ORDER BY t.created_at DESC, t.id"
+        ))
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map(
+            rusqlite::params![org_id, kind.as_str(), user_id],
+            token_from_row,
+        )
+        .map_err(unavailable)?;
+    rows.map(|r| r.map_err(unavailable)?).collect()
+}
+
+/// The user whose `column` (`id` or `email`) is `value`.
+pub(crate) fn user_where(conn: &Connection, column: &str, value: &str) -> Result<Option<User>> {
+    debug_assert!(matches!(column, "id" | "email"));
+    conn.prepare_cached(&format!(
+        "SELECT id, email, password_hash, platform_admin, created_at FROM users WHERE {column} = ?1"
+    ))
+    .and_then(|mut s| {
+        s.query_row([value], |r| {
+            Ok(User {
+                id: r.get(0)?,
+                email: r.get(1)?,
+                password_hash: r.get(2)?,
+                platform_admin: r.get(3)?,
+                created_at: Timestamp(r.get(4)?),
+            })
+        })
+        .optional()
+    })
+    .map_err(unavailable)
+}
+
+fn role(s: &str) -> Result<Role> {
+    s.parse()
+        .map_err(|e: String| StoreError::Corrupt(format!("member role: {e}")))
+}
+
+pub(crate) fn members(conn: &Connection, org: &str) -> Result<Vec<Member>> {
+    let org_id = org_id(conn, org)?;
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT u.id, u.email, m.role FROM members m JOIN users u ON u.id = m.user_id \
+             WHERE m.org = ?1 ORDER BY u.email",
+        )
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map([org_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(unavailable)?;
+    rows.map(|r| {
+        let (user_id, email, r) = r.map_err(unavailable)?;
+        Ok(Member {
+            user_id,
+            email,
+            role: role(&r)?,
+        })
+    })
+    .collect()
+}
+
+pub(crate) fn memberships(conn: &Connection, user_id: &str) -> Result<Vec<(String, Role)>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT o.slug, m.role FROM members m JOIN orgs o ON o.id = m.org \
+             WHERE m.user_id = ?1 ORDER BY o.slug",
+        )
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map([user_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(unavailable)?;
+    rows.map(|r| {
+        let (org, r) = r.map_err(unavailable)?;
+        Ok((org, role(&r)?))
+    })
+    .collect()
+}
+
+pub(crate) fn instances(conn: &Connection, org: &str) -> Result<Vec<Instance>> {
+    let org_id = org_id(conn, org)?;
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, name, kind, created_at FROM instances WHERE org = ?1 ORDER BY id",
+        )
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map([org_id], |r| {
+            Ok(Instance {
+                org: org.to_owned(),
+                id: r.get(0)?,
+                name: r.get(1)?,
+                kind: r.get(2)?,
+                created_at: Timestamp(r.get(3)?),
+            })
+        })
+        .map_err(unavailable)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(unavailable)
+}
+
+pub(crate) fn session(conn: &Connection, id: &str) -> Result<Option<Session>> {
     let row = conn
         .prepare_cached(
-            "SELECT t.id, t.kind, o.slug, t.owner, t.name, t.scopes, t.secret_hash, \
-             t.created_at, t.expires_at, t.revoked_at \
-             FROM tokens t JOIN orgs o ON o.id = t.org WHERE t.id = ?1",
+            "SELECT user_id, secret_hash, created_at, last_seen_at, expires_at, ended_at \
+             FROM sessions WHERE id = ?1",
         )
         .and_then(|mut s| {
             s.query_row([id], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, String>(5)?,
-                    r.get::<_, Vec<u8>>(6)?,
-                    r.get::<_, i64>(7)?,
-                    r.get::<_, Option<i64>>(8)?,
-                    r.get::<_, Option<i64>>(9)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, Option<i64>>(5)?,
                 ))
             })
             .optional()
         })
         .map_err(unavailable)?;
-    let Some((id, kind, org, owner, name, scopes, hash, created, expires, revoked)) = row else {
+    let Some((user_id, hash, created, seen, expires, ended)) = row else {
         return Ok(None);
     };
-    let corrupt = |what: &str| StoreError::Corrupt(format!("token {id}: {what}"));
-    Ok(Some(Token {
-        kind: TokenKind::parse(&kind).ok_or_else(|| corrupt("bad kind"))?,
-        org,
-        owner,
-        name,
-        scopes: Scope::parse_list(&scopes).map_err(|e| corrupt(&e.to_string()))?,
-        secret_hash: hash.try_into().map_err(|_| corrupt("bad secret hash"))?,
+    Ok(Some(Session {
+        id: id.to_owned(),
+        user_id,
+        secret_hash: hash
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("session {id}: bad secret hash")))?,
         created_at: Timestamp(created),
-        expires_at: expires.map(Timestamp),
-        revoked_at: revoked.map(Timestamp),
-        id,
+        last_seen_at: Timestamp(seen),
+        expires_at: Timestamp(expires),
+        ended_at: ended.map(Timestamp),
     }))
+}
+
+pub(crate) fn meta(conn: &Connection, key: &str) -> Result<Option<String>> {
+    conn.prepare_cached("SELECT value FROM meta WHERE key = ?1")
+        .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+        .map_err(unavailable)
 }

@@ -23,9 +23,11 @@ CREATE TABLE orgs (
 );
 
 CREATE TABLE users (
-    id         TEXT PRIMARY KEY,
-    email      TEXT NOT NULL UNIQUE,
-    created_at INTEGER NOT NULL
+    id             TEXT PRIMARY KEY,
+    email          TEXT NOT NULL UNIQUE,
+    password_hash  TEXT,                       -- argon2id PHC string; NULL: no console sign-in
+    platform_admin INTEGER NOT NULL DEFAULT 0, -- holds orgs:admin
+    created_at     INTEGER NOT NULL
 ) WITHOUT ROWID;
 
 CREATE TABLE members (
@@ -35,17 +37,43 @@ CREATE TABLE members (
     PRIMARY KEY (org, user_id)
 ) WITHOUT ROWID;
 
+CREATE TABLE instances (
+    org        INTEGER NOT NULL REFERENCES orgs(id),
+    id         TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (org, id)
+) WITHOUT ROWID;
+
+-- PATs, API keys and break-glass tokens. Only the SHA-256 of a secret is kept.
 CREATE TABLE tokens (
     id          TEXT PRIMARY KEY,
     kind        TEXT NOT NULL,
     org         INTEGER NOT NULL REFERENCES orgs(id),
-    owner       TEXT NOT NULL,
+    owner       TEXT NOT NULL,              -- the actor it acts as
+    user_id     TEXT REFERENCES users(id),  -- PATs and break-glass: the user
     name        TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
     scopes      TEXT NOT NULL,
+    instance    TEXT,                       -- restricted to one instance's events
     secret_hash BLOB NOT NULL,
+    created_by  TEXT NOT NULL,
     created_at  INTEGER NOT NULL,
     expires_at  INTEGER,
     revoked_at  INTEGER
+) WITHOUT ROWID;
+CREATE INDEX tokens_by_org ON tokens (org, kind);
+
+-- Console sessions. The cookie holds <id>.<secret>; only the secret's SHA-256 is kept.
+CREATE TABLE sessions (
+    id           TEXT PRIMARY KEY,
+    user_id      TEXT NOT NULL REFERENCES users(id),
+    secret_hash  BLOB NOT NULL,
+    created_at   INTEGER NOT NULL,
+    last_seen_at INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,        -- absolute end, whatever the activity
+    ended_at     INTEGER
 ) WITHOUT ROWID;
 
 CREATE TABLE events (

@@ -17,7 +17,10 @@ use trail_core::scope::{Role, Scope};
 use trail_core::{Event, EventBody, Timestamp, canonical};
 
 use super::{SEQ_BITS, SEQ_MASK, org_id, row, unavailable};
-use crate::{Appended, Bootstrap, Org, Outcome, Result, StoreError, Token, User};
+use crate::{
+    Appended, AuditEvents, Bootstrap, Instance, Member, Org, Outcome, Result, Session, StoreError,
+    Token, User,
+};
 
 /// At most this many events go into one group commit.
 const MAX_GROUP_EVENTS: usize = 50_000;
@@ -177,10 +180,7 @@ impl WriterState {
         })();
         match result {
             Ok(results) => {
-                self.next_seq.extend(pending.next_seq);
-                for (value, id) in pending.dict {
-                    self.dict.put(value, id);
-                }
+                self.apply(pending, received_at);
                 let created = results
                     .iter()
                     .flatten()
@@ -188,7 +188,6 @@ impl WriterState {
                     .filter(|a| a.outcome == Outcome::Created)
                     .count();
                 metrics::counter!("trail_events_appended_total").increment(created as u64);
-                self.last_received = received_at;
                 metrics_group(group.len());
                 for ((_, _, reply), r) in group.drain(..).zip(results) {
                     let _ = reply.send(r);
@@ -203,19 +202,52 @@ impl WriterState {
         }
     }
 
-    /// Runs `f` in its own transaction.
-    fn in_tx<T>(&mut self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    fn next_received_at(&self) -> Timestamp {
+        Timestamp::from_system_time(std::time::SystemTime::now()).max(self.last_received)
+    }
+
+    /// Runs `f` and appends `audit` in one transaction: the change and its record commit
+    /// together or not at all.
+    fn in_tx<T>(
+        &mut self,
+        audit: AuditEvents,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let received_at = self.next_received_at();
+        let mut pending = Pending::default();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(unavailable)?;
         let out = f(&tx)?;
+        for (org, event) in audit {
+            append_one(
+                &tx,
+                &mut self.org_ids,
+                &self.next_seq,
+                &mut self.dict,
+                &mut pending,
+                &org,
+                vec![event],
+                received_at,
+            )?;
+        }
         tx.commit().map_err(unavailable)?;
+        self.apply(pending, received_at);
         Ok(out)
     }
 
+    /// Takes in what a committed transaction assigned.
+    fn apply(&mut self, pending: Pending, received_at: Timestamp) {
+        self.next_seq.extend(pending.next_seq);
+        for (value, id) in pending.dict {
+            self.dict.put(value, id);
+        }
+        self.last_received = self.last_received.max(received_at);
+    }
+
     pub fn bootstrap(&mut self, b: &Bootstrap) -> Result<bool> {
-        self.in_tx(|tx| {
+        self.in_tx(Vec::new(), |tx| {
             let orgs: i64 = tx
                 .query_row("SELECT count(*) FROM orgs", [], |r| r.get(0))
                 .map_err(unavailable)?;
@@ -226,25 +258,219 @@ impl WriterState {
             insert_user(tx, &b.owner)?;
             insert_member(tx, &b.org.id, &b.owner.id, Role::Owner)?;
             insert_token(tx, &b.token)?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('platform_org', ?1)",
+                [&b.org.id],
+            )
+            .map_err(unavailable)?;
             Ok(true)
         })
     }
 
-    pub fn create_org(&mut self, org: &Org) -> Result<()> {
-        self.in_tx(|tx| insert_org(tx, org))
+    pub fn create_org(&mut self, org: &Org, owner: Option<User>, audit: AuditEvents) -> Result<()> {
+        self.in_tx(audit, |tx| {
+            insert_org(tx, org)?;
+            if let Some(owner) = owner {
+                let user = user_or_insert(tx, owner)?;
+                insert_member(tx, &org.id, &user.id, Role::Owner)?;
+            }
+            Ok(())
+        })
     }
 
-    pub fn create_user(&mut self, user: &User) -> Result<()> {
-        self.in_tx(|tx| insert_user(tx, user))
+    pub fn set_password(&mut self, user_id: &str, hash: String, audit: AuditEvents) -> Result<()> {
+        self.in_tx(audit, |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE users SET password_hash = ?2 WHERE id = ?1",
+                    params![user_id, hash],
+                )
+                .map_err(unavailable)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("user {user_id:?}")));
+            }
+            Ok(())
+        })
     }
 
-    pub fn add_member(&mut self, org: &str, user_id: &str, role: Role) -> Result<()> {
-        self.in_tx(|tx| insert_member(tx, org, user_id, role))
+    pub fn add_member(
+        &mut self,
+        org: &str,
+        user: User,
+        role: Role,
+        audit: AuditEvents,
+    ) -> Result<Member> {
+        self.in_tx(audit, |tx| {
+            let user = user_or_insert(tx, user)?;
+            insert_member(tx, org, &user.id, role)?;
+            Ok(Member {
+                user_id: user.id,
+                email: user.email,
+                role,
+            })
+        })
     }
 
-    pub fn create_token(&mut self, token: &Token) -> Result<()> {
-        self.in_tx(|tx| insert_token(tx, token))
+    pub fn set_role(
+        &mut self,
+        org: &str,
+        user_id: &str,
+        role: Role,
+        audit: AuditEvents,
+    ) -> Result<()> {
+        self.in_tx(audit, |tx| {
+            let org_id = org_id(tx, org)?;
+            keeps_an_owner(tx, org_id, org, user_id, Some(role))?;
+            let n = tx
+                .execute(
+                    "UPDATE members SET role = ?3 WHERE org = ?1 AND user_id = ?2",
+                    params![org_id, user_id, role.as_str()],
+                )
+                .map_err(unavailable)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "member {user_id:?} of org {org:?}"
+                )));
+            }
+            Ok(())
+        })
     }
+
+    pub fn remove_member(&mut self, org: &str, user_id: &str, audit: AuditEvents) -> Result<()> {
+        self.in_tx(audit, |tx| {
+            let org_id = org_id(tx, org)?;
+            keeps_an_owner(tx, org_id, org, user_id, None)?;
+            let n = tx
+                .execute(
+                    "DELETE FROM members WHERE org = ?1 AND user_id = ?2",
+                    params![org_id, user_id],
+                )
+                .map_err(unavailable)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!(
+                    "member {user_id:?} of org {org:?}"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    pub fn create_instance(&mut self, i: &Instance, audit: AuditEvents) -> Result<()> {
+        self.in_tx(audit, |tx| {
+            let org_id = org_id(tx, &i.org)?;
+            tx.execute(
+                "INSERT INTO instances (org, id, name, kind, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![org_id, i.id, i.name, i.kind, i.created_at.micros()],
+            )
+            .map_err(|e| constraint(e, || format!("instance {:?} of org {:?}", i.id, i.org)))?;
+            Ok(())
+        })
+    }
+
+    pub fn create_token(&mut self, token: &Token, audit: AuditEvents) -> Result<()> {
+        self.in_tx(audit, |tx| insert_token(tx, token))
+    }
+
+    pub fn revoke_token(&mut self, id: &str, at: Timestamp, audit: AuditEvents) -> Result<()> {
+        self.in_tx(audit, |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE tokens SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",
+                    params![id, at.micros()],
+                )
+                .map_err(unavailable)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("credential {id:?}")));
+            }
+            Ok(())
+        })
+    }
+
+    pub fn create_session(&mut self, s: &Session, audit: AuditEvents) -> Result<()> {
+        self.in_tx(audit, |tx| {
+            tx.execute(
+                "INSERT INTO sessions (id, user_id, secret_hash, created_at, last_seen_at, \
+                 expires_at, ended_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    s.id,
+                    s.user_id,
+                    s.secret_hash.as_slice(),
+                    s.created_at.micros(),
+                    s.last_seen_at.micros(),
+                    s.expires_at.micros(),
+                    s.ended_at.map(Timestamp::micros),
+                ],
+            )
+            .map_err(|e| constraint(e, || format!("session {:?}", s.id)))?;
+            Ok(())
+        })
+    }
+
+    pub fn touch_session(&mut self, id: &str, at: Timestamp) -> Result<()> {
+        self.in_tx(Vec::new(), |tx| {
+            tx.execute(
+                "UPDATE sessions SET last_seen_at = max(last_seen_at, ?2) WHERE id = ?1",
+                params![id, at.micros()],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    pub fn end_session(&mut self, id: &str, at: Timestamp, audit: AuditEvents) -> Result<()> {
+        self.in_tx(audit, |tx| {
+            tx.execute(
+                "UPDATE sessions SET ended_at = coalesce(ended_at, ?2) WHERE id = ?1",
+                params![id, at.micros()],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+}
+
+/// Refuses a change of `user_id`'s membership (to `new_role`, or removal) that would leave
+/// the org without an owner.
+fn keeps_an_owner(
+    tx: &Connection,
+    org_id: i64,
+    org: &str,
+    user_id: &str,
+    new_role: Option<Role>,
+) -> Result<()> {
+    if new_role == Some(Role::Owner) {
+        return Ok(());
+    }
+    let other_owners: i64 = tx
+        .query_row(
+            "SELECT count(*) FROM members WHERE org = ?1 AND role = 'owner' AND user_id != ?2",
+            params![org_id, user_id],
+            |r| r.get(0),
+        )
+        .map_err(unavailable)?;
+    let is_owner: bool = tx
+        .query_row(
+            "SELECT count(*) FROM members WHERE org = ?1 AND user_id = ?2 AND role = 'owner'",
+            params![org_id, user_id],
+            |r| r.get::<_, i64>(0),
+        )
+        .map_err(unavailable)?
+        > 0;
+    if is_owner && other_owners == 0 {
+        return Err(StoreError::Conflict(format!(
+            "org {org:?} would be left without an owner; make another member owner first"
+        )));
+    }
+    Ok(())
+}
+
+/// The stored user with this email, or `user` inserted.
+fn user_or_insert(tx: &Connection, user: User) -> Result<User> {
+    if let Some(existing) = super::read::user_where(tx, "email", &user.email)? {
+        return Ok(existing);
+    }
+    insert_user(tx, &user)?;
+    Ok(user)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -363,14 +589,23 @@ fn by_client_id(tx: &Connection, org_id: i64, cid: &str) -> Result<Option<Append
         .transpose()
 }
 
+/// A constraint violation as a domain error: a duplicate is a conflict, a reference to
+/// something missing is "not found".
 fn constraint(e: rusqlite::Error, what: impl FnOnce() -> String) -> StoreError {
-    match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Conflict(what()),
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY =>
+        {
+            StoreError::NotFound(format!("what {} refers to", what()))
+        }
+        _ if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
+            StoreError::Conflict(what())
+        }
         _ => unavailable(e),
     }
 }
 
-fn insert_org(tx: &Transaction<'_>, org: &Org) -> Result<()> {
+fn insert_org(tx: &Connection, org: &Org) -> Result<()> {
     tx.execute(
         "INSERT INTO orgs (slug, name, created_at) VALUES (?1, ?2, ?3)",
         params![org.id, org.name, org.created_at.micros()],
@@ -379,16 +614,23 @@ fn insert_org(tx: &Transaction<'_>, org: &Org) -> Result<()> {
     Ok(())
 }
 
-fn insert_user(tx: &Transaction<'_>, user: &User) -> Result<()> {
+fn insert_user(tx: &Connection, user: &User) -> Result<()> {
     tx.execute(
-        "INSERT INTO users (id, email, created_at) VALUES (?1, ?2, ?3)",
-        params![user.id, user.email, user.created_at.micros()],
+        "INSERT INTO users (id, email, password_hash, platform_admin, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            user.id,
+            user.email,
+            user.password_hash,
+            user.platform_admin,
+            user.created_at.micros()
+        ],
     )
     .map_err(|e| constraint(e, || format!("user {:?}", user.email)))?;
     Ok(())
 }
 
-fn insert_member(tx: &Transaction<'_>, org: &str, user_id: &str, role: Role) -> Result<()> {
+fn insert_member(tx: &Connection, org: &str, user_id: &str, role: Role) -> Result<()> {
     let org_id = org_id(tx, org)?;
     tx.execute(
         "INSERT INTO members (org, user_id, role) VALUES (?1, ?2, ?3)",
@@ -398,19 +640,24 @@ fn insert_member(tx: &Transaction<'_>, org: &str, user_id: &str, role: Role) -> 
     Ok(())
 }
 
-fn insert_token(tx: &Transaction<'_>, t: &Token) -> Result<()> {
+fn insert_token(tx: &Connection, t: &Token) -> Result<()> {
     let org_id = org_id(tx, &t.org)?;
     tx.execute(
-        "INSERT INTO tokens (id, kind, org, owner, name, scopes, secret_hash, created_at, \
-         expires_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO tokens (id, kind, org, owner, user_id, name, description, scopes, \
+         instance, secret_hash, created_by, created_at, expires_at, revoked_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
             t.id,
             t.kind.as_str(),
             org_id,
             t.owner,
+            t.user_id,
             t.name,
+            t.description,
             Scope::join(&t.scopes),
+            t.instance,
             t.secret_hash.as_slice(),
+            t.created_by,
             t.created_at.micros(),
             t.expires_at.map(Timestamp::micros),
             t.revoked_at.map(Timestamp::micros),

@@ -1,0 +1,907 @@
+//! Managing orgs, instances, members, API keys, personal access tokens and break-glass
+//! tokens. Every change is written together with a domain event in the seed-002 record shape
+//! (object type and id; details with `actionType` and `message`), in one transaction.
+
+use axum::Json;
+use axum::extract::{Extension, Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use trail_core::event::{Actor, CanonicalJson, Object, check_org_slug};
+use trail_core::scope::{Role, preset};
+use trail_core::time::parse_duration_micros;
+use trail_core::{EventBody, Scope, Timestamp};
+use trail_record::CallContext;
+use trail_store::{AuditEvents, Instance, Org, Token, TokenKind, User};
+
+use crate::AppState;
+use crate::auth::{
+    Caller, CredentialSpec, authorize, authorize_platform, check_grant, mint, random_id,
+};
+use crate::error::ApiError;
+
+type Created = (StatusCode, Json<Value>);
+
+/// A domain event: `actor` did `action` (a past-tense verb, as in seed 002) to `object`.
+pub fn domain_event(
+    caller: &Caller,
+    action: &str,
+    object: Object,
+    action_type: &str,
+    message: String,
+    extra: Value,
+) -> EventBody {
+    let mut details = json!({"actionType": action_type, "message": message});
+    if let (Value::Object(d), Value::Object(e)) = (&mut details, extra) {
+        d.extend(e);
+    }
+    EventBody {
+        client_id: None,
+        instance: None,
+        timestamp: None,
+        action: action.to_owned(),
+        category: "management".to_owned(),
+        actor: Actor {
+            id: caller.actor.clone(),
+            kind: caller.actor_type(),
+            ip: caller.ip,
+            user_agent: caller.user_agent.clone(),
+            token_id: Some(caller.credential_id.clone()),
+            scope: None,
+        },
+        object: Some(object),
+        details: Some(CanonicalJson::from_value(&details)),
+        request: None,
+        count: 1,
+        last_occurred: None,
+    }
+}
+
+/// An object whose id is a JSON object, e.g. `{"id": "key_..", "name": "ci"}`.
+fn object(kind: &str, id: Value) -> Object {
+    Object::new(kind.to_owned(), Some(CanonicalJson::from_value(&id)), None)
+}
+
+fn audit(org: &str, event: EventBody) -> AuditEvents {
+    vec![(org.to_owned(), event)]
+}
+
+fn bad(msg: impl Into<String>) -> ApiError {
+    ApiError::BadRequest(msg.into())
+}
+
+/// Reads a JSON body into `T`, naming the field that is wrong.
+fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            bad(format!(
+                "the body is not what this call takes: {}",
+                e.into_inner()
+            ))
+        } else {
+            bad(format!("{path}: {}", e.into_inner()))
+        }
+    })
+}
+
+fn check_name(field: &str, s: &str, max: usize) -> Result<(), ApiError> {
+    if s.trim().is_empty() || s.len() > max || s.chars().any(char::is_control) {
+        return Err(bad(format!(
+            "{field}: must be 1-{max} bytes of printable text"
+        )));
+    }
+    Ok(())
+}
+
+fn check_email(email: &str) -> Result<(), ApiError> {
+    let ok = email.len() <= 254
+        && email
+            .split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(format!("email: {email:?} is not an email address")))
+    }
+}
+
+pub const MIN_PASSWORD: usize = 12;
+
+pub fn check_password(field: &str, pw: &str) -> Result<(), ApiError> {
+    if pw.chars().count() < MIN_PASSWORD || pw.len() > 1024 {
+        return Err(bad(format!(
+            "{field}: a password needs at least {MIN_PASSWORD} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// `expiresIn` (`30m`, `12h`, `90d`) as an instant after `now`, within `[min, max]`.
+fn expiry(
+    value: Option<&str>,
+    now: Timestamp,
+    default: Option<&str>,
+    min: &str,
+    max: &str,
+) -> Result<Option<Timestamp>, ApiError> {
+    let Some(v) = value.or(default) else {
+        return Ok(None);
+    };
+    let d = parse_duration_micros(v).ok_or_else(|| {
+        bad(format!(
+            "expiresIn: {v:?} is not a duration such as 30m, 12h or 90d"
+        ))
+    })?;
+    let (lo, hi) = (
+        parse_duration_micros(min).expect("valid"),
+        parse_duration_micros(max).expect("valid"),
+    );
+    if !(lo..=hi).contains(&d) {
+        return Err(bad(format!("expiresIn: must be from {min} to {max}")));
+    }
+    Ok(Some(Timestamp(now.micros().saturating_add(d))))
+}
+
+fn scopes_from(field: &str, list: &[String]) -> Result<Vec<Scope>, ApiError> {
+    Scope::parse_list(&list.join(" ")).map_err(|e| bad(format!("{field}: {e}")))
+}
+
+fn scope_names(scopes: &[Scope]) -> Vec<&'static str> {
+    scopes.iter().map(|s| s.as_str()).collect()
+}
+
+// ----- orgs -----
+
+pub async fn list_orgs(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<Value>, ApiError> {
+    let orgs = state.store.orgs().await?;
+    let items: Vec<Value> = orgs
+        .into_iter()
+        .filter(|o| caller.platform_admin || caller.orgs().any(|c| c == o.id))
+        .map(|o| {
+            json!({
+                "id": o.id,
+                "name": o.name,
+                "createdAt": o.created_at.to_string(),
+                "scopes": scope_names(caller.scopes_in(&o.id)),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewOrg {
+    id: String,
+    name: Option<String>,
+    /// The first owner's email; by default the caller.
+    owner: Option<String>,
+}
+
+pub async fn create_org(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+    bytes: axum::body::Bytes,
+) -> Result<Created, ApiError> {
+    authorize_platform(&caller, &ctx, &state.platform_org)?;
+    let req: NewOrg = body(&bytes)?;
+    check_org_slug(&req.id).map_err(|e| bad(format!("id: {e}")))?;
+    let name = req.name.unwrap_or_else(|| req.id.clone());
+    check_name("name", &name, 200)?;
+    let now = crate::now();
+    let owner = match req.owner {
+        Some(email) => {
+            check_email(&email)?;
+            new_user(&email, now)
+        }
+        None => {
+            let id = caller
+                .user_id
+                .as_deref()
+                .ok_or_else(|| bad("owner: name the first owner's email"))?;
+            state
+                .store
+                .user(id)
+                .await?
+                .ok_or_else(|| bad("owner: name the first owner's email"))?
+        }
+    };
+    let org = Org {
+        id: req.id.clone(),
+        name: name.clone(),
+        created_at: now,
+    };
+    let event = domain_event(
+        &caller,
+        "created",
+        object("org", json!({"id": req.id, "name": name})),
+        "CREATE",
+        format!("org {:?} created with owner {}", req.id, owner.email),
+        json!({"owner": owner.email}),
+    );
+    let owner_email = owner.email.clone();
+    state
+        .store
+        .create_org(org, Some(owner), audit(&req.id, event))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"id": req.id, "name": name, "owner": owner_email, "createdAt": now.to_string()}),
+        ),
+    ))
+}
+
+fn new_user(email: &str, now: Timestamp) -> User {
+    User {
+        id: random_id("usr"),
+        email: email.to_owned(),
+        password_hash: None,
+        platform_admin: false,
+        created_at: now,
+    }
+}
+
+// ----- instances -----
+
+pub async fn list_instances(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&caller, &ctx, &org, None)?;
+    let items: Vec<Value> = state
+        .store
+        .instances(&org)
+        .await?
+        .into_iter()
+        .filter(|i| caller.instance.as_ref().is_none_or(|only| *only == i.id))
+        .map(|i| json!({"id": i.id, "name": i.name, "kind": i.kind, "createdAt": i.created_at.to_string()}))
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewInstance {
+    id: String,
+    name: Option<String>,
+    kind: String,
+}
+
+pub async fn create_instance(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+    bytes: axum::body::Bytes,
+) -> Result<Created, ApiError> {
+    authorize(&caller, &ctx, &org, Some(Scope::InstancesManage))?;
+    let req: NewInstance = body(&bytes)?;
+    check_org_slug(&req.id)
+        .map_err(|e| bad(format!("id: {}", e.replace("org id", "instance id"))))?;
+    let name = req.name.unwrap_or_else(|| req.id.clone());
+    check_name("name", &name, 200)?;
+    check_name("kind", &req.kind, 64)?;
+    let now = crate::now();
+    let instance = Instance {
+        org: org.clone(),
+        id: req.id.clone(),
+        name: name.clone(),
+        kind: req.kind.clone(),
+        created_at: now,
+    };
+    let event = domain_event(
+        &caller,
+        "created",
+        object(
+            "instance",
+            json!({"id": req.id, "kind": req.kind, "name": name}),
+        ),
+        "CREATE",
+        format!("{} instance {:?} created", req.kind, req.id),
+        json!({}),
+    );
+    state
+        .store
+        .create_instance(instance, audit(&org, event))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": req.id, "name": name, "kind": req.kind, "createdAt": now.to_string()})),
+    ))
+}
+
+// ----- members -----
+
+pub async fn list_members(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&caller, &ctx, &org, Some(Scope::MembersManage))?;
+    let items: Vec<Value> = state
+        .store
+        .members(&org)
+        .await?
+        .into_iter()
+        .map(|m| json!({"userId": m.user_id, "email": m.email, "role": m.role.as_str()}))
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMember {
+    email: String,
+    role: String,
+    /// An initial console password; the member can change it.
+    password: Option<String>,
+}
+
+fn role(s: &str) -> Result<Role, ApiError> {
+    s.parse().map_err(|e: String| bad(format!("role: {e}")))
+}
+
+pub async fn add_member(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+    bytes: axum::body::Bytes,
+) -> Result<Created, ApiError> {
+    authorize(&caller, &ctx, &org, Some(Scope::MembersManage))?;
+    let req: NewMember = body(&bytes)?;
+    check_email(&req.email)?;
+    let role = role(&req.role)?;
+    check_grant(&caller, &org, role.scopes())?;
+    let mut user = new_user(&req.email, crate::now());
+    if let Some(pw) = &req.password {
+        check_password("password", pw)?;
+        if state.store.user_by_email(&req.email).await?.is_some() {
+            return Err(bad(
+                "password: this user already exists; only they can set their password",
+            ));
+        }
+        user.password_hash = Some(crate::auth::hash_password(pw)?);
+    }
+    let event = domain_event(
+        &caller,
+        "created",
+        object("member", json!({"email": req.email, "role": role.as_str()})),
+        "CREATE",
+        format!("{} added as {}", req.email, role.as_str()),
+        json!({}),
+    );
+    let m = state
+        .store
+        .add_member(&org, user, role, audit(&org, event))
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"userId": m.user_id, "email": m.email, "role": m.role.as_str()})),
+    ))
+}
+
+/// The member a path names, by email or user id.
+async fn find_member(
+    state: &AppState,
+    org: &str,
+    who: &str,
+) -> Result<trail_store::Member, ApiError> {
+    state
+        .store
+        .members(org)
+        .await?
+        .into_iter()
+        .find(|m| m.email == who || m.user_id == who)
+        .ok_or_else(|| ApiError::NotFound(format!("{who:?} is not a member of org {org:?}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberUpdate {
+    role: String,
+}
+
+pub async fn update_member(
+    State(state): State<AppState>,
+    Path((org, who)): Path<(String, String)>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+    bytes: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&caller, &ctx, &org, Some(Scope::MembersManage))?;
+    let req: MemberUpdate = body(&bytes)?;
+    let new = role(&req.role)?;
+    let m = find_member(&state, &org, &who).await?;
+    // Changing a role means holding what it takes away and what it gives.
+    check_grant(&caller, &org, m.role.scopes())?;
+    check_grant(&caller, &org, new.scopes())?;
+    let event = domain_event(
+        &caller,
+        "updated",
+        object("member", json!({"email": m.email, "role": new.as_str()})),
+        "UPDATE",
+        format!(
+            "role of {} changed from {} to {}",
+            m.email,
+            m.role.as_str(),
+            new.as_str()
+        ),
+        json!({"from": m.role.as_str(), "to": new.as_str()}),
+    );
+    state
+        .store
+        .set_role(&org, &m.user_id, new, audit(&org, event))
+        .await?;
+    Ok(Json(
+        json!({"userId": m.user_id, "email": m.email, "role": new.as_str()}),
+    ))
+}
+
+pub async fn remove_member(
+    State(state): State<AppState>,
+    Path((org, who)): Path<(String, String)>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&caller, &ctx, &org, Some(Scope::MembersManage))?;
+    let m = find_member(&state, &org, &who).await?;
+    check_grant(&caller, &org, m.role.scopes())?;
+    let event = domain_event(
+        &caller,
+        "deleted",
+        object("member", json!({"email": m.email, "role": m.role.as_str()})),
+        "DELETE",
+        format!("{} removed", m.email),
+        json!({}),
+    );
+    state
+        .store
+        .remove_member(&org, &m.user_id, audit(&org, event))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ----- API keys -----
+
+fn key_json(t: &Token) -> Value {
+    json!({
+        "id": t.id,
+        "name": t.name,
+        "description": t.description,
+        "scopes": scope_names(&t.scopes),
+        "instance": t.instance,
+        "createdBy": t.created_by,
+        "createdAt": t.created_at.to_string(),
+        "expiresAt": t.expires_at.map(|t| t.to_string()),
+        "revokedAt": t.revoked_at.map(|t| t.to_string()),
+    })
+}
+
+pub async fn list_api_keys(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&caller, &ctx, &org, Some(Scope::KeysManage))?;
+    let keys = state.store.tokens(&org, TokenKind::ApiKey, None).await?;
+    Ok(Json(
+        json!({ "items": keys.iter().map(key_json).collect::<Vec<_>>() }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NewApiKey {
+    name: String,
+    description: Option<String>,
+    role: Option<String>,
+    scopes: Option<Vec<String>>,
+    expires_in: Option<String>,
+    /// Restrict the key to one instance's events.
+    instance: Option<String>,
+}
+
+pub async fn create_api_key(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+    bytes: axum::body::Bytes,
+) -> Result<Created, ApiError> {
+    authorize(&caller, &ctx, &org, Some(Scope::KeysManage))?;
+    let req: NewApiKey = body(&bytes)?;
+    check_name("name", &req.name, 200)?;
+    let description = req.description.unwrap_or_default();
+    if description.len() > 1000 {
+        return Err(bad("description: at most 1000 bytes"));
+    }
+    let scopes = match (&req.role, &req.scopes) {
+        (Some(r), None) => role(r)?.scopes().to_vec(),
+        (None, Some(list)) => scopes_from("scopes", list)?,
+        _ => return Err(bad("give either role or scopes")),
+    };
+    if scopes.is_empty() || scopes.contains(&Scope::OrgsAdmin) {
+        return Err(bad(
+            "scopes: give at least one org scope (orgs:admin cannot be given to a key)",
+        ));
+    }
+    check_grant(&caller, &org, &scopes)?;
+    if let Some(i) = &req.instance {
+        if !state
+            .store
+            .instances(&org)
+            .await?
+            .iter()
+            .any(|x| x.id == *i)
+        {
+            return Err(bad(format!("instance: org {org:?} has no instance {i:?}")));
+        }
+        if scopes
+            .iter()
+            .any(|s| !matches!(s, Scope::LogsRead | Scope::LogsWrite))
+        {
+            return Err(bad(
+                "scopes: a key restricted to an instance can hold logs:read and logs:write only",
+            ));
+        }
+    }
+    let now = crate::now();
+    let minted = mint(CredentialSpec {
+        kind: TokenKind::ApiKey,
+        org: org.clone(),
+        owner: req.name.clone(),
+        user_id: None,
+        name: req.name.clone(),
+        description,
+        scopes,
+        instance: req.instance,
+        created_by: caller.actor.clone(),
+        created_at: now,
+        expires_at: expiry(req.expires_in.as_deref(), now, None, "1m", "365d")?,
+    });
+    let event = domain_event(
+        &caller,
+        "created",
+        object(
+            "api_key",
+            json!({"id": minted.token.id, "name": minted.token.name}),
+        ),
+        "CREATE",
+        format!(
+            "API key {:?} created with {}",
+            minted.token.name,
+            Scope::join(&minted.token.scopes)
+        ),
+        json!({}),
+    );
+    let mut out = key_json(&minted.token);
+    state
+        .store
+        .create_token(minted.token, audit(&org, event))
+        .await?;
+    out["secret"] = json!(minted.secret);
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// A credential of `kind` in `org`, or 404 (also for another org's: nothing to learn).
+async fn find_token(
+    state: &AppState,
+    org: &str,
+    id: &str,
+    kind: TokenKind,
+) -> Result<Token, ApiError> {
+    match state.store.token(id).await? {
+        Some(t) if t.org == org && t.kind == kind => Ok(t),
+        _ => Err(ApiError::NotFound(format!(
+            "org {org:?} has no {} {id:?}",
+            kind.as_str().replace('_', " ")
+        ))),
+    }
+}
+
+pub async fn revoke_api_key(
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&caller, &ctx, &org, Some(Scope::KeysManage))?;
+    let key = find_token(&state, &org, &id, TokenKind::ApiKey).await?;
+    let event = domain_event(
+        &caller,
+        "revoked",
+        object("api_key", json!({"id": key.id, "name": key.name})),
+        "DELETE",
+        format!("API key {:?} revoked", key.name),
+        json!({}),
+    );
+    state
+        .store
+        .revoke_token(&id, crate::now(), audit(&org, event))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ----- personal access tokens -----
+
+fn pat_json(t: &Token) -> Value {
+    json!({
+        "id": t.id,
+        "name": t.name,
+        "scopes": scope_names(&t.scopes),
+        "createdAt": t.created_at.to_string(),
+        "expiresAt": t.expires_at.map(|t| t.to_string()),
+        "revokedAt": t.revoked_at.map(|t| t.to_string()),
+    })
+}
+
+fn require_user(caller: &Caller) -> Result<&str, ApiError> {
+    caller
+        .user_id
+        .as_deref()
+        .filter(|_| {
+            matches!(
+                caller.kind,
+                crate::auth::CredentialKind::Session | crate::auth::CredentialKind::Pat
+            )
+        })
+        .ok_or_else(|| {
+            ApiError::Forbidden(
+                "only a member, signed in or with a personal access token, can do this".into(),
+            )
+        })
+}
+
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&caller, &ctx, &org, None)?;
+    let user = require_user(&caller)?;
+    let tokens = state.store.tokens(&org, TokenKind::Pat, Some(user)).await?;
+    Ok(Json(
+        json!({ "items": tokens.iter().map(pat_json).collect::<Vec<_>>() }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NewToken {
+    name: String,
+    scopes: Option<Vec<String>>,
+    preset: Option<String>,
+    expires_in: Option<String>,
+}
+
+pub async fn create_token(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+    bytes: axum::body::Bytes,
+) -> Result<Created, ApiError> {
+    authorize(&caller, &ctx, &org, None)?;
+    let user = require_user(&caller)?.to_owned();
+    let req: NewToken = body(&bytes)?;
+    check_name("name", &req.name, 200)?;
+    let mut scopes = match (&req.scopes, &req.preset) {
+        (Some(list), None) => scopes_from("scopes", list)?,
+        (None, Some(p)) => preset(p)
+            .ok_or_else(|| {
+                bad(format!(
+                    "preset: unknown preset {p:?} (known: support-readonly, admin-full)"
+                ))
+            })?
+            .to_vec(),
+        _ => return Err(bad("give either scopes or preset")),
+    };
+    // A token holds a subset of what its member holds; orgs:admin only for a platform admin.
+    let wants_admin = scopes.contains(&Scope::OrgsAdmin);
+    scopes.retain(|s| *s != Scope::OrgsAdmin);
+    if req.preset.is_some() {
+        scopes.retain(|s| caller.scopes_in(&org).contains(s));
+    }
+    check_grant(&caller, &org, &scopes)?;
+    if wants_admin {
+        if !caller.platform_admin {
+            return Err(ApiError::Forbidden(
+                "you cannot grant the orgs:admin scope, which you do not hold".into(),
+            ));
+        }
+        scopes.push(Scope::OrgsAdmin);
+    }
+    if scopes.is_empty() {
+        return Err(bad("scopes: a token needs at least one scope you hold"));
+    }
+    let now = crate::now();
+    let minted = mint(CredentialSpec {
+        kind: TokenKind::Pat,
+        org: org.clone(),
+        owner: caller.actor.clone(),
+        user_id: Some(user),
+        name: req.name.clone(),
+        description: String::new(),
+        scopes,
+        instance: None,
+        created_by: caller.actor.clone(),
+        created_at: now,
+        expires_at: expiry(req.expires_in.as_deref(), now, Some("30d"), "1m", "365d")?,
+    });
+    let event = domain_event(
+        &caller,
+        "created",
+        object(
+            "token",
+            json!({"id": minted.token.id, "name": minted.token.name}),
+        ),
+        "CREATE",
+        format!(
+            "personal access token {:?} created with {}",
+            minted.token.name,
+            Scope::join(&minted.token.scopes)
+        ),
+        json!({}),
+    );
+    let mut out = pat_json(&minted.token);
+    state
+        .store
+        .create_token(minted.token, audit(&org, event))
+        .await?;
+    out["token"] = json!(minted.secret);
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+) -> Result<StatusCode, ApiError> {
+    authorize(&caller, &ctx, &org, None)?;
+    let token = find_token(&state, &org, &id, TokenKind::Pat).await?;
+    let own = caller.user_id.is_some() && token.user_id == caller.user_id;
+    if !own {
+        // Someone else's token: a members:manage decision.
+        authorize(&caller, &ctx, &org, Some(Scope::MembersManage))?;
+    }
+    let event = domain_event(
+        &caller,
+        "revoked",
+        object(
+            "token",
+            json!({"id": token.id, "name": token.name, "owner": token.owner}),
+        ),
+        "DELETE",
+        format!(
+            "personal access token {:?} of {} revoked",
+            token.name, token.owner
+        ),
+        json!({}),
+    );
+    state
+        .store
+        .revoke_token(&id, crate::now(), audit(&org, event))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ----- break-glass -----
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NewBreakGlass {
+    org: String,
+    reason: String,
+    expires_in: Option<String>,
+    scopes: Option<Vec<String>>,
+}
+
+/// The scopes a break-glass token gets unless others are asked for: enough to investigate.
+const BREAK_GLASS_DEFAULT: [Scope; 2] = [Scope::LogsRead, Scope::ArchivesRead];
+
+pub async fn create_break_glass(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+    bytes: axum::body::Bytes,
+) -> Result<Created, ApiError> {
+    authorize_platform(&caller, &ctx, &state.platform_org)?;
+    let req: NewBreakGlass = body(&bytes)?;
+    check_name("reason", &req.reason, 1000)?;
+    if state.store.org(&req.org).await?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "org {:?} does not exist",
+            req.org
+        )));
+    }
+    let scopes = match &req.scopes {
+        Some(list) => scopes_from("scopes", list)?,
+        None => BREAK_GLASS_DEFAULT.to_vec(),
+    };
+    if scopes.is_empty() || scopes.contains(&Scope::OrgsAdmin) {
+        return Err(bad("scopes: give org scopes (orgs:admin cannot be given)"));
+    }
+    let user = caller.user_id.clone().ok_or_else(|| {
+        ApiError::Forbidden("only a platform admin user can mint break-glass tokens".into())
+    })?;
+    let now = crate::now();
+    let minted = mint(CredentialSpec {
+        kind: TokenKind::BreakGlass,
+        org: req.org.clone(),
+        owner: caller.actor.clone(),
+        user_id: Some(user),
+        name: "break-glass".into(),
+        description: req.reason.clone(),
+        scopes,
+        instance: None,
+        created_by: caller.actor.clone(),
+        created_at: now,
+        expires_at: expiry(req.expires_in.as_deref(), now, Some("1h"), "1m", "12h")?,
+    });
+    let expires_at = minted.token.expires_at.map(|t| t.to_string());
+    let event = domain_event(
+        &caller,
+        "created",
+        object("break_glass_token", json!({"id": minted.token.id})),
+        "CREATE",
+        format!(
+            "break-glass token issued to {}: {}",
+            caller.actor, req.reason
+        ),
+        json!({"reason": req.reason, "expiresAt": expires_at, "scopes": scope_names(&minted.token.scopes)}),
+    );
+    let out = json!({
+        "id": minted.token.id,
+        "token": minted.secret,
+        "org": req.org,
+        "scopes": scope_names(&minted.token.scopes),
+        "reason": req.reason,
+        "expiresAt": expires_at,
+    });
+    state
+        .store
+        .create_token(minted.token, audit(&req.org, event))
+        .await?;
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_bounds() {
+        let now = Timestamp(0);
+        assert_eq!(expiry(None, now, None, "1m", "1h").unwrap(), None);
+        assert_eq!(
+            expiry(None, now, Some("1h"), "1m", "12h").unwrap(),
+            Some(Timestamp(3_600_000_000))
+        );
+        assert!(expiry(Some("13h"), now, None, "1m", "12h").is_err());
+        assert!(expiry(Some("30s"), now, None, "1m", "12h").is_err());
+        assert!(expiry(Some("soon"), now, None, "1m", "12h").is_err());
+    }
+
+    #[test]
+    fn emails() {
+        assert!(check_email("a@b.io").is_ok());
+        for bad in ["", "a", "@b", "a@", "a b@c.io", "a@b\n"] {
+            assert!(check_email(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! Console sessions and the caller's own account: sign in, sign out, who am I, password.
+
+use axum::Json;
+use axum::extract::{Extension, Request, State};
+use axum::http::header::SET_COOKIE;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use trail_core::{ActorType, Timestamp};
+use trail_record::{CallContext, Identity};
+use trail_store::Session;
+
+use crate::AppState;
+use crate::audit::client_ip;
+use crate::auth::{
+    Caller, CredentialKind, SESSION_COOKIE, csrf_token, hash_password, mint_session,
+    session_cookie, verify_password,
+};
+use crate::error::ApiError;
+use crate::routes::manage::{check_password, domain_event};
+
+fn cookie(state: &AppState, value: &str, max_age_secs: u64) -> HeaderValue {
+    let secure = if state.secure_cookies { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age_secs}{secure}"
+    ))
+    .expect("cookie text is ASCII")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignIn {
+    email: String,
+    password: String,
+}
+
+/// `POST /v1/session`: email and password for a session cookie and its CSRF token.
+pub async fn sign_in(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let (req, ip) = client_ip(req).await;
+    if let Some(wait) = state.throttle.blocked(ip) {
+        return Err(ApiError::TooManyAttempts(wait));
+    }
+    let ctx = req.extensions().get::<CallContext>().cloned();
+    let bytes = axum::body::to_bytes(req.into_body(), 64 * 1024)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge("a sign-in body is at most 64 KiB".into()))?;
+    let creds: SignIn = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::BadRequest(format!("the body must be {{\"email\", \"password\"}}: {e}"))
+    })?;
+    let user = state.store.user_by_email(&creds.email).await?;
+    let stored = user.as_ref().and_then(|u| u.password_hash.clone());
+    let password = creds.password;
+    let ok = tokio::task::spawn_blocking(move || verify_password(&password, stored.as_deref()))
+        .await
+        .map_err(|e| ApiError::Internal(format!("password check: {e}")))?;
+    let Some(user) = user.filter(|_| ok) else {
+        state.throttle.failed(ip);
+        metrics::counter!("trail_auth_failures_total").increment(1);
+        return Err(ApiError::Unauthorized("wrong email or password".into()));
+    };
+    let now = crate::now();
+    let (id, value, secret_hash) = mint_session();
+    let max = state.sessions.max;
+    let session = Session {
+        id: id.clone(),
+        user_id: user.id.clone(),
+        secret_hash,
+        created_at: now,
+        last_seen_at: now,
+        expires_at: Timestamp(now.micros().saturating_add(max.as_micros() as i64)),
+        ended_at: None,
+    };
+    state
+        .store
+        .create_session(session.clone(), Vec::new())
+        .await?;
+    let orgs = state.store.memberships(&user.id).await?;
+    if let Some(ctx) = ctx {
+        ctx.set_actor(Identity {
+            actor: user.email.clone(),
+            actor_type: ActorType::User,
+            token_id: Some(id.clone()),
+        });
+        ctx.set_org(
+            orgs.first()
+                .map_or(state.platform_org.as_str(), |(o, _)| o.as_str()),
+        );
+    }
+    let secret = value.split_once('.').map(|(_, s)| s).unwrap_or_default();
+    let body = json!({
+        "user": user.email,
+        "sessionId": id,
+        "csrfToken": csrf_token(secret),
+        "expiresAt": session.expires_at.to_string(),
+        "idleTimeoutSeconds": state.sessions.idle.as_secs(),
+        "orgs": orgs.iter().map(|(o, r)| json!({"id": o, "role": r.as_str()})).collect::<Vec<_>>(),
+    });
+    let mut resp = (StatusCode::OK, Json(body)).into_response();
+    resp.headers_mut()
+        .insert(SET_COOKIE, cookie(&state, &value, max.as_secs()));
+    Ok(resp)
+}
+
+/// `DELETE /v1/session`: ends the session on the server and clears the cookie.
+pub async fn sign_out(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    if caller.kind != CredentialKind::Session {
+        return Err(ApiError::BadRequest(
+            "this call ends a console session; revoke tokens with DELETE .../tokens/{id}".into(),
+        ));
+    }
+    state
+        .store
+        .end_session(&caller.credential_id, crate::now(), Vec::new())
+        .await?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    resp.headers_mut().insert(SET_COOKIE, cookie(&state, "", 0));
+    Ok(resp)
+}
+
+/// `GET /v1/me`.
+pub async fn me(Extension(caller): Extension<Caller>, headers: HeaderMap) -> Json<Value> {
+    let orgs: Vec<Value> = caller
+        .orgs()
+        .map(|o| json!({"id": o, "scopes": caller.scopes_in(o).iter().map(|s| s.as_str()).collect::<Vec<_>>()}))
+        .collect();
+    let mut out = json!({
+        "actor": caller.actor,
+        "actorType": caller.actor_type().as_str(),
+        "credentialId": caller.credential_id,
+        "tokenId": caller.credential_id,
+        "org": caller.bound_org,
+        "instance": caller.instance,
+        "platformAdmin": caller.platform_admin,
+        "orgs": orgs,
+    });
+    if let Some(bound) = &caller.bound_org {
+        out["scopes"] = json!(
+            caller
+                .scopes_in(bound)
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+        );
+    }
+    if caller.kind == CredentialKind::Session
+        && let Some((_, secret)) = session_cookie(&headers).and_then(|v| v.split_once('.'))
+    {
+        out["csrfToken"] = json!(csrf_token(secret));
+    }
+    Json(out)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NewPassword {
+    current_password: Option<String>,
+    new_password: String,
+}
+
+/// `PUT /v1/me/password`: the current password is needed whenever one is set.
+pub async fn set_password(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    bytes: axum::body::Bytes,
+) -> Result<StatusCode, ApiError> {
+    let user_id = caller
+        .user_id
+        .clone()
+        .filter(|_| matches!(caller.kind, CredentialKind::Session | CredentialKind::Pat))
+        .ok_or_else(|| ApiError::Forbidden("only a member has a password".into()))?;
+    let req: NewPassword = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "the body must be {{\"currentPassword\", \"newPassword\"}}: {e}"
+        ))
+    })?;
+    check_password("newPassword", &req.new_password)?;
+    let user = state
+        .store
+        .user(&user_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound("no such user".into()))?;
+    if let Some(stored) = user.password_hash.clone() {
+        let current = req.current_password.unwrap_or_default();
+        let ok = tokio::task::spawn_blocking(move || verify_password(&current, Some(&stored)))
+            .await
+            .map_err(|e| ApiError::Internal(format!("password check: {e}")))?;
+        if !ok {
+            return Err(ApiError::Forbidden("currentPassword is wrong".into()));
+        }
+    }
+    let new = req.new_password;
+    let hash = tokio::task::spawn_blocking(move || hash_password(&new))
+        .await
+        .map_err(|e| ApiError::Internal(format!("password hash: {e}")))??;
+    let event = domain_event(
+        &caller,
+        "updated",
+        trail_record::object("user", &user.email),
+        "UPDATE",
+        format!("password of {} changed", user.email),
+        json!({}),
+    );
+    state
+        .store
+        .set_password(&user_id, hash, vec![(caller.home_org.clone(), event)])
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
