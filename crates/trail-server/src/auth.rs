@@ -404,23 +404,19 @@ async fn token_auth(
 /// or removed member's PATs shrink at once); a key or break-glass token its own scopes.
 async fn token_caller(store: &dyn Store, token: Token) -> Result<Caller, ApiError> {
     let (kind, scopes, platform_admin) = match token.kind {
-        TokenKind::ApiKey => {
+        TokenKind::ApiKey | TokenKind::BreakGlass => {
             let scopes = token
                 .scopes
                 .iter()
                 .copied()
                 .filter(|s| *s != Scope::OrgsAdmin)
                 .collect();
-            (CredentialKind::ApiKey, scopes, false)
-        }
-        TokenKind::BreakGlass => {
-            let scopes = token
-                .scopes
-                .iter()
-                .copied()
-                .filter(|s| *s != Scope::OrgsAdmin)
-                .collect();
-            (CredentialKind::BreakGlass, scopes, false)
+            let kind = if token.kind == TokenKind::ApiKey {
+                CredentialKind::ApiKey
+            } else {
+                CredentialKind::BreakGlass
+            };
+            (kind, scopes, false)
         }
         TokenKind::Pat => {
             let user_id = token.user_id.as_deref().unwrap_or_default();

@@ -1913,6 +1913,17 @@ async fn repeated_failures_from_one_source_are_slowed_without_locking_out_others
     );
 }
 
+/// The secret part of a bearer token `<id>.<secret>`.
+fn secret_of(token: &Value) -> String {
+    token
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap()
+        .to_owned()
+}
+
 /// A log sink for the test: everything the server logs, as text.
 #[derive(Clone, Default)]
 struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
@@ -1960,15 +1971,7 @@ async fn secrets_never_reach_the_log_or_the_audit_rows() {
             Some(json!({"name": "p", "preset": "admin-full"})),
         )
         .await;
-    secrets.push(
-        pat.body["token"]
-            .as_str()
-            .unwrap()
-            .split('.')
-            .nth(1)
-            .unwrap()
-            .to_owned(),
-    );
+    secrets.push(secret_of(&pat.body["token"]));
     let bg = h
         .call(
             "POST",
@@ -1977,15 +1980,7 @@ async fn secrets_never_reach_the_log_or_the_audit_rows() {
             Some(json!({"org": "umbrella", "reason": "drill"})),
         )
         .await;
-    secrets.push(
-        bg.body["token"]
-            .as_str()
-            .unwrap()
-            .split('.')
-            .nth(1)
-            .unwrap()
-            .to_owned(),
-    );
+    secrets.push(secret_of(&bg.body["token"]));
     let session = h.signed_in("acme", "ana@acme.io", "owner").await;
     let Cred::Session { cookie, csrf } = &session else {
         unreachable!()

@@ -559,41 +559,64 @@ pub async fn create_api_key(
         }
     }
     let now = crate::now();
-    let minted = mint(CredentialSpec {
+    let name = req.name.clone();
+    let spec = CredentialSpec {
         kind: TokenKind::ApiKey,
         org: org.clone(),
         owner: req.name.clone(),
         user_id: None,
-        name: req.name.clone(),
+        name: req.name,
         description,
-        scopes,
         instance: req.instance,
         created_by: caller.actor.clone(),
         created_at: now,
         expires_at: expiry(req.expires_in.as_deref(), now, None, "1m", "365d")?,
-    });
-    let event = domain_event(
-        &caller,
-        "created",
-        object(
-            "api_key",
-            json!({"id": minted.token.id, "name": minted.token.name}),
-        ),
-        "CREATE",
-        format!(
-            "API key {:?} created with {}",
-            minted.token.name,
-            Scope::join(&minted.token.scopes)
-        ),
-        json!({}),
+        scopes,
+    };
+    let message = format!(
+        "API key {name:?} created with {}",
+        Scope::join(&spec.scopes)
     );
-    let mut out = key_json(&minted.token);
+    let (token, secret) = store_new_credential(&state, &caller, spec, message, json!({})).await?;
+    let mut out = key_json(&token);
+    out["secret"] = json!(secret);
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// Mints a credential and stores it with its domain event ("created", the credential as the
+/// object); returns it and its secret, to be shown once.
+async fn store_new_credential(
+    state: &AppState,
+    caller: &Caller,
+    spec: CredentialSpec,
+    message: String,
+    extra: Value,
+) -> Result<(Token, String), ApiError> {
+    let minted = mint(spec);
+    let t = &minted.token;
+    let id = match t.kind {
+        TokenKind::BreakGlass => json!({"id": t.id}),
+        _ => json!({"id": t.id, "name": t.name}),
+    };
+    let kind = match t.kind {
+        TokenKind::ApiKey => "api_key",
+        TokenKind::Pat => "token",
+        TokenKind::BreakGlass => "break_glass_token",
+    };
+    let event = domain_event(
+        caller,
+        "created",
+        object(kind, id),
+        "CREATE",
+        message,
+        extra,
+    );
+    let org = t.org.clone();
     state
         .store
-        .create_token(minted.token, audit(&org, event))
+        .create_token(minted.token.clone(), audit(&org, event))
         .await?;
-    out["secret"] = json!(minted.secret);
-    Ok((StatusCode::CREATED, Json(out)))
+    Ok((minted.token, minted.secret))
 }
 
 /// A credential of `kind` in `org`, or 404 (also for another org's: nothing to learn).
@@ -729,7 +752,7 @@ pub async fn create_token(
         return Err(bad("scopes: a token needs at least one scope you hold"));
     }
     let now = crate::now();
-    let minted = mint(CredentialSpec {
+    let spec = CredentialSpec {
         kind: TokenKind::Pat,
         org: org.clone(),
         owner: caller.actor.clone(),
@@ -741,28 +764,15 @@ pub async fn create_token(
         created_by: caller.actor.clone(),
         created_at: now,
         expires_at: expiry(req.expires_in.as_deref(), now, Some("30d"), "1m", "365d")?,
-    });
-    let event = domain_event(
-        &caller,
-        "created",
-        object(
-            "token",
-            json!({"id": minted.token.id, "name": minted.token.name}),
-        ),
-        "CREATE",
-        format!(
-            "personal access token {:?} created with {}",
-            minted.token.name,
-            Scope::join(&minted.token.scopes)
-        ),
-        json!({}),
+    };
+    let message = format!(
+        "personal access token {:?} created with {}",
+        req.name,
+        Scope::join(&spec.scopes)
     );
-    let mut out = pat_json(&minted.token);
-    state
-        .store
-        .create_token(minted.token, audit(&org, event))
-        .await?;
-    out["token"] = json!(minted.secret);
+    let (token, secret) = store_new_credential(&state, &caller, spec, message, json!({})).await?;
+    let mut out = pat_json(&token);
+    out["token"] = json!(secret);
     Ok((StatusCode::CREATED, Json(out)))
 }
 
@@ -840,7 +850,7 @@ pub async fn create_break_glass(
         ApiError::Forbidden("only a platform admin user can mint break-glass tokens".into())
     })?;
     let now = crate::now();
-    let minted = mint(CredentialSpec {
+    let spec = CredentialSpec {
         kind: TokenKind::BreakGlass,
         org: req.org.clone(),
         owner: caller.actor.clone(),
@@ -852,31 +862,23 @@ pub async fn create_break_glass(
         created_by: caller.actor.clone(),
         created_at: now,
         expires_at: expiry(req.expires_in.as_deref(), now, Some("1h"), "1m", "12h")?,
-    });
-    let expires_at = minted.token.expires_at.map(|t| t.to_string());
-    let event = domain_event(
-        &caller,
-        "created",
-        object("break_glass_token", json!({"id": minted.token.id})),
-        "CREATE",
-        format!(
-            "break-glass token issued to {}: {}",
-            caller.actor, req.reason
-        ),
-        json!({"reason": req.reason, "expiresAt": expires_at, "scopes": scope_names(&minted.token.scopes)}),
+    };
+    let expires_at = spec.expires_at.map(|t| t.to_string());
+    let message = format!(
+        "break-glass token issued to {}: {}",
+        caller.actor, req.reason
     );
+    let extra =
+        json!({"reason": req.reason, "expiresAt": expires_at, "scopes": scope_names(&spec.scopes)});
+    let (token, secret) = store_new_credential(&state, &caller, spec, message, extra).await?;
     let out = json!({
-        "id": minted.token.id,
-        "token": minted.secret,
+        "id": token.id,
+        "token": secret,
         "org": req.org,
-        "scopes": scope_names(&minted.token.scopes),
+        "scopes": scope_names(&token.scopes),
         "reason": req.reason,
         "expiresAt": expires_at,
     });
-    state
-        .store
-        .create_token(minted.token, audit(&req.org, event))
-        .await?;
     Ok((StatusCode::CREATED, Json(out)))
 }
 
