@@ -669,7 +669,17 @@ fn check_client_id(id: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// The category of the records Trail writes of its own management changes; clients cannot
+/// send it, so such a record is always Trail's.
+pub const MANAGEMENT_CATEGORY: &str = "management";
+
 fn check_category(c: &str) -> Result<(), ValidationError> {
+    if c == MANAGEMENT_CATEGORY {
+        return Err(invalid(
+            "category",
+            "\"management\" is kept for the records Trail writes of its own changes",
+        ));
+    }
     if c.is_empty()
         || c.len() > 32
         || !c.bytes().all(|b| {

@@ -68,6 +68,7 @@ struct Noted {
     org: Option<String>,
     scope: Option<String>,
     object: Option<Object>,
+    omit_body_digest: bool,
 }
 
 impl CallContext {
@@ -86,6 +87,11 @@ impl CallContext {
     /// What the call acted on, when that is worth naming (e.g. a refused target).
     pub fn set_object(&self, object: Object) {
         self.lock().object = Some(object);
+    }
+    /// Leaves the body's digest out of the record: for calls whose body holds a secret (a
+    /// password), whose unsalted digest could be guessed offline.
+    pub fn omit_body_digest(&self) {
+        self.lock().omit_body_digest = true;
     }
     /// The identity noted so far.
     pub fn identity(&self) -> Option<Identity> {
@@ -270,7 +276,11 @@ where
             route,
             status: response.status().as_u16(),
             latency_us: started.elapsed().as_micros() as u64,
-            body_sha256: digest.finish(),
+            body_sha256: if noted.omit_body_digest {
+                None
+            } else {
+                digest.finish()
+            },
         }),
         count: 1,
         last_occurred: None,

@@ -18,7 +18,9 @@ use trail_record::{CallContext, CallRecord, Sink, SinkError};
 use trail_store::Store;
 
 use crate::AppState;
-use crate::auth::{authenticate, session_cookie};
+use subtle::ConstantTimeEq;
+
+use crate::auth::{CSRF_HEADER, authenticate, session_cookie};
 use crate::error::ApiError;
 
 /// Appends records to the store: to the org the call acted on.
@@ -46,17 +48,15 @@ pub async fn client_ip(req: Request) -> (Request, IpAddr) {
     (req, ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)))
 }
 
-/// Authenticates the call and notes the caller for its record; answers 401 itself, and
-/// 429 to a source that has failed too often.
+/// Authenticates the call and notes the caller for its record; answers 401 itself (429 to a
+/// source whose wrong credentials have spent its budget), and 403 to a console call that
+/// changes something without its session's CSRF token.
 pub async fn require_credential(
     State(state): State<AppState>,
     req: Request,
     next: Next,
 ) -> Response {
     let (mut req, ip) = client_ip(req).await;
-    if let Some(wait) = state.throttle.blocked(ip) {
-        return ApiError::TooManyAttempts(wait).into_response();
-    }
     let is_write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     // Only a credential that was presented and is wrong counts as a failed attempt.
     let presented =
@@ -64,33 +64,47 @@ pub async fn require_credential(
     let caller = authenticate(
         &*state.store,
         req.headers(),
-        is_write,
         crate::now(),
         state.sessions,
         &state.platform_org,
     )
     .await;
-    match caller {
-        Ok(mut caller) => {
-            caller.ip = Some(ip).filter(|ip| !ip.is_unspecified());
-            caller.user_agent = req
-                .headers()
-                .get(axum::http::header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(|s| s.chars().filter(|c| !c.is_control()).take(256).collect());
-            if let Some(ctx) = req.extensions().get::<CallContext>() {
-                ctx.set_actor(caller.identity());
-                ctx.set_org(&caller.home_org);
+    let mut caller = match caller {
+        Ok(caller) => caller,
+        Err(e @ ApiError::Unauthorized(_)) if presented => {
+            metrics::counter!("trail_auth_failures_total").increment(1);
+            if let Some(wait) = state.throttle.blocked(ip) {
+                return ApiError::TooManyAttempts(wait).into_response();
             }
-            req.extensions_mut().insert(caller);
-            next.run(req).await
+            state.throttle.failed(ip);
+            return e.into_response();
         }
-        Err(e) => {
-            if presented && matches!(e, ApiError::Unauthorized(_)) {
-                state.throttle.failed(ip);
-                metrics::counter!("trail_auth_failures_total").increment(1);
-            }
-            e.into_response()
+        Err(e) => return e.into_response(),
+    };
+    caller.ip = Some(ip).filter(|ip| !ip.is_unspecified());
+    caller.user_agent = req
+        .headers()
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().filter(|c| !c.is_control()).take(256).collect());
+    if let Some(ctx) = req.extensions().get::<CallContext>() {
+        ctx.set_actor(caller.identity());
+        ctx.set_org(&caller.home_org);
+    }
+    // Refused after the caller is noted, so the refusal is recorded.
+    if is_write && let Some(expected) = &caller.csrf {
+        let sent = req
+            .headers()
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !bool::from(sent.as_bytes().ct_eq(expected.as_bytes())) {
+            return ApiError::Forbidden(
+                "a console call that changes something needs the X-CSRF-Token header of its session".into(),
+            )
+            .into_response();
         }
     }
+    req.extensions_mut().insert(caller);
+    next.run(req).await
 }

@@ -63,6 +63,10 @@ pub struct Caller {
     grants: Vec<(String, Vec<Scope>)>,
     /// Where the caller's own calls are recorded unless they act on an org.
     pub home_org: String,
+    /// When the credential stops working; nothing it creates may outlive it.
+    pub expires_at: Option<Timestamp>,
+    /// For a session: the CSRF token its state-changing calls must carry.
+    pub csrf: Option<String>,
     /// Where the call came from, for the records of what it changes.
     pub ip: Option<IpAddr>,
     pub user_agent: Option<String>,
@@ -305,7 +309,6 @@ fn micros(d: Duration) -> i64 {
 pub async fn authenticate(
     store: &dyn Store,
     headers: &HeaderMap,
-    is_write: bool,
     now: Timestamp,
     policy: SessionPolicy,
     platform_org: &str,
@@ -324,17 +327,6 @@ pub async fn authenticate(
                 return Err(ApiError::Unauthorized(
                     "the session has ended: sign in again".into(),
                 ));
-            }
-            if is_write {
-                let sent = headers
-                    .get(CSRF_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                if !bool::from(sent.as_bytes().ct_eq(csrf_token(&secret).as_bytes())) {
-                    return Err(ApiError::Forbidden(
-                        "a console call that changes something needs the X-CSRF-Token header of its session".into(),
-                    ));
-                }
             }
             // Sessions are kept alive by use; touching at most once a minute spares writes.
             if now.micros() - s.last_seen_at.micros() > 60_000_000 {
@@ -360,6 +352,8 @@ pub async fn authenticate(
                 platform_admin: user.platform_admin,
                 grants,
                 home_org,
+                expires_at: Some(s.expires_at),
+                csrf: Some(csrf_token(&secret)),
                 ip: None,
                 user_agent: None,
             })
@@ -427,7 +421,13 @@ async fn token_caller(store: &dyn Store, token: Token) -> Result<Caller, ApiErro
                 .into_iter()
                 .find(|(org, _)| *org == token.org)
                 .map(|(_, role)| role);
-            let held = role.map_or(&[][..], Role::scopes);
+            let Some(role) = role else {
+                return Err(ApiError::Unauthorized(format!(
+                    "the member this token belongs to is no longer in org {:?}",
+                    token.org
+                )));
+            };
+            let held = role.scopes();
             let scopes = token
                 .scopes
                 .iter()
@@ -449,6 +449,8 @@ async fn token_caller(store: &dyn Store, token: Token) -> Result<Caller, ApiErro
         platform_admin,
         grants: vec![(token.org.clone(), scopes)],
         home_org: token.org,
+        expires_at: token.expires_at,
+        csrf: None,
         ip: None,
         user_agent: None,
     })
@@ -514,9 +516,12 @@ pub fn check_grant(caller: &Caller, org: &str, wanted: &[Scope]) -> Result<(), A
     }
 }
 
-/// Slows down repeated authentication failures per source address: each source has a budget
-/// of failures that refills over time; a source that spends it is refused (429) until it
-/// refills. Other sources are unaffected, so one attacker cannot lock anyone else out.
+/// Slows down repeated authentication failures per source: each source has a budget of
+/// failures that refills over time. A source that has spent it gets 429 for wrong
+/// credentials (and for sign-in attempts, which [`FailureThrottle::reserve`] before the
+/// password is checked, so concurrent guesses cannot overrun the budget); a valid
+/// credential is always served, so one attacker behind a shared address cannot lock the
+/// others out. IPv6 sources are counted by /64, which one host usually holds whole.
 pub struct FailureThrottle {
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
     burst: f64,
@@ -526,6 +531,17 @@ pub struct FailureThrottle {
 struct Bucket {
     tokens: f64,
     at: Instant,
+}
+
+fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let mut o = v6.octets();
+            o[8..].fill(0);
+            IpAddr::V6(o.into())
+        }
+    }
 }
 
 impl FailureThrottle {
@@ -541,30 +557,54 @@ impl FailureThrottle {
         (b.tokens + now.duration_since(b.at).as_secs_f64() * self.refill_per_sec).min(self.burst)
     }
 
+    fn wait(&self, level: f64) -> Duration {
+        Duration::from_secs_f64((1.0 - level).max(0.0) / self.refill_per_sec)
+    }
+
     /// `Some(wait)` if `ip` has spent its failures and must wait.
     pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
         let now = Instant::now();
         let map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let level = self.level(map.get(&ip)?, now);
-        (level < 1.0).then(|| Duration::from_secs_f64((1.0 - level) / self.refill_per_sec))
+        let level = self.level(map.get(&source(ip))?, now);
+        (level < 1.0).then(|| self.wait(level))
     }
 
     /// Counts one failure from `ip`.
     pub fn failed(&self, ip: IpAddr) {
+        let _ = self.reserve(ip);
+    }
+
+    /// Spends one attempt of `ip`'s budget ahead of a check, or says how long to wait.
+    pub fn reserve(&self, ip: IpAddr) -> Result<(), Duration> {
         let now = Instant::now();
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() > 100_000 {
             // Forget sources whose budget is full again.
             map.retain(|_, b| self.level(b, now) < self.burst);
         }
-        let level = map.get(&ip).map_or(self.burst, |b| self.level(b, now));
+        let key = source(ip);
+        let level = map.get(&key).map_or(self.burst, |b| self.level(b, now));
+        if level < 1.0 {
+            return Err(self.wait(level));
+        }
         map.insert(
-            ip,
+            key,
             Bucket {
-                tokens: (level - 1.0).max(0.0),
+                tokens: level - 1.0,
                 at: now,
             },
         );
+        Ok(())
+    }
+
+    /// Gives back an attempt reserved for a check that succeeded.
+    pub fn refund(&self, ip: IpAddr) {
+        let now = Instant::now();
+        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = map.get_mut(&source(ip)) {
+            b.tokens = (self.level(b, now) + 1.0).min(self.burst);
+            b.at = now;
+        }
     }
 }
 
@@ -594,6 +634,28 @@ mod tests {
         assert_eq!(t.blocked(b), None, "b is not affected");
         std::thread::sleep(Duration::from_millis(120));
         assert_eq!(t.blocked(a), None, "the budget refills");
+    }
+
+    #[test]
+    fn reservations_cannot_overrun_the_budget_and_successes_are_refunded() {
+        let t = FailureThrottle::new(2, Duration::from_secs(3600));
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(t.reserve(ip).is_ok());
+        t.refund(ip);
+        assert!(t.reserve(ip).is_ok());
+        assert!(t.reserve(ip).is_ok());
+        assert!(
+            t.reserve(ip).is_err(),
+            "two reservations in flight spend the budget"
+        );
+    }
+
+    #[test]
+    fn ipv6_sources_count_by_slash_64() {
+        let t = FailureThrottle::new(1, Duration::from_secs(3600));
+        t.failed("2001:db8::1".parse().unwrap());
+        assert!(t.blocked("2001:db8::ffff:2".parse().unwrap()).is_some());
+        assert!(t.blocked("2001:db8:0:1::1".parse().unwrap()).is_none());
     }
 
     #[test]

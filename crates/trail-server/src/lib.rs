@@ -122,6 +122,7 @@ pub fn app(state: AppState) -> Router {
             delete(manage::revoke_token),
         )
         .route("/v1/break-glass", post(manage::create_break_glass))
+        .route("/v1/break-glass/{id}", delete(manage::revoke_break_glass))
         .route("/v1/session", delete(session::sign_out))
         // Innermost: a panicking handler still gets an answer, and so a record. Then: who
         // is calling.

@@ -964,16 +964,13 @@ async fn authorization_matrix() {
     let all = preset("admin-full").unwrap();
     let other_org = Cred::of(&h.other);
     let owner_session = h.signed_in("acme", "boss@acme.io", "owner").await;
-    // acme's owner is the platform admin: give them a password to sign in with.
-    let set = h
-        .call(
-            "PUT",
-            "/v1/me/password",
-            &Cred::of(&h.owner),
-            Some(json!({"newPassword": "platform admin password"})),
-        )
-        .await;
-    assert_eq!(set.status, StatusCode::NO_CONTENT);
+    // acme's owner is the platform admin: give them a password to sign in with (as an
+    // operator would).
+    let hash = trail_server::auth::hash_password("platform admin password").unwrap();
+    h.store
+        .set_password("usr_acme_owner", hash, Vec::new())
+        .await
+        .unwrap();
     let admin_session = h
         .sign_in("owner@acme.io", "platform admin password")
         .await
@@ -1016,7 +1013,7 @@ async fn authorization_matrix() {
             op.id,
             "listTokens" | "createToken" | "setPassword" | "revokeToken"
         );
-        let session_only = op.id == "signOut";
+        let session_only = matches!(op.id, "signOut" | "setPassword");
         if !matches!(op.access, Access::Platform) && !user_only {
             allowed.push((
                 "API key",
@@ -1029,6 +1026,11 @@ async fn authorization_matrix() {
         }
         for (kind, cred) in allowed {
             if session_only && !matches!(cred, Cred::Session { .. }) {
+                assert_eq!(
+                    go(cred).await.status.as_u16() / 100,
+                    4,
+                    "{label}: {kind} is refused"
+                );
                 continue;
             }
             let r = go(cred).await;
@@ -1307,8 +1309,8 @@ async fn personal_access_tokens_hold_a_subset_of_their_members_scopes() {
             Some(json!([event("x")])),
         )
         .await,
-        403,
-        "",
+        401,
+        "no longer in org \"acme\"",
     );
 
     // Revoked: refused at once. API keys cannot mint PATs.
@@ -1882,6 +1884,12 @@ async fn repeated_failures_from_one_source_are_slowed_without_locking_out_others
         request("GET", "/v1/me", &Cred::of(&h.owner), None),
     )
     .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "a valid credential is served, whatever its source"
+    );
+    let r = send_to(&attacker, request("GET", "/v1/me", &bad, None)).await;
     assert_problem(&r, 429, "too many failed attempts");
     // Sign-in guesses from the same source are refused too.
     let r = send_to(
@@ -2026,4 +2034,142 @@ async fn secrets_never_reach_the_log_or_the_audit_rows() {
             "a secret is in the server's log"
         );
     }
+}
+
+/// Fixes of ways a credential could outgrow itself, and of secrets reaching records.
+#[tokio::test]
+async fn credentials_cannot_outgrow_what_made_them() {
+    let h = harness().await;
+    let owner = Cred::of(&h.owner);
+
+    // A bearer token never sets a password (it would become a full console session).
+    let r = h
+        .call(
+            "PUT",
+            "/v1/me/password",
+            &owner,
+            Some(json!({"currentPassword": "x", "newPassword": "attacker chosen pw"})),
+        )
+        .await;
+    assert_problem(&r, 403, "signed-in console session");
+
+    // What a short-lived token makes expires with it.
+    let short = token(
+        &*h.store,
+        "acme",
+        preset("admin-full").unwrap(),
+        Some(Timestamp(trail_server::now().0 + 60_000_000)),
+        false,
+    )
+    .await;
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/api-keys",
+            &Cred::of(&short),
+            Some(json!({"name": "persist", "role": "member"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let expires = Timestamp::parse(r.body["expiresAt"].as_str().expect("capped")).unwrap();
+    assert!(expires.0 <= trail_server::now().0 + 60_000_000);
+
+    // A break-glass token reads; it makes no credentials, and it can be ended early.
+    let r = h
+        .call(
+            "POST",
+            "/v1/break-glass",
+            &owner,
+            Some(json!({"org": "acme", "reason": "drill", "scopes": ["logs:read", "keys:manage"]})),
+        )
+        .await;
+    let (bg_id, bg) = (
+        r.body["id"].as_str().unwrap().to_owned(),
+        Cred::of(r.body["token"].as_str().unwrap()),
+    );
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/api-keys",
+            &bg,
+            Some(json!({"name": "persist", "scopes": ["logs:read"]})),
+        )
+        .await;
+    assert_problem(&r, 403, "break-glass token cannot create credentials");
+    assert_eq!(
+        h.call("DELETE", &format!("/v1/break-glass/{bg_id}"), &owner, None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_problem(
+        &h.call("GET", "/v1/audit-log", &bg, None).await,
+        401,
+        "revoked",
+    );
+    assert_problem(
+        &h.call("DELETE", "/v1/break-glass/bg_nope", &owner, None)
+            .await,
+        404,
+        "no break-glass token",
+    );
+
+    // Clients cannot write records that pass for Trail's own management records.
+    let forged = h.ingest("acme", json!([{"action": "created", "category": "management", "actor": {"id": "x", "type": "user"}}])).await;
+    assert_eq!(forged.body["errors"][0]["field"], "category");
+}
+
+#[tokio::test]
+async fn passwords_leave_no_digest_and_console_refusals_are_recorded() {
+    let h = harness().await;
+    let session = h.signed_in("acme", "ana@acme.io", "owner").await;
+    // Sign-in takes JSON only (a cross-site form cannot sign a browser in).
+    let form = Request::post("/v1/session")
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(
+            r#"{"email":"ana@acme.io","password":"correct horse battery"}"#,
+        ))
+        .unwrap();
+    assert_eq!(
+        h.send(form).await.status,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    // The records of calls that carried a password hold no digest of their body.
+    let Cred::Session { cookie, csrf } = &session else {
+        unreachable!()
+    };
+    let r = h.call("PUT", "/v1/me/password", &session, Some(json!({"currentPassword": "correct horse battery", "newPassword": "a new long password"}))).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let records = h.stored("acme").await;
+    for action in ["signIn", "addMember", "setPassword"] {
+        let rec = records
+            .iter()
+            .find(|s| s.event.action == action)
+            .unwrap_or_else(|| panic!("{action} recorded"));
+        assert_eq!(
+            rec.event.request.as_ref().unwrap().body_sha256,
+            None,
+            "{action}"
+        );
+    }
+    // A console call refused for its CSRF token is recorded, attributed to the user.
+    let forged = Cred::Session {
+        cookie: cookie.clone(),
+        csrf: format!("{csrf}x"),
+    };
+    let before = h.stored("acme").await.len();
+    assert_eq!(
+        h.call("DELETE", "/v1/session", &forged, None).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let after = h.stored("acme").await;
+    assert_eq!(after.len(), before + 1);
+    let last = after.last().unwrap();
+    assert_eq!(
+        (
+            last.event.actor.id.as_str(),
+            last.event.request.as_ref().unwrap().status
+        ),
+        ("ana@acme.io", 403)
+    );
 }

@@ -93,12 +93,9 @@ fn user(id: &str, email: &str) -> User {
 
 /// A management event, as the server writes one.
 fn audit(org: &str, action: &str) -> crate::AuditEvents {
-    vec![(
-        org.to_owned(),
-        body(
-            json!({"action": action, "category": "management", "actor": {"id": "admin@x.io", "type": "pat"}}),
-        ),
-    )]
+    let mut event = body(json!({"action": action, "actor": {"id": "admin@x.io", "type": "pat"}}));
+    event.category = trail_core::event::MANAGEMENT_CATEGORY.to_owned();
+    vec![(org.to_owned(), event)]
 }
 
 async fn actions(store: &dyn Store, org: &str) -> Vec<String> {
@@ -494,6 +491,33 @@ pub async fn sessions_start_and_end(store: Arc<dyn Store>) {
         Some(Timestamp(T0 + 20))
     );
     assert_eq!(store.session("ses_2").await.unwrap(), None);
+    for id in ["ses_a", "ses_b", "ses_c"] {
+        store
+            .create_session(
+                crate::Session {
+                    id: id.into(),
+                    ..s.clone()
+                },
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .end_user_sessions("usr_a", Some("ses_b"), Timestamp(T0 + 30))
+        .await
+        .unwrap();
+    let ended = |id: &'static str| {
+        let store = store.clone();
+        async move { store.session(id).await.unwrap().unwrap().ended_at }
+    };
+    assert_eq!(ended("ses_a").await, Some(Timestamp(T0 + 30)));
+    assert_eq!(ended("ses_b").await, None, "the one kept");
+    assert_eq!(
+        ended("ses_1").await,
+        Some(Timestamp(T0 + 20)),
+        "an ended one keeps its end"
+    );
 }
 
 pub async fn a_change_and_its_record_commit_together(store: Arc<dyn Store>) {

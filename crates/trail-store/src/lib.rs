@@ -248,6 +248,13 @@ pub trait Store: Send + Sync + 'static {
     async fn session(&self, id: &str) -> Result<Option<Session>>;
     async fn touch_session(&self, id: &str, at: Timestamp) -> Result<()>;
     async fn end_session(&self, id: &str, at: Timestamp, audit: AuditEvents) -> Result<()>;
+    /// Ends every session of a user but `except`.
+    async fn end_user_sessions(
+        &self,
+        user_id: &str,
+        except: Option<&str>,
+        at: Timestamp,
+    ) -> Result<()>;
 
     /// Appends events to an org's log, durably: when this returns `Ok`, they are on disk.
     /// Each gets the next seq of its org (no gaps), its time of receipt and its leaf hash;

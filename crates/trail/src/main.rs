@@ -38,6 +38,26 @@ enum Command {
     Serve(ServeArgs),
     /// Run the benchmark suite against a fresh server and print a Markdown report.
     Bench(bench::BenchArgs),
+    /// Operator jobs, run on the data directory.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Set a user's console password (read from standard input) and end their sessions.
+    ///
+    /// This is how the bootstrap owner, or a member added without a password, gets one:
+    /// a password is never set through an API token. Recorded in the platform org as a
+    /// `system` action.
+    SetPassword {
+        /// Data directory of the store.
+        #[arg(long, env = "TRAIL_DATA", default_value = "./trail-data")]
+        data: PathBuf,
+        /// The user's email.
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -94,6 +114,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Admin(AdminCommand::SetPassword { data, email }) => {
+                set_password(&data, &email).await
+            }
         }
     });
     match result {
@@ -122,6 +145,51 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     println!("data: {} (SQLite)", config.data_dir.display());
     bound.serve(shutdown_signal()).await
+}
+
+async fn set_password(data: &std::path::Path, email: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use trail_store::Store;
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("reading the password from standard input")?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.chars().count() < 12 {
+        anyhow::bail!("a password needs at least 12 characters");
+    }
+    if !data.join(trail_store::sqlite::DB_FILE).exists() {
+        anyhow::bail!("no Trail store in {}", data.display());
+    }
+    let store = trail_store::SqliteStore::open(data)?;
+    let user = store
+        .user_by_email(email)
+        .await?
+        .with_context(|| format!("no user {email:?}"))?;
+    let platform_org = store
+        .platform_org()
+        .await?
+        .context("the store has no platform org")?;
+    let hash = trail_server::auth::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let event = trail_core::EventBody::from_json(
+        serde_json::json!({
+            "action": "updated",
+            "category": "system",
+            "actor": {"id": "trail admin set-password", "type": "system"},
+            "object": {"type": "user", "id": email},
+            "details": {"actionType": "UPDATE", "message": format!("password of {email} set by an operator; sessions ended")},
+        }),
+        &platform_org,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    store
+        .set_password(&user.id, hash, vec![(platform_org, event)])
+        .await?;
+    store
+        .end_user_sessions(&user.id, None, trail_server::now())
+        .await?;
+    println!("password of {email} set");
+    Ok(())
 }
 
 /// Ctrl-C or SIGTERM.

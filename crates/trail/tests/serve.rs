@@ -363,3 +363,59 @@ async fn another_service_records_into_trail_through_the_layer() {
     .await;
     assert_eq!(by_key["items"][0]["actor"]["id"], "tenants service");
 }
+
+/// The bootstrap owner gets a console password from an operator, then signs in.
+#[tokio::test]
+async fn an_operator_sets_a_password_and_the_owner_signs_in() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start(&data);
+    let set = |password: &str, email: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_trail"))
+            .args(["admin", "set-password", "--email", email, "--data"])
+            .arg(&data)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = set("short", "owner@trail.local");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 12 characters"));
+    assert_eq!(
+        set("a long enough password", "nobody@trail.local")
+            .status
+            .code(),
+        Some(1)
+    );
+    let out = set("a long enough password", "owner@trail.local");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let resp = client()
+        .post(format!("{}/v1/session", s.url))
+        .json(&json!({"email": "owner@trail.local", "password": "a long enough password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    // The operator's action is in the platform org's log, as a system action.
+    let page = get_json(
+        &format!("{}/v1/orgs/default/audit-logs?actorType=system", s.url),
+        &token(&data),
+    )
+    .await;
+    assert_eq!(page["items"][0]["object"]["id"], "owner@trail.local");
+}

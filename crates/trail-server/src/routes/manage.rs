@@ -7,7 +7,7 @@ use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use trail_core::event::{Actor, CanonicalJson, Object, check_org_slug};
+use trail_core::event::{Actor, CanonicalJson, MANAGEMENT_CATEGORY, Object, check_org_slug};
 use trail_core::scope::{Role, preset};
 use trail_core::time::parse_duration_micros;
 use trail_core::{EventBody, Scope, Timestamp};
@@ -16,7 +16,8 @@ use trail_store::{AuditEvents, Instance, Org, Token, TokenKind, User};
 
 use crate::AppState;
 use crate::auth::{
-    Caller, CredentialSpec, authorize, authorize_platform, check_grant, mint, random_id,
+    Caller, CredentialKind, CredentialSpec, authorize, authorize_platform, check_grant, mint,
+    random_id,
 };
 use crate::error::ApiError;
 
@@ -40,7 +41,7 @@ pub fn domain_event(
         instance: None,
         timestamp: None,
         action: action.to_owned(),
-        category: "management".to_owned(),
+        category: MANAGEMENT_CATEGORY.to_owned(),
         actor: Actor {
             id: caller.actor.clone(),
             kind: caller.actor_type(),
@@ -366,6 +367,7 @@ pub async fn add_member(
     check_grant(&caller, &org, role.scopes())?;
     let mut user = new_user(&req.email, crate::now());
     if let Some(pw) = &req.password {
+        ctx.omit_body_digest();
         check_password("password", pw)?;
         if state.store.user_by_email(&req.email).await?.is_some() {
             return Err(bad(
@@ -592,6 +594,19 @@ async fn store_new_credential(
     message: String,
     extra: Value,
 ) -> Result<(Token, String), ApiError> {
+    if caller.kind == CredentialKind::BreakGlass {
+        return Err(ApiError::Forbidden(
+            "a break-glass token cannot create credentials".into(),
+        ));
+    }
+    let mut spec = spec;
+    // A credential never outlives the token that made it (a session is not a token: what a
+    // member makes in the console is theirs).
+    if caller.kind != CredentialKind::Session
+        && let Some(limit) = caller.expires_at
+    {
+        spec.expires_at = Some(spec.expires_at.map_or(limit, |e| e.min(limit)));
+    }
     let minted = mint(spec);
     let t = &minted.token;
     let id = match t.kind {
@@ -675,12 +690,7 @@ fn require_user(caller: &Caller) -> Result<&str, ApiError> {
     caller
         .user_id
         .as_deref()
-        .filter(|_| {
-            matches!(
-                caller.kind,
-                crate::auth::CredentialKind::Session | crate::auth::CredentialKind::Pat
-            )
-        })
+        .filter(|_| matches!(caller.kind, CredentialKind::Session | CredentialKind::Pat))
         .ok_or_else(|| {
             ApiError::Forbidden(
                 "only a member, signed in or with a personal access token, can do this".into(),
@@ -880,6 +890,33 @@ pub async fn create_break_glass(
         "expiresAt": expires_at,
     });
     Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// `DELETE /v1/break-glass/{id}`: a platform admin ends a break-glass token early.
+pub async fn revoke_break_glass(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+) -> Result<StatusCode, ApiError> {
+    authorize_platform(&caller, &ctx, &state.platform_org)?;
+    let token = match state.store.token(&id).await? {
+        Some(t) if t.kind == TokenKind::BreakGlass => t,
+        _ => return Err(ApiError::NotFound(format!("no break-glass token {id:?}"))),
+    };
+    let event = domain_event(
+        &caller,
+        "revoked",
+        object("break_glass_token", json!({"id": token.id})),
+        "DELETE",
+        format!("break-glass token of {} revoked", token.owner),
+        json!({"reason": token.description}),
+    );
+    state
+        .store
+        .revoke_token(&id, crate::now(), audit(&token.org, event))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]

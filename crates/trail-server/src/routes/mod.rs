@@ -202,6 +202,13 @@ pub const OPERATIONS: &[Operation] = &[
         "Mint a short-lived emergency token for an org",
     ),
     op(
+        "DELETE",
+        "/v1/break-glass/{id}",
+        "revokeBreakGlassToken",
+        Platform,
+        "End a break-glass token at once",
+    ),
+    op(
         "POST",
         "/v1/session",
         "signIn",

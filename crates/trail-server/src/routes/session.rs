@@ -38,16 +38,39 @@ struct SignIn {
 /// `POST /v1/session`: email and password for a session cookie and its CSRF token.
 pub async fn sign_in(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let (req, ip) = client_ip(req).await;
-    if let Some(wait) = state.throttle.blocked(ip) {
-        return Err(ApiError::TooManyAttempts(wait));
+    // JSON only: a cross-site form cannot sign a browser in (login CSRF).
+    let json = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json")
+        });
+    if !json {
+        return Err(ApiError::UnsupportedMediaType(
+            "sign in with Content-Type: application/json".into(),
+        ));
     }
     let ctx = req.extensions().get::<CallContext>().cloned();
+    if let Some(ctx) = &ctx {
+        ctx.omit_body_digest();
+    }
     let bytes = axum::body::to_bytes(req.into_body(), 64 * 1024)
         .await
         .map_err(|_| ApiError::PayloadTooLarge("a sign-in body is at most 64 KiB".into()))?;
     let creds: SignIn = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::BadRequest(format!("the body must be {{\"email\", \"password\"}}: {e}"))
     })?;
+    // The attempt is spent before the (slow) check, so concurrent guesses cannot overrun
+    // the budget; a success gives it back.
+    state
+        .throttle
+        .reserve(ip)
+        .map_err(ApiError::TooManyAttempts)?;
     let user = state.store.user_by_email(&creds.email).await?;
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
     let password = creds.password;
@@ -55,10 +78,10 @@ pub async fn sign_in(State(state): State<AppState>, req: Request) -> Result<Resp
         .await
         .map_err(|e| ApiError::Internal(format!("password check: {e}")))?;
     let Some(user) = user.filter(|_| ok) else {
-        state.throttle.failed(ip);
         metrics::counter!("trail_auth_failures_total").increment(1);
         return Err(ApiError::Unauthorized("wrong email or password".into()));
     };
+    state.throttle.refund(ip);
     let now = crate::now();
     let (id, value, secret_hash) = mint_session();
     let max = state.sessions.max;
@@ -76,7 +99,7 @@ pub async fn sign_in(State(state): State<AppState>, req: Request) -> Result<Resp
         .create_session(session.clone(), Vec::new())
         .await?;
     let orgs = state.store.memberships(&user.id).await?;
-    if let Some(ctx) = ctx {
+    if let Some(ctx) = &ctx {
         ctx.set_actor(Identity {
             actor: user.email.clone(),
             actor_type: ActorType::User,
@@ -157,21 +180,28 @@ pub async fn me(Extension(caller): Extension<Caller>, headers: HeaderMap) -> Jso
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct NewPassword {
-    current_password: Option<String>,
+    current_password: String,
     new_password: String,
 }
 
-/// `PUT /v1/me/password`: the current password is needed whenever one is set.
+/// `PUT /v1/me/password`: from a signed-in session, with the current password; the user's
+/// other sessions end. (A first password is given when the member is added, or by an operator
+/// with `trail admin set-password`: never through a bearer token, which would turn a narrow
+/// token into a full session.)
 pub async fn set_password(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
     bytes: axum::body::Bytes,
 ) -> Result<StatusCode, ApiError> {
+    ctx.omit_body_digest();
     let user_id = caller
         .user_id
         .clone()
-        .filter(|_| matches!(caller.kind, CredentialKind::Session | CredentialKind::Pat))
-        .ok_or_else(|| ApiError::Forbidden("only a member has a password".into()))?;
+        .filter(|_| caller.kind == CredentialKind::Session)
+        .ok_or_else(|| {
+            ApiError::Forbidden("a password is changed from a signed-in console session".into())
+        })?;
     let req: NewPassword = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::BadRequest(format!(
             "the body must be {{\"currentPassword\", \"newPassword\"}}: {e}"
@@ -183,14 +213,13 @@ pub async fn set_password(
         .user(&user_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such user".into()))?;
-    if let Some(stored) = user.password_hash.clone() {
-        let current = req.current_password.unwrap_or_default();
-        let ok = tokio::task::spawn_blocking(move || verify_password(&current, Some(&stored)))
-            .await
-            .map_err(|e| ApiError::Internal(format!("password check: {e}")))?;
-        if !ok {
-            return Err(ApiError::Forbidden("currentPassword is wrong".into()));
-        }
+    let stored = user.password_hash.clone();
+    let current = req.current_password;
+    let ok = tokio::task::spawn_blocking(move || verify_password(&current, stored.as_deref()))
+        .await
+        .map_err(|e| ApiError::Internal(format!("password check: {e}")))?;
+    if !ok {
+        return Err(ApiError::Forbidden("currentPassword is wrong".into()));
     }
     let new = req.new_password;
     let hash = tokio::task::spawn_blocking(move || hash_password(&new))
@@ -201,12 +230,16 @@ pub async fn set_password(
         "updated",
         trail_record::object("user", &user.email),
         "UPDATE",
-        format!("password of {} changed", user.email),
+        format!("password of {} changed; other sessions ended", user.email),
         json!({}),
     );
     state
         .store
         .set_password(&user_id, hash, vec![(caller.home_org.clone(), event)])
+        .await?;
+    state
+        .store
+        .end_user_sessions(&user_id, Some(&caller.credential_id), crate::now())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

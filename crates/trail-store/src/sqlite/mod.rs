@@ -315,6 +315,18 @@ impl Store for SqliteStore {
         self.writer.exec(move |w| w.touch_session(&id, at)).await
     }
 
+    async fn end_user_sessions(
+        &self,
+        user_id: &str,
+        except: Option<&str>,
+        at: Timestamp,
+    ) -> Result<()> {
+        let (user_id, except) = (user_id.to_owned(), except.map(str::to_owned));
+        self.writer
+            .exec(move |w| w.end_user_sessions(&user_id, except.as_deref(), at))
+            .await
+    }
+
     async fn end_session(&self, id: &str, at: Timestamp, audit: AuditEvents) -> Result<()> {
         let id = id.to_owned();
         self.writer

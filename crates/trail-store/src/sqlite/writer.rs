@@ -417,6 +417,23 @@ impl WriterState {
         })
     }
 
+    pub fn end_user_sessions(
+        &mut self,
+        user_id: &str,
+        except: Option<&str>,
+        at: Timestamp,
+    ) -> Result<()> {
+        self.in_tx(Vec::new(), |tx| {
+            tx.execute(
+                "UPDATE sessions SET ended_at = coalesce(ended_at, ?3) \
+                 WHERE user_id = ?1 AND (?2 IS NULL OR id != ?2)",
+                params![user_id, except, at.micros()],
+            )
+            .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
     pub fn end_session(&mut self, id: &str, at: Timestamp, audit: AuditEvents) -> Result<()> {
         self.in_tx(audit, |tx| {
             tx.execute(
