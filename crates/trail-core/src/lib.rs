@@ -8,11 +8,13 @@
 //! the clock: callers pass "now" in.
 
 pub mod canonical;
+pub mod checkpoint;
 pub mod event;
 pub mod merkle;
 pub mod query;
 pub mod scope;
 pub mod time;
+pub mod verify;
 
 pub use event::{Actor, ActorType, Event, EventBody, Object, RequestInfo, ValidationError};
 pub use query::{Cursor, Filter, QueryError};

@@ -1,0 +1,369 @@
+//! Checking a log against its signed checkpoints, and naming the first bad seq.
+//!
+//! The verifier walks an org's events in seq order, recomputes each leaf hash from the
+//! event's content (never trusting the stored one), and as the tree reaches the size of each
+//! signed checkpoint compares the root. What it finds:
+//!
+//! - **missing**: a seq is absent (a gap);
+//! - **changed**: an event's content no longer gives the leaf hash stored with it;
+//! - **reordered**: an event's content gives the stored hash of another position;
+//! - **truncated**: the log ends before a signed checkpoint's size;
+//! - **inserted**: an event no signed checkpoint covers, when the log is expected to be
+//!   fully checkpointed (a store at rest);
+//! - **mismatch**: the content up to a checkpoint does not give its signed root although
+//!   every stored hash agrees with its event (the stored hashes were rewritten as well); the
+//!   first bad seq is then known to lie after the previous checkpoint.
+
+use std::fmt;
+
+use crate::canonical;
+use crate::checkpoint::Checkpoint;
+use crate::event::Event;
+use crate::merkle::{Hash, RootBuilder};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Problem {
+    Missing,
+    Changed,
+    Reordered { from: u64 },
+    Truncated { checkpoint_size: u64 },
+    Inserted,
+    Mismatch { checkpoint_size: u64 },
+}
+
+/// The first bad seq, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub seq: u64,
+    pub problem: Problem,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let seq = self.seq;
+        match self.problem {
+            Problem::Missing => write!(
+                f,
+                "seq {seq} is missing: the log skips from {} to a later seq",
+                seq.wrapping_sub(1)
+            ),
+            Problem::Changed => write!(
+                f,
+                "seq {seq} was changed: its content does not give the leaf hash recorded when it was accepted"
+            ),
+            Problem::Reordered { from } => write!(
+                f,
+                "seq {seq} was reordered: the event there was accepted as seq {from}"
+            ),
+            Problem::Truncated { checkpoint_size } => write!(
+                f,
+                "seq {seq} is missing: the log was truncated to {seq} events but a signed checkpoint covers {checkpoint_size}"
+            ),
+            Problem::Inserted => {
+                write!(f, "seq {seq} was inserted: no signed checkpoint covers it")
+            }
+            Problem::Mismatch { checkpoint_size } => write!(
+                f,
+                "seq {seq} or a later one up to {} was changed: the events do not give the signed root of size {checkpoint_size}",
+                checkpoint_size - 1
+            ),
+        }
+    }
+}
+
+/// What was verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Events whose signed checkpoint matched.
+    pub size: u64,
+    pub checkpoints: usize,
+    /// Events read past the newest checkpoint (not yet covered).
+    pub uncovered: u64,
+}
+
+/// Streams a log through the checks; see the module documentation.
+pub struct LogVerifier {
+    checkpoints: Vec<Checkpoint>,
+    next: usize,
+    builder: RootBuilder,
+    /// Positions whose content disagrees with the stored hash: (seq, event, stored hash).
+    mismatched: Vec<(u64, Event, Hash)>,
+    gap: Option<u64>,
+    mismatch: Option<Finding>,
+    verified: u64,
+}
+
+impl LogVerifier {
+    /// `checkpoints` need not be sorted; their signatures must already be checked.
+    pub fn new(mut checkpoints: Vec<Checkpoint>) -> LogVerifier {
+        checkpoints.sort_by_key(|c| c.size);
+        checkpoints.dedup_by_key(|c| c.size);
+        let mut v = LogVerifier {
+            checkpoints,
+            next: 0,
+            builder: RootBuilder::default(),
+            mismatched: Vec::new(),
+            gap: None,
+            mismatch: None,
+            verified: 0,
+        };
+        v.check_checkpoints();
+        v
+    }
+
+    /// The next event in seq order, with the leaf hash stored beside it.
+    pub fn push(&mut self, event: &Event, stored: &Hash) {
+        if self.gap.is_some() {
+            return;
+        }
+        let expected = self.builder.size();
+        if event.seq != expected {
+            self.gap = Some(expected);
+            return;
+        }
+        let leaf = canonical::leaf_hash(event);
+        if leaf != *stored && self.mismatched.len() < 64 {
+            self.mismatched.push((event.seq, event.clone(), *stored));
+        }
+        self.builder.push(leaf);
+        self.check_checkpoints();
+    }
+
+    fn check_checkpoints(&mut self) {
+        while let Some(c) = self.checkpoints.get(self.next) {
+            if c.size != self.builder.size() {
+                break;
+            }
+            if self.builder.root() == c.root {
+                if self.mismatch.is_none() {
+                    self.verified = c.size;
+                }
+            } else if self.mismatch.is_none() {
+                self.mismatch = Some(Finding {
+                    seq: self.verified,
+                    problem: Problem::Mismatch {
+                        checkpoint_size: c.size,
+                    },
+                });
+            }
+            self.next += 1;
+        }
+    }
+
+    /// The verdict. `at_rest`: the log should be fully checkpointed (a stopped store), so an
+    /// event past the newest checkpoint is an insertion rather than one not yet covered.
+    pub fn finish(self, at_rest: bool) -> Result<Verified, Finding> {
+        let mut findings: Vec<Finding> = Vec::new();
+        if let Some(seq) = self.gap {
+            findings.push(Finding {
+                seq,
+                problem: Problem::Missing,
+            });
+        }
+        for (seq, event, stored) in &self.mismatched {
+            let from = self.mismatched.iter().find_map(|(other, _, _)| {
+                let mut moved = event.clone();
+                moved.seq = *other;
+                (other != seq && canonical::leaf_hash(&moved) == *stored).then_some(*other)
+            });
+            let problem = match from {
+                Some(from) => Problem::Reordered { from },
+                None => Problem::Changed,
+            };
+            findings.push(Finding { seq: *seq, problem });
+        }
+        let newest = self.checkpoints.last().map_or(0, |c| c.size);
+        let size = self.builder.size();
+        if self.gap.is_none() && size < newest {
+            findings.push(Finding {
+                seq: size,
+                problem: Problem::Truncated {
+                    checkpoint_size: newest,
+                },
+            });
+        }
+        if findings.is_empty()
+            && let Some(m) = self.mismatch
+        {
+            findings.push(m);
+        }
+        if at_rest && self.gap.is_none() && size > newest {
+            findings.push(Finding {
+                seq: newest,
+                problem: Problem::Inserted,
+            });
+        }
+        match findings.into_iter().min_by_key(|f| f.seq) {
+            Some(f) => Err(f),
+            None => Ok(Verified {
+                size: self.verified,
+                checkpoints: self.checkpoints.len(),
+                uncovered: size.saturating_sub(newest),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::EventBody;
+    use crate::merkle::{InMemory, root};
+    use crate::time::Timestamp;
+    use serde_json::json;
+
+    fn log(n: u64) -> Vec<(Event, Hash)> {
+        (0..n)
+            .map(|seq| {
+                let body = EventBody::from_json(
+                    json!({"action": format!("a{seq}"), "actor": {"id": "u", "type": "user"}}),
+                    "acme",
+                )
+                .unwrap();
+                let e = Event::seal("acme", seq, Timestamp(1_000 + seq as i64), body);
+                let h = canonical::leaf_hash(&e);
+                (e, h)
+            })
+            .collect()
+    }
+
+    fn checkpoints(log: &[(Event, Hash)], sizes: &[u64]) -> Vec<Checkpoint> {
+        let leaves: Vec<Hash> = log.iter().map(|(_, h)| *h).collect();
+        sizes
+            .iter()
+            .map(|&s| Checkpoint {
+                origin: "o".into(),
+                size: s,
+                root: root(&InMemory(&leaves), s).unwrap(),
+            })
+            .collect()
+    }
+
+    fn run(
+        entries: &[(Event, Hash)],
+        cps: Vec<Checkpoint>,
+        at_rest: bool,
+    ) -> Result<Verified, Finding> {
+        let mut v = LogVerifier::new(cps);
+        for (e, h) in entries {
+            v.push(e, h);
+        }
+        v.finish(at_rest)
+    }
+
+    #[test]
+    fn an_untouched_log_verifies() {
+        let l = log(50);
+        let cps = checkpoints(&l, &[0, 10, 37, 50]);
+        assert_eq!(
+            run(&l, cps.clone(), true),
+            Ok(Verified {
+                size: 50,
+                checkpoints: 4,
+                uncovered: 0
+            })
+        );
+        let cps = checkpoints(&l, &[10, 37]);
+        assert_eq!(
+            run(&l, cps.clone(), false),
+            Ok(Verified {
+                size: 37,
+                checkpoints: 2,
+                uncovered: 13
+            })
+        );
+        assert_eq!(
+            run(&l, cps, true).unwrap_err(),
+            Finding {
+                seq: 37,
+                problem: Problem::Inserted
+            }
+        );
+    }
+
+    #[test]
+    fn each_kind_of_tampering_is_named_at_its_seq() {
+        let l = log(50);
+        let cps = checkpoints(&l, &[10, 37, 50]);
+
+        let mut changed = l.clone();
+        changed[23].0.action = "forged".into();
+        assert_eq!(
+            run(&changed, cps.clone(), true).unwrap_err(),
+            Finding {
+                seq: 23,
+                problem: Problem::Changed
+            }
+        );
+
+        let mut missing = l.clone();
+        missing.remove(23);
+        assert_eq!(
+            run(&missing, cps.clone(), true).unwrap_err(),
+            Finding {
+                seq: 23,
+                problem: Problem::Missing
+            }
+        );
+
+        // Two events swapped: each keeps its stored hash but takes the other's seq.
+        let mut swapped = l.clone();
+        let (a, b) = (swapped[23].clone(), swapped[24].clone());
+        swapped[23] = (Event { seq: 23, ..b.0 }, b.1);
+        swapped[24] = (Event { seq: 24, ..a.0 }, a.1);
+        assert_eq!(
+            run(&swapped, cps.clone(), true).unwrap_err(),
+            Finding {
+                seq: 23,
+                problem: Problem::Reordered { from: 24 }
+            }
+        );
+
+        let truncated = l[..40].to_vec();
+        assert_eq!(
+            run(&truncated, cps.clone(), true).unwrap_err(),
+            Finding {
+                seq: 40,
+                problem: Problem::Truncated {
+                    checkpoint_size: 50
+                }
+            }
+        );
+
+        let mut appended = l.clone();
+        appended.extend(log(51).into_iter().skip(50));
+        assert_eq!(
+            run(&appended, cps.clone(), true).unwrap_err(),
+            Finding {
+                seq: 50,
+                problem: Problem::Inserted
+            }
+        );
+
+        // The content and its stored hash rewritten together: only the signed roots tell.
+        let mut rewritten = l.clone();
+        rewritten[23].0.action = "forged".into();
+        rewritten[23].1 = canonical::leaf_hash(&rewritten[23].0);
+        assert_eq!(
+            run(&rewritten, cps, true).unwrap_err(),
+            Finding {
+                seq: 10,
+                problem: Problem::Mismatch {
+                    checkpoint_size: 37
+                }
+            }
+        );
+    }
+
+    #[test]
+    fn findings_read_well() {
+        let f = Finding {
+            seq: 7,
+            problem: Problem::Reordered { from: 9 },
+        };
+        assert_eq!(
+            f.to_string(),
+            "seq 7 was reordered: the event there was accepted as seq 9"
+        );
+    }
+}
