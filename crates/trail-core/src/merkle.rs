@@ -57,7 +57,7 @@ fn subtrees<R: HashReader>(r: &R, level: u32, start: u64, end: u64) -> Result<Ve
     if level == 0 {
         return r.leaves(start, end);
     }
-    if level % TILE_HEIGHT == 0 {
+    if level.is_multiple_of(TILE_HEIGHT) {
         let stored = r.stored(level, start, end)?;
         if stored.iter().all(Option::is_some) {
             return Ok(stored.into_iter().flatten().collect());
@@ -80,7 +80,7 @@ pub fn subtree<R: HashReader>(r: &R, level: u32, index: u64) -> Result<Hash, R::
     if level == 0 {
         return Ok(r.leaves(index, index + 1)?[0]);
     }
-    if level % TILE_HEIGHT == 0
+    if level.is_multiple_of(TILE_HEIGHT)
         && let Some(h) = r.stored(level, index, index + 1)?[0]
     {
         return Ok(h);
