@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod auth;
 pub mod error;
+pub mod log;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -28,6 +29,7 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
 use tower_http::catch_panic::CatchPanicLayer;
+use trail_core::checkpoint::SignerKey;
 use trail_core::scope::preset;
 use trail_core::{Scope, Timestamp};
 use trail_record::RecordLayer;
@@ -46,11 +48,13 @@ pub struct AppState {
     pub sessions: SessionPolicy,
     /// Mark the session cookie `Secure` (Trail is served over HTTPS).
     pub secure_cookies: bool,
+    /// Signs the logs' checkpoints.
+    pub log_key: Arc<SignerKey>,
 }
 
 impl AppState {
     /// State with the default policies, for a store that has been bootstrapped.
-    pub async fn new(store: Arc<dyn Store>) -> anyhow::Result<AppState> {
+    pub async fn new(store: Arc<dyn Store>, log_key: Arc<SignerKey>) -> anyhow::Result<AppState> {
         let platform_org = store
             .platform_org()
             .await?
@@ -61,6 +65,7 @@ impl AppState {
             throttle: Arc::new(FailureThrottle::new(20, Duration::from_secs(3))),
             sessions: SessionPolicy::default(),
             secure_cookies: false,
+            log_key,
         })
     }
 }
@@ -124,6 +129,16 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/break-glass", post(manage::create_break_glass))
         .route("/v1/break-glass/{id}", delete(manage::revoke_break_glass))
         .route("/v1/session", delete(session::sign_out))
+        .route("/v1/log/key", get(log::key))
+        .route("/v1/orgs/{org}/log/checkpoint", get(log::checkpoint))
+        .route("/v1/orgs/{org}/log/checkpoints", get(log::checkpoints))
+        .route("/v1/orgs/{org}/log/proof/inclusion", get(log::inclusion))
+        .route(
+            "/v1/orgs/{org}/log/proof/consistency",
+            get(log::consistency),
+        )
+        .route("/v1/orgs/{org}/log/entries", get(log::entries))
+        .route("/v1/orgs/{org}/events/{seq}", get(log::event))
         // Innermost: a panicking handler still gets an answer, and so a record. Then: who
         // is calling.
         .route_layer(CatchPanicLayer::custom(panic_response))
@@ -156,6 +171,10 @@ pub struct ServeConfig {
     pub bootstrap_owner: String,
     pub session_idle: Duration,
     pub secure_cookies: bool,
+    /// The name of the logs (their origins are `<name>/<org>`) and of their signing key.
+    pub log_name: String,
+    /// How often to sign checkpoints of logs that grew; `None`: never (benchmarks only).
+    pub checkpoint_interval: Option<Duration>,
 }
 
 /// The file the bootstrap token is written to, inside the data directory.
@@ -165,7 +184,11 @@ pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-token";
 pub struct Bound {
     listener: tokio::net::TcpListener,
     app: Router,
+    checkpointer: Arc<log::Checkpointer>,
+    checkpoint_interval: Option<Duration>,
     pub addr: SocketAddr,
+    /// The key that verifies this server's checkpoints.
+    pub verifier_key: String,
 }
 
 /// Opens the store (bootstrapping an empty one) and binds the listen address.
@@ -176,7 +199,10 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
     bootstrap(&*store, config).await?;
-    let mut state = AppState::new(store).await?;
+    let key = Arc::new(log::load_or_create_key(&*store, &config.data_dir, &config.log_name).await?);
+    let verifier_key = key.verifier().to_string();
+    let checkpointer = Arc::new(log::Checkpointer::new(store.clone(), key.clone()));
+    let mut state = AppState::new(store, key).await?;
     state.sessions.idle = config.session_idle;
     state.secure_cookies = config.secure_cookies;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -186,23 +212,36 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
     Ok(Bound {
         listener,
         app: app(state),
+        checkpointer,
+        checkpoint_interval: config.checkpoint_interval,
         addr,
+        verifier_key,
     })
 }
 
 impl Bound {
-    /// Serves until `shutdown` completes, then finishes the calls in flight.
+    /// Serves until `shutdown` completes, then finishes the calls in flight and signs a
+    /// last checkpoint, so a stopped store is fully covered.
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let signer = self
+            .checkpoint_interval
+            .map(|every| tokio::spawn(self.checkpointer.clone().run(every, stopped)));
+        let served = axum::serve(
             self.listener,
             self.app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
         .await
-        .context("serving")
+        .context("serving");
+        let _ = stop.send(true);
+        if let Some(signer) = signer {
+            signer.await.context("the checkpointer failed")?;
+        }
+        served
     }
 }
 

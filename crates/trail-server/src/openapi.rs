@@ -127,6 +127,55 @@ fn shape(id: &str) -> (Option<Value>, &'static str, Option<Value>) {
             "201",
             Some(json!({"type": "object"})),
         ),
+        "getLogKey" => (
+            None,
+            "200",
+            Some(
+                json!({"type": "object", "properties": {"name": s, "verifierKey": {"type": "string", "description": "<name>+<hash>+<base64 key>, as Go's sumdb/note writes it."}}}),
+            ),
+        ),
+        "getCheckpoint" => (
+            None,
+            "200",
+            Some(
+                json!({"type": "string", "description": "A C2SP tlog-checkpoint signed note (text/plain)."}),
+            ),
+        ),
+        "listCheckpoints" => (
+            None,
+            "200",
+            Some(
+                json!({"type": "object", "properties": {"items": {"type": "array", "items": {"type": "object", "properties": {"size": {"type": "integer"}, "root": s, "createdAt": s, "note": s}}}, "nextAfter": {"type": ["integer", "null"]}}}),
+            ),
+        ),
+        "getInclusionProof" => (
+            None,
+            "200",
+            Some(
+                json!({"type": "object", "properties": {"seq": {"type": "integer"}, "treeSize": {"type": "integer"}, "leafHash": s, "proof": strs}}),
+            ),
+        ),
+        "getConsistencyProof" => (
+            None,
+            "200",
+            Some(
+                json!({"type": "object", "properties": {"from": {"type": "integer"}, "to": {"type": "integer"}, "proof": strs}}),
+            ),
+        ),
+        "listLogEntries" => (
+            None,
+            "200",
+            Some(
+                json!({"type": "object", "properties": {"items": {"type": "array", "items": r("Event")}, "nextFrom": {"type": ["integer", "null"]}}}),
+            ),
+        ),
+        "getEvent" => (
+            None,
+            "200",
+            Some(
+                json!({"type": "object", "properties": {"event": r("Event"), "leafHash": s, "inclusion": {"type": ["object", "null"], "properties": {"treeSize": {"type": "integer"}, "proof": strs, "checkpoint": s}}}}),
+            ),
+        ),
         "signIn" => (
             Some(obj(
                 json!({"email": s, "password": s}),
@@ -175,6 +224,51 @@ pub fn document() -> Value {
         let (request, status, response) = shape(op.id);
         if op.id.starts_with("list") && op.id.contains("AuditLog") {
             parameters.extend(list_parameters());
+        }
+        let int_param = |name: &str, required: bool, description: &str| json!({"name": name, "in": "query", "required": required, "schema": {"type": "integer", "minimum": 0}, "description": description});
+        match op.id {
+            "getCheckpoint" => parameters.push(int_param(
+                "size",
+                false,
+                "A checkpoint of this size; by default the newest.",
+            )),
+            "listCheckpoints" => {
+                parameters.push(int_param(
+                    "after",
+                    false,
+                    "Only checkpoints of more events.",
+                ));
+                parameters.push(int_param(
+                    "limit",
+                    false,
+                    "At most this many (1000 by default).",
+                ));
+            }
+            "getInclusionProof" => {
+                parameters.push(int_param("seq", true, "The event."));
+                parameters.push(int_param(
+                    "size",
+                    false,
+                    "The tree size; by default the newest checkpoint's.",
+                ));
+            }
+            "getConsistencyProof" => {
+                parameters.push(int_param("from", true, "The older tree size."));
+                parameters.push(int_param(
+                    "to",
+                    false,
+                    "The newer tree size; by default the newest checkpoint's.",
+                ));
+            }
+            "listLogEntries" => {
+                parameters.push(int_param("from", false, "The first seq (0 by default)."));
+                parameters.push(int_param(
+                    "limit",
+                    false,
+                    "At most this many (1000 by default).",
+                ));
+            }
+            _ => {}
         }
         if let Some(schema) = request {
             operation["requestBody"] =

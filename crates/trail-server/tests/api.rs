@@ -136,7 +136,8 @@ async fn harness() -> Harness {
         .create_org(org("umbrella"), Some(user("umbrella")), Vec::new())
         .await
         .unwrap();
-    let state = AppState::new(store.clone()).await.unwrap();
+    let key = trail_core::checkpoint::SignerKey::from_seed("trail.test", [5; 32]).unwrap();
+    let state = AppState::new(store.clone(), Arc::new(key)).await.unwrap();
     Harness {
         writer: token(&*store, "acme", &[Scope::LogsWrite], None, false).await,
         other: token(
@@ -1000,6 +1001,15 @@ async fn authorization_matrix() {
         );
 
         // With what it needs, for each kind of credential that can hold it.
+        // Fresh sessions: the sign-out cell ends the one it uses.
+        let owner_session = h
+            .sign_in("boss@acme.io", "correct horse battery")
+            .await
+            .unwrap();
+        let admin_session = h
+            .sign_in("owner@acme.io", "platform admin password")
+            .await
+            .unwrap();
         let session = if op.access == Access::Platform {
             admin_session.clone()
         } else {
@@ -2171,5 +2181,238 @@ async fn passwords_leave_no_digest_and_console_refusals_are_recorded() {
             last.event.request.as_ref().unwrap().status
         ),
         ("ana@acme.io", 403)
+    );
+}
+
+async fn text(h: &Harness, uri: &str, token: &str) -> (StatusCode, String) {
+    let resp = h
+        .app
+        .clone()
+        .oneshot(
+            Request::get(uri)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = resp.status();
+    (
+        status,
+        String::from_utf8(
+            resp.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap(),
+    )
+}
+
+fn hash_of(v: &Value) -> [u8; 32] {
+    hex::decode(v.as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap()
+}
+
+fn proof_of(v: &Value) -> Vec<[u8; 32]> {
+    v["proof"].as_array().unwrap().iter().map(hash_of).collect()
+}
+
+#[tokio::test]
+async fn signed_checkpoints_and_proofs_verify_with_the_served_key() {
+    use trail_core::checkpoint::{VerifierKey, open};
+    use trail_core::merkle::{verify_consistency, verify_inclusion};
+    let h = harness().await;
+    let checkpointer =
+        trail_server::log::Checkpointer::new(h.store.clone(), h.state.log_key.clone());
+    let key = h.get("/v1/log/key", Some(&h.owner)).await;
+    let verifier = VerifierKey::parse(key.body["verifierKey"].as_str().unwrap()).unwrap();
+
+    assert_problem(
+        &h.get("/v1/orgs/acme/log/checkpoint", Some(&h.owner)).await,
+        404,
+        "no signed checkpoint yet",
+    );
+    h.ingest(
+        "acme",
+        Value::Array((0..300).map(|i| event(&format!("e{i}"))).collect()),
+    )
+    .await;
+    assert_eq!(
+        checkpointer.round().await.unwrap(),
+        1,
+        "acme grew; umbrella did not"
+    );
+    let (status, first) = text(&h, "/v1/orgs/acme/log/checkpoint", &h.owner).await;
+    assert_eq!(status, StatusCode::OK);
+    let first = open(&first, &verifier).unwrap();
+    assert_eq!(first.origin, "trail.test/acme");
+    assert!(first.size >= 300);
+
+    h.ingest("acme", json!([event("late")])).await;
+    checkpointer.round().await.unwrap();
+    let (_, second) = text(&h, "/v1/orgs/acme/log/checkpoint", &h.owner).await;
+    let second = open(&second, &verifier).unwrap();
+    assert!(second.size > first.size);
+
+    // Inclusion of an event in the newest checkpoint, from its detail alone.
+    let detail = h.get("/v1/orgs/acme/events/42", Some(&h.owner)).await;
+    assert_eq!(detail.status, StatusCode::OK, "{:?}", detail.body);
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(detail.body["event"]["canonical"].as_str().unwrap())
+        .unwrap();
+    let leaf = trail_core::merkle::leaf_hash(&bytes);
+    assert_eq!(hex::encode(leaf), detail.body["leafHash"].as_str().unwrap());
+    let inc = &detail.body["inclusion"];
+    let signed = open(inc["checkpoint"].as_str().unwrap(), &verifier).unwrap();
+    assert!(verify_inclusion(
+        &leaf,
+        42,
+        signed.size,
+        &proof_of(inc),
+        &signed.root
+    ));
+
+    // The proof endpoints, against the signed roots.
+    let p = h
+        .get(
+            &format!(
+                "/v1/orgs/acme/log/proof/inclusion?seq=7&size={}",
+                first.size
+            ),
+            Some(&h.owner),
+        )
+        .await;
+    assert!(verify_inclusion(
+        &hash_of(&p.body["leafHash"]),
+        7,
+        first.size,
+        &proof_of(&p.body),
+        &first.root
+    ));
+    let c = h
+        .get(
+            &format!("/v1/orgs/acme/log/proof/consistency?from={}", first.size),
+            Some(&h.owner),
+        )
+        .await;
+    assert_eq!(c.body["to"], second.size);
+    assert!(verify_consistency(
+        first.size,
+        second.size,
+        &first.root,
+        &second.root,
+        &proof_of(&c.body)
+    ));
+    let (_, old) = text(
+        &h,
+        &format!("/v1/orgs/acme/log/checkpoint?size={}", first.size),
+        &h.owner,
+    )
+    .await;
+    assert_eq!(
+        open(&old, &verifier).unwrap(),
+        first,
+        "every checkpoint is kept"
+    );
+    let list = h.get("/v1/orgs/acme/log/checkpoints", Some(&h.owner)).await;
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 2);
+
+    // Entries carry the bytes that were hashed.
+    let entries = h
+        .get("/v1/orgs/acme/log/entries?from=5&limit=3", Some(&h.owner))
+        .await;
+    let items = entries.body["items"].as_array().unwrap();
+    assert_eq!(
+        items
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [5, 6, 7]
+    );
+    assert_eq!(entries.body["nextFrom"], 8);
+    for e in items {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(e["canonical"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            hex::encode(trail_core::merkle::leaf_hash(&bytes)),
+            e["hash"].as_str().unwrap()
+        );
+    }
+
+    for (uri, status, detail) in [
+        (
+            format!("/v1/orgs/acme/log/proof/inclusion?seq={}", second.size),
+            400,
+            "is not in a tree of",
+        ),
+        (
+            "/v1/orgs/acme/log/proof/inclusion".to_owned(),
+            400,
+            "seq is required",
+        ),
+        (
+            "/v1/orgs/acme/log/proof/inclusion?seq=x".to_owned(),
+            400,
+            "not a whole number",
+        ),
+        (
+            "/v1/orgs/acme/log/proof/inclusion?seq=1&size=999999".to_owned(),
+            400,
+            "more than the log's",
+        ),
+        (
+            "/v1/orgs/acme/log/proof/consistency?from=9&to=3".to_owned(),
+            400,
+            "after to",
+        ),
+        (
+            "/v1/orgs/acme/log/checkpoint?size=3".to_owned(),
+            404,
+            "no checkpoint of size 3",
+        ),
+        (
+            "/v1/orgs/acme/events/999999".to_owned(),
+            404,
+            "no event 999999",
+        ),
+        ("/v1/orgs/acme/events/abc".to_owned(), 400, "not a seq"),
+    ] {
+        assert_problem(&h.get(&uri, Some(&h.owner)).await, status, detail);
+    }
+}
+
+#[tokio::test]
+async fn the_checkpointer_signs_nothing_over_a_tampered_log() {
+    let h = harness().await;
+    let checkpointer =
+        trail_server::log::Checkpointer::new(h.store.clone(), h.state.log_key.clone());
+    h.ingest(
+        "acme",
+        Value::Array((0..20).map(|i| event(&format!("e{i}"))).collect()),
+    )
+    .await;
+    checkpointer.round().await.unwrap();
+    let signed = h.store.checkpoint("acme", None).await.unwrap().unwrap();
+    // Someone with the database file rewrites a stored leaf hash.
+    let raw = rusqlite::Connection::open(h.store.path()).unwrap();
+    raw.execute_batch("DROP TRIGGER events_no_update; UPDATE events SET hash = zeroblob(32) WHERE k = (SELECT min(k) FROM events);").unwrap();
+    drop(raw);
+    h.ingest("acme", json!([event("after")])).await;
+    let fresh = trail_server::log::Checkpointer::new(h.store.clone(), h.state.log_key.clone());
+    assert_eq!(
+        fresh.round().await.unwrap(),
+        0,
+        "nothing signed over a log that no longer gives its signed root"
+    );
+    assert_eq!(
+        h.store.checkpoint("acme", None).await.unwrap().unwrap(),
+        signed
     );
 }

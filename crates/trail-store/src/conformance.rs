@@ -44,6 +44,9 @@ macro_rules! store_conformance_tests {
             paging_is_stable_while_events_arrive,
             filters_agree_with_the_reference_semantics,
             events_from_and_log_size,
+            the_tree_is_the_core_tree_over_the_stored_leaves,
+            checkpoints_are_kept_and_listed,
+            settings_are_set_once,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -916,4 +919,132 @@ pub async fn events_from_and_log_size(store: Arc<dyn Store>) {
             .is_empty()
     );
     assert_eq!(store.log_size("acme").await.unwrap(), 30);
+}
+
+pub async fn the_tree_is_the_core_tree_over_the_stored_leaves(store: Arc<dyn Store>) {
+    use trail_core::merkle::{self, InMemory};
+    with_orgs(&*store, &["acme", "umbrella"]).await;
+    store.append("umbrella", sample_events(3)).await.unwrap();
+    // More than two tiles of 256, appended in uneven steps, with tiles stored partway.
+    for (i, n) in [100usize, 300, 213].into_iter().enumerate() {
+        store
+            .append(
+                "acme",
+                (0..n).map(|j| simple(&format!("e{i}-{j}"))).collect(),
+            )
+            .await
+            .unwrap();
+        if i == 1 {
+            store.extend_tiles("acme", 400).await.unwrap();
+        }
+    }
+    let leaves: Vec<[u8; 32]> = store
+        .events_from("acme", 0, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.hash)
+        .collect();
+    assert_eq!(leaves.len(), 613);
+    let core = InMemory(&leaves);
+    for size in [0u64, 1, 255, 256, 257, 511, 512, 613] {
+        assert_eq!(
+            store.tree_root("acme", size).await.unwrap(),
+            merkle::root(&core, size).unwrap(),
+            "root of {size}"
+        );
+    }
+    store.extend_tiles("acme", 613).await.unwrap();
+    store.extend_tiles("acme", 613).await.unwrap();
+    let root = store.tree_root("acme", 613).await.unwrap();
+    assert_eq!(
+        root,
+        merkle::root(&core, 613).unwrap(),
+        "tiles change nothing"
+    );
+    for seq in [0u64, 255, 256, 400, 612] {
+        let proof = store.inclusion_proof("acme", seq, 613).await.unwrap();
+        assert_eq!(proof, merkle::inclusion_proof(&core, seq, 613).unwrap());
+        assert!(merkle::verify_inclusion(
+            &leaves[seq as usize],
+            seq,
+            613,
+            &proof,
+            &root
+        ));
+    }
+    for from in [1u64, 256, 300, 613] {
+        let proof = store.consistency_proof("acme", from, 613).await.unwrap();
+        let old = store.tree_root("acme", from).await.unwrap();
+        assert!(
+            merkle::verify_consistency(from, 613, &old, &root, &proof),
+            "from {from}"
+        );
+    }
+    assert!(matches!(
+        store.tree_root("acme", 614).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.inclusion_proof("acme", 613, 613).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.consistency_proof("acme", 700, 613).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn checkpoints_are_kept_and_listed(store: Arc<dyn Store>) {
+    with_orgs(&*store, &["acme", "umbrella"]).await;
+    let cp = |org: &str, size: u64| crate::SignedCheckpoint {
+        org: org.into(),
+        size,
+        root: [size as u8; 32],
+        note: format!("o/{org}\n{size}\n...\n\n— o sig\n"),
+        created_at: Timestamp(T0 + size as i64),
+    };
+    assert_eq!(store.checkpoint("acme", None).await.unwrap(), None);
+    for size in [3, 10, 7] {
+        store.add_checkpoint(cp("acme", size)).await.unwrap();
+    }
+    store.add_checkpoint(cp("umbrella", 99)).await.unwrap();
+    assert!(matches!(
+        store.add_checkpoint(cp("acme", 10)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.checkpoint("acme", None).await.unwrap(),
+        Some(cp("acme", 10))
+    );
+    assert_eq!(
+        store.checkpoint("acme", Some(7)).await.unwrap(),
+        Some(cp("acme", 7))
+    );
+    assert_eq!(store.checkpoint("acme", Some(8)).await.unwrap(), None);
+    let sizes: Vec<u64> = store
+        .checkpoints("acme", 3, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.size)
+        .collect();
+    assert_eq!(sizes, [7, 10]);
+    assert_eq!(store.checkpoints("acme", 0, 1).await.unwrap().len(), 1);
+}
+
+pub async fn settings_are_set_once(store: Arc<dyn Store>) {
+    assert_eq!(store.setting("log_name").await.unwrap(), None);
+    assert_eq!(
+        store.init_setting("log_name", "a.example").await.unwrap(),
+        "a.example"
+    );
+    assert_eq!(
+        store.init_setting("log_name", "b.example").await.unwrap(),
+        "a.example"
+    );
+    assert_eq!(
+        store.setting("log_name").await.unwrap().as_deref(),
+        Some("a.example")
+    );
 }

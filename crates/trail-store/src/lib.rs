@@ -143,6 +143,17 @@ pub struct Bootstrap {
     pub token: Token,
 }
 
+/// A signed checkpoint of an org's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    pub org: String,
+    pub size: u64,
+    pub root: [u8; 32],
+    /// The signed note, as served.
+    pub note: String,
+    pub created_at: Timestamp,
+}
+
 /// Events to append in the same transaction as a change, so that no change exists without
 /// its record: `(org, event)`.
 pub type AuditEvents = Vec<(String, EventBody)>;
@@ -269,4 +280,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// The number of events in the org's log (the next seq).
     async fn log_size(&self, org: &str) -> Result<u64>;
+
+    /// The Merkle root of the org's first `size` events, from their stored leaf hashes.
+    async fn tree_root(&self, org: &str, size: u64) -> Result<[u8; 32]>;
+    /// The inclusion proof of `seq` in the tree of `size` (seq < size <= log size).
+    async fn inclusion_proof(&self, org: &str, seq: u64, size: u64) -> Result<Vec<[u8; 32]>>;
+    /// The consistency proof between the trees of `from` and `to` (from <= to <= log size).
+    async fn consistency_proof(&self, org: &str, from: u64, to: u64) -> Result<Vec<[u8; 32]>>;
+    /// Stores the tiles that the first `size` events complete, so proofs stay cheap.
+    async fn extend_tiles(&self, org: &str, size: u64) -> Result<()>;
+
+    async fn add_checkpoint(&self, checkpoint: SignedCheckpoint) -> Result<()>;
+    /// The newest checkpoint, or the one of exactly `size`.
+    async fn checkpoint(&self, org: &str, size: Option<u64>) -> Result<Option<SignedCheckpoint>>;
+    /// Checkpoints of more than `after` events, oldest first, at most `limit`.
+    async fn checkpoints(
+        &self,
+        org: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<SignedCheckpoint>>;
+
+    /// Reads or writes a setting of the store (such as the log's name), set once.
+    async fn setting(&self, key: &str) -> Result<Option<String>>;
+    /// Sets a setting if it is not set yet; returns the value in force.
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
 }

@@ -39,7 +39,21 @@ async fn store_with_events(dir: &std::path::Path) -> SqliteStore {
 async fn direct_sql_cannot_rewrite_history() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_events(dir.path()).await;
-    let before = store.events_from("acme", 0, 10).await.unwrap();
+    // Enough events for a tile, and a checkpoint, so that every table has rows to attack.
+    let more = (0..300).map(|i| event(&format!("m{i}"))).collect();
+    store.append("acme", more).await.unwrap();
+    store.extend_tiles("acme", 302).await.unwrap();
+    store
+        .add_checkpoint(trail_store::SignedCheckpoint {
+            org: "acme".into(),
+            size: 302,
+            root: store.tree_root("acme", 302).await.unwrap(),
+            note: "note".into(),
+            created_at: Timestamp(0),
+        })
+        .await
+        .unwrap();
+    let before = store.events_from("acme", 0, 1000).await.unwrap();
 
     // A plain connection, with none of Trail's settings.
     let raw = Connection::open(dir.path().join(DB_FILE)).unwrap();
@@ -53,6 +67,10 @@ async fn direct_sql_cannot_rewrite_history() {
         "UPDATE dict SET value = 'mallory' WHERE value = 'alice'",
         "DELETE FROM dict",
         "INSERT OR REPLACE INTO dict (id, value) SELECT id, 'mallory' FROM dict WHERE value = 'alice'",
+        "UPDATE checkpoints SET size = size + 1",
+        "DELETE FROM checkpoints",
+        "UPDATE tiles SET hash = zeroblob(32)",
+        "DELETE FROM tiles",
     ];
     for sql in attacks {
         let err = raw.execute(sql, []).expect_err(sql).to_string();
@@ -60,8 +78,12 @@ async fn direct_sql_cannot_rewrite_history() {
     }
     drop(raw);
 
-    let after = store.events_from("acme", 0, 10).await.unwrap();
+    let after = store.events_from("acme", 0, 1000).await.unwrap();
     assert_eq!(before, after, "nothing stored changed");
+    assert_eq!(
+        store.checkpoint("acme", None).await.unwrap().unwrap().size,
+        302
+    );
 }
 
 #[tokio::test]

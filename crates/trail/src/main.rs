@@ -84,6 +84,32 @@ struct ServeArgs {
     /// Mark the session cookie Secure (serve Trail over HTTPS, directly or behind a proxy).
     #[arg(long, env = "TRAIL_SECURE_COOKIES")]
     secure_cookies: bool,
+    /// Name of the logs and their signing key; an org's log is `<name>/<org>`. Set on first
+    /// start; a unique name such as your host's is best.
+    #[arg(long, env = "TRAIL_LOG_NAME", default_value = "trail.local")]
+    log_name: String,
+    /// How soon a checkpoint is signed after events are acknowledged (e.g. 500ms, 1s), or
+    /// `off` (for benchmarks only: nothing is then signed).
+    #[arg(long, env = "TRAIL_CHECKPOINT_INTERVAL", default_value = "500ms", value_parser = parse_interval)]
+    checkpoint_interval: Interval,
+}
+
+#[derive(Clone, Copy)]
+struct Interval(Option<std::time::Duration>);
+
+fn parse_interval(s: &str) -> Result<Interval, String> {
+    if s == "off" {
+        return Ok(Interval(None));
+    }
+    if let Some(ms) = s.strip_suffix("ms") {
+        return ms
+            .parse::<u64>()
+            .ok()
+            .filter(|ms| *ms > 0)
+            .map(|ms| Interval(Some(std::time::Duration::from_millis(ms))))
+            .ok_or_else(|| format!("{s:?} is not a duration such as 500ms or 1s"));
+    }
+    parse_duration(s).map(|d| Interval(Some(d)))
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -136,6 +162,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bootstrap_owner: args.bootstrap_owner,
         session_idle: args.session_idle,
         secure_cookies: args.secure_cookies,
+        log_name: args.log_name,
+        checkpoint_interval: args.checkpoint_interval.0,
     };
     let bound = trail_server::bind(&config).await?;
     println!(
@@ -144,6 +172,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bound.addr
     );
     println!("data: {} (SQLite)", config.data_dir.display());
+    println!("checkpoints are signed by: {}", bound.verifier_key);
     bound.serve(shutdown_signal()).await
 }
 

@@ -222,6 +222,55 @@ pub const OPERATIONS: &[Operation] = &[
         Any,
         "End the console session",
     ),
+    op(
+        "GET",
+        "/v1/log/key",
+        "getLogKey",
+        Any,
+        "The key that signs the logs' checkpoints",
+    ),
+    op(
+        "GET",
+        "/v1/orgs/{org}/log/checkpoint",
+        "getCheckpoint",
+        Scope(LogsRead),
+        "The newest signed checkpoint (or ?size=), as a C2SP signed note",
+    ),
+    op(
+        "GET",
+        "/v1/orgs/{org}/log/checkpoints",
+        "listCheckpoints",
+        Scope(LogsRead),
+        "Signed checkpoints, oldest first",
+    ),
+    op(
+        "GET",
+        "/v1/orgs/{org}/log/proof/inclusion",
+        "getInclusionProof",
+        Scope(LogsRead),
+        "RFC 6962 inclusion proof of a seq",
+    ),
+    op(
+        "GET",
+        "/v1/orgs/{org}/log/proof/consistency",
+        "getConsistencyProof",
+        Scope(LogsRead),
+        "RFC 6962 consistency proof between two tree sizes",
+    ),
+    op(
+        "GET",
+        "/v1/orgs/{org}/log/entries",
+        "listLogEntries",
+        Scope(LogsRead),
+        "Events in seq order with their canonical bytes",
+    ),
+    op(
+        "GET",
+        "/v1/orgs/{org}/events/{seq}",
+        "getEvent",
+        Scope(LogsRead),
+        "One event, its canonical bytes and its inclusion proof",
+    ),
 ];
 
 /// The operation id of a matched route, the action of its audit record.

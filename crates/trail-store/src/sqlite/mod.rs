@@ -7,6 +7,7 @@
 mod dict;
 mod read;
 mod row;
+mod tree;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use trail_core::{EventBody, Timestamp};
 
 use crate::{
     Appended, AuditEvents, Bootstrap, EventPage, EventQuery, Instance, Member, Org, Result,
-    Session, Store, StoreError, StoredEvent, Token, TokenKind, User,
+    Session, SignedCheckpoint, Store, StoreError, StoredEvent, Token, TokenKind, User,
 };
 use dict::DictCache;
 use writer::Writer;
@@ -356,5 +357,62 @@ impl Store for SqliteStore {
     async fn log_size(&self, org: &str) -> Result<u64> {
         let org = org.to_owned();
         self.read(move |c, _| read::log_size(c, &org)).await
+    }
+
+    async fn tree_root(&self, org: &str, size: u64) -> Result<[u8; 32]> {
+        let org = org.to_owned();
+        self.read(move |c, _| tree::Tree::open(c, &org, size)?.root())
+            .await
+    }
+
+    async fn inclusion_proof(&self, org: &str, seq: u64, size: u64) -> Result<Vec<[u8; 32]>> {
+        let org = org.to_owned();
+        self.read(move |c, _| tree::Tree::open(c, &org, size)?.inclusion(seq))
+            .await
+    }
+
+    async fn consistency_proof(&self, org: &str, from: u64, to: u64) -> Result<Vec<[u8; 32]>> {
+        let org = org.to_owned();
+        self.read(move |c, _| tree::Tree::open(c, &org, to)?.consistency(from))
+            .await
+    }
+
+    async fn extend_tiles(&self, org: &str, size: u64) -> Result<()> {
+        let org = org.to_owned();
+        self.writer.exec(move |w| w.extend_tiles(&org, size)).await
+    }
+
+    async fn add_checkpoint(&self, checkpoint: SignedCheckpoint) -> Result<()> {
+        self.writer
+            .exec(move |w| w.add_checkpoint(&checkpoint))
+            .await
+    }
+
+    async fn checkpoint(&self, org: &str, size: Option<u64>) -> Result<Option<SignedCheckpoint>> {
+        let org = org.to_owned();
+        self.read(move |c, _| tree::checkpoint(c, &org, size)).await
+    }
+
+    async fn checkpoints(
+        &self,
+        org: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<SignedCheckpoint>> {
+        let org = org.to_owned();
+        self.read(move |c, _| tree::checkpoints(c, &org, after, limit))
+            .await
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>> {
+        let key = key.to_owned();
+        self.read(move |c, _| read::meta(c, &key)).await
+    }
+
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.writer
+            .exec(move |w| w.init_setting(&key, &value))
+            .await
     }
 }

@@ -107,6 +107,26 @@ CREATE TABLE events (
     hash    BLOB NOT NULL         -- RFC 6962 leaf hash
 );
 
+-- The Merkle tree above the leaves (events.hash): hashes of complete subtrees at levels
+-- 8, 16, 24, ... ("tiles"), so a proof reads O(log n) bounded ranges.
+CREATE TABLE tiles (
+    org   INTEGER NOT NULL,
+    level INTEGER NOT NULL,
+    idx   INTEGER NOT NULL,
+    hash  BLOB NOT NULL,
+    PRIMARY KEY (org, level, idx)
+) WITHOUT ROWID;
+
+-- Signed checkpoints (C2SP signed notes), every one kept.
+CREATE TABLE checkpoints (
+    org        INTEGER NOT NULL,
+    size       INTEGER NOT NULL,
+    root       BLOB NOT NULL,
+    note       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (org, size)
+) WITHOUT ROWID;
+
 CREATE INDEX events_by_time   ON events (org, ts);
 CREATE INDEX events_by_actor  ON events (org, actor, ts);
 CREATE INDEX events_by_action ON events (org, action, ts);
@@ -131,3 +151,12 @@ CREATE TRIGGER dict_no_update BEFORE UPDATE ON dict
 BEGIN SELECT RAISE(ABORT, 'dict is append-only'); END;
 CREATE TRIGGER dict_no_delete BEFORE DELETE ON dict
 BEGIN SELECT RAISE(ABORT, 'dict is append-only'); END;
+
+CREATE TRIGGER tiles_no_update BEFORE UPDATE ON tiles
+BEGIN SELECT RAISE(ABORT, 'tiles are append-only'); END;
+CREATE TRIGGER tiles_no_delete BEFORE DELETE ON tiles
+BEGIN SELECT RAISE(ABORT, 'tiles are append-only'); END;
+CREATE TRIGGER checkpoints_no_update BEFORE UPDATE ON checkpoints
+BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;
+CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints
+BEGIN SELECT RAISE(ABORT, 'checkpoints are append-only'); END;

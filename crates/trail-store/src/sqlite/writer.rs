@@ -18,8 +18,8 @@ use trail_core::{Event, EventBody, Timestamp, canonical};
 
 use super::{SEQ_BITS, SEQ_MASK, org_id, row, unavailable};
 use crate::{
-    Appended, AuditEvents, Bootstrap, Instance, Member, Org, Outcome, Result, Session, StoreError,
-    Token, User,
+    Appended, AuditEvents, Bootstrap, Instance, Member, Org, Outcome, Result, Session,
+    SignedCheckpoint, StoreError, Token, User,
 };
 
 /// At most this many events go into one group commit.
@@ -414,6 +414,34 @@ impl WriterState {
             )
             .map_err(unavailable)?;
             Ok(())
+        })
+    }
+
+    pub fn extend_tiles(&mut self, org: &str, size: u64) -> Result<()> {
+        self.in_tx(Vec::new(), |tx| super::tree::extend_tiles(tx, org, size))
+    }
+
+    pub fn add_checkpoint(&mut self, c: &SignedCheckpoint) -> Result<()> {
+        self.in_tx(Vec::new(), |tx| {
+            let org_id = org_id(tx, &c.org)?;
+            tx.execute(
+                "INSERT INTO checkpoints (org, size, root, note, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![org_id, c.size as i64, c.root.as_slice(), c.note, c.created_at.micros()],
+            )
+            .map_err(|e| constraint(e, || format!("checkpoint {} of org {:?}", c.size, c.org)))?;
+            Ok(())
+        })
+    }
+
+    pub fn init_setting(&mut self, key: &str, value: &str) -> Result<String> {
+        self.in_tx(Vec::new(), |tx| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
+                params![key, value],
+            )
+            .map_err(unavailable)?;
+            tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+                .map_err(unavailable)
         })
     }
 

@@ -1,0 +1,412 @@
+//! The verifiable log, server side: the signing key, the checkpointer, and the endpoints that
+//! serve checkpoints, proofs and entries.
+//!
+//! Each org's log is its own RFC 6962 tree, named `<log name>/<org>` (the C2SP origin). The
+//! checkpointer signs a new checkpoint for every org whose log grew, within
+//! `checkpoint_interval` of the events being acknowledged, and off the ingest path (it reads
+//! what the writer committed and writes its own small transactions). Before signing it checks
+//! that the stored leaves still give the previous signed root and that the log has not
+//! shrunk; if not, it signs nothing more for that org and says so in its log and metrics.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Json;
+use axum::extract::{Extension, Path as UrlPath, RawQuery, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use rand::RngCore;
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, watch};
+use trail_core::checkpoint::{Checkpoint, SignerKey};
+use trail_core::{Scope, canonical};
+use trail_record::CallContext;
+use trail_store::{SignedCheckpoint, Store};
+
+use crate::AppState;
+use crate::auth::{Caller, authorize};
+use crate::error::ApiError;
+
+/// The signing key's file in the data directory (mode 0600).
+pub const KEY_FILE: &str = "log-signing-key";
+
+/// Loads the data directory's signing key, making one (named `name`) on first start. The
+/// store remembers the log's name, so a key of another log is refused.
+pub async fn load_or_create_key(
+    store: &dyn Store,
+    dir: &Path,
+    name: &str,
+) -> anyhow::Result<SignerKey> {
+    let path = dir.join(KEY_FILE);
+    let key = match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            SignerKey::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut seed = [0u8; 32];
+            rand::rng().fill_bytes(&mut seed);
+            let key =
+                SignerKey::from_seed(name, seed).map_err(|e| anyhow::anyhow!("--log-name: {e}"))?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut f = options
+                .open(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+            writeln!(f, "{}", key.to_secret_string())?;
+            f.sync_all()?;
+            key
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let stored = store.init_setting("log_name", &key.name).await?;
+    if stored != key.name {
+        anyhow::bail!(
+            "{} holds a key of log {:?}, but this store's log is {stored:?}",
+            path.display(),
+            key.name
+        );
+    }
+    Ok(key)
+}
+
+/// The origin of an org's log.
+pub fn origin(key: &SignerKey, org: &str) -> String {
+    format!("{}/{org}", key.name)
+}
+
+/// Signs checkpoints; see the module documentation.
+pub struct Checkpointer {
+    store: Arc<dyn Store>,
+    key: Arc<SignerKey>,
+    /// The last signed (size, root) of each org.
+    signed: Mutex<HashMap<String, (u64, [u8; 32])>>,
+}
+
+impl Checkpointer {
+    pub fn new(store: Arc<dyn Store>, key: Arc<SignerKey>) -> Checkpointer {
+        Checkpointer {
+            store,
+            key,
+            signed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Signs a checkpoint for every org whose log grew; returns how many were signed.
+    pub async fn round(&self) -> anyhow::Result<usize> {
+        let mut signed = self.signed.lock().await;
+        let mut count = 0;
+        for org in self.store.orgs().await? {
+            let org = org.id;
+            let size = self.store.log_size(&org).await?;
+            let last = match signed.get(&org) {
+                Some(l) => *l,
+                None => {
+                    let l = self
+                        .store
+                        .checkpoint(&org, None)
+                        .await?
+                        .map_or((0, [0; 32]), |c| (c.size, c.root));
+                    signed.insert(org.clone(), l);
+                    l
+                }
+            };
+            if size == last.0 {
+                continue;
+            }
+            if size < last.0 {
+                integrity_failure(
+                    &org,
+                    &format!(
+                        "the log holds {size} events but a signed checkpoint covers {}",
+                        last.0
+                    ),
+                );
+                continue;
+            }
+            if last.0 > 0 && self.store.tree_root(&org, last.0).await? != last.1 {
+                integrity_failure(
+                    &org,
+                    &format!(
+                        "the stored events no longer give the signed root of size {}",
+                        last.0
+                    ),
+                );
+                continue;
+            }
+            self.store.extend_tiles(&org, size).await?;
+            let root = self.store.tree_root(&org, size).await?;
+            let note = self.key.sign(&Checkpoint {
+                origin: origin(&self.key, &org),
+                size,
+                root,
+            });
+            self.store
+                .add_checkpoint(SignedCheckpoint {
+                    org: org.clone(),
+                    size,
+                    root,
+                    note,
+                    created_at: crate::now(),
+                })
+                .await?;
+            signed.insert(org, (size, root));
+            count += 1;
+        }
+        metrics::counter!("trail_checkpoints_signed_total").increment(count as u64);
+        Ok(count)
+    }
+
+    /// Runs rounds every `interval` until `stop` turns true, then one last round.
+    pub async fn run(self: Arc<Self>, interval: Duration, mut stop: watch::Receiver<bool>) {
+        loop {
+            let stopping = tokio::select! {
+                _ = tokio::time::sleep(interval) => false,
+                _ = stop.changed() => true,
+            };
+            if let Err(e) = self.round().await {
+                tracing::error!(error = %e, "checkpoint round failed");
+            }
+            if stopping || *stop.borrow() {
+                return;
+            }
+        }
+    }
+}
+
+fn integrity_failure(org: &str, what: &str) {
+    metrics::counter!("trail_log_integrity_failures_total").increment(1);
+    tracing::error!(org, "not signing: {what}; run `trail verify` on this log");
+}
+
+// ----- endpoints -----
+
+/// A whole-number query parameter, if present.
+fn param(raw: Option<&str>, name: &str) -> Result<Option<u64>, ApiError> {
+    form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| {
+            v.parse()
+                .map_err(|_| ApiError::BadRequest(format!("{name}: {v:?} is not a whole number")))
+        })
+        .transpose()
+}
+
+fn required(raw: Option<&str>, name: &str) -> Result<u64, ApiError> {
+    param(raw, name)?.ok_or_else(|| ApiError::BadRequest(format!("{name} is required")))
+}
+
+/// Reads the log of `org`: `logs:read`, for a credential of the whole org.
+fn authorize_log(caller: &Caller, ctx: &CallContext, org: &str) -> Result<(), ApiError> {
+    authorize(caller, ctx, org, Some(Scope::LogsRead))?;
+    if let Some(i) = &caller.instance {
+        return Err(ApiError::Forbidden(format!(
+            "the log of the whole org is read with a credential for the whole org; this one is for instance {i:?}"
+        )));
+    }
+    Ok(())
+}
+
+async fn latest(state: &AppState, org: &str) -> Result<SignedCheckpoint, ApiError> {
+    state.store.checkpoint(org, None).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "the log of org {org:?} has no signed checkpoint yet"
+        ))
+    })
+}
+
+fn hexes(hashes: &[[u8; 32]]) -> Vec<String> {
+    hashes.iter().map(hex::encode).collect()
+}
+
+/// `GET /v1/log/key`: the key that signs checkpoints.
+pub async fn key(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({
+        "name": state.log_key.name,
+        "verifierKey": state.log_key.verifier().to_string(),
+        "origins": format!("{}/<org>", state.log_key.name),
+    }))
+}
+
+/// `GET /v1/orgs/{org}/log/checkpoint[?size=S]`: a signed note, as text.
+pub async fn checkpoint(
+    State(state): State<AppState>,
+    UrlPath(org): UrlPath<String>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    authorize_log(&caller, &ctx, &org)?;
+    let c = match param(raw.as_deref(), "size")? {
+        Some(size) => state
+            .store
+            .checkpoint(&org, Some(size))
+            .await?
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("no checkpoint of size {size} in org {org:?}"))
+            })?,
+        None => latest(&state, &org).await?,
+    };
+    Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], c.note).into_response())
+}
+
+/// `GET /v1/orgs/{org}/log/checkpoints?after=S&limit=N`: signed checkpoints, oldest first.
+pub async fn checkpoints(
+    State(state): State<AppState>,
+    UrlPath(org): UrlPath<String>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    authorize_log(&caller, &ctx, &org)?;
+    let after = param(raw.as_deref(), "after")?.unwrap_or(0);
+    let limit = param(raw.as_deref(), "limit")?
+        .unwrap_or(1000)
+        .clamp(1, 10_000) as usize;
+    let items = state.store.checkpoints(&org, after, limit).await?;
+    let next = (items.len() == limit)
+        .then(|| items.last().map(|c| c.size))
+        .flatten();
+    Ok(Json(json!({
+        "items": items.iter().map(|c| json!({"size": c.size, "root": hex::encode(c.root), "createdAt": c.created_at.to_string(), "note": c.note})).collect::<Vec<_>>(),
+        "nextAfter": next,
+    })))
+}
+
+/// `GET /v1/orgs/{org}/log/proof/inclusion?seq=N[&size=S]` (size: the latest checkpoint's).
+pub async fn inclusion(
+    State(state): State<AppState>,
+    UrlPath(org): UrlPath<String>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    authorize_log(&caller, &ctx, &org)?;
+    let seq = required(raw.as_deref(), "seq")?;
+    let size = match param(raw.as_deref(), "size")? {
+        Some(s) => s,
+        None => latest(&state, &org).await?.size,
+    };
+    if seq >= size {
+        return Err(ApiError::BadRequest(format!(
+            "seq {seq} is not in a tree of {size} events"
+        )));
+    }
+    let log_size = state.store.log_size(&org).await?;
+    if size > log_size {
+        return Err(ApiError::BadRequest(format!(
+            "size {size} is more than the log's {log_size} events"
+        )));
+    }
+    let proof = state.store.inclusion_proof(&org, seq, size).await?;
+    let leaf = state
+        .store
+        .events_from(&org, seq, 1)
+        .await?
+        .pop()
+        .map(|e| e.hash)
+        .unwrap_or_default();
+    Ok(Json(
+        json!({"seq": seq, "treeSize": size, "leafHash": hex::encode(leaf), "proof": hexes(&proof)}),
+    ))
+}
+
+/// `GET /v1/orgs/{org}/log/proof/consistency?from=A[&to=B]` (to: the latest checkpoint's).
+pub async fn consistency(
+    State(state): State<AppState>,
+    UrlPath(org): UrlPath<String>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    authorize_log(&caller, &ctx, &org)?;
+    let from = required(raw.as_deref(), "from")?;
+    let to = match param(raw.as_deref(), "to")? {
+        Some(t) => t,
+        None => latest(&state, &org).await?.size,
+    };
+    if from > to {
+        return Err(ApiError::BadRequest(format!(
+            "from ({from}) is after to ({to})"
+        )));
+    }
+    let log_size = state.store.log_size(&org).await?;
+    if to > log_size {
+        return Err(ApiError::BadRequest(format!(
+            "to {to} is more than the log's {log_size} events"
+        )));
+    }
+    let proof = state.store.consistency_proof(&org, from, to).await?;
+    Ok(Json(
+        json!({"from": from, "to": to, "proof": hexes(&proof)}),
+    ))
+}
+
+fn entry(e: &trail_store::StoredEvent) -> Value {
+    let mut v = serde_json::to_value(e.event.record(&e.hash)).expect("records serialize");
+    v["canonical"] = json!(STANDARD.encode(canonical::encode(&e.event)));
+    v
+}
+
+/// `GET /v1/orgs/{org}/log/entries?from=S&limit=N`: events in seq order, each with its
+/// canonical bytes, for verifiers and exports.
+pub async fn entries(
+    State(state): State<AppState>,
+    UrlPath(org): UrlPath<String>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    authorize_log(&caller, &ctx, &org)?;
+    let from = param(raw.as_deref(), "from")?.unwrap_or(0);
+    let limit = param(raw.as_deref(), "limit")?
+        .unwrap_or(1000)
+        .clamp(1, 10_000) as usize;
+    let events = state.store.events_from(&org, from, limit).await?;
+    let next = (events.len() == limit)
+        .then(|| events.last().map(|e| e.event.seq + 1))
+        .flatten();
+    Ok(Json(
+        json!({"items": events.iter().map(entry).collect::<Vec<_>>(), "nextFrom": next}),
+    ))
+}
+
+/// `GET /v1/orgs/{org}/events/{seq}`: one event, its canonical bytes and, once a checkpoint
+/// covers it, its inclusion proof and that checkpoint: all a client needs to check it.
+pub async fn event(
+    State(state): State<AppState>,
+    UrlPath((org, seq)): UrlPath<(String, String)>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+) -> Result<Json<Value>, ApiError> {
+    authorize_log(&caller, &ctx, &org)?;
+    let seq: u64 = seq
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("{seq:?} is not a seq")))?;
+    let e = state
+        .store
+        .events_from(&org, seq, 1)
+        .await?
+        .into_iter()
+        .find(|e| e.event.seq == seq)
+        .ok_or_else(|| ApiError::NotFound(format!("org {org:?} has no event {seq}")))?;
+    let inclusion = match state.store.checkpoint(&org, None).await? {
+        Some(c) if c.size > seq => {
+            let proof = state.store.inclusion_proof(&org, seq, c.size).await?;
+            json!({"treeSize": c.size, "proof": hexes(&proof), "checkpoint": c.note})
+        }
+        _ => Value::Null,
+    };
+    Ok(Json(json!({
+        "event": entry(&e),
+        "leafHash": hex::encode(e.hash),
+        "inclusion": inclusion,
+    })))
+}
