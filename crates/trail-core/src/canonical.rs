@@ -200,3 +200,170 @@ mod tests {
         }
     }
 }
+
+/// Why bytes are not a version-1 canonical event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a canonical event: {0}")]
+pub struct DecodeError(pub String);
+
+/// Reads canonical bytes back into the event they encode (the inverse of [`encode`]).
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    use crate::event::{Actor, CanonicalJson, Object, RequestInfo};
+    use crate::time::Timestamp;
+    let mut r = Reader(bytes);
+    if r.u8()? != VERSION {
+        return Err(DecodeError("unknown version".into()));
+    }
+    let id = r.str()?;
+    let seq = r.u64()?;
+    let org = r.str()?;
+    let instance = r.opt(|r| r.str())?;
+    let timestamp = Timestamp(r.i64()?);
+    let received_at = Timestamp(r.i64()?);
+    let action = r.str()?;
+    let category = r.str()?;
+    let actor_id = r.str()?;
+    let kind = r.str()?.parse().map_err(DecodeError)?;
+    let ip = r
+        .opt(|r| r.str())?
+        .map(|s| s.parse().map_err(|_| DecodeError(format!("bad ip {s:?}"))))
+        .transpose()?;
+    let user_agent = r.opt(|r| r.str())?;
+    let token_id = r.opt(|r| r.str())?;
+    let scope = r.opt(|r| r.str())?;
+    let object = r.opt(|r| {
+        let kind = r.str()?;
+        let id = r.opt(|r| r.str())?.map(CanonicalJson::from_canonical_text);
+        let parent = r.opt(|r| r.str())?.map(CanonicalJson::from_canonical_text);
+        Ok(Object::new(kind, id, parent))
+    })?;
+    let details = r.opt(|r| r.str())?.map(CanonicalJson::from_canonical_text);
+    let request = r.opt(|r| {
+        let method = r.str()?;
+        let route = r.str()?;
+        let status = u16::from_be_bytes(r.take(2)?.try_into().expect("2 bytes"));
+        let latency_us = r.u64()?;
+        let body_sha256 = r.opt(|r| Ok(r.take(32)?.try_into().expect("32 bytes")))?;
+        Ok(RequestInfo {
+            method,
+            route,
+            status,
+            latency_us,
+            body_sha256,
+        })
+    })?;
+    let count = r.u64()?;
+    let last_occurred = Timestamp(r.i64()?);
+    if !r.0.is_empty() {
+        return Err(DecodeError("trailing bytes".into()));
+    }
+    let mut event = Event {
+        org,
+        seq,
+        client_id: None,
+        received_at,
+        timestamp,
+        instance,
+        action,
+        category,
+        actor: Actor {
+            id: actor_id,
+            kind,
+            ip,
+            user_agent,
+            token_id,
+            scope,
+        },
+        object,
+        details,
+        request,
+        count,
+        last_occurred,
+    };
+    // A server-made id is derived; any other is the client's.
+    if event.id() != id {
+        event.client_id = Some(id);
+    }
+    Ok(event)
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError("truncated".into()));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(i64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn str(&mut self) -> Result<String, DecodeError> {
+        let len = u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize;
+        String::from_utf8(self.take(len)?.to_vec())
+            .map_err(|_| DecodeError("text is not UTF-8".into()))
+    }
+    fn opt<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<Option<T>, DecodeError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => f(self).map(Some),
+            b => Err(DecodeError(format!("bad option tag {b}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+    use crate::event::EventBody;
+    use crate::time::Timestamp;
+
+    #[test]
+    fn decoding_inverts_encoding() {
+        let v: serde_json::Value =
+            serde_json::from_str(crate::event::tests::SEED_002_SAMPLE).unwrap();
+        for (seq, client) in [(1041u64, false), (7, true)] {
+            let mut body = EventBody::from_json(v.clone(), "acme").unwrap();
+            if client {
+                body.client_id = Some("order-7".into());
+            }
+            let e = Event::seal("acme", seq, Timestamp(1_763_742_400_201_377), body);
+            assert_eq!(decode(&encode(&e)).unwrap(), e);
+        }
+        let api = EventBody::from_json(
+            serde_json::json!({"action": "call", "category": "api", "actor": {"id": "a", "type": "pat", "ip": "::1", "tokenId": "pat_1", "scope": "logs:read", "userAgent": "trail/0.1"},
+                "request": {"method": "GET", "route": "GET /v1/x", "status": 200, "latencyMs": 1.5, "bodySha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}}),
+            "acme",
+        )
+        .unwrap();
+        let e = Event::seal("acme", 3, Timestamp(5), api);
+        assert_eq!(decode(&encode(&e)).unwrap(), e);
+        let mut long = encode(&e);
+        long.push(0);
+        assert!(decode(&long).is_err());
+        assert!(decode(&encode(&e)[..20]).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoding_garbage_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let _ = decode(&bytes);
+        }
+    }
+}

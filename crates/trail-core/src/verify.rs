@@ -153,7 +153,17 @@ impl LogVerifier {
     /// The verdict. `at_rest`: the log should be fully checkpointed (a stopped store), so an
     /// event past the newest checkpoint is an insertion rather than one not yet covered.
     pub fn finish(self, at_rest: bool) -> Result<Verified, Finding> {
+        let newest = self.checkpoints.last().map_or(0, |c| c.size);
+        let size = self.builder.size();
+        // Listed first: at the same seq, an event no checkpoint covers is best told as
+        // inserted, whatever else is wrong with it.
         let mut findings: Vec<Finding> = Vec::new();
+        if at_rest && self.gap.is_none() && size > newest {
+            findings.push(Finding {
+                seq: newest,
+                problem: Problem::Inserted,
+            });
+        }
         if let Some(seq) = self.gap {
             findings.push(Finding {
                 seq,
@@ -172,8 +182,6 @@ impl LogVerifier {
             };
             findings.push(Finding { seq: *seq, problem });
         }
-        let newest = self.checkpoints.last().map_or(0, |c| c.size);
-        let size = self.builder.size();
         if self.gap.is_none() && size < newest {
             findings.push(Finding {
                 seq: size,
@@ -186,12 +194,6 @@ impl LogVerifier {
             && let Some(m) = self.mismatch
         {
             findings.push(m);
-        }
-        if at_rest && self.gap.is_none() && size > newest {
-            findings.push(Finding {
-                seq: newest,
-                problem: Problem::Inserted,
-            });
         }
         match findings.into_iter().min_by_key(|f| f.seq) {
             Some(f) => Err(f),

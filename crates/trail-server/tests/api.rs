@@ -964,16 +964,12 @@ async fn authorization_matrix() {
     let s: &dyn Store = &*h.store;
     let all = preset("admin-full").unwrap();
     let other_org = Cred::of(&h.other);
-    let owner_session = h.signed_in("acme", "boss@acme.io", "owner").await;
+    h.signed_in("acme", "boss@acme.io", "owner").await;
     // acme's owner is the platform admin: give them a password to sign in with (as an
     // operator would).
     let hash = trail_server::auth::hash_password("platform admin password").unwrap();
     h.store
         .set_password("usr_acme_owner", hash, Vec::new())
-        .await
-        .unwrap();
-    let admin_session = h
-        .sign_in("owner@acme.io", "platform admin password")
         .await
         .unwrap();
     let member_session = h.signed_in("acme", "dev@acme.io", "member").await;

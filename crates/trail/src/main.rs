@@ -4,6 +4,7 @@
 //! crates, and maps failures to exit codes.
 
 mod bench;
+mod verify;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,8 +15,11 @@ use clap::{Parser, Subcommand};
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  failure
-  2  usage error";
+  1  failure (for verify: the log does not verify)
+  2  usage error
+  4  not authenticated (401)
+  5  forbidden (403)
+  6  server unreachable";
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +42,13 @@ enum Command {
     Serve(ServeArgs),
     /// Run the benchmark suite against a fresh server and print a Markdown report.
     Bench(bench::BenchArgs),
+    /// Check a log against its signed checkpoints; name the first bad seq if it fails.
+    ///
+    /// Over the API (--url, --token), as a witness: the checkpoints must be signed by the
+    /// key pinned on first use (or --key), consistent with the one this client verified last
+    /// time, and given by every event recomputed from its canonical bytes. With --data DIR, on
+    /// a store's files, no server needed.
+    Verify(verify::VerifyArgs),
     /// Operator jobs, run on the data directory.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -140,6 +151,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Verify(args) => verify::run(args).await,
             Command::Admin(AdminCommand::SetPassword { data, email }) => {
                 set_password(&data, &email).await
             }
@@ -149,8 +161,20 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("trail: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// The documented exit code of a failure.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    use trail_client::ClientError;
+    match e.downcast_ref::<ClientError>() {
+        Some(ClientError::Unauthenticated(_)) => 4,
+        Some(ClientError::Forbidden { .. }) => 5,
+        Some(ClientError::Unreachable { .. }) => 6,
+        Some(ClientError::Usage(_)) => 2,
+        _ => 1,
     }
 }
 

@@ -1,0 +1,154 @@
+//! A client of Trail's HTTP API, for the `trail` command and other Rust programs.
+//!
+//! A token of the form `KEYID:SECRET` is an API key, sent with HTTP Basic; anything else is
+//! sent as a bearer token. Every request carries `User-Agent: trail/<version>`.
+//!
+//! Architecture invariant: this crate knows Trail only through its HTTP API.
+
+pub mod verify;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+pub const USER_AGENT: &str = concat!("trail/", env!("CARGO_PKG_VERSION"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server could not be reached.
+    #[error("cannot reach {url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// 401: no valid credential.
+    #[error("not authenticated: {0}")]
+    Unauthenticated(String),
+    /// 403: the credential lacks a scope, or cannot act there.
+    #[error("forbidden: {detail}")]
+    Forbidden {
+        detail: String,
+        scope: Option<String>,
+    },
+    /// Any other error answer.
+    #[error("{status}: {detail}")]
+    Status { status: u16, detail: String },
+    /// The answer is not what the API promises.
+    #[error("unexpected answer: {0}")]
+    Decode(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+enum Auth {
+    Bearer(String),
+    Basic { id: String, secret: String },
+}
+
+/// A client of one Trail server, with one credential.
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    auth: Auth,
+}
+
+impl Client {
+    pub fn new(url: &str, token: &str) -> Result<Client, ClientError> {
+        let base = url.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::Usage(format!(
+                "{url:?} is not an http:// or https:// URL"
+            )));
+        }
+        let auth = match token.split_once(':') {
+            Some((id, secret)) if !id.is_empty() && !secret.is_empty() => Auth::Basic {
+                id: id.to_owned(),
+                secret: secret.to_owned(),
+            },
+            _ => Auth::Bearer(token.to_owned()),
+        };
+        let http = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| ClientError::Usage(e.to_string()))?;
+        Ok(Client { http, base, auth })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    async fn send(&self, path: &str) -> Result<reqwest::Response, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let req = self.http.get(&url);
+        let req = match &self.auth {
+            Auth::Bearer(t) => req.bearer_auth(t),
+            Auth::Basic { id, secret } => req.basic_auth(id, Some(secret)),
+        };
+        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
+            url: self.base.clone(),
+            reason: e.to_string(),
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        let detail = body["detail"]
+            .as_str()
+            .unwrap_or(status.canonical_reason().unwrap_or("error"))
+            .to_owned();
+        Err(match status {
+            StatusCode::UNAUTHORIZED => ClientError::Unauthenticated(detail),
+            StatusCode::FORBIDDEN => ClientError::Forbidden {
+                detail,
+                scope: body["scope"].as_str().map(str::to_owned),
+            },
+            _ => ClientError::Status {
+                status: status.as_u16(),
+                detail,
+            },
+        })
+    }
+
+    /// GETs a JSON document.
+    pub async fn get_json(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(path)
+            .await?
+            .json()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// GETs a text document.
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        self.send(path)
+            .await?
+            .text()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// The org the credential belongs to (its own, or the first of a session's).
+    pub async fn own_org(&self) -> Result<String, ClientError> {
+        let me = self.get_json("/v1/me").await?;
+        me["org"]
+            .as_str()
+            .or_else(|| me["orgs"][0]["id"].as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                ClientError::Usage("this credential belongs to no org: name one with --org".into())
+            })
+    }
+}
+
+/// A path segment with its reserved characters escaped.
+pub fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

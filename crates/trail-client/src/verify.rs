@@ -1,0 +1,213 @@
+//! Verifying an org's log over the API, as a witness: the checkpoints must be signed by the
+//! pinned key, consistent with the checkpoint this client saw last time (kept in its state
+//! directory), and given by the events the server serves, each recomputed from its
+//! canonical bytes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use trail_core::checkpoint::{Checkpoint, VerifierKey, open};
+use trail_core::merkle::{Hash, verify_consistency};
+use trail_core::verify::{Finding, LogVerifier, Verified};
+
+use crate::{Client, ClientError, segment};
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The log itself is wrong: the first bad seq and what is wrong with it.
+    #[error("{0}")]
+    Finding(Finding),
+    /// A checkpoint is not what it must be (bad signature, wrong origin, not consistent).
+    #[error("{0}")]
+    Checkpoint(String),
+    #[error("the state directory: {0}")]
+    State(String),
+}
+
+/// What this client remembers between runs: the key pinned for each server (by URL), and the
+/// last checkpoint verified of each log (by origin).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Witness {
+    pub keys: BTreeMap<String, String>,
+    pub checkpoints: BTreeMap<String, SeenCheckpoint>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeenCheckpoint {
+    pub size: u64,
+    pub root: String,
+    pub note: String,
+}
+
+impl Witness {
+    pub fn file(dir: &Path) -> PathBuf {
+        dir.join("witness.json")
+    }
+
+    pub fn load(dir: &Path) -> Result<Witness, VerifyError> {
+        match std::fs::read_to_string(Self::file(dir)) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| VerifyError::State(format!("{}: {e}", Self::file(dir).display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Witness::default()),
+            Err(e) => Err(VerifyError::State(e.to_string())),
+        }
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<(), VerifyError> {
+        std::fs::create_dir_all(dir).map_err(|e| VerifyError::State(e.to_string()))?;
+        let tmp = dir.join("witness.json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_string_pretty(self).expect("serializes"),
+        )
+        .and_then(|()| std::fs::rename(&tmp, Self::file(dir)))
+        .map_err(|e| VerifyError::State(e.to_string()))
+    }
+}
+
+/// What a verification established.
+#[derive(Debug)]
+pub struct Report {
+    pub org: String,
+    pub checkpoint: Checkpoint,
+    pub verified: Verified,
+    /// The checkpoint seen before, if any, that the new one is consistent with.
+    pub previous: Option<u64>,
+}
+
+fn decode_hash(s: &str) -> Result<Hash, ClientError> {
+    hex::decode(s)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| ClientError::Decode(format!("{s:?} is not a hash")))
+}
+
+/// Verifies `org`'s log up to its newest checkpoint. `key` is the verifier key to trust;
+/// `witness` holds the checkpoint seen last time, and is updated.
+pub async fn verify_log(
+    client: &Client,
+    org: &str,
+    key: &VerifierKey,
+    witness: &mut Witness,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Report, VerifyError> {
+    let o = segment(org);
+    let origin = format!("{}/{org}", key.name);
+    let open_checked = |note: &str| -> Result<Checkpoint, VerifyError> {
+        let c = open(note, key).map_err(|e| VerifyError::Checkpoint(e.to_string()))?;
+        if c.origin != origin {
+            return Err(VerifyError::Checkpoint(format!(
+                "a checkpoint names log {:?}, not {origin:?}",
+                c.origin
+            )));
+        }
+        Ok(c)
+    };
+    let newest_note = client
+        .get_text(&format!("/v1/orgs/{o}/log/checkpoint"))
+        .await?;
+    let newest = open_checked(&newest_note)?;
+
+    // Every checkpoint up to the newest, each signature checked.
+    let mut checkpoints = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = client
+            .get_json(&format!(
+                "/v1/orgs/{o}/log/checkpoints?after={after}&limit=1000"
+            ))
+            .await?;
+        for item in page["items"].as_array().into_iter().flatten() {
+            let c = open_checked(item["note"].as_str().unwrap_or(""))?;
+            if c.size <= newest.size {
+                checkpoints.push(c);
+            }
+        }
+        match page["nextAfter"].as_u64() {
+            Some(n) if n < newest.size => after = n,
+            _ => break,
+        }
+    }
+
+    // Consistent with what this client saw before?
+    // A log is known by its origin, whichever URL serves it.
+    let previous = witness.checkpoints.get(&origin).cloned();
+    if let Some(prev) = &previous {
+        let before = open_checked(&prev.note)?;
+        if before.size > newest.size {
+            return Err(VerifyError::Checkpoint(format!(
+                "the log went back: its newest checkpoint covers {} events, but you verified {} before",
+                newest.size, before.size
+            )));
+        }
+        let proof = client
+            .get_json(&format!(
+                "/v1/orgs/{o}/log/proof/consistency?from={}&to={}",
+                before.size, newest.size
+            ))
+            .await?;
+        let proof: Vec<Hash> = proof["proof"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| decode_hash(h.as_str().unwrap_or("")))
+            .collect::<Result<_, _>>()?;
+        if !verify_consistency(before.size, newest.size, &before.root, &newest.root, &proof) {
+            return Err(VerifyError::Checkpoint(format!(
+                "the log is not consistent with the checkpoint of {} events you verified before: history was rewritten",
+                before.size
+            )));
+        }
+        checkpoints.push(before);
+    }
+
+    // Recompute the tree from the events, as served.
+    let mut verifier = LogVerifier::new(checkpoints);
+    let mut from = 0;
+    while from < newest.size {
+        let page = client
+            .get_json(&format!("/v1/orgs/{o}/log/entries?from={from}&limit=1000"))
+            .await?;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        if items.is_empty() {
+            break;
+        }
+        for item in &items {
+            let bytes = STANDARD
+                .decode(item["canonical"].as_str().unwrap_or(""))
+                .map_err(|e| ClientError::Decode(format!("canonical bytes: {e}")))?;
+            let event = trail_core::canonical::decode(&bytes)
+                .map_err(|e| ClientError::Decode(e.to_string()))?;
+            if event.seq >= newest.size {
+                break;
+            }
+            verifier.push(&event, &decode_hash(item["hash"].as_str().unwrap_or(""))?);
+            from = event.seq + 1;
+        }
+        progress(from, newest.size);
+        match page["nextFrom"].as_u64() {
+            Some(n) => from = n.max(from),
+            None => break,
+        }
+    }
+    let verified = verifier.finish(false).map_err(VerifyError::Finding)?;
+    witness.checkpoints.insert(
+        origin,
+        SeenCheckpoint {
+            size: newest.size,
+            root: hex::encode(newest.root),
+            note: newest_note,
+        },
+    );
+    Ok(Report {
+        org: org.to_owned(),
+        checkpoint: newest,
+        verified,
+        previous: previous.map(|p| p.size),
+    })
+}

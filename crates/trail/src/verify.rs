@@ -1,0 +1,209 @@
+//! `trail verify`: checks a log against its signed checkpoints, over the API or, with
+//! `--data`, on a store's files (for an auditor with a copy of them).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use trail_client::Client;
+use trail_client::verify::{Witness, verify_log};
+use trail_core::checkpoint::{SignerKey, VerifierKey, open};
+use trail_core::verify::LogVerifier;
+use trail_store::{SqliteStore, Store};
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    /// Check the store in this data directory instead of a server (no server needed).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// The server.
+    #[arg(long, env = "TRAIL_URL", default_value = "http://127.0.0.1:7070")]
+    url: String,
+    /// A PAT, or KEYID:SECRET for an API key.
+    #[arg(long, env = "TRAIL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The org whose log to check (by default: the credential's; with --data: every org).
+    #[arg(long, env = "TRAIL_ORG")]
+    org: Option<String>,
+    /// The key to trust, `<name>+<hash>+<key>` (as `trail serve` prints it). By default the
+    /// key pinned at the first verification of this server (or, with --data, the data
+    /// directory's own key, which proves less).
+    #[arg(long, env = "TRAIL_LOG_KEY")]
+    key: Option<String>,
+    /// Where the pinned keys and the last verified checkpoints are kept.
+    #[arg(long, env = "TRAIL_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+/// A log that failed verification (the process exits 1 with this message).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Failed(pub String);
+
+pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
+    match &args.data {
+        Some(dir) => verify_data(dir, args.org.as_deref(), args.key.as_deref()).await,
+        None => verify_online(&args).await,
+    }
+}
+
+fn state_dir(arg: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(d) = arg {
+        return Ok(d.to_owned());
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d).join("trail"));
+    }
+    let home = std::env::var_os("HOME").context("no HOME: name a --state-dir")?;
+    Ok(PathBuf::from(home).join(".local/state/trail"))
+}
+
+async fn verify_online(args: &VerifyArgs) -> anyhow::Result<()> {
+    let token = args
+        .token
+        .as_deref()
+        .context("a credential is needed: --token or TRAIL_TOKEN")?;
+    let client = Client::new(&args.url, token)?;
+    let org = match &args.org {
+        Some(o) => o.clone(),
+        None => client.own_org().await?,
+    };
+    let dir = state_dir(args.state_dir.as_deref())?;
+    let mut witness = Witness::load(&dir)?;
+    let key = match &args.key {
+        Some(k) => VerifierKey::parse(k)?,
+        None => match witness.keys.get(client.url()) {
+            Some(k) => VerifierKey::parse(k)?,
+            None => {
+                let served = client.get_json("/v1/log/key").await?;
+                let k = VerifierKey::parse(served["verifierKey"].as_str().unwrap_or(""))?;
+                eprintln!(
+                    "trail: trusting {k} for {} from now on (first use); pass --key to check it",
+                    client.url()
+                );
+                k
+            }
+        },
+    };
+    let tty = std::io::stderr().is_terminal();
+    let report = verify_log(&client, &org, &key, &mut witness, |done, total| {
+        if tty {
+            eprint!("\rverifying {org}: {done}/{total} events");
+        }
+    })
+    .await;
+    if tty {
+        eprint!("\r\x1b[K");
+    }
+    let report = match report {
+        Ok(r) => r,
+        Err(trail_client::verify::VerifyError::Client(e)) => return Err(e.into()),
+        Err(e) => return Err(Failed(format!("FAIL {org}: {e}")).into()),
+    };
+    witness
+        .keys
+        .insert(client.url().to_owned(), key.to_string());
+    witness.save(&dir)?;
+    let since = report.previous.map_or(String::new(), |p| {
+        format!(", consistent with the checkpoint of {p} seen before")
+    });
+    println!(
+        "OK {org}: {} events verified against {} signed checkpoints (newest {} events, root {}){since}",
+        report.verified.size,
+        report.verified.checkpoints,
+        report.checkpoint.size,
+        hex::encode(report.checkpoint.root)
+    );
+    Ok(())
+}
+
+async fn verify_data(dir: &Path, org: Option<&str>, key: Option<&str>) -> anyhow::Result<()> {
+    if !dir.join(trail_store::sqlite::DB_FILE).exists() {
+        bail!("no Trail store in {}", dir.display());
+    }
+    let key = match key {
+        Some(k) => VerifierKey::parse(k)?,
+        None => {
+            let path = dir.join(trail_server::log::KEY_FILE);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {} (or pass --key)", path.display()))?;
+            let k = SignerKey::parse(&text)?.verifier();
+            eprintln!(
+                "trail: checking against the data directory's own key {k}; pass --key to check against a key you trust"
+            );
+            k
+        }
+    };
+    let store = SqliteStore::open(dir)?;
+    let orgs: Vec<String> = match org {
+        Some(o) => vec![o.to_owned()],
+        None => store.orgs().await?.into_iter().map(|o| o.id).collect(),
+    };
+    let mut failures = Vec::new();
+    for org in orgs {
+        match verify_stored_org(&store, &org, &key).await? {
+            Ok(line) => println!("{line}"),
+            Err(line) => {
+                println!("{line}");
+                failures.push(line);
+            }
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Failed(failures.join("\n")).into())
+    }
+}
+
+/// One org's log on disk: `Ok(line)` if it verifies, `Err(line)` naming the first bad seq.
+async fn verify_stored_org(
+    store: &SqliteStore,
+    org: &str,
+    key: &VerifierKey,
+) -> anyhow::Result<Result<String, String>> {
+    let origin = format!("{}/{org}", key.name);
+    let mut checkpoints = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.checkpoints(org, after, 1000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.size;
+        for c in page {
+            let opened = match open(&c.note, key) {
+                Ok(o) => o,
+                Err(e) => {
+                    return Ok(Err(format!(
+                        "FAIL {org}: the checkpoint of {} events: {e}",
+                        c.size
+                    )));
+                }
+            };
+            if opened.origin != origin || opened.size != c.size || opened.root != c.root {
+                return Ok(Err(format!(
+                    "FAIL {org}: the checkpoint of {} events was altered",
+                    c.size
+                )));
+            }
+            checkpoints.push(opened);
+        }
+    }
+    let count = checkpoints.len();
+    let mut verifier = LogVerifier::new(checkpoints);
+    let mut from = 0;
+    loop {
+        let page = store.events_from(org, from, 10_000).await?;
+        let Some(last) = page.last() else { break };
+        from = last.event.seq + 1;
+        for e in &page {
+            verifier.push(&e.event, &e.hash);
+        }
+    }
+    Ok(match verifier.finish(true) {
+        Ok(v) => Ok(format!(
+            "OK {org}: {} events verified against {count} signed checkpoints",
+            v.size
+        )),
+        Err(finding) => Err(format!("FAIL {org}: {finding}")),
+    })
+}

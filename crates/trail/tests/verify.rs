@@ -1,0 +1,303 @@
+//! `trail verify` against real stores: untouched, and tampered with directly in the SQLite
+//! file (triggers dropped) while the server is stopped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    url: String,
+    key: String,
+}
+
+impl Server {
+    fn start(data: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_trail"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--checkpoint-interval",
+                "100ms",
+                "--log-name",
+                "trail.test",
+                "--data",
+            ])
+            .arg(data)
+            .env("TRAIL_LOG", "error")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut url, mut key) = (None, None);
+        while url.is_none() || key.is_none() {
+            let line = lines.next().expect("banner").unwrap();
+            if let Some(u) = line.split("listening on ").nth(1) {
+                url = Some(u.trim().to_owned());
+            }
+            if let Some(k) = line.split("signed by: ").nth(1) {
+                key = Some(k.trim().to_owned());
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            url: url.unwrap(),
+            key: key.unwrap(),
+        }
+    }
+
+    /// Stops gracefully: the server signs a last checkpoint first.
+    fn stop(mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn token(data: &Path) -> String {
+    std::fs::read_to_string(data.join("bootstrap-token"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+async fn ingest(s: &Server, token: &str, from: usize, n: usize) {
+    let events: Vec<Value> = (from..from + n)
+        .map(|i| json!({"action": format!("a{i}"), "actor": {"id": "alice", "type": "user"}, "details": {"n": i}}))
+        .collect();
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/orgs/default/events", s.url))
+        .bearer_auth(token)
+        .json(&events)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+}
+
+fn trail(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trail"))
+        .args(args)
+        .env("TRAIL_LOG", "error")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A stopped store with about a hundred events, and its verifier key.
+async fn stopped_store(dir: &Path) -> (PathBuf, String, u64) {
+    let data = dir.join("data");
+    let s = Server::start(&data);
+    let t = token(&data);
+    for batch in 0..4 {
+        ingest(&s, &t, batch * 25, 25).await;
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    let key = s.key.clone();
+    s.stop();
+    let size: u64 = sql(&data, "SELECT count(*) FROM events").parse().unwrap();
+    (data, key, size)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// Runs SQL on the store's file, as someone with the file (and no key) would.
+fn sql(data: &Path, script: &str) -> String {
+    let conn = rusqlite::Connection::open(data.join("trail.db")).unwrap();
+    let base: i64 = conn
+        .query_row(
+            "SELECT id << 40 FROM orgs WHERE slug = 'default'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let script = script.replace("BASE", &base.to_string());
+    let mut out = String::new();
+    for stmt in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        if stmt.starts_with("SELECT") {
+            out = conn
+                .query_row(stmt, [], |r| r.get::<_, i64>(0))
+                .unwrap()
+                .to_string();
+        } else {
+            conn.execute_batch(stmt).unwrap();
+        }
+    }
+    out
+}
+
+const UNGUARD: &str =
+    "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete; DROP TRIGGER events_no_replace;";
+
+#[tokio::test]
+async fn every_kind_of_tampering_is_found_and_named_at_its_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, key, n) = stopped_store(dir.path()).await;
+    assert!(n > 100, "{n} events");
+
+    let ok = trail(&["verify", "--data", data.to_str().unwrap(), "--key", &key]);
+    assert!(ok.status.success(), "{}", text(&ok));
+    assert!(
+        text(&ok).contains(&format!("OK default: {n} events verified")),
+        "{}",
+        text(&ok)
+    );
+
+    let cases: Vec<(&str, String, String)> = vec![
+        ("changed", "UPDATE events SET ts = ts + 1 WHERE k = BASE + 23".into(), "seq 23 was changed".into()),
+        ("deleted", "DELETE FROM events WHERE k = BASE + 23".into(), "seq 23 is missing".into()),
+        (
+            "swapped",
+            "UPDATE events SET k = -1 WHERE k = BASE + 23; UPDATE events SET k = BASE + 23 WHERE k = BASE + 24; UPDATE events SET k = BASE + 24 WHERE k = -1".into(),
+            "seq 23 was reordered: the event there was accepted as seq 24".into(),
+        ),
+        (
+            "appended",
+            format!(
+                "INSERT INTO events (k, org, ts, rdelta, action, cat, actor, atype, details, hash) \
+                 SELECT k + 1, org, ts + 1, rdelta, action, cat, actor, atype, '{{\"forged\":true}}', hash FROM events WHERE k = BASE + {}",
+                n - 1
+            ),
+            format!("seq {n} was inserted"),
+        ),
+        ("truncated", format!("DELETE FROM events WHERE k >= BASE + {}", n - 10), format!("seq {} is missing: the log was truncated", n - 10)),
+    ];
+    for (name, edit, want) in cases {
+        let copy = dir.path().join(name);
+        copy_dir(&data, &copy);
+        sql(&copy, &format!("{UNGUARD} {edit}"));
+        let out = trail(&["verify", "--data", copy.to_str().unwrap(), "--key", &key]);
+        assert_eq!(out.status.code(), Some(1), "{name}: {}", text(&out));
+        assert!(
+            text(&out).contains(&want),
+            "{name}: want {want:?} in {}",
+            text(&out)
+        );
+    }
+
+    // A checkpoint altered in place, or signed by another key, is refused.
+    let copy = dir.path().join("checkpoint");
+    copy_dir(&data, &copy);
+    sql(
+        &copy,
+        "DROP TRIGGER checkpoints_no_update; UPDATE checkpoints SET root = zeroblob(32)",
+    );
+    let out = trail(&["verify", "--data", copy.to_str().unwrap(), "--key", &key]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("was altered"), "{}", text(&out));
+    let other = "trail.test+2f9c5a9e+AXbsp8bXvLsRq5M8I+9ZrCNwNRhGHyk2y2bAgWkXMdDo";
+    let out = trail(&["verify", "--data", data.to_str().unwrap(), "--key", other]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn online_verification_is_a_witness() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, key, _) = stopped_store(dir.path()).await;
+    let state = dir.path().join("state");
+    let old = dir.path().join("old");
+    copy_dir(&data, &old);
+
+    let s = Server::start(&data);
+    let t = token(&data);
+    let verify = |s: &Server, extra: &[&str]| {
+        let mut args = vec![
+            "verify",
+            "--url",
+            &s.url,
+            "--token",
+            &t,
+            "--state-dir",
+            state.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        trail(&args)
+    };
+    let first = verify(&s, &[]);
+    assert!(first.status.success(), "{}", text(&first));
+    assert!(
+        text(&first).contains("trusting trail.test+"),
+        "the key is pinned on first use: {}",
+        text(&first)
+    );
+    ingest(&s, &t, 100, 10).await;
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let second = verify(&s, &[]);
+    assert!(second.status.success(), "{}", text(&second));
+    assert!(
+        text(&second).contains("consistent with the checkpoint of"),
+        "{}",
+        text(&second)
+    );
+    assert!(
+        !text(&second).contains("trusting"),
+        "the pinned key is used"
+    );
+    s.stop();
+
+    // History rewritten while the server was down: the event is named.
+    let tampered = dir.path().join("tampered");
+    copy_dir(&data, &tampered);
+    sql(
+        &tampered,
+        &format!(
+            "{UNGUARD} UPDATE events SET action = (SELECT action FROM events WHERE k = BASE + 3) WHERE k = BASE + 23"
+        ),
+    );
+    let s = Server::start(&tampered);
+    let out = verify(&s, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("seq 23 was changed"), "{}", text(&out));
+    s.stop();
+
+    // The whole store rolled back to an older copy: the witness remembers more.
+    let s = Server::start(&old);
+    let out = verify(&s, &["--key", &key]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("the log went back"), "{}", text(&out));
+
+    // Exit codes: a bad token, an unreachable server.
+    let out = trail(&[
+        "verify",
+        "--url",
+        &s.url,
+        "--token",
+        "pat_0.x",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let out = trail(&[
+        "verify",
+        "--url",
+        "http://127.0.0.1:9",
+        "--token",
+        &t,
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+}
