@@ -45,12 +45,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let batches = make_batches(args.events, args.batch);
 
-    let server = Server::start(&dir.path().join("server"))?;
+    // The same ingest without checkpoints (no signing, no tree maintenance), to show
+    // what the verifiable log costs the ingest path.
+    let unsigned = Server::start(&dir.path().join("unsigned"), "off")?;
+    let plain = ingest(&unsigned, &batches, &args).await?;
+    unsigned.stop()?;
+
+    let server = Server::start(&dir.path().join("server"), "500ms")?;
     let ingest = ingest(&server, &batches, &args).await?;
+    let signed_after = checkpoint_delay(&server, ingest.last_seq).await?;
     let peak_rss = server.peak_rss_kib();
     let org_q = time_queries(&server, "limit=100", args.queries).await?;
     let actor_q = time_queries(&server, "actor=user-7&since=1h&limit=100", args.queries).await?;
     let trail_db = server.stop()?;
+    let verification = time_verification(&dir.path().join("server")).await?;
     let (stored, trail_bytes) = bytes_on_disk(&trail_db)?;
 
     let base = baseline(&dir.path().join("baseline.db"), &batches[..ingest.batches])?;
@@ -86,6 +94,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!(
         "| ack latency p50 / p99 (ms) | {:.1} / {:.1} | {:.1} / {:.1} | |",
         ingest.p50_ms, ingest.p99_ms, base.p50_ms, base.p99_ms
+    );
+    println!(
+        "| ingest with checkpoints off (events/s) | {:.0} | | with / without: {} |",
+        plain.rate,
+        ratio(ingest.rate, plain.rate)
+    );
+    println!(
+        "| signed checkpoint after the last acknowledgement (ms) | {:.0} | | |",
+        signed_after.as_secs_f64() * 1000.0
+    );
+    println!(
+        "| full verification, `trail verify --data` (events/s) | {:.0} | | |",
+        verification
     );
     let trail_bpe = trail_bytes as f64 / stored as f64;
     let base_bpe = base.bytes as f64 / base.events as f64;
@@ -195,17 +216,11 @@ struct Server {
 }
 
 impl Server {
-    fn start(data: &Path) -> anyhow::Result<Server> {
+    fn start(data: &Path, checkpoint_interval: &str) -> anyhow::Result<Server> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--bootstrap-org",
-                ORG,
-                "--data",
-            ])
+            .args(["serve", "--listen", "127.0.0.1:0", "--bootstrap-org", ORG])
+            .args(["--checkpoint-interval", checkpoint_interval, "--data"])
             .arg(data)
             .env("TRAIL_LOG", "warn")
             .stdout(Stdio::piped())
@@ -264,6 +279,8 @@ impl Server {
 }
 
 struct IngestResult {
+    /// The highest seq acknowledged.
+    last_seq: u64,
     events: usize,
     batches: usize,
     seconds: f64,
@@ -288,10 +305,11 @@ async fn ingest(
             let (client, token) = (server.client.clone(), server.token.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
+                let mut last_seq = 0u64;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= batches.len() || Instant::now() > deadline {
-                        return Ok::<_, anyhow::Error>(latencies);
+                        return Ok::<_, anyhow::Error>((latencies, last_seq));
                     }
                     let t = Instant::now();
                     let resp = client
@@ -304,21 +322,27 @@ async fn ingest(
                     if !resp.status().is_success() {
                         bail!("ingest failed: {} {}", resp.status(), resp.text().await?);
                     }
-                    resp.bytes().await?;
+                    let body: serde_json::Value = resp.json().await?;
                     latencies.push(t.elapsed());
+                    let seqs = body["items"].as_array().into_iter().flatten();
+                    last_seq = seqs.filter_map(|i| i["seq"].as_u64()).fold(last_seq, u64::max);
                 }
             })
         })
         .collect();
     let mut latencies = Vec::new();
+    let mut last_seq = 0;
     for t in tasks {
-        latencies.extend(t.await??);
+        let (l, s) = t.await??;
+        latencies.extend(l);
+        last_seq = last_seq.max(s);
     }
     let seconds = started.elapsed().as_secs_f64();
     let done = latencies.len();
     let events = done * args.batch;
     let (p50_ms, p99_ms) = percentiles(&mut latencies);
     Ok(IngestResult {
+        last_seq,
         events,
         batches: done,
         seconds,
@@ -326,6 +350,37 @@ async fn ingest(
         p50_ms,
         p99_ms,
     })
+}
+
+/// How long after the last acknowledgement a signed checkpoint covers `last_seq`.
+async fn checkpoint_delay(server: &Server, last_seq: u64) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let url = format!("{}/v1/orgs/{ORG}/log/checkpoint", server.url);
+    while started.elapsed() < Duration::from_secs(30) {
+        let resp = server.client.get(&url).bearer_auth(&server.token).send().await?;
+        if resp.status().is_success() {
+            let note = resp.text().await?;
+            let size: u64 = note.lines().nth(1).and_then(|l| l.parse().ok()).unwrap_or(0);
+            if size > last_seq {
+                return Ok(started.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    bail!("no checkpoint covered seq {last_seq} within 30 s")
+}
+
+/// Offline verification of the stopped store, in events per second.
+async fn time_verification(data: &Path) -> anyhow::Result<f64> {
+    let key = trail_core::checkpoint::SignerKey::parse(&std::fs::read_to_string(data.join(trail_server::log::KEY_FILE))?)?.verifier();
+    let store = trail_store::SqliteStore::open(data)?;
+    let started = Instant::now();
+    let line = crate::verify::verify_stored_org(&store, ORG, &key)
+        .await?
+        .map_err(|e| anyhow::anyhow!("the bench store does not verify: {e}"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let events: f64 = line.split_whitespace().nth(2).and_then(|n| n.parse().ok()).unwrap_or(0.0);
+    Ok(events / seconds)
 }
 
 async fn time_queries(server: &Server, query: &str, n: usize) -> anyhow::Result<(f64, f64)> {

@@ -157,7 +157,7 @@ async fn verify_data(dir: &Path, org: Option<&str>, key: Option<&str>) -> anyhow
 }
 
 /// One org's log on disk: `Ok(line)` if it verifies, `Err(line)` naming the first bad seq.
-async fn verify_stored_org(
+pub(crate) async fn verify_stored_org(
     store: &SqliteStore,
     org: &str,
     key: &VerifierKey,
