@@ -325,7 +325,9 @@ async fn ingest(
                     let body: serde_json::Value = resp.json().await?;
                     latencies.push(t.elapsed());
                     let seqs = body["items"].as_array().into_iter().flatten();
-                    last_seq = seqs.filter_map(|i| i["seq"].as_u64()).fold(last_seq, u64::max);
+                    last_seq = seqs
+                        .filter_map(|i| i["seq"].as_u64())
+                        .fold(last_seq, u64::max);
                 }
             })
         })
@@ -357,10 +359,19 @@ async fn checkpoint_delay(server: &Server, last_seq: u64) -> anyhow::Result<Dura
     let started = Instant::now();
     let url = format!("{}/v1/orgs/{ORG}/log/checkpoint", server.url);
     while started.elapsed() < Duration::from_secs(30) {
-        let resp = server.client.get(&url).bearer_auth(&server.token).send().await?;
+        let resp = server
+            .client
+            .get(&url)
+            .bearer_auth(&server.token)
+            .send()
+            .await?;
         if resp.status().is_success() {
             let note = resp.text().await?;
-            let size: u64 = note.lines().nth(1).and_then(|l| l.parse().ok()).unwrap_or(0);
+            let size: u64 = note
+                .lines()
+                .nth(1)
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(0);
             if size > last_seq {
                 return Ok(started.elapsed());
             }
@@ -372,14 +383,21 @@ async fn checkpoint_delay(server: &Server, last_seq: u64) -> anyhow::Result<Dura
 
 /// Offline verification of the stopped store, in events per second.
 async fn time_verification(data: &Path) -> anyhow::Result<f64> {
-    let key = trail_core::checkpoint::SignerKey::parse(&std::fs::read_to_string(data.join(trail_server::log::KEY_FILE))?)?.verifier();
+    let key = trail_core::checkpoint::SignerKey::parse(&std::fs::read_to_string(
+        data.join(trail_server::log::KEY_FILE),
+    )?)?
+    .verifier();
     let store = trail_store::SqliteStore::open(data)?;
     let started = Instant::now();
     let line = crate::verify::verify_stored_org(&store, ORG, &key)
         .await?
         .map_err(|e| anyhow::anyhow!("the bench store does not verify: {e}"))?;
     let seconds = started.elapsed().as_secs_f64();
-    let events: f64 = line.split_whitespace().nth(2).and_then(|n| n.parse().ok()).unwrap_or(0.0);
+    let events: f64 = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0);
     Ok(events / seconds)
 }
 
