@@ -11,6 +11,7 @@ pub mod canonical;
 pub mod checkpoint;
 pub mod event;
 pub mod merkle;
+pub mod perf;
 pub mod query;
 pub mod scope;
 pub mod time;

@@ -157,12 +157,22 @@ impl Term {
             Matcher::Status(s) => e.request.as_ref().is_some_and(|r| s.matches(r.status)),
             Matcher::Text(want) => match self.field.text_of(e) {
                 None => false,
-                Some(have) if self.field == Field::Route && !want.contains(' ') => {
-                    have.split_once(' ').is_some_and(|(_, path)| path == want)
-                }
+                Some(have) if self.field == Field::Route => route_matches(want, &have),
                 Some(have) => &have == want,
             },
         }
+    }
+}
+
+/// Whether a route filter matches a route template: the template itself, or a path alone
+/// (`/v1/tenants/:id`) for the template under any method.
+pub fn route_matches(pattern: &str, route: &str) -> bool {
+    if pattern.contains(' ') {
+        pattern == route
+    } else {
+        route
+            .split_once(' ')
+            .is_some_and(|(_, path)| path == pattern)
     }
 }
 

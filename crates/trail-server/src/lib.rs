@@ -37,7 +37,7 @@ use trail_store::{Bootstrap, Org, SqliteStore, Store, TokenKind, User};
 
 use crate::auth::{CredentialSpec, FailureThrottle, SessionPolicy};
 use crate::error::ApiError;
-use crate::routes::{events, manage, ops, session};
+use crate::routes::{events, live, manage, ops, session};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -90,6 +90,8 @@ pub fn app(state: AppState) -> Router {
     let authenticated = Router::new()
         .route("/v1/orgs/{org}/events", post(events::ingest))
         .route("/v1/orgs/{org}/audit-logs", get(events::list))
+        .route("/v1/orgs/{org}/audit-logs/stream", get(live::stream))
+        .route("/v1/orgs/{org}/perf", get(live::perf))
         .route(
             "/v1/orgs/{org}/instances/{instance}/audit-logs",
             get(events::list_instance),

@@ -127,6 +127,25 @@ fn shape(id: &str) -> (Option<Value>, &'static str, Option<Value>) {
             "201",
             Some(json!({"type": "object"})),
         ),
+        "streamAuditLogs" => (
+            None,
+            "200",
+            Some(
+                json!({"type": "string", "description": "text/event-stream: each event is `event: audit`, `id: <seq>`, `data: <the record>`."}),
+            ),
+        ),
+        "getPerformance" => (
+            None,
+            "200",
+            Some(json!({"type": "object", "properties": {
+                "since": s, "until": s, "windowMinutes": {"type": "number"},
+                "routes": {"type": "array", "items": {"type": "object", "properties": {
+                    "route": s, "requests": {"type": "integer"}, "requestsPerMinute": {"type": "number"},
+                    "errors4xx": {"type": "integer"}, "errors5xx": {"type": "integer"},
+                    "errorRate4xx": {"type": "number"}, "errorRate5xx": {"type": "number"},
+                    "p50Ms": {"type": "number"}, "p95Ms": {"type": "number"}, "p99Ms": {"type": "number"}}}},
+            }})),
+        ),
         "getLogKey" => (
             None,
             "200",
@@ -222,7 +241,7 @@ pub fn document() -> Value {
             operation["security"] = json!([]);
         }
         let (request, status, response) = shape(op.id);
-        if op.id.starts_with("list") && op.id.contains("AuditLog") {
+        if op.id.contains("AuditLog") {
             parameters.extend(list_parameters());
         }
         let int_param = |name: &str, required: bool, description: &str| json!({"name": name, "in": "query", "required": required, "schema": {"type": "integer", "minimum": 0}, "description": description});
@@ -258,6 +277,26 @@ pub fn document() -> Value {
                     "to",
                     false,
                     "The newer tree size; by default the newest checkpoint's.",
+                ));
+            }
+            "streamAuditLogs" => parameters.push(int_param(
+                "from",
+                false,
+                "Start at this seq; by default new events only (or after Last-Event-ID).",
+            )),
+            "getPerformance" => {
+                let text = |name: &str, d: &str| json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}, "description": d});
+                parameters.push(text(
+                    "since",
+                    "RFC 3339 or a duration back from now; 24h by default.",
+                ));
+                parameters.push(text(
+                    "until",
+                    "RFC 3339 or a duration back from now; now by default.",
+                ));
+                parameters.push(text(
+                    "route",
+                    "One route template, or a path for every method.",
                 ));
             }
             "listLogEntries" => {

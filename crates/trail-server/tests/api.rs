@@ -326,6 +326,15 @@ async fn send_to(app: &Router, req: Request<Body>) -> Reply {
     };
     let content_type = header_text(header::CONTENT_TYPE).unwrap_or_default();
     let set_cookie = header_text(header::SET_COOKIE);
+    if content_type.starts_with("text/event-stream") {
+        // An endless stream: the status is the answer.
+        return Reply {
+            status,
+            content_type,
+            set_cookie,
+            body: Value::Null,
+        };
+    }
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     let body = serde_json::from_slice(&bytes)
         .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
@@ -2410,5 +2419,154 @@ async fn the_checkpointer_signs_nothing_over_a_tampered_log() {
     assert_eq!(
         h.store.checkpoint("acme", None).await.unwrap().unwrap(),
         signed
+    );
+}
+
+#[tokio::test]
+async fn perf_figures_equal_those_computed_from_the_same_rows() {
+    let h = harness().await;
+    // Known calls: three routes, statuses and latencies chosen by hand.
+    let mut calls = Vec::new();
+    let mut expected: std::collections::BTreeMap<&str, Vec<(u16, f64)>> = Default::default();
+    for i in 0..40u32 {
+        let (route, status, ms) = match i % 4 {
+            0 | 1 => (
+                "GET /v1/tenants/:id",
+                if i % 10 == 0 { 500 } else { 200 },
+                1.0 + i as f64,
+            ),
+            2 => (
+                "POST /v1/tenants",
+                if i % 6 == 2 { 409 } else { 201 },
+                10.0 * i as f64,
+            ),
+            _ => ("DELETE /v1/tenants/:id", 204, 0.5),
+        };
+        expected.entry(route).or_default().push((status, ms));
+        calls.push(json!({"action": "call", "category": "api", "actor": {"id": "svc", "type": "api_key"},
+            "request": {"method": (route.split(' ').next().unwrap()), "route": route, "status": status, "latencyMs": ms}}));
+    }
+    h.ingest("acme", Value::Array(calls)).await;
+    let got = h
+        .get(
+            "/v1/orgs/acme/perf?since=1h&route=/v1/tenants/:id",
+            Some(&h.owner),
+        )
+        .await;
+    assert_eq!(got.status, StatusCode::OK, "{:?}", got.body);
+    let routes = got.body["routes"].as_array().unwrap();
+    let names: Vec<&str> = routes
+        .iter()
+        .map(|r| r["route"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["GET /v1/tenants/:id", "DELETE /v1/tenants/:id"],
+        "busiest first; path filter spans methods"
+    );
+    // Computed here independently: nearest-rank percentiles, rates per call.
+    for r in routes {
+        let rows = &expected[r["route"].as_str().unwrap()];
+        let mut lat: Vec<f64> = rows.iter().map(|(_, ms)| *ms).collect();
+        lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let rank = |p: f64| lat[((p * lat.len() as f64).ceil() as usize).max(1) - 1];
+        let n = rows.len() as f64;
+        assert_eq!(r["requests"], rows.len());
+        assert_eq!(r["p50Ms"], rank(0.50));
+        assert_eq!(r["p95Ms"], rank(0.95));
+        assert_eq!(r["p99Ms"], rank(0.99));
+        assert_eq!(
+            r["errorRate5xx"],
+            rows.iter().filter(|(s, _)| *s >= 500).count() as f64 / n
+        );
+        assert_eq!(
+            r["errorRate4xx"],
+            rows.iter().filter(|(s, _)| (400..500).contains(s)).count() as f64 / n
+        );
+        let rpm = r["requestsPerMinute"].as_f64().unwrap();
+        assert!((rpm - n / 60.0).abs() < 1e-6, "{rpm}");
+    }
+    assert_problem(
+        &h.get("/v1/orgs/acme/perf?since=1h&until=2h", Some(&h.owner))
+            .await,
+        400,
+        "until must be after since",
+    );
+    assert_problem(
+        &h.get("/v1/orgs/acme/perf?window=1h", Some(&h.owner)).await,
+        400,
+        "unknown parameter",
+    );
+}
+
+#[tokio::test]
+async fn the_live_tail_streams_new_matching_events_and_resumes() {
+    let h = harness().await;
+    h.ingest("acme", json!([event("old")])).await;
+    let req = Request::get("/v1/orgs/acme/audit-logs/stream?action=wanted")
+        .header(header::AUTHORIZATION, format!("Bearer {}", h.owner))
+        .body(Body::empty())
+        .unwrap();
+    let resp = h.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(
+        resp.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut body = resp.into_body();
+    h.ingest("acme", json!([event("unwanted"), event("wanted")]))
+        .await;
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
+            .await
+            .expect("an event within 5 s")
+            .unwrap()
+            .unwrap();
+        if let Some(data) = frame.data_ref() {
+            text.push_str(std::str::from_utf8(data).unwrap());
+        }
+    }
+    assert!(text.contains("event: audit"), "{text}");
+    assert!(text.contains("\"action\":\"wanted\""), "{text}");
+    assert!(
+        !text.contains("unwanted") && !text.contains("\"old\""),
+        "{text}"
+    );
+    let id: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // Resuming after that seq sees only what came later.
+    h.ingest("acme", json!([event("wanted")])).await;
+    let req = Request::get("/v1/orgs/acme/audit-logs/stream?action=wanted")
+        .header(header::AUTHORIZATION, format!("Bearer {}", h.owner))
+        .header("last-event-id", id.to_string())
+        .body(Body::empty())
+        .unwrap();
+    let mut body = h.app.clone().oneshot(req).await.unwrap().into_body();
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
+    let next: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(next > id, "{text}");
+    assert_problem(
+        &h.get("/v1/orgs/acme/audit-logs/stream?from=x", Some(&h.owner))
+            .await,
+        400,
+        "not a seq",
     );
 }

@@ -47,6 +47,7 @@ macro_rules! store_conformance_tests {
             the_tree_is_the_core_tree_over_the_stored_leaves,
             checkpoints_are_kept_and_listed,
             settings_are_set_once,
+            api_calls_are_grouped_by_route_within_the_window,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -1046,5 +1047,48 @@ pub async fn settings_are_set_once(store: Arc<dyn Store>) {
     assert_eq!(
         store.setting("log_name").await.unwrap().as_deref(),
         Some("a.example")
+    );
+}
+
+pub async fn api_calls_are_grouped_by_route_within_the_window(store: Arc<dyn Store>) {
+    with_orgs(&*store, &["acme", "umbrella"]).await;
+    let call = |route: &str, status: u16, ms: f64, at: i64| {
+        body(
+            json!({"action": "call", "category": "api", "timestamp": Timestamp(T0 + at).to_string(),
+            "actor": {"id": "a", "type": "pat"},
+            "request": {"method": (route.split(' ').next().unwrap()), "route": route, "status": status, "latencyMs": ms}}),
+        )
+    };
+    store
+        .append(
+            "acme",
+            vec![
+                call("GET /a", 200, 1.5, 0),
+                call("GET /a", 503, 2.0, 10),
+                call("POST /b", 201, 7.0, 20),
+                call("GET /a", 200, 9.0, 100),
+                simple("not a call"),
+            ],
+        )
+        .await
+        .unwrap();
+    store
+        .append("umbrella", vec![call("GET /a", 200, 1.0, 0)])
+        .await
+        .unwrap();
+    let mut got = store
+        .api_calls("acme", Timestamp(T0), Timestamp(T0 + 100))
+        .await
+        .unwrap();
+    got.sort();
+    for (_, calls) in &mut got {
+        calls.sort();
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("GET /a".to_owned(), vec![(200, 1500), (503, 2000)]),
+            ("POST /b".to_owned(), vec![(201, 7000)])
+        ]
     );
 }

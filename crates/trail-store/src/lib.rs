@@ -281,6 +281,15 @@ pub trait Store: Send + Sync + 'static {
     /// The number of events in the org's log (the next seq).
     async fn log_size(&self, org: &str) -> Result<u64>;
 
+    /// The recorded API calls with a timestamp in `[since, until)`, by route template:
+    /// `(status, latency in µs)` of each.
+    async fn api_calls(
+        &self,
+        org: &str,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<(String, Vec<(u16, u64)>)>>;
+
     /// The Merkle root of the org's first `size` events, from their stored leaf hashes.
     async fn tree_root(&self, org: &str, size: u64) -> Result<[u8; 32]>;
     /// The inclusion proof of `seq` in the tree of `size` (seq < size <= log size).

@@ -196,13 +196,13 @@ fn parse_batch(bytes: &[u8], content_type: Option<&str>) -> Result<Vec<Item>, Ap
 }
 
 /// What a list call asks for, read from its query string.
-struct ListParams {
-    filter: Filter,
+pub(crate) struct ListParams {
+    pub filter: Filter,
     cursor: Option<Cursor>,
     limit: usize,
 }
 
-fn list_params(raw: Option<&str>, now: Timestamp) -> Result<ListParams, ApiError> {
+pub(crate) fn list_params(raw: Option<&str>, now: Timestamp) -> Result<ListParams, ApiError> {
     let mut p = ListParams {
         filter: Filter::default(),
         cursor: None,
@@ -302,7 +302,7 @@ pub async fn list_instance(
 
 /// Narrows a read to one instance's events. Another instance named in the filter would
 /// widen it (alternatives on one key are OR-ed), so it is refused.
-fn restrict_to_instance(
+pub(crate) fn restrict_to_instance(
     params: &mut ListParams,
     org: &str,
     instance: &str,

@@ -2,6 +2,7 @@
 //! the audit actions, the OpenAPI document and the authorization-matrix test are derived.
 
 pub mod events;
+pub mod live;
 pub mod manage;
 pub mod ops;
 pub mod session;
@@ -270,6 +271,20 @@ pub const OPERATIONS: &[Operation] = &[
         "getEvent",
         Scope(LogsRead),
         "One event, its canonical bytes and its inclusion proof",
+    ),
+    op(
+        "GET",
+        "/v1/orgs/{org}/audit-logs/stream",
+        "streamAuditLogs",
+        Scope(LogsRead),
+        "Live tail: new events as Server-Sent Events, same filters, resumable with Last-Event-ID",
+    ),
+    op(
+        "GET",
+        "/v1/orgs/{org}/perf",
+        "getPerformance",
+        Scope(LogsRead),
+        "Per-route requests, requests per minute, error rates and p50/p95/p99 latency",
     ),
 ];
 

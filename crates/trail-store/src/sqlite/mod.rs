@@ -359,6 +359,17 @@ impl Store for SqliteStore {
         self.read(move |c, _| read::log_size(c, &org)).await
     }
 
+    async fn api_calls(
+        &self,
+        org: &str,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> Result<Vec<(String, Vec<(u16, u64)>)>> {
+        let org = org.to_owned();
+        self.read(move |c, dict| read::api_calls(c, dict, &org, since, until))
+            .await
+    }
+
     async fn tree_root(&self, org: &str, size: u64) -> Result<[u8; 32]> {
         let org = org.to_owned();
         self.read(move |c, _| tree::Tree::open(c, &org, size)?.root())

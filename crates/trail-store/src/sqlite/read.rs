@@ -190,6 +190,53 @@ pub(crate) fn events_from(
     into_events(conn, dict, org, rows)
 }
 
+pub(crate) fn api_calls(
+    conn: &Connection,
+    dict: &DictCache,
+    org: &str,
+    since: Timestamp,
+    until: Timestamp,
+) -> Result<Vec<(String, Vec<(u16, u64)>)>> {
+    let org_id = org_id(conn, org)?;
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT route, status, lat FROM events \
+             WHERE org = ?1 AND ts >= ?2 AND ts < ?3 AND route IS NOT NULL",
+        )
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map(
+            rusqlite::params![org_id, since.micros(), until.micros()],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, u16>(1)?,
+                    r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                ))
+            },
+        )
+        .map_err(unavailable)?;
+    let mut by_route: std::collections::HashMap<i64, Vec<(u16, u64)>> =
+        std::collections::HashMap::new();
+    for row in rows {
+        let (route, status, lat) = row.map_err(unavailable)?;
+        by_route
+            .entry(route)
+            .or_default()
+            .push((status, lat.max(0) as u64));
+    }
+    let names = dict.resolve(conn, by_route.keys().copied())?;
+    by_route
+        .into_iter()
+        .map(|(id, calls)| {
+            let name = names
+                .get(&id)
+                .ok_or_else(|| StoreError::Corrupt(format!("dictionary entry {id} is missing")))?;
+            Ok((name.to_string(), calls))
+        })
+        .collect()
+}
+
 pub(crate) fn log_size(conn: &Connection, org: &str) -> Result<u64> {
     let base = org_id(conn, org)? << SEQ_BITS;
     let max: Option<i64> = conn

@@ -1,0 +1,161 @@
+//! Reading the log as it grows and as it performs: the live tail (Server-Sent Events) and
+//! per-route performance figures.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use futures_util::Stream;
+use serde_json::{Value, json};
+use trail_core::query::route_matches;
+use trail_core::{Filter, Scope, Timestamp};
+use trail_record::CallContext;
+use trail_store::Store;
+
+use crate::AppState;
+use crate::auth::{Caller, authorize};
+use crate::error::ApiError;
+use crate::routes::events::{list_params, restrict_to_instance};
+
+/// How often the stream looks for new events.
+const POLL: Duration = Duration::from_millis(250);
+
+struct Tail {
+    store: Arc<dyn Store>,
+    org: String,
+    filter: Filter,
+    next: u64,
+    pending: VecDeque<SseEvent>,
+    first: bool,
+}
+
+/// `GET /v1/orgs/{org}/audit-logs/stream`: the events that arrive from now on (or after the
+/// seq in `Last-Event-ID`, or from `?from=`), oldest first, that pass the same filters as
+/// the list. Each SSE event's id is the event's seq, so a client resumes where it left off.
+pub async fn stream(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    authorize(&caller, &ctx, &org, Some(Scope::LogsRead))?;
+    let from_param = form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "from")
+        .map(|(_, v)| {
+            v.parse::<u64>()
+                .map_err(|_| ApiError::BadRequest(format!("from: {v:?} is not a seq")))
+        })
+        .transpose()?;
+    let without_from: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(
+            form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
+                .filter(|(k, _)| k != "from"),
+        )
+        .finish();
+    let mut params = list_params(Some(&without_from), crate::now())?;
+    if let Some(only) = &caller.instance {
+        restrict_to_instance(&mut params, &org, only)?;
+    }
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .map_err(|_| ApiError::BadRequest(format!("Last-Event-ID: {v:?} is not a seq")))
+        })
+        .transpose()?;
+    let next = match (resume, from_param) {
+        (Some(last), _) => last + 1,
+        (None, Some(from)) => from,
+        (None, None) => state.store.log_size(&org).await?,
+    };
+    let tail = Tail {
+        store: state.store.clone(),
+        org,
+        filter: params.filter,
+        next,
+        pending: VecDeque::new(),
+        first: true,
+    };
+    let events = futures_util::stream::unfold(tail, |mut t| async move {
+        loop {
+            if let Some(e) = t.pending.pop_front() {
+                return Some((Ok(e), t));
+            }
+            if !t.first {
+                tokio::time::sleep(POLL).await;
+            }
+            t.first = false;
+            let Ok(batch) = t.store.events_from(&t.org, t.next, 500).await else {
+                return None;
+            };
+            for e in batch {
+                t.next = e.event.seq + 1;
+                if t.filter.matches(&e.event) {
+                    let data =
+                        serde_json::to_string(&e.event.record(&e.hash)).expect("records serialize");
+                    t.pending.push_back(
+                        SseEvent::default()
+                            .id(e.event.seq.to_string())
+                            .event("audit")
+                            .data(data),
+                    );
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+}
+
+/// `GET /v1/orgs/{org}/perf?since=24h[&until=T][&route=R]`: per route, busiest first.
+pub async fn perf(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    Extension(caller): Extension<Caller>,
+    Extension(ctx): Extension<CallContext>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&caller, &ctx, &org, Some(Scope::LogsRead))?;
+    let now = crate::now();
+    let (mut since, mut until, mut route) = (None, None, None);
+    for (k, v) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
+        let bound = |v: &str| {
+            Timestamp::parse_bound(v, now).map_err(|e| ApiError::BadRequest(format!("{k}: {e}")))
+        };
+        match &*k {
+            "since" => since = Some(bound(&v)?),
+            "until" => until = Some(bound(&v)?),
+            "route" => route = Some(v.into_owned()),
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown parameter {other:?} (known: since, until, route)"
+                )));
+            }
+        }
+    }
+    let since = since.unwrap_or(Timestamp(now.micros() - 24 * 3600 * 1_000_000));
+    let until = until.unwrap_or(now);
+    if until <= since {
+        return Err(ApiError::BadRequest("until must be after since".into()));
+    }
+    let mut calls = state.store.api_calls(&org, since, until).await?;
+    if let Some(r) = &route {
+        calls.retain(|(template, _)| route_matches(r, template));
+    }
+    let minutes = (until.micros() - since.micros()) as f64 / 60e6;
+    let routes = trail_core::perf::summarize(calls, minutes);
+    Ok(Json(json!({
+        "since": since.to_string(),
+        "until": until.to_string(),
+        "windowMinutes": minutes,
+        "routes": routes,
+    })))
+}
