@@ -154,6 +154,9 @@ pub struct SignedCheckpoint {
     pub created_at: Timestamp,
 }
 
+/// Recorded API calls by route template: `(status, latency in µs)` of each call.
+pub type CallsByRoute = Vec<(String, Vec<(u16, u64)>)>;
+
 /// Events to append in the same transaction as a change, so that no change exists without
 /// its record: `(org, event)`.
 pub type AuditEvents = Vec<(String, EventBody)>;

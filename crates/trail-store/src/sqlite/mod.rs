@@ -364,7 +364,7 @@ impl Store for SqliteStore {
         org: &str,
         since: Timestamp,
         until: Timestamp,
-    ) -> Result<Vec<(String, Vec<(u16, u64)>)>> {
+    ) -> Result<crate::CallsByRoute> {
         let org = org.to_owned();
         self.read(move |c, dict| read::api_calls(c, dict, &org, since, until))
             .await

@@ -196,7 +196,7 @@ pub(crate) fn api_calls(
     org: &str,
     since: Timestamp,
     until: Timestamp,
-) -> Result<Vec<(String, Vec<(u16, u64)>)>> {
+) -> Result<crate::CallsByRoute> {
     let org_id = org_id(conn, org)?;
     let mut stmt = conn
         .prepare_cached(
