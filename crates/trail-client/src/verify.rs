@@ -113,8 +113,9 @@ pub async fn verify_log(
         .await?;
     let newest = open_checked(&newest_note)?;
 
-    // Every checkpoint up to the newest, each signature checked.
-    let mut checkpoints = Vec::new();
+    // Every checkpoint up to the newest, each signature checked and each listed size and
+    // root matched against its note.
+    let mut checkpoints = vec![newest.clone()];
     let mut after = 0;
     loop {
         let page = client
@@ -124,12 +125,20 @@ pub async fn verify_log(
             .await?;
         for item in page["items"].as_array().into_iter().flatten() {
             let c = open_checked(item["note"].as_str().unwrap_or(""))?;
+            if item["size"].as_u64() != Some(c.size)
+                || item["root"].as_str() != Some(&hex::encode(c.root))
+            {
+                return Err(VerifyError::Checkpoint(format!(
+                    "the checkpoint listed as {} disagrees with its signed note",
+                    item["size"]
+                )));
+            }
             if c.size <= newest.size {
                 checkpoints.push(c);
             }
         }
         match page["nextAfter"].as_u64() {
-            Some(n) if n < newest.size => after = n,
+            Some(n) if n > after && n < newest.size => after = n,
             _ => break,
         }
     }
@@ -191,11 +200,17 @@ pub async fn verify_log(
         }
         progress(from, newest.size);
         match page["nextFrom"].as_u64() {
-            Some(n) => from = n.max(from),
-            None => break,
+            Some(n) if n >= from => from = n,
+            _ => break,
         }
     }
     let verified = verifier.finish(false).map_err(VerifyError::Finding)?;
+    if verified.size != newest.size {
+        return Err(VerifyError::Checkpoint(format!(
+            "the events served reach {} of the {} the newest checkpoint covers",
+            verified.size, newest.size
+        )));
+    }
     witness.checkpoints.insert(
         origin,
         SeenCheckpoint {

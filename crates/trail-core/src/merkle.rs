@@ -95,6 +95,22 @@ pub fn subtree<R: HashReader>(r: &R, level: u32, index: u64) -> Result<Hash, R::
     )?))
 }
 
+/// The hash of complete subtree `index` at `level`, computed from the level below, never
+/// from a stored tile of this level: what a store checks its tiles against.
+pub fn subtree_from_below<R: HashReader>(r: &R, level: u32, index: u64) -> Result<Hash, R::Error> {
+    if level == 0 {
+        return subtree(r, 0, index);
+    }
+    let below = (level - 1) / TILE_HEIGHT * TILE_HEIGHT;
+    let width = 1u64 << (level - below);
+    Ok(fold(subtrees(
+        r,
+        below,
+        index * width,
+        (index + 1) * width,
+    )?))
+}
+
 /// `MTH(D[start:end])` for a range that RFC 6962's recursion produces (start aligned).
 fn range_hash<R: HashReader>(r: &R, start: u64, end: u64) -> Result<Hash, R::Error> {
     // Split into aligned complete subtrees, largest first, and fold from the right.

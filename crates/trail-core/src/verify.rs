@@ -25,10 +25,18 @@ use crate::merkle::{Hash, RootBuilder};
 pub enum Problem {
     Missing,
     Changed,
-    Reordered { from: u64 },
-    Truncated { checkpoint_size: u64 },
+    /// The stored row no longer reads as an event at all.
+    Unreadable,
+    Reordered {
+        from: u64,
+    },
+    Truncated {
+        checkpoint_size: u64,
+    },
     Inserted,
-    Mismatch { checkpoint_size: u64 },
+    Mismatch {
+        checkpoint_size: u64,
+    },
 }
 
 /// The first bad seq, and what is wrong with it.
@@ -51,6 +59,9 @@ impl fmt::Display for Finding {
                 f,
                 "seq {seq} was changed: its content does not give the leaf hash recorded when it was accepted"
             ),
+            Problem::Unreadable => {
+                write!(f, "seq {seq} was changed: it no longer reads as an event")
+            }
             Problem::Reordered { from } => write!(
                 f,
                 "seq {seq} was reordered: the event there was accepted as seq {from}"
@@ -60,12 +71,15 @@ impl fmt::Display for Finding {
                 "seq {seq} is missing: the log was truncated to {seq} events but a signed checkpoint covers {checkpoint_size}"
             ),
             Problem::Inserted => {
-                write!(f, "seq {seq} was inserted: no signed checkpoint covers it")
+                write!(
+                    f,
+                    "seq {seq} was inserted: no signed checkpoint covers it, or it moved the events after it"
+                )
             }
             Problem::Mismatch { checkpoint_size } => write!(
                 f,
                 "seq {seq} or a later one up to {} was changed: the events do not give the signed root of size {checkpoint_size}",
-                checkpoint_size - 1
+                checkpoint_size.saturating_sub(1)
             ),
         }
     }
@@ -88,6 +102,7 @@ pub struct LogVerifier {
     builder: RootBuilder,
     /// Positions whose content disagrees with the stored hash: (seq, event, stored hash).
     mismatched: Vec<(u64, Event, Hash)>,
+    unreadable: Option<u64>,
     gap: Option<u64>,
     mismatch: Option<Finding>,
     verified: u64,
@@ -103,6 +118,7 @@ impl LogVerifier {
             next: 0,
             builder: RootBuilder::default(),
             mismatched: Vec::new(),
+            unreadable: None,
             gap: None,
             mismatch: None,
             verified: 0,
@@ -126,6 +142,21 @@ impl LogVerifier {
             self.mismatched.push((event.seq, event.clone(), *stored));
         }
         self.builder.push(leaf);
+        self.check_checkpoints();
+    }
+
+    /// A stored row at `seq` that no longer reads as an event.
+    pub fn push_unreadable(&mut self, seq: u64) {
+        if self.gap.is_some() {
+            return;
+        }
+        if seq != self.builder.size() {
+            self.gap = Some(self.builder.size());
+            return;
+        }
+        self.unreadable.get_or_insert(seq);
+        // Its leaf is unknown: nothing will match the signed roots past here.
+        self.builder.push([0; 32]);
         self.check_checkpoints();
     }
 
@@ -170,17 +201,57 @@ impl LogVerifier {
                 problem: Problem::Missing,
             });
         }
-        for (seq, event, stored) in &self.mismatched {
-            let from = self.mismatched.iter().find_map(|(other, _, _)| {
-                let mut moved = event.clone();
-                moved.seq = *other;
-                (other != seq && canonical::leaf_hash(&moved) == *stored).then_some(*other)
+        if let Some(seq) = self.unreadable {
+            findings.push(Finding {
+                seq,
+                problem: Problem::Unreadable,
             });
-            let problem = match from {
-                Some(from) => Problem::Reordered { from },
-                None => Problem::Changed,
-            };
-            findings.push(Finding { seq: *seq, problem });
+        }
+        // Where was each changed event accepted? At another changed position, or one off.
+        let origins: Vec<(u64, Option<u64>)> = self
+            .mismatched
+            .iter()
+            .map(|(seq, event, stored)| {
+                let candidates = self
+                    .mismatched
+                    .iter()
+                    .map(|(other, _, _)| *other)
+                    .chain([seq.wrapping_sub(1), seq + 1])
+                    .filter(|other| other != seq);
+                let from = candidates.into_iter().find(|other| {
+                    let mut moved = event.clone();
+                    moved.seq = *other;
+                    canonical::leaf_hash(&moved) == *stored
+                });
+                (*seq, from)
+            })
+            .collect();
+        for &(seq, from) in &origins {
+            // Two events that point at each other were swapped; a run that points one way
+            // by one was shifted by an insertion (or a deletion) where it begins.
+            let mutual = |f: u64| origins.iter().any(|&(s, o)| s == f && o == Some(seq));
+            findings.push(match from {
+                Some(f) if mutual(f) => Finding {
+                    seq,
+                    problem: Problem::Reordered { from: f },
+                },
+                Some(f) if f + 1 == seq => Finding {
+                    seq: f,
+                    problem: Problem::Inserted,
+                },
+                Some(f) if f == seq + 1 => Finding {
+                    seq,
+                    problem: Problem::Missing,
+                },
+                Some(f) => Finding {
+                    seq,
+                    problem: Problem::Reordered { from: f },
+                },
+                None => Finding {
+                    seq,
+                    problem: Problem::Changed,
+                },
+            });
         }
         if self.gap.is_none() && size < newest {
             findings.push(Finding {
@@ -190,8 +261,11 @@ impl LogVerifier {
                 },
             });
         }
-        if findings.is_empty()
-            && let Some(m) = self.mismatch
+        // A signed root that the content does not give: unless a finding inside its range
+        // explains it, the first bad seq lies after the previous checkpoint.
+        if let Some(m) = self.mismatch
+            && let Problem::Mismatch { checkpoint_size } = m.problem
+            && !findings.iter().any(|f| f.seq < checkpoint_size)
         {
             findings.push(m);
         }
@@ -353,6 +427,86 @@ mod tests {
                 problem: Problem::Mismatch {
                     checkpoint_size: 37
                 }
+            }
+        );
+    }
+
+    #[test]
+    fn a_shifted_run_names_the_insertion_or_deletion_where_it_begins() {
+        let l = log(30);
+        let cps = checkpoints(&l, &[30]);
+        // Renumbered after a row slipped in at 12 (with a valid hash of its own).
+        let mut inserted: Vec<(Event, Hash)> = l[..12].to_vec();
+        let forged = Event {
+            seq: 12,
+            action: "forged".into(),
+            ..l[12].0.clone()
+        };
+        let h = canonical::leaf_hash(&forged);
+        inserted.push((forged, h));
+        inserted.extend(l[12..].iter().map(|(e, h)| {
+            (
+                Event {
+                    seq: e.seq + 1,
+                    ..e.clone()
+                },
+                *h,
+            )
+        }));
+        assert_eq!(
+            run(&inserted, cps.clone(), false).unwrap_err(),
+            Finding {
+                seq: 12,
+                problem: Problem::Inserted
+            }
+        );
+        // Renumbered after 12 was deleted.
+        let mut deleted: Vec<(Event, Hash)> = l[..12].to_vec();
+        deleted.extend(l[13..].iter().map(|(e, h)| {
+            (
+                Event {
+                    seq: e.seq - 1,
+                    ..e.clone()
+                },
+                *h,
+            )
+        }));
+        assert_eq!(
+            run(&deleted, cps.clone(), false).unwrap_err(),
+            Finding {
+                seq: 12,
+                problem: Problem::Missing
+            }
+        );
+        // A rewrite before a checkpoint is not hidden by a plain edit after it.
+        let cps = checkpoints(&l, &[10, 30]);
+        let mut both = l.clone();
+        both[3].0.action = "rewritten".into();
+        both[3].1 = canonical::leaf_hash(&both[3].0);
+        both[20].0.action = "edited".into();
+        assert_eq!(
+            run(&both, cps, false).unwrap_err(),
+            Finding {
+                seq: 0,
+                problem: Problem::Mismatch {
+                    checkpoint_size: 10
+                }
+            }
+        );
+        // An unreadable row is named.
+        let mut v = LogVerifier::new(checkpoints(&l, &[30]));
+        for (e, h) in &l[..5] {
+            v.push(e, h);
+        }
+        v.push_unreadable(5);
+        for (e, h) in &l[6..] {
+            v.push(e, h);
+        }
+        assert_eq!(
+            v.finish(false).unwrap_err(),
+            Finding {
+                seq: 5,
+                problem: Problem::Unreadable
             }
         );
     }

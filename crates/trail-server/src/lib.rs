@@ -203,7 +203,11 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
     bootstrap(&*store, config).await?;
     let key = Arc::new(log::load_or_create_key(&*store, &config.data_dir, &config.log_name).await?);
     let verifier_key = key.verifier().to_string();
-    let checkpointer = Arc::new(log::Checkpointer::new(store.clone(), key.clone()));
+    let checkpointer = Arc::new(log::Checkpointer::new(
+        store.clone(),
+        key.clone(),
+        Some(config.data_dir.join(log::HEADS_FILE)),
+    ));
     let mut state = AppState::new(store, key).await?;
     state.sessions.idle = config.session_idle;
     state.secure_cookies = config.secure_cookies;

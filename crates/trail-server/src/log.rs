@@ -7,10 +7,12 @@
 //! what the writer committed and writes its own small transactions). Before signing it checks
 //! that the stored leaves still give the previous signed root and that the log has not
 //! shrunk; if not, it signs nothing more for that org and says so in its log and metrics.
+//! What it trusts as "signed before" is its own newest note, opened with its key, and never
+//! older than the heads it keeps beside the key ([`HEADS_FILE`]).
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +26,7 @@ use base64::engine::general_purpose::STANDARD;
 use rand::RngCore;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, watch};
-use trail_core::checkpoint::{Checkpoint, SignerKey};
+use trail_core::checkpoint::{Checkpoint, SignerKey, open};
 use trail_core::{Scope, canonical};
 use trail_record::CallContext;
 use trail_store::{SignedCheckpoint, Store};
@@ -82,83 +84,199 @@ pub fn origin(key: &SignerKey, org: &str) -> String {
     format!("{}/{org}", key.name)
 }
 
+/// The file, beside the key, that remembers the newest signed (size, root) of each log: a
+/// database whose newest checkpoints were removed does not make the checkpointer forget.
+pub const HEADS_FILE: &str = "log-heads.json";
+
 /// Signs checkpoints; see the module documentation.
 pub struct Checkpointer {
     store: Arc<dyn Store>,
     key: Arc<SignerKey>,
-    /// The last signed (size, root) of each org.
+    heads_file: Option<PathBuf>,
+    /// The last signed (size, root) of each org, once established.
     signed: Mutex<HashMap<String, (u64, [u8; 32])>>,
 }
 
+/// Why an org's log was not signed this round.
+enum Skip {
+    /// The log is not what was signed before: nothing more is signed for it.
+    Integrity(String),
+    Error(anyhow::Error),
+}
+
+impl From<trail_store::StoreError> for Skip {
+    fn from(e: trail_store::StoreError) -> Self {
+        match e {
+            trail_store::StoreError::Corrupt(m) => Skip::Integrity(m),
+            other => Skip::Error(other.into()),
+        }
+    }
+}
+
 impl Checkpointer {
-    pub fn new(store: Arc<dyn Store>, key: Arc<SignerKey>) -> Checkpointer {
+    /// `heads_file`: where to keep the newest heads outside the database (the data
+    /// directory's [`HEADS_FILE`]); `None` keeps them in memory only.
+    pub fn new(
+        store: Arc<dyn Store>,
+        key: Arc<SignerKey>,
+        heads_file: Option<PathBuf>,
+    ) -> Checkpointer {
         Checkpointer {
             store,
             key,
+            heads_file,
             signed: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Signs a checkpoint for every org whose log grew; returns how many were signed.
+    fn read_heads(&self) -> HashMap<String, (u64, [u8; 32])> {
+        let Some(path) = &self.heads_file else {
+            return HashMap::new();
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return HashMap::new();
+        };
+        let parsed: HashMap<String, (u64, String)> =
+            serde_json::from_str(&text).unwrap_or_default();
+        parsed
+            .into_iter()
+            .filter_map(|(org, (size, root))| {
+                Some((org, (size, hex::decode(root).ok()?.try_into().ok()?)))
+            })
+            .collect()
+    }
+
+    fn write_heads(&self, heads: &HashMap<String, (u64, [u8; 32])>) -> anyhow::Result<()> {
+        let Some(path) = &self.heads_file else {
+            return Ok(());
+        };
+        let text = serde_json::to_string(
+            &heads
+                .iter()
+                .map(|(o, (s, r))| (o, (s, hex::encode(r))))
+                .collect::<HashMap<_, _>>(),
+        )?;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    }
+
+    /// The newest head of `org` that this log's key signed: the newest checkpoint in the
+    /// store, opened with the key, and no older than the head file remembers.
+    async fn last_signed(
+        &self,
+        org: &str,
+        remembered: Option<(u64, [u8; 32])>,
+    ) -> Result<(u64, [u8; 32]), Skip> {
+        let stored = match self.store.checkpoint(org, None).await? {
+            None => (0, [0; 32]),
+            Some(c) => {
+                let opened = open(&c.note, &self.key.verifier()).map_err(|e| {
+                    Skip::Integrity(format!("the newest stored checkpoint does not open: {e}"))
+                })?;
+                if opened.origin != origin(&self.key, org)
+                    || opened.size != c.size
+                    || opened.root != c.root
+                {
+                    return Err(Skip::Integrity(
+                        "the newest stored checkpoint does not match its signed note".into(),
+                    ));
+                }
+                (c.size, c.root)
+            }
+        };
+        match remembered {
+            Some((size, _)) if size > stored.0 => Err(Skip::Integrity(format!(
+                "checkpoints up to {size} events were signed, but the store's newest covers {}",
+                stored.0
+            ))),
+            Some((size, root)) if size == stored.0 && root != stored.1 => Err(Skip::Integrity(
+                "the store's newest checkpoint is not the one signed".into(),
+            )),
+            _ => Ok(stored),
+        }
+    }
+
+    /// Signs a new checkpoint of `org` if its log grew since `last`.
+    async fn sign(
+        &self,
+        org: &str,
+        last: (u64, [u8; 32]),
+    ) -> Result<Option<(u64, [u8; 32])>, Skip> {
+        let size = self.store.log_size(org).await?;
+        if size == last.0 {
+            return Ok(None);
+        }
+        if size < last.0 {
+            return Err(Skip::Integrity(format!(
+                "the log holds {size} events but a signed checkpoint covers {}",
+                last.0
+            )));
+        }
+        if last.0 > 0 && self.store.tree_root(org, last.0).await? != last.1 {
+            return Err(Skip::Integrity(format!(
+                "the stored tree no longer gives the signed root of size {}",
+                last.0
+            )));
+        }
+        self.store.extend_tiles(org, last.0, size).await?;
+        let root = self.store.tree_root(org, size).await?;
+        let note = self.key.sign(&Checkpoint {
+            origin: origin(&self.key, org),
+            size,
+            root,
+        });
+        self.store
+            .add_checkpoint(SignedCheckpoint {
+                org: org.to_owned(),
+                size,
+                root,
+                note,
+                created_at: crate::now(),
+            })
+            .await?;
+        Ok(Some((size, root)))
+    }
+
+    /// Signs a checkpoint for every org whose log grew; returns how many were signed. A
+    /// failure with one org's log does not hold back the others.
     pub async fn round(&self) -> anyhow::Result<usize> {
         let mut signed = self.signed.lock().await;
+        let remembered = self.read_heads();
         let mut count = 0;
         for org in self.store.orgs().await? {
             let org = org.id;
-            let size = self.store.log_size(&org).await?;
-            let last = match signed.get(&org) {
-                Some(l) => *l,
-                None => {
-                    let l = self
-                        .store
-                        .checkpoint(&org, None)
-                        .await?
-                        .map_or((0, [0; 32]), |c| (c.size, c.root));
-                    signed.insert(org.clone(), l);
-                    l
+            let result = async {
+                let last = match signed.get(&org) {
+                    Some(l) => *l,
+                    None => {
+                        self.last_signed(&org, remembered.get(&org).copied())
+                            .await?
+                    }
+                };
+                signed.insert(org.clone(), last);
+                self.sign(&org, last).await
+            }
+            .await;
+            match result {
+                Ok(Some(head)) => {
+                    signed.insert(org, head);
+                    count += 1;
                 }
-            };
-            if size == last.0 {
-                continue;
+                Ok(None) => {}
+                Err(Skip::Integrity(what)) => integrity_failure(&org, &what),
+                Err(Skip::Error(e)) => {
+                    tracing::error!(org, error = %e, "could not sign a checkpoint")
+                }
             }
-            if size < last.0 {
-                integrity_failure(
-                    &org,
-                    &format!(
-                        "the log holds {size} events but a signed checkpoint covers {}",
-                        last.0
-                    ),
-                );
-                continue;
-            }
-            if last.0 > 0 && self.store.tree_root(&org, last.0).await? != last.1 {
-                integrity_failure(
-                    &org,
-                    &format!(
-                        "the stored events no longer give the signed root of size {}",
-                        last.0
-                    ),
-                );
-                continue;
-            }
-            self.store.extend_tiles(&org, size).await?;
-            let root = self.store.tree_root(&org, size).await?;
-            let note = self.key.sign(&Checkpoint {
-                origin: origin(&self.key, &org),
-                size,
-                root,
-            });
-            self.store
-                .add_checkpoint(SignedCheckpoint {
-                    org: org.clone(),
-                    size,
-                    root,
-                    note,
-                    created_at: crate::now(),
-                })
-                .await?;
-            signed.insert(org, (size, root));
-            count += 1;
+        }
+        if count > 0 {
+            let mut heads = remembered;
+            heads.extend(signed.iter().map(|(o, h)| (o.clone(), *h)));
+            self.write_heads(&heads)?;
         }
         metrics::counter!("trail_checkpoints_signed_total").increment(count as u64);
         Ok(count)

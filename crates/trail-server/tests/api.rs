@@ -2233,7 +2233,7 @@ async fn signed_checkpoints_and_proofs_verify_with_the_served_key() {
     use trail_core::merkle::{verify_consistency, verify_inclusion};
     let h = harness().await;
     let checkpointer =
-        trail_server::log::Checkpointer::new(h.store.clone(), h.state.log_key.clone());
+        trail_server::log::Checkpointer::new(h.store.clone(), h.state.log_key.clone(), None);
     let key = h.get("/v1/log/key", Some(&h.owner)).await;
     let verifier = VerifierKey::parse(key.body["verifierKey"].as_str().unwrap()).unwrap();
 
@@ -2397,7 +2397,7 @@ async fn signed_checkpoints_and_proofs_verify_with_the_served_key() {
 async fn the_checkpointer_signs_nothing_over_a_tampered_log() {
     let h = harness().await;
     let checkpointer =
-        trail_server::log::Checkpointer::new(h.store.clone(), h.state.log_key.clone());
+        trail_server::log::Checkpointer::new(h.store.clone(), h.state.log_key.clone(), None);
     h.ingest(
         "acme",
         Value::Array((0..20).map(|i| event(&format!("e{i}"))).collect()),
@@ -2410,7 +2410,8 @@ async fn the_checkpointer_signs_nothing_over_a_tampered_log() {
     raw.execute_batch("DROP TRIGGER events_no_update; UPDATE events SET hash = zeroblob(32) WHERE k = (SELECT min(k) FROM events);").unwrap();
     drop(raw);
     h.ingest("acme", json!([event("after")])).await;
-    let fresh = trail_server::log::Checkpointer::new(h.store.clone(), h.state.log_key.clone());
+    let fresh =
+        trail_server::log::Checkpointer::new(h.store.clone(), h.state.log_key.clone(), None);
     assert_eq!(
         fresh.round().await.unwrap(),
         0,
@@ -2569,4 +2570,85 @@ async fn the_live_tail_streams_new_matching_events_and_resumes() {
         400,
         "not a seq",
     );
+}
+
+#[tokio::test]
+async fn removing_the_newest_checkpoints_does_not_make_the_checkpointer_forget() {
+    let h = harness().await;
+    let heads = h._dir.path().join("log-heads.json");
+    let new_checkpointer = || {
+        trail_server::log::Checkpointer::new(
+            h.store.clone(),
+            h.state.log_key.clone(),
+            Some(heads.clone()),
+        )
+    };
+    h.ingest(
+        "acme",
+        Value::Array((0..20).map(|i| event(&format!("e{i}"))).collect()),
+    )
+    .await;
+    new_checkpointer().round().await.unwrap();
+    let first = h.store.checkpoint("acme", None).await.unwrap().unwrap();
+    h.ingest("acme", json!([event("more")])).await;
+    new_checkpointer().round().await.unwrap();
+    let second = h.store.checkpoint("acme", None).await.unwrap().unwrap();
+    assert!(second.size > first.size);
+
+    // Someone with the database file drops the newest checkpoint and rewrites history
+    // under it, hash and all; then the server restarts (a fresh checkpointer).
+    let raw = rusqlite::Connection::open(h.store.path()).unwrap();
+    raw.execute_batch(&format!(
+        "DROP TRIGGER checkpoints_no_delete; DELETE FROM checkpoints WHERE size = {};
+         DROP TRIGGER events_no_update; UPDATE events SET hash = zeroblob(32) WHERE k = (SELECT max(k) FROM events WHERE org = 1);",
+        second.size
+    ))
+    .unwrap();
+    drop(raw);
+    h.ingest("acme", json!([event("after")])).await;
+    assert_eq!(
+        new_checkpointer().round().await.unwrap(),
+        0,
+        "the head file remembers what was signed"
+    );
+    assert_eq!(
+        h.store
+            .checkpoint("acme", None)
+            .await
+            .unwrap()
+            .unwrap()
+            .size,
+        first.size
+    );
+
+    // A stored checkpoint whose root disagrees with its signed note is not trusted either.
+    let h = harness().await;
+    h.ingest("acme", json!([event("a")])).await;
+    trail_server::log::Checkpointer::new(h.store.clone(), h.state.log_key.clone(), None)
+        .round()
+        .await
+        .unwrap();
+    let raw = rusqlite::Connection::open(h.store.path()).unwrap();
+    raw.execute_batch(
+        "DROP TRIGGER checkpoints_no_update; UPDATE checkpoints SET root = zeroblob(32)",
+    )
+    .unwrap();
+    drop(raw);
+    h.ingest("acme", json!([event("b")])).await;
+    h.post(
+        "/v1/orgs/umbrella/events",
+        &h.other,
+        "application/json",
+        json!([event("u")]).to_string(),
+    )
+    .await;
+    let fresh =
+        trail_server::log::Checkpointer::new(h.store.clone(), h.state.log_key.clone(), None);
+    assert_eq!(
+        fresh.round().await.unwrap(),
+        1,
+        "umbrella still signs; acme does not"
+    );
+    let acme = h.store.checkpoints("acme", 0, 10).await.unwrap();
+    assert_eq!(acme.len(), 1, "nothing new for acme");
 }

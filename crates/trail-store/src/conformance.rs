@@ -936,7 +936,7 @@ pub async fn the_tree_is_the_core_tree_over_the_stored_leaves(store: Arc<dyn Sto
             .await
             .unwrap();
         if i == 1 {
-            store.extend_tiles("acme", 400).await.unwrap();
+            store.extend_tiles("acme", 0, 400).await.unwrap();
         }
     }
     let leaves: Vec<[u8; 32]> = store
@@ -955,8 +955,8 @@ pub async fn the_tree_is_the_core_tree_over_the_stored_leaves(store: Arc<dyn Sto
             "root of {size}"
         );
     }
-    store.extend_tiles("acme", 613).await.unwrap();
-    store.extend_tiles("acme", 613).await.unwrap();
+    store.extend_tiles("acme", 400, 613).await.unwrap();
+    store.extend_tiles("acme", 0, 613).await.unwrap();
     let root = store.tree_root("acme", 613).await.unwrap();
     assert_eq!(
         root,

@@ -154,6 +154,9 @@ pub struct SignedCheckpoint {
     pub created_at: Timestamp,
 }
 
+/// Rows of an org's log for an audit: each seq, and its event or why it cannot be read.
+pub type AuditRows = Vec<(u64, std::result::Result<StoredEvent, String>)>;
+
 /// Recorded API calls by route template: `(status, latency in µs)` of each call.
 pub type CallsByRoute = Vec<(String, Vec<(u16, u64)>)>;
 
@@ -281,6 +284,10 @@ pub trait Store: Send + Sync + 'static {
     /// Events in seq order from `from`, at most `limit`.
     async fn events_from(&self, org: &str, from: u64, limit: usize) -> Result<Vec<StoredEvent>>;
 
+    /// Like `events_from`, but each row read on its own: one that no longer reads as an
+    /// event comes back as its seq and why, so an audit can name it and go on.
+    async fn events_for_audit(&self, org: &str, from: u64, limit: usize) -> Result<AuditRows>;
+
     /// The number of events in the org's log (the next seq).
     async fn log_size(&self, org: &str) -> Result<u64>;
 
@@ -299,8 +306,10 @@ pub trait Store: Send + Sync + 'static {
     async fn inclusion_proof(&self, org: &str, seq: u64, size: u64) -> Result<Vec<[u8; 32]>>;
     /// The consistency proof between the trees of `from` and `to` (from <= to <= log size).
     async fn consistency_proof(&self, org: &str, from: u64, to: u64) -> Result<Vec<[u8; 32]>>;
-    /// Stores the tiles that the first `size` events complete, so proofs stay cheap.
-    async fn extend_tiles(&self, org: &str, size: u64) -> Result<()>;
+    /// Stores the tiles that the first `size` events complete, so proofs stay cheap. Tiles
+    /// past the first `signed` events are computed from below, and a stored one that
+    /// disagrees is refused (`Corrupt`): a planted tile never reaches a signed root.
+    async fn extend_tiles(&self, org: &str, signed: u64, size: u64) -> Result<()>;
 
     async fn add_checkpoint(&self, checkpoint: SignedCheckpoint) -> Result<()>;
     /// The newest checkpoint, or the one of exactly `size`.

@@ -42,7 +42,7 @@ async fn direct_sql_cannot_rewrite_history() {
     // Enough events for a tile, and a checkpoint, so that every table has rows to attack.
     let more = (0..300).map(|i| event(&format!("m{i}"))).collect();
     store.append("acme", more).await.unwrap();
-    store.extend_tiles("acme", 302).await.unwrap();
+    store.extend_tiles("acme", 0, 302).await.unwrap();
     store
         .add_checkpoint(trail_store::SignedCheckpoint {
             org: "acme".into(),
@@ -156,4 +156,111 @@ async fn a_full_log_refuses_more_without_touching_other_orgs() {
         store.append("umbrella", vec![event("a")]).await.unwrap()[0].seq,
         0
     );
+}
+
+#[tokio::test]
+async fn tampered_rows_are_caught_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_events(dir.path()).await;
+    store
+        .create_org(
+            Org {
+                id: "umbrella".into(),
+                name: "U".into(),
+                created_at: Timestamp(0),
+            },
+            None,
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let more = (0..600).map(|i| event(&format!("m{i}"))).collect();
+    store.append("acme", more).await.unwrap();
+    store.extend_tiles("acme", 0, 300).await.unwrap();
+    drop(store);
+
+    let raw = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    raw.execute_batch(
+        "DROP TRIGGER events_no_update; DROP TRIGGER tiles_no_update;
+         -- a tile planted ahead of the signed size
+         INSERT INTO tiles (org, level, idx, hash) SELECT org, 8, 1, zeroblob(32) FROM events LIMIT 1;
+         -- seq 5 moved to another org's listing (its key stays in acme's range)
+         PRAGMA ignore_check_constraints = ON;
+         UPDATE events SET org = (SELECT id FROM orgs WHERE slug = 'umbrella') WHERE k & 1099511627775 = 5;
+         -- seq 9 loses a dictionary entry it needs
+         DROP TRIGGER dict_no_delete;
+         INSERT INTO dict (value) VALUES ('orphan');
+         UPDATE events SET action = (SELECT max(id) FROM dict) WHERE k & 1099511627775 = 9;
+         DELETE FROM dict WHERE value = 'orphan';",
+    )
+    .unwrap();
+    drop(raw);
+
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let err = store
+        .extend_tiles("acme", 300, 602)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not match the leaves"), "{err}");
+    let rows = store.events_for_audit("acme", 0, 20).await.unwrap();
+    let bad: Vec<(u64, String)> = rows
+        .into_iter()
+        .filter_map(|(seq, r)| r.err().map(|e| (seq, e)))
+        .collect();
+    assert_eq!(bad.len(), 2, "{bad:?}");
+    assert_eq!(bad[0].0, 5);
+    assert!(bad[0].1.contains("org column"), "{}", bad[0].1);
+    assert_eq!(bad[1].0, 9);
+    assert!(bad[1].1.contains("dictionary entry"), "{}", bad[1].1);
+    // The moved row shows in no other org's listing.
+    let other = store
+        .query(
+            "umbrella",
+            &trail_store::EventQuery {
+                limit: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(other.items.is_empty());
+}
+
+#[tokio::test]
+async fn a_read_only_store_reads_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(store_with_events(dir.path()).await);
+    let before: Vec<(String, u64)> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    let store = SqliteStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(store.events_from("acme", 0, 10).await.unwrap().len(), 2);
+    assert!(matches!(
+        store.append("acme", vec![event("x")]).await,
+        Err(trail_store::StoreError::Unavailable(_))
+    ));
+    drop(store);
+    let mut after: Vec<(String, u64)> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect();
+    let mut before = before;
+    before.sort();
+    after.sort();
+    assert_eq!(before, after);
+    assert!(SqliteStore::open_read_only(&dir.path().join("nope")).is_err());
 }

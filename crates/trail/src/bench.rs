@@ -387,7 +387,7 @@ async fn time_verification(data: &Path) -> anyhow::Result<f64> {
         data.join(trail_server::log::KEY_FILE),
     )?)?
     .verifier();
-    let store = trail_store::SqliteStore::open(data)?;
+    let store = trail_store::SqliteStore::open_read_only(data)?;
     let started = Instant::now();
     let line = crate::verify::verify_stored_org(&store, ORG, &key)
         .await?

@@ -149,8 +149,9 @@ fn sql(data: &Path, script: &str) -> String {
     out
 }
 
-const UNGUARD: &str =
-    "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete; DROP TRIGGER events_no_replace;";
+/// What someone with the file does first: drop the triggers, ignore the key check.
+const UNGUARD: &str = "DROP TRIGGER events_no_update; DROP TRIGGER events_no_delete; \
+     DROP TRIGGER events_no_replace; PRAGMA ignore_check_constraints = ON;";
 
 #[tokio::test]
 async fn every_kind_of_tampering_is_found_and_named_at_its_seq() {
@@ -300,4 +301,77 @@ async fn online_verification_is_a_witness() {
         state.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+}
+
+/// The review's cases: a row moved to another org, a row that no longer reads, and the
+/// newest checkpoints deleted under a rewritten history.
+#[tokio::test]
+async fn moved_unreadable_and_unsigned_history_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, key, n) = stopped_store(dir.path()).await;
+
+    let moved = dir.path().join("moved");
+    copy_dir(&data, &moved);
+    sql(
+        &moved,
+        &format!("{UNGUARD} UPDATE events SET org = org + 1000 WHERE k = BASE + 30"),
+    );
+    let out = trail(&["verify", "--data", moved.to_str().unwrap(), "--key", &key]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("seq 30 was changed: it no longer reads"),
+        "{}",
+        text(&out)
+    );
+
+    let unreadable = dir.path().join("unreadable");
+    copy_dir(&data, &unreadable);
+    sql(
+        &unreadable,
+        &format!(
+            "{UNGUARD} UPDATE events SET action = 999999 WHERE k = BASE + 60; UPDATE events SET ts = ts + 1 WHERE k = BASE + 10"
+        ),
+    );
+    let out = trail(&[
+        "verify",
+        "--data",
+        unreadable.to_str().unwrap(),
+        "--key",
+        &key,
+    ]);
+    assert!(
+        text(&out).contains("seq 10 was changed"),
+        "the first bad seq, not the unreadable later one: {}",
+        text(&out)
+    );
+
+    // Deleting the newest checkpoints of a stopped store leaves events no checkpoint covers.
+    let dropped = dir.path().join("dropped");
+    copy_dir(&data, &dropped);
+    sql(
+        &dropped,
+        "DROP TRIGGER checkpoints_no_delete; DELETE FROM checkpoints WHERE size = (SELECT max(size) FROM checkpoints)",
+    );
+    let out = trail(&["verify", "--data", dropped.to_str().unwrap(), "--key", &key]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("was inserted: no signed checkpoint covers it"),
+        "{}",
+        text(&out)
+    );
+    // ... and a restarted server will not sign over them: its head file remembers.
+    let s = Server::start(&dropped);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let note = reqwest::Client::new()
+        .get(format!("{}/v1/orgs/default/log/checkpoint", s.url))
+        .bearer_auth(token(&dropped))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let size: u64 = note.lines().nth(1).unwrap().parse().unwrap();
+    assert!(size < n, "no new checkpoint over the gap: {size} < {n}");
+    s.stop();
 }

@@ -10,7 +10,7 @@ use lru::LruCache;
 use rusqlite::{Connection, OptionalExtension};
 
 use super::unavailable;
-use crate::{Result, StoreError};
+use crate::Result;
 
 const CAPACITY: usize = 100_000;
 
@@ -64,12 +64,14 @@ impl DictCache {
             .map_err(unavailable)?;
         let mut loaded = Vec::with_capacity(missing.len());
         for id in missing {
-            let value: String = stmt
+            // A missing entry is left out: the row that needs it fails on its own.
+            let value: Option<String> = stmt
                 .query_row([id], |r| r.get(0))
                 .optional()
-                .map_err(unavailable)?
-                .ok_or_else(|| StoreError::Corrupt(format!("dictionary entry {id} is missing")))?;
-            loaded.push((id, Arc::<str>::from(value)));
+                .map_err(unavailable)?;
+            if let Some(value) = value {
+                loaded.push((id, Arc::<str>::from(value)));
+            }
         }
         let mut map = self.map.lock().expect("dict cache lock");
         for (id, value) in loaded {

@@ -37,7 +37,8 @@ pub(crate) const SEQ_BITS: u32 = 40;
 pub(crate) const SEQ_MASK: i64 = (1 << SEQ_BITS) - 1;
 
 pub struct SqliteStore {
-    writer: Writer,
+    /// `None` when opened read-only.
+    writer: Option<Writer>,
     readers: r2d2::Pool<SqliteConnectionManager>,
     dict: Arc<DictCache>,
     path: PathBuf,
@@ -74,11 +75,52 @@ impl SqliteStore {
             .build(manager)
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(SqliteStore {
-            writer: Writer::start(conn)?,
+            writer: Some(Writer::start(conn)?),
             readers,
             dict: Arc::new(DictCache::default()),
             path,
         })
+    }
+
+    /// Opens the store in `dir` for reading only: nothing in the directory is changed (for
+    /// an auditor's copy). Every write answers `Unavailable`.
+    pub fn open_read_only(dir: &Path) -> Result<SqliteStore> {
+        let path = dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(StoreError::NotFound(format!(
+                "a Trail store in {}",
+                dir.display()
+            )));
+        }
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(unavailable)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(unavailable)?;
+        if version != SCHEMA_VERSION {
+            return Err(StoreError::Unavailable(format!(
+                "the store has schema version {version}; this Trail reads version {SCHEMA_VERSION}"
+            )));
+        }
+        let manager = SqliteConnectionManager::file(&path)
+            .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .with_init(|c| c.pragma_update(None, "query_only", true));
+        let readers = r2d2::Pool::builder()
+            .max_size(2)
+            .build(manager)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(SqliteStore {
+            writer: None,
+            readers,
+            dict: Arc::new(DictCache::default()),
+            path,
+        })
+    }
+
+    fn writer(&self) -> Result<&Writer> {
+        self.writer
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("the store is open read-only".into()))
     }
 
     /// The database file.
@@ -161,11 +203,11 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
         self.read(|c, _| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
             .await?;
-        self.writer.exec(|_| Ok(())).await
+        self.writer()?.exec(|_| Ok(())).await
     }
 
     async fn bootstrap(&self, b: Bootstrap) -> Result<bool> {
-        self.writer.exec(move |w| w.bootstrap(&b)).await
+        self.writer()?.exec(move |w| w.bootstrap(&b)).await
     }
 
     async fn platform_org(&self) -> Result<Option<String>> {
@@ -173,7 +215,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_org(&self, org: Org, owner: Option<User>, audit: AuditEvents) -> Result<()> {
-        self.writer
+        self.writer()?
             .exec(move |w| w.create_org(&org, owner, audit))
             .await
     }
@@ -212,7 +254,7 @@ impl Store for SqliteStore {
 
     async fn set_password(&self, user_id: &str, hash: String, audit: AuditEvents) -> Result<()> {
         let user_id = user_id.to_owned();
-        self.writer
+        self.writer()?
             .exec(move |w| w.set_password(&user_id, hash, audit))
             .await
     }
@@ -225,7 +267,7 @@ impl Store for SqliteStore {
         audit: AuditEvents,
     ) -> Result<Member> {
         let org = org.to_owned();
-        self.writer
+        self.writer()?
             .exec(move |w| w.add_member(&org, user, role, audit))
             .await
     }
@@ -238,14 +280,14 @@ impl Store for SqliteStore {
         audit: AuditEvents,
     ) -> Result<()> {
         let (org, user_id) = (org.to_owned(), user_id.to_owned());
-        self.writer
+        self.writer()?
             .exec(move |w| w.set_role(&org, &user_id, role, audit))
             .await
     }
 
     async fn remove_member(&self, org: &str, user_id: &str, audit: AuditEvents) -> Result<()> {
         let (org, user_id) = (org.to_owned(), user_id.to_owned());
-        self.writer
+        self.writer()?
             .exec(move |w| w.remove_member(&org, &user_id, audit))
             .await
     }
@@ -261,7 +303,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_instance(&self, instance: Instance, audit: AuditEvents) -> Result<()> {
-        self.writer
+        self.writer()?
             .exec(move |w| w.create_instance(&instance, audit))
             .await
     }
@@ -272,7 +314,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_token(&self, token: Token, audit: AuditEvents) -> Result<()> {
-        self.writer
+        self.writer()?
             .exec(move |w| w.create_token(&token, audit))
             .await
     }
@@ -295,13 +337,13 @@ impl Store for SqliteStore {
 
     async fn revoke_token(&self, id: &str, at: Timestamp, audit: AuditEvents) -> Result<()> {
         let id = id.to_owned();
-        self.writer
+        self.writer()?
             .exec(move |w| w.revoke_token(&id, at, audit))
             .await
     }
 
     async fn create_session(&self, session: Session, audit: AuditEvents) -> Result<()> {
-        self.writer
+        self.writer()?
             .exec(move |w| w.create_session(&session, audit))
             .await
     }
@@ -313,7 +355,7 @@ impl Store for SqliteStore {
 
     async fn touch_session(&self, id: &str, at: Timestamp) -> Result<()> {
         let id = id.to_owned();
-        self.writer.exec(move |w| w.touch_session(&id, at)).await
+        self.writer()?.exec(move |w| w.touch_session(&id, at)).await
     }
 
     async fn end_user_sessions(
@@ -323,14 +365,14 @@ impl Store for SqliteStore {
         at: Timestamp,
     ) -> Result<()> {
         let (user_id, except) = (user_id.to_owned(), except.map(str::to_owned));
-        self.writer
+        self.writer()?
             .exec(move |w| w.end_user_sessions(&user_id, except.as_deref(), at))
             .await
     }
 
     async fn end_session(&self, id: &str, at: Timestamp, audit: AuditEvents) -> Result<()> {
         let id = id.to_owned();
-        self.writer
+        self.writer()?
             .exec(move |w| w.end_session(&id, at, audit))
             .await
     }
@@ -339,7 +381,7 @@ impl Store for SqliteStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        self.writer.append(org.to_owned(), events).await
+        self.writer()?.append(org.to_owned(), events).await
     }
 
     async fn query(&self, org: &str, q: &EventQuery) -> Result<EventPage> {
@@ -351,6 +393,17 @@ impl Store for SqliteStore {
     async fn events_from(&self, org: &str, from: u64, limit: usize) -> Result<Vec<StoredEvent>> {
         let org = org.to_owned();
         self.read(move |c, dict| read::events_from(c, dict, &org, from, limit))
+            .await
+    }
+
+    async fn events_for_audit(
+        &self,
+        org: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<crate::AuditRows> {
+        let org = org.to_owned();
+        self.read(move |c, dict| read::events_for_audit(c, dict, &org, from, limit))
             .await
     }
 
@@ -388,13 +441,15 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn extend_tiles(&self, org: &str, size: u64) -> Result<()> {
+    async fn extend_tiles(&self, org: &str, signed: u64, size: u64) -> Result<()> {
         let org = org.to_owned();
-        self.writer.exec(move |w| w.extend_tiles(&org, size)).await
+        self.writer()?
+            .exec(move |w| w.extend_tiles(&org, signed, size))
+            .await
     }
 
     async fn add_checkpoint(&self, checkpoint: SignedCheckpoint) -> Result<()> {
-        self.writer
+        self.writer()?
             .exec(move |w| w.add_checkpoint(&checkpoint))
             .await
     }
@@ -422,7 +477,7 @@ impl Store for SqliteStore {
 
     async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
         let (key, value) = (key.to_owned(), value.to_owned());
-        self.writer
+        self.writer()?
             .exec(move |w| w.init_setting(&key, &value))
             .await
     }

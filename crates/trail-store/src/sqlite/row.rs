@@ -12,7 +12,7 @@ use crate::{Result, StoreError, StoredEvent};
 
 /// The columns [`RawRow::read`] expects, in order.
 pub(crate) const COLUMNS: &str = "k, ts, rdelta, cid, inst, action, cat, actor, atype, ip, ua, \
-     tok, scope, otype, oid, oparent, details, method, route, status, lat, body, cnt, last, hash";
+     tok, scope, otype, oid, oparent, details, method, route, status, lat, body, cnt, last, hash, org";
 
 /// Writes one sealed event. `intern` maps a string to its dictionary id.
 pub(crate) fn insert(
@@ -113,6 +113,7 @@ pub(crate) struct RawRow {
     cnt: Option<i64>,
     last: Option<i64>,
     hash: Vec<u8>,
+    org: i64,
 }
 
 impl RawRow {
@@ -143,6 +144,7 @@ impl RawRow {
             cnt: r.get(22)?,
             last: r.get(23)?,
             hash: r.get(24)?,
+            org: r.get(25)?,
         })
     }
 
@@ -179,6 +181,9 @@ impl RawRow {
     pub fn into_stored(self, org: &str, dict: &Resolved) -> Result<StoredEvent> {
         let seq = self.seq();
         let corrupt = |what: &str| StoreError::Corrupt(format!("event {seq} of org {org}: {what}"));
+        if self.org != self.k >> SEQ_BITS {
+            return Err(corrupt("its org column does not match its key"));
+        }
         let s = |id: i64| {
             dict.get(&id)
                 .map(|v| v.to_string())

@@ -104,7 +104,8 @@ CREATE TABLE events (
     body    BLOB,                 -- SHA-256 of the request body
     cnt     INTEGER,              -- count; NULL means 1
     last    INTEGER,              -- lastOccurredTimestamp - timestamp; NULL means 0
-    hash    BLOB NOT NULL         -- RFC 6962 leaf hash
+    hash    BLOB NOT NULL,        -- RFC 6962 leaf hash
+    CHECK (org = k >> 40)
 );
 
 -- The Merkle tree above the leaves (events.hash): hashes of complete subtrees at levels

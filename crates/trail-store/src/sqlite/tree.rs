@@ -115,28 +115,37 @@ fn corrupt(org: &str, what: &str) -> StoreError {
     StoreError::Corrupt(format!("the tree of org {org:?}: {what}"))
 }
 
-/// Stores every tile that the first `size` leaves complete and that is not stored yet,
-/// lowest level first (each level is computed from the one below).
-pub(crate) fn extend_tiles(conn: &Connection, org: &str, size: u64) -> Result<()> {
+/// Stores every tile that leaves `[0, size)` complete and that the first `signed` leaves
+/// did not, lowest level first. Each is computed from the level below (never from a stored
+/// tile of its own level); one already stored must agree, or the tree was tampered with.
+pub(crate) fn extend_tiles(conn: &Connection, org: &str, signed: u64, size: u64) -> Result<()> {
     let tree = Tree::open(conn, org, size)?;
     let mut level = TILE_HEIGHT;
     while level < 64 && size >> level > 0 {
-        let complete = size >> level;
-        let stored: Option<i64> = conn
-            .query_row(
-                "SELECT max(idx) FROM tiles WHERE org = ?1 AND level = ?2",
-                params![tree.org_id, level],
-                |r| r.get(0),
-            )
-            .map_err(unavailable)?;
-        let from = stored.map_or(0, |i| i as u64 + 1);
-        for idx in from..complete {
-            let hash = merkle::subtree(&tree, level, idx)?;
-            conn.prepare_cached(
-                "INSERT INTO tiles (org, level, idx, hash) VALUES (?1, ?2, ?3, ?4)",
-            )
-            .and_then(|mut s| s.execute(params![tree.org_id, level, idx as i64, hash.as_slice()]))
-            .map_err(unavailable)?;
+        let stored = tree.stored(level, signed >> level, size >> level)?;
+        for (i, have) in stored.into_iter().enumerate() {
+            let idx = (signed >> level) + i as u64;
+            let hash = merkle::subtree_from_below(&tree, level, idx)?;
+            match have {
+                Some(h) if h == hash => {}
+                Some(_) => {
+                    return Err(corrupt(
+                        org,
+                        &format!(
+                            "the stored tile {idx} of level {level} does not match the leaves"
+                        ),
+                    ));
+                }
+                None => {
+                    conn.prepare_cached(
+                        "INSERT INTO tiles (org, level, idx, hash) VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![tree.org_id, level, idx as i64, hash.as_slice()])
+                    })
+                    .map_err(unavailable)?;
+                }
+            }
         }
         level += TILE_HEIGHT;
     }

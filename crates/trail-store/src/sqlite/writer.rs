@@ -42,9 +42,20 @@ enum Job {
     Exec(Box<dyn FnOnce(&mut WriterState) + Send>),
 }
 
-/// The handle the store holds; dropping it stops the thread once its queue is drained.
+/// The handle the store holds; dropping it stops the thread once its queue is drained, and
+/// waits for it to close the database.
 pub(crate) struct Writer {
-    tx: mpsc::Sender<Job>,
+    tx: Option<mpsc::Sender<Job>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Writer {
@@ -57,11 +68,14 @@ impl Writer {
             dict: LruCache::new(NonZeroUsize::new(DICT_CACHE).expect("not zero")),
             last_received: Timestamp(i64::MIN),
         };
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("trail-sqlite-writer".into())
             .spawn(move || run(state, rx))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
-        Ok(Writer { tx })
+        Ok(Writer {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
     }
 
     pub async fn append(&self, org: String, events: Vec<EventBody>) -> Result<Vec<Appended>> {
@@ -84,7 +98,8 @@ impl Writer {
     }
 
     async fn send(&self, job: Job) -> Result<()> {
-        self.tx.send(job).await.map_err(|_| closed())
+        let tx = self.tx.as_ref().ok_or_else(closed)?;
+        tx.send(job).await.map_err(|_| closed())
     }
 }
 
@@ -417,8 +432,10 @@ impl WriterState {
         })
     }
 
-    pub fn extend_tiles(&mut self, org: &str, size: u64) -> Result<()> {
-        self.in_tx(Vec::new(), |tx| super::tree::extend_tiles(tx, org, size))
+    pub fn extend_tiles(&mut self, org: &str, signed: u64, size: u64) -> Result<()> {
+        self.in_tx(Vec::new(), |tx| {
+            super::tree::extend_tiles(tx, org, signed, size)
+        })
     }
 
     pub fn add_checkpoint(&mut self, c: &SignedCheckpoint) -> Result<()> {
