@@ -78,12 +78,29 @@ impl Client {
     }
 
     async fn send(&self, path: &str) -> Result<reqwest::Response, ClientError> {
+        self.request(reqwest::Method::GET, path, None, &[]).await
+    }
+
+    /// Sends a request and turns an error answer into a [`ClientError`].
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, String)],
+    ) -> Result<reqwest::Response, ClientError> {
         let url = format!("{}{path}", self.base);
-        let req = self.http.get(&url);
-        let req = match &self.auth {
+        let mut req = self.http.request(method, &url);
+        req = match &self.auth {
             Auth::Bearer(t) => req.bearer_auth(t),
             Auth::Basic { id, secret } => req.basic_auth(id, Some(secret)),
         };
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, v);
+        }
         let resp = req.send().await.map_err(|e| ClientError::Unreachable {
             url: self.base.clone(),
             reason: e.to_string(),
@@ -108,6 +125,80 @@ impl Client {
                 detail,
             },
         })
+    }
+
+    /// A request with a JSON body; the JSON answer (`null` for an empty one).
+    pub async fn send_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let method = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|e| ClientError::Usage(e.to_string()))?;
+        let resp = self.request(method, path, body, &[]).await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Server-Sent Events from `path`, resumed after `last_event_id` if given. Yields
+    /// `(id, data)` of each event as it arrives.
+    pub async fn events(
+        &self,
+        path: &str,
+        last_event_id: Option<u64>,
+    ) -> Result<
+        futures_util::stream::BoxStream<'static, Result<(Option<String>, String), ClientError>>,
+        ClientError,
+    > {
+        use futures_util::StreamExt;
+        let headers: Vec<(&str, String)> = last_event_id
+            .map(|id| ("last-event-id", id.to_string()))
+            .into_iter()
+            .collect();
+        let resp = self
+            .request(reqwest::Method::GET, path, None, &headers)
+            .await?;
+        let mut bytes = resp.bytes_stream();
+        let stream = async_stream_lines(move |mut emit| async move {
+            let (mut buf, mut id, mut data) = (String::new(), None::<String>, String::new());
+            while let Some(chunk) = bytes.next().await {
+                let chunk = match chunk {
+                    Ok(c) => c,
+                    Err(e) => {
+                        emit(Err(ClientError::Unreachable {
+                            url: String::new(),
+                            reason: e.to_string(),
+                        }));
+                        return;
+                    }
+                };
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buf.find('\n') {
+                    let line = buf[..end].trim_end_matches('\r').to_owned();
+                    buf.drain(..=end);
+                    if line.is_empty() {
+                        if !data.is_empty() {
+                            emit(Ok((id.take(), std::mem::take(&mut data))));
+                        }
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        if !data.is_empty() {
+                            data.push('\n');
+                        }
+                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_owned());
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(stream))
     }
 
     /// GETs a JSON document.
@@ -139,6 +230,22 @@ impl Client {
                 ClientError::Usage("this credential belongs to no org: name one with --org".into())
             })
     }
+}
+
+/// A stream fed by a producer task through a channel.
+fn async_stream_lines<T: Send + 'static, F, Fut>(producer: F) -> impl futures_util::Stream<Item = T>
+where
+    F: FnOnce(Box<dyn FnMut(T) + Send>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let emit: Box<dyn FnMut(T) + Send> = Box::new(move |item| {
+        let _ = tx.send(item);
+    });
+    tokio::spawn(producer(emit));
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    })
 }
 
 /// A path segment with its reserved characters escaped.

@@ -4,13 +4,14 @@
 //! crates, and maps failures to exit codes.
 
 mod bench;
+mod cli;
 mod verify;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -26,9 +27,16 @@ Exit codes:
     name = "trail",
     version,
     about = "Trail: a tamper-evident, multi-tenant audit log",
+    long_about = "Trail: a tamper-evident, multi-tenant audit log.\n\n\
+`trail serve` runs the server; the other commands are its clients. They find the server and\n\
+a credential in --url/--token/--org (or TRAIL_URL, TRAIL_TOKEN, TRAIL_ORG), else in the\n\
+profile saved by `trail login` (--profile or TRAIL_PROFILE picks one). A token of the form\n\
+KEYID:SECRET is an API key, sent with HTTP Basic; anything else is a bearer token.",
     after_help = EXIT_CODES
 )]
 struct Cli {
+    #[command(flatten)]
+    conn: cli::Connection,
     #[command(subcommand)]
     command: Command,
 }
@@ -40,18 +48,79 @@ enum Command {
     /// On an empty store it creates the first org and its owner, prints the owner's token
     /// once and writes it to DATA/bootstrap-token (mode 0600).
     Serve(ServeArgs),
-    /// Run the benchmark suite against a fresh server and print a Markdown report.
-    Bench(bench::BenchArgs),
+    /// Save a server and credential as a profile (mode 0600), after checking them.
+    ///
+    /// `trail login --url URL --token TOKEN [--org ORG] [--as NAME]`. The first profile, or
+    /// one named `default`, is used when no other is named.
+    Login(cli::manage::LoginArgs),
+    /// Is the server alive and ready? (No credential needed.)
+    Health,
+    /// Who the credential is, and what it holds.
+    Me(cli::manage::OutputArg),
+    /// Read the audit log.
+    #[command(subcommand)]
+    Logs(LogsCommand),
+    /// Per-route requests, rate, error rates and p50/p95/p99 latency, from recorded calls.
+    Perf(cli::logs::PerfArgs),
     /// Check a log against its signed checkpoints; name the first bad seq if it fails.
     ///
-    /// Over the API (--url, --token), as a witness: the checkpoints must be signed by the
-    /// key pinned on first use (or --key), consistent with the one this client verified last
-    /// time, and given by every event recomputed from its canonical bytes. With --data DIR, on
-    /// a store's files, no server needed.
+    /// Over the API, as a witness: the checkpoints must be signed by the key pinned on first
+    /// use (or --key), consistent with the one this client verified last time, and given by
+    /// every event recomputed from its canonical bytes. With --data DIR, on a store's files,
+    /// no server needed.
     Verify(verify::VerifyArgs),
+    /// Orgs: list, create.
+    Orgs {
+        #[command(flatten)]
+        out: cli::manage::OutputArg,
+        #[command(subcommand)]
+        cmd: cli::manage::OrgsCommand,
+    },
+    /// The org's instances: list, create.
+    Instances {
+        #[command(flatten)]
+        out: cli::manage::OutputArg,
+        #[command(subcommand)]
+        cmd: cli::manage::InstancesCommand,
+    },
+    /// The org's members: list, add, set-role, remove.
+    Members {
+        #[command(flatten)]
+        out: cli::manage::OutputArg,
+        #[command(subcommand)]
+        cmd: cli::manage::MembersCommand,
+    },
+    /// The org's API keys: list, create, revoke.
+    Keys {
+        #[command(flatten)]
+        out: cli::manage::OutputArg,
+        #[command(subcommand)]
+        cmd: cli::manage::KeysCommand,
+    },
+    /// Your personal access tokens: list, create, revoke.
+    Tokens {
+        #[command(flatten)]
+        out: cli::manage::OutputArg,
+        #[command(subcommand)]
+        cmd: cli::manage::TokensCommand,
+    },
+    /// Break-glass tokens: create, revoke (platform admins).
+    BreakGlass {
+        #[command(flatten)]
+        out: cli::manage::OutputArg,
+        #[command(subcommand)]
+        cmd: cli::manage::BreakGlassCommand,
+    },
+    /// Run the benchmark suite against a fresh server and print a Markdown report.
+    Bench(bench::BenchArgs),
     /// Operator jobs, run on the data directory.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Print a shell completion script: `trail completions bash > /etc/bash_completion.d/trail`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -69,6 +138,12 @@ enum AdminCommand {
         #[arg(long)]
         email: String,
     },
+}
+
+#[derive(Subcommand)]
+enum LogsCommand {
+    /// The newest events of the org's log, oldest first; --follow keeps streaming.
+    Tail(cli::logs::TailArgs),
 }
 
 #[derive(clap::Args)]
@@ -147,22 +222,80 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let name = command_name(&cli.command);
+    let conn = cli.conn;
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Login(args) => cli::manage::login(&conn, args).await,
+            Command::Health => cli::manage::health(&conn).await,
+            Command::Me(out) => cli::manage::me(&conn, &out).await,
+            Command::Logs(LogsCommand::Tail(args)) => cli::logs::tail(&conn, args).await,
+            Command::Perf(args) => cli::logs::perf(&conn, args).await,
+            Command::Verify(args) => verify::run(&conn, args).await,
+            Command::Orgs { out, cmd } => cli::manage::orgs(&conn, &out, cmd).await,
+            Command::Instances { out, cmd } => cli::manage::instances(&conn, &out, cmd).await,
+            Command::Members { out, cmd } => cli::manage::members(&conn, &out, cmd).await,
+            Command::Keys { out, cmd } => cli::manage::keys(&conn, &out, cmd).await,
+            Command::Tokens { out, cmd } => cli::manage::tokens(&conn, &out, cmd).await,
+            Command::BreakGlass { out, cmd } => cli::manage::break_glass(&conn, &out, cmd).await,
             Command::Bench(args) => bench::run(args).await,
-            Command::Verify(args) => verify::run(args).await,
             Command::Admin(AdminCommand::SetPassword { data, email }) => {
                 set_password(&data, &email).await
+            }
+            Command::Completions { shell } => {
+                clap_complete::generate(
+                    shell,
+                    &mut Cli::command(),
+                    "trail",
+                    &mut std::io::stdout(),
+                );
+                Ok(())
             }
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("trail: {e:#}");
+            eprintln!("trail: {}", message(&name, cli::credential_kind(&conn), &e));
             ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// The command as typed (`logs tail`), for messages.
+fn command_name(c: &Command) -> String {
+    let name = match c {
+        Command::Serve(_) => "serve",
+        Command::Login(_) => "login",
+        Command::Health => "health",
+        Command::Me(_) => "me",
+        Command::Logs(_) => "logs tail",
+        Command::Perf(_) => "perf",
+        Command::Verify(_) => "verify",
+        Command::Orgs { .. } => "orgs",
+        Command::Instances { .. } => "instances",
+        Command::Members { .. } => "members",
+        Command::Keys { .. } => "keys",
+        Command::Tokens { .. } => "tokens",
+        Command::BreakGlass { .. } => "break-glass",
+        Command::Bench(_) => "bench",
+        Command::Admin(_) => "admin",
+        Command::Completions { .. } => "completions",
+    };
+    name.to_owned()
+}
+
+/// One line: what failed and why, naming the missing scope on a 403 (seed 001).
+fn message(command: &str, kind: &str, e: &anyhow::Error) -> String {
+    use trail_client::ClientError;
+    match e.downcast_ref::<ClientError>() {
+        Some(ClientError::Forbidden {
+            scope: Some(scope), ..
+        }) => format!("403 on {command}: your {kind} lacks {scope}"),
+        Some(ClientError::Forbidden { detail, .. }) => format!("403 on {command}: {detail}"),
+        Some(ClientError::Unauthenticated(detail)) => format!("401 on {command}: {detail}"),
+        _ => format!("{e:#}"),
     }
 }
 

@@ -5,7 +5,6 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use trail_client::Client;
 use trail_client::verify::{Witness, verify_log};
 use trail_core::checkpoint::{SignerKey, VerifierKey, open};
 use trail_core::verify::LogVerifier;
@@ -16,21 +15,13 @@ pub struct VerifyArgs {
     /// Check the store in this data directory instead of a server (no server needed).
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
-    /// The server.
-    #[arg(long, env = "TRAIL_URL", default_value = "http://127.0.0.1:7070")]
-    url: String,
-    /// A PAT, or KEYID:SECRET for an API key.
-    #[arg(long, env = "TRAIL_TOKEN", hide_env_values = true)]
-    token: Option<String>,
-    /// The org whose log to check (by default: the credential's; with --data: every org).
-    #[arg(long, env = "TRAIL_ORG")]
-    org: Option<String>,
     /// The key to trust, `<name>+<hash>+<key>` (as `trail serve` prints it). By default the
     /// key pinned at the first verification of this server (or, with --data, the data
     /// directory's own key, which proves less).
     #[arg(long, env = "TRAIL_LOG_KEY")]
     key: Option<String>,
-    /// Where the pinned keys and the last verified checkpoints are kept.
+    /// Where the pinned keys and the last verified checkpoints are kept
+    /// [default: $XDG_STATE_HOME/trail or ~/.local/state/trail].
     #[arg(long, env = "TRAIL_STATE_DIR")]
     state_dir: Option<PathBuf>,
 }
@@ -40,10 +31,10 @@ pub struct VerifyArgs {
 #[error("{0}")]
 pub struct Failed(pub String);
 
-pub async fn run(args: VerifyArgs) -> anyhow::Result<()> {
+pub async fn run(conn: &crate::cli::Connection, args: VerifyArgs) -> anyhow::Result<()> {
     match &args.data {
-        Some(dir) => verify_data(dir, args.org.as_deref(), args.key.as_deref()).await,
-        None => verify_online(&args).await,
+        Some(dir) => verify_data(dir, conn.org.as_deref(), args.key.as_deref()).await,
+        None => verify_online(conn, &args).await,
     }
 }
 
@@ -58,16 +49,10 @@ fn state_dir(arg: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/state/trail"))
 }
 
-async fn verify_online(args: &VerifyArgs) -> anyhow::Result<()> {
-    let token = args
-        .token
-        .as_deref()
-        .context("a credential is needed: --token or TRAIL_TOKEN")?;
-    let client = Client::new(&args.url, token)?;
-    let org = match &args.org {
-        Some(o) => o.clone(),
-        None => client.own_org().await?,
-    };
+async fn verify_online(conn: &crate::cli::Connection, args: &VerifyArgs) -> anyhow::Result<()> {
+    let session = crate::cli::Session::open(conn)?;
+    let org = session.org().await?;
+    let client = &session.client;
     let dir = state_dir(args.state_dir.as_deref())?;
     let mut witness = Witness::load(&dir)?;
     let key = match &args.key {
@@ -86,7 +71,7 @@ async fn verify_online(args: &VerifyArgs) -> anyhow::Result<()> {
         },
     };
     let tty = std::io::stderr().is_terminal();
-    let report = verify_log(&client, &org, &key, &mut witness, |done, total| {
+    let report = verify_log(client, &org, &key, &mut witness, |done, total| {
         if tty {
             eprint!("\rverifying {org}: {done}/{total} events");
         }

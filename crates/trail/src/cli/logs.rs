@@ -1,0 +1,409 @@
+//! `trail logs tail` and `trail perf`.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use anyhow::bail;
+use base64::Engine;
+use futures_util::StreamExt;
+use serde_json::Value;
+use trail_client::ClientError;
+use trail_core::{Filter, Timestamp};
+
+use super::output::{self, Format, cell, paint};
+use super::{Connection, Session};
+
+#[derive(clap::Args)]
+#[command(after_long_help = "\
+Examples:
+  trail logs tail --since 1h                          # the last hour
+  trail logs tail --since 1h --actor user_ABC         # one operator's actions
+  trail logs tail --route 'GET /v1/tenants/:id' --status 5xx
+  trail logs tail --query 'actor:alice -status:200' --json
+  trail logs tail --follow                            # and keep streaming")]
+pub struct TailArgs {
+    /// Only events since: 30s, 5m, 1h, 7d, 2w back from now, or an RFC 3339 time.
+    #[arg(long, default_value = "1h")]
+    since: String,
+    /// Only events before this (same forms as --since).
+    #[arg(long)]
+    until: Option<String>,
+    /// Only this actor (repeat for alternatives).
+    #[arg(long)]
+    actor: Vec<String>,
+    /// Only this route template, `GET /v1/tenants/:id`, or a path for every method.
+    #[arg(long)]
+    route: Vec<String>,
+    /// Only this status, `404`, or class, `5xx`.
+    #[arg(long)]
+    status: Vec<String>,
+    /// Only this action.
+    #[arg(long)]
+    action: Vec<String>,
+    /// Only this instance's events.
+    #[arg(long)]
+    instance: Option<String>,
+    /// A query: `actor:alice action:deleted -status:200`.
+    #[arg(long, short = 'q')]
+    query: Option<String>,
+    /// At most this many events (the newest).
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Keep printing new events as they arrive, until Ctrl-C.
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// Output: table (default on a terminal), json (one array), ndjson (default when piped).
+    #[arg(long, short = 'o', value_enum)]
+    output: Option<Format>,
+    /// The same as `-o json`.
+    #[arg(long)]
+    json: bool,
+}
+
+fn usage(msg: String) -> anyhow::Error {
+    ClientError::Usage(msg).into()
+}
+
+impl TailArgs {
+    /// The query string, checked here first with the same parser the server uses.
+    fn params(&self) -> anyhow::Result<(Vec<(String, String)>, Filter)> {
+        let now = trail_server::now();
+        let mut filter = Filter::default();
+        let mut params = vec![("since".to_owned(), self.since.clone())];
+        filter
+            .add("since", &self.since, false, now)
+            .map_err(|e| usage(e.to_string()))?;
+        if let Some(u) = &self.until {
+            filter
+                .add("until", u, false, now)
+                .map_err(|e| usage(e.to_string()))?;
+            params.push(("until".into(), u.clone()));
+        }
+        for (key, values) in [
+            ("actor", &self.actor),
+            ("route", &self.route),
+            ("status", &self.status),
+            ("action", &self.action),
+        ] {
+            for v in values {
+                filter
+                    .add(key, v, false, now)
+                    .map_err(|e| usage(e.to_string()))?;
+                params.push((key.into(), v.clone()));
+            }
+        }
+        if let Some(i) = &self.instance {
+            filter
+                .add("instance", i, false, now)
+                .map_err(|e| usage(e.to_string()))?;
+        }
+        if let Some(q) = &self.query {
+            filter
+                .add_query(q, now)
+                .map_err(|e| usage(format!("--query: {e}")))?;
+            params.push(("q".into(), q.clone()));
+        }
+        Ok((params, filter))
+    }
+}
+
+fn query_string(params: &[(String, String)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+pub async fn tail(conn: &Connection, args: TailArgs) -> anyhow::Result<()> {
+    let format = Format::choose(args.output, args.json);
+    if args.follow && format == Format::Json {
+        return Err(usage(
+            "--follow streams one event a line: use -o ndjson or -o table".into(),
+        ));
+    }
+    let (params, filter) = args.params()?;
+    let session = Session::open(conn)?;
+    let base = match &args.instance {
+        Some(i) => format!(
+            "{}/instances/{}/audit-logs",
+            session.org_path().await?,
+            trail_client::segment(i)
+        ),
+        None => format!("{}/audit-logs", session.org_path().await?),
+    };
+
+    // The newest `limit` events, newest first, page by page.
+    let progress = (std::io::stderr().is_terminal() && args.limit > 1000).then(|| {
+        let bar = indicatif::ProgressBar::new(args.limit as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} events")
+                .expect("a valid template"),
+        );
+        bar
+    });
+    let mut events: Vec<Value> = Vec::new();
+    let mut cursor: Option<String> = None;
+    while events.len() < args.limit {
+        let mut p = params.clone();
+        p.push((
+            "limit".into(),
+            (args.limit - events.len()).min(1000).to_string(),
+        ));
+        if let Some(c) = &cursor {
+            p.push(("cursor".into(), c.clone()));
+        }
+        let page = session
+            .client
+            .get_json(&format!("{base}?{}", query_string(&p)))
+            .await?;
+        events.extend(page["items"].as_array().cloned().unwrap_or_default());
+        if let Some(bar) = &progress {
+            bar.set_position(events.len() as u64);
+        }
+        match page["nextCursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    // Printed oldest first, as a tail is.
+    events.reverse();
+    print_events(format, &events, true);
+    if !args.follow {
+        return Ok(());
+    }
+    let after = events.iter().filter_map(|e| e["seq"].as_u64()).max();
+    tokio::select! {
+        r = follow(&session, &base, &params, filter, after, format) => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+/// Streams new events (Server-Sent Events), or polls the log if the server has no stream.
+async fn follow(
+    session: &Session,
+    base: &str,
+    params: &[(String, String)],
+    filter: Filter,
+    after: Option<u64>,
+    format: Format,
+) -> anyhow::Result<()> {
+    let live: Vec<(String, String)> = params
+        .iter()
+        .filter(|(k, _)| k != "since" && k != "until")
+        .cloned()
+        .collect();
+    let path = format!("{base}/stream?{}", query_string(&live));
+    match session.client.events(&path, after).await {
+        Ok(mut stream) => {
+            while let Some(item) = stream.next().await {
+                let (_, data) = item?;
+                let event: Value =
+                    serde_json::from_str(&data).map_err(|e| ClientError::Decode(e.to_string()))?;
+                print_events(format, &[event], false);
+            }
+            bail!("the server closed the stream")
+        }
+        Err(ClientError::Status { status: 404, .. }) => poll(session, filter, after, format).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Polls the log in seq order and filters here, with the same semantics as the server.
+async fn poll(
+    session: &Session,
+    mut filter: Filter,
+    after: Option<u64>,
+    format: Format,
+) -> anyhow::Result<()> {
+    filter.since = None;
+    filter.until = None;
+    let org = session.org_path().await?;
+    let mut next = match after {
+        Some(a) => a + 1,
+        // New events only: from what the newest checkpoint covers.
+        None => match session
+            .client
+            .get_text(&format!("{org}/log/checkpoint"))
+            .await
+        {
+            Ok(note) => note
+                .lines()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            Err(_) => 0,
+        },
+    };
+    loop {
+        let page = session
+            .client
+            .get_json(&format!("{org}/log/entries?from={next}&limit=1000"))
+            .await?;
+        for item in page["items"].as_array().into_iter().flatten() {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(item["canonical"].as_str().unwrap_or(""))
+                .unwrap_or_default();
+            if let Ok(event) = trail_core::canonical::decode(&bytes) {
+                next = event.seq + 1;
+                if filter.matches(&event) {
+                    print_events(format, std::slice::from_ref(item), false);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn print_events(format: Format, events: &[Value], header: bool) {
+    match format {
+        Format::Table => {
+            let on = output::color();
+            let mut out = std::io::stdout().lock();
+            if header {
+                let h = format!(
+                    "{:<27}  {:<24}  {:<12}  {:<20}  {:<32}  {:<6}  {}",
+                    "TIME", "ACTOR", "TYPE", "ACTION", "OBJECT / ROUTE", "STATUS", "IP"
+                );
+                let _ = writeln!(out, "{}", paint(&h, "1", on));
+            }
+            for e in events {
+                let kind = e["actor"]["type"].as_str().unwrap_or("");
+                let what = if e["request"].is_object() {
+                    cell(&e["request"]["route"])
+                } else if e["object"].is_object() {
+                    let id = &e["object"]["id"];
+                    let name = id["name"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| cell(id));
+                    format!("{}/{}", cell(&e["object"]["type"]), name)
+                } else {
+                    "-".into()
+                };
+                let kind_cell = if kind == "break_glass" {
+                    "!BREAK-GLASS"
+                } else {
+                    kind
+                };
+                let line = format!(
+                    "{:<27}  {:<24}  {:<12}  {:<20}  {:<32}  {:<6}  {}",
+                    cell(&e["timestamp"]),
+                    cell(&e["actor"]["id"]),
+                    kind_cell,
+                    cell(&e["action"]),
+                    what,
+                    cell(&e["request"]["status"]),
+                    cell(&e["actor"]["ip"])
+                );
+                let line = match (kind, e["request"]["status"].as_u64()) {
+                    ("break_glass", _) => paint(&line, "1;31", on),
+                    (_, Some(s)) if s >= 500 => paint(&line, "31", on),
+                    (_, Some(s)) if s >= 400 => paint(&line, "33", on),
+                    _ => line,
+                };
+                let _ = writeln!(out, "{line}");
+            }
+            let _ = out.flush();
+        }
+        Format::Json | Format::Ndjson => {
+            output::json_values(format, events);
+            let _ = std::io::stdout().flush();
+        }
+    }
+}
+
+#[derive(clap::Args)]
+#[command(after_long_help = "\
+Figures come from the recorded API calls: requests, requests per minute, the share of 5xx and
+of 4xx answers, and nearest-rank p50 / p95 / p99 latency, busiest route first.
+
+Examples:
+  trail perf --since 24h
+  trail perf --since 1h --route 'GET /v1/tenants/:id' -o json")]
+pub struct PerfArgs {
+    /// The window's start: 30m, 24h, 7d back from now, or an RFC 3339 time.
+    #[arg(long, default_value = "24h")]
+    since: String,
+    /// The window's end [default: now].
+    #[arg(long)]
+    until: Option<String>,
+    /// Only this route template, or a path for every method.
+    #[arg(long)]
+    route: Option<String>,
+    /// Output: table (default on a terminal) or json.
+    #[arg(long, short = 'o', value_enum)]
+    output: Option<Format>,
+}
+
+pub async fn perf(conn: &Connection, args: PerfArgs) -> anyhow::Result<()> {
+    let now = trail_server::now();
+    for (flag, value) in [
+        ("--since", Some(&args.since)),
+        ("--until", args.until.as_ref()),
+    ] {
+        if let Some(v) = value {
+            Timestamp::parse_bound(v, now).map_err(|e| usage(format!("{flag}: {e}")))?;
+        }
+    }
+    let session = Session::open(conn)?;
+    let mut p = vec![("since".to_owned(), args.since.clone())];
+    if let Some(u) = &args.until {
+        p.push(("until".into(), u.clone()));
+    }
+    if let Some(r) = &args.route {
+        p.push(("route".into(), r.clone()));
+    }
+    let figures = session
+        .client
+        .get_json(&format!(
+            "{}/perf?{}",
+            session.org_path().await?,
+            query_string(&p)
+        ))
+        .await?;
+    match Format::choose(args.output, false) {
+        Format::Table => {
+            let pct = |v: &Value| format!("{:.1}%", v.as_f64().unwrap_or(0.0) * 100.0);
+            let ms = |v: &Value| format!("{:.1}", v.as_f64().unwrap_or(0.0));
+            let rows: Vec<(Vec<String>, Option<&str>)> = figures["routes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| {
+                    (
+                        vec![
+                            cell(&r["route"]),
+                            cell(&r["requests"]),
+                            format!("{:.2}", r["requestsPerMinute"].as_f64().unwrap_or(0.0)),
+                            pct(&r["errorRate5xx"]),
+                            pct(&r["errorRate4xx"]),
+                            ms(&r["p50Ms"]),
+                            ms(&r["p95Ms"]),
+                            ms(&r["p99Ms"]),
+                        ],
+                        None,
+                    )
+                })
+                .collect();
+            output::table(
+                &[
+                    "ROUTE", "REQUESTS", "RPM", "5XX", "4XX", "P50 MS", "P95 MS", "P99 MS",
+                ],
+                &rows,
+            );
+        }
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&figures).expect("serializes")
+        ),
+        Format::Ndjson => output::json_values(
+            Format::Ndjson,
+            figures["routes"].as_array().map_or(&[][..], |v| v),
+        ),
+    }
+    Ok(())
+}

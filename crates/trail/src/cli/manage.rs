@@ -1,0 +1,577 @@
+//! `trail login`, `health`, `me`, and managing orgs, instances, members, API keys, personal
+//! access tokens and break-glass tokens.
+
+use std::io::IsTerminal;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use trail_client::{Client, ClientError, segment};
+
+use super::config::{Config, Profile};
+use super::output::{self, Format, cell};
+use super::{Connection, Session};
+
+#[derive(clap::Args)]
+pub struct LoginArgs {
+    /// Save under this name [default: `default`].
+    #[arg(long = "as", value_name = "PROFILE")]
+    name: Option<String>,
+}
+
+/// `trail login --url URL --token TOKEN [--org ORG] [--profile NAME]`.
+pub async fn login(conn: &Connection, args: LoginArgs) -> anyhow::Result<()> {
+    let url = conn
+        .url
+        .clone()
+        .context("--url is needed to log in")
+        .map_err(usage)?;
+    let token = conn
+        .token
+        .clone()
+        .context("--token is needed to log in")
+        .map_err(usage)?;
+    let client = Client::new(&url, &token)?;
+    let me = client.get_json("/v1/me").await?;
+    let name = args
+        .name
+        .or_else(|| conn.profile.clone())
+        .unwrap_or_else(|| "default".into());
+    let mut cfg = Config::load()?;
+    cfg.profiles.insert(
+        name.clone(),
+        Profile {
+            url: url.clone(),
+            token,
+            org: conn.org.clone(),
+        },
+    );
+    if cfg.default.is_none() || name == "default" {
+        cfg.default = Some(name.clone());
+    }
+    let path = cfg.save()?;
+    let org = conn
+        .org
+        .clone()
+        .or_else(|| me["org"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "-".into());
+    println!(
+        "Logged in to {url} as {} ({}), org {org}; saved as profile {name:?} in {}",
+        cell(&me["actor"]),
+        cell(&me["actorType"]),
+        path.display()
+    );
+    Ok(())
+}
+
+fn usage(e: anyhow::Error) -> anyhow::Error {
+    ClientError::Usage(e.to_string()).into()
+}
+
+/// `trail health`: liveness and readiness, without a credential.
+pub async fn health(conn: &Connection) -> anyhow::Result<()> {
+    let url = match &conn.url {
+        Some(u) => u.clone(),
+        None => Config::load()?
+            .profile(conn.profile.as_deref())?
+            .map_or_else(|| "http://127.0.0.1:7070".to_owned(), |p| p.url.clone()),
+    };
+    let client = Client::new(&url, "-")?;
+    client.get_json("/healthz").await?;
+    match client.get_json("/readyz").await {
+        Ok(_) => {
+            println!("{url}: healthy and ready");
+            Ok(())
+        }
+        Err(ClientError::Status { status, detail }) => {
+            anyhow::bail!("{url}: alive but not ready ({status}: {detail})")
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Prints one object: its fields as a two-column table, or JSON.
+fn print_object(format: Format, v: &Value, fields: &[(&str, &str)]) {
+    match format {
+        Format::Table => {
+            let rows: Vec<(Vec<String>, Option<&str>)> = fields
+                .iter()
+                .map(|(label, key)| (vec![label.to_string(), cell(&v[*key])], None))
+                .collect();
+            output::table(&["FIELD", "VALUE"], &rows);
+        }
+        _ => println!("{}", serde_json::to_string_pretty(v).expect("serializes")),
+    }
+}
+
+/// Prints a list: a table of `columns` (header, key), or JSON / NDJSON.
+fn print_list(format: Format, items: &[Value], columns: &[(&str, &str)]) {
+    match format {
+        Format::Table => {
+            let headers: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
+            let rows: Vec<(Vec<String>, Option<&str>)> = items
+                .iter()
+                .map(|i| {
+                    (
+                        columns.iter().map(|(_, k)| cell(&i[*k])).collect(),
+                        i["revokedAt"].is_string().then_some("2"),
+                    )
+                })
+                .collect();
+            output::table(&headers, &rows);
+        }
+        f => output::json_values(f, items),
+    }
+}
+
+/// After a creation that returns a secret: where it is, said once.
+fn say_secret(format: Format, what: &str) {
+    if format == Format::Table {
+        eprintln!("The {what} is shown once, above: store it now.");
+    }
+}
+
+#[derive(clap::Args)]
+pub struct OutputArg {
+    /// Output: table (default on a terminal), json, ndjson.
+    #[arg(long, short = 'o', value_enum, global = true)]
+    output: Option<Format>,
+}
+
+impl OutputArg {
+    fn format(&self) -> Format {
+        match self.output {
+            Some(f) => f,
+            None if std::io::stdout().is_terminal() => Format::Table,
+            None => Format::Json,
+        }
+    }
+}
+
+/// `trail me`.
+pub async fn me(conn: &Connection, out: &OutputArg) -> anyhow::Result<()> {
+    let s = Session::open(conn)?;
+    let me = s.client.get_json("/v1/me").await?;
+    print_object(
+        out.format(),
+        &me,
+        &[
+            ("actor", "actor"),
+            ("type", "actorType"),
+            ("credential", "credentialId"),
+            ("org", "org"),
+            ("scopes", "scopes"),
+            ("platform admin", "platformAdmin"),
+        ],
+    );
+    Ok(())
+}
+
+#[derive(clap::Subcommand)]
+pub enum OrgsCommand {
+    /// The orgs you can act on (every org, for a platform admin).
+    List,
+    /// Create an org (needs orgs:admin).
+    Create {
+        /// The org's id: lower-case letters, digits and -.
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// The first owner's email [default: you].
+        #[arg(long)]
+        owner: Option<String>,
+    },
+}
+
+pub async fn orgs(conn: &Connection, out: &OutputArg, cmd: OrgsCommand) -> anyhow::Result<()> {
+    let s = Session::open(conn)?;
+    match cmd {
+        OrgsCommand::List => {
+            let v = s.client.get_json("/v1/orgs").await?;
+            print_list(
+                out.format(),
+                v["items"].as_array().map_or(&[][..], |v| v),
+                &[
+                    ("ID", "id"),
+                    ("NAME", "name"),
+                    ("YOUR SCOPES", "scopes"),
+                    ("CREATED", "createdAt"),
+                ],
+            );
+        }
+        OrgsCommand::Create { id, name, owner } => {
+            let v = s
+                .client
+                .send_json(
+                    "POST",
+                    "/v1/orgs",
+                    Some(&json!({"id": id, "name": name, "owner": owner})),
+                )
+                .await?;
+            print_object(
+                out.format(),
+                &v,
+                &[
+                    ("id", "id"),
+                    ("name", "name"),
+                    ("owner", "owner"),
+                    ("created", "createdAt"),
+                ],
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Subcommand)]
+pub enum InstancesCommand {
+    /// The org's instances.
+    List,
+    /// Add an instance (needs instances:manage).
+    Create {
+        id: String,
+        /// What it is: argocd, kargo, ...
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+pub async fn instances(
+    conn: &Connection,
+    out: &OutputArg,
+    cmd: InstancesCommand,
+) -> anyhow::Result<()> {
+    let s = Session::open(conn)?;
+    let base = format!("{}/instances", s.org_path().await?);
+    match cmd {
+        InstancesCommand::List => {
+            let v = s.client.get_json(&base).await?;
+            print_list(
+                out.format(),
+                v["items"].as_array().map_or(&[][..], |v| v),
+                &[
+                    ("ID", "id"),
+                    ("KIND", "kind"),
+                    ("NAME", "name"),
+                    ("CREATED", "createdAt"),
+                ],
+            );
+        }
+        InstancesCommand::Create { id, kind, name } => {
+            let v = s
+                .client
+                .send_json(
+                    "POST",
+                    &base,
+                    Some(&json!({"id": id, "kind": kind, "name": name})),
+                )
+                .await?;
+            print_object(
+                out.format(),
+                &v,
+                &[
+                    ("id", "id"),
+                    ("kind", "kind"),
+                    ("name", "name"),
+                    ("created", "createdAt"),
+                ],
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Subcommand)]
+pub enum MembersCommand {
+    /// The org's members and roles (needs members:manage).
+    List,
+    /// Add a member with a role: owner, admin or member.
+    Add {
+        email: String,
+        #[arg(long)]
+        role: String,
+        /// Read an initial console password from standard input (a new user only).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Change a member's role.
+    SetRole { email: String, role: String },
+    /// Remove a member.
+    Remove { email: String },
+}
+
+pub async fn members(
+    conn: &Connection,
+    out: &OutputArg,
+    cmd: MembersCommand,
+) -> anyhow::Result<()> {
+    let s = Session::open(conn)?;
+    let base = format!("{}/members", s.org_path().await?);
+    let member = |email: &str| format!("{base}/{}", segment(email));
+    match cmd {
+        MembersCommand::List => {
+            let v = s.client.get_json(&base).await?;
+            print_list(
+                out.format(),
+                v["items"].as_array().map_or(&[][..], |v| v),
+                &[("EMAIL", "email"), ("ROLE", "role"), ("USER", "userId")],
+            );
+        }
+        MembersCommand::Add {
+            email,
+            role,
+            password_stdin,
+        } => {
+            let mut body = json!({"email": email, "role": role});
+            if password_stdin {
+                let mut pw = String::new();
+                std::io::stdin().read_line(&mut pw)?;
+                body["password"] = json!(pw.trim_end_matches(['\r', '\n']));
+            }
+            let v = s.client.send_json("POST", &base, Some(&body)).await?;
+            print_object(
+                out.format(),
+                &v,
+                &[("email", "email"), ("role", "role"), ("user", "userId")],
+            );
+        }
+        MembersCommand::SetRole { email, role } => {
+            let v = s
+                .client
+                .send_json("PATCH", &member(&email), Some(&json!({"role": role})))
+                .await?;
+            print_object(out.format(), &v, &[("email", "email"), ("role", "role")]);
+        }
+        MembersCommand::Remove { email } => {
+            s.client.send_json("DELETE", &member(&email), None).await?;
+            eprintln!("removed {email}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Subcommand)]
+pub enum KeysCommand {
+    /// The org's API keys, never their secrets (needs keys:manage).
+    List,
+    /// Create an API key; its secret is printed once.
+    Create {
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// The role whose scopes it holds: owner, admin or member.
+        #[arg(long, conflicts_with = "scopes")]
+        role: Option<String>,
+        /// The scopes it holds, e.g. logs:read,logs:write.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// When it stops working: 30d, 12h, ... [default: never].
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// Restrict it to one instance's events.
+        #[arg(long)]
+        instance: Option<String>,
+    },
+    /// Revoke an API key, at once.
+    Revoke { id: String },
+}
+
+pub async fn keys(conn: &Connection, out: &OutputArg, cmd: KeysCommand) -> anyhow::Result<()> {
+    let s = Session::open(conn)?;
+    let base = format!("{}/api-keys", s.org_path().await?);
+    match cmd {
+        KeysCommand::List => {
+            let v = s.client.get_json(&base).await?;
+            print_list(
+                out.format(),
+                v["items"].as_array().map_or(&[][..], |v| v),
+                &[
+                    ("ID", "id"),
+                    ("NAME", "name"),
+                    ("SCOPES", "scopes"),
+                    ("INSTANCE", "instance"),
+                    ("EXPIRES", "expiresAt"),
+                    ("REVOKED", "revokedAt"),
+                ],
+            );
+        }
+        KeysCommand::Create {
+            name,
+            description,
+            role,
+            scopes,
+            expires_in,
+            instance,
+        } => {
+            let mut body = json!({"name": name, "description": description, "expiresIn": expires_in, "instance": instance});
+            match role {
+                Some(r) => body["role"] = json!(r),
+                None => body["scopes"] = json!(scopes),
+            }
+            let v = s.client.send_json("POST", &base, Some(&body)).await?;
+            let f = out.format();
+            print_object(
+                f,
+                &v,
+                &[
+                    ("id", "id"),
+                    ("secret", "secret"),
+                    ("name", "name"),
+                    ("scopes", "scopes"),
+                    ("expires", "expiresAt"),
+                ],
+            );
+            say_secret(f, "secret");
+        }
+        KeysCommand::Revoke { id } => {
+            s.client
+                .send_json("DELETE", &format!("{base}/{}", segment(&id)), None)
+                .await?;
+            eprintln!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Subcommand)]
+pub enum TokensCommand {
+    /// Your personal access tokens in the org.
+    List,
+    /// Create a personal access token; it is printed once.
+    Create {
+        name: String,
+        /// Scopes, a subset of yours, e.g. logs:read.
+        #[arg(long, value_delimiter = ',', conflicts_with = "preset")]
+        scopes: Vec<String>,
+        /// A preset: support-readonly or admin-full.
+        #[arg(long)]
+        preset: Option<String>,
+        /// When it stops working [default: 30d].
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// Revoke a personal access token, at once.
+    Revoke { id: String },
+}
+
+pub async fn tokens(conn: &Connection, out: &OutputArg, cmd: TokensCommand) -> anyhow::Result<()> {
+    let s = Session::open(conn)?;
+    let base = format!("{}/tokens", s.org_path().await?);
+    match cmd {
+        TokensCommand::List => {
+            let v = s.client.get_json(&base).await?;
+            print_list(
+                out.format(),
+                v["items"].as_array().map_or(&[][..], |v| v),
+                &[
+                    ("ID", "id"),
+                    ("NAME", "name"),
+                    ("SCOPES", "scopes"),
+                    ("EXPIRES", "expiresAt"),
+                    ("REVOKED", "revokedAt"),
+                ],
+            );
+        }
+        TokensCommand::Create {
+            name,
+            scopes,
+            preset,
+            expires_in,
+        } => {
+            let mut body = json!({"name": name, "expiresIn": expires_in});
+            match preset {
+                Some(p) => body["preset"] = json!(p),
+                None => body["scopes"] = json!(scopes),
+            }
+            let v = s.client.send_json("POST", &base, Some(&body)).await?;
+            let f = out.format();
+            print_object(
+                f,
+                &v,
+                &[
+                    ("id", "id"),
+                    ("token", "token"),
+                    ("name", "name"),
+                    ("scopes", "scopes"),
+                    ("expires", "expiresAt"),
+                ],
+            );
+            say_secret(f, "token");
+        }
+        TokensCommand::Revoke { id } => {
+            s.client
+                .send_json("DELETE", &format!("{base}/{}", segment(&id)), None)
+                .await?;
+            eprintln!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Subcommand)]
+pub enum BreakGlassCommand {
+    /// Mint an emergency token for an org (needs orgs:admin); every use is recorded.
+    Create {
+        /// The org it opens.
+        #[arg(long = "for")]
+        target: String,
+        /// Why: recorded with the token and every use of it.
+        #[arg(long)]
+        reason: String,
+        /// 1m to 12h [default: 1h].
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// [default: logs:read,archives:read]
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+    },
+    /// End a break-glass token early.
+    Revoke { id: String },
+}
+
+pub async fn break_glass(
+    conn: &Connection,
+    out: &OutputArg,
+    cmd: BreakGlassCommand,
+) -> anyhow::Result<()> {
+    let s = Session::open(conn)?;
+    match cmd {
+        BreakGlassCommand::Create {
+            target,
+            reason,
+            expires_in,
+            scopes,
+        } => {
+            let mut body = json!({"org": target, "reason": reason, "expiresIn": expires_in});
+            if !scopes.is_empty() {
+                body["scopes"] = json!(scopes);
+            }
+            let v = s
+                .client
+                .send_json("POST", "/v1/break-glass", Some(&body))
+                .await?;
+            let f = out.format();
+            print_object(
+                f,
+                &v,
+                &[
+                    ("id", "id"),
+                    ("token", "token"),
+                    ("org", "org"),
+                    ("scopes", "scopes"),
+                    ("reason", "reason"),
+                    ("expires", "expiresAt"),
+                ],
+            );
+            say_secret(f, "token");
+        }
+        BreakGlassCommand::Revoke { id } => {
+            s.client
+                .send_json("DELETE", &format!("/v1/break-glass/{}", segment(&id)), None)
+                .await?;
+            eprintln!("revoked {id}");
+        }
+    }
+    Ok(())
+}

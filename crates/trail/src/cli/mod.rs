@@ -1,0 +1,93 @@
+//! The client commands: settings and profiles, output, and one module per command group.
+//! Each is a thin layer over `trail-client`.
+
+pub mod config;
+pub mod logs;
+pub mod manage;
+pub mod output;
+
+use anyhow::Context;
+use trail_client::{Client, segment};
+
+/// `--url`, `--token`, `--org`, `--profile`: given on the command line or in the
+/// environment, else taken from the profile.
+#[derive(clap::Args, Clone, Default)]
+pub struct Connection {
+    /// Trail's URL [default: the profile's, else http://127.0.0.1:7070].
+    #[arg(long, env = "TRAIL_URL", global = true)]
+    pub url: Option<String>,
+    /// A personal access token, or KEYID:SECRET for an API key [default: the profile's].
+    #[arg(long, env = "TRAIL_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// The org to act on [default: the profile's, else the credential's own].
+    #[arg(long, env = "TRAIL_ORG", global = true)]
+    pub org: Option<String>,
+    /// The profile saved by `trail login` to use [default: the default profile].
+    #[arg(long, env = "TRAIL_PROFILE", global = true)]
+    pub profile: Option<String>,
+}
+
+/// A connected client and the org it acts on.
+pub struct Session {
+    pub client: Client,
+    org: Option<String>,
+}
+
+impl Session {
+    pub fn open(c: &Connection) -> anyhow::Result<Session> {
+        let cfg = config::Config::load()?;
+        let profile = cfg.profile(c.profile.as_deref())?;
+        let url = c
+            .url
+            .clone()
+            .or_else(|| profile.map(|p| p.url.clone()))
+            .unwrap_or_else(|| "http://127.0.0.1:7070".to_owned());
+        let token = c
+            .token
+            .clone()
+            .or_else(|| profile.map(|p| p.token.clone()))
+            .context("no credential: run `trail login`, or pass --token (or TRAIL_TOKEN)")
+            .map_err(|e| trail_client::ClientError::Usage(e.to_string()))?;
+        let org = c
+            .org
+            .clone()
+            .or_else(|| profile.and_then(|p| p.org.clone()));
+        Ok(Session {
+            client: Client::new(&url, &token)?,
+            org,
+        })
+    }
+
+    /// The org to act on: the one named, or the credential's own.
+    pub async fn org(&self) -> anyhow::Result<String> {
+        match &self.org {
+            Some(o) => Ok(o.clone()),
+            None => Ok(self.client.own_org().await?),
+        }
+    }
+
+    /// `/v1/orgs/<org>` for the org acted on.
+    pub async fn org_path(&self) -> anyhow::Result<String> {
+        Ok(format!("/v1/orgs/{}", segment(&self.org().await?)))
+    }
+}
+
+/// What kind of credential the connection uses, for messages: "PAT", "API key", ...
+pub fn credential_kind(c: &Connection) -> &'static str {
+    let from_profile = || {
+        config::Config::load().ok().and_then(|cfg| {
+            cfg.profile(c.profile.as_deref())
+                .ok()
+                .flatten()
+                .map(|p| p.token.clone())
+        })
+    };
+    let token = c.token.clone().or_else(from_profile).unwrap_or_default();
+    if token.contains(':') {
+        "API key"
+    } else if token.starts_with("bg_") {
+        "break-glass token"
+    } else {
+        "PAT"
+    }
+}

@@ -1,0 +1,504 @@
+//! The `trail` command line against a real `trail serve` (port 0, temp dir): each command,
+//! each output format parsed back, each exit code, and the User-Agent in the recorded rows.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+struct Server {
+    child: Child,
+    url: String,
+    data: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Server {
+        let data = dir.join("data");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_trail"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--checkpoint-interval",
+                "100ms",
+                "--data",
+            ])
+            .arg(&data)
+            .env("TRAIL_LOG", "error")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let url = loop {
+            let line = lines.next().expect("banner").unwrap();
+            if let Some(u) = line.split("listening on ").nth(1) {
+                break u.trim().to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, url, data }
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.data.join("bootstrap-token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `trail` with its own config and state (no profile unless the test logs in).
+struct Cli {
+    home: tempfile::TempDir,
+}
+
+impl Cli {
+    fn new() -> Cli {
+        Cli {
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_trail"));
+        c.args(args)
+            .env("TRAIL_CONFIG", self.home.path().join("config.toml"))
+            .env("XDG_STATE_HOME", self.home.path().join("state"))
+            .env_remove("TRAIL_URL")
+            .env_remove("TRAIL_TOKEN")
+            .env_remove("TRAIL_ORG")
+            .env_remove("TRAIL_PROFILE")
+            .env("NO_COLOR", "1");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+async fn ingest(s: &Server, events: Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/orgs/default/events", s.url))
+        .bearer_auth(s.token())
+        .json(&events)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+}
+
+#[tokio::test]
+async fn login_profiles_and_the_logs_in_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let cli = Cli::new();
+    let login = cli.ok(&["login", "--url", &s.url, "--token", &s.token()]);
+    assert!(
+        login.contains("as owner@trail.local (pat), org default"),
+        "{login}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(cli.home.path().join("config.toml"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    ingest(&s, json!([
+        {"action": "deleted", "actor": {"id": "sarah@acme.io", "type": "user"}, "object": {"type": "custom_role", "id": {"kind": "Cluster", "name": "dev-team"}}},
+        {"action": "call", "category": "api", "actor": {"id": "ops", "type": "break_glass"},
+         "request": {"method": "GET", "route": "GET /v1/tenants/:id", "status": 503, "latencyMs": 4}},
+    ])).await;
+
+    // JSON: one array, oldest first.
+    let all = cli.json(&["logs", "tail", "--since", "1h", "-o", "json"]);
+    let items = all.as_array().unwrap();
+    assert!(items.iter().any(|e| e["action"] == "deleted"));
+    let times: Vec<&str> = items
+        .iter()
+        .map(|e| e["timestamp"].as_str().unwrap())
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "oldest first");
+    assert_eq!(
+        cli.json(&["logs", "tail", "--json", "--actor", "sarah@acme.io"])
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // NDJSON (the default when piped): one record a line.
+    let nd = cli.ok(&[
+        "logs",
+        "tail",
+        "--route",
+        "GET /v1/tenants/:id",
+        "--status",
+        "5xx",
+    ]);
+    let lines: Vec<Value> = nd
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["actor"]["type"], "break_glass");
+    let q = cli.ok(&[
+        "logs",
+        "tail",
+        "-q",
+        "actor:sarah@acme.io -status:200",
+        "-o",
+        "ndjson",
+    ]);
+    assert_eq!(q.lines().count(), 1);
+
+    // The table: aligned, the break-glass row marked.
+    let table = cli.ok(&["logs", "tail", "-o", "table"]);
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.starts_with("TIME") && header.contains("ACTOR") && header.contains("ACTION"),
+        "{table}"
+    );
+    let bg = table
+        .lines()
+        .find(|l| l.contains("BREAK-GLASS"))
+        .expect("marked");
+    assert!(bg.contains("!BREAK-GLASS"), "{bg}");
+    assert_eq!(
+        bg.find("call"),
+        header.find("ACTION"),
+        "columns line up:\n{table}"
+    );
+
+    // Every CLI call is in the log with the CLI's user agent.
+    let rows = cli.json(&[
+        "logs",
+        "tail",
+        "-o",
+        "json",
+        "--action",
+        "listAuditLogs",
+        "--limit",
+        "1000",
+    ]);
+    let agents: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["actor"]["userAgent"].as_str().unwrap())
+        .collect();
+    assert!(!agents.is_empty());
+    assert!(
+        agents
+            .iter()
+            .all(|a| *a == concat!("trail/", env!("CARGO_PKG_VERSION"))),
+        "{agents:?}"
+    );
+
+    // Flags and environment override the profile.
+    let out = cli
+        .command(&["logs", "tail"])
+        .env("TRAIL_TOKEN", "pat_0.x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    let other = cli.run(&["logs", "tail", "--profile", "nope"]);
+    assert_eq!(other.status.code(), Some(2), "{}", stderr(&other));
+}
+
+#[tokio::test]
+async fn a_tail_pages_through_more_than_a_page_and_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let cli = Cli::new();
+    cli.ok(&["login", "--url", &s.url, "--token", &s.token()]);
+    for b in 0..3 {
+        let batch: Vec<Value> = (0..900).map(|i| json!({"action": format!("bulk{b}-{i}"), "actor": {"id": "loader", "type": "system"}})).collect();
+        ingest(&s, Value::Array(batch)).await;
+    }
+    let out = cli.ok(&[
+        "logs", "tail", "--actor", "loader", "--limit", "2500", "-o", "ndjson",
+    ]);
+    let seqs: std::collections::BTreeSet<u64> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(out.lines().count(), 2500, "three pages of at most 1000");
+    assert_eq!(seqs.len(), 2500, "each event once");
+
+    // --follow prints what arrives, until stopped.
+    let mut child = cli
+        .command(&[
+            "logs", "tail", "--action", "late", "--follow", "-o", "ndjson",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    ingest(
+        &s,
+        json!([{"action": "late", "actor": {"id": "a", "type": "user"}}]),
+    )
+    .await;
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let n = stdout.read(&mut buf).unwrap_or(0);
+        let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a followed event");
+    assert!(line.contains("\"action\":\"late\""), "{line}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test]
+async fn perf_figures_and_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let cli = Cli::new();
+    cli.ok(&["login", "--url", &s.url, "--token", &s.token()]);
+    let calls: Vec<Value> = (1..=20u64)
+        .map(|i| json!({"action": "call", "category": "api", "actor": {"id": "svc", "type": "api_key"},
+            "request": {"method": "POST", "route": "POST /v1/widgets", "status": if i % 5 == 0 { 500 } else { 201 }, "latencyMs": i}}))
+        .collect();
+    ingest(&s, Value::Array(calls)).await;
+    let figures = cli.json(&[
+        "perf",
+        "--since",
+        "1h",
+        "--route",
+        "POST /v1/widgets",
+        "-o",
+        "json",
+    ]);
+    let r = &figures["routes"][0];
+    // Nearest rank over latencies 1..=20 ms: p50 = 10, p95 = 19, p99 = 20; 4 of 20 are 5xx.
+    assert_eq!(
+        (
+            r["requests"].as_u64(),
+            r["p50Ms"].as_f64(),
+            r["p95Ms"].as_f64(),
+            r["p99Ms"].as_f64()
+        ),
+        (Some(20), Some(10.0), Some(19.0), Some(20.0))
+    );
+    assert_eq!(r["errorRate5xx"], 0.2);
+    let table = cli.ok(&["perf", "--since", "1h", "-o", "table"]);
+    assert!(
+        table.lines().next().unwrap().starts_with("ROUTE"),
+        "{table}"
+    );
+    assert!(table.contains("POST /v1/widgets"));
+
+    // 403 names the missing scope; 401; unreachable; usage.
+    let key = cli.json(&[
+        "keys",
+        "create",
+        "writer",
+        "--scopes",
+        "logs:write",
+        "-o",
+        "json",
+    ]);
+    let key_token = format!(
+        "{}:{}",
+        key["id"].as_str().unwrap(),
+        key["secret"].as_str().unwrap()
+    );
+    let out = cli.run(&["logs", "tail", "--token", &key_token]);
+    assert_eq!(out.status.code(), Some(5));
+    assert_eq!(
+        stderr(&out).trim(),
+        "trail: 403 on logs tail: your API key lacks logs:read"
+    );
+    let out = cli.run(&["perf", "--token", "pat_0.nope"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        stderr(&out).starts_with("trail: 401 on perf:"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cli.run(&["logs", "tail", "--url", "http://127.0.0.1:9"]);
+    assert_eq!(out.status.code(), Some(6));
+    assert_eq!(stderr(&out).lines().count(), 1);
+    for bad in [
+        vec!["logs", "tail", "--since", "yesterday"],
+        vec!["logs", "tail", "-q", "actor:"],
+        vec!["logs", "tail", "--follow", "-o", "json"],
+        vec!["logs", "tail", "--nope"],
+    ] {
+        let out = cli.run(&bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}: {}", stderr(&out));
+    }
+    let help = cli.ok(&["--help"]);
+    assert!(
+        help.contains("4  not authenticated")
+            && help.contains("5  forbidden")
+            && help.contains("6  server unreachable"),
+        "{help}"
+    );
+}
+
+#[tokio::test]
+async fn management_commands_and_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let cli = Cli::new();
+    cli.ok(&["login", "--url", &s.url, "--token", &s.token()]);
+    assert!(cli.ok(&["health"]).contains("healthy and ready"));
+    assert_eq!(cli.json(&["me", "-o", "json"])["org"], "default");
+
+    cli.ok(&["orgs", "create", "initech", "--owner", "bill@initech.io"]);
+    let orgs = cli.json(&["orgs", "list", "-o", "json"]);
+    assert_eq!(orgs.as_array().unwrap().len(), 2);
+    cli.ok(&["instances", "create", "argocd-prod", "--kind", "argocd"]);
+    assert_eq!(
+        cli.json(&["instances", "list", "-o", "json"])[0]["id"],
+        "argocd-prod"
+    );
+    let mut add = cli
+        .command(&[
+            "members",
+            "add",
+            "ana@trail.local",
+            "--role",
+            "admin",
+            "--password-stdin",
+            "-o",
+            "json",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(add.stdin.take().unwrap(), "a long enough password").unwrap();
+    assert!(add.wait_with_output().unwrap().status.success());
+    cli.ok(&["members", "set-role", "ana@trail.local", "member"]);
+    let members = cli.json(&["members", "list", "-o", "json"]);
+    assert!(
+        members
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["email"] == "ana@trail.local" && m["role"] == "member")
+    );
+    cli.ok(&["members", "remove", "ana@trail.local"]);
+
+    // Secrets are printed once, at creation, and never listed.
+    let key = cli.json(&[
+        "keys",
+        "create",
+        "siem",
+        "--description",
+        "SIEM pull",
+        "--role",
+        "owner",
+        "-o",
+        "json",
+    ]);
+    let secret = key["secret"].as_str().unwrap().to_owned();
+    let listed = cli.ok(&["keys", "list", "-o", "json"]);
+    assert!(listed.contains("siem") && !listed.contains(&secret));
+    let key_token = format!("{}:{secret}", key["id"].as_str().unwrap());
+    assert_eq!(
+        cli.json(&["me", "--token", &key_token, "-o", "json"])["actorType"],
+        "api_key"
+    );
+    cli.ok(&["keys", "revoke", key["id"].as_str().unwrap()]);
+    assert_eq!(
+        cli.run(&["me", "--token", &key_token]).status.code(),
+        Some(4)
+    );
+
+    let pat = cli.json(&[
+        "tokens",
+        "create",
+        "laptop",
+        "--preset",
+        "support-readonly",
+        "-o",
+        "json",
+    ]);
+    let token = pat["token"].as_str().unwrap().to_owned();
+    assert_eq!(pat["scopes"], json!(["logs:read", "archives:read"]));
+    assert!(!cli.ok(&["tokens", "list", "-o", "json"]).contains(&token));
+    cli.ok(&["tokens", "revoke", pat["id"].as_str().unwrap()]);
+
+    let bg = cli.json(&[
+        "break-glass",
+        "create",
+        "--for",
+        "initech",
+        "--reason",
+        "INC-7",
+        "--expires-in",
+        "30m",
+        "-o",
+        "json",
+    ]);
+    let bg_token = bg["token"].as_str().unwrap();
+    let rows = cli.json(&[
+        "logs", "tail", "--token", bg_token, "--org", "initech", "-o", "json",
+    ]);
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "created")
+    );
+    cli.ok(&["break-glass", "revoke", bg["id"].as_str().unwrap()]);
+
+    // Completions for each shell.
+    for shell in ["bash", "zsh", "fish"] {
+        let script = cli.ok(&["completions", shell]);
+        assert!(
+            script.contains("trail") && script.contains("logs"),
+            "{shell}"
+        );
+    }
+    let started = Instant::now();
+    let out = cli.run(&["health", "--url", "http://127.0.0.1:9"]);
+    assert_eq!(out.status.code(), Some(6));
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
