@@ -317,6 +317,11 @@ fn param(raw: Option<&str>, name: &str) -> Result<Option<u64>, ApiError> {
         .transpose()
 }
 
+/// `limit`: 1000 by default, at most 10,000.
+fn page_limit(raw: Option<&str>) -> Result<usize, ApiError> {
+    Ok(param(raw, "limit")?.unwrap_or(1000).clamp(1, 10_000) as usize)
+}
+
 fn required(raw: Option<&str>, name: &str) -> Result<u64, ApiError> {
     param(raw, name)?.ok_or_else(|| ApiError::BadRequest(format!("{name} is required")))
 }
@@ -385,9 +390,7 @@ pub async fn checkpoints(
 ) -> Result<Json<Value>, ApiError> {
     authorize_log(&caller, &ctx, &org)?;
     let after = param(raw.as_deref(), "after")?.unwrap_or(0);
-    let limit = param(raw.as_deref(), "limit")?
-        .unwrap_or(1000)
-        .clamp(1, 10_000) as usize;
+    let limit = page_limit(raw.as_deref())?;
     let items = state.store.checkpoints(&org, after, limit).await?;
     let next = (items.len() == limit)
         .then(|| items.last().map(|c| c.size))
@@ -484,9 +487,7 @@ pub async fn entries(
 ) -> Result<Json<Value>, ApiError> {
     authorize_log(&caller, &ctx, &org)?;
     let from = param(raw.as_deref(), "from")?.unwrap_or(0);
-    let limit = param(raw.as_deref(), "limit")?
-        .unwrap_or(1000)
-        .clamp(1, 10_000) as usize;
+    let limit = page_limit(raw.as_deref())?;
     let events = state.store.events_from(&org, from, limit).await?;
     let next = (events.len() == limit)
         .then(|| events.last().map(|e| e.event.seq + 1))

@@ -123,6 +123,11 @@ fn print_list(format: Format, items: &[Value], columns: &[(&str, &str)]) {
     }
 }
 
+/// The `items` of a list answer.
+fn items(v: &Value) -> &[Value] {
+    v["items"].as_array().map_or(&[][..], |v| v)
+}
+
 /// After a creation that returns a secret: where it is, said once.
 fn say_secret(format: Format, what: &str) {
     if format == Format::Table {
@@ -189,7 +194,7 @@ pub async fn orgs(conn: &Connection, out: &OutputArg, cmd: OrgsCommand) -> anyho
             let v = s.client.get_json("/v1/orgs").await?;
             print_list(
                 out.format(),
-                v["items"].as_array().map_or(&[][..], |v| v),
+                items(&v),
                 &[
                     ("ID", "id"),
                     ("NAME", "name"),
@@ -249,7 +254,7 @@ pub async fn instances(
             let v = s.client.get_json(&base).await?;
             print_list(
                 out.format(),
-                v["items"].as_array().map_or(&[][..], |v| v),
+                items(&v),
                 &[
                     ("ID", "id"),
                     ("KIND", "kind"),
@@ -314,7 +319,7 @@ pub async fn members(
             let v = s.client.get_json(&base).await?;
             print_list(
                 out.format(),
-                v["items"].as_array().map_or(&[][..], |v| v),
+                items(&v),
                 &[("EMAIL", "email"), ("ROLE", "role"), ("USER", "userId")],
             );
         }
@@ -385,7 +390,7 @@ pub async fn keys(conn: &Connection, out: &OutputArg, cmd: KeysCommand) -> anyho
             let v = s.client.get_json(&base).await?;
             print_list(
                 out.format(),
-                v["items"].as_array().map_or(&[][..], |v| v),
+                items(&v),
                 &[
                     ("ID", "id"),
                     ("NAME", "name"),
@@ -463,7 +468,7 @@ pub async fn tokens(conn: &Connection, out: &OutputArg, cmd: TokensCommand) -> a
             let v = s.client.get_json(&base).await?;
             print_list(
                 out.format(),
-                v["items"].as_array().map_or(&[][..], |v| v),
+                items(&v),
                 &[
                     ("ID", "id"),
                     ("NAME", "name"),
