@@ -1,61 +1,14 @@
 //! The `trail` command line against a real `trail serve` (port 0, temp dir): each command,
 //! each output format parsed back, each exit code, and the User-Agent in the recorded rows.
 
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::io::Read;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-struct Server {
-    child: Child,
-    url: String,
-    data: PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path) -> Server {
-        let data = dir.join("data");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_trail"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--checkpoint-interval",
-                "100ms",
-                "--data",
-            ])
-            .arg(&data)
-            .env("TRAIL_LOG", "error")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let url = loop {
-            let line = lines.next().expect("banner").unwrap();
-            if let Some(u) = line.split("listening on ").nth(1) {
-                break u.trim().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, url, data }
-    }
-
-    fn token(&self) -> String {
-        std::fs::read_to_string(self.data.join("bootstrap-token"))
-            .unwrap()
-            .trim()
-            .to_owned()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::Server;
 
 /// Runs `trail` with its own config and state (no profile unless the test logs in).
 struct Cli {
@@ -120,7 +73,7 @@ async fn ingest(s: &Server, events: Value) {
 #[tokio::test]
 async fn login_profiles_and_the_logs_in_every_format() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path());
+    let s = Server::start(&dir.path().join("data"));
     let cli = Cli::new();
     let login = cli.ok(&["login", "--url", &s.url, "--token", &s.token()]);
     assert!(
@@ -241,7 +194,7 @@ async fn login_profiles_and_the_logs_in_every_format() {
 #[tokio::test]
 async fn a_tail_pages_through_more_than_a_page_and_follows() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path());
+    let s = Server::start(&dir.path().join("data"));
     let cli = Cli::new();
     cli.ok(&["login", "--url", &s.url, "--token", &s.token()]);
     for b in 0..3 {
@@ -294,7 +247,7 @@ async fn a_tail_pages_through_more_than_a_page_and_follows() {
 #[tokio::test]
 async fn perf_figures_and_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path());
+    let s = Server::start(&dir.path().join("data"));
     let cli = Cli::new();
     cli.ok(&["login", "--url", &s.url, "--token", &s.token()]);
     let calls: Vec<Value> = (1..=20u64)
@@ -382,7 +335,7 @@ async fn perf_figures_and_exit_codes() {
 #[tokio::test]
 async fn management_commands_and_health() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Server::start(dir.path());
+    let s = Server::start(&dir.path().join("data"));
     let cli = Cli::new();
     cli.ok(&["login", "--url", &s.url, "--token", &s.token()]);
     assert!(cli.ok(&["health"]).contains("healthy and ready"));

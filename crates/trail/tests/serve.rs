@@ -1,65 +1,12 @@
 //! End to end: the real `trail serve` on port 0 in a temp dir, driven over HTTP.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-struct Server {
-    child: Child,
-    url: String,
-    /// What the server printed before it listened.
-    banner: String,
-}
-
-impl Server {
-    fn start(data: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_trail"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .env("TRAIL_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("trail serve starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut banner = String::new();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("trail serve printed its address")
-                .unwrap();
-            banner.push_str(&line);
-            banner.push('\n');
-            if let Some(u) = line.split("listening on ").nth(1) {
-                break u.trim().to_owned();
-            }
-        };
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Server { child, url, banner }
-    }
-
-    fn signal(&mut self, sig: i32) {
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn token(data: &Path) -> String {
-    std::fs::read_to_string(data.join("bootstrap-token"))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
+mod common;
+use common::{Server, token};
 
 async fn get_json(url: &str, token: &str) -> Value {
     client()

@@ -1,75 +1,13 @@
 //! `trail verify` against real stores: untouched, and tampered with directly in the SQLite
 //! file (triggers dropped) while the server is stopped.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
-struct Server {
-    child: Child,
-    url: String,
-    key: String,
-}
-
-impl Server {
-    fn start(data: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_trail"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--checkpoint-interval",
-                "100ms",
-                "--log-name",
-                "trail.test",
-                "--data",
-            ])
-            .arg(data)
-            .env("TRAIL_LOG", "error")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut url, mut key) = (None, None);
-        while url.is_none() || key.is_none() {
-            let line = lines.next().expect("banner").unwrap();
-            if let Some(u) = line.split("listening on ").nth(1) {
-                url = Some(u.trim().to_owned());
-            }
-            if let Some(k) = line.split("signed by: ").nth(1) {
-                key = Some(k.trim().to_owned());
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        Server {
-            child,
-            url: url.unwrap(),
-            key: key.unwrap(),
-        }
-    }
-
-    /// Stops gracefully: the server signs a last checkpoint first.
-    fn stop(mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn token(data: &Path) -> String {
-    std::fs::read_to_string(data.join("bootstrap-token"))
-        .unwrap()
-        .trim()
-        .to_owned()
-}
+mod common;
+use common::{Server, token};
 
 async fn ingest(s: &Server, token: &str, from: usize, n: usize) {
     let events: Vec<Value> = (from..from + n)
@@ -110,7 +48,7 @@ async fn stopped_store(dir: &Path) -> (PathBuf, String, u64) {
         ingest(&s, &t, batch * 25, 25).await;
         tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     }
-    let key = s.key.clone();
+    let key = s.key();
     s.stop();
     let size: u64 = sql(&data, "SELECT count(*) FROM events").parse().unwrap();
     (data, key, size)

@@ -1,0 +1,102 @@
+//! A real `trail serve` for the end-to-end tests: port 0, a data directory of the test's.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+    /// What the server printed before it listened.
+    pub banner: String,
+    pub data: PathBuf,
+}
+
+impl Server {
+    /// Starts on `data`, signing checkpoints every 100 ms as log `trail.test`.
+    pub fn start(data: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_trail"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--checkpoint-interval",
+                "100ms",
+                "--log-name",
+                "trail.test",
+                "--data",
+            ])
+            .arg(data)
+            .env("TRAIL_LOG", "error")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("trail serve starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut banner = String::new();
+        let mut url = None;
+        // The banner ends with the key that signs the checkpoints.
+        loop {
+            let line = lines
+                .next()
+                .expect("trail serve printed its banner")
+                .unwrap();
+            banner.push_str(&line);
+            banner.push('\n');
+            if let Some(u) = line.split("listening on ").nth(1) {
+                url = Some(u.trim().to_owned());
+            }
+            if line.contains("signed by: ") {
+                break;
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            url: url.expect("an address"),
+            banner,
+            data: data.to_owned(),
+        }
+    }
+
+    /// The key that verifies this server's checkpoints.
+    pub fn key(&self) -> String {
+        self.banner
+            .lines()
+            .find_map(|l| l.split("signed by: ").nth(1))
+            .expect("a key")
+            .trim()
+            .to_owned()
+    }
+
+    pub fn token(&self) -> String {
+        token(&self.data)
+    }
+
+    pub fn signal(&mut self, sig: i32) {
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        self.child.wait().unwrap();
+    }
+
+    /// Stops gracefully: the server signs a last checkpoint first.
+    pub fn stop(mut self) {
+        self.signal(libc::SIGTERM);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The bootstrap token of a data directory.
+pub fn token(data: &Path) -> String {
+    std::fs::read_to_string(data.join("bootstrap-token"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
