@@ -334,7 +334,7 @@ pub fn object(kind: &str, id: &str) -> Object {
 }
 
 /// Text safe to keep: control characters replaced, cut at `max` bytes.
-fn printable(s: &str, max: usize) -> String {
+pub fn printable(s: &str, max: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max));
     for c in s.chars() {
         let c = if c.is_control() { '?' } else { c };

@@ -82,11 +82,12 @@ pub async fn require_credential(
         Err(e) => return e.into_response(),
     };
     caller.ip = Some(ip).filter(|ip| !ip.is_unspecified());
-    caller.user_agent = req
-        .headers()
-        .get(axum::http::header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().filter(|c| !c.is_control()).take(256).collect());
+    caller.user_agent = req.headers().get(axum::http::header::USER_AGENT).map(|v| {
+        trail_record::printable(
+            &String::from_utf8_lossy(v.as_bytes()),
+            trail_core::event::limits::USER_AGENT,
+        )
+    });
     if let Some(ctx) = req.extensions().get::<CallContext>() {
         ctx.set_actor(caller.identity());
         ctx.set_org(&caller.home_org);

@@ -20,6 +20,7 @@ use crate::auth::{
     random_id,
 };
 use crate::error::ApiError;
+use crate::routes::json_body as body;
 
 type Created = (StatusCode, Json<Value>);
 
@@ -69,22 +70,6 @@ fn audit(org: &str, event: EventBody) -> AuditEvents {
 
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::BadRequest(msg.into())
-}
-
-/// Reads a JSON body into `T`, naming the field that is wrong.
-fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        if path == "." {
-            bad(format!(
-                "the body is not what this call takes: {}",
-                e.into_inner()
-            ))
-        } else {
-            bad(format!("{path}: {}", e.into_inner()))
-        }
-    })
 }
 
 fn check_name(field: &str, s: &str, max: usize) -> Result<(), ApiError> {

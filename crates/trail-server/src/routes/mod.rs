@@ -9,6 +9,8 @@ pub mod session;
 
 use trail_core::Scope;
 
+use crate::error::ApiError;
+
 /// Who may call an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
@@ -298,4 +300,20 @@ pub fn operation(method: &str, matched: Option<&str>) -> String {
         })
         .map_or("api.call", |o| o.id)
         .to_owned()
+}
+
+/// Reads a JSON body into `T`, naming the field that is wrong.
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            crate::error::ApiError::BadRequest(format!(
+                "the body is not what this call takes: {}",
+                e.into_inner()
+            ))
+        } else {
+            crate::error::ApiError::BadRequest(format!("{path}: {}", e.into_inner()))
+        }
+    })
 }

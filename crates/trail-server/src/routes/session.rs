@@ -18,6 +18,7 @@ use crate::auth::{
     session_cookie, verify_password,
 };
 use crate::error::ApiError;
+use crate::routes::json_body;
 use crate::routes::manage::{check_password, domain_event};
 
 fn cookie(state: &AppState, value: &str, max_age_secs: u64) -> HeaderValue {
@@ -62,9 +63,7 @@ pub async fn sign_in(State(state): State<AppState>, req: Request) -> Result<Resp
     let bytes = axum::body::to_bytes(req.into_body(), 64 * 1024)
         .await
         .map_err(|_| ApiError::PayloadTooLarge("a sign-in body is at most 64 KiB".into()))?;
-    let creds: SignIn = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::BadRequest(format!("the body must be {{\"email\", \"password\"}}: {e}"))
-    })?;
+    let creds: SignIn = json_body(&bytes)?;
     // The attempt is spent before the (slow) check, so concurrent guesses cannot overrun
     // the budget; a success gives it back.
     state
@@ -202,11 +201,7 @@ pub async fn set_password(
         .ok_or_else(|| {
             ApiError::Forbidden("a password is changed from a signed-in console session".into())
         })?;
-    let req: NewPassword = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::BadRequest(format!(
-            "the body must be {{\"currentPassword\", \"newPassword\"}}: {e}"
-        ))
-    })?;
+    let req: NewPassword = json_body(&bytes)?;
     check_password("newPassword", &req.new_password)?;
     let user = state
         .store
