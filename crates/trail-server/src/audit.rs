@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::Method;
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
@@ -20,20 +20,22 @@ use trail_store::Store;
 use crate::AppState;
 use subtle::ConstantTimeEq;
 
-use crate::auth::{CSRF_HEADER, authenticate, session_cookie};
+use crate::auth::{CSRF_HEADER, authenticate, authorize_call, session_cookie};
 use crate::error::ApiError;
 
 /// Appends records to the store: to the org the call acted on.
 pub struct StoreSink {
     pub store: Arc<dyn Store>,
-    /// Where a call that names no org is recorded.
-    pub platform_org: String,
 }
 
 #[async_trait]
 impl Sink for StoreSink {
     async fn record(&self, call: CallRecord) -> Result<(), SinkError> {
-        let org = call.org.unwrap_or_else(|| self.platform_org.clone());
+        // Every call with an actor is noted with the org it acts on (the platform org for
+        // platform work); one without would land in a log it has nothing to do with.
+        let org = call
+            .org
+            .ok_or_else(|| SinkError("a call with an actor names no org to record it in".into()))?;
         self.store
             .append(&org, vec![call.event])
             .await
@@ -56,7 +58,7 @@ pub async fn require_credential(
     req: Request,
     next: Next,
 ) -> Response {
-    let (mut req, ip) = client_ip(req).await;
+    let (req, ip) = client_ip(req).await;
     let is_write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     // Only a credential that was presented and is wrong counts as a failed attempt.
     let presented =
@@ -106,6 +108,47 @@ pub async fn require_credential(
             .into_response();
         }
     }
-    req.extensions_mut().insert(caller);
-    next.run(req).await
+    // What may this caller do here? Decided once, from the operations table.
+    let Some(op) = req
+        .extensions()
+        .get::<MatchedPath>()
+        .and_then(|m| crate::routes::find(req.method().as_str(), m.as_str()))
+    else {
+        return ApiError::Internal(format!(
+            "no operation for {} {}",
+            req.method(),
+            req.uri().path()
+        ))
+        .into_response();
+    };
+    let (mut parts, body) = req.into_parts();
+    let path_org = match RawPathParams::from_request_parts(&mut parts, &state).await {
+        Ok(params) => params
+            .iter()
+            .find(|(name, _)| *name == "org")
+            .map(|(_, v)| v.to_owned()),
+        Err(e) => {
+            return ApiError::BadRequest(format!("the path is not valid: {e}")).into_response();
+        }
+    };
+    let mut req = Request::from_parts(parts, body);
+    let ctx = req
+        .extensions()
+        .get::<CallContext>()
+        .cloned()
+        .unwrap_or_default();
+    match authorize_call(
+        &caller,
+        &ctx,
+        op.access,
+        path_org.as_deref(),
+        &state.platform_org,
+    ) {
+        Ok(acting) => {
+            req.extensions_mut().insert(acting);
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
 }

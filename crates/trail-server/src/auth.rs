@@ -30,6 +30,7 @@ use trail_record::{CallContext, Identity, object};
 use trail_store::{Store, Token, TokenKind};
 
 use crate::error::ApiError;
+use crate::routes::{Access, Callers, Target};
 
 /// The session cookie.
 pub const SESSION_COOKIE: &str = "trail_session";
@@ -72,7 +73,24 @@ pub struct Caller {
     pub user_agent: Option<String>,
 }
 
+impl CredentialKind {
+    /// What it is called in a sentence, with its article.
+    pub fn noun(self) -> &'static str {
+        match self {
+            CredentialKind::Session => "a console session",
+            CredentialKind::Pat => "a personal access token",
+            CredentialKind::ApiKey => "an API key",
+            CredentialKind::BreakGlass => "a break-glass token",
+        }
+    }
+}
+
 impl Caller {
+    /// A person: signed in, or with their personal access token.
+    pub fn is_person(&self) -> bool {
+        matches!(self.kind, CredentialKind::Session | CredentialKind::Pat)
+    }
+
     pub fn actor_type(&self) -> ActorType {
         match self.kind {
             CredentialKind::Session => ActorType::User,
@@ -150,12 +168,15 @@ pub fn mint(spec: CredentialSpec) -> Minted {
         TokenKind::Pat => "pat",
         TokenKind::ApiKey => "key",
         TokenKind::BreakGlass => "bg",
+        TokenKind::Invitation => "inv",
     };
     let id = random_id(prefix);
     let secret = random_secret();
     let shown = match spec.kind {
         TokenKind::ApiKey => secret.clone(),
-        TokenKind::Pat | TokenKind::BreakGlass => format!("{id}.{secret}"),
+        TokenKind::Pat | TokenKind::BreakGlass | TokenKind::Invitation => {
+            format!("{id}.{secret}")
+        }
     };
     Minted {
         token: Token {
@@ -339,9 +360,7 @@ pub async fn authenticate(
                 .into_iter()
                 .map(|(org, role)| (org, role.scopes().to_vec()))
                 .collect();
-            let home_org = grants
-                .first()
-                .map_or(platform_org.to_owned(), |(o, _)| o.clone());
+            let home_org = home_org(&grants, user.platform_admin, platform_org)?;
             Ok(Caller {
                 kind: CredentialKind::Session,
                 credential_id: id,
@@ -363,6 +382,23 @@ pub async fn authenticate(
     }
 }
 
+/// Where a user's calls that name no org are recorded: their first org, or the platform org
+/// for a platform admin. A user in no org (and no platform admin) has nowhere to act: their
+/// calls must not land in the platform org's log, so they are refused.
+pub fn home_org(
+    grants: &[(String, Vec<Scope>)],
+    platform_admin: bool,
+    platform_org: &str,
+) -> Result<String, ApiError> {
+    match grants.first() {
+        Some((org, _)) => Ok(org.clone()),
+        None if platform_admin => Ok(platform_org.to_owned()),
+        None => Err(ApiError::Unauthorized(
+            "you are no longer a member of any org".into(),
+        )),
+    }
+}
+
 /// Checks a token or key; API keys come as Basic, PATs and break-glass tokens as Bearer.
 async fn token_auth(
     store: &dyn Store,
@@ -376,6 +412,8 @@ async fn token_auth(
     let kind_fits = match token.kind {
         TokenKind::ApiKey => basic,
         TokenKind::Pat | TokenKind::BreakGlass => !basic,
+        // An invitation sets a password; it authenticates nothing.
+        TokenKind::Invitation => false,
     };
     if !bool::from(token.secret_hash.ct_eq(&hash_secret(secret))) || !kind_fits {
         return Err(invalid());
@@ -411,6 +449,9 @@ async fn token_caller(store: &dyn Store, token: Token) -> Result<Caller, ApiErro
                 CredentialKind::BreakGlass
             };
             (kind, scopes, false)
+        }
+        TokenKind::Invitation => {
+            return Err(ApiError::Unauthorized("the credential is not valid".into()));
         }
         TokenKind::Pat => {
             let user_id = token.user_id.as_deref().unwrap_or_default();
@@ -456,22 +497,87 @@ async fn token_caller(store: &dyn Store, token: Token) -> Result<Caller, ApiErro
     })
 }
 
-/// May `caller` act on `org`, with `scope` if one is named? Notes the org acted on and the
-/// scope checked in the call's record either way.
+/// The org a call acts on, once [`authorize_call`] has let it through: where its record
+/// goes, and what its handler reads or changes.
+#[derive(Debug, Clone)]
+pub struct ActingOn(pub String);
+
+/// May `caller` make this call? The one place where an operation's [`Access`] (from the
+/// operations table) is enforced, before any handler runs. `path_org` is the `{org}` of the
+/// path, if it has one. Notes the scope checked and the org acted on in the call's record
+/// either way, and answers the org the call acts on.
+pub fn authorize_call(
+    caller: &Caller,
+    ctx: &CallContext,
+    access: Access,
+    path_org: Option<&str>,
+    platform_org: &str,
+) -> Result<ActingOn, ApiError> {
+    if let Some(scope) = access.scope {
+        ctx.set_scope(scope.as_str());
+    }
+    let kind_ok = match access.callers {
+        Callers::Any => true,
+        Callers::NotBreakGlass => caller.kind != CredentialKind::BreakGlass,
+        Callers::People => caller.is_person(),
+        Callers::LastingPeople => {
+            caller.kind == CredentialKind::Session
+                || (caller.kind == CredentialKind::Pat && caller.expires_at.is_none())
+        }
+        Callers::Session => caller.kind == CredentialKind::Session,
+        Callers::Public => true,
+    };
+    if !kind_ok {
+        return Err(ApiError::Forbidden(format!(
+            "{} cannot make this call: {}",
+            caller.kind.noun(),
+            access.callers.who()
+        )));
+    }
+    if !access.instance_ok
+        && let Some(i) = &caller.instance
+    {
+        return Err(ApiError::Forbidden(format!(
+            "this credential is restricted to instance {i:?}; this call covers the whole org"
+        )));
+    }
+    let org = match access.target {
+        Target::Platform => {
+            if !caller.platform_admin {
+                return Err(ApiError::MissingScope(Scope::OrgsAdmin));
+            }
+            ctx.set_org(platform_org);
+            return Ok(ActingOn(platform_org.to_owned()));
+        }
+        Target::Caller => {
+            ctx.set_org(&caller.home_org);
+            return Ok(ActingOn(caller.home_org.clone()));
+        }
+        Target::OwnOrg => caller
+            .bound_org
+            .clone()
+            .unwrap_or_else(|| caller.home_org.clone()),
+        Target::Org => path_org
+            .ok_or_else(|| ApiError::Internal("an org operation without {org}".into()))?
+            .to_owned(),
+    };
+    authorize_org(caller, ctx, &org, access.scope)?;
+    Ok(ActingOn(org))
+}
+
+/// May `caller` act on `org`, with `scope` if one is named? Notes the org acted on in the
+/// call's record.
 ///
 /// A token or key acts on its own org only, a session on the orgs its user belongs to. An
 /// attempt on any other org is refused the same way whether that org exists or not, and is
 /// recorded in the caller's home org naming the target: a credential never writes into the
 /// log of an org it cannot act on.
-pub fn authorize(
+fn authorize_org(
     caller: &Caller,
     ctx: &CallContext,
     org: &str,
     scope: Option<Scope>,
 ) -> Result<(), ApiError> {
-    if let Some(scope) = scope {
-        ctx.set_scope(scope.as_str());
-    }
     if !caller.orgs().any(|o| o == org) {
         ctx.set_object(object("org", org));
         return Err(ApiError::Forbidden(match &caller.bound_org {
@@ -490,30 +596,63 @@ pub fn authorize(
     Ok(())
 }
 
-/// May `caller` do platform-level work (create orgs, mint break-glass tokens)? Such calls
-/// are recorded in the platform org.
-pub fn authorize_platform(
-    caller: &Caller,
-    ctx: &CallContext,
-    platform_org: &str,
-) -> Result<(), ApiError> {
-    ctx.set_scope(Scope::OrgsAdmin.as_str());
-    if !caller.platform_admin {
-        return Err(ApiError::MissingScope(Scope::OrgsAdmin));
-    }
-    ctx.set_org(platform_org);
-    Ok(())
-}
-
 /// Refuses a grant of scopes the granter does not hold: nobody hands out more than they have.
 pub fn check_grant(caller: &Caller, org: &str, wanted: &[Scope]) -> Result<(), ApiError> {
     let held = caller.scopes_in(org);
-    match wanted.iter().find(|s| !held.contains(s)) {
+    if wanted.contains(&Scope::OrgsAdmin) && !caller.platform_admin {
+        return Err(ApiError::Forbidden(
+            "you cannot grant the orgs:admin scope, which you do not hold".into(),
+        ));
+    }
+    match wanted
+        .iter()
+        .find(|s| **s != Scope::OrgsAdmin && !held.contains(s))
+    {
         Some(s) => Err(ApiError::Forbidden(format!(
             "you cannot grant the {s} scope, which you do not hold in org {org:?}"
         ))),
         None => Ok(()),
     }
+}
+
+/// May `caller` revoke `token`, a credential of `org`? Their own PAT, always; anyone else's
+/// needs `members:manage` (for a PAT; `keys:manage` for a key is the operation's own scope)
+/// and every scope the credential holds today: nobody takes away more than they could give,
+/// so an admin cannot cut off an owner, nor anyone the platform admin.
+pub async fn check_revoke(
+    store: &dyn Store,
+    caller: &Caller,
+    ctx: &CallContext,
+    org: &str,
+    token: &Token,
+) -> Result<(), ApiError> {
+    let own = caller.is_person() && token.user_id.is_some() && token.user_id == caller.user_id;
+    if own && token.kind == TokenKind::Pat {
+        return Ok(());
+    }
+    if token.kind == TokenKind::Pat {
+        authorize_org(caller, ctx, org, Some(Scope::MembersManage))?;
+    }
+    // What it holds today (a PAT of a member who left holds nothing).
+    let mut held: Vec<Scope> = match token_caller(store, token.clone()).await {
+        Ok(holder) => holder.scopes_in(org).to_vec(),
+        Err(ApiError::Unauthorized(_)) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    if token.scopes.contains(&Scope::OrgsAdmin)
+        && token_caller(store, token.clone())
+            .await
+            .is_ok_and(|h| h.platform_admin)
+    {
+        held.push(Scope::OrgsAdmin);
+    }
+    check_grant(caller, org, &held).map_err(|_| {
+        ApiError::Forbidden(format!(
+            "you cannot revoke {}: it holds scopes you do not ({})",
+            token.id,
+            Scope::join(&held)
+        ))
+    })
 }
 
 /// Slows down repeated authentication failures per source: each source has a budget of

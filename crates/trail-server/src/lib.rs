@@ -84,7 +84,6 @@ pub fn app(state: AppState) -> Router {
     metrics::handle();
     let recorder = RecordLayer::with_sink(Arc::new(audit::StoreSink {
         store: state.store.clone(),
-        platform_org: state.platform_org.clone(),
     }))
     .action(routes::operation);
     let authenticated = Router::new()
@@ -145,7 +144,9 @@ pub fn app(state: AppState) -> Router {
         // is calling.
         .route_layer(CatchPanicLayer::custom(panic_response))
         .route_layer(from_fn_with_state(state.clone(), audit::require_credential));
-    let public = Router::new().route("/v1/session", post(session::sign_in));
+    let public = Router::new()
+        .route("/v1/session", post(session::sign_in))
+        .route("/v1/invitations/accept", post(session::accept_invitation));
     let api = authenticated.merge(public).route_layer(recorder);
     Router::new()
         .route("/healthz", get(ops::healthz))

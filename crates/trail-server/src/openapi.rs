@@ -87,11 +87,13 @@ fn shape(id: &str) -> (Option<Value>, &'static str, Option<Value>) {
         "listMembers" => (None, "200", Some(items("Member"))),
         "addMember" => (
             Some(obj(
-                json!({"email": s, "role": {"enum": ["owner", "admin", "member"]}, "password": {"type": "string", "description": "An initial console password (a new user only)."}}),
+                json!({"email": s, "role": {"enum": ["owner", "admin", "member"]}}),
                 &["email", "role"],
             )),
             "201",
-            Some(r("Member")),
+            Some(
+                json!({"allOf": [r("Member"), {"type": "object", "properties": {"invitation": {"type": "object", "description": "For a user without a password: the invitation (shown once) they accept with POST /v1/invitations/accept.", "properties": {"id": s, "token": s, "expiresAt": s, "acceptPath": s}}}}]}),
+            ),
         ),
         "updateMember" => (
             Some(obj(
@@ -195,6 +197,14 @@ fn shape(id: &str) -> (Option<Value>, &'static str, Option<Value>) {
                 json!({"type": "object", "properties": {"event": r("Event"), "leafHash": s, "inclusion": {"type": ["object", "null"], "properties": {"treeSize": {"type": "integer"}, "proof": strs, "checkpoint": s}}}}),
             ),
         ),
+        "acceptInvitation" => (
+            Some(obj(
+                json!({"token": s, "password": s}),
+                &["token", "password"],
+            )),
+            "200",
+            Some(obj(json!({"email": s, "org": s}), &["email", "org"])),
+        ),
         "signIn" => (
             Some(obj(
                 json!({"email": s, "password": s}),
@@ -228,16 +238,9 @@ pub fn document() -> Value {
             "summary": op.summary,
             "security": [{"bearer": []}, {"basic": []}],
         });
-        use crate::routes::Access;
-        let access = match op.access {
-            Access::Any => "Any valid credential.".to_owned(),
-            Access::Member => "A credential that can act on the org.".to_owned(),
-            Access::Scope(scope) => format!("Requires the `{scope}` scope in the org."),
-            Access::Platform => "Requires `orgs:admin` (a platform admin).".to_owned(),
-            Access::Public => "No credential.".to_owned(),
-        };
+        let access = op.access.describe();
         operation["description"] = json!(access);
-        if op.access == Access::Public {
+        if op.access.callers == crate::routes::Callers::Public {
             operation["security"] = json!([]);
         }
         let (request, status, response) = shape(op.id);

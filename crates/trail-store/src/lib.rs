@@ -81,6 +81,9 @@ pub enum TokenKind {
     Pat,
     ApiKey,
     BreakGlass,
+    /// An invitation to set a password: its user is the invitee; `revoked_at` is when it was
+    /// used (or withdrawn). It authenticates nothing.
+    Invitation,
 }
 
 impl TokenKind {
@@ -89,12 +92,18 @@ impl TokenKind {
             TokenKind::Pat => "pat",
             TokenKind::ApiKey => "api_key",
             TokenKind::BreakGlass => "break_glass",
+            TokenKind::Invitation => "invitation",
         }
     }
     fn parse(s: &str) -> Option<Self> {
-        [TokenKind::Pat, TokenKind::ApiKey, TokenKind::BreakGlass]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            TokenKind::Pat,
+            TokenKind::ApiKey,
+            TokenKind::BreakGlass,
+            TokenKind::Invitation,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 
@@ -236,6 +245,17 @@ pub trait Store: Send + Sync + 'static {
         role: Role,
         audit: AuditEvents,
     ) -> Result<Member>;
+    /// Adds `user` to the org like [`Store::add_member`] and, if the stored user has no
+    /// password yet, stores `invitation` (a [`TokenKind::Invitation`], made out to that user)
+    /// in the same transaction. Answers the member and whether the invitation was stored.
+    async fn invite_member(
+        &self,
+        org: &str,
+        user: User,
+        role: Role,
+        invitation: Token,
+        audit: AuditEvents,
+    ) -> Result<(Member, bool)>;
     /// Changes a member's role; refuses to leave the org without an owner.
     async fn set_role(
         &self,
@@ -260,6 +280,17 @@ pub trait Store: Send + Sync + 'static {
     -> Result<Vec<Token>>;
     /// Revokes a credential at `at`; revoking a revoked one changes nothing.
     async fn revoke_token(&self, id: &str, at: Timestamp, audit: AuditEvents) -> Result<()>;
+
+    /// Uses invitation `id` at `at`: its user gets `password_hash` as their first password,
+    /// and the invitation can never be used again. `NotFound` if there is no such open
+    /// invitation (unknown, used, withdrawn or expired); `Conflict` if the user has a password.
+    async fn accept_invitation(
+        &self,
+        id: &str,
+        password_hash: String,
+        at: Timestamp,
+        audit: AuditEvents,
+    ) -> Result<()>;
 
     async fn create_session(&self, session: Session, audit: AuditEvents) -> Result<()>;
     async fn session(&self, id: &str) -> Result<Option<Session>>;

@@ -349,24 +349,37 @@ async fn management_commands_and_health() {
         cli.json(&["instances", "list", "-o", "json"])[0]["id"],
         "argocd-prod"
     );
-    let mut add = cli
-        .command(&[
-            "members",
-            "add",
-            "ana@trail.local",
-            "--role",
-            "admin",
-            "--password-stdin",
-            "-o",
-            "json",
-        ])
+    let added = cli.json(&[
+        "members",
+        "add",
+        "ana@trail.local",
+        "--role",
+        "admin",
+        "-o",
+        "json",
+    ]);
+    let invitation = added["invitation"]["token"].as_str().unwrap().to_owned();
+    // The invitee chooses their password; the invitation needs no credential.
+    let mut accept = cli
+        .command(&["members", "accept", &invitation, "-o", "json"])
+        .env_remove("TRAIL_TOKEN")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     use std::io::Write;
-    writeln!(add.stdin.take().unwrap(), "a long enough password").unwrap();
-    assert!(add.wait_with_output().unwrap().status.success());
+    writeln!(accept.stdin.take().unwrap(), "a long enough password").unwrap();
+    let accepted = accept.wait_with_output().unwrap();
+    assert!(accepted.status.success(), "{accepted:?}");
+    let signed_in = reqwest::Client::new()
+        .post(format!("{}/v1/session", s.url))
+        .json(
+            &serde_json::json!({"email": "ana@trail.local", "password": "a long enough password"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
     cli.ok(&["members", "set-role", "ana@trail.local", "member"]);
     let members = cli.json(&["members", "list", "-o", "json"]);
     assert!(

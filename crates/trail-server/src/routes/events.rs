@@ -6,13 +6,11 @@ use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, header::CONTENT_TYPE};
 use serde_json::{Value, json};
 use trail_core::query::{Field, Matcher, QueryError};
-use trail_core::{Cursor, EventBody, Filter, Scope, Timestamp};
+use trail_core::{Cursor, EventBody, Filter, Timestamp};
 use trail_store::{EventQuery, Outcome};
 
-use trail_record::CallContext;
-
 use crate::AppState;
-use crate::auth::{Caller, authorize};
+use crate::auth::{ActingOn, Caller};
 use crate::error::ApiError;
 
 /// The largest ingest body, in bytes.
@@ -26,11 +24,9 @@ pub async fn ingest(
     State(state): State<AppState>,
     Path(org): Path<String>,
     Extension(caller): Extension<Caller>,
-    Extension(ctx): Extension<CallContext>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&caller, &ctx, &org, Some(Scope::LogsWrite))?;
     let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
         if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
         {
@@ -266,10 +262,8 @@ pub async fn list(
     State(state): State<AppState>,
     Path(org): Path<String>,
     Extension(caller): Extension<Caller>,
-    Extension(ctx): Extension<CallContext>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&caller, &ctx, &org, Some(Scope::LogsRead))?;
     let mut params = list_params(raw.as_deref(), crate::now())?;
     if let Some(only) = &caller.instance {
         restrict_to_instance(&mut params, &org, only)?;
@@ -281,10 +275,8 @@ pub async fn list_instance(
     State(state): State<AppState>,
     Path((org, instance)): Path<(String, String)>,
     Extension(caller): Extension<Caller>,
-    Extension(ctx): Extension<CallContext>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&caller, &ctx, &org, Some(Scope::LogsRead))?;
     if caller
         .instance
         .as_ref()
@@ -324,14 +316,9 @@ pub(crate) fn restrict_to_instance(
 pub async fn list_caller_org(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Extension(ctx): Extension<CallContext>,
+    Extension(ActingOn(org)): Extension<ActingOn>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let org = caller
-        .bound_org
-        .clone()
-        .unwrap_or_else(|| caller.home_org.clone());
-    authorize(&caller, &ctx, &org, Some(Scope::LogsRead))?;
     let mut params = list_params(raw.as_deref(), crate::now())?;
     if let Some(only) = &caller.instance {
         restrict_to_instance(&mut params, &org, only)?;

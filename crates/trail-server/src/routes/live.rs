@@ -13,12 +13,11 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
 use serde_json::{Value, json};
 use trail_core::query::route_matches;
-use trail_core::{Filter, Scope, Timestamp};
-use trail_record::CallContext;
+use trail_core::{Filter, Timestamp};
 use trail_store::Store;
 
 use crate::AppState;
-use crate::auth::{Caller, authorize};
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::routes::events::{list_params, restrict_to_instance};
 
@@ -41,11 +40,9 @@ pub async fn stream(
     State(state): State<AppState>,
     Path(org): Path<String>,
     Extension(caller): Extension<Caller>,
-    Extension(ctx): Extension<CallContext>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    authorize(&caller, &ctx, &org, Some(Scope::LogsRead))?;
     let from_param = form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
         .find(|(k, _)| k == "from")
         .map(|(_, v)| {
@@ -119,11 +116,8 @@ pub async fn stream(
 pub async fn perf(
     State(state): State<AppState>,
     Path(org): Path<String>,
-    Extension(caller): Extension<Caller>,
-    Extension(ctx): Extension<CallContext>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&caller, &ctx, &org, Some(Scope::LogsRead))?;
     let now = crate::now();
     let (mut since, mut until, mut route) = (None, None, None);
     for (k, v) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {

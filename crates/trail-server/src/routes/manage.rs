@@ -16,17 +16,36 @@ use trail_store::{AuditEvents, Instance, Org, Token, TokenKind, User};
 
 use crate::AppState;
 use crate::auth::{
-    Caller, CredentialKind, CredentialSpec, authorize, authorize_platform, check_grant, mint,
-    random_id,
+    Caller, CredentialKind, CredentialSpec, check_grant, check_revoke, mint, random_id,
 };
 use crate::error::ApiError;
 use crate::routes::json_body as body;
 
 type Created = (StatusCode, Json<Value>);
 
-/// A domain event: `actor` did `action` (a past-tense verb, as in seed 002) to `object`.
+/// A domain event: `caller` did `action` (a past-tense verb, as in seed 002) to `object`.
 pub fn domain_event(
     caller: &Caller,
+    action: &str,
+    object: Object,
+    action_type: &str,
+    message: String,
+    extra: Value,
+) -> EventBody {
+    let actor = Actor {
+        id: caller.actor.clone(),
+        kind: caller.actor_type(),
+        ip: caller.ip,
+        user_agent: caller.user_agent.clone(),
+        token_id: Some(caller.credential_id.clone()),
+        scope: None,
+    };
+    domain_event_by(actor, action, object, action_type, message, extra)
+}
+
+/// A domain event by an actor who is not (yet) a caller, such as an invitee.
+pub fn domain_event_by(
+    actor: Actor,
     action: &str,
     object: Object,
     action_type: &str,
@@ -43,14 +62,7 @@ pub fn domain_event(
         timestamp: None,
         action: action.to_owned(),
         category: MANAGEMENT_CATEGORY.to_owned(),
-        actor: Actor {
-            id: caller.actor.clone(),
-            kind: caller.actor_type(),
-            ip: caller.ip,
-            user_agent: caller.user_agent.clone(),
-            token_id: Some(caller.credential_id.clone()),
-            scope: None,
-        },
+        actor,
         object: Some(object),
         details: Some(CanonicalJson::from_value(&details)),
         request: None,
@@ -173,10 +185,8 @@ struct NewOrg {
 pub async fn create_org(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Extension(ctx): Extension<CallContext>,
     bytes: axum::body::Bytes,
 ) -> Result<Created, ApiError> {
-    authorize_platform(&caller, &ctx, &state.platform_org)?;
     let req: NewOrg = body(&bytes)?;
     check_org_slug(&req.id).map_err(|e| bad(format!("id: {e}")))?;
     let name = req.name.unwrap_or_else(|| req.id.clone());
@@ -241,9 +251,7 @@ pub async fn list_instances(
     State(state): State<AppState>,
     Path(org): Path<String>,
     Extension(caller): Extension<Caller>,
-    Extension(ctx): Extension<CallContext>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&caller, &ctx, &org, None)?;
     let items: Vec<Value> = state
         .store
         .instances(&org)
@@ -267,10 +275,8 @@ pub async fn create_instance(
     State(state): State<AppState>,
     Path(org): Path<String>,
     Extension(caller): Extension<Caller>,
-    Extension(ctx): Extension<CallContext>,
     bytes: axum::body::Bytes,
 ) -> Result<Created, ApiError> {
-    authorize(&caller, &ctx, &org, Some(Scope::InstancesManage))?;
     let req: NewInstance = body(&bytes)?;
     check_org_slug(&req.id)
         .map_err(|e| bad(format!("id: {}", e.replace("org id", "instance id"))))?;
@@ -311,16 +317,31 @@ pub async fn create_instance(
 pub async fn list_members(
     State(state): State<AppState>,
     Path(org): Path<String>,
-    Extension(caller): Extension<Caller>,
-    Extension(ctx): Extension<CallContext>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&caller, &ctx, &org, Some(Scope::MembersManage))?;
+    let now = crate::now();
+    let pending: Vec<Token> = state
+        .store
+        .tokens(&org, TokenKind::Invitation, None)
+        .await?
+        .into_iter()
+        .filter(|t| t.revoked_at.is_none() && t.expires_at.is_none_or(|e| e > now))
+        .collect();
     let items: Vec<Value> = state
         .store
         .members(&org)
         .await?
         .into_iter()
-        .map(|m| json!({"userId": m.user_id, "email": m.email, "role": m.role.as_str()}))
+        .map(|m| {
+            let invited = pending
+                .iter()
+                .find(|t| t.user_id.as_ref() == Some(&m.user_id));
+            json!({
+                "userId": m.user_id,
+                "email": m.email,
+                "role": m.role.as_str(),
+                "invitationExpiresAt": invited.and_then(|t| t.expires_at).map(|t| t.to_string()),
+            })
+        })
         .collect();
     Ok(Json(json!({ "items": items })))
 }
@@ -330,53 +351,75 @@ pub async fn list_members(
 struct NewMember {
     email: String,
     role: String,
-    /// An initial console password; the member can change it.
-    password: Option<String>,
+    /// Refused with a clear answer: members set their own password.
+    password: Option<serde::de::IgnoredAny>,
 }
 
 fn role(s: &str) -> Result<Role, ApiError> {
     s.parse().map_err(|e: String| bad(format!("role: {e}")))
 }
 
+/// How long an invitation can be accepted.
+const INVITATION_LIFETIME: &str = "7d";
+
+/// `POST /v1/orgs/{org}/members`: adds the member with the role and, if they have no password
+/// yet, invites them: the answer carries the invitation (shown once), which they accept with
+/// `POST /v1/invitations/accept` (or in the console) by choosing their own password. Nobody
+/// sets another person's password.
 pub async fn add_member(
     State(state): State<AppState>,
     Path(org): Path<String>,
     Extension(caller): Extension<Caller>,
-    Extension(ctx): Extension<CallContext>,
     bytes: axum::body::Bytes,
 ) -> Result<Created, ApiError> {
-    authorize(&caller, &ctx, &org, Some(Scope::MembersManage))?;
     let req: NewMember = body(&bytes)?;
+    if req.password.is_some() {
+        return Err(bad(
+            "password: members are invited and choose their own password; leave it out and pass on the invitation in the answer",
+        ));
+    }
     check_email(&req.email)?;
     let role = role(&req.role)?;
     check_grant(&caller, &org, role.scopes())?;
-    let mut user = new_user(&req.email, crate::now());
-    if let Some(pw) = &req.password {
-        ctx.omit_body_digest();
-        check_password("password", pw)?;
-        if state.store.user_by_email(&req.email).await?.is_some() {
-            return Err(bad(
-                "password: this user already exists; only they can set their password",
-            ));
-        }
-        user.password_hash = Some(crate::auth::hash_password(pw)?);
-    }
+    let now = crate::now();
+    let user = new_user(&req.email, now);
+    let minted = mint(CredentialSpec {
+        kind: TokenKind::Invitation,
+        org: org.clone(),
+        owner: req.email.clone(),
+        user_id: Some(user.id.clone()),
+        name: "invitation".into(),
+        description: format!("to join org {org:?} as {}", role.as_str()),
+        scopes: Vec::new(),
+        instance: None,
+        created_by: caller.actor.clone(),
+        created_at: now,
+        expires_at: expiry(None, now, Some(INVITATION_LIFETIME), "1m", "30d")?,
+    });
+    let invitation_id = minted.token.id.clone();
+    let expires_at = minted.token.expires_at.map(|t| t.to_string());
     let event = domain_event(
         &caller,
         "created",
         object("member", json!({"email": req.email, "role": role.as_str()})),
         "CREATE",
         format!("{} added as {}", req.email, role.as_str()),
-        json!({}),
+        json!({"invitation": invitation_id}),
     );
-    let m = state
+    let (m, invited) = state
         .store
-        .add_member(&org, user, role, audit(&org, event))
+        .invite_member(&org, user, role, minted.token, audit(&org, event))
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"userId": m.user_id, "email": m.email, "role": m.role.as_str()})),
-    ))
+    let mut out = json!({"userId": m.user_id, "email": m.email, "role": m.role.as_str()});
+    if invited {
+        out["invitation"] = json!({
+            "id": invitation_id,
+            "token": minted.secret,
+            "expiresAt": expires_at,
+            "acceptPath": format!("/#/invitations/{}", minted.secret),
+        });
+    }
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 /// The member a path names, by email or user id.
@@ -404,10 +447,8 @@ pub async fn update_member(
     State(state): State<AppState>,
     Path((org, who)): Path<(String, String)>,
     Extension(caller): Extension<Caller>,
-    Extension(ctx): Extension<CallContext>,
     bytes: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&caller, &ctx, &org, Some(Scope::MembersManage))?;
     let req: MemberUpdate = body(&bytes)?;
     let new = role(&req.role)?;
     let m = find_member(&state, &org, &who).await?;
@@ -440,9 +481,7 @@ pub async fn remove_member(
     State(state): State<AppState>,
     Path((org, who)): Path<(String, String)>,
     Extension(caller): Extension<Caller>,
-    Extension(ctx): Extension<CallContext>,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&caller, &ctx, &org, Some(Scope::MembersManage))?;
     let m = find_member(&state, &org, &who).await?;
     check_grant(&caller, &org, m.role.scopes())?;
     let event = domain_event(
@@ -479,10 +518,7 @@ fn key_json(t: &Token) -> Value {
 pub async fn list_api_keys(
     State(state): State<AppState>,
     Path(org): Path<String>,
-    Extension(caller): Extension<Caller>,
-    Extension(ctx): Extension<CallContext>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&caller, &ctx, &org, Some(Scope::KeysManage))?;
     let keys = state.store.tokens(&org, TokenKind::ApiKey, None).await?;
     Ok(Json(
         json!({ "items": keys.iter().map(key_json).collect::<Vec<_>>() }),
@@ -505,10 +541,8 @@ pub async fn create_api_key(
     State(state): State<AppState>,
     Path(org): Path<String>,
     Extension(caller): Extension<Caller>,
-    Extension(ctx): Extension<CallContext>,
     bytes: axum::body::Bytes,
 ) -> Result<Created, ApiError> {
-    authorize(&caller, &ctx, &org, Some(Scope::KeysManage))?;
     let req: NewApiKey = body(&bytes)?;
     check_name("name", &req.name, 200)?;
     let description = req.description.unwrap_or_default();
@@ -579,11 +613,6 @@ async fn store_new_credential(
     message: String,
     extra: Value,
 ) -> Result<(Token, String), ApiError> {
-    if caller.kind == CredentialKind::BreakGlass {
-        return Err(ApiError::Forbidden(
-            "a break-glass token cannot create credentials".into(),
-        ));
-    }
     let mut spec = spec;
     // A credential never outlives the token that made it (a session is not a token: what a
     // member makes in the console is theirs).
@@ -602,6 +631,7 @@ async fn store_new_credential(
         TokenKind::ApiKey => "api_key",
         TokenKind::Pat => "token",
         TokenKind::BreakGlass => "break_glass_token",
+        TokenKind::Invitation => "invitation",
     };
     let event = domain_event(
         caller,
@@ -641,8 +671,8 @@ pub async fn revoke_api_key(
     Extension(caller): Extension<Caller>,
     Extension(ctx): Extension<CallContext>,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&caller, &ctx, &org, Some(Scope::KeysManage))?;
     let key = find_token(&state, &org, &id, TokenKind::ApiKey).await?;
+    check_revoke(&*state.store, &caller, &ctx, &org, &key).await?;
     let event = domain_event(
         &caller,
         "revoked",
@@ -687,9 +717,7 @@ pub async fn list_tokens(
     State(state): State<AppState>,
     Path(org): Path<String>,
     Extension(caller): Extension<Caller>,
-    Extension(ctx): Extension<CallContext>,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&caller, &ctx, &org, None)?;
     let user = require_user(&caller)?;
     let tokens = state.store.tokens(&org, TokenKind::Pat, Some(user)).await?;
     Ok(Json(
@@ -710,10 +738,8 @@ pub async fn create_token(
     State(state): State<AppState>,
     Path(org): Path<String>,
     Extension(caller): Extension<Caller>,
-    Extension(ctx): Extension<CallContext>,
     bytes: axum::body::Bytes,
 ) -> Result<Created, ApiError> {
-    authorize(&caller, &ctx, &org, None)?;
     let user = require_user(&caller)?.to_owned();
     let req: NewToken = body(&bytes)?;
     check_name("name", &req.name, 200)?;
@@ -777,13 +803,8 @@ pub async fn revoke_token(
     Extension(caller): Extension<Caller>,
     Extension(ctx): Extension<CallContext>,
 ) -> Result<StatusCode, ApiError> {
-    authorize(&caller, &ctx, &org, None)?;
     let token = find_token(&state, &org, &id, TokenKind::Pat).await?;
-    let own = caller.user_id.is_some() && token.user_id == caller.user_id;
-    if !own {
-        // Someone else's token: a members:manage decision.
-        authorize(&caller, &ctx, &org, Some(Scope::MembersManage))?;
-    }
+    check_revoke(&*state.store, &caller, &ctx, &org, &token).await?;
     let event = domain_event(
         &caller,
         "revoked",
@@ -822,10 +843,8 @@ const BREAK_GLASS_DEFAULT: [Scope; 2] = [Scope::LogsRead, Scope::ArchivesRead];
 pub async fn create_break_glass(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-    Extension(ctx): Extension<CallContext>,
     bytes: axum::body::Bytes,
 ) -> Result<Created, ApiError> {
-    authorize_platform(&caller, &ctx, &state.platform_org)?;
     let req: NewBreakGlass = body(&bytes)?;
     check_name("reason", &req.reason, 1000)?;
     if state.store.org(&req.org).await?.is_none() {
@@ -882,9 +901,7 @@ pub async fn revoke_break_glass(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Extension(caller): Extension<Caller>,
-    Extension(ctx): Extension<CallContext>,
 ) -> Result<StatusCode, ApiError> {
-    authorize_platform(&caller, &ctx, &state.platform_org)?;
     let token = match state.store.token(&id).await? {
         Some(t) if t.kind == TokenKind::BreakGlass => t,
         _ => return Err(ApiError::NotFound(format!("no break-glass token {id:?}"))),

@@ -11,19 +11,49 @@ use trail_core::Scope;
 
 use crate::error::ApiError;
 
-/// Who may call an operation.
+/// Which kinds of credential may call an operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// Anyone with a valid credential.
+pub enum Callers {
+    /// Any valid credential.
     Any,
-    /// A credential that can act on the org in the path, whatever its scopes.
-    Member,
-    /// A credential holding this scope in the org in the path.
-    Scope(Scope),
-    /// A platform admin (`orgs:admin`).
-    Platform,
-    /// No credential needed (signing in).
+    /// Any but a break-glass token, which is for looking, and makes no credentials.
+    NotBreakGlass,
+    /// A person: a console session or a personal access token.
+    People,
+    /// A person whose credential does not run out: a console session, or a PAT without an
+    /// expiry. What these calls make (a member who will sign in) would outlive a credential
+    /// that expires.
+    LastingPeople,
+    /// A console session only.
+    Session,
+    /// No credential (signing in, accepting an invitation).
     Public,
+}
+
+/// What an operation acts on, and so where its record goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The org named by `{org}` in the path.
+    Org,
+    /// The org the credential belongs to (its home org).
+    OwnOrg,
+    /// The platform: `orgs:admin` work, recorded in the platform org.
+    Platform,
+    /// The caller themselves; recorded in their home org.
+    Caller,
+}
+
+/// Who may call an operation: the one statement of it, enforced by
+/// [`crate::auth::authorize_call`] before any handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    pub callers: Callers,
+    pub target: Target,
+    /// The scope needed in the target org (`orgs:admin` for the platform).
+    pub scope: Option<Scope>,
+    /// Whether a credential restricted to one instance may call it (it must then read or
+    /// write that instance's events only, which the handler applies).
+    pub instance_ok: bool,
 }
 
 /// One operation of the API under `/v1`.
@@ -53,251 +83,355 @@ const fn op(
     }
 }
 
-use Access::*;
+/// `scope` in the path's org, for any credential of the whole org.
+const fn org(scope: Scope) -> Access {
+    Access {
+        callers: Callers::Any,
+        target: Target::Org,
+        scope: Some(scope),
+        instance_ok: false,
+    }
+}
+
+/// `scope` in the path's org; an instance's credential reads or writes its instance only.
+const fn instance(scope: Scope) -> Access {
+    Access {
+        instance_ok: true,
+        ..org(scope)
+    }
+}
+
+/// Some of `callers`, acting on `target` with `scope`.
+const fn by(callers: Callers, target: Target, scope: Option<Scope>) -> Access {
+    Access {
+        callers,
+        target,
+        scope,
+        instance_ok: false,
+    }
+}
+
+/// Platform work: `orgs:admin`, by a person.
+const PLATFORM: Access = by(Callers::People, Target::Platform, Some(Scope::OrgsAdmin));
+/// About the caller themselves: any credential.
+const SELF: Access = Access {
+    instance_ok: true,
+    ..by(Callers::Any, Target::Caller, None)
+};
+impl Access {
+    /// Who may call, in words (the OpenAPI description of the operation).
+    pub fn describe(&self) -> String {
+        if self.callers == Callers::Public {
+            return "No credential.".to_owned();
+        }
+        let who = match self.callers {
+            Callers::Any | Callers::Public => "Any credential",
+            Callers::NotBreakGlass => "Any credential but a break-glass token",
+            Callers::People => "A console session or a personal access token",
+            Callers::LastingPeople => {
+                "A console session or a personal access token without an expiry"
+            }
+            Callers::Session => "A console session",
+        };
+        let what = match (self.target, self.scope) {
+            (Target::Platform, _) => " holding `orgs:admin` (a platform admin)".to_owned(),
+            (Target::Org, Some(s)) => format!(" holding `{s}` in the org"),
+            (Target::Org, None) => " of a member of the org".to_owned(),
+            (Target::OwnOrg, Some(s)) => format!(" holding `{s}` in its own org"),
+            (Target::OwnOrg | Target::Caller, None) => String::new(),
+            (Target::Caller, Some(s)) => format!(" holding `{s}`"),
+        };
+        let instance = if self.instance_ok {
+            "; a credential restricted to an instance covers that instance only"
+        } else if self.target == Target::Org || self.target == Target::OwnOrg {
+            "; not a credential restricted to one instance"
+        } else {
+            ""
+        };
+        format!("{who}{what}{instance}.")
+    }
+}
+
+impl Callers {
+    /// Who may make such a call, in words.
+    pub fn who(self) -> &'static str {
+        match self {
+            Callers::Any => "any credential may",
+            Callers::NotBreakGlass => "a break-glass token is for looking and makes no credentials",
+            Callers::People => "it is for a member, signed in or with a personal access token",
+            Callers::LastingPeople => {
+                "what it makes outlives this credential: use the console, or a personal access token that does not expire"
+            }
+            Callers::Session => "it is for a signed-in console session",
+            Callers::Public => "no credential is needed",
+        }
+    }
+}
+
+const PUBLIC: Access = by(Callers::Public, Target::Caller, None);
+
+use Callers::*;
 use Scope::*;
+use Target::*;
 
 pub const OPERATIONS: &[Operation] = &[
     op(
         "POST",
         "/v1/orgs/{org}/events",
         "ingestEvents",
-        Scope(LogsWrite),
+        instance(LogsWrite),
         "Ingest a batch of events (JSON array or NDJSON)",
     ),
     op(
         "GET",
         "/v1/orgs/{org}/audit-logs",
         "listAuditLogs",
-        Scope(LogsRead),
+        instance(LogsRead),
         "An org's audit log, newest first, filtered and paged",
     ),
     op(
         "GET",
         "/v1/orgs/{org}/instances/{instance}/audit-logs",
         "listInstanceAuditLogs",
-        Scope(LogsRead),
+        instance(LogsRead),
         "One instance's audit log, newest first, filtered and paged",
     ),
     op(
         "GET",
         "/v1/audit-log",
         "listCallerAuditLog",
-        Scope(LogsRead),
+        Access {
+            instance_ok: true,
+            ..by(Any, OwnOrg, Some(LogsRead))
+        },
         "The audit log of the org the credential belongs to",
     ),
     op(
         "GET",
         "/v1/me",
         "whoAmI",
-        Any,
+        SELF,
         "Who the credential is, and what it holds where",
     ),
     op(
         "PUT",
         "/v1/me/password",
         "setPassword",
-        Any,
-        "Set the caller's console password",
+        by(Session, Caller, None),
+        "Change the signed-in user's console password",
     ),
     op(
         "GET",
         "/v1/orgs",
         "listOrgs",
-        Any,
+        SELF,
         "The orgs the caller can act on (every org, for a platform admin)",
     ),
     op(
         "POST",
         "/v1/orgs",
         "createOrg",
-        Platform,
+        PLATFORM,
         "Create an org and its first owner",
     ),
     op(
         "GET",
         "/v1/orgs/{org}/instances",
         "listInstances",
-        Member,
+        Access {
+            instance_ok: true,
+            ..by(Any, Org, None)
+        },
         "An org's instances",
     ),
     op(
         "POST",
         "/v1/orgs/{org}/instances",
         "createInstance",
-        Scope(InstancesManage),
+        org(InstancesManage),
         "Add an instance",
     ),
     op(
         "GET",
         "/v1/orgs/{org}/members",
         "listMembers",
-        Scope(MembersManage),
-        "An org's members and their roles",
+        org(MembersManage),
+        "An org's members, their roles and pending invitations",
     ),
     op(
         "POST",
         "/v1/orgs/{org}/members",
         "addMember",
-        Scope(MembersManage),
-        "Add a member with a role",
+        by(LastingPeople, Org, Some(MembersManage)),
+        "Invite a member with a role; the invitation is shown once",
     ),
     op(
         "PATCH",
         "/v1/orgs/{org}/members/{member}",
         "updateMember",
-        Scope(MembersManage),
+        org(MembersManage),
         "Change a member's role",
     ),
     op(
         "DELETE",
         "/v1/orgs/{org}/members/{member}",
         "removeMember",
-        Scope(MembersManage),
+        org(MembersManage),
         "Remove a member",
     ),
     op(
         "GET",
         "/v1/orgs/{org}/api-keys",
         "listApiKeys",
-        Scope(KeysManage),
+        org(KeysManage),
         "An org's API keys (never their secrets)",
     ),
     op(
         "POST",
         "/v1/orgs/{org}/api-keys",
         "createApiKey",
-        Scope(KeysManage),
+        by(NotBreakGlass, Org, Some(KeysManage)),
         "Create an API key; its secret is shown once",
     ),
     op(
         "DELETE",
         "/v1/orgs/{org}/api-keys/{key}",
         "revokeApiKey",
-        Scope(KeysManage),
+        org(KeysManage),
         "Revoke an API key at once",
     ),
     op(
         "GET",
         "/v1/orgs/{org}/tokens",
         "listTokens",
-        Member,
+        by(People, Org, None),
         "The caller's personal access tokens in the org",
     ),
     op(
         "POST",
         "/v1/orgs/{org}/tokens",
         "createToken",
-        Member,
+        by(People, Org, None),
         "Create a personal access token; it is shown once",
     ),
     op(
         "DELETE",
         "/v1/orgs/{org}/tokens/{token}",
         "revokeToken",
-        Member,
-        "Revoke a personal access token at once",
+        by(People, Org, None),
+        "Revoke a personal access token at once (another member's needs members:manage and every scope it holds)",
     ),
     op(
         "POST",
         "/v1/break-glass",
         "createBreakGlassToken",
-        Platform,
+        PLATFORM,
         "Mint a short-lived emergency token for an org",
     ),
     op(
         "DELETE",
         "/v1/break-glass/{id}",
         "revokeBreakGlassToken",
-        Platform,
+        PLATFORM,
         "End a break-glass token at once",
     ),
     op(
         "POST",
         "/v1/session",
         "signIn",
-        Public,
+        PUBLIC,
         "Sign in to the console with email and password",
     ),
     op(
         "DELETE",
         "/v1/session",
         "signOut",
-        Any,
+        by(Session, Caller, None),
         "End the console session",
+    ),
+    op(
+        "POST",
+        "/v1/invitations/accept",
+        "acceptInvitation",
+        PUBLIC,
+        "Accept an invitation: set your password and join the org",
     ),
     op(
         "GET",
         "/v1/log/key",
         "getLogKey",
-        Any,
+        SELF,
         "The key that signs the logs' checkpoints",
     ),
     op(
         "GET",
         "/v1/orgs/{org}/log/checkpoint",
         "getCheckpoint",
-        Scope(LogsRead),
+        org(LogsRead),
         "The newest signed checkpoint (or ?size=), as a C2SP signed note",
     ),
     op(
         "GET",
         "/v1/orgs/{org}/log/checkpoints",
         "listCheckpoints",
-        Scope(LogsRead),
+        org(LogsRead),
         "Signed checkpoints, oldest first",
     ),
     op(
         "GET",
         "/v1/orgs/{org}/log/proof/inclusion",
         "getInclusionProof",
-        Scope(LogsRead),
+        org(LogsRead),
         "RFC 6962 inclusion proof of a seq",
     ),
     op(
         "GET",
         "/v1/orgs/{org}/log/proof/consistency",
         "getConsistencyProof",
-        Scope(LogsRead),
+        org(LogsRead),
         "RFC 6962 consistency proof between two tree sizes",
     ),
     op(
         "GET",
         "/v1/orgs/{org}/log/entries",
         "listLogEntries",
-        Scope(LogsRead),
+        org(LogsRead),
         "Events in seq order with their canonical bytes",
     ),
     op(
         "GET",
         "/v1/orgs/{org}/events/{seq}",
         "getEvent",
-        Scope(LogsRead),
+        org(LogsRead),
         "One event, its canonical bytes and its inclusion proof",
     ),
     op(
         "GET",
         "/v1/orgs/{org}/audit-logs/stream",
         "streamAuditLogs",
-        Scope(LogsRead),
+        instance(LogsRead),
         "Live tail: new events as Server-Sent Events, same filters, resumable with Last-Event-ID",
     ),
     op(
         "GET",
         "/v1/orgs/{org}/perf",
         "getPerformance",
-        Scope(LogsRead),
+        org(LogsRead),
         "Per-route requests, requests per minute, error rates and p50/p95/p99 latency",
     ),
 ];
 
+/// The operation a matched route is.
+pub fn find(method: &str, matched: &str) -> Option<&'static Operation> {
+    OPERATIONS
+        .iter()
+        .find(|o| o.method == method && o.path == matched)
+}
+
 /// The operation id of a matched route, the action of its audit record.
 pub fn operation(method: &str, matched: Option<&str>) -> String {
     matched
-        .and_then(|m| {
-            OPERATIONS
-                .iter()
-                .find(|o| o.method == method && o.path == m)
-        })
+        .and_then(|m| find(method, m))
         .map_or("api.call", |o| o.id)
         .to_owned()
 }

@@ -7,19 +7,21 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use trail_core::event::Actor;
 use trail_core::{ActorType, Timestamp};
 use trail_record::{CallContext, Identity};
-use trail_store::Session;
+use trail_store::{Session, TokenKind};
 
 use crate::AppState;
 use crate::audit::client_ip;
 use crate::auth::{
-    Caller, CredentialKind, SESSION_COOKIE, csrf_token, hash_password, mint_session,
+    Caller, CredentialKind, SESSION_COOKIE, csrf_token, hash_password, hash_secret, mint_session,
     session_cookie, verify_password,
 };
 use crate::error::ApiError;
 use crate::routes::json_body;
-use crate::routes::manage::{check_password, domain_event};
+use crate::routes::manage::{check_password, domain_event, domain_event_by};
 
 fn cookie(state: &AppState, value: &str, max_age_secs: u64) -> HeaderValue {
     let secure = if state.secure_cookies { "; Secure" } else { "" };
@@ -36,10 +38,13 @@ struct SignIn {
     password: String,
 }
 
-/// `POST /v1/session`: email and password for a session cookie and its CSRF token.
-pub async fn sign_in(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
-    let (req, ip) = client_ip(req).await;
-    // JSON only: a cross-site form cannot sign a browser in (login CSRF).
+/// The body of a public call that carries a password: JSON only (a cross-site form cannot
+/// post it, e.g. to sign a browser in: login CSRF), at most 64 KiB, and recorded without its
+/// digest (which could be guessed offline).
+async fn password_body(
+    req: Request,
+    what: &str,
+) -> Result<(Option<CallContext>, axum::body::Bytes), ApiError> {
     let json = req
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
@@ -52,9 +57,9 @@ pub async fn sign_in(State(state): State<AppState>, req: Request) -> Result<Resp
                 .eq_ignore_ascii_case("application/json")
         });
     if !json {
-        return Err(ApiError::UnsupportedMediaType(
-            "sign in with Content-Type: application/json".into(),
-        ));
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "{what} with Content-Type: application/json"
+        )));
     }
     let ctx = req.extensions().get::<CallContext>().cloned();
     if let Some(ctx) = &ctx {
@@ -62,7 +67,107 @@ pub async fn sign_in(State(state): State<AppState>, req: Request) -> Result<Resp
     }
     let bytes = axum::body::to_bytes(req.into_body(), 64 * 1024)
         .await
-        .map_err(|_| ApiError::PayloadTooLarge("a sign-in body is at most 64 KiB".into()))?;
+        .map_err(|_| ApiError::PayloadTooLarge("this body is at most 64 KiB".into()))?;
+    Ok((ctx, bytes))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Acceptance {
+    token: String,
+    password: String,
+}
+
+/// `POST /v1/invitations/accept`: the invitee chooses their password with the invitation
+/// they were given. The invitation works once, until it expires; the invitee then signs in.
+pub async fn accept_invitation(
+    State(state): State<AppState>,
+    req: Request,
+) -> Result<Json<Value>, ApiError> {
+    let (req, ip) = client_ip(req).await;
+    let user_agent = req
+        .headers()
+        .get(axum::http::header::USER_AGENT)
+        .map(|v| trail_record::printable(&String::from_utf8_lossy(v.as_bytes()), 512));
+    let (ctx, bytes) = password_body(req, "accept an invitation").await?;
+    let body: Acceptance = json_body(&bytes)?;
+    check_password("password", &body.password)?;
+    state
+        .throttle
+        .reserve(ip)
+        .map_err(ApiError::TooManyAttempts)?;
+    let invalid = || {
+        ApiError::NotFound(
+            "this invitation is not valid: it is unknown, used or expired; ask for a new one"
+                .into(),
+        )
+    };
+    let (id, secret) = body.token.split_once('.').ok_or_else(invalid)?;
+    let now = crate::now();
+    let invitation = state
+        .store
+        .token(id)
+        .await?
+        .filter(|t| {
+            t.kind == TokenKind::Invitation
+                && bool::from(t.secret_hash.ct_eq(&hash_secret(secret)))
+                && t.revoked_at.is_none()
+                && t.expires_at.is_none_or(|e| e > now)
+        })
+        .ok_or_else(invalid)?;
+    state.throttle.refund(ip);
+    let user_id = invitation.user_id.clone().unwrap_or_default();
+    let user = state.store.user(&user_id).await?.ok_or_else(invalid)?;
+    let password = body.password;
+    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| ApiError::Internal(format!("password hash: {e}")))??;
+    let org = invitation.org.clone();
+    if let Some(ctx) = &ctx {
+        ctx.set_actor(Identity {
+            actor: user.email.clone(),
+            actor_type: ActorType::User,
+            token_id: Some(invitation.id.clone()),
+        });
+        ctx.set_org(&org);
+    }
+    let actor = Actor {
+        id: user.email.clone(),
+        kind: ActorType::User,
+        ip: Some(ip).filter(|ip| !ip.is_unspecified()),
+        user_agent,
+        token_id: Some(invitation.id.clone()),
+        scope: None,
+    };
+    let event = domain_event_by(
+        actor,
+        "updated",
+        trail_record::object("user", &user.email),
+        "UPDATE",
+        format!(
+            "{} accepted the invitation to org {org:?} and chose a password",
+            user.email
+        ),
+        json!({"invitation": invitation.id}),
+    );
+    state
+        .store
+        .accept_invitation(&invitation.id, hash, now, vec![(org.clone(), event)])
+        .await
+        .map_err(|e| match e {
+            trail_store::StoreError::NotFound(_) => invalid(),
+            trail_store::StoreError::Conflict(_) => {
+                ApiError::Conflict("this user already has a password: sign in with it".into())
+            }
+            e => e.into(),
+        })?;
+    Ok(Json(json!({"email": user.email, "org": org})))
+}
+
+/// `POST /v1/session`: email and password for a session cookie and its CSRF token.
+pub async fn sign_in(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let (req, ip) = client_ip(req).await;
+    let (ctx, bytes) = password_body(req, "sign in").await?;
     let creds: SignIn = json_body(&bytes)?;
     // The attempt is spent before the (slow) check, so concurrent guesses cannot overrun
     // the budget; a success gives it back.
@@ -80,6 +185,9 @@ pub async fn sign_in(State(state): State<AppState>, req: Request) -> Result<Resp
         metrics::counter!("trail_auth_failures_total").increment(1);
         return Err(ApiError::Unauthorized("wrong email or password".into()));
     };
+    let orgs = state.store.memberships(&user.id).await?;
+    let grants: Vec<_> = orgs.iter().map(|(o, _)| (o.clone(), Vec::new())).collect();
+    let home = crate::auth::home_org(&grants, user.platform_admin, &state.platform_org)?;
     state.throttle.refund(ip);
     let now = crate::now();
     let (id, value, secret_hash) = mint_session();
@@ -97,17 +205,13 @@ pub async fn sign_in(State(state): State<AppState>, req: Request) -> Result<Resp
         .store
         .create_session(session.clone(), Vec::new())
         .await?;
-    let orgs = state.store.memberships(&user.id).await?;
     if let Some(ctx) = &ctx {
         ctx.set_actor(Identity {
             actor: user.email.clone(),
             actor_type: ActorType::User,
             token_id: Some(id.clone()),
         });
-        ctx.set_org(
-            orgs.first()
-                .map_or(state.platform_org.as_str(), |(o, _)| o.as_str()),
-        );
+        ctx.set_org(&home);
     }
     let secret = value.split_once('.').map(|(_, s)| s).unwrap_or_default();
     let body = json!({
@@ -129,11 +233,6 @@ pub async fn sign_out(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
-    if caller.kind != CredentialKind::Session {
-        return Err(ApiError::BadRequest(
-            "this call ends a console session; revoke tokens with DELETE .../tokens/{id}".into(),
-        ));
-    }
     state
         .store
         .end_session(&caller.credential_id, crate::now(), Vec::new())
@@ -197,10 +296,7 @@ pub async fn set_password(
     let user_id = caller
         .user_id
         .clone()
-        .filter(|_| caller.kind == CredentialKind::Session)
-        .ok_or_else(|| {
-            ApiError::Forbidden("a password is changed from a signed-in console session".into())
-        })?;
+        .ok_or_else(|| ApiError::Internal("a session without a user".into()))?;
     let req: NewPassword = json_body(&bytes)?;
     check_password("newPassword", &req.new_password)?;
     let user = state

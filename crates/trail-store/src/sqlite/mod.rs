@@ -259,6 +259,20 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn invite_member(
+        &self,
+        org: &str,
+        user: User,
+        role: Role,
+        invitation: Token,
+        audit: AuditEvents,
+    ) -> Result<(Member, bool)> {
+        let org = org.to_owned();
+        self.writer()?
+            .exec(move |w| w.invite_member(&org, user, role, invitation, audit))
+            .await
+    }
+
     async fn add_member(
         &self,
         org: &str,
@@ -339,6 +353,19 @@ impl Store for SqliteStore {
         let id = id.to_owned();
         self.writer()?
             .exec(move |w| w.revoke_token(&id, at, audit))
+            .await
+    }
+
+    async fn accept_invitation(
+        &self,
+        id: &str,
+        password_hash: String,
+        at: Timestamp,
+        audit: AuditEvents,
+    ) -> Result<()> {
+        let id = id.to_owned();
+        self.writer()?
+            .exec(move |w| w.accept_invitation(&id, password_hash, at, audit))
             .await
     }
 

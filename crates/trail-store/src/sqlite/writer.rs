@@ -326,6 +326,31 @@ impl WriterState {
         })
     }
 
+    pub fn invite_member(
+        &mut self,
+        org: &str,
+        user: User,
+        role: Role,
+        mut invitation: Token,
+        audit: AuditEvents,
+    ) -> Result<(Member, bool)> {
+        self.in_tx(audit, |tx| {
+            let user = user_or_insert(tx, user)?;
+            insert_member(tx, org, &user.id, role)?;
+            let invited = user.password_hash.is_none();
+            if invited {
+                invitation.user_id = Some(user.id.clone());
+                insert_token(tx, &invitation)?;
+            }
+            let member = Member {
+                user_id: user.id,
+                email: user.email,
+                role,
+            };
+            Ok((member, invited))
+        })
+    }
+
     pub fn set_role(
         &mut self,
         org: &str,
@@ -397,6 +422,44 @@ impl WriterState {
             if n == 0 {
                 return Err(StoreError::NotFound(format!("credential {id:?}")));
             }
+            Ok(())
+        })
+    }
+
+    pub fn accept_invitation(
+        &mut self,
+        id: &str,
+        password_hash: String,
+        at: Timestamp,
+        audit: AuditEvents,
+    ) -> Result<()> {
+        self.in_tx(audit, |tx| {
+            let user: Option<String> = tx
+                .query_row(
+                    "SELECT user_id FROM tokens WHERE id = ?1 AND kind = 'invitation' \
+                     AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
+                    params![id, at.micros()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(unavailable)?;
+            let user = user.ok_or_else(|| StoreError::NotFound(format!("invitation {id:?}")))?;
+            let n = tx
+                .execute(
+                    "UPDATE users SET password_hash = ?2 WHERE id = ?1 AND password_hash IS NULL",
+                    params![user, password_hash],
+                )
+                .map_err(unavailable)?;
+            if n == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "a password for the user of invitation {id:?}"
+                )));
+            }
+            tx.execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1",
+                params![id, at.micros()],
+            )
+            .map_err(unavailable)?;
             Ok(())
         })
     }

@@ -291,14 +291,21 @@ pub async fn instances(
 pub enum MembersCommand {
     /// The org's members and roles (needs members:manage).
     List,
-    /// Add a member with a role: owner, admin or member.
+    /// Add a member with a role (owner, admin or member). Someone without a password yet is
+    /// invited: pass on the invitation printed (once), which they accept in the console or
+    /// with `trail members accept`.
     Add {
+        /// The member's email.
         email: String,
+        /// owner, admin or member.
         #[arg(long)]
         role: String,
-        /// Read an initial console password from standard input (a new user only).
-        #[arg(long)]
-        password_stdin: bool,
+    },
+    /// Accept an invitation: choose your password (read from standard input). Needs no
+    /// credential.
+    Accept {
+        /// The invitation (`inv_….…`).
+        invitation: String,
     },
     /// Change a member's role.
     SetRole { email: String, role: String },
@@ -311,6 +318,17 @@ pub async fn members(
     out: &OutputArg,
     cmd: MembersCommand,
 ) -> anyhow::Result<()> {
+    if let MembersCommand::Accept { invitation } = &cmd {
+        let client = trail_client::Client::new(&super::server_url(conn)?, "")?;
+        let mut pw = String::new();
+        std::io::stdin().read_line(&mut pw)?;
+        let body = json!({"token": invitation, "password": pw.trim_end_matches(['\r', '\n'])});
+        let v = client
+            .send_json("POST", "/v1/invitations/accept", Some(&body))
+            .await?;
+        print_object(out.format(), &v, &[("email", "email"), ("org", "org")]);
+        return Ok(());
+    }
     let s = Session::open(conn)?;
     let base = format!("{}/members", s.org_path().await?);
     let member = |email: &str| format!("{base}/{}", segment(email));
@@ -323,24 +341,26 @@ pub async fn members(
                 &[("EMAIL", "email"), ("ROLE", "role"), ("USER", "userId")],
             );
         }
-        MembersCommand::Add {
-            email,
-            role,
-            password_stdin,
-        } => {
-            let mut body = json!({"email": email, "role": role});
-            if password_stdin {
-                let mut pw = String::new();
-                std::io::stdin().read_line(&mut pw)?;
-                body["password"] = json!(pw.trim_end_matches(['\r', '\n']));
+        MembersCommand::Add { email, role } => {
+            let body = json!({"email": email, "role": role});
+            let mut v = s.client.send_json("POST", &base, Some(&body)).await?;
+            if let Some(inv) = v.get("invitation").cloned() {
+                v["invitationToken"] = inv["token"].clone();
+                v["invitationExpiresAt"] = inv["expiresAt"].clone();
             }
-            let v = s.client.send_json("POST", &base, Some(&body)).await?;
             print_object(
                 out.format(),
                 &v,
-                &[("email", "email"), ("role", "role"), ("user", "userId")],
+                &[
+                    ("email", "email"),
+                    ("role", "role"),
+                    ("user", "userId"),
+                    ("invitation (shown once)", "invitationToken"),
+                    ("invitation expires", "invitationExpiresAt"),
+                ],
             );
         }
+        MembersCommand::Accept { .. } => unreachable!("answered above"),
         MembersCommand::SetRole { email, role } => {
             let v = s
                 .client

@@ -33,15 +33,21 @@ pub struct Session {
     org: Option<String>,
 }
 
+/// The server's URL: the flag or environment, else the profile's, else the default.
+pub fn server_url(c: &Connection) -> anyhow::Result<String> {
+    let cfg = config::Config::load()?;
+    let profile = cfg.profile(c.profile.as_deref())?;
+    Ok(c.url
+        .clone()
+        .or_else(|| profile.map(|p| p.url.clone()))
+        .unwrap_or_else(|| "http://127.0.0.1:7070".to_owned()))
+}
+
 impl Session {
     pub fn open(c: &Connection) -> anyhow::Result<Session> {
         let cfg = config::Config::load()?;
         let profile = cfg.profile(c.profile.as_deref())?;
-        let url = c
-            .url
-            .clone()
-            .or_else(|| profile.map(|p| p.url.clone()))
-            .unwrap_or_else(|| "http://127.0.0.1:7070".to_owned());
+        let url = server_url(c)?;
         let token = c
             .token
             .clone()
