@@ -1,35 +1,40 @@
 //! The canonical encoding of an event: the bytes whose RFC 6962 leaf hash goes into the
 //! org's Merkle log.
 //!
-//! Version 1, all integers big-endian:
+//! Version 2, all integers big-endian:
 //!
 //! ```text
-//! event    = version:u8(=1) id:str seq:u64 org:str instance:opt<str>
+//! event    = version:u8(=2) id:str seq:u64 org:str instance:opt<str>
 //!            timestamp:i64 receivedAt:i64 action:str category:str
 //!            actor.id:str actor.type:str actor.ip:opt<str> actor.userAgent:opt<str>
 //!            actor.tokenId:opt<str> actor.scope:opt<str>
 //!            object:opt<object> details:opt<str> request:opt<request>
-//!            count:u64 lastOccurredTimestamp:i64
+//!            count:u64 lastOccurredTimestamp:i64 submittedBy:opt<str>
 //! object   = type:str id:opt<str> parentId:opt<str>
 //! request  = method:str route:str status:u16 latencyUs:u64 bodySha256:opt<[u8;32]>
 //! str      = len:u32 utf8-bytes
 //! opt<T>   = 0x00 | 0x01 T
 //! ```
 //!
+//! Version 1 is the same without `submittedBy` (and with version byte 1). Events accepted
+//! under version 1 keep it: they are hashed, stored, decoded and verified as version 1 for
+//! good, while every new event is version 2.
+//!
 //! Times are microseconds since the Unix epoch; JSON values (object ids, details) are their
 //! RFC 8785 canonical text; an IP address is its RFC 5952 text form. A new field or a changed
 //! rule means a new version byte, never a silent change: the known-answer tests below pin
-//! version 1.
+//! both versions.
 
 use crate::event::Event;
 use crate::merkle;
 
-pub const VERSION: u8 = 1;
+/// The encoding of every new event.
+pub const VERSION: u8 = 2;
 
 /// The canonical bytes of an event.
 pub fn encode(e: &Event) -> Vec<u8> {
     let mut w = Writer(Vec::with_capacity(256));
-    w.u8(VERSION);
+    w.u8(e.encoding);
     w.str(&e.id());
     w.u64(e.seq);
     w.str(&e.org);
@@ -61,6 +66,9 @@ pub fn encode(e: &Event) -> Vec<u8> {
     });
     w.u64(e.count);
     w.i64(e.last_occurred.micros());
+    if e.encoding >= 2 {
+        w.opt(e.submitted_by.as_deref(), |w, s| w.str(s));
+    }
     w.0
 }
 
@@ -123,8 +131,17 @@ mod tests {
             request: None,
             count: 1,
             last_occurred: None,
+            submitted_by: Some("key_1".into()),
         };
-        Event::seal("o", 2, Timestamp(3), body)
+        Event::seal_as(1, "o", 2, Timestamp(3), body)
+    }
+
+    /// The same event accepted now: version 2, with its provenance.
+    fn minimal_v2() -> Event {
+        let mut e = minimal();
+        e.encoding = 2;
+        e.submitted_by = Some("key_1".into());
+        e
     }
 
     #[test]
@@ -145,6 +162,40 @@ mod tests {
         want.extend(1u64.to_be_bytes()); // count
         want.extend(1i64.to_be_bytes()); // lastOccurredTimestamp
         assert_eq!(encode(&minimal()), want);
+        // Version 2: the version byte, and the provenance at the end.
+        want[0] = 2;
+        want.extend([1, 0, 0, 0, 5]);
+        want.extend(b"key_1");
+        assert_eq!(encode(&minimal_v2()), want);
+        let mut without = minimal_v2();
+        without.submitted_by = None;
+        want.truncate(want.len() - 10);
+        want.push(0);
+        assert_eq!(encode(&without), want);
+    }
+
+    #[test]
+    fn both_versions_decode_to_what_was_encoded() {
+        for e in [minimal(), minimal_v2()] {
+            let back = decode(&encode(&e)).unwrap();
+            assert_eq!(back.encoding, e.encoding);
+            assert_eq!(back.submitted_by, e.submitted_by);
+            assert_eq!(leaf_hash(&back), leaf_hash(&e));
+        }
+        let mut unknown = encode(&minimal_v2());
+        unknown[0] = 3;
+        assert!(decode(&unknown).is_err());
+    }
+
+    #[test]
+    fn provenance_changes_the_hash() {
+        let a = minimal_v2();
+        let mut b = a.clone();
+        b.submitted_by = Some("key_2".into());
+        let mut c = a.clone();
+        c.submitted_by = None;
+        assert_ne!(leaf_hash(&a), leaf_hash(&b));
+        assert_ne!(leaf_hash(&a), leaf_hash(&c));
     }
 
     #[test]
@@ -153,13 +204,17 @@ mod tests {
             hex::encode(leaf_hash(&minimal())),
             "c6615750a6f7e665bfaff0451fbacd3aa8712d1c2747f53c2dda479a1dd4b12c"
         );
+        assert_eq!(
+            hex::encode(leaf_hash(&minimal_v2())),
+            "f335aadb56b69455d2d7aaeb978d45ab6e114d4dcde6444a9fcc80fa9b8e5532"
+        );
     }
 
     #[test]
     fn known_answer_seed_002_sample() {
         let v = serde_json::from_str(crate::event::tests::SEED_002_SAMPLE).unwrap();
         let body = EventBody::from_json(v, "acme").unwrap();
-        let e = Event::seal("acme", 1041, Timestamp(1_763_742_400_201_377), body);
+        let e = Event::seal_as(1, "acme", 1041, Timestamp(1_763_742_400_201_377), body);
         assert_eq!(
             hex::encode(leaf_hash(&e)),
             "b0bf60f5666a2e286b3c1747d7bf2413fca757bdd876c588abf57f6b2bc5a892"
@@ -211,8 +266,9 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     use crate::event::{Actor, CanonicalJson, Object, RequestInfo};
     use crate::time::Timestamp;
     let mut r = Reader(bytes);
-    if r.u8()? != VERSION {
-        return Err(DecodeError("unknown version".into()));
+    let encoding = r.u8()?;
+    if !(1..=VERSION).contains(&encoding) {
+        return Err(DecodeError(format!("unknown version {encoding}")));
     }
     let id = r.str()?;
     let seq = r.u64()?;
@@ -254,6 +310,11 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     })?;
     let count = r.u64()?;
     let last_occurred = Timestamp(r.i64()?);
+    let submitted_by = if encoding >= 2 {
+        r.opt(|r| r.str())?
+    } else {
+        None
+    };
     if !r.0.is_empty() {
         return Err(DecodeError("trailing bytes".into()));
     }
@@ -279,6 +340,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         request,
         count,
         last_occurred,
+        submitted_by,
+        encoding,
     };
     // A server-made id is derived; any other is the client's.
     if event.id() != id {

@@ -181,6 +181,9 @@ pub struct EventBody {
     pub request: Option<RequestInfo>,
     pub count: u64,
     pub last_occurred: Option<Timestamp>,
+    /// Provenance: the credential that sent the event through ingest. Set by the server,
+    /// never read from the client's JSON; `None` on the records Trail makes itself.
+    pub submitted_by: Option<String>,
 }
 
 /// An accepted event: the body sealed with its org, its seq and its time of receipt.
@@ -202,6 +205,11 @@ pub struct Event {
     pub request: Option<RequestInfo>,
     pub count: u64,
     pub last_occurred: Timestamp,
+    /// The credential that sent it through ingest (see [`EventBody::submitted_by`]).
+    pub submitted_by: Option<String>,
+    /// The canonical encoding it was hashed with when it was accepted: events keep theirs
+    /// for good (1 for those accepted before provenance existed).
+    pub encoding: u8,
 }
 
 impl Event {
@@ -222,7 +230,26 @@ impl Event {
             request: body.request,
             count: body.count,
             last_occurred: body.last_occurred.unwrap_or(timestamp),
+            submitted_by: body.submitted_by,
+            encoding: crate::canonical::VERSION,
         }
+    }
+
+    /// Seals `body` as [`Event::seal`] does, in an older canonical encoding: what an event
+    /// accepted then would be. Version 1 has no provenance.
+    pub fn seal_as(
+        encoding: u8,
+        org: &str,
+        seq: u64,
+        received_at: Timestamp,
+        body: EventBody,
+    ) -> Event {
+        let mut e = Event::seal(org, seq, received_at, body);
+        e.encoding = encoding;
+        if encoding < 2 {
+            e.submitted_by = None;
+        }
+        e
     }
 
     /// The event's id: the client's, or one derived from the org, the seq and the time of
@@ -269,6 +296,7 @@ impl Event {
             }),
             count: self.count,
             last_occurred_timestamp: self.last_occurred.to_string(),
+            submitted_by: self.submitted_by.as_deref(),
             hash: hex::encode(hash),
         }
     }
@@ -312,6 +340,9 @@ pub struct EventRecord<'a> {
     pub request: Option<RequestRecord<'a>>,
     pub count: u64,
     pub last_occurred_timestamp: String,
+    /// Provenance: the credential that sent the event (absent on Trail's own records).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub submitted_by: Option<&'a str>,
     pub hash: String,
 }
 
@@ -405,6 +436,8 @@ struct EventInput {
     request: Option<RequestInput>,
     count: Option<u64>,
     last_occurred_timestamp: Option<String>,
+    /// Refused when given: Trail sets it.
+    submitted_by: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -471,6 +504,12 @@ impl EventBody {
             };
             invalid(&field, e.into_inner().to_string())
         })?;
+        if input.submitted_by.is_some() {
+            return Err(invalid(
+                "submittedBy",
+                "is set by Trail to the credential that sends the event; leave it out",
+            ));
+        }
         if let Some(o) = &input.org
             && o != org
         {
@@ -523,6 +562,7 @@ impl EventBody {
             request,
             count,
             last_occurred,
+            submitted_by: None,
         })
     }
 }

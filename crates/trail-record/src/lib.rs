@@ -284,6 +284,8 @@ where
         }),
         count: 1,
         last_occurred: None,
+        // Set by whoever appends it: Trail for its own, the ingest API for a TrailSink.
+        submitted_by: None,
     };
     match shared
         .sink

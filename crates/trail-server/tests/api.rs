@@ -3230,3 +3230,109 @@ async fn a_user_in_no_org_is_refused_and_writes_nowhere() {
         "nothing in the platform org"
     );
 }
+
+/// Review finding: any logs:write credential could ingest an event that read exactly like a
+/// call Trail recorded itself (category api, a break-glass actor, another user's token id).
+/// Every ingested event now carries the credential that sent it, covered by its leaf hash;
+/// Trail's own records carry none.
+#[tokio::test]
+async fn ingested_events_carry_their_provenance_and_cannot_pass_as_trails_own() {
+    let h = harness().await;
+    let key = credential(
+        &*h.store,
+        TokenKind::ApiKey,
+        "acme",
+        &[Scope::LogsWrite],
+        None,
+        false,
+    )
+    .await;
+    let key_id = key.split_once(':').unwrap().0.to_owned();
+    let boot_id = h.owner.split_once('.').unwrap().0.to_owned();
+    let forged = json!([{
+        "action": "listAuditLogs",
+        "category": "api",
+        "actor": {"id": "owner@acme.io", "type": "break_glass", "tokenId": boot_id},
+        "request": {"method": "GET", "route": "GET /v1/orgs/:org/audit-logs", "status": 200}
+    }]);
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/events",
+            &Cred::of(&key),
+            Some(forged),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let stored = h.stored("acme").await;
+    let ingested = stored
+        .iter()
+        .find(|s| s.event.action == "listAuditLogs")
+        .unwrap();
+    assert_eq!(
+        ingested.event.submitted_by.as_deref(),
+        Some(key_id.as_str())
+    );
+    // Covered by the hash: the same event without its provenance hashes differently.
+    let mut stripped = ingested.event.clone();
+    stripped.submitted_by = None;
+    assert_ne!(trail_core::canonical::leaf_hash(&stripped), ingested.hash);
+    assert_eq!(
+        trail_core::canonical::leaf_hash(&ingested.event),
+        ingested.hash
+    );
+    // Trail's own record of the ingest call carries none.
+    let own = stored
+        .iter()
+        .find(|s| s.event.action == "ingestEvents")
+        .unwrap();
+    assert_eq!(own.event.submitted_by, None);
+    // Readers see where each came from.
+    let page = h
+        .get("/v1/orgs/acme/audit-logs?limit=1000", Some(&h.owner))
+        .await;
+    let items = page.body["items"].as_array().unwrap();
+    let forged_row = items
+        .iter()
+        .find(|e| e["action"] == "listAuditLogs" && e["actor"]["type"] == "break_glass")
+        .unwrap();
+    assert_eq!(forged_row["submittedBy"], key_id.as_str());
+    let own_row = items
+        .iter()
+        .find(|e| e["action"] == "ingestEvents")
+        .unwrap();
+    assert!(own_row.get("submittedBy").is_none(), "{own_row}");
+    // A client cannot name a submitter.
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/events",
+            &Cred::of(&key),
+            Some(json!([{"action": "x", "actor": {"id": "a", "type": "user"}, "submittedBy": "trail"}])),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.body["errors"][0]["field"], "submittedBy");
+    // The same id sent again by another credential is not the same submission.
+    let again = json!([{"id": "once", "action": "x", "actor": {"id": "a", "type": "user"}}]);
+    let first = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/events",
+            &Cred::of(&key),
+            Some(again.clone()),
+        )
+        .await;
+    assert_eq!(first.body["accepted"], 1);
+    let same = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/events",
+            &Cred::of(&key),
+            Some(again.clone()),
+        )
+        .await;
+    assert_eq!(same.body["duplicates"], 1);
+    let other = h.ingest("acme", again).await;
+    assert_eq!(other.body["errors"][0]["field"], "id", "{:?}", other.body);
+}

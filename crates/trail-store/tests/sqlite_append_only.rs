@@ -264,3 +264,64 @@ async fn a_read_only_store_reads_and_changes_nothing() {
     assert_eq!(before, after);
     assert!(SqliteStore::open_read_only(&dir.path().join("nope")).is_err());
 }
+
+/// A store written before provenance (schema version 1, events in canonical encoding 1)
+/// opens after the upgrade: its events read back as version 1 with the same leaf hashes,
+/// a retry of one of them is still a duplicate, and new events are version 2.
+#[tokio::test]
+async fn a_store_from_before_provenance_opens_and_keeps_its_hashes() {
+    use trail_core::{Event, canonical};
+    let dir = tempfile::tempdir().unwrap();
+    let old = event("before");
+    let sealed = Event::seal_as(1, "acme", 0, Timestamp(5_000_000), old.clone());
+    let hash = canonical::leaf_hash(&sealed);
+    {
+        // What the version-1 code wrote: its schema, one org, one event row.
+        let raw = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        raw.execute_batch(include_str!("fixtures/schema-v1.sql"))
+            .unwrap();
+        raw.pragma_update(None, "user_version", 1).unwrap();
+        raw.execute(
+            "INSERT INTO orgs (id, slug, name, created_at) VALUES (1, 'acme', 'Acme', 0)",
+            [],
+        )
+        .unwrap();
+        for (id, v) in [(1, "before"), (2, "app"), (3, "alice")] {
+            raw.execute(
+                "INSERT INTO dict (id, value) VALUES (?1, ?2)",
+                rusqlite::params![id, v],
+            )
+            .unwrap();
+        }
+        raw.execute(
+            "INSERT INTO events (k, org, ts, rdelta, cid, action, cat, actor, atype, hash) \
+             VALUES (?1, 1, ?2, 0, 'id-before', 1, 2, 3, ?3, ?4)",
+            rusqlite::params![
+                1i64 << 40,
+                5_000_000i64,
+                sealed.actor.kind.code(),
+                hash.as_slice()
+            ],
+        )
+        .unwrap();
+    }
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let read = store.events_from("acme", 0, 10).await.unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].event.encoding, 1);
+    assert_eq!(read[0].event.submitted_by, None);
+    assert_eq!(canonical::leaf_hash(&read[0].event), hash);
+    assert_eq!(read[0].hash, hash);
+
+    let mut retry = old;
+    retry.submitted_by = Some("key_x".into());
+    let mut new = event("after");
+    new.submitted_by = Some("key_x".into());
+    let out = store.append("acme", vec![retry, new]).await.unwrap();
+    assert_eq!(out[0].outcome, Outcome::Duplicate);
+    assert_eq!((out[1].outcome, out[1].seq), (Outcome::Created, 1));
+    let read = store.events_from("acme", 1, 10).await.unwrap();
+    assert_eq!(read[0].event.encoding, canonical::VERSION);
+    assert_eq!(read[0].event.submitted_by.as_deref(), Some("key_x"));
+    assert_eq!(canonical::leaf_hash(&read[0].event), read[0].hash);
+}

@@ -62,8 +62,10 @@ pub async fn ingest(
     let error = |index: usize, field: Option<&str>, detail: String| json!({"index": index, "field": field, "detail": detail});
     for (index, item) in items.into_iter().enumerate() {
         let body = item.and_then(|v| {
-            let body = EventBody::from_json(v, &org)?;
+            let mut body = EventBody::from_json(v, &org)?;
             body.check_clock(now)?;
+            // Provenance: whatever the event says of itself, it came through this credential.
+            body.submitted_by = Some(caller.credential_id.clone());
             if let Some(only) = &caller.instance
                 && body.instance.as_ref() != Some(only)
             {

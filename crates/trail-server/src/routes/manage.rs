@@ -68,6 +68,7 @@ pub fn domain_event_by(
         request: None,
         count: 1,
         last_occurred: None,
+        submitted_by: None,
     }
 }
 

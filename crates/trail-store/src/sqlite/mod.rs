@@ -30,7 +30,17 @@ use writer::Writer;
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "trail.db";
 const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
+
+/// The steps from each schema version to the next: `MIGRATIONS[n]` takes version `n + 1` to
+/// `n + 2`, in one transaction. A new store runs `schema.sql` (version 1), then every step.
+const MIGRATIONS: &[&str] = &[
+    // 1 -> 2: provenance. `sub` names the credential that sent an event (dict); `enc` is the
+    // canonical encoding an event was hashed with: rows stored before default to 1, new rows
+    // write NULL for the current one.
+    "ALTER TABLE events ADD COLUMN enc INTEGER DEFAULT 1;
+     ALTER TABLE events ADD COLUMN sub INTEGER;",
+];
 
 /// `k = org << SEQ_BITS | seq`: an org's log is one contiguous key range.
 pub(crate) const SEQ_BITS: u32 = 40;
@@ -164,19 +174,26 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .map_err(unavailable)?;
-    match version {
-        0 => {
-            let tx = conn.transaction().map_err(unavailable)?;
-            tx.execute_batch(SCHEMA).map_err(unavailable)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                .map_err(unavailable)?;
-            tx.commit().map_err(unavailable)
-        }
-        SCHEMA_VERSION => Ok(()),
-        v => Err(StoreError::Unavailable(format!(
-            "the data directory has schema version {v}, newer than this Trail's {SCHEMA_VERSION}: upgrade Trail"
-        ))),
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Unavailable(format!(
+            "the data directory has schema version {version}, newer than this Trail's {SCHEMA_VERSION}: upgrade Trail"
+        )));
     }
+    let mut at = version;
+    while at < SCHEMA_VERSION {
+        let tx = conn.transaction().map_err(unavailable)?;
+        let step = if at == 0 {
+            SCHEMA
+        } else {
+            MIGRATIONS[(at - 1) as usize]
+        };
+        tx.execute_batch(step).map_err(unavailable)?;
+        at += 1;
+        tx.pragma_update(None, "user_version", at)
+            .map_err(unavailable)?;
+        tx.commit().map_err(unavailable)?;
+    }
+    Ok(())
 }
 
 pub(crate) fn unavailable(e: rusqlite::Error) -> StoreError {

@@ -12,7 +12,8 @@ use crate::{Result, StoreError, StoredEvent};
 
 /// The columns [`RawRow::read`] expects, in order.
 pub(crate) const COLUMNS: &str = "k, ts, rdelta, cid, inst, action, cat, actor, atype, ip, ua, \
-     tok, scope, otype, oid, oparent, details, method, route, status, lat, body, cnt, last, hash, org";
+     tok, scope, otype, oid, oparent, details, method, route, status, lat, body, cnt, last, hash, org, \
+     enc, sub";
 
 /// Writes one sealed event. `intern` maps a string to its dictionary id.
 pub(crate) fn insert(
@@ -42,12 +43,14 @@ pub(crate) fn insert(
     let r = e.request.as_ref();
     let method = opt(r.map(|r| r.method.as_str()))?;
     let route = opt(r.map(|r| r.route.as_str()))?;
+    let sub = opt(e.submitted_by.as_deref())?;
     let k = (org_id << SEQ_BITS) | e.seq as i64;
     tx.prepare_cached(
         "INSERT INTO events (k, org, ts, rdelta, cid, inst, action, cat, actor, atype, ip, ua, \
          tok, scope, otype, oid, oparent, okind, oname, details, method, route, status, lat, \
-         body, cnt, last, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, \
-         ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
+         body, cnt, last, hash, enc, sub) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
+         ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, \
+         ?29, ?30)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -80,6 +83,9 @@ pub(crate) fn insert(
             (e.last_occurred != e.timestamp)
                 .then(|| e.last_occurred.micros() - e.timestamp.micros()),
             hash.as_slice(),
+            // NULL: the current encoding (2); rows from before it default to 1.
+            (e.encoding != trail_core::canonical::VERSION).then_some(e.encoding),
+            sub,
         ])
     })
     .map_err(unavailable)?;
@@ -114,6 +120,9 @@ pub(crate) struct RawRow {
     last: Option<i64>,
     hash: Vec<u8>,
     org: i64,
+    /// The canonical encoding; NULL for the current one.
+    enc: Option<u8>,
+    sub: Option<i64>,
 }
 
 impl RawRow {
@@ -145,6 +154,8 @@ impl RawRow {
             last: r.get(23)?,
             hash: r.get(24)?,
             org: r.get(25)?,
+            enc: r.get(26)?,
+            sub: r.get(27)?,
         })
     }
 
@@ -172,6 +183,7 @@ impl RawRow {
             self.oparent,
             self.method,
             self.route,
+            self.sub,
         ]
         .into_iter()
         .flatten()
@@ -238,6 +250,8 @@ impl RawRow {
             request,
             count: self.cnt.unwrap_or(1) as u64,
             last_occurred: Timestamp(self.ts + self.last.unwrap_or(0)),
+            submitted_by: os(self.sub)?,
+            encoding: self.enc.unwrap_or(trail_core::canonical::VERSION),
         };
         let hash = self.hash.try_into().map_err(|_| corrupt("bad leaf hash"))?;
         Ok(StoredEvent { event, hash })

@@ -645,12 +645,13 @@ fn append_one(
     for body in events {
         if let Some(cid) = &body.client_id {
             let earlier = match batch_ids.get(cid) {
-                Some(&i) => Some(out[i].clone()),
+                Some(&i) => Some((out[i].clone(), canonical::VERSION)),
                 None => by_client_id(tx, org_id, cid)?,
             };
-            if let Some(earlier) = earlier {
-                // The same id again: a retry if it is the same event, a conflict if not.
-                let again = Event::seal(org, earlier.seq, earlier.received_at, body);
+            if let Some((earlier, encoding)) = earlier {
+                // The same id again: a retry if it is the same event (sent by the same
+                // credential), a conflict if not. It is sealed as the earlier one was.
+                let again = Event::seal_as(encoding, org, earlier.seq, earlier.received_at, body);
                 let outcome = if canonical::leaf_hash(&again) == earlier.hash {
                     Outcome::Duplicate
                 } else {
@@ -689,19 +690,21 @@ fn next_seq_on_disk(tx: &Connection, org_id: i64) -> Result<u64> {
     Ok(max.map_or(0, |k| ((k & SEQ_MASK) + 1) as u64))
 }
 
-fn by_client_id(tx: &Connection, org_id: i64, cid: &str) -> Result<Option<Appended>> {
-    tx.prepare_cached("SELECT k, ts + rdelta, hash FROM events WHERE org = ?1 AND cid = ?2")
+/// The event stored under a client id, and the canonical encoding it was hashed with.
+fn by_client_id(tx: &Connection, org_id: i64, cid: &str) -> Result<Option<(Appended, u8)>> {
+    tx.prepare_cached("SELECT k, ts + rdelta, hash, enc FROM events WHERE org = ?1 AND cid = ?2")
         .and_then(|mut s| {
             s.query_row(params![org_id, cid], |r| {
                 let k: i64 = r.get(0)?;
                 let hash: Vec<u8> = r.get(2)?;
-                Ok((k, r.get::<_, i64>(1)?, hash))
+                let enc: Option<u8> = r.get(3)?;
+                Ok((k, r.get::<_, i64>(1)?, hash, enc))
             })
             .optional()
         })
         .map_err(unavailable)?
-        .map(|(k, received, hash)| {
-            Ok(Appended {
+        .map(|(k, received, hash, enc)| {
+            let appended = Appended {
                 id: cid.to_owned(),
                 seq: (k & SEQ_MASK) as u64,
                 hash: hash
@@ -709,7 +712,8 @@ fn by_client_id(tx: &Connection, org_id: i64, cid: &str) -> Result<Option<Append
                     .map_err(|_| StoreError::Corrupt(format!("bad leaf hash for id {cid}")))?,
                 received_at: Timestamp(received),
                 outcome: Outcome::Duplicate,
-            })
+            };
+            Ok((appended, enc.unwrap_or(canonical::VERSION)))
         })
         .transpose()
 }
