@@ -48,6 +48,8 @@ macro_rules! store_conformance_tests {
             checkpoints_are_kept_and_listed,
             settings_are_set_once,
             api_calls_are_grouped_by_route_within_the_window,
+            a_failed_create_org_leaves_no_trace,
+            a_fresh_store_is_healthy,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -1091,4 +1093,38 @@ pub async fn api_calls_are_grouped_by_route_within_the_window(store: Arc<dyn Sto
             ("POST /b".to_owned(), vec![(201, 7000)])
         ]
     );
+}
+
+/// An org whose creation failed does not exist for any later write: its events can never
+/// land in the log of an org created after it.
+pub async fn a_failed_create_org_leaves_no_trace(store: Arc<dyn Store>) {
+    // The record of the new org is appended first, then one for an org that does not exist
+    // fails the transaction.
+    let mut records = audit("ghost", "org.created");
+    records.extend(audit("nowhere", "org.created"));
+    let failed = store.create_org(org("ghost"), None, records).await;
+    assert!(
+        matches!(failed, Err(StoreError::UnknownOrg(ref o)) if o == "nowhere"),
+        "{failed:?}"
+    );
+    assert_eq!(store.org("ghost").await.unwrap(), None);
+    store
+        .create_org(org("later"), None, audit("later", "org.created"))
+        .await
+        .unwrap();
+    let ghost = store.append("ghost", vec![simple("lost")]).await;
+    assert!(
+        matches!(ghost, Err(StoreError::UnknownOrg(ref o)) if o == "ghost"),
+        "{ghost:?}"
+    );
+    assert_eq!(actions(&*store, "later").await, ["org.created"]);
+    store.append("later", vec![simple("mine")]).await.unwrap();
+    assert_eq!(actions(&*store, "later").await, ["org.created", "mine"]);
+}
+
+pub async fn a_fresh_store_is_healthy(store: Arc<dyn Store>) {
+    store.health().await.unwrap();
+    with_orgs(&*store, &["acme"]).await;
+    store.append("acme", vec![simple("a")]).await.unwrap();
+    store.health().await.unwrap();
 }

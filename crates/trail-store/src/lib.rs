@@ -213,6 +213,11 @@ pub struct EventPage {
 pub trait Store: Send + Sync + 'static {
     /// Whether the store can serve reads and writes now.
     async fn ping(&self) -> Result<()>;
+    /// Whether the store is ready: it answers, and writes are not failing. From a write that
+    /// fails for a reason that can pass (full disk, I/O error, a busy or changed database)
+    /// until the next write commits, this answers `Unavailable` saying why
+    /// ("writes are failing: database or disk is full").
+    async fn health(&self) -> Result<()>;
 
     /// Seeds an empty store. Returns `false`, and writes nothing, if any org exists.
     async fn bootstrap(&self, b: Bootstrap) -> Result<bool>;

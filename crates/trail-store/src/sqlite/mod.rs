@@ -5,6 +5,7 @@
 //! connections on the WAL snapshot ([`read`]). Strings are dictionary-encoded ([`dict`]).
 
 mod dict;
+mod migrate;
 mod read;
 mod row;
 mod tree;
@@ -29,8 +30,7 @@ use writer::Writer;
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "trail.db";
-const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: i64 = 1;
+pub use migrate::SCHEMA_VERSION;
 
 /// `k = org << SEQ_BITS | seq`: an org's log is one contiguous key range.
 pub(crate) const SEQ_BITS: u32 = 40;
@@ -60,7 +60,7 @@ impl SqliteStore {
         )
         .map_err(unavailable)?;
         configure(&conn).map_err(unavailable)?;
-        migrate(&mut conn)?;
+        migrate::migrate(&mut conn)?;
         let manager = SqliteConnectionManager::file(&path)
             .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .with_init(|c| {
@@ -94,9 +94,7 @@ impl SqliteStore {
         }
         let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(unavailable)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(unavailable)?;
+        let version = migrate::version(&conn)?;
         if version != SCHEMA_VERSION {
             return Err(StoreError::Unavailable(format!(
                 "the store has schema version {version}; this Trail reads version {SCHEMA_VERSION}"
@@ -160,25 +158,6 @@ pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn migrate(conn: &mut Connection) -> Result<()> {
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(unavailable)?;
-    match version {
-        0 => {
-            let tx = conn.transaction().map_err(unavailable)?;
-            tx.execute_batch(SCHEMA).map_err(unavailable)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                .map_err(unavailable)?;
-            tx.commit().map_err(unavailable)
-        }
-        SCHEMA_VERSION => Ok(()),
-        v => Err(StoreError::Unavailable(format!(
-            "the data directory has schema version {v}, newer than this Trail's {SCHEMA_VERSION}: upgrade Trail"
-        ))),
-    }
-}
-
 pub(crate) fn unavailable(e: rusqlite::Error) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -204,6 +183,16 @@ impl Store for SqliteStore {
         self.read(|c, _| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
             .await?;
         self.writer()?.exec(|_| Ok(())).await
+    }
+
+    async fn health(&self) -> Result<()> {
+        self.ping().await?;
+        match self.writer()?.fault() {
+            Some(why) => Err(StoreError::Unavailable(format!(
+                "writes are failing: {why}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     async fn bootstrap(&self, b: Bootstrap) -> Result<bool> {
