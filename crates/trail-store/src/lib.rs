@@ -36,6 +36,10 @@ pub enum StoreError {
     /// The org's log holds 2^40 events, the most a log can.
     #[error("the log of org {0:?} is full")]
     LogFull(String),
+    /// A read ran past its deadline and was stopped: the reader is free again, and a
+    /// narrower query (a shorter window, fewer terms) or a later retry may succeed.
+    #[error("the query ran past its {}-second deadline; narrow it (a shorter window, fewer terms) or retry later", .0.as_secs_f64())]
+    TimedOut(std::time::Duration),
     /// What is stored cannot be read back as it was written.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),

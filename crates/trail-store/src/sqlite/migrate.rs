@@ -41,7 +41,7 @@ pub const SCHEMA_VERSION: i64 = STEPS.len() as i64;
 /// Brings the database to [`SCHEMA_VERSION`], one step per transaction.
 pub(crate) fn migrate(conn: &mut rusqlite::Connection) -> Result<()> {
     let version = version(conn)?;
-    if version > SCHEMA_VERSION || version < 0 {
+    if !(0..=SCHEMA_VERSION).contains(&version) {
         return Err(StoreError::Unavailable(format!(
             "the data directory has schema version {version}, newer than this Trail's \
              {SCHEMA_VERSION}: upgrade Trail"
