@@ -212,10 +212,10 @@ impl SqliteStore {
             let end = Instant::now() + limit;
             conn.progress_handler(DEADLINE_CHECK_STEPS, Some(move || Instant::now() >= end))
                 .map_err(unavailable)?;
-            let out = f(&conn, &dict);
-            conn.progress_handler(0, None::<fn() -> bool>)
-                .map_err(unavailable)?;
-            out.map_err(|e| match e {
+            // Removed however the read ends (even by a panic), before the connection goes
+            // back to the pool.
+            let _deadline = ClearsProgressHandler(&conn);
+            f(&conn, &dict).map_err(|e| match e {
                 StoreError::TimedOut(_) => StoreError::TimedOut(limit),
                 other => other,
             })
@@ -235,6 +235,15 @@ impl SqliteStore {
             .entry(org.to_owned())
             .or_insert_with(|| Arc::new(Semaphore::new(READS_PER_ORG)))
             .clone()
+    }
+}
+
+/// Removes a connection's progress handler when dropped.
+struct ClearsProgressHandler<'a>(&'a Connection);
+
+impl Drop for ClearsProgressHandler<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.progress_handler(0, None::<fn() -> bool>);
     }
 }
 
