@@ -404,6 +404,58 @@ fn invalid(field: &str, message: impl Into<String>) -> ValidationError {
 pub const MAX_CLOCK_SKEW_MICROS: i64 = 24 * 3600 * 1_000_000;
 
 /// Limits on what one event may hold.
+/// The methods of the IANA HTTP Method Registry
+/// (<https://www.iana.org/assignments/http-methods>), less the reserved `*`. An event's
+/// `request.method`, and the method its route template names, is one of these, so a
+/// path-only route filter stands for one template per method here, whatever was stored.
+pub const HTTP_METHODS: [&str; 40] = [
+    "ACL",
+    "BASELINE-CONTROL",
+    "BIND",
+    "CHECKIN",
+    "CHECKOUT",
+    "CONNECT",
+    "COPY",
+    "DELETE",
+    "GET",
+    "HEAD",
+    "LABEL",
+    "LINK",
+    "LOCK",
+    "MERGE",
+    "MKACTIVITY",
+    "MKCALENDAR",
+    "MKCOL",
+    "MKREDIRECTREF",
+    "MKWORKSPACE",
+    "MOVE",
+    "OPTIONS",
+    "ORDERPATCH",
+    "PATCH",
+    "POST",
+    "PRI",
+    "PROPFIND",
+    "PROPPATCH",
+    "PUT",
+    "QUERY",
+    "REBIND",
+    "REPORT",
+    "SEARCH",
+    "TRACE",
+    "UNBIND",
+    "UNCHECKOUT",
+    "UNLINK",
+    "UNLOCK",
+    "UPDATE",
+    "UPDATEREDIRECTREF",
+    "VERSION-CONTROL",
+];
+
+/// Whether `m` is a method of the IANA HTTP Method Registry ([`HTTP_METHODS`]).
+pub fn is_http_method(m: &str) -> bool {
+    HTTP_METHODS.contains(&m)
+}
+
 pub mod limits {
     pub const ID: usize = 128;
     pub const NAME: usize = 256;
@@ -610,16 +662,26 @@ fn object_from(o: ObjectInput) -> Result<Object, ValidationError> {
 }
 
 fn request_from(r: RequestInput) -> Result<RequestInfo, ValidationError> {
-    if r.method.is_empty()
-        || r.method.len() > 16
-        || !r.method.bytes().all(|b| b.is_ascii_uppercase())
-    {
+    if !is_http_method(&r.method) {
         return Err(invalid(
             "request.method",
-            format!("must be an upper-case HTTP method, got {:?}", r.method),
+            format!(
+                "must be an upper-case method of the IANA HTTP Method Registry (GET, POST, ...), got {:?}",
+                r.method
+            ),
         ));
     }
     check_text("request.route", &r.route, limits::ROUTE)?;
+    if let Some((method, _)) = r.route.split_once(' ')
+        && !is_http_method(method)
+    {
+        return Err(invalid(
+            "request.route",
+            format!(
+                "a template that names a method (\"GET /v1/tenants/:id\") must name a method of the IANA HTTP Method Registry, got {method:?}"
+            ),
+        ));
+    }
     if !(100..=599).contains(&r.status) {
         return Err(invalid(
             "request.status",
@@ -880,6 +942,14 @@ pub(crate) mod tests {
             (
                 json!({"action": "x", "actor": {"id": "a", "type": "user"}, "count": 0}),
                 "count: must be at least 1",
+            ),
+            (
+                json!({"action": "x", "actor": {"id": "a", "type": "user"}, "request": {"method": "XGET123", "route": "/v1/x", "status": 200}}),
+                "request.method: must be an upper-case method of the IANA HTTP Method Registry",
+            ),
+            (
+                json!({"action": "x", "actor": {"id": "a", "type": "user"}, "request": {"method": "GET", "route": "XGET /v1/x", "status": 200}}),
+                "request.route: a template that names a method",
             ),
             (
                 json!({"action": "x", "actor": {"id": "a", "type": "user"}, "category": "App"}),

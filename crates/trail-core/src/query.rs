@@ -28,7 +28,14 @@ pub enum QueryError {
     Syntax { at: usize, message: String },
     #[error("bad cursor: pass back the nextCursor of an earlier page unchanged")]
     BadCursor,
+    #[error("too many filter terms: at most {MAX_TERMS} (parameters and q terms together)")]
+    TooManyTerms,
 }
+
+/// The most terms a filter may have (query parameters and `q` terms together, `since` and
+/// `until` aside): what one query may cost is bounded by its terms, so it is bounded here,
+/// where the server and the CLI both parse filters.
+pub const MAX_TERMS: usize = 32;
 
 /// A field that can be filtered on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -165,14 +172,29 @@ impl Term {
 }
 
 /// Whether a route filter matches a route template: the template itself, or a path alone
-/// (`/v1/tenants/:id`) for the template under any method.
+/// (`/v1/tenants/:id`) for the template under any method of the IANA HTTP Method Registry
+/// ([`HTTP_METHODS`](crate::event::HTTP_METHODS)): one template per registered method, so
+/// a backend can look each up exactly.
 pub fn route_matches(pattern: &str, route: &str) -> bool {
     if pattern.contains(' ') {
         pattern == route
     } else {
         route
             .split_once(' ')
-            .is_some_and(|(_, path)| path == pattern)
+            .is_some_and(|(method, path)| path == pattern && crate::event::is_http_method(method))
+    }
+}
+
+/// The templates a path-only route filter (`/v1/tenants/:id`) stands for: the path under each
+/// registered method. A template filter stands for itself.
+pub fn route_templates(pattern: &str) -> Vec<String> {
+    if pattern.contains(' ') {
+        vec![pattern.to_owned()]
+    } else {
+        crate::event::HTTP_METHODS
+            .iter()
+            .map(|m| format!("{m} {pattern}"))
+            .collect()
     }
 }
 
@@ -214,6 +236,9 @@ impl Filter {
             _ => {}
         }
         let field = Field::from_key(key).ok_or_else(|| QueryError::UnknownKey(key.to_owned()))?;
+        if self.terms.len() >= MAX_TERMS {
+            return Err(QueryError::TooManyTerms);
+        }
         if value.is_empty() {
             return Err(bad("needs a value".into()));
         }
@@ -502,6 +527,41 @@ mod tests {
         );
         assert_eq!(f.terms[1].matcher, Matcher::Text("say \"hi\"".into()));
         assert_eq!(f.terms[2].matcher, Matcher::Text("dév".into()));
+    }
+
+    #[test]
+    fn a_filter_has_at_most_max_terms() {
+        let q = |n: usize| {
+            (0..n)
+                .map(|i| format!("route:/v1/r{i}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(parse(&q(MAX_TERMS)).unwrap().terms.len(), MAX_TERMS);
+        let err = parse(&q(MAX_TERMS + 1)).unwrap_err();
+        assert_eq!(err, QueryError::TooManyTerms);
+        assert!(err.to_string().contains(&MAX_TERMS.to_string()));
+        // Parameters and q terms count together; the time window does not count.
+        let mut f = parse(&format!("{} since:1h until:1m", q(MAX_TERMS - 1))).unwrap();
+        f.add("actor", "alice", false, NOW).unwrap();
+        assert_eq!(
+            f.add("actor", "bob", false, NOW),
+            Err(QueryError::TooManyTerms)
+        );
+    }
+
+    #[test]
+    fn a_path_only_route_stands_for_one_template_per_registered_method() {
+        let templates = route_templates("/v1/tenants");
+        assert_eq!(templates.len(), crate::event::HTTP_METHODS.len());
+        assert!(templates.contains(&"GET /v1/tenants".to_owned()));
+        assert_eq!(route_templates("GET /v1/x"), ["GET /v1/x"]);
+        assert!(route_matches("/v1/tenants", "PROPFIND /v1/tenants"));
+        assert!(!route_matches("/v1/tenants", "XGET /v1/tenants"));
+        assert!(!route_matches("/v1/tenants", "GET /v1/tenants/:id"));
+        for t in &templates {
+            assert!(route_matches("/v1/tenants", t), "{t}");
+        }
     }
 
     #[test]

@@ -36,6 +36,12 @@ pub enum ApiError {
     TooManyAttempts(std::time::Duration),
     #[error("{0}")]
     Unavailable(String),
+    /// A read stopped at its deadline: 503 with `Retry-After`, saying what to do.
+    #[error("{0}")]
+    QueryTimeout(String),
+    /// `/readyz` while the store cannot take writes: 503, saying why.
+    #[error("not ready: {0}")]
+    NotReady(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -53,7 +59,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::QueryTimeout(_) | ApiError::NotReady(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -73,6 +81,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::TooManyAttempts(_) => "too-many-attempts",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::QueryTimeout(_) => "query-timeout",
+            ApiError::NotReady(_) => "not-ready",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -90,6 +100,7 @@ impl From<StoreError> for ApiError {
                 ApiError::Conflict(format!("the log of org {org:?} is full"))
             }
             StoreError::Unavailable(m) => ApiError::Unavailable(m),
+            e @ StoreError::TimedOut(_) => ApiError::QueryTimeout(e.to_string()),
             StoreError::Corrupt(m) => ApiError::Internal(format!("corrupt store: {m}")),
         }
     }

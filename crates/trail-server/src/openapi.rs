@@ -369,7 +369,10 @@ pub fn document() -> Value {
     }
     for (path, summary) in [
         ("/healthz", "Liveness"),
-        ("/readyz", "Readiness: the store answers"),
+        (
+            "/readyz",
+            "Readiness: the store answers and its writes are not failing (503 saying why otherwise)",
+        ),
         ("/metrics", "Prometheus metrics"),
         ("/v1/openapi.json", "This document"),
     ] {

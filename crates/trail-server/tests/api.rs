@@ -3336,3 +3336,182 @@ async fn ingested_events_carry_their_provenance_and_cannot_pass_as_trails_own() 
     let other = h.ingest("acme", again).await;
     assert_eq!(other.body["errors"][0]["field"], "id", "{:?}", other.body);
 }
+
+/// Another org's routes, however many, neither break nor change a path-only route filter:
+/// it stands for one template per registered method, looked up exactly.
+#[tokio::test]
+async fn a_path_only_route_filter_is_not_hurt_by_another_orgs_routes() {
+    let h = harness().await;
+    // Methods outside the IANA registry are refused at ingest, each event by its index...
+    let forged: Vec<Value> = (0..1000)
+        .map(|i| {
+            json!({"action": "call", "actor": {"id": "mallory", "type": "api_key"},
+                   "request": {"method": format!("M{i}"), "route": format!("M{i} /v1/tenants"), "status": 200}})
+        })
+        .collect();
+    let r = h
+        .post(
+            "/v1/orgs/umbrella/events",
+            &h.other,
+            "application/json",
+            Value::Array(forged).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+    assert!(
+        h.stored("umbrella")
+            .await
+            .iter()
+            .all(|s| s.event.actor.id != "mallory")
+    );
+    // ...and 36,000 such routes already stored (from before methods were checked) do not
+    // reach acme's filter.
+    let legacy: Vec<trail_core::EventBody> = (0..36_000)
+        .map(|i| {
+            let mut e = trail_core::EventBody::from_json(
+                json!({"action": "call", "actor": {"id": "mallory", "type": "api_key"},
+                       "request": {"method": "GET", "route": "/", "status": 200}}),
+                "umbrella",
+            )
+            .unwrap();
+            let r = e.request.as_mut().unwrap();
+            r.method = format!("M{i}");
+            r.route = format!("M{i} /v1/tenants");
+            e
+        })
+        .collect();
+    h.store.append("umbrella", legacy).await.unwrap();
+    let calls = |method: &str, route: &str| {
+        json!({"action": "call", "actor": {"id": "svc", "type": "api_key"},
+               "request": {"method": method, "route": route, "status": 200}})
+    };
+    let r = h
+        .ingest(
+            "acme",
+            json!([
+                calls("GET", "GET /v1/tenants"),
+                calls("POST", "POST /v1/tenants"),
+                calls("GET", "GET /v1/tenants/:id"),
+            ]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = h
+        .get("/v1/orgs/acme/audit-logs?route=/v1/tenants", Some(&h.owner))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let mut routes: Vec<&str> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["request"]["route"].as_str().unwrap())
+        .collect();
+    routes.sort();
+    assert_eq!(routes, ["GET /v1/tenants", "POST /v1/tenants"]);
+}
+
+#[tokio::test]
+async fn a_filter_with_too_many_terms_answers_400_naming_the_limit() {
+    let h = harness().await;
+    let params: Vec<String> = (0..300).map(|i| format!("route=/v1/r{i}")).collect();
+    let r = h
+        .get(
+            &format!("/v1/orgs/acme/audit-logs?{}", params.join("&")),
+            Some(&h.owner),
+        )
+        .await;
+    assert_problem(&r, 400, "at most 32");
+    let q: Vec<String> = (0..33).map(|i| format!("route:/v1/r{i}")).collect();
+    let r = h
+        .get(
+            &format!("/v1/orgs/acme/audit-logs?q={}", q.join("+")),
+            Some(&h.owner),
+        )
+        .await;
+    assert_problem(&r, 400, "at most 32");
+    let ok: Vec<String> = (0..32).map(|i| format!("route=/v1/r{i}")).collect();
+    let r = h
+        .get(
+            &format!("/v1/orgs/acme/audit-logs?{}", ok.join("&")),
+            Some(&h.owner),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn a_query_past_its_deadline_answers_503_with_retry_after() {
+    let h = harness().await;
+    let events: Vec<Value> = (0..500).map(|i| event(&format!("e{i}"))).collect();
+    h.ingest("acme", Value::Array(events)).await;
+    h.store.set_query_deadline(std::time::Duration::ZERO);
+    let resp = h
+        .app
+        .clone()
+        .oneshot(request(
+            "GET",
+            "/v1/orgs/acme/audit-logs?actor=alice&limit=500",
+            &Cred::of(&h.owner),
+            None,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key(header::RETRY_AFTER));
+    let r = send_to(
+        &h.app,
+        request(
+            "GET",
+            "/v1/orgs/acme/audit-logs?actor=alice&limit=500",
+            &Cred::of(&h.owner),
+            None,
+        ),
+    )
+    .await;
+    assert_problem(&r, 503, "deadline");
+    // Other calls go on: the credential lookup and the call's record do not need a query.
+    assert_eq!(h.get("/v1/me", Some(&h.owner)).await.status, StatusCode::OK);
+    h.store
+        .set_query_deadline(trail_store::sqlite::QUERY_DEADLINE);
+    let r = h
+        .get("/v1/orgs/acme/audit-logs?actor=alice", Some(&h.owner))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+}
+
+/// A write that fails for a reason that can pass (here: a row another connection appended to
+/// acme's log behind the server's back, as an operator command on the data directory would)
+/// makes `/readyz` answer 503 saying why; the writer re-reads the database, and the next write
+/// succeeds and makes it ready again.
+#[tokio::test]
+async fn readyz_answers_503_while_writes_fail_and_the_writer_recovers() {
+    let h = harness().await;
+    h.ingest("acme", json!([event("first")])).await;
+    let raw = rusqlite::Connection::open(h.store.path()).unwrap();
+    let n = raw
+        .execute(
+            "INSERT INTO events (k, org, ts, rdelta, action, cat, actor, atype, hash) \
+             SELECT k + 1, org, ts, rdelta, action, cat, actor, atype, hash FROM events \
+             WHERE k = (SELECT max(k) FROM events \
+                        WHERE org = (SELECT id FROM orgs WHERE slug = 'acme'))",
+            [],
+        )
+        .unwrap();
+    assert_eq!(n, 1);
+    drop(raw);
+    let failed = h.get("/v1/me", Some(&h.owner)).await;
+    assert_eq!(
+        failed.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{:?}",
+        failed.body
+    );
+    let r = h.get("/readyz", None).await;
+    assert_problem(&r, 503, "writes are failing");
+    // The next call is recorded at the seq after the one taken behind its back.
+    assert_eq!(h.get("/v1/me", Some(&h.owner)).await.status, StatusCode::OK);
+    assert_eq!(h.get("/readyz", None).await.body["status"], "ready");
+    let seqs: Vec<u64> = h.stored("acme").await.iter().map(|s| s.event.seq).collect();
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
+    assert_eq!(h.get("/v1/me", Some(&h.owner)).await.status, StatusCode::OK);
+}

@@ -48,6 +48,9 @@ macro_rules! store_conformance_tests {
             checkpoints_are_kept_and_listed,
             settings_are_set_once,
             api_calls_are_grouped_by_route_within_the_window,
+            a_failed_create_org_leaves_no_trace,
+            a_fresh_store_is_healthy,
+            other_orgs_routes_do_not_change_a_path_only_route_filter,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -1091,4 +1094,110 @@ pub async fn api_calls_are_grouped_by_route_within_the_window(store: Arc<dyn Sto
             ("POST /b".to_owned(), vec![(201, 7000)])
         ]
     );
+}
+
+/// An org whose creation failed does not exist for any later write: its events can never
+/// land in the log of an org created after it.
+pub async fn a_failed_create_org_leaves_no_trace(store: Arc<dyn Store>) {
+    // The record of the new org is appended first, then one for an org that does not exist
+    // fails the transaction.
+    let mut records = audit("ghost", "org.created");
+    records.extend(audit("nowhere", "org.created"));
+    let failed = store.create_org(org("ghost"), None, records).await;
+    assert!(
+        matches!(failed, Err(StoreError::UnknownOrg(ref o)) if o == "nowhere"),
+        "{failed:?}"
+    );
+    assert_eq!(store.org("ghost").await.unwrap(), None);
+    store
+        .create_org(org("later"), None, audit("later", "org.created"))
+        .await
+        .unwrap();
+    let ghost = store.append("ghost", vec![simple("lost")]).await;
+    assert!(
+        matches!(ghost, Err(StoreError::UnknownOrg(ref o)) if o == "ghost"),
+        "{ghost:?}"
+    );
+    assert_eq!(actions(&*store, "later").await, ["org.created"]);
+    store.append("later", vec![simple("mine")]).await.unwrap();
+    assert_eq!(actions(&*store, "later").await, ["org.created", "mine"]);
+}
+
+pub async fn a_fresh_store_is_healthy(store: Arc<dyn Store>) {
+    store.health().await.unwrap();
+    with_orgs(&*store, &["acme"]).await;
+    store.append("acme", vec![simple("a")]).await.unwrap();
+    store.health().await.unwrap();
+}
+
+/// A path-only route filter costs what the org's own data warrants: another org's routes,
+/// however many (here 36,000 templates of one path under methods of its own, as a store
+/// could hold from before methods were checked), neither break it nor change its answer.
+pub async fn other_orgs_routes_do_not_change_a_path_only_route_filter(store: Arc<dyn Store>) {
+    with_orgs(&*store, &["acme", "umbrella"]).await;
+    let call = |method: &str, route: &str| {
+        let mut e = body(json!({
+            "action": "call", "category": "api", "actor": {"id": "alice", "type": "pat"},
+            "request": {"method": "GET", "route": "/", "status": 200}
+        }));
+        let r = e.request.as_mut().expect("a request block");
+        r.method = method.to_owned();
+        r.route = route.to_owned();
+        e
+    };
+    let noise: Vec<EventBody> = (0..36_000)
+        .map(|i| call(&format!("M{i}"), &format!("M{i} /v1/tenants")))
+        .collect();
+    store.append("umbrella", noise).await.unwrap();
+    store
+        .append(
+            "acme",
+            vec![
+                call("GET", "GET /v1/tenants"),
+                call("POST", "POST /v1/tenants"),
+                call("GET", "GET /v1/tenants/:id"),
+                call("PROPFIND", "PROPFIND /v1/tenants"),
+            ],
+        )
+        .await
+        .unwrap();
+    let now = Timestamp(T0 + 86_400_000_000);
+    for (q, want) in [
+        ("route:/v1/tenants", 3),
+        ("-route:/v1/tenants", 1),
+        ("route:/v1/tenants route:/v1/tenants/:id", 4),
+        (r#"route:"GET /v1/tenants""#, 1),
+    ] {
+        let mut filter = Filter::default();
+        filter.add_query(q, now).unwrap();
+        let page = store
+            .query(
+                "acme",
+                &EventQuery {
+                    filter: filter.clone(),
+                    cursor: None,
+                    limit: 100,
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{q}: {e}"));
+        assert_eq!(page.items.len(), want, "{q}");
+        assert!(page.items.iter().all(|s| filter.matches(&s.event)), "{q}");
+    }
+    // The other org's own filter agrees with the reference semantics too: its methods are
+    // not registered ones, so its path-only filter matches none of them.
+    let mut filter = Filter::default();
+    filter.add_query("route:/v1/tenants", now).unwrap();
+    let theirs = store
+        .query(
+            "umbrella",
+            &EventQuery {
+                filter,
+                cursor: None,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(theirs.items.is_empty());
 }

@@ -36,6 +36,10 @@ pub enum StoreError {
     /// The org's log holds 2^40 events, the most a log can.
     #[error("the log of org {0:?} is full")]
     LogFull(String),
+    /// A read ran past its deadline and was stopped: the reader is free again, and a
+    /// narrower query (a shorter window, fewer terms) or a later retry may succeed.
+    #[error("the query ran past its {}-second deadline; narrow it (a shorter window, fewer terms) or retry later", .0.as_secs_f64())]
+    TimedOut(std::time::Duration),
     /// What is stored cannot be read back as it was written.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -222,6 +226,11 @@ pub struct EventPage {
 pub trait Store: Send + Sync + 'static {
     /// Whether the store can serve reads and writes now.
     async fn ping(&self) -> Result<()>;
+    /// Whether the store is ready: it answers, and writes are not failing. From a write that
+    /// fails for a reason that can pass (full disk, I/O error, a busy or changed database)
+    /// until the next write commits, this answers `Unavailable` saying why
+    /// ("writes are failing: database or disk is full").
+    async fn health(&self) -> Result<()>;
 
     /// Seeds an empty store. Returns `false`, and writes nothing, if any org exists.
     async fn bootstrap(&self, b: Bootstrap) -> Result<bool>;

@@ -278,7 +278,7 @@ async fn a_store_from_before_provenance_opens_and_keeps_its_hashes() {
     {
         // What the version-1 code wrote: its schema, one org, one event row.
         let raw = Connection::open(dir.path().join(DB_FILE)).unwrap();
-        raw.execute_batch(include_str!("fixtures/schema-v1.sql"))
+        raw.execute_batch(include_str!("fixtures/schema_v1.sql"))
             .unwrap();
         raw.pragma_update(None, "user_version", 1).unwrap();
         raw.execute(

@@ -9,13 +9,19 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
+use trail_store::StoreError;
 
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Ready when the store answers and its writes are not failing: 503 saying why otherwise
+/// ("not ready: writes are failing: database or disk is full"), until a write commits.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    state.store.ping().await?;
+    state.store.health().await.map_err(|e| match e {
+        StoreError::Unavailable(why) => ApiError::NotReady(why),
+        other => ApiError::NotReady(other.to_string()),
+    })?;
     Ok(Json(json!({"status": "ready"})))
 }
 

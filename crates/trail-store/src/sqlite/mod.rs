@@ -5,18 +5,22 @@
 //! connections on the WAL snapshot ([`read`]). Strings are dictionary-encoded ([`dict`]).
 
 mod dict;
+mod migrate;
 mod read;
 mod row;
 mod tree;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use tokio::sync::Semaphore;
 use trail_core::scope::Role;
 use trail_core::{EventBody, Timestamp};
 
@@ -29,29 +33,62 @@ use writer::Writer;
 
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "trail.db";
-const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: i64 = 2;
-
-/// The steps from each schema version to the next: `MIGRATIONS[n]` takes version `n + 1` to
-/// `n + 2`, in one transaction. A new store runs `schema.sql` (version 1), then every step.
-const MIGRATIONS: &[&str] = &[
-    // 1 -> 2: provenance. `sub` names the credential that sent an event (dict); `enc` is the
-    // canonical encoding an event was hashed with: rows stored before default to 1, new rows
-    // write NULL for the current one.
-    "ALTER TABLE events ADD COLUMN enc INTEGER DEFAULT 1;
-     ALTER TABLE events ADD COLUMN sub INTEGER;",
-];
+pub use migrate::SCHEMA_VERSION;
 
 /// `k = org << SEQ_BITS | seq`: an org's log is one contiguous key range.
 pub(crate) const SEQ_BITS: u32 = 40;
 pub(crate) const SEQ_MASK: i64 = (1 << SEQ_BITS) - 1;
 
+/// Connections for reading events (queries, exports, proofs, perf figures).
+const EVENT_READERS: u32 = 8;
+/// Connections for everything else: credentials, sessions, orgs, members, settings. Event
+/// reads never take these, so authenticating a call never waits behind a slow query.
+const LOOKUP_READERS: u32 = 2;
+/// At most this many reads of one org's events run at once: one org's queries can hold at
+/// most half of the event readers, whatever they cost.
+const READS_PER_ORG: usize = EVENT_READERS as usize / 2;
+/// How long a filtered query (`query`, `api_calls`) may run before SQLite stops it.
+pub const QUERY_DEADLINE: Duration = Duration::from_secs(2);
+/// SQLite virtual-machine steps between two checks of the deadline.
+const DEADLINE_CHECK_STEPS: i32 = 1000;
+
 pub struct SqliteStore {
     /// `None` when opened read-only.
     writer: Option<Writer>,
     readers: r2d2::Pool<SqliteConnectionManager>,
+    lookups: r2d2::Pool<SqliteConnectionManager>,
+    /// A semaphore per org, of [`READS_PER_ORG`] permits, held by each read of its events.
+    org_reads: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// The query deadline, in microseconds.
+    deadline_us: AtomicU64,
     dict: Arc<DictCache>,
     path: PathBuf,
+}
+
+fn pool(
+    path: &Path,
+    size: u32,
+    init: fn(&mut Connection) -> rusqlite::Result<()>,
+) -> Result<r2d2::Pool<SqliteConnectionManager>> {
+    let manager = SqliteConnectionManager::file(path)
+        .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .with_init(init);
+    r2d2::Pool::builder()
+        .max_size(size)
+        .min_idle(Some(1))
+        .build(manager)
+        .map_err(|e| StoreError::Unavailable(e.to_string()))
+}
+
+fn init_reader(c: &mut Connection) -> rusqlite::Result<()> {
+    c.busy_timeout(Duration::from_secs(5))?;
+    c.pragma_update(None, "query_only", true)?;
+    c.pragma_update(None, "cache_size", -16_000)?;
+    c.pragma_update(None, "mmap_size", 256i64 << 20)
+}
+
+fn init_read_only(c: &mut Connection) -> rusqlite::Result<()> {
+    c.pragma_update(None, "query_only", true)
 }
 
 impl SqliteStore {
@@ -70,23 +107,13 @@ impl SqliteStore {
         )
         .map_err(unavailable)?;
         configure(&conn).map_err(unavailable)?;
-        migrate(&mut conn)?;
-        let manager = SqliteConnectionManager::file(&path)
-            .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .with_init(|c| {
-                c.busy_timeout(Duration::from_secs(5))?;
-                c.pragma_update(None, "query_only", true)?;
-                c.pragma_update(None, "cache_size", -16_000)?;
-                c.pragma_update(None, "mmap_size", 256i64 << 20)
-            });
-        let readers = r2d2::Pool::builder()
-            .max_size(8)
-            .min_idle(Some(1))
-            .build(manager)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        migrate::migrate(&mut conn)?;
         Ok(SqliteStore {
             writer: Some(Writer::start(conn)?),
-            readers,
+            readers: pool(&path, EVENT_READERS, init_reader)?,
+            lookups: pool(&path, LOOKUP_READERS, init_reader)?,
+            org_reads: Mutex::default(),
+            deadline_us: AtomicU64::new(QUERY_DEADLINE.as_micros() as u64),
             dict: Arc::new(DictCache::default()),
             path,
         })
@@ -104,27 +131,27 @@ impl SqliteStore {
         }
         let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(unavailable)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(unavailable)?;
+        let version = migrate::version(&conn)?;
         if version != SCHEMA_VERSION {
             return Err(StoreError::Unavailable(format!(
                 "the store has schema version {version}; this Trail reads version {SCHEMA_VERSION}"
             )));
         }
-        let manager = SqliteConnectionManager::file(&path)
-            .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .with_init(|c| c.pragma_update(None, "query_only", true));
-        let readers = r2d2::Pool::builder()
-            .max_size(2)
-            .build(manager)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(SqliteStore {
             writer: None,
-            readers,
+            readers: pool(&path, 2, init_read_only)?,
+            lookups: pool(&path, 1, init_read_only)?,
+            org_reads: Mutex::default(),
+            deadline_us: AtomicU64::new(QUERY_DEADLINE.as_micros() as u64),
             dict: Arc::new(DictCache::default()),
             path,
         })
+    }
+
+    /// Sets how long a filtered query may run ([`QUERY_DEADLINE`] by default).
+    pub fn set_query_deadline(&self, deadline: Duration) {
+        self.deadline_us
+            .store(deadline.as_micros() as u64, Ordering::Relaxed);
     }
 
     fn writer(&self) -> Result<&Writer> {
@@ -138,11 +165,12 @@ impl SqliteStore {
         &self.path
     }
 
+    /// A read of anything but events, on the lookup pool.
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection, &DictCache) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let pool = self.readers.clone();
+        let pool = self.lookups.clone();
         let dict = self.dict.clone();
         tokio::task::spawn_blocking(move || {
             let conn = pool
@@ -152,6 +180,70 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("reader task failed: {e}")))?
+    }
+
+    /// A read of `org`'s events, on the event pool, holding one of the org's
+    /// [`READS_PER_ORG`] permits until it ends; with `deadline`, SQLite stops it once the
+    /// query deadline has passed (`TimedOut`).
+    async fn read_events<T: Send + 'static>(
+        &self,
+        org: &str,
+        deadline: bool,
+        f: impl FnOnce(&Connection, &DictCache) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let permit = self
+            .org_gate(org)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Unavailable("the store is closing".into()))?;
+        let limit =
+            deadline.then(|| Duration::from_micros(self.deadline_us.load(Ordering::Relaxed)));
+        let pool = self.readers.clone();
+        let dict = self.dict.clone();
+        tokio::task::spawn_blocking(move || {
+            // Held until the read ends, even if the caller has gone.
+            let _permit = permit;
+            let conn = pool
+                .get()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            let Some(limit) = limit else {
+                return f(&conn, &dict);
+            };
+            let end = Instant::now() + limit;
+            conn.progress_handler(DEADLINE_CHECK_STEPS, Some(move || Instant::now() >= end))
+                .map_err(unavailable)?;
+            // Removed however the read ends (even by a panic), before the connection goes
+            // back to the pool.
+            let _deadline = ClearsProgressHandler(&conn);
+            f(&conn, &dict).map_err(|e| match e {
+                StoreError::TimedOut(_) => StoreError::TimedOut(limit),
+                other => other,
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("reader task failed: {e}")))?
+    }
+
+    /// The semaphore that bounds the concurrent event reads of `org`.
+    fn org_gate(&self, org: &str) -> Arc<Semaphore> {
+        let mut gates = self.org_reads.lock().expect("org read gates lock");
+        if gates.len() >= 1024 {
+            // Forget the gates nobody holds; they are made again when needed.
+            gates.retain(|_, g| Arc::strong_count(g) > 1 || g.available_permits() < READS_PER_ORG);
+        }
+        gates
+            .entry(org.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(READS_PER_ORG)))
+            .clone()
+    }
+}
+
+/// Removes a connection's progress handler when dropped.
+struct ClearsProgressHandler<'a>(&'a Connection);
+
+impl Drop for ClearsProgressHandler<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.progress_handler(0, None::<fn() -> bool>);
     }
 }
 
@@ -170,33 +262,11 @@ pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn migrate(conn: &mut Connection) -> Result<()> {
-    let version: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(unavailable)?;
-    if version > SCHEMA_VERSION {
-        return Err(StoreError::Unavailable(format!(
-            "the data directory has schema version {version}, newer than this Trail's {SCHEMA_VERSION}: upgrade Trail"
-        )));
-    }
-    let mut at = version;
-    while at < SCHEMA_VERSION {
-        let tx = conn.transaction().map_err(unavailable)?;
-        let step = if at == 0 {
-            SCHEMA
-        } else {
-            MIGRATIONS[(at - 1) as usize]
-        };
-        tx.execute_batch(step).map_err(unavailable)?;
-        at += 1;
-        tx.pragma_update(None, "user_version", at)
-            .map_err(unavailable)?;
-        tx.commit().map_err(unavailable)?;
-    }
-    Ok(())
-}
-
 pub(crate) fn unavailable(e: rusqlite::Error) -> StoreError {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::OperationInterrupted) {
+        // Stopped by the query deadline; the reader puts in how long that was.
+        return StoreError::TimedOut(Duration::ZERO);
+    }
     StoreError::Unavailable(e.to_string())
 }
 
@@ -221,6 +291,16 @@ impl Store for SqliteStore {
         self.read(|c, _| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
             .await?;
         self.writer()?.exec(|_| Ok(())).await
+    }
+
+    async fn health(&self) -> Result<()> {
+        self.ping().await?;
+        match self.writer()?.fault() {
+            Some(why) => Err(StoreError::Unavailable(format!(
+                "writes are failing: {why}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     async fn bootstrap(&self, b: Bootstrap) -> Result<bool> {
@@ -430,14 +510,18 @@ impl Store for SqliteStore {
 
     async fn query(&self, org: &str, q: &EventQuery) -> Result<EventPage> {
         let (org, q) = (org.to_owned(), q.clone());
-        self.read(move |c, dict| read::query(c, dict, &org, &q))
-            .await
+        self.read_events(&org.clone(), true, move |c, dict| {
+            read::query(c, dict, &org, &q)
+        })
+        .await
     }
 
     async fn events_from(&self, org: &str, from: u64, limit: usize) -> Result<Vec<StoredEvent>> {
         let org = org.to_owned();
-        self.read(move |c, dict| read::events_from(c, dict, &org, from, limit))
-            .await
+        self.read_events(&org.clone(), false, move |c, dict| {
+            read::events_from(c, dict, &org, from, limit)
+        })
+        .await
     }
 
     async fn events_for_audit(
@@ -447,8 +531,10 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<crate::AuditRows> {
         let org = org.to_owned();
-        self.read(move |c, dict| read::events_for_audit(c, dict, &org, from, limit))
-            .await
+        self.read_events(&org.clone(), false, move |c, dict| {
+            read::events_for_audit(c, dict, &org, from, limit)
+        })
+        .await
     }
 
     async fn log_size(&self, org: &str) -> Result<u64> {
@@ -463,26 +549,34 @@ impl Store for SqliteStore {
         until: Timestamp,
     ) -> Result<crate::CallsByRoute> {
         let org = org.to_owned();
-        self.read(move |c, dict| read::api_calls(c, dict, &org, since, until))
-            .await
+        self.read_events(&org.clone(), true, move |c, dict| {
+            read::api_calls(c, dict, &org, since, until)
+        })
+        .await
     }
 
     async fn tree_root(&self, org: &str, size: u64) -> Result<[u8; 32]> {
         let org = org.to_owned();
-        self.read(move |c, _| tree::Tree::open(c, &org, size)?.root())
-            .await
+        self.read_events(&org.clone(), false, move |c, _| {
+            tree::Tree::open(c, &org, size)?.root()
+        })
+        .await
     }
 
     async fn inclusion_proof(&self, org: &str, seq: u64, size: u64) -> Result<Vec<[u8; 32]>> {
         let org = org.to_owned();
-        self.read(move |c, _| tree::Tree::open(c, &org, size)?.inclusion(seq))
-            .await
+        self.read_events(&org.clone(), false, move |c, _| {
+            tree::Tree::open(c, &org, size)?.inclusion(seq)
+        })
+        .await
     }
 
     async fn consistency_proof(&self, org: &str, from: u64, to: u64) -> Result<Vec<[u8; 32]>> {
         let org = org.to_owned();
-        self.read(move |c, _| tree::Tree::open(c, &org, to)?.consistency(from))
-            .await
+        self.read_events(&org.clone(), false, move |c, _| {
+            tree::Tree::open(c, &org, to)?.consistency(from)
+        })
+        .await
     }
 
     async fn extend_tiles(&self, org: &str, signed: u64, size: u64) -> Result<()> {
@@ -524,5 +618,75 @@ impl Store for SqliteStore {
         self.writer()?
             .exec(move |w| w.init_setting(&key, &value))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    /// Polls a future once: `Some` if it is done at once.
+    fn poll_once<F: Future + Unpin>(f: &mut F) -> Option<F::Output> {
+        match std::pin::Pin::new(f).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        }
+    }
+
+    async fn store() -> (SqliteStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        for id in ["acme", "umbrella"] {
+            store
+                .create_org(
+                    Org {
+                        id: id.into(),
+                        name: id.into(),
+                        created_at: Timestamp(0),
+                    },
+                    None,
+                    Vec::new(),
+                )
+                .await
+                .unwrap();
+        }
+        (store, dir)
+    }
+
+    /// While one org's slow queries hold every read they may (its permits, and as many event
+    /// readers), credential lookups and other orgs' queries still find a connection; the
+    /// org's next query waits for its own.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_orgs_slow_reads_leave_readers_for_everyone_else() {
+        let (store, _dir) = store().await;
+        // acme's slow queries in flight: every permit of acme, each with an event reader.
+        let gate = store.org_gate("acme");
+        let mut held = Vec::new();
+        for _ in 0..READS_PER_ORG {
+            held.push((
+                gate.clone().try_acquire_owned().unwrap(),
+                store.readers.get().unwrap(),
+            ));
+        }
+        // Credential lookups do not use the event readers at all.
+        let all_event_readers: Vec<_> = (READS_PER_ORG..EVENT_READERS as usize)
+            .map(|_| store.readers.get().unwrap())
+            .collect();
+        assert_eq!(store.token("pat_nope").await.unwrap(), None);
+        assert!(store.org("acme").await.unwrap().is_some());
+        drop(all_event_readers);
+        // Another org's query finds a reader.
+        let q = EventQuery {
+            limit: 10,
+            ..EventQuery::default()
+        };
+        store.query("umbrella", &q).await.unwrap();
+        // acme's next query waits for one of acme's own to end.
+        let mut next = Box::pin(store.query("acme", &q));
+        assert!(poll_once(&mut next).is_none());
+        held.pop();
+        next.await.unwrap();
     }
 }

@@ -53,21 +53,11 @@ fn resolve(conn: &Connection, field: Field, m: &Matcher) -> Result<Resolved> {
             Resolved::Ids(code.into_iter().collect())
         }
         Matcher::Text(path) if field == Field::Route && !path.contains(' ') => {
-            // A path without a method matches the template under every method.
-            let mut s = conn
-                .prepare_cached("SELECT id, value FROM dict WHERE substr(value, -length(?1)) = ?1")
-                .map_err(unavailable)?;
-            let rows = s
-                .query_map([path], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-                })
-                .map_err(unavailable)?;
+            // A path without a method stands for the template under each registered method:
+            // a bounded number of exact lookups, whatever other orgs have stored.
             let mut ids = Vec::new();
-            for row in rows {
-                let (id, value) = row.map_err(unavailable)?;
-                if value.split_once(' ').is_some_and(|(_, p)| p == path) {
-                    ids.push(id);
-                }
+            for template in trail_core::query::route_templates(path) {
+                ids.extend(id_of(conn, &template)?);
             }
             Resolved::Ids(ids)
         }

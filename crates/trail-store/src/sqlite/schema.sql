@@ -1,4 +1,5 @@
--- Trail's embedded store, schema version 1.
+-- Trail's embedded store, schema version 1: the first step of migrate.rs. Later versions are
+-- further steps there; this file stays as shipped, since stores made from it exist.
 --
 -- Events are clustered by (org, seq): the rowid `k` is org << 40 | seq, so an org's log is
 -- one contiguous range of the table's b-tree and seq ranges (proofs, exports) are range

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use lru::LruCache;
@@ -42,11 +43,15 @@ enum Job {
     Exec(Box<dyn FnOnce(&mut WriterState) + Send>),
 }
 
+/// Why the last write transaction failed, until one commits: what readiness reports.
+pub(crate) type WriteFault = Arc<Mutex<Option<String>>>;
+
 /// The handle the store holds; dropping it stops the thread once its queue is drained, and
 /// waits for it to close the database.
 pub(crate) struct Writer {
     tx: Option<mpsc::Sender<Job>>,
     thread: Option<thread::JoinHandle<()>>,
+    fault: WriteFault,
 }
 
 impl Drop for Writer {
@@ -61,12 +66,14 @@ impl Drop for Writer {
 impl Writer {
     pub fn start(conn: Connection) -> Result<Writer> {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let fault = WriteFault::default();
         let state = WriterState {
             conn,
             org_ids: HashMap::new(),
             next_seq: HashMap::new(),
             dict: LruCache::new(NonZeroUsize::new(DICT_CACHE).expect("not zero")),
             last_received: Timestamp(i64::MIN),
+            fault: fault.clone(),
         };
         let thread = thread::Builder::new()
             .name("trail-sqlite-writer".into())
@@ -75,7 +82,13 @@ impl Writer {
         Ok(Writer {
             tx: Some(tx),
             thread: Some(thread),
+            fault,
         })
+    }
+
+    /// Why writes are failing, if the last write transaction failed.
+    pub fn fault(&self) -> Option<String> {
+        self.fault.lock().expect("write fault lock").clone()
     }
 
     pub async fn append(&self, org: String, events: Vec<EventBody>) -> Result<Vec<Appended>> {
@@ -138,6 +151,7 @@ fn run(mut state: WriterState, mut rx: mpsc::Receiver<Job>) {
 
 pub(crate) struct WriterState {
     conn: Connection,
+    /// Org ids by slug, as committed.
     org_ids: HashMap<String, i64>,
     /// The next seq of each org, as committed.
     next_seq: HashMap<i64, u64>,
@@ -145,13 +159,38 @@ pub(crate) struct WriterState {
     dict: LruCache<String, i64>,
     /// receivedAt never goes backwards, even if the clock does.
     last_received: Timestamp,
+    fault: WriteFault,
 }
 
-/// What one transaction has changed in the writer's caches; applied only if it commits.
+/// What one transaction has learnt or changed for the writer's caches; applied only if it
+/// commits, so the caches only ever hold committed state.
 #[derive(Default)]
 struct Pending {
+    org_ids: HashMap<String, i64>,
     next_seq: HashMap<i64, u64>,
     dict: HashMap<String, i64>,
+}
+
+/// The writer's view of what is committed: read through `pending` first (this transaction's
+/// own changes), then the caches, then the database.
+struct Caches<'a> {
+    org_ids: &'a HashMap<String, i64>,
+    next_seq: &'a HashMap<i64, u64>,
+    dict: &'a mut LruCache<String, i64>,
+}
+
+/// Whether a failed write says nothing about the writer's caches: a refusal decided from
+/// committed state (unknown org, a duplicate, a missing reference, a full log). Anything else
+/// (a collision with state the writer did not expect, a full disk, an I/O error, a busy
+/// database) may mean the caches no longer match the database.
+fn is_refusal(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::UnknownOrg(_)
+            | StoreError::Conflict(_)
+            | StoreError::NotFound(_)
+            | StoreError::LogFull(_)
+    )
 }
 
 impl WriterState {
@@ -173,16 +212,12 @@ impl WriterState {
                 // writes anything; a failure once rows are written is an I/O fault, and
                 // fails the whole group.
                 let events = std::mem::take(events);
-                match append_one(
-                    &tx,
-                    &mut self.org_ids,
-                    &self.next_seq,
-                    &mut self.dict,
-                    &mut pending,
-                    org,
-                    events,
-                    received_at,
-                ) {
+                let caches = Caches {
+                    org_ids: &self.org_ids,
+                    next_seq: &self.next_seq,
+                    dict: &mut self.dict,
+                };
+                match append_one(&tx, caches, &mut pending, org, events, received_at) {
                     Ok(appended) => results.push(Ok(appended)),
                     Err(e @ (StoreError::UnknownOrg(_) | StoreError::LogFull(_))) => {
                         results.push(Err(e))
@@ -210,6 +245,7 @@ impl WriterState {
             }
             Err(e) => {
                 tracing::error!(error = %e, "group commit failed");
+                self.failed(&e);
                 for (_, _, reply) in group.drain(..) {
                     let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
                 }
@@ -230,35 +266,58 @@ impl WriterState {
     ) -> Result<T> {
         let received_at = self.next_received_at();
         let mut pending = Pending::default();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(unavailable)?;
-        let out = f(&tx)?;
-        for (org, event) in audit {
-            append_one(
-                &tx,
-                &mut self.org_ids,
-                &self.next_seq,
-                &mut self.dict,
-                &mut pending,
-                &org,
-                vec![event],
-                received_at,
-            )?;
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let out = f(&tx)?;
+            for (org, event) in audit {
+                let caches = Caches {
+                    org_ids: &self.org_ids,
+                    next_seq: &self.next_seq,
+                    dict: &mut self.dict,
+                };
+                append_one(&tx, caches, &mut pending, &org, vec![event], received_at)?;
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(out)
+        })();
+        match &result {
+            Ok(_) => self.apply(pending, received_at),
+            Err(e) if is_refusal(e) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "write failed");
+                self.failed(e);
+            }
         }
-        tx.commit().map_err(unavailable)?;
-        self.apply(pending, received_at);
-        Ok(out)
+        result
     }
 
-    /// Takes in what a committed transaction assigned.
+    /// Takes in what a committed transaction assigned; writes work again.
     fn apply(&mut self, pending: Pending, received_at: Timestamp) {
+        self.org_ids.extend(pending.org_ids);
         self.next_seq.extend(pending.next_seq);
         for (value, id) in pending.dict {
             self.dict.put(value, id);
         }
         self.last_received = self.last_received.max(received_at);
+        self.fault.lock().expect("write fault lock").take();
+    }
+
+    /// After a write transaction failed for a reason that can pass: forgets everything read
+    /// from the database, so the next write reads committed state again instead of repeating
+    /// a stale guess (a seq another connection has taken, say), and records why for
+    /// readiness until a write commits.
+    fn failed(&mut self, e: &StoreError) {
+        self.org_ids.clear();
+        self.next_seq.clear();
+        self.dict.clear();
+        let why = match e {
+            StoreError::Unavailable(m) => m.clone(),
+            other => other.to_string(),
+        };
+        *self.fault.lock().expect("write fault lock") = Some(why);
     }
 
     pub fn bootstrap(&mut self, b: &Bootstrap) -> Result<bool> {
@@ -598,26 +657,30 @@ fn user_or_insert(tx: &Connection, user: User) -> Result<User> {
     Ok(user)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn append_one(
     tx: &Connection,
-    org_ids: &mut HashMap<String, i64>,
-    committed_seq: &HashMap<i64, u64>,
-    committed_dict: &mut LruCache<String, i64>,
+    committed: Caches<'_>,
     pending: &mut Pending,
     org: &str,
     events: Vec<EventBody>,
     received_at: Timestamp,
 ) -> Result<Vec<Appended>> {
-    let org_id = match org_ids.get(org) {
+    let org_id = match pending.org_ids.get(org).or(committed.org_ids.get(org)) {
         Some(id) => *id,
         None => {
+            // Learnt inside this transaction: cached only if it commits (the org may be one
+            // this very transaction creates).
             let id = org_id(tx, org)?;
-            org_ids.insert(org.to_owned(), id);
+            pending.org_ids.insert(org.to_owned(), id);
             id
         }
     };
-    let mut seq = match pending.next_seq.get(&org_id).or(committed_seq.get(&org_id)) {
+    let committed_dict = committed.dict;
+    let mut seq = match pending
+        .next_seq
+        .get(&org_id)
+        .or(committed.next_seq.get(&org_id))
+    {
         Some(s) => *s,
         None => next_seq_on_disk(tx, org_id)?,
     };
@@ -734,12 +797,32 @@ fn constraint(e: rusqlite::Error, what: impl FnOnce() -> String) -> StoreError {
     }
 }
 
+/// Inserts an org under the next id of the `next_org_id` counter, which only goes up: an id
+/// is never given twice, even if an org were removed, so nothing that names an org by id (a
+/// log's key range) can come to mean another.
 fn insert_org(tx: &Connection, org: &Org) -> Result<()> {
+    let next: i64 = tx
+        .query_row(
+            "SELECT max(CAST(value AS INTEGER), (SELECT coalesce(max(id), 0) + 1 FROM orgs))              FROM meta WHERE key = 'next_org_id'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(unavailable)?
+        .ok_or_else(|| StoreError::Corrupt("the org id counter is missing".into()))?;
+    if next >= 1 << (63 - SEQ_BITS) {
+        return Err(StoreError::Unavailable("no org ids are left".into()));
+    }
     tx.execute(
-        "INSERT INTO orgs (slug, name, created_at) VALUES (?1, ?2, ?3)",
-        params![org.id, org.name, org.created_at.micros()],
+        "INSERT INTO orgs (id, slug, name, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![next, org.id, org.name, org.created_at.micros()],
     )
     .map_err(|e| constraint(e, || format!("org {:?}", org.id)))?;
+    tx.execute(
+        "UPDATE meta SET value = CAST(?1 AS TEXT) WHERE key = 'next_org_id'",
+        [next + 1],
+    )
+    .map_err(unavailable)?;
     Ok(())
 }
 

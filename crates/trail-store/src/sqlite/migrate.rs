@@ -1,0 +1,94 @@
+//! The schema, as a list of versioned steps.
+//!
+//! `PRAGMA user_version` is the number of steps a database has been through. Opening a store
+//! applies the steps it lacks, in order, each in its own transaction together with the new
+//! version, so a crash leaves the store at one version or the next, never in between. A new
+//! store goes through every step from the first. To change the schema, append a step: never
+//! edit one that has shipped, since stores made by it exist.
+
+use rusqlite::Transaction;
+
+use super::unavailable;
+use crate::{Result, StoreError};
+
+/// One step: what it does, and the SQL (or code) that takes a store from the version before
+/// it to its own.
+struct Step {
+    what: &'static str,
+    apply: fn(&Transaction<'_>) -> rusqlite::Result<()>,
+}
+
+/// Step `i` takes a store from version `i` to version `i + 1`.
+const STEPS: &[Step] = &[
+    Step {
+        what: "the tables of the first release",
+        apply: |tx| tx.execute_batch(include_str!("schema.sql")),
+    },
+    Step {
+        what: "org ids from a counter that never goes back, so no id is ever given twice",
+        apply: |tx| {
+            tx.execute_batch(
+                "INSERT INTO meta (key, value) \
+                 SELECT 'next_org_id', CAST(coalesce(max(id), 0) + 1 AS TEXT) FROM orgs;",
+            )
+        },
+    },
+    Step {
+        what: "provenance: the credential that sent each event, and the canonical encoding it \
+               was hashed with (rows stored before read as encoding 1; new rows write NULL for \
+               the current one)",
+        apply: |tx| {
+            tx.execute_batch(
+                "ALTER TABLE events ADD COLUMN enc INTEGER DEFAULT 1;
+                 ALTER TABLE events ADD COLUMN sub INTEGER;",
+            )
+        },
+    },
+];
+
+/// The schema version this Trail writes and reads.
+pub const SCHEMA_VERSION: i64 = STEPS.len() as i64;
+
+/// Brings the database to [`SCHEMA_VERSION`], one step per transaction.
+pub(crate) fn migrate(conn: &mut rusqlite::Connection) -> Result<()> {
+    let version = version(conn)?;
+    if !(0..=SCHEMA_VERSION).contains(&version) {
+        return Err(StoreError::Unavailable(format!(
+            "the data directory has schema version {version}, newer than this Trail's \
+             {SCHEMA_VERSION}: upgrade Trail"
+        )));
+    }
+    for (i, step) in STEPS.iter().enumerate().skip(version as usize) {
+        let to = i as i64 + 1;
+        let fail = |e: rusqlite::Error| {
+            StoreError::Unavailable(format!(
+                "cannot migrate the store to schema version {to} ({}): {e}",
+                step.what
+            ))
+        };
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+            .map_err(fail)?;
+        // Another process may have migrated it meanwhile.
+        if version_of(&tx)? >= to {
+            continue;
+        }
+        (step.apply)(&tx).map_err(fail)?;
+        tx.pragma_update(None, "user_version", to).map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        if version > 0 {
+            tracing::info!(version = to, step = step.what, "migrated the store");
+        }
+    }
+    Ok(())
+}
+
+/// The schema version of a database.
+pub(crate) fn version(conn: &rusqlite::Connection) -> Result<i64> {
+    version_of(conn)
+}
+
+fn version_of(conn: &rusqlite::Connection) -> Result<i64> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(unavailable)
+}
