@@ -318,6 +318,13 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Everything the server creates (the store, its key, heads and token files, archives,
+    // the operator socket) is its own: no file of a data directory is readable by others.
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     let config = trail_server::ServeConfig {
         data_dir: args.data,
         listen: args.listen,
@@ -329,6 +336,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         checkpoint_interval: args.checkpoint_interval.0,
     };
     let bound = trail_server::bind(&config).await?;
+    let shutdown = shutdown_signal();
     let socket = match operator::Socket::listen(&config.data_dir, bound.store.clone()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -348,7 +356,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "checkpoints are signed by: {}",
         bound.verifier_key
     ));
-    let served = bound.serve(shutdown_signal()).await;
+    let served = bound.serve(shutdown).await;
     if let Some(socket) = socket {
         socket.close();
     }
@@ -368,25 +376,36 @@ async fn set_password(data: &std::path::Path, email: String) -> anyhow::Result<(
     cli::output::line(&done)
 }
 
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        tokio::signal::ctrl_c().await.ok();
-    };
+/// Ctrl-C or SIGTERM. The handlers are installed when this is called (not when the future is
+/// first polled), so a SIGTERM that arrives right after the banner still stops the server
+/// gracefully instead of killing it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = wait(interrupt) => {},
+                () = wait(terminate) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await.ok();
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }
