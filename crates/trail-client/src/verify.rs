@@ -2,6 +2,14 @@
 //! pinned key, consistent with the checkpoint this client saw last time (kept in its state
 //! directory), and given by the events the server serves, each recomputed from its
 //! canonical bytes.
+//!
+//! Two kinds of failure are told apart, because they call for different actions:
+//! - **a different log, or a rotated key** ([`VerifyError::DifferentKey`]): the server signs
+//!   with a key other than the one pinned, or the checkpoint remembered for this origin was
+//!   signed by another key. Nothing says the log was tampered with; the operator re-pins
+//!   (`--key`) or forgets a log replaced on purpose.
+//! - **tampering** ([`VerifyError::Checkpoint`], [`VerifyError::Finding`]): the same key
+//!   signed a history that the events, or an earlier checkpoint, contradict.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +33,10 @@ pub enum VerifyError {
     /// A checkpoint is not what it must be (bad signature, wrong origin, not consistent).
     #[error("{0}")]
     Checkpoint(String),
+    /// The log is signed by another key than the one trusted for it: a different log, or a
+    /// rotated key (not evidence of tampering; see the module documentation).
+    #[error("{0}")]
+    DifferentKey(String),
     #[error("the state directory: {0}")]
     State(String),
 }
@@ -42,6 +54,9 @@ pub struct SeenCheckpoint {
     pub size: u64,
     pub root: String,
     pub note: String,
+    /// The key it was verified with (absent in state written by older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 impl Witness {
@@ -111,7 +126,25 @@ pub async fn verify_log(
     let newest_note = client
         .get_text(&format!("/v1/orgs/{o}/log/checkpoint"))
         .await?;
-    let newest = open_checked(&newest_note)?;
+    let newest = match open_checked(&newest_note) {
+        Ok(c) => c,
+        Err(e) => {
+            // Signed by another key than the trusted one? Then it is another log (or the same
+            // log under a new key), which the operator must decide about, not tampering.
+            let served = client.get_json("/v1/log/key").await?;
+            let served = served["verifierKey"].as_str().unwrap_or("");
+            if let Ok(served) = VerifierKey::parse(served)
+                && served.to_string() != key.to_string()
+            {
+                return Err(VerifyError::DifferentKey(format!(
+                    "the server signs with key {served}, not the key trusted for it ({key}): \
+                     this is a different log, or its key was rotated. If that is expected, \
+                     trust the new key with --key {served}"
+                )));
+            }
+            return Err(e);
+        }
+    };
 
     // Every checkpoint up to the newest, each signature checked and each listed size and
     // root matched against its note.
@@ -147,7 +180,21 @@ pub async fn verify_log(
     // A log is known by its origin, whichever URL serves it.
     let previous = witness.checkpoints.get(&origin).cloned();
     if let Some(prev) = &previous {
-        let before = open_checked(&prev.note)?;
+        let other_key = prev.key.as_ref().is_some_and(|k| *k != key.to_string());
+        let before = match open_checked(&prev.note) {
+            Ok(c) if !other_key => c,
+            _ => {
+                return Err(VerifyError::DifferentKey(format!(
+                    "you verified a log named {origin:?} before, signed by another key{}: this \
+                     is a different log with the same name, or its key was rotated. If you \
+                     replaced that log on purpose, forget it: remove {origin:?} from the \
+                     witness file",
+                    prev.key
+                        .as_ref()
+                        .map_or(String::new(), |k| format!(" ({k})"))
+                )));
+            }
+        };
         if before.size > newest.size {
             return Err(VerifyError::Checkpoint(format!(
                 "the log went back: its newest checkpoint covers {} events, but you verified {} before",
@@ -204,7 +251,7 @@ pub async fn verify_log(
             _ => break,
         }
     }
-    let verified = verifier.finish(false).map_err(VerifyError::Finding)?;
+    let verified = verifier.finish().map_err(VerifyError::Finding)?;
     if verified.size != newest.size {
         return Err(VerifyError::Checkpoint(format!(
             "the events served reach {} of the {} the newest checkpoint covers",
@@ -217,6 +264,7 @@ pub async fn verify_log(
             size: newest.size,
             root: hex::encode(newest.root),
             note: newest_note,
+            key: Some(key.to_string()),
         },
     );
     Ok(Report {

@@ -8,11 +8,17 @@
 //! - **changed**: an event's content no longer gives the leaf hash stored with it;
 //! - **reordered**: an event's content gives the stored hash of another position;
 //! - **truncated**: the log ends before a signed checkpoint's size;
-//! - **inserted**: an event no signed checkpoint covers, when the log is expected to be
-//!   fully checkpointed (a store at rest);
+//! - **inserted**: a run of events that were shifted by one, where the shift begins;
 //! - **mismatch**: the content up to a checkpoint does not give its signed root although
 //!   every stored hash agrees with its event (the stored hashes were rewritten as well); the
 //!   first bad seq is then known to lie after the previous checkpoint.
+//!
+//! Events after the newest checkpoint are not a finding: a server that crashed (or a copy
+//! taken while it ran) has accepted events it has not signed yet. They are counted in
+//! [`Verified::uncovered`]; each is still checked against the hash stored with it, and the
+//! caller decides whether uncovered events are acceptable (`trail verify --strict` does not
+//! accept them). An event appended by someone who can also compute its hash is, by its
+//! nature, told from a genuine one only once a checkpoint has been signed without it.
 
 use std::fmt;
 
@@ -73,7 +79,7 @@ impl fmt::Display for Finding {
             Problem::Inserted => {
                 write!(
                     f,
-                    "seq {seq} was inserted: no signed checkpoint covers it, or it moved the events after it"
+                    "seq {seq} was inserted: the events after it were moved up by one"
                 )
             }
             Problem::Mismatch { checkpoint_size } => write!(
@@ -181,20 +187,12 @@ impl LogVerifier {
         }
     }
 
-    /// The verdict. `at_rest`: the log should be fully checkpointed (a stopped store), so an
-    /// event past the newest checkpoint is an insertion rather than one not yet covered.
-    pub fn finish(self, at_rest: bool) -> Result<Verified, Finding> {
+    /// The verdict: the first bad seq, or what was verified (and how many events no signed
+    /// checkpoint covers yet).
+    pub fn finish(self) -> Result<Verified, Finding> {
         let newest = self.checkpoints.last().map_or(0, |c| c.size);
         let size = self.builder.size();
-        // Listed first: at the same seq, an event no checkpoint covers is best told as
-        // inserted, whatever else is wrong with it.
         let mut findings: Vec<Finding> = Vec::new();
-        if at_rest && self.gap.is_none() && size > newest {
-            findings.push(Finding {
-                seq: newest,
-                problem: Problem::Inserted,
-            });
-        }
         if let Some(seq) = self.gap {
             findings.push(Finding {
                 seq,
@@ -315,16 +313,12 @@ mod tests {
             .collect()
     }
 
-    fn run(
-        entries: &[(Event, Hash)],
-        cps: Vec<Checkpoint>,
-        at_rest: bool,
-    ) -> Result<Verified, Finding> {
+    fn run(entries: &[(Event, Hash)], cps: Vec<Checkpoint>) -> Result<Verified, Finding> {
         let mut v = LogVerifier::new(cps);
         for (e, h) in entries {
             v.push(e, h);
         }
-        v.finish(at_rest)
+        v.finish()
     }
 
     #[test]
@@ -332,27 +326,36 @@ mod tests {
         let l = log(50);
         let cps = checkpoints(&l, &[0, 10, 37, 50]);
         assert_eq!(
-            run(&l, cps.clone(), true),
+            run(&l, cps.clone()),
             Ok(Verified {
                 size: 50,
                 checkpoints: 4,
                 uncovered: 0
             })
         );
+    }
+
+    #[test]
+    fn events_after_the_newest_checkpoint_are_uncovered_not_inserted() {
+        // What a crash leaves: events accepted but not yet signed.
+        let l = log(50);
         let cps = checkpoints(&l, &[10, 37]);
         assert_eq!(
-            run(&l, cps.clone(), false),
+            run(&l, cps.clone()),
             Ok(Verified {
                 size: 37,
                 checkpoints: 2,
                 uncovered: 13
             })
         );
+        // An uncovered event is still checked against the hash stored with it.
+        let mut changed = l.clone();
+        changed[45].0.action = "forged".into();
         assert_eq!(
-            run(&l, cps, true).unwrap_err(),
+            run(&changed, cps).unwrap_err(),
             Finding {
-                seq: 37,
-                problem: Problem::Inserted
+                seq: 45,
+                problem: Problem::Changed
             }
         );
     }
@@ -365,7 +368,7 @@ mod tests {
         let mut changed = l.clone();
         changed[23].0.action = "forged".into();
         assert_eq!(
-            run(&changed, cps.clone(), true).unwrap_err(),
+            run(&changed, cps.clone()).unwrap_err(),
             Finding {
                 seq: 23,
                 problem: Problem::Changed
@@ -375,7 +378,7 @@ mod tests {
         let mut missing = l.clone();
         missing.remove(23);
         assert_eq!(
-            run(&missing, cps.clone(), true).unwrap_err(),
+            run(&missing, cps.clone()).unwrap_err(),
             Finding {
                 seq: 23,
                 problem: Problem::Missing
@@ -388,7 +391,7 @@ mod tests {
         swapped[23] = (Event { seq: 23, ..b.0 }, b.1);
         swapped[24] = (Event { seq: 24, ..a.0 }, a.1);
         assert_eq!(
-            run(&swapped, cps.clone(), true).unwrap_err(),
+            run(&swapped, cps.clone()).unwrap_err(),
             Finding {
                 seq: 23,
                 problem: Problem::Reordered { from: 24 }
@@ -397,7 +400,7 @@ mod tests {
 
         let truncated = l[..40].to_vec();
         assert_eq!(
-            run(&truncated, cps.clone(), true).unwrap_err(),
+            run(&truncated, cps.clone()).unwrap_err(),
             Finding {
                 seq: 40,
                 problem: Problem::Truncated {
@@ -406,22 +409,18 @@ mod tests {
             }
         );
 
+        // An event appended with a valid hash of its own: no checkpoint covers it yet, and
+        // it is counted as such (a strict caller refuses it).
         let mut appended = l.clone();
         appended.extend(log(51).into_iter().skip(50));
-        assert_eq!(
-            run(&appended, cps.clone(), true).unwrap_err(),
-            Finding {
-                seq: 50,
-                problem: Problem::Inserted
-            }
-        );
+        assert_eq!(run(&appended, cps.clone()).unwrap().uncovered, 1);
 
         // The content and its stored hash rewritten together: only the signed roots tell.
         let mut rewritten = l.clone();
         rewritten[23].0.action = "forged".into();
         rewritten[23].1 = canonical::leaf_hash(&rewritten[23].0);
         assert_eq!(
-            run(&rewritten, cps, true).unwrap_err(),
+            run(&rewritten, cps).unwrap_err(),
             Finding {
                 seq: 10,
                 problem: Problem::Mismatch {
@@ -454,7 +453,7 @@ mod tests {
             )
         }));
         assert_eq!(
-            run(&inserted, cps.clone(), false).unwrap_err(),
+            run(&inserted, cps.clone()).unwrap_err(),
             Finding {
                 seq: 12,
                 problem: Problem::Inserted
@@ -472,7 +471,7 @@ mod tests {
             )
         }));
         assert_eq!(
-            run(&deleted, cps.clone(), false).unwrap_err(),
+            run(&deleted, cps.clone()).unwrap_err(),
             Finding {
                 seq: 12,
                 problem: Problem::Missing
@@ -485,7 +484,7 @@ mod tests {
         both[3].1 = canonical::leaf_hash(&both[3].0);
         both[20].0.action = "edited".into();
         assert_eq!(
-            run(&both, cps, false).unwrap_err(),
+            run(&both, cps).unwrap_err(),
             Finding {
                 seq: 0,
                 problem: Problem::Mismatch {
@@ -503,7 +502,7 @@ mod tests {
             v.push(e, h);
         }
         assert_eq!(
-            v.finish(false).unwrap_err(),
+            v.finish().unwrap_err(),
             Finding {
                 seq: 5,
                 problem: Problem::Unreadable

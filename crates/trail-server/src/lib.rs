@@ -174,8 +174,9 @@ pub struct ServeConfig {
     pub bootstrap_owner: String,
     pub session_idle: Duration,
     pub secure_cookies: bool,
-    /// The name of the logs (their origins are `<name>/<org>`) and of their signing key.
-    pub log_name: String,
+    /// The name of the logs (their origins are `<name>/<org>`) and of their signing key, on
+    /// first start; `None`: a name unique to this install (see [`log::load_or_create_key`]).
+    pub log_name: Option<String>,
     /// How often to sign checkpoints of logs that grew; `None`: never (benchmarks only).
     pub checkpoint_interval: Option<Duration>,
 }
@@ -189,6 +190,8 @@ pub struct Bound {
     app: Router,
     checkpointer: Arc<log::Checkpointer>,
     checkpoint_interval: Option<Duration>,
+    /// The store, for jobs the process runs beside the API (the operator socket).
+    pub store: Arc<dyn Store>,
     pub addr: SocketAddr,
     /// The key that verifies this server's checkpoints.
     pub verifier_key: String,
@@ -202,7 +205,9 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
     bootstrap(&*store, config).await?;
-    let key = Arc::new(log::load_or_create_key(&*store, &config.data_dir, &config.log_name).await?);
+    let key = Arc::new(
+        log::load_or_create_key(&*store, &config.data_dir, config.log_name.as_deref()).await?,
+    );
     let verifier_key = key.verifier().to_string();
     let checkpointer = Arc::new(log::Checkpointer::new(
         store.clone(),
@@ -216,11 +221,13 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let store = state.store.clone();
     Ok(Bound {
         listener,
         app: app(state),
         checkpointer,
         checkpoint_interval: config.checkpoint_interval,
+        store,
         addr,
         verifier_key,
     })
@@ -302,13 +309,23 @@ async fn bootstrap(store: &dyn Store, config: &ServeConfig) -> anyhow::Result<()
         std::fs::remove_file(&path).ok();
         return Ok(());
     }
-    println!(
+    say(format_args!(
         "Bootstrapped org {:?} with owner {}.",
         config.bootstrap_org, config.bootstrap_owner
-    );
-    println!("Owner token (shown once; also in {}):", path.display());
-    println!("  {}", minted.secret);
+    ));
+    say(format_args!(
+        "Owner token (shown once; also in {}):",
+        path.display()
+    ));
+    say(format_args!("  {}", minted.secret));
     Ok(())
+}
+
+/// Prints one line of the server's banner. Unlike `println!` it never panics: a server whose
+/// stdout was closed (a supervisor that stopped reading) keeps serving.
+pub fn say(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(line).and_then(|()| out.write_all(b"\n"));
 }
 
 fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {

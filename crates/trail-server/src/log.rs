@@ -36,12 +36,15 @@ use crate::error::ApiError;
 /// The signing key's file in the data directory (mode 0600).
 pub const KEY_FILE: &str = "log-signing-key";
 
-/// Loads the data directory's signing key, making one (named `name`) on first start. The
-/// store remembers the log's name, so a key of another log is refused.
+/// Loads the data directory's signing key, making one on first start, named `name` or, by
+/// default, with a name unique to this install (`trail-<8 hex digits>.local`): witnesses
+/// keep their state by log origin, so two installs must never share one. The store
+/// remembers the log's name, so a key of another log is refused; `name` is ignored once the
+/// key exists.
 pub async fn load_or_create_key(
     store: &dyn Store,
     dir: &Path,
-    name: &str,
+    name: Option<&str>,
 ) -> anyhow::Result<SignerKey> {
     let path = dir.join(KEY_FILE);
     let key = match std::fs::read_to_string(&path) {
@@ -49,10 +52,18 @@ pub async fn load_or_create_key(
             SignerKey::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let name = match name {
+                Some(n) => n.to_owned(),
+                // A store that lost its key keeps its name (and is told apart by the key).
+                None => match store.setting("log_name").await? {
+                    Some(n) => n,
+                    None => default_log_name(),
+                },
+            };
             let mut seed = [0u8; 32];
             rand::rng().fill_bytes(&mut seed);
-            let key =
-                SignerKey::from_seed(name, seed).map_err(|e| anyhow::anyhow!("--log-name: {e}"))?;
+            let key = SignerKey::from_seed(&name, seed)
+                .map_err(|e| anyhow::anyhow!("--log-name: {e}"))?;
             let mut options = std::fs::OpenOptions::new();
             options.write(true).create_new(true);
             #[cfg(unix)]
@@ -75,6 +86,11 @@ pub async fn load_or_create_key(
         );
     }
     Ok(key)
+}
+
+/// A log name no other install has: `trail-<8 random hex digits>.local`.
+pub fn default_log_name() -> String {
+    format!("trail-{:08x}.local", rand::rng().next_u32())
 }
 
 /// The origin of an org's log.

@@ -7,6 +7,7 @@
 //! figure comes with a baseline measured on the same machine at the same time.
 //! Every phase is bounded in events and in seconds.
 
+use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -70,67 +71,84 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "-".into()
         }
     };
-    println!("## trail bench\n");
-    println!(
+    let mut r = String::new();
+    writeln!(r, "## trail bench\n")?;
+    writeln!(
+        r,
         "- command: `trail bench --events {} --batch {} --clients {} --queries {}`",
         args.events, args.batch, args.clients, args.queries
-    );
-    println!("- machine: {}", machine());
-    println!(
+    )?;
+    writeln!(r, "- machine: {}", machine())?;
+    writeln!(
+        r,
         "- Trail: `trail serve` over HTTP on loopback, embedded SQLite, WAL synced at every group commit"
-    );
-    println!(
+    )?;
+    writeln!(
+        r,
         "- baseline: the same events into a plain SQLite table (JSON text + 4 indexes), one transaction and sync per batch, no HTTP\n"
-    );
-    println!("| measure | Trail | plain SQLite table | Trail / baseline |");
-    println!("|---|---|---|---|");
-    println!(
+    )?;
+    writeln!(
+        r,
+        "| measure | Trail | plain SQLite table | Trail / baseline |"
+    )?;
+    writeln!(r, "|---|---|---|---|")?;
+    writeln!(
+        r,
         "| ingest, durable ack, batches of {} (events/s) | {:.0} | {:.0} | {} |",
         args.batch,
         ingest.rate,
         base.rate,
         ratio(ingest.rate, base.rate)
-    );
-    println!(
+    )?;
+    writeln!(
+        r,
         "| ack latency p50 / p99 (ms) | {:.1} / {:.1} | {:.1} / {:.1} | |",
         ingest.p50_ms, ingest.p99_ms, base.p50_ms, base.p99_ms
-    );
-    println!(
+    )?;
+    writeln!(
+        r,
         "| ingest with checkpoints off (events/s) | {:.0} | | with / without: {} |",
         plain.rate,
         ratio(ingest.rate, plain.rate)
-    );
-    println!(
+    )?;
+    writeln!(
+        r,
         "| signed checkpoint after the last acknowledgement (ms) | {:.0} | | |",
         signed_after.as_secs_f64() * 1000.0
-    );
-    println!(
+    )?;
+    writeln!(
+        r,
         "| full verification, `trail verify --data` (events/s) | {:.0} | | |",
         verification
-    );
+    )?;
     let trail_bpe = trail_bytes as f64 / stored as f64;
     let base_bpe = base.bytes as f64 / base.events as f64;
-    println!(
+    writeln!(
+        r,
         "| bytes per event on disk, indexes included | {trail_bpe:.0} | {base_bpe:.0} | {} |",
         ratio(trail_bpe, base_bpe)
-    );
-    println!(
+    )?;
+    writeln!(
+        r,
         "| newest 100 of the org, p50 / p99 (ms) | {:.2} / {:.2} | | |",
         org_q.0, org_q.1
-    );
-    println!(
+    )?;
+    writeln!(
+        r,
         "| newest 100 of one actor in 1 h, p50 / p99 (ms) | {:.2} / {:.2} | | |",
         actor_q.0, actor_q.1
-    );
-    println!(
+    )?;
+    writeln!(
+        r,
         "| server peak RSS (MiB) | {} | | |",
         peak_rss.map_or("-".into(), |k| format!("{:.0}", k as f64 / 1024.0))
-    );
-    println!(
+    )?;
+    writeln!(
+        r,
         "\n{} events acknowledged in {:.1} s ({} stored, including the recorded API calls); {} events in the baseline.",
         ingest.events, ingest.seconds, stored, base.events
-    );
-    Ok(())
+    )?;
+    crate::cli::output::write(|out| out.write_all(r.as_bytes()))
 }
 
 /// Deterministic events like a platform's: app events on objects and recorded API calls,
@@ -227,15 +245,18 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .context("starting trail serve")?;
-        let stdout = child.stdout.take().expect("stdout is piped");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
         let mut url = None;
-        for line in BufReader::new(stdout).lines() {
-            let line = line?;
+        let mut line = String::new();
+        while url.is_none() && stdout.read_line(&mut line)? > 0 {
             if let Some(u) = line.split("listening on ").nth(1) {
                 url = Some(u.trim().to_owned());
-                break;
             }
+            line.clear();
         }
+        // Keep reading what the server prints after its address until it exits: a pipe
+        // nobody reads fills up, or breaks, under a server that still writes to it.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
         let url = url.context("trail serve exited before listening")?;
         let token = std::fs::read_to_string(data.join(trail_server::BOOTSTRAP_TOKEN_FILE))?
             .trim()
@@ -389,7 +410,7 @@ async fn time_verification(data: &Path) -> anyhow::Result<f64> {
     .verifier();
     let store = trail_store::SqliteStore::open_read_only(data)?;
     let started = Instant::now();
-    let line = crate::verify::verify_stored_org(&store, ORG, &key)
+    let line = crate::verify::verify_stored_org(&store, ORG, &key, true)
         .await?
         .map_err(|e| anyhow::anyhow!("the bench store does not verify: {e}"))?;
     let seconds = started.elapsed().as_secs_f64();

@@ -5,6 +5,7 @@
 
 mod bench;
 mod cli;
+mod operator;
 mod verify;
 
 use std::net::SocketAddr;
@@ -20,7 +21,12 @@ Exit codes:
   2  usage error
   4  not authenticated (401)
   5  forbidden (403)
-  6  server unreachable";
+  6  server unreachable
+  141  standard output closed by its reader (`trail ... | head`): stops quietly";
+
+/// The exit code of a command whose standard output was closed by its reader: what a shell
+/// reports for a process ended by SIGPIPE (128 + 13), without the signal or a message.
+const EXIT_STDOUT_CLOSED: u8 = 141;
 
 #[derive(Parser)]
 #[command(
@@ -171,9 +177,9 @@ struct ServeArgs {
     #[arg(long, env = "TRAIL_SECURE_COOKIES")]
     secure_cookies: bool,
     /// Name of the logs and their signing key; an org's log is `<name>/<org>`. Set on first
-    /// start; a unique name such as your host's is best.
-    #[arg(long, env = "TRAIL_LOG_NAME", default_value = "trail.local")]
-    log_name: String,
+    /// start and kept [default: a name unique to this install, `trail-<8 hex digits>.local`].
+    #[arg(long, env = "TRAIL_LOG_NAME")]
+    log_name: Option<String>,
     /// How soon a checkpoint is signed after events are acknowledged (e.g. 500ms, 1s), or
     /// `off` (for benchmarks only: nothing is then signed).
     #[arg(long, env = "TRAIL_CHECKPOINT_INTERVAL", default_value = "500ms", value_parser = parse_interval)]
@@ -241,21 +247,21 @@ fn main() -> ExitCode {
             Command::BreakGlass { out, cmd } => cli::manage::break_glass(&conn, &out, cmd).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Admin(AdminCommand::SetPassword { data, email }) => {
-                set_password(&data, &email).await
+                set_password(&data, email).await
             }
             Command::Completions { shell } => {
-                clap_complete::generate(
-                    shell,
-                    &mut Cli::command(),
-                    "trail",
-                    &mut std::io::stdout(),
-                );
-                Ok(())
+                // Generated into memory: clap_complete panics on a failed write.
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "trail", &mut script);
+                cli::output::write(|out| std::io::Write::write_all(out, &script))
             }
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<cli::output::StdoutClosed>().is_some() => {
+            ExitCode::from(EXIT_STDOUT_CLOSED)
+        }
         Err(e) => {
             eprintln!("trail: {}", message(&name, cli::credential_kind(&conn), &e));
             ExitCode::from(exit_code(&e))
@@ -312,6 +318,13 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Everything the server creates (the store, its key, heads and token files, archives,
+    // the operator socket) is its own: no file of a data directory is readable by others.
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     let config = trail_server::ServeConfig {
         data_dir: args.data,
         listen: args.listen,
@@ -323,80 +336,76 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         checkpoint_interval: args.checkpoint_interval.0,
     };
     let bound = trail_server::bind(&config).await?;
-    println!(
+    let shutdown = shutdown_signal();
+    let socket = match operator::Socket::listen(&config.data_dir, bound.store.clone()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            // The server still serves; operator commands say they cannot reach it.
+            tracing::warn!("no operator socket: {e:#}");
+            None
+        }
+    };
+    // The banner is informational: a closed stdout must not stop (or panic) the server.
+    trail_server::say(format_args!(
         "Trail {} listening on http://{}",
         env!("CARGO_PKG_VERSION"),
         bound.addr
-    );
-    println!("data: {} (SQLite)", config.data_dir.display());
-    println!("checkpoints are signed by: {}", bound.verifier_key);
-    bound.serve(shutdown_signal()).await
+    ));
+    trail_server::say(format_args!("data: {} (SQLite)", config.data_dir.display()));
+    trail_server::say(format_args!(
+        "checkpoints are signed by: {}",
+        bound.verifier_key
+    ));
+    let served = bound.serve(shutdown).await;
+    if let Some(socket) = socket {
+        socket.close();
+    }
+    served
 }
 
-async fn set_password(data: &std::path::Path, email: &str) -> anyhow::Result<()> {
+/// Reads the password from standard input, then sets it on the store directly, or through
+/// the running server's operator socket if a server owns the store.
+async fn set_password(data: &std::path::Path, email: String) -> anyhow::Result<()> {
     use anyhow::Context;
-    use trail_store::Store;
     let mut password = String::new();
     std::io::stdin()
         .read_line(&mut password)
         .context("reading the password from standard input")?;
-    let password = password.trim_end_matches(['\r', '\n']);
-    if password.chars().count() < 12 {
-        anyhow::bail!("a password needs at least 12 characters");
-    }
-    if !data.join(trail_store::sqlite::DB_FILE).exists() {
-        anyhow::bail!("no Trail store in {}", data.display());
-    }
-    let store = trail_store::SqliteStore::open(data)?;
-    let user = store
-        .user_by_email(email)
-        .await?
-        .with_context(|| format!("no user {email:?}"))?;
-    let platform_org = store
-        .platform_org()
-        .await?
-        .context("the store has no platform org")?;
-    let hash = trail_server::auth::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let event = trail_core::EventBody::from_json(
-        serde_json::json!({
-            "action": "updated",
-            "category": "system",
-            "actor": {"id": "trail admin set-password", "type": "system"},
-            "object": {"type": "user", "id": email},
-            "details": {"actionType": "UPDATE", "message": format!("password of {email} set by an operator; sessions ended")},
-        }),
-        &platform_org,
-    )
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    store
-        .set_password(&user.id, hash, vec![(platform_org, event)])
-        .await?;
-    store
-        .end_user_sessions(&user.id, None, trail_server::now())
-        .await?;
-    println!("password of {email} set");
-    Ok(())
+    let password = password.trim_end_matches(['\r', '\n']).to_owned();
+    let done = operator::run(data, operator::Request::SetPassword { email, password }).await?;
+    cli::output::line(&done)
 }
 
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        tokio::signal::ctrl_c().await.ok();
-    };
+/// Ctrl-C or SIGTERM. The handlers are installed when this is called (not when the future is
+/// first polled), so a SIGTERM that arrives right after the banner still stops the server
+/// gracefully instead of killing it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = wait(interrupt) => {},
+                () = wait(terminate) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await.ok();
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }

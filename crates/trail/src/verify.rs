@@ -24,6 +24,10 @@ pub struct VerifyArgs {
     /// [default: $XDG_STATE_HOME/trail or ~/.local/state/trail].
     #[arg(long, env = "TRAIL_STATE_DIR")]
     state_dir: Option<PathBuf>,
+    /// With --data: fail if any event is not yet covered by a signed checkpoint (expected of
+    /// a store whose server stopped cleanly: it signs a last checkpoint on the way out).
+    #[arg(long, requires = "data")]
+    strict: bool,
 }
 
 /// A log that failed verification (the process exits 1 with this message).
@@ -33,7 +37,7 @@ pub struct Failed(pub String);
 
 pub async fn run(conn: &crate::cli::Connection, args: VerifyArgs) -> anyhow::Result<()> {
     match &args.data {
-        Some(dir) => verify_data(dir, conn.org.as_deref(), args.key.as_deref()).await,
+        Some(dir) => verify_data(dir, conn.org.as_deref(), args.key.as_deref(), args.strict).await,
         None => verify_online(conn, &args).await,
     }
 }
@@ -83,6 +87,13 @@ async fn verify_online(conn: &crate::cli::Connection, args: &VerifyArgs) -> anyh
     let report = match report {
         Ok(r) => r,
         Err(trail_client::verify::VerifyError::Client(e)) => return Err(e.into()),
+        Err(e @ trail_client::verify::VerifyError::DifferentKey(_)) => {
+            return Err(Failed(format!(
+                "FAIL {org}: {e} (the witness file is {})",
+                Witness::file(&dir).display()
+            ))
+            .into());
+        }
         Err(e) => return Err(Failed(format!("FAIL {org}: {e}")).into()),
     };
     witness
@@ -92,17 +103,21 @@ async fn verify_online(conn: &crate::cli::Connection, args: &VerifyArgs) -> anyh
     let since = report.previous.map_or(String::new(), |p| {
         format!(", consistent with the checkpoint of {p} seen before")
     });
-    println!(
+    crate::cli::output::line(&format!(
         "OK {org}: {} events verified against {} signed checkpoints (newest {} events, root {}){since}",
         report.verified.size,
         report.verified.checkpoints,
         report.checkpoint.size,
         hex::encode(report.checkpoint.root)
-    );
-    Ok(())
+    ))
 }
 
-async fn verify_data(dir: &Path, org: Option<&str>, key: Option<&str>) -> anyhow::Result<()> {
+async fn verify_data(
+    dir: &Path,
+    org: Option<&str>,
+    key: Option<&str>,
+    strict: bool,
+) -> anyhow::Result<()> {
     if !dir.join(trail_store::sqlite::DB_FILE).exists() {
         bail!("no Trail store in {}", dir.display());
     }
@@ -126,13 +141,13 @@ async fn verify_data(dir: &Path, org: Option<&str>, key: Option<&str>) -> anyhow
     };
     let mut failures = Vec::new();
     for org in orgs {
-        let verdict = verify_stored_org(&store, &org, &key)
+        let verdict = verify_stored_org(&store, &org, &key, strict)
             .await
             .unwrap_or_else(|e| Err(format!("FAIL {org}: the log could not be read: {e}")));
         match verdict {
-            Ok(line) => println!("{line}"),
+            Ok(line) => crate::cli::output::line(&line)?,
             Err(line) => {
-                println!("{line}");
+                crate::cli::output::line(&line)?;
                 failures.push(line);
             }
         }
@@ -145,10 +160,13 @@ async fn verify_data(dir: &Path, org: Option<&str>, key: Option<&str>) -> anyhow
 }
 
 /// One org's log on disk: `Ok(line)` if it verifies, `Err(line)` naming the first bad seq.
+/// Events after the newest checkpoint (a crash, or a copy of a running store) are said to be
+/// not yet covered, which is not tampering; `strict` refuses them.
 pub(crate) async fn verify_stored_org(
     store: &SqliteStore,
     org: &str,
     key: &VerifierKey,
+    strict: bool,
 ) -> anyhow::Result<Result<String, String>> {
     let origin = format!("{}/{org}", key.name);
     let mut checkpoints = Vec::new();
@@ -190,11 +208,40 @@ pub(crate) async fn verify_stored_org(
             }
         }
     }
-    Ok(match verifier.finish(true) {
-        Ok(v) => Ok(format!(
+    Ok(match verifier.finish() {
+        Ok(v) if v.uncovered == 0 => Ok(format!(
             "OK {org}: {} events verified against {count} signed checkpoints",
             v.size
         )),
+        Ok(v) => {
+            let unsigned = format!(
+                "{} verified against {count} signed checkpoints; {} after them (seq {}..{}) {} \
+                 not yet covered by a signed checkpoint",
+                events(v.size),
+                events(v.uncovered),
+                v.size,
+                v.size + v.uncovered - 1,
+                if v.uncovered == 1 { "is" } else { "are" }
+            );
+            if strict {
+                Err(format!("FAIL {org}: {unsigned} (--strict)"))
+            } else {
+                Ok(format!(
+                    "OK {org}: {unsigned}: not tampering (a server that stopped without signing \
+                     them, or a copy of a running store); they can be checked once the server \
+                     signs them"
+                ))
+            }
+        }
         Err(finding) => Err(format!("FAIL {org}: {finding}")),
     })
+}
+
+/// "1 event", "12 events".
+fn events(n: u64) -> String {
+    if n == 1 {
+        "1 event".into()
+    } else {
+        format!("{n} events")
+    }
 }

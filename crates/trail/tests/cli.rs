@@ -468,3 +468,106 @@ async fn management_commands_and_health() {
     assert_eq!(out.status.code(), Some(6));
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+/// Runs `trail` with its stdout a pipe whose reader is already gone.
+fn with_closed_stdout(cli: &Cli, args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    cli.command(args)
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap()
+}
+
+/// `trail ... | head -1`: no command panics on a closed stdout; each stops quietly with
+/// exit 141 (what a shell reports for SIGPIPE).
+#[tokio::test]
+async fn no_command_panics_on_a_closed_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start(&data);
+    ingest(
+        &s,
+        json!([{"action": "a", "actor": {"id": "x", "type": "user"}}]),
+    )
+    .await;
+    let cli = Cli::new();
+    let url = s.url.clone();
+    let token = s.token();
+    let runs: Vec<Vec<&str>> = vec![
+        vec!["completions", "bash"],
+        vec!["--help"],
+        vec![
+            "logs", "tail", "--url", &url, "--token", &token, "-o", "table",
+        ],
+        vec![
+            "logs", "tail", "--url", &url, "--token", &token, "-o", "ndjson",
+        ],
+        vec!["me", "--url", &url, "--token", &token, "-o", "json"],
+        vec!["health", "--url", &url],
+    ];
+    for args in runs {
+        let out = with_closed_stdout(&cli, &args);
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        if args[0] != "--help" {
+            assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
+            assert!(err.is_empty(), "{args:?} stops quietly: {err}");
+        }
+    }
+    s.stop();
+    let out = with_closed_stdout(&cli, &["verify", "--data", data.to_str().unwrap()]);
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(141), "{}", stderr(&out));
+}
+
+/// An event cannot inject rows or terminal sequences into a table: every field shows its
+/// control characters escaped, while JSON keeps them exact.
+#[tokio::test]
+async fn a_table_shows_control_characters_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"));
+    let name = "a\n2026-01-01T00:00:00.000000Z  root  user  deleted\r\x1b[31mred\x1b[0m\tend\u{7}";
+    let action = "deleted\u{202e}";
+    ingest(
+        &s,
+        json!([{"action": action, "actor": {"id": "mallory", "type": "user"},
+                "object": {"type": "doc", "id": {"name": name}}}]),
+    )
+    .await;
+    let cli = Cli::new();
+    let args = |o: &'static str| {
+        vec![
+            "logs".to_owned(),
+            "tail".into(),
+            "--url".into(),
+            s.url.clone(),
+            "--token".into(),
+            s.token(),
+            "-q".into(),
+            "category:app".into(),
+            "-o".into(),
+            o.into(),
+        ]
+    };
+    let table_args = args("table");
+    let table = cli.ok(&table_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 2, "a header and one row: {table:?}");
+    assert!(
+        !table.contains('\x1b') && !table.contains('\r') && !table.contains('\x07'),
+        "{table:?}"
+    );
+    for shown in [
+        r"doc/a\n2026-01-01T00:00:00.000000Z  root  user  deleted\r\x1b[31mred\x1b[0m\tend\x07",
+        r"deleted\u{202e}",
+    ] {
+        assert!(lines[1].contains(shown), "{shown:?} in {:?}", lines[1]);
+    }
+    let json_args = args("json");
+    let json = cli.json(&json_args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(json[0]["object"]["id"]["name"], name);
+    assert_eq!(json[0]["action"], action);
+}

@@ -345,6 +345,19 @@ async fn an_operator_sets_a_password_and_the_owner_signs_in() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "password of owner@trail.local set"
+    );
+    // It went through the running server, whose writer keeps working: ingest and reads
+    // succeed in the org the change was recorded in (they answered 503 when the command
+    // opened a second writer on the file).
+    for i in 0..3 {
+        ingest(&s.url, &token(&data), &batch(&format!("after{i}"), 5))
+            .await
+            .expect("ingest after set-password");
+    }
+    assert_eq!(all_events(&s.url, &token(&data)).await.len(), 15);
 
     let resp = client()
         .post(format!("{}/v1/session", s.url))
@@ -365,4 +378,207 @@ async fn an_operator_sets_a_password_and_the_owner_signs_in() {
     )
     .await;
     assert_eq!(page["items"][0]["object"]["id"], "owner@trail.local");
+}
+
+/// One process owns a data directory: a second server on it refuses to start, in one line
+/// naming the directory and the holder, and the first keeps serving.
+#[tokio::test]
+async fn a_second_server_on_a_data_directory_in_use_exits_1_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start(&data);
+    let out = Command::new(env!("CARGO_BIN_EXE_trail"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(&data)
+        .env("TRAIL_LOG", "error")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains(&format!(
+            "the data directory {} is in use by another Trail process (pid {})",
+            data.display(),
+            s.pid()
+        )),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "nothing bootstrapped or served");
+    ingest(&s.url, &s.token(), &batch("still", 3))
+        .await
+        .unwrap();
+}
+
+/// The data directory is 0700 and every file in it 0600, for a new store and, tightened at
+/// start, for one made before.
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_directory_and_its_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let check = |data: &std::path::Path| {
+        assert_eq!(mode(data), 0o700);
+        let names: Vec<String> = std::fs::read_dir(data)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        for name in [
+            "trail.db",
+            "trail.db-wal",
+            "trail.db-shm",
+            "log-signing-key",
+            "bootstrap-token",
+            "trail.lock",
+            "admin.sock",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+        }
+        for name in names {
+            // (A file renamed over meanwhile, such as the heads file's temporary, is skipped.)
+            if let Ok(m) = std::fs::metadata(data.join(&name)) {
+                assert_eq!(m.permissions().mode() & 0o777, 0o600, "{name}");
+            }
+        }
+    };
+    let s = Server::start(&data);
+    ingest(&s.url, &s.token(), &batch("x", 3)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    check(&data);
+    s.stop();
+    // A store made world-readable (as Trail made them before) is tightened at start.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for name in [
+        "trail.db",
+        "log-signing-key",
+        "bootstrap-token",
+        "log-heads.json",
+    ] {
+        std::fs::set_permissions(data.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let s = Server::start(&data);
+    ingest(&s.url, &s.token(), &batch("y", 3)).await.unwrap();
+    check(&data);
+}
+
+/// The operator socket is removed on a clean stop, and one left by a crash does not stop
+/// the next start (which answers on a new one).
+#[tokio::test]
+async fn a_stale_operator_socket_does_not_stop_the_next_start() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let socket = data.join("admin.sock");
+    let s = Server::start(&data);
+    assert!(socket.exists());
+    s.stop();
+    assert!(!socket.exists(), "removed on a clean stop");
+    let mut s = Server::start(&data);
+    s.signal(libc::SIGKILL);
+    assert!(socket.exists(), "left by the crash");
+    let s = Server::start(&data);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trail"))
+        .args([
+            "admin",
+            "set-password",
+            "--email",
+            "owner@trail.local",
+            "--data",
+        ])
+        .arg(&data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "a long enough password").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let resp = client()
+        .post(format!("{}/v1/session", s.url))
+        .json(&json!({"email": "owner@trail.local", "password": "a long enough password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // With no server, the command opens the store itself.
+    s.stop();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trail"))
+        .args([
+            "admin",
+            "set-password",
+            "--email",
+            "owner@trail.local",
+            "--data",
+        ])
+        .arg(&data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "another long password").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A server whose stdout is closed (a supervisor, or `trail bench`, that stopped reading)
+/// keeps serving: its banner never panics.
+#[tokio::test]
+async fn a_server_with_a_closed_stdout_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_trail"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
+        .arg(&data)
+        .env("TRAIL_LOG", "error")
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut healthy = false;
+    for _ in 0..200 {
+        if let Ok(r) = client().get(format!("{url}/healthz")).send().await
+            && r.status() == 200
+        {
+            healthy = true;
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the server is still running"
+    );
+    assert!(healthy);
+    ingest(&url, &token(&data), &batch("z", 2)).await.unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

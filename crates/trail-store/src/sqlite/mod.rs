@@ -5,6 +5,7 @@
 //! connections on the WAL snapshot ([`read`]). Strings are dictionary-encoded ([`dict`]).
 
 mod dict;
+pub mod lock;
 mod migrate;
 mod read;
 mod row;
@@ -29,6 +30,7 @@ use crate::{
     Session, SignedCheckpoint, Store, StoreError, StoredEvent, Token, TokenKind, User,
 };
 use dict::DictCache;
+pub use lock::{DirLock, LockError};
 use writer::Writer;
 
 /// The database file inside the data directory.
@@ -63,6 +65,9 @@ pub struct SqliteStore {
     deadline_us: AtomicU64,
     dict: Arc<DictCache>,
     path: PathBuf,
+    /// The data directory's lock, held while the store is open for writing; declared last so
+    /// that it is released only after the writer has closed the database.
+    _lock: Option<DirLock>,
 }
 
 fn pool(
@@ -92,12 +97,21 @@ fn init_read_only(c: &mut Connection) -> rusqlite::Result<()> {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`, taking the directory's lock: a store
+    /// has one writing process. Fails, naming the directory and the holder, if another
+    /// process holds it.
     pub fn open(dir: &Path) -> Result<SqliteStore> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        let lock = DirLock::acquire(dir).map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Self::open_locked(lock)
+    }
+
+    /// Opens the store in the directory whose lock the caller took (see [`DirLock::acquire`]:
+    /// a caller that must tell "in use" from other failures takes it first).
+    pub fn open_locked(lock: DirLock) -> Result<SqliteStore> {
+        let path = lock.dir().join(DB_FILE);
+        lock::create_private_file(&path).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", path.display()))
         })?;
-        let path = dir.join(DB_FILE);
         // The writer thread alone uses this connection: SQLite's own mutexes are not needed.
         let mut conn = Connection::open_with_flags(
             &path,
@@ -116,11 +130,13 @@ impl SqliteStore {
             deadline_us: AtomicU64::new(QUERY_DEADLINE.as_micros() as u64),
             dict: Arc::new(DictCache::default()),
             path,
+            _lock: Some(lock),
         })
     }
 
     /// Opens the store in `dir` for reading only: nothing in the directory is changed (for
-    /// an auditor's copy). Every write answers `Unavailable`.
+    /// an auditor's copy, or a live store: the directory's lock is not taken). Every write
+    /// answers `Unavailable`.
     pub fn open_read_only(dir: &Path) -> Result<SqliteStore> {
         let path = dir.join(DB_FILE);
         if !path.exists() {
@@ -145,6 +161,7 @@ impl SqliteStore {
             deadline_us: AtomicU64::new(QUERY_DEADLINE.as_micros() as u64),
             dict: Arc::new(DictCache::default()),
             path,
+            _lock: None,
         })
     }
 

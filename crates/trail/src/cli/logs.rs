@@ -1,6 +1,6 @@
 //! `trail logs tail` and `trail perf`.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use anyhow::bail;
@@ -171,7 +171,7 @@ pub async fn tail(conn: &Connection, args: TailArgs) -> anyhow::Result<()> {
     }
     // Printed oldest first, as a tail is.
     events.reverse();
-    print_events(format, &events, true);
+    print_events(format, &events, true)?;
     if !args.follow {
         return Ok(());
     }
@@ -203,7 +203,7 @@ async fn follow(
                 let (_, data) = item?;
                 let event: Value =
                     serde_json::from_str(&data).map_err(|e| ClientError::Decode(e.to_string()))?;
-                print_events(format, &[event], false);
+                print_events(format, &[event], false)?;
             }
             bail!("the server closed the stream")
         }
@@ -250,7 +250,7 @@ async fn poll(
             if let Ok(event) = trail_core::canonical::decode(&bytes) {
                 next = event.seq + 1;
                 if filter.matches(&event) {
-                    print_events(format, std::slice::from_ref(item), false);
+                    print_events(format, std::slice::from_ref(item), false)?;
                 }
             }
         }
@@ -258,17 +258,18 @@ async fn poll(
     }
 }
 
-fn print_events(format: Format, events: &[Value], header: bool) {
+/// Prints events; in a table every field is escaped ([`output::escape`]), so an event cannot
+/// inject rows or terminal sequences.
+fn print_events(format: Format, events: &[Value], header: bool) -> anyhow::Result<()> {
     match format {
-        Format::Table => {
+        Format::Table => output::write(|out| {
             let on = output::color();
-            let mut out = std::io::stdout().lock();
             if header {
                 let h = format!(
                     "{:<27}  {:<24}  {:<12}  {:<20}  {:<32}  {:<6}  {}",
                     "TIME", "ACTOR", "TYPE", "ACTION", "OBJECT / ROUTE", "STATUS", "IP"
                 );
-                let _ = writeln!(out, "{}", paint(&h, "1", on));
+                writeln!(out, "{}", paint(&h, "1", on))?;
             }
             for e in events {
                 let kind = e["actor"]["type"].as_str().unwrap_or("");
@@ -289,15 +290,16 @@ fn print_events(format: Format, events: &[Value], header: bool) {
                 } else {
                     kind
                 };
+                let esc = output::escape;
                 let line = format!(
                     "{:<27}  {:<24}  {:<12}  {:<20}  {:<32}  {:<6}  {}",
-                    cell(&e["timestamp"]),
-                    cell(&e["actor"]["id"]),
-                    kind_cell,
-                    cell(&e["action"]),
-                    what,
-                    cell(&e["request"]["status"]),
-                    cell(&e["actor"]["ip"])
+                    esc(&cell(&e["timestamp"])),
+                    esc(&cell(&e["actor"]["id"])),
+                    esc(kind_cell),
+                    esc(&cell(&e["action"])),
+                    esc(&what),
+                    esc(&cell(&e["request"]["status"])),
+                    esc(&cell(&e["actor"]["ip"]))
                 );
                 let line = match (kind, e["request"]["status"].as_u64()) {
                     ("break_glass", _) => paint(&line, "1;31", on),
@@ -305,14 +307,11 @@ fn print_events(format: Format, events: &[Value], header: bool) {
                     (_, Some(s)) if s >= 400 => paint(&line, "33", on),
                     _ => line,
                 };
-                let _ = writeln!(out, "{line}");
+                writeln!(out, "{line}")?;
             }
-            let _ = out.flush();
-        }
-        Format::Json | Format::Ndjson => {
-            output::json_values(format, events);
-            let _ = std::io::stdout().flush();
-        }
+            Ok(())
+        }),
+        Format::Json | Format::Ndjson => output::json_values(format, events),
     }
 }
 
@@ -394,16 +393,12 @@ pub async fn perf(conn: &Connection, args: PerfArgs) -> anyhow::Result<()> {
                     "ROUTE", "REQUESTS", "RPM", "5XX", "4XX", "P50 MS", "P95 MS", "P99 MS",
                 ],
                 &rows,
-            );
+            )
         }
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&figures).expect("serializes")
-        ),
+        Format::Json => output::json(&figures),
         Format::Ndjson => output::json_values(
             Format::Ndjson,
             figures["routes"].as_array().map_or(&[][..], |v| v),
         ),
     }
-    Ok(())
 }

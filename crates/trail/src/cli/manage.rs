@@ -54,13 +54,13 @@ pub async fn login(conn: &Connection, args: LoginArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| me["org"].as_str().map(str::to_owned))
         .unwrap_or_else(|| "-".into());
-    println!(
-        "Logged in to {url} as {} ({}), org {org}; saved as profile {name:?} in {}",
-        cell(&me["actor"]),
-        cell(&me["actorType"]),
+    output::line(&format!(
+        "Logged in to {url} as {} ({}), org {}; saved as profile {name:?} in {}",
+        output::escape(&cell(&me["actor"])),
+        output::escape(&cell(&me["actorType"])),
+        output::escape(&org),
         path.display()
-    );
-    Ok(())
+    ))
 }
 
 fn usage(e: anyhow::Error) -> anyhow::Error {
@@ -78,10 +78,7 @@ pub async fn health(conn: &Connection) -> anyhow::Result<()> {
     let client = Client::new(&url, "-")?;
     client.get_json("/healthz").await?;
     match client.get_json("/readyz").await {
-        Ok(_) => {
-            println!("{url}: healthy and ready");
-            Ok(())
-        }
+        Ok(_) => output::line(&format!("{url}: healthy and ready")),
         Err(ClientError::Status { status, detail }) => {
             anyhow::bail!("{url}: alive but not ready ({status}: {detail})")
         }
@@ -90,21 +87,21 @@ pub async fn health(conn: &Connection) -> anyhow::Result<()> {
 }
 
 /// Prints one object: its fields as a two-column table, or JSON.
-fn print_object(format: Format, v: &Value, fields: &[(&str, &str)]) {
+fn print_object(format: Format, v: &Value, fields: &[(&str, &str)]) -> anyhow::Result<()> {
     match format {
         Format::Table => {
             let rows: Vec<(Vec<String>, Option<&str>)> = fields
                 .iter()
                 .map(|(label, key)| (vec![label.to_string(), cell(&v[*key])], None))
                 .collect();
-            output::table(&["FIELD", "VALUE"], &rows);
+            output::table(&["FIELD", "VALUE"], &rows)
         }
-        _ => println!("{}", serde_json::to_string_pretty(v).expect("serializes")),
+        _ => output::json(v),
     }
 }
 
 /// Prints a list: a table of `columns` (header, key), or JSON / NDJSON.
-fn print_list(format: Format, items: &[Value], columns: &[(&str, &str)]) {
+fn print_list(format: Format, items: &[Value], columns: &[(&str, &str)]) -> anyhow::Result<()> {
     match format {
         Format::Table => {
             let headers: Vec<&str> = columns.iter().map(|(h, _)| *h).collect();
@@ -117,7 +114,7 @@ fn print_list(format: Format, items: &[Value], columns: &[(&str, &str)]) {
                     )
                 })
                 .collect();
-            output::table(&headers, &rows);
+            output::table(&headers, &rows)
         }
         f => output::json_values(f, items),
     }
@@ -167,7 +164,7 @@ pub async fn me(conn: &Connection, out: &OutputArg) -> anyhow::Result<()> {
             ("scopes", "scopes"),
             ("platform admin", "platformAdmin"),
         ],
-    );
+    )?;
     Ok(())
 }
 
@@ -201,7 +198,7 @@ pub async fn orgs(conn: &Connection, out: &OutputArg, cmd: OrgsCommand) -> anyho
                     ("YOUR SCOPES", "scopes"),
                     ("CREATED", "createdAt"),
                 ],
-            );
+            )?;
         }
         OrgsCommand::Create { id, name, owner } => {
             let v = s
@@ -221,7 +218,7 @@ pub async fn orgs(conn: &Connection, out: &OutputArg, cmd: OrgsCommand) -> anyho
                     ("owner", "owner"),
                     ("created", "createdAt"),
                 ],
-            );
+            )?;
         }
     }
     Ok(())
@@ -261,7 +258,7 @@ pub async fn instances(
                     ("NAME", "name"),
                     ("CREATED", "createdAt"),
                 ],
-            );
+            )?;
         }
         InstancesCommand::Create { id, kind, name } => {
             let v = s
@@ -281,7 +278,7 @@ pub async fn instances(
                     ("name", "name"),
                     ("created", "createdAt"),
                 ],
-            );
+            )?;
         }
     }
     Ok(())
@@ -326,7 +323,7 @@ pub async fn members(
         let v = client
             .send_json("POST", "/v1/invitations/accept", Some(&body))
             .await?;
-        print_object(out.format(), &v, &[("email", "email"), ("org", "org")]);
+        print_object(out.format(), &v, &[("email", "email"), ("org", "org")])?;
         return Ok(());
     }
     let s = Session::open(conn)?;
@@ -339,7 +336,7 @@ pub async fn members(
                 out.format(),
                 items(&v),
                 &[("EMAIL", "email"), ("ROLE", "role"), ("USER", "userId")],
-            );
+            )?;
         }
         MembersCommand::Add { email, role } => {
             let body = json!({"email": email, "role": role});
@@ -358,7 +355,7 @@ pub async fn members(
                     ("invitation (shown once)", "invitationToken"),
                     ("invitation expires", "invitationExpiresAt"),
                 ],
-            );
+            )?;
         }
         MembersCommand::Accept { .. } => unreachable!("answered above"),
         MembersCommand::SetRole { email, role } => {
@@ -366,7 +363,7 @@ pub async fn members(
                 .client
                 .send_json("PATCH", &member(&email), Some(&json!({"role": role})))
                 .await?;
-            print_object(out.format(), &v, &[("email", "email"), ("role", "role")]);
+            print_object(out.format(), &v, &[("email", "email"), ("role", "role")])?;
         }
         MembersCommand::Remove { email } => {
             s.client.send_json("DELETE", &member(&email), None).await?;
@@ -419,7 +416,7 @@ pub async fn keys(conn: &Connection, out: &OutputArg, cmd: KeysCommand) -> anyho
                     ("EXPIRES", "expiresAt"),
                     ("REVOKED", "revokedAt"),
                 ],
-            );
+            )?;
         }
         KeysCommand::Create {
             name,
@@ -446,7 +443,7 @@ pub async fn keys(conn: &Connection, out: &OutputArg, cmd: KeysCommand) -> anyho
                     ("scopes", "scopes"),
                     ("expires", "expiresAt"),
                 ],
-            );
+            )?;
             say_secret(f, "secret");
         }
         KeysCommand::Revoke { id } => {
@@ -496,7 +493,7 @@ pub async fn tokens(conn: &Connection, out: &OutputArg, cmd: TokensCommand) -> a
                     ("EXPIRES", "expiresAt"),
                     ("REVOKED", "revokedAt"),
                 ],
-            );
+            )?;
         }
         TokensCommand::Create {
             name,
@@ -521,7 +518,7 @@ pub async fn tokens(conn: &Connection, out: &OutputArg, cmd: TokensCommand) -> a
                     ("scopes", "scopes"),
                     ("expires", "expiresAt"),
                 ],
-            );
+            )?;
             say_secret(f, "token");
         }
         TokensCommand::Revoke { id } => {
@@ -588,7 +585,7 @@ pub async fn break_glass(
                     ("reason", "reason"),
                     ("expires", "expiresAt"),
                 ],
-            );
+            )?;
             say_secret(f, "token");
         }
         BreakGlassCommand::Revoke { id } => {

@@ -1,6 +1,14 @@
 //! How results are printed: `-o table` (aligned, colored unless NO_COLOR; the default on a
 //! terminal), `-o json` (one JSON document) or `-o ndjson` (one JSON value a line; the
 //! default when piped).
+//!
+//! Everything a command prints on stdout goes through [`write`]: a reader that goes away
+//! (`trail ... | head -1`) turns into [`StdoutClosed`], and the command stops quietly
+//! (exit 141, as a Unix tool killed by SIGPIPE) instead of panicking or writing on.
+//!
+//! A table is for a terminal, so every cell in it shows control characters escaped
+//! ([`escape`]): an event cannot move the cursor, color the screen or fake a row. JSON and
+//! NDJSON stay exact (JSON escapes control characters itself).
 
 use std::io::{IsTerminal, Write};
 
@@ -38,11 +46,65 @@ pub fn paint(text: &str, code: &str, on: bool) -> String {
     }
 }
 
+/// The reader of standard output went away: the command stops, quietly.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output was closed")]
+pub struct StdoutClosed;
+
+/// Writes to standard output and flushes; a closed pipe becomes [`StdoutClosed`].
+pub fn write(f: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match f(&mut out).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("writing to standard output")),
+    }
+}
+
+/// Prints one line.
+pub fn line(text: &str) -> anyhow::Result<()> {
+    write(|out| writeln!(out, "{text}"))
+}
+
+/// A string as a terminal may show it: control characters (C0, DEL, C1), bidirectional
+/// overrides and the backslash itself escaped (`\n`, `\r`, `\t`, `\x1b`, `\u{202e}`,
+/// `\\`), so what is shown is unambiguous and cannot act on the terminal.
+pub fn escape(s: &str) -> String {
+    if !s.chars().any(needs_escape) {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x80 && needs_escape(c) => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
+            c if needs_escape(c) => out.push_str(&format!("\\u{{{:04x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn needs_escape(c: char) -> bool {
+    c == '\\'
+        || c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 /// Prints rows as a table with a header, columns aligned to their widest cell. A row's
-/// style (an ANSI code) applies to the whole row.
-pub fn table(headers: &[&str], rows: &[(Vec<String>, Option<&str>)]) {
+/// style (an ANSI code) applies to the whole row. Cells are [`escape`]d.
+pub fn table(headers: &[&str], rows: &[(Vec<String>, Option<&str>)]) -> anyhow::Result<()> {
+    let rows: Vec<(Vec<String>, Option<&str>)> = rows
+        .iter()
+        .map(|(cells, style)| (cells.iter().map(|c| escape(c)).collect(), *style))
+        .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for (cells, _) in rows {
+    for (cells, _) in &rows {
         for (w, c) in widths.iter_mut().zip(cells) {
             *w = (*w).max(c.chars().count());
         }
@@ -63,46 +125,51 @@ pub fn table(headers: &[&str], rows: &[(Vec<String>, Option<&str>)]) {
             .collect::<Vec<_>>()
             .join("  ")
     };
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(
-        out,
-        "{}",
-        paint(
-            &line(headers.iter().map(|h| h.to_string()).collect()),
-            "1",
-            on
-        )
-    );
-    for (cells, style) in rows {
-        let text = line(cells.clone());
-        let _ = writeln!(
+    write(|out| {
+        writeln!(
             out,
             "{}",
-            match style {
-                Some(code) => paint(&text, code, on),
-                None => text,
-            }
-        );
-    }
+            paint(
+                &line(headers.iter().map(|h| h.to_string()).collect()),
+                "1",
+                on
+            )
+        )?;
+        for (cells, style) in rows {
+            let text = line(cells);
+            writeln!(
+                out,
+                "{}",
+                match style {
+                    Some(code) => paint(&text, code, on),
+                    None => text,
+                }
+            )?;
+        }
+        Ok(())
+    })
 }
 
 /// Prints values as one JSON array or as NDJSON.
-pub fn json_values(format: Format, values: &[Value]) {
-    let mut out = std::io::stdout().lock();
-    match format {
-        Format::Json => {
-            let _ = writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(values).expect("serializes")
-            );
-        }
+pub fn json_values(format: Format, values: &[Value]) -> anyhow::Result<()> {
+    write(|out| match format {
+        Format::Json => writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(values).expect("serializes")
+        ),
         _ => {
             for v in values {
-                let _ = writeln!(out, "{v}");
+                writeln!(out, "{v}")?;
             }
+            Ok(())
         }
-    }
+    })
+}
+
+/// Prints one value as pretty JSON.
+pub fn json(value: &Value) -> anyhow::Result<()> {
+    line(&serde_json::to_string_pretty(value).expect("serializes"))
 }
 
 /// A JSON value as a table cell.
@@ -112,5 +179,21 @@ pub fn cell(v: &Value) -> String {
         Value::String(s) => s.clone(),
         Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(" "),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn a_table_cell_cannot_act_on_the_terminal() {
+        assert_eq!(escape("plain café"), "plain café");
+        assert_eq!(
+            escape("a\nb\r\x1b[31mred\t\\"),
+            "a\\nb\\r\\x1b[31mred\\t\\\\"
+        );
+        assert_eq!(escape("\u{9b}2J\u{202e}"), "\\u{009b}2J\\u{202e}");
+        assert_eq!(escape("\x7f\0"), "\\x7f\\x00");
     }
 }

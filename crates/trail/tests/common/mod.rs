@@ -17,17 +17,19 @@ pub struct Server {
 impl Server {
     /// Starts on `data`, signing checkpoints every 100 ms as log `trail.test`.
     pub fn start(data: &Path) -> Server {
+        Server::start_with(
+            data,
+            &["--checkpoint-interval", "100ms", "--log-name", "trail.test"],
+        )
+    }
+
+    /// Starts on `data` with these `trail serve` options (besides the address and the data
+    /// directory).
+    pub fn start_with(data: &Path, options: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_trail"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--checkpoint-interval",
-                "100ms",
-                "--log-name",
-                "trail.test",
-                "--data",
-            ])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(options)
+            .arg("--data")
             .arg(data)
             .env("TRAIL_LOG", "error")
             .stdout(Stdio::piped())
@@ -73,6 +75,10 @@ impl Server {
 
     pub fn token(&self) -> String {
         token(&self.data)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn signal(&mut self, sig: i32) {

@@ -1,0 +1,258 @@
+//! Operator jobs (`trail admin ...`) and the operator socket that runs them inside a running
+//! server.
+//!
+//! One process owns a data directory (the store's lock). An operator command therefore opens
+//! the store itself only when no server holds it; when one does, it sends its [`Request`] to
+//! that server's operator socket, `DATA/admin.sock` (a Unix socket, mode 0600 in the 0700
+//! data directory: whoever can use it already owns the store's files). Either way the job
+//! runs through [`apply`], on the one store handle of the process that owns the directory,
+//! so a second writer never touches the file.
+//!
+//! The protocol is one JSON line each way: `{"op": "set-password", ...}` in,
+//! `{"ok": true, "message": "..."}` or `{"ok": false, "message": "..."}` out. A new operator
+//! job is one more [`Request`] variant and one more arm in [`apply`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use tokio::net::{UnixListener, UnixStream};
+use trail_store::Store;
+use trail_store::sqlite::{DirLock, LockError};
+
+/// The operator socket inside the data directory.
+pub const SOCKET_FILE: &str = "admin.sock";
+
+/// The largest request line the socket reads.
+const MAX_REQUEST: u64 = 64 * 1024;
+/// How long a connection may take to send its request, or a job to finish.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// An operator job.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// Set a user's console password and end their sessions.
+    SetPassword { email: String, password: String },
+}
+
+impl Request {
+    /// The operation's name, for the server's log (never its arguments: they hold secrets).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::SetPassword { .. } => "set-password",
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Response {
+    ok: bool,
+    message: String,
+}
+
+/// Runs a job on the store of the process that owns the data directory. Every job is
+/// recorded in the platform org as a `system` action.
+pub async fn apply(store: &dyn Store, request: Request) -> anyhow::Result<String> {
+    match request {
+        Request::SetPassword { email, password } => set_password(store, &email, &password).await,
+    }
+}
+
+async fn set_password(store: &dyn Store, email: &str, password: &str) -> anyhow::Result<String> {
+    if password.chars().count() < 12 {
+        bail!("a password needs at least 12 characters");
+    }
+    let user = store
+        .user_by_email(email)
+        .await?
+        .with_context(|| format!("no user {email:?}"))?;
+    let platform_org = store
+        .platform_org()
+        .await?
+        .context("the store has no platform org")?;
+    let hash = trail_server::auth::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let event = trail_core::EventBody::from_json(
+        serde_json::json!({
+            "action": "updated",
+            "category": "system",
+            "actor": {"id": "trail admin set-password", "type": "system"},
+            "object": {"type": "user", "id": email},
+            "details": {"actionType": "UPDATE", "message": format!("password of {email} set by an operator; sessions ended")},
+        }),
+        &platform_org,
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    store
+        .set_password(&user.id, hash, vec![(platform_org, event)])
+        .await?;
+    store
+        .end_user_sessions(&user.id, None, trail_server::now())
+        .await?;
+    Ok(format!("password of {email} set"))
+}
+
+/// Runs a job on the store in `data`: directly if no process holds the directory, else
+/// through the operator socket of the server that does.
+pub async fn run(data: &Path, request: Request) -> anyhow::Result<String> {
+    if !data.join(trail_store::sqlite::DB_FILE).exists() {
+        bail!("no Trail store in {}", data.display());
+    }
+    match DirLock::acquire(data) {
+        Ok(lock) => {
+            let store = trail_store::SqliteStore::open_locked(lock)?;
+            apply(&store, request).await
+        }
+        Err(LockError::Held { .. }) => call(data, &request).await,
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sends a job to the operator socket of the server that owns `data`.
+async fn call(data: &Path, request: &Request) -> anyhow::Result<String> {
+    let path = data.join(SOCKET_FILE);
+    let mut stream = UnixStream::connect(&path).await.with_context(|| {
+        format!(
+            "{} is in use by a running Trail, but its operator socket {} does not answer",
+            data.display(),
+            path.display()
+        )
+    })?;
+    let mut line = serde_json::to_vec(request).expect("serializes");
+    line.push(b'\n');
+    let exchange = async {
+        write_all(&mut stream, &line).await?;
+        read_line(&stream).await
+    };
+    let answer = tokio::time::timeout(DEADLINE, exchange)
+        .await
+        .context("the server's operator socket did not answer in time")?
+        .context("talking to the server's operator socket")?;
+    let response: Response = serde_json::from_str(&answer)
+        .with_context(|| format!("the operator socket answered {answer:?}"))?;
+    if response.ok {
+        Ok(response.message)
+    } else {
+        bail!("{}", response.message)
+    }
+}
+
+/// The operator socket of a running server; [`Socket::close`] removes it.
+pub struct Socket {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Socket {
+    /// Listens on `DATA/admin.sock`. The caller owns the directory's lock, so a socket file
+    /// already there is a crashed server's, and is replaced.
+    pub fn listen(data: &Path, store: Arc<dyn Store>) -> anyhow::Result<Socket> {
+        let path = data.join(SOCKET_FILE);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+        let listener =
+            UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+        #[cfg(unix)]
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .with_context(|| format!("restricting {}", path.display()))?;
+        let task = tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        tokio::spawn(serve_one(stream, store.clone()));
+                    }
+                    Err(e) => {
+                        tracing::warn!("operator socket: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        Ok(Socket { path, task })
+    }
+
+    /// Stops listening and removes the socket file.
+    pub fn close(self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn serve_one(mut stream: UnixStream, store: Arc<dyn Store>) {
+    let job = async {
+        let line = read_line(&stream).await.context("reading the request")?;
+        let request: Request = serde_json::from_str(&line).context("a bad request")?;
+        tracing::info!(op = request.name(), "operator job");
+        apply(&*store, request).await
+    };
+    let response = match tokio::time::timeout(DEADLINE, job).await {
+        Ok(Ok(message)) => Response { ok: true, message },
+        Ok(Err(e)) => Response {
+            ok: false,
+            message: format!("{e:#}"),
+        },
+        Err(_) => Response {
+            ok: false,
+            message: "the job did not finish in time".into(),
+        },
+    };
+    let mut line = serde_json::to_vec(&response).expect("serializes");
+    line.push(b'\n');
+    let _ = write_all(&mut stream, &line).await;
+}
+
+/// Reads up to the first newline (or the end), at most [`MAX_REQUEST`] bytes.
+async fn read_line(stream: &UnixStream) -> std::io::Result<String> {
+    let mut line = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !line.contains(&b'\n') {
+        stream.readable().await?;
+        match stream.try_read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => line.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+        if line.len() as u64 > MAX_REQUEST {
+            return Err(std::io::Error::other("the line is too long"));
+        }
+    }
+    let end = line.iter().position(|b| *b == b'\n').unwrap_or(line.len());
+    line.truncate(end);
+    String::from_utf8(line).map_err(std::io::Error::other)
+}
+
+async fn write_all(stream: &mut UnixStream, mut data: &[u8]) -> std::io::Result<()> {
+    while !data.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_one_json_line_and_refuse_unknown_operations() {
+        let r = Request::SetPassword {
+            email: "a@b".into(),
+            password: "p".into(),
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"op":"set-password","email":"a@b","password":"p"}"#
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"op":"drop-tables"}"#).is_err());
+    }
+}
