@@ -137,20 +137,48 @@ async fn login_profiles_and_the_logs_in_every_format() {
     ]);
     assert_eq!(q.lines().count(), 1);
 
-    // The table: aligned, the break-glass row marked.
+    // A real use of a break-glass token, recorded by Trail itself.
+    let http = reqwest::Client::new();
+    let minted: Value = http
+        .post(format!("{}/v1/break-glass", s.url))
+        .bearer_auth(s.token())
+        .json(&json!({"org": "default", "reason": "INC-7"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let used = http
+        .get(format!("{}/v1/me", s.url))
+        .bearer_auth(minted["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert!(used.status().is_success());
+
+    // The table: aligned; Trail's own record of the break-glass use marked, the ingested row
+    // that merely claims a break-glass actor not, and every row says where it came from.
     let table = cli.ok(&["logs", "tail", "-o", "table"]);
     let header = table.lines().next().unwrap();
     assert!(
-        header.starts_with("TIME") && header.contains("ACTOR") && header.contains("ACTION"),
+        header.starts_with("TIME") && header.contains("ACTOR") && header.contains("SOURCE"),
         "{table}"
     );
     let bg = table
         .lines()
         .find(|l| l.contains("BREAK-GLASS"))
         .expect("marked");
-    assert!(bg.contains("!BREAK-GLASS"), "{bg}");
+    assert!(bg.contains("!BREAK-GLASS") && bg.contains("whoAmI"), "{bg}");
+    assert!(bg.trim_end().ends_with("trail"), "{bg}");
+    let claimed = table
+        .lines()
+        .find(|l| l.contains("GET /v1/tenants/:id"))
+        .expect("the ingested row");
+    assert!(!claimed.contains("BREAK-GLASS"), "{claimed}");
+    assert!(claimed.contains("via pat_"), "{claimed}");
     assert_eq!(
-        bg.find("call"),
+        claimed.find("call"),
         header.find("ACTION"),
         "columns line up:\n{table}"
     );

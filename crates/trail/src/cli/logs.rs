@@ -266,8 +266,8 @@ fn print_events(format: Format, events: &[Value], header: bool) -> anyhow::Resul
             let on = output::color();
             if header {
                 let h = format!(
-                    "{:<27}  {:<24}  {:<12}  {:<20}  {:<32}  {:<6}  {}",
-                    "TIME", "ACTOR", "TYPE", "ACTION", "OBJECT / ROUTE", "STATUS", "IP"
+                    "{:<27}  {:<24}  {:<12}  {:<20}  {:<32}  {:<6}  {:<15}  {}",
+                    "TIME", "ACTOR", "TYPE", "ACTION", "OBJECT / ROUTE", "STATUS", "IP", "SOURCE"
                 );
                 writeln!(out, "{}", paint(&h, "1", on))?;
             }
@@ -285,24 +285,32 @@ fn print_events(format: Format, events: &[Value], header: bool) -> anyhow::Resul
                 } else {
                     "-".into()
                 };
-                let kind_cell = if kind == "break_glass" {
+                // Where the row came from: Trail's own record, or the credential that sent
+                // it through ingest. Only Trail's own records of a break-glass token's use
+                // are marked as such: an ingested row merely says so.
+                let source = e["submittedBy"]
+                    .as_str()
+                    .map_or_else(|| "trail".to_owned(), |by| format!("via {by}"));
+                let own = e["submittedBy"].is_null();
+                let kind_cell = if kind == "break_glass" && own {
                     "!BREAK-GLASS"
                 } else {
                     kind
                 };
                 let esc = output::escape;
                 let line = format!(
-                    "{:<27}  {:<24}  {:<12}  {:<20}  {:<32}  {:<6}  {}",
+                    "{:<27}  {:<24}  {:<12}  {:<20}  {:<32}  {:<6}  {:<15}  {}",
                     esc(&cell(&e["timestamp"])),
                     esc(&cell(&e["actor"]["id"])),
                     esc(kind_cell),
                     esc(&cell(&e["action"])),
                     esc(&what),
                     esc(&cell(&e["request"]["status"])),
-                    esc(&cell(&e["actor"]["ip"]))
+                    esc(&cell(&e["actor"]["ip"])),
+                    esc(&source)
                 );
                 let line = match (kind, e["request"]["status"].as_u64()) {
-                    ("break_glass", _) => paint(&line, "1;31", on),
+                    ("break_glass", _) if own => paint(&line, "1;31", on),
                     (_, Some(s)) if s >= 500 => paint(&line, "31", on),
                     (_, Some(s)) if s >= 400 => paint(&line, "33", on),
                     _ => line,
