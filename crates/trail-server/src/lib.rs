@@ -15,6 +15,7 @@ pub mod error;
 pub mod log;
 pub mod metrics;
 pub mod openapi;
+pub mod operator;
 pub mod routes;
 
 use std::io::Write;

@@ -5,7 +5,6 @@
 
 mod bench;
 mod cli;
-mod operator;
 mod verify;
 
 use std::net::SocketAddr;
@@ -337,7 +336,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let bound = trail_server::bind(&config).await?;
     let shutdown = shutdown_signal();
-    let socket = match operator::Socket::listen(&config.data_dir, bound.store.clone()) {
+    let socket = match trail_server::operator::Socket::listen(&config.data_dir, bound.store.clone()) {
         Ok(s) => Some(s),
         Err(e) => {
             // The server still serves; operator commands say they cannot reach it.
@@ -372,7 +371,7 @@ async fn set_password(data: &std::path::Path, email: String) -> anyhow::Result<(
         .read_line(&mut password)
         .context("reading the password from standard input")?;
     let password = password.trim_end_matches(['\r', '\n']).to_owned();
-    let done = operator::run(data, operator::Request::SetPassword { email, password }).await?;
+    let done = trail_server::operator::run(data, trail_server::operator::Request::SetPassword { email, password }).await?;
     cli::output::line(&done)
 }
 

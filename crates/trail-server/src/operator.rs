@@ -73,7 +73,7 @@ async fn set_password(store: &dyn Store, email: &str, password: &str) -> anyhow:
         .platform_org()
         .await?
         .context("the store has no platform org")?;
-    let hash = trail_server::auth::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let hash = crate::auth::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?;
     let event = trail_core::EventBody::from_json(
         serde_json::json!({
             "action": "updated",
@@ -89,7 +89,7 @@ async fn set_password(store: &dyn Store, email: &str, password: &str) -> anyhow:
         .set_password(&user.id, hash, vec![(platform_org, event)])
         .await?;
     store
-        .end_user_sessions(&user.id, None, trail_server::now())
+        .end_user_sessions(&user.id, None, crate::now())
         .await?;
     Ok(format!("password of {email} set"))
 }
