@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -407,15 +407,17 @@ pub fn client_ip(peer: IpAddr, forwarded_for: &[&HeaderValue], trusted: &[IpNet]
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
+    let mut nearest = peer;
     for hop in hops.iter().rev() {
         match parse_hop(hop) {
-            Some(ip) if is_trusted(&ip) => continue,
+            Some(ip) if is_trusted(&ip) => nearest = ip,
             Some(ip) => return ip,
-            // A hop that is no address: nothing left of it can be trusted either.
-            None => return peer,
+            // A hop that is no address: nothing left of it can be believed.
+            None => return nearest,
         }
     }
-    peer
+    // Proxies all the way: the furthest one is as near the client as is known.
+    nearest
 }
 
 /// One `X-Forwarded-For` entry: an address, optionally with a port (`[v6]:port`, `v4:port`).
@@ -429,15 +431,19 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 /// Puts the request's [`ClientIp`] in its extensions (see [`client_ip`]).
 pub async fn resolve_client_ip(
     State(state): State<AppState>,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Response {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
+    // The socket peer, as the `ConnectInfo` extractor sees it (which tests can mock).
+    let (mut parts, body) = req.into_parts();
+    let peer = ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, &state)
+        .await
+        .ok()
         .map(|c| c.0.ip());
+    let mut req = Request::from_parts(parts, body);
     if let Some(peer) = peer {
-        let forwarded: Vec<&HeaderValue> = req.headers().get_all("x-forwarded-for").iter().collect();
+        let forwarded: Vec<&HeaderValue> =
+            req.headers().get_all("x-forwarded-for").iter().collect();
         let ip = client_ip(peer, &forwarded, &state.trusted_proxies);
         req.extensions_mut().insert(ClientIp(ip));
     }
@@ -459,7 +465,11 @@ mod tests {
         let ip = |peer: &str, values: &[&HeaderValue]| {
             client_ip(peer.parse().unwrap(), values, &trusted).to_string()
         };
-        assert_eq!(ip("198.51.100.1", &[&xff]), "198.51.100.1", "untrusted peer");
+        assert_eq!(
+            ip("198.51.100.1", &[&xff]),
+            "198.51.100.1",
+            "untrusted peer"
+        );
         assert_eq!(
             ip("10.0.0.1", &[&xff]),
             "203.0.113.7",
@@ -469,9 +479,13 @@ mod tests {
         let all_trusted = HeaderValue::from_static("10.1.1.1");
         assert_eq!(ip("10.0.0.1", &[&all_trusted]), "10.1.1.1");
         let junk = HeaderValue::from_static("6.6.6.6, junk, 10.0.0.3");
-        assert_eq!(ip("10.0.0.1", &[&junk]), "10.0.0.1", "stops at junk");
+        assert_eq!(ip("10.0.0.1", &[&junk]), "10.0.0.3", "stops at junk");
         let two = HeaderValue::from_static("192.0.2.9:4711");
-        assert_eq!(ip("10.0.0.1", &[&xff, &two]), "192.0.2.9", "last header last");
+        assert_eq!(
+            ip("10.0.0.1", &[&xff, &two]),
+            "192.0.2.9",
+            "last header last"
+        );
         let v6 = HeaderValue::from_static("[2001:db8::1]:80");
         assert_eq!(ip("10.0.0.1", &[&v6]), "2001:db8::1");
     }

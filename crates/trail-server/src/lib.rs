@@ -257,15 +257,9 @@ impl Bound {
         let signer = self
             .checkpoint_interval
             .map(|every| tokio::spawn(self.checkpointer.clone().run(every, stopped)));
-        let served = edge::serve(
-            self.listener,
-            self.app,
-            self.connections,
-            DRAIN,
-            shutdown,
-        )
-        .await
-        .context("serving");
+        let served = edge::serve(self.listener, self.app, self.connections, DRAIN, shutdown)
+            .await
+            .context("serving");
         let _ = stop.send(true);
         if let Some(signer) = signer {
             signer.await.context("the checkpointer failed")?;

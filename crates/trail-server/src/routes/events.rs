@@ -21,6 +21,45 @@ pub const MAX_BODY: usize = 16 << 20;
 pub const MAX_BATCH: usize = 10_000;
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
+/// The most bytes of items in one page of any list: a page ends early (with its cursor to
+/// the rest) rather than grow past it.
+pub const MAX_PAGE_BYTES: usize = 4 << 20;
+
+/// The items of a page, serialized one by one until the next would pass
+/// [`MAX_PAGE_BYTES`] (the first is always kept, so a page always moves on).
+pub(crate) fn bounded_page<T: serde::Serialize>(
+    items: impl IntoIterator<Item = T>,
+) -> Vec<Box<serde_json::value::RawValue>> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let raw = serde_json::value::to_raw_value(&item).expect("records serialize");
+        bytes += raw.get().len() + 1;
+        if bytes > MAX_PAGE_BYTES && !out.is_empty() {
+            break;
+        }
+        out.push(raw);
+    }
+    out
+}
+
+/// The validated `limit` of a list: 1 to `max`, `default` when absent.
+pub(crate) fn limit_param(
+    value: Option<&str>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!("limit: {value:?} is not a number from 1 to {max}"))
+        })
+}
 
 pub async fn ingest(
     State(state): State<AppState>,
@@ -224,9 +263,8 @@ fn parse_batch<'a>(bytes: &'a [u8], content_type: Option<&str>) -> Result<Vec<It
         }
         return Ok(items);
     }
-    let not_json = |e: serde_json::Error| {
-        ApiError::BadRequest(format!("the body is not valid JSON: {e}"))
-    };
+    let not_json =
+        |e: serde_json::Error| ApiError::BadRequest(format!("the body is not valid JSON: {e}"));
     match text.trim_start().as_bytes().first() {
         Some(b'[') => {
             let over = std::cell::Cell::new(false);
@@ -292,17 +330,7 @@ pub(crate) fn list_params(raw: Option<&str>, now: Timestamp) -> Result<ListParam
     for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         match &*key {
             "q" => p.filter.add_query(&value, now).map_err(bad)?,
-            "limit" => {
-                p.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::BadRequest(format!(
-                            "limit: {value:?} is not a number from 1 to {MAX_LIMIT}"
-                        ))
-                    })?
-            }
+            "limit" => p.limit = limit_param(Some(&value), DEFAULT_LIMIT, MAX_LIMIT)?,
             "cursor" => p.cursor = Some(Cursor::decode(&value).map_err(bad)?),
             key => p.filter.add(key, &value, false, now).map_err(|e| match e {
                 QueryError::UnknownKey(k) => ApiError::BadRequest(format!(
@@ -331,14 +359,19 @@ async fn list_org(
             },
         )
         .await?;
-    let items: Vec<Value> = page
-        .items
-        .iter()
-        .map(|s| serde_json::to_value(s.event.record(&s.hash)).expect("records serialize"))
-        .collect();
+    let items = bounded_page(page.items.iter().map(|s| s.event.record(&s.hash)));
+    let next = if items.len() < page.items.len() {
+        let last = &page.items[items.len() - 1].event;
+        Some(Cursor {
+            timestamp: last.timestamp,
+            seq: last.seq,
+        })
+    } else {
+        page.next
+    };
     Ok(Json(json!({
         "items": items,
-        "nextCursor": page.next.map(|c| c.encode()),
+        "nextCursor": next.map(|c| c.encode()),
     })))
 }
 
