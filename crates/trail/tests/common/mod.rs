@@ -17,7 +17,33 @@ pub struct Server {
 impl Server {
     /// Starts on `data`, signing checkpoints every 100 ms as log `trail.test`.
     pub fn start(data: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_trail"))
+        Server::start_with(data, &[], None)
+    }
+
+    /// As [`Server::start`], with more arguments, and (if given) the process's open-file
+    /// limit, soft and hard, set to `open_files`.
+    pub fn start_with(data: &Path, extra: &[&str], open_files: Option<u64>) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_trail"));
+        #[cfg(unix)]
+        if let Some(n) = open_files {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n as libc::rlim_t,
+                rlim_max: n as libc::rlim_t,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches nothing but the child.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = open_files;
+        let mut child = command
             .args([
                 "serve",
                 "--listen",
@@ -29,6 +55,7 @@ impl Server {
                 "--data",
             ])
             .arg(data)
+            .args(extra)
             .env("TRAIL_LOG", "error")
             .stdout(Stdio::piped())
             .spawn()
