@@ -2977,3 +2977,21 @@ async fn forwarded_for_is_believed_from_trusted_proxies_only() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn perf_lists_the_busiest_routes_only() {
+    let h = harness().await;
+    let max = trail_server::routes::live::MAX_PERF_ROUTES;
+    let calls: Vec<Value> = (0..=max)
+        .map(|i| json!({"action": "call", "category": "api", "actor": {"id": "svc", "type": "api_key"},
+            "request": {"method": "GET", "route": format!("GET /v1/r{i}"), "status": 200, "latencyMs": 1.0}}))
+        .collect();
+    assert_eq!(
+        h.ingest("acme", Value::Array(calls)).await.status,
+        StatusCode::OK
+    );
+    let r = h.get("/v1/orgs/acme/perf?since=1h", Some(&h.owner)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["routes"].as_array().unwrap().len(), max);
+    assert!(r.body["routesTotal"].as_u64().unwrap() > max as u64);
+}

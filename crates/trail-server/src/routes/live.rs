@@ -25,6 +25,9 @@ use crate::routes::events::{list_params, restrict_to_instance};
 /// The most events a log holds: a seq is below it.
 const MAX_SEQ: u64 = 1 << 40;
 
+/// The most routes a performance answer lists (the busiest).
+pub const MAX_PERF_ROUTES: usize = 1000;
+
 /// How often the stream looks for new events.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -174,11 +177,15 @@ pub async fn perf(
         calls.retain(|(template, _)| route_matches(r, template));
     }
     let minutes = (until.micros() - since.micros()) as f64 / 60e6;
-    let routes = trail_core::perf::summarize(calls, minutes);
+    let mut routes = trail_core::perf::summarize(calls, minutes);
+    // Busiest first: the answer keeps the busiest routes, and says how many there were.
+    let total = routes.len();
+    routes.truncate(MAX_PERF_ROUTES);
     Ok(Json(json!({
         "since": since.to_string(),
         "until": until.to_string(),
         "windowMinutes": minutes,
         "routes": routes,
+        "routesTotal": total,
     })))
 }
