@@ -307,13 +307,19 @@ fn integrity_failure(org: &str, what: &str) {
 
 // ----- endpoints -----
 
-/// A whole-number query parameter, if present.
+/// The most events a log holds: every seq and size is at most this.
+const MAX_LOG: u64 = 1 << 40;
+
+/// A seq or size query parameter, if present: a whole number up to [`MAX_LOG`].
 fn param(raw: Option<&str>, name: &str) -> Result<Option<u64>, ApiError> {
     form_urlencoded::parse(raw.unwrap_or("").as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| {
-            v.parse()
-                .map_err(|_| ApiError::BadRequest(format!("{name}: {v:?} is not a whole number")))
+            v.parse().ok().filter(|n| *n <= MAX_LOG).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "{name}: {v:?} is not a whole number from 0 to 2^40"
+                ))
+            })
         })
         .transpose()
 }
@@ -519,7 +525,9 @@ pub async fn event(
     authorize_log(&caller, &ctx, &org)?;
     let seq: u64 = seq
         .parse()
-        .map_err(|_| ApiError::BadRequest(format!("{seq:?} is not a seq")))?;
+        .ok()
+        .filter(|n| *n < MAX_LOG)
+        .ok_or_else(|| ApiError::BadRequest(format!("{seq:?} is not a seq")))?;
     let e = state
         .store
         .events_from(&org, seq, 1)

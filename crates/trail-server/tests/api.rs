@@ -2763,6 +2763,12 @@ async fn every_page_is_bounded_in_items_and_bytes() {
         ("/v1/orgs/acme/log/entries?limit=-1", "from 1 to 1000"),
         ("/v1/orgs/acme/log/checkpoints?limit=0", "from 1 to 1000"),
         ("/v1/orgs/acme/audit-logs?limit=1001", "from 1 to 1000"),
+        // Past the largest log: a seq there would name another org's key range.
+        (
+            "/v1/orgs/acme/log/entries?from=1099511627777",
+            "from 0 to 2^40",
+        ),
+        ("/v1/orgs/acme/events/1099511627776", "not a seq"),
     ] {
         assert_problem(&h.get(uri, Some(&h.owner)).await, 400, detail);
     }
