@@ -68,6 +68,9 @@ impl Client {
         let http = reqwest::Client::builder()
             .user_agent(USER_AGENT)
             .timeout(Duration::from_secs(60))
+            // Trail closes a keep-alive connection after 10 s without a request: let go first,
+            // so a request is never sent on a connection the server is closing.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| ClientError::Usage(e.to_string()))?;
         Ok(Client { http, base, auth })

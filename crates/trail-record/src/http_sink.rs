@@ -22,6 +22,9 @@ impl TrailSink {
         TrailSink {
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
+                // Trail closes a keep-alive connection after 10 s without a request: let go first,
+                // so a request is never sent on a connection the server is closing.
+                .pool_idle_timeout(Duration::from_secs(5))
                 .user_agent(concat!("trail-record/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .expect("a plain HTTP client builds"),

@@ -310,9 +310,20 @@ where
     }
 }
 
-/// The address of the peer that sent `req`, as axum's `ConnectInfo` extractor sees it (the
-/// server must be run with `into_make_service_with_connect_info`).
+/// The client's address, when a layer in front of the recording layer has worked it out
+/// (behind a reverse proxy, say, from `X-Forwarded-For`). Put it in the request's
+/// extensions and it is what records name; without it, the socket peer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+/// The address `req` came from: its [`ClientIp`] extension if it has one, else the socket
+/// peer as axum's `ConnectInfo` extractor sees it (the server must be run with
+/// `into_make_service_with_connect_info`).
 pub async fn peer_ip(req: Request) -> (Request, Option<IpAddr>) {
+    if let Some(ClientIp(ip)) = req.extensions().get::<ClientIp>() {
+        let ip = *ip;
+        return (req, Some(ip));
+    }
     let (mut parts, body) = req.into_parts();
     let ip = ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, &())
         .await

@@ -182,3 +182,43 @@ async fn a_call_whose_record_fails_is_not_served_unless_failing_open() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn a_client_ip_worked_out_in_front_of_the_layer_is_the_one_recorded() {
+    use axum::extract::connect_info::MockConnectInfo;
+    use std::net::{IpAddr, SocketAddr};
+    use trail_record::ClientIp;
+    let sink = Collect::default();
+    let peer = |app: Router| {
+        app.layer(MockConnectInfo(
+            "10.0.0.5:4000".parse::<SocketAddr>().unwrap(),
+        ))
+    };
+    // Without a ClientIp, the socket peer is recorded.
+    call(
+        &peer(service(sink.clone())),
+        "GET",
+        "/v1/tenants/1",
+        Some("ana"),
+        "",
+    )
+    .await;
+    // A layer in front (a trusted proxy's X-Forwarded-For, say) names the client.
+    let client: IpAddr = "203.0.113.7".parse().unwrap();
+    let fronted = peer(service(sink.clone()).layer(from_fn(
+        move |mut req: Request, next: Next| async move {
+            req.extensions_mut().insert(ClientIp(client));
+            next.run(req).await
+        },
+    )));
+    call(&fronted, "GET", "/v1/tenants/1", Some("ana"), "").await;
+    let records = sink.records.lock().unwrap().clone();
+    let ips: Vec<Option<String>> = records
+        .iter()
+        .map(|r| r.event.actor.ip.map(|ip| ip.to_string()))
+        .collect();
+    assert_eq!(
+        ips,
+        [Some("10.0.0.5".to_owned()), Some("203.0.113.7".to_owned())]
+    );
+}

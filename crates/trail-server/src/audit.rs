@@ -20,7 +20,7 @@ use trail_store::Store;
 use crate::AppState;
 use subtle::ConstantTimeEq;
 
-use crate::auth::{CSRF_HEADER, authenticate, authorize_call, session_cookie};
+use crate::auth::{Attempt, CSRF_HEADER, authenticate, authorize_call, session_cookie};
 use crate::error::ApiError;
 
 /// Appends records to the store: to the org the call acted on.
@@ -44,7 +44,9 @@ impl Sink for StoreSink {
     }
 }
 
-/// The address a request came from (`0.0.0.0` when unknown, as in tests without sockets).
+/// The address a request came from: the [`trail_record::ClientIp`] that
+/// [`crate::edge::resolve_client_ip`] found (`0.0.0.0` when unknown, as in tests without
+/// sockets).
 pub async fn client_ip(req: Request) -> (Request, IpAddr) {
     let (req, ip) = trail_record::peer_ip(req).await;
     (req, ip.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)))
@@ -75,10 +77,11 @@ pub async fn require_credential(
         Ok(caller) => caller,
         Err(e @ ApiError::Unauthorized(_)) if presented => {
             metrics::counter!("trail_auth_failures_total").increment(1);
-            if let Some(wait) = state.throttle.blocked(ip) {
+            let attempt = Attempt::Credential(ip);
+            if let Some(wait) = state.throttle.blocked(&attempt) {
                 return ApiError::TooManyAttempts(wait).into_response();
             }
-            state.throttle.failed(ip);
+            state.throttle.failed(&attempt);
             return e.into_response();
         }
         Err(e) => return e.into_response(),

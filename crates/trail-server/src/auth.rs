@@ -655,14 +655,45 @@ pub async fn check_revoke(
     })
 }
 
-/// Slows down repeated authentication failures per source: each source has a budget of
-/// failures that refills over time. A source that has spent it gets 429 for wrong
-/// credentials (and for sign-in attempts, which [`FailureThrottle::reserve`] before the
-/// password is checked, so concurrent guesses cannot overrun the budget); a valid
-/// credential is always served, so one attacker behind a shared address cannot lock the
-/// others out. IPv6 sources are counted by /64, which one host usually holds whole.
+/// What a failed attempt is counted against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Attempt {
+    /// A presented credential (token, key, session cookie) that is wrong, from a source.
+    Credential(IpAddr),
+    /// A password tried for an account (by email, lowercased) from a source.
+    Password { account: String, source: IpAddr },
+}
+
+impl Attempt {
+    pub fn password(account: &str, source: IpAddr) -> Attempt {
+        Attempt::Password {
+            account: account.to_lowercase(),
+            source,
+        }
+    }
+
+    /// Counted by source: an IPv6 source by its /64, which one host usually holds whole.
+    fn key(&self) -> Attempt {
+        match self {
+            Attempt::Credential(ip) => Attempt::Credential(source(*ip)),
+            Attempt::Password { account, source: s } => Attempt::Password {
+                account: account.clone(),
+                source: source(*s),
+            },
+        }
+    }
+}
+
+/// Slows down repeated failed attempts: each [`Attempt`] key has a budget of failures that
+/// refills over time. Wrong presented credentials spend their source's budget; password
+/// guesses (sign-in, and the current password of a password change) spend the budget of
+/// that account from that source, so a guesser behind a shared address locks out neither
+/// the other accounts signing in from it nor that account elsewhere. A key that has spent
+/// its budget gets 429; password checks [`FailureThrottle::reserve`] their attempt before
+/// the check (so concurrent guesses cannot overrun the budget) and get it back on success.
+/// A valid credential is always served.
 pub struct FailureThrottle {
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    buckets: Mutex<HashMap<Attempt, Bucket>>,
     burst: f64,
     refill_per_sec: f64,
 }
@@ -700,28 +731,28 @@ impl FailureThrottle {
         Duration::from_secs_f64((1.0 - level).max(0.0) / self.refill_per_sec)
     }
 
-    /// `Some(wait)` if `ip` has spent its failures and must wait.
-    pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
+    /// `Some(wait)` if `attempt`'s budget is spent and it must wait.
+    pub fn blocked(&self, attempt: &Attempt) -> Option<Duration> {
         let now = Instant::now();
         let map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let level = self.level(map.get(&source(ip))?, now);
+        let level = self.level(map.get(&attempt.key())?, now);
         (level < 1.0).then(|| self.wait(level))
     }
 
-    /// Counts one failure from `ip`.
-    pub fn failed(&self, ip: IpAddr) {
-        let _ = self.reserve(ip);
+    /// Counts one failure.
+    pub fn failed(&self, attempt: &Attempt) {
+        let _ = self.reserve(attempt);
     }
 
-    /// Spends one attempt of `ip`'s budget ahead of a check, or says how long to wait.
-    pub fn reserve(&self, ip: IpAddr) -> Result<(), Duration> {
+    /// Spends one attempt of the budget ahead of a check, or says how long to wait.
+    pub fn reserve(&self, attempt: &Attempt) -> Result<(), Duration> {
         let now = Instant::now();
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() > 100_000 {
-            // Forget sources whose budget is full again.
+            // Forget keys whose budget is full again.
             map.retain(|_, b| self.level(b, now) < self.burst);
         }
-        let key = source(ip);
+        let key = attempt.key();
         let level = map.get(&key).map_or(self.burst, |b| self.level(b, now));
         if level < 1.0 {
             return Err(self.wait(level));
@@ -737,10 +768,10 @@ impl FailureThrottle {
     }
 
     /// Gives back an attempt reserved for a check that succeeded.
-    pub fn refund(&self, ip: IpAddr) {
+    pub fn refund(&self, attempt: &Attempt) {
         let now = Instant::now();
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(b) = map.get_mut(&source(ip)) {
+        if let Some(b) = map.get_mut(&attempt.key()) {
             b.tokens = (self.level(b, now) + 1.0).min(self.burst);
             b.at = now;
         }
@@ -764,27 +795,28 @@ mod tests {
     #[test]
     fn the_throttle_blocks_one_source_only_and_refills() {
         let t = FailureThrottle::new(3, Duration::from_millis(50));
-        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let a = Attempt::Credential("10.0.0.1".parse().unwrap());
+        let b = Attempt::Credential("10.0.0.2".parse().unwrap());
         for _ in 0..3 {
-            assert_eq!(t.blocked(a), None);
-            t.failed(a);
+            assert_eq!(t.blocked(&a), None);
+            t.failed(&a);
         }
-        assert!(t.blocked(a).is_some(), "a spent its budget");
-        assert_eq!(t.blocked(b), None, "b is not affected");
+        assert!(t.blocked(&a).is_some(), "a spent its budget");
+        assert_eq!(t.blocked(&b), None, "b is not affected");
         std::thread::sleep(Duration::from_millis(120));
-        assert_eq!(t.blocked(a), None, "the budget refills");
+        assert_eq!(t.blocked(&a), None, "the budget refills");
     }
 
     #[test]
     fn reservations_cannot_overrun_the_budget_and_successes_are_refunded() {
         let t = FailureThrottle::new(2, Duration::from_secs(3600));
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        assert!(t.reserve(ip).is_ok());
-        t.refund(ip);
-        assert!(t.reserve(ip).is_ok());
-        assert!(t.reserve(ip).is_ok());
+        let ip = Attempt::password("Ana@acme.io", "10.0.0.1".parse().unwrap());
+        assert!(t.reserve(&ip).is_ok());
+        t.refund(&ip);
+        assert!(t.reserve(&ip).is_ok());
+        assert!(t.reserve(&ip).is_ok());
         assert!(
-            t.reserve(ip).is_err(),
+            t.reserve(&ip).is_err(),
             "two reservations in flight spend the budget"
         );
     }
@@ -792,9 +824,26 @@ mod tests {
     #[test]
     fn ipv6_sources_count_by_slash_64() {
         let t = FailureThrottle::new(1, Duration::from_secs(3600));
-        t.failed("2001:db8::1".parse().unwrap());
-        assert!(t.blocked("2001:db8::ffff:2".parse().unwrap()).is_some());
-        assert!(t.blocked("2001:db8:0:1::1".parse().unwrap()).is_none());
+        let from = |ip: &str| Attempt::Credential(ip.parse().unwrap());
+        t.failed(&from("2001:db8::1"));
+        assert!(t.blocked(&from("2001:db8::ffff:2")).is_some());
+        assert!(t.blocked(&from("2001:db8:0:1::1")).is_none());
+    }
+
+    #[test]
+    fn password_guesses_count_per_account_and_source() {
+        let t = FailureThrottle::new(2, Duration::from_secs(3600));
+        let (here, there) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        for _ in 0..2 {
+            t.failed(&Attempt::password("ana@acme.io", here));
+        }
+        assert!(
+            t.reserve(&Attempt::password("ANA@acme.io", here)).is_err(),
+            "spent, whatever the case of the email"
+        );
+        assert!(t.reserve(&Attempt::password("bob@acme.io", here)).is_ok());
+        assert!(t.reserve(&Attempt::password("ana@acme.io", there)).is_ok());
+        assert!(t.blocked(&Attempt::Credential(here)).is_none());
     }
 
     #[test]

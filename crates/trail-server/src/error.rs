@@ -32,6 +32,14 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    #[error("{0}")]
+    UriTooLong(String),
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    /// A refusal made outside the handlers (an extractor's rejection, a layer's answer),
+    /// carried over with its status.
+    #[error("{detail}")]
+    Rejected { status: StatusCode, detail: String },
     #[error("too many failed attempts from your address; retry in {} s", .0.as_secs() + 1)]
     TooManyAttempts(std::time::Duration),
     #[error("{0}")]
@@ -58,6 +66,9 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ApiError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ApiError::Rejected { status, .. } => *status,
             ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) | ApiError::QueryTimeout(_) | ApiError::NotReady(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -79,6 +90,21 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge(_) => "payload-too-large",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
+            ApiError::UriTooLong(_) => "uri-too-long",
+            ApiError::HeadersTooLarge(_) => "headers-too-large",
+            ApiError::Rejected { status, .. } => match status.as_u16() {
+                400 => "bad-request",
+                404 => "not-found",
+                405 => "method-not-allowed",
+                408 => "request-timeout",
+                413 => "payload-too-large",
+                414 => "uri-too-long",
+                415 => "unsupported-media-type",
+                422 => "unprocessable",
+                431 => "headers-too-large",
+                500..=599 => "internal",
+                _ => "error",
+            },
             ApiError::TooManyAttempts(_) => "too-many-attempts",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::QueryTimeout(_) => "query-timeout",

@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod edge;
 pub mod error;
 pub mod log;
 pub mod metrics;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// Signs the logs' checkpoints.
     pub log_key: Arc<SignerKey>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (see [`edge::client_ip`]).
+    pub trusted_proxies: Arc<[ipnet::IpNet]>,
 }
 
 impl AppState {
@@ -67,6 +70,7 @@ impl AppState {
             sessions: SessionPolicy::default(),
             secure_cookies: false,
             log_key,
+            trusted_proxies: Arc::from(Vec::new()),
         })
     }
 }
@@ -163,6 +167,10 @@ pub fn app(state: AppState) -> Router {
         })
         .layer(from_fn(metrics::track))
         .layer(CatchPanicLayer::custom(panic_response))
+        // Outermost: where the call came from, then the limits and problem+json for every
+        // error answer, whoever made it.
+        .layer(from_fn_with_state(state.clone(), edge::resolve_client_ip))
+        .layer(from_fn(edge::guard))
         .with_state(state)
 }
 
@@ -180,7 +188,14 @@ pub struct ServeConfig {
     pub log_name: Option<String>,
     /// How often to sign checkpoints of logs that grew; `None`: never (benchmarks only).
     pub checkpoint_interval: Option<Duration>,
+    /// Connection cap and timeouts.
+    pub connections: edge::ConnectionLimits,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
+
+/// How long a stopping server waits for the calls in flight (a live tail never ends).
+const DRAIN: Duration = Duration::from_secs(10);
 
 /// The file the bootstrap token is written to, inside the data directory.
 pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-token";
@@ -193,6 +208,7 @@ pub struct Bound {
     checkpoint_interval: Option<Duration>,
     /// The store, for jobs the process runs beside the API (the operator socket).
     pub store: Arc<dyn Store>,
+    connections: edge::ConnectionLimits,
     pub addr: SocketAddr,
     /// The key that verifies this server's checkpoints.
     pub verifier_key: String,
@@ -218,6 +234,7 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
     let mut state = AppState::new(store, key).await?;
     state.sessions.idle = config.session_idle;
     state.secure_cookies = config.secure_cookies;
+    state.trusted_proxies = Arc::from(config.trusted_proxies.clone());
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -229,6 +246,10 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
         checkpointer,
         checkpoint_interval: config.checkpoint_interval,
         store,
+        connections: edge::ConnectionLimits {
+            max_connections: edge::fit_connection_cap(config.connections.max_connections),
+            ..config.connections
+        },
         addr,
         verifier_key,
     })
@@ -245,13 +266,9 @@ impl Bound {
         let signer = self
             .checkpoint_interval
             .map(|every| tokio::spawn(self.checkpointer.clone().run(every, stopped)));
-        let served = axum::serve(
-            self.listener,
-            self.app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving");
+        let served = edge::serve(self.listener, self.app, self.connections, DRAIN, shutdown)
+            .await
+            .context("serving");
         let _ = stop.send(true);
         if let Some(signer) = signer {
             signer.await.context("the checkpointer failed")?;

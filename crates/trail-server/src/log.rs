@@ -32,6 +32,7 @@ use trail_store::{SignedCheckpoint, Store};
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::routes::events::{bounded_page, limit_param};
 
 /// The signing key's file in the data directory (mode 0600).
 pub const KEY_FILE: &str = "log-signing-key";
@@ -320,20 +321,32 @@ fn integrity_failure(org: &str, what: &str) {
 
 // ----- endpoints -----
 
-/// A whole-number query parameter, if present.
+/// The most events a log holds: every seq and size is at most this.
+const MAX_LOG: u64 = 1 << 40;
+
+/// A seq or size query parameter, if present: a whole number up to [`MAX_LOG`].
 fn param(raw: Option<&str>, name: &str) -> Result<Option<u64>, ApiError> {
     form_urlencoded::parse(raw.unwrap_or("").as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| {
-            v.parse()
-                .map_err(|_| ApiError::BadRequest(format!("{name}: {v:?} is not a whole number")))
+            v.parse().ok().filter(|n| *n <= MAX_LOG).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "{name}: {v:?} is not a whole number from 0 to 2^40"
+                ))
+            })
         })
         .transpose()
 }
 
-/// `limit`: 1000 by default, at most 10,000.
+/// The most items a page of entries or checkpoints holds (and its default size).
+pub const MAX_PAGE: usize = 1000;
+
+/// `limit`: 1 to [`MAX_PAGE`], which is the default.
 fn page_limit(raw: Option<&str>) -> Result<usize, ApiError> {
-    Ok(param(raw, "limit")?.unwrap_or(1000).clamp(1, 10_000) as usize)
+    let value = form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "limit")
+        .map(|(_, v)| v.into_owned());
+    limit_param(value.as_deref(), MAX_PAGE, MAX_PAGE)
 }
 
 fn required(raw: Option<&str>, name: &str) -> Result<u64, ApiError> {
@@ -477,12 +490,16 @@ pub async fn entries(
     let from = param(raw.as_deref(), "from")?.unwrap_or(0);
     let limit = page_limit(raw.as_deref())?;
     let events = state.store.events_from(&org, from, limit).await?;
-    let next = (events.len() == limit)
-        .then(|| events.last().map(|e| e.event.seq + 1))
+    let items = bounded_page(events.iter().map(entry));
+    // A page cut short by its size, or a full one, has more after it.
+    let next = (items.len() < events.len() || events.len() == limit)
+        .then(|| {
+            events
+                .get(items.len().wrapping_sub(1))
+                .map(|e| e.event.seq + 1)
+        })
         .flatten();
-    Ok(Json(
-        json!({"items": events.iter().map(entry).collect::<Vec<_>>(), "nextFrom": next}),
-    ))
+    Ok(Json(json!({"items": items, "nextFrom": next})))
 }
 
 /// `GET /v1/orgs/{org}/events/{seq}`: one event, its canonical bytes and, once a checkpoint
@@ -493,7 +510,9 @@ pub async fn event(
 ) -> Result<Json<Value>, ApiError> {
     let seq: u64 = seq
         .parse()
-        .map_err(|_| ApiError::BadRequest(format!("{seq:?} is not a seq")))?;
+        .ok()
+        .filter(|n| *n < MAX_LOG)
+        .ok_or_else(|| ApiError::BadRequest(format!("{seq:?} is not a seq")))?;
     let e = state
         .store
         .events_from(&org, seq, 1)

@@ -2234,7 +2234,7 @@ async fn repeated_failures_from_one_source_are_slowed_without_locking_out_others
     );
     let r = send_to(&attacker, request("GET", "/v1/me", &bad, None)).await;
     assert_problem(&r, 429, "too many failed attempts");
-    // Sign-in guesses from the same source are refused too.
+    // Password guesses count per account and source, on a budget of their own.
     let r = send_to(
         &attacker,
         request(
@@ -2245,7 +2245,7 @@ async fn repeated_failures_from_one_source_are_slowed_without_locking_out_others
         ),
     )
     .await;
-    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     // Another source is not affected, with a valid credential or a bad one.
     assert_eq!(
         send_to(
@@ -3514,4 +3514,353 @@ async fn readyz_answers_503_while_writes_fail_and_the_writer_recovers() {
     let seqs: Vec<u64> = h.stored("acme").await.iter().map(|s| s.event.seq).collect();
     assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>());
     assert_eq!(h.get("/v1/me", Some(&h.owner)).await.status, StatusCode::OK);
+}
+
+/// A body that fails if anything reads it: what a layer must refuse without polling.
+fn unread_body() -> Body {
+    Body::from_stream(futures_util::stream::once(async {
+        Err::<bytes::Bytes, std::io::Error>(std::io::Error::other("the body was read"))
+    }))
+}
+
+#[tokio::test]
+async fn every_error_is_problem_json_whoever_answers_it() {
+    let h = harness().await;
+    // A path parameter that is not UTF-8 (axum's Path rejection).
+    assert_problem(
+        &h.get("/v1/orgs/%ff/members", Some(&h.owner)).await,
+        400,
+        "",
+    );
+    // A management body over its limit, with no Content-Length (the body limit's rejection).
+    let big = format!(r#"{{"id":"big","name":"{}"}}"#, "x".repeat(3 << 20));
+    let r = h
+        .send(
+            Request::post("/v1/orgs")
+                .header(header::AUTHORIZATION, format!("Bearer {}", h.owner))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from_stream(futures_util::stream::iter([Ok::<
+                    _,
+                    std::io::Error,
+                >(
+                    bytes::Bytes::from(big),
+                )])))
+                .unwrap(),
+        )
+        .await;
+    assert_problem(&r, 413, "larger than 2097152 bytes");
+    // A declared length over the route's limit is refused before the body is read, so a
+    // client that sent `Expect: 100-continue` never gets `100 Continue`.
+    for (uri, length) in [
+        ("/v1/orgs/acme/events", (17 << 20).to_string()),
+        ("/v1/orgs", (3 << 20).to_string()),
+        ("/v1/session", (1 << 20).to_string()),
+    ] {
+        let r = h
+            .send(
+                Request::post(uri)
+                    .header(header::AUTHORIZATION, format!("Bearer {}", h.owner))
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header(header::CONTENT_LENGTH, length)
+                    .header(header::EXPECT, "100-continue")
+                    .body(unread_body())
+                    .unwrap(),
+            )
+            .await;
+        assert_problem(&r, 413, "larger than");
+    }
+    // A request target or header fields over the limits.
+    let long = format!("/v1/me?x={}", "a".repeat(trail_server::edge::MAX_URI));
+    assert_problem(&h.get(&long, Some(&h.owner)).await, 414, "request target");
+    let mut many =
+        Request::get("/v1/me").header(header::AUTHORIZATION, format!("Bearer {}", h.owner));
+    for i in 0..=trail_server::edge::MAX_HEADERS {
+        many = many.header(format!("x-filler-{i}"), "1");
+    }
+    assert_problem(
+        &h.send(many.body(Body::empty()).unwrap()).await,
+        431,
+        "header fields",
+    );
+    let huge = Request::get("/v1/me")
+        .header("x-filler", "a".repeat(trail_server::edge::MAX_HEADER_BYTES))
+        .body(Body::empty())
+        .unwrap();
+    assert_problem(&h.send(huge).await, 431, "bytes");
+    // A method a public route does not take, and a Content-Length that is no number.
+    let r = h
+        .send(Request::post("/healthz").body(Body::empty()).unwrap())
+        .await;
+    assert_problem(&r, 405, "");
+    let r = h
+        .send(
+            Request::post("/v1/orgs")
+                .header(header::CONTENT_LENGTH, "lots")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_problem(&r, 400, "Content-Length");
+}
+
+#[tokio::test]
+async fn a_batch_over_the_limit_is_refused_while_it_is_parsed() {
+    let h = harness().await;
+    // One element too many and then garbage: the count stops the parse first.
+    let mut body = "[".to_owned() + &"0,".repeat(10_001);
+    body.push_str("never read");
+    assert_problem(
+        &h.post("/v1/orgs/acme/events", &h.owner, "application/json", body)
+            .await,
+        413,
+        "the limit is 10000",
+    );
+}
+
+#[tokio::test]
+async fn every_page_is_bounded_in_items_and_bytes() {
+    let h = harness().await;
+    for (uri, detail) in [
+        ("/v1/orgs/acme/log/entries?limit=0", "from 1 to 1000"),
+        ("/v1/orgs/acme/log/entries?limit=100000", "from 1 to 1000"),
+        ("/v1/orgs/acme/log/entries?limit=-1", "from 1 to 1000"),
+        ("/v1/orgs/acme/log/checkpoints?limit=0", "from 1 to 1000"),
+        ("/v1/orgs/acme/audit-logs?limit=1001", "from 1 to 1000"),
+        // Past the largest log: a seq there would name another org's key range.
+        (
+            "/v1/orgs/acme/log/entries?from=1099511627777",
+            "from 0 to 2^40",
+        ),
+        ("/v1/orgs/acme/events/1099511627776", "not a seq"),
+    ] {
+        assert_problem(&h.get(uri, Some(&h.owner)).await, 400, detail);
+    }
+    // 1,000 events of about 6 KiB: a page of all of them would be 6 MB.
+    let padding = "p".repeat(6 * 1024);
+    let events: Vec<Value> = (0..1000)
+        .map(|i| json!({"action": format!("a{i}"), "actor": {"id": "u", "type": "user"}, "details": {"message": padding}}))
+        .collect();
+    assert_eq!(
+        h.ingest("acme", Value::Array(events)).await.status,
+        StatusCode::OK
+    );
+    let budget = trail_server::routes::events::MAX_PAGE_BYTES + 64 * 1024;
+    let mut seen = std::collections::HashSet::new();
+    let mut uri = "/v1/orgs/acme/audit-logs?category=app&limit=1000".to_owned();
+    let mut pages = 0;
+    loop {
+        let r = h.get(&uri, Some(&h.owner)).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert!(
+            r.body.to_string().len() <= budget,
+            "a page of {} bytes",
+            r.body.to_string().len()
+        );
+        for item in r.body["items"].as_array().unwrap() {
+            assert!(
+                seen.insert(item["seq"].as_u64().unwrap()),
+                "each event once"
+            );
+        }
+        pages += 1;
+        match r.body["nextCursor"].as_str() {
+            Some(c) => uri = format!("/v1/orgs/acme/audit-logs?category=app&limit=1000&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 1000);
+    assert!(pages > 1);
+    let mut from = 0;
+    let mut entries = 0;
+    loop {
+        let r = h
+            .get(
+                &format!("/v1/orgs/acme/log/entries?from={from}&limit=1000"),
+                Some(&h.owner),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert!(r.body.to_string().len() <= budget);
+        let items = r.body["items"].as_array().unwrap();
+        entries += items.len();
+        match r.body["nextFrom"].as_u64() {
+            Some(next) => {
+                assert_eq!(next, items.last().unwrap()["seq"].as_u64().unwrap() + 1);
+                from = next;
+            }
+            None => break,
+        }
+    }
+    assert!(entries >= 1000, "every entry is reached: {entries}");
+}
+
+#[tokio::test]
+async fn last_event_id_must_name_a_seq_of_the_log() {
+    let h = harness().await;
+    h.ingest("acme", json!([event("one")])).await;
+    let stream = |id: &str| {
+        Request::get("/v1/orgs/acme/audit-logs/stream")
+            .header(header::AUTHORIZATION, format!("Bearer {}", h.owner))
+            .header("last-event-id", id)
+            .body(Body::empty())
+            .unwrap()
+    };
+    for bad in ["18446744073709551615", "1099511627776", "99999", "-1", "x"] {
+        assert_problem(&h.send(stream(bad)).await, 400, "Last-Event-ID");
+    }
+    assert_eq!(h.send(stream("0")).await.status, StatusCode::OK);
+    assert_problem(
+        &h.get("/v1/orgs/acme/audit-logs/stream?from=99999", Some(&h.owner))
+            .await,
+        400,
+        "past the end",
+    );
+}
+
+#[tokio::test]
+async fn password_guesses_spend_the_budget_of_that_account_from_that_source() {
+    let h = harness().await;
+    h.signed_in("acme", "ana@acme.io", "member").await;
+    h.signed_in("acme", "bob@acme.io", "member").await;
+    let from = |ip: &str| {
+        h.app
+            .clone()
+            .layer(MockConnectInfo(ip.parse::<SocketAddr>().unwrap()))
+    };
+    let shared = from("203.0.113.9:5000");
+    let sign_in = |email: &str, password: &str| {
+        request(
+            "POST",
+            "/v1/session",
+            &Cred::None,
+            Some(json!({"email": email, "password": password})),
+        )
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..21 {
+        statuses.push(
+            send_to(&shared, sign_in("ana@acme.io", "guess guess guess"))
+                .await
+                .status
+                .as_u16(),
+        );
+    }
+    assert_eq!(&statuses[..20], &[401; 20]);
+    assert_eq!(statuses[20], 429);
+    // Another account signs in from the same address; the same account from elsewhere.
+    assert_eq!(
+        send_to(&shared, sign_in("bob@acme.io", "correct horse battery"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send_to(
+            &from("198.51.100.7:5000"),
+            sign_in("ana@acme.io", "correct horse battery")
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn wrong_current_passwords_are_throttled() {
+    let h = harness().await;
+    let ana = h.signed_in("acme", "ana@acme.io", "member").await;
+    let change = |current: &str| {
+        request(
+            "PUT",
+            "/v1/me/password",
+            &ana,
+            Some(json!({"currentPassword": current, "newPassword": "another long passphrase"})),
+        )
+    };
+    let mut statuses = Vec::new();
+    for _ in 0..21 {
+        statuses.push(h.send(change("guess guess guess")).await.status.as_u16());
+    }
+    assert_eq!(&statuses[..20], &[403; 20]);
+    assert_eq!(statuses[20], 429, "the 21st guess is not even checked");
+}
+
+#[tokio::test]
+async fn forwarded_for_is_believed_from_trusted_proxies_only() {
+    let h = harness().await;
+    let mut state = h.state.clone();
+    state.trusted_proxies =
+        std::sync::Arc::from(vec!["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap()]);
+    let app = trail_server::app(state);
+    let from = |ip: &str| {
+        app.clone()
+            .layer(MockConnectInfo(ip.parse::<SocketAddr>().unwrap()))
+    };
+    let me = |xff: &str, cred: &Cred| {
+        let mut req = request("GET", "/v1/me", cred, None);
+        req.headers_mut()
+            .insert("x-forwarded-for", xff.parse().unwrap());
+        req
+    };
+    let recorded_ip = || async {
+        let rows = h.stored("acme").await;
+        let last = rows
+            .iter()
+            .rev()
+            .find(|s| s.event.action == "whoAmI")
+            .unwrap();
+        last.event.actor.ip.map(|ip| ip.to_string())
+    };
+    let owner = Cred::of(&h.owner);
+    send_to(&from("198.51.100.7:1"), me("6.6.6.6", &owner)).await;
+    assert_eq!(
+        recorded_ip().await.as_deref(),
+        Some("198.51.100.7"),
+        "spoofed header ignored"
+    );
+    send_to(
+        &from("10.0.0.5:1"),
+        me("6.6.6.6, 203.0.113.7, 10.0.0.9", &owner),
+    )
+    .await;
+    assert_eq!(
+        recorded_ip().await.as_deref(),
+        Some("203.0.113.7"),
+        "the client behind the proxy"
+    );
+    // The throttle counts that client, not the proxy every client shares.
+    let bad = Cred::of("pat_0000.guess");
+    for _ in 0..20 {
+        send_to(&from("10.0.0.5:1"), me("203.0.113.7", &bad)).await;
+    }
+    assert_eq!(
+        send_to(&from("10.0.0.5:1"), me("203.0.113.7", &bad))
+            .await
+            .status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        send_to(&from("10.0.0.5:1"), me("203.0.113.8", &bad))
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn perf_lists_the_busiest_routes_only() {
+    let h = harness().await;
+    let max = trail_server::routes::live::MAX_PERF_ROUTES;
+    let calls: Vec<Value> = (0..=max)
+        .map(|i| json!({"action": "call", "category": "api", "actor": {"id": "svc", "type": "api_key"},
+            "request": {"method": "GET", "route": format!("GET /v1/r{i}"), "status": 200, "latencyMs": 1.0}}))
+        .collect();
+    assert_eq!(
+        h.ingest("acme", Value::Array(calls)).await.status,
+        StatusCode::OK
+    );
+    let r = h.get("/v1/orgs/acme/perf?since=1h", Some(&h.owner)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["routes"].as_array().unwrap().len(), max);
+    assert!(r.body["routesTotal"].as_u64().unwrap() > max as u64);
 }

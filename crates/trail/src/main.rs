@@ -183,6 +183,37 @@ struct ServeArgs {
     /// `off` (for benchmarks only: nothing is then signed).
     #[arg(long, env = "TRAIL_CHECKPOINT_INTERVAL", default_value = "500ms", value_parser = parse_interval)]
     checkpoint_interval: Interval,
+    /// Open connections at most; more wait to be accepted. Lowered to fit the open-file
+    /// limit if need be.
+    #[arg(long, env = "TRAIL_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// A request's head must arrive whole within this long (also how long a keep-alive
+    /// connection may wait for its next request).
+    #[arg(long, env = "TRAIL_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_span)]
+    header_timeout: std::time::Duration,
+    /// A connection on which nothing is read or written for this long is closed.
+    #[arg(long, env = "TRAIL_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_span)]
+    idle_timeout: std::time::Duration,
+    /// A reverse proxy (CIDR or address) whose X-Forwarded-For names the client; repeat
+    /// for several. From any other peer the header is ignored.
+    #[arg(long = "trusted-proxy", env = "TRAIL_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_cidr)]
+    trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`, or one address.
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not a CIDR such as 10.0.0.0/8 or an IP address"))
+}
+
+/// A duration such as 500ms, 10s or 1m.
+fn parse_span(s: &str) -> Result<std::time::Duration, String> {
+    match parse_interval(s)? {
+        Interval(Some(d)) => Ok(d),
+        Interval(None) => Err(format!("{s:?}: give a duration such as 500ms or 10s")),
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -333,6 +364,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         secure_cookies: args.secure_cookies,
         log_name: args.log_name,
         checkpoint_interval: args.checkpoint_interval.0,
+        connections: trail_server::edge::ConnectionLimits {
+            max_connections: args.max_connections as usize,
+            header_timeout: args.header_timeout,
+            idle_timeout: args.idle_timeout,
+        },
+        trusted_proxies: args.trusted_proxies,
     };
     let bound = trail_server::bind(&config).await?;
     let shutdown = shutdown_signal();

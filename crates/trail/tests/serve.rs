@@ -582,3 +582,93 @@ async fn a_server_with_a_closed_stdout_keeps_serving() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The `host:port` a server listens on.
+fn addr_of(s: &Server) -> String {
+    s.url.trim_start_matches("http://").to_owned()
+}
+
+/// Sends `raw` on a new connection and reads until the server closes it (or 15 s pass).
+fn exchange(addr: &str, raw: &[u8]) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr)?;
+    conn.set_read_timeout(Some(Duration::from_secs(15)))?;
+    conn.write_all(raw)?;
+    let mut out = Vec::new();
+    conn.read_to_end(&mut out)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[test]
+fn idle_connections_cannot_starve_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    // Few file descriptors, as on a host with a low limit: idle sockets must not use them up.
+    let s = Server::start_with(
+        &dir.path().join("data"),
+        &["--header-timeout", "1s"],
+        Some(256),
+    );
+    let addr = addr_of(&s);
+    let idle: Vec<std::net::TcpStream> = (0..300)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("the kernel queues the connection"))
+        .collect();
+    let answer = exchange(
+        &addr,
+        b"GET /healthz HTTP/1.1\r\nHost: trail\r\nConnection: close\r\n\r\n",
+    )
+    .expect("healthz answers while 300 idle connections are open");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(idle);
+}
+
+#[test]
+fn a_half_sent_head_or_a_stalled_body_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(
+        &dir.path().join("data"),
+        &["--header-timeout", "1s", "--idle-timeout", "1s"],
+        None,
+    );
+    let addr = addr_of(&s);
+    // Half a head: closed after the header timeout, not held open.
+    exchange(&addr, b"GET /healthz HTTP/1.1\r\nHost: trail\r\n")
+        .expect("the server closes a connection whose head never ends");
+    // A body that stops coming: closed after the idle timeout.
+    let stalled = format!(
+        "POST /v1/orgs/default/events HTTP/1.1\r\nHost: trail\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n[{{",
+        s.token()
+    );
+    exchange(&addr, stalled.as_bytes()).expect("the server closes a stalled connection");
+}
+
+#[test]
+fn oversized_requests_get_problem_json_before_the_body_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"));
+    let addr = addr_of(&s);
+    let token = s.token();
+    // Expect: 100-continue with a length over the limit: 413 at once, never 100 Continue.
+    let head = format!(
+        "POST /v1/orgs/default/events HTTP/1.1\r\nHost: trail\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        17 << 20
+    );
+    let answer = exchange(&addr, head.as_bytes()).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    // A long target, and long header fields: 414 and 431, as problem documents.
+    let long = format!(
+        "GET /v1/me?x={} HTTP/1.1\r\nHost: trail\r\nConnection: close\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    let answer = exchange(&addr, long.as_bytes()).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 414"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    let fat = format!(
+        "GET /healthz HTTP/1.1\r\nHost: trail\r\nX-Filler: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    let answer = exchange(&addr, fat.as_bytes()).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+}

@@ -372,6 +372,7 @@ async fn after_kill_9_under_ingest_offline_verify_says_how_many_events_are_unsig
     let mut s = Server::start_with(
         &data,
         &["--checkpoint-interval", "off", "--log-name", "trail.test"],
+        None,
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let load = tokio::spawn(ingest_until(s.url.clone(), t.clone(), stopped));
@@ -458,7 +459,7 @@ async fn two_installs_verify_from_one_witness_and_a_different_key_is_not_called_
     let mut keys = Vec::new();
     for name in ["a", "b"] {
         let data = dir.path().join(name);
-        let s = Server::start_with(&data, &["--checkpoint-interval", "100ms"]);
+        let s = Server::start_with(&data, &["--checkpoint-interval", "100ms"], None);
         let t = token(&data);
         ingest(&s, &t, 0, 5).await;
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
@@ -473,7 +474,7 @@ async fn two_installs_verify_from_one_witness_and_a_different_key_is_not_called_
         keys.push(key);
         // The name is kept: a restart signs as the same log.
         s.stop();
-        let s = Server::start_with(&data, &["--checkpoint-interval", "100ms"]);
+        let s = Server::start_with(&data, &["--checkpoint-interval", "100ms"], None);
         assert_eq!(s.key(), *keys.last().unwrap());
         s.stop();
     }

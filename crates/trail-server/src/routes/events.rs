@@ -19,6 +19,45 @@ pub const MAX_BODY: usize = 16 << 20;
 pub const MAX_BATCH: usize = 10_000;
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
+/// The most bytes of items in one page of any list: a page ends early (with its cursor to
+/// the rest) rather than grow past it.
+pub const MAX_PAGE_BYTES: usize = 4 << 20;
+
+/// The items of a page, serialized one by one until the next would pass
+/// [`MAX_PAGE_BYTES`] (the first is always kept, so a page always moves on).
+pub(crate) fn bounded_page<T: serde::Serialize>(
+    items: impl IntoIterator<Item = T>,
+) -> Vec<Box<serde_json::value::RawValue>> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let raw = serde_json::value::to_raw_value(&item).expect("records serialize");
+        bytes += raw.get().len() + 1;
+        if bytes > MAX_PAGE_BYTES && !out.is_empty() {
+            break;
+        }
+        out.push(raw);
+    }
+    out
+}
+
+/// The validated `limit` of a list: 1 to `max`, `default` when absent.
+pub(crate) fn limit_param(
+    value: Option<&str>,
+    default: usize,
+    max: usize,
+) -> Result<usize, ApiError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!("limit: {value:?} is not a number from 1 to {max}"))
+        })
+}
 
 pub async fn ingest(
     State(state): State<AppState>,
@@ -49,19 +88,13 @@ pub async fn ingest(
     if items.is_empty() {
         return Err(ApiError::BadRequest("the batch holds no events".into()));
     }
-    if items.len() > MAX_BATCH {
-        return Err(ApiError::PayloadTooLarge(format!(
-            "the batch holds {} events; the limit is {MAX_BATCH}",
-            items.len()
-        )));
-    }
 
     let now = crate::now();
     let mut valid: Vec<(usize, EventBody)> = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
     let error = |index: usize, field: Option<&str>, detail: String| json!({"index": index, "field": field, "detail": detail});
     for (index, item) in items.into_iter().enumerate() {
-        let body = item.and_then(|v| {
+        let body = item.and_then(read_item).and_then(|v| {
             let mut body = EventBody::from_json(v, &org)?;
             body.check_clock(now)?;
             // Provenance: whatever the event says of itself, it came through this credential.
@@ -129,8 +162,8 @@ pub async fn ingest(
     })))
 }
 
-/// One element of a batch, or why it could not be read.
-type Item = Result<Value, ItemError>;
+/// One element of a batch (its JSON text, as sent), or why it could not be read.
+type Item<'a> = Result<&'a str, ItemError>;
 
 /// Why one element of a batch was refused.
 struct ItemError {
@@ -147,10 +180,49 @@ impl From<trail_core::ValidationError> for ItemError {
     }
 }
 
+/// The largest one event may be as sent, in bytes: far above what its fields' own limits
+/// allow, and small enough that reading it as JSON costs little.
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+
+fn too_many() -> ApiError {
+    ApiError::PayloadTooLarge(format!(
+        "the batch holds more than {MAX_BATCH} events; the limit is {MAX_BATCH}"
+    ))
+}
+
+/// Reads the elements of a JSON array as slices of the body, counting them as it goes: at
+/// element `MAX_BATCH + 1` it stops, so a long array of small values costs no more than
+/// the events that could be accepted.
+struct Elements<'a, 'c> {
+    over: &'c std::cell::Cell<bool>,
+    _body: std::marker::PhantomData<&'a ()>,
+}
+
+impl<'de, 'c> serde::de::Visitor<'de> for Elements<'de, 'c> {
+    type Value = Vec<&'de serde_json::value::RawValue>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array of events")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(item) = seq.next_element::<&'de serde_json::value::RawValue>()? {
+            if out.len() == MAX_BATCH {
+                self.over.set(true);
+                return Err(serde::de::Error::custom("too many events"));
+            }
+            out.push(item);
+        }
+        Ok(out)
+    }
+}
+
 /// A JSON array, one JSON object, or NDJSON, by content type; without one, a body that is one
 /// JSON value is JSON and anything else NDJSON. A malformed NDJSON line is that event's error;
-/// a malformed JSON body is the batch's.
-fn parse_batch(bytes: &[u8], content_type: Option<&str>) -> Result<Vec<Item>, ApiError> {
+/// a malformed JSON body is the batch's. More than [`MAX_BATCH`] events is refused as soon
+/// as the next one begins, before the rest is read.
+fn parse_batch<'a>(bytes: &'a [u8], content_type: Option<&str>) -> Result<Vec<Item<'a>>, ApiError> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| ApiError::BadRequest(format!("the body is not UTF-8: {e}")))?;
     let ndjson = match content_type {
@@ -169,28 +241,74 @@ fn parse_batch(bytes: &[u8], content_type: Option<&str>) -> Result<Vec<Item>, Ap
         }
     };
     if ndjson {
-        return Ok(text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, line)| {
-                serde_json::from_str(line).map_err(|e| ItemError {
-                    field: None,
-                    detail: format!("line {}: not JSON: {e}", i + 1),
-                })
-            })
-            .collect());
+        let mut items = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            if items.len() == MAX_BATCH {
+                return Err(too_many());
+            }
+            items.push(
+                serde_json::from_str::<&serde_json::value::RawValue>(line)
+                    .map(|raw| raw.get())
+                    .map_err(|e| ItemError {
+                        field: None,
+                        detail: format!("line {}: not JSON: {e}", i + 1),
+                    }),
+            );
+        }
+        return Ok(items);
     }
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Array(items)) => Ok(items.into_iter().map(Ok).collect()),
-        Ok(v @ Value::Object(_)) => Ok(vec![Ok(v)]),
-        Ok(_) => Err(ApiError::BadRequest(
-            "the body must be a JSON array of events, one event object, or NDJSON".into(),
-        )),
-        Err(e) => Err(ApiError::BadRequest(format!(
-            "the body is not valid JSON: {e}"
-        ))),
+    let not_json =
+        |e: serde_json::Error| ApiError::BadRequest(format!("the body is not valid JSON: {e}"));
+    match text.trim_start().as_bytes().first() {
+        Some(b'[') => {
+            let over = std::cell::Cell::new(false);
+            let mut de = serde_json::Deserializer::from_str(text);
+            let parsed = serde::Deserializer::deserialize_seq(
+                &mut de,
+                Elements {
+                    over: &over,
+                    _body: std::marker::PhantomData,
+                },
+            );
+            if over.get() {
+                return Err(too_many());
+            }
+            let items = parsed.map_err(not_json)?;
+            de.end().map_err(not_json)?;
+            Ok(items.into_iter().map(|raw| Ok(raw.get())).collect())
+        }
+        Some(b'{') => {
+            let raw: &serde_json::value::RawValue = serde_json::from_str(text).map_err(not_json)?;
+            Ok(vec![Ok(raw.get())])
+        }
+        _ => match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+            Ok(_) => Err(ApiError::BadRequest(
+                "the body must be a JSON array of events, one event object, or NDJSON".into(),
+            )),
+            Err(e) => Err(not_json(e)),
+        },
     }
+}
+
+/// One element as an event: its JSON read into a value only now, one at a time.
+fn read_item(raw: &str) -> Result<Value, ItemError> {
+    if raw.len() > MAX_EVENT_BYTES {
+        return Err(ItemError {
+            field: None,
+            detail: format!(
+                "the event is {} bytes; the limit is {MAX_EVENT_BYTES}",
+                raw.len()
+            ),
+        });
+    }
+    serde_json::from_str(raw).map_err(|e| ItemError {
+        field: None,
+        detail: format!("not JSON: {e}"),
+    })
 }
 
 /// What a list call asks for, read from its query string.
@@ -210,17 +328,7 @@ pub(crate) fn list_params(raw: Option<&str>, now: Timestamp) -> Result<ListParam
     for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
         match &*key {
             "q" => p.filter.add_query(&value, now).map_err(bad)?,
-            "limit" => {
-                p.limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::BadRequest(format!(
-                            "limit: {value:?} is not a number from 1 to {MAX_LIMIT}"
-                        ))
-                    })?
-            }
+            "limit" => p.limit = limit_param(Some(&value), DEFAULT_LIMIT, MAX_LIMIT)?,
             "cursor" => p.cursor = Some(Cursor::decode(&value).map_err(bad)?),
             key => p.filter.add(key, &value, false, now).map_err(|e| match e {
                 QueryError::UnknownKey(k) => ApiError::BadRequest(format!(
@@ -249,14 +357,19 @@ async fn list_org(
             },
         )
         .await?;
-    let items: Vec<Value> = page
-        .items
-        .iter()
-        .map(|s| serde_json::to_value(s.event.record(&s.hash)).expect("records serialize"))
-        .collect();
+    let items = bounded_page(page.items.iter().map(|s| s.event.record(&s.hash)));
+    let next = if items.len() < page.items.len() {
+        let last = &page.items[items.len() - 1].event;
+        Some(Cursor {
+            timestamp: last.timestamp,
+            seq: last.seq,
+        })
+    } else {
+        page.next
+    };
     Ok(Json(json!({
         "items": items,
-        "nextCursor": page.next.map(|c| c.encode()),
+        "nextCursor": next.map(|c| c.encode()),
     })))
 }
 
@@ -369,6 +482,32 @@ mod tests {
             parse_batch(&[0xff], None),
             Err(ApiError::BadRequest(_))
         ));
+    }
+
+    #[test]
+    fn a_batch_is_counted_while_it_is_parsed() {
+        // One element too many, then a body that is not JSON at all: the count stops the
+        // parse before the rest is read.
+        let mut body = "[".to_owned() + &"0,".repeat(MAX_BATCH + 1);
+        body.push_str("this is never read");
+        assert!(matches!(
+            parse_batch(body.as_bytes(), Some("application/json")),
+            Err(ApiError::PayloadTooLarge(_))
+        ));
+        let mut lines = "{}\n".repeat(MAX_BATCH + 1);
+        lines.push_str("{never read\n");
+        assert!(matches!(
+            parse_batch(lines.as_bytes(), Some("application/x-ndjson")),
+            Err(ApiError::PayloadTooLarge(_))
+        ));
+        let full = "[".to_owned() + &vec!["0"; MAX_BATCH].join(",") + "]";
+        assert_eq!(
+            parse_batch(full.as_bytes(), None).map(|v| v.len()).ok(),
+            Some(MAX_BATCH)
+        );
+        let big = format!("[{{\"a\":\"{}\"}}]", "x".repeat(MAX_EVENT_BYTES));
+        let items = parse_batch(big.as_bytes(), None).ok().unwrap();
+        assert!(read_item(items[0].as_ref().ok().unwrap()).is_err());
     }
 
     #[test]

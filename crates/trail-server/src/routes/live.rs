@@ -21,6 +21,12 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::routes::events::{list_params, restrict_to_instance};
 
+/// The most events a log holds: a seq is below it.
+const MAX_SEQ: u64 = 1 << 40;
+
+/// The most routes a performance answer lists (the busiest).
+pub const MAX_PERF_ROUTES: usize = 1000;
+
 /// How often the stream looks for new events.
 const POLL: Duration = Duration::from_millis(250);
 
@@ -60,19 +66,39 @@ pub async fn stream(
     if let Some(only) = &caller.instance {
         restrict_to_instance(&mut params, &org, only)?;
     }
-    let resume = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.trim()
-                .parse::<u64>()
-                .map_err(|_| ApiError::BadRequest(format!("Last-Event-ID: {v:?} is not a seq")))
-        })
-        .transpose()?;
+    let size = state.store.log_size(&org).await?;
+    // A seq names an event of this log: below 2^40 (what a log can hold) and below its size.
+    let seq_in_log = |what: &str, v: &str| {
+        v.trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|seq| *seq < MAX_SEQ && *seq < size)
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "{what}: {v:?} is not the seq of an event of this log (it holds {size})"
+                ))
+            })
+    };
+    let resume = match headers.get("last-event-id") {
+        None => None,
+        Some(v) => {
+            let v = v
+                .to_str()
+                .map_err(|_| ApiError::BadRequest("Last-Event-ID is not readable text".into()))?;
+            Some(seq_in_log("Last-Event-ID", v)?)
+        }
+    };
+    if let Some(from) = from_param
+        && from > size
+    {
+        return Err(ApiError::BadRequest(format!(
+            "from: {from} is past the end of this log (it holds {size})"
+        )));
+    }
     let next = match (resume, from_param) {
         (Some(last), _) => last + 1,
         (None, Some(from)) => from,
-        (None, None) => state.store.log_size(&org).await?,
+        (None, None) => size,
     };
     let tail = Tail {
         store: state.store.clone(),
@@ -145,11 +171,15 @@ pub async fn perf(
         calls.retain(|(template, _)| route_matches(r, template));
     }
     let minutes = (until.micros() - since.micros()) as f64 / 60e6;
-    let routes = trail_core::perf::summarize(calls, minutes);
+    let mut routes = trail_core::perf::summarize(calls, minutes);
+    // Busiest first: the answer keeps the busiest routes, and says how many there were.
+    let total = routes.len();
+    routes.truncate(MAX_PERF_ROUTES);
     Ok(Json(json!({
         "since": since.to_string(),
         "until": until.to_string(),
         "windowMinutes": minutes,
         "routes": routes,
+        "routesTotal": total,
     })))
 }

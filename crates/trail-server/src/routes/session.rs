@@ -16,8 +16,8 @@ use trail_store::{Session, TokenKind};
 use crate::AppState;
 use crate::audit::client_ip;
 use crate::auth::{
-    Caller, CredentialKind, SESSION_COOKIE, csrf_token, hash_password, hash_secret, mint_session,
-    session_cookie, verify_password,
+    Attempt, Caller, CredentialKind, SESSION_COOKIE, csrf_token, hash_password, hash_secret,
+    mint_session, session_cookie, verify_password,
 };
 use crate::error::ApiError;
 use crate::routes::json_body;
@@ -92,9 +92,11 @@ pub async fn accept_invitation(
     let (ctx, bytes) = password_body(req, "accept an invitation").await?;
     let body: Acceptance = json_body(&bytes)?;
     check_password("password", &body.password)?;
+    // A wrong invitation is a wrong credential: it spends its source's budget.
+    let attempt = Attempt::Credential(ip);
     state
         .throttle
-        .reserve(ip)
+        .reserve(&attempt)
         .map_err(ApiError::TooManyAttempts)?;
     let invalid = || {
         ApiError::NotFound(
@@ -115,7 +117,7 @@ pub async fn accept_invitation(
                 && t.expires_at.is_none_or(|e| e > now)
         })
         .ok_or_else(invalid)?;
-    state.throttle.refund(ip);
+    state.throttle.refund(&attempt);
     let user_id = invitation.user_id.clone().unwrap_or_default();
     let user = state.store.user(&user_id).await?.ok_or_else(invalid)?;
     let password = body.password;
@@ -171,9 +173,10 @@ pub async fn sign_in(State(state): State<AppState>, req: Request) -> Result<Resp
     let creds: SignIn = json_body(&bytes)?;
     // The attempt is spent before the (slow) check, so concurrent guesses cannot overrun
     // the budget; a success gives it back.
+    let attempt = Attempt::password(&creds.email, ip);
     state
         .throttle
-        .reserve(ip)
+        .reserve(&attempt)
         .map_err(ApiError::TooManyAttempts)?;
     let user = state.store.user_by_email(&creds.email).await?;
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
@@ -188,7 +191,7 @@ pub async fn sign_in(State(state): State<AppState>, req: Request) -> Result<Resp
     let orgs = state.store.memberships(&user.id).await?;
     let grants: Vec<_> = orgs.iter().map(|(o, _)| (o.clone(), Vec::new())).collect();
     let home = crate::auth::home_org(&grants, user.platform_admin, &state.platform_org)?;
-    state.throttle.refund(ip);
+    state.throttle.refund(&attempt);
     let now = crate::now();
     let (id, value, secret_hash) = mint_session();
     let max = state.sessions.max;
@@ -304,14 +307,27 @@ pub async fn set_password(
         .user(&user_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("no such user".into()))?;
+    // A wrong current password is a password guess like a sign-in's: same budget.
+    let attempt = Attempt::password(
+        &user.email,
+        caller
+            .ip
+            .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+    );
+    state
+        .throttle
+        .reserve(&attempt)
+        .map_err(ApiError::TooManyAttempts)?;
     let stored = user.password_hash.clone();
     let current = req.current_password;
     let ok = tokio::task::spawn_blocking(move || verify_password(&current, stored.as_deref()))
         .await
         .map_err(|e| ApiError::Internal(format!("password check: {e}")))?;
     if !ok {
+        metrics::counter!("trail_auth_failures_total").increment(1);
         return Err(ApiError::Forbidden("currentPassword is wrong".into()));
     }
+    state.throttle.refund(&attempt);
     let new = req.new_password;
     let hash = tokio::task::spawn_blocking(move || hash_password(&new))
         .await

@@ -14,19 +14,41 @@ pub struct Server {
     pub data: PathBuf,
 }
 
+/// What [`Server::start`] runs with: checkpoints every 100 ms, as log `trail.test`.
+pub const DEFAULT_OPTIONS: &[&str] =
+    &["--checkpoint-interval", "100ms", "--log-name", "trail.test"];
+
 impl Server {
     /// Starts on `data`, signing checkpoints every 100 ms as log `trail.test`.
     pub fn start(data: &Path) -> Server {
-        Server::start_with(
-            data,
-            &["--checkpoint-interval", "100ms", "--log-name", "trail.test"],
-        )
+        Server::start_with(data, DEFAULT_OPTIONS, None)
     }
 
     /// Starts on `data` with these `trail serve` options (besides the address and the data
-    /// directory).
-    pub fn start_with(data: &Path, options: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_trail"))
+    /// directory), and (if given) the process's open-file limit, soft and hard, set to
+    /// `open_files`.
+    pub fn start_with(data: &Path, options: &[&str], open_files: Option<u64>) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_trail"));
+        #[cfg(unix)]
+        if let Some(n) = open_files {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: n as libc::rlim_t,
+                rlim_max: n as libc::rlim_t,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches nothing but the child.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = open_files;
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(options)
             .arg("--data")
