@@ -133,7 +133,7 @@ async fn harness() -> Harness {
         .await
         .unwrap();
     store
-        .create_org(org("umbrella"), Some(user("umbrella")), Vec::new())
+        .create_org(org("umbrella"), Some(user("umbrella")), None, Vec::new())
         .await
         .unwrap();
     let key = trail_core::checkpoint::SignerKey::from_seed("trail.test", [5; 32]).unwrap();
@@ -3863,4 +3863,113 @@ async fn perf_lists_the_busiest_routes_only() {
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["routes"].as_array().unwrap().len(), max);
     assert!(r.body["routesTotal"].as_u64().unwrap() > max as u64);
+}
+
+/// Review finding: inviting an existing account that had no password yet (the platform
+/// admin before an operator set theirs, an org's first owner, a member who had not accepted)
+/// handed the inviter a secret that set that account's password. An invitation now sets the
+/// password of the account it creates, and of no other.
+#[tokio::test]
+async fn an_invitation_never_reaches_an_existing_account() {
+    let h = harness().await;
+    // umbrella's owner (in `h.other`'s org) invites acme's owner, the platform admin, who has
+    // no password yet, and the pending invitee of another org.
+    let pending = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/members",
+            &Cred::of(&h.owner),
+            Some(json!({"email": "bob@x.io", "role": "admin"})),
+        )
+        .await;
+    let bobs = pending.body["invitation"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for email in ["owner@acme.io", "bob@x.io"] {
+        let r = h
+            .call(
+                "POST",
+                "/v1/orgs/umbrella/members",
+                &Cred::of(&h.other),
+                Some(json!({"email": email, "role": "member"})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        assert!(r.body.get("invitation").is_none(), "{email}: {:?}", r.body);
+    }
+    assert!(h.sign_in("owner@acme.io", "anything").await.is_err());
+    // Bob's own invitation still works, and only it.
+    assert_eq!(
+        h.accept(&bobs, "bob's own passphrase").await.status,
+        StatusCode::OK
+    );
+    assert!(h.sign_in("bob@x.io", "bob's own passphrase").await.is_ok());
+    // A new org's new first owner gets their invitation in the answer, for the platform
+    // admin to pass on; an existing one gets none.
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs",
+            &Cred::of(&h.owner),
+            Some(json!({"id": "initech", "owner": "bill@initech.io"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let bills = r.body["invitation"]["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        h.accept(&bills, "bill's own passphrase").await.status,
+        StatusCode::OK
+    );
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs",
+            &Cred::of(&h.owner),
+            Some(json!({"id": "hooli", "owner": "owner@umbrella.io"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert!(r.body.get("invitation").is_none(), "{:?}", r.body);
+}
+
+/// Review finding: an org that sorts first could become the home org of anyone it added,
+/// and so receive the records of their own-account calls. A user's home org is the first
+/// they joined.
+#[tokio::test]
+async fn a_users_home_org_is_the_first_they_joined() {
+    let h = harness().await;
+    let carol = h.signed_in("umbrella", "carol@umbrella.io", "member").await;
+    // acme (which sorts first) adds her later.
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/members",
+            &Cred::of(&h.owner),
+            Some(json!({"email": "carol@umbrella.io", "role": "member"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let acme_before = h.stored("acme").await.len();
+    let carol = h
+        .sign_in("carol@umbrella.io", "correct horse battery")
+        .await
+        .unwrap_or(carol);
+    assert_eq!(
+        h.call("GET", "/v1/me", &carol, None).await.status,
+        StatusCode::OK
+    );
+    let acme_after = h.stored("acme").await;
+    assert!(
+        acme_after[acme_before..]
+            .iter()
+            .all(|s| s.event.actor.id != "carol@umbrella.io"),
+        "carol's own calls are not recorded in acme"
+    );
+    let umbrella = h.stored("umbrella").await;
+    assert!(
+        umbrella
+            .iter()
+            .any(|s| s.event.action == "whoAmI" && s.event.actor.id == "carol@umbrella.io")
+    );
 }

@@ -84,7 +84,10 @@ fn simple(action: &str) -> EventBody {
 
 async fn with_orgs(store: &dyn Store, ids: &[&str]) {
     for id in ids {
-        store.create_org(org(id), None, Vec::new()).await.unwrap();
+        store
+            .create_org(org(id), None, None, Vec::new())
+            .await
+            .unwrap();
     }
 }
 
@@ -232,12 +235,13 @@ pub async fn orgs_users_and_tokens(store: Arc<dyn Store>) {
         .create_org(
             org("umbrella"),
             Some(user("usr_u", "u@umbrella.io")),
+            None,
             Vec::new(),
         )
         .await
         .unwrap();
     assert!(matches!(
-        store.create_org(org("acme"), None, Vec::new()).await,
+        store.create_org(org("acme"), None, None, Vec::new()).await,
         Err(StoreError::Conflict(_))
     ));
     assert_eq!(store.org("acme").await.unwrap(), Some(org("acme")));
@@ -533,6 +537,7 @@ pub async fn a_change_and_its_record_commit_together(store: Arc<dyn Store>) {
         .create_org(
             org("umbrella"),
             Some(user("usr_u", "u@umbrella.io")),
+            None,
             audit("umbrella", "org.created"),
         )
         .await
@@ -1103,14 +1108,14 @@ pub async fn a_failed_create_org_leaves_no_trace(store: Arc<dyn Store>) {
     // fails the transaction.
     let mut records = audit("ghost", "org.created");
     records.extend(audit("nowhere", "org.created"));
-    let failed = store.create_org(org("ghost"), None, records).await;
+    let failed = store.create_org(org("ghost"), None, None, records).await;
     assert!(
         matches!(failed, Err(StoreError::UnknownOrg(ref o)) if o == "nowhere"),
         "{failed:?}"
     );
     assert_eq!(store.org("ghost").await.unwrap(), None);
     store
-        .create_org(org("later"), None, audit("later", "org.created"))
+        .create_org(org("later"), None, None, audit("later", "org.created"))
         .await
         .unwrap();
     let ghost = store.append("ghost", vec![simple("lost")]).await;

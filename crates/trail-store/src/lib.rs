@@ -238,7 +238,16 @@ pub trait Store: Send + Sync + 'static {
     async fn platform_org(&self) -> Result<Option<String>>;
 
     /// Creates an org and, if given, its first owner (created as a user if new).
-    async fn create_org(&self, org: Org, owner: Option<User>, audit: AuditEvents) -> Result<()>;
+    /// Creates an org and, if given, its first owner (created as a user if new). A new owner
+    /// gets `invitation` (a [`TokenKind::Invitation`]), made out to them, in the same
+    /// transaction; answers whether it was stored. An existing user gets none.
+    async fn create_org(
+        &self,
+        org: Org,
+        owner: Option<User>,
+        invitation: Option<Token>,
+        audit: AuditEvents,
+    ) -> Result<bool>;
     async fn org(&self, id: &str) -> Result<Option<Org>>;
     async fn orgs(&self) -> Result<Vec<Org>>;
 
@@ -254,9 +263,10 @@ pub trait Store: Send + Sync + 'static {
         role: Role,
         audit: AuditEvents,
     ) -> Result<Member>;
-    /// Adds `user` to the org like [`Store::add_member`] and, if the stored user has no
-    /// password yet, stores `invitation` (a [`TokenKind::Invitation`], made out to that user)
-    /// in the same transaction. Answers the member and whether the invitation was stored.
+    /// Adds `user` to the org like [`Store::add_member`] and, if that creates the user (a new
+    /// email), stores `invitation` (a [`TokenKind::Invitation`], made out to them) in the
+    /// same transaction: an invitation sets the password of the account it created and of no
+    /// other. Answers the member and whether the invitation was stored.
     async fn invite_member(
         &self,
         org: &str,
@@ -276,7 +286,8 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a member; refuses to leave the org without an owner.
     async fn remove_member(&self, org: &str, user_id: &str, audit: AuditEvents) -> Result<()>;
     async fn members(&self, org: &str) -> Result<Vec<Member>>;
-    /// The orgs a user belongs to, and the role in each.
+    /// The orgs a user belongs to, and the role in each, in the order they joined them (the
+    /// first is their home org).
     async fn memberships(&self, user_id: &str) -> Result<Vec<(String, Role)>>;
 
     async fn create_instance(&self, instance: Instance, audit: AuditEvents) -> Result<()>;

@@ -24,6 +24,7 @@ async fn store_with_events(dir: &std::path::Path) -> SqliteStore {
                 created_at: Timestamp(0),
             },
             None,
+            None,
             Vec::new(),
         )
         .await
@@ -148,6 +149,7 @@ async fn a_full_log_refuses_more_without_touching_other_orgs() {
                 created_at: Timestamp(0),
             },
             None,
+            None,
             Vec::new(),
         )
         .await
@@ -169,6 +171,7 @@ async fn tampered_rows_are_caught_one_by_one() {
                 name: "U".into(),
                 created_at: Timestamp(0),
             },
+            None,
             None,
             Vec::new(),
         )

@@ -88,7 +88,7 @@ async fn populate(dir: &Path) {
             .unwrap()
     );
     store
-        .create_org(org("umbrella"), None, Vec::new())
+        .create_org(org("umbrella"), None, None, Vec::new())
         .await
         .unwrap();
     store.append("acme", sample_events(600)).await.unwrap();
@@ -179,7 +179,7 @@ async fn a_version_1_store_opens_and_keeps_everything() {
     let a = store.append("acme", sample_events(1)).await.unwrap();
     assert_eq!(a[0].seq, 600);
     store
-        .create_org(org("initech"), None, Vec::new())
+        .create_org(org("initech"), None, None, Vec::new())
         .await
         .unwrap();
     let raw = Connection::open(old.path().join(DB_FILE)).unwrap();

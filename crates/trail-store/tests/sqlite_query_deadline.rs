@@ -20,6 +20,7 @@ async fn a_query_past_its_deadline_is_stopped_with_a_clear_error() {
                 created_at: Timestamp(0),
             },
             None,
+            None,
             Vec::new(),
         )
         .await

@@ -32,7 +32,7 @@ fn org(id: &str) -> Org {
 async fn store_with_events(dir: &Path) -> SqliteStore {
     let store = SqliteStore::open(dir).unwrap();
     store
-        .create_org(org("acme"), None, Vec::new())
+        .create_org(org("acme"), None, None, Vec::new())
         .await
         .unwrap();
     store
@@ -167,8 +167,14 @@ async fn a_busy_database_fails_writes_until_it_is_free_and_readiness_follows() {
 async fn org_ids_are_never_given_twice() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
-    store.create_org(org("a"), None, Vec::new()).await.unwrap();
-    store.create_org(org("b"), None, Vec::new()).await.unwrap();
+    store
+        .create_org(org("a"), None, None, Vec::new())
+        .await
+        .unwrap();
+    store
+        .create_org(org("b"), None, None, Vec::new())
+        .await
+        .unwrap();
     let id = |slug: &str| -> i64 {
         raw(dir.path())
             .query_row("SELECT id FROM orgs WHERE slug = ?1", [slug], |r| r.get(0))
@@ -180,6 +186,9 @@ async fn org_ids_are_never_given_twice() {
     raw(dir.path())
         .execute("DELETE FROM orgs WHERE slug = 'b'", [])
         .unwrap();
-    store.create_org(org("c"), None, Vec::new()).await.unwrap();
+    store
+        .create_org(org("c"), None, None, Vec::new())
+        .await
+        .unwrap();
     assert!(id("c") > b, "org id {b} was given again");
 }

@@ -16,7 +16,7 @@ use trail_store::{AuditEvents, Instance, Org, Token, TokenKind, User};
 
 use crate::AppState;
 use crate::auth::{
-    Caller, CredentialKind, CredentialSpec, check_grant, check_revoke, mint, random_id,
+    Caller, CredentialKind, CredentialSpec, Minted, check_grant, check_revoke, mint, random_id,
 };
 use crate::error::ApiError;
 use crate::routes::json_body as body;
@@ -224,16 +224,57 @@ pub async fn create_org(
         json!({"owner": owner.email}),
     );
     let owner_email = owner.email.clone();
-    state
+    let invitation = invitation(&caller, &req.id, &owner, Role::Owner, now)?;
+    let shown = invitation_json(&invitation);
+    let invited = state
         .store
-        .create_org(org, Some(owner), audit(&req.id, event))
+        .create_org(
+            org,
+            Some(owner),
+            Some(invitation.token),
+            audit(&req.id, event),
+        )
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            json!({"id": req.id, "name": name, "owner": owner_email, "createdAt": now.to_string()}),
-        ),
-    ))
+    let mut out =
+        json!({"id": req.id, "name": name, "owner": owner_email, "createdAt": now.to_string()});
+    if invited {
+        out["invitation"] = shown;
+    }
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// An invitation for `user` to join `org` as `role`: stored only if the user is new (see
+/// `Store::invite_member`), so it sets the password of the account it creates and no other.
+fn invitation(
+    caller: &Caller,
+    org: &str,
+    user: &User,
+    role: Role,
+    now: Timestamp,
+) -> Result<Minted, ApiError> {
+    Ok(mint(CredentialSpec {
+        kind: TokenKind::Invitation,
+        org: org.to_owned(),
+        owner: user.email.clone(),
+        user_id: Some(user.id.clone()),
+        name: "invitation".into(),
+        description: format!("to join org {org:?} as {}", role.as_str()),
+        scopes: Vec::new(),
+        instance: None,
+        created_by: caller.actor.clone(),
+        created_at: now,
+        expires_at: expiry(None, now, Some(INVITATION_LIFETIME), "1m", "30d")?,
+    }))
+}
+
+/// An invitation as its inviter sees it, once.
+fn invitation_json(m: &Minted) -> Value {
+    json!({
+        "id": m.token.id,
+        "token": m.secret,
+        "expiresAt": m.token.expires_at.map(|t| t.to_string()),
+        "acceptPath": format!("/#/invitations/{}", m.secret),
+    })
 }
 
 fn new_user(email: &str, now: Timestamp) -> User {
@@ -363,10 +404,10 @@ fn role(s: &str) -> Result<Role, ApiError> {
 /// How long an invitation can be accepted.
 const INVITATION_LIFETIME: &str = "7d";
 
-/// `POST /v1/orgs/{org}/members`: adds the member with the role and, if they have no password
-/// yet, invites them: the answer carries the invitation (shown once), which they accept with
-/// `POST /v1/invitations/accept` (or in the console) by choosing their own password. Nobody
-/// sets another person's password.
+/// `POST /v1/orgs/{org}/members`: adds the member with the role and, if the email is new to
+/// Trail, invites them: the answer carries the invitation (shown once), which they accept
+/// with `POST /v1/invitations/accept` (or in the console) by choosing their own password.
+/// Nobody sets another person's password, and no invitation reaches an existing account.
 pub async fn add_member(
     State(state): State<AppState>,
     Path(org): Path<String>,
@@ -384,28 +425,15 @@ pub async fn add_member(
     check_grant(&caller, &org, role.scopes())?;
     let now = crate::now();
     let user = new_user(&req.email, now);
-    let minted = mint(CredentialSpec {
-        kind: TokenKind::Invitation,
-        org: org.clone(),
-        owner: req.email.clone(),
-        user_id: Some(user.id.clone()),
-        name: "invitation".into(),
-        description: format!("to join org {org:?} as {}", role.as_str()),
-        scopes: Vec::new(),
-        instance: None,
-        created_by: caller.actor.clone(),
-        created_at: now,
-        expires_at: expiry(None, now, Some(INVITATION_LIFETIME), "1m", "30d")?,
-    });
-    let invitation_id = minted.token.id.clone();
-    let expires_at = minted.token.expires_at.map(|t| t.to_string());
+    let minted = invitation(&caller, &org, &user, role, now)?;
+    let shown = invitation_json(&minted);
     let event = domain_event(
         &caller,
         "created",
         object("member", json!({"email": req.email, "role": role.as_str()})),
         "CREATE",
         format!("{} added as {}", req.email, role.as_str()),
-        json!({"invitation": invitation_id}),
+        json!({"invitation": minted.token.id}),
     );
     let (m, invited) = state
         .store
@@ -413,12 +441,7 @@ pub async fn add_member(
         .await?;
     let mut out = json!({"userId": m.user_id, "email": m.email, "role": m.role.as_str()});
     if invited {
-        out["invitation"] = json!({
-            "id": invitation_id,
-            "token": minted.secret,
-            "expiresAt": expires_at,
-            "acceptPath": format!("/#/invitations/{}", minted.secret),
-        });
+        out["invitation"] = shown;
     }
     Ok((StatusCode::CREATED, Json(out)))
 }

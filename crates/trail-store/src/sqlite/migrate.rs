@@ -44,6 +44,13 @@ const STEPS: &[Step] = &[
             )
         },
     },
+    Step {
+        what: "when each member joined their org, so a user's home org is the first they \
+               joined, whoever adds them to another later",
+        apply: |tx| {
+            tx.execute_batch("ALTER TABLE members ADD COLUMN joined_at INTEGER NOT NULL DEFAULT 0;")
+        },
+    },
 ];
 
 /// The schema version this Trail writes and reads.

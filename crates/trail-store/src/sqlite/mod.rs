@@ -328,9 +328,15 @@ impl Store for SqliteStore {
         self.read(|c, _| read::meta(c, "platform_org")).await
     }
 
-    async fn create_org(&self, org: Org, owner: Option<User>, audit: AuditEvents) -> Result<()> {
+    async fn create_org(
+        &self,
+        org: Org,
+        owner: Option<User>,
+        invitation: Option<Token>,
+        audit: AuditEvents,
+    ) -> Result<bool> {
         self.writer()?
-            .exec(move |w| w.create_org(&org, owner, audit))
+            .exec(move |w| w.create_org(&org, owner, invitation, audit))
             .await
     }
 
@@ -663,6 +669,7 @@ mod tests {
                         name: id.into(),
                         created_at: Timestamp(0),
                     },
+                    None,
                     None,
                     Vec::new(),
                 )

@@ -418,7 +418,7 @@ pub(crate) fn memberships(conn: &Connection, user_id: &str) -> Result<Vec<(Strin
     let mut stmt = conn
         .prepare_cached(
             "SELECT o.slug, m.role FROM members m JOIN orgs o ON o.id = m.org \
-             WHERE m.user_id = ?1 ORDER BY o.slug",
+             WHERE m.user_id = ?1 ORDER BY m.joined_at, o.id",
         )
         .map_err(unavailable)?;
     let rows = stmt

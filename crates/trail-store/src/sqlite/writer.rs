@@ -341,14 +341,21 @@ impl WriterState {
         })
     }
 
-    pub fn create_org(&mut self, org: &Org, owner: Option<User>, audit: AuditEvents) -> Result<()> {
+    pub fn create_org(
+        &mut self,
+        org: &Org,
+        owner: Option<User>,
+        invitation: Option<Token>,
+        audit: AuditEvents,
+    ) -> Result<bool> {
         self.in_tx(audit, |tx| {
             insert_org(tx, org)?;
-            if let Some(owner) = owner {
-                let user = user_or_insert(tx, owner)?;
-                insert_member(tx, &org.id, &user.id, Role::Owner)?;
-            }
-            Ok(())
+            let Some(owner) = owner else {
+                return Ok(false);
+            };
+            let (user, created) = user_or_insert(tx, owner)?;
+            insert_member(tx, &org.id, &user.id, Role::Owner)?;
+            invite_if_created(tx, &user, created, invitation)
         })
     }
 
@@ -375,7 +382,7 @@ impl WriterState {
         audit: AuditEvents,
     ) -> Result<Member> {
         self.in_tx(audit, |tx| {
-            let user = user_or_insert(tx, user)?;
+            let (user, _) = user_or_insert(tx, user)?;
             insert_member(tx, org, &user.id, role)?;
             Ok(Member {
                 user_id: user.id,
@@ -390,17 +397,13 @@ impl WriterState {
         org: &str,
         user: User,
         role: Role,
-        mut invitation: Token,
+        invitation: Token,
         audit: AuditEvents,
     ) -> Result<(Member, bool)> {
         self.in_tx(audit, |tx| {
-            let user = user_or_insert(tx, user)?;
+            let (user, created) = user_or_insert(tx, user)?;
             insert_member(tx, org, &user.id, role)?;
-            let invited = user.password_hash.is_none();
-            if invited {
-                invitation.user_id = Some(user.id.clone());
-                insert_token(tx, &invitation)?;
-            }
+            let invited = invite_if_created(tx, &user, created, Some(invitation))?;
             let member = Member {
                 user_id: user.id,
                 email: user.email,
@@ -649,12 +652,32 @@ fn keeps_an_owner(
 }
 
 /// The stored user with this email, or `user` inserted.
-fn user_or_insert(tx: &Connection, user: User) -> Result<User> {
+/// The stored user with this email, or `user` inserted; and whether it was inserted now.
+fn user_or_insert(tx: &Connection, user: User) -> Result<(User, bool)> {
     if let Some(existing) = super::read::user_where(tx, "email", &user.email)? {
-        return Ok(existing);
+        return Ok((existing, false));
     }
     insert_user(tx, &user)?;
-    Ok(user)
+    Ok((user, true))
+}
+
+/// Stores `invitation` for `user` only if this transaction created the user: an invitation
+/// sets the password of the account it brought into being and of no other, so nobody can
+/// invite an existing account (with a password or still without one) to claim it.
+fn invite_if_created(
+    tx: &Connection,
+    user: &User,
+    created: bool,
+    invitation: Option<Token>,
+) -> Result<bool> {
+    match invitation {
+        Some(mut invitation) if created && user.password_hash.is_none() => {
+            invitation.user_id = Some(user.id.clone());
+            insert_token(tx, &invitation)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
 }
 
 fn append_one(
@@ -844,9 +867,10 @@ fn insert_user(tx: &Connection, user: &User) -> Result<()> {
 
 fn insert_member(tx: &Connection, org: &str, user_id: &str, role: Role) -> Result<()> {
     let org_id = org_id(tx, org)?;
+    let now = Timestamp::from_system_time(std::time::SystemTime::now());
     tx.execute(
-        "INSERT INTO members (org, user_id, role) VALUES (?1, ?2, ?3)",
-        params![org_id, user_id, role.as_str()],
+        "INSERT INTO members (org, user_id, role, joined_at) VALUES (?1, ?2, ?3, ?4)",
+        params![org_id, user_id, role.as_str(), now.micros()],
     )
     .map_err(|e| constraint(e, || format!("member {user_id:?} of org {org:?}")))?;
     Ok(())
