@@ -615,6 +615,32 @@ pub fn check_grant(caller: &Caller, org: &str, wanted: &[Scope]) -> Result<(), A
     }
 }
 
+/// May `caller` change or remove member `m` of `org`? Only if they hold everything the member
+/// holds there: their role's scopes, and `orgs:admin` if the member is a platform admin (so
+/// nobody cuts off the platform admin by demoting them, which would shrink their tokens).
+pub async fn check_over_member(
+    store: &dyn Store,
+    caller: &Caller,
+    org: &str,
+    m: &trail_store::Member,
+) -> Result<(), ApiError> {
+    let mut held = m.role.scopes().to_vec();
+    if store
+        .user(&m.user_id)
+        .await?
+        .is_some_and(|u| u.platform_admin)
+    {
+        held.push(Scope::OrgsAdmin);
+    }
+    check_grant(caller, org, &held).map_err(|_| {
+        ApiError::Forbidden(format!(
+            "you cannot change {}: they hold more than you do in org {org:?} ({})",
+            m.email,
+            Scope::join(&held)
+        ))
+    })
+}
+
 /// May `caller` revoke `token`, a credential of `org`? Their own PAT, always; anyone else's
 /// needs `members:manage` (for a PAT; `keys:manage` for a key is the operation's own scope)
 /// and every scope the credential holds today: nobody takes away more than they could give,

@@ -3973,3 +3973,87 @@ async fn a_users_home_org_is_the_first_they_joined() {
             .any(|s| s.event.action == "whoAmI" && s.event.actor.id == "carol@umbrella.io")
     );
 }
+
+/// Review finding: a co-owner who could not revoke the platform admin's token cut it off by
+/// demoting or removing the platform admin; and a break-glass token changed who may sign in.
+#[tokio::test]
+async fn nobody_changes_a_member_who_holds_more_than_they_do() {
+    let h = harness().await;
+    let co_owner = h.signed_in("acme", "co@acme.io", "owner").await;
+    for (method, body) in [("PATCH", Some(json!({"role": "member"}))), ("DELETE", None)] {
+        let r = h
+            .call(
+                method,
+                "/v1/orgs/acme/members/owner@acme.io",
+                &co_owner,
+                body,
+            )
+            .await;
+        assert_problem(&r, 403, "they hold more than you do");
+    }
+    let me = h.get("/v1/me", Some(&h.owner)).await;
+    assert_eq!(me.body["platformAdmin"], true);
+    assert!(me.body["scopes"].as_array().unwrap().len() > 2);
+    // A co-owner still manages an ordinary owner.
+    h.invited("acme", "other@acme.io", "owner").await;
+    let r = h
+        .call(
+            "PATCH",
+            "/v1/orgs/acme/members/other@acme.io",
+            &co_owner,
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // A break-glass token is for looking: it changes no membership.
+    let bg = credential(
+        &*h.store,
+        TokenKind::BreakGlass,
+        "acme",
+        preset("admin-full").unwrap(),
+        Some(Timestamp(i64::MAX / 2)),
+        false,
+    )
+    .await;
+    let r = h
+        .call(
+            "DELETE",
+            "/v1/orgs/acme/members/other@acme.io",
+            &Cred::of(&bg),
+            None,
+        )
+        .await;
+    assert_problem(&r, 403, "break-glass token cannot make this call");
+}
+
+/// Review finding: removing a member left their invitation valid.
+#[tokio::test]
+async fn removing_a_member_withdraws_their_invitation() {
+    let h = harness().await;
+    let added = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/members",
+            &Cred::of(&h.owner),
+            Some(json!({"email": "gone@acme.io", "role": "member"})),
+        )
+        .await;
+    let token = added.body["invitation"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = h
+        .call(
+            "DELETE",
+            "/v1/orgs/acme/members/gone@acme.io",
+            &Cred::of(&h.owner),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_problem(
+        &h.accept(&token, "a passphrase of mine").await,
+        404,
+        "not valid",
+    );
+}

@@ -283,7 +283,8 @@ pub trait Store: Send + Sync + 'static {
         role: Role,
         audit: AuditEvents,
     ) -> Result<()>;
-    /// Removes a member; refuses to leave the org without an owner.
+    /// Removes a member, withdrawing their open invitation to the org; refuses to leave the
+    /// org without an owner.
     async fn remove_member(&self, org: &str, user_id: &str, audit: AuditEvents) -> Result<()>;
     async fn members(&self, org: &str) -> Result<Vec<Member>>;
     /// The orgs a user belongs to, and the role in each, in the order they joined them (the

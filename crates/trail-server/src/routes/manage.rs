@@ -16,7 +16,8 @@ use trail_store::{AuditEvents, Instance, Org, Token, TokenKind, User};
 
 use crate::AppState;
 use crate::auth::{
-    Caller, CredentialKind, CredentialSpec, Minted, check_grant, check_revoke, mint, random_id,
+    Caller, CredentialKind, CredentialSpec, Minted, check_grant, check_over_member, check_revoke,
+    mint, random_id,
 };
 use crate::error::ApiError;
 use crate::routes::json_body as body;
@@ -477,7 +478,7 @@ pub async fn update_member(
     let new = role(&req.role)?;
     let m = find_member(&state, &org, &who).await?;
     // Changing a role means holding what it takes away and what it gives.
-    check_grant(&caller, &org, m.role.scopes())?;
+    check_over_member(&*state.store, &caller, &org, &m).await?;
     check_grant(&caller, &org, new.scopes())?;
     let event = domain_event(
         &caller,
@@ -507,7 +508,7 @@ pub async fn remove_member(
     Extension(caller): Extension<Caller>,
 ) -> Result<StatusCode, ApiError> {
     let m = find_member(&state, &org, &who).await?;
-    check_grant(&caller, &org, m.role.scopes())?;
+    check_over_member(&*state.store, &caller, &org, &m).await?;
     let event = domain_event(
         &caller,
         "deleted",

@@ -269,14 +269,14 @@ pub const OPERATIONS: &[Operation] = &[
         "PATCH",
         "/v1/orgs/{org}/members/{member}",
         "updateMember",
-        org(MembersManage),
+        by(NotBreakGlass, Org, Some(MembersManage)),
         "Change a member's role",
     ),
     op(
         "DELETE",
         "/v1/orgs/{org}/members/{member}",
         "removeMember",
-        org(MembersManage),
+        by(NotBreakGlass, Org, Some(MembersManage)),
         "Remove a member",
     ),
     op(

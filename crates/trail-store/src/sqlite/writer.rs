@@ -453,6 +453,14 @@ impl WriterState {
                     "member {user_id:?} of org {org:?}"
                 )));
             }
+            // An invitation to an org one is no longer in is withdrawn with the membership.
+            let now = Timestamp::from_system_time(std::time::SystemTime::now());
+            tx.execute(
+                "UPDATE tokens SET revoked_at = ?3 WHERE kind = 'invitation' AND org = ?1 \
+                 AND user_id = ?2 AND revoked_at IS NULL",
+                params![org_id, user_id, now.micros()],
+            )
+            .map_err(unavailable)?;
             Ok(())
         })
     }
