@@ -336,7 +336,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let bound = trail_server::bind(&config).await?;
     let shutdown = shutdown_signal();
-    let socket = match trail_server::operator::Socket::listen(&config.data_dir, bound.store.clone()) {
+    let socket = match trail_server::operator::Socket::listen(&config.data_dir, bound.store.clone())
+    {
         Ok(s) => Some(s),
         Err(e) => {
             // The server still serves; operator commands say they cannot reach it.
@@ -371,7 +372,11 @@ async fn set_password(data: &std::path::Path, email: String) -> anyhow::Result<(
         .read_line(&mut password)
         .context("reading the password from standard input")?;
     let password = password.trim_end_matches(['\r', '\n']).to_owned();
-    let done = trail_server::operator::run(data, trail_server::operator::Request::SetPassword { email, password }).await?;
+    let done = trail_server::operator::run(
+        data,
+        trail_server::operator::Request::SetPassword { email, password },
+    )
+    .await?;
     cli::output::line(&done)
 }
 

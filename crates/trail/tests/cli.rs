@@ -599,3 +599,75 @@ async fn a_table_shows_control_characters_escaped() {
     assert_eq!(json[0]["object"]["id"]["name"], name);
     assert_eq!(json[0]["action"], action);
 }
+
+#[tokio::test]
+async fn a_tail_says_on_stderr_when_more_events_match_than_it_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"));
+    let cli = Cli::new();
+    cli.ok(&["login", "--url", &s.url, "--token", &s.token()]);
+    let batch: Vec<Value> = (0..7)
+        .map(|i| json!({"action": format!("step{i}"), "actor": {"id": "loader", "type": "system"}}))
+        .collect();
+    ingest(&s, Value::Array(batch)).await;
+
+    let cut = cli.run(&[
+        "logs", "tail", "--actor", "loader", "--limit", "5", "-o", "ndjson",
+    ]);
+    assert!(cut.status.success(), "{}", stderr(&cut));
+    assert_eq!(String::from_utf8_lossy(&cut.stdout).lines().count(), 5);
+    let note = stderr(&cut);
+    assert_eq!(note.lines().count(), 1, "one line: {note}");
+    assert!(
+        note.starts_with("trail: note: more events match than the 5 shown"),
+        "{note}"
+    );
+    assert!(note.contains("--limit") && note.contains("--all"), "{note}");
+
+    let all = cli.run(&["logs", "tail", "--actor", "loader", "--all", "-o", "ndjson"]);
+    assert!(all.status.success(), "{}", stderr(&all));
+    assert_eq!(String::from_utf8_lossy(&all.stdout).lines().count(), 7);
+    assert_eq!(stderr(&all), "", "nothing more to say");
+
+    let exact = cli.run(&[
+        "logs", "tail", "--actor", "loader", "--limit", "7", "-o", "ndjson",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&exact.stdout).lines().count(), 7);
+    assert_eq!(stderr(&exact), "", "all matching events were printed");
+
+    let zero = cli.run(&["logs", "tail", "--limit", "0"]);
+    assert_eq!(zero.status.code(), Some(2), "{}", stderr(&zero));
+    let both = cli.run(&["logs", "tail", "--limit", "3", "--all"]);
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+}
+
+#[tokio::test]
+async fn a_tail_query_may_start_with_a_minus() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"));
+    let cli = Cli::new();
+    cli.ok(&["login", "--url", &s.url, "--token", &s.token()]);
+    ingest(
+        &s,
+        json!([{"action": "deleted", "actor": {"id": "sarah", "type": "user"}}]),
+    )
+    .await;
+    for query in [
+        &["--query", "-category:api"][..],
+        &["-q", "-category:api"][..],
+    ] {
+        let mut args = vec!["logs", "tail", "-o", "ndjson"];
+        args.extend_from_slice(query);
+        let out = cli.ok(&args);
+        let rows: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(!rows.is_empty(), "{query:?}");
+        assert!(
+            rows.iter().all(|r| r["request"].is_null()),
+            "{query:?}: no API call in {out}"
+        );
+        assert!(rows.iter().any(|r| r["action"] == "deleted"), "{out}");
+    }
+}

@@ -20,7 +20,12 @@ Examples:
   trail logs tail --since 1h --actor user_ABC         # one operator's actions
   trail logs tail --route 'GET /v1/tenants/:id' --status 5xx
   trail logs tail --query 'actor:alice -status:200' --json
-  trail logs tail --follow                            # and keep streaming")]
+  trail logs tail --query '-category:api'             # leave out Trail's own API calls
+  trail logs tail --since 1d --all                    # every event of the day
+  trail logs tail --follow                            # and keep streaming
+
+When more events match than were printed, one line on standard error says so and how to get
+them (it starts with `trail: note:`; the events on standard output are unaffected).")]
 pub struct TailArgs {
     /// Only events since: 30s, 5m, 1h, 7d, 2w back from now, or an RFC 3339 time.
     #[arg(long, default_value = "1h")]
@@ -43,12 +48,16 @@ pub struct TailArgs {
     /// Only this instance's events.
     #[arg(long)]
     instance: Option<String>,
-    /// A query: `actor:alice action:deleted -status:200`.
-    #[arg(long, short = 'q')]
+    /// A query: `actor:alice action:deleted -status:200`; it may start with `-`
+    /// (`--query '-category:api'`).
+    #[arg(long, short = 'q', allow_hyphen_values = true)]
     query: Option<String>,
-    /// At most this many events (the newest).
-    #[arg(long, default_value_t = 100)]
-    limit: usize,
+    /// At most this many events (the newest); at least 1.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    limit: u64,
+    /// Every matching event, however many (instead of --limit).
+    #[arg(long, conflicts_with = "limit")]
+    all: bool,
     /// Keep printing new events as they arrive, until Ctrl-C.
     #[arg(long, short = 'f')]
     follow: bool,
@@ -133,23 +142,35 @@ pub async fn tail(conn: &Connection, args: TailArgs) -> anyhow::Result<()> {
         None => format!("{}/audit-logs", session.org_path().await?),
     };
 
-    // The newest `limit` events, newest first, page by page.
-    let progress = (std::io::stderr().is_terminal() && args.limit > 1000).then(|| {
-        let bar = indicatif::ProgressBar::new(args.limit as u64);
+    // The newest `limit` events (or all of them), newest first, page by page.
+    let limit = if args.all {
+        usize::MAX
+    } else {
+        args.limit as usize
+    };
+    let progress = (std::io::stderr().is_terminal() && limit > 1000).then(|| {
+        let bar = if args.all {
+            indicatif::ProgressBar::no_length()
+        } else {
+            indicatif::ProgressBar::new(limit as u64)
+        };
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} events")
-                .expect("a valid template"),
+            indicatif::ProgressStyle::with_template(if args.all {
+                "{spinner} {pos} events"
+            } else {
+                "{spinner} {pos}/{len} events"
+            })
+            .expect("a valid template"),
         );
         bar
     });
     let mut events: Vec<Value> = Vec::new();
     let mut cursor: Option<String> = None;
-    while events.len() < args.limit {
+    // Whether the server has more matching events than were fetched.
+    let mut more = false;
+    while events.len() < limit {
         let mut p = params.clone();
-        p.push((
-            "limit".into(),
-            (args.limit - events.len()).min(1000).to_string(),
-        ));
+        p.push(("limit".into(), (limit - events.len()).min(1000).to_string()));
         if let Some(c) = &cursor {
             p.push(("cursor".into(), c.clone()));
         }
@@ -162,12 +183,21 @@ pub async fn tail(conn: &Connection, args: TailArgs) -> anyhow::Result<()> {
             bar.set_position(events.len() as u64);
         }
         match page["nextCursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
+            Some(c) => {
+                cursor = Some(c.to_owned());
+                more = true;
+            }
+            None => {
+                more = false;
+                break;
+            }
         }
     }
     if let Some(bar) = progress {
         bar.finish_and_clear();
+    }
+    if more {
+        eprintln!("{}", more_notice(events.len(), &args.since));
     }
     // Printed oldest first, as a tail is.
     events.reverse();
@@ -180,6 +210,14 @@ pub async fn tail(conn: &Connection, args: TailArgs) -> anyhow::Result<()> {
         r = follow(&session, &base, &params, filter, after, format) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
+}
+
+/// The one line said on standard error when more events match than were printed.
+fn more_notice(printed: usize, since: &str) -> String {
+    format!(
+        "trail: note: more events match than the {printed} shown (the newest since {since}): \
+         raise --limit, pass --all, or narrow --since or the filters"
+    )
 }
 
 /// Streams new events (Server-Sent Events), or polls the log if the server has no stream.
