@@ -55,7 +55,7 @@ fn state_dir(arg: Option<&Path>) -> anyhow::Result<PathBuf> {
 
 async fn verify_online(conn: &crate::cli::Connection, args: &VerifyArgs) -> anyhow::Result<()> {
     let session = crate::cli::Session::open(conn)?;
-    let org = session.org().await?;
+    let org = session.org()?;
     let client = &session.client;
     let dir = state_dir(args.state_dir.as_deref())?;
     let mut witness = Witness::load(&dir)?;

@@ -671,3 +671,104 @@ async fn a_tail_query_may_start_with_a_minus() {
         assert!(rows.iter().any(|r| r["action"] == "deleted"), "{out}");
     }
 }
+
+/// The rows a credential's calls left in the default org's log, read with the bootstrap
+/// token straight over HTTP, once at least `at_least` are there.
+async fn calls_of(s: &Server, token_id: &str, at_least: usize) -> Vec<Value> {
+    for _ in 0..100 {
+        let v: Value = reqwest::Client::new()
+            .get(format!(
+                "{}/v1/orgs/default/audit-logs?tokenId={token_id}&category=api&limit=1000",
+                s.url
+            ))
+            .bearer_auth(s.token())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let items = v["items"].as_array().unwrap().clone();
+        if items.len() >= at_least {
+            return items;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("fewer than {at_least} calls recorded for {token_id}");
+}
+
+#[tokio::test]
+async fn each_command_makes_one_call_and_hide_own_leaves_out_the_viewers_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"));
+    let cli = Cli::new();
+    // A second credential of the owner's, so the reads below are not mixed with the calls
+    // this test makes with the bootstrap token.
+    let pat = reqwest::Client::new()
+        .post(format!("{}/v1/orgs/default/tokens", s.url))
+        .bearer_auth(s.token())
+        .json(&json!({"name": "reader", "scopes": ["logs:read", "keys:manage"]}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let id = pat.split_once('.').unwrap().0.to_owned();
+    let login = cli.ok(&["login", "--url", &s.url, "--token", &pat]);
+    assert!(login.contains("org default"), "{login}");
+    cli.ok(&["logs", "tail", "-o", "ndjson"]);
+    // Without a profile or --org, the credential's own org, still in one call.
+    let bare = cli.ok(&[
+        "logs", "tail", "--url", &s.url, "--token", &pat, "-o", "ndjson",
+    ]);
+    assert!(bare.lines().count() > 0);
+    cli.ok(&["keys", "list", "-o", "json"]);
+    let calls = calls_of(&s, &id, 4).await;
+    let routes: Vec<&str> = calls
+        .iter()
+        .map(|c| c["request"]["route"].as_str().unwrap())
+        .collect();
+    assert_eq!(calls.len(), 4, "one call per command: {routes:?}");
+    assert_eq!(
+        routes.iter().filter(|r| r.ends_with("/v1/me")).count(),
+        1,
+        "only login asks who the credential is: {routes:?}"
+    );
+
+    // --hide-own: the viewer's own calls are left out, the rest stays.
+    ingest(
+        &s,
+        json!([{"action": "deleted", "actor": {"id": "sarah", "type": "user"}}]),
+    )
+    .await;
+    let shown = |extra: &[&str]| -> Vec<Value> {
+        let mut args = vec!["logs", "tail", "-o", "ndjson"];
+        args.extend_from_slice(extra);
+        cli.ok(&args)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let own = |rows: &[Value]| {
+        rows.iter()
+            .filter(|r| r["actor"]["tokenId"] == id.as_str())
+            .count()
+    };
+    let all = shown(&[]);
+    assert!(own(&all) > 0, "the viewer's calls are in the log");
+    let hidden = shown(&["--hide-own"]);
+    assert_eq!(own(&hidden), 0, "{hidden:?}");
+    assert!(hidden.iter().any(|r| r["action"] == "deleted"));
+    assert!(
+        hidden.iter().any(|r| r["request"].is_object()),
+        "others' calls stay"
+    );
+    // It combines with a query of the user's.
+    let both = shown(&["--hide-own", "--query", "-category:api"]);
+    assert_eq!(own(&both), 0);
+    assert!(both.iter().all(|r| r["request"].is_null()));
+}

@@ -7,7 +7,7 @@ use anyhow::bail;
 use base64::Engine;
 use futures_util::StreamExt;
 use serde_json::Value;
-use trail_client::ClientError;
+use trail_client::{ClientError, segment};
 use trail_core::{Filter, Timestamp};
 
 use super::output::{self, Format, cell, paint};
@@ -58,6 +58,9 @@ pub struct TailArgs {
     /// Every matching event, however many (instead of --limit).
     #[arg(long, conflicts_with = "limit")]
     all: bool,
+    /// Leave out this command's own credential's calls (a `-tokenId:<credential id>` term).
+    #[arg(long)]
+    hide_own: bool,
     /// Keep printing new events as they arrive, until Ctrl-C.
     #[arg(long, short = 'f')]
     follow: bool,
@@ -131,15 +134,36 @@ pub async fn tail(conn: &Connection, args: TailArgs) -> anyhow::Result<()> {
             "--follow streams one event a line: use -o ndjson or -o table".into(),
         ));
     }
-    let (params, filter) = args.params()?;
+    let (mut params, mut filter) = args.params()?;
     let session = Session::open(conn)?;
-    let base = match &args.instance {
+    if args.hide_own {
+        let id = session.credential_id().ok_or_else(|| {
+            usage("--hide-own: the credential has no id (KEYID:SECRET or ID.SECRET)".into())
+        })?;
+        let term = format!("-tokenId:{id}");
+        filter
+            .add_query(&term, trail_server::now())
+            .map_err(|e| usage(format!("--hide-own: {e}")))?;
+        params.push(("q".into(), term));
+    }
+    // One call: an org named here is read by its path; otherwise the credential's own org,
+    // which `/v1/audit-log` reads without being told which it is.
+    let org_base = |org: &str| match &args.instance {
         Some(i) => format!(
-            "{}/instances/{}/audit-logs",
-            session.org_path().await?,
-            trail_client::segment(i)
+            "/v1/orgs/{}/instances/{}/audit-logs",
+            segment(org),
+            segment(i)
         ),
-        None => format!("{}/audit-logs", session.org_path().await?),
+        None => format!("/v1/orgs/{}/audit-logs", segment(org)),
+    };
+    let base = match session.named_org() {
+        Some(org) => org_base(org),
+        None => {
+            if let Some(i) = &args.instance {
+                params.push(("instance".into(), i.clone()));
+            }
+            "/v1/audit-log".to_owned()
+        }
     };
 
     // The newest `limit` events (or all of them), newest first, page by page.
@@ -206,8 +230,23 @@ pub async fn tail(conn: &Connection, args: TailArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let after = events.iter().filter_map(|e| e["seq"].as_u64()).max();
+    // The stream is per org: the one named, else the one the events printed belong to.
+    let org = match session.named_org() {
+        Some(o) => o.to_owned(),
+        None => events
+            .iter()
+            .find_map(|e| e["org"].as_str().map(str::to_owned))
+            .ok_or_else(|| {
+                usage("--follow: no event told which org this is: pass --org (or TRAIL_ORG)".into())
+            })?,
+    };
+    let params: Vec<(String, String)> = params
+        .into_iter()
+        .filter(|(k, _)| k != "instance")
+        .collect();
+    let base = org_base(&org);
     tokio::select! {
-        r = follow(&session, &base, &params, filter, after, format) => r,
+        r = follow(&session, &org, &base, &params, filter, after, format) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }
@@ -223,6 +262,7 @@ fn more_notice(printed: usize, since: &str) -> String {
 /// Streams new events (Server-Sent Events), or polls the log if the server has no stream.
 async fn follow(
     session: &Session,
+    org: &str,
     base: &str,
     params: &[(String, String)],
     filter: Filter,
@@ -245,7 +285,9 @@ async fn follow(
             }
             bail!("the server closed the stream")
         }
-        Err(ClientError::Status { status: 404, .. }) => poll(session, filter, after, format).await,
+        Err(ClientError::Status { status: 404, .. }) => {
+            poll(session, org, filter, after, format).await
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -253,13 +295,14 @@ async fn follow(
 /// Polls the log in seq order and filters here, with the same semantics as the server.
 async fn poll(
     session: &Session,
+    org: &str,
     mut filter: Filter,
     after: Option<u64>,
     format: Format,
 ) -> anyhow::Result<()> {
     filter.since = None;
     filter.until = None;
-    let org = session.org_path().await?;
+    let org = format!("/v1/orgs/{}", segment(org));
     let mut next = match after {
         Some(a) => a + 1,
         // New events only: from what the newest checkpoint covers.
@@ -406,7 +449,7 @@ pub async fn perf(conn: &Connection, args: PerfArgs) -> anyhow::Result<()> {
         .client
         .get_json(&format!(
             "{}/perf?{}",
-            session.org_path().await?,
+            session.org_path()?,
             query_string(&p)
         ))
         .await?;

@@ -36,24 +36,27 @@ pub async fn login(conn: &Connection, args: LoginArgs) -> anyhow::Result<()> {
         .name
         .or_else(|| conn.profile.clone())
         .unwrap_or_else(|| "default".into());
+    // The org is kept in the profile (the one named, else the credential's own, from this
+    // one check), so later commands need not ask the server which org they act on.
+    let org = conn
+        .org
+        .clone()
+        .or_else(|| me["org"].as_str().map(str::to_owned))
+        .or_else(|| me["orgs"][0]["id"].as_str().map(str::to_owned));
     let mut cfg = Config::load()?;
     cfg.profiles.insert(
         name.clone(),
         Profile {
             url: url.clone(),
             token,
-            org: conn.org.clone(),
+            org: org.clone(),
         },
     );
     if cfg.default.is_none() || name == "default" {
         cfg.default = Some(name.clone());
     }
     let path = cfg.save()?;
-    let org = conn
-        .org
-        .clone()
-        .or_else(|| me["org"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| "-".into());
+    let org = org.unwrap_or_else(|| "-".into());
     output::line(&format!(
         "Logged in to {url} as {} ({}), org {}; saved as profile {name:?} in {}",
         output::escape(&cell(&me["actor"])),
@@ -245,7 +248,7 @@ pub async fn instances(
     cmd: InstancesCommand,
 ) -> anyhow::Result<()> {
     let s = Session::open(conn)?;
-    let base = format!("{}/instances", s.org_path().await?);
+    let base = format!("{}/instances", s.org_path()?);
     match cmd {
         InstancesCommand::List => {
             let v = s.client.get_json(&base).await?;
@@ -327,7 +330,7 @@ pub async fn members(
         return Ok(());
     }
     let s = Session::open(conn)?;
-    let base = format!("{}/members", s.org_path().await?);
+    let base = format!("{}/members", s.org_path()?);
     let member = |email: &str| format!("{base}/{}", segment(email));
     match cmd {
         MembersCommand::List => {
@@ -401,7 +404,7 @@ pub enum KeysCommand {
 
 pub async fn keys(conn: &Connection, out: &OutputArg, cmd: KeysCommand) -> anyhow::Result<()> {
     let s = Session::open(conn)?;
-    let base = format!("{}/api-keys", s.org_path().await?);
+    let base = format!("{}/api-keys", s.org_path()?);
     match cmd {
         KeysCommand::List => {
             let v = s.client.get_json(&base).await?;
@@ -479,7 +482,7 @@ pub enum TokensCommand {
 
 pub async fn tokens(conn: &Connection, out: &OutputArg, cmd: TokensCommand) -> anyhow::Result<()> {
     let s = Session::open(conn)?;
-    let base = format!("{}/tokens", s.org_path().await?);
+    let base = format!("{}/tokens", s.org_path()?);
     match cmd {
         TokensCommand::List => {
             let v = s.client.get_json(&base).await?;

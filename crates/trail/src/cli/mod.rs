@@ -27,10 +27,11 @@ pub struct Connection {
     pub profile: Option<String>,
 }
 
-/// A connected client and the org it acts on.
+/// A connected client, the org it acts on (when named), and its credential's id.
 pub struct Session {
     pub client: Client,
     org: Option<String>,
+    token: String,
 }
 
 /// The server's URL: the flag or environment, else the profile's, else the default.
@@ -41,6 +42,16 @@ pub fn server_url(c: &Connection) -> anyhow::Result<String> {
         .clone()
         .or_else(|| profile.map(|p| p.url.clone()))
         .unwrap_or_else(|| "http://127.0.0.1:7070".to_owned()))
+}
+
+/// The id of a credential, as its calls are recorded (`tokenId`): the part of an API key
+/// before the `:`, of any other token before the `.`. `None` for a malformed token.
+pub fn credential_id(token: &str) -> Option<&str> {
+    let id = match token.split_once(':') {
+        Some((id, _)) => id,
+        None => token.split_once('.')?.0,
+    };
+    (!id.is_empty()).then_some(id)
 }
 
 impl Session {
@@ -61,20 +72,36 @@ impl Session {
         Ok(Session {
             client: Client::new(&url, &token)?,
             org,
+            token,
         })
     }
 
-    /// The org to act on: the one named, or the credential's own.
-    pub async fn org(&self) -> anyhow::Result<String> {
-        match &self.org {
-            Some(o) => Ok(o.clone()),
-            None => Ok(self.client.own_org().await?),
-        }
+    /// The org named by --org (or TRAIL_ORG) or the profile, if any. Nothing asks the
+    /// server: a command that can act on the credential's own org without naming it (`logs
+    /// tail`, through `/v1/audit-log`) does so, so each command makes one call.
+    pub fn named_org(&self) -> Option<&str> {
+        self.org.as_deref()
+    }
+
+    /// The org to act on, which this command must name.
+    pub fn org(&self) -> anyhow::Result<String> {
+        self.org.clone().ok_or_else(|| {
+            trail_client::ClientError::Usage(
+                "which org? pass --org (or TRAIL_ORG), or save it in a profile with `trail login`"
+                    .into(),
+            )
+            .into()
+        })
     }
 
     /// `/v1/orgs/<org>` for the org acted on.
-    pub async fn org_path(&self) -> anyhow::Result<String> {
-        Ok(format!("/v1/orgs/{}", segment(&self.org().await?)))
+    pub fn org_path(&self) -> anyhow::Result<String> {
+        Ok(format!("/v1/orgs/{}", segment(&self.org()?)))
+    }
+
+    /// The id of this session's credential (see [`credential_id`]).
+    pub fn credential_id(&self) -> Option<&str> {
+        credential_id(&self.token)
     }
 }
 
