@@ -170,7 +170,7 @@ async fn login_profiles_and_the_logs_in_every_format() {
         .find(|l| l.contains("BREAK-GLASS"))
         .expect("marked");
     assert!(bg.contains("!BREAK-GLASS") && bg.contains("whoAmI"), "{bg}");
-    assert!(bg.trim_end().ends_with("trail"), "{bg}");
+    assert!(bg.contains("  trail  "), "its SOURCE, before DETAILS: {bg}");
     let claimed = table
         .lines()
         .find(|l| l.contains("GET /v1/tenants/:id"))
@@ -771,4 +771,90 @@ async fn each_command_makes_one_call_and_hide_own_leaves_out_the_viewers_calls()
     let both = shown(&["--hide-own", "--query", "-category:api"]);
     assert_eq!(own(&both), 0);
     assert!(both.iter().all(|r| r["request"].is_null()));
+}
+
+#[tokio::test]
+async fn the_event_table_fits_its_width_shows_details_and_times_as_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"));
+    let cli = Cli::new();
+    cli.ok(&["login", "--url", &s.url, "--token", &s.token()]);
+    ingest(
+        &s,
+        json!([
+            {"action": "deleted", "actor": {"id": "sarah@acme.io", "type": "user"},
+             "timestamp": "2026-01-02T03:04:05Z",
+             "details": {"message": "Resource deleted from the production cluster of the east region"}},
+            {"action": "tagged", "actor": {"id": "ci", "type": "system"},
+             "timestamp": "2026-01-02T03:04:06Z", "details": {"tag": "v1"}}
+        ]),
+    )
+    .await;
+    let table = |columns: &str, extra: &[&str]| -> String {
+        let mut args = vec![
+            "logs",
+            "tail",
+            "--since",
+            "2026-01-01T00:00:00Z",
+            "--query",
+            "-category:api",
+            "-o",
+            "table",
+        ];
+        args.extend_from_slice(extra);
+        let out = cli
+            .command(&args)
+            .env("COLUMNS", columns)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    let narrow = table("80", &[]);
+    for line in narrow.lines() {
+        assert!(line.chars().count() <= 80, "wider than 80: {line:?}");
+    }
+    assert!(narrow.lines().next().unwrap().contains("DETAI"), "{narrow}");
+    assert!(narrow.contains('…'), "cut with an ellipsis: {narrow}");
+
+    let wide = table("400", &[]);
+    assert!(wide.lines().next().unwrap().contains("DETAILS"), "{wide}");
+    assert!(
+        wide.contains("Resource deleted from the production cluster of the east region"),
+        "{wide}"
+    );
+    assert!(
+        wide.contains(r#"{"tag":"v1"}"#),
+        "details without a message, compact: {wide}"
+    );
+    assert!(
+        wide.contains("2026-01-02T03:04:05.000000Z"),
+        "utc by default: {wide}"
+    );
+
+    let relative = table("400", &["--time", "relative"]);
+    assert!(relative.contains("d ago"), "{relative}");
+    let local = cli
+        .command(&[
+            "logs",
+            "tail",
+            "--since",
+            "2026-01-01T00:00:00Z",
+            "-q",
+            "-category:api",
+            "-o",
+            "table",
+            "--time",
+            "local",
+        ])
+        .env("COLUMNS", "400")
+        .env("TZ", "EST5")
+        .output()
+        .unwrap();
+    let local = String::from_utf8(local.stdout).unwrap();
+    assert!(local.contains("2026-01-01 22:04:05 -05:00"), "{local}");
+    let bad = cli.run(&["logs", "tail", "--time", "mars"]);
+    assert_eq!(bad.status.code(), Some(2));
 }

@@ -67,6 +67,9 @@ pub struct TailArgs {
     /// Output: table (default on a terminal), json (one array), ndjson (default when piped).
     #[arg(long, short = 'o', value_enum)]
     output: Option<Format>,
+    /// How the table shows times: utc (as stored), local (with its offset), relative (5m ago).
+    #[arg(long, value_enum, default_value_t = TimeStyle::Utc)]
+    time: TimeStyle,
     /// The same as `-o json`.
     #[arg(long)]
     json: bool,
@@ -225,7 +228,7 @@ pub async fn tail(conn: &Connection, args: TailArgs) -> anyhow::Result<()> {
     }
     // Printed oldest first, as a tail is.
     events.reverse();
-    print_events(format, &events, true)?;
+    print_events(format, &events, true, args.time)?;
     if !args.follow {
         return Ok(());
     }
@@ -246,7 +249,7 @@ pub async fn tail(conn: &Connection, args: TailArgs) -> anyhow::Result<()> {
         .collect();
     let base = org_base(&org);
     tokio::select! {
-        r = follow(&session, &org, &base, &params, filter, after, format) => r,
+        r = follow(&session, &org, &base, &params, filter, after, Show { format, times: args.time }) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }
@@ -267,7 +270,7 @@ async fn follow(
     params: &[(String, String)],
     filter: Filter,
     after: Option<u64>,
-    format: Format,
+    show: Show,
 ) -> anyhow::Result<()> {
     let live: Vec<(String, String)> = params
         .iter()
@@ -281,12 +284,12 @@ async fn follow(
                 let (_, data) = item?;
                 let event: Value =
                     serde_json::from_str(&data).map_err(|e| ClientError::Decode(e.to_string()))?;
-                print_events(format, &[event], false)?;
+                print_events(show.format, &[event], false, show.times)?;
             }
             bail!("the server closed the stream")
         }
         Err(ClientError::Status { status: 404, .. }) => {
-            poll(session, org, filter, after, format).await
+            poll(session, org, filter, after, show).await
         }
         Err(e) => Err(e.into()),
     }
@@ -298,7 +301,7 @@ async fn poll(
     org: &str,
     mut filter: Filter,
     after: Option<u64>,
-    format: Format,
+    show: Show,
 ) -> anyhow::Result<()> {
     filter.since = None;
     filter.until = None;
@@ -331,7 +334,7 @@ async fn poll(
             if let Ok(event) = trail_core::canonical::decode(&bytes) {
                 next = event.seq + 1;
                 if filter.matches(&event) {
-                    print_events(format, std::slice::from_ref(item), false)?;
+                    print_events(show.format, std::slice::from_ref(item), false, show.times)?;
                 }
             }
         }
@@ -339,19 +342,141 @@ async fn poll(
     }
 }
 
+/// How followed events are printed.
+#[derive(Clone, Copy)]
+struct Show {
+    format: Format,
+    times: TimeStyle,
+}
+
+/// How a table shows times: `utc` (RFC 3339, as stored), `local` (the local time zone, with
+/// its offset), `relative` (`5m ago`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TimeStyle {
+    #[default]
+    Utc,
+    Local,
+    Relative,
+}
+
+impl TimeStyle {
+    /// A record's `timestamp` as this style shows it, at `now`.
+    fn show(self, timestamp: &Value, now: Timestamp) -> String {
+        let Some(t) = timestamp.as_str().and_then(|s| Timestamp::parse(s).ok()) else {
+            return cell(timestamp);
+        };
+        match self {
+            TimeStyle::Utc => t.to_string(),
+            TimeStyle::Local => {
+                let at = t.to_offset_datetime();
+                let offset = time::UtcOffset::from_whole_seconds(local_offset(at.unix_timestamp()))
+                    .unwrap_or(time::UtcOffset::UTC);
+                at.to_offset(offset)
+                    .format(time::macros::format_description!(
+                        "[year]-[month]-[day] [hour]:[minute]:[second] [offset_hour sign:mandatory]:[offset_minute]"
+                    ))
+                    .unwrap_or_else(|_| t.to_string())
+            }
+            TimeStyle::Relative => relative(now.micros() - t.micros()),
+        }
+    }
+
+    /// The TIME column's natural and least width.
+    fn widths(self) -> (usize, usize) {
+        match self {
+            TimeStyle::Utc => (27, 12),
+            TimeStyle::Local => (26, 12),
+            TimeStyle::Relative => (9, 9),
+        }
+    }
+}
+
+/// The local time zone's offset from UTC at a Unix time, in seconds (the C library's
+/// `localtime_r`, so `TZ` is honored); 0 when it cannot tell.
+fn local_offset(unix: i64) -> i32 {
+    #[cfg(unix)]
+    {
+        let t = unix as libc::time_t;
+        // SAFETY: `tm` is plain data written by `localtime_r`, which is thread-safe.
+        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+        if !unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+            return tm.tm_gmtoff as i32;
+        }
+    }
+    let _ = unix;
+    0
+}
+
+/// An age in microseconds as `12s ago`, `5m ago`, `3h ago`, `4d ago` (`in 5m` ahead).
+fn relative(age_us: i64) -> String {
+    let secs = age_us.unsigned_abs() / 1_000_000;
+    let amount = match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    };
+    if age_us < 0 {
+        format!("in {amount}")
+    } else {
+        format!("{amount} ago")
+    }
+}
+
+/// The DETAILS cell: the details' `message` if they have one, else the details as compact
+/// JSON.
+fn details(e: &Value) -> String {
+    match &e["details"] {
+        Value::Null => "-".into(),
+        d => d["message"]
+            .as_str()
+            .map_or_else(|| d.to_string(), str::to_owned),
+    }
+}
+
+const EVENT_HEADERS: [&str; 9] = [
+    "TIME",
+    "ACTOR",
+    "TYPE",
+    "ACTION",
+    "OBJECT / ROUTE",
+    "STATUS",
+    "IP",
+    "SOURCE",
+    "DETAILS",
+];
+
 /// Prints events; in a table every field is escaped ([`output::escape`]), so an event cannot
-/// inject rows or terminal sequences.
-fn print_events(format: Format, events: &[Value], header: bool) -> anyhow::Result<()> {
+/// inject rows or terminal sequences. The table's columns have fixed widths (so followed
+/// events line up under the header), cut to fit the terminal.
+fn print_events(
+    format: Format,
+    events: &[Value],
+    header: bool,
+    times: TimeStyle,
+) -> anyhow::Result<()> {
     match format {
         Format::Table => output::write(|out| {
             let on = output::color();
+            let (time_w, time_min) = times.widths();
+            let avail = output::width();
+            // Columns give way to comfortable widths first, then to their least.
+            let widths = output::fit(
+                &[time_w, 24, 12, 20, 32, 6, 15, 24, 40],
+                &[time_min.max(20), 14, 5, 10, 16, 6, 7, 6, 10],
+                avail,
+            );
+            let widths = output::fit(&widths, &[time_min, 6, 5, 6, 8, 6, 4, 4, 5], avail);
+            let limited = avail.is_some();
             if header {
-                let h = format!(
-                    "{:<27}  {:<24}  {:<12}  {:<20}  {:<32}  {:<6}  {:<15}  {}",
-                    "TIME", "ACTOR", "TYPE", "ACTION", "OBJECT / ROUTE", "STATUS", "IP", "SOURCE"
-                );
-                writeln!(out, "{}", paint(&h, "1", on))?;
+                let h: Vec<String> = EVENT_HEADERS.iter().map(|h| h.to_string()).collect();
+                writeln!(
+                    out,
+                    "{}",
+                    paint(&output::fit_line(&h, &widths, limited), "1", on)
+                )?;
             }
+            let now = trail_server::now();
             for e in events {
                 let kind = e["actor"]["type"].as_str().unwrap_or("");
                 let what = if e["request"].is_object() {
@@ -378,18 +503,21 @@ fn print_events(format: Format, events: &[Value], header: bool) -> anyhow::Resul
                 } else {
                     kind
                 };
-                let esc = output::escape;
-                let line = format!(
-                    "{:<27}  {:<24}  {:<12}  {:<20}  {:<32}  {:<6}  {:<15}  {}",
-                    esc(&cell(&e["timestamp"])),
-                    esc(&cell(&e["actor"]["id"])),
-                    esc(kind_cell),
-                    esc(&cell(&e["action"])),
-                    esc(&what),
-                    esc(&cell(&e["request"]["status"])),
-                    esc(&cell(&e["actor"]["ip"])),
-                    esc(&source)
-                );
+                let cells: Vec<String> = [
+                    times.show(&e["timestamp"], now),
+                    cell(&e["actor"]["id"]),
+                    kind_cell.to_owned(),
+                    cell(&e["action"]),
+                    what,
+                    cell(&e["request"]["status"]),
+                    cell(&e["actor"]["ip"]),
+                    source,
+                    details(e),
+                ]
+                .iter()
+                .map(|c| output::escape(c))
+                .collect();
+                let line = output::fit_line(&cells, &widths, limited);
                 let line = match (kind, e["request"]["status"].as_u64()) {
                     ("break_glass", _) if own => paint(&line, "1;31", on),
                     (_, Some(s)) if s >= 500 => paint(&line, "31", on),
