@@ -140,7 +140,7 @@ fn shape(id: &str) -> (Option<Value>, &'static str, Option<Value>) {
             None,
             "200",
             Some(json!({"type": "object", "properties": {
-                "since": s, "until": s, "windowMinutes": {"type": "number"},
+                "since": s, "until": s, "windowMinutes": {"type": "number"}, "spanMinutes": {"type": "number"},
                 "routes": {"type": "array", "items": {"type": "object", "properties": {
                     "route": s, "requests": {"type": "integer"}, "requestsPerMinute": {"type": "number"},
                     "errors4xx": {"type": "integer"}, "errors5xx": {"type": "integer"},

@@ -1087,11 +1087,16 @@ pub async fn api_calls_are_grouped_by_route_within_the_window(store: Arc<dyn Sto
     for (_, calls) in &mut got {
         calls.sort();
     }
+    let c = |at: i64, status: u16, latency_us: u64| trail_core::perf::Call {
+        at: Timestamp(T0 + at),
+        status,
+        latency_us,
+    };
     assert_eq!(
         got,
         vec![
-            ("GET /a".to_owned(), vec![(200, 1500), (503, 2000)]),
-            ("POST /b".to_owned(), vec![(201, 7000)])
+            ("GET /a".to_owned(), vec![c(0, 200, 1500), c(10, 503, 2000)]),
+            ("POST /b".to_owned(), vec![c(20, 201, 7000)])
         ]
     );
 }

@@ -310,6 +310,25 @@ async fn perf_figures_and_exit_codes() {
         "{table}"
     );
     assert!(table.contains("POST /v1/widgets"));
+    // 20 calls in one ingest, asked about a day: a rate over the minute they took, not the
+    // day (20 / 1440 = 0.01).
+    let day = cli.json(&["perf", "-o", "json"]);
+    assert_eq!(day["spanMinutes"], 1.0);
+    let widgets = day["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == "POST /v1/widgets")
+        .unwrap();
+    assert_eq!(widgets["requestsPerMinute"], 20.0);
+    // -o ndjson: one route a line.
+    let lines = cli.ok(&["perf", "--route", "POST /v1/widgets", "-o", "ndjson"]);
+    let rows: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{lines}");
+    assert_eq!(rows[0]["route"], "POST /v1/widgets");
 
     // 403 names the missing scope; 401; unreachable; usage.
     let key = cli.json(&[

@@ -145,11 +145,13 @@ pub async fn perf(
         calls.retain(|(template, _)| route_matches(r, template));
     }
     let minutes = (until.micros() - since.micros()) as f64 / 60e6;
+    let span = trail_core::perf::span_minutes(&calls, minutes);
     let routes = trail_core::perf::summarize(calls, minutes);
     Ok(Json(json!({
         "since": since.to_string(),
         "until": until.to_string(),
         "windowMinutes": minutes,
+        "spanMinutes": span,
         "routes": routes,
     })))
 }

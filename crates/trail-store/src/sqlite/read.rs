@@ -195,7 +195,7 @@ pub(crate) fn api_calls(
     let org_id = org_id(conn, org)?;
     let mut stmt = conn
         .prepare_cached(
-            "SELECT route, status, lat FROM events \
+            "SELECT route, status, lat, ts FROM events \
              WHERE org = ?1 AND k BETWEEN ?4 AND ?5 AND ts >= ?2 AND ts < ?3 AND route IS NOT NULL",
         )
         .map_err(unavailable)?;
@@ -214,18 +214,23 @@ pub(crate) fn api_calls(
                     r.get::<_, i64>(0)?,
                     r.get::<_, u16>(1)?,
                     r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                    r.get::<_, i64>(3)?,
                 ))
             },
         )
         .map_err(unavailable)?;
-    let mut by_route: std::collections::HashMap<i64, Vec<(u16, u64)>> =
+    let mut by_route: std::collections::HashMap<i64, Vec<trail_core::perf::Call>> =
         std::collections::HashMap::new();
     for row in rows {
-        let (route, status, lat) = row.map_err(unavailable)?;
+        let (route, status, lat, ts) = row.map_err(unavailable)?;
         by_route
             .entry(route)
             .or_default()
-            .push((status, lat.max(0) as u64));
+            .push(trail_core::perf::Call {
+                at: Timestamp(ts),
+                status,
+                latency_us: lat.max(0) as u64,
+            });
     }
     let names = dict.resolve(conn, by_route.keys().copied())?;
     by_route

@@ -535,7 +535,9 @@ fn print_events(
 #[derive(clap::Args)]
 #[command(after_long_help = "\
 Figures come from the recorded API calls: requests, requests per minute, the share of 5xx and
-of 4xx answers, and nearest-rank p50 / p95 / p99 latency, busiest route first.
+of 4xx answers, and nearest-rank p50 / p95 / p99 latency, busiest route first. Requests per
+minute are over the span in which the calls happened (first to last, at least a minute), not
+the whole window.
 
 Examples:
   trail perf --since 24h
@@ -550,7 +552,8 @@ pub struct PerfArgs {
     /// Only this route template, or a path for every method.
     #[arg(long)]
     route: Option<String>,
-    /// Output: table (default on a terminal) or json.
+    /// Output: table (default on a terminal), json (the figures and their window), ndjson (one
+    /// route a line; default when piped).
     #[arg(long, short = 'o', value_enum)]
     output: Option<Format>,
 }
