@@ -877,3 +877,79 @@ async fn the_event_table_fits_its_width_shows_details_and_times_as_asked() {
     let bad = cli.run(&["logs", "tail", "--time", "mars"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn errors_name_the_action_a_missing_credential_exits_4_and_login_names_a_profile_one_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"));
+    let cli = Cli::new();
+    // No credential at all: 4, saying how to give one.
+    let none = cli.run(&["keys", "list", "--url", &s.url, "--org", "default"]);
+    assert_eq!(none.status.code(), Some(4), "{}", stderr(&none));
+    assert!(stderr(&none).contains("trail login"), "{}", stderr(&none));
+
+    // login saves under --profile, the one way to name a profile; --as is gone.
+    let login = cli.ok(&[
+        "login",
+        "--url",
+        &s.url,
+        "--token",
+        &s.token(),
+        "--profile",
+        "work",
+    ]);
+    assert!(login.contains("profile \"work\""), "{login}");
+    assert_eq!(
+        cli.run(&["login", "--url", &s.url, "--token", &s.token(), "--as", "x"])
+            .status
+            .code(),
+        Some(2)
+    );
+    let me = cli.json(&["me", "--profile", "work", "-o", "json"]);
+    assert_eq!(me["org"], "default");
+
+    // A 403 names the action, not only the group.
+    let reader = cli.json(&[
+        "tokens",
+        "create",
+        "reader",
+        "--scopes",
+        "logs:read",
+        "--profile",
+        "work",
+        "-o",
+        "json",
+    ]);
+    let token = reader["token"].as_str().unwrap();
+    let out = cli.run(&[
+        "keys",
+        "create",
+        "ci",
+        "--scopes",
+        "logs:write",
+        "--token",
+        token,
+        "--url",
+        &s.url,
+        "--org",
+        "default",
+    ]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(
+        stderr(&out).starts_with("trail: 403 on keys create:"),
+        "{}",
+        stderr(&out)
+    );
+    // The connection flags go before the command as well as after it.
+    let before = cli.run(&[
+        "--token", token, "--url", &s.url, "--org", "default", "keys", "list",
+    ]);
+    assert!(
+        stderr(&before).starts_with("trail: 403 on keys list:"),
+        "{}",
+        stderr(&before)
+    );
+    // serve takes none of them.
+    let serve = cli.run(&["serve", "--url", &s.url]);
+    assert_eq!(serve.status.code(), Some(2), "{}", stderr(&serve));
+}

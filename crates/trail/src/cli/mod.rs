@@ -6,26 +6,37 @@ pub mod logs;
 pub mod manage;
 pub mod output;
 
-use anyhow::Context;
 use trail_client::{Client, segment};
 
-/// `--url`, `--token`, `--org`, `--profile`: given on the command line or in the
-/// environment, else taken from the profile.
+/// `--url`, `--token`, `--org`, `--profile`: given on the command line (before or after
+/// the client command) or in the environment, else taken from the profile. Listed once, in
+/// `trail --help`; the binary's `cli_command` lets every client command accept them too.
 #[derive(clap::Args, Clone, Default)]
+#[command(next_help_heading = "Connection (for every command but serve, bench, admin)")]
 pub struct Connection {
     /// Trail's URL [default: the profile's, else http://127.0.0.1:7070].
-    #[arg(long, env = "TRAIL_URL", global = true)]
+    #[arg(long, env = "TRAIL_URL")]
     pub url: Option<String>,
     /// A personal access token, or KEYID:SECRET for an API key [default: the profile's].
-    #[arg(long, env = "TRAIL_TOKEN", global = true, hide_env_values = true)]
+    #[arg(long, env = "TRAIL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// The org to act on [default: the profile's, else the credential's own].
-    #[arg(long, env = "TRAIL_ORG", global = true)]
+    /// The org to act on [default: the profile's; `logs tail`: else the credential's own].
+    #[arg(long, env = "TRAIL_ORG")]
     pub org: Option<String>,
-    /// The profile saved by `trail login` to use [default: the default profile].
-    #[arg(long, env = "TRAIL_PROFILE", global = true)]
+    /// The profile saved by `trail login` to use, or for `login` the name to save it under
+    /// [default: the default profile].
+    #[arg(long, env = "TRAIL_PROFILE")]
     pub profile: Option<String>,
 }
+
+/// The ids of [`Connection`]'s flags.
+pub const CONNECTION_IDS: [&str; 4] = ["url", "token", "org", "profile"];
+
+/// No credential was given or saved: a command that needs one cannot start (exit 4, as
+/// a refused credential).
+#[derive(Debug, thiserror::Error)]
+#[error("no credential: run `trail login`, or pass --token (or TRAIL_TOKEN)")]
+pub struct NoCredential;
 
 /// A connected client, the org it acts on (when named), and its credential's id.
 pub struct Session {
@@ -63,8 +74,7 @@ impl Session {
             .token
             .clone()
             .or_else(|| profile.map(|p| p.token.clone()))
-            .context("no credential: run `trail login`, or pass --token (or TRAIL_TOKEN)")
-            .map_err(|e| trail_client::ClientError::Usage(e.to_string()))?;
+            .ok_or(NoCredential)?;
         let org = c
             .org
             .clone()
