@@ -10,7 +10,10 @@ fn list_parameters() -> Vec<Value> {
     let text = |name: &str, description: &str| json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}, "description": description});
     vec![
         text("actor", "Actor id. Repeat for alternatives."),
-        text("actorType", "user, pat, api_key, break_glass or system."),
+        text(
+            "actorType",
+            "user, pat, api_key, break_glass, system, or another kind: lowercase letters, digits, _, - and ., 1 to 64 characters.",
+        ),
         text("action", "Action."),
         text("category", "app, api, system, ..."),
         text("objectType", "Object type."),

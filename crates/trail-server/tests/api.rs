@@ -577,7 +577,7 @@ async fn bad_input_gets_a_clear_problem() {
         ("limit=0", "limit"),
         ("limit=abc", "limit"),
         ("colour=red", "unknown parameter \"colour\""),
-        ("actorType=robot", "unknown actor type"),
+        ("actorType=Robot", "invalid actor type"),
         ("ip=nope", "not an IP address"),
     ] {
         assert_problem(&h.get(&list(q), Some(&h.owner)).await, 400, detail);

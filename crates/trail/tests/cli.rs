@@ -953,3 +953,52 @@ async fn errors_name_the_action_a_missing_credential_exits_4_and_login_names_a_p
     let serve = cli.run(&["serve", "--url", &s.url]);
     assert_eq!(serve.status.code(), Some(2), "{}", stderr(&serve));
 }
+
+#[tokio::test]
+async fn a_platforms_own_actor_types_are_ingested_and_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"));
+    let cli = Cli::new();
+    cli.ok(&["login", "--url", &s.url, "--token", &s.token()]);
+    ingest(
+        &s,
+        json!([
+            {"action": "sync", "actor": {"id": "billing", "type": "service"}},
+            {"action": "promote", "actor": {"id": "stage-a", "type": "kargo.stage"}},
+            {"action": "deleted", "actor": {"id": "sarah", "type": "user"}}
+        ]),
+    )
+    .await;
+    let actors = |q: &str| -> Vec<String> {
+        let out = cli.ok(&["logs", "tail", "-q", q, "-o", "ndjson"]);
+        out.lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                format!(
+                    "{}:{}",
+                    v["actor"]["type"].as_str().unwrap(),
+                    v["actor"]["id"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(actors("actorType:service"), ["service:billing"]);
+    assert_eq!(actors("actorType:kargo.stage"), ["kargo.stage:stage-a"]);
+    assert_eq!(actors("actorType:user"), ["user:sarah"]);
+    let others = actors("-actorType:service -category:api");
+    assert_eq!(others, ["kargo.stage:stage-a", "user:sarah"]);
+
+    // A malformed one is refused, by index, with what a type may be.
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/orgs/default/events", s.url))
+        .bearer_auth(s.token())
+        .json(&json!([{"action": "x", "actor": {"id": "a", "type": "Service Account"}}]))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert!(v.to_string().contains("invalid actor type"), "{v}");
+    // And so is a query for one.
+    let bad = cli.run(&["logs", "tail", "-q", "actorType:Nope"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+}

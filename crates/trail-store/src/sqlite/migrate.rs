@@ -44,6 +44,11 @@ const STEPS: &[Step] = &[
             )
         },
     },
+    Step {
+        what: "actor types beyond the known ones: their name, through the dictionary (atype \
+               is 0 for them; the known ones keep their code and write NULL here)",
+        apply: |tx| tx.execute_batch("ALTER TABLE events ADD COLUMN atname INTEGER;"),
+    },
 ];
 
 /// The schema version this Trail writes and reads.

@@ -36,6 +36,20 @@ fn column(f: Field) -> &'static str {
     }
 }
 
+/// The column one matcher is answered from: a field's own, except that an actor type without
+/// a code is found by its name, in `atname`.
+fn column_of(field: Field, m: &Matcher) -> &'static str {
+    match (field, m) {
+        (Field::ActorType, Matcher::Text(v))
+            if v.parse::<trail_core::ActorType>()
+                .is_ok_and(|t| t.code().is_none()) =>
+        {
+            "atname"
+        }
+        _ => column(field),
+    }
+}
+
 /// The stored values one matcher stands for: dictionary ids, or an integer range.
 enum Resolved {
     Ids(Vec<i64>),
@@ -48,10 +62,14 @@ fn resolve(conn: &Connection, field: Field, m: &Matcher) -> Result<Resolved> {
             let (lo, hi) = s.range();
             Resolved::Range(lo.into(), hi.into())
         }
-        Matcher::Text(v) if field == Field::ActorType => {
-            let code = v.parse::<trail_core::ActorType>().map(|t| t.code() as i64);
-            Resolved::Ids(code.into_iter().collect())
-        }
+        Matcher::Text(v) if field == Field::ActorType => match v.parse::<trail_core::ActorType>() {
+            Ok(t) => match t.code() {
+                Some(code) => Resolved::Ids(vec![code.into()]),
+                // Another kind: its name's dictionary id, in `atname` ([`column_of`]).
+                None => Resolved::Ids(id_of(conn, v)?.into_iter().collect()),
+            },
+            Err(_) => Resolved::Ids(Vec::new()),
+        },
         Matcher::Text(path) if field == Field::Route && !path.contains(' ') => {
             // A path without a method stands for the template under each registered method:
             // a bounded number of exact lookups, whatever other orgs have stored.
@@ -116,9 +134,9 @@ pub(crate) fn query(
     }
     let (groups, negated) = f.grouped();
     for (field, matchers) in groups {
-        let col = column(field);
         let mut alternatives = Vec::new();
         for m in matchers {
+            let col = column_of(field, m);
             if let Some(c) = condition(col, &resolve(conn, field, m)?, &mut args) {
                 alternatives.push(c);
             }
@@ -129,7 +147,7 @@ pub(crate) fn query(
         sql.push_str(&format!(" AND ({})", alternatives.join(" OR ")));
     }
     for t in negated {
-        let col = column(t.field);
+        let col = column_of(t.field, &t.matcher);
         if let Some(c) = condition(col, &resolve(conn, t.field, &t.matcher)?, &mut args) {
             sql.push_str(&format!(" AND ({col} IS NULL OR NOT ({c}))"));
         }
