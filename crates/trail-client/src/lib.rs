@@ -221,18 +221,6 @@ impl Client {
             .await
             .map_err(|e| ClientError::Decode(e.to_string()))
     }
-
-    /// The org the credential belongs to (its own, or the first of a session's).
-    pub async fn own_org(&self) -> Result<String, ClientError> {
-        let me = self.get_json("/v1/me").await?;
-        me["org"]
-            .as_str()
-            .or_else(|| me["orgs"][0]["id"].as_str())
-            .map(str::to_owned)
-            .ok_or_else(|| {
-                ClientError::Usage("this credential belongs to no org: name one with --org".into())
-            })
-    }
 }
 
 /// A stream fed by a producer task through a channel.

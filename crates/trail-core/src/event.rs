@@ -4,6 +4,7 @@
 //! The wire format is JSON with camelCase names (SPEC.md, "The event"). Reading is strict:
 //! unknown fields are refused by name, and every message says which field is wrong.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
@@ -13,19 +14,23 @@ use sha2::{Digest, Sha256};
 
 use crate::time::Timestamp;
 
-/// Who did it. There is no anonymous actor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+/// What kind of actor did it. The known kinds keep their meaning (Trail's own records use
+/// them); any other well-formed kind a platform has (`service`, `argocd.app`, ...) is kept
+/// as written: lowercase letters, digits, `_`, `-` and `.`, 1 to 64 characters. There is no
+/// anonymous actor.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ActorType {
     User,
     Pat,
     ApiKey,
     BreakGlass,
     System,
+    /// Another kind, well-formed ([`ActorType::is_well_formed`]) and none of the above.
+    Other(String),
 }
 
 impl ActorType {
-    pub const ALL: [ActorType; 5] = [
+    pub const KNOWN: [ActorType; 5] = [
         ActorType::User,
         ActorType::Pat,
         ActorType::ApiKey,
@@ -33,41 +38,77 @@ impl ActorType {
         ActorType::System,
     ];
 
-    pub const fn as_str(self) -> &'static str {
+    /// The longest actor type.
+    pub const MAX_LEN: usize = 64;
+
+    pub fn as_str(&self) -> &str {
         match self {
             ActorType::User => "user",
             ActorType::Pat => "pat",
             ActorType::ApiKey => "api_key",
             ActorType::BreakGlass => "break_glass",
             ActorType::System => "system",
+            ActorType::Other(s) => s,
         }
     }
 
-    /// A stable small number for storage. Never renumber.
-    pub const fn code(self) -> u8 {
+    /// A stable small number for storage, for the known kinds. Never renumber.
+    pub const fn code(&self) -> Option<u8> {
         match self {
-            ActorType::User => 1,
-            ActorType::Pat => 2,
-            ActorType::ApiKey => 3,
-            ActorType::BreakGlass => 4,
-            ActorType::System => 5,
+            ActorType::User => Some(1),
+            ActorType::Pat => Some(2),
+            ActorType::ApiKey => Some(3),
+            ActorType::BreakGlass => Some(4),
+            ActorType::System => Some(5),
+            ActorType::Other(_) => None,
         }
     }
 
     pub fn from_code(code: u8) -> Option<Self> {
-        Self::ALL.into_iter().find(|t| t.code() == code)
+        Self::KNOWN.into_iter().find(|t| t.code() == Some(code))
+    }
+
+    /// Lowercase ASCII letters, digits, `_`, `-` and `.`; 1 to [`Self::MAX_LEN`] characters.
+    pub fn is_well_formed(s: &str) -> bool {
+        (1..=Self::MAX_LEN).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b))
     }
 }
 
 impl FromStr for ActorType {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown actor type {s:?} (known: user, pat, api_key, break_glass, system)")
-            })
+        if let Some(known) = Self::KNOWN.into_iter().find(|t| t.as_str() == s) {
+            return Ok(known);
+        }
+        if Self::is_well_formed(s) {
+            return Ok(ActorType::Other(s.to_owned()));
+        }
+        Err(format!(
+            "invalid actor type {s:?}: lowercase letters, digits, _, - and ., 1 to {} characters \
+             (known: user, pat, api_key, break_glass, system)",
+            Self::MAX_LEN
+        ))
+    }
+}
+
+impl fmt::Display for ActorType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ActorType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ActorType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -912,8 +953,8 @@ pub(crate) mod tests {
                 "action: invalid type",
             ),
             (
-                json!({"action": "x", "actor": {"id": "a", "type": "robot"}}),
-                "actor.type: unknown actor type \"robot\"",
+                json!({"action": "x", "actor": {"id": "a", "type": "Robot"}}),
+                "actor.type: invalid actor type \"Robot\"",
             ),
             (
                 json!({"action": "x", "actor": {"id": "", "type": "user"}}),
@@ -1078,5 +1119,48 @@ pub(crate) mod tests {
         for bad in ["", "-acme", "Acme", "a_b", &"a".repeat(64)] {
             assert!(check_org_slug(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn any_well_formed_actor_type_is_accepted_and_the_known_ones_keep_their_meaning() {
+        let kind = |t: &str| {
+            body(json!({"action": "x", "actor": {"id": "a", "type": t}}))
+                .map(|b| b.actor.kind)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(kind("break_glass"), Ok(ActorType::BreakGlass));
+        assert_eq!(kind("user").unwrap().code(), Some(1));
+        for t in [
+            "service",
+            "argocd.application",
+            "kargo-stage",
+            "svc_2",
+            &"a".repeat(64),
+        ] {
+            let k = kind(t).unwrap();
+            assert_eq!(k, ActorType::Other(t.to_owned()));
+            assert_eq!((k.as_str(), k.code()), (t, None));
+        }
+        for bad in ["", "Service", "svc acct", "svc/x", "é", &"a".repeat(65)] {
+            let e = kind(bad).unwrap_err();
+            assert!(
+                e.starts_with("actor.type: invalid actor type"),
+                "{bad:?}: {e}"
+            );
+        }
+        // Written as the string in the canonical bytes, like the known ones: no hash change
+        // for them, and a kind of its own for the others.
+        let e = |t: &str| {
+            Event::seal(
+                "acme",
+                0,
+                Timestamp(0),
+                body(json!({"action": "x", "actor": {"id": "a", "type": t}})).unwrap(),
+            )
+        };
+        let svc = e("service");
+        let bytes = crate::canonical::encode(&svc);
+        assert_eq!(crate::canonical::decode(&bytes).unwrap(), svc);
+        assert_ne!(bytes, crate::canonical::encode(&e("system")));
     }
 }

@@ -6,6 +6,8 @@
 
 use serde::Serialize;
 
+use crate::Timestamp;
+
 /// The figures of one route over a window.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -31,27 +33,68 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// Figures per route from `(status, latency in µs)` of each call, over a window of
-/// `window_minutes`; busiest route first.
-pub fn summarize(routes: Vec<(String, Vec<(u16, u64)>)>, window_minutes: f64) -> Vec<RouteStats> {
+/// One recorded API call: when it happened, its status and its latency in µs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Call {
+    pub at: Timestamp,
+    pub status: u16,
+    pub latency_us: u64,
+}
+
+/// The least span a rate is taken over: a lone call, or a burst within seconds, is not
+/// reported as thousands a minute.
+pub const MIN_SPAN_MINUTES: f64 = 1.0;
+
+/// The minutes over which the calls happened: from the first to the last (of every route),
+/// at least [`MIN_SPAN_MINUTES`], at most the window asked about. 0 when there is no call.
+pub fn span_minutes(routes: &[(String, Vec<Call>)], window_minutes: f64) -> f64 {
+    let times = routes
+        .iter()
+        .flat_map(|(_, calls)| calls.iter().map(|c| c.at));
+    let (first, last) = times.fold(
+        (None, None),
+        |(lo, hi): (Option<Timestamp>, Option<Timestamp>), t| {
+            (
+                Some(lo.map_or(t, |l| l.min(t))),
+                Some(hi.map_or(t, |h| h.max(t))),
+            )
+        },
+    );
+    match (first, last) {
+        (Some(first), Some(last)) => {
+            let span = (last.micros() - first.micros()) as f64 / 60e6;
+            span.max(MIN_SPAN_MINUTES).min(window_minutes)
+        }
+        _ => 0.0,
+    }
+}
+
+/// Figures per route from each call, asked about a window of `window_minutes`; busiest route
+/// first. Requests per minute are taken over the span in which the calls happened
+/// ([`span_minutes`]), not the whole window: a quiet day with one busy minute shows that
+/// minute's rate.
+pub fn summarize(routes: Vec<(String, Vec<Call>)>, window_minutes: f64) -> Vec<RouteStats> {
+    let span = span_minutes(&routes, window_minutes);
     let mut out: Vec<RouteStats> = routes
         .into_iter()
         .filter(|(_, calls)| !calls.is_empty())
         .map(|(route, calls)| {
             let n = calls.len() as u64;
-            let errors_4xx = calls.iter().filter(|(s, _)| (400..500).contains(s)).count() as u64;
-            let errors_5xx = calls.iter().filter(|(s, _)| (500..600).contains(s)).count() as u64;
-            let mut lat: Vec<u64> = calls.iter().map(|(_, l)| *l).collect();
+            let errors_4xx = calls
+                .iter()
+                .filter(|c| (400..500).contains(&c.status))
+                .count() as u64;
+            let errors_5xx = calls
+                .iter()
+                .filter(|c| (500..600).contains(&c.status))
+                .count() as u64;
+            let mut lat: Vec<u64> = calls.iter().map(|c| c.latency_us).collect();
             lat.sort_unstable();
             let ms = |us: u64| us as f64 / 1000.0;
             RouteStats {
                 route,
                 requests: n,
-                requests_per_minute: if window_minutes > 0.0 {
-                    n as f64 / window_minutes
-                } else {
-                    0.0
-                },
+                requests_per_minute: if span > 0.0 { n as f64 / span } else { 0.0 },
                 errors_4xx,
                 errors_5xx,
                 error_rate_4xx: errors_4xx as f64 / n as f64,
@@ -93,21 +136,26 @@ mod tests {
 
     #[test]
     fn routes_by_traffic_with_error_rates() {
-        let a: Vec<(u16, u64)> = (1..=100)
+        // Calls a second apart: 100 of them span 99 s.
+        let at = |i: u64| Timestamp(i as i64 * 1_000_000);
+        let call = |i: u64, status: u16, latency_us: u64| Call {
+            at: at(i),
+            status,
+            latency_us,
+        };
+        let a: Vec<Call> = (1..=100)
             .map(|i| {
-                (
-                    if i % 10 == 0 {
-                        503
-                    } else if i % 4 == 0 {
-                        404
-                    } else {
-                        200
-                    },
-                    i * 1000,
-                )
+                let status = if i % 10 == 0 {
+                    503
+                } else if i % 4 == 0 {
+                    404
+                } else {
+                    200
+                };
+                call(i, status, i * 1000)
             })
             .collect();
-        let b = vec![(200, 5_000), (500, 9_000)];
+        let b = vec![call(1, 200, 5_000), call(2, 500, 9_000)];
         let s = summarize(
             vec![
                 ("GET /b".into(), b),
@@ -123,10 +171,39 @@ mod tests {
             (100, 10, 20)
         );
         assert_eq!((s[0].p50_ms, s[0].p95_ms, s[0].p99_ms), (50.0, 95.0, 99.0));
-        assert!((s[0].requests_per_minute - 100.0 / 60.0).abs() < 1e-9);
+        // Over the 99 s in which the calls happened, not the 60 minutes asked about.
+        assert!((s[0].requests_per_minute - 100.0 / (99.0 / 60.0)).abs() < 1e-9);
         assert_eq!(
             (s[1].error_rate_5xx, s[1].p50_ms, s[1].p99_ms),
             (0.5, 5.0, 9.0)
         );
+    }
+
+    #[test]
+    fn the_rate_is_over_the_span_of_the_calls_not_the_window() {
+        let call = |secs: i64| Call {
+            at: Timestamp(1_700_000_000_000_000 + secs * 1_000_000),
+            status: 200,
+            latency_us: 1000,
+        };
+        let day = 24.0 * 60.0;
+        // Two calls within a minute, asked about a day: at least a minute, so 2 a minute
+        // (not 2 / 1440 = 0.0014).
+        let s = summarize(vec![("GET /a".into(), vec![call(0), call(5)])], day);
+        assert_eq!(s[0].requests_per_minute, 2.0);
+        // 30 calls over 10 minutes: 3 a minute, whatever the window.
+        let calls: Vec<Call> = (0..30).map(|i| call(i * 600 / 29)).collect();
+        let routes = vec![("GET /a".to_owned(), calls)];
+        assert!((span_minutes(&routes, day) - 10.0).abs() < 1e-9);
+        assert!((summarize(routes.clone(), day)[0].requests_per_minute - 3.0).abs() < 1e-9);
+        // The span is shared by every route, so their rates compare.
+        let both = summarize(
+            vec![routes[0].clone(), ("GET /b".into(), vec![call(0)])],
+            day,
+        );
+        assert!((both[1].requests_per_minute - 0.1).abs() < 1e-9);
+        // Never longer than the window asked about, and nothing for no call.
+        assert_eq!(span_minutes(&routes, 0.5), 0.5);
+        assert_eq!(span_minutes(&[], day), 0.0);
     }
 }

@@ -506,7 +506,7 @@ mod tests {
             ("actor:", "actor: needs a value"),
             (":x", "needs a key"),
             ("status:2xy", "status: \"2xy\" is not a status"),
-            ("actorType:robot", "unknown actor type"),
+            ("actorType:Robot", "invalid actor type \"Robot\""),
             ("since:yesterday", "since: invalid time"),
             ("-since:1h", "since: cannot be negated"),
             (r#"route:"a"b"#, "expected a space after the closing quote"),

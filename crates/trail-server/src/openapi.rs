@@ -10,7 +10,10 @@ fn list_parameters() -> Vec<Value> {
     let text = |name: &str, description: &str| json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}, "description": description});
     vec![
         text("actor", "Actor id. Repeat for alternatives."),
-        text("actorType", "user, pat, api_key, break_glass or system."),
+        text(
+            "actorType",
+            "user, pat, api_key, break_glass, system, or another kind: lowercase letters, digits, _, - and ., 1 to 64 characters.",
+        ),
         text("action", "Action."),
         text("category", "app, api, system, ..."),
         text("objectType", "Object type."),
@@ -140,7 +143,7 @@ fn shape(id: &str) -> (Option<Value>, &'static str, Option<Value>) {
             None,
             "200",
             Some(json!({"type": "object", "properties": {
-                "since": s, "until": s, "windowMinutes": {"type": "number"},
+                "since": s, "until": s, "windowMinutes": {"type": "number"}, "spanMinutes": {"type": "number"},
                 "routes": {"type": "array", "items": {"type": "object", "properties": {
                     "route": s, "requests": {"type": "integer"}, "requestsPerMinute": {"type": "number"},
                     "errors4xx": {"type": "integer"}, "errors5xx": {"type": "integer"},

@@ -51,6 +51,7 @@ macro_rules! store_conformance_tests {
             a_failed_create_org_leaves_no_trace,
             a_fresh_store_is_healthy,
             other_orgs_routes_do_not_change_a_path_only_route_filter,
+            actor_types_beyond_the_known_ones_are_kept_and_found,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -1092,11 +1093,16 @@ pub async fn api_calls_are_grouped_by_route_within_the_window(store: Arc<dyn Sto
     for (_, calls) in &mut got {
         calls.sort();
     }
+    let c = |at: i64, status: u16, latency_us: u64| trail_core::perf::Call {
+        at: Timestamp(T0 + at),
+        status,
+        latency_us,
+    };
     assert_eq!(
         got,
         vec![
-            ("GET /a".to_owned(), vec![(200, 1500), (503, 2000)]),
-            ("POST /b".to_owned(), vec![(201, 7000)])
+            ("GET /a".to_owned(), vec![c(0, 200, 1500), c(10, 503, 2000)]),
+            ("POST /b".to_owned(), vec![c(20, 201, 7000)])
         ]
     );
 }
@@ -1205,4 +1211,58 @@ pub async fn other_orgs_routes_do_not_change_a_path_only_route_filter(store: Arc
         .await
         .unwrap();
     assert!(theirs.items.is_empty());
+}
+
+/// An actor type of the platform's own (`service`, `argocd.application`) reads back as
+/// written, beside the known ones, and the `actorType` filter finds it, negated too.
+pub async fn actor_types_beyond_the_known_ones_are_kept_and_found(store: Arc<dyn Store>) {
+    with_orgs(&*store, &["acme"]).await;
+    let by = |kind: &str, id: &str| {
+        body(
+            json!({"action": "deploy", "actor": {"id": id, "type": kind}, "timestamp": Timestamp(T0).to_string()}),
+        )
+    };
+    let bodies = vec![
+        by("service", "billing"),
+        by("user", "ana"),
+        by("argocd.application", "guestbook"),
+        by("service", "payments"),
+        by("system", "trail"),
+    ];
+    let appended = store.append("acme", bodies.clone()).await.unwrap();
+    let got = store.events_from("acme", 0, 100).await.unwrap();
+    for ((g, b), a) in got.iter().zip(bodies).zip(&appended) {
+        assert_eq!(g.event, Event::seal("acme", a.seq, a.received_at, b));
+    }
+    assert_eq!(got[0].event.actor.kind.as_str(), "service");
+    assert_eq!(got[1].event.actor.kind, trail_core::ActorType::User);
+    let now = Timestamp(T0 + 60_000_000);
+    let all: Vec<StoredEvent> = got.clone();
+    for (q, want) in [
+        ("actorType:service", vec!["billing", "payments"]),
+        ("actorType:argocd.application", vec!["guestbook"]),
+        ("actorType:user", vec!["ana"]),
+        ("actorType:kargo", vec![]),
+        ("-actorType:service", vec!["ana", "guestbook", "trail"]),
+        (
+            "-actorType:user",
+            vec!["billing", "guestbook", "payments", "trail"],
+        ),
+        (
+            "actorType:service actorType:system",
+            vec!["billing", "payments", "trail"],
+        ),
+    ] {
+        let mut filter = Filter::default();
+        filter.add_query(q, now).unwrap();
+        let found = page_all(&*store, "acme", &filter, 2).await;
+        assert_eq!(found, reference(&all, &filter), "query {q:?}");
+        let mut ids: Vec<String> = all
+            .iter()
+            .filter(|e| found.contains(&e.event.seq))
+            .map(|e| e.event.actor.id.clone())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, want, "query {q:?}");
+    }
 }

@@ -170,8 +170,8 @@ pub struct SignedCheckpoint {
 /// Rows of an org's log for an audit: each seq, and its event or why it cannot be read.
 pub type AuditRows = Vec<(u64, std::result::Result<StoredEvent, String>)>;
 
-/// Recorded API calls by route template: `(status, latency in µs)` of each call.
-pub type CallsByRoute = Vec<(String, Vec<(u16, u64)>)>;
+/// Recorded API calls by route template: when each happened, its status and latency.
+pub type CallsByRoute = Vec<(String, Vec<trail_core::perf::Call>)>;
 
 /// Events to append in the same transaction as a change, so that no change exists without
 /// its record: `(org, event)`.
@@ -344,13 +344,13 @@ pub trait Store: Send + Sync + 'static {
     async fn log_size(&self, org: &str) -> Result<u64>;
 
     /// The recorded API calls with a timestamp in `[since, until)`, by route template:
-    /// `(status, latency in µs)` of each.
+    /// when each happened, its status and latency.
     async fn api_calls(
         &self,
         org: &str,
         since: Timestamp,
         until: Timestamp,
-    ) -> Result<Vec<(String, Vec<(u16, u64)>)>>;
+    ) -> Result<CallsByRoute>;
 
     /// The Merkle root of the org's first `size` events, from their stored leaf hashes.
     async fn tree_root(&self, org: &str, size: u64) -> Result<[u8; 32]>;

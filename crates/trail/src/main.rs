@@ -11,14 +11,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  failure (for verify: the log does not verify)
   2  usage error
-  4  not authenticated (401)
+  4  not authenticated: no credential, or the server answered 401
   5  forbidden (403)
   6  server unreachable
   141  standard output closed by its reader (`trail ... | head`): stops quietly";
@@ -55,9 +55,10 @@ enum Command {
     Serve(ServeArgs),
     /// Save a server and credential as a profile (mode 0600), after checking them.
     ///
-    /// `trail login --url URL --token TOKEN [--org ORG] [--as NAME]`. The first profile, or
-    /// one named `default`, is used when no other is named.
-    Login(cli::manage::LoginArgs),
+    /// `trail login --url URL --token TOKEN [--org ORG] [--profile NAME]`: saved under the
+    /// --profile name [default: `default`], with the org named or else the credential's own.
+    /// The first profile, or one named `default`, is used when no other is named.
+    Login,
     /// Is the server alive and ready? (No credential needed.)
     Health,
     /// Who the credential is, and what it holds.
@@ -123,6 +124,7 @@ enum Command {
     Admin(AdminCommand),
     /// Print a shell completion script: `trail completions bash > /etc/bash_completion.d/trail`.
     Completions {
+        /// The shell to complete for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -241,8 +243,90 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         .ok_or_else(|| format!("{s:?} is not a duration such as 30s, 5m, 1h or 7d"))
 }
 
+/// The commands that are not clients of a server: the connection flags mean nothing there.
+const NOT_CLIENTS: [&str; 4] = ["serve", "bench", "admin", "completions"];
+
+/// The command line: the connection flags are described once, as `trail`'s own options, and
+/// accepted (unlisted) after every client command as well, never after the others.
+fn cli_command() -> clap::Command {
+    let mut cmd = Cli::command();
+    let flags: Vec<clap::Arg> = cli::CONNECTION_IDS
+        .iter()
+        .map(|id| {
+            cmd.get_arguments()
+                .find(|a| a.get_id() == id)
+                .expect("a connection flag")
+                .clone()
+                .env(None)
+                .hide(true)
+        })
+        .collect();
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_owned())
+        .filter(|n| !NOT_CLIENTS.contains(&n.as_str()))
+        .collect();
+    for name in names {
+        cmd = cmd.mut_subcommand(name, |c| with_hidden(c, &flags));
+    }
+    cmd
+}
+
+/// `c` and its subcommands, each accepting `flags` without listing them.
+fn with_hidden(mut c: clap::Command, flags: &[clap::Arg]) -> clap::Command {
+    for f in flags {
+        c = c.arg(f.clone());
+    }
+    let names: Vec<String> = c
+        .get_subcommands()
+        .map(|s| s.get_name().to_owned())
+        .collect();
+    for name in names {
+        c = c.mut_subcommand(name, |s| with_hidden(s, flags));
+    }
+    c
+}
+
+/// The connection settings: `trail`'s own flags (and environment), overridden by the same
+/// flags given after the command.
+fn connection(matches: &ArgMatches, mut conn: cli::Connection) -> cli::Connection {
+    let mut level = matches.subcommand().map(|(_, m)| m);
+    while let Some(m) = level {
+        for id in cli::CONNECTION_IDS {
+            let given = m.ids().any(|i| i == id)
+                && m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+            if given {
+                let value = m.get_one::<String>(id).cloned();
+                match id {
+                    "url" => conn.url = value,
+                    "token" => conn.token = value,
+                    "org" => conn.org = value,
+                    _ => conn.profile = value,
+                }
+            }
+        }
+        level = m.subcommand().map(|(_, m)| m);
+    }
+    conn
+}
+
+/// The command as typed, without its options (`keys create`), for messages.
+fn action_name(matches: &ArgMatches) -> String {
+    let mut words = Vec::new();
+    let mut level = matches.subcommand();
+    while let Some((name, m)) = level {
+        words.push(name.to_owned());
+        level = m.subcommand();
+    }
+    words.join(" ")
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = cli_command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TRAIL_LOG")
@@ -258,12 +342,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let name = command_name(&cli.command);
-    let conn = cli.conn;
+    let name = action_name(&matches);
+    let conn = connection(&matches, cli.conn);
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
-            Command::Login(args) => cli::manage::login(&conn, args).await,
+            Command::Login => cli::manage::login(&conn).await,
             Command::Health => cli::manage::health(&conn).await,
             Command::Me(out) => cli::manage::me(&conn, &out).await,
             Command::Logs(LogsCommand::Tail(args)) => cli::logs::tail(&conn, args).await,
@@ -282,7 +366,7 @@ fn main() -> ExitCode {
             Command::Completions { shell } => {
                 // Generated into memory: clap_complete panics on a failed write.
                 let mut script = Vec::new();
-                clap_complete::generate(shell, &mut Cli::command(), "trail", &mut script);
+                clap_complete::generate(shell, &mut cli_command(), "trail", &mut script);
                 cli::output::write(|out| std::io::Write::write_all(out, &script))
             }
         }
@@ -297,29 +381,6 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&e))
         }
     }
-}
-
-/// The command as typed (`logs tail`), for messages.
-fn command_name(c: &Command) -> String {
-    let name = match c {
-        Command::Serve(_) => "serve",
-        Command::Login(_) => "login",
-        Command::Health => "health",
-        Command::Me(_) => "me",
-        Command::Logs(_) => "logs tail",
-        Command::Perf(_) => "perf",
-        Command::Verify(_) => "verify",
-        Command::Orgs { .. } => "orgs",
-        Command::Instances { .. } => "instances",
-        Command::Members { .. } => "members",
-        Command::Keys { .. } => "keys",
-        Command::Tokens { .. } => "tokens",
-        Command::BreakGlass { .. } => "break-glass",
-        Command::Bench(_) => "bench",
-        Command::Admin(_) => "admin",
-        Command::Completions { .. } => "completions",
-    };
-    name.to_owned()
 }
 
 /// One line: what failed and why, naming the missing scope on a 403 (seed 001).
@@ -343,6 +404,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(ClientError::Forbidden { .. }) => 5,
         Some(ClientError::Unreachable { .. }) => 6,
         Some(ClientError::Usage(_)) => 2,
+        _ if e.downcast_ref::<cli::NoCredential>().is_some() => 4,
         _ => 1,
     }
 }
@@ -448,5 +510,102 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
         #[cfg(not(unix))]
         tokio::signal::ctrl_c().await.ok();
         tracing::info!("shutting down");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every command, with its path (`keys create`).
+    fn commands(c: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        for s in c.get_subcommands() {
+            let p = format!("{path} {}", s.get_name()).trim().to_owned();
+            out.push((p.clone(), s.clone()));
+            commands(s, p, out);
+        }
+    }
+
+    #[test]
+    fn every_argument_of_every_command_has_a_description() {
+        let mut cmd = cli_command();
+        cmd.build();
+        let mut all = vec![("trail".to_owned(), cmd.clone())];
+        commands(&cmd, String::new(), &mut all);
+        let mut missing = Vec::new();
+        for (path, c) in &all {
+            for a in c.get_arguments() {
+                let builtin = matches!(a.get_id().as_str(), "help" | "version");
+                if !builtin && a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path}: {}", a.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "without a description: {missing:?}");
+    }
+
+    #[test]
+    fn connection_flags_are_listed_once_and_not_offered_where_they_mean_nothing() {
+        let mut cmd = cli_command();
+        let top = cmd.render_long_help().to_string();
+        for flag in [
+            "--url <URL>",
+            "--token <TOKEN>",
+            "--org <ORG>",
+            "--profile <PROFILE>",
+        ] {
+            assert_eq!(top.matches(flag).count(), 1, "{flag} in: {top}");
+        }
+        for path in [
+            &["keys", "create"][..],
+            &["logs", "tail"],
+            &["perf"],
+            &["login"],
+        ] {
+            let mut c = cmd.clone();
+            for p in path {
+                c = c.find_subcommand(p).unwrap().clone();
+            }
+            let help = c.render_help().to_string();
+            assert!(!help.contains("--token"), "{path:?}: {help}");
+        }
+        // Still accepted after a client command.
+        let m = cli_command()
+            .try_get_matches_from([
+                "trail", "keys", "list", "--org", "acme", "--url", "http://x",
+            ])
+            .unwrap();
+        let conn = connection(&m, Cli::from_arg_matches(&m).unwrap().conn);
+        assert_eq!(
+            (conn.org.as_deref(), conn.url.as_deref()),
+            (Some("acme"), Some("http://x"))
+        );
+        assert_eq!(action_name(&m), "keys list");
+        // Not on the commands that are no clients.
+        for args in [
+            &["trail", "serve", "--url", "http://x"][..],
+            &[
+                "trail",
+                "admin",
+                "set-password",
+                "--email",
+                "a@b",
+                "--token",
+                "t",
+            ],
+            &["trail", "login", "--as", "work"],
+        ] {
+            let e = cli_command().try_get_matches_from(args).err();
+            assert!(e.is_some(), "{args:?} is refused");
+        }
+        let serve = cmd
+            .find_subcommand_mut("serve")
+            .unwrap()
+            .render_help()
+            .to_string();
+        assert!(
+            !serve.contains("--url") && !serve.contains("--token"),
+            "{serve}"
+        );
     }
 }

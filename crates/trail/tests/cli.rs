@@ -170,7 +170,7 @@ async fn login_profiles_and_the_logs_in_every_format() {
         .find(|l| l.contains("BREAK-GLASS"))
         .expect("marked");
     assert!(bg.contains("!BREAK-GLASS") && bg.contains("whoAmI"), "{bg}");
-    assert!(bg.trim_end().ends_with("trail"), "{bg}");
+    assert!(bg.contains("  trail  "), "its SOURCE, before DETAILS: {bg}");
     let claimed = table
         .lines()
         .find(|l| l.contains("GET /v1/tenants/:id"))
@@ -310,6 +310,25 @@ async fn perf_figures_and_exit_codes() {
         "{table}"
     );
     assert!(table.contains("POST /v1/widgets"));
+    // 20 calls in one ingest, asked about a day: a rate over the minute they took, not the
+    // day (20 / 1440 = 0.01).
+    let day = cli.json(&["perf", "-o", "json"]);
+    assert_eq!(day["spanMinutes"], 1.0);
+    let widgets = day["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == "POST /v1/widgets")
+        .unwrap();
+    assert_eq!(widgets["requestsPerMinute"], 20.0);
+    // -o ndjson: one route a line.
+    let lines = cli.ok(&["perf", "--route", "POST /v1/widgets", "-o", "ndjson"]);
+    let rows: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{lines}");
+    assert_eq!(rows[0]["route"], "POST /v1/widgets");
 
     // 403 names the missing scope; 401; unreachable; usage.
     let key = cli.json(&[
@@ -598,4 +617,398 @@ async fn a_table_shows_control_characters_escaped() {
     let json = cli.json(&json_args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(json[0]["object"]["id"]["name"], name);
     assert_eq!(json[0]["action"], action);
+}
+
+#[tokio::test]
+async fn a_tail_says_on_stderr_when_more_events_match_than_it_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"));
+    let cli = Cli::new();
+    cli.ok(&["login", "--url", &s.url, "--token", &s.token()]);
+    let batch: Vec<Value> = (0..7)
+        .map(|i| json!({"action": format!("step{i}"), "actor": {"id": "loader", "type": "system"}}))
+        .collect();
+    ingest(&s, Value::Array(batch)).await;
+
+    let cut = cli.run(&[
+        "logs", "tail", "--actor", "loader", "--limit", "5", "-o", "ndjson",
+    ]);
+    assert!(cut.status.success(), "{}", stderr(&cut));
+    assert_eq!(String::from_utf8_lossy(&cut.stdout).lines().count(), 5);
+    let note = stderr(&cut);
+    assert_eq!(note.lines().count(), 1, "one line: {note}");
+    assert!(
+        note.starts_with("trail: note: more events match than the 5 shown"),
+        "{note}"
+    );
+    assert!(note.contains("--limit") && note.contains("--all"), "{note}");
+
+    let all = cli.run(&["logs", "tail", "--actor", "loader", "--all", "-o", "ndjson"]);
+    assert!(all.status.success(), "{}", stderr(&all));
+    assert_eq!(String::from_utf8_lossy(&all.stdout).lines().count(), 7);
+    assert_eq!(stderr(&all), "", "nothing more to say");
+
+    let exact = cli.run(&[
+        "logs", "tail", "--actor", "loader", "--limit", "7", "-o", "ndjson",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&exact.stdout).lines().count(), 7);
+    assert_eq!(stderr(&exact), "", "all matching events were printed");
+
+    let zero = cli.run(&["logs", "tail", "--limit", "0"]);
+    assert_eq!(zero.status.code(), Some(2), "{}", stderr(&zero));
+    let both = cli.run(&["logs", "tail", "--limit", "3", "--all"]);
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+}
+
+#[tokio::test]
+async fn a_tail_query_may_start_with_a_minus() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"));
+    let cli = Cli::new();
+    cli.ok(&["login", "--url", &s.url, "--token", &s.token()]);
+    ingest(
+        &s,
+        json!([{"action": "deleted", "actor": {"id": "sarah", "type": "user"}}]),
+    )
+    .await;
+    for query in [
+        &["--query", "-category:api"][..],
+        &["-q", "-category:api"][..],
+    ] {
+        let mut args = vec!["logs", "tail", "-o", "ndjson"];
+        args.extend_from_slice(query);
+        let out = cli.ok(&args);
+        let rows: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert!(!rows.is_empty(), "{query:?}");
+        assert!(
+            rows.iter().all(|r| r["request"].is_null()),
+            "{query:?}: no API call in {out}"
+        );
+        assert!(rows.iter().any(|r| r["action"] == "deleted"), "{out}");
+    }
+}
+
+/// The rows a credential's calls left in the default org's log, read with the bootstrap
+/// token straight over HTTP, once at least `at_least` are there.
+async fn calls_of(s: &Server, token_id: &str, at_least: usize) -> Vec<Value> {
+    for _ in 0..100 {
+        let v: Value = reqwest::Client::new()
+            .get(format!(
+                "{}/v1/orgs/default/audit-logs?tokenId={token_id}&category=api&limit=1000",
+                s.url
+            ))
+            .bearer_auth(s.token())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let items = v["items"].as_array().unwrap().clone();
+        if items.len() >= at_least {
+            return items;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("fewer than {at_least} calls recorded for {token_id}");
+}
+
+#[tokio::test]
+async fn each_command_makes_one_call_and_hide_own_leaves_out_the_viewers_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"));
+    let cli = Cli::new();
+    // A second credential of the owner's, so the reads below are not mixed with the calls
+    // this test makes with the bootstrap token.
+    let pat = reqwest::Client::new()
+        .post(format!("{}/v1/orgs/default/tokens", s.url))
+        .bearer_auth(s.token())
+        .json(&json!({"name": "reader", "scopes": ["logs:read", "keys:manage"]}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let id = pat.split_once('.').unwrap().0.to_owned();
+    let login = cli.ok(&["login", "--url", &s.url, "--token", &pat]);
+    assert!(login.contains("org default"), "{login}");
+    cli.ok(&["logs", "tail", "-o", "ndjson"]);
+    // Without a profile or --org, the credential's own org, still in one call.
+    let bare = cli.ok(&[
+        "logs", "tail", "--url", &s.url, "--token", &pat, "-o", "ndjson",
+    ]);
+    assert!(bare.lines().count() > 0);
+    cli.ok(&["keys", "list", "-o", "json"]);
+    let calls = calls_of(&s, &id, 4).await;
+    let routes: Vec<&str> = calls
+        .iter()
+        .map(|c| c["request"]["route"].as_str().unwrap())
+        .collect();
+    assert_eq!(calls.len(), 4, "one call per command: {routes:?}");
+    assert_eq!(
+        routes.iter().filter(|r| r.ends_with("/v1/me")).count(),
+        1,
+        "only login asks who the credential is: {routes:?}"
+    );
+    // With nothing naming the org, a command that needs one asks who the credential is
+    // first (the README's `trail verify --url .. --token ..` works as written).
+    let fresh = Cli::new();
+    let keys = fresh.ok(&[
+        "keys", "list", "--url", &s.url, "--token", &pat, "-o", "json",
+    ]);
+    assert!(
+        serde_json::from_str::<Value>(&keys).unwrap().is_array(),
+        "{keys}"
+    );
+
+    // --hide-own: the viewer's own calls are left out, the rest stays.
+    ingest(
+        &s,
+        json!([{"action": "deleted", "actor": {"id": "sarah", "type": "user"}}]),
+    )
+    .await;
+    let shown = |extra: &[&str]| -> Vec<Value> {
+        let mut args = vec!["logs", "tail", "-o", "ndjson"];
+        args.extend_from_slice(extra);
+        cli.ok(&args)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let own = |rows: &[Value]| {
+        rows.iter()
+            .filter(|r| r["actor"]["tokenId"] == id.as_str())
+            .count()
+    };
+    let all = shown(&[]);
+    assert!(own(&all) > 0, "the viewer's calls are in the log");
+    let hidden = shown(&["--hide-own"]);
+    assert_eq!(own(&hidden), 0, "{hidden:?}");
+    assert!(hidden.iter().any(|r| r["action"] == "deleted"));
+    assert!(
+        hidden.iter().any(|r| r["request"].is_object()),
+        "others' calls stay"
+    );
+    // It combines with a query of the user's.
+    let both = shown(&["--hide-own", "--query", "-category:api"]);
+    assert_eq!(own(&both), 0);
+    assert!(both.iter().all(|r| r["request"].is_null()));
+}
+
+#[tokio::test]
+async fn the_event_table_fits_its_width_shows_details_and_times_as_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"));
+    let cli = Cli::new();
+    cli.ok(&["login", "--url", &s.url, "--token", &s.token()]);
+    ingest(
+        &s,
+        json!([
+            {"action": "deleted", "actor": {"id": "sarah@acme.io", "type": "user"},
+             "timestamp": "2026-01-02T03:04:05Z",
+             "details": {"message": "Resource deleted from the production cluster of the east region"}},
+            {"action": "tagged", "actor": {"id": "ci", "type": "system"},
+             "timestamp": "2026-01-02T03:04:06Z", "details": {"tag": "v1"}}
+        ]),
+    )
+    .await;
+    let table = |columns: &str, extra: &[&str]| -> String {
+        let mut args = vec![
+            "logs",
+            "tail",
+            "--since",
+            "2026-01-01T00:00:00Z",
+            "--query",
+            "-category:api",
+            "-o",
+            "table",
+        ];
+        args.extend_from_slice(extra);
+        let out = cli
+            .command(&args)
+            .env("COLUMNS", columns)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+
+    let narrow = table("80", &[]);
+    for line in narrow.lines() {
+        assert!(line.chars().count() <= 80, "wider than 80: {line:?}");
+    }
+    assert!(narrow.lines().next().unwrap().contains("DETAI"), "{narrow}");
+    assert!(narrow.contains('…'), "cut with an ellipsis: {narrow}");
+
+    let wide = table("400", &[]);
+    assert!(wide.lines().next().unwrap().contains("DETAILS"), "{wide}");
+    assert!(
+        wide.contains("Resource deleted from the production cluster of the east region"),
+        "{wide}"
+    );
+    assert!(
+        wide.contains(r#"{"tag":"v1"}"#),
+        "details without a message, compact: {wide}"
+    );
+    assert!(
+        wide.contains("2026-01-02T03:04:05.000000Z"),
+        "utc by default: {wide}"
+    );
+
+    let relative = table("400", &["--time", "relative"]);
+    assert!(relative.contains("d ago"), "{relative}");
+    let local = cli
+        .command(&[
+            "logs",
+            "tail",
+            "--since",
+            "2026-01-01T00:00:00Z",
+            "-q",
+            "-category:api",
+            "-o",
+            "table",
+            "--time",
+            "local",
+        ])
+        .env("COLUMNS", "400")
+        .env("TZ", "EST5")
+        .output()
+        .unwrap();
+    let local = String::from_utf8(local.stdout).unwrap();
+    assert!(local.contains("2026-01-01 22:04:05 -05:00"), "{local}");
+    let bad = cli.run(&["logs", "tail", "--time", "mars"]);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[tokio::test]
+async fn errors_name_the_action_a_missing_credential_exits_4_and_login_names_a_profile_one_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"));
+    let cli = Cli::new();
+    // No credential at all: 4, saying how to give one.
+    let none = cli.run(&["keys", "list", "--url", &s.url, "--org", "default"]);
+    assert_eq!(none.status.code(), Some(4), "{}", stderr(&none));
+    assert!(stderr(&none).contains("trail login"), "{}", stderr(&none));
+
+    // login saves under --profile, the one way to name a profile; --as is gone.
+    let login = cli.ok(&[
+        "login",
+        "--url",
+        &s.url,
+        "--token",
+        &s.token(),
+        "--profile",
+        "work",
+    ]);
+    assert!(login.contains("profile \"work\""), "{login}");
+    assert_eq!(
+        cli.run(&["login", "--url", &s.url, "--token", &s.token(), "--as", "x"])
+            .status
+            .code(),
+        Some(2)
+    );
+    let me = cli.json(&["me", "--profile", "work", "-o", "json"]);
+    assert_eq!(me["org"], "default");
+
+    // A 403 names the action, not only the group.
+    let reader = cli.json(&[
+        "tokens",
+        "create",
+        "reader",
+        "--scopes",
+        "logs:read",
+        "--profile",
+        "work",
+        "-o",
+        "json",
+    ]);
+    let token = reader["token"].as_str().unwrap();
+    let out = cli.run(&[
+        "keys",
+        "create",
+        "ci",
+        "--scopes",
+        "logs:write",
+        "--token",
+        token,
+        "--url",
+        &s.url,
+        "--org",
+        "default",
+    ]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(
+        stderr(&out).starts_with("trail: 403 on keys create:"),
+        "{}",
+        stderr(&out)
+    );
+    // The connection flags go before the command as well as after it.
+    let before = cli.run(&[
+        "--token", token, "--url", &s.url, "--org", "default", "keys", "list",
+    ]);
+    assert!(
+        stderr(&before).starts_with("trail: 403 on keys list:"),
+        "{}",
+        stderr(&before)
+    );
+    // serve takes none of them.
+    let serve = cli.run(&["serve", "--url", &s.url]);
+    assert_eq!(serve.status.code(), Some(2), "{}", stderr(&serve));
+}
+
+#[tokio::test]
+async fn a_platforms_own_actor_types_are_ingested_and_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"));
+    let cli = Cli::new();
+    cli.ok(&["login", "--url", &s.url, "--token", &s.token()]);
+    ingest(
+        &s,
+        json!([
+            {"action": "sync", "actor": {"id": "billing", "type": "service"}},
+            {"action": "promote", "actor": {"id": "stage-a", "type": "kargo.stage"}},
+            {"action": "deleted", "actor": {"id": "sarah", "type": "user"}}
+        ]),
+    )
+    .await;
+    let actors = |q: &str| -> Vec<String> {
+        let out = cli.ok(&["logs", "tail", "-q", q, "-o", "ndjson"]);
+        out.lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                format!(
+                    "{}:{}",
+                    v["actor"]["type"].as_str().unwrap(),
+                    v["actor"]["id"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    assert_eq!(actors("actorType:service"), ["service:billing"]);
+    assert_eq!(actors("actorType:kargo.stage"), ["kargo.stage:stage-a"]);
+    assert_eq!(actors("actorType:user"), ["user:sarah"]);
+    let others = actors("-actorType:service -category:api");
+    assert_eq!(others, ["kargo.stage:stage-a", "user:sarah"]);
+
+    // A malformed one is refused, by index, with what a type may be.
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/orgs/default/events", s.url))
+        .bearer_auth(s.token())
+        .json(&json!([{"action": "x", "actor": {"id": "a", "type": "Service Account"}}]))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert!(v.to_string().contains("invalid actor type"), "{v}");
+    // And so is a query for one.
+    let bad = cli.run(&["logs", "tail", "-q", "actorType:Nope"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
 }

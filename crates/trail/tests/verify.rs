@@ -175,6 +175,8 @@ async fn online_verification_is_a_witness() {
             &s.url,
             "--token",
             &t,
+            "--org",
+            "default",
             "--state-dir",
             state.to_str().unwrap(),
         ];
@@ -231,6 +233,8 @@ async fn online_verification_is_a_witness() {
         &s.url,
         "--token",
         "pat_0.x",
+        "--org",
+        "default",
         "--state-dir",
         state.to_str().unwrap(),
     ]);
@@ -241,6 +245,8 @@ async fn online_verification_is_a_witness() {
         "http://127.0.0.1:9",
         "--token",
         &t,
+        "--org",
+        "default",
         "--state-dir",
         state.to_str().unwrap(),
     ]);
@@ -450,6 +456,8 @@ async fn two_installs_verify_from_one_witness_and_a_different_key_is_not_called_
             url,
             "--token",
             token,
+            "--org",
+            "default",
             "--state-dir",
             state.to_str().unwrap(),
         ];

@@ -171,6 +171,7 @@ pub async fn perf(
         calls.retain(|(template, _)| route_matches(r, template));
     }
     let minutes = (until.micros() - since.micros()) as f64 / 60e6;
+    let span = trail_core::perf::span_minutes(&calls, minutes);
     let mut routes = trail_core::perf::summarize(calls, minutes);
     // Busiest first: the answer keeps the busiest routes, and says how many there were.
     let total = routes.len();
@@ -179,6 +180,7 @@ pub async fn perf(
         "since": since.to_string(),
         "until": until.to_string(),
         "windowMinutes": minutes,
+        "spanMinutes": span,
         "routes": routes,
         "routesTotal": total,
     })))

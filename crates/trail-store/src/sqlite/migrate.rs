@@ -51,6 +51,11 @@ const STEPS: &[Step] = &[
             tx.execute_batch("ALTER TABLE members ADD COLUMN joined_at INTEGER NOT NULL DEFAULT 0;")
         },
     },
+    Step {
+        what: "actor types beyond the known ones: their name, through the dictionary (atype \
+               is 0 for them; the known ones keep their code and write NULL here)",
+        apply: |tx| tx.execute_batch("ALTER TABLE events ADD COLUMN atname INTEGER;"),
+    },
 ];
 
 /// The schema version this Trail writes and reads.

@@ -36,6 +36,20 @@ fn column(f: Field) -> &'static str {
     }
 }
 
+/// The column one matcher is answered from: a field's own, except that an actor type without
+/// a code is found by its name, in `atname`.
+fn column_of(field: Field, m: &Matcher) -> &'static str {
+    match (field, m) {
+        (Field::ActorType, Matcher::Text(v))
+            if v.parse::<trail_core::ActorType>()
+                .is_ok_and(|t| t.code().is_none()) =>
+        {
+            "atname"
+        }
+        _ => column(field),
+    }
+}
+
 /// The stored values one matcher stands for: dictionary ids, or an integer range.
 enum Resolved {
     Ids(Vec<i64>),
@@ -48,10 +62,14 @@ fn resolve(conn: &Connection, field: Field, m: &Matcher) -> Result<Resolved> {
             let (lo, hi) = s.range();
             Resolved::Range(lo.into(), hi.into())
         }
-        Matcher::Text(v) if field == Field::ActorType => {
-            let code = v.parse::<trail_core::ActorType>().map(|t| t.code() as i64);
-            Resolved::Ids(code.into_iter().collect())
-        }
+        Matcher::Text(v) if field == Field::ActorType => match v.parse::<trail_core::ActorType>() {
+            Ok(t) => match t.code() {
+                Some(code) => Resolved::Ids(vec![code.into()]),
+                // Another kind: its name's dictionary id, in `atname` ([`column_of`]).
+                None => Resolved::Ids(id_of(conn, v)?.into_iter().collect()),
+            },
+            Err(_) => Resolved::Ids(Vec::new()),
+        },
         Matcher::Text(path) if field == Field::Route && !path.contains(' ') => {
             // A path without a method stands for the template under each registered method:
             // a bounded number of exact lookups, whatever other orgs have stored.
@@ -116,9 +134,9 @@ pub(crate) fn query(
     }
     let (groups, negated) = f.grouped();
     for (field, matchers) in groups {
-        let col = column(field);
         let mut alternatives = Vec::new();
         for m in matchers {
+            let col = column_of(field, m);
             if let Some(c) = condition(col, &resolve(conn, field, m)?, &mut args) {
                 alternatives.push(c);
             }
@@ -129,7 +147,7 @@ pub(crate) fn query(
         sql.push_str(&format!(" AND ({})", alternatives.join(" OR ")));
     }
     for t in negated {
-        let col = column(t.field);
+        let col = column_of(t.field, &t.matcher);
         if let Some(c) = condition(col, &resolve(conn, t.field, &t.matcher)?, &mut args) {
             sql.push_str(&format!(" AND ({col} IS NULL OR NOT ({c}))"));
         }
@@ -195,7 +213,7 @@ pub(crate) fn api_calls(
     let org_id = org_id(conn, org)?;
     let mut stmt = conn
         .prepare_cached(
-            "SELECT route, status, lat FROM events \
+            "SELECT route, status, lat, ts FROM events \
              WHERE org = ?1 AND k BETWEEN ?4 AND ?5 AND ts >= ?2 AND ts < ?3 AND route IS NOT NULL",
         )
         .map_err(unavailable)?;
@@ -214,18 +232,23 @@ pub(crate) fn api_calls(
                     r.get::<_, i64>(0)?,
                     r.get::<_, u16>(1)?,
                     r.get::<_, Option<i64>>(2)?.unwrap_or(0),
+                    r.get::<_, i64>(3)?,
                 ))
             },
         )
         .map_err(unavailable)?;
-    let mut by_route: std::collections::HashMap<i64, Vec<(u16, u64)>> =
+    let mut by_route: std::collections::HashMap<i64, Vec<trail_core::perf::Call>> =
         std::collections::HashMap::new();
     for row in rows {
-        let (route, status, lat) = row.map_err(unavailable)?;
+        let (route, status, lat, ts) = row.map_err(unavailable)?;
         by_route
             .entry(route)
             .or_default()
-            .push((status, lat.max(0) as u64));
+            .push(trail_core::perf::Call {
+                at: Timestamp(ts),
+                status,
+                latency_us: lat.max(0) as u64,
+            });
     }
     let names = dict.resolve(conn, by_route.keys().copied())?;
     by_route

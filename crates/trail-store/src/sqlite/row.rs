@@ -13,7 +13,7 @@ use crate::{Result, StoreError, StoredEvent};
 /// The columns [`RawRow::read`] expects, in order.
 pub(crate) const COLUMNS: &str = "k, ts, rdelta, cid, inst, action, cat, actor, atype, ip, ua, \
      tok, scope, otype, oid, oparent, details, method, route, status, lat, body, cnt, last, hash, org, \
-     enc, sub";
+     enc, sub, atname";
 
 /// Writes one sealed event. `intern` maps a string to its dictionary id.
 pub(crate) fn insert(
@@ -44,13 +44,18 @@ pub(crate) fn insert(
     let method = opt(r.map(|r| r.method.as_str()))?;
     let route = opt(r.map(|r| r.route.as_str()))?;
     let sub = opt(e.submitted_by.as_deref())?;
+    // A known actor type is its code; another is 0 and its name, through the dictionary.
+    let atname = match e.actor.kind.code() {
+        Some(_) => None,
+        None => opt(Some(e.actor.kind.as_str()))?,
+    };
     let k = (org_id << SEQ_BITS) | e.seq as i64;
     tx.prepare_cached(
         "INSERT INTO events (k, org, ts, rdelta, cid, inst, action, cat, actor, atype, ip, ua, \
          tok, scope, otype, oid, oparent, okind, oname, details, method, route, status, lat, \
-         body, cnt, last, hash, enc, sub) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, \
-         ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, \
-         ?29, ?30)",
+         body, cnt, last, hash, enc, sub, atname) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
+         ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, \
+         ?27, ?28, ?29, ?30, ?31)",
     )
     .and_then(|mut s| {
         s.execute(params![
@@ -63,7 +68,7 @@ pub(crate) fn insert(
             action,
             cat,
             actor,
-            e.actor.kind.code(),
+            e.actor.kind.code().unwrap_or(0),
             ip,
             ua,
             tok,
@@ -86,6 +91,7 @@ pub(crate) fn insert(
             // NULL: the current encoding (2); rows from before it default to 1.
             (e.encoding != trail_core::canonical::VERSION).then_some(e.encoding),
             sub,
+            atname,
         ])
     })
     .map_err(unavailable)?;
@@ -123,6 +129,8 @@ pub(crate) struct RawRow {
     /// The canonical encoding; NULL for the current one.
     enc: Option<u8>,
     sub: Option<i64>,
+    /// The name of an actor type that has no code (`atype` 0).
+    atname: Option<i64>,
 }
 
 impl RawRow {
@@ -156,6 +164,7 @@ impl RawRow {
             org: r.get(25)?,
             enc: r.get(26)?,
             sub: r.get(27)?,
+            atname: r.get(28)?,
         })
     }
 
@@ -184,6 +193,7 @@ impl RawRow {
             self.method,
             self.route,
             self.sub,
+            self.atname,
         ]
         .into_iter()
         .flatten()
@@ -239,7 +249,17 @@ impl RawRow {
             category: s(self.cat)?,
             actor: Actor {
                 id: s(self.actor)?,
-                kind: ActorType::from_code(self.atype).ok_or_else(|| corrupt("bad actor type"))?,
+                kind: match (self.atype, self.atname) {
+                    (0, Some(name)) => s(name)?
+                        .parse::<ActorType>()
+                        .ok()
+                        .filter(|k| k.code().is_none())
+                        .ok_or_else(|| corrupt("bad actor type name"))?,
+                    (code, None) => {
+                        ActorType::from_code(code).ok_or_else(|| corrupt("bad actor type"))?
+                    }
+                    _ => return Err(corrupt("bad actor type")),
+                },
                 ip,
                 user_agent: os(self.ua)?,
                 token_id: os(self.tok)?,

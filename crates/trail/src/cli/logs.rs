@@ -7,7 +7,7 @@ use anyhow::bail;
 use base64::Engine;
 use futures_util::StreamExt;
 use serde_json::Value;
-use trail_client::ClientError;
+use trail_client::{ClientError, segment};
 use trail_core::{Filter, Timestamp};
 
 use super::output::{self, Format, cell, paint};
@@ -20,7 +20,12 @@ Examples:
   trail logs tail --since 1h --actor user_ABC         # one operator's actions
   trail logs tail --route 'GET /v1/tenants/:id' --status 5xx
   trail logs tail --query 'actor:alice -status:200' --json
-  trail logs tail --follow                            # and keep streaming")]
+  trail logs tail --query '-category:api'             # leave out Trail's own API calls
+  trail logs tail --since 1d --all                    # every event of the day
+  trail logs tail --follow                            # and keep streaming
+
+When more events match than were printed, one line on standard error says so and how to get
+them (it starts with `trail: note:`; the events on standard output are unaffected).")]
 pub struct TailArgs {
     /// Only events since: 30s, 5m, 1h, 7d, 2w back from now, or an RFC 3339 time.
     #[arg(long, default_value = "1h")]
@@ -43,18 +48,28 @@ pub struct TailArgs {
     /// Only this instance's events.
     #[arg(long)]
     instance: Option<String>,
-    /// A query: `actor:alice action:deleted -status:200`.
-    #[arg(long, short = 'q')]
+    /// A query: `actor:alice action:deleted -status:200`; it may start with `-`
+    /// (`--query '-category:api'`).
+    #[arg(long, short = 'q', allow_hyphen_values = true)]
     query: Option<String>,
-    /// At most this many events (the newest).
-    #[arg(long, default_value_t = 100)]
-    limit: usize,
+    /// At most this many events (the newest); at least 1.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    limit: u64,
+    /// Every matching event, however many (instead of --limit).
+    #[arg(long, conflicts_with = "limit")]
+    all: bool,
+    /// Leave out this command's own credential's calls (a `-tokenId:<credential id>` term).
+    #[arg(long)]
+    hide_own: bool,
     /// Keep printing new events as they arrive, until Ctrl-C.
     #[arg(long, short = 'f')]
     follow: bool,
     /// Output: table (default on a terminal), json (one array), ndjson (default when piped).
     #[arg(long, short = 'o', value_enum)]
     output: Option<Format>,
+    /// How the table shows times: utc (as stored), local (with its offset), relative (5m ago).
+    #[arg(long, value_enum, default_value_t = TimeStyle::Utc)]
+    time: TimeStyle,
     /// The same as `-o json`.
     #[arg(long)]
     json: bool,
@@ -122,34 +137,67 @@ pub async fn tail(conn: &Connection, args: TailArgs) -> anyhow::Result<()> {
             "--follow streams one event a line: use -o ndjson or -o table".into(),
         ));
     }
-    let (params, filter) = args.params()?;
+    let (mut params, mut filter) = args.params()?;
     let session = Session::open(conn)?;
-    let base = match &args.instance {
+    if args.hide_own {
+        let id = session.credential_id().ok_or_else(|| {
+            usage("--hide-own: the credential has no id (KEYID:SECRET or ID.SECRET)".into())
+        })?;
+        let term = format!("-tokenId:{id}");
+        filter
+            .add_query(&term, trail_server::now())
+            .map_err(|e| usage(format!("--hide-own: {e}")))?;
+        params.push(("q".into(), term));
+    }
+    // One call: an org named here is read by its path; otherwise the credential's own org,
+    // which `/v1/audit-log` reads without being told which it is.
+    let org_base = |org: &str| match &args.instance {
         Some(i) => format!(
-            "{}/instances/{}/audit-logs",
-            session.org_path().await?,
-            trail_client::segment(i)
+            "/v1/orgs/{}/instances/{}/audit-logs",
+            segment(org),
+            segment(i)
         ),
-        None => format!("{}/audit-logs", session.org_path().await?),
+        None => format!("/v1/orgs/{}/audit-logs", segment(org)),
+    };
+    let base = match session.named_org() {
+        Some(org) => org_base(org),
+        None => {
+            if let Some(i) = &args.instance {
+                params.push(("instance".into(), i.clone()));
+            }
+            "/v1/audit-log".to_owned()
+        }
     };
 
-    // The newest `limit` events, newest first, page by page.
-    let progress = (std::io::stderr().is_terminal() && args.limit > 1000).then(|| {
-        let bar = indicatif::ProgressBar::new(args.limit as u64);
+    // The newest `limit` events (or all of them), newest first, page by page.
+    let limit = if args.all {
+        usize::MAX
+    } else {
+        args.limit as usize
+    };
+    let progress = (std::io::stderr().is_terminal() && limit > 1000).then(|| {
+        let bar = if args.all {
+            indicatif::ProgressBar::no_length()
+        } else {
+            indicatif::ProgressBar::new(limit as u64)
+        };
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {pos}/{len} events")
-                .expect("a valid template"),
+            indicatif::ProgressStyle::with_template(if args.all {
+                "{spinner} {pos} events"
+            } else {
+                "{spinner} {pos}/{len} events"
+            })
+            .expect("a valid template"),
         );
         bar
     });
     let mut events: Vec<Value> = Vec::new();
     let mut cursor: Option<String> = None;
-    while events.len() < args.limit {
+    // Whether the server has more matching events than were fetched.
+    let mut more = false;
+    while events.len() < limit {
         let mut p = params.clone();
-        p.push((
-            "limit".into(),
-            (args.limit - events.len()).min(1000).to_string(),
-        ));
+        p.push(("limit".into(), (limit - events.len()).min(1000).to_string()));
         if let Some(c) = &cursor {
             p.push(("cursor".into(), c.clone()));
         }
@@ -162,34 +210,67 @@ pub async fn tail(conn: &Connection, args: TailArgs) -> anyhow::Result<()> {
             bar.set_position(events.len() as u64);
         }
         match page["nextCursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => break,
+            Some(c) => {
+                cursor = Some(c.to_owned());
+                more = true;
+            }
+            None => {
+                more = false;
+                break;
+            }
         }
     }
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
+    if more {
+        eprintln!("{}", more_notice(events.len(), &args.since));
+    }
     // Printed oldest first, as a tail is.
     events.reverse();
-    print_events(format, &events, true)?;
+    print_events(format, &events, true, args.time)?;
     if !args.follow {
         return Ok(());
     }
     let after = events.iter().filter_map(|e| e["seq"].as_u64()).max();
+    // The stream is per org: the one named, else the one the events printed belong to.
+    let org = match session.named_org() {
+        Some(o) => o.to_owned(),
+        None => events
+            .iter()
+            .find_map(|e| e["org"].as_str().map(str::to_owned))
+            .ok_or_else(|| {
+                usage("--follow: no event told which org this is: pass --org (or TRAIL_ORG)".into())
+            })?,
+    };
+    let params: Vec<(String, String)> = params
+        .into_iter()
+        .filter(|(k, _)| k != "instance")
+        .collect();
+    let base = org_base(&org);
     tokio::select! {
-        r = follow(&session, &base, &params, filter, after, format) => r,
+        r = follow(&session, &org, &base, &params, filter, after, Show { format, times: args.time }) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
+}
+
+/// The one line said on standard error when more events match than were printed.
+fn more_notice(printed: usize, since: &str) -> String {
+    format!(
+        "trail: note: more events match than the {printed} shown (the newest since {since}): \
+         raise --limit, pass --all, or narrow --since or the filters"
+    )
 }
 
 /// Streams new events (Server-Sent Events), or polls the log if the server has no stream.
 async fn follow(
     session: &Session,
+    org: &str,
     base: &str,
     params: &[(String, String)],
     filter: Filter,
     after: Option<u64>,
-    format: Format,
+    show: Show,
 ) -> anyhow::Result<()> {
     let live: Vec<(String, String)> = params
         .iter()
@@ -203,11 +284,13 @@ async fn follow(
                 let (_, data) = item?;
                 let event: Value =
                     serde_json::from_str(&data).map_err(|e| ClientError::Decode(e.to_string()))?;
-                print_events(format, &[event], false)?;
+                print_events(show.format, &[event], false, show.times)?;
             }
             bail!("the server closed the stream")
         }
-        Err(ClientError::Status { status: 404, .. }) => poll(session, filter, after, format).await,
+        Err(ClientError::Status { status: 404, .. }) => {
+            poll(session, org, filter, after, show).await
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -215,13 +298,14 @@ async fn follow(
 /// Polls the log in seq order and filters here, with the same semantics as the server.
 async fn poll(
     session: &Session,
+    org: &str,
     mut filter: Filter,
     after: Option<u64>,
-    format: Format,
+    show: Show,
 ) -> anyhow::Result<()> {
     filter.since = None;
     filter.until = None;
-    let org = session.org_path().await?;
+    let org = format!("/v1/orgs/{}", segment(org));
     let mut next = match after {
         Some(a) => a + 1,
         // New events only: from what the newest checkpoint covers.
@@ -250,7 +334,7 @@ async fn poll(
             if let Ok(event) = trail_core::canonical::decode(&bytes) {
                 next = event.seq + 1;
                 if filter.matches(&event) {
-                    print_events(format, std::slice::from_ref(item), false)?;
+                    print_events(show.format, std::slice::from_ref(item), false, show.times)?;
                 }
             }
         }
@@ -258,19 +342,141 @@ async fn poll(
     }
 }
 
+/// How followed events are printed.
+#[derive(Clone, Copy)]
+struct Show {
+    format: Format,
+    times: TimeStyle,
+}
+
+/// How a table shows times: `utc` (RFC 3339, as stored), `local` (the local time zone, with
+/// its offset), `relative` (`5m ago`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum TimeStyle {
+    #[default]
+    Utc,
+    Local,
+    Relative,
+}
+
+impl TimeStyle {
+    /// A record's `timestamp` as this style shows it, at `now`.
+    fn show(self, timestamp: &Value, now: Timestamp) -> String {
+        let Some(t) = timestamp.as_str().and_then(|s| Timestamp::parse(s).ok()) else {
+            return cell(timestamp);
+        };
+        match self {
+            TimeStyle::Utc => t.to_string(),
+            TimeStyle::Local => {
+                let at = t.to_offset_datetime();
+                let offset = time::UtcOffset::from_whole_seconds(local_offset(at.unix_timestamp()))
+                    .unwrap_or(time::UtcOffset::UTC);
+                at.to_offset(offset)
+                    .format(time::macros::format_description!(
+                        "[year]-[month]-[day] [hour]:[minute]:[second] [offset_hour sign:mandatory]:[offset_minute]"
+                    ))
+                    .unwrap_or_else(|_| t.to_string())
+            }
+            TimeStyle::Relative => relative(now.micros() - t.micros()),
+        }
+    }
+
+    /// The TIME column's natural and least width.
+    fn widths(self) -> (usize, usize) {
+        match self {
+            TimeStyle::Utc => (27, 12),
+            TimeStyle::Local => (26, 12),
+            TimeStyle::Relative => (9, 9),
+        }
+    }
+}
+
+/// The local time zone's offset from UTC at a Unix time, in seconds (the C library's
+/// `localtime_r`, so `TZ` is honored); 0 when it cannot tell.
+fn local_offset(unix: i64) -> i32 {
+    #[cfg(unix)]
+    {
+        let t = unix as libc::time_t;
+        // SAFETY: `tm` is plain data written by `localtime_r`, which is thread-safe.
+        let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+        if !unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+            return tm.tm_gmtoff as i32;
+        }
+    }
+    let _ = unix;
+    0
+}
+
+/// An age in microseconds as `12s ago`, `5m ago`, `3h ago`, `4d ago` (`in 5m` ahead).
+fn relative(age_us: i64) -> String {
+    let secs = age_us.unsigned_abs() / 1_000_000;
+    let amount = match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    };
+    if age_us < 0 {
+        format!("in {amount}")
+    } else {
+        format!("{amount} ago")
+    }
+}
+
+/// The DETAILS cell: the details' `message` if they have one, else the details as compact
+/// JSON.
+fn details(e: &Value) -> String {
+    match &e["details"] {
+        Value::Null => "-".into(),
+        d => d["message"]
+            .as_str()
+            .map_or_else(|| d.to_string(), str::to_owned),
+    }
+}
+
+const EVENT_HEADERS: [&str; 9] = [
+    "TIME",
+    "ACTOR",
+    "TYPE",
+    "ACTION",
+    "OBJECT / ROUTE",
+    "STATUS",
+    "IP",
+    "SOURCE",
+    "DETAILS",
+];
+
 /// Prints events; in a table every field is escaped ([`output::escape`]), so an event cannot
-/// inject rows or terminal sequences.
-fn print_events(format: Format, events: &[Value], header: bool) -> anyhow::Result<()> {
+/// inject rows or terminal sequences. The table's columns have fixed widths (so followed
+/// events line up under the header), cut to fit the terminal.
+fn print_events(
+    format: Format,
+    events: &[Value],
+    header: bool,
+    times: TimeStyle,
+) -> anyhow::Result<()> {
     match format {
         Format::Table => output::write(|out| {
             let on = output::color();
+            let (time_w, time_min) = times.widths();
+            let avail = output::width();
+            // Columns give way to comfortable widths first, then to their least.
+            let widths = output::fit(
+                &[time_w, 24, 12, 20, 32, 6, 15, 24, 40],
+                &[time_min.max(20), 14, 5, 10, 16, 6, 7, 6, 10],
+                avail,
+            );
+            let widths = output::fit(&widths, &[time_min, 6, 5, 6, 8, 6, 4, 4, 5], avail);
+            let limited = avail.is_some();
             if header {
-                let h = format!(
-                    "{:<27}  {:<24}  {:<12}  {:<20}  {:<32}  {:<6}  {:<15}  {}",
-                    "TIME", "ACTOR", "TYPE", "ACTION", "OBJECT / ROUTE", "STATUS", "IP", "SOURCE"
-                );
-                writeln!(out, "{}", paint(&h, "1", on))?;
+                let h: Vec<String> = EVENT_HEADERS.iter().map(|h| h.to_string()).collect();
+                writeln!(
+                    out,
+                    "{}",
+                    paint(&output::fit_line(&h, &widths, limited), "1", on)
+                )?;
             }
+            let now = trail_server::now();
             for e in events {
                 let kind = e["actor"]["type"].as_str().unwrap_or("");
                 let what = if e["request"].is_object() {
@@ -297,18 +503,21 @@ fn print_events(format: Format, events: &[Value], header: bool) -> anyhow::Resul
                 } else {
                     kind
                 };
-                let esc = output::escape;
-                let line = format!(
-                    "{:<27}  {:<24}  {:<12}  {:<20}  {:<32}  {:<6}  {:<15}  {}",
-                    esc(&cell(&e["timestamp"])),
-                    esc(&cell(&e["actor"]["id"])),
-                    esc(kind_cell),
-                    esc(&cell(&e["action"])),
-                    esc(&what),
-                    esc(&cell(&e["request"]["status"])),
-                    esc(&cell(&e["actor"]["ip"])),
-                    esc(&source)
-                );
+                let cells: Vec<String> = [
+                    times.show(&e["timestamp"], now),
+                    cell(&e["actor"]["id"]),
+                    kind_cell.to_owned(),
+                    cell(&e["action"]),
+                    what,
+                    cell(&e["request"]["status"]),
+                    cell(&e["actor"]["ip"]),
+                    source,
+                    details(e),
+                ]
+                .iter()
+                .map(|c| output::escape(c))
+                .collect();
+                let line = output::fit_line(&cells, &widths, limited);
                 let line = match (kind, e["request"]["status"].as_u64()) {
                     ("break_glass", _) if own => paint(&line, "1;31", on),
                     (_, Some(s)) if s >= 500 => paint(&line, "31", on),
@@ -326,7 +535,9 @@ fn print_events(format: Format, events: &[Value], header: bool) -> anyhow::Resul
 #[derive(clap::Args)]
 #[command(after_long_help = "\
 Figures come from the recorded API calls: requests, requests per minute, the share of 5xx and
-of 4xx answers, and nearest-rank p50 / p95 / p99 latency, busiest route first.
+of 4xx answers, and nearest-rank p50 / p95 / p99 latency, busiest route first. Requests per
+minute are over the span in which the calls happened (first to last, at least a minute), not
+the whole window.
 
 Examples:
   trail perf --since 24h
@@ -341,7 +552,8 @@ pub struct PerfArgs {
     /// Only this route template, or a path for every method.
     #[arg(long)]
     route: Option<String>,
-    /// Output: table (default on a terminal) or json.
+    /// Output: table (default on a terminal), json (the figures and their window), ndjson (one
+    /// route a line; default when piped).
     #[arg(long, short = 'o', value_enum)]
     output: Option<Format>,
 }

@@ -11,15 +11,8 @@ use super::config::{Config, Profile};
 use super::output::{self, Format, cell};
 use super::{Connection, Session};
 
-#[derive(clap::Args)]
-pub struct LoginArgs {
-    /// Save under this name [default: `default`].
-    #[arg(long = "as", value_name = "PROFILE")]
-    name: Option<String>,
-}
-
 /// `trail login --url URL --token TOKEN [--org ORG] [--profile NAME]`.
-pub async fn login(conn: &Connection, args: LoginArgs) -> anyhow::Result<()> {
+pub async fn login(conn: &Connection) -> anyhow::Result<()> {
     let url = conn
         .url
         .clone()
@@ -32,28 +25,28 @@ pub async fn login(conn: &Connection, args: LoginArgs) -> anyhow::Result<()> {
         .map_err(usage)?;
     let client = Client::new(&url, &token)?;
     let me = client.get_json("/v1/me").await?;
-    let name = args
-        .name
-        .or_else(|| conn.profile.clone())
-        .unwrap_or_else(|| "default".into());
+    let name = conn.profile.clone().unwrap_or_else(|| "default".into());
+    // The org is kept in the profile (the one named, else the credential's own, from this
+    // one check), so later commands need not ask the server which org they act on.
+    let org = conn
+        .org
+        .clone()
+        .or_else(|| me["org"].as_str().map(str::to_owned))
+        .or_else(|| me["orgs"][0]["id"].as_str().map(str::to_owned));
     let mut cfg = Config::load()?;
     cfg.profiles.insert(
         name.clone(),
         Profile {
             url: url.clone(),
             token,
-            org: conn.org.clone(),
+            org: org.clone(),
         },
     );
     if cfg.default.is_none() || name == "default" {
         cfg.default = Some(name.clone());
     }
     let path = cfg.save()?;
-    let org = conn
-        .org
-        .clone()
-        .or_else(|| me["org"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| "-".into());
+    let org = org.unwrap_or_else(|| "-".into());
     output::line(&format!(
         "Logged in to {url} as {} ({}), org {}; saved as profile {name:?} in {}",
         output::escape(&cell(&me["actor"])),
@@ -176,6 +169,7 @@ pub enum OrgsCommand {
     Create {
         /// The org's id: lower-case letters, digits and -.
         id: String,
+        /// Its display name.
         #[arg(long)]
         name: Option<String>,
         /// The first owner's email [default: you].
@@ -230,10 +224,12 @@ pub enum InstancesCommand {
     List,
     /// Add an instance (needs instances:manage).
     Create {
+        /// The instance's id, unique in the org.
         id: String,
         /// What it is: argocd, kargo, ...
         #[arg(long)]
         kind: String,
+        /// Its display name.
         #[arg(long)]
         name: Option<String>,
     },
@@ -305,9 +301,17 @@ pub enum MembersCommand {
         invitation: String,
     },
     /// Change a member's role.
-    SetRole { email: String, role: String },
+    SetRole {
+        /// The member's email.
+        email: String,
+        /// owner, admin or member.
+        role: String,
+    },
     /// Remove a member.
-    Remove { email: String },
+    Remove {
+        /// The member's email.
+        email: String,
+    },
 }
 
 pub async fn members(
@@ -379,7 +383,9 @@ pub enum KeysCommand {
     List,
     /// Create an API key; its secret is printed once.
     Create {
+        /// A name for the key: what uses it.
         name: String,
+        /// A longer description.
         #[arg(long)]
         description: Option<String>,
         /// The role whose scopes it holds: owner, admin or member.
@@ -396,7 +402,10 @@ pub enum KeysCommand {
         instance: Option<String>,
     },
     /// Revoke an API key, at once.
-    Revoke { id: String },
+    Revoke {
+        /// The key's id (the part before the `:`).
+        id: String,
+    },
 }
 
 pub async fn keys(conn: &Connection, out: &OutputArg, cmd: KeysCommand) -> anyhow::Result<()> {
@@ -462,6 +471,7 @@ pub enum TokensCommand {
     List,
     /// Create a personal access token; it is printed once.
     Create {
+        /// A name for the token: where it is used.
         name: String,
         /// Scopes, a subset of yours, e.g. logs:read.
         #[arg(long, value_delimiter = ',', conflicts_with = "preset")]
@@ -474,7 +484,10 @@ pub enum TokensCommand {
         expires_in: Option<String>,
     },
     /// Revoke a personal access token, at once.
-    Revoke { id: String },
+    Revoke {
+        /// The token's id (the part before the `.`).
+        id: String,
+    },
 }
 
 pub async fn tokens(conn: &Connection, out: &OutputArg, cmd: TokensCommand) -> anyhow::Result<()> {
@@ -549,7 +562,10 @@ pub enum BreakGlassCommand {
         scopes: Vec<String>,
     },
     /// End a break-glass token early.
-    Revoke { id: String },
+    Revoke {
+        /// The break-glass token's id.
+        id: String,
+    },
 }
 
 pub async fn break_glass(

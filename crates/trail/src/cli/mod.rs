@@ -6,31 +6,43 @@ pub mod logs;
 pub mod manage;
 pub mod output;
 
-use anyhow::Context;
 use trail_client::{Client, segment};
 
-/// `--url`, `--token`, `--org`, `--profile`: given on the command line or in the
-/// environment, else taken from the profile.
+/// `--url`, `--token`, `--org`, `--profile`: given on the command line (before or after
+/// the client command) or in the environment, else taken from the profile. Listed once, in
+/// `trail --help`; the binary's `cli_command` lets every client command accept them too.
 #[derive(clap::Args, Clone, Default)]
+#[command(next_help_heading = "Connection (for every command but serve, bench, admin)")]
 pub struct Connection {
     /// Trail's URL [default: the profile's, else http://127.0.0.1:7070].
-    #[arg(long, env = "TRAIL_URL", global = true)]
+    #[arg(long, env = "TRAIL_URL")]
     pub url: Option<String>,
     /// A personal access token, or KEYID:SECRET for an API key [default: the profile's].
-    #[arg(long, env = "TRAIL_TOKEN", global = true, hide_env_values = true)]
+    #[arg(long, env = "TRAIL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// The org to act on [default: the profile's, else the credential's own].
-    #[arg(long, env = "TRAIL_ORG", global = true)]
+    /// The org to act on [default: the profile's; `logs tail`: else the credential's own].
+    #[arg(long, env = "TRAIL_ORG")]
     pub org: Option<String>,
-    /// The profile saved by `trail login` to use [default: the default profile].
-    #[arg(long, env = "TRAIL_PROFILE", global = true)]
+    /// The profile saved by `trail login` to use, or for `login` the name to save it under
+    /// [default: the default profile].
+    #[arg(long, env = "TRAIL_PROFILE")]
     pub profile: Option<String>,
 }
 
-/// A connected client and the org it acts on.
+/// The ids of [`Connection`]'s flags.
+pub const CONNECTION_IDS: [&str; 4] = ["url", "token", "org", "profile"];
+
+/// No credential was given or saved: a command that needs one cannot start (exit 4, as
+/// a refused credential).
+#[derive(Debug, thiserror::Error)]
+#[error("no credential: run `trail login`, or pass --token (or TRAIL_TOKEN)")]
+pub struct NoCredential;
+
+/// A connected client, the org it acts on (when named), and its credential's id.
 pub struct Session {
     pub client: Client,
     org: Option<String>,
+    token: String,
 }
 
 /// The server's URL: the flag or environment, else the profile's, else the default.
@@ -43,6 +55,16 @@ pub fn server_url(c: &Connection) -> anyhow::Result<String> {
         .unwrap_or_else(|| "http://127.0.0.1:7070".to_owned()))
 }
 
+/// The id of a credential, as its calls are recorded (`tokenId`): the part of an API key
+/// before the `:`, of any other token before the `.`. `None` for a malformed token.
+pub fn credential_id(token: &str) -> Option<&str> {
+    let id = match token.split_once(':') {
+        Some((id, _)) => id,
+        None => token.split_once('.')?.0,
+    };
+    (!id.is_empty()).then_some(id)
+}
+
 impl Session {
     pub fn open(c: &Connection) -> anyhow::Result<Session> {
         let cfg = config::Config::load()?;
@@ -52,8 +74,7 @@ impl Session {
             .token
             .clone()
             .or_else(|| profile.map(|p| p.token.clone()))
-            .context("no credential: run `trail login`, or pass --token (or TRAIL_TOKEN)")
-            .map_err(|e| trail_client::ClientError::Usage(e.to_string()))?;
+            .ok_or(NoCredential)?;
         let org = c
             .org
             .clone()
@@ -61,20 +82,49 @@ impl Session {
         Ok(Session {
             client: Client::new(&url, &token)?,
             org,
+            token,
         })
     }
 
-    /// The org to act on: the one named, or the credential's own.
+    /// The org named by --org (or TRAIL_ORG) or the profile, if any. Nothing asks the
+    /// server: a command that can act on the credential's own org without naming it (`logs
+    /// tail`, through `/v1/audit-log`) does so, so each command makes one call.
+    pub fn named_org(&self) -> Option<&str> {
+        self.org.as_deref()
+    }
+
+    /// The org to act on, which this command must name.
+    /// The org acted on: the one named (flag, environment or profile), else the credential's
+    /// own, which costs one `GET /v1/me` (a profile saved by `trail login` names it, so the
+    /// usual command makes one call).
     pub async fn org(&self) -> anyhow::Result<String> {
-        match &self.org {
-            Some(o) => Ok(o.clone()),
-            None => Ok(self.client.own_org().await?),
+        if let Some(org) = &self.org {
+            return Ok(org.clone());
         }
+        let me = self.client.get_json("/v1/me").await?;
+        let org = me["org"].as_str().or_else(|| {
+            me["orgs"]
+                .as_array()
+                .and_then(|o| o.first())
+                .and_then(|o| o["id"].as_str())
+        });
+        org.map(str::to_owned).ok_or_else(|| {
+            trail_client::ClientError::Usage(
+                "which org? pass --org (or TRAIL_ORG), or save it in a profile with `trail login`"
+                    .into(),
+            )
+            .into()
+        })
     }
 
     /// `/v1/orgs/<org>` for the org acted on.
     pub async fn org_path(&self) -> anyhow::Result<String> {
         Ok(format!("/v1/orgs/{}", segment(&self.org().await?)))
+    }
+
+    /// The id of this session's credential (see [`credential_id`]).
+    pub fn credential_id(&self) -> Option<&str> {
+        credential_id(&self.token)
     }
 }
 

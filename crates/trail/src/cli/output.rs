@@ -96,35 +96,98 @@ fn needs_escape(c: char) -> bool {
         || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
-/// Prints rows as a table with a header, columns aligned to their widest cell. A row's
-/// style (an ANSI code) applies to the whole row. Cells are [`escape`]d.
+/// How wide a table may be: `COLUMNS` if set, else the terminal's width when standard
+/// output is one; `None` (no limit) when it goes to a pipe or a file.
+pub fn width() -> Option<usize> {
+    if let Some(n) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+    {
+        return Some(n);
+    }
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    console::Term::stdout()
+        .size_checked()
+        .map(|(_, cols)| usize::from(cols))
+}
+
+/// Column widths for a table `avail` columns wide (two spaces between columns): the
+/// widest columns give way first, none below its minimum; the last column takes what is
+/// left. With no limit, the natural widths.
+pub fn fit(natural: &[usize], min: &[usize], avail: Option<usize>) -> Vec<usize> {
+    let mut w = natural.to_vec();
+    let Some(avail) = avail else { return w };
+    let gaps = 2 * w.len().saturating_sub(1);
+    let mut total = w.iter().sum::<usize>() + gaps;
+    while total > avail {
+        let widest = (0..w.len())
+            .filter(|&i| w[i] > min[i])
+            .max_by_key(|&i| (w[i] - min[i], i));
+        match widest {
+            Some(i) => {
+                w[i] -= 1;
+                total -= 1;
+            }
+            None => break,
+        }
+    }
+    if let Some(last) = w.last_mut() {
+        *last += avail.saturating_sub(total);
+    }
+    w
+}
+
+/// One table line: each cell padded to its width (by display width); when the table has a
+/// width limit, a longer cell is cut to it with an ellipsis (the last cell is only cut).
+pub fn fit_line(cells: &[String], widths: &[usize], limited: bool) -> String {
+    let last = cells.len().saturating_sub(1);
+    cells
+        .iter()
+        .zip(widths)
+        .enumerate()
+        .map(|(i, (c, &w))| {
+            if i < last {
+                let cut = limited.then_some("…");
+                console::pad_str(c, w, console::Alignment::Left, cut).into_owned()
+            } else if limited {
+                console::truncate_str(c, w, "…").into_owned()
+            } else {
+                c.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+/// Prints rows as a table with a header, columns aligned to their widest cell and cut (with
+/// an ellipsis) to fit the terminal's [`width`]. A row's style (an ANSI code) applies to the
+/// whole row. Cells are [`escape`]d.
 pub fn table(headers: &[&str], rows: &[(Vec<String>, Option<&str>)]) -> anyhow::Result<()> {
     let rows: Vec<(Vec<String>, Option<&str>)> = rows
         .iter()
         .map(|(cells, style)| (cells.iter().map(|c| escape(c)).collect(), *style))
         .collect();
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    let mut natural: Vec<usize> = headers
+        .iter()
+        .map(|h| console::measure_text_width(h))
+        .collect();
     for (cells, _) in &rows {
-        for (w, c) in widths.iter_mut().zip(cells) {
-            *w = (*w).max(c.chars().count());
+        for (w, c) in natural.iter_mut().zip(cells) {
+            *w = (*w).max(console::measure_text_width(c));
         }
     }
+    let min: Vec<usize> = headers
+        .iter()
+        .zip(&natural)
+        .map(|(h, n)| (*n).min(h.len().max(8)))
+        .collect();
+    let avail = width();
+    let widths = fit(&natural, &min, avail);
     let on = color();
-    let line = |cells: Vec<String>| {
-        let last = cells.len().saturating_sub(1);
-        cells
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| {
-                if i == last {
-                    c
-                } else {
-                    format!("{c:<width$}", width = widths[i])
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("  ")
-    };
+    let line = |cells: Vec<String>| fit_line(&cells, &widths, avail.is_some());
     write(|out| {
         writeln!(
             out,
@@ -184,7 +247,24 @@ pub fn cell(v: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::escape;
+    use super::{escape, fit, fit_line};
+
+    #[test]
+    fn a_table_fits_its_width_the_widest_column_giving_way_first() {
+        assert_eq!(fit(&[10, 40, 5], &[4, 8, 5], None), vec![10, 40, 5]);
+        // 10 + 40 + 5 + 4 = 59 into 40: the 40 gives 19.
+        assert_eq!(fit(&[10, 40, 5], &[4, 8, 5], Some(40)), vec![10, 21, 5]);
+        // No narrower than the minimums.
+        assert_eq!(fit(&[10, 40, 5], &[4, 8, 5], Some(10)), vec![4, 8, 5]);
+        // Room to spare goes to the last column.
+        assert_eq!(fit(&[3, 3], &[3, 3], Some(20)), vec![3, 15]);
+        let line = fit_line(
+            &["abcdef".into(), "é".into(), "long tail".into()],
+            &[4, 3, 5],
+            true,
+        );
+        assert_eq!(line, "abc…  é    long…");
+    }
 
     #[test]
     fn a_table_cell_cannot_act_on_the_terminal() {
