@@ -76,7 +76,9 @@ fn shape(id: &str) -> (Option<Value>, &'static str, Option<Value>) {
                 &["id"],
             )),
             "201",
-            Some(r("Org")),
+            Some(
+                json!({"allOf": [r("Org"), {"type": "object", "properties": {"invitation": {"type": "object", "description": "For a first owner new to Trail: their invitation (shown once), accepted with POST /v1/invitations/accept.", "properties": {"id": s, "token": s, "expiresAt": s}}}}]}),
+            ),
         ),
         "listInstances" => (None, "200", Some(items("Instance"))),
         "createInstance" => (
@@ -95,7 +97,7 @@ fn shape(id: &str) -> (Option<Value>, &'static str, Option<Value>) {
             )),
             "201",
             Some(
-                json!({"allOf": [r("Member"), {"type": "object", "properties": {"invitation": {"type": "object", "description": "For a user without a password: the invitation (shown once) they accept with POST /v1/invitations/accept.", "properties": {"id": s, "token": s, "expiresAt": s, "acceptPath": s}}}}]}),
+                json!({"allOf": [r("Member"), {"type": "object", "properties": {"invitation": {"type": "object", "description": "For an email new to Trail: the invitation (shown once) they accept with POST /v1/invitations/accept.", "properties": {"id": s, "token": s, "expiresAt": s}}}}]}),
             ),
         ),
         "updateMember" => (

@@ -274,7 +274,6 @@ fn invitation_json(m: &Minted) -> Value {
         "id": m.token.id,
         "token": m.secret,
         "expiresAt": m.token.expires_at.map(|t| t.to_string()),
-        "acceptPath": format!("/#/invitations/{}", m.secret),
     })
 }
 
