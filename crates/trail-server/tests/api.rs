@@ -1144,6 +1144,21 @@ struct Who {
     other_org: bool,
 }
 
+impl Who {
+    /// A `kind` of credential of acme, lacking `lacks`, that neither expires nor is
+    /// restricted, held by no platform admin.
+    fn new(kind: &'static str, lacks: Option<Scope>) -> Who {
+        Who {
+            kind,
+            lacks,
+            platform_admin: false,
+            expires: false,
+            instance: false,
+            other_org: false,
+        }
+    }
+}
+
 /// What a cell must answer: computed from the table's `Access`, independently of the code
 /// that enforces it.
 fn expected(access: trail_server::routes::Access, who: Who, success: u16) -> u16 {
@@ -1237,58 +1252,29 @@ async fn authorization_matrix() {
             .collect::<std::collections::BTreeSet<_>>()
         {
             let full = lacking.is_none();
+            // The owner's PATs hold orgs:admin unless it is the scope left out.
+            let admin = lacking != Some(Scope::OrgsAdmin);
+            let owner_scopes = but(lacking, admin);
             let mut cases: Vec<(Who, Cred, String)> = vec![
                 (
                     Who {
-                        kind: "pat",
-                        lacks: lacking,
-                        platform_admin: lacking != Some(Scope::OrgsAdmin),
-                        expires: false,
-                        instance: false,
-                        other_org: false,
+                        platform_admin: admin,
+                        ..Who::new("pat", lacking)
                     },
-                    Cred::of(
-                        &token(
-                            s,
-                            "acme",
-                            &but(lacking, lacking != Some(Scope::OrgsAdmin)),
-                            None,
-                            false,
-                        )
-                        .await,
-                    ),
+                    Cred::of(&token(s, "acme", &owner_scopes, None, false).await),
                     "usr_acme_owner".into(),
                 ),
                 (
                     Who {
-                        kind: "pat",
-                        lacks: lacking,
-                        platform_admin: lacking != Some(Scope::OrgsAdmin),
+                        platform_admin: admin,
                         expires: true,
-                        instance: false,
-                        other_org: false,
+                        ..Who::new("pat", lacking)
                     },
-                    Cred::of(
-                        &token(
-                            s,
-                            "acme",
-                            &but(lacking, lacking != Some(Scope::OrgsAdmin)),
-                            later,
-                            false,
-                        )
-                        .await,
-                    ),
+                    Cred::of(&token(s, "acme", &owner_scopes, later, false).await),
                     "usr_acme_owner".into(),
                 ),
                 (
-                    Who {
-                        kind: "api-key",
-                        lacks: lacking.or(Some(Scope::OrgsAdmin)),
-                        platform_admin: false,
-                        expires: false,
-                        instance: false,
-                        other_org: false,
-                    },
+                    Who::new("api-key", lacking.or(Some(Scope::OrgsAdmin))),
                     Cred::of(
                         &credential(
                             s,
@@ -1304,12 +1290,8 @@ async fn authorization_matrix() {
                 ),
                 (
                     Who {
-                        kind: "break-glass",
-                        lacks: lacking.or(Some(Scope::OrgsAdmin)),
-                        platform_admin: false,
                         expires: true,
-                        instance: false,
-                        other_org: false,
+                        ..Who::new("break-glass", lacking.or(Some(Scope::OrgsAdmin)))
                     },
                     Cred::of(
                         &credential(
@@ -1348,24 +1330,16 @@ async fn authorization_matrix() {
                     .filter(|x| !matches!(x, Scope::LogsRead | Scope::LogsWrite));
                 cases.push((
                     Who {
-                        kind: "api-key",
-                        lacks: instance_lacks,
-                        platform_admin: false,
-                        expires: false,
                         instance: true,
-                        other_org: false,
+                        ..Who::new("api-key", instance_lacks)
                     },
                     Cred::of(&format!("{id}:{}", restricted.secret)),
                     "usr_acme_owner".into(),
                 ));
                 cases.push((
                     Who {
-                        kind: "session",
-                        lacks: None,
                         platform_admin: true,
-                        expires: false,
-                        instance: false,
-                        other_org: false,
+                        ..Who::new("session", None)
                     },
                     h.sign_in("owner@acme.io", "platform admin password")
                         .await
@@ -1378,14 +1352,7 @@ async fn authorization_matrix() {
                     .scope
                     .filter(|x| !Role::Member.scopes().contains(x));
                 cases.push((
-                    Who {
-                        kind: "session",
-                        lacks: member_lacks,
-                        platform_admin: false,
-                        expires: false,
-                        instance: false,
-                        other_org: false,
-                    },
+                    Who::new("session", member_lacks),
                     h.sign_in("dev@acme.io", "correct horse battery")
                         .await
                         .unwrap(),
@@ -1393,12 +1360,8 @@ async fn authorization_matrix() {
                 ));
                 cases.push((
                     Who {
-                        kind: "pat",
-                        lacks: None,
-                        platform_admin: false,
-                        expires: false,
-                        instance: false,
                         other_org: true,
+                        ..Who::new("pat", None)
                     },
                     Cred::of(&h.other),
                     "usr_umbrella_owner".into(),
