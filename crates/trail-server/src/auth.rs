@@ -24,10 +24,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use trail_core::scope::Role;
 use trail_core::{ActorType, Scope, Timestamp};
 use trail_record::{CallContext, Identity, object};
-use trail_store::{Store, Token, TokenKind};
+use trail_store::{Reach, Store, Token, TokenKind};
 
 use crate::error::ApiError;
 use crate::routes::{Access, Callers, Target};
@@ -54,8 +53,14 @@ pub struct Caller {
     /// Who the caller acts as: a user's email, or an API key's name.
     pub actor: String,
     pub user_id: Option<String>,
-    /// The org a token or key is bound to; `None` for a session.
+    /// The org a token or key was made in (its own org); `None` for a password session.
     pub bound_org: Option<String>,
+    /// Whether the caller acts on every org its user belongs to: a password session, or a
+    /// personal access token made for all of them.
+    pub all_orgs: bool,
+    /// The console session the call came with (a password session, or one signed in with a
+    /// personal access token, which then acts as that token).
+    pub session_id: Option<String>,
     /// The instance a credential is restricted to.
     pub instance: Option<String>,
     /// Holds `orgs:admin`.
@@ -160,6 +165,8 @@ pub struct CredentialSpec {
     pub created_by: String,
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
+    /// The orgs a personal access token acts on.
+    pub reach: Reach,
 }
 
 /// Mints a credential with 256 random bits of secret.
@@ -194,6 +201,7 @@ pub fn mint(spec: CredentialSpec) -> Minted {
             created_at: spec.created_at,
             expires_at: spec.expires_at,
             revoked_at: None,
+            reach: spec.reach,
         },
         secret: shown,
     }
@@ -353,33 +361,58 @@ pub async fn authenticate(
             if now.micros() - s.last_seen_at.micros() > 60_000_000 {
                 store.touch_session(&id, now).await?;
             }
-            let user = store.user(&s.user_id).await?.ok_or_else(invalid)?;
-            let grants: Vec<(String, Vec<Scope>)> = store
-                .memberships(&user.id)
-                .await?
-                .into_iter()
-                .map(|(org, role)| (org, role.scopes().to_vec()))
-                .collect();
-            let home_org = home_org(&grants, user.platform_admin, platform_org)?;
-            Ok(Caller {
-                kind: CredentialKind::Session,
-                credential_id: id,
-                actor: user.email,
-                user_id: Some(user.id),
-                bound_org: None,
-                instance: None,
-                platform_admin: user.platform_admin,
-                grants,
-                home_org,
-                expires_at: Some(s.expires_at),
-                csrf: Some(csrf_token(&secret)),
-                ip: None,
-                user_agent: None,
-            })
+            let mut caller = match &s.token_id {
+                // Signed in with a token: the session holds what the token holds, today.
+                Some(token_id) => {
+                    let token = store.token(token_id).await?.ok_or_else(invalid)?;
+                    usable(&token, now)?;
+                    token_caller(store, token).await?
+                }
+                None => password_session(store, &s, platform_org).await?,
+            };
+            caller.session_id = Some(id);
+            caller.csrf = Some(csrf_token(&secret));
+            Ok(caller)
         }
         Presented::Bearer { id, secret } => token_auth(store, &id, &secret, false, now).await,
         Presented::Basic { id, secret } => token_auth(store, &id, &secret, true, now).await,
     }
+}
+
+/// What a session signed in with a password holds: its user's role in each of their orgs.
+async fn password_session(
+    store: &dyn Store,
+    s: &trail_store::Session,
+    platform_org: &str,
+) -> Result<Caller, ApiError> {
+    let user = store
+        .user(&s.user_id)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("the credential is not valid".into()))?;
+    let grants: Vec<(String, Vec<Scope>)> = store
+        .memberships(&user.id)
+        .await?
+        .into_iter()
+        .map(|(org, role)| (org, role.scopes().to_vec()))
+        .collect();
+    let home_org = home_org(&grants, user.platform_admin, platform_org)?;
+    Ok(Caller {
+        kind: CredentialKind::Session,
+        credential_id: s.id.clone(),
+        actor: user.email,
+        user_id: Some(user.id),
+        bound_org: None,
+        all_orgs: true,
+        session_id: None,
+        instance: None,
+        platform_admin: user.platform_admin,
+        grants,
+        home_org,
+        expires_at: Some(s.expires_at),
+        csrf: None,
+        ip: None,
+        user_agent: None,
+    })
 }
 
 /// Where a user's calls that name no org are recorded: their first org, or the platform org
@@ -418,7 +451,13 @@ async fn token_auth(
     if !bool::from(token.secret_hash.ct_eq(&hash_secret(secret))) || !kind_fits {
         return Err(invalid());
     }
-    // The caller holds the secret: telling them why it no longer works leaks nothing.
+    usable(&token, now)?;
+    token_caller(store, token).await
+}
+
+/// Refuses a token that was revoked or has expired. Only for a caller who has shown its
+/// secret (or a session signed in with it): telling them why leaks nothing.
+pub fn usable(token: &Token, now: Timestamp) -> Result<(), ApiError> {
     if let Some(at) = token.revoked_at {
         return Err(ApiError::Unauthorized(format!(
             "this credential was revoked at {at}"
@@ -429,13 +468,14 @@ async fn token_auth(
             "this credential expired at {at}"
         )));
     }
-    token_caller(store, token).await
+    Ok(())
 }
 
-/// What a token or key holds: a PAT no more than its user's role grants today (so a demoted
-/// or removed member's PATs shrink at once); a key or break-glass token its own scopes.
-async fn token_caller(store: &dyn Store, token: Token) -> Result<Caller, ApiError> {
-    let (kind, scopes, platform_admin) = match token.kind {
+/// What a token or key holds: a PAT, in each org it reaches, no more than its user's role
+/// there grants today (so a demoted or removed member's PATs shrink at once); a key or
+/// break-glass token its own scopes in its own org.
+pub async fn token_caller(store: &dyn Store, token: Token) -> Result<Caller, ApiError> {
+    let (kind, grants, home, platform_admin) = match token.kind {
         TokenKind::ApiKey | TokenKind::BreakGlass => {
             let scopes = token
                 .scopes
@@ -448,7 +488,12 @@ async fn token_caller(store: &dyn Store, token: Token) -> Result<Caller, ApiErro
             } else {
                 CredentialKind::BreakGlass
             };
-            (kind, scopes, false)
+            (
+                kind,
+                vec![(token.org.clone(), scopes)],
+                token.org.clone(),
+                false,
+            )
         }
         TokenKind::Invitation => {
             return Err(ApiError::Unauthorized("the credential is not valid".into()));
@@ -456,28 +501,41 @@ async fn token_caller(store: &dyn Store, token: Token) -> Result<Caller, ApiErro
         TokenKind::Pat => {
             let user_id = token.user_id.as_deref().unwrap_or_default();
             let user = store.user(user_id).await?;
-            let role: Option<Role> = store
+            let grants: Vec<(String, Vec<Scope>)> = store
                 .memberships(user_id)
                 .await?
                 .into_iter()
-                .find(|(org, _)| *org == token.org)
-                .map(|(_, role)| role);
-            let Some(role) = role else {
-                return Err(ApiError::Unauthorized(format!(
-                    "the member this token belongs to is no longer in org {:?}",
-                    token.org
-                )));
-            };
-            let held = role.scopes();
-            let scopes = token
-                .scopes
-                .iter()
-                .copied()
-                .filter(|s| held.contains(s))
+                .filter(|(org, _)| token.reach.covers(&token.org, org))
+                .map(|(org, role)| {
+                    let held = role.scopes();
+                    let scopes = token
+                        .scopes
+                        .iter()
+                        .copied()
+                        .filter(|s| held.contains(s))
+                        .collect();
+                    (org, scopes)
+                })
                 .collect();
+            // Its calls that name no org go to the org it was made in, while its user is
+            // still there; else to the first org it still reaches.
+            let home = if grants.iter().any(|(o, _)| *o == token.org) {
+                token.org.clone()
+            } else if let Some((first, _)) = grants.first() {
+                first.clone()
+            } else {
+                return Err(ApiError::Unauthorized(match token.reach {
+                    Reach::Own => format!(
+                        "the member this token belongs to is no longer in org {:?}",
+                        token.org
+                    ),
+                    _ => "the member this token belongs to is no longer in any org it covers"
+                        .to_owned(),
+                }));
+            };
             let admin =
                 user.is_some_and(|u| u.platform_admin) && token.scopes.contains(&Scope::OrgsAdmin);
-            (CredentialKind::Pat, scopes, admin)
+            (CredentialKind::Pat, grants, home, admin)
         }
     };
     Ok(Caller {
@@ -485,11 +543,13 @@ async fn token_caller(store: &dyn Store, token: Token) -> Result<Caller, ApiErro
         credential_id: token.id,
         actor: token.owner,
         user_id: token.user_id,
-        bound_org: Some(token.org.clone()),
+        bound_org: Some(token.org),
+        all_orgs: token.kind == TokenKind::Pat && token.reach == Reach::All,
+        session_id: None,
         instance: token.instance,
         platform_admin,
-        grants: vec![(token.org.clone(), scopes)],
-        home_org: token.org,
+        grants,
+        home_org: home,
         expires_at: token.expires_at,
         csrf: None,
         ip: None,
@@ -525,6 +585,7 @@ pub fn authorize_call(
                 || (caller.kind == CredentialKind::Pat && caller.expires_at.is_none())
         }
         Callers::Session => caller.kind == CredentialKind::Session,
+        Callers::Console => caller.session_id.is_some(),
         Callers::Public => true,
     };
     if !kind_ok {
@@ -581,6 +642,14 @@ fn authorize_org(
     if !caller.orgs().any(|o| o == org) {
         ctx.set_object(object("org", org));
         return Err(ApiError::Forbidden(match &caller.bound_org {
+            _ if caller.all_orgs => format!("you are not a member of org {org:?}"),
+            Some(_) if caller.kind == CredentialKind::Pat => {
+                let covered: Vec<&str> = caller.orgs().collect();
+                format!(
+                    "this token acts on {} only and cannot act on org {org:?}",
+                    covered.join(", ")
+                )
+            }
             Some(bound) => {
                 format!("this credential belongs to org {bound:?} and cannot act on org {org:?}")
             }
@@ -598,7 +667,12 @@ fn authorize_org(
 
 /// Refuses a grant of scopes the granter does not hold: nobody hands out more than they have.
 pub fn check_grant(caller: &Caller, org: &str, wanted: &[Scope]) -> Result<(), ApiError> {
-    let held = caller.scopes_in(org);
+    check_grant_in(caller, &[org], wanted)
+}
+
+/// Refuses a grant, good in each of `orgs` as far as the grantee's role there allows, of a
+/// scope the granter holds in none of them.
+pub fn check_grant_in(caller: &Caller, orgs: &[&str], wanted: &[Scope]) -> Result<(), ApiError> {
     if wanted.contains(&Scope::OrgsAdmin) && !caller.platform_admin {
         return Err(ApiError::Forbidden(
             "you cannot grant the orgs:admin scope, which you do not hold".into(),
@@ -606,12 +680,51 @@ pub fn check_grant(caller: &Caller, org: &str, wanted: &[Scope]) -> Result<(), A
     }
     match wanted
         .iter()
-        .find(|s| **s != Scope::OrgsAdmin && !held.contains(s))
+        .find(|s| **s != Scope::OrgsAdmin && !orgs.iter().any(|o| caller.scopes_in(o).contains(s)))
     {
-        Some(s) => Err(ApiError::Forbidden(format!(
-            "you cannot grant the {s} scope, which you do not hold in org {org:?}"
-        ))),
+        Some(s) => Err(ApiError::Forbidden(match orgs {
+            [org] => {
+                format!("you cannot grant the {s} scope, which you do not hold in org {org:?}")
+            }
+            _ => format!(
+                "you cannot grant the {s} scope, which you hold in none of orgs {}",
+                orgs.join(", ")
+            ),
+        })),
         None => Ok(()),
+    }
+}
+
+/// The orgs a new personal access token made in `org` may reach, as asked: never an org the
+/// caller cannot act on, and all of the user's orgs (including those they join later) only
+/// from a caller that itself reaches all of them.
+pub fn grant_reach(caller: &Caller, org: &str, asked: Reach) -> Result<Reach, ApiError> {
+    match asked {
+        Reach::Own => Ok(Reach::Own),
+        Reach::All if caller.all_orgs => Ok(Reach::All),
+        Reach::All => Err(ApiError::Forbidden(
+            "only a console session or a token for all your orgs can make a token for all of them"
+                .into(),
+        )),
+        Reach::Orgs(list) => {
+            let mut orgs = vec![org.to_owned()];
+            for o in list {
+                if !caller.orgs().any(|c| c == o) {
+                    return Err(ApiError::Forbidden(format!(
+                        "you cannot give a token org {o:?}: you cannot act on it with this \
+                         credential"
+                    )));
+                }
+                if !orgs.contains(&o) {
+                    orgs.push(o);
+                }
+            }
+            Ok(if orgs.len() == 1 {
+                Reach::Own
+            } else {
+                Reach::Orgs(orgs)
+            })
+        }
     }
 }
 

@@ -151,6 +151,7 @@ pub fn app(state: AppState) -> Router {
         .route_layer(from_fn_with_state(state.clone(), audit::require_credential));
     let public = Router::new()
         .route("/v1/session", post(session::sign_in))
+        .route("/v1/login", post(session::log_in))
         .route("/v1/invitations/accept", post(session::accept_invitation));
     let api = authenticated.merge(public).route_layer(recorder);
     Router::new()
@@ -307,6 +308,8 @@ async fn bootstrap(store: &dyn Store, config: &ServeConfig) -> anyhow::Result<()
         created_by: "trail serve".into(),
         created_at: now,
         expires_at: None,
+        // The bootstrap owner creates orgs, and owns them: their token works in each.
+        reach: trail_store::Reach::All,
     });
     // Written before the store is seeded: a token that was never written must not exist.
     let path = config.data_dir.join(BOOTSTRAP_TOKEN_FILE);

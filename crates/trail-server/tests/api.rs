@@ -68,6 +68,7 @@ async fn credential(
         created_by: "test".into(),
         created_at: NOW,
         expires_at: expires,
+        reach: trail_store::Reach::Own,
     });
     if revoked {
         m.token.revoked_at = Some(NOW);
@@ -123,6 +124,7 @@ async fn harness() -> Harness {
         created_by: "test".into(),
         created_at: NOW,
         expires_at: None,
+        reach: trail_store::Reach::Own,
     });
     store
         .bootstrap(Bootstrap {
@@ -277,13 +279,18 @@ impl Harness {
     }
 
     async fn sign_in(&self, email: &str, password: &str) -> Result<Cred, Reply> {
+        self.session_with(json!({"email": email, "password": password}))
+            .await
+    }
+
+    /// A console session signed in with a personal access token.
+    async fn sign_in_with_token(&self, token: &str) -> Result<Cred, Reply> {
+        self.session_with(json!({ "token": token })).await
+    }
+
+    async fn session_with(&self, body: Value) -> Result<Cred, Reply> {
         let r = self
-            .call(
-                "POST",
-                "/v1/session",
-                &Cred::None,
-                Some(json!({"email": email, "password": password})),
-            )
+            .call("POST", "/v1/session", &Cred::None, Some(body))
             .await;
         if r.status != StatusCode::OK {
             return Err(r);
@@ -1012,6 +1019,7 @@ async fn sample(
             created_by: "test".into(),
             created_at: NOW,
             expires_at: None,
+            reach: trail_store::Reach::Own,
         });
         m.token.owner = format!("{user}@acme.io");
         m.token
@@ -1163,13 +1171,17 @@ impl Who {
 /// that enforces it.
 fn expected(access: trail_server::routes::Access, who: Who, success: u16) -> u16 {
     use trail_server::routes::{Callers, Target};
-    let person = matches!(who.kind, "session" | "pat");
+    // A console session signed in with a PAT ("pat-session") holds what the PAT holds.
+    let person = matches!(who.kind, "session" | "pat" | "pat-session");
     let kind_ok = match access.callers {
         Callers::Any | Callers::Public => true,
         Callers::NotBreakGlass => who.kind != "break-glass",
         Callers::People => person,
-        Callers::LastingPeople => who.kind == "session" || (who.kind == "pat" && !who.expires),
+        Callers::LastingPeople => {
+            who.kind == "session" || (matches!(who.kind, "pat" | "pat-session") && !who.expires)
+        }
         Callers::Session => who.kind == "session",
+        Callers::Console => matches!(who.kind, "session" | "pat-session"),
     };
     if !kind_ok || (who.instance && !access.instance_ok) {
         return 403;
@@ -1267,6 +1279,27 @@ async fn authorization_matrix() {
                 (
                     Who {
                         platform_admin: admin,
+                        ..Who::new("pat-session", lacking)
+                    },
+                    h.sign_in_with_token(&token(s, "acme", &owner_scopes, None, false).await)
+                        .await
+                        .unwrap(),
+                    "usr_acme_owner".into(),
+                ),
+                (
+                    Who {
+                        platform_admin: admin,
+                        expires: true,
+                        ..Who::new("pat-session", lacking)
+                    },
+                    h.sign_in_with_token(&token(s, "acme", &owner_scopes, later, false).await)
+                        .await
+                        .unwrap(),
+                    "usr_acme_owner".into(),
+                ),
+                (
+                    Who {
+                        platform_admin: admin,
                         expires: true,
                         ..Who::new("pat", lacking)
                     },
@@ -1320,6 +1353,7 @@ async fn authorization_matrix() {
                     created_by: "test".into(),
                     created_at: NOW,
                     expires_at: None,
+                    reach: trail_store::Reach::Own,
                 });
                 restricted.token.instance = Some("prod".into());
                 let id = restricted.token.id.clone();
@@ -2357,7 +2391,18 @@ async fn credentials_cannot_outgrow_what_made_them() {
             Some(json!({"currentPassword": "x", "newPassword": "attacker chosen pw"})),
         )
         .await;
-    assert_problem(&r, 403, "signed-in console session");
+    assert_problem(&r, 403, "console session signed in with a password");
+    // Nor does a console session signed in with one: it holds what the token holds.
+    let session = h.sign_in_with_token(&h.owner).await.unwrap();
+    let r = h
+        .call(
+            "PUT",
+            "/v1/me/password",
+            &session,
+            Some(json!({"currentPassword": "x", "newPassword": "attacker chosen pw"})),
+        )
+        .await;
+    assert_problem(&r, 403, "console session signed in with a password");
 
     // What a short-lived token makes expires with it.
     let short = token(
@@ -3150,6 +3195,7 @@ async fn an_instance_key_reads_no_org_wide_figures() {
         created_by: "test".into(),
         created_at: NOW,
         expires_at: None,
+        reach: trail_store::Reach::Own,
     });
     m.token.instance = Some("prod".into());
     let key = format!("{}:{}", m.token.id, m.secret);
@@ -4023,4 +4069,381 @@ async fn removing_a_member_withdraws_their_invitation() {
         404,
         "not valid",
     );
+}
+
+/// Gives acme's owner (the platform admin) a password, as an operator would.
+async fn owner_password(h: &Harness) -> Cred {
+    let hash = trail_server::auth::hash_password("platform admin password").unwrap();
+    h.store
+        .set_password("usr_acme_owner", hash, Vec::new())
+        .await
+        .unwrap();
+    h.sign_in("owner@acme.io", "platform admin password")
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn personal_access_tokens_act_on_the_orgs_they_were_made_for_as_far_as_the_role_there_allows()
+{
+    let h = harness().await;
+    let admin = Cred::of(&h.owner);
+    for org in ["beta", "gamma"] {
+        let r = h
+            .call("POST", "/v1/orgs", &admin, Some(json!({"id": org})))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+    // The owner's token was made for acme alone: the orgs it creates are not in its reach.
+    let r = h
+        .call("GET", "/v1/orgs/beta/audit-logs", &admin, None)
+        .await;
+    assert_problem(&r, 403, "acts on acme only and cannot act on org \"beta\"");
+    // Nor can it make a token for more than it reaches.
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/tokens",
+            &admin,
+            Some(json!({"name": "wider", "preset": "admin-full", "orgs": ["beta"]})),
+        )
+        .await;
+    assert_problem(&r, 403, "you cannot give a token org \"beta\"");
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/tokens",
+            &admin,
+            Some(json!({"name": "wider", "preset": "admin-full", "orgs": "all"})),
+        )
+        .await;
+    assert_problem(&r, 403, "a token for all your orgs");
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/tokens",
+            &admin,
+            Some(json!({"name": "x", "preset": "admin-full", "orgs": "most"})),
+        )
+        .await;
+    assert_problem(&r, 400, "orgs:");
+
+    // Signed in, the owner acts on all their orgs, and makes a token for two of them.
+    let session = owner_password(&h).await;
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/tokens",
+            &session,
+            Some(json!({"name": "two", "preset": "admin-full", "orgs": ["beta"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["orgs"], json!(["acme", "beta"]));
+    let two = Cred::of(r.body["token"].as_str().unwrap());
+    for org in ["acme", "beta"] {
+        let r = h
+            .call("GET", &format!("/v1/orgs/{org}/audit-logs"), &two, None)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{org}: {:?}", r.body);
+    }
+    let r = h.call("GET", "/v1/orgs/gamma/audit-logs", &two, None).await;
+    assert_problem(&r, 403, "acts on acme, beta only");
+    // In each org it holds its scopes ∩ the role there, decided at each call: as a member of
+    // beta, the owner's token no longer manages keys there, though it still does in acme.
+    let me = h.call("GET", "/v1/me", &two, None).await;
+    assert_eq!(me.body["orgs"].as_array().unwrap().len(), 2);
+    let demote = h
+        .call(
+            "PATCH",
+            "/v1/orgs/beta/members/owner@acme.io",
+            &session,
+            Some(json!({"role": "member"})),
+        )
+        .await;
+    // The only owner cannot leave beta without one: add another first.
+    assert_eq!(demote.status, StatusCode::CONFLICT, "{:?}", demote.body);
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/beta/members",
+            &session,
+            Some(json!({"email": "second@beta.io", "role": "owner"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let demote = h
+        .call(
+            "PATCH",
+            "/v1/orgs/beta/members/owner@acme.io",
+            &session,
+            Some(json!({"role": "member"})),
+        )
+        .await;
+    assert_eq!(demote.status, StatusCode::OK, "{:?}", demote.body);
+    let key = json!({"name": "k", "scopes": ["logs:read"]});
+    let r = h
+        .call("POST", "/v1/orgs/beta/api-keys", &two, Some(key.clone()))
+        .await;
+    assert_problem(&r, 403, "keys:manage");
+    let r = h
+        .call("POST", "/v1/orgs/acme/api-keys", &two, Some(key))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+
+    // A token for all the user's orgs reaches the ones they join later too.
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/tokens",
+            &session,
+            Some(json!({"name": "all", "scopes": ["logs:read"], "orgs": "all"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["orgs"], json!("all"));
+    let all = Cred::of(r.body["token"].as_str().unwrap());
+    let r = h
+        .call("POST", "/v1/orgs", &session, Some(json!({"id": "delta"})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = h.call("GET", "/v1/orgs/delta/audit-logs", &all, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // ... but never an org they are not in, and never more than its scopes.
+    let r = h
+        .call("GET", "/v1/orgs/umbrella/audit-logs", &all, None)
+        .await;
+    assert_problem(&r, 403, "you are not a member of org \"umbrella\"");
+    let r = h.call("GET", "/v1/orgs/delta/api-keys", &all, None).await;
+    assert_problem(&r, 403, "keys:manage");
+    // A token from a token for all orgs may reach all of them too; listed, it says so.
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/tokens",
+            &all,
+            Some(json!({"name": "all again", "scopes": ["logs:read"], "orgs": "all"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let list = h.call("GET", "/v1/orgs/acme/tokens", &session, None).await;
+    let reaches: Vec<&Value> = list.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["orgs"])
+        .collect();
+    assert!(reaches.contains(&&json!("all")) && reaches.contains(&&json!(["acme", "beta"])));
+}
+
+#[tokio::test]
+async fn a_console_session_signed_in_with_a_token_holds_what_the_token_holds_and_ends_with_it() {
+    let h = harness().await;
+    let reader = token(&*h.store, "acme", &[Scope::LogsRead], None, false).await;
+    let session = h.sign_in_with_token(&reader).await.unwrap();
+    let r = h
+        .call("GET", "/v1/orgs/acme/audit-logs", &session, None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let me = h.call("GET", "/v1/me", &session, None).await;
+    assert_eq!(me.body["actorType"], "pat");
+    assert_eq!(me.body["tokenId"], reader.split_once('.').unwrap().0);
+    assert!(me.body["csrfToken"].is_string());
+    // No more than the token: no other scope, no other org.
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/api-keys",
+            &session,
+            Some(json!({"name": "k", "scopes": ["logs:read"]})),
+        )
+        .await;
+    assert_problem(&r, 403, "keys:manage");
+    let r = h
+        .call("GET", "/v1/orgs/umbrella/audit-logs", &session, None)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // Its changes need the CSRF token, like any session's.
+    let Cred::Session { cookie, .. } = &session else {
+        unreachable!()
+    };
+    let no_csrf = Cred::Session {
+        cookie: cookie.clone(),
+        csrf: "wrong".into(),
+    };
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/tokens",
+            &no_csrf,
+            Some(json!({"name": "t", "scopes": ["logs:read"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    // Revoking the token ends the session at once.
+    let id = reader.split_once('.').unwrap().0;
+    let r = h
+        .call(
+            "DELETE",
+            &format!("/v1/orgs/acme/tokens/{id}"),
+            &Cred::of(&h.owner),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let r = h
+        .call("GET", "/v1/orgs/acme/audit-logs", &session, None)
+        .await;
+    assert_problem(&r, 401, "revoked");
+
+    // Only a personal access token signs in: not an API key, a break-glass token, a revoked
+    // token or nonsense.
+    let key = credential(
+        &*h.store,
+        TokenKind::ApiKey,
+        "acme",
+        &[Scope::LogsRead],
+        None,
+        false,
+    )
+    .await;
+    let bg = credential(
+        &*h.store,
+        TokenKind::BreakGlass,
+        "acme",
+        &[Scope::LogsRead],
+        Some(Timestamp(i64::MAX / 2)),
+        false,
+    )
+    .await;
+    for bad in [
+        key.as_str(),
+        bg.as_str(),
+        reader.as_str(),
+        "pat_x.y",
+        "nonsense",
+    ] {
+        let r = h.sign_in_with_token(bad).await.unwrap_err();
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{bad}: {:?}", r.body);
+    }
+    let r = h
+        .call(
+            "POST",
+            "/v1/session",
+            &Cred::None,
+            Some(json!({"email": "owner@acme.io", "token": h.owner})),
+        )
+        .await;
+    assert_problem(&r, 400, "email and password, or with token");
+
+    // A session from a token that expires ends no later than the token; signing out ends it.
+    let soon = Timestamp(trail_server::now().0 + 3_600_000_000);
+    let short = token(&*h.store, "acme", &[Scope::LogsRead], Some(soon), false).await;
+    let r = h
+        .call(
+            "POST",
+            "/v1/session",
+            &Cred::None,
+            Some(json!({ "token": short })),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert!(Timestamp::parse(r.body["expiresAt"].as_str().unwrap()).unwrap() <= soon);
+    let session = h.sign_in_with_token(&short).await.unwrap();
+    let r = h.call("DELETE", "/v1/session", &session, None).await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let r = h.call("GET", "/v1/me", &session, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn logging_in_with_a_password_gives_a_revocable_token_for_all_the_users_orgs() {
+    let h = harness().await;
+    owner_password(&h).await;
+    let admin = Cred::of(&h.owner);
+    let r = h
+        .call("POST", "/v1/orgs", &admin, Some(json!({"id": "beta"})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let login = |password: &str| json!({"email": "owner@acme.io", "password": password, "name": "trail login on laptop"});
+    let r = h
+        .call(
+            "POST",
+            "/v1/login",
+            &Cred::None,
+            Some(login("wrong password!")),
+        )
+        .await;
+    assert_problem(&r, 401, "wrong email or password");
+    let r = h
+        .call(
+            "POST",
+            "/v1/login",
+            &Cred::None,
+            Some(login("platform admin password")),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["orgs"], "all");
+    assert!(r.body["expiresAt"].is_null());
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let cli = Cred::of(r.body["token"].as_str().unwrap());
+    for org in ["acme", "beta"] {
+        let r = h
+            .call("GET", &format!("/v1/orgs/{org}/audit-logs"), &cli, None)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{org}: {:?}", r.body);
+    }
+    // The platform admin's login token creates orgs; what it holds in each is their role.
+    let r = h
+        .call("POST", "/v1/orgs", &cli, Some(json!({"id": "gamma"})))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    // It is recorded, listed with the user's tokens, and revoked like them.
+    let page = h
+        .call(
+            "GET",
+            "/v1/orgs/acme/audit-logs?action=created",
+            &admin,
+            None,
+        )
+        .await;
+    assert!(
+        page.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["object"]["type"] == "token" && e["object"]["id"] == id),
+        "{:?}",
+        page.body
+    );
+    let list = h.call("GET", "/v1/orgs/acme/tokens", &admin, None).await;
+    assert!(
+        list.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == id.as_str() && t["name"] == "trail login on laptop")
+    );
+    let r = h
+        .call(
+            "DELETE",
+            &format!("/v1/orgs/acme/tokens/{id}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let r = h.call("GET", "/v1/me", &cli, None).await;
+    assert_problem(&r, 401, "revoked");
+    // A user in no org (and no platform admin) gets no token; bad input is a 400.
+    let r = h
+        .call(
+            "POST",
+            "/v1/login",
+            &Cred::None,
+            Some(json!({"email": "owner@acme.io", "password": "platform admin password"})),
+        )
+        .await;
+    assert_problem(&r, 400, "name");
 }

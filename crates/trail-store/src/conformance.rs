@@ -190,6 +190,7 @@ fn token(id: &str, org: &str) -> Token {
         created_at: Timestamp(T0),
         expires_at: Some(Timestamp(T0 + 1)),
         revoked_at: None,
+        reach: crate::Reach::Own,
     }
 }
 
@@ -422,13 +423,23 @@ pub async fn credentials_are_listed_and_revoked(store: Arc<dyn Store>) {
         instance: Some("prod".into()),
         ..token("key_1", "acme")
     };
-    for t in [&t1, &t2, &key, &token("pat_3", "umbrella")] {
+    // A PAT's reach is kept as given: its own org, a list, or all its user's orgs.
+    let listed = Token {
+        reach: crate::Reach::Orgs(vec!["acme".into(), "umbrella".into()]),
+        ..token("pat_l", "acme")
+    };
+    let all = Token {
+        reach: crate::Reach::All,
+        ..token("pat_all", "acme")
+    };
+    for t in [&t1, &t2, &key, &token("pat_3", "umbrella"), &listed, &all] {
         store.create_token(t.clone(), Vec::new()).await.unwrap();
+        assert_eq!(store.token(&t.id).await.unwrap().as_ref(), Some(t));
     }
     let ids = |v: Vec<Token>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
     assert_eq!(
         ids(store.tokens("acme", TokenKind::Pat, None).await.unwrap()),
-        ["pat_1", "pat_2"]
+        ["pat_1", "pat_2", "pat_all", "pat_l"]
     );
     assert_eq!(
         ids(store
@@ -477,9 +488,24 @@ pub async fn sessions_start_and_end(store: Arc<dyn Store>) {
         last_seen_at: Timestamp(T0),
         expires_at: Timestamp(T0 + 100),
         ended_at: None,
+        token_id: None,
     };
     store.create_session(s.clone(), Vec::new()).await.unwrap();
     assert_eq!(store.session("ses_1").await.unwrap(), Some(s.clone()));
+    // A session signed in with a token names it.
+    let mut pat = token("pat_s", "acme");
+    pat.user_id = Some("usr_a".into());
+    store.create_token(pat, Vec::new()).await.unwrap();
+    let by_token = crate::Session {
+        id: "ses_t".into(),
+        token_id: Some("pat_s".into()),
+        ..s.clone()
+    };
+    store
+        .create_session(by_token.clone(), Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(store.session("ses_t").await.unwrap(), Some(by_token));
     store
         .touch_session("ses_1", Timestamp(T0 + 10))
         .await

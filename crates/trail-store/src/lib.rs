@@ -133,6 +133,32 @@ pub struct Token {
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
     pub revoked_at: Option<Timestamp>,
+    /// The orgs a personal access token acts on ([`Reach::Own`] for every other kind).
+    pub reach: Reach,
+}
+
+/// The orgs a personal access token acts on. In each, it holds its scopes as far as its
+/// user's role there grants them, decided at each call.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Reach {
+    /// Only the org it was made in ([`Token::org`]).
+    #[default]
+    Own,
+    /// These orgs (the org it was made in among them).
+    Orgs(Vec<String>),
+    /// Every org its user belongs to, now or later.
+    All,
+}
+
+impl Reach {
+    /// Whether a token made in `home` with this reach may act on `org`.
+    pub fn covers(&self, home: &str, org: &str) -> bool {
+        match self {
+            Reach::Own => home == org,
+            Reach::Orgs(orgs) => orgs.iter().any(|o| o == org),
+            Reach::All => true,
+        }
+    }
 }
 
 /// A console session.
@@ -145,6 +171,9 @@ pub struct Session {
     pub last_seen_at: Timestamp,
     pub expires_at: Timestamp,
     pub ended_at: Option<Timestamp>,
+    /// A session signed in with a personal access token holds what that token holds, and
+    /// ends when it does; `None` for a session signed in with a password.
+    pub token_id: Option<String>,
 }
 
 /// What an empty store is seeded with on first start, in one transaction. The org becomes

@@ -72,10 +72,11 @@ async fn populate(dir: &Path) {
         scopes: trail_core::scope::preset("admin-full").unwrap().to_vec(),
         instance: None,
         secret_hash: [9; 32],
-        created_by: "trail".into(),
+        created_by: "trail serve".into(),
         created_at: T0,
         expires_at: None,
         revoked_at: None,
+        reach: trail_store::Reach::Own,
     };
     assert!(
         store
@@ -164,7 +165,15 @@ async fn a_version_1_store_opens_and_keeps_everything() {
         store.checkpoint("acme", None).await.unwrap(),
         Some(checkpoint.clone())
     );
-    assert_eq!(store.token("pat_1").await.unwrap(), Some(token));
+    // The bootstrap owner's token, from before tokens could act on several orgs, now acts
+    // on all of theirs, as a new store's does.
+    assert_eq!(
+        store.token("pat_1").await.unwrap(),
+        Some(Token {
+            reach: trail_store::Reach::All,
+            ..token
+        })
+    );
     assert_eq!(store.user("usr_1").await.unwrap(), Some(owner));
     assert_eq!(store.platform_org().await.unwrap().as_deref(), Some("acme"));
 

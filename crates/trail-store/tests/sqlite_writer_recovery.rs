@@ -121,6 +121,7 @@ async fn changes_and_their_records_recover_after_another_connection_appends() {
         created_at: Timestamp(0),
         expires_at: None,
         revoked_at: None,
+        reach: trail_store::Reach::Own,
     };
     let mut failures = 0;
     loop {

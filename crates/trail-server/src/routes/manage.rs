@@ -12,12 +12,12 @@ use trail_core::scope::{Role, preset};
 use trail_core::time::parse_duration_micros;
 use trail_core::{EventBody, Scope, Timestamp};
 use trail_record::CallContext;
-use trail_store::{AuditEvents, Instance, Org, Token, TokenKind, User};
+use trail_store::{AuditEvents, Instance, Org, Reach, Token, TokenKind, User};
 
 use crate::AppState;
 use crate::auth::{
-    Caller, CredentialKind, CredentialSpec, Minted, check_grant, check_over_member, check_revoke,
-    mint, random_id,
+    Caller, CredentialKind, CredentialSpec, Minted, check_grant, check_grant_in, check_over_member,
+    check_revoke, grant_reach, mint, random_id,
 };
 use crate::error::ApiError;
 use crate::routes::json_body as body;
@@ -86,7 +86,7 @@ fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::BadRequest(msg.into())
 }
 
-fn check_name(field: &str, s: &str, max: usize) -> Result<(), ApiError> {
+pub fn check_name(field: &str, s: &str, max: usize) -> Result<(), ApiError> {
     if s.trim().is_empty() || s.len() > max || s.chars().any(char::is_control) {
         return Err(bad(format!(
             "{field}: must be 1-{max} bytes of printable text"
@@ -120,7 +120,7 @@ pub fn check_password(field: &str, pw: &str) -> Result<(), ApiError> {
 }
 
 /// `expiresIn` (`30m`, `12h`, `90d`) as an instant after `now`, within `[min, max]`.
-fn expiry(
+pub fn expiry(
     value: Option<&str>,
     now: Timestamp,
     default: Option<&str>,
@@ -265,6 +265,7 @@ fn invitation(
         created_by: caller.actor.clone(),
         created_at: now,
         expires_at: expiry(None, now, Some(INVITATION_LIFETIME), "1m", "30d")?,
+        reach: trail_store::Reach::Own,
     }))
 }
 
@@ -617,6 +618,7 @@ pub async fn create_api_key(
         created_at: now,
         expires_at: expiry(req.expires_in.as_deref(), now, None, "1m", "365d")?,
         scopes,
+        reach: trail_store::Reach::Own,
     };
     let message = format!(
         "API key {name:?} created with {}",
@@ -714,10 +716,21 @@ pub async fn revoke_api_key(
 
 // ----- personal access tokens -----
 
-fn pat_json(t: &Token) -> Value {
+/// A token's reach as the API shows it: `"all"`, or the org ids it acts on.
+pub fn reach_json(t: &Token) -> Value {
+    match &t.reach {
+        Reach::All => json!("all"),
+        Reach::Own => json!([t.org]),
+        Reach::Orgs(orgs) => json!(orgs),
+    }
+}
+
+pub fn pat_json(t: &Token) -> Value {
     json!({
         "id": t.id,
         "name": t.name,
+        "org": t.org,
+        "orgs": reach_json(t),
         "scopes": scope_names(&t.scopes),
         "createdAt": t.created_at.to_string(),
         "expiresAt": t.expires_at.map(|t| t.to_string()),
@@ -756,6 +769,36 @@ struct NewToken {
     scopes: Option<Vec<String>>,
     preset: Option<String>,
     expires_in: Option<String>,
+    /// The orgs it acts on: a list of org ids (the path's org among them), or `"all"` of
+    /// the user's orgs; the path's org alone if absent.
+    orgs: Option<OrgsAsked>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OrgsAsked {
+    List(Vec<String>),
+    Word(String),
+}
+
+impl OrgsAsked {
+    fn reach(self) -> Result<Reach, ApiError> {
+        match self {
+            OrgsAsked::Word(w) if w == "all" => Ok(Reach::All),
+            OrgsAsked::Word(w) => Err(bad(format!(
+                "orgs: {w:?} is neither a list of org ids nor \"all\""
+            ))),
+            OrgsAsked::List(list) if list.len() > 100 => {
+                Err(bad("orgs: a token acts on at most 100 listed orgs"))
+            }
+            OrgsAsked::List(list) => {
+                for o in &list {
+                    check_org_slug(o).map_err(|e| bad(format!("orgs: {e}")))?;
+                }
+                Ok(Reach::Orgs(list))
+            }
+        }
+    }
 }
 
 pub async fn create_token(
@@ -767,6 +810,15 @@ pub async fn create_token(
     let user = require_user(&caller)?.to_owned();
     let req: NewToken = body(&bytes)?;
     check_name("name", &req.name, 200)?;
+    let asked = req.orgs.map_or(Ok(Reach::Own), OrgsAsked::reach)?;
+    let reach = grant_reach(&caller, &org, asked)?;
+    // The orgs whose scopes the caller can hand on: each the token reaches, as far as the
+    // caller holds scopes there.
+    let granting: Vec<&str> = match &reach {
+        Reach::Own => vec![org.as_str()],
+        Reach::Orgs(orgs) => orgs.iter().map(String::as_str).collect(),
+        Reach::All => caller.orgs().collect(),
+    };
     let mut scopes = match (&req.scopes, &req.preset) {
         (Some(list), None) => scopes_from("scopes", list)?,
         (None, Some(p)) => preset(p)
@@ -782,9 +834,9 @@ pub async fn create_token(
     let wants_admin = scopes.contains(&Scope::OrgsAdmin);
     scopes.retain(|s| *s != Scope::OrgsAdmin);
     if req.preset.is_some() {
-        scopes.retain(|s| caller.scopes_in(&org).contains(s));
+        scopes.retain(|s| granting.iter().any(|o| caller.scopes_in(o).contains(s)));
     }
-    check_grant(&caller, &org, &scopes)?;
+    check_grant_in(&caller, &granting, &scopes)?;
     if wants_admin {
         if !caller.platform_admin {
             return Err(ApiError::Forbidden(
@@ -809,11 +861,17 @@ pub async fn create_token(
         created_by: caller.actor.clone(),
         created_at: now,
         expires_at: expiry(req.expires_in.as_deref(), now, Some("30d"), "1m", "365d")?,
+        reach,
     };
     let message = format!(
-        "personal access token {:?} created with {}",
+        "personal access token {:?} created with {} for {}",
         req.name,
-        Scope::join(&spec.scopes)
+        Scope::join(&spec.scopes),
+        match &spec.reach {
+            Reach::Own => format!("org {org:?}"),
+            Reach::Orgs(orgs) => format!("orgs {}", orgs.join(", ")),
+            Reach::All => "all the user's orgs".to_owned(),
+        }
     );
     let (token, secret) = store_new_credential(&state, &caller, spec, message, json!({})).await?;
     let mut out = pat_json(&token);
@@ -900,6 +958,7 @@ pub async fn create_break_glass(
         created_by: caller.actor.clone(),
         created_at: now,
         expires_at: expiry(req.expires_in.as_deref(), now, Some("1h"), "1m", "12h")?,
+        reach: trail_store::Reach::Own,
     };
     let expires_at = spec.expires_at.map(|t| t.to_string());
     let message = format!(

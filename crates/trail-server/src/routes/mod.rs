@@ -24,8 +24,11 @@ pub enum Callers {
     /// expiry. What these calls make (a member who will sign in) would outlive a credential
     /// that expires.
     LastingPeople,
-    /// A console session only.
+    /// A console session signed in with a password (not one signed in with a token, which
+    /// holds only what that token holds).
     Session,
+    /// A console session, however it was signed in.
+    Console,
     /// No credential (signing in, accepting an invitation).
     Public,
 }
@@ -131,7 +134,8 @@ impl Access {
             Callers::LastingPeople => {
                 "A console session or a personal access token without an expiry"
             }
-            Callers::Session => "A console session",
+            Callers::Session => "A console session signed in with a password",
+            Callers::Console => "A console session",
         };
         let what = match (self.target, self.scope) {
             (Target::Platform, _) => " holding `orgs:admin` (a platform admin)".to_owned(),
@@ -162,7 +166,8 @@ impl Callers {
             Callers::LastingPeople => {
                 "what it makes outlives this credential: use the console, or a personal access token that does not expire"
             }
-            Callers::Session => "it is for a signed-in console session",
+            Callers::Session => "it is for a console session signed in with a password",
+            Callers::Console => "it is for a signed-in console session",
             Callers::Public => "no credential is needed",
         }
     }
@@ -340,13 +345,20 @@ pub const OPERATIONS: &[Operation] = &[
         "/v1/session",
         "signIn",
         PUBLIC,
-        "Sign in to the console with email and password",
+        "Sign in to the console with email and password, or with a personal access token",
+    ),
+    op(
+        "POST",
+        "/v1/login",
+        "logIn",
+        PUBLIC,
+        "Email and password for a personal access token acting on all the user's orgs (what `trail login` keeps); shown once",
     ),
     op(
         "DELETE",
         "/v1/session",
         "signOut",
-        by(Session, Caller, None),
+        by(Console, Caller, None),
         "End the console session",
     ),
     op(

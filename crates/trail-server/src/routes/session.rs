@@ -8,20 +8,24 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
+use trail_core::Scope;
 use trail_core::event::Actor;
+use trail_core::scope::preset;
 use trail_core::{ActorType, Timestamp};
 use trail_record::{CallContext, Identity};
-use trail_store::{Session, TokenKind};
+use trail_store::{Reach, Session, TokenKind, User};
 
 use crate::AppState;
 use crate::audit::client_ip;
 use crate::auth::{
-    Attempt, Caller, CredentialKind, SESSION_COOKIE, csrf_token, hash_password, hash_secret,
-    mint_session, session_cookie, verify_password,
+    Attempt, Caller, CredentialSpec, SESSION_COOKIE, csrf_token, hash_password, hash_secret, mint,
+    mint_session, session_cookie, token_caller, usable, verify_password,
 };
 use crate::error::ApiError;
 use crate::routes::json_body;
-use crate::routes::manage::{check_password, domain_event, domain_event_by};
+use crate::routes::manage::{
+    check_name, check_password, domain_event, domain_event_by, expiry, pat_json,
+};
 
 fn cookie(state: &AppState, value: &str, max_age_secs: u64) -> HeaderValue {
     let secure = if state.secure_cookies { "; Secure" } else { "" };
@@ -34,8 +38,10 @@ fn cookie(state: &AppState, value: &str, max_age_secs: u64) -> HeaderValue {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SignIn {
-    email: String,
-    password: String,
+    email: Option<String>,
+    password: Option<String>,
+    /// A personal access token, instead of email and password.
+    token: Option<String>,
 }
 
 /// The body of a public call that carries a password: JSON only (a cross-site form cannot
@@ -166,21 +172,118 @@ pub async fn accept_invitation(
     Ok(Json(json!({"email": user.email, "org": org})))
 }
 
-/// `POST /v1/session`: email and password for a session cookie and its CSRF token.
+/// `POST /v1/session`: signs the console in, with email and password or with a personal
+/// access token, for a session cookie and its CSRF token. A session signed in with a token
+/// holds what the token holds, and ends when it is revoked or expires.
 pub async fn sign_in(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let (req, ip) = client_ip(req).await;
     let (ctx, bytes) = password_body(req, "sign in").await?;
     let creds: SignIn = json_body(&bytes)?;
-    // The attempt is spent before the (slow) check, so concurrent guesses cannot overrun
-    // the budget; a success gives it back.
-    let attempt = Attempt::password(&creds.email, ip);
+    let now = crate::now();
+    let max = Timestamp(
+        now.micros()
+            .saturating_add(state.sessions.max.as_micros() as i64),
+    );
+    let (user_id, actor, session_expiry, token_id, home, orgs) =
+        match (creds.email, creds.password, creds.token) {
+            (Some(email), Some(password), None) => {
+                let user = password_user(&state, ip, &email, password).await?;
+                let orgs = state.store.memberships(&user.id).await?;
+                let grants: Vec<_> = orgs.iter().map(|(o, _)| (o.clone(), Vec::new())).collect();
+                let home =
+                    crate::auth::home_org(&grants, user.platform_admin, &state.platform_org)?;
+                let actor = Identity {
+                    actor: user.email.clone(),
+                    actor_type: ActorType::User,
+                    token_id: None,
+                };
+                (user.id, actor, max, None, home, orgs)
+            }
+            (None, None, Some(token)) => {
+                let caller = token_user(&state, ip, &token, now).await?;
+                let user_id = caller.user_id.clone().unwrap_or_default();
+                let orgs: Vec<_> = state
+                    .store
+                    .memberships(&user_id)
+                    .await?
+                    .into_iter()
+                    .filter(|(o, _)| caller.orgs().any(|c| c == o))
+                    .collect();
+                let expiry = caller.expires_at.map_or(max, |e| e.min(max));
+                (
+                    user_id,
+                    caller.identity(),
+                    expiry,
+                    Some(caller.credential_id.clone()),
+                    caller.home_org.clone(),
+                    orgs,
+                )
+            }
+            _ => {
+                return Err(ApiError::BadRequest(
+                    "sign in with email and password, or with token (a personal access token)"
+                        .into(),
+                ));
+            }
+        };
+    let (id, value, secret_hash) = mint_session();
+    let session = Session {
+        id: id.clone(),
+        user_id,
+        secret_hash,
+        created_at: now,
+        last_seen_at: now,
+        expires_at: session_expiry,
+        ended_at: None,
+        token_id: token_id.clone(),
+    };
+    state
+        .store
+        .create_session(session.clone(), Vec::new())
+        .await?;
+    if let Some(ctx) = &ctx {
+        // A password session's calls carry its id; a token session's carry the token's.
+        let credential = token_id.clone().unwrap_or_else(|| id.clone());
+        ctx.set_actor(Identity {
+            token_id: Some(credential),
+            ..actor.clone()
+        });
+        ctx.set_org(&home);
+    }
+    let secret = value.split_once('.').map(|(_, s)| s).unwrap_or_default();
+    let body = json!({
+        "user": actor.actor,
+        "sessionId": id,
+        "tokenId": token_id,
+        "csrfToken": csrf_token(secret),
+        "expiresAt": session.expires_at.to_string(),
+        "idleTimeoutSeconds": state.sessions.idle.as_secs(),
+        "orgs": orgs.iter().map(|(o, r)| json!({"id": o, "role": r.as_str()})).collect::<Vec<_>>(),
+    });
+    let seconds =
+        u64::try_from((session.expires_at.micros() - now.micros()) / 1_000_000).unwrap_or(0);
+    let mut resp = (StatusCode::OK, Json(body)).into_response();
+    resp.headers_mut()
+        .insert(SET_COOKIE, cookie(&state, &value, seconds));
+    Ok(resp)
+}
+
+/// The user whose email and password these are, or 401. Each wrong guess spends the budget
+/// of the account and the source; it is spent before the (slow) check, so concurrent guesses
+/// cannot overrun it, and a success gives it back.
+async fn password_user(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    email: &str,
+    password: String,
+) -> Result<User, ApiError> {
+    let attempt = Attempt::password(email, ip);
     state
         .throttle
         .reserve(&attempt)
         .map_err(ApiError::TooManyAttempts)?;
-    let user = state.store.user_by_email(&creds.email).await?;
+    let user = state.store.user_by_email(email).await?;
     let stored = user.as_ref().and_then(|u| u.password_hash.clone());
-    let password = creds.password;
     let ok = tokio::task::spawn_blocking(move || verify_password(&password, stored.as_deref()))
         .await
         .map_err(|e| ApiError::Internal(format!("password check: {e}")))?;
@@ -188,47 +291,125 @@ pub async fn sign_in(State(state): State<AppState>, req: Request) -> Result<Resp
         metrics::counter!("trail_auth_failures_total").increment(1);
         return Err(ApiError::Unauthorized("wrong email or password".into()));
     };
+    state.throttle.refund(&attempt);
+    Ok(user)
+}
+
+/// What the personal access token `presented` (`<id>.<secret>`) holds, or 401. A wrong
+/// token spends its source's budget, like any wrong credential.
+async fn token_user(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    presented: &str,
+    now: Timestamp,
+) -> Result<Caller, ApiError> {
+    let attempt = Attempt::Credential(ip);
+    state
+        .throttle
+        .reserve(&attempt)
+        .map_err(ApiError::TooManyAttempts)?;
+    let invalid = || {
+        metrics::counter!("trail_auth_failures_total").increment(1);
+        ApiError::Unauthorized(
+            "the token is not valid: sign in with a personal access token (pat_…)".into(),
+        )
+    };
+    let (id, secret) = presented.trim().split_once('.').ok_or_else(invalid)?;
+    let token = state
+        .store
+        .token(id)
+        .await?
+        .filter(|t| {
+            t.kind == TokenKind::Pat && bool::from(t.secret_hash.ct_eq(&hash_secret(secret)))
+        })
+        .ok_or_else(invalid)?;
+    state.throttle.refund(&attempt);
+    usable(&token, now)?;
+    token_caller(&*state.store, token).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct LogIn {
+    email: String,
+    password: String,
+    /// What the token is for, e.g. the machine it is kept on.
+    name: String,
+    expires_in: Option<String>,
+}
+
+/// `POST /v1/login`: email and password for a personal access token that acts on all the
+/// user's orgs, with everything their role grants in each (and `orgs:admin` for a platform
+/// admin): the credential `trail login` keeps. It is shown once, listed with the user's
+/// other tokens in their home org, and revoked like them.
+pub async fn log_in(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let (req, ip) = client_ip(req).await;
+    let user_agent = req
+        .headers()
+        .get(axum::http::header::USER_AGENT)
+        .map(|v| trail_record::printable(&String::from_utf8_lossy(v.as_bytes()), 512));
+    let (ctx, bytes) = password_body(req, "log in").await?;
+    let creds: LogIn = json_body(&bytes)?;
+    check_name("name", &creds.name, 200)?;
+    let now = crate::now();
+    let expires_at = expiry(creds.expires_in.as_deref(), now, None, "1m", "365d")?;
+    let user = password_user(&state, ip, &creds.email, creds.password).await?;
     let orgs = state.store.memberships(&user.id).await?;
     let grants: Vec<_> = orgs.iter().map(|(o, _)| (o.clone(), Vec::new())).collect();
     let home = crate::auth::home_org(&grants, user.platform_admin, &state.platform_org)?;
-    state.throttle.refund(&attempt);
-    let now = crate::now();
-    let (id, value, secret_hash) = mint_session();
-    let max = state.sessions.max;
-    let session = Session {
-        id: id.clone(),
-        user_id: user.id.clone(),
-        secret_hash,
+    let mut scopes = preset("admin-full").expect("a preset").to_vec();
+    if user.platform_admin {
+        scopes.push(Scope::OrgsAdmin);
+    }
+    let minted = mint(CredentialSpec {
+        kind: TokenKind::Pat,
+        org: home.clone(),
+        owner: user.email.clone(),
+        user_id: Some(user.id.clone()),
+        name: creds.name.clone(),
+        description: "made by signing in with email and password".into(),
+        scopes,
+        instance: None,
+        created_by: user.email.clone(),
         created_at: now,
-        last_seen_at: now,
-        expires_at: Timestamp(now.micros().saturating_add(max.as_micros() as i64)),
-        ended_at: None,
+        expires_at,
+        reach: Reach::All,
+    });
+    let identity = Identity {
+        actor: user.email.clone(),
+        actor_type: ActorType::User,
+        token_id: Some(minted.token.id.clone()),
     };
-    state
-        .store
-        .create_session(session.clone(), Vec::new())
-        .await?;
     if let Some(ctx) = &ctx {
-        ctx.set_actor(Identity {
-            actor: user.email.clone(),
-            actor_type: ActorType::User,
-            token_id: Some(id.clone()),
-        });
+        ctx.set_actor(identity.clone());
         ctx.set_org(&home);
     }
-    let secret = value.split_once('.').map(|(_, s)| s).unwrap_or_default();
-    let body = json!({
-        "user": user.email,
-        "sessionId": id,
-        "csrfToken": csrf_token(secret),
-        "expiresAt": session.expires_at.to_string(),
-        "idleTimeoutSeconds": state.sessions.idle.as_secs(),
-        "orgs": orgs.iter().map(|(o, r)| json!({"id": o, "role": r.as_str()})).collect::<Vec<_>>(),
-    });
-    let mut resp = (StatusCode::OK, Json(body)).into_response();
-    resp.headers_mut()
-        .insert(SET_COOKIE, cookie(&state, &value, max.as_secs()));
-    Ok(resp)
+    let actor = Actor {
+        id: user.email.clone(),
+        kind: ActorType::User,
+        ip: Some(ip).filter(|ip| !ip.is_unspecified()),
+        user_agent,
+        token_id: Some(minted.token.id.clone()),
+        scope: None,
+    };
+    let event = domain_event_by(
+        actor,
+        "created",
+        trail_record::object("token", &minted.token.id),
+        "CREATE",
+        format!(
+            "{} signed in with a password for personal access token {:?} for all their orgs",
+            user.email, creds.name
+        ),
+        json!({}),
+    );
+    state
+        .store
+        .create_token(minted.token.clone(), vec![(home, event)])
+        .await?;
+    let mut out = pat_json(&minted.token);
+    out["token"] = json!(minted.secret);
+    Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
 /// `DELETE /v1/session`: ends the session on the server and clears the cookie.
@@ -236,9 +417,13 @@ pub async fn sign_out(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Response, ApiError> {
+    let session = caller
+        .session_id
+        .as_deref()
+        .ok_or_else(|| ApiError::Internal("signing out without a session".into()))?;
     state
         .store
-        .end_session(&caller.credential_id, crate::now(), Vec::new())
+        .end_session(session, crate::now(), Vec::new())
         .await?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut().insert(SET_COOKIE, cookie(&state, "", 0));
@@ -257,6 +442,7 @@ pub async fn me(Extension(caller): Extension<Caller>, headers: HeaderMap) -> Jso
         "credentialId": caller.credential_id,
         "tokenId": caller.credential_id,
         "org": caller.bound_org,
+        "allOrgs": caller.all_orgs,
         "instance": caller.instance,
         "platformAdmin": caller.platform_admin,
         "orgs": orgs,
@@ -270,7 +456,7 @@ pub async fn me(Extension(caller): Extension<Caller>, headers: HeaderMap) -> Jso
                 .collect::<Vec<_>>()
         );
     }
-    if caller.kind == CredentialKind::Session
+    if caller.session_id.is_some()
         && let Some((_, secret)) = session_cookie(&headers).and_then(|v| v.split_once('.'))
     {
         out["csrfToken"] = json!(csrf_token(secret));

@@ -56,6 +56,20 @@ const STEPS: &[Step] = &[
                is 0 for them; the known ones keep their code and write NULL here)",
         apply: |tx| tx.execute_batch("ALTER TABLE events ADD COLUMN atname INTEGER;"),
     },
+    Step {
+        what: "personal access tokens for several orgs (reach: NULL for the org it was made \
+               in, '*' for all its user's orgs, else org ids separated by spaces), and console \
+               sessions signed in with a token (token_id). The bootstrap owner's token, made by \
+               the first start, covers all their orgs, as it does in a new store",
+        apply: |tx| {
+            tx.execute_batch(
+                "ALTER TABLE tokens ADD COLUMN reach TEXT;
+                 ALTER TABLE sessions ADD COLUMN token_id TEXT REFERENCES tokens(id);
+                 UPDATE tokens SET reach = '*' \
+                  WHERE kind = 'pat' AND name = 'bootstrap' AND created_by = 'trail serve';",
+            )
+        },
+    },
 ];
 
 /// The schema version this Trail writes and reads.

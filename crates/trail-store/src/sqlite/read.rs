@@ -14,8 +14,8 @@ use super::dict::{DictCache, id_of};
 use super::row::{COLUMNS, RawRow, into_events};
 use super::{SEQ_BITS, SEQ_MASK, org_id, unavailable};
 use crate::{
-    EventPage, EventQuery, Instance, Member, Result, Session, StoreError, StoredEvent, Token,
-    TokenKind, User,
+    EventPage, EventQuery, Instance, Member, Reach, Result, Session, StoreError, StoredEvent,
+    Token, TokenKind, User,
 };
 
 fn column(f: Field) -> &'static str {
@@ -313,7 +313,8 @@ pub(crate) fn log_size(conn: &Connection, org: &str) -> Result<u64> {
 }
 
 const TOKEN_COLUMNS: &str = "t.id, t.kind, o.slug, t.owner, t.user_id, t.name, t.description, \
-     t.scopes, t.instance, t.secret_hash, t.created_by, t.created_at, t.expires_at, t.revoked_at";
+     t.scopes, t.instance, t.secret_hash, t.created_by, t.created_at, t.expires_at, t.revoked_at, \
+     t.reach";
 
 fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Token>> {
     let id: String = r.get(0)?;
@@ -333,6 +334,11 @@ fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Token>> {
         Ok(h) => h,
         Err(_) => return Ok(Err(corrupt("bad secret hash"))),
     };
+    let reach = match r.get::<_, Option<String>>(14)?.as_deref() {
+        None => Reach::Own,
+        Some("*") => Reach::All,
+        Some(list) => Reach::Orgs(list.split(' ').map(str::to_owned).collect()),
+    };
     Ok(Ok(Token {
         kind,
         org: r.get(2)?,
@@ -347,6 +353,7 @@ fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Token>> {
         created_at: Timestamp(r.get(11)?),
         expires_at: r.get::<_, Option<i64>>(12)?.map(Timestamp),
         revoked_at: r.get::<_, Option<i64>>(13)?.map(Timestamp),
+        reach,
         id,
     }))
 }
@@ -480,8 +487,8 @@ pub(crate) fn instances(conn: &Connection, org: &str) -> Result<Vec<Instance>> {
 pub(crate) fn session(conn: &Connection, id: &str) -> Result<Option<Session>> {
     let row = conn
         .prepare_cached(
-            "SELECT user_id, secret_hash, created_at, last_seen_at, expires_at, ended_at \
-             FROM sessions WHERE id = ?1",
+            "SELECT user_id, secret_hash, created_at, last_seen_at, expires_at, ended_at, \
+             token_id FROM sessions WHERE id = ?1",
         )
         .and_then(|mut s| {
             s.query_row([id], |r| {
@@ -492,12 +499,13 @@ pub(crate) fn session(conn: &Connection, id: &str) -> Result<Option<Session>> {
                     r.get::<_, i64>(3)?,
                     r.get::<_, i64>(4)?,
                     r.get::<_, Option<i64>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
                 ))
             })
             .optional()
         })
         .map_err(unavailable)?;
-    let Some((user_id, hash, created, seen, expires, ended)) = row else {
+    let Some((user_id, hash, created, seen, expires, ended, token_id)) = row else {
         return Ok(None);
     };
     Ok(Some(Session {
@@ -510,6 +518,7 @@ pub(crate) fn session(conn: &Connection, id: &str) -> Result<Option<Session>> {
         last_seen_at: Timestamp(seen),
         expires_at: Timestamp(expires),
         ended_at: ended.map(Timestamp),
+        token_id,
     }))
 }
 

@@ -19,7 +19,7 @@ use trail_core::{Event, EventBody, Timestamp, canonical};
 
 use super::{SEQ_BITS, SEQ_MASK, org_id, row, unavailable};
 use crate::{
-    Appended, AuditEvents, Bootstrap, Instance, Member, Org, Outcome, Result, Session,
+    Appended, AuditEvents, Bootstrap, Instance, Member, Org, Outcome, Reach, Result, Session,
     SignedCheckpoint, StoreError, Token, User,
 };
 
@@ -538,7 +538,7 @@ impl WriterState {
         self.in_tx(audit, |tx| {
             tx.execute(
                 "INSERT INTO sessions (id, user_id, secret_hash, created_at, last_seen_at, \
-                 expires_at, ended_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 expires_at, ended_at, token_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     s.id,
                     s.user_id,
@@ -547,6 +547,7 @@ impl WriterState {
                     s.last_seen_at.micros(),
                     s.expires_at.micros(),
                     s.ended_at.map(Timestamp::micros),
+                    s.token_id,
                 ],
             )
             .map_err(|e| constraint(e, || format!("session {:?}", s.id)))?;
@@ -888,8 +889,8 @@ fn insert_token(tx: &Connection, t: &Token) -> Result<()> {
     let org_id = org_id(tx, &t.org)?;
     tx.execute(
         "INSERT INTO tokens (id, kind, org, owner, user_id, name, description, scopes, \
-         instance, secret_hash, created_by, created_at, expires_at, revoked_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         instance, secret_hash, created_by, created_at, expires_at, revoked_at, reach) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         params![
             t.id,
             t.kind.as_str(),
@@ -905,6 +906,11 @@ fn insert_token(tx: &Connection, t: &Token) -> Result<()> {
             t.created_at.micros(),
             t.expires_at.map(Timestamp::micros),
             t.revoked_at.map(Timestamp::micros),
+            match &t.reach {
+                Reach::Own => None,
+                Reach::All => Some("*".to_owned()),
+                Reach::Orgs(orgs) => Some(orgs.join(" ")),
+            },
         ],
     )
     .map_err(|e| constraint(e, || format!("token {:?}", t.id)))?;
