@@ -55,10 +55,16 @@ enum Command {
     Serve(ServeArgs),
     /// Save a server and credential as a profile (mode 0600), after checking them.
     ///
-    /// `trail login --url URL --token TOKEN [--org ORG] [--profile NAME]`: saved under the
-    /// --profile name [default: `default`], with the org named or else the credential's own.
-    /// The first profile, or one named `default`, is used when no other is named.
-    Login,
+    /// `trail login [--url URL] --token TOKEN`, or `trail login [--url URL] [--email EMAIL]`
+    /// to sign in with a password: that makes a personal access token for all your orgs,
+    /// named for this machine (listed by `trail tokens list`, revoked by `trail logout`).
+    /// Saved under the --profile name [default: `default`], with the org named (--org) or
+    /// else the credential's own. The first profile, or one named `default`, is used when
+    /// no other is named.
+    Login(cli::manage::LoginArgs),
+    /// Forget a profile (--profile, else the default), revoking the token `trail login`
+    /// made for it with a password.
+    Logout,
     /// Is the server alive and ready? (No credential needed.)
     Health,
     /// Who the credential is, and what it holds.
@@ -347,7 +353,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
-            Command::Login => cli::manage::login(&conn).await,
+            Command::Login(args) => cli::manage::login(&conn, args).await,
+            Command::Logout => cli::manage::logout(&conn).await,
             Command::Health => cli::manage::health(&conn).await,
             Command::Me(out) => cli::manage::me(&conn, &out).await,
             Command::Logs(LogsCommand::Tail(args)) => cli::logs::tail(&conn, args).await,

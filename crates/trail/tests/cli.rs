@@ -77,7 +77,7 @@ async fn login_profiles_and_the_logs_in_every_format() {
     let cli = Cli::new();
     let login = cli.ok(&["login", "--url", &s.url, "--token", &s.token()]);
     assert!(
-        login.contains("as owner@trail.local (pat), org default"),
+        login.contains("as owner@trail.local (pat, acting on all your orgs), org default"),
         "{login}"
     );
     #[cfg(unix)]
@@ -1011,4 +1011,133 @@ async fn a_platforms_own_actor_types_are_ingested_and_found() {
     // And so is a query for one.
     let bad = cli.run(&["logs", "tail", "-q", "actorType:Nope"]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+}
+
+impl Cli {
+    /// Runs `trail` with `input` on standard input (a password, as a script gives it).
+    fn with_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{input}").unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn one_login_works_in_every_org_and_tokens_reach_only_the_orgs_they_were_made_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"));
+    let cli = Cli::new();
+    // The bootstrap admin creates orgs and works in them with the same profile.
+    cli.ok(&["login", "--url", &s.url, "--token", &s.token()]);
+    for org in ["acme", "beta"] {
+        cli.ok(&["orgs", "create", org]);
+    }
+    cli.ok(&["--org", "acme", "logs", "tail"]);
+    let orgs = cli.json(&["orgs", "list", "-o", "json"]);
+    for org in orgs.as_array().unwrap() {
+        assert!(
+            org["scopes"].as_array().is_some_and(|s| !s.is_empty()),
+            "{orgs}"
+        );
+    }
+    // A token for default and acme works in both, and is refused in beta.
+    let two = cli.json(&[
+        "--org",
+        "acme",
+        "tokens",
+        "create",
+        "two",
+        "--preset",
+        "admin-full",
+        "--orgs",
+        "default",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(two["orgs"], json!(["acme", "default"]));
+    let two = two["token"].as_str().unwrap().to_owned();
+    for org in ["acme", "default"] {
+        cli.ok(&["--token", &two, "--org", org, "logs", "tail"]);
+    }
+    let refused = cli.run(&["--token", &two, "--org", "beta", "logs", "tail"]);
+    assert_eq!(refused.status.code(), Some(5), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("acts on default, acme only"),
+        "{}",
+        stderr(&refused)
+    );
+
+    // An invited member chooses a password, then logs in with email and password.
+    let added = cli.json(&[
+        "--org",
+        "beta",
+        "members",
+        "add",
+        "dev@beta.io",
+        "--role",
+        "owner",
+        "-o",
+        "json",
+    ]);
+    let invitation = added["invitation"]["token"].as_str().unwrap().to_owned();
+    let accepted = cli.with_stdin(
+        &["members", "accept", &invitation],
+        "a long enough password",
+    );
+    assert!(accepted.status.success(), "{}", stderr(&accepted));
+    let wrong = cli.with_stdin(
+        &["login", "--profile", "dev", "--email", "dev@beta.io"],
+        "not the password",
+    );
+    assert_eq!(wrong.status.code(), Some(4), "{}", stderr(&wrong));
+    let login = cli.with_stdin(
+        &["login", "--profile", "dev", "--email", "dev@beta.io"],
+        "a long enough password",
+    );
+    assert!(login.status.success(), "{}", stderr(&login));
+    let said = String::from_utf8_lossy(&login.stdout);
+    assert!(
+        said.contains("dev@beta.io") && said.contains("all your orgs") && said.contains("beta"),
+        "{said}"
+    );
+    // The password never reaches the config: only the token made for this machine.
+    let config = std::fs::read_to_string(cli.home.path().join("config.toml")).unwrap();
+    assert!(!config.contains("a long enough password") && config.contains("pat_"));
+    cli.ok(&["--profile", "dev", "logs", "tail"]);
+    let mine = cli.json(&["--profile", "dev", "tokens", "list", "-o", "json"]);
+    let made = mine
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"].as_str().unwrap().starts_with("trail login on "))
+        .expect("listed")
+        .clone();
+    assert_eq!(made["orgs"], "all");
+    // In an org they are not in, the login token acts on nothing.
+    let other = cli.run(&["--profile", "dev", "--org", "acme", "logs", "tail"]);
+    assert_eq!(other.status.code(), Some(5), "{}", stderr(&other));
+
+    // Logging out revokes the token login made, and forgets the profile.
+    let dev_token = config
+        .lines()
+        .skip_while(|l| !l.contains("[profiles.dev]"))
+        .find_map(|l| l.strip_prefix("token = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    cli.ok(&["--profile", "dev", "logout"]);
+    let after = cli.run(&["--token", &dev_token, "me"]);
+    assert_eq!(after.status.code(), Some(4), "{}", stderr(&after));
+    let gone = cli.run(&["--profile", "dev", "me"]);
+    assert_eq!(gone.status.code(), Some(2), "{}", stderr(&gone));
+    // The default profile (a token given to login) is logged out of without revoking it.
+    cli.ok(&["logout"]);
+    cli.ok(&["--url", &s.url, "--token", &s.token(), "me"]);
 }

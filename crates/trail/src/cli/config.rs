@@ -15,6 +15,10 @@ pub struct Profile {
     pub token: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org: Option<String>,
+    /// The token was made for this profile by signing in with email and password: `trail
+    /// logout` revokes it. (A token given to `trail login` is the caller's to keep.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub made_by_login: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -3,7 +3,6 @@
 
 use std::io::IsTerminal;
 
-use anyhow::Context;
 use serde_json::{Value, json};
 use trail_client::{Client, ClientError, segment};
 
@@ -11,26 +10,80 @@ use super::config::{Config, Profile};
 use super::output::{self, Format, cell};
 use super::{Connection, Session};
 
-/// `trail login --url URL --token TOKEN [--org ORG] [--profile NAME]`.
-pub async fn login(conn: &Connection) -> anyhow::Result<()> {
-    let url = conn
-        .url
-        .clone()
-        .context("--url is needed to log in")
-        .map_err(usage)?;
-    let token = conn
-        .token
-        .clone()
-        .context("--token is needed to log in")
-        .map_err(usage)?;
+#[derive(clap::Args)]
+pub struct LoginArgs {
+    /// Sign in with this email and a password (prompted for, never echoed; read from
+    /// standard input when it is not a terminal) rather than save a token. Asked for on a
+    /// terminal when no token is given.
+    #[arg(long)]
+    pub email: Option<String>,
+    /// With email and password: when the token made for this profile stops working
+    /// [default: never; revoke it with `trail logout`].
+    #[arg(long)]
+    pub expires_in: Option<String>,
+}
+
+/// `trail login`: with `--token` (checked, then saved), or with email and password (traded
+/// for a personal access token for all the user's orgs, named for this machine, and saved).
+pub async fn login(conn: &Connection, args: LoginArgs) -> anyhow::Result<()> {
+    // --profile names the profile to save, which need not exist yet: the URL is the flag's,
+    // else the default profile's.
+    let url = match &conn.url {
+        Some(url) => url.clone(),
+        None => super::server_url(&Connection {
+            profile: None,
+            ..conn.clone()
+        })?,
+    };
+    let name = conn.profile.clone().unwrap_or_else(|| "default".into());
+    let (token, made_by_login, home) = match &conn.token {
+        Some(token) => {
+            if args.email.is_some() || args.expires_in.is_some() {
+                return Err(usage(anyhow::anyhow!(
+                    "--email and --expires-in sign in with a password: not with --token"
+                )));
+            }
+            (token.clone(), false, None)
+        }
+        None => {
+            let email = match args.email {
+                Some(e) => e,
+                None if std::io::stdin().is_terminal() => {
+                    eprint!("Email: ");
+                    let mut e = String::new();
+                    std::io::stdin().read_line(&mut e)?;
+                    e.trim().to_owned()
+                }
+                None => {
+                    return Err(usage(anyhow::anyhow!(
+                        "give --token, or --email to sign in with a password"
+                    )));
+                }
+            };
+            let password = super::read_password(&format!("Password for {email}: "))?;
+            let host = gethostname::gethostname().to_string_lossy().into_owned();
+            let body = json!({
+                "email": email,
+                "password": password,
+                "name": format!("trail login on {host}"),
+                "expiresIn": args.expires_in,
+            });
+            let client = Client::new(&url, "")?;
+            let v = client.send_json("POST", "/v1/login", Some(&body)).await?;
+            let token = v["token"]
+                .as_str()
+                .ok_or_else(|| ClientError::Decode("no token in the answer".into()))?;
+            (token.to_owned(), true, v["org"].as_str().map(str::to_owned))
+        }
+    };
     let client = Client::new(&url, &token)?;
     let me = client.get_json("/v1/me").await?;
-    let name = conn.profile.clone().unwrap_or_else(|| "default".into());
     // The org is kept in the profile (the one named, else the credential's own, from this
     // one check), so later commands need not ask the server which org they act on.
     let org = conn
         .org
         .clone()
+        .or(home)
         .or_else(|| me["org"].as_str().map(str::to_owned))
         .or_else(|| me["orgs"][0]["id"].as_str().map(str::to_owned));
     let mut cfg = Config::load()?;
@@ -40,6 +93,7 @@ pub async fn login(conn: &Connection) -> anyhow::Result<()> {
             url: url.clone(),
             token,
             org: org.clone(),
+            made_by_login,
         },
     );
     if cfg.default.is_none() || name == "default" {
@@ -47,13 +101,55 @@ pub async fn login(conn: &Connection) -> anyhow::Result<()> {
     }
     let path = cfg.save()?;
     let org = org.unwrap_or_else(|| "-".into());
+    let reach = if me["allOrgs"] == json!(true) {
+        ", acting on all your orgs"
+    } else {
+        ""
+    };
     output::line(&format!(
-        "Logged in to {url} as {} ({}), org {}; saved as profile {name:?} in {}",
+        "Logged in to {url} as {} ({}{reach}), org {}; saved as profile {name:?} in {}",
         output::escape(&cell(&me["actor"])),
         output::escape(&cell(&me["actorType"])),
         output::escape(&org),
         path.display()
     ))
+}
+
+/// `trail logout`: forgets the profile, and revokes its token if `trail login` made it.
+pub async fn logout(conn: &Connection) -> anyhow::Result<()> {
+    let mut cfg = Config::load()?;
+    let name = match conn.profile.clone().or_else(|| cfg.default.clone()) {
+        Some(n) if cfg.profiles.contains_key(&n) => n,
+        Some(n) => return Err(usage(anyhow::anyhow!("no profile {n:?} to log out of"))),
+        None => return Err(usage(anyhow::anyhow!("no profile to log out of"))),
+    };
+    let profile = cfg.profiles[&name].clone();
+    if profile.made_by_login
+        && let Some(id) = super::credential_id(&profile.token)
+    {
+        let client = Client::new(&profile.url, &profile.token)?;
+        let me = client.get_json("/v1/me").await;
+        let revoked = match me {
+            Ok(me) => {
+                let org = me["org"].as_str().unwrap_or_default();
+                let path = format!("/v1/orgs/{}/tokens/{}", segment(org), segment(id));
+                client.send_json("DELETE", &path, None).await.map(|_| ())
+            }
+            Err(e) => Err(e),
+        };
+        match revoked {
+            Ok(()) => eprintln!("revoked {id}"),
+            // A token that no longer works needs no revoking.
+            Err(ClientError::Unauthenticated(_)) => {}
+            Err(e) => return Err(anyhow::Error::from(e).context(format!("revoking {id}"))),
+        }
+    }
+    cfg.profiles.remove(&name);
+    if cfg.default.as_deref() == Some(name.as_str()) {
+        cfg.default = cfg.profiles.keys().next().cloned();
+    }
+    cfg.save()?;
+    output::line(&format!("Logged out: profile {name:?} removed"))
 }
 
 fn usage(e: anyhow::Error) -> anyhow::Error {
@@ -294,8 +390,8 @@ pub enum MembersCommand {
         #[arg(long)]
         role: String,
     },
-    /// Accept an invitation: choose your password (read from standard input). Needs no
-    /// credential.
+    /// Accept an invitation: choose your password (prompted for twice on a terminal, never
+    /// echoed; else read from standard input). Needs no credential.
     Accept {
         /// The invitation (`inv_….…`).
         invitation: String,
@@ -321,9 +417,11 @@ pub async fn members(
 ) -> anyhow::Result<()> {
     if let MembersCommand::Accept { invitation } = &cmd {
         let client = trail_client::Client::new(&super::server_url(conn)?, "")?;
-        let mut pw = String::new();
-        std::io::stdin().read_line(&mut pw)?;
-        let body = json!({"token": invitation, "password": pw.trim_end_matches(['\r', '\n'])});
+        let pw = super::read_password("Choose a password: ")?;
+        if std::io::stdin().is_terminal() && super::read_password("Again: ")? != pw {
+            return Err(usage(anyhow::anyhow!("the passwords differ")));
+        }
+        let body = json!({"token": invitation, "password": pw});
         let v = client
             .send_json("POST", "/v1/invitations/accept", Some(&body))
             .await?;
@@ -482,6 +580,13 @@ pub enum TokensCommand {
         /// When it stops working [default: 30d].
         #[arg(long)]
         expires_in: Option<String>,
+        /// More orgs it acts on besides the org it is made in (comma-separated); in each it
+        /// holds its scopes as far as your role there allows.
+        #[arg(long, value_delimiter = ',', conflicts_with = "all_orgs")]
+        orgs: Vec<String>,
+        /// It acts on all your orgs, including those you join later.
+        #[arg(long)]
+        all_orgs: bool,
     },
     /// Revoke a personal access token, at once.
     Revoke {
@@ -502,6 +607,7 @@ pub async fn tokens(conn: &Connection, out: &OutputArg, cmd: TokensCommand) -> a
                 &[
                     ("ID", "id"),
                     ("NAME", "name"),
+                    ("ORGS", "orgs"),
                     ("SCOPES", "scopes"),
                     ("EXPIRES", "expiresAt"),
                     ("REVOKED", "revokedAt"),
@@ -513,8 +619,15 @@ pub async fn tokens(conn: &Connection, out: &OutputArg, cmd: TokensCommand) -> a
             scopes,
             preset,
             expires_in,
+            orgs,
+            all_orgs,
         } => {
             let mut body = json!({"name": name, "expiresIn": expires_in});
+            if all_orgs {
+                body["orgs"] = json!("all");
+            } else if !orgs.is_empty() {
+                body["orgs"] = json!(orgs);
+            }
             match preset {
                 Some(p) => body["preset"] = json!(p),
                 None => body["scopes"] = json!(scopes),
@@ -528,6 +641,7 @@ pub async fn tokens(conn: &Connection, out: &OutputArg, cmd: TokensCommand) -> a
                     ("id", "id"),
                     ("token", "token"),
                     ("name", "name"),
+                    ("orgs", "orgs"),
                     ("scopes", "scopes"),
                     ("expires", "expiresAt"),
                 ],

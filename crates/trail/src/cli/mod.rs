@@ -29,6 +29,23 @@ pub struct Connection {
     pub profile: Option<String>,
 }
 
+/// Reads a password: prompted for on the terminal without echo when there is one, else one
+/// line of standard input (for scripts).
+pub fn read_password(prompt: &str) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    let pw = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(prompt)?
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        line.trim_end_matches(['\r', '\n']).to_owned()
+    };
+    if pw.is_empty() {
+        return Err(trail_client::ClientError::Usage("no password given".into()).into());
+    }
+    Ok(pw)
+}
+
 /// The ids of [`Connection`]'s flags.
 pub const CONNECTION_IDS: [&str; 4] = ["url", "token", "org", "profile"];
 
