@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod console;
 pub mod edge;
 pub mod error;
 pub mod log;
@@ -159,6 +160,8 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/v1/openapi.json", get(ops::openapi))
+        .route("/", get(console::index))
+        .route("/console/{*path}", get(console::asset))
         .merge(api)
         .fallback(|| async { ApiError::NotFound("no such endpoint; see /v1/openapi.json".into()) })
         .method_not_allowed_fallback(|| async {
