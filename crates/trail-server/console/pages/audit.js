@@ -24,9 +24,8 @@ const WINDOWS = [["15m", "15 min"], ["1h", "1 hour"], ["24h", "24 hours"], ["7d"
 /** Parameters of the view that are filters (sent to the API as they are). */
 const FILTERS = ["q", "since", "until", ...QUICK.map(([k]) => k), "actorType", "objectType", "objectKind", "method", "tokenId", "ip"];
 
-export async function render(view, { org, parts, params }) {
-  const instance = parts[0] === "instances" ? null : params.get("instance");
-  return renderLog(view, { org, instance, params, base: `/orgs/${encodeURIComponent(org)}/audit` });
+export async function render(view, { org, params }) {
+  return renderLog(view, { org, instance: null, params, base: `/orgs/${encodeURIComponent(org)}/audit` });
 }
 
 /** The log view, for an org or (with `instance`) one of its instances. */
@@ -81,7 +80,6 @@ export async function renderLog(view, { org, instance, params, base, title }) {
       const v = view.querySelector(`#f-${k}`).value.trim();
       if (v) next.set(k, v);
     }
-    if (instance && params.get("instance")) next.set("instance", instance);
     if (live) next.set("live", "1");
     for (const [k, v] of Object.entries(extra)) {
       if (v === null) next.delete(k);
