@@ -2,7 +2,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, browser, api, signedIn, shot } from "./harness.mjs";
+import { startServer, browser, api, signedIn, settled, shot } from "./harness.mjs";
 
 let server;
 let b;
@@ -48,6 +48,7 @@ test("the query box filters by actor on the server, and the URL restores the vie
   await page.locator("#query").fill("actor:alice@acme.io");
   await page.getByRole("button", { name: "Search" }).click();
   await page.waitForURL(/q=actor%3Aalice/);
+  await settled(page);
   await page.locator("#log tbody tr").first().waitFor();
   const rows = await page.locator("#log tbody tr").allInnerTexts();
   assert.ok(rows.length >= 1 && rows.every((r) => r.includes("alice@acme.io")), rows.join("\n"));
@@ -55,6 +56,7 @@ test("the query box filters by actor on the server, and the URL restores the vie
   const url = page.url();
   const again = await page.context().newPage();
   await again.goto(url);
+  await settled(again);
   await again.locator("#log tbody tr").first().waitFor();
   assert.equal(await again.locator("#query").inputValue(), "actor:alice@acme.io");
   assert.ok((await again.locator("#log tbody").innerText()).includes("alice@acme.io"));
@@ -72,6 +74,7 @@ test("the quick filter for route finds the recorded call", async () => {
   await page.locator("#f-route").fill("GET /v1/tenants/:id");
   await page.locator("#f-route").press("Enter");
   await page.waitForURL(/route=/);
+  await settled(page);
   await page.locator("#log tbody tr").first().waitFor();
   const rows = await page.locator("#log tbody tr").allInnerTexts();
   assert.equal(rows.length, 1, rows.join("\n"));
@@ -84,6 +87,7 @@ test("a row opens its record with the body's digest and a verified mark", async 
   await page.locator("#f-route").fill("GET /v1/tenants/:id");
   await page.locator("#f-route").press("Enter");
   await page.waitForURL(/route=/);
+  await settled(page);
   await page.locator("#log tbody tr").first().click();
   const dialog = page.locator("#record");
   await dialog.waitFor();
@@ -123,6 +127,7 @@ test("live tail adds an event ingested while it is on", async () => {
   const page = await signedIn(b, server);
   await page.locator("#live").check();
   await page.waitForURL(/live=1/);
+  await settled(page);
   await page.locator("#log tbody tr").first().waitFor();
   await page.getByText("Live tail on").waitFor();
   await api(server, "POST", "/v1/orgs/default/events", [
@@ -138,5 +143,20 @@ test("the console is usable at a phone's width", async () => {
   const width = await page.evaluate(() => document.documentElement.scrollWidth);
   assert.ok(width <= 390, `the page is ${width} px wide`);
   await shot(page, "audit-logs-phone");
+  await page.close();
+});
+
+test("the viewer's own calls can be left out", async () => {
+  const page = await signedIn(b, server);
+  await page.locator("#log tbody tr").first().waitFor();
+  const before = await page.locator("#log tbody").innerText();
+  assert.ok(before.includes("listAuditLogs"), before);
+  await page.locator("#hide-own").check();
+  await page.waitForURL(/hideOwn=1/);
+  await settled(page);
+  await page.locator("#log tbody tr").first().waitFor();
+  const rows = await page.locator("#log tbody").innerText();
+  assert.ok(!rows.includes("listAuditLogs") && !rows.includes("whoAmI"), rows);
+  assert.ok(rows.includes("sarah@acme.io"), rows);
   await page.close();
 });

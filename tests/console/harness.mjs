@@ -80,7 +80,12 @@ export async function signedIn(b, server, { viewport } = {}) {
   await page.getByLabel("Personal access token").fill(server.token);
   await page.getByRole("button", { name: "Sign in" }).click();
   await page.locator("#log").waitFor();
+  await settled(page);
   return page;
 }
+
+/** Waits until the page shows the route in its address bar (after a click that changed it). */
+export const settled = (page) =>
+  page.waitForFunction(() => document.getElementById("view")?.dataset.shown === location.hash);
 
 export const shot = (page, name) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });

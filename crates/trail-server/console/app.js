@@ -128,11 +128,25 @@ function header(org, page) {
 }
 
 async function show() {
+  const view = document.getElementById("view");
+  const shown = location.hash;
+  view.setAttribute("aria-busy", "true");
+  try {
+    await render(view);
+  } finally {
+    // What is on screen is this route's (for assistive technology, and for tests).
+    if (location.hash === shown) {
+      view.setAttribute("aria-busy", "false");
+      view.dataset.shown = shown;
+    }
+  }
+}
+
+async function render(view) {
   if (cleanup) {
     cleanup();
     cleanup = null;
   }
-  const view = document.getElementById("view");
   const { parts, params } = route();
   announce("");
   try {

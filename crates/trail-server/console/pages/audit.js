@@ -5,7 +5,7 @@
 
 import { get, orgPath, seg } from "../api.js";
 import { h, fill, text, objectId, localTime, announce } from "../dom.js";
-import { go } from "../app.js";
+import { go, session } from "../app.js";
 import { openRecord } from "./record.js";
 
 /** The query language's keys, for suggestions (the API's filter names). */
@@ -37,6 +37,13 @@ export async function renderLog(view, { org, instance, params, base, title }) {
   for (const k of FILTERS) for (const v of params.getAll(k)) if (v !== "") filters.append(k, v);
   const cursor = params.get("cursor");
   const live = params.get("live") === "1";
+  // The viewer's own calls (this console's reads among them), left out on request.
+  const hideOwn = params.get("hideOwn") === "1";
+  const own = session.me?.credentialId;
+  if (hideOwn && own) {
+    const q = filters.get("q");
+    filters.set("q", `${q ? `${q} ` : ""}-tokenId:${own}`);
+  }
 
   // --- the toolbar: query box, time window, quick filters ---
   const queryError = h("p", { class: "field-error", id: "query-error", role: "alert" });
@@ -81,6 +88,7 @@ export async function renderLog(view, { org, instance, params, base, title }) {
       if (v) next.set(k, v);
     }
     if (live) next.set("live", "1");
+    if (hideOwn) next.set("hideOwn", "1");
     for (const [k, v] of Object.entries(extra)) {
       if (v === null) next.delete(k);
       else next.set(k, v);
@@ -111,6 +119,10 @@ export async function renderLog(view, { org, instance, params, base, title }) {
       ["Timestamp", "Object", "Actor", "Action", "Details"].map((c) => h("th", { scope: "col" }, c)))),
     body);
   const pager = h("nav", { class: "pager", "aria-label": "Pages" });
+  const hideToggle = h("label", { class: "live" },
+    h("input", { type: "checkbox", id: "hide-own", checked: hideOwn,
+      onchange: (e) => apply({ hideOwn: e.target.checked ? "1" : null, cursor: null }) }),
+    " Hide my calls");
   const liveToggle = h("label", { class: "live" },
     h("input", { type: "checkbox", id: "live", checked: live, disabled: !!cursor,
       onchange: (e) => apply({ live: e.target.checked ? "1" : null, cursor: null }) }),
@@ -122,7 +134,7 @@ export async function renderLog(view, { org, instance, params, base, title }) {
   fill(view,
     h("h1", {}, title ?? "Audit Logs"),
     form,
-    h("div", { class: "table-bar" }, liveToggle, exportLinks),
+    h("div", { class: "table-bar" }, h("span", { class: "toggles" }, liveToggle, hideToggle), exportLinks),
     h("div", { class: "table-wrap" }, table),
     pager);
 
