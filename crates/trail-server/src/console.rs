@@ -49,7 +49,8 @@ fn file(path: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
         let mut r = f.data.into_owned().into_response();
         r.headers_mut().insert(
             CONTENT_TYPE,
-            HeaderValue::from_str(mime).unwrap_or(HeaderValue::from_static("application/octet-stream")),
+            HeaderValue::from_str(mime)
+                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
         );
         r
     };

@@ -8,8 +8,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
-use trail_server::{AppState, app};
 use trail_server::auth::{CredentialSpec, mint};
+use trail_server::{AppState, app};
 use trail_store::{Bootstrap, Org, Reach, SqliteStore, Store, TokenKind, User};
 
 async fn router() -> (axum::Router, tempfile::TempDir) {
@@ -43,7 +43,12 @@ async fn router() -> (axum::Router, tempfile::TempDir) {
         name: "default".into(),
         created_at: now,
     };
-    assert!(store.bootstrap(Bootstrap { org, owner, token }).await.unwrap());
+    assert!(
+        store
+            .bootstrap(Bootstrap { org, owner, token })
+            .await
+            .unwrap()
+    );
     let key = trail_core::checkpoint::SignerKey::from_seed("trail.test", [5; 32]).unwrap();
     let state = AppState::new(store, Arc::new(key)).await.unwrap();
     (app(state), dir)
@@ -66,7 +71,12 @@ async fn the_console_is_served_from_the_binary_under_a_strict_policy() {
     let page = get(&app, "/", None).await;
     assert_eq!(page.status(), StatusCode::OK);
     let h = page.headers().clone();
-    assert!(h[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        h[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
     for directive in [
         "default-src 'none'",
@@ -76,7 +86,10 @@ async fn the_console_is_served_from_the_binary_under_a_strict_policy() {
     ] {
         assert!(csp.contains(directive), "{csp}");
     }
-    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+    assert!(
+        !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+        "{csp}"
+    );
     assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
     assert_eq!(h[header::X_FRAME_OPTIONS], "DENY");
     let body = page.into_body().collect().await.unwrap().to_bytes();
@@ -100,7 +113,9 @@ async fn the_console_is_served_from_the_binary_under_a_strict_policy() {
         StatusCode::NOT_MODIFIED
     );
     assert_eq!(
-        get(&app, "/console/app.js", Some("\"other\"")).await.status(),
+        get(&app, "/console/app.js", Some("\"other\""))
+            .await
+            .status(),
         StatusCode::OK
     );
     // Nothing outside the console's folder, and a clear 404 for what is not there.
