@@ -31,6 +31,7 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 use trail_core::checkpoint::SignerKey;
 use trail_core::scope::preset;
 use trail_core::{Scope, Timestamp};
@@ -153,7 +154,14 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/session", post(session::sign_in))
         .route("/v1/login", post(session::log_in))
         .route("/v1/invitations/accept", post(session::accept_invitation));
-    let api = authenticated.merge(public).route_layer(recorder);
+    // No API answer is kept by a cache along the way: some carry secrets (a new token or
+    // key, a session's CSRF token), all carry what only the caller may read.
+    let api = authenticated.merge(public).route_layer(recorder).layer(
+        SetResponseHeaderLayer::overriding(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        ),
+    );
     Router::new()
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -139,7 +139,13 @@ async fn harness() -> Harness {
         .await
         .unwrap();
     let key = trail_core::checkpoint::SignerKey::from_seed("trail.test", [5; 32]).unwrap();
-    let state = AppState::new(store.clone(), Arc::new(key)).await.unwrap();
+    let mut state = AppState::new(store.clone(), Arc::new(key)).await.unwrap();
+    // The budget of failed attempts refills far slower than any test runs, so what a test
+    // sees of it does not depend on how fast a busy machine runs it.
+    state.throttle = Arc::new(trail_server::auth::FailureThrottle::new(
+        20,
+        std::time::Duration::from_secs(3600),
+    ));
     Harness {
         writer: token(&*store, "acme", &[Scope::LogsWrite], None, false).await,
         other: token(
@@ -1203,7 +1209,7 @@ async fn authorization_matrix() {
     // operator would).
     let hash = trail_server::auth::hash_password("platform admin password").unwrap();
     h.store
-        .set_password("usr_acme_owner", hash, Vec::new())
+        .set_password("usr_acme_owner", hash, NOW, Vec::new())
         .await
         .unwrap();
     let member = h.invited("acme", "dev@acme.io", "member").await;
@@ -4075,7 +4081,7 @@ async fn removing_a_member_withdraws_their_invitation() {
 async fn owner_password(h: &Harness) -> Cred {
     let hash = trail_server::auth::hash_password("platform admin password").unwrap();
     h.store
-        .set_password("usr_acme_owner", hash, Vec::new())
+        .set_password("usr_acme_owner", hash, NOW, Vec::new())
         .await
         .unwrap();
     h.sign_in("owner@acme.io", "platform admin password")
@@ -4446,4 +4452,238 @@ async fn logging_in_with_a_password_gives_a_revocable_token_for_all_the_users_or
         )
         .await;
     assert_problem(&r, 400, "name");
+}
+
+#[tokio::test]
+async fn a_token_is_seen_and_revoked_in_every_org_it_acts_on_and_by_nobody_with_less_say() {
+    let h = harness().await;
+    let session = owner_password(&h).await;
+    for org in ["beta", "gamma"] {
+        let r = h
+            .call("POST", "/v1/orgs", &session, Some(json!({ "id": org })))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+    // A token made in acme for acme and beta: its making is in both logs.
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/tokens",
+            &session,
+            Some(json!({"name": "two", "scopes": ["logs:write", "logs:read"], "orgs": ["beta"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let two = Cred::of(r.body["token"].as_str().unwrap());
+    for org in ["acme", "beta"] {
+        let page = h
+            .call(
+                "GET",
+                &format!("/v1/orgs/{org}/audit-logs?action=created&objectType=token"),
+                &session,
+                None,
+            )
+            .await;
+        assert!(
+            page.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["object"]["id"]["id"] == id.as_str()),
+            "{org}: {:?}",
+            page.body
+        );
+        // ... and it is listed there.
+        let list = h
+            .call("GET", &format!("/v1/orgs/{org}/tokens"), &session, None)
+            .await;
+        assert!(
+            list.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["id"] == id.as_str()),
+            "{org}"
+        );
+    }
+    // An admin of acme alone (no say in beta) cannot revoke it, though it was made in acme.
+    let hash = trail_server::auth::hash_password("a long admin password").unwrap();
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/members",
+            &session,
+            Some(json!({"email": "admin@acme.io", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let admin_id = r.body["userId"].as_str().unwrap().to_owned();
+    h.store
+        .set_password(&admin_id, hash, NOW, Vec::new())
+        .await
+        .unwrap();
+    let admin = h
+        .sign_in("admin@acme.io", "a long admin password")
+        .await
+        .unwrap();
+    let r = h
+        .call(
+            "DELETE",
+            &format!("/v1/orgs/acme/tokens/{id}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_problem(&r, 403, "it holds scopes you do not in org \"acme\"");
+    // Nor one that holds only what they hold in acme, but acts on beta too.
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/tokens",
+            &session,
+            Some(json!({"name": "writer", "scopes": ["logs:write"], "orgs": ["beta"]})),
+        )
+        .await;
+    let writer = r.body["id"].as_str().unwrap().to_owned();
+    let r = h
+        .call(
+            "DELETE",
+            &format!("/v1/orgs/acme/tokens/{writer}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_problem(&r, 403, "it also acts on org \"beta\"");
+
+    // Its user leaves acme, where it was made: it still acts on beta, and is revoked there,
+    // by its user, with the revocation in beta's log.
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/members",
+            &session,
+            Some(json!({"email": "other@acme.io", "role": "owner"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = h
+        .call(
+            "DELETE",
+            "/v1/orgs/acme/members/owner@acme.io",
+            &session,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let me = h.call("GET", "/v1/me", &two, None).await;
+    assert_eq!(me.body["org"], "beta", "{:?}", me.body);
+    assert!(!me.body["scopes"].as_array().unwrap().is_empty());
+    let r = h.call("GET", "/v1/audit-log", &two, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = h
+        .call("DELETE", &format!("/v1/orgs/beta/tokens/{id}"), &two, None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let page = h
+        .call(
+            "GET",
+            "/v1/orgs/beta/audit-logs?action=revoked",
+            &session,
+            None,
+        )
+        .await;
+    assert!(
+        !page.body["items"].as_array().unwrap().is_empty(),
+        "{:?}",
+        page.body
+    );
+    let r = h.call("GET", "/v1/me", &two, None).await;
+    assert_problem(&r, 401, "revoked");
+    // Found only through an org it acts on.
+    let r = h
+        .call(
+            "DELETE",
+            &format!("/v1/orgs/gamma/tokens/{id}"),
+            &session,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn tokens_from_a_password_end_with_it_and_a_valid_token_signs_in_whatever_others_guessed() {
+    let h = harness().await;
+    let session = owner_password(&h).await;
+    let r = h
+        .call(
+            "POST",
+            "/v1/login",
+            &Cred::None,
+            Some(json!({"email": "owner@acme.io", "password": "platform admin password", "name": "laptop"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.set_cookie, None);
+    let login = Cred::of(r.body["token"].as_str().unwrap());
+    // A token made otherwise survives a password change; one made with the password does not.
+    let ci = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/tokens",
+            &session,
+            Some(json!({"name": "ci", "scopes": ["logs:read"]})),
+        )
+        .await;
+    let ci = Cred::of(ci.body["token"].as_str().unwrap());
+    let r = h
+        .call(
+            "PUT",
+            "/v1/me/password",
+            &session,
+            Some(json!({"currentPassword": "platform admin password", "newPassword": "another long password"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    assert_problem(&h.call("GET", "/v1/me", &login, None).await, 401, "revoked");
+    assert_eq!(
+        h.call("GET", "/v1/me", &ci, None).await.status,
+        StatusCode::OK
+    );
+
+    // Wrong tokens from one source spend its budget; the right token still signs in.
+    for _ in 0..25 {
+        let r = h.sign_in_with_token("pat_nope.wrong").await.unwrap_err();
+        assert!(matches!(r.status.as_u16(), 401 | 429), "{:?}", r.body);
+    }
+    let r = h.sign_in_with_token("pat_nope.wrong").await.unwrap_err();
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(h.sign_in_with_token(&h.owner).await.is_ok());
+
+    // A body is a JSON object, never an array of the fields in order; and no answer of the
+    // API is kept by a cache.
+    let r = h
+        .call(
+            "POST",
+            "/v1/login",
+            &Cred::None,
+            Some(json!([
+                "owner@acme.io",
+                "another long password",
+                "laptop",
+                null
+            ])),
+        )
+        .await;
+    assert_problem(&r, 400, "JSON object");
+    let req = request(
+        "POST",
+        "/v1/login",
+        &Cred::None,
+        Some(json!({"email": "owner@acme.io", "password": "another long password", "name": "x"})),
+    );
+    let resp = h.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-store");
 }

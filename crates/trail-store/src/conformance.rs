@@ -191,6 +191,7 @@ fn token(id: &str, org: &str) -> Token {
         expires_at: Some(Timestamp(T0 + 1)),
         revoked_at: None,
         reach: crate::Reach::Own,
+        from_password: false,
     }
 }
 
@@ -257,14 +258,42 @@ pub async fn orgs_users_and_tokens(store: Arc<dyn Store>) {
     let u = store.user_by_email("u@umbrella.io").await.unwrap().unwrap();
     assert_eq!(store.user(&u.id).await.unwrap(), Some(u.clone()));
     assert_eq!(u.password_hash, None);
+    // A new password revokes the tokens the old one gave out, and no others.
+    let from_password = Token {
+        user_id: Some(u.id.clone()),
+        from_password: true,
+        ..token("pat_pw", "umbrella")
+    };
+    let other = Token {
+        user_id: Some(u.id.clone()),
+        ..token("pat_ci", "umbrella")
+    };
+    for t in [&from_password, &other] {
+        store.create_token(t.clone(), Vec::new()).await.unwrap();
+    }
+    assert_eq!(
+        store.personal_tokens(&u.id).await.unwrap(),
+        vec![other.clone(), from_password.clone()],
+        "a user's tokens, newest first (then by id)"
+    );
     store
-        .set_password(&u.id, "$argon2id$x".into(), Vec::new())
+        .set_password(&u.id, "$argon2id$x".into(), Timestamp(T0 + 7), Vec::new())
         .await
         .unwrap();
     let u = store.user(&u.id).await.unwrap().unwrap();
     assert_eq!(u.password_hash.as_deref(), Some("$argon2id$x"));
+    assert_eq!(
+        store.token("pat_pw").await.unwrap().unwrap().revoked_at,
+        Some(Timestamp(T0 + 7))
+    );
+    assert_eq!(
+        store.token("pat_ci").await.unwrap().unwrap().revoked_at,
+        None
+    );
     assert!(matches!(
-        store.set_password("usr_nope", "h".into(), Vec::new()).await,
+        store
+            .set_password("usr_nope", "h".into(), Timestamp(T0), Vec::new())
+            .await,
         Err(StoreError::NotFound(_))
     ));
 

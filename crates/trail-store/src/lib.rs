@@ -135,6 +135,9 @@ pub struct Token {
     pub revoked_at: Option<Timestamp>,
     /// The orgs a personal access token acts on ([`Reach::Own`] for every other kind).
     pub reach: Reach,
+    /// Made by signing in with a password (`POST /v1/login`): revoked when that password
+    /// changes, like the user's sessions.
+    pub from_password: bool,
 }
 
 /// The orgs a personal access token acts on. In each, it holds its scopes as far as its
@@ -282,7 +285,15 @@ pub trait Store: Send + Sync + 'static {
 
     async fn user(&self, id: &str) -> Result<Option<User>>;
     async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
-    async fn set_password(&self, user_id: &str, hash: String, audit: AuditEvents) -> Result<()>;
+    /// Sets a user's password; what their old one gave out (their personal access tokens
+    /// made by signing in with it) is revoked at `at`, in the same transaction.
+    async fn set_password(
+        &self,
+        user_id: &str,
+        hash: String,
+        at: Timestamp,
+        audit: AuditEvents,
+    ) -> Result<()>;
 
     /// Adds `user` (created if its email is new; otherwise the stored user) to the org.
     async fn add_member(
@@ -325,6 +336,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_token(&self, token: Token, audit: AuditEvents) -> Result<()>;
     async fn token(&self, id: &str) -> Result<Option<Token>>;
+    /// A user's personal access tokens, in every org, newest first.
+    async fn personal_tokens(&self, user_id: &str) -> Result<Vec<Token>>;
     /// An org's credentials of one kind, newest first; PATs of one user if `user_id` is given.
     async fn tokens(&self, org: &str, kind: TokenKind, user_id: Option<&str>)
     -> Result<Vec<Token>>;

@@ -82,6 +82,25 @@ fn audit(org: &str, event: EventBody) -> AuditEvents {
     vec![(org.to_owned(), event)]
 }
 
+/// The same event in the log of each of `orgs`: a change that concerns several orgs (a
+/// token acting on them) is seen in each.
+pub fn audit_in(orgs: &[String], event: EventBody) -> AuditEvents {
+    orgs.iter().map(|o| (o.clone(), event.clone())).collect()
+}
+
+/// The orgs a token made in `home` with `reach` acts on, of `member_orgs` (its user's).
+pub fn reached(home: &str, reach: &Reach, member_orgs: &[String]) -> Vec<String> {
+    match reach {
+        Reach::Own => vec![home.to_owned()],
+        Reach::Orgs(orgs) => orgs.clone(),
+        Reach::All => {
+            let mut v = vec![home.to_owned()];
+            v.extend(member_orgs.iter().filter(|o| *o != home).cloned());
+            v
+        }
+    }
+}
+
 fn bad(msg: impl Into<String>) -> ApiError {
     ApiError::BadRequest(msg.into())
 }
@@ -639,6 +658,9 @@ async fn store_new_credential(
     message: String,
     extra: Value,
 ) -> Result<(Token, String), ApiError> {
+    // Recorded in each org it acts on: each can see that a credential for it exists.
+    let member_orgs: Vec<String> = caller.orgs().map(str::to_owned).collect();
+    let orgs = reached(&spec.org, &spec.reach, &member_orgs);
     let mut spec = spec;
     // A credential never outlives the token that made it (a session is not a token: what a
     // member makes in the console is theirs).
@@ -667,10 +689,9 @@ async fn store_new_credential(
         message,
         extra,
     );
-    let org = t.org.clone();
     state
         .store
-        .create_token(minted.token.clone(), audit(&org, event))
+        .create_token(minted.token.clone(), audit_in(&orgs, event))
         .await?;
     Ok((minted.token, minted.secret))
 }
@@ -756,7 +777,14 @@ pub async fn list_tokens(
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Value>, ApiError> {
     let user = require_user(&caller)?;
-    let tokens = state.store.tokens(&org, TokenKind::Pat, Some(user)).await?;
+    // Every token of the caller's that acts on this org, wherever it was made.
+    let tokens: Vec<Token> = state
+        .store
+        .personal_tokens(user)
+        .await?
+        .into_iter()
+        .filter(|t| t.reach.covers(&t.org, &org))
+        .collect();
     Ok(Json(
         json!({ "items": tokens.iter().map(pat_json).collect::<Vec<_>>() }),
     ))
@@ -885,8 +913,17 @@ pub async fn revoke_token(
     Extension(caller): Extension<Caller>,
     Extension(ctx): Extension<CallContext>,
 ) -> Result<StatusCode, ApiError> {
-    let token = find_token(&state, &org, &id, TokenKind::Pat).await?;
-    check_revoke(&*state.store, &caller, &ctx, &org, &token).await?;
+    // Found through any org it acts on, not only the one it was made in: its user may have
+    // left that one.
+    let token = match state.store.token(&id).await? {
+        Some(t) if t.kind == TokenKind::Pat && t.reach.covers(&t.org, &org) => t,
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "org {org:?} has no personal access token {id:?}"
+            )));
+        }
+    };
+    let orgs = check_revoke(&*state.store, &caller, &ctx, &org, &token).await?;
     let event = domain_event(
         &caller,
         "revoked",
@@ -903,7 +940,7 @@ pub async fn revoke_token(
     );
     state
         .store
-        .revoke_token(&id, crate::now(), audit(&org, event))
+        .revoke_token(&id, crate::now(), audit_in(&orgs, event))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -448,8 +448,14 @@ pub fn operation(method: &str, matched: Option<&str>) -> String {
         .to_owned()
 }
 
-/// Reads a JSON body into `T`, naming the field that is wrong.
+/// Reads a JSON object body into `T`, naming the field that is wrong. Only an object: serde
+/// would also read a struct from an array of its fields in order, which no client means.
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

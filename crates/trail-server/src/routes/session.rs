@@ -24,7 +24,7 @@ use crate::auth::{
 use crate::error::ApiError;
 use crate::routes::json_body;
 use crate::routes::manage::{
-    check_name, check_password, domain_event, domain_event_by, expiry, pat_json,
+    audit_in, check_name, check_password, domain_event, domain_event_by, expiry, pat_json, reached,
 };
 
 fn cookie(state: &AppState, value: &str, max_age_secs: u64) -> HeaderValue {
@@ -303,27 +303,26 @@ async fn token_user(
     presented: &str,
     now: Timestamp,
 ) -> Result<Caller, ApiError> {
-    let attempt = Attempt::Credential(ip);
-    state
-        .throttle
-        .reserve(&attempt)
-        .map_err(ApiError::TooManyAttempts)?;
-    let invalid = || {
-        metrics::counter!("trail_auth_failures_total").increment(1);
-        ApiError::Unauthorized(
-            "the token is not valid: sign in with a personal access token (pat_…)".into(),
-        )
-    };
-    let (id, secret) = presented.trim().split_once('.').ok_or_else(invalid)?;
-    let token = state
-        .store
-        .token(id)
-        .await?
-        .filter(|t| {
+    // As for any presented credential: a valid token is always served (its 256 random bits
+    // need no budget); a wrong one spends its source's, and once that is spent, is refused
+    // without being checked.
+    let found = match presented.trim().split_once('.') {
+        Some((id, secret)) => state.store.token(id).await?.filter(|t| {
             t.kind == TokenKind::Pat && bool::from(t.secret_hash.ct_eq(&hash_secret(secret)))
-        })
-        .ok_or_else(invalid)?;
-    state.throttle.refund(&attempt);
+        }),
+        None => None,
+    };
+    let Some(token) = found else {
+        metrics::counter!("trail_auth_failures_total").increment(1);
+        let attempt = Attempt::Credential(ip);
+        if let Some(wait) = state.throttle.blocked(&attempt) {
+            return Err(ApiError::TooManyAttempts(wait));
+        }
+        state.throttle.failed(&attempt);
+        return Err(ApiError::Unauthorized(
+            "the token is not valid: sign in with a personal access token (pat_…)".into(),
+        ));
+    };
     usable(&token, now)?;
     token_caller(&*state.store, token).await
 }
@@ -375,6 +374,8 @@ pub async fn log_in(State(state): State<AppState>, req: Request) -> Result<Respo
         expires_at,
         reach: Reach::All,
     });
+    let mut minted = minted;
+    minted.token.from_password = true;
     let identity = Identity {
         actor: user.email.clone(),
         actor_type: ActorType::User,
@@ -403,9 +404,13 @@ pub async fn log_in(State(state): State<AppState>, req: Request) -> Result<Respo
         ),
         json!({}),
     );
+    let member_orgs: Vec<String> = orgs.iter().map(|(o, _)| o.clone()).collect();
     state
         .store
-        .create_token(minted.token.clone(), vec![(home, event)])
+        .create_token(
+            minted.token.clone(),
+            audit_in(&reached(&home, &Reach::All, &member_orgs), event),
+        )
         .await?;
     let mut out = pat_json(&minted.token);
     out["token"] = json!(minted.secret);
@@ -528,7 +533,12 @@ pub async fn set_password(
     );
     state
         .store
-        .set_password(&user_id, hash, vec![(caller.home_org.clone(), event)])
+        .set_password(
+            &user_id,
+            hash,
+            crate::now(),
+            vec![(caller.home_org.clone(), event)],
+        )
         .await?;
     state
         .store

@@ -372,10 +372,16 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn set_password(&self, user_id: &str, hash: String, audit: AuditEvents) -> Result<()> {
+    async fn set_password(
+        &self,
+        user_id: &str,
+        hash: String,
+        at: Timestamp,
+        audit: AuditEvents,
+    ) -> Result<()> {
         let user_id = user_id.to_owned();
         self.writer()?
-            .exec(move |w| w.set_password(&user_id, hash, audit))
+            .exec(move |w| w.set_password(&user_id, hash, at, audit))
             .await
     }
 
@@ -456,6 +462,12 @@ impl Store for SqliteStore {
     async fn token(&self, id: &str) -> Result<Option<Token>> {
         let id = id.to_owned();
         self.read(move |c, _| read::token(c, &id)).await
+    }
+
+    async fn personal_tokens(&self, user_id: &str) -> Result<Vec<Token>> {
+        let user_id = user_id.to_owned();
+        self.read(move |c, _| read::personal_tokens(c, &user_id))
+            .await
     }
 
     async fn tokens(

@@ -359,7 +359,13 @@ impl WriterState {
         })
     }
 
-    pub fn set_password(&mut self, user_id: &str, hash: String, audit: AuditEvents) -> Result<()> {
+    pub fn set_password(
+        &mut self,
+        user_id: &str,
+        hash: String,
+        at: Timestamp,
+        audit: AuditEvents,
+    ) -> Result<()> {
         self.in_tx(audit, |tx| {
             let n = tx
                 .execute(
@@ -370,6 +376,12 @@ impl WriterState {
             if n == 0 {
                 return Err(StoreError::NotFound(format!("user {user_id:?}")));
             }
+            tx.execute(
+                "UPDATE tokens SET revoked_at = ?2 \
+                 WHERE user_id = ?1 AND pw = 1 AND revoked_at IS NULL",
+                params![user_id, at.micros()],
+            )
+            .map_err(unavailable)?;
             Ok(())
         })
     }
@@ -889,8 +901,8 @@ fn insert_token(tx: &Connection, t: &Token) -> Result<()> {
     let org_id = org_id(tx, &t.org)?;
     tx.execute(
         "INSERT INTO tokens (id, kind, org, owner, user_id, name, description, scopes, \
-         instance, secret_hash, created_by, created_at, expires_at, revoked_at, reach) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+         instance, secret_hash, created_by, created_at, expires_at, revoked_at, reach, pw) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         params![
             t.id,
             t.kind.as_str(),
@@ -911,6 +923,7 @@ fn insert_token(tx: &Connection, t: &Token) -> Result<()> {
                 Reach::All => Some("*".to_owned()),
                 Reach::Orgs(orgs) => Some(orgs.join(" ")),
             },
+            t.from_password.then_some(1),
         ],
     )
     .map_err(|e| constraint(e, || format!("token {:?}", t.id)))?;

@@ -36,6 +36,9 @@ pub async fn login(conn: &Connection, args: LoginArgs) -> anyhow::Result<()> {
         })?,
     };
     let name = conn.profile.clone().unwrap_or_else(|| "default".into());
+    // Read before anything is made on the server: a token made for a profile that cannot
+    // be saved would be left behind.
+    let mut cfg = Config::load()?;
     let (token, made_by_login, home) = match &conn.token {
         Some(token) => {
             if args.email.is_some() || args.expires_in.is_some() {
@@ -60,6 +63,11 @@ pub async fn login(conn: &Connection, args: LoginArgs) -> anyhow::Result<()> {
                     )));
                 }
             };
+            if let Some(host) = plain_http_host(&url) {
+                eprintln!(
+                    "trail: note: your password goes to {host} over plain http, readable on the way; use https://"
+                );
+            }
             let password = super::read_password(&format!("Password for {email}: "))?;
             let host = gethostname::gethostname().to_string_lossy().into_owned();
             let body = json!({
@@ -86,12 +94,11 @@ pub async fn login(conn: &Connection, args: LoginArgs) -> anyhow::Result<()> {
         .or(home)
         .or_else(|| me["org"].as_str().map(str::to_owned))
         .or_else(|| me["orgs"][0]["id"].as_str().map(str::to_owned));
-    let mut cfg = Config::load()?;
     cfg.profiles.insert(
         name.clone(),
         Profile {
             url: url.clone(),
-            token,
+            token: token.clone(),
             org: org.clone(),
             made_by_login,
         },
@@ -99,7 +106,16 @@ pub async fn login(conn: &Connection, args: LoginArgs) -> anyhow::Result<()> {
     if cfg.default.is_none() || name == "default" {
         cfg.default = Some(name.clone());
     }
-    let path = cfg.save()?;
+    let path = match cfg.save() {
+        Ok(path) => path,
+        Err(e) => {
+            // Nothing keeps the token made for this profile: take it back.
+            if made_by_login {
+                revoke_own(&client, &token, &me).await.ok();
+            }
+            return Err(e);
+        }
+    };
     let org = org.unwrap_or_else(|| "-".into());
     let reach = if me["allOrgs"] == json!(true) {
         ", acting on all your orgs"
@@ -115,6 +131,30 @@ pub async fn login(conn: &Connection, args: LoginArgs) -> anyhow::Result<()> {
     ))
 }
 
+/// The host of an `http://` URL that is not this machine's loopback.
+fn plain_http_host(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("http://")?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    let loopback = name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then_some(host)
+}
+
+/// Revokes the credential `client` uses, a personal access token (`me` is its `GET
+/// /v1/me`): through the org it acts on by default, which is always one it reaches.
+async fn revoke_own(client: &Client, token: &str, me: &Value) -> Result<(), ClientError> {
+    let id = super::credential_id(token).unwrap_or_default();
+    let org = me["org"].as_str().unwrap_or_default();
+    let path = format!("/v1/orgs/{}/tokens/{}", segment(org), segment(id));
+    client.send_json("DELETE", &path, None).await.map(|_| ())
+}
+
 /// `trail logout`: forgets the profile, and revokes its token if `trail login` made it.
 pub async fn logout(conn: &Connection) -> anyhow::Result<()> {
     let mut cfg = Config::load()?;
@@ -128,13 +168,8 @@ pub async fn logout(conn: &Connection) -> anyhow::Result<()> {
         && let Some(id) = super::credential_id(&profile.token)
     {
         let client = Client::new(&profile.url, &profile.token)?;
-        let me = client.get_json("/v1/me").await;
-        let revoked = match me {
-            Ok(me) => {
-                let org = me["org"].as_str().unwrap_or_default();
-                let path = format!("/v1/orgs/{}/tokens/{}", segment(org), segment(id));
-                client.send_json("DELETE", &path, None).await.map(|_| ())
-            }
+        let revoked = match client.get_json("/v1/me").await {
+            Ok(me) => revoke_own(&client, &profile.token, &me).await,
             Err(e) => Err(e),
         };
         match revoked {
@@ -726,4 +761,26 @@ pub async fn break_glass(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_http_host;
+
+    #[test]
+    fn a_password_over_plain_http_is_noted_unless_it_stays_on_this_machine() {
+        for url in [
+            "http://127.0.0.1:7070",
+            "http://localhost:7070/",
+            "http://[::1]:7070",
+            "https://trail.example.com",
+        ] {
+            assert_eq!(plain_http_host(url), None, "{url}");
+        }
+        assert_eq!(
+            plain_http_host("http://trail.example.com:7070/x"),
+            Some("trail.example.com:7070")
+        );
+        assert_eq!(plain_http_host("http://10.0.0.5"), Some("10.0.0.5"));
+    }
 }
