@@ -984,6 +984,61 @@ async fn public_endpoints_and_the_openapi_document() {
     assert!(text.contains(r#"method="other""#), "{text}");
 }
 
+/// `/metrics` names and explains what it exports: every metric family rendered has a
+/// `# HELP` line and is in the one list of metrics, and the build is named.
+#[tokio::test]
+async fn metrics_have_help_lines_and_build_info() {
+    let h = harness().await;
+    let events = json!([{"action": "a", "actor": {"id": "x", "type": "user"}}]);
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/events",
+            &Cred::of(&h.writer),
+            Some(events),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    h.call("GET", "/v1/me", &Cred::of("pat_nobody.wrong"), None)
+        .await;
+    let text = h
+        .get("/metrics", None)
+        .await
+        .body
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        text.lines()
+            .any(|l| l == format!("trail_build_info{{version=\"{version}\"}} 1")),
+        "{text}"
+    );
+    let known: Vec<&str> = trail_server::metrics::METRICS.iter().map(|m| m.0).collect();
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    for name in [
+        "trail_build_info",
+        "trail_http_requests_total",
+        "trail_http_request_duration_seconds",
+        "trail_auth_failures_total",
+        "trail_events_ingested_total",
+    ] {
+        assert!(families.contains(&name), "{name} not rendered: {text}");
+    }
+    for name in families {
+        assert!(known.contains(&name), "{name} is not in METRICS");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# HELP {name} "))),
+            "no HELP for {name}: {text}"
+        );
+    }
+}
+
 /// Every authenticated operation × every credential kind × with and without what it needs
 /// × own org and another org: 401 without a credential, 403 without the scope or across
 /// orgs, and neither with it.
