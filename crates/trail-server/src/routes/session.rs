@@ -5,13 +5,14 @@ use axum::extract::{Extension, Request, State};
 use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use subtle::ConstantTimeEq;
 use trail_core::event::Actor;
 use trail_core::{ActorType, Timestamp};
 use trail_record::{CallContext, Identity};
 use trail_store::{Session, TokenKind};
+use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::audit::client_ip;
@@ -20,6 +21,7 @@ use crate::auth::{
     mint_session, session_cookie, verify_password,
 };
 use crate::error::ApiError;
+use crate::openapi::{Conflict, Unsupported};
 use crate::routes::json_body;
 use crate::routes::manage::{check_password, domain_event, domain_event_by};
 
@@ -31,7 +33,7 @@ fn cookie(state: &AppState, value: &str, max_age_secs: u64) -> HeaderValue {
     .expect("cookie text is ASCII")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SignIn {
     email: String,
@@ -71,7 +73,7 @@ async fn password_body(
     Ok((ctx, bytes))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Acceptance {
     token: String,
@@ -80,10 +82,24 @@ struct Acceptance {
 
 /// `POST /v1/invitations/accept`: the invitee chooses their password with the invitation
 /// they were given. The invitation works once, until it expires; the invitee then signs in.
+/// An accepted invitation: the invitee may now sign in.
+#[derive(Serialize, ToSchema)]
+pub struct Accepted {
+    pub email: String,
+    pub org: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/invitations/accept",
+    operation_id = "acceptInvitation",
+    request_body = Acceptance,
+    responses((status = 200, description = "Accepted: the password is set", body = Accepted), Conflict, Unsupported),
+)]
 pub async fn accept_invitation(
     State(state): State<AppState>,
     req: Request,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Accepted>, ApiError> {
     let (req, ip) = client_ip(req).await;
     let user_agent = req
         .headers()
@@ -163,10 +179,47 @@ pub async fn accept_invitation(
             }
             e => e.into(),
         })?;
-    Ok(Json(json!({"email": user.email, "org": org})))
+    Ok(Json(Accepted {
+        email: user.email,
+        org,
+    }))
+}
+
+/// An org the signed-in user belongs to, and their role there.
+#[derive(Serialize, ToSchema)]
+pub struct OrgRole {
+    pub id: String,
+    /// `owner`, `admin` or `member`.
+    pub role: &'static str,
+}
+
+/// A new console session (its secret is in the `trail_session` cookie).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignedIn {
+    /// The user's email.
+    pub user: String,
+    pub session_id: String,
+    /// Goes in `X-CSRF-Token` on calls that change something.
+    pub csrf_token: String,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    pub idle_timeout_seconds: u64,
+    pub orgs: Vec<OrgRole>,
 }
 
 /// `POST /v1/session`: email and password for a session cookie and its CSRF token.
+#[utoipa::path(
+    post,
+    path = "/v1/session",
+    operation_id = "signIn",
+    request_body = SignIn,
+    responses(
+        (status = 200, description = "Signed in; sets the `trail_session` cookie", body = SignedIn,
+         headers(("set-cookie" = String, description = "The session cookie: HttpOnly, SameSite=Strict"))),
+        Unsupported,
+    ),
+)]
 pub async fn sign_in(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let (req, ip) = client_ip(req).await;
     let (ctx, bytes) = password_body(req, "sign in").await?;
@@ -217,14 +270,20 @@ pub async fn sign_in(State(state): State<AppState>, req: Request) -> Result<Resp
         ctx.set_org(&home);
     }
     let secret = value.split_once('.').map(|(_, s)| s).unwrap_or_default();
-    let body = json!({
-        "user": user.email,
-        "sessionId": id,
-        "csrfToken": csrf_token(secret),
-        "expiresAt": session.expires_at.to_string(),
-        "idleTimeoutSeconds": state.sessions.idle.as_secs(),
-        "orgs": orgs.iter().map(|(o, r)| json!({"id": o, "role": r.as_str()})).collect::<Vec<_>>(),
-    });
+    let body = SignedIn {
+        user: user.email,
+        session_id: id,
+        csrf_token: csrf_token(secret),
+        expires_at: session.expires_at.to_string(),
+        idle_timeout_seconds: state.sessions.idle.as_secs(),
+        orgs: orgs
+            .iter()
+            .map(|(o, r)| OrgRole {
+                id: o.clone(),
+                role: r.as_str(),
+            })
+            .collect(),
+    };
     let mut resp = (StatusCode::OK, Json(body)).into_response();
     resp.headers_mut()
         .insert(SET_COOKIE, cookie(&state, &value, max.as_secs()));
@@ -232,6 +291,12 @@ pub async fn sign_in(State(state): State<AppState>, req: Request) -> Result<Resp
 }
 
 /// `DELETE /v1/session`: ends the session on the server and clears the cookie.
+#[utoipa::path(
+    delete,
+    path = "/v1/session",
+    operation_id = "signOut",
+    responses((status = 204, description = "Signed out; the cookie is cleared")),
+)]
 pub async fn sign_out(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -245,40 +310,85 @@ pub async fn sign_out(
     Ok(resp)
 }
 
-/// `GET /v1/me`.
-pub async fn me(Extension(caller): Extension<Caller>, headers: HeaderMap) -> Json<Value> {
-    let orgs: Vec<Value> = caller
-        .orgs()
-        .map(|o| json!({"id": o, "scopes": caller.scopes_in(o).iter().map(|s| s.as_str()).collect::<Vec<_>>()}))
-        .collect();
-    let mut out = json!({
-        "actor": caller.actor,
-        "actorType": caller.actor_type().as_str(),
-        "credentialId": caller.credential_id,
-        "tokenId": caller.credential_id,
-        "org": caller.bound_org,
-        "instance": caller.instance,
-        "platformAdmin": caller.platform_admin,
-        "orgs": orgs,
-    });
-    if let Some(bound) = &caller.bound_org {
-        out["scopes"] = json!(
-            caller
-                .scopes_in(bound)
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-        );
-    }
-    if caller.kind == CredentialKind::Session
-        && let Some((_, secret)) = session_cookie(&headers).and_then(|v| v.split_once('.'))
-    {
-        out["csrfToken"] = json!(csrf_token(secret));
-    }
-    Json(out)
+/// What the caller holds in one org.
+#[derive(Serialize, ToSchema)]
+pub struct OrgScopes {
+    pub id: String,
+    pub scopes: Vec<&'static str>,
 }
 
-#[derive(Deserialize)]
+/// Who the credential is, and what it holds where.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Me {
+    /// A user's email, or an API key's name.
+    pub actor: String,
+    /// `user` (a console session), `pat`, `api_key` or `break_glass`.
+    pub actor_type: String,
+    /// The token, key or session id (never a secret).
+    pub credential_id: String,
+    /// The same as `credentialId`: the `actor.tokenId` of this caller's records.
+    pub token_id: String,
+    /// The org a token or key is bound to; null for a console session.
+    pub org: Option<String>,
+    /// The instance the credential is restricted to, if any.
+    pub instance: Option<String>,
+    /// Holds `orgs:admin`.
+    pub platform_admin: bool,
+    /// Every org the caller can act on, with what it holds there.
+    pub orgs: Vec<OrgScopes>,
+    /// What it holds in its own org (a token or key only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<&'static str>>,
+    /// A console session's CSRF token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<String>,
+}
+
+fn scope_names(scopes: &[trail_core::Scope]) -> Vec<&'static str> {
+    scopes.iter().map(|s| s.as_str()).collect()
+}
+
+/// `GET /v1/me`.
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    operation_id = "whoAmI",
+    responses((status = 200, description = "The caller", body = Me)),
+)]
+pub async fn me(Extension(caller): Extension<Caller>, headers: HeaderMap) -> Json<Me> {
+    let orgs = caller
+        .orgs()
+        .map(|o| OrgScopes {
+            id: o.to_owned(),
+            scopes: scope_names(caller.scopes_in(o)),
+        })
+        .collect();
+    let csrf_token = if caller.kind == CredentialKind::Session
+        && let Some((_, secret)) = session_cookie(&headers).and_then(|v| v.split_once('.'))
+    {
+        Some(csrf_token(secret))
+    } else {
+        None
+    };
+    Json(Me {
+        actor: caller.actor.clone(),
+        actor_type: caller.actor_type().as_str().to_owned(),
+        credential_id: caller.credential_id.clone(),
+        token_id: caller.credential_id.clone(),
+        org: caller.bound_org.clone(),
+        instance: caller.instance.clone(),
+        platform_admin: caller.platform_admin,
+        orgs,
+        scopes: caller
+            .bound_org
+            .as_ref()
+            .map(|bound| scope_names(caller.scopes_in(bound))),
+        csrf_token,
+    })
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct NewPassword {
     current_password: String,
@@ -289,6 +399,13 @@ struct NewPassword {
 /// other sessions end. (A first password is given when the member is added, or by an operator
 /// with `trail admin set-password`: never through a bearer token, which would turn a narrow
 /// token into a full session.)
+#[utoipa::path(
+    put,
+    path = "/v1/me/password",
+    operation_id = "setPassword",
+    request_body = NewPassword,
+    responses((status = 204, description = "Changed; the user's other sessions have ended")),
+)]
 pub async fn set_password(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
