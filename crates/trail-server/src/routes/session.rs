@@ -21,7 +21,7 @@ use crate::auth::{
     mint_session, session_cookie, verify_password,
 };
 use crate::error::ApiError;
-use crate::openapi::{Conflict, Unsupported};
+use crate::openapi::{Conflict, NotFound, Unsupported};
 use crate::routes::json_body;
 use crate::routes::manage::{check_password, domain_event, domain_event_by};
 
@@ -94,7 +94,7 @@ pub struct Accepted {
     path = "/v1/invitations/accept",
     operation_id = "acceptInvitation",
     request_body = Acceptance,
-    responses((status = 200, description = "Accepted: the password is set", body = Accepted), Conflict, Unsupported),
+    responses((status = 200, description = "Accepted: the password is set", body = Accepted), NotFound, Conflict, Unsupported),
 )]
 pub async fn accept_invitation(
     State(state): State<AppState>,
