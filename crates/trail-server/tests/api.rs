@@ -1101,6 +1101,8 @@ async fn openapi_document_matches_the_router_and_says_what_the_api_does() {
     assert!(op("createOrg")["responses"]["409"].is_object());
     assert!(op("revokeApiKey")["responses"]["404"].is_object());
     assert!(op("revokeApiKey")["responses"]["204"].is_object());
+    // Found by the API pass: an unknown invitation is answered 404.
+    assert!(op("acceptInvitation")["responses"]["404"].is_object());
 }
 
 /// `/metrics` names and explains what it exports: every metric family rendered has a
