@@ -1101,6 +1101,14 @@ async fn openapi_document_matches_the_router_and_says_what_the_api_does() {
     assert!(op("createOrg")["responses"]["409"].is_object());
     assert!(op("revokeApiKey")["responses"]["404"].is_object());
     assert!(op("revokeApiKey")["responses"]["204"].is_object());
+    // Roles and scopes are the names the core gives them.
+    assert_eq!(schema("Role")["enum"], json!(["owner", "admin", "member"]));
+    let scopes: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(schema("Scope")["enum"], json!(scopes));
+    assert_eq!(
+        schema("MemberUpdate")["properties"]["role"]["$ref"],
+        "#/components/schemas/Role"
+    );
     // Found by the API pass: an unknown invitation is answered 404.
     assert!(op("acceptInvitation")["responses"]["404"].is_object());
 }

@@ -167,6 +167,7 @@ pub struct OrgView {
     #[schema(format = DateTime)]
     pub created_at: String,
     /// What the caller holds in the org.
+    #[schema(value_type = Vec<trail_core::Scope>)]
     pub scopes: Vec<&'static str>,
 }
 
@@ -453,7 +454,7 @@ pub async fn create_instance(
 pub struct MemberListed {
     pub user_id: String,
     pub email: String,
-    /// `owner`, `admin` or `member`.
+    #[schema(value_type = trail_core::Role)]
     pub role: &'static str,
     /// When their pending invitation expires; null when none is pending.
     #[schema(format = DateTime)]
@@ -466,7 +467,7 @@ pub struct MemberListed {
 pub struct MemberView {
     pub user_id: String,
     pub email: String,
-    /// `owner`, `admin` or `member`.
+    #[schema(value_type = trail_core::Role)]
     pub role: &'static str,
     /// For an email new to Trail: their invitation, shown once (only when adding).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -516,7 +517,7 @@ pub async fn list_members(
 #[serde(deny_unknown_fields)]
 struct NewMember {
     email: String,
-    /// `owner`, `admin` or `member`.
+    #[schema(value_type = trail_core::Role)]
     role: String,
     /// Refused with a clear answer: members set their own password.
     #[schema(ignore)]
@@ -600,6 +601,7 @@ async fn find_member(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MemberUpdate {
+    #[schema(value_type = trail_core::Role)]
     role: String,
 }
 
@@ -686,6 +688,7 @@ pub struct ApiKeyView {
     pub id: String,
     pub name: String,
     pub description: String,
+    #[schema(value_type = Vec<trail_core::Scope>)]
     pub scopes: Vec<&'static str>,
     /// The instance it is restricted to, if any.
     pub instance: Option<String>,
@@ -738,7 +741,9 @@ pub async fn list_api_keys(
 struct NewApiKey {
     name: String,
     description: Option<String>,
+    #[schema(value_type = Option<trail_core::Role>)]
     role: Option<String>,
+    #[schema(value_type = Option<Vec<trail_core::Scope>>)]
     scopes: Option<Vec<String>>,
     expires_in: Option<String>,
     /// Restrict the key to one instance's events.
@@ -919,6 +924,7 @@ pub async fn revoke_api_key(
 pub struct TokenView {
     pub id: String,
     pub name: String,
+    #[schema(value_type = Vec<trail_core::Scope>)]
     pub scopes: Vec<&'static str>,
     #[schema(format = DateTime)]
     pub created_at: String,
@@ -978,6 +984,7 @@ pub async fn list_tokens(
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct NewToken {
     name: String,
+    #[schema(value_type = Option<Vec<trail_core::Scope>>)]
     scopes: Option<Vec<String>>,
     preset: Option<String>,
     expires_in: Option<String>,
@@ -1098,6 +1105,7 @@ struct NewBreakGlass {
     org: String,
     reason: String,
     expires_in: Option<String>,
+    #[schema(value_type = Option<Vec<trail_core::Scope>>)]
     scopes: Option<Vec<String>>,
 }
 
@@ -1112,6 +1120,7 @@ pub struct BreakGlassView {
     /// The token (`bg_….…`), shown once.
     pub token: String,
     pub org: String,
+    #[schema(value_type = Vec<trail_core::Scope>)]
     pub scopes: Vec<&'static str>,
     pub reason: String,
     #[schema(format = DateTime)]

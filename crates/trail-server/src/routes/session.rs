@@ -189,7 +189,7 @@ pub async fn accept_invitation(
 #[derive(Serialize, ToSchema)]
 pub struct OrgRole {
     pub id: String,
-    /// `owner`, `admin` or `member`.
+    #[schema(value_type = trail_core::Role)]
     pub role: &'static str,
 }
 
@@ -314,6 +314,7 @@ pub async fn sign_out(
 #[derive(Serialize, ToSchema)]
 pub struct OrgScopes {
     pub id: String,
+    #[schema(value_type = Vec<trail_core::Scope>)]
     pub scopes: Vec<&'static str>,
 }
 
@@ -339,6 +340,7 @@ pub struct Me {
     pub orgs: Vec<OrgScopes>,
     /// What it holds in its own org (a token or key only).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<trail_core::Scope>>)]
     pub scopes: Option<Vec<&'static str>>,
     /// A console session's CSRF token.
     #[serde(skip_serializing_if = "Option::is_none")]
