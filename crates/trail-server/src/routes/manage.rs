@@ -198,9 +198,14 @@ pub async fn list_orgs(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewOrg {
+    /// 1-63 lower-case letters, digits and `-`, starting with a letter or digit.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
     id: String,
+    /// By default the id.
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
     /// The first owner's email; by default the caller.
+    #[schema(max_length = 254)]
     owner: Option<String>,
 }
 
@@ -387,8 +392,14 @@ pub async fn list_instances(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewInstance {
+    /// 1-63 lower-case letters, digits and `-`, starting with a letter or digit.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
     id: String,
+    /// By default the id.
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
+    /// `argocd`, `kargo`, ...
+    #[schema(min_length = 1, max_length = 64)]
     kind: String,
 }
 
@@ -516,6 +527,7 @@ pub async fn list_members(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewMember {
+    #[schema(max_length = 254)]
     email: String,
     #[schema(value_type = trail_core::Role)]
     role: String,
@@ -739,12 +751,15 @@ pub async fn list_api_keys(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct NewApiKey {
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
+    #[schema(max_length = 1000)]
     description: Option<String>,
     #[schema(value_type = Option<trail_core::Role>)]
     role: Option<String>,
     #[schema(value_type = Option<Vec<trail_core::Scope>>)]
     scopes: Option<Vec<String>>,
+    /// A duration, `1m` to `365d` (`90d`); by default none.
     expires_in: Option<String>,
     /// Restrict the key to one instance's events.
     instance: Option<String>,
@@ -983,10 +998,13 @@ pub async fn list_tokens(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct NewToken {
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
     #[schema(value_type = Option<Vec<trail_core::Scope>>)]
     scopes: Option<Vec<String>>,
+    /// `support-readonly` or `admin-full` (instead of `scopes`).
     preset: Option<String>,
+    /// A duration, `1m` to `365d`; `30d` by default.
     expires_in: Option<String>,
 }
 
@@ -1103,7 +1121,9 @@ pub async fn revoke_token(
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct NewBreakGlass {
     org: String,
+    #[schema(min_length = 1, max_length = 1000)]
     reason: String,
+    /// A duration, `1m` to `12h`; `1h` by default.
     expires_in: Option<String>,
     #[schema(value_type = Option<Vec<trail_core::Scope>>)]
     scopes: Option<Vec<String>>,

@@ -76,7 +76,10 @@ async fn password_body(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Acceptance {
+    /// The invitation, `inv_….…`.
     token: String,
+    /// The password the invitee chooses: at least 12 characters.
+    #[schema(min_length = 12, max_length = 1024)]
     password: String,
 }
 
@@ -394,6 +397,8 @@ pub async fn me(Extension(caller): Extension<Caller>, headers: HeaderMap) -> Jso
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct NewPassword {
     current_password: String,
+    /// At least 12 characters.
+    #[schema(min_length = 12, max_length = 1024)]
     new_password: String,
 }
 
