@@ -134,7 +134,11 @@ fn operations(
 /// When the annotations and the table disagree: an operation of the table that no handler
 /// documents, a documented `/v1` operation the table lacks, or another operation id.
 pub fn build() -> utoipa::openapi::OpenApi {
-    let mut doc = ApiDoc::openapi();
+    from_table(ApiDoc::openapi())
+}
+
+/// Completes the handlers' document from the table, checking that they agree.
+fn from_table(mut doc: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     let components = doc.components.get_or_insert_with(Default::default);
     components.add_security_scheme(
         "bearer",
@@ -274,4 +278,29 @@ fn complete(
         "503",
         "Storage is unavailable, a read passed its deadline, or the call could not be recorded; see Retry-After.",
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fails(doc: utoipa::openapi::OpenApi) -> bool {
+        std::panic::catch_unwind(move || from_table(doc)).is_err()
+    }
+
+    #[test]
+    fn a_mistyped_or_missing_operation_fails_the_document() {
+        assert!(!fails(ApiDoc::openapi()));
+        let mut mistyped = ApiDoc::openapi();
+        let item = mistyped.paths.paths.get_mut("/v1/me").unwrap();
+        item.get.as_mut().unwrap().operation_id = Some("whoAmi".into());
+        assert!(fails(mistyped));
+        let mut missing = ApiDoc::openapi();
+        missing.paths.paths.remove("/v1/log/key");
+        assert!(fails(missing));
+        let mut extra = ApiDoc::openapi();
+        let item = extra.paths.paths.get("/v1/me").unwrap().clone();
+        extra.paths.paths.insert("/v1/you".into(), item);
+        assert!(fails(extra));
+    }
 }
