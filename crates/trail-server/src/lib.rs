@@ -29,7 +29,6 @@ use anyhow::Context;
 use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, patch, post, put};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use trail_core::checkpoint::SignerKey;
@@ -40,7 +39,6 @@ use trail_store::{Bootstrap, Org, SqliteStore, Store, TokenKind, User};
 
 use crate::auth::{CredentialSpec, FailureThrottle, SessionPolicy};
 use crate::error::ApiError;
-use crate::routes::{events, live, manage, ops, session};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -92,68 +90,25 @@ pub fn app(state: AppState) -> Router {
         store: state.store.clone(),
     }))
     .action(routes::operation);
-    let authenticated = Router::new()
-        .route("/v1/orgs/{org}/events", post(events::ingest))
-        .route("/v1/orgs/{org}/audit-logs", get(events::list))
-        .route("/v1/orgs/{org}/audit-logs/stream", get(live::stream))
-        .route("/v1/orgs/{org}/perf", get(live::perf))
-        .route(
-            "/v1/orgs/{org}/instances/{instance}/audit-logs",
-            get(events::list_instance),
-        )
-        .route("/v1/audit-log", get(events::list_caller_org))
-        .route("/v1/me", get(session::me))
-        .route("/v1/me/password", put(session::set_password))
-        .route("/v1/orgs", get(manage::list_orgs).post(manage::create_org))
-        .route(
-            "/v1/orgs/{org}/instances",
-            get(manage::list_instances).post(manage::create_instance),
-        )
-        .route(
-            "/v1/orgs/{org}/members",
-            get(manage::list_members).post(manage::add_member),
-        )
-        .route(
-            "/v1/orgs/{org}/members/{member}",
-            patch(manage::update_member).delete(manage::remove_member),
-        )
-        .route(
-            "/v1/orgs/{org}/api-keys",
-            get(manage::list_api_keys).post(manage::create_api_key),
-        )
-        .route(
-            "/v1/orgs/{org}/api-keys/{key}",
-            delete(manage::revoke_api_key),
-        )
-        .route(
-            "/v1/orgs/{org}/tokens",
-            get(manage::list_tokens).post(manage::create_token),
-        )
-        .route(
-            "/v1/orgs/{org}/tokens/{token}",
-            delete(manage::revoke_token),
-        )
-        .route("/v1/break-glass", post(manage::create_break_glass))
-        .route("/v1/break-glass/{id}", delete(manage::revoke_break_glass))
-        .route("/v1/session", delete(session::sign_out))
-        .route("/v1/log/key", get(log::key))
-        .route("/v1/orgs/{org}/log/checkpoint", get(log::checkpoint))
-        .route("/v1/orgs/{org}/log/checkpoints", get(log::checkpoints))
-        .route("/v1/orgs/{org}/log/proof/inclusion", get(log::inclusion))
-        .route(
-            "/v1/orgs/{org}/log/proof/consistency",
-            get(log::consistency),
-        )
-        .route("/v1/orgs/{org}/log/entries", get(log::entries))
-        .route("/v1/orgs/{org}/events/{seq}", get(log::event))
-        // Innermost: a panicking handler still gets an answer, and so a record. Then: who
-        // is calling.
+    // Every route comes from one list, checked against the OpenAPI document (built here
+    // first, so a handler documented under another id than the table's stops the start);
+    // who must present a credential is the operations table's to say.
+    openapi::document();
+    let (mut authenticated, mut public) = (Router::new(), Router::new());
+    for (method, path, handler) in routes::api() {
+        let op = routes::find(method, path)
+            .unwrap_or_else(|| panic!("{method} {path} is routed but not in routes::OPERATIONS"));
+        if op.access.callers == routes::Callers::Public {
+            public = public.route(path, handler);
+        } else {
+            authenticated = authenticated.route(path, handler);
+        }
+    }
+    // Innermost: a panicking handler still gets an answer, and so a record. Then: who is
+    // calling.
+    let authenticated = authenticated
         .route_layer(CatchPanicLayer::custom(panic_response))
         .route_layer(from_fn_with_state(state.clone(), audit::require_credential));
-    let public = Router::new()
-        .route("/v1/session", post(session::sign_in))
-        .route("/v1/login", post(session::log_in))
-        .route("/v1/invitations/accept", post(session::accept_invitation));
     // No API answer is kept by a cache along the way: some carry secrets (a new token or
     // key, a session's CSRF token), all carry what only the caller may read.
     let api = authenticated.merge(public).route_layer(recorder).layer(
@@ -162,11 +117,11 @@ pub fn app(state: AppState) -> Router {
             axum::http::HeaderValue::from_static("no-store"),
         ),
     );
-    Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/v1/openapi.json", get(ops::openapi))
+    let mut unauthenticated = Router::new();
+    for (_, path, handler) in routes::unauthenticated() {
+        unauthenticated = unauthenticated.route(path, handler);
+    }
+    unauthenticated
         .merge(api)
         .fallback(|| async { ApiError::NotFound("no such endpoint; see /v1/openapi.json".into()) })
         .method_not_allowed_fallback(|| async {

@@ -997,6 +997,190 @@ async fn public_endpoints_and_the_openapi_document() {
     assert!(text.contains(r#"method="other""#), "{text}");
 }
 
+/// The document is the router's: every routed method and path is documented and every
+/// documented one routed, each `/v1` operation under the table's id; and it says what the
+/// API does: content types, nullable fields, date-times, the credentials each call takes
+/// and the problems it can answer.
+#[tokio::test]
+async fn openapi_document_matches_the_router_and_says_what_the_api_does() {
+    let h = harness().await;
+    let doc = h.get("/v1/openapi.json", None).await.body;
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    documented.sort();
+    let mut routed: Vec<(String, String)> = trail_server::routes::route_table()
+        .into_iter()
+        .map(|(m, p)| (m.to_owned(), p.to_owned()))
+        .collect();
+    routed.sort();
+    assert_eq!(documented, routed);
+    for op in OPERATIONS {
+        let o = &doc["paths"][op.path][op.method.to_lowercase()];
+        assert_eq!(o["operationId"], op.id, "{} {}", op.method, op.path);
+        assert_eq!(o["summary"], op.summary);
+        assert_eq!(o["description"], op.access.describe());
+        for status in ["401", "414", "503"] {
+            let content = &o["responses"][status]["content"];
+            assert!(
+                content["application/problem+json"].is_object(),
+                "{} lacks a problem {status}",
+                op.id
+            );
+        }
+        let public = op.access.callers == trail_server::routes::Callers::Public;
+        assert_eq!(o["responses"]["403"].is_object(), !public, "{}", op.id);
+    }
+    let op = |id: &str| {
+        let o = OPERATIONS.iter().find(|o| o.id == id).unwrap();
+        doc["paths"][o.path][o.method.to_lowercase()].clone()
+    };
+    let schema = |name: &str| doc["components"]["schemas"][name].clone();
+    // Content types.
+    let ok = |id: &str| op(id)["responses"]["200"]["content"].clone();
+    assert!(ok("streamAuditLogs")["text/event-stream"].is_object());
+    assert!(ok("getCheckpoint")["text/plain"].is_object());
+    assert!(ok("getCheckpoint")["application/json"].is_null());
+    assert!(op("ingestEvents")["requestBody"]["content"]["application/x-ndjson"].is_object());
+    // The checkpoint is served as the text it is documented as.
+    let h2 = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/events",
+            &Cred::of(&h.writer),
+            Some(json!([{"action": "a", "actor": {"id": "x", "type": "user"}}])),
+        )
+        .await;
+    assert_eq!(h2.status, StatusCode::OK);
+    // `/v1/me` is typed, nullable fields are nullable, timestamps are date-times.
+    assert_eq!(
+        ok("whoAmI")["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Me"
+    );
+    let me = schema("Me");
+    for field in [
+        "actor",
+        "actorType",
+        "credentialId",
+        "orgs",
+        "platformAdmin",
+    ] {
+        assert!(me["properties"][field].is_object(), "Me.{field}");
+        assert!(me["required"].as_array().unwrap().contains(&json!(field)));
+    }
+    assert_eq!(me["properties"]["org"]["type"], json!(["string", "null"]));
+    assert_eq!(
+        schema("EventPage")["properties"]["nextCursor"]["type"],
+        json!(["string", "null"])
+    );
+    assert_eq!(
+        schema("Event")["properties"]["timestamp"]["format"],
+        "date-time"
+    );
+    assert_eq!(
+        schema("Event")["properties"]["receivedAt"]["format"],
+        "date-time"
+    );
+    assert_eq!(
+        schema("TokenView")["properties"]["expiresAt"]["format"],
+        "date-time"
+    );
+    // Credentials: bearer, basic, the session cookie and its CSRF header.
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    assert_eq!(schemes["basic"]["scheme"], "basic");
+    assert_eq!(schemes["session"]["in"], "cookie");
+    assert_eq!(schemes["session"]["name"], "trail_session");
+    assert_eq!(schemes["csrf"]["in"], "header");
+    assert_eq!(schemes["csrf"]["name"], "X-CSRF-Token");
+    assert_eq!(
+        op("setPassword")["security"],
+        json!([{"csrf": [], "session": []}])
+    );
+    assert_eq!(op("signIn")["security"], json!([{}]));
+    assert_eq!(
+        op("listAuditLogs")["security"],
+        json!([{"bearer": []}, {"basic": []}, {"session": []}])
+    );
+    assert_eq!(
+        op("createToken")["security"],
+        json!([{"bearer": []}, {"csrf": [], "session": []}])
+    );
+    // Problems each operation can answer.
+    assert!(op("ingestEvents")["responses"]["422"].is_object());
+    assert!(op("createOrg")["responses"]["409"].is_object());
+    assert!(op("revokeApiKey")["responses"]["404"].is_object());
+    assert!(op("revokeApiKey")["responses"]["204"].is_object());
+    // Roles and scopes are the names the core gives them.
+    assert_eq!(schema("Role")["enum"], json!(["owner", "admin", "member"]));
+    let scopes: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(schema("Scope")["enum"], json!(scopes));
+    assert_eq!(
+        schema("MemberUpdate")["properties"]["role"]["$ref"],
+        "#/components/schemas/Role"
+    );
+    // Found by the API pass: an unknown invitation is answered 404.
+    assert!(op("acceptInvitation")["responses"]["404"].is_object());
+}
+
+/// `/metrics` names and explains what it exports: every metric family rendered has a
+/// `# HELP` line and is in the one list of metrics, and the build is named.
+#[tokio::test]
+async fn metrics_have_help_lines_and_build_info() {
+    let h = harness().await;
+    let events = json!([{"action": "a", "actor": {"id": "x", "type": "user"}}]);
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/events",
+            &Cred::of(&h.writer),
+            Some(events),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    h.call("GET", "/v1/me", &Cred::of("pat_nobody.wrong"), None)
+        .await;
+    let text = h
+        .get("/metrics", None)
+        .await
+        .body
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        text.lines()
+            .any(|l| l == format!("trail_build_info{{version=\"{version}\"}} 1")),
+        "{text}"
+    );
+    let known: Vec<&str> = trail_server::metrics::METRICS.iter().map(|m| m.0).collect();
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    for name in [
+        "trail_build_info",
+        "trail_http_requests_total",
+        "trail_http_request_duration_seconds",
+        "trail_auth_failures_total",
+        "trail_events_ingested_total",
+    ] {
+        assert!(families.contains(&name), "{name} not rendered: {text}");
+    }
+    for name in families {
+        assert!(known.contains(&name), "{name} is not in METRICS");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# HELP {name} "))),
+            "no HELP for {name}: {text}"
+        );
+    }
+}
+
 /// Every authenticated operation × every credential kind × with and without what it needs
 /// × own org and another org: 401 without a credential, 403 without the scope or across
 /// orgs, and neither with it.

@@ -11,7 +11,6 @@ use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
-use serde_json::{Value, json};
 use trail_core::query::route_matches;
 use trail_core::{Filter, Timestamp};
 use trail_store::Store;
@@ -39,6 +38,33 @@ struct Tail {
     first: bool,
 }
 
+/// Where a live tail starts.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct StreamQuery {
+    /// Start at this seq; by default new events only (or those after `Last-Event-ID`).
+    #[param(minimum = 0, maximum = 1099511627775_u64)]
+    from: Option<u64>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/orgs/{org}/audit-logs/stream",
+    operation_id = "streamAuditLogs",
+    params(
+        ("org" = String, Path, description = "The org's id"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this seq (the id of the last event received)"),
+        StreamQuery,
+        crate::routes::events::ListQuery,
+    ),
+    responses((
+        status = 200,
+        description = "Server-Sent Events: each is `event: audit`, `id: <seq>`, `data: <the event record as JSON>`; comments keep the connection alive",
+        body = String,
+        content_type = "text/event-stream",
+    )),
+)]
 /// `GET /v1/orgs/{org}/audit-logs/stream`: the events that arrive from now on (or after the
 /// seq in `Last-Event-ID`, or from `?from=`), oldest first, that pass the same filters as
 /// the list. Each SSE event's id is the event's seq, so a client resumes where it left off.
@@ -138,12 +164,47 @@ pub async fn stream(
     Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
+/// Per-route figures over a window, busiest route first.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Perf {
+    #[schema(format = DateTime)]
+    pub since: String,
+    #[schema(format = DateTime)]
+    pub until: String,
+    pub window_minutes: f64,
+    /// The span the rates are over: first to last call, at least a minute, at most the window.
+    pub span_minutes: f64,
+    pub routes: Vec<trail_core::perf::RouteStats>,
+    /// How many routes there were (at most 1,000 are listed).
+    pub routes_total: usize,
+}
+
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PerfQuery {
+    /// RFC 3339 or a duration back from now; 24h by default.
+    since: Option<String>,
+    /// RFC 3339 or a duration back from now; now by default.
+    until: Option<String>,
+    /// One route template, or a path for every method.
+    route: Option<String>,
+}
+
 /// `GET /v1/orgs/{org}/perf?since=24h[&until=T][&route=R]`: per route, busiest first.
+#[utoipa::path(
+    get,
+    path = "/v1/orgs/{org}/perf",
+    operation_id = "getPerformance",
+    params(("org" = String, Path, description = "The org's id"), PerfQuery),
+    responses((status = 200, description = "The figures", body = Perf)),
+)]
 pub async fn perf(
     State(state): State<AppState>,
     Path(org): Path<String>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Perf>, ApiError> {
     let now = crate::now();
     let (mut since, mut until, mut route) = (None, None, None);
     for (k, v) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
@@ -176,12 +237,12 @@ pub async fn perf(
     // Busiest first: the answer keeps the busiest routes, and says how many there were.
     let total = routes.len();
     routes.truncate(MAX_PERF_ROUTES);
-    Ok(Json(json!({
-        "since": since.to_string(),
-        "until": until.to_string(),
-        "windowMinutes": minutes,
-        "spanMinutes": span,
-        "routes": routes,
-        "routesTotal": total,
-    })))
+    Ok(Json(Perf {
+        since: since.to_string(),
+        until: until.to_string(),
+        window_minutes: minutes,
+        span_minutes: span,
+        routes,
+        routes_total: total,
+    }))
 }
