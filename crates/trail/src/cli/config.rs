@@ -15,6 +15,9 @@ pub struct Profile {
     pub token: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub org: Option<String>,
+    /// A PEM file of CA certificates to trust for the URL (absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

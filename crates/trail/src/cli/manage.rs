@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 
 use anyhow::Context;
 use serde_json::{Value, json};
-use trail_client::{Client, ClientError, segment};
+use trail_client::{ClientError, segment};
 
 use super::config::{Config, Profile};
 use super::output::{self, Format, cell};
@@ -23,7 +23,7 @@ pub async fn login(conn: &Connection) -> anyhow::Result<()> {
         .clone()
         .context("--token is needed to log in")
         .map_err(usage)?;
-    let client = Client::new(&url, &token)?;
+    let client = super::client(conn, &url, &token)?;
     let me = client.get_json("/v1/me").await?;
     let name = conn.profile.clone().unwrap_or_else(|| "default".into());
     // The org is kept in the profile (the one named, else the credential's own, from this
@@ -40,6 +40,7 @@ pub async fn login(conn: &Connection) -> anyhow::Result<()> {
             url: url.clone(),
             token,
             org: org.clone(),
+            ca_cert: saved_ca_cert(conn)?,
         },
     );
     if cfg.default.is_none() || name == "default" {
@@ -56,6 +57,17 @@ pub async fn login(conn: &Connection) -> anyhow::Result<()> {
     ))
 }
 
+/// The CA file a login saves: the one given, as an absolute path (the profile is used from
+/// any directory), or none.
+fn saved_ca_cert(conn: &Connection) -> anyhow::Result<Option<std::path::PathBuf>> {
+    conn.ca_cert
+        .as_deref()
+        .map(|p| {
+            std::path::absolute(p).with_context(|| format!("resolving the path {}", p.display()))
+        })
+        .transpose()
+}
+
 fn usage(e: anyhow::Error) -> anyhow::Error {
     ClientError::Usage(e.to_string()).into()
 }
@@ -68,7 +80,7 @@ pub async fn health(conn: &Connection) -> anyhow::Result<()> {
             .profile(conn.profile.as_deref())?
             .map_or_else(|| "http://127.0.0.1:7070".to_owned(), |p| p.url.clone()),
     };
-    let client = Client::new(&url, "-")?;
+    let client = super::client(conn, &url, "-")?;
     client.get_json("/healthz").await?;
     match client.get_json("/readyz").await {
         Ok(_) => output::line(&format!("{url}: healthy and ready")),
@@ -320,7 +332,7 @@ pub async fn members(
     cmd: MembersCommand,
 ) -> anyhow::Result<()> {
     if let MembersCommand::Accept { invitation } = &cmd {
-        let client = trail_client::Client::new(&super::server_url(conn)?, "")?;
+        let client = super::client(conn, &super::server_url(conn)?, "")?;
         let mut pw = String::new();
         std::io::stdin().read_line(&mut pw)?;
         let body = json!({"token": invitation, "password": pw.trim_end_matches(['\r', '\n'])});
