@@ -344,10 +344,9 @@ fn find_cause<'a, T: std::error::Error + 'static>(
         if let Some(inner) = e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
+            && let Some(found) = find_cause::<T>(inner)
         {
-            if let Some(found) = find_cause::<T>(inner) {
-                return Some(found);
-            }
+            return Some(found);
         }
         next = e.source();
     }
