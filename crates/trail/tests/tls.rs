@@ -413,3 +413,28 @@ async fn a_trail_sink_records_into_an_https_trail_trusting_its_ca() {
         .unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
 }
+
+/// A system without a trust store (a minimal container): plain HTTP still works, and so does
+/// HTTPS with --ca-cert.
+#[test]
+fn without_a_system_trust_store_http_and_a_private_ca_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_store = [
+        ("SSL_CERT_FILE", "/nonexistent/ca-bundle.crt"),
+        ("SSL_CERT_DIR", "/nonexistent/certs"),
+    ];
+    let plain = Server::start(&dir.path().join("plain"));
+    let out = trail(&["--url", &plain.url, "health"], &no_store);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let ca = Ca::new(dir.path(), "ca1");
+    let files = ServerFiles::new(dir.path());
+    ca.issue_to(&files);
+    let s = start(&dir.path().join("tls"), &files, &[]);
+    let ca_file = ca.pem_file.display().to_string();
+    let out = trail(
+        &["--url", &s.url, "--ca-cert", &ca_file, "health"],
+        &no_store,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+}

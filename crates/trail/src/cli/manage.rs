@@ -23,7 +23,8 @@ pub async fn login(conn: &Connection) -> anyhow::Result<()> {
         .clone()
         .context("--token is needed to log in")
         .map_err(usage)?;
-    let client = super::client(conn, &url, &token)?;
+    // Only the CA given now: the profile being saved may not exist yet.
+    let client = super::client_trusting(conn.ca_cert.as_deref(), &url, &token)?;
     let me = client.get_json("/v1/me").await?;
     let name = conn.profile.clone().unwrap_or_else(|| "default".into());
     // The org is kept in the profile (the one named, else the credential's own, from this

@@ -74,9 +74,14 @@ pub fn ca_cert(c: &Connection) -> anyhow::Result<Option<PathBuf>> {
 
 /// A client of `url` with `token`, trusting the connection's CA file if it names one.
 pub fn client(c: &Connection, url: &str, token: &str) -> anyhow::Result<Client> {
+    client_trusting(ca_cert(c)?.as_deref(), url, token)
+}
+
+/// A client of `url` with `token`, trusting the CA file `ca` (if any) besides the system's.
+pub fn client_trusting(ca: Option<&Path>, url: &str, token: &str) -> anyhow::Result<Client> {
     let mut options = ClientOptions::default();
-    if let Some(path) = ca_cert(c)? {
-        options = options.ca_cert_file(Path::new(&path))?;
+    if let Some(path) = ca {
+        options = options.ca_cert_file(path)?;
     }
     Ok(Client::with_options(url, token, &options)?)
 }
