@@ -3,10 +3,15 @@
 //! A token of the form `KEYID:SECRET` is an API key, sent with HTTP Basic; anything else is
 //! sent as a bearer token. Every request carries `User-Agent: trail/<version>`.
 //!
+//! `https://` goes over rustls (the aws-lc-rs provider) and trusts the platform's roots (the
+//! system's trust store, through rustls-platform-verifier) plus any private CA given in
+//! [`ClientOptions`].
+//!
 //! Architecture invariant: this crate knows Trail only through its HTTP API.
 
 pub mod verify;
 
+use std::path::Path;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -19,6 +24,13 @@ pub enum ClientError {
     /// The server could not be reached.
     #[error("cannot reach {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    /// The server's TLS certificate was not trusted: not issued by a root of the platform
+    /// nor by a CA of [`ClientOptions`], expired, or for another name.
+    #[error("the TLS certificate of {url} was not trusted: {reason}")]
+    UntrustedCertificate { url: String, reason: String },
+    /// A CA certificate file that cannot be used.
+    #[error("CA certificate {path}: {reason}")]
+    CaCert { path: String, reason: String },
     /// 401: no valid credential.
     #[error("not authenticated: {0}")]
     Unauthenticated(String),
@@ -43,6 +55,59 @@ enum Auth {
     Basic { id: String, secret: String },
 }
 
+/// How a [`Client`] connects, besides its URL and credential.
+#[derive(Clone, Default)]
+pub struct ClientOptions {
+    /// Private CAs trusted for `https://`, besides the platform's roots.
+    ca_certs: Vec<reqwest::Certificate>,
+}
+
+impl ClientOptions {
+    /// Also trusts the CA certificates in the PEM file at `path` (one or more).
+    pub fn ca_cert_file(mut self, path: &Path) -> Result<ClientOptions, ClientError> {
+        let bad = |reason: String| ClientError::CaCert {
+            path: path.display().to_string(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+        self.ca_certs.extend(ca_certs(&pem).map_err(bad)?);
+        Ok(self)
+    }
+
+    /// Also trusts the CA certificates in `pem` (one or more).
+    pub fn ca_cert_pem(mut self, pem: &[u8]) -> Result<ClientOptions, ClientError> {
+        let certs = ca_certs(pem).map_err(|reason| ClientError::CaCert {
+            path: "(PEM given)".into(),
+            reason,
+        })?;
+        self.ca_certs.extend(certs);
+        Ok(self)
+    }
+}
+
+/// The certificates of a PEM bundle, each checked to be usable as a trust anchor, so that a
+/// bad one is named with its file now rather than found at connect time.
+fn ca_certs(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let ders = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not valid PEM: {e}"))?;
+    if ders.is_empty() {
+        return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into());
+    }
+    let mut anchors = rustls::RootCertStore::empty();
+    ders.iter()
+        .enumerate()
+        .map(|(i, der)| {
+            anchors.add(der.clone()).map_err(|e| {
+                format!("certificate {} is not a usable CA certificate: {e}", i + 1)
+            })?;
+            reqwest::Certificate::from_der(der).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
 /// A client of one Trail server, with one credential.
 pub struct Client {
     http: reqwest::Client,
@@ -51,7 +116,17 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client that trusts the platform's roots for `https://`.
     pub fn new(url: &str, token: &str) -> Result<Client, ClientError> {
+        Client::with_options(url, token, &ClientOptions::default())
+    }
+
+    /// A client with [`ClientOptions`] (private CAs, ...).
+    pub fn with_options(
+        url: &str,
+        token: &str,
+        options: &ClientOptions,
+    ) -> Result<Client, ClientError> {
         let base = url.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::Usage(format!(
@@ -65,14 +140,30 @@ impl Client {
             },
             _ => Auth::Bearer(token.to_owned()),
         };
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .timeout(Duration::from_secs(60))
-            // Trail closes a keep-alive connection after 10 s without a request: let go first,
-            // so a request is never sent on a connection the server is closing.
-            .pool_idle_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| ClientError::Usage(e.to_string()))?;
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(USER_AGENT)
+                .timeout(Duration::from_secs(60))
+                // Trail closes a keep-alive connection after 10 s without a request: let go
+                // first, so a request is never sent on a connection the server is closing.
+                .pool_idle_timeout(Duration::from_secs(5))
+                .tls_certs_merge(options.ca_certs.iter().cloned())
+        };
+        let http = match builder().build() {
+            Ok(http) => http,
+            // A system without a trust store (a minimal container) can still speak plain
+            // HTTP: the platform's roots are only needed for https://.
+            Err(_) if base.starts_with("http://") => builder()
+                .tls_certs_only([])
+                .build()
+                .map_err(|e| ClientError::Usage(error_chain(&e)))?,
+            Err(e) => {
+                return Err(ClientError::Usage(format!(
+                    "cannot set up TLS for {base}: {}",
+                    error_chain(&e)
+                )));
+            }
+        };
         Ok(Client { http, base, auth })
     }
 
@@ -104,10 +195,7 @@ impl Client {
         for (k, v) in headers {
             req = req.header(*k, v);
         }
-        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
-            url: self.base.clone(),
-            reason: e.to_string(),
-        })?;
+        let resp = req.send().await.map_err(|e| send_error(&self.base, &e))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -221,6 +309,62 @@ impl Client {
             .await
             .map_err(|e| ClientError::Decode(e.to_string()))
     }
+}
+
+/// Why a request could not be sent: an untrusted certificate, or the server out of reach.
+fn send_error(url: &str, e: &reqwest::Error) -> ClientError {
+    if let Some(rustls::Error::InvalidCertificate(why)) = find_cause::<rustls::Error>(e) {
+        let reason = match why {
+            rustls::CertificateError::UnknownIssuer => {
+                "it is not issued by a CA this client trusts".to_owned()
+            }
+            why => why.to_string(),
+        };
+        return ClientError::UntrustedCertificate {
+            url: url.to_owned(),
+            reason,
+        };
+    }
+    ClientError::Unreachable {
+        url: url.to_owned(),
+        reason: error_chain(e),
+    }
+}
+
+/// The first error of type `T` in `e`'s chain of causes, looking inside I/O errors too
+/// (whose `source` skips the error they wrap).
+fn find_cause<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            && let Some(found) = find_cause::<T>(inner)
+        {
+            return Some(found);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// An error and its causes, as one line: `a: b: c` (each cause once).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
 }
 
 /// A stream fed by a producer task through a channel.

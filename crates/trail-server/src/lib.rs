@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod operator;
 pub mod routes;
+pub mod tls;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -156,6 +157,8 @@ pub struct ServeConfig {
     pub connections: edge::ConnectionLimits,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Serve HTTPS with this certificate and key; `None`: plain HTTP.
+    pub tls: Option<tls::TlsFiles>,
 }
 
 /// How long a stopping server waits for the calls in flight (a live tail never ends).
@@ -173,6 +176,8 @@ pub struct Bound {
     /// The store, for jobs the process runs beside the API (the operator socket).
     pub store: Arc<dyn Store>,
     connections: edge::ConnectionLimits,
+    /// The server's TLS, when it serves HTTPS: [`tls::Tls::reload`] re-reads its files.
+    pub tls: Option<Arc<tls::Tls>>,
     pub addr: SocketAddr,
     /// The key that verifies this server's checkpoints.
     pub verifier_key: String,
@@ -182,6 +187,11 @@ pub struct Bound {
 pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
     trail_core::event::check_org_slug(&config.bootstrap_org)
         .map_err(|e| anyhow::anyhow!("--bootstrap-org: {e}"))?;
+    // Before the store: a server that cannot serve its certificate changes nothing.
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(tls::Tls::load(files.clone())?)),
+        None => None,
+    };
     let store = SqliteStore::open(&config.data_dir)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
@@ -214,6 +224,7 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
             max_connections: edge::fit_connection_cap(config.connections.max_connections),
             ..config.connections
         },
+        tls,
         addr,
         verifier_key,
     })
@@ -230,9 +241,16 @@ impl Bound {
         let signer = self
             .checkpoint_interval
             .map(|every| tokio::spawn(self.checkpointer.clone().run(every, stopped)));
-        let served = edge::serve(self.listener, self.app, self.connections, DRAIN, shutdown)
-            .await
-            .context("serving");
+        let served = edge::serve(
+            self.listener,
+            self.app,
+            self.tls,
+            self.connections,
+            DRAIN,
+            shutdown,
+        )
+        .await
+        .context("serving");
         let _ = stop.send(true);
         if let Some(signer) = signer {
             signer.await.context("the checkpointer failed")?;

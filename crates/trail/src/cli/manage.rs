@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 
+use anyhow::Context;
 use serde_json::{Value, json};
 use trail_client::{Client, ClientError, segment};
 
@@ -76,7 +77,7 @@ pub async fn login(conn: &Connection, args: LoginArgs) -> anyhow::Result<()> {
                 "name": format!("trail login on {host}"),
                 "expiresIn": args.expires_in,
             });
-            let client = Client::new(&url, "")?;
+            let client = super::client_trusting(conn.ca_cert.as_deref(), &url, "")?;
             let v = client.send_json("POST", "/v1/login", Some(&body)).await?;
             let token = v["token"]
                 .as_str()
@@ -84,7 +85,8 @@ pub async fn login(conn: &Connection, args: LoginArgs) -> anyhow::Result<()> {
             (token.to_owned(), true, v["org"].as_str().map(str::to_owned))
         }
     };
-    let client = Client::new(&url, &token)?;
+    // Only the CA given now: the profile being saved may not exist yet.
+    let client = super::client_trusting(conn.ca_cert.as_deref(), &url, &token)?;
     let me = client.get_json("/v1/me").await?;
     // The org is kept in the profile (the one named, else the credential's own, from this
     // one check), so later commands need not ask the server which org they act on.
@@ -101,6 +103,7 @@ pub async fn login(conn: &Connection, args: LoginArgs) -> anyhow::Result<()> {
             token: token.clone(),
             org: org.clone(),
             made_by_login,
+            ca_cert: saved_ca_cert(conn)?,
         },
     );
     if cfg.default.is_none() || name == "default" {
@@ -167,7 +170,8 @@ pub async fn logout(conn: &Connection) -> anyhow::Result<()> {
     if profile.made_by_login
         && let Some(id) = super::credential_id(&profile.token)
     {
-        let client = Client::new(&profile.url, &profile.token)?;
+        let client =
+            super::client_trusting(profile.ca_cert.as_deref(), &profile.url, &profile.token)?;
         let revoked = match client.get_json("/v1/me").await {
             Ok(me) => revoke_own(&client, &profile.token, &me).await,
             Err(e) => Err(e),
@@ -187,6 +191,17 @@ pub async fn logout(conn: &Connection) -> anyhow::Result<()> {
     output::line(&format!("Logged out: profile {name:?} removed"))
 }
 
+/// The CA file a login saves: the one given, as an absolute path (the profile is used from
+/// any directory), or none.
+fn saved_ca_cert(conn: &Connection) -> anyhow::Result<Option<std::path::PathBuf>> {
+    conn.ca_cert
+        .as_deref()
+        .map(|p| {
+            std::path::absolute(p).with_context(|| format!("resolving the path {}", p.display()))
+        })
+        .transpose()
+}
+
 fn usage(e: anyhow::Error) -> anyhow::Error {
     ClientError::Usage(e.to_string()).into()
 }
@@ -199,7 +214,7 @@ pub async fn health(conn: &Connection) -> anyhow::Result<()> {
             .profile(conn.profile.as_deref())?
             .map_or_else(|| "http://127.0.0.1:7070".to_owned(), |p| p.url.clone()),
     };
-    let client = Client::new(&url, "-")?;
+    let client = super::client(conn, &url, "-")?;
     client.get_json("/healthz").await?;
     match client.get_json("/readyz").await {
         Ok(_) => output::line(&format!("{url}: healthy and ready")),
@@ -451,7 +466,7 @@ pub async fn members(
     cmd: MembersCommand,
 ) -> anyhow::Result<()> {
     if let MembersCommand::Accept { invitation } = &cmd {
-        let client = trail_client::Client::new(&super::server_url(conn)?, "")?;
+        let client = super::client(conn, &super::server_url(conn)?, "")?;
         let pw = super::read_password("Choose a password: ")?;
         if std::io::stdin().is_terminal() && super::read_password("Again: ")? != pw {
             return Err(usage(anyhow::anyhow!("the passwords differ")));
