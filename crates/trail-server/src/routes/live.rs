@@ -106,7 +106,8 @@ impl Tail {
 /// `GET /v1/orgs/{org}/audit-logs/stream`: the events that arrive from now on (or after the
 /// seq in `Last-Event-ID`, or from `?from=`), oldest first, that pass the same filters as
 /// the list. Each SSE event's id is the event's seq, so a client resumes where it left off;
-/// when the events read last were filtered out, an id-only block carries the seq read up to.
+/// an id-only block says where the tail starts and, when the events read last were filtered
+/// out, the seq read up to.
 /// The tail is woken by each commit to the org's log ([`Store::watch_log`]), never polls,
 /// sends a keep-alive comment every `--stream-keep-alive` while idle, and ends when the
 /// server stops.
@@ -175,7 +176,12 @@ pub async fn stream(
         org,
         filter: params.filter,
         next,
-        pending: VecDeque::new(),
+        // Where the tail starts, said first: a client that sees no event before it loses
+        // the connection still knows where to resume (no id at all: the log was empty).
+        pending: (next > 0)
+            .then(|| SseEvent::default().id((next - 1).to_string()))
+            .into_iter()
+            .collect(),
         caught_up: false,
     };
     let events = futures_util::stream::unfold(tail, |mut t| async move {

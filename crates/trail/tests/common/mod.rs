@@ -28,6 +28,17 @@ impl Server {
     /// directory), and (if given) the process's open-file limit, soft and hard, set to
     /// `open_files`.
     pub fn start_with(data: &Path, options: &[&str], open_files: Option<u64>) -> Server {
+        Server::start_listening(data, "127.0.0.1:0", options, open_files)
+    }
+
+    /// Like [`Server::start_with`], listening on `listen` (`127.0.0.1:PORT`, say, to start
+    /// again where a stopped server was).
+    pub fn start_listening(
+        data: &Path,
+        listen: &str,
+        options: &[&str],
+        open_files: Option<u64>,
+    ) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_trail"));
         #[cfg(unix)]
         if let Some(n) = open_files {
@@ -49,7 +60,7 @@ impl Server {
         #[cfg(not(unix))]
         let _ = open_files;
         let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(options)
             .arg("--data")
             .arg(data)
