@@ -2817,8 +2817,8 @@ async fn read_sse_until(body: &mut Body, needle: &str) -> String {
 /// The last `id:` of an SSE text.
 fn last_sse_id(text: &str) -> u64 {
     text.lines()
-        .filter_map(|l| l.strip_prefix("id: "))
-        .last()
+        .rev()
+        .find_map(|l| l.strip_prefix("id: "))
         .expect("an id")
         .parse()
         .unwrap()

@@ -34,7 +34,9 @@ impl Follower {
     fn start(s: &Server) -> Follower {
         let home = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_trail"))
-            .args(["logs", "tail", "--actor", "loader", "--follow", "-o", "ndjson"])
+            .args([
+                "logs", "tail", "--actor", "loader", "--follow", "-o", "ndjson",
+            ])
             .args(["--url", &s.url, "--token", &s.token(), "--org", "default"])
             .env("TRAIL_CONFIG", home.path().join("config.toml"))
             .env("XDG_STATE_HOME", home.path().join("state"))
@@ -98,7 +100,10 @@ impl Follower {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "trail exits within 20 s of Ctrl-C");
+            assert!(
+                Instant::now() < deadline,
+                "trail exits within 20 s of Ctrl-C"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -159,7 +164,10 @@ async fn following_goes_on_across_a_server_restart_with_no_gap_or_repeat() {
     seen.extend(f.events(3));
     assert_eq!(actions(&seen), ["a1", "a2", "a3", "b1", "b2", "b3"]);
     let seqs = seqs(&seen);
-    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in seq order, once each: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "in seq order, once each: {seqs:?}"
+    );
     // Nothing more than those.
     assert!(f.lines.recv_timeout(Duration::from_millis(500)).is_err());
     assert!(f.interrupt().success(), "Ctrl-C ends following with exit 0");
