@@ -22,7 +22,8 @@ Examples:
   trail logs tail --follow                            # and keep streaming
 
 When more events match than were printed, one line on standard error says so and how to get
-them (it starts with `trail: note:`; the events on standard output are unaffected).")]
+them (it starts with `trail: note:`; the events on standard output are unaffected). With
+--follow, a lost and a regained connection are said the same way.")]
 pub struct TailArgs {
     /// Only events since: 30s, 5m, 1h, 7d, 2w back from now, or an RFC 3339 time.
     #[arg(long, default_value = "1h")]
@@ -58,7 +59,8 @@ pub struct TailArgs {
     /// Leave out this command's own credential's calls (a `-tokenId:<credential id>` term).
     #[arg(long)]
     hide_own: bool,
-    /// Keep printing new events as they arrive, until Ctrl-C.
+    /// Keep printing new events as they arrive, until Ctrl-C; if the server is lost (a
+    /// restart), reconnect by itself and go on after the last event seen.
     #[arg(long, short = 'f')]
     follow: bool,
     /// Output: table (default on a terminal), json (one array), ndjson (default when piped).
