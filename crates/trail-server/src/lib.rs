@@ -54,6 +54,11 @@ pub struct AppState {
     pub log_key: Arc<SignerKey>,
     /// Reverse proxies whose `X-Forwarded-For` names the client (see [`edge::client_ip`]).
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
+    /// How often an idle live tail sends a keep-alive comment.
+    pub stream_keep_alive: Duration,
+    /// Cancelled when the server begins to stop: live tails end then, so that stopping
+    /// waits for no stream.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -71,6 +76,8 @@ impl AppState {
             secure_cookies: false,
             log_key,
             trusted_proxies: Arc::from(Vec::new()),
+            stream_keep_alive: DEFAULT_STREAM_KEEP_ALIVE,
+            stopping: tokio_util::sync::CancellationToken::new(),
         })
     }
 }
@@ -159,9 +166,17 @@ pub struct ServeConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Serve HTTPS with this certificate and key; `None`: plain HTTP.
     pub tls: Option<tls::TlsFiles>,
+    /// How often an idle live tail sends a keep-alive comment
+    /// ([`DEFAULT_STREAM_KEEP_ALIVE`] by default).
+    pub stream_keep_alive: Duration,
 }
 
-/// How long a stopping server waits for the calls in flight (a live tail never ends).
+/// How often an idle live tail sends a keep-alive comment, unless told otherwise: well
+/// within the idle timeouts of clients and proxies (Trail's own client gives up on a
+/// connection silent for 60 s).
+pub const DEFAULT_STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// How long a stopping server waits for the calls in flight (live tails end at once).
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// The file the bootstrap token is written to, inside the data directory.
@@ -173,6 +188,8 @@ pub struct Bound {
     app: Router,
     checkpointer: Arc<log::Checkpointer>,
     checkpoint_interval: Option<Duration>,
+    /// The app's [`AppState::stopping`].
+    stopping: tokio_util::sync::CancellationToken,
     /// The store, for jobs the process runs beside the API (the operator socket).
     pub store: Arc<dyn Store>,
     connections: edge::ConnectionLimits,
@@ -209,6 +226,8 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
     state.sessions.idle = config.session_idle;
     state.secure_cookies = config.secure_cookies;
     state.trusted_proxies = Arc::from(config.trusted_proxies.clone());
+    state.stream_keep_alive = config.stream_keep_alive;
+    let stopping = state.stopping.clone();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -219,6 +238,7 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
         app: app(state),
         checkpointer,
         checkpoint_interval: config.checkpoint_interval,
+        stopping,
         store,
         connections: edge::ConnectionLimits {
             max_connections: edge::fit_connection_cap(config.connections.max_connections),
@@ -231,12 +251,17 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
 }
 
 impl Bound {
-    /// Serves until `shutdown` completes, then finishes the calls in flight and signs a
-    /// last checkpoint, so a stopped store is fully covered.
+    /// Serves until `shutdown` completes, then ends the live tails, finishes the calls in
+    /// flight and signs a last checkpoint, so a stopped store is fully covered.
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let stopping = self.stopping.clone();
+        let shutdown = async move {
+            shutdown.await;
+            stopping.cancel();
+        };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let signer = self
             .checkpoint_interval

@@ -3030,6 +3030,80 @@ async fn perf_figures_equal_those_computed_from_the_same_rows() {
     );
 }
 
+/// Reads an SSE body until `needle` and the end of its block have arrived (5 s at most).
+async fn read_sse_until(body: &mut Body, needle: &str) -> String {
+    let mut text = String::new();
+    while !text
+        .find(needle)
+        .is_some_and(|at| text[at..].contains("\n\n"))
+    {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
+            .await
+            .unwrap_or_else(|_| panic!("{needle:?} within 5 s; so far: {text}"))
+            .expect("the stream goes on")
+            .unwrap();
+        if let Some(data) = frame.data_ref() {
+            text.push_str(std::str::from_utf8(data).unwrap());
+        }
+    }
+    text
+}
+
+/// The last `id:` of an SSE text.
+fn last_sse_id(text: &str) -> u64 {
+    text.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("id: "))
+        .expect("an id")
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_live_tail_is_woken_by_commits_says_how_far_it_read_and_ends_when_the_server_stops() {
+    let h = harness().await;
+    let open = || {
+        Request::get("/v1/orgs/acme/audit-logs/stream?action=wanted")
+            .header(header::AUTHORIZATION, format!("Bearer {}", h.owner))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let mut body = h.app.clone().oneshot(open()).await.unwrap().into_body();
+    // Only filtered-out events so far: an id-only block says how far the tail has read.
+    h.ingest("acme", json!([event("unwanted")])).await;
+    let size = h.store.log_size("acme").await.unwrap();
+    let text = read_sse_until(&mut body, &format!("id: {}\n", size - 1)).await;
+    assert!(!text.contains("data:"), "{text}");
+    // Each commit wakes it: a wanted event a while later arrives, however long it waited.
+    for round in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        h.ingest("acme", json!([event("wanted")])).await;
+        let text = read_sse_until(&mut body, "event: audit").await;
+        assert!(
+            text.contains("\"action\":\"wanted\""),
+            "round {round}: {text}"
+        );
+    }
+    // A server that stops ends its streams: the body ends instead of holding the stop up.
+    h.state.stopping.cancel();
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(frame) = body.frame().await {
+            frame.unwrap();
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the stream ended when the server stopped");
+    // And one opened while it stops ends at once.
+    let mut late = h.app.clone().oneshot(open()).await.unwrap().into_body();
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(frame) = late.frame().await {
+            frame.unwrap();
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "a stream opened while stopping ends");
+}
+
 #[tokio::test]
 async fn the_live_tail_streams_new_matching_events_and_resumes() {
     let h = harness().await;
@@ -3049,29 +3123,13 @@ async fn the_live_tail_streams_new_matching_events_and_resumes() {
     let mut body = resp.into_body();
     h.ingest("acme", json!([event("unwanted"), event("wanted")]))
         .await;
-    let mut text = String::new();
-    while !text.contains("\n\n") {
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
-            .await
-            .expect("an event within 5 s")
-            .unwrap()
-            .unwrap();
-        if let Some(data) = frame.data_ref() {
-            text.push_str(std::str::from_utf8(data).unwrap());
-        }
-    }
-    assert!(text.contains("event: audit"), "{text}");
+    let text = read_sse_until(&mut body, "event: audit").await;
     assert!(text.contains("\"action\":\"wanted\""), "{text}");
     assert!(
         !text.contains("unwanted") && !text.contains("\"old\""),
         "{text}"
     );
-    let id: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("id: "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let id = last_sse_id(&text);
 
     // Resuming after that seq sees only what came later.
     h.ingest("acme", json!([event("wanted")])).await;
@@ -3081,18 +3139,8 @@ async fn the_live_tail_streams_new_matching_events_and_resumes() {
         .body(Body::empty())
         .unwrap();
     let mut body = h.app.clone().oneshot(req).await.unwrap().into_body();
-    let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
-    let next: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("id: "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let text = read_sse_until(&mut body, "event: audit").await;
+    let next = last_sse_id(&text);
     assert!(next > id, "{text}");
     assert_problem(
         &h.get("/v1/orgs/acme/audit-logs/stream?from=x", Some(&h.owner))

@@ -52,6 +52,7 @@ macro_rules! store_conformance_tests {
             a_fresh_store_is_healthy,
             other_orgs_routes_do_not_change_a_path_only_route_filter,
             actor_types_beyond_the_known_ones_are_kept_and_found,
+            a_log_watch_wakes_after_each_commit_to_its_org_only,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -1320,4 +1321,53 @@ pub async fn actor_types_beyond_the_known_ones_are_kept_and_found(store: Arc<dyn
         ids.sort();
         assert_eq!(ids, want, "query {q:?}");
     }
+}
+
+/// The live tail waits on [`Store::watch_log`] instead of polling: it must be woken by every
+/// commit that appends to its org (ingest, and a change's record), with the events readable
+/// by then, and not by another org's.
+pub async fn a_log_watch_wakes_after_each_commit_to_its_org_only(store: Arc<dyn Store>) {
+    with_orgs(&*store, &["acme", "umbrella"]).await;
+    let mut acme = store.watch_log("acme");
+    acme.borrow_and_update();
+    store
+        .append("umbrella", vec![simple("other")])
+        .await
+        .unwrap();
+    assert!(
+        !acme.has_changed().unwrap(),
+        "another org's commit wakes nobody here"
+    );
+    store
+        .append("acme", vec![simple("a"), simple("b")])
+        .await
+        .unwrap();
+    assert!(acme.has_changed().unwrap(), "a commit to acme wakes it");
+    assert_eq!(*acme.borrow_and_update(), 2);
+    assert_eq!(store.events_from("acme", 0, 10).await.unwrap().len(), 2);
+    // A retry that stores nothing is not growth; a change's record is.
+    let retry =
+        |id: &str| body(json!({"id": id, "action": "a", "actor": {"id": "x", "type": "user"}}));
+    store.append("acme", vec![retry("evt-1")]).await.unwrap();
+    acme.borrow_and_update();
+    store.append("acme", vec![retry("evt-1")]).await.unwrap();
+    assert!(!acme.has_changed().unwrap(), "a duplicate appends nothing");
+    let i = crate::Instance {
+        org: "acme".into(),
+        id: "argocd-prod".into(),
+        name: "prod".into(),
+        kind: "argocd".into(),
+        created_at: Timestamp(1),
+    };
+    store
+        .create_instance(i, vec![("acme".into(), simple("instance.created"))])
+        .await
+        .unwrap();
+    assert!(acme.has_changed().unwrap(), "a change's record wakes it");
+    assert_eq!(*acme.borrow_and_update(), 4);
+    // A second watcher of the same log is woken too.
+    let mut again = store.watch_log("acme");
+    again.borrow_and_update();
+    store.append("acme", vec![simple("c")]).await.unwrap();
+    assert!(again.has_changed().unwrap() && acme.has_changed().unwrap());
 }

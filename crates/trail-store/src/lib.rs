@@ -9,7 +9,11 @@
 //! It assigns seqs and computes leaf hashes with `trail-core` and nothing else; backend
 //! error codes become [`StoreError`]s inside the backend.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use async_trait::async_trait;
+use tokio::sync::watch;
 use trail_core::query::{Cursor, Filter};
 use trail_core::scope::{Role, Scope};
 use trail_core::{Event, EventBody, Timestamp};
@@ -254,6 +258,41 @@ pub struct EventPage {
     pub next: Option<Cursor>,
 }
 
+/// Who is waiting for which org's log to grow: [`Store::watch_log`]'s receivers, and what a
+/// backend tells after each commit ([`LogWatch::grew`]).
+#[derive(Debug, Default)]
+pub struct LogWatch {
+    orgs: Mutex<HashMap<String, watch::Sender<u64>>>,
+}
+
+impl LogWatch {
+    /// A receiver marked changed whenever `org`'s log grows.
+    pub fn subscribe(&self, org: &str) -> watch::Receiver<u64> {
+        let mut orgs = self.orgs.lock().expect("log watch lock");
+        match orgs.get(org) {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = watch::channel(0);
+                orgs.insert(org.to_owned(), tx);
+                rx
+            }
+        }
+    }
+
+    /// `org`'s log has `size` events, committed: wakes its readers.
+    pub fn grew(&self, org: &str, size: u64) {
+        let mut orgs = self.orgs.lock().expect("log watch lock");
+        if let Some(tx) = orgs.get(org) {
+            if tx.receiver_count() == 0 {
+                // Nobody waits for this log any more: forget it.
+                orgs.remove(org);
+            } else {
+                tx.send_replace(size);
+            }
+        }
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Whether the store can serve reads and writes now.
@@ -384,6 +423,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// The number of events in the org's log (the next seq).
     async fn log_size(&self, org: &str) -> Result<u64>;
+
+    /// A receiver that is marked changed after every commit that appends to the org's log
+    /// (its value: the log's size then), so a reader waits for new events instead of polling.
+    /// A wake-up says only "read again": the reader reads by seq from where it is. Subscribe
+    /// before the first read, and mark the value seen before each read, and no commit is
+    /// missed. Only commits made through this store are seen.
+    fn watch_log(&self, org: &str) -> watch::Receiver<u64>;
 
     /// The recorded API calls with a timestamp in `[since, until)`, by route template:
     /// when each happened, its status and latency.

@@ -225,6 +225,20 @@ struct ServeArgs {
         requires = "tls_cert"
     )]
     tls_key: Option<PathBuf>,
+    /// How often an idle live tail (`logs tail --follow`) sends a keep-alive comment, so
+    /// clients and proxies know it is alive: 100ms to 30s.
+    #[arg(long, env = "TRAIL_STREAM_KEEP_ALIVE", default_value = "15s", value_parser = parse_keep_alive)]
+    stream_keep_alive: std::time::Duration,
+}
+
+/// The keep-alive interval of live tails: from 100 ms to 30 s, well under the 60 s after
+/// which Trail's client takes a silent stream for lost.
+fn parse_keep_alive(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_span(s)?;
+    if !(std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(30)).contains(&d) {
+        return Err(format!("{s:?}: give a duration from 100ms to 30s"));
+    }
+    Ok(d)
 }
 
 /// `10.0.0.0/8`, `2001:db8::/32`, or one address.
@@ -469,6 +483,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             (Some(cert), Some(key)) => Some(trail_server::tls::TlsFiles { cert, key }),
             _ => None,
         },
+        stream_keep_alive: args.stream_keep_alive,
     };
     let bound = trail_server::bind(&config).await?;
     let shutdown = shutdown_signal();

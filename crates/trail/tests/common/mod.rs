@@ -31,13 +31,13 @@ impl Server {
     /// directory), and (if given) the process's open-file limit, soft and hard, set to
     /// `open_files`.
     pub fn start_with(data: &Path, options: &[&str], open_files: Option<u64>) -> Server {
-        Server::launch(data, options, open_files, false)
+        Server::launch(data, "127.0.0.1:0", options, open_files, false)
     }
 
     /// As [`Server::start_with`], keeping what the server logs (errors only) for
     /// [`Server::log`].
     pub fn start_logged(data: &Path, options: &[&str]) -> Server {
-        Server::launch(data, options, None, true)
+        Server::launch(data, "127.0.0.1:0", options, None, true)
     }
 
     /// What the server has logged so far (started with [`Server::start_logged`]).
@@ -46,7 +46,24 @@ impl Server {
         log.lock().unwrap().clone()
     }
 
-    fn launch(data: &Path, options: &[&str], open_files: Option<u64>, logged: bool) -> Server {
+    /// Like [`Server::start_with`], listening on `listen` (`127.0.0.1:PORT`, say, to start
+    /// again where a stopped server was).
+    pub fn start_listening(
+        data: &Path,
+        listen: &str,
+        options: &[&str],
+        open_files: Option<u64>,
+    ) -> Server {
+        Server::launch(data, listen, options, open_files, false)
+    }
+
+    fn launch(
+        data: &Path,
+        listen: &str,
+        options: &[&str],
+        open_files: Option<u64>,
+        logged: bool,
+    ) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_trail"));
         #[cfg(unix)]
         if let Some(n) = open_files {
@@ -68,7 +85,7 @@ impl Server {
         #[cfg(not(unix))]
         let _ = open_files;
         let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(options)
             .arg("--data")
             .arg(data)
