@@ -3,22 +3,53 @@
 //! A token of the form `KEYID:SECRET` is an API key, sent with HTTP Basic; anything else is
 //! sent as a bearer token. Every request carries `User-Agent: trail/<version>`.
 //!
+//! `https://` goes over rustls (the aws-lc-rs provider) and trusts the platform's roots (the
+//! system's trust store, through rustls-platform-verifier) plus any private CA given in
+//! [`ClientOptions`].
+//! An ordinary request must be answered whole within [`REQUEST_TIMEOUT`]; a live tail
+//! ([`Client::follow`]) has no total limit: it lasts as long as its reader wants, is given up
+//! only when nothing arrives for [`READ_TIMEOUT`] (the server keeps it alive more often), and
+//! reconnects by itself.
+//!
 //! Architecture invariant: this crate knows Trail only through its HTTP API.
 
 pub mod verify;
 
+use std::path::Path;
+use std::pin::Pin;
 use std::time::Duration;
 
+use futures_util::{Stream, StreamExt};
 use reqwest::StatusCode;
 use serde_json::Value;
+use sse_stream::{Sse, SseByteStream};
 
 pub const USER_AGENT: &str = concat!("trail/", env!("CARGO_PKG_VERSION"));
+
+/// How long connecting to the server may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an ordinary request may take, answer included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a connection may stay silent before it is taken for lost: twice the longest
+/// keep-alive interval a Trail server sends a live tail (`--stream-keep-alive`, 30 s at most).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// The first wait before reconnecting a live tail; it doubles up to [`RETRY_MAX`].
+pub const RETRY_FIRST: Duration = Duration::from_millis(250);
+/// The longest wait between two attempts to reconnect a live tail.
+pub const RETRY_MAX: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server could not be reached.
     #[error("cannot reach {url}: {reason}")]
     Unreachable { url: String, reason: String },
+    /// The server's TLS certificate was not trusted: not issued by a root of the platform
+    /// nor by a CA of [`ClientOptions`], expired, or for another name.
+    #[error("the TLS certificate of {url} was not trusted: {reason}")]
+    UntrustedCertificate { url: String, reason: String },
+    /// A CA certificate file that cannot be used.
+    #[error("CA certificate {path}: {reason}")]
+    CaCert { path: String, reason: String },
     /// 401: no valid credential.
     #[error("not authenticated: {0}")]
     Unauthenticated(String),
@@ -38,12 +69,67 @@ pub enum ClientError {
     Usage(String),
 }
 
+#[derive(Clone)]
 enum Auth {
     Bearer(String),
     Basic { id: String, secret: String },
 }
 
+/// How a [`Client`] connects, besides its URL and credential.
+#[derive(Clone, Default)]
+pub struct ClientOptions {
+    /// Private CAs trusted for `https://`, besides the platform's roots.
+    ca_certs: Vec<reqwest::Certificate>,
+}
+
+impl ClientOptions {
+    /// Also trusts the CA certificates in the PEM file at `path` (one or more).
+    pub fn ca_cert_file(mut self, path: &Path) -> Result<ClientOptions, ClientError> {
+        let bad = |reason: String| ClientError::CaCert {
+            path: path.display().to_string(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+        self.ca_certs.extend(ca_certs(&pem).map_err(bad)?);
+        Ok(self)
+    }
+
+    /// Also trusts the CA certificates in `pem` (one or more).
+    pub fn ca_cert_pem(mut self, pem: &[u8]) -> Result<ClientOptions, ClientError> {
+        let certs = ca_certs(pem).map_err(|reason| ClientError::CaCert {
+            path: "(PEM given)".into(),
+            reason,
+        })?;
+        self.ca_certs.extend(certs);
+        Ok(self)
+    }
+}
+
+/// The certificates of a PEM bundle, each checked to be usable as a trust anchor, so that a
+/// bad one is named with its file now rather than found at connect time.
+fn ca_certs(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let ders = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not valid PEM: {e}"))?;
+    if ders.is_empty() {
+        return Err("no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into());
+    }
+    let mut anchors = rustls::RootCertStore::empty();
+    ders.iter()
+        .enumerate()
+        .map(|(i, der)| {
+            anchors.add(der.clone()).map_err(|e| {
+                format!("certificate {} is not a usable CA certificate: {e}", i + 1)
+            })?;
+            reqwest::Certificate::from_der(der).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
 /// A client of one Trail server, with one credential.
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,
@@ -51,7 +137,17 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client that trusts the platform's roots for `https://`.
     pub fn new(url: &str, token: &str) -> Result<Client, ClientError> {
+        Client::with_options(url, token, &ClientOptions::default())
+    }
+
+    /// A client with [`ClientOptions`] (private CAs, ...).
+    pub fn with_options(
+        url: &str,
+        token: &str,
+        options: &ClientOptions,
+    ) -> Result<Client, ClientError> {
         let base = url.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::Usage(format!(
@@ -65,14 +161,33 @@ impl Client {
             },
             _ => Auth::Bearer(token.to_owned()),
         };
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .timeout(Duration::from_secs(60))
-            // Trail closes a keep-alive connection after 10 s without a request: let go first,
-            // so a request is never sent on a connection the server is closing.
-            .pool_idle_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| ClientError::Usage(e.to_string()))?;
+        let builder = || {
+            reqwest::Client::builder()
+                .user_agent(USER_AGENT)
+                // No total timeout here: it would cut a live tail. Ordinary requests get
+                // theirs one by one (`REQUEST_TIMEOUT`).
+                .connect_timeout(CONNECT_TIMEOUT)
+                .read_timeout(READ_TIMEOUT)
+                // Trail closes a keep-alive connection after 10 s without a request: let go
+                // first, so a request is never sent on a connection the server is closing.
+                .pool_idle_timeout(Duration::from_secs(5))
+                .tls_certs_merge(options.ca_certs.iter().cloned())
+        };
+        let http = match builder().build() {
+            Ok(http) => http,
+            // A system without a trust store (a minimal container) can still speak plain
+            // HTTP: the platform's roots are only needed for https://.
+            Err(_) if base.starts_with("http://") => builder()
+                .tls_certs_only([])
+                .build()
+                .map_err(|e| ClientError::Usage(error_chain(&e)))?,
+            Err(e) => {
+                return Err(ClientError::Usage(format!(
+                    "cannot set up TLS for {base}: {}",
+                    error_chain(&e)
+                )));
+            }
+        };
         Ok(Client { http, base, auth })
     }
 
@@ -81,19 +196,25 @@ impl Client {
     }
 
     async fn send(&self, path: &str) -> Result<reqwest::Response, ClientError> {
-        self.request(reqwest::Method::GET, path, None, &[]).await
+        self.request(reqwest::Method::GET, path, None, &[], Some(REQUEST_TIMEOUT))
+            .await
     }
 
-    /// Sends a request and turns an error answer into a [`ClientError`].
+    /// Sends a request and turns an error answer into a [`ClientError`]. `total`: how long
+    /// the whole exchange may take (`None` for a stream).
     async fn request(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
         headers: &[(&str, String)],
+        total: Option<Duration>,
     ) -> Result<reqwest::Response, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
+        if let Some(total) = total {
+            req = req.timeout(total);
+        }
         req = match &self.auth {
             Auth::Bearer(t) => req.bearer_auth(t),
             Auth::Basic { id, secret } => req.basic_auth(id, Some(secret)),
@@ -104,10 +225,7 @@ impl Client {
         for (k, v) in headers {
             req = req.header(*k, v);
         }
-        let resp = req.send().await.map_err(|e| ClientError::Unreachable {
-            url: self.base.clone(),
-            reason: e.to_string(),
-        })?;
+        let resp = req.send().await.map_err(|e| send_error(&self.base, &e))?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -139,7 +257,9 @@ impl Client {
     ) -> Result<Value, ClientError> {
         let method = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|e| ClientError::Usage(e.to_string()))?;
-        let resp = self.request(method, path, body, &[]).await?;
+        let resp = self
+            .request(method, path, body, &[], Some(REQUEST_TIMEOUT))
+            .await?;
         let bytes = resp
             .bytes()
             .await
@@ -150,58 +270,35 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
-    /// Server-Sent Events from `path`, resumed after `last_event_id` if given. Yields
-    /// `(id, data)` of each event as it arrives.
-    pub async fn events(
+    /// Follows the live tail at `path` (`…/audit-logs/stream?…`) after the event `after`
+    /// (a seq), if given, else from now on, for as long as the stream is read.
+    ///
+    /// Events arrive in seq order. When the connection is lost (the server stops or
+    /// restarts, the network fails, nothing arrives for [`READ_TIMEOUT`]) the stream says
+    /// so once ([`Followed::Lost`]), reconnects by itself, waiting [`RETRY_FIRST`] and
+    /// doubling up to [`RETRY_MAX`] between attempts, and resumes after the last seq it saw
+    /// (`Last-Event-ID`), so no event is skipped or repeated; it says when it is back
+    /// ([`Followed::Regained`]). An answer that retrying cannot change (401, 403, any other
+    /// 4xx but 408 and 429, a stream that is not Trail's) is the stream's last item.
+    pub fn follow(
         &self,
         path: &str,
-        last_event_id: Option<u64>,
-    ) -> Result<
-        futures_util::stream::BoxStream<'static, Result<(Option<String>, String), ClientError>>,
-        ClientError,
-    > {
-        use futures_util::StreamExt;
-        let headers: Vec<(&str, String)> = last_event_id
-            .map(|id| ("last-event-id", id.to_string()))
-            .into_iter()
-            .collect();
-        let resp = self
-            .request(reqwest::Method::GET, path, None, &headers)
-            .await?;
-        let mut bytes = resp.bytes_stream();
-        let stream = async_stream_lines(move |mut emit| async move {
-            let (mut buf, mut id, mut data) = (String::new(), None::<String>, String::new());
-            while let Some(chunk) = bytes.next().await {
-                let chunk = match chunk {
-                    Ok(c) => c,
-                    Err(e) => {
-                        emit(Err(ClientError::Unreachable {
-                            url: String::new(),
-                            reason: e.to_string(),
-                        }));
-                        return;
-                    }
-                };
-                buf.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buf.find('\n') {
-                    let line = buf[..end].trim_end_matches('\r').to_owned();
-                    buf.drain(..=end);
-                    if line.is_empty() {
-                        if !data.is_empty() {
-                            emit(Ok((id.take(), std::mem::take(&mut data))));
-                        }
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        if !data.is_empty() {
-                            data.push('\n');
-                        }
-                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                    } else if let Some(v) = line.strip_prefix("id:") {
-                        id = Some(v.trim().to_owned());
-                    }
-                }
-            }
-        });
-        Ok(Box::pin(stream))
+        after: Option<u64>,
+    ) -> impl Stream<Item = Result<Followed, ClientError>> + Send + 'static {
+        let following = Following {
+            client: self.clone(),
+            path: path.to_owned(),
+            last: after,
+            connected: false,
+            blocks: None,
+            lost: false,
+            retry: RETRY_FIRST,
+            done: false,
+        };
+        futures_util::stream::unfold(following, |mut f| async move {
+            let item = f.next().await?;
+            Some((item, f))
+        })
     }
 
     /// GETs a JSON document.
@@ -223,20 +320,228 @@ impl Client {
     }
 }
 
-/// A stream fed by a producer task through a channel.
-fn async_stream_lines<T: Send + 'static, F, Fut>(producer: F) -> impl futures_util::Stream<Item = T>
-where
-    F: FnOnce(Box<dyn FnMut(T) + Send>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let emit: Box<dyn FnMut(T) + Send> = Box::new(move |item| {
-        let _ = tx.send(item);
-    });
-    tokio::spawn(producer(emit));
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    })
+/// Why a request could not be sent: an untrusted certificate, or the server out of reach.
+fn send_error(url: &str, e: &reqwest::Error) -> ClientError {
+    if let Some(rustls::Error::InvalidCertificate(why)) = find_cause::<rustls::Error>(e) {
+        let reason = match why {
+            rustls::CertificateError::UnknownIssuer => {
+                "it is not issued by a CA this client trusts".to_owned()
+            }
+            why => why.to_string(),
+        };
+        return ClientError::UntrustedCertificate {
+            url: url.to_owned(),
+            reason,
+        };
+    }
+    ClientError::Unreachable {
+        url: url.to_owned(),
+        reason: error_chain(e),
+    }
+}
+
+/// The first error of type `T` in `e`'s chain of causes, looking inside I/O errors too
+/// (whose `source` skips the error they wrap).
+fn find_cause<'a, T: std::error::Error + 'static>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            && let Some(found) = find_cause::<T>(inner)
+        {
+            return Some(found);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// An error and its causes, as one line: `a: b: c` (each cause once).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+/// What following a live tail yields (see [`Client::follow`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Followed {
+    /// An event: its seq and its record, as JSON text.
+    Event { seq: u64, data: String },
+    /// The connection was lost, for this reason; reconnecting.
+    Lost(String),
+    /// Connected again, resuming after this seq (`None`: from the log's start, which was
+    /// empty when it was last seen).
+    Regained { after: Option<u64> },
+}
+
+/// The SSE blocks of one connection.
+type Blocks = Pin<Box<dyn Stream<Item = Result<Sse, sse_stream::Error>> + Send>>;
+
+/// A live tail being followed: where it is, and its connection if it has one.
+struct Following {
+    client: Client,
+    path: String,
+    /// The last seq seen: an event's, or how far the server said it has read.
+    last: Option<u64>,
+    /// Whether a connection was ever made.
+    connected: bool,
+    blocks: Option<Blocks>,
+    /// Lost, and not yet regained.
+    lost: bool,
+    /// The wait before the next attempt to reconnect.
+    retry: Duration,
+    done: bool,
+}
+
+impl Following {
+    async fn next(&mut self) -> Option<Result<Followed, ClientError>> {
+        loop {
+            if self.done {
+                return None;
+            }
+            let Some(blocks) = self.blocks.as_mut() else {
+                if self.lost {
+                    tokio::time::sleep(self.retry).await;
+                    self.retry = (self.retry * 2).min(RETRY_MAX);
+                }
+                let (client, path, headers) = self.resume();
+                match connect(client, path, headers).await {
+                    Ok(blocks) => {
+                        self.blocks = Some(blocks);
+                        self.connected = true;
+                        if std::mem::take(&mut self.lost) {
+                            return Some(Ok(Followed::Regained { after: self.last }));
+                        }
+                    }
+                    Err(e) if passing(&e) => {
+                        if !self.lost {
+                            self.lost = true;
+                            return Some(Ok(Followed::Lost(e.to_string())));
+                        }
+                    }
+                    Err(e) => return self.fail(e),
+                }
+                continue;
+            };
+            match blocks.next().await {
+                Some(Ok(block)) => {
+                    // The connection works: the next loss starts waiting short again.
+                    self.retry = RETRY_FIRST;
+                    let seq = match block.id.as_deref().map(|id| id.trim().parse::<u64>()) {
+                        None => None,
+                        Some(Ok(seq)) => Some(seq),
+                        Some(Err(_)) => {
+                            return self.fail(ClientError::Decode(format!(
+                                "the stream sent an id that is not a seq: {:?}",
+                                block.id.unwrap_or_default()
+                            )));
+                        }
+                    };
+                    if seq.is_some() {
+                        self.last = seq;
+                    }
+                    match (block.data, seq) {
+                        (Some(data), Some(seq)) => {
+                            return Some(Ok(Followed::Event { seq, data }));
+                        }
+                        (Some(_), None) => {
+                            return self.fail(ClientError::Decode(
+                                "the stream sent an event without an id".into(),
+                            ));
+                        }
+                        // How far the server has read, or a keep-alive.
+                        (None, _) => {}
+                    }
+                }
+                Some(Err(sse_stream::Error::Body(e))) => {
+                    self.blocks = None;
+                    self.lost = true;
+                    return Some(Ok(Followed::Lost(reason(&*e))));
+                }
+                Some(Err(e)) => {
+                    return self.fail(ClientError::Decode(format!("the stream: {e}")));
+                }
+                None => {
+                    self.blocks = None;
+                    self.lost = true;
+                    return Some(Ok(Followed::Lost("the server ended the stream".into())));
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, e: ClientError) -> Option<Result<Followed, ClientError>> {
+        self.done = true;
+        self.blocks = None;
+        Some(Err(e))
+    }
+
+    /// What reconnecting asks for: after the last seq seen; with none seen on an earlier
+    /// connection, the log was empty then, so from its start.
+    fn resume(&self) -> (Client, String, Vec<(&'static str, String)>) {
+        let mut path = self.path.clone();
+        let mut headers = vec![("accept", "text/event-stream".to_owned())];
+        match self.last {
+            Some(seq) => headers.push(("last-event-id", seq.to_string())),
+            None if self.connected => {
+                path.push(if path.contains('?') { '&' } else { '?' });
+                path.push_str("from=0");
+            }
+            None => {}
+        }
+        (self.client.clone(), path, headers)
+    }
+}
+
+/// Opens a live tail's stream.
+async fn connect(
+    client: Client,
+    path: String,
+    headers: Vec<(&'static str, String)>,
+) -> Result<Blocks, ClientError> {
+    let resp = client
+        .request(reqwest::Method::GET, &path, None, &headers, None)
+        .await?;
+    Ok(Box::pin(SseByteStream::new(resp.bytes_stream())))
+}
+
+/// Whether trying again later may succeed: the server could not be reached, or answered
+/// that it cannot serve now.
+fn passing(e: &ClientError) -> bool {
+    match e {
+        ClientError::Unreachable { .. } => true,
+        ClientError::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+        _ => false,
+    }
+}
+
+/// An error and its causes, in one line.
+fn reason(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 /// A path segment with its reserved characters escaped.

@@ -361,6 +361,8 @@ pub fn derived_id(org: &str, seq: u64, received_at: Timestamp) -> String {
 
 /// The JSON record of an event, as the API returns it.
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = Event))]
 #[serde(rename_all = "camelCase")]
 pub struct EventRecord<'a> {
     pub id: String,
@@ -368,7 +370,9 @@ pub struct EventRecord<'a> {
     pub org: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance: Option<&'a str>,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub timestamp: String,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub received_at: String,
     pub action: &'a str,
     pub category: &'a str,
@@ -380,14 +384,18 @@ pub struct EventRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request: Option<RequestRecord<'a>>,
     pub count: u64,
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub last_occurred_timestamp: String,
     /// Provenance: the credential that sent the event (absent on Trail's own records).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub submitted_by: Option<&'a str>,
+    /// RFC 6962 leaf hash, hex: SHA-256(0x00 || canonical bytes).
     pub hash: String,
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = Actor))]
 #[serde(rename_all = "camelCase")]
 pub struct ActorRecord<'a> {
     pub id: &'a str,
@@ -404,6 +412,8 @@ pub struct ActorRecord<'a> {
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = Object))]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectRecord<'a> {
     #[serde(rename = "type")]
@@ -415,6 +425,8 @@ pub struct ObjectRecord<'a> {
 }
 
 #[derive(Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = Request))]
 #[serde(rename_all = "camelCase")]
 pub struct RequestRecord<'a> {
     pub method: &'a str,
@@ -508,15 +520,24 @@ pub mod limits {
 
 // What the wire may carry. Server-assigned fields (seq, receivedAt, hash) are accepted and
 // ignored, so Akuity-style records and Trail's own (less a Trail-made id) can be sent as is.
+/// An event as ingest takes it (the schema of the API's `EventInput`).
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct EventInput {
+pub struct EventInput {
+    /// Idempotency id; a repeat from the same credential is not stored twice.
     id: Option<String>,
+    /// Ignored: Trail sets it.
     #[allow(dead_code)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
     seq: Option<serde::de::IgnoredAny>,
+    /// Ignored: Trail sets it.
     #[allow(dead_code)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
     received_at: Option<serde::de::IgnoredAny>,
+    /// Ignored: Trail sets it.
     #[allow(dead_code)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Value>))]
     hash: Option<serde::de::IgnoredAny>,
     org: Option<String>,
     instance: Option<String>,
@@ -525,17 +546,21 @@ struct EventInput {
     category: Option<String>,
     actor: ActorInput,
     object: Option<ObjectInput>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     details: Option<Map<String, Value>>,
     request: Option<RequestInput>,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     count: Option<u64>,
     last_occurred_timestamp: Option<String>,
     /// Refused when given: Trail sets it.
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     submitted_by: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ActorInput {
+pub struct ActorInput {
     id: String,
     #[serde(rename = "type")]
     kind: String,
@@ -546,17 +571,20 @@ struct ActorInput {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ObjectInput {
+pub struct ObjectInput {
     #[serde(rename = "type")]
     kind: String,
     id: Option<Value>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     parent_id: Option<Map<String, Value>>,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RequestInput {
+pub struct RequestInput {
     method: String,
     route: String,
     status: u16,

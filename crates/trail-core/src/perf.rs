@@ -10,6 +10,7 @@ use crate::Timestamp;
 
 /// The figures of one route over a window.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct RouteStats {
     pub route: String,

@@ -180,3 +180,38 @@ mod tests {
         );
     }
 }
+
+/// Scopes and roles are strings on the wire: their schemas list the names this module
+/// gives them, so the API description cannot name one that does not exist.
+#[cfg(feature = "openapi")]
+mod openapi {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+
+    use super::{Role, Scope};
+
+    fn names(description: &str, names: impl IntoIterator<Item = &'static str>) -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(description))
+            .enum_values(Some(names))
+            .into()
+    }
+
+    impl utoipa::PartialSchema for Scope {
+        fn schema() -> RefOr<Schema> {
+            names("A scope.", Scope::ALL.iter().map(|s| s.as_str()))
+        }
+    }
+    impl utoipa::ToSchema for Scope {}
+
+    impl utoipa::PartialSchema for Role {
+        fn schema() -> RefOr<Schema> {
+            names(
+                "A member's role in an org.",
+                [Role::Owner, Role::Admin, Role::Member].map(Role::as_str),
+            )
+        }
+    }
+    impl utoipa::ToSchema for Role {}
+}

@@ -5,6 +5,7 @@
 //! ```sh
 //! TRAIL_URL=http://127.0.0.1:7070 TRAIL_ORG=default TRAIL_KEY_ID=key_... TRAIL_KEY_SECRET=... \
 //!   cargo run -p trail-record --example tenants
+//! # (an https:// TRAIL_URL whose certificate a private CA issued: also TRAIL_CA_CERT=ca.pem)
 //! curl -H 'Authorization: Bearer alice@example.com' http://127.0.0.1:8080/v1/tenants/42
 //! ```
 //!
@@ -49,12 +50,17 @@ async fn tenant(Path(id): Path<String>) -> String {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let env = |k: &str| std::env::var(k).map_err(|_| format!("set {k}"));
-    let sink = TrailSink::new(
+    let mut sink = TrailSink::builder(
         &env("TRAIL_URL")?,
         &env("TRAIL_ORG")?,
         &env("TRAIL_KEY_ID")?,
         &env("TRAIL_KEY_SECRET")?,
     );
+    // An https:// Trail whose certificate a private CA issued: trust that CA too.
+    if let Some(ca) = std::env::var_os("TRAIL_CA_CERT") {
+        sink = sink.ca_cert_pem(&std::fs::read(ca)?)?;
+    }
+    let sink = sink.build()?;
     let app = Router::new()
         .route("/v1/tenants/{id}", get(tenant))
         .layer(from_fn(authenticate))

@@ -47,7 +47,7 @@ use trail_core::{ActorType, EventBody, Timestamp};
 
 pub use digest::DigestingBody;
 #[cfg(feature = "http-sink")]
-pub use http_sink::TrailSink;
+pub use http_sink::{TrailSink, TrailSinkBuilder};
 
 /// Who made a call, as the service's authentication established it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -202,6 +202,7 @@ pub fn mint(spec: CredentialSpec) -> Minted {
             expires_at: spec.expires_at,
             revoked_at: None,
             reach: spec.reach,
+            from_password: false,
         },
         secret: shown,
     }
@@ -543,7 +544,9 @@ pub async fn token_caller(store: &dyn Store, token: Token) -> Result<Caller, Api
         credential_id: token.id,
         actor: token.owner,
         user_id: token.user_id,
-        bound_org: Some(token.org),
+        // Its own org: where it was made, or, once its user left that org, the first it
+        // still acts on.
+        bound_org: Some(home.clone()),
         all_orgs: token.kind == TokenKind::Pat && token.reach == Reach::All,
         session_id: None,
         instance: token.instance,
@@ -703,7 +706,8 @@ pub fn grant_reach(caller: &Caller, org: &str, asked: Reach) -> Result<Reach, Ap
         Reach::Own => Ok(Reach::Own),
         Reach::All if caller.all_orgs => Ok(Reach::All),
         Reach::All => Err(ApiError::Forbidden(
-            "only a console session or a token for all your orgs can make a token for all of them"
+            "only a console session signed in with a password, or a token for all your orgs, \
+             can make a token for all of them"
                 .into(),
         )),
         Reach::Orgs(list) => {
@@ -754,44 +758,61 @@ pub async fn check_over_member(
     })
 }
 
-/// May `caller` revoke `token`, a credential of `org`? Their own PAT, always; anyone else's
+/// May `caller` revoke `token`, found through `org`? Their own PAT, always; anyone else's
 /// needs `members:manage` (for a PAT; `keys:manage` for a key is the operation's own scope)
-/// and every scope the credential holds today: nobody takes away more than they could give,
-/// so an admin cannot cut off an owner, nor anyone the platform admin.
+/// and every scope the credential holds today, in every org it acts on: nobody takes away
+/// more than they could give, so an admin cannot cut off an owner, nor anyone the platform
+/// admin, nor a member's access to an org the admin has no say in. Answers the orgs the
+/// credential acts on today (where its revocation is recorded).
 pub async fn check_revoke(
     store: &dyn Store,
     caller: &Caller,
     ctx: &CallContext,
     org: &str,
     token: &Token,
-) -> Result<(), ApiError> {
+) -> Result<Vec<String>, ApiError> {
+    // What it holds today (a PAT of a member who left holds nothing).
+    let holder = match token_caller(store, token.clone()).await {
+        Ok(holder) => Some(holder),
+        Err(ApiError::Unauthorized(_)) => None,
+        Err(e) => return Err(e),
+    };
+    let mut reached: Vec<String> = vec![org.to_owned()];
+    for o in holder.iter().flat_map(|h| h.orgs()) {
+        if !reached.iter().any(|r| r == o) {
+            reached.push(o.to_owned());
+        }
+    }
     let own = caller.is_person() && token.user_id.is_some() && token.user_id == caller.user_id;
     if own && token.kind == TokenKind::Pat {
-        return Ok(());
+        return Ok(reached);
     }
     if token.kind == TokenKind::Pat {
         authorize_org(caller, ctx, org, Some(Scope::MembersManage))?;
     }
-    // What it holds today (a PAT of a member who left holds nothing).
-    let mut held: Vec<Scope> = match token_caller(store, token.clone()).await {
-        Ok(holder) => holder.scopes_in(org).to_vec(),
-        Err(ApiError::Unauthorized(_)) => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    if token.scopes.contains(&Scope::OrgsAdmin)
-        && token_caller(store, token.clone())
-            .await
-            .is_ok_and(|h| h.platform_admin)
-    {
-        held.push(Scope::OrgsAdmin);
+    for o in &reached {
+        if token.kind == TokenKind::Pat && !caller.scopes_in(o).contains(&Scope::MembersManage) {
+            return Err(ApiError::Forbidden(format!(
+                "you cannot revoke {}: it also acts on org {o:?}, where you do not hold \
+                 members:manage",
+                token.id
+            )));
+        }
+        let mut held: Vec<Scope> = holder
+            .as_ref()
+            .map_or(Vec::new(), |h| h.scopes_in(o).to_vec());
+        if holder.as_ref().is_some_and(|h| h.platform_admin) {
+            held.push(Scope::OrgsAdmin);
+        }
+        check_grant(caller, o, &held).map_err(|_| {
+            ApiError::Forbidden(format!(
+                "you cannot revoke {}: it holds scopes you do not in org {o:?} ({})",
+                token.id,
+                Scope::join(&held)
+            ))
+        })?;
     }
-    check_grant(caller, org, &held).map_err(|_| {
-        ApiError::Forbidden(format!(
-            "you cannot revoke {}: it holds scopes you do not ({})",
-            token.id,
-            Scope::join(&held)
-        ))
-    })
+    Ok(reached)
 }
 
 /// What a failed attempt is counted against.

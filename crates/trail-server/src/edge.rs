@@ -3,6 +3,9 @@
 //! - [`serve`] accepts connections up to a cap, and closes a connection that does not send
 //!   a complete request head within the header timeout (this also ends keep-alive
 //!   connections left idle between requests) or on which nothing moves for the idle timeout.
+//!   With TLS ([`crate::tls`]) the handshake comes first, inside the connection's slot, and
+//!   must finish within the header timeout too, so a socket that never completes one cannot
+//!   hold a slot.
 //! - [`guard`] refuses a request whose target, headers or declared body are over the
 //!   limits before anything reads its body (so `Expect: 100-continue` gets its 413, not
 //!   `100 Continue`), and turns every error answer that is not yet problem+json (an
@@ -30,12 +33,14 @@ use ipnet::IpNet;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
 use tower::Layer;
 pub use trail_record::ClientIp;
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::routes::events::MAX_BODY as MAX_INGEST_BODY;
+use crate::tls::Tls;
 
 /// The longest request target (path and query), in bytes: 414 beyond.
 pub const MAX_URI: usize = 8 * 1024;
@@ -102,11 +107,12 @@ pub fn fit_connection_cap(wanted: usize) -> usize {
     wanted
 }
 
-/// Serves `app` on `listener` until `shutdown` completes; then lets the calls in flight
-/// finish (for at most `drain`) and returns.
+/// Serves `app` on `listener` (over TLS if `tls` is given) until `shutdown` completes; then
+/// lets the calls in flight finish (for at most `drain`) and returns.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
+    tls: Option<Arc<Tls>>,
     limits: ConnectionLimits,
     drain: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -137,8 +143,10 @@ pub async fn serve(
         };
         let app = app.clone();
         let stopping = stopping.clone();
+        // The acceptor of this moment: a reload changes the pair new handshakes get.
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
-            serve_connection(stream, peer, app, limits, stopping).await;
+            serve_connection(stream, peer, app, acceptor, limits, stopping).await;
             drop(permit);
         });
     }
@@ -164,15 +172,52 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     app: Router,
+    tls: Option<TlsAcceptor>,
     limits: ConnectionLimits,
     mut stopping: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Tracked {
+    let tracked = Tracked {
         inner: stream,
         activity: activity.clone(),
-    });
+    };
+    let Some(acceptor) = tls else {
+        return serve_http(tracked, activity, peer, app, limits, stopping).await;
+    };
+    // The handshake counts against the header timeout: until it is done no request head
+    // can even begin, and a socket that stalls in it must give its slot back.
+    let handshake = tokio::time::timeout(limits.header_timeout, acceptor.accept(tracked));
+    let stream = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "no TLS handshake within {:?}", limits.header_timeout);
+                return;
+            }
+        },
+        _ = stopping.changed() => return,
+    };
+    serve_http(stream, activity, peer, app, limits, stopping).await;
+}
+
+/// Serves HTTP/1.1 on one connection, plain or TLS, until it ends, the server stops, or
+/// nothing has moved on it for the idle timeout.
+async fn serve_http<S>(
+    stream: S,
+    activity: Arc<Activity>,
+    peer: SocketAddr,
+    app: Router,
+    limits: ConnectionLimits,
+    mut stopping: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let io = TokioIo::new(stream);
     let service = axum::Extension(ConnectInfo(peer)).layer(app);
     let service = hyper_util::service::TowerToHyperService::new(service);
     let mut builder = hyper::server::conn::http1::Builder::new();

@@ -6,9 +6,30 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use trail_core::Scope;
 use trail_store::StoreError;
+use utoipa::ToSchema;
+
+/// An RFC 9457 problem document, as every error is answered.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// A stable slug under `/problems/`, such as `/problems/missing-scope`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: &'static str,
+    pub status: u16,
+    /// What went wrong, and what to do about it.
+    pub detail: String,
+    /// The missing scope, on 403.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<&'static str>,
+    /// Why each refused event of a batch was refused, on 422.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<crate::routes::events::EventError>>)]
+    pub errors: Option<Value>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -146,17 +167,20 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut body = json!({
-            "type": format!("/problems/{}", self.slug()),
-            "title": status.canonical_reason().unwrap_or("Error"),
-            "status": status.as_u16(),
-            "detail": detail,
-        });
-        match &self {
-            ApiError::Unprocessable { errors, .. } => body["errors"] = errors.clone(),
-            ApiError::MissingScope(scope) => body["scope"] = json!(scope.as_str()),
-            _ => {}
-        }
+        let body = Problem {
+            kind: format!("/problems/{}", self.slug()),
+            title: status.canonical_reason().unwrap_or("Error"),
+            status: status.as_u16(),
+            detail,
+            scope: match &self {
+                ApiError::MissingScope(scope) => Some(scope.as_str()),
+                _ => None,
+            },
+            errors: match &self {
+                ApiError::Unprocessable { errors, .. } => Some(errors.clone()),
+                _ => None,
+            },
+        };
         let mut resp = (status, Json(body)).into_response();
         let headers = resp.headers_mut();
         headers.insert(

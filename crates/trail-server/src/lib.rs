@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod operator;
 pub mod routes;
+pub mod tls;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -30,8 +31,8 @@ use anyhow::Context;
 use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, patch, post, put};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
 use trail_core::checkpoint::SignerKey;
 use trail_core::scope::preset;
 use trail_core::{Scope, Timestamp};
@@ -40,7 +41,6 @@ use trail_store::{Bootstrap, Org, SqliteStore, Store, TokenKind, User};
 
 use crate::auth::{CredentialSpec, FailureThrottle, SessionPolicy};
 use crate::error::ApiError;
-use crate::routes::{events, live, manage, ops, session};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -55,6 +55,11 @@ pub struct AppState {
     pub log_key: Arc<SignerKey>,
     /// Reverse proxies whose `X-Forwarded-For` names the client (see [`edge::client_ip`]).
     pub trusted_proxies: Arc<[ipnet::IpNet]>,
+    /// How often an idle live tail sends a keep-alive comment.
+    pub stream_keep_alive: Duration,
+    /// Cancelled when the server begins to stop: live tails end then, so that stopping
+    /// waits for no stream.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -72,6 +77,8 @@ impl AppState {
             secure_cookies: false,
             log_key,
             trusted_proxies: Arc::from(Vec::new()),
+            stream_keep_alive: DEFAULT_STREAM_KEEP_ALIVE,
+            stopping: tokio_util::sync::CancellationToken::new(),
         })
     }
 }
@@ -92,76 +99,41 @@ pub fn app(state: AppState) -> Router {
         store: state.store.clone(),
     }))
     .action(routes::operation);
-    let authenticated = Router::new()
-        .route("/v1/orgs/{org}/events", post(events::ingest))
-        .route("/v1/orgs/{org}/audit-logs", get(events::list))
-        .route("/v1/orgs/{org}/audit-logs/stream", get(live::stream))
-        .route("/v1/orgs/{org}/perf", get(live::perf))
-        .route(
-            "/v1/orgs/{org}/instances/{instance}/audit-logs",
-            get(events::list_instance),
-        )
-        .route("/v1/audit-log", get(events::list_caller_org))
-        .route("/v1/me", get(session::me))
-        .route("/v1/me/password", put(session::set_password))
-        .route("/v1/orgs", get(manage::list_orgs).post(manage::create_org))
-        .route(
-            "/v1/orgs/{org}/instances",
-            get(manage::list_instances).post(manage::create_instance),
-        )
-        .route(
-            "/v1/orgs/{org}/members",
-            get(manage::list_members).post(manage::add_member),
-        )
-        .route(
-            "/v1/orgs/{org}/members/{member}",
-            patch(manage::update_member).delete(manage::remove_member),
-        )
-        .route(
-            "/v1/orgs/{org}/api-keys",
-            get(manage::list_api_keys).post(manage::create_api_key),
-        )
-        .route(
-            "/v1/orgs/{org}/api-keys/{key}",
-            delete(manage::revoke_api_key),
-        )
-        .route(
-            "/v1/orgs/{org}/tokens",
-            get(manage::list_tokens).post(manage::create_token),
-        )
-        .route(
-            "/v1/orgs/{org}/tokens/{token}",
-            delete(manage::revoke_token),
-        )
-        .route("/v1/break-glass", post(manage::create_break_glass))
-        .route("/v1/break-glass/{id}", delete(manage::revoke_break_glass))
-        .route("/v1/session", delete(session::sign_out))
-        .route("/v1/log/key", get(log::key))
-        .route("/v1/orgs/{org}/log/checkpoint", get(log::checkpoint))
-        .route("/v1/orgs/{org}/log/checkpoints", get(log::checkpoints))
-        .route("/v1/orgs/{org}/log/proof/inclusion", get(log::inclusion))
-        .route(
-            "/v1/orgs/{org}/log/proof/consistency",
-            get(log::consistency),
-        )
-        .route("/v1/orgs/{org}/log/entries", get(log::entries))
-        .route("/v1/orgs/{org}/events/{seq}", get(log::event))
-        // Innermost: a panicking handler still gets an answer, and so a record. Then: who
-        // is calling.
+    // Every route comes from one list, checked against the OpenAPI document (built here
+    // first, so a handler documented under another id than the table's stops the start);
+    // who must present a credential is the operations table's to say.
+    openapi::document();
+    let (mut authenticated, mut public) = (Router::new(), Router::new());
+    for (method, path, handler) in routes::api() {
+        let op = routes::find(method, path)
+            .unwrap_or_else(|| panic!("{method} {path} is routed but not in routes::OPERATIONS"));
+        if op.access.callers == routes::Callers::Public {
+            public = public.route(path, handler);
+        } else {
+            authenticated = authenticated.route(path, handler);
+        }
+    }
+    // Innermost: a panicking handler still gets an answer, and so a record. Then: who is
+    // calling.
+    let authenticated = authenticated
         .route_layer(CatchPanicLayer::custom(panic_response))
         .route_layer(from_fn_with_state(state.clone(), audit::require_credential));
-    let public = Router::new()
-        .route("/v1/session", post(session::sign_in))
-        .route("/v1/login", post(session::log_in))
-        .route("/v1/invitations/accept", post(session::accept_invitation));
-    let api = authenticated.merge(public).route_layer(recorder);
-    Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/v1/openapi.json", get(ops::openapi))
-        .route("/", get(console::index))
-        .route("/console/{*path}", get(console::asset))
+    // No API answer is kept by a cache along the way: some carry secrets (a new token or
+    // key, a session's CSRF token), all carry what only the caller may read.
+    let api = authenticated.merge(public).route_layer(recorder).layer(
+        SetResponseHeaderLayer::overriding(
+            axum::http::header::CACHE_CONTROL,
+            axum::http::HeaderValue::from_static("no-store"),
+        ),
+    );
+    let mut unauthenticated = Router::new();
+    for (_, path, handler) in routes::unauthenticated() {
+        unauthenticated = unauthenticated.route(path, handler);
+    }
+    unauthenticated
+        // The web console's files: no API, a client of it like the CLI.
+        .route("/", axum::routing::get(console::index))
+        .route("/console/{*path}", axum::routing::get(console::asset))
         .merge(api)
         .fallback(|| async { ApiError::NotFound("no such endpoint; see /v1/openapi.json".into()) })
         .method_not_allowed_fallback(|| async {
@@ -196,9 +168,19 @@ pub struct ServeConfig {
     pub connections: edge::ConnectionLimits,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Serve HTTPS with this certificate and key; `None`: plain HTTP.
+    pub tls: Option<tls::TlsFiles>,
+    /// How often an idle live tail sends a keep-alive comment
+    /// ([`DEFAULT_STREAM_KEEP_ALIVE`] by default).
+    pub stream_keep_alive: Duration,
 }
 
-/// How long a stopping server waits for the calls in flight (a live tail never ends).
+/// How often an idle live tail sends a keep-alive comment, unless told otherwise: well
+/// within the idle timeouts of clients and proxies (Trail's own client gives up on a
+/// connection silent for 60 s).
+pub const DEFAULT_STREAM_KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// How long a stopping server waits for the calls in flight (live tails end at once).
 const DRAIN: Duration = Duration::from_secs(10);
 
 /// The file the bootstrap token is written to, inside the data directory.
@@ -210,9 +192,13 @@ pub struct Bound {
     app: Router,
     checkpointer: Arc<log::Checkpointer>,
     checkpoint_interval: Option<Duration>,
+    /// The app's [`AppState::stopping`].
+    stopping: tokio_util::sync::CancellationToken,
     /// The store, for jobs the process runs beside the API (the operator socket).
     pub store: Arc<dyn Store>,
     connections: edge::ConnectionLimits,
+    /// The server's TLS, when it serves HTTPS: [`tls::Tls::reload`] re-reads its files.
+    pub tls: Option<Arc<tls::Tls>>,
     pub addr: SocketAddr,
     /// The key that verifies this server's checkpoints.
     pub verifier_key: String,
@@ -222,6 +208,11 @@ pub struct Bound {
 pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
     trail_core::event::check_org_slug(&config.bootstrap_org)
         .map_err(|e| anyhow::anyhow!("--bootstrap-org: {e}"))?;
+    // Before the store: a server that cannot serve its certificate changes nothing.
+    let tls = match &config.tls {
+        Some(files) => Some(Arc::new(tls::Tls::load(files.clone())?)),
+        None => None,
+    };
     let store = SqliteStore::open(&config.data_dir)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
@@ -239,6 +230,8 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
     state.sessions.idle = config.session_idle;
     state.secure_cookies = config.secure_cookies;
     state.trusted_proxies = Arc::from(config.trusted_proxies.clone());
+    state.stream_keep_alive = config.stream_keep_alive;
+    let stopping = state.stopping.clone();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -249,30 +242,44 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
         app: app(state),
         checkpointer,
         checkpoint_interval: config.checkpoint_interval,
+        stopping,
         store,
         connections: edge::ConnectionLimits {
             max_connections: edge::fit_connection_cap(config.connections.max_connections),
             ..config.connections
         },
+        tls,
         addr,
         verifier_key,
     })
 }
 
 impl Bound {
-    /// Serves until `shutdown` completes, then finishes the calls in flight and signs a
-    /// last checkpoint, so a stopped store is fully covered.
+    /// Serves until `shutdown` completes, then ends the live tails, finishes the calls in
+    /// flight and signs a last checkpoint, so a stopped store is fully covered.
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let stopping = self.stopping.clone();
+        let shutdown = async move {
+            shutdown.await;
+            stopping.cancel();
+        };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let signer = self
             .checkpoint_interval
             .map(|every| tokio::spawn(self.checkpointer.clone().run(every, stopped)));
-        let served = edge::serve(self.listener, self.app, self.connections, DRAIN, shutdown)
-            .await
-            .context("serving");
+        let served = edge::serve(
+            self.listener,
+            self.app,
+            self.tls,
+            self.connections,
+            DRAIN,
+            shutdown,
+        )
+        .await
+        .context("serving");
         let _ = stop.send(true);
         if let Some(signer) = signer {
             signer.await.context("the checkpointer failed")?;

@@ -24,14 +24,17 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use rand::RngCore;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use tokio::sync::{Mutex, watch};
 use trail_core::canonical;
 use trail_core::checkpoint::{Checkpoint, SignerKey, open};
 use trail_store::{SignedCheckpoint, Store};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::openapi::NotFound;
 use crate::routes::events::{bounded_page, limit_param};
 
 /// The signing key's file in the data directory (mode 0600).
@@ -365,16 +368,53 @@ fn hexes(hashes: &[[u8; 32]]) -> Vec<String> {
     hashes.iter().map(hex::encode).collect()
 }
 
+/// The key that signs the logs' checkpoints.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogKey {
+    pub name: String,
+    /// `<name>+<hash>+<base64 key>`, as Go's sumdb/note writes it.
+    pub verifier_key: String,
+    /// The checkpoints' origins: `<name>/<org>`.
+    pub origins: String,
+}
+
 /// `GET /v1/log/key`: the key that signs checkpoints.
-pub async fn key(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "name": state.log_key.name,
-        "verifierKey": state.log_key.verifier().to_string(),
-        "origins": format!("{}/<org>", state.log_key.name),
-    }))
+#[utoipa::path(
+    get,
+    path = "/v1/log/key",
+    operation_id = "getLogKey",
+    responses((status = 200, description = "The verifier key", body = LogKey)),
+)]
+pub async fn key(State(state): State<AppState>) -> Json<LogKey> {
+    Json(LogKey {
+        name: state.log_key.name.clone(),
+        verifier_key: state.log_key.verifier().to_string(),
+        origins: format!("{}/<org>", state.log_key.name),
+    })
+}
+
+/// `size` of a checkpoint.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct SizeQuery {
+    /// The checkpoint of this many events; by default the newest.
+    #[param(minimum = 0, maximum = 1099511627776_u64)]
+    size: Option<u64>,
 }
 
 /// `GET /v1/orgs/{org}/log/checkpoint[?size=S]`: a signed note, as text.
+#[utoipa::path(
+    get,
+    path = "/v1/orgs/{org}/log/checkpoint",
+    operation_id = "getCheckpoint",
+    params(("org" = String, Path, description = "The org's id"), SizeQuery),
+    responses(
+        (status = 200, description = "A C2SP tlog-checkpoint signed note", body = String, content_type = "text/plain"),
+        NotFound,
+    ),
+)]
 pub async fn checkpoint(
     State(state): State<AppState>,
     UrlPath(org): UrlPath<String>,
@@ -393,30 +433,109 @@ pub async fn checkpoint(
     Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], c.note).into_response())
 }
 
+/// A signed checkpoint.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointView {
+    pub size: u64,
+    /// The tree's root hash, hex.
+    pub root: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// The C2SP signed note.
+    pub note: String,
+}
+
+/// A page of signed checkpoints, oldest first.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Checkpoints {
+    pub items: Vec<CheckpointView>,
+    /// The `after` of the next page; null on the last.
+    pub next_after: Option<u64>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct CheckpointsQuery {
+    /// Only checkpoints of more events than this.
+    #[param(minimum = 0, maximum = 1099511627776_u64)]
+    after: Option<u64>,
+    #[param(minimum = 1, maximum = 1000, default = 1000)]
+    limit: Option<u32>,
+}
+
 /// `GET /v1/orgs/{org}/log/checkpoints?after=S&limit=N`: signed checkpoints, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/orgs/{org}/log/checkpoints",
+    operation_id = "listCheckpoints",
+    params(("org" = String, Path, description = "The org's id"), CheckpointsQuery),
+    responses((status = 200, description = "Signed checkpoints", body = Checkpoints)),
+)]
 pub async fn checkpoints(
     State(state): State<AppState>,
     UrlPath(org): UrlPath<String>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Checkpoints>, ApiError> {
     let after = param(raw.as_deref(), "after")?.unwrap_or(0);
     let limit = page_limit(raw.as_deref())?;
     let items = state.store.checkpoints(&org, after, limit).await?;
     let next = (items.len() == limit)
         .then(|| items.last().map(|c| c.size))
         .flatten();
-    Ok(Json(json!({
-        "items": items.iter().map(|c| json!({"size": c.size, "root": hex::encode(c.root), "createdAt": c.created_at.to_string(), "note": c.note})).collect::<Vec<_>>(),
-        "nextAfter": next,
-    })))
+    Ok(Json(Checkpoints {
+        items: items
+            .into_iter()
+            .map(|c| CheckpointView {
+                size: c.size,
+                root: hex::encode(c.root),
+                created_at: c.created_at.to_string(),
+                note: c.note,
+            })
+            .collect(),
+        next_after: next,
+    }))
+}
+
+/// An RFC 6962 inclusion proof.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InclusionProof {
+    pub seq: u64,
+    pub tree_size: u64,
+    /// The event's leaf hash, hex.
+    pub leaf_hash: String,
+    /// The audit path, hex hashes, leaf to root.
+    pub proof: Vec<String>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct InclusionQuery {
+    /// The event.
+    #[param(minimum = 0, maximum = 1099511627776_u64)]
+    seq: u64,
+    /// The tree size; by default the newest checkpoint's.
+    #[param(minimum = 0, maximum = 1099511627776_u64)]
+    size: Option<u64>,
 }
 
 /// `GET /v1/orgs/{org}/log/proof/inclusion?seq=N[&size=S]` (size: the latest checkpoint's).
+#[utoipa::path(
+    get,
+    path = "/v1/orgs/{org}/log/proof/inclusion",
+    operation_id = "getInclusionProof",
+    params(("org" = String, Path, description = "The org's id"), InclusionQuery),
+    responses((status = 200, description = "The proof", body = InclusionProof), NotFound),
+)]
 pub async fn inclusion(
     State(state): State<AppState>,
     UrlPath(org): UrlPath<String>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<InclusionProof>, ApiError> {
     let seq = required(raw.as_deref(), "seq")?;
     let size = match param(raw.as_deref(), "size")? {
         Some(s) => s,
@@ -441,17 +560,48 @@ pub async fn inclusion(
         .pop()
         .map(|e| e.hash)
         .unwrap_or_default();
-    Ok(Json(
-        json!({"seq": seq, "treeSize": size, "leafHash": hex::encode(leaf), "proof": hexes(&proof)}),
-    ))
+    Ok(Json(InclusionProof {
+        seq,
+        tree_size: size,
+        leaf_hash: hex::encode(leaf),
+        proof: hexes(&proof),
+    }))
+}
+
+/// An RFC 6962 consistency proof.
+#[derive(Serialize, ToSchema)]
+pub struct ConsistencyProof {
+    pub from: u64,
+    pub to: u64,
+    /// Hex hashes.
+    pub proof: Vec<String>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ConsistencyQuery {
+    /// The older tree size.
+    #[param(minimum = 0, maximum = 1099511627776_u64)]
+    from: u64,
+    /// The newer tree size; by default the newest checkpoint's.
+    #[param(minimum = 0, maximum = 1099511627776_u64)]
+    to: Option<u64>,
 }
 
 /// `GET /v1/orgs/{org}/log/proof/consistency?from=A[&to=B]` (to: the latest checkpoint's).
+#[utoipa::path(
+    get,
+    path = "/v1/orgs/{org}/log/proof/consistency",
+    operation_id = "getConsistencyProof",
+    params(("org" = String, Path, description = "The org's id"), ConsistencyQuery),
+    responses((status = 200, description = "The proof", body = ConsistencyProof), NotFound),
+)]
 pub async fn consistency(
     State(state): State<AppState>,
     UrlPath(org): UrlPath<String>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ConsistencyProof>, ApiError> {
     let from = required(raw.as_deref(), "from")?;
     let to = match param(raw.as_deref(), "to")? {
         Some(t) => t,
@@ -469,24 +619,64 @@ pub async fn consistency(
         )));
     }
     let proof = state.store.consistency_proof(&org, from, to).await?;
-    Ok(Json(
-        json!({"from": from, "to": to, "proof": hexes(&proof)}),
-    ))
+    Ok(Json(ConsistencyProof {
+        from,
+        to,
+        proof: hexes(&proof),
+    }))
 }
 
-fn entry(e: &trail_store::StoredEvent) -> Value {
-    let mut v = serde_json::to_value(e.event.record(&e.hash)).expect("records serialize");
-    v["canonical"] = json!(STANDARD.encode(canonical::encode(&e.event)));
-    v
+/// An event with its canonical bytes.
+#[derive(Serialize, ToSchema)]
+pub struct Entry<'a> {
+    #[serde(flatten)]
+    pub record: trail_core::event::EventRecord<'a>,
+    /// The canonical bytes its leaf hash is computed over, base64.
+    pub canonical: String,
+}
+
+fn entry(e: &trail_store::StoredEvent) -> Entry<'_> {
+    Entry {
+        record: e.event.record(&e.hash),
+        canonical: STANDARD.encode(canonical::encode(&e.event)),
+    }
+}
+
+/// A page of entries, in seq order.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Entries {
+    #[schema(value_type = Vec<Entry>)]
+    pub items: Vec<Box<RawValue>>,
+    /// The `from` of the next page; null on the last.
+    pub next_from: Option<u64>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct EntriesQuery {
+    /// The first seq (0 by default).
+    #[param(minimum = 0, maximum = 1099511627776_u64)]
+    from: Option<u64>,
+    #[param(minimum = 1, maximum = 1000, default = 1000)]
+    limit: Option<u32>,
 }
 
 /// `GET /v1/orgs/{org}/log/entries?from=S&limit=N`: events in seq order, each with its
 /// canonical bytes, for verifiers and exports.
+#[utoipa::path(
+    get,
+    path = "/v1/orgs/{org}/log/entries",
+    operation_id = "listLogEntries",
+    params(("org" = String, Path, description = "The org's id"), EntriesQuery),
+    responses((status = 200, description = "Entries in seq order", body = Entries)),
+)]
 pub async fn entries(
     State(state): State<AppState>,
     UrlPath(org): UrlPath<String>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Entries>, ApiError> {
     let from = param(raw.as_deref(), "from")?.unwrap_or(0);
     let limit = page_limit(raw.as_deref())?;
     let events = state.store.events_from(&org, from, limit).await?;
@@ -499,15 +689,47 @@ pub async fn entries(
                 .map(|e| e.event.seq + 1)
         })
         .flatten();
-    Ok(Json(json!({"items": items, "nextFrom": next})))
+    Ok(Json(Entries {
+        items,
+        next_from: next,
+    }))
 }
 
 /// `GET /v1/orgs/{org}/events/{seq}`: one event, its canonical bytes and, once a checkpoint
 /// covers it, its inclusion proof and that checkpoint: all a client needs to check it.
+/// The proof that an event is in its log.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Inclusion {
+    pub tree_size: u64,
+    /// The audit path, hex hashes.
+    pub proof: Vec<String>,
+    /// The signed checkpoint of `treeSize` it is proven against.
+    pub checkpoint: String,
+}
+
+/// One event, all a client needs to check it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventProof<'a> {
+    pub event: Entry<'a>,
+    /// Its leaf hash, hex.
+    pub leaf_hash: String,
+    /// Null until a signed checkpoint covers it.
+    pub inclusion: Option<Inclusion>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/orgs/{org}/events/{seq}",
+    operation_id = "getEvent",
+    params(("org" = String, Path, description = "The org's id"), ("seq" = u64, Path, minimum = 0, maximum = 1099511627775_u64, description = "The event's seq")),
+    responses((status = 200, description = "The event and its proof", body = EventProof), NotFound),
+)]
 pub async fn event(
     State(state): State<AppState>,
     UrlPath((org, seq)): UrlPath<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let seq: u64 = seq
         .parse()
         .ok()
@@ -523,13 +745,19 @@ pub async fn event(
     let inclusion = match state.store.checkpoint(&org, None).await? {
         Some(c) if c.size > seq => {
             let proof = state.store.inclusion_proof(&org, seq, c.size).await?;
-            json!({"treeSize": c.size, "proof": hexes(&proof), "checkpoint": c.note})
+            Some(Inclusion {
+                tree_size: c.size,
+                proof: hexes(&proof),
+                checkpoint: c.note,
+            })
         }
-        _ => Value::Null,
+        _ => None,
     };
-    Ok(Json(json!({
-        "event": entry(&e),
-        "leafHash": hex::encode(e.hash),
-        "inclusion": inclusion,
-    })))
+    // The answer borrows the event, so it is rendered here.
+    Ok(Json(EventProof {
+        event: entry(&e),
+        leaf_hash: hex::encode(e.hash),
+        inclusion,
+    })
+    .into_response())
 }

@@ -27,8 +27,78 @@ pub fn handle() -> &'static PrometheusHandle {
         // Another recorder may already be installed (in tests); then this handle renders
         // nothing, which is harmless.
         let _ = metrics::set_global_recorder(recorder);
+        describe();
+        metrics::gauge!("trail_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         handle
     })
+}
+
+/// What a metric counts.
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric Trail exports, with its `# HELP` text: the one list of them. Recording a
+/// metric that is not here leaves it without help, which a test catches.
+pub const METRICS: &[(&str, Kind, &str)] = &[
+    (
+        "trail_build_info",
+        Kind::Gauge,
+        "Always 1; the version label is the running Trail's version",
+    ),
+    (
+        "trail_http_requests_total",
+        Kind::Counter,
+        "HTTP requests answered, by method, route template and status",
+    ),
+    (
+        "trail_http_request_duration_seconds",
+        Kind::Histogram,
+        "Time to answer an HTTP request, by method and route template",
+    ),
+    (
+        "trail_auth_failures_total",
+        Kind::Counter,
+        "Credentials or passwords refused (missing, wrong, expired, revoked)",
+    ),
+    (
+        "trail_events_ingested_total",
+        Kind::Counter,
+        "Events accepted through the ingest API (duplicates not counted)",
+    ),
+    (
+        "trail_events_appended_total",
+        Kind::Counter,
+        "Events the store committed to the logs, ingested and recorded calls alike",
+    ),
+    (
+        "trail_group_commit_requests",
+        Kind::Histogram,
+        "Append requests committed together in one transaction of the store's writer",
+    ),
+    (
+        "trail_checkpoints_signed_total",
+        Kind::Counter,
+        "Signed checkpoints stored, one per grown log per round",
+    ),
+    (
+        "trail_log_integrity_failures_total",
+        Kind::Counter,
+        "Logs whose stored tree no longer gives their last signed root, or that shrank: signing stopped for them",
+    ),
+];
+
+/// Gives every metric of [`METRICS`] its help text, in the installed recorder.
+fn describe() {
+    for (name, kind, help) in METRICS {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(*name, *help),
+            Kind::Gauge => metrics::describe_gauge!(*name, *help),
+            Kind::Histogram => metrics::describe_histogram!(*name, *help),
+        }
+    }
 }
 
 /// Counts and times every request by route template, method and status.

@@ -80,13 +80,13 @@ async fn set_password(store: &dyn Store, email: &str, password: &str) -> anyhow:
             "category": "system",
             "actor": {"id": "trail admin set-password", "type": "system"},
             "object": {"type": "user", "id": email},
-            "details": {"actionType": "UPDATE", "message": format!("password of {email} set by an operator; sessions ended")},
+            "details": {"actionType": "UPDATE", "message": format!("password of {email} set by an operator; sessions and tokens from the old password ended")},
         }),
         &platform_org,
     )
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     store
-        .set_password(&user.id, hash, vec![(platform_org, event)])
+        .set_password(&user.id, hash, crate::now(), vec![(platform_org, event)])
         .await?;
     store
         .end_user_sessions(&user.id, None, crate::now())

@@ -139,7 +139,13 @@ async fn harness() -> Harness {
         .await
         .unwrap();
     let key = trail_core::checkpoint::SignerKey::from_seed("trail.test", [5; 32]).unwrap();
-    let state = AppState::new(store.clone(), Arc::new(key)).await.unwrap();
+    let mut state = AppState::new(store.clone(), Arc::new(key)).await.unwrap();
+    // The budget of failed attempts refills far slower than any test runs, so what a test
+    // sees of it does not depend on how fast a busy machine runs it.
+    state.throttle = Arc::new(trail_server::auth::FailureThrottle::new(
+        20,
+        std::time::Duration::from_secs(3600),
+    ));
     Harness {
         writer: token(&*store, "acme", &[Scope::LogsWrite], None, false).await,
         other: token(
@@ -991,6 +997,190 @@ async fn public_endpoints_and_the_openapi_document() {
     assert!(text.contains(r#"method="other""#), "{text}");
 }
 
+/// The document is the router's: every routed method and path is documented and every
+/// documented one routed, each `/v1` operation under the table's id; and it says what the
+/// API does: content types, nullable fields, date-times, the credentials each call takes
+/// and the problems it can answer.
+#[tokio::test]
+async fn openapi_document_matches_the_router_and_says_what_the_api_does() {
+    let h = harness().await;
+    let doc = h.get("/v1/openapi.json", None).await.body;
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    documented.sort();
+    let mut routed: Vec<(String, String)> = trail_server::routes::route_table()
+        .into_iter()
+        .map(|(m, p)| (m.to_owned(), p.to_owned()))
+        .collect();
+    routed.sort();
+    assert_eq!(documented, routed);
+    for op in OPERATIONS {
+        let o = &doc["paths"][op.path][op.method.to_lowercase()];
+        assert_eq!(o["operationId"], op.id, "{} {}", op.method, op.path);
+        assert_eq!(o["summary"], op.summary);
+        assert_eq!(o["description"], op.access.describe());
+        for status in ["401", "414", "503"] {
+            let content = &o["responses"][status]["content"];
+            assert!(
+                content["application/problem+json"].is_object(),
+                "{} lacks a problem {status}",
+                op.id
+            );
+        }
+        let public = op.access.callers == trail_server::routes::Callers::Public;
+        assert_eq!(o["responses"]["403"].is_object(), !public, "{}", op.id);
+    }
+    let op = |id: &str| {
+        let o = OPERATIONS.iter().find(|o| o.id == id).unwrap();
+        doc["paths"][o.path][o.method.to_lowercase()].clone()
+    };
+    let schema = |name: &str| doc["components"]["schemas"][name].clone();
+    // Content types.
+    let ok = |id: &str| op(id)["responses"]["200"]["content"].clone();
+    assert!(ok("streamAuditLogs")["text/event-stream"].is_object());
+    assert!(ok("getCheckpoint")["text/plain"].is_object());
+    assert!(ok("getCheckpoint")["application/json"].is_null());
+    assert!(op("ingestEvents")["requestBody"]["content"]["application/x-ndjson"].is_object());
+    // The checkpoint is served as the text it is documented as.
+    let h2 = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/events",
+            &Cred::of(&h.writer),
+            Some(json!([{"action": "a", "actor": {"id": "x", "type": "user"}}])),
+        )
+        .await;
+    assert_eq!(h2.status, StatusCode::OK);
+    // `/v1/me` is typed, nullable fields are nullable, timestamps are date-times.
+    assert_eq!(
+        ok("whoAmI")["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Me"
+    );
+    let me = schema("Me");
+    for field in [
+        "actor",
+        "actorType",
+        "credentialId",
+        "orgs",
+        "platformAdmin",
+    ] {
+        assert!(me["properties"][field].is_object(), "Me.{field}");
+        assert!(me["required"].as_array().unwrap().contains(&json!(field)));
+    }
+    assert_eq!(me["properties"]["org"]["type"], json!(["string", "null"]));
+    assert_eq!(
+        schema("EventPage")["properties"]["nextCursor"]["type"],
+        json!(["string", "null"])
+    );
+    assert_eq!(
+        schema("Event")["properties"]["timestamp"]["format"],
+        "date-time"
+    );
+    assert_eq!(
+        schema("Event")["properties"]["receivedAt"]["format"],
+        "date-time"
+    );
+    assert_eq!(
+        schema("TokenView")["properties"]["expiresAt"]["format"],
+        "date-time"
+    );
+    // Credentials: bearer, basic, the session cookie and its CSRF header.
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    assert_eq!(schemes["basic"]["scheme"], "basic");
+    assert_eq!(schemes["session"]["in"], "cookie");
+    assert_eq!(schemes["session"]["name"], "trail_session");
+    assert_eq!(schemes["csrf"]["in"], "header");
+    assert_eq!(schemes["csrf"]["name"], "X-CSRF-Token");
+    assert_eq!(
+        op("setPassword")["security"],
+        json!([{"csrf": [], "session": []}])
+    );
+    assert_eq!(op("signIn")["security"], json!([{}]));
+    assert_eq!(
+        op("listAuditLogs")["security"],
+        json!([{"bearer": []}, {"basic": []}, {"session": []}])
+    );
+    assert_eq!(
+        op("createToken")["security"],
+        json!([{"bearer": []}, {"csrf": [], "session": []}])
+    );
+    // Problems each operation can answer.
+    assert!(op("ingestEvents")["responses"]["422"].is_object());
+    assert!(op("createOrg")["responses"]["409"].is_object());
+    assert!(op("revokeApiKey")["responses"]["404"].is_object());
+    assert!(op("revokeApiKey")["responses"]["204"].is_object());
+    // Roles and scopes are the names the core gives them.
+    assert_eq!(schema("Role")["enum"], json!(["owner", "admin", "member"]));
+    let scopes: Vec<&str> = Scope::ALL.iter().map(|s| s.as_str()).collect();
+    assert_eq!(schema("Scope")["enum"], json!(scopes));
+    assert_eq!(
+        schema("MemberUpdate")["properties"]["role"]["$ref"],
+        "#/components/schemas/Role"
+    );
+    // Found by the API pass: an unknown invitation is answered 404.
+    assert!(op("acceptInvitation")["responses"]["404"].is_object());
+}
+
+/// `/metrics` names and explains what it exports: every metric family rendered has a
+/// `# HELP` line and is in the one list of metrics, and the build is named.
+#[tokio::test]
+async fn metrics_have_help_lines_and_build_info() {
+    let h = harness().await;
+    let events = json!([{"action": "a", "actor": {"id": "x", "type": "user"}}]);
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/events",
+            &Cred::of(&h.writer),
+            Some(events),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    h.call("GET", "/v1/me", &Cred::of("pat_nobody.wrong"), None)
+        .await;
+    let text = h
+        .get("/metrics", None)
+        .await
+        .body
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        text.lines()
+            .any(|l| l == format!("trail_build_info{{version=\"{version}\"}} 1")),
+        "{text}"
+    );
+    let known: Vec<&str> = trail_server::metrics::METRICS.iter().map(|m| m.0).collect();
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    for name in [
+        "trail_build_info",
+        "trail_http_requests_total",
+        "trail_http_request_duration_seconds",
+        "trail_auth_failures_total",
+        "trail_events_ingested_total",
+    ] {
+        assert!(families.contains(&name), "{name} not rendered: {text}");
+    }
+    for name in families {
+        assert!(known.contains(&name), "{name} is not in METRICS");
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# HELP {name} "))),
+            "no HELP for {name}: {text}"
+        );
+    }
+}
+
 /// Every authenticated operation × every credential kind × with and without what it needs
 /// × own org and another org: 401 without a credential, 403 without the scope or across
 /// orgs, and neither with it.
@@ -1203,7 +1393,7 @@ async fn authorization_matrix() {
     // operator would).
     let hash = trail_server::auth::hash_password("platform admin password").unwrap();
     h.store
-        .set_password("usr_acme_owner", hash, Vec::new())
+        .set_password("usr_acme_owner", hash, NOW, Vec::new())
         .await
         .unwrap();
     let member = h.invited("acme", "dev@acme.io", "member").await;
@@ -2840,6 +3030,80 @@ async fn perf_figures_equal_those_computed_from_the_same_rows() {
     );
 }
 
+/// Reads an SSE body until `needle` and the end of its block have arrived (5 s at most).
+async fn read_sse_until(body: &mut Body, needle: &str) -> String {
+    let mut text = String::new();
+    while !text
+        .find(needle)
+        .is_some_and(|at| text[at..].contains("\n\n"))
+    {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
+            .await
+            .unwrap_or_else(|_| panic!("{needle:?} within 5 s; so far: {text}"))
+            .expect("the stream goes on")
+            .unwrap();
+        if let Some(data) = frame.data_ref() {
+            text.push_str(std::str::from_utf8(data).unwrap());
+        }
+    }
+    text
+}
+
+/// The last `id:` of an SSE text.
+fn last_sse_id(text: &str) -> u64 {
+    text.lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("id: "))
+        .expect("an id")
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_live_tail_is_woken_by_commits_says_how_far_it_read_and_ends_when_the_server_stops() {
+    let h = harness().await;
+    let open = || {
+        Request::get("/v1/orgs/acme/audit-logs/stream?action=wanted")
+            .header(header::AUTHORIZATION, format!("Bearer {}", h.owner))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let mut body = h.app.clone().oneshot(open()).await.unwrap().into_body();
+    // Only filtered-out events so far: an id-only block says how far the tail has read.
+    h.ingest("acme", json!([event("unwanted")])).await;
+    let size = h.store.log_size("acme").await.unwrap();
+    let text = read_sse_until(&mut body, &format!("id: {}\n", size - 1)).await;
+    assert!(!text.contains("data:"), "{text}");
+    // Each commit wakes it: a wanted event a while later arrives, however long it waited.
+    for round in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        h.ingest("acme", json!([event("wanted")])).await;
+        let text = read_sse_until(&mut body, "event: audit").await;
+        assert!(
+            text.contains("\"action\":\"wanted\""),
+            "round {round}: {text}"
+        );
+    }
+    // A server that stops ends its streams: the body ends instead of holding the stop up.
+    h.state.stopping.cancel();
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(frame) = body.frame().await {
+            frame.unwrap();
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the stream ended when the server stopped");
+    // And one opened while it stops ends at once.
+    let mut late = h.app.clone().oneshot(open()).await.unwrap().into_body();
+    let end = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(frame) = late.frame().await {
+            frame.unwrap();
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "a stream opened while stopping ends");
+}
+
 #[tokio::test]
 async fn the_live_tail_streams_new_matching_events_and_resumes() {
     let h = harness().await;
@@ -2859,29 +3123,13 @@ async fn the_live_tail_streams_new_matching_events_and_resumes() {
     let mut body = resp.into_body();
     h.ingest("acme", json!([event("unwanted"), event("wanted")]))
         .await;
-    let mut text = String::new();
-    while !text.contains("\n\n") {
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
-            .await
-            .expect("an event within 5 s")
-            .unwrap()
-            .unwrap();
-        if let Some(data) = frame.data_ref() {
-            text.push_str(std::str::from_utf8(data).unwrap());
-        }
-    }
-    assert!(text.contains("event: audit"), "{text}");
+    let text = read_sse_until(&mut body, "event: audit").await;
     assert!(text.contains("\"action\":\"wanted\""), "{text}");
     assert!(
         !text.contains("unwanted") && !text.contains("\"old\""),
         "{text}"
     );
-    let id: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("id: "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let id = last_sse_id(&text);
 
     // Resuming after that seq sees only what came later.
     h.ingest("acme", json!([event("wanted")])).await;
@@ -2891,18 +3139,8 @@ async fn the_live_tail_streams_new_matching_events_and_resumes() {
         .body(Body::empty())
         .unwrap();
     let mut body = h.app.clone().oneshot(req).await.unwrap().into_body();
-    let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let text = String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap();
-    let next: u64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("id: "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let text = read_sse_until(&mut body, "event: audit").await;
+    let next = last_sse_id(&text);
     assert!(next > id, "{text}");
     assert_problem(
         &h.get("/v1/orgs/acme/audit-logs/stream?from=x", Some(&h.owner))
@@ -4075,7 +4313,7 @@ async fn removing_a_member_withdraws_their_invitation() {
 async fn owner_password(h: &Harness) -> Cred {
     let hash = trail_server::auth::hash_password("platform admin password").unwrap();
     h.store
-        .set_password("usr_acme_owner", hash, Vec::new())
+        .set_password("usr_acme_owner", hash, NOW, Vec::new())
         .await
         .unwrap();
     h.sign_in("owner@acme.io", "platform admin password")
@@ -4446,4 +4684,238 @@ async fn logging_in_with_a_password_gives_a_revocable_token_for_all_the_users_or
         )
         .await;
     assert_problem(&r, 400, "name");
+}
+
+#[tokio::test]
+async fn a_token_is_seen_and_revoked_in_every_org_it_acts_on_and_by_nobody_with_less_say() {
+    let h = harness().await;
+    let session = owner_password(&h).await;
+    for org in ["beta", "gamma"] {
+        let r = h
+            .call("POST", "/v1/orgs", &session, Some(json!({ "id": org })))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+    // A token made in acme for acme and beta: its making is in both logs.
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/tokens",
+            &session,
+            Some(json!({"name": "two", "scopes": ["logs:write", "logs:read"], "orgs": ["beta"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let two = Cred::of(r.body["token"].as_str().unwrap());
+    for org in ["acme", "beta"] {
+        let page = h
+            .call(
+                "GET",
+                &format!("/v1/orgs/{org}/audit-logs?action=created&objectType=token"),
+                &session,
+                None,
+            )
+            .await;
+        assert!(
+            page.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["object"]["id"]["id"] == id.as_str()),
+            "{org}: {:?}",
+            page.body
+        );
+        // ... and it is listed there.
+        let list = h
+            .call("GET", &format!("/v1/orgs/{org}/tokens"), &session, None)
+            .await;
+        assert!(
+            list.body["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["id"] == id.as_str()),
+            "{org}"
+        );
+    }
+    // An admin of acme alone (no say in beta) cannot revoke it, though it was made in acme.
+    let hash = trail_server::auth::hash_password("a long admin password").unwrap();
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/members",
+            &session,
+            Some(json!({"email": "admin@acme.io", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let admin_id = r.body["userId"].as_str().unwrap().to_owned();
+    h.store
+        .set_password(&admin_id, hash, NOW, Vec::new())
+        .await
+        .unwrap();
+    let admin = h
+        .sign_in("admin@acme.io", "a long admin password")
+        .await
+        .unwrap();
+    let r = h
+        .call(
+            "DELETE",
+            &format!("/v1/orgs/acme/tokens/{id}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_problem(&r, 403, "it holds scopes you do not in org \"acme\"");
+    // Nor one that holds only what they hold in acme, but acts on beta too.
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/tokens",
+            &session,
+            Some(json!({"name": "writer", "scopes": ["logs:write"], "orgs": ["beta"]})),
+        )
+        .await;
+    let writer = r.body["id"].as_str().unwrap().to_owned();
+    let r = h
+        .call(
+            "DELETE",
+            &format!("/v1/orgs/acme/tokens/{writer}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_problem(&r, 403, "it also acts on org \"beta\"");
+
+    // Its user leaves acme, where it was made: it still acts on beta, and is revoked there,
+    // by its user, with the revocation in beta's log.
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/members",
+            &session,
+            Some(json!({"email": "other@acme.io", "role": "owner"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = h
+        .call(
+            "DELETE",
+            "/v1/orgs/acme/members/owner@acme.io",
+            &session,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let me = h.call("GET", "/v1/me", &two, None).await;
+    assert_eq!(me.body["org"], "beta", "{:?}", me.body);
+    assert!(!me.body["scopes"].as_array().unwrap().is_empty());
+    let r = h.call("GET", "/v1/audit-log", &two, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = h
+        .call("DELETE", &format!("/v1/orgs/beta/tokens/{id}"), &two, None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let page = h
+        .call(
+            "GET",
+            "/v1/orgs/beta/audit-logs?action=revoked",
+            &session,
+            None,
+        )
+        .await;
+    assert!(
+        !page.body["items"].as_array().unwrap().is_empty(),
+        "{:?}",
+        page.body
+    );
+    let r = h.call("GET", "/v1/me", &two, None).await;
+    assert_problem(&r, 401, "revoked");
+    // Found only through an org it acts on.
+    let r = h
+        .call(
+            "DELETE",
+            &format!("/v1/orgs/gamma/tokens/{id}"),
+            &session,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn tokens_from_a_password_end_with_it_and_a_valid_token_signs_in_whatever_others_guessed() {
+    let h = harness().await;
+    let session = owner_password(&h).await;
+    let r = h
+        .call(
+            "POST",
+            "/v1/login",
+            &Cred::None,
+            Some(json!({"email": "owner@acme.io", "password": "platform admin password", "name": "laptop"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.set_cookie, None);
+    let login = Cred::of(r.body["token"].as_str().unwrap());
+    // A token made otherwise survives a password change; one made with the password does not.
+    let ci = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/tokens",
+            &session,
+            Some(json!({"name": "ci", "scopes": ["logs:read"]})),
+        )
+        .await;
+    let ci = Cred::of(ci.body["token"].as_str().unwrap());
+    let r = h
+        .call(
+            "PUT",
+            "/v1/me/password",
+            &session,
+            Some(json!({"currentPassword": "platform admin password", "newPassword": "another long password"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    assert_problem(&h.call("GET", "/v1/me", &login, None).await, 401, "revoked");
+    assert_eq!(
+        h.call("GET", "/v1/me", &ci, None).await.status,
+        StatusCode::OK
+    );
+
+    // Wrong tokens from one source spend its budget; the right token still signs in.
+    for _ in 0..25 {
+        let r = h.sign_in_with_token("pat_nope.wrong").await.unwrap_err();
+        assert!(matches!(r.status.as_u16(), 401 | 429), "{:?}", r.body);
+    }
+    let r = h.sign_in_with_token("pat_nope.wrong").await.unwrap_err();
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(h.sign_in_with_token(&h.owner).await.is_ok());
+
+    // A body is a JSON object, never an array of the fields in order; and no answer of the
+    // API is kept by a cache.
+    let r = h
+        .call(
+            "POST",
+            "/v1/login",
+            &Cred::None,
+            Some(json!([
+                "owner@acme.io",
+                "another long password",
+                "laptop",
+                null
+            ])),
+        )
+        .await;
+    assert_problem(&r, 400, "JSON object");
+    let req = request(
+        "POST",
+        "/v1/login",
+        &Cred::None,
+        Some(json!({"email": "owner@acme.io", "password": "another long password", "name": "x"})),
+    );
+    let resp = h.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-store");
 }

@@ -53,6 +53,7 @@ macro_rules! store_conformance_tests {
             other_orgs_routes_do_not_change_a_path_only_route_filter,
             actor_types_beyond_the_known_ones_are_kept_and_found,
             histograms_count_what_the_filter_passes_per_slice,
+            a_log_watch_wakes_after_each_commit_to_its_org_only,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -192,6 +193,7 @@ fn token(id: &str, org: &str) -> Token {
         expires_at: Some(Timestamp(T0 + 1)),
         revoked_at: None,
         reach: crate::Reach::Own,
+        from_password: false,
     }
 }
 
@@ -258,14 +260,42 @@ pub async fn orgs_users_and_tokens(store: Arc<dyn Store>) {
     let u = store.user_by_email("u@umbrella.io").await.unwrap().unwrap();
     assert_eq!(store.user(&u.id).await.unwrap(), Some(u.clone()));
     assert_eq!(u.password_hash, None);
+    // A new password revokes the tokens the old one gave out, and no others.
+    let from_password = Token {
+        user_id: Some(u.id.clone()),
+        from_password: true,
+        ..token("pat_pw", "umbrella")
+    };
+    let other = Token {
+        user_id: Some(u.id.clone()),
+        ..token("pat_ci", "umbrella")
+    };
+    for t in [&from_password, &other] {
+        store.create_token(t.clone(), Vec::new()).await.unwrap();
+    }
+    assert_eq!(
+        store.personal_tokens(&u.id).await.unwrap(),
+        vec![other.clone(), from_password.clone()],
+        "a user's tokens, newest first (then by id)"
+    );
     store
-        .set_password(&u.id, "$argon2id$x".into(), Vec::new())
+        .set_password(&u.id, "$argon2id$x".into(), Timestamp(T0 + 7), Vec::new())
         .await
         .unwrap();
     let u = store.user(&u.id).await.unwrap().unwrap();
     assert_eq!(u.password_hash.as_deref(), Some("$argon2id$x"));
+    assert_eq!(
+        store.token("pat_pw").await.unwrap().unwrap().revoked_at,
+        Some(Timestamp(T0 + 7))
+    );
+    assert_eq!(
+        store.token("pat_ci").await.unwrap().unwrap().revoked_at,
+        None
+    );
     assert!(matches!(
-        store.set_password("usr_nope", "h".into(), Vec::new()).await,
+        store
+            .set_password("usr_nope", "h".into(), Timestamp(T0), Vec::new())
+            .await,
         Err(StoreError::NotFound(_))
     ));
 
@@ -1357,4 +1387,53 @@ pub async fn histograms_count_what_the_filter_passes_per_slice(store: Arc<dyn St
             .unwrap(),
         vec![0, 0, 0, 0, 0, 1]
     );
+}
+
+/// The live tail waits on [`Store::watch_log`] instead of polling: it must be woken by every
+/// commit that appends to its org (ingest, and a change's record), with the events readable
+/// by then, and not by another org's.
+pub async fn a_log_watch_wakes_after_each_commit_to_its_org_only(store: Arc<dyn Store>) {
+    with_orgs(&*store, &["acme", "umbrella"]).await;
+    let mut acme = store.watch_log("acme");
+    acme.borrow_and_update();
+    store
+        .append("umbrella", vec![simple("other")])
+        .await
+        .unwrap();
+    assert!(
+        !acme.has_changed().unwrap(),
+        "another org's commit wakes nobody here"
+    );
+    store
+        .append("acme", vec![simple("a"), simple("b")])
+        .await
+        .unwrap();
+    assert!(acme.has_changed().unwrap(), "a commit to acme wakes it");
+    assert_eq!(*acme.borrow_and_update(), 2);
+    assert_eq!(store.events_from("acme", 0, 10).await.unwrap().len(), 2);
+    // A retry that stores nothing is not growth; a change's record is.
+    let retry =
+        |id: &str| body(json!({"id": id, "action": "a", "actor": {"id": "x", "type": "user"}}));
+    store.append("acme", vec![retry("evt-1")]).await.unwrap();
+    acme.borrow_and_update();
+    store.append("acme", vec![retry("evt-1")]).await.unwrap();
+    assert!(!acme.has_changed().unwrap(), "a duplicate appends nothing");
+    let i = crate::Instance {
+        org: "acme".into(),
+        id: "argocd-prod".into(),
+        name: "prod".into(),
+        kind: "argocd".into(),
+        created_at: Timestamp(1),
+    };
+    store
+        .create_instance(i, vec![("acme".into(), simple("instance.created"))])
+        .await
+        .unwrap();
+    assert!(acme.has_changed().unwrap(), "a change's record wakes it");
+    assert_eq!(*acme.borrow_and_update(), 4);
+    // A second watcher of the same log is woken too.
+    let mut again = store.watch_log("acme");
+    again.borrow_and_update();
+    store.append("acme", vec![simple("c")]).await.unwrap();
+    assert!(again.has_changed().unwrap() && acme.has_changed().unwrap());
 }

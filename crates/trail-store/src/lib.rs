@@ -9,7 +9,11 @@
 //! It assigns seqs and computes leaf hashes with `trail-core` and nothing else; backend
 //! error codes become [`StoreError`]s inside the backend.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use async_trait::async_trait;
+use tokio::sync::watch;
 use trail_core::query::{Cursor, Filter};
 use trail_core::scope::{Role, Scope};
 use trail_core::{Event, EventBody, Timestamp};
@@ -135,6 +139,9 @@ pub struct Token {
     pub revoked_at: Option<Timestamp>,
     /// The orgs a personal access token acts on ([`Reach::Own`] for every other kind).
     pub reach: Reach,
+    /// Made by signing in with a password (`POST /v1/login`): revoked when that password
+    /// changes, like the user's sessions.
+    pub from_password: bool,
 }
 
 /// The orgs a personal access token acts on. In each, it holds its scopes as far as its
@@ -251,6 +258,41 @@ pub struct EventPage {
     pub next: Option<Cursor>,
 }
 
+/// Who is waiting for which org's log to grow: [`Store::watch_log`]'s receivers, and what a
+/// backend tells after each commit ([`LogWatch::grew`]).
+#[derive(Debug, Default)]
+pub struct LogWatch {
+    orgs: Mutex<HashMap<String, watch::Sender<u64>>>,
+}
+
+impl LogWatch {
+    /// A receiver marked changed whenever `org`'s log grows.
+    pub fn subscribe(&self, org: &str) -> watch::Receiver<u64> {
+        let mut orgs = self.orgs.lock().expect("log watch lock");
+        match orgs.get(org) {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = watch::channel(0);
+                orgs.insert(org.to_owned(), tx);
+                rx
+            }
+        }
+    }
+
+    /// `org`'s log has `size` events, committed: wakes its readers.
+    pub fn grew(&self, org: &str, size: u64) {
+        let mut orgs = self.orgs.lock().expect("log watch lock");
+        if let Some(tx) = orgs.get(org) {
+            if tx.receiver_count() == 0 {
+                // Nobody waits for this log any more: forget it.
+                orgs.remove(org);
+            } else {
+                tx.send_replace(size);
+            }
+        }
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Whether the store can serve reads and writes now.
@@ -282,7 +324,15 @@ pub trait Store: Send + Sync + 'static {
 
     async fn user(&self, id: &str) -> Result<Option<User>>;
     async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
-    async fn set_password(&self, user_id: &str, hash: String, audit: AuditEvents) -> Result<()>;
+    /// Sets a user's password; what their old one gave out (their personal access tokens
+    /// made by signing in with it) is revoked at `at`, in the same transaction.
+    async fn set_password(
+        &self,
+        user_id: &str,
+        hash: String,
+        at: Timestamp,
+        audit: AuditEvents,
+    ) -> Result<()>;
 
     /// Adds `user` (created if its email is new; otherwise the stored user) to the org.
     async fn add_member(
@@ -325,6 +375,8 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_token(&self, token: Token, audit: AuditEvents) -> Result<()>;
     async fn token(&self, id: &str) -> Result<Option<Token>>;
+    /// A user's personal access tokens, in every org, newest first.
+    async fn personal_tokens(&self, user_id: &str) -> Result<Vec<Token>>;
     /// An org's credentials of one kind, newest first; PATs of one user if `user_id` is given.
     async fn tokens(&self, org: &str, kind: TokenKind, user_id: Option<&str>)
     -> Result<Vec<Token>>;
@@ -382,6 +434,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// The number of events in the org's log (the next seq).
     async fn log_size(&self, org: &str) -> Result<u64>;
+
+    /// A receiver that is marked changed after every commit that appends to the org's log
+    /// (its value: the log's size then), so a reader waits for new events instead of polling.
+    /// A wake-up says only "read again": the reader reads by seq from where it is. Subscribe
+    /// before the first read, and mark the value seen before each read, and no commit is
+    /// missed. Only commits made through this store are seen.
+    fn watch_log(&self, org: &str) -> watch::Receiver<u64>;
 
     /// The recorded API calls with a timestamp in `[since, until)`, by route template:
     /// when each happened, its status and latency.

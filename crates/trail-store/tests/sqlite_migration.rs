@@ -77,6 +77,7 @@ async fn populate(dir: &Path) {
         expires_at: None,
         revoked_at: None,
         reach: trail_store::Reach::Own,
+        from_password: false,
     };
     assert!(
         store

@@ -122,6 +122,7 @@ async fn changes_and_their_records_recover_after_another_connection_appends() {
         expires_at: None,
         revoked_at: None,
         reach: trail_store::Reach::Own,
+        from_password: false,
     };
     let mut failures = 0;
     loop {

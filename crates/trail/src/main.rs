@@ -20,7 +20,7 @@ Exit codes:
   2  usage error
   4  not authenticated: no credential, or the server answered 401
   5  forbidden (403)
-  6  server unreachable
+  6  server unreachable, or its TLS certificate not trusted
   141  standard output closed by its reader (`trail ... | head`): stops quietly";
 
 /// The exit code of a command whose standard output was closed by its reader: what a shell
@@ -36,7 +36,9 @@ const EXIT_STDOUT_CLOSED: u8 = 141;
 `trail serve` runs the server; the other commands are its clients. They find the server and\n\
 a credential in --url/--token/--org (or TRAIL_URL, TRAIL_TOKEN, TRAIL_ORG), else in the\n\
 profile saved by `trail login` (--profile or TRAIL_PROFILE picks one). A token of the form\n\
-KEYID:SECRET is an API key, sent with HTTP Basic; anything else is a bearer token.",
+KEYID:SECRET is an API key, sent with HTTP Basic; anything else is a bearer token. An\n\
+https:// URL is checked against the system's CA roots, and against --ca-cert (or\n\
+TRAIL_CA_CERT) for a Trail whose certificate a private CA issued.",
     after_help = EXIT_CODES
 )]
 struct Cli {
@@ -206,6 +208,37 @@ struct ServeArgs {
     /// for several. From any other peer the header is ignored.
     #[arg(long = "trusted-proxy", env = "TRAIL_TRUSTED_PROXY", value_delimiter = ',', value_parser = parse_cidr)]
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// Serve HTTPS with this certificate (PEM: the server's, then any intermediates); with
+    /// --tls-key. Both files are read again on SIGHUP.
+    #[arg(
+        long,
+        env = "TRAIL_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS #8, PKCS #1 or SEC1).
+    #[arg(
+        long,
+        env = "TRAIL_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
+    /// How often an idle live tail (`logs tail --follow`) sends a keep-alive comment, so
+    /// clients and proxies know it is alive: 100ms to 30s.
+    #[arg(long, env = "TRAIL_STREAM_KEEP_ALIVE", default_value = "15s", value_parser = parse_keep_alive)]
+    stream_keep_alive: std::time::Duration,
+}
+
+/// The keep-alive interval of live tails: from 100 ms to 30 s, well under the 60 s after
+/// which Trail's client takes a silent stream for lost.
+fn parse_keep_alive(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_span(s)?;
+    if !(std::time::Duration::from_millis(100)..=std::time::Duration::from_secs(30)).contains(&d) {
+        return Err(format!("{s:?}: give a duration from 100ms to 30s"));
+    }
+    Ok(d)
 }
 
 /// `10.0.0.0/8`, `2001:db8::/32`, or one address.
@@ -302,12 +335,13 @@ fn connection(matches: &ArgMatches, mut conn: cli::Connection) -> cli::Connectio
             let given = m.ids().any(|i| i == id)
                 && m.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
             if given {
-                let value = m.get_one::<String>(id).cloned();
+                let value = || m.get_one::<String>(id).cloned();
                 match id {
-                    "url" => conn.url = value,
-                    "token" => conn.token = value,
-                    "org" => conn.org = value,
-                    _ => conn.profile = value,
+                    "url" => conn.url = value(),
+                    "token" => conn.token = value(),
+                    "org" => conn.org = value(),
+                    "ca_cert" => conn.ca_cert = m.get_one::<PathBuf>(id).cloned(),
+                    _ => conn.profile = value(),
                 }
             }
         }
@@ -336,7 +370,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TRAIL_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                // The platform verifier logs every certificate it refuses; the command's
+                // own one-line error says so already.
+                .unwrap_or_else(|_| "info,rustls_platform_verifier=off".into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -399,6 +435,10 @@ fn message(command: &str, kind: &str, e: &anyhow::Error) -> String {
         }) => format!("403 on {command}: your {kind} lacks {scope}"),
         Some(ClientError::Forbidden { detail, .. }) => format!("403 on {command}: {detail}"),
         Some(ClientError::Unauthenticated(detail)) => format!("401 on {command}: {detail}"),
+        Some(ClientError::UntrustedCertificate { .. }) => format!(
+            "{e:#}; if a private CA issued it, pass that CA's certificate with --ca-cert FILE \
+             (or TRAIL_CA_CERT)"
+        ),
         _ => format!("{e:#}"),
     }
 }
@@ -409,8 +449,8 @@ fn exit_code(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<ClientError>() {
         Some(ClientError::Unauthenticated(_)) => 4,
         Some(ClientError::Forbidden { .. }) => 5,
-        Some(ClientError::Unreachable { .. }) => 6,
-        Some(ClientError::Usage(_)) => 2,
+        Some(ClientError::Unreachable { .. } | ClientError::UntrustedCertificate { .. }) => 6,
+        Some(ClientError::Usage(_) | ClientError::CaCert { .. }) => 2,
         _ if e.downcast_ref::<cli::NoCredential>().is_some() => 4,
         _ => 1,
     }
@@ -439,9 +479,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             idle_timeout: args.idle_timeout,
         },
         trusted_proxies: args.trusted_proxies,
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(trail_server::tls::TlsFiles { cert, key }),
+            _ => None,
+        },
+        stream_keep_alive: args.stream_keep_alive,
     };
     let bound = trail_server::bind(&config).await?;
     let shutdown = shutdown_signal();
+    if let Some(tls) = &bound.tls {
+        reload_on_hangup(tls.clone());
+    }
     let socket = match trail_server::operator::Socket::listen(&config.data_dir, bound.store.clone())
     {
         Ok(s) => Some(s),
@@ -452,8 +500,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     // The banner is informational: a closed stdout must not stop (or panic) the server.
+    let scheme = if bound.tls.is_some() { "https" } else { "http" };
     trail_server::say(format_args!(
-        "Trail {} listening on http://{}",
+        "Trail {} listening on {scheme}://{}",
         env!("CARGO_PKG_VERSION"),
         bound.addr
     ));
@@ -484,6 +533,41 @@ async fn set_password(data: &std::path::Path, email: String) -> anyhow::Result<(
     )
     .await?;
     cli::output::line(&done)
+}
+
+/// On SIGHUP, reads the TLS certificate and key again: new connections get the new pair.
+/// A reload that fails keeps the pair in force and logs why. The handler is installed
+/// before this returns, so a SIGHUP right after the banner reloads rather than kills.
+fn reload_on_hangup(tls: std::sync::Arc<trail_server::tls::Tls>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("no SIGHUP handler, so no TLS reload: {e}");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let files = tls.files();
+                match tls.reload() {
+                    Ok(()) => tracing::info!(
+                        cert = %files.cert.display(),
+                        key = %files.key.display(),
+                        "reloaded the TLS certificate and key"
+                    ),
+                    Err(e) => tracing::error!(
+                        "reloading the TLS certificate and key failed; still serving the \
+                         previous ones: {e}"
+                    ),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = tls;
 }
 
 /// Ctrl-C or SIGTERM. The handlers are installed when this is called (not when the future is
@@ -560,6 +644,7 @@ mod tests {
             "--token <TOKEN>",
             "--org <ORG>",
             "--profile <PROFILE>",
+            "--ca-cert <FILE>",
         ] {
             assert_eq!(top.matches(flag).count(), 1, "{flag} in: {top}");
         }

@@ -127,14 +127,10 @@ export async function renderLog(view, { org, instance, params, base, title }) {
     h("input", { type: "checkbox", id: "live", checked: live, disabled: !!cursor,
       onchange: (e) => apply({ live: e.target.checked ? "1" : null, cursor: null }) }),
     " Live tail");
-  const exportLinks = h("span", { class: "export" }, "Export: ",
-    h("a", { href: exportHref(apiBase, filters, "csv"), download: `${org}-audit.csv`, id: "export-csv" }, "CSV"),
-    " · ",
-    h("a", { href: exportHref(apiBase, filters, "ndjson"), download: `${org}-audit.ndjson`, id: "export-ndjson" }, "NDJSON"));
   fill(view,
     h("h1", {}, title ?? "Audit Logs"),
     form,
-    h("div", { class: "table-bar" }, h("span", { class: "toggles" }, liveToggle, hideToggle), exportLinks),
+    h("div", { class: "table-bar" }, h("span", { class: "toggles" }, liveToggle, hideToggle)),
     h("div", { class: "table-wrap" }, table),
     pager);
 
@@ -211,12 +207,6 @@ function row(ev, open) {
   h("td", {}, ev.action),
   h("td", { class: "details" }, details));
   return tr;
-}
-
-function exportHref(apiBase, filters, format) {
-  const p = new URLSearchParams(filters);
-  p.set("format", format);
-  return `${apiBase}/export.${format === "csv" ? "csv" : "ndjson"}?${p}`;
 }
 
 /** An RFC 3339 time as the value of a datetime-local input (local time). */

@@ -4,14 +4,18 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, header::CONTENT_TYPE};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
 use trail_core::query::{Field, Matcher, QueryError};
 use trail_core::{Cursor, EventBody, Filter, Timestamp};
 use trail_store::{EventQuery, Outcome};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::AppState;
 use crate::auth::{ActingOn, Caller};
 use crate::error::ApiError;
+use crate::openapi::{Conflict, NotFound, Unsupported};
 
 /// The largest ingest body, in bytes.
 pub const MAX_BODY: usize = 16 << 20;
@@ -59,13 +63,121 @@ pub(crate) fn limit_param(
         })
 }
 
+/// Why one event of a batch was refused.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventError {
+    /// Its position in the batch, from 0.
+    pub index: usize,
+    /// The field at fault (a dotted path), when one is.
+    pub field: Option<String>,
+    pub detail: String,
+}
+
+/// One stored (or already stored) event of a batch.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Ingested {
+    pub index: usize,
+    pub id: String,
+    pub seq: u64,
+    /// Its leaf hash, hex.
+    pub hash: String,
+    #[schema(format = DateTime)]
+    pub received_at: String,
+    /// Sent before by the same credential: not stored again.
+    pub duplicate: bool,
+}
+
+/// The answer to a batch: what was stored and what was refused, by index.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestResult {
+    pub accepted: usize,
+    pub duplicates: usize,
+    pub rejected: usize,
+    pub items: Vec<Ingested>,
+    pub errors: Vec<EventError>,
+}
+
+/// A page of events, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventPage {
+    #[schema(value_type = Vec<trail_core::event::EventRecord>)]
+    pub items: Vec<Box<RawValue>>,
+    /// Where the next page starts; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// The filters and paging of the audit-log reads (parsed by [`list_params`]).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListQuery {
+    /// Actor id. Repeat a filter for alternatives.
+    actor: Option<Vec<String>>,
+    /// `user`, `pat`, `api_key`, `break_glass`, `system`, or another kind: lowercase letters, digits, `_`, `-` and `.`, 1 to 64 characters.
+    #[param(rename = "actorType")]
+    actor_type: Option<Vec<String>>,
+    action: Option<Vec<String>>,
+    /// `app`, `api`, `system`, ...
+    category: Option<Vec<String>>,
+    #[param(rename = "objectType")]
+    object_type: Option<Vec<String>>,
+    /// `object.id.kind`.
+    #[param(rename = "objectKind")]
+    object_kind: Option<Vec<String>>,
+    /// `object.id.name` (or `object.id` when it is a string).
+    #[param(rename = "objectName")]
+    object_name: Option<Vec<String>>,
+    /// A route template, `GET /v1/tenants/:id`; a path alone for any method.
+    route: Option<Vec<String>>,
+    /// The HTTP method of a recorded call.
+    method: Option<Vec<String>>,
+    /// A status code (`404`) or class (`5xx`).
+    status: Option<Vec<String>>,
+    instance: Option<Vec<String>>,
+    /// The credential id of the actor.
+    #[param(rename = "tokenId")]
+    token_id: Option<Vec<String>>,
+    /// The client IP address.
+    ip: Option<Vec<String>>,
+    /// RFC 3339, or a duration back from now: `30s`, `5m`, `1h`, `7d`, `2w`. Inclusive.
+    since: Option<String>,
+    /// RFC 3339, or a duration back from now. Exclusive.
+    until: Option<String>,
+    /// A query: `actor:alice action:deleted route:"GET /v1/tenants/:id" -status:200`. Terms on one key are alternatives, different keys must all hold, `-` excludes.
+    q: Option<String>,
+    #[param(minimum = 1, maximum = 1000, default = 100)]
+    limit: Option<u32>,
+    /// The `nextCursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/orgs/{org}/events",
+    operation_id = "ingestEvents",
+    params(("org" = String, Path, description = "The org's id")),
+    request_body(
+        description = "At most 10,000 events and 16 MiB: a JSON array, one object, or NDJSON. An event `id` makes retries idempotent.",
+        content(
+            (Vec<trail_core::event::EventInput> = "application/json"),
+            (trail_core::event::EventInput = "application/x-ndjson"),
+        ),
+    ),
+    responses(
+        (status = 200, description = "Stored: each event's seq and hash; invalid ones refused by index", body = IngestResult),
+        (status = 422, description = "No event of the batch is valid; `errors` says why, by index", body = crate::error::Problem, content_type = "application/problem+json"),
+        NotFound, Conflict, Unsupported,
+    ),
+)]
 pub async fn ingest(
     State(state): State<AppState>,
     Path(org): Path<String>,
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<IngestResult>, ApiError> {
     let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
         if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
         {
@@ -92,7 +204,11 @@ pub async fn ingest(
     let now = crate::now();
     let mut valid: Vec<(usize, EventBody)> = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
-    let error = |index: usize, field: Option<&str>, detail: String| json!({"index": index, "field": field, "detail": detail});
+    let error = |index: usize, field: Option<&str>, detail: String| EventError {
+        index,
+        field: field.map(str::to_owned),
+        detail,
+    };
     for (index, item) in items.into_iter().enumerate() {
         let body = item.and_then(read_item).and_then(|v| {
             let mut body = EventBody::from_json(v, &org)?;
@@ -119,7 +235,7 @@ pub async fn ingest(
     if valid.is_empty() {
         return Err(ApiError::Unprocessable {
             detail: format!("none of the {} events is valid; see errors", errors.len()),
-            errors: Value::Array(errors),
+            errors: serde_json::to_value(errors).expect("errors serialize"),
         });
     }
     let (indexes, bodies): (Vec<usize>, Vec<EventBody>) = valid.into_iter().unzip();
@@ -142,24 +258,24 @@ pub async fn ingest(
             Outcome::Created => accepted += 1,
             Outcome::Duplicate => duplicates += 1,
         }
-        items.push(json!({
-            "index": index,
-            "id": a.id,
-            "seq": a.seq,
-            "hash": hex::encode(a.hash),
-            "receivedAt": a.received_at.to_string(),
-            "duplicate": a.outcome == Outcome::Duplicate,
-        }));
+        items.push(Ingested {
+            index,
+            id: a.id.clone(),
+            seq: a.seq,
+            hash: hex::encode(a.hash),
+            received_at: a.received_at.to_string(),
+            duplicate: a.outcome == Outcome::Duplicate,
+        });
     }
-    errors.sort_by_key(|e| e["index"].as_u64());
+    errors.sort_by_key(|e| e.index);
     metrics::counter!("trail_events_ingested_total").increment(accepted as u64);
-    Ok(Json(json!({
-        "accepted": accepted,
-        "duplicates": duplicates,
-        "rejected": errors.len(),
-        "items": items,
-        "errors": errors,
-    })))
+    Ok(Json(IngestResult {
+        accepted,
+        duplicates,
+        rejected: errors.len(),
+        items,
+        errors,
+    }))
 }
 
 /// One element of a batch (its JSON text, as sent), or why it could not be read.
@@ -345,7 +461,7 @@ async fn list_org(
     state: &AppState,
     org: &str,
     params: ListParams,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EventPage>, ApiError> {
     let page = state
         .store
         .query(
@@ -367,18 +483,25 @@ async fn list_org(
     } else {
         page.next
     };
-    Ok(Json(json!({
-        "items": items,
-        "nextCursor": next.map(|c| c.encode()),
-    })))
+    Ok(Json(EventPage {
+        items,
+        next_cursor: next.map(|c| c.encode()),
+    }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/orgs/{org}/audit-logs",
+    operation_id = "listAuditLogs",
+    params(("org" = String, Path, description = "The org's id"), ListQuery),
+    responses((status = 200, description = "A page of events, newest first", body = EventPage)),
+)]
 pub async fn list(
     State(state): State<AppState>,
     Path(org): Path<String>,
     Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EventPage>, ApiError> {
     let mut params = list_params(raw.as_deref(), crate::now())?;
     if let Some(only) = &caller.instance {
         restrict_to_instance(&mut params, &org, only)?;
@@ -386,12 +509,23 @@ pub async fn list(
     list_org(&state, &org, params).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/orgs/{org}/instances/{instance}/audit-logs",
+    operation_id = "listInstanceAuditLogs",
+    params(
+        ("org" = String, Path, description = "The org's id"),
+        ("instance" = String, Path, description = "The instance's id"),
+        ListQuery,
+    ),
+    responses((status = 200, description = "A page of the instance's events, newest first", body = EventPage)),
+)]
 pub async fn list_instance(
     State(state): State<AppState>,
     Path((org, instance)): Path<(String, String)>,
     Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EventPage>, ApiError> {
     if caller
         .instance
         .as_ref()
@@ -428,12 +562,19 @@ pub(crate) fn restrict_to_instance(
         .map_err(|e| ApiError::BadRequest(e.to_string()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/audit-log",
+    operation_id = "listCallerAuditLog",
+    params(ListQuery),
+    responses((status = 200, description = "A page of events of the credential's org, newest first", body = EventPage)),
+)]
 pub async fn list_caller_org(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Extension(ActingOn(org)): Extension<ActingOn>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EventPage>, ApiError> {
     let mut params = list_params(raw.as_deref(), crate::now())?;
     if let Some(only) = &caller.instance {
         restrict_to_instance(&mut params, &org, only)?;

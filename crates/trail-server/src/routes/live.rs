@@ -4,14 +4,14 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
-use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use trail_core::query::route_matches;
 use trail_core::{Filter, Timestamp};
 use trail_store::Store;
@@ -27,21 +27,116 @@ const MAX_SEQ: u64 = 1 << 40;
 /// The most routes a performance answer lists (the busiest).
 pub const MAX_PERF_ROUTES: usize = 1000;
 
-/// How often the stream looks for new events.
-const POLL: Duration = Duration::from_millis(250);
+/// The most events a live tail reads from the store at once.
+const BATCH: usize = 500;
 
+/// One live tail: where it is in the log, and what wakes it.
 struct Tail {
     store: Arc<dyn Store>,
     org: String,
     filter: Filter,
+    /// The seq of the next event to read.
     next: u64,
     pending: VecDeque<SseEvent>,
-    first: bool,
+    /// Marked changed after every commit to the org's log.
+    grown: watch::Receiver<u64>,
+    /// Cancelled when the server stops: the stream ends.
+    stopping: CancellationToken,
+    /// Whether the last read found every event committed when it began.
+    caught_up: bool,
 }
 
+impl Tail {
+    /// The next SSE event to send: the queued ones, else what the log has from `next` on,
+    /// read after a commit wakes the tail. `None` ends the stream (the server is stopping,
+    /// or the store failed; the client resumes from the last id it saw).
+    async fn next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Some(e);
+            }
+            if self.caught_up {
+                tokio::select! {
+                    biased;
+                    () = self.stopping.cancelled() => return None,
+                    changed = self.grown.changed() => changed.ok()?,
+                }
+            }
+            if self.stopping.is_cancelled() {
+                return None;
+            }
+            // Marked seen before the read: a commit after this point wakes the next wait,
+            // and one before it is in what the read finds.
+            self.grown.borrow_and_update();
+            let batch = match self.store.events_from(&self.org, self.next, BATCH).await {
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::warn!(error = %e, org = %self.org, "a live tail stopped: reading the log failed");
+                    return None;
+                }
+            };
+            self.caught_up = batch.len() < BATCH;
+            let mut sent_last = true;
+            for e in &batch {
+                self.next = e.event.seq + 1;
+                sent_last = self.filter.matches(&e.event);
+                if sent_last {
+                    let data =
+                        serde_json::to_string(&e.event.record(&e.hash)).expect("records serialize");
+                    self.pending.push_back(
+                        SseEvent::default()
+                            .id(e.event.seq.to_string())
+                            .event("audit")
+                            .data(data),
+                    );
+                }
+            }
+            if !sent_last {
+                // The events read last were filtered out: an id-only block says how far the
+                // tail has read (an `EventSource` keeps it as its last event id), so a
+                // reconnection resumes here instead of reading them again.
+                self.pending
+                    .push_back(SseEvent::default().id((self.next - 1).to_string()));
+            }
+        }
+    }
+}
+
+/// Where a live tail starts.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct StreamQuery {
+    /// Start at this seq; by default new events only (or those after `Last-Event-ID`).
+    #[param(minimum = 0, maximum = 1099511627775_u64)]
+    from: Option<u64>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/orgs/{org}/audit-logs/stream",
+    operation_id = "streamAuditLogs",
+    params(
+        ("org" = String, Path, description = "The org's id"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Resume after this seq (the id of the last event received)"),
+        StreamQuery,
+        crate::routes::events::ListQuery,
+    ),
+    responses((
+        status = 200,
+        description = "Server-Sent Events: each is `event: audit`, `id: <seq>`, `data: <the event record as JSON>`; comments keep the connection alive",
+        body = String,
+        content_type = "text/event-stream",
+    )),
+)]
 /// `GET /v1/orgs/{org}/audit-logs/stream`: the events that arrive from now on (or after the
 /// seq in `Last-Event-ID`, or from `?from=`), oldest first, that pass the same filters as
-/// the list. Each SSE event's id is the event's seq, so a client resumes where it left off.
+/// the list. Each SSE event's id is the event's seq, so a client resumes where it left off;
+/// an id-only block says where the tail starts and, when the events read last were filtered
+/// out, the seq read up to.
+/// The tail is woken by each commit to the org's log ([`Store::watch_log`]), never polls,
+/// sends a keep-alive comment every `--stream-keep-alive` while idle, and ends when the
+/// server stops.
 pub async fn stream(
     State(state): State<AppState>,
     Path(org): Path<String>,
@@ -101,49 +196,68 @@ pub async fn stream(
         (None, None) => size,
     };
     let tail = Tail {
+        grown: state.store.watch_log(&org),
+        stopping: state.stopping.clone(),
         store: state.store.clone(),
         org,
         filter: params.filter,
         next,
-        pending: VecDeque::new(),
-        first: true,
+        // Where the tail starts, said first: a client that sees no event before it loses
+        // the connection still knows where to resume (no id at all: the log was empty).
+        pending: (next > 0)
+            .then(|| SseEvent::default().id((next - 1).to_string()))
+            .into_iter()
+            .collect(),
+        caught_up: false,
     };
     let events = futures_util::stream::unfold(tail, |mut t| async move {
-        loop {
-            if let Some(e) = t.pending.pop_front() {
-                return Some((Ok(e), t));
-            }
-            if !t.first {
-                tokio::time::sleep(POLL).await;
-            }
-            t.first = false;
-            let Ok(batch) = t.store.events_from(&t.org, t.next, 500).await else {
-                return None;
-            };
-            for e in batch {
-                t.next = e.event.seq + 1;
-                if t.filter.matches(&e.event) {
-                    let data =
-                        serde_json::to_string(&e.event.record(&e.hash)).expect("records serialize");
-                    t.pending.push_back(
-                        SseEvent::default()
-                            .id(e.event.seq.to_string())
-                            .event("audit")
-                            .data(data),
-                    );
-                }
-            }
-        }
+        let e = t.next_event().await?;
+        Some((Ok(e), t))
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(state.stream_keep_alive)))
+}
+
+/// Per-route figures over a window, busiest route first.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Perf {
+    #[schema(format = DateTime)]
+    pub since: String,
+    #[schema(format = DateTime)]
+    pub until: String,
+    pub window_minutes: f64,
+    /// The span the rates are over: first to last call, at least a minute, at most the window.
+    pub span_minutes: f64,
+    pub routes: Vec<trail_core::perf::RouteStats>,
+    /// How many routes there were (at most 1,000 are listed).
+    pub routes_total: usize,
+}
+
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PerfQuery {
+    /// RFC 3339 or a duration back from now; 24h by default.
+    since: Option<String>,
+    /// RFC 3339 or a duration back from now; now by default.
+    until: Option<String>,
+    /// One route template, or a path for every method.
+    route: Option<String>,
 }
 
 /// `GET /v1/orgs/{org}/perf?since=24h[&until=T][&route=R]`: per route, busiest first.
+#[utoipa::path(
+    get,
+    path = "/v1/orgs/{org}/perf",
+    operation_id = "getPerformance",
+    params(("org" = String, Path, description = "The org's id"), PerfQuery),
+    responses((status = 200, description = "The figures", body = Perf)),
+)]
 pub async fn perf(
     State(state): State<AppState>,
     Path(org): Path<String>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Perf>, ApiError> {
     let now = crate::now();
     let (mut since, mut until, mut route) = (None, None, None);
     for (k, v) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
@@ -176,12 +290,12 @@ pub async fn perf(
     // Busiest first: the answer keeps the busiest routes, and says how many there were.
     let total = routes.len();
     routes.truncate(MAX_PERF_ROUTES);
-    Ok(Json(json!({
-        "since": since.to_string(),
-        "until": until.to_string(),
-        "windowMinutes": minutes,
-        "spanMinutes": span,
-        "routes": routes,
-        "routesTotal": total,
-    })))
+    Ok(Json(Perf {
+        since: since.to_string(),
+        until: until.to_string(),
+        window_minutes: minutes,
+        span_minutes: span,
+        routes,
+        routes_total: total,
+    }))
 }

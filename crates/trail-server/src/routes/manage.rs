@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use trail_core::event::{Actor, CanonicalJson, MANAGEMENT_CATEGORY, Object, check_org_slug};
 use trail_core::scope::{Role, preset};
@@ -13,6 +13,7 @@ use trail_core::time::parse_duration_micros;
 use trail_core::{EventBody, Scope, Timestamp};
 use trail_record::CallContext;
 use trail_store::{AuditEvents, Instance, Org, Reach, Token, TokenKind, User};
+use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::{
@@ -20,9 +21,11 @@ use crate::auth::{
     check_revoke, grant_reach, mint, random_id,
 };
 use crate::error::ApiError;
+use crate::openapi::{Conflict, NotFound};
+use crate::routes::Items;
 use crate::routes::json_body as body;
 
-type Created = (StatusCode, Json<Value>);
+type Created<T> = (StatusCode, Json<T>);
 
 /// A domain event: `caller` did `action` (a past-tense verb, as in seed 002) to `object`.
 pub fn domain_event(
@@ -80,6 +83,25 @@ fn object(kind: &str, id: Value) -> Object {
 
 fn audit(org: &str, event: EventBody) -> AuditEvents {
     vec![(org.to_owned(), event)]
+}
+
+/// The same event in the log of each of `orgs`: a change that concerns several orgs (a
+/// token acting on them) is seen in each.
+pub fn audit_in(orgs: &[String], event: EventBody) -> AuditEvents {
+    orgs.iter().map(|o| (o.clone(), event.clone())).collect()
+}
+
+/// The orgs a token made in `home` with `reach` acts on, of `member_orgs` (its user's).
+pub fn reached(home: &str, reach: &Reach, member_orgs: &[String]) -> Vec<String> {
+    match reach {
+        Reach::Own => vec![home.to_owned()],
+        Reach::Orgs(orgs) => orgs.clone(),
+        Reach::All => {
+            let mut v = vec![home.to_owned()];
+            v.extend(member_orgs.iter().filter(|o| *o != home).cloned());
+            v
+        }
+    }
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
@@ -155,40 +177,96 @@ fn scope_names(scopes: &[Scope]) -> Vec<&'static str> {
 
 // ----- orgs -----
 
+/// An org, with what the caller holds in it.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OrgView {
+    pub id: String,
+    pub name: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// What the caller holds in the org.
+    #[schema(value_type = Vec<trail_core::Scope>)]
+    pub scopes: Vec<&'static str>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/orgs",
+    operation_id = "listOrgs",
+    responses((status = 200, description = "The orgs", body = Items<OrgView>)),
+)]
 pub async fn list_orgs(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Items<OrgView>>, ApiError> {
     let orgs = state.store.orgs().await?;
-    let items: Vec<Value> = orgs
+    let items = orgs
         .into_iter()
         .filter(|o| caller.platform_admin || caller.orgs().any(|c| c == o.id))
-        .map(|o| {
-            json!({
-                "id": o.id,
-                "name": o.name,
-                "createdAt": o.created_at.to_string(),
-                "scopes": scope_names(caller.scopes_in(&o.id)),
-            })
+        .map(|o| OrgView {
+            scopes: scope_names(caller.scopes_in(&o.id)),
+            id: o.id,
+            name: o.name,
+            created_at: o.created_at.to_string(),
         })
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(Items { items }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewOrg {
+    /// 1-63 lower-case letters, digits and `-`, starting with a letter or digit.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
     id: String,
+    /// By default the id.
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
     /// The first owner's email; by default the caller.
+    #[schema(max_length = 254)]
     owner: Option<String>,
 }
 
+/// A new org.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedOrg {
+    pub id: String,
+    pub name: String,
+    /// The first owner's email.
+    pub owner: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// For a first owner new to Trail: their invitation, shown once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invitation: Option<Invitation>,
+}
+
+/// An invitation as its inviter sees it, once: the invitee accepts it with
+/// `POST /v1/invitations/accept`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Invitation {
+    pub id: String,
+    /// The secret the invitee accepts it with (`inv_….…`).
+    pub token: String,
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/orgs",
+    operation_id = "createOrg",
+    request_body = NewOrg,
+    responses((status = 201, description = "Created", body = CreatedOrg), Conflict),
+)]
 pub async fn create_org(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     bytes: axum::body::Bytes,
-) -> Result<Created, ApiError> {
+) -> Result<Created<CreatedOrg>, ApiError> {
     let req: NewOrg = body(&bytes)?;
     check_org_slug(&req.id).map_err(|e| bad(format!("id: {e}")))?;
     let name = req.name.unwrap_or_else(|| req.id.clone());
@@ -236,11 +314,13 @@ pub async fn create_org(
             audit(&req.id, event),
         )
         .await?;
-    let mut out =
-        json!({"id": req.id, "name": name, "owner": owner_email, "createdAt": now.to_string()});
-    if invited {
-        out["invitation"] = shown;
-    }
+    let out = CreatedOrg {
+        id: req.id,
+        name,
+        owner: owner_email,
+        created_at: now.to_string(),
+        invitation: invited.then_some(shown),
+    };
     Ok((StatusCode::CREATED, Json(out)))
 }
 
@@ -270,12 +350,12 @@ fn invitation(
 }
 
 /// An invitation as its inviter sees it, once.
-fn invitation_json(m: &Minted) -> Value {
-    json!({
-        "id": m.token.id,
-        "token": m.secret,
-        "expiresAt": m.token.expires_at.map(|t| t.to_string()),
-    })
+fn invitation_json(m: &Minted) -> Invitation {
+    Invitation {
+        id: m.token.id.clone(),
+        token: m.secret.clone(),
+        expires_at: m.token.expires_at.map(|t| t.to_string()),
+    }
 }
 
 fn new_user(email: &str, now: Timestamp) -> User {
@@ -290,36 +370,73 @@ fn new_user(email: &str, now: Timestamp) -> User {
 
 // ----- instances -----
 
+/// An instance of an org.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceView {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/orgs/{org}/instances",
+    operation_id = "listInstances",
+    params(("org" = String, Path, description = "The org's id")),
+    responses((status = 200, description = "The org's instances", body = Items<InstanceView>)),
+)]
 pub async fn list_instances(
     State(state): State<AppState>,
     Path(org): Path<String>,
     Extension(caller): Extension<Caller>,
-) -> Result<Json<Value>, ApiError> {
-    let items: Vec<Value> = state
+) -> Result<Json<Items<InstanceView>>, ApiError> {
+    let items = state
         .store
         .instances(&org)
         .await?
         .into_iter()
         .filter(|i| caller.instance.as_ref().is_none_or(|only| *only == i.id))
-        .map(|i| json!({"id": i.id, "name": i.name, "kind": i.kind, "createdAt": i.created_at.to_string()}))
+        .map(|i| InstanceView {
+            id: i.id,
+            name: i.name,
+            kind: i.kind,
+            created_at: i.created_at.to_string(),
+        })
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(Items { items }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewInstance {
+    /// 1-63 lower-case letters, digits and `-`, starting with a letter or digit.
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{0,62}$")]
     id: String,
+    /// By default the id.
+    #[schema(min_length = 1, max_length = 200)]
     name: Option<String>,
+    /// `argocd`, `kargo`, ...
+    #[schema(min_length = 1, max_length = 64)]
     kind: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/orgs/{org}/instances",
+    operation_id = "createInstance",
+    params(("org" = String, Path, description = "The org's id")),
+    request_body = NewInstance,
+    responses((status = 201, description = "Created", body = InstanceView), Conflict),
+)]
 pub async fn create_instance(
     State(state): State<AppState>,
     Path(org): Path<String>,
     Extension(caller): Extension<Caller>,
     bytes: axum::body::Bytes,
-) -> Result<Created, ApiError> {
+) -> Result<Created<InstanceView>, ApiError> {
     let req: NewInstance = body(&bytes)?;
     check_org_slug(&req.id)
         .map_err(|e| bad(format!("id: {}", e.replace("org id", "instance id"))))?;
@@ -351,16 +468,54 @@ pub async fn create_instance(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": req.id, "name": name, "kind": req.kind, "createdAt": now.to_string()})),
+        Json(InstanceView {
+            id: req.id,
+            name,
+            kind: req.kind,
+            created_at: now.to_string(),
+        }),
     ))
 }
 
 // ----- members -----
 
+/// A member of an org, as listed.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberListed {
+    pub user_id: String,
+    pub email: String,
+    #[schema(value_type = trail_core::Role)]
+    pub role: &'static str,
+    /// When their pending invitation expires; null when none is pending.
+    #[schema(format = DateTime)]
+    pub invitation_expires_at: Option<String>,
+}
+
+/// A member of an org.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberView {
+    pub user_id: String,
+    pub email: String,
+    #[schema(value_type = trail_core::Role)]
+    pub role: &'static str,
+    /// For an email new to Trail: their invitation, shown once (only when adding).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invitation: Option<Invitation>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/orgs/{org}/members",
+    operation_id = "listMembers",
+    params(("org" = String, Path, description = "The org's id")),
+    responses((status = 200, description = "The org's members", body = Items<MemberListed>)),
+)]
 pub async fn list_members(
     State(state): State<AppState>,
     Path(org): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Items<MemberListed>>, ApiError> {
     let now = crate::now();
     let pending: Vec<Token> = state
         .store
@@ -369,7 +524,7 @@ pub async fn list_members(
         .into_iter()
         .filter(|t| t.revoked_at.is_none() && t.expires_at.is_none_or(|e| e > now))
         .collect();
-    let items: Vec<Value> = state
+    let items = state
         .store
         .members(&org)
         .await?
@@ -378,23 +533,26 @@ pub async fn list_members(
             let invited = pending
                 .iter()
                 .find(|t| t.user_id.as_ref() == Some(&m.user_id));
-            json!({
-                "userId": m.user_id,
-                "email": m.email,
-                "role": m.role.as_str(),
-                "invitationExpiresAt": invited.and_then(|t| t.expires_at).map(|t| t.to_string()),
-            })
+            MemberListed {
+                invitation_expires_at: invited.and_then(|t| t.expires_at).map(|t| t.to_string()),
+                user_id: m.user_id,
+                email: m.email,
+                role: m.role.as_str(),
+            }
         })
         .collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(Items { items }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewMember {
+    #[schema(max_length = 254)]
     email: String,
+    #[schema(value_type = trail_core::Role)]
     role: String,
     /// Refused with a clear answer: members set their own password.
+    #[schema(ignore)]
     password: Option<serde::de::IgnoredAny>,
 }
 
@@ -409,12 +567,20 @@ const INVITATION_LIFETIME: &str = "7d";
 /// Trail, invites them: the answer carries the invitation (shown once), which they accept
 /// with `POST /v1/invitations/accept` (or in the console) by choosing their own password.
 /// Nobody sets another person's password, and no invitation reaches an existing account.
+#[utoipa::path(
+    post,
+    path = "/v1/orgs/{org}/members",
+    operation_id = "addMember",
+    params(("org" = String, Path, description = "The org's id")),
+    request_body = NewMember,
+    responses((status = 201, description = "Added (and invited, if new to Trail)", body = MemberView), Conflict),
+)]
 pub async fn add_member(
     State(state): State<AppState>,
     Path(org): Path<String>,
     Extension(caller): Extension<Caller>,
     bytes: axum::body::Bytes,
-) -> Result<Created, ApiError> {
+) -> Result<Created<MemberView>, ApiError> {
     let req: NewMember = body(&bytes)?;
     if req.password.is_some() {
         return Err(bad(
@@ -440,10 +606,12 @@ pub async fn add_member(
         .store
         .invite_member(&org, user, role, minted.token, audit(&org, event))
         .await?;
-    let mut out = json!({"userId": m.user_id, "email": m.email, "role": m.role.as_str()});
-    if invited {
-        out["invitation"] = shown;
-    }
+    let out = MemberView {
+        user_id: m.user_id,
+        email: m.email,
+        role: m.role.as_str(),
+        invitation: invited.then_some(shown),
+    };
     Ok((StatusCode::CREATED, Json(out)))
 }
 
@@ -462,18 +630,27 @@ async fn find_member(
         .ok_or_else(|| ApiError::NotFound(format!("{who:?} is not a member of org {org:?}")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MemberUpdate {
+    #[schema(value_type = trail_core::Role)]
     role: String,
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/orgs/{org}/members/{member}",
+    operation_id = "updateMember",
+    params(("org" = String, Path, description = "The org's id"), ("member" = String, Path, description = "The member's email or user id")),
+    request_body = MemberUpdate,
+    responses((status = 200, description = "Changed", body = MemberView), NotFound, Conflict),
+)]
 pub async fn update_member(
     State(state): State<AppState>,
     Path((org, who)): Path<(String, String)>,
     Extension(caller): Extension<Caller>,
     bytes: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MemberView>, ApiError> {
     let req: MemberUpdate = body(&bytes)?;
     let new = role(&req.role)?;
     let m = find_member(&state, &org, &who).await?;
@@ -497,11 +674,21 @@ pub async fn update_member(
         .store
         .set_role(&org, &m.user_id, new, audit(&org, event))
         .await?;
-    Ok(Json(
-        json!({"userId": m.user_id, "email": m.email, "role": new.as_str()}),
-    ))
+    Ok(Json(MemberView {
+        user_id: m.user_id,
+        email: m.email,
+        role: new.as_str(),
+        invitation: None,
+    }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/orgs/{org}/members/{member}",
+    operation_id = "removeMember",
+    params(("org" = String, Path, description = "The org's id"), ("member" = String, Path, description = "The member's email or user id")),
+    responses((status = 204, description = "Removed"), NotFound, Conflict),
+)]
 pub async fn remove_member(
     State(state): State<AppState>,
     Path((org, who)): Path<(String, String)>,
@@ -526,48 +713,92 @@ pub async fn remove_member(
 
 // ----- API keys -----
 
-fn key_json(t: &Token) -> Value {
-    json!({
-        "id": t.id,
-        "name": t.name,
-        "description": t.description,
-        "scopes": scope_names(&t.scopes),
-        "instance": t.instance,
-        "createdBy": t.created_by,
-        "createdAt": t.created_at.to_string(),
-        "expiresAt": t.expires_at.map(|t| t.to_string()),
-        "revokedAt": t.revoked_at.map(|t| t.to_string()),
-    })
+/// An API key (its secret only in the answer to its creation).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeyView {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    #[schema(value_type = Vec<trail_core::Scope>)]
+    pub scopes: Vec<&'static str>,
+    /// The instance it is restricted to, if any.
+    pub instance: Option<String>,
+    pub created_by: String,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub revoked_at: Option<String>,
+    /// The secret, shown once: only in the answer to its creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
+fn key_json(t: &Token) -> ApiKeyView {
+    ApiKeyView {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        description: t.description.clone(),
+        scopes: scope_names(&t.scopes),
+        instance: t.instance.clone(),
+        created_by: t.created_by.clone(),
+        created_at: t.created_at.to_string(),
+        expires_at: t.expires_at.map(|t| t.to_string()),
+        revoked_at: t.revoked_at.map(|t| t.to_string()),
+        secret: None,
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/orgs/{org}/api-keys",
+    operation_id = "listApiKeys",
+    params(("org" = String, Path, description = "The org's id")),
+    responses((status = 200, description = "The org's API keys", body = Items<ApiKeyView>)),
+)]
 pub async fn list_api_keys(
     State(state): State<AppState>,
     Path(org): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Items<ApiKeyView>>, ApiError> {
     let keys = state.store.tokens(&org, TokenKind::ApiKey, None).await?;
-    Ok(Json(
-        json!({ "items": keys.iter().map(key_json).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(Items {
+        items: keys.iter().map(key_json).collect(),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct NewApiKey {
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
+    #[schema(max_length = 1000)]
     description: Option<String>,
+    #[schema(value_type = Option<trail_core::Role>)]
     role: Option<String>,
+    #[schema(value_type = Option<Vec<trail_core::Scope>>)]
     scopes: Option<Vec<String>>,
+    /// A duration, `1m` to `365d` (`90d`); by default none.
     expires_in: Option<String>,
     /// Restrict the key to one instance's events.
     instance: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/orgs/{org}/api-keys",
+    operation_id = "createApiKey",
+    params(("org" = String, Path, description = "The org's id")),
+    request_body = NewApiKey,
+    responses((status = 201, description = "Created; the secret is shown once", body = ApiKeyView), Conflict),
+)]
 pub async fn create_api_key(
     State(state): State<AppState>,
     Path(org): Path<String>,
     Extension(caller): Extension<Caller>,
     bytes: axum::body::Bytes,
-) -> Result<Created, ApiError> {
+) -> Result<Created<ApiKeyView>, ApiError> {
     let req: NewApiKey = body(&bytes)?;
     check_name("name", &req.name, 200)?;
     let description = req.description.unwrap_or_default();
@@ -626,7 +857,7 @@ pub async fn create_api_key(
     );
     let (token, secret) = store_new_credential(&state, &caller, spec, message, json!({})).await?;
     let mut out = key_json(&token);
-    out["secret"] = json!(secret);
+    out.secret = Some(secret);
     Ok((StatusCode::CREATED, Json(out)))
 }
 
@@ -639,6 +870,9 @@ async fn store_new_credential(
     message: String,
     extra: Value,
 ) -> Result<(Token, String), ApiError> {
+    // Recorded in each org it acts on: each can see that a credential for it exists.
+    let member_orgs: Vec<String> = caller.orgs().map(str::to_owned).collect();
+    let orgs = reached(&spec.org, &spec.reach, &member_orgs);
     let mut spec = spec;
     // A credential never outlives the token that made it (a session is not a token: what a
     // member makes in the console is theirs).
@@ -667,10 +901,9 @@ async fn store_new_credential(
         message,
         extra,
     );
-    let org = t.org.clone();
     state
         .store
-        .create_token(minted.token.clone(), audit(&org, event))
+        .create_token(minted.token.clone(), audit_in(&orgs, event))
         .await?;
     Ok((minted.token, minted.secret))
 }
@@ -691,6 +924,13 @@ async fn find_token(
     }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/orgs/{org}/api-keys/{key}",
+    operation_id = "revokeApiKey",
+    params(("org" = String, Path, description = "The org's id"), ("key" = String, Path, description = "The key's id")),
+    responses((status = 204, description = "Revoked"), NotFound),
+)]
 pub async fn revoke_api_key(
     State(state): State<AppState>,
     Path((org, id)): Path<(String, String)>,
@@ -716,26 +956,67 @@ pub async fn revoke_api_key(
 
 // ----- personal access tokens -----
 
+/// The orgs a personal access token acts on, as the API shows them.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum TokenOrgs {
+    /// All its user's orgs, including those they join later.
+    All(AllOrgs),
+    /// These orgs.
+    Listed(Vec<String>),
+}
+
+/// `"all"`.
+#[derive(Serialize, ToSchema)]
+pub enum AllOrgs {
+    #[serde(rename = "all")]
+    All,
+}
+
 /// A token's reach as the API shows it: `"all"`, or the org ids it acts on.
-pub fn reach_json(t: &Token) -> Value {
+pub fn reach_view(t: &Token) -> TokenOrgs {
     match &t.reach {
-        Reach::All => json!("all"),
-        Reach::Own => json!([t.org]),
-        Reach::Orgs(orgs) => json!(orgs),
+        Reach::All => TokenOrgs::All(AllOrgs::All),
+        Reach::Own => TokenOrgs::Listed(vec![t.org.clone()]),
+        Reach::Orgs(orgs) => TokenOrgs::Listed(orgs.clone()),
     }
 }
 
-pub fn pat_json(t: &Token) -> Value {
-    json!({
-        "id": t.id,
-        "name": t.name,
-        "org": t.org,
-        "orgs": reach_json(t),
-        "scopes": scope_names(&t.scopes),
-        "createdAt": t.created_at.to_string(),
-        "expiresAt": t.expires_at.map(|t| t.to_string()),
-        "revokedAt": t.revoked_at.map(|t| t.to_string()),
-    })
+/// A personal access token (the token itself only in the answer to its creation).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenView {
+    pub id: String,
+    pub name: String,
+    /// The org it was made in.
+    pub org: String,
+    /// The orgs it acts on: in each, its scopes as far as its user's role there allows.
+    pub orgs: TokenOrgs,
+    #[schema(value_type = Vec<trail_core::Scope>)]
+    pub scopes: Vec<&'static str>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub revoked_at: Option<String>,
+    /// The token (`pat_….…`), shown once: only in the answer to its creation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+pub fn pat_json(t: &Token) -> TokenView {
+    TokenView {
+        id: t.id.clone(),
+        name: t.name.clone(),
+        org: t.org.clone(),
+        orgs: reach_view(t),
+        scopes: scope_names(&t.scopes),
+        created_at: t.created_at.to_string(),
+        expires_at: t.expires_at.map(|t| t.to_string()),
+        revoked_at: t.revoked_at.map(|t| t.to_string()),
+        token: None,
+    }
 }
 
 fn require_user(caller: &Caller) -> Result<&str, ApiError> {
@@ -750,31 +1031,49 @@ fn require_user(caller: &Caller) -> Result<&str, ApiError> {
         })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/orgs/{org}/tokens",
+    operation_id = "listTokens",
+    params(("org" = String, Path, description = "The org's id")),
+    responses((status = 200, description = "The caller's tokens", body = Items<TokenView>)),
+)]
 pub async fn list_tokens(
     State(state): State<AppState>,
     Path(org): Path<String>,
     Extension(caller): Extension<Caller>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Items<TokenView>>, ApiError> {
     let user = require_user(&caller)?;
-    let tokens = state.store.tokens(&org, TokenKind::Pat, Some(user)).await?;
-    Ok(Json(
-        json!({ "items": tokens.iter().map(pat_json).collect::<Vec<_>>() }),
-    ))
+    // Every token of the caller's that acts on this org, wherever it was made.
+    let tokens: Vec<Token> = state
+        .store
+        .personal_tokens(user)
+        .await?
+        .into_iter()
+        .filter(|t| t.reach.covers(&t.org, &org))
+        .collect();
+    Ok(Json(Items {
+        items: tokens.iter().map(pat_json).collect(),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct NewToken {
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
+    #[schema(value_type = Option<Vec<trail_core::Scope>>)]
     scopes: Option<Vec<String>>,
+    /// `support-readonly` or `admin-full` (instead of `scopes`).
     preset: Option<String>,
+    /// A duration, `1m` to `365d`; `30d` by default.
     expires_in: Option<String>,
     /// The orgs it acts on: a list of org ids (the path's org among them), or `"all"` of
     /// the user's orgs; the path's org alone if absent.
     orgs: Option<OrgsAsked>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
 enum OrgsAsked {
     List(Vec<String>),
@@ -801,12 +1100,20 @@ impl OrgsAsked {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/orgs/{org}/tokens",
+    operation_id = "createToken",
+    params(("org" = String, Path, description = "The org's id")),
+    request_body = NewToken,
+    responses((status = 201, description = "Created; the token is shown once", body = TokenView), Conflict),
+)]
 pub async fn create_token(
     State(state): State<AppState>,
     Path(org): Path<String>,
     Extension(caller): Extension<Caller>,
     bytes: axum::body::Bytes,
-) -> Result<Created, ApiError> {
+) -> Result<Created<TokenView>, ApiError> {
     let user = require_user(&caller)?.to_owned();
     let req: NewToken = body(&bytes)?;
     check_name("name", &req.name, 200)?;
@@ -875,18 +1182,34 @@ pub async fn create_token(
     );
     let (token, secret) = store_new_credential(&state, &caller, spec, message, json!({})).await?;
     let mut out = pat_json(&token);
-    out["token"] = json!(secret);
+    out.token = Some(secret);
     Ok((StatusCode::CREATED, Json(out)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/orgs/{org}/tokens/{token}",
+    operation_id = "revokeToken",
+    params(("org" = String, Path, description = "The org's id"), ("token" = String, Path, description = "The token's id")),
+    responses((status = 204, description = "Revoked"), NotFound),
+)]
 pub async fn revoke_token(
     State(state): State<AppState>,
     Path((org, id)): Path<(String, String)>,
     Extension(caller): Extension<Caller>,
     Extension(ctx): Extension<CallContext>,
 ) -> Result<StatusCode, ApiError> {
-    let token = find_token(&state, &org, &id, TokenKind::Pat).await?;
-    check_revoke(&*state.store, &caller, &ctx, &org, &token).await?;
+    // Found through any org it acts on, not only the one it was made in: its user may have
+    // left that one.
+    let token = match state.store.token(&id).await? {
+        Some(t) if t.kind == TokenKind::Pat && t.reach.covers(&t.org, &org) => t,
+        _ => {
+            return Err(ApiError::NotFound(format!(
+                "org {org:?} has no personal access token {id:?}"
+            )));
+        }
+    };
+    let orgs = check_revoke(&*state.store, &caller, &ctx, &org, &token).await?;
     let event = domain_event(
         &caller,
         "revoked",
@@ -903,30 +1226,55 @@ pub async fn revoke_token(
     );
     state
         .store
-        .revoke_token(&id, crate::now(), audit(&org, event))
+        .revoke_token(&id, crate::now(), audit_in(&orgs, event))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 // ----- break-glass -----
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct NewBreakGlass {
     org: String,
+    #[schema(min_length = 1, max_length = 1000)]
     reason: String,
+    /// A duration, `1m` to `12h`; `1h` by default.
     expires_in: Option<String>,
+    #[schema(value_type = Option<Vec<trail_core::Scope>>)]
     scopes: Option<Vec<String>>,
 }
 
 /// The scopes a break-glass token gets unless others are asked for: enough to investigate.
 const BREAK_GLASS_DEFAULT: [Scope; 2] = [Scope::LogsRead, Scope::ArchivesRead];
 
+/// A break-glass token, shown once.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BreakGlassView {
+    pub id: String,
+    /// The token (`bg_….…`), shown once.
+    pub token: String,
+    pub org: String,
+    #[schema(value_type = Vec<trail_core::Scope>)]
+    pub scopes: Vec<&'static str>,
+    pub reason: String,
+    #[schema(format = DateTime)]
+    pub expires_at: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/break-glass",
+    operation_id = "createBreakGlassToken",
+    request_body = NewBreakGlass,
+    responses((status = 201, description = "Minted; the token is shown once", body = BreakGlassView), NotFound, Conflict),
+)]
 pub async fn create_break_glass(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     bytes: axum::body::Bytes,
-) -> Result<Created, ApiError> {
+) -> Result<Created<BreakGlassView>, ApiError> {
     let req: NewBreakGlass = body(&bytes)?;
     check_name("reason", &req.reason, 1000)?;
     if state.store.org(&req.org).await?.is_none() {
@@ -968,18 +1316,25 @@ pub async fn create_break_glass(
     let extra =
         json!({"reason": req.reason, "expiresAt": expires_at, "scopes": scope_names(&spec.scopes)});
     let (token, secret) = store_new_credential(&state, &caller, spec, message, extra).await?;
-    let out = json!({
-        "id": token.id,
-        "token": secret,
-        "org": req.org,
-        "scopes": scope_names(&token.scopes),
-        "reason": req.reason,
-        "expiresAt": expires_at,
-    });
+    let out = BreakGlassView {
+        id: token.id,
+        token: secret,
+        org: req.org,
+        scopes: scope_names(&token.scopes),
+        reason: req.reason,
+        expires_at,
+    };
     Ok((StatusCode::CREATED, Json(out)))
 }
 
 /// `DELETE /v1/break-glass/{id}`: a platform admin ends a break-glass token early.
+#[utoipa::path(
+    delete,
+    path = "/v1/break-glass/{id}",
+    operation_id = "revokeBreakGlassToken",
+    params(("id" = String, Path, description = "The break-glass token's id")),
+    responses((status = 204, description = "Ended"), NotFound),
+)]
 pub async fn revoke_break_glass(
     State(state): State<AppState>,
     Path(id): Path<String>,

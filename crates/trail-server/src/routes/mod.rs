@@ -433,6 +433,143 @@ pub const OPERATIONS: &[Operation] = &[
     ),
 ];
 
+/// A route: method, axum path, handler.
+pub type Route = (
+    &'static str,
+    &'static str,
+    axum::routing::MethodRouter<crate::AppState>,
+);
+
+/// Every route of the API under `/v1`, from which [`crate::app`] builds the router (public or
+/// behind a credential, as [`OPERATIONS`] says). Each is an operation of the table and is
+/// documented by its handler's `#[utoipa::path]`; a test checks the three agree.
+pub fn api() -> Vec<Route> {
+    use axum::routing::{delete, get, patch, post, put};
+    vec![
+        ("POST", "/v1/orgs/{org}/events", post(events::ingest)),
+        ("GET", "/v1/orgs/{org}/audit-logs", get(events::list)),
+        ("GET", "/v1/orgs/{org}/audit-logs/stream", get(live::stream)),
+        ("GET", "/v1/orgs/{org}/perf", get(live::perf)),
+        (
+            "GET",
+            "/v1/orgs/{org}/instances/{instance}/audit-logs",
+            get(events::list_instance),
+        ),
+        ("GET", "/v1/audit-log", get(events::list_caller_org)),
+        ("GET", "/v1/me", get(session::me)),
+        ("PUT", "/v1/me/password", put(session::set_password)),
+        ("GET", "/v1/orgs", get(manage::list_orgs)),
+        ("POST", "/v1/orgs", post(manage::create_org)),
+        (
+            "GET",
+            "/v1/orgs/{org}/instances",
+            get(manage::list_instances),
+        ),
+        (
+            "POST",
+            "/v1/orgs/{org}/instances",
+            post(manage::create_instance),
+        ),
+        ("GET", "/v1/orgs/{org}/members", get(manage::list_members)),
+        ("POST", "/v1/orgs/{org}/members", post(manage::add_member)),
+        (
+            "PATCH",
+            "/v1/orgs/{org}/members/{member}",
+            patch(manage::update_member),
+        ),
+        (
+            "DELETE",
+            "/v1/orgs/{org}/members/{member}",
+            delete(manage::remove_member),
+        ),
+        ("GET", "/v1/orgs/{org}/api-keys", get(manage::list_api_keys)),
+        (
+            "POST",
+            "/v1/orgs/{org}/api-keys",
+            post(manage::create_api_key),
+        ),
+        (
+            "DELETE",
+            "/v1/orgs/{org}/api-keys/{key}",
+            delete(manage::revoke_api_key),
+        ),
+        ("GET", "/v1/orgs/{org}/tokens", get(manage::list_tokens)),
+        ("POST", "/v1/orgs/{org}/tokens", post(manage::create_token)),
+        (
+            "DELETE",
+            "/v1/orgs/{org}/tokens/{token}",
+            delete(manage::revoke_token),
+        ),
+        ("POST", "/v1/break-glass", post(manage::create_break_glass)),
+        (
+            "DELETE",
+            "/v1/break-glass/{id}",
+            delete(manage::revoke_break_glass),
+        ),
+        ("POST", "/v1/session", post(session::sign_in)),
+        ("POST", "/v1/login", post(session::log_in)),
+        ("DELETE", "/v1/session", delete(session::sign_out)),
+        (
+            "POST",
+            "/v1/invitations/accept",
+            post(session::accept_invitation),
+        ),
+        ("GET", "/v1/log/key", get(crate::log::key)),
+        (
+            "GET",
+            "/v1/orgs/{org}/log/checkpoint",
+            get(crate::log::checkpoint),
+        ),
+        (
+            "GET",
+            "/v1/orgs/{org}/log/checkpoints",
+            get(crate::log::checkpoints),
+        ),
+        (
+            "GET",
+            "/v1/orgs/{org}/log/proof/inclusion",
+            get(crate::log::inclusion),
+        ),
+        (
+            "GET",
+            "/v1/orgs/{org}/log/proof/consistency",
+            get(crate::log::consistency),
+        ),
+        (
+            "GET",
+            "/v1/orgs/{org}/log/entries",
+            get(crate::log::entries),
+        ),
+        ("GET", "/v1/orgs/{org}/events/{seq}", get(crate::log::event)),
+    ]
+}
+
+/// The routes outside the recorded API: health, readiness, metrics, the document.
+pub fn unauthenticated() -> Vec<Route> {
+    use axum::routing::get;
+    vec![
+        ("GET", "/healthz", get(ops::healthz)),
+        ("GET", "/readyz", get(ops::readyz)),
+        ("GET", "/metrics", get(ops::metrics)),
+        ("GET", "/v1/openapi.json", get(ops::openapi)),
+    ]
+}
+
+/// Method and path of every route the router has.
+pub fn route_table() -> Vec<(&'static str, &'static str)> {
+    api()
+        .into_iter()
+        .chain(unauthenticated())
+        .map(|(method, path, _)| (method, path))
+        .collect()
+}
+
+/// A list answer: `{"items": [...]}`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Items<T> {
+    pub items: Vec<T>,
+}
+
 /// The operation a matched route is.
 pub fn find(method: &str, matched: &str) -> Option<&'static Operation> {
     OPERATIONS
@@ -448,8 +585,14 @@ pub fn operation(method: &str, matched: Option<&str>) -> String {
         .to_owned()
 }
 
-/// Reads a JSON body into `T`, naming the field that is wrong.
+/// Reads a JSON object body into `T`, naming the field that is wrong. Only an object: serde
+/// would also read a struct from an array of its fields in order, which no client means.
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::BadRequest(
+            "the body must be a JSON object".into(),
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -5,8 +5,8 @@ use axum::extract::{Extension, Request, State};
 use axum::http::header::SET_COOKIE;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use subtle::ConstantTimeEq;
 use trail_core::Scope;
 use trail_core::event::Actor;
@@ -14,6 +14,7 @@ use trail_core::scope::preset;
 use trail_core::{ActorType, Timestamp};
 use trail_record::{CallContext, Identity};
 use trail_store::{Reach, Session, TokenKind, User};
+use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::audit::client_ip;
@@ -22,9 +23,10 @@ use crate::auth::{
     mint_session, session_cookie, token_caller, usable, verify_password,
 };
 use crate::error::ApiError;
+use crate::openapi::{Conflict, NotFound, Unsupported};
 use crate::routes::json_body;
 use crate::routes::manage::{
-    check_name, check_password, domain_event, domain_event_by, expiry, pat_json,
+    audit_in, check_name, check_password, domain_event, domain_event_by, expiry, pat_json, reached,
 };
 
 fn cookie(state: &AppState, value: &str, max_age_secs: u64) -> HeaderValue {
@@ -35,7 +37,7 @@ fn cookie(state: &AppState, value: &str, max_age_secs: u64) -> HeaderValue {
     .expect("cookie text is ASCII")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SignIn {
     email: Option<String>,
@@ -77,19 +79,36 @@ async fn password_body(
     Ok((ctx, bytes))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Acceptance {
+    /// The invitation, `inv_….…`.
     token: String,
+    /// The password the invitee chooses: at least 12 characters.
+    #[schema(min_length = 12, max_length = 1024)]
     password: String,
 }
 
 /// `POST /v1/invitations/accept`: the invitee chooses their password with the invitation
 /// they were given. The invitation works once, until it expires; the invitee then signs in.
+/// An accepted invitation: the invitee may now sign in.
+#[derive(Serialize, ToSchema)]
+pub struct Accepted {
+    pub email: String,
+    pub org: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/invitations/accept",
+    operation_id = "acceptInvitation",
+    request_body = Acceptance,
+    responses((status = 200, description = "Accepted: the password is set", body = Accepted), NotFound, Conflict, Unsupported),
+)]
 pub async fn accept_invitation(
     State(state): State<AppState>,
     req: Request,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Accepted>, ApiError> {
     let (req, ip) = client_ip(req).await;
     let user_agent = req
         .headers()
@@ -169,12 +188,51 @@ pub async fn accept_invitation(
             }
             e => e.into(),
         })?;
-    Ok(Json(json!({"email": user.email, "org": org})))
+    Ok(Json(Accepted {
+        email: user.email,
+        org,
+    }))
+}
+
+/// An org the signed-in user belongs to, and their role there.
+#[derive(Serialize, ToSchema)]
+pub struct OrgRole {
+    pub id: String,
+    #[schema(value_type = trail_core::Role)]
+    pub role: &'static str,
+}
+
+/// A new console session (its secret is in the `trail_session` cookie).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignedIn {
+    /// The user's email.
+    pub user: String,
+    pub session_id: String,
+    /// The personal access token the session holds what of, when signed in with one.
+    pub token_id: Option<String>,
+    /// Goes in `X-CSRF-Token` on calls that change something.
+    pub csrf_token: String,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    pub idle_timeout_seconds: u64,
+    pub orgs: Vec<OrgRole>,
 }
 
 /// `POST /v1/session`: signs the console in, with email and password or with a personal
 /// access token, for a session cookie and its CSRF token. A session signed in with a token
 /// holds what the token holds, and ends when it is revoked or expires.
+#[utoipa::path(
+    post,
+    path = "/v1/session",
+    operation_id = "signIn",
+    request_body = SignIn,
+    responses(
+        (status = 200, description = "Signed in; sets the `trail_session` cookie", body = SignedIn,
+         headers(("set-cookie" = String, description = "The session cookie: HttpOnly, SameSite=Strict"))),
+        Unsupported,
+    ),
+)]
 pub async fn sign_in(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let (req, ip) = client_ip(req).await;
     let (ctx, bytes) = password_body(req, "sign in").await?;
@@ -251,15 +309,21 @@ pub async fn sign_in(State(state): State<AppState>, req: Request) -> Result<Resp
         ctx.set_org(&home);
     }
     let secret = value.split_once('.').map(|(_, s)| s).unwrap_or_default();
-    let body = json!({
-        "user": actor.actor,
-        "sessionId": id,
-        "tokenId": token_id,
-        "csrfToken": csrf_token(secret),
-        "expiresAt": session.expires_at.to_string(),
-        "idleTimeoutSeconds": state.sessions.idle.as_secs(),
-        "orgs": orgs.iter().map(|(o, r)| json!({"id": o, "role": r.as_str()})).collect::<Vec<_>>(),
-    });
+    let body = SignedIn {
+        user: actor.actor,
+        session_id: id,
+        token_id,
+        csrf_token: csrf_token(secret),
+        expires_at: session.expires_at.to_string(),
+        idle_timeout_seconds: state.sessions.idle.as_secs(),
+        orgs: orgs
+            .iter()
+            .map(|(o, r)| OrgRole {
+                id: o.clone(),
+                role: r.as_str(),
+            })
+            .collect(),
+    };
     let seconds =
         u64::try_from((session.expires_at.micros() - now.micros()) / 1_000_000).unwrap_or(0);
     let mut resp = (StatusCode::OK, Json(body)).into_response();
@@ -303,38 +367,41 @@ async fn token_user(
     presented: &str,
     now: Timestamp,
 ) -> Result<Caller, ApiError> {
-    let attempt = Attempt::Credential(ip);
-    state
-        .throttle
-        .reserve(&attempt)
-        .map_err(ApiError::TooManyAttempts)?;
-    let invalid = || {
-        metrics::counter!("trail_auth_failures_total").increment(1);
-        ApiError::Unauthorized(
-            "the token is not valid: sign in with a personal access token (pat_…)".into(),
-        )
-    };
-    let (id, secret) = presented.trim().split_once('.').ok_or_else(invalid)?;
-    let token = state
-        .store
-        .token(id)
-        .await?
-        .filter(|t| {
+    // As for any presented credential: a valid token is always served (its 256 random bits
+    // need no budget); a wrong one spends its source's, and once that is spent, is refused
+    // without being checked.
+    let found = match presented.trim().split_once('.') {
+        Some((id, secret)) => state.store.token(id).await?.filter(|t| {
             t.kind == TokenKind::Pat && bool::from(t.secret_hash.ct_eq(&hash_secret(secret)))
-        })
-        .ok_or_else(invalid)?;
-    state.throttle.refund(&attempt);
+        }),
+        None => None,
+    };
+    let Some(token) = found else {
+        metrics::counter!("trail_auth_failures_total").increment(1);
+        let attempt = Attempt::Credential(ip);
+        if let Some(wait) = state.throttle.blocked(&attempt) {
+            return Err(ApiError::TooManyAttempts(wait));
+        }
+        state.throttle.failed(&attempt);
+        return Err(ApiError::Unauthorized(
+            "the token is not valid: sign in with a personal access token (pat_…)".into(),
+        ));
+    };
     usable(&token, now)?;
     token_caller(&*state.store, token).await
 }
 
-#[derive(Deserialize)]
+/// Email and password, and what to call the token they buy.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct LogIn {
     email: String,
     password: String,
     /// What the token is for, e.g. the machine it is kept on.
+    #[schema(min_length = 1, max_length = 200)]
     name: String,
+    /// A duration, `1m` to `365d`; none by default (it lasts until revoked, or until the
+    /// password changes).
     expires_in: Option<String>,
 }
 
@@ -342,6 +409,16 @@ struct LogIn {
 /// user's orgs, with everything their role grants in each (and `orgs:admin` for a platform
 /// admin): the credential `trail login` keeps. It is shown once, listed with the user's
 /// other tokens in their home org, and revoked like them.
+#[utoipa::path(
+    post,
+    path = "/v1/login",
+    operation_id = "logIn",
+    request_body = LogIn,
+    responses(
+        (status = 201, description = "The token, shown once", body = crate::routes::manage::TokenView),
+        Unsupported,
+    ),
+)]
 pub async fn log_in(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let (req, ip) = client_ip(req).await;
     let user_agent = req
@@ -375,6 +452,8 @@ pub async fn log_in(State(state): State<AppState>, req: Request) -> Result<Respo
         expires_at,
         reach: Reach::All,
     });
+    let mut minted = minted;
+    minted.token.from_password = true;
     let identity = Identity {
         actor: user.email.clone(),
         actor_type: ActorType::User,
@@ -403,16 +482,26 @@ pub async fn log_in(State(state): State<AppState>, req: Request) -> Result<Respo
         ),
         json!({}),
     );
+    let member_orgs: Vec<String> = orgs.iter().map(|(o, _)| o.clone()).collect();
     state
         .store
-        .create_token(minted.token.clone(), vec![(home, event)])
+        .create_token(
+            minted.token.clone(),
+            audit_in(&reached(&home, &Reach::All, &member_orgs), event),
+        )
         .await?;
     let mut out = pat_json(&minted.token);
-    out["token"] = json!(minted.secret);
+    out.token = Some(minted.secret);
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
 /// `DELETE /v1/session`: ends the session on the server and clears the cookie.
+#[utoipa::path(
+    delete,
+    path = "/v1/session",
+    operation_id = "signOut",
+    responses((status = 204, description = "Signed out; the cookie is cleared")),
+)]
 pub async fn sign_out(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -430,44 +519,96 @@ pub async fn sign_out(
     Ok(resp)
 }
 
-/// `GET /v1/me`.
-pub async fn me(Extension(caller): Extension<Caller>, headers: HeaderMap) -> Json<Value> {
-    let orgs: Vec<Value> = caller
-        .orgs()
-        .map(|o| json!({"id": o, "scopes": caller.scopes_in(o).iter().map(|s| s.as_str()).collect::<Vec<_>>()}))
-        .collect();
-    let mut out = json!({
-        "actor": caller.actor,
-        "actorType": caller.actor_type().as_str(),
-        "credentialId": caller.credential_id,
-        "tokenId": caller.credential_id,
-        "org": caller.bound_org,
-        "allOrgs": caller.all_orgs,
-        "instance": caller.instance,
-        "platformAdmin": caller.platform_admin,
-        "orgs": orgs,
-    });
-    if let Some(bound) = &caller.bound_org {
-        out["scopes"] = json!(
-            caller
-                .scopes_in(bound)
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-        );
-    }
-    if caller.session_id.is_some()
-        && let Some((_, secret)) = session_cookie(&headers).and_then(|v| v.split_once('.'))
-    {
-        out["csrfToken"] = json!(csrf_token(secret));
-    }
-    Json(out)
+/// What the caller holds in one org.
+#[derive(Serialize, ToSchema)]
+pub struct OrgScopes {
+    pub id: String,
+    #[schema(value_type = Vec<trail_core::Scope>)]
+    pub scopes: Vec<&'static str>,
 }
 
-#[derive(Deserialize)]
+/// Who the credential is, and what it holds where.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Me {
+    /// A user's email, or an API key's name.
+    pub actor: String,
+    /// `user` (a console session), `pat`, `api_key` or `break_glass`.
+    pub actor_type: String,
+    /// The token, key or session id (never a secret).
+    pub credential_id: String,
+    /// The same as `credentialId`: the `actor.tokenId` of this caller's records.
+    pub token_id: String,
+    /// The org a token or key acts on by default (where it was made, or for a token whose
+    /// user left that org, the first it still acts on); null for a password session.
+    pub org: Option<String>,
+    /// Acts on every org its user belongs to (a password session, or a token for all).
+    pub all_orgs: bool,
+    /// The instance the credential is restricted to, if any.
+    pub instance: Option<String>,
+    /// Holds `orgs:admin`.
+    pub platform_admin: bool,
+    /// Every org the caller can act on, with what it holds there.
+    pub orgs: Vec<OrgScopes>,
+    /// What it holds in its own org (a token or key only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<trail_core::Scope>>)]
+    pub scopes: Option<Vec<&'static str>>,
+    /// A console session's CSRF token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csrf_token: Option<String>,
+}
+
+fn scope_names(scopes: &[trail_core::Scope]) -> Vec<&'static str> {
+    scopes.iter().map(|s| s.as_str()).collect()
+}
+
+/// `GET /v1/me`.
+#[utoipa::path(
+    get,
+    path = "/v1/me",
+    operation_id = "whoAmI",
+    responses((status = 200, description = "The caller", body = Me)),
+)]
+pub async fn me(Extension(caller): Extension<Caller>, headers: HeaderMap) -> Json<Me> {
+    let orgs = caller
+        .orgs()
+        .map(|o| OrgScopes {
+            id: o.to_owned(),
+            scopes: scope_names(caller.scopes_in(o)),
+        })
+        .collect();
+    let csrf_token = if caller.session_id.is_some()
+        && let Some((_, secret)) = session_cookie(&headers).and_then(|v| v.split_once('.'))
+    {
+        Some(csrf_token(secret))
+    } else {
+        None
+    };
+    Json(Me {
+        actor: caller.actor.clone(),
+        actor_type: caller.actor_type().as_str().to_owned(),
+        credential_id: caller.credential_id.clone(),
+        token_id: caller.credential_id.clone(),
+        org: caller.bound_org.clone(),
+        all_orgs: caller.all_orgs,
+        instance: caller.instance.clone(),
+        platform_admin: caller.platform_admin,
+        orgs,
+        scopes: caller
+            .bound_org
+            .as_ref()
+            .map(|bound| scope_names(caller.scopes_in(bound))),
+        csrf_token,
+    })
+}
+
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct NewPassword {
     current_password: String,
+    /// At least 12 characters.
+    #[schema(min_length = 12, max_length = 1024)]
     new_password: String,
 }
 
@@ -475,6 +616,13 @@ struct NewPassword {
 /// other sessions end. (A first password is given when the member is added, or by an operator
 /// with `trail admin set-password`: never through a bearer token, which would turn a narrow
 /// token into a full session.)
+#[utoipa::path(
+    put,
+    path = "/v1/me/password",
+    operation_id = "setPassword",
+    request_body = NewPassword,
+    responses((status = 204, description = "Changed; the user's other sessions have ended")),
+)]
 pub async fn set_password(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -528,7 +676,12 @@ pub async fn set_password(
     );
     state
         .store
-        .set_password(&user_id, hash, vec![(caller.home_org.clone(), event)])
+        .set_password(
+            &user_id,
+            hash,
+            crate::now(),
+            vec![(caller.home_org.clone(), event)],
+        )
         .await?;
     state
         .store

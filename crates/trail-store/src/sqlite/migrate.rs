@@ -59,11 +59,13 @@ const STEPS: &[Step] = &[
     Step {
         what: "personal access tokens for several orgs (reach: NULL for the org it was made \
                in, '*' for all its user's orgs, else org ids separated by spaces), and console \
-               sessions signed in with a token (token_id). The bootstrap owner's token, made by \
-               the first start, covers all their orgs, as it does in a new store",
+               sessions signed in with a token (token_id), and tokens made by signing in with \
+               a password (pw = 1), revoked when it changes. The bootstrap owner's token, made \
+               by the first start, covers all their orgs, as it does in a new store",
         apply: |tx| {
             tx.execute_batch(
                 "ALTER TABLE tokens ADD COLUMN reach TEXT;
+                 ALTER TABLE tokens ADD COLUMN pw INTEGER;
                  ALTER TABLE sessions ADD COLUMN token_id TEXT REFERENCES tokens(id);
                  UPDATE tokens SET reach = '*' \
                   WHERE kind = 'pat' AND name = 'bootstrap' AND created_by = 'trail serve';",

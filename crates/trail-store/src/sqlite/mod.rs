@@ -27,8 +27,8 @@ use trail_core::scope::Role;
 use trail_core::{EventBody, Timestamp};
 
 use crate::{
-    Appended, AuditEvents, Bootstrap, EventPage, EventQuery, Instance, Member, Org, Result,
-    Session, SignedCheckpoint, Store, StoreError, StoredEvent, Token, TokenKind, User,
+    Appended, AuditEvents, Bootstrap, EventPage, EventQuery, Instance, LogWatch, Member, Org,
+    Result, Session, SignedCheckpoint, Store, StoreError, StoredEvent, Token, TokenKind, User,
 };
 use dict::DictCache;
 pub use lock::{DirLock, LockError};
@@ -65,6 +65,8 @@ pub struct SqliteStore {
     /// The query deadline, in microseconds.
     deadline_us: AtomicU64,
     dict: Arc<DictCache>,
+    /// Wakes readers waiting for a log to grow (told by the writer after each commit).
+    logs: Arc<LogWatch>,
     path: PathBuf,
     /// The data directory's lock, held while the store is open for writing; declared last so
     /// that it is released only after the writer has closed the database.
@@ -123,13 +125,15 @@ impl SqliteStore {
         .map_err(unavailable)?;
         configure(&conn).map_err(unavailable)?;
         migrate::migrate(&mut conn)?;
+        let logs = Arc::new(LogWatch::default());
         Ok(SqliteStore {
-            writer: Some(Writer::start(conn)?),
+            writer: Some(Writer::start(conn, logs.clone())?),
             readers: pool(&path, EVENT_READERS, init_reader)?,
             lookups: pool(&path, LOOKUP_READERS, init_reader)?,
             org_reads: Mutex::default(),
             deadline_us: AtomicU64::new(QUERY_DEADLINE.as_micros() as u64),
             dict: Arc::new(DictCache::default()),
+            logs,
             path,
             _lock: Some(lock),
         })
@@ -161,6 +165,8 @@ impl SqliteStore {
             org_reads: Mutex::default(),
             deadline_us: AtomicU64::new(QUERY_DEADLINE.as_micros() as u64),
             dict: Arc::new(DictCache::default()),
+            // Nothing is written through a read-only store: its watchers are never woken.
+            logs: Arc::default(),
             path,
             _lock: None,
         })
@@ -373,10 +379,16 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn set_password(&self, user_id: &str, hash: String, audit: AuditEvents) -> Result<()> {
+    async fn set_password(
+        &self,
+        user_id: &str,
+        hash: String,
+        at: Timestamp,
+        audit: AuditEvents,
+    ) -> Result<()> {
         let user_id = user_id.to_owned();
         self.writer()?
-            .exec(move |w| w.set_password(&user_id, hash, audit))
+            .exec(move |w| w.set_password(&user_id, hash, at, audit))
             .await
     }
 
@@ -457,6 +469,12 @@ impl Store for SqliteStore {
     async fn token(&self, id: &str) -> Result<Option<Token>> {
         let id = id.to_owned();
         self.read(move |c, _| read::token(c, &id)).await
+    }
+
+    async fn personal_tokens(&self, user_id: &str) -> Result<Vec<Token>> {
+        let user_id = user_id.to_owned();
+        self.read(move |c, _| read::personal_tokens(c, &user_id))
+            .await
     }
 
     async fn tokens(
@@ -579,6 +597,10 @@ impl Store for SqliteStore {
     async fn log_size(&self, org: &str) -> Result<u64> {
         let org = org.to_owned();
         self.read(move |c, _| read::log_size(c, &org)).await
+    }
+
+    fn watch_log(&self, org: &str) -> tokio::sync::watch::Receiver<u64> {
+        self.logs.subscribe(org)
     }
 
     async fn api_calls(

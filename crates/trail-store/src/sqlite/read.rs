@@ -362,7 +362,7 @@ pub(crate) fn log_size(conn: &Connection, org: &str) -> Result<u64> {
 
 const TOKEN_COLUMNS: &str = "t.id, t.kind, o.slug, t.owner, t.user_id, t.name, t.description, \
      t.scopes, t.instance, t.secret_hash, t.created_by, t.created_at, t.expires_at, t.revoked_at, \
-     t.reach";
+     t.reach, t.pw";
 
 fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Token>> {
     let id: String = r.get(0)?;
@@ -402,6 +402,7 @@ fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Token>> {
         expires_at: r.get::<_, Option<i64>>(12)?.map(Timestamp),
         revoked_at: r.get::<_, Option<i64>>(13)?.map(Timestamp),
         reach,
+        from_password: r.get::<_, Option<i64>>(15)? == Some(1),
         id,
     }))
 }
@@ -434,6 +435,19 @@ pub(crate) fn tokens(
             rusqlite::params![org_id, kind.as_str(), user_id],
             token_from_row,
         )
+        .map_err(unavailable)?;
+    rows.map(|r| r.map_err(unavailable)?).collect()
+}
+
+pub(crate) fn personal_tokens(conn: &Connection, user_id: &str) -> Result<Vec<Token>> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens t JOIN orgs o ON o.id = t.org \
+             WHERE t.user_id = ?1 AND t.kind = 'pat' ORDER BY t.created_at DESC, t.id"
+        ))
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map([user_id], token_from_row)
         .map_err(unavailable)?;
     rows.map(|r| r.map_err(unavailable)?).collect()
 }

@@ -19,8 +19,8 @@ use trail_core::{Event, EventBody, Timestamp, canonical};
 
 use super::{SEQ_BITS, SEQ_MASK, org_id, row, unavailable};
 use crate::{
-    Appended, AuditEvents, Bootstrap, Instance, Member, Org, Outcome, Reach, Result, Session,
-    SignedCheckpoint, StoreError, Token, User,
+    Appended, AuditEvents, Bootstrap, Instance, LogWatch, Member, Org, Outcome, Reach, Result,
+    Session, SignedCheckpoint, StoreError, Token, User,
 };
 
 /// At most this many events go into one group commit.
@@ -64,7 +64,9 @@ impl Drop for Writer {
 }
 
 impl Writer {
-    pub fn start(conn: Connection) -> Result<Writer> {
+    /// Starts the writer thread on `conn`; after every commit that appends to a log, it
+    /// tells `logs`.
+    pub fn start(conn: Connection, logs: Arc<LogWatch>) -> Result<Writer> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let fault = WriteFault::default();
         let state = WriterState {
@@ -74,6 +76,7 @@ impl Writer {
             dict: LruCache::new(NonZeroUsize::new(DICT_CACHE).expect("not zero")),
             last_received: Timestamp(i64::MIN),
             fault: fault.clone(),
+            logs,
         };
         let thread = thread::Builder::new()
             .name("trail-sqlite-writer".into())
@@ -160,6 +163,8 @@ pub(crate) struct WriterState {
     /// receivedAt never goes backwards, even if the clock does.
     last_received: Timestamp,
     fault: WriteFault,
+    /// Told the new size of each log a transaction appended to, once it commits.
+    logs: Arc<LogWatch>,
 }
 
 /// What one transaction has learnt or changed for the writer's caches; applied only if it
@@ -169,6 +174,8 @@ struct Pending {
     org_ids: HashMap<String, i64>,
     next_seq: HashMap<i64, u64>,
     dict: HashMap<String, i64>,
+    /// The logs this transaction appended to, by org slug, and their size after it.
+    grown: HashMap<String, u64>,
 }
 
 /// The writer's view of what is committed: read through `pending` first (this transaction's
@@ -303,6 +310,10 @@ impl WriterState {
         }
         self.last_received = self.last_received.max(received_at);
         self.fault.lock().expect("write fault lock").take();
+        // Committed: readers of these logs may read the new events now.
+        for (org, size) in pending.grown {
+            self.logs.grew(&org, size);
+        }
     }
 
     /// After a write transaction failed for a reason that can pass: forgets everything read
@@ -359,7 +370,13 @@ impl WriterState {
         })
     }
 
-    pub fn set_password(&mut self, user_id: &str, hash: String, audit: AuditEvents) -> Result<()> {
+    pub fn set_password(
+        &mut self,
+        user_id: &str,
+        hash: String,
+        at: Timestamp,
+        audit: AuditEvents,
+    ) -> Result<()> {
         self.in_tx(audit, |tx| {
             let n = tx
                 .execute(
@@ -370,6 +387,12 @@ impl WriterState {
             if n == 0 {
                 return Err(StoreError::NotFound(format!("user {user_id:?}")));
             }
+            tx.execute(
+                "UPDATE tokens SET revoked_at = ?2 \
+                 WHERE user_id = ?1 AND pw = 1 AND revoked_at IS NULL",
+                params![user_id, at.micros()],
+            )
+            .map_err(unavailable)?;
             Ok(())
         })
     }
@@ -769,6 +792,9 @@ fn append_one(
         });
         seq += 1;
     }
+    if out.iter().any(|a| a.outcome == Outcome::Created) {
+        pending.grown.insert(org.to_owned(), seq);
+    }
     pending.next_seq.insert(org_id, seq);
     Ok(out)
 }
@@ -889,8 +915,8 @@ fn insert_token(tx: &Connection, t: &Token) -> Result<()> {
     let org_id = org_id(tx, &t.org)?;
     tx.execute(
         "INSERT INTO tokens (id, kind, org, owner, user_id, name, description, scopes, \
-         instance, secret_hash, created_by, created_at, expires_at, revoked_at, reach) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+         instance, secret_hash, created_by, created_at, expires_at, revoked_at, reach, pw) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         params![
             t.id,
             t.kind.as_str(),
@@ -911,6 +937,7 @@ fn insert_token(tx: &Connection, t: &Token) -> Result<()> {
                 Reach::All => Some("*".to_owned()),
                 Reach::Orgs(orgs) => Some(orgs.join(" ")),
             },
+            t.from_password.then_some(1),
         ],
     )
     .map_err(|e| constraint(e, || format!("token {:?}", t.id)))?;

@@ -19,6 +19,9 @@ pub struct Profile {
     /// logout` revokes it. (A token given to `trail login` is the caller's to keep.)
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub made_by_login: bool,
+    /// A PEM file of CA certificates to trust for the URL (absolute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

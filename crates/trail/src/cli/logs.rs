@@ -1,13 +1,10 @@
 //! `trail logs tail` and `trail perf`.
 
 use std::io::IsTerminal;
-use std::time::Duration;
 
-use anyhow::bail;
-use base64::Engine;
 use futures_util::StreamExt;
 use serde_json::Value;
-use trail_client::{ClientError, segment};
+use trail_client::{ClientError, Followed, segment};
 use trail_core::{Filter, Timestamp};
 
 use super::output::{self, Format, cell, paint};
@@ -25,7 +22,8 @@ Examples:
   trail logs tail --follow                            # and keep streaming
 
 When more events match than were printed, one line on standard error says so and how to get
-them (it starts with `trail: note:`; the events on standard output are unaffected).")]
+them (it starts with `trail: note:`; the events on standard output are unaffected). With
+--follow, a lost and a regained connection are said the same way.")]
 pub struct TailArgs {
     /// Only events since: 30s, 5m, 1h, 7d, 2w back from now, or an RFC 3339 time.
     #[arg(long, default_value = "1h")]
@@ -61,7 +59,8 @@ pub struct TailArgs {
     /// Leave out this command's own credential's calls (a `-tokenId:<credential id>` term).
     #[arg(long)]
     hide_own: bool,
-    /// Keep printing new events as they arrive, until Ctrl-C.
+    /// Keep printing new events as they arrive, until Ctrl-C; if the server is lost (a
+    /// restart), reconnect by itself and go on after the last event seen.
     #[arg(long, short = 'f')]
     follow: bool,
     /// Output: table (default on a terminal), json (one array), ndjson (default when piped).
@@ -243,13 +242,27 @@ pub async fn tail(conn: &Connection, args: TailArgs) -> anyhow::Result<()> {
                 usage("--follow: no event told which org this is: pass --org (or TRAIL_ORG)".into())
             })?,
     };
-    let params: Vec<(String, String)> = params
+    // The org's stream, with the same filters (an instance's events are the org's with an
+    // `instance` filter), from now on: the bounds in time are the history's.
+    let mut live: Vec<(String, String)> = params
         .into_iter()
-        .filter(|(k, _)| k != "instance")
+        .filter(|(k, _)| !matches!(k.as_str(), "since" | "until" | "instance"))
         .collect();
-    let base = org_base(&org);
+    if let Some(i) = &args.instance {
+        live.push(("instance".into(), i.clone()));
+    }
+    let path = format!(
+        "/v1/orgs/{}/audit-logs/stream?{}",
+        segment(&org),
+        query_string(&live)
+    );
+    let show = Show {
+        format,
+        times: args.time,
+    };
     tokio::select! {
-        r = follow(&session, &org, &base, &params, filter, after, Show { format, times: args.time }) => r,
+        r = follow(&session, &path, after, show) => r,
+        // Ctrl-C is how following ends: a success.
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }
@@ -262,84 +275,39 @@ fn more_notice(printed: usize, since: &str) -> String {
     )
 }
 
-/// Streams new events (Server-Sent Events), or polls the log if the server has no stream.
+/// Prints the live tail's events as they arrive, after seq `after` if given, until the
+/// stream fails for good (401, 403, a bad filter). A lost connection is said in one line on
+/// standard error, and so is its return; the stream resumes by itself where it was.
 async fn follow(
     session: &Session,
-    org: &str,
-    base: &str,
-    params: &[(String, String)],
-    filter: Filter,
+    path: &str,
     after: Option<u64>,
     show: Show,
 ) -> anyhow::Result<()> {
-    let live: Vec<(String, String)> = params
-        .iter()
-        .filter(|(k, _)| k != "since" && k != "until")
-        .cloned()
-        .collect();
-    let path = format!("{base}/stream?{}", query_string(&live));
-    match session.client.events(&path, after).await {
-        Ok(mut stream) => {
-            while let Some(item) = stream.next().await {
-                let (_, data) = item?;
+    let mut stream = std::pin::pin!(session.client.follow(path, after));
+    while let Some(item) = stream.next().await {
+        match item? {
+            Followed::Event { data, .. } => {
                 let event: Value =
                     serde_json::from_str(&data).map_err(|e| ClientError::Decode(e.to_string()))?;
                 print_events(show.format, &[event], false, show.times)?;
             }
-            bail!("the server closed the stream")
+            Followed::Lost(why) => note(&format!(
+                "lost the server ({why}); reconnecting until it is back (Ctrl-C to stop)"
+            )),
+            Followed::Regained { after } => note(&match after {
+                Some(seq) => format!("reconnected; following on after seq {seq}"),
+                None => "reconnected; following on from the start of the log".into(),
+            }),
         }
-        Err(ClientError::Status { status: 404, .. }) => {
-            poll(session, org, filter, after, show).await
-        }
-        Err(e) => Err(e.into()),
     }
+    Ok(())
 }
 
-/// Polls the log in seq order and filters here, with the same semantics as the server.
-async fn poll(
-    session: &Session,
-    org: &str,
-    mut filter: Filter,
-    after: Option<u64>,
-    show: Show,
-) -> anyhow::Result<()> {
-    filter.since = None;
-    filter.until = None;
-    let org = format!("/v1/orgs/{}", segment(org));
-    let mut next = match after {
-        Some(a) => a + 1,
-        // New events only: from what the newest checkpoint covers.
-        None => match session
-            .client
-            .get_text(&format!("{org}/log/checkpoint"))
-            .await
-        {
-            Ok(note) => note
-                .lines()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0),
-            Err(_) => 0,
-        },
-    };
-    loop {
-        let page = session
-            .client
-            .get_json(&format!("{org}/log/entries?from={next}&limit=1000"))
-            .await?;
-        for item in page["items"].as_array().into_iter().flatten() {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(item["canonical"].as_str().unwrap_or(""))
-                .unwrap_or_default();
-            if let Ok(event) = trail_core::canonical::decode(&bytes) {
-                next = event.seq + 1;
-                if filter.matches(&event) {
-                    print_events(show.format, std::slice::from_ref(item), false, show.times)?;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+/// One `trail: note:` line on standard error (a closed stderr is no reason to stop).
+fn note(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "trail: note: {line}");
 }
 
 /// How followed events are printed.

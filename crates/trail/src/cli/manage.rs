@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 
+use anyhow::Context;
 use serde_json::{Value, json};
 use trail_client::{Client, ClientError, segment};
 
@@ -36,6 +37,9 @@ pub async fn login(conn: &Connection, args: LoginArgs) -> anyhow::Result<()> {
         })?,
     };
     let name = conn.profile.clone().unwrap_or_else(|| "default".into());
+    // Read before anything is made on the server: a token made for a profile that cannot
+    // be saved would be left behind.
+    let mut cfg = Config::load()?;
     let (token, made_by_login, home) = match &conn.token {
         Some(token) => {
             if args.email.is_some() || args.expires_in.is_some() {
@@ -60,6 +64,11 @@ pub async fn login(conn: &Connection, args: LoginArgs) -> anyhow::Result<()> {
                     )));
                 }
             };
+            if let Some(host) = plain_http_host(&url) {
+                eprintln!(
+                    "trail: note: your password goes to {host} over plain http, readable on the way; use https://"
+                );
+            }
             let password = super::read_password(&format!("Password for {email}: "))?;
             let host = gethostname::gethostname().to_string_lossy().into_owned();
             let body = json!({
@@ -68,7 +77,7 @@ pub async fn login(conn: &Connection, args: LoginArgs) -> anyhow::Result<()> {
                 "name": format!("trail login on {host}"),
                 "expiresIn": args.expires_in,
             });
-            let client = Client::new(&url, "")?;
+            let client = super::client_trusting(conn.ca_cert.as_deref(), &url, "")?;
             let v = client.send_json("POST", "/v1/login", Some(&body)).await?;
             let token = v["token"]
                 .as_str()
@@ -76,7 +85,8 @@ pub async fn login(conn: &Connection, args: LoginArgs) -> anyhow::Result<()> {
             (token.to_owned(), true, v["org"].as_str().map(str::to_owned))
         }
     };
-    let client = Client::new(&url, &token)?;
+    // Only the CA given now: the profile being saved may not exist yet.
+    let client = super::client_trusting(conn.ca_cert.as_deref(), &url, &token)?;
     let me = client.get_json("/v1/me").await?;
     // The org is kept in the profile (the one named, else the credential's own, from this
     // one check), so later commands need not ask the server which org they act on.
@@ -86,20 +96,29 @@ pub async fn login(conn: &Connection, args: LoginArgs) -> anyhow::Result<()> {
         .or(home)
         .or_else(|| me["org"].as_str().map(str::to_owned))
         .or_else(|| me["orgs"][0]["id"].as_str().map(str::to_owned));
-    let mut cfg = Config::load()?;
     cfg.profiles.insert(
         name.clone(),
         Profile {
             url: url.clone(),
-            token,
+            token: token.clone(),
             org: org.clone(),
             made_by_login,
+            ca_cert: saved_ca_cert(conn)?,
         },
     );
     if cfg.default.is_none() || name == "default" {
         cfg.default = Some(name.clone());
     }
-    let path = cfg.save()?;
+    let path = match cfg.save() {
+        Ok(path) => path,
+        Err(e) => {
+            // Nothing keeps the token made for this profile: take it back.
+            if made_by_login {
+                revoke_own(&client, &token, &me).await.ok();
+            }
+            return Err(e);
+        }
+    };
     let org = org.unwrap_or_else(|| "-".into());
     let reach = if me["allOrgs"] == json!(true) {
         ", acting on all your orgs"
@@ -115,6 +134,30 @@ pub async fn login(conn: &Connection, args: LoginArgs) -> anyhow::Result<()> {
     ))
 }
 
+/// The host of an `http://` URL that is not this machine's loopback.
+fn plain_http_host(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("http://")?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    let loopback = name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then_some(host)
+}
+
+/// Revokes the credential `client` uses, a personal access token (`me` is its `GET
+/// /v1/me`): through the org it acts on by default, which is always one it reaches.
+async fn revoke_own(client: &Client, token: &str, me: &Value) -> Result<(), ClientError> {
+    let id = super::credential_id(token).unwrap_or_default();
+    let org = me["org"].as_str().unwrap_or_default();
+    let path = format!("/v1/orgs/{}/tokens/{}", segment(org), segment(id));
+    client.send_json("DELETE", &path, None).await.map(|_| ())
+}
+
 /// `trail logout`: forgets the profile, and revokes its token if `trail login` made it.
 pub async fn logout(conn: &Connection) -> anyhow::Result<()> {
     let mut cfg = Config::load()?;
@@ -127,14 +170,10 @@ pub async fn logout(conn: &Connection) -> anyhow::Result<()> {
     if profile.made_by_login
         && let Some(id) = super::credential_id(&profile.token)
     {
-        let client = Client::new(&profile.url, &profile.token)?;
-        let me = client.get_json("/v1/me").await;
-        let revoked = match me {
-            Ok(me) => {
-                let org = me["org"].as_str().unwrap_or_default();
-                let path = format!("/v1/orgs/{}/tokens/{}", segment(org), segment(id));
-                client.send_json("DELETE", &path, None).await.map(|_| ())
-            }
+        let client =
+            super::client_trusting(profile.ca_cert.as_deref(), &profile.url, &profile.token)?;
+        let revoked = match client.get_json("/v1/me").await {
+            Ok(me) => revoke_own(&client, &profile.token, &me).await,
             Err(e) => Err(e),
         };
         match revoked {
@@ -152,6 +191,17 @@ pub async fn logout(conn: &Connection) -> anyhow::Result<()> {
     output::line(&format!("Logged out: profile {name:?} removed"))
 }
 
+/// The CA file a login saves: the one given, as an absolute path (the profile is used from
+/// any directory), or none.
+fn saved_ca_cert(conn: &Connection) -> anyhow::Result<Option<std::path::PathBuf>> {
+    conn.ca_cert
+        .as_deref()
+        .map(|p| {
+            std::path::absolute(p).with_context(|| format!("resolving the path {}", p.display()))
+        })
+        .transpose()
+}
+
 fn usage(e: anyhow::Error) -> anyhow::Error {
     ClientError::Usage(e.to_string()).into()
 }
@@ -164,7 +214,7 @@ pub async fn health(conn: &Connection) -> anyhow::Result<()> {
             .profile(conn.profile.as_deref())?
             .map_or_else(|| "http://127.0.0.1:7070".to_owned(), |p| p.url.clone()),
     };
-    let client = Client::new(&url, "-")?;
+    let client = super::client(conn, &url, "-")?;
     client.get_json("/healthz").await?;
     match client.get_json("/readyz").await {
         Ok(_) => output::line(&format!("{url}: healthy and ready")),
@@ -416,7 +466,7 @@ pub async fn members(
     cmd: MembersCommand,
 ) -> anyhow::Result<()> {
     if let MembersCommand::Accept { invitation } = &cmd {
-        let client = trail_client::Client::new(&super::server_url(conn)?, "")?;
+        let client = super::client(conn, &super::server_url(conn)?, "")?;
         let pw = super::read_password("Choose a password: ")?;
         if std::io::stdin().is_terminal() && super::read_password("Again: ")? != pw {
             return Err(usage(anyhow::anyhow!("the passwords differ")));
@@ -726,4 +776,26 @@ pub async fn break_glass(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_http_host;
+
+    #[test]
+    fn a_password_over_plain_http_is_noted_unless_it_stays_on_this_machine() {
+        for url in [
+            "http://127.0.0.1:7070",
+            "http://localhost:7070/",
+            "http://[::1]:7070",
+            "https://trail.example.com",
+        ] {
+            assert_eq!(plain_http_host(url), None, "{url}");
+        }
+        assert_eq!(
+            plain_http_host("http://trail.example.com:7070/x"),
+            Some("trail.example.com:7070")
+        );
+        assert_eq!(plain_http_host("http://10.0.0.5"), Some("10.0.0.5"));
+    }
 }

@@ -6,10 +6,12 @@ pub mod logs;
 pub mod manage;
 pub mod output;
 
-use trail_client::{Client, segment};
+use std::path::{Path, PathBuf};
 
-/// `--url`, `--token`, `--org`, `--profile`: given on the command line (before or after
-/// the client command) or in the environment, else taken from the profile. Listed once, in
+use trail_client::{Client, ClientOptions, segment};
+
+/// `--url`, `--token`, `--org`, `--profile`, `--ca-cert`: given on the command line (before
+/// or after the client command) or in the environment, else taken from the profile. Listed once, in
 /// `trail --help`; the binary's `cli_command` lets every client command accept them too.
 #[derive(clap::Args, Clone, Default)]
 #[command(next_help_heading = "Connection (for every command but serve, bench, admin)")]
@@ -27,6 +29,10 @@ pub struct Connection {
     /// [default: the default profile].
     #[arg(long, env = "TRAIL_PROFILE")]
     pub profile: Option<String>,
+    /// A PEM file of CA certificates to trust for an https:// URL, besides the system's
+    /// (for a Trail whose certificate a private CA issued) [default: the profile's].
+    #[arg(long, env = "TRAIL_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Reads a password: prompted for on the terminal without echo when there is one, else one
@@ -47,7 +53,7 @@ pub fn read_password(prompt: &str) -> anyhow::Result<String> {
 }
 
 /// The ids of [`Connection`]'s flags.
-pub const CONNECTION_IDS: [&str; 4] = ["url", "token", "org", "profile"];
+pub const CONNECTION_IDS: [&str; 5] = ["url", "token", "org", "profile", "ca_cert"];
 
 /// No credential was given or saved: a command that needs one cannot start (exit 4, as
 /// a refused credential).
@@ -70,6 +76,31 @@ pub fn server_url(c: &Connection) -> anyhow::Result<String> {
         .clone()
         .or_else(|| profile.map(|p| p.url.clone()))
         .unwrap_or_else(|| "http://127.0.0.1:7070".to_owned()))
+}
+
+/// The CA file to trust: the flag or environment, else the profile's.
+pub fn ca_cert(c: &Connection) -> anyhow::Result<Option<PathBuf>> {
+    if c.ca_cert.is_some() {
+        return Ok(c.ca_cert.clone());
+    }
+    let cfg = config::Config::load()?;
+    Ok(cfg
+        .profile(c.profile.as_deref())?
+        .and_then(|p| p.ca_cert.clone()))
+}
+
+/// A client of `url` with `token`, trusting the connection's CA file if it names one.
+pub fn client(c: &Connection, url: &str, token: &str) -> anyhow::Result<Client> {
+    client_trusting(ca_cert(c)?.as_deref(), url, token)
+}
+
+/// A client of `url` with `token`, trusting the CA file `ca` (if any) besides the system's.
+pub fn client_trusting(ca: Option<&Path>, url: &str, token: &str) -> anyhow::Result<Client> {
+    let mut options = ClientOptions::default();
+    if let Some(path) = ca {
+        options = options.ca_cert_file(path)?;
+    }
+    Ok(Client::with_options(url, token, &options)?)
 }
 
 /// The id of a credential, as its calls are recorded (`tokenId`): the part of an API key
@@ -97,7 +128,7 @@ impl Session {
             .clone()
             .or_else(|| profile.and_then(|p| p.org.clone()));
         Ok(Session {
-            client: Client::new(&url, &token)?,
+            client: client(c, &url, &token)?,
             org,
             token,
         })

@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 pub struct Server {
     child: Child,
@@ -12,6 +13,8 @@ pub struct Server {
     /// What the server printed before it listened.
     pub banner: String,
     pub data: PathBuf,
+    /// What it has logged so far (on stderr), when started with [`Server::start_logged`].
+    log: Option<Arc<Mutex<String>>>,
 }
 
 /// What [`Server::start`] runs with: checkpoints every 100 ms, as log `trail.test`.
@@ -28,6 +31,39 @@ impl Server {
     /// directory), and (if given) the process's open-file limit, soft and hard, set to
     /// `open_files`.
     pub fn start_with(data: &Path, options: &[&str], open_files: Option<u64>) -> Server {
+        Server::launch(data, "127.0.0.1:0", options, open_files, false)
+    }
+
+    /// As [`Server::start_with`], keeping what the server logs (errors only) for
+    /// [`Server::log`].
+    pub fn start_logged(data: &Path, options: &[&str]) -> Server {
+        Server::launch(data, "127.0.0.1:0", options, None, true)
+    }
+
+    /// What the server has logged so far (started with [`Server::start_logged`]).
+    pub fn log(&self) -> String {
+        let log = self.log.as_ref().expect("started with start_logged");
+        log.lock().unwrap().clone()
+    }
+
+    /// Like [`Server::start_with`], listening on `listen` (`127.0.0.1:PORT`, say, to start
+    /// again where a stopped server was).
+    pub fn start_listening(
+        data: &Path,
+        listen: &str,
+        options: &[&str],
+        open_files: Option<u64>,
+    ) -> Server {
+        Server::launch(data, listen, options, open_files, false)
+    }
+
+    fn launch(
+        data: &Path,
+        listen: &str,
+        options: &[&str],
+        open_files: Option<u64>,
+        logged: bool,
+    ) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_trail"));
         #[cfg(unix)]
         if let Some(n) = open_files {
@@ -49,14 +85,31 @@ impl Server {
         #[cfg(not(unix))]
         let _ = open_files;
         let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(options)
             .arg("--data")
             .arg(data)
             .env("TRAIL_LOG", "error")
             .stdout(Stdio::piped())
+            .stderr(if logged {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .expect("trail serve starts");
+        let log = child.stderr.take().map(|stderr| {
+            let log = Arc::new(Mutex::new(String::new()));
+            let kept = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut kept = kept.lock().unwrap();
+                    kept.push_str(&line);
+                    kept.push('\n');
+                }
+            });
+            log
+        });
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut banner = String::new();
         let mut url = None;
@@ -82,6 +135,7 @@ impl Server {
             url: url.expect("an address"),
             banner,
             data: data.to_owned(),
+            log,
         }
     }
 
