@@ -160,3 +160,16 @@ test("the viewer's own calls can be left out", async () => {
   assert.ok(rows.includes("sarah@acme.io"), rows);
   await page.close();
 });
+
+test("a histogram shows the matches over the window, and a bar zooms to its slice", async () => {
+  const page = await signedIn(b, server);
+  await page.locator("#histogram").waitFor();
+  assert.match(await page.locator("#histogram figcaption").innerText(), /\d+ matching events? in the window/);
+  await page.locator("#histogram .bar[tabindex='0']").last().click();
+  await page.waitForURL(/until=/);
+  await settled(page);
+  assert.equal(await page.locator("#window").inputValue(), "custom");
+  await page.locator("#log tbody tr").first().waitFor();
+  await shot(page, "audit-logs-zoomed");
+  await page.close();
+});

@@ -7,6 +7,7 @@ import { get, orgPath, seg } from "../api.js";
 import { h, fill, text, objectId, localTime, announce } from "../dom.js";
 import { go, session } from "../app.js";
 import { openRecord } from "./record.js";
+import { histogram } from "../chart.js";
 
 /** The query language's keys, for suggestions (the API's filter names). */
 const KEYS = ["actor", "actorType", "action", "category", "objectType", "objectKind",
@@ -127,12 +128,30 @@ export async function renderLog(view, { org, instance, params, base, title }) {
     h("input", { type: "checkbox", id: "live", checked: live, disabled: !!cursor,
       onchange: (e) => apply({ live: e.target.checked ? "1" : null, cursor: null }) }),
     " Live tail");
+  const chart = h("div", { class: "chart-slot" });
   fill(view,
     h("h1", {}, title ?? "Audit Logs"),
     form,
+    chart,
     h("div", { class: "table-bar" }, h("span", { class: "toggles" }, liveToggle, hideToggle)),
     h("div", { class: "table-wrap" }, table),
     pager);
+
+  // --- the shape of what matches over the whole window (not only this page) ---
+  if (!instance) {
+    const hq = new URLSearchParams(filters);
+    if (!hq.has("since")) hq.set("since", since);
+    hq.set("buckets", "60");
+    get(`${apiBase}/histogram?${hq}`).then((hist) => {
+      fill(chart, histogram(hist, (from, to) => {
+        const zoom = new URLSearchParams(params);
+        zoom.set("since", from);
+        zoom.set("until", to);
+        zoom.delete("cursor");
+        go(base, zoom);
+      }));
+    }, () => fill(chart));
+  }
 
   // --- the page of events ---
   const query = new URLSearchParams(filters);
