@@ -1378,8 +1378,10 @@ pub async fn histograms_count_what_the_filter_passes_per_slice(store: Arc<dyn St
         vec![0, 0, 0]
     );
     // The filter's own window narrows the slices' counts, never moves them.
-    let mut late = Filter::default();
-    late.since = Some(Timestamp(T0 + 2 * minute));
+    let late = Filter {
+        since: Some(Timestamp(T0 + 2 * minute)),
+        ..Filter::default()
+    };
     assert_eq!(
         store
             .histogram("acme", &late, since, until, 6)
