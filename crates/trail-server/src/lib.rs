@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod console;
 pub mod edge;
 pub mod error;
 pub mod log;
@@ -130,6 +131,9 @@ pub fn app(state: AppState) -> Router {
         unauthenticated = unauthenticated.route(path, handler);
     }
     unauthenticated
+        // The web console's files: no API, a client of it like the CLI.
+        .route("/", axum::routing::get(console::index))
+        .route("/console/{*path}", axum::routing::get(console::asset))
         .merge(api)
         .fallback(|| async { ApiError::NotFound("no such endpoint; see /v1/openapi.json".into()) })
         .method_not_allowed_fallback(|| async {

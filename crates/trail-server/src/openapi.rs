@@ -68,6 +68,7 @@ problem_responses! {
     paths(
         events::ingest,
         events::list,
+        events::histogram,
         events::list_instance,
         events::list_caller_org,
         live::stream,

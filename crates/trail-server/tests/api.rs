@@ -1325,6 +1325,7 @@ async fn sample(
         "listLogEntries" => get("/v1/orgs/acme/log/entries?from=0", 200),
         "getEvent" => get("/v1/orgs/acme/events/0", 200),
         "streamAuditLogs" => get("/v1/orgs/acme/audit-logs/stream", 200),
+        "histogramAuditLogs" => get("/v1/orgs/acme/audit-logs/histogram", 200),
         "getPerformance" => get("/v1/orgs/acme/perf", 200),
         other => panic!("the authorization matrix has no sample request for {other}: add one"),
     }
@@ -4918,4 +4919,60 @@ async fn tokens_from_a_password_end_with_it_and_a_valid_token_signs_in_whatever_
     let resp = h.app.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-store");
+}
+
+#[tokio::test]
+async fn a_histogram_counts_what_the_filters_match_over_the_whole_window() {
+    let h = harness().await;
+    let owner = Cred::of(&h.owner);
+    let now = trail_server::now().0;
+    let at = |actor: &str, minutes_ago: i64| {
+        json!({"action": "a", "actor": {"id": actor, "type": "user"},
+               "timestamp": Timestamp(now - minutes_ago * 60_000_000).to_string()})
+    };
+    h.ingest(
+        "acme",
+        json!([
+            at("alice", 55),
+            at("alice", 52),
+            at("bob", 52),
+            at("alice", 5)
+        ]),
+    )
+    .await;
+    let r = h
+        .call(
+            "GET",
+            "/v1/orgs/acme/audit-logs/histogram?since=1h&buckets=6&actor=alice",
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let counts: Vec<u64> = r.body["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .collect();
+    assert_eq!(counts, vec![2, 0, 0, 0, 0, 1], "{:?}", r.body);
+    assert_eq!(r.body["total"], 3);
+    assert_eq!(r.body["bucketSeconds"], 600.0);
+    for bad in [
+        "buckets=0",
+        "buckets=201",
+        "cursor=x",
+        "since=1h&until=2h",
+        "nosuch=1",
+    ] {
+        let r = h
+            .call(
+                "GET",
+                &format!("/v1/orgs/acme/audit-logs/histogram?{bad}"),
+                &owner,
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {:?}", r.body);
+    }
 }

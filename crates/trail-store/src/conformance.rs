@@ -52,6 +52,7 @@ macro_rules! store_conformance_tests {
             a_fresh_store_is_healthy,
             other_orgs_routes_do_not_change_a_path_only_route_filter,
             actor_types_beyond_the_known_ones_are_kept_and_found,
+            histograms_count_what_the_filter_passes_per_slice,
             a_log_watch_wakes_after_each_commit_to_its_org_only,
         );
     };
@@ -1321,6 +1322,73 @@ pub async fn actor_types_beyond_the_known_ones_are_kept_and_found(store: Arc<dyn
         ids.sort();
         assert_eq!(ids, want, "query {q:?}");
     }
+}
+
+pub async fn histograms_count_what_the_filter_passes_per_slice(store: Arc<dyn Store>) {
+    with_orgs(&*store, &["acme", "umbrella"]).await;
+    let minute = 60_000_000;
+    // alice at minutes 0, 1, 1, 5; bob at minute 1; one at minute 10 (outside the window).
+    let at = |actor: &str, m: i64| {
+        body(
+            json!({"action": "a", "actor": {"id": actor, "type": "user"}, "timestamp": Timestamp(T0 + m * minute).to_string()}),
+        )
+    };
+    let bodies = vec![
+        at("alice", 0),
+        at("alice", 1),
+        at("bob", 1),
+        at("alice", 1),
+        at("alice", 5),
+        at("alice", 10),
+    ];
+    store.append("acme", bodies.clone()).await.unwrap();
+    store.append("umbrella", bodies).await.unwrap();
+    let (since, until) = (Timestamp(T0), Timestamp(T0 + 6 * minute));
+    let all = Filter::default();
+    assert_eq!(
+        store
+            .histogram("acme", &all, since, until, 6)
+            .await
+            .unwrap(),
+        vec![1, 3, 0, 0, 0, 1]
+    );
+    assert_eq!(
+        store
+            .histogram("acme", &all, since, until, 2)
+            .await
+            .unwrap(),
+        vec![4, 1]
+    );
+    let mut alice = Filter::default();
+    alice.add_query("actor:alice", Timestamp(T0)).unwrap();
+    assert_eq!(
+        store
+            .histogram("acme", &alice, since, until, 3)
+            .await
+            .unwrap(),
+        vec![3, 0, 1]
+    );
+    let mut nobody = Filter::default();
+    nobody.add_query("actor:nobody", Timestamp(T0)).unwrap();
+    assert_eq!(
+        store
+            .histogram("acme", &nobody, since, until, 3)
+            .await
+            .unwrap(),
+        vec![0, 0, 0]
+    );
+    // The filter's own window narrows the slices' counts, never moves them.
+    let late = Filter {
+        since: Some(Timestamp(T0 + 2 * minute)),
+        ..Filter::default()
+    };
+    assert_eq!(
+        store
+            .histogram("acme", &late, since, until, 6)
+            .await
+            .unwrap(),
+        vec![0, 0, 0, 0, 0, 1]
+    );
 }
 
 /// The live tail waits on [`Store::watch_log`] instead of polling: it must be woken by every

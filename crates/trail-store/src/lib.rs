@@ -414,6 +414,17 @@ pub trait Store: Send + Sync + 'static {
     /// Events newest first (by timestamp, then seq) that pass the filter, after the cursor.
     async fn query(&self, org: &str, q: &EventQuery) -> Result<EventPage>;
 
+    /// How many events that pass `filter` fall in each of `buckets` equal slices of
+    /// `[since, until)` (by their timestamp; the filter's own window narrows it further).
+    async fn histogram(
+        &self,
+        org: &str,
+        filter: &Filter,
+        since: Timestamp,
+        until: Timestamp,
+        buckets: usize,
+    ) -> Result<Vec<u64>>;
+
     /// Events in seq order from `from`, at most `limit`.
     async fn events_from(&self, org: &str, from: u64, limit: usize) -> Result<Vec<StoredEvent>>;
 

@@ -506,6 +506,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         bound.addr
     ));
+    trail_server::say(format_args!("console: {scheme}://{}/", bound.addr));
     trail_server::say(format_args!("data: {} (SQLite)", config.data_dir.display()));
     trail_server::say(format_args!(
         "checkpoints are signed by: {}",

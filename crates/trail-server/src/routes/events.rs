@@ -509,6 +509,112 @@ pub async fn list(
     list_org(&state, &org, params).await
 }
 
+/// How many events match, in each slice of the window.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Histogram {
+    #[schema(format = DateTime)]
+    pub since: String,
+    #[schema(format = DateTime)]
+    pub until: String,
+    /// How long each slice is.
+    pub bucket_seconds: f64,
+    /// The slices, oldest first.
+    pub buckets: Vec<Bucket>,
+    /// Every match in the window.
+    pub total: u64,
+}
+
+/// One slice of a [`Histogram`].
+#[derive(Serialize, ToSchema)]
+pub struct Bucket {
+    /// Where the slice starts.
+    #[schema(format = DateTime)]
+    pub start: String,
+    pub count: u64,
+}
+
+/// The most slices a histogram has.
+pub const MAX_BUCKETS: usize = 200;
+
+/// `GET /v1/orgs/{org}/audit-logs/histogram`: the same filters as the list (`since` 24 h
+/// back and `until` now by default), counted per slice: the shape of what matches over the
+/// whole window, not only the page shown.
+#[utoipa::path(
+    get,
+    path = "/v1/orgs/{org}/audit-logs/histogram",
+    operation_id = "histogramAuditLogs",
+    params(
+        ("org" = String, Path, description = "The org's id"),
+        ("buckets" = Option<usize>, Query, description = "How many slices: 1 to 200, 60 by default"),
+        ListQuery,
+    ),
+    responses((status = 200, description = "Matching events per slice of the window", body = Histogram)),
+)]
+pub async fn histogram(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    Extension(caller): Extension<Caller>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Histogram>, ApiError> {
+    let mut buckets = 60;
+    let mut filters: Vec<(String, String)> = Vec::new();
+    for (k, v) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
+        match &*k {
+            "buckets" => {
+                buckets = limit_param(Some(&v), 60, MAX_BUCKETS).map_err(|_| {
+                    ApiError::BadRequest(format!(
+                        "buckets: {v:?} is not a number from 1 to {MAX_BUCKETS}"
+                    ))
+                })?
+            }
+            "limit" | "cursor" => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown parameter {k:?}: a histogram counts the whole window"
+                )));
+            }
+            _ => filters.push((k.into_owned(), v.into_owned())),
+        }
+    }
+    let rest = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&filters)
+        .finish();
+    let now = crate::now();
+    let mut params = list_params(Some(&rest), now)?;
+    if let Some(only) = &caller.instance {
+        restrict_to_instance(&mut params, &org, only)?;
+    }
+    let since = params
+        .filter
+        .since
+        .unwrap_or(Timestamp(now.micros() - 24 * 3600 * 1_000_000));
+    let until = params.filter.until.unwrap_or(now);
+    if until <= since {
+        return Err(ApiError::BadRequest("until must be after since".into()));
+    }
+    let counts = state
+        .store
+        .histogram(&org, &params.filter, since, until, buckets)
+        .await?;
+    let width = ((until.micros() - since.micros()) as u64)
+        .div_ceil(buckets as u64)
+        .max(1);
+    Ok(Json(Histogram {
+        since: since.to_string(),
+        until: until.to_string(),
+        bucket_seconds: width as f64 / 1e6,
+        total: counts.iter().sum(),
+        buckets: counts
+            .iter()
+            .enumerate()
+            .map(|(i, n)| Bucket {
+                start: Timestamp(since.micros() + (i as u64 * width) as i64).to_string(),
+                count: *n,
+            })
+            .collect(),
+    }))
+}
+
 #[utoipa::path(
     get,
     path = "/v1/orgs/{org}/instances/{instance}/audit-logs",

@@ -196,6 +196,13 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     op(
         "GET",
+        "/v1/orgs/{org}/audit-logs/histogram",
+        "histogramAuditLogs",
+        instance(LogsRead),
+        "How many events match the filters, per slice of the window",
+    ),
+    op(
+        "GET",
         "/v1/orgs/{org}/instances/{instance}/audit-logs",
         "listInstanceAuditLogs",
         instance(LogsRead),
@@ -448,6 +455,11 @@ pub fn api() -> Vec<Route> {
     vec![
         ("POST", "/v1/orgs/{org}/events", post(events::ingest)),
         ("GET", "/v1/orgs/{org}/audit-logs", get(events::list)),
+        (
+            "GET",
+            "/v1/orgs/{org}/audit-logs/histogram",
+            get(events::histogram),
+        ),
         ("GET", "/v1/orgs/{org}/audit-logs/stream", get(live::stream)),
         ("GET", "/v1/orgs/{org}/perf", get(live::perf)),
         (

@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::Semaphore;
+use trail_core::query::Filter;
 use trail_core::scope::Role;
 use trail_core::{EventBody, Timestamp};
 
@@ -553,6 +554,21 @@ impl Store for SqliteStore {
         let (org, q) = (org.to_owned(), q.clone());
         self.read_events(&org.clone(), true, move |c, dict| {
             read::query(c, dict, &org, &q)
+        })
+        .await
+    }
+
+    async fn histogram(
+        &self,
+        org: &str,
+        filter: &Filter,
+        since: Timestamp,
+        until: Timestamp,
+        buckets: usize,
+    ) -> Result<Vec<u64>> {
+        let (org, filter) = (org.to_owned(), filter.clone());
+        self.read_events(&org.clone(), true, move |c, _| {
+            read::histogram(c, &org, &filter, since, until, buckets)
         })
         .await
     }

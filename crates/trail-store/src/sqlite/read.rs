@@ -7,7 +7,7 @@
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use trail_core::Timestamp;
-use trail_core::query::{Field, Matcher};
+use trail_core::query::{Field, Filter, Matcher};
 use trail_core::scope::{Role, Scope};
 
 use super::dict::{DictCache, id_of};
@@ -100,21 +100,16 @@ fn condition(col: &str, r: &Resolved, args: &mut Vec<Sql>) -> Option<String> {
     }
 }
 
-pub(crate) fn query(
-    conn: &Connection,
-    dict: &DictCache,
-    org: &str,
-    q: &EventQuery,
-) -> Result<EventPage> {
-    let org_id = org_id(conn, org)?;
+/// The WHERE clause of `org`'s events that pass `f` (its time window included), and its
+/// arguments; `None` when nothing can pass (a value the store has never seen).
+fn matching(conn: &Connection, org_id: i64, f: &Filter) -> Result<Option<(String, Vec<Sql>)>> {
     // The org column is indexed; the key range is what the log proves. Both must hold.
-    let mut sql = format!("SELECT {COLUMNS} FROM events WHERE org = ? AND k BETWEEN ? AND ?");
+    let mut sql = "org = ? AND k BETWEEN ? AND ?".to_owned();
     let mut args = vec![
         Sql::Integer(org_id),
         Sql::Integer(org_id << SEQ_BITS),
         Sql::Integer((org_id << SEQ_BITS) | SEQ_MASK),
     ];
-    let f = &q.filter;
     if let Some(since) = f.since {
         sql.push_str(" AND ts >= ?");
         args.push(Sql::Integer(since.micros()));
@@ -122,15 +117,6 @@ pub(crate) fn query(
     if let Some(until) = f.until {
         sql.push_str(" AND ts < ?");
         args.push(Sql::Integer(until.micros()));
-    }
-    if let Some(c) = q.cursor {
-        let k = (org_id << SEQ_BITS) | (c.seq as i64 & SEQ_MASK);
-        sql.push_str(" AND ts <= ? AND (ts < ? OR k < ?)");
-        args.extend([
-            Sql::Integer(c.timestamp.micros()),
-            Sql::Integer(c.timestamp.micros()),
-            Sql::Integer(k),
-        ]);
     }
     let (groups, negated) = f.grouped();
     for (field, matchers) in groups {
@@ -142,7 +128,7 @@ pub(crate) fn query(
             }
         }
         if alternatives.is_empty() {
-            return Ok(EventPage::default());
+            return Ok(None);
         }
         sql.push_str(&format!(" AND ({})", alternatives.join(" OR ")));
     }
@@ -151,6 +137,29 @@ pub(crate) fn query(
         if let Some(c) = condition(col, &resolve(conn, t.field, &t.matcher)?, &mut args) {
             sql.push_str(&format!(" AND ({col} IS NULL OR NOT ({c}))"));
         }
+    }
+    Ok(Some((sql, args)))
+}
+
+pub(crate) fn query(
+    conn: &Connection,
+    dict: &DictCache,
+    org: &str,
+    q: &EventQuery,
+) -> Result<EventPage> {
+    let org_id = org_id(conn, org)?;
+    let Some((clause, mut args)) = matching(conn, org_id, &q.filter)? else {
+        return Ok(EventPage::default());
+    };
+    let mut sql = format!("SELECT {COLUMNS} FROM events WHERE {clause}");
+    if let Some(c) = q.cursor {
+        let k = (org_id << SEQ_BITS) | (c.seq as i64 & SEQ_MASK);
+        sql.push_str(" AND ts <= ? AND (ts < ? OR k < ?)");
+        args.extend([
+            Sql::Integer(c.timestamp.micros()),
+            Sql::Integer(c.timestamp.micros()),
+            Sql::Integer(k),
+        ]);
     }
     let limit = q.limit.max(1);
     sql.push_str(" ORDER BY ts DESC, k DESC LIMIT ?");
@@ -176,6 +185,45 @@ pub(crate) fn query(
         items: into_events(conn, dict, org, rows)?,
         next,
     })
+}
+
+/// How many of `org`'s events that pass `f` fall in each of `buckets` equal slices of
+/// `[since, until)`.
+pub(crate) fn histogram(
+    conn: &Connection,
+    org: &str,
+    f: &Filter,
+    since: Timestamp,
+    until: Timestamp,
+    buckets: usize,
+) -> Result<Vec<u64>> {
+    let mut counts = vec![0u64; buckets];
+    let org_id = org_id(conn, org)?;
+    let mut f = f.clone();
+    f.since = Some(f.since.map_or(since, |s| s.max(since)));
+    f.until = Some(f.until.map_or(until, |u| u.min(until)));
+    let Some((clause, mut args)) = matching(conn, org_id, &f)? else {
+        return Ok(counts);
+    };
+    let width = ((until.micros() - since.micros()) as u64)
+        .div_ceil(buckets as u64)
+        .max(1);
+    let sql = format!("SELECT (ts - ?) / ? AS b, count(*) FROM events WHERE {clause} GROUP BY b");
+    let mut all = vec![Sql::Integer(since.micros()), Sql::Integer(width as i64)];
+    all.append(&mut args);
+    let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
+    let rows = stmt
+        .query_map(params_from_iter(all), |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })
+        .map_err(unavailable)?;
+    for row in rows {
+        let (b, n) = row.map_err(unavailable)?;
+        if let Some(c) = usize::try_from(b).ok().and_then(|b| counts.get_mut(b)) {
+            *c += n as u64;
+        }
+    }
+    Ok(counts)
 }
 
 pub(crate) fn events_from(

@@ -1,0 +1,189 @@
+// Settings: members and their roles (invite, change a role, remove), API keys and personal
+// access tokens (make one: its secret is shown once; revoke). Each change is itself
+// recorded in the org's log by the API.
+
+import { get, post, patch, del, orgPath, seg } from "../api.js";
+import { h, fill } from "../dom.js";
+import { holds, session } from "../app.js";
+import { listTable, secretOnce, formError, sure, day } from "./parts.js";
+
+const ROLES = ["owner", "admin", "member"];
+
+/** What the last change has to show once (a new secret), kept across the page's reload. */
+let pending = null;
+
+export async function render(view, { org }) {
+  const reload = () => window.dispatchEvent(new HashChangeEvent("hashchange"));
+  const sections = [];
+  const out = { set: (node) => { pending = node; } };
+  if (holds(org, "members:manage")) sections.push(await members(org, reload, out));
+  if (holds(org, "keys:manage")) sections.push(await keys(org, reload, out));
+  if (session.me?.actorType === "user" || session.me?.actorType === "pat") sections.push(await tokens(org, reload, out));
+  fill(view, h("h1", {}, "Settings"), h("div", { id: "shown-once" }, pending), ...sections);
+  pending = null;
+  return null;
+}
+
+async function members(org, reload, out) {
+  const { items } = await get(`${orgPath(org)}/members`);
+  const error = formError();
+  const roleSelect = (m) => h("select", {
+    "aria-label": `Role of ${m.email}`,
+    onchange: async (e) => {
+      try {
+        await patch(`${orgPath(org)}/members/${seg(m.email)}`, { role: e.target.value });
+        reload();
+      } catch (err) {
+        error.textContent = err.message;
+        e.target.value = m.role;
+      }
+    },
+  }, ROLES.map((r) => h("option", { value: r, selected: r === m.role }, r)));
+  const remove = (m) => h("button", {
+    type: "button", class: "danger", "aria-label": `Remove ${m.email}`,
+    onclick: async () => {
+      if (!sure(`Remove ${m.email} from ${org}? Their tokens stop working here at once.`)) return;
+      try {
+        await del(`${orgPath(org)}/members/${seg(m.email)}`);
+        reload();
+      } catch (err) {
+        error.textContent = err.message;
+      }
+    },
+  }, "Remove");
+  const invite = h("form", {
+    class: "inline-form", "aria-label": "Invite a member",
+    onsubmit: async (e) => {
+      e.preventDefault();
+      error.textContent = "";
+      const f = e.currentTarget;
+      try {
+        const r = await post(`${orgPath(org)}/members`, { email: f.elements["invite-email"].value.trim(), role: f.elements["invite-role"].value });
+        if (r.invitation) {
+          const link = `${location.origin}/#/invitation/${encodeURIComponent(r.invitation.token)}`;
+          out.set(secretOnce(`Invitation for ${r.email}`, link,
+            `Send this link to ${r.email}: it lets them choose their password, once, until ${new Date(r.invitation.expiresAt).toLocaleString()}.`));
+        } else {
+          out.set(h("p", { class: "notice", role: "status" }, `${r.email} already has a Trail account and is now a member of ${org}.`));
+        }
+        reload();
+      } catch (err) {
+        error.textContent = err.message;
+      }
+    },
+  },
+  h("label", { class: "quick" }, h("span", {}, "Email"), h("input", { id: "invite-email", name: "invite-email", type: "email", required: true })),
+  h("label", { class: "quick" }, h("span", {}, "Role"), h("select", { id: "invite-role", name: "invite-role" }, ROLES.map((r) => h("option", { value: r, selected: r === "member" }, r)))),
+  h("button", { type: "submit", class: "primary" }, "Invite"));
+  const columns = [
+    ["Member", (m) => m.email],
+    ["Role", roleSelect],
+    ["", (m) => (m.invitationExpiresAt ? h("span", { class: "badge" }, "invited") : "")],
+    ["", remove],
+  ];
+  return h("section", { class: "settings", "aria-labelledby": "members-title" },
+    h("h2", { id: "members-title" }, "Members"),
+    listTable("members", columns, items, "No members."),
+    invite, error);
+}
+
+async function keys(org, reload, out) {
+  const { items } = await get(`${orgPath(org)}/api-keys`);
+  const live = items.filter((k) => !k.revokedAt);
+  const error = formError();
+  const revoke = (k) => h("button", {
+    type: "button", class: "danger", "aria-label": `Revoke ${k.name}`,
+    onclick: async () => {
+      if (!sure(`Revoke API key ${k.name}? Whatever uses it stops at once.`)) return;
+      try {
+        await del(`${orgPath(org)}/api-keys/${seg(k.id)}`);
+        reload();
+      } catch (err) {
+        error.textContent = err.message;
+      }
+    },
+  }, "Revoke");
+  const create = h("form", {
+    class: "inline-form", "aria-label": "Create an API key",
+    onsubmit: async (e) => {
+      e.preventDefault();
+      error.textContent = "";
+      const f = e.currentTarget;
+      try {
+        const k = await post(`${orgPath(org)}/api-keys`, {
+          name: f.elements["key-name"].value.trim(),
+          description: f.elements["key-description"].value.trim(),
+          role: f.elements["key-role"].value,
+        });
+        out.set(secretOnce(`API key ${k.name}`, `${k.id}:${k.secret}`,
+          "Use it as HTTP Basic credentials: the key id as the user name and the secret as the password (KEYID:SECRET for the trail command)."));
+        reload();
+      } catch (err) {
+        error.textContent = err.message;
+      }
+    },
+  },
+  h("label", { class: "quick" }, h("span", {}, "Name"), h("input", { id: "key-name", name: "key-name", required: true })),
+  h("label", { class: "quick" }, h("span", {}, "What it is for"), h("input", { id: "key-description", name: "key-description" })),
+  h("label", { class: "quick" }, h("span", {}, "Role"), h("select", { id: "key-role", name: "key-role" }, ROLES.map((r) => h("option", { value: r, selected: r === "member" }, r)))),
+  h("button", { type: "submit", class: "primary" }, "Create key"));
+  return h("section", { class: "settings", "aria-labelledby": "keys-title" },
+    h("h2", { id: "keys-title" }, "API keys"),
+    listTable("api-keys", [
+      ["Name", (k) => k.name], ["Id", (k) => h("code", {}, k.id)], ["Scopes", (k) => k.scopes.join(" ")],
+      ["Expires", (k) => day(k.expiresAt)], ["", revoke],
+    ], live, "No API keys."),
+    create, error);
+}
+
+async function tokens(org, reload, out) {
+  const { items } = await get(`${orgPath(org)}/tokens`);
+  const live = items.filter((t) => !t.revokedAt);
+  const error = formError();
+  const revoke = (t) => h("button", {
+    type: "button", class: "danger", "aria-label": `Revoke ${t.name}`,
+    onclick: async () => {
+      if (!sure(`Revoke personal access token ${t.name}?`)) return;
+      try {
+        await del(`${orgPath(org)}/tokens/${seg(t.id)}`);
+        reload();
+      } catch (err) {
+        error.textContent = err.message;
+      }
+    },
+  }, "Revoke");
+  const create = h("form", {
+    class: "inline-form", "aria-label": "Create a personal access token",
+    onsubmit: async (e) => {
+      e.preventDefault();
+      error.textContent = "";
+      const f = e.currentTarget;
+      try {
+        const t = await post(`${orgPath(org)}/tokens`, {
+          name: f.elements["token-name"].value.trim(),
+          preset: f.elements["token-preset"].value,
+          expiresIn: f.elements["token-expires"].value,
+        });
+        out.set(secretOnce(`Personal access token ${t.name}`, t.token,
+          "Send it as Authorization: Bearer <token>, or save it with trail login --token."));
+        reload();
+      } catch (err) {
+        error.textContent = err.message;
+      }
+    },
+  },
+  h("label", { class: "quick" }, h("span", {}, "Name"), h("input", { id: "token-name", name: "token-name", required: true })),
+  h("label", { class: "quick" }, h("span", {}, "Preset"), h("select", { id: "token-preset", name: "token-preset" },
+    h("option", { value: "support-readonly" }, "support-readonly"), h("option", { value: "admin-full" }, "admin-full"))),
+  h("label", { class: "quick" }, h("span", {}, "Expires in"), h("select", { id: "token-expires", name: "token-expires" },
+    ["7d", "30d", "90d", "365d"].map((d) => h("option", { value: d, selected: d === "30d" }, d)))),
+  h("button", { type: "submit", class: "primary" }, "Create token"));
+  return h("section", { class: "settings", "aria-labelledby": "tokens-title" },
+    h("h2", { id: "tokens-title" }, "Your personal access tokens"),
+    listTable("tokens", [
+      ["Name", (t) => t.name], ["Id", (t) => h("code", {}, t.id)],
+      ["Orgs", (t) => (t.orgs === "all" ? "all yours" : t.orgs.join(", "))],
+      ["Scopes", (t) => t.scopes.join(" ")], ["Expires", (t) => day(t.expiresAt)], ["", revoke],
+    ], live, "No tokens."),
+    create, error);
+}

@@ -1,0 +1,88 @@
+// The console's settings, instances and performance pages, and who may see what.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { startServer, browser, api, signedIn, shot } from "./harness.mjs";
+
+let server;
+let b;
+
+before(async () => {
+  server = await startServer();
+  b = await browser();
+});
+
+after(async () => {
+  await b?.close();
+  await server?.stop();
+});
+
+test("an invited member accepts in the console, signs in, and without the Owner role is told so", async () => {
+  const owner = await signedIn(b, server);
+  await owner.goto(`${server.url}/#/orgs/default/settings`);
+  await owner.locator("#invite-email").fill("dev@acme.io");
+  await owner.locator("#invite-role").selectOption("member");
+  await owner.getByRole("button", { name: "Invite" }).click();
+  const link = await owner.locator(".secret-once code").innerText();
+  assert.match(link, /#\/invitation\/inv_/);
+  await owner.locator("#members tbody", { hasText: "dev@acme.io" }).waitFor();
+  await shot(owner, "settings");
+
+  const context = await b.newContext();
+  const dev = await context.newPage();
+  await dev.goto(link);
+  await dev.locator("#new-password").fill("a long enough password");
+  await dev.locator("#again").fill("a long enough password");
+  await dev.getByRole("button", { name: "Set my password" }).click();
+  await dev.locator("#accepted").waitFor();
+  await dev.getByRole("link", { name: "Sign in" }).click();
+  await dev.locator("#email").fill("dev@acme.io");
+  await dev.locator("#password").fill("a long enough password");
+  await dev.getByRole("button", { name: "Sign in" }).click();
+  // A member holds logs:write alone: the page says what is needed, not an error.
+  await dev.locator("#needs-role").waitFor();
+  assert.match(await dev.locator("#needs-role").innerText(), /Owner/);
+  await shot(dev, "member-without-the-role");
+  await context.close();
+  await owner.close();
+});
+
+test("an API key is created (its secret shown once) and revoked", async () => {
+  const page = await signedIn(b, server);
+  await page.goto(`${server.url}/#/orgs/default/settings`);
+  await page.locator("#key-name").fill("siem");
+  await page.locator("#key-role").selectOption("owner");
+  await page.getByRole("button", { name: "Create key" }).click();
+  await page.locator("#api-keys tbody", { hasText: "siem" }).waitFor();
+  const secret = await page.locator(".secret-once code").innerText();
+  assert.match(secret, /^key_[^:]+:.{40,}$/);
+  // The key works, then is revoked from the page.
+  const [id, pw] = secret.split(":");
+  const basic = `Basic ${Buffer.from(`${id}:${pw}`).toString("base64")}`;
+  assert.equal((await fetch(`${server.url}/v1/audit-log`, { headers: { Authorization: basic } })).status, 200);
+  page.once("dialog", (d) => d.accept());
+  await page.getByRole("button", { name: "Revoke siem" }).click();
+  await page.locator("#api-keys tbody", { hasText: "No API keys." }).waitFor();
+  assert.equal((await fetch(`${server.url}/v1/audit-log`, { headers: { Authorization: basic } })).status, 401);
+  await page.close();
+});
+
+test("instances have their own audit logs, and performance shows per-route latency", async () => {
+  await api(server, "POST", "/v1/orgs/default/instances", { id: "argocd-prod", name: "Argo CD", kind: "argocd" });
+  await api(server, "POST", "/v1/orgs/default/events", [
+    { action: "synced", instance: "argocd-prod", actor: { id: "argo", type: "system" } },
+    { action: "elsewhere", actor: { id: "x", type: "user" } },
+  ]);
+  const page = await signedIn(b, server);
+  await page.getByRole("link", { name: "Instances" }).click();
+  await page.getByRole("link", { name: "argocd-prod" }).click();
+  await page.locator("#log tbody tr").first().waitFor();
+  const rows = await page.locator("#log tbody").innerText();
+  assert.ok(rows.includes("synced") && !rows.includes("elsewhere"), rows);
+  await page.getByRole("link", { name: "Performance" }).click();
+  await page.locator("#perf tbody tr").first().waitFor();
+  assert.ok((await page.locator("#perf").innerText()).includes("POST /v1/orgs/:org/events"));
+  await shot(page, "performance");
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});
