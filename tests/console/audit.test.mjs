@@ -173,3 +173,19 @@ test("a histogram shows the matches over the window, and a bar zooms to its slic
   await shot(page, "audit-logs-zoomed");
   await page.close();
 });
+
+test("the filtered view exports as CSV, every match and nothing else", async () => {
+  const page = await signedIn(b, server);
+  await page.locator("#query").fill("actor:sarah@acme.io");
+  await page.getByRole("button", { name: "Search" }).click();
+  await page.waitForURL(/q=actor/);
+  await settled(page);
+  const [file] = await Promise.all([page.waitForEvent("download"), page.locator("#export-csv").click()]);
+  const { readFileSync } = await import("node:fs");
+  const text = readFileSync(await file.path(), "utf8");
+  const lines = text.trim().split("\n");
+  assert.ok(lines[0].startsWith("timestamp,receivedAt,seq,org,"), lines[0]);
+  assert.equal(lines.length, 2, text);
+  assert.ok(lines[1].includes("sarah@acme.io") && lines[1].includes("Resource deleted"), lines[1]);
+  await page.close();
+});

@@ -10,6 +10,7 @@
 pub mod canonical;
 pub mod checkpoint;
 pub mod event;
+pub mod export;
 pub mod merkle;
 pub mod perf;
 pub mod query;

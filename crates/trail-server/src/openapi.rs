@@ -69,6 +69,7 @@ problem_responses! {
         events::ingest,
         events::list,
         events::histogram,
+        events::download,
         events::list_instance,
         events::list_caller_org,
         live::stream,

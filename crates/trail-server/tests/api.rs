@@ -1326,6 +1326,7 @@ async fn sample(
         "getEvent" => get("/v1/orgs/acme/events/0", 200),
         "streamAuditLogs" => get("/v1/orgs/acme/audit-logs/stream", 200),
         "histogramAuditLogs" => get("/v1/orgs/acme/audit-logs/histogram", 200),
+        "downloadAuditLogs" => get("/v1/orgs/acme/audit-logs/download", 200),
         "getPerformance" => get("/v1/orgs/acme/perf", 200),
         other => panic!("the authorization matrix has no sample request for {other}: add one"),
     }
@@ -4974,5 +4975,69 @@ async fn a_histogram_counts_what_the_filters_match_over_the_whole_window() {
             )
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {:?}", r.body);
+    }
+}
+
+#[tokio::test]
+async fn a_download_holds_every_match_newest_first_and_no_cell_runs_as_a_formula() {
+    let h = harness().await;
+    // More than one read of the store: 1,500 of alice's, and some of bob's.
+    let mut batch: Vec<Value> = (0..1500)
+        .map(|i| json!({"action": format!("a{i}"), "actor": {"id": "alice", "type": "user"}}))
+        .collect();
+    batch.push(
+        json!({"action": "=HYPERLINK(\"http://evil\")", "actor": {"id": "bob", "type": "user"}}),
+    );
+    let r = h.ingest("acme", Value::Array(batch)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = h
+        .get(
+            "/v1/orgs/acme/audit-logs/download?format=ndjson&actor=alice",
+            Some(&h.owner),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.content_type, "application/x-ndjson");
+    let text = r.body.as_str().unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1500);
+    assert!(lines.iter().all(|e| e["actor"]["id"] == "alice"));
+    let seqs: Vec<u64> = lines.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] > w[1]),
+        "newest first, each once"
+    );
+
+    let r = h
+        .get(
+            "/v1/orgs/acme/audit-logs/download?actor=bob",
+            Some(&h.owner),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.content_type.starts_with("text/csv"));
+    let text = r.body.as_str().unwrap();
+    let mut lines = text.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("timestamp,receivedAt,seq,org,")
+    );
+    let row = lines.next().unwrap();
+    assert!(row.contains(r#"'=HYPERLINK(""http://evil"")"#), "{row}");
+    assert_eq!(lines.next(), None);
+
+    for bad in ["format=xlsx", "cursor=x", "limit=5", "actor=a&nosuch=1"] {
+        let r = h
+            .get(
+                &format!("/v1/orgs/acme/audit-logs/download?{bad}"),
+                Some(&h.owner),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
     }
 }

@@ -128,12 +128,24 @@ export async function renderLog(view, { org, instance, params, base, title }) {
     h("input", { type: "checkbox", id: "live", checked: live, disabled: !!cursor,
       onchange: (e) => apply({ live: e.target.checked ? "1" : null, cursor: null }) }),
     " Live tail");
+  // Export: the whole filtered view (not only this page), as a file the server streams.
+  const download = (format) => {
+    const p = new URLSearchParams(filters);
+    if (!p.has("since")) p.set("since", since);
+    if (instance) p.set("instance", instance);
+    p.set("format", format);
+    return `${orgPath(org)}/audit-logs/download?${p}`;
+  };
+  const exportLinks = h("span", { class: "export" }, "Export: ",
+    h("a", { href: download("csv"), download: `${org}-audit-logs.csv`, id: "export-csv" }, "CSV"),
+    " · ",
+    h("a", { href: download("ndjson"), download: `${org}-audit-logs.ndjson`, id: "export-ndjson" }, "NDJSON"));
   const chart = h("div", { class: "chart-slot" });
   fill(view,
     h("h1", {}, title ?? "Audit Logs"),
     form,
     chart,
-    h("div", { class: "table-bar" }, h("span", { class: "toggles" }, liveToggle, hideToggle)),
+    h("div", { class: "table-bar" }, h("span", { class: "toggles" }, liveToggle, hideToggle), exportLinks),
     h("div", { class: "table-wrap" }, table),
     pager);
 

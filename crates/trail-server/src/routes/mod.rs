@@ -196,6 +196,13 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     op(
         "GET",
+        "/v1/orgs/{org}/audit-logs/download",
+        "downloadAuditLogs",
+        instance(LogsRead),
+        "Every event that matches the filters, newest first, as a CSV or NDJSON file",
+    ),
+    op(
+        "GET",
         "/v1/orgs/{org}/audit-logs/histogram",
         "histogramAuditLogs",
         instance(LogsRead),
@@ -459,6 +466,11 @@ pub fn api() -> Vec<Route> {
             "GET",
             "/v1/orgs/{org}/audit-logs/histogram",
             get(events::histogram),
+        ),
+        (
+            "GET",
+            "/v1/orgs/{org}/audit-logs/download",
+            get(events::download),
         ),
         ("GET", "/v1/orgs/{org}/audit-logs/stream", get(live::stream)),
         ("GET", "/v1/orgs/{org}/perf", get(live::perf)),
