@@ -509,6 +509,40 @@ pub async fn list(
     list_org(&state, &org, params).await
 }
 
+/// The list's filters of a read over the whole window (a histogram, a download): `own`
+/// takes the parameters the read has of its own (answering whether it took one); paging
+/// (`limit`, `cursor`) is refused, since such a read `what` every match; a credential
+/// restricted to an instance reads that instance only.
+fn whole_window(
+    raw: Option<&str>,
+    now: Timestamp,
+    caller: &Caller,
+    org: &str,
+    what: &str,
+    mut own: impl FnMut(&str, &str) -> Result<bool, ApiError>,
+) -> Result<ListParams, ApiError> {
+    let mut filters: Vec<(String, String)> = Vec::new();
+    for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+        if own(&k, &v)? {
+            continue;
+        }
+        if k == "limit" || k == "cursor" {
+            return Err(ApiError::BadRequest(format!(
+                "unknown parameter {k:?}: {what} every match"
+            )));
+        }
+        filters.push((k.into_owned(), v.into_owned()));
+    }
+    let rest = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(&filters)
+        .finish();
+    let mut params = list_params(Some(&rest), now)?;
+    if let Some(only) = &caller.instance {
+        restrict_to_instance(&mut params, org, only)?;
+    }
+    Ok(params)
+}
+
 /// How many events match, in each slice of the window.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -558,32 +592,25 @@ pub async fn histogram(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Histogram>, ApiError> {
     let mut buckets = 60;
-    let mut filters: Vec<(String, String)> = Vec::new();
-    for (k, v) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
-        match &*k {
-            "buckets" => {
-                buckets = limit_param(Some(&v), 60, MAX_BUCKETS).map_err(|_| {
-                    ApiError::BadRequest(format!(
-                        "buckets: {v:?} is not a number from 1 to {MAX_BUCKETS}"
-                    ))
-                })?
-            }
-            "limit" | "cursor" => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown parameter {k:?}: a histogram counts the whole window"
-                )));
-            }
-            _ => filters.push((k.into_owned(), v.into_owned())),
-        }
-    }
-    let rest = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(&filters)
-        .finish();
     let now = crate::now();
-    let mut params = list_params(Some(&rest), now)?;
-    if let Some(only) = &caller.instance {
-        restrict_to_instance(&mut params, &org, only)?;
-    }
+    let params = whole_window(
+        raw.as_deref(),
+        now,
+        &caller,
+        &org,
+        "a histogram counts",
+        |k, v| {
+            if k != "buckets" {
+                return Ok(false);
+            }
+            buckets = limit_param(Some(v), 60, MAX_BUCKETS).map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "buckets: {v:?} is not a number from 1 to {MAX_BUCKETS}"
+                ))
+            })?;
+            Ok(true)
+        },
+    )?;
     let since = params
         .filter
         .since
@@ -644,35 +671,28 @@ pub async fn download(
     RawQuery(raw): RawQuery,
 ) -> Result<axum::response::Response, ApiError> {
     let mut csv = true;
-    let mut filters: Vec<(String, String)> = Vec::new();
-    for (k, v) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
-        match &*k {
-            "format" => {
-                csv = match &*v {
-                    "csv" => true,
-                    "ndjson" => false,
-                    other => {
-                        return Err(ApiError::BadRequest(format!(
-                            "format: {other:?} is not csv or ndjson"
-                        )));
-                    }
+    let params = whole_window(
+        raw.as_deref(),
+        crate::now(),
+        &caller,
+        &org,
+        "a download holds",
+        |k, v| {
+            if k != "format" {
+                return Ok(false);
+            }
+            csv = match v {
+                "csv" => true,
+                "ndjson" => false,
+                other => {
+                    return Err(ApiError::BadRequest(format!(
+                        "format: {other:?} is not csv or ndjson"
+                    )));
                 }
-            }
-            "limit" | "cursor" => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown parameter {k:?}: a download holds every match"
-                )));
-            }
-            _ => filters.push((k.into_owned(), v.into_owned())),
-        }
-    }
-    let rest = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(&filters)
-        .finish();
-    let mut params = list_params(Some(&rest), crate::now())?;
-    if let Some(only) = &caller.instance {
-        restrict_to_instance(&mut params, &org, only)?;
-    }
+            };
+            Ok(true)
+        },
+    )?;
     // The first page is read before answering, so a store that cannot serve it gets a
     // problem, not a broken file.
     let query = |cursor| EventQuery {
