@@ -285,20 +285,24 @@ impl Client {
         path: &str,
         after: Option<u64>,
     ) -> impl Stream<Item = Result<Followed, ClientError>> + Send + 'static {
-        let following = Following {
-            client: self.clone(),
-            path: path.to_owned(),
-            last: after,
-            connected: false,
-            blocks: None,
-            lost: false,
-            retry: RETRY_FIRST,
-            done: false,
-        };
-        futures_util::stream::unfold(following, |mut f| async move {
-            let item = f.next().await?;
-            Some((item, f))
-        })
+        Following::new(self, path, after).into_stream()
+    }
+
+    /// [`Client::follow`], with its first connection made before this returns: the tail's
+    /// place in the log is fixed by then, so what is read afterwards (the history a tail
+    /// prints first) cannot fall between the two. Events the history already showed may
+    /// also arrive on the stream: skip those up to the history's last seq.
+    pub async fn follow_opened(
+        &self,
+        path: &str,
+        after: Option<u64>,
+    ) -> Result<impl Stream<Item = Result<Followed, ClientError>> + Send + 'static, ClientError>
+    {
+        let mut following = Following::new(self, path, after);
+        let (client, path, headers) = following.resume();
+        let (blocks, from) = connect(client, path, headers).await?;
+        following.opened(blocks, from);
+        Ok(following.into_stream())
     }
 
     /// GETs a JSON document.
@@ -408,6 +412,38 @@ struct Following {
 }
 
 impl Following {
+    fn new(client: &Client, path: &str, after: Option<u64>) -> Following {
+        Following {
+            client: client.clone(),
+            path: path.to_owned(),
+            last: after,
+            connected: false,
+            blocks: None,
+            lost: false,
+            retry: RETRY_FIRST,
+            done: false,
+        }
+    }
+
+    /// Connected: the tail is read from here on, and it starts at seq `from` if the server
+    /// said (so a connection lost before any block still resumes where it started).
+    fn opened(&mut self, blocks: Blocks, from: Option<u64>) {
+        self.blocks = Some(blocks);
+        self.connected = true;
+        if self.last.is_none()
+            && let Some(from) = from.filter(|f| *f > 0)
+        {
+            self.last = Some(from - 1);
+        }
+    }
+
+    fn into_stream(self) -> impl Stream<Item = Result<Followed, ClientError>> + Send + 'static {
+        futures_util::stream::unfold(self, |mut f| async move {
+            let item = f.next().await?;
+            Some((item, f))
+        })
+    }
+
     async fn next(&mut self) -> Option<Result<Followed, ClientError>> {
         loop {
             if self.done {
@@ -420,9 +456,8 @@ impl Following {
                 }
                 let (client, path, headers) = self.resume();
                 match connect(client, path, headers).await {
-                    Ok(blocks) => {
-                        self.blocks = Some(blocks);
-                        self.connected = true;
+                    Ok((blocks, from)) => {
+                        self.opened(blocks, from);
                         if std::mem::take(&mut self.lost) {
                             return Some(Ok(Followed::Regained { after: self.last }));
                         }
@@ -507,16 +542,20 @@ impl Following {
     }
 }
 
-/// Opens a live tail's stream.
+/// Opens a live tail's stream; with the seq it starts at, if the server said.
 async fn connect(
     client: Client,
     path: String,
     headers: Vec<(&'static str, String)>,
-) -> Result<Blocks, ClientError> {
+) -> Result<(Blocks, Option<u64>), ClientError> {
     let resp = client
         .request(reqwest::Method::GET, &path, None, &headers, None)
         .await?;
-    Ok(Box::pin(SseByteStream::new(resp.bytes_stream())))
+    let from = resp
+        .headers()
+        .get("trail-stream-from")
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    Ok((Box::pin(SseByteStream::new(resp.bytes_stream())), from))
 }
 
 /// Whether trying again later may succeed: the server could not be reached, or answered

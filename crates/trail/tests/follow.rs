@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 mod common;
@@ -222,4 +223,42 @@ async fn a_stop_does_not_wait_for_open_streams_and_signs_the_last_checkpoint() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test]
+async fn an_opened_tail_keeps_what_arrives_before_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(&dir.path().join("data"), OPTIONS, None);
+    let client = trail_client::Client::new(&s.url, &s.token()).unwrap();
+    let path = "/v1/orgs/default/audit-logs/stream?actor=loader";
+    // The tail starts where the log ends, fixed when it opens, not when it is first read
+    // (what `trail logs tail --follow` reads meanwhile is the history).
+    let live = client.follow_opened(path, None).await.unwrap();
+    ingest(&s, &["between"]).await;
+    let mut live = std::pin::pin!(live);
+    let first = tokio::time::timeout(Duration::from_secs(20), live.next())
+        .await
+        .expect("the event within 20 s")
+        .unwrap()
+        .unwrap();
+    let seq = match first {
+        trail_client::Followed::Event { seq, data } => {
+            assert!(data.contains("\"between\""), "{data}");
+            seq
+        }
+        other => panic!("expected the event, got {other:?}"),
+    };
+    // Where a tail starts is said before any event.
+    let r = reqwest::Client::new()
+        .get(format!("{}{path}", s.url))
+        .bearer_auth(s.token())
+        .send()
+        .await
+        .unwrap();
+    let from: u64 = r.headers()["trail-stream-from"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(from > seq, "starts after {seq}: {from}");
 }

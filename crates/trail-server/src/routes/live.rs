@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Extension, Path, RawQuery, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures_util::Stream;
 use tokio::sync::watch;
@@ -127,6 +127,7 @@ pub struct StreamQuery {
         description = "Server-Sent Events: each is `event: audit`, `id: <seq>`, `data: <the event record as JSON>`; comments keep the connection alive",
         body = String,
         content_type = "text/event-stream",
+        headers(("trail-stream-from" = u64, description = "The seq the tail starts at: the log's size when it starts from now")),
     )),
 )]
 /// `GET /v1/orgs/{org}/audit-logs/stream`: the events that arrive from now on (or after the
@@ -143,7 +144,13 @@ pub async fn stream(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<
+    (
+        [(HeaderName, String); 1],
+        Sse<impl Stream<Item = Result<SseEvent, Infallible>>>,
+    ),
+    ApiError,
+> {
     let from_param = form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes())
         .find(|(k, _)| k == "from")
         .map(|(_, v)| {
@@ -214,8 +221,16 @@ pub async fn stream(
         let e = t.next_event().await?;
         Some((Ok(e), t))
     });
-    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(state.stream_keep_alive)))
+    Ok((
+        [(STREAM_FROM, next.to_string())],
+        Sse::new(events).keep_alive(KeepAlive::new().interval(state.stream_keep_alive)),
+    ))
 }
+
+/// The live tail's response header that says where it starts: known to the client as soon
+/// as it is connected, before any event, so reading something else meanwhile (the history a
+/// tail prints first) leaves no gap.
+pub const STREAM_FROM: HeaderName = HeaderName::from_static("trail-stream-from");
 
 /// Per-route figures over a window, busiest route first.
 #[derive(serde::Serialize, utoipa::ToSchema)]

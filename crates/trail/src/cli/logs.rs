@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 use trail_client::{ClientError, Followed, segment};
 use trail_core::{Filter, Timestamp};
@@ -168,6 +168,29 @@ pub async fn tail(conn: &Connection, args: TailArgs) -> anyhow::Result<()> {
         }
     };
 
+    // Following opens the org's stream before the history is read, so an event that
+    // arrives in between is on one or the other. Its filters are the same (an instance's
+    // events are the org's with an `instance` filter); the bounds in time are the history's.
+    let live = if args.follow {
+        let org = session.org().await?;
+        let mut live: Vec<(String, String)> = params
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "since" | "until" | "instance"))
+            .cloned()
+            .collect();
+        if let Some(i) = &args.instance {
+            live.push(("instance".into(), i.clone()));
+        }
+        let path = format!(
+            "/v1/orgs/{}/audit-logs/stream?{}",
+            segment(&org),
+            query_string(&live)
+        );
+        Some(session.client.follow_opened(&path, None).await?)
+    } else {
+        None
+    };
+
     // The newest `limit` events (or all of them), newest first, page by page.
     let limit = if args.all {
         usize::MAX
@@ -228,40 +251,17 @@ pub async fn tail(conn: &Connection, args: TailArgs) -> anyhow::Result<()> {
     // Printed oldest first, as a tail is.
     events.reverse();
     print_events(format, &events, true, args.time)?;
-    if !args.follow {
+    let Some(live) = live else {
         return Ok(());
-    }
-    let after = events.iter().filter_map(|e| e["seq"].as_u64()).max();
-    // The stream is per org: the one named, else the one the events printed belong to.
-    let org = match session.named_org() {
-        Some(o) => o.to_owned(),
-        None => events
-            .iter()
-            .find_map(|e| e["org"].as_str().map(str::to_owned))
-            .ok_or_else(|| {
-                usage("--follow: no event told which org this is: pass --org (or TRAIL_ORG)".into())
-            })?,
     };
-    // The org's stream, with the same filters (an instance's events are the org's with an
-    // `instance` filter), from now on: the bounds in time are the history's.
-    let mut live: Vec<(String, String)> = params
-        .into_iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "since" | "until" | "instance"))
-        .collect();
-    if let Some(i) = &args.instance {
-        live.push(("instance".into(), i.clone()));
-    }
-    let path = format!(
-        "/v1/orgs/{}/audit-logs/stream?{}",
-        segment(&org),
-        query_string(&live)
-    );
+    // What the history showed is not shown again.
+    let shown = events.iter().filter_map(|e| e["seq"].as_u64()).max();
     let show = Show {
         format,
         times: args.time,
     };
     tokio::select! {
-        r = follow(&session, &path, after, show) => r,
+        r = follow(live, shown, show) => r,
         // Ctrl-C is how following ends: a success.
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
@@ -275,18 +275,18 @@ fn more_notice(printed: usize, since: &str) -> String {
     )
 }
 
-/// Prints the live tail's events as they arrive, after seq `after` if given, until the
-/// stream fails for good (401, 403, a bad filter). A lost connection is said in one line on
-/// standard error, and so is its return; the stream resumes by itself where it was.
+/// Prints the live tail's events as they arrive, those after seq `shown` if given, until
+/// the stream fails for good (401, 403, a bad filter). A lost connection is said in one line
+/// on standard error, and so is its return; the stream resumes by itself where it was.
 async fn follow(
-    session: &Session,
-    path: &str,
-    after: Option<u64>,
+    live: impl Stream<Item = Result<Followed, ClientError>>,
+    shown: Option<u64>,
     show: Show,
 ) -> anyhow::Result<()> {
-    let mut stream = std::pin::pin!(session.client.follow(path, after));
+    let mut stream = std::pin::pin!(live);
     while let Some(item) = stream.next().await {
         match item? {
+            Followed::Event { seq, .. } if shown.is_some_and(|s| seq <= s) => {}
             Followed::Event { data, .. } => {
                 let event: Value =
                     serde_json::from_str(&data).map_err(|e| ClientError::Decode(e.to_string()))?;
