@@ -2,7 +2,7 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { startServer, browser, api, signedIn, shot } from "./harness.mjs";
+import { startServer, browser, api, signedIn, settled, shot } from "./harness.mjs";
 
 let server;
 let b;
@@ -82,7 +82,17 @@ test("instances have their own audit logs, and performance shows per-route laten
   await page.getByRole("link", { name: "Performance" }).click();
   await page.locator("#perf tbody tr").first().waitFor();
   assert.ok((await page.locator("#perf").innerText()).includes("POST /v1/orgs/:org/events"));
+  // The chart over time: the calls just made are in its last slices, and a slice zooms in.
+  const slices = page.locator("#timeline g.bar[tabindex='0']");
+  assert.ok(await slices.count() >= 1, "a slice with calls");
+  const label = await slices.last().getAttribute("aria-label");
+  assert.match(label, /\d+ requests?, \d+ 5xx, \d+ 4xx; p50 [\d.]+ ms/);
   await shot(page, "performance");
+  await slices.last().click();
+  await page.waitForFunction(() => location.hash.includes("until="));
+  await settled(page);
+  assert.equal(await page.locator("#perf-window").inputValue(), "");
+  await page.locator("#perf tbody tr").first().waitFor();
   assert.deepEqual(page.errors, []);
   await page.close();
 });

@@ -114,9 +114,110 @@ pub fn summarize(routes: Vec<(String, Vec<Call>)>, window_minutes: f64) -> Vec<R
     out
 }
 
+/// The figures of one slice of a window, every route given together: how traffic, errors
+/// and latency moved over time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slice {
+    /// Where the slice starts.
+    pub start: Timestamp,
+    pub requests: u64,
+    pub errors_4xx: u64,
+    pub errors_5xx: u64,
+    /// Nearest-rank latency percentiles of the slice's calls, in ms; 0 for no call.
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// How long each of `n` equal slices of `[since, until)` is, in µs (at least 1): the last
+/// one may end past `until`.
+pub fn slice_width(since: Timestamp, until: Timestamp, n: usize) -> i64 {
+    let span = (until.micros() - since.micros()).max(1) as u64;
+    span.div_ceil(n.max(1) as u64).max(1) as i64
+}
+
+/// The calls of every route in `n` equal slices of `[since, until)`, oldest first; calls
+/// outside the window are not counted.
+pub fn over_time(
+    routes: &[(String, Vec<Call>)],
+    since: Timestamp,
+    until: Timestamp,
+    n: usize,
+) -> Vec<Slice> {
+    let n = n.max(1);
+    let width = slice_width(since, until, n);
+    let mut latencies: Vec<Vec<u64>> = vec![Vec::new(); n];
+    let mut errors = vec![(0u64, 0u64); n];
+    for call in routes.iter().flat_map(|(_, calls)| calls) {
+        if call.at < since || call.at >= until {
+            continue;
+        }
+        let i = (((call.at.micros() - since.micros()) / width) as usize).min(n - 1);
+        latencies[i].push(call.latency_us);
+        match call.status {
+            400..=499 => errors[i].0 += 1,
+            500..=599 => errors[i].1 += 1,
+            _ => {}
+        }
+    }
+    latencies
+        .into_iter()
+        .zip(errors)
+        .enumerate()
+        .map(|(i, (mut lat, (errors_4xx, errors_5xx)))| {
+            lat.sort_unstable();
+            let ms = |p: f64| percentile(&lat, p) as f64 / 1000.0;
+            Slice {
+                start: Timestamp(since.micros() + i as i64 * width),
+                requests: lat.len() as u64,
+                errors_4xx,
+                errors_5xx,
+                p50_ms: ms(0.50),
+                p95_ms: ms(0.95),
+                p99_ms: ms(0.99),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_fall_in_the_slice_of_their_time() {
+        let t0 = 1_700_000_000_000_000;
+        let call = |secs: i64, status: u16, ms: u64| Call {
+            at: Timestamp(t0 + secs * 1_000_000),
+            status,
+            latency_us: ms * 1000,
+        };
+        // An hour in 4 slices of 15 minutes; two routes counted together.
+        let routes = vec![
+            (
+                "GET /a".to_owned(),
+                vec![call(0, 200, 10), call(899, 503, 30), call(900, 200, 5)],
+            ),
+            (
+                "GET /b".to_owned(),
+                // In the last slice, and one past the window's end (not counted), one before.
+                vec![call(3599, 404, 7), call(3600, 200, 1), call(-1, 200, 1)],
+            ),
+        ];
+        let s = over_time(&routes, Timestamp(t0), Timestamp(t0 + 3_600_000_000), 4);
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[1].start, Timestamp(t0 + 900_000_000));
+        let counts: Vec<(u64, u64, u64)> = s
+            .iter()
+            .map(|x| (x.requests, x.errors_4xx, x.errors_5xx))
+            .collect();
+        assert_eq!(counts, [(2, 0, 1), (1, 0, 0), (0, 0, 0), (1, 1, 0)]);
+        assert_eq!((s[0].p50_ms, s[0].p99_ms), (10.0, 30.0));
+        assert_eq!((s[2].p50_ms, s[2].p95_ms), (0.0, 0.0));
+        // A window that does not divide evenly: the last slice still holds its end.
+        let odd = over_time(&routes, Timestamp(t0), Timestamp(t0 + 3_600_000_000), 7);
+        assert_eq!(odd.iter().map(|x| x.requests).sum::<u64>(), 4);
+    }
 
     #[test]
     fn nearest_rank_percentiles() {

@@ -329,6 +329,43 @@ async fn perf_figures_and_exit_codes() {
         .collect();
     assert_eq!(rows.len(), 1, "{lines}");
     assert_eq!(rows[0]["route"], "POST /v1/widgets");
+    // --over-time: the window in slices, oldest first; the calls are all in the last.
+    let lines = cli.ok(&[
+        "perf",
+        "--since",
+        "1h",
+        "--route",
+        "POST /v1/widgets",
+        "--over-time",
+        "6",
+        "-o",
+        "ndjson",
+    ]);
+    let slices: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(slices.len(), 6, "{lines}");
+    let counts: Vec<(u64, u64)> = slices
+        .iter()
+        .map(|s| {
+            (
+                s["requests"].as_u64().unwrap(),
+                s["errors5xx"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(counts, [(0, 0), (0, 0), (0, 0), (0, 0), (0, 0), (20, 4)]);
+    assert_eq!(slices[5]["p95Ms"], 19.0);
+    let table = cli.ok(&["perf", "--since", "1h", "--over-time", "-o", "table"]);
+    assert!(table.starts_with("START"), "{table}");
+    assert_eq!(
+        table.lines().count(),
+        1 + 24,
+        "24 slices by default: {table}"
+    );
+    let out = cli.run(&["perf", "--over-time", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 
     // 403 names the missing scope; 401; unreachable; usage.
     let key = cli.json(&[

@@ -19,7 +19,7 @@ use trail_store::Store;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::routes::events::{list_params, restrict_to_instance};
+use crate::routes::events::{MAX_BUCKETS, list_params, restrict_to_instance};
 
 /// The most events a log holds: a seq is below it.
 const MAX_SEQ: u64 = 1 << 40;
@@ -246,7 +246,44 @@ pub struct Perf {
     pub routes: Vec<trail_core::perf::RouteStats>,
     /// How many routes there were (at most 1,000 are listed).
     pub routes_total: usize,
+    /// How long each slice of `overTime` is.
+    pub slice_seconds: f64,
+    /// The window in equal slices, oldest first: the routes above (every one of them, or the
+    /// one asked about) counted together, so a chart shows how they moved.
+    pub over_time: Vec<PerfSlice>,
 }
+
+/// One slice of a window's calls ([`trail_core::perf::over_time`]).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PerfSlice {
+    #[schema(format = DateTime)]
+    pub start: String,
+    pub requests: u64,
+    pub errors_4xx: u64,
+    pub errors_5xx: u64,
+    /// Latency percentiles of the slice's calls; 0 when it has none.
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl From<trail_core::perf::Slice> for PerfSlice {
+    fn from(s: trail_core::perf::Slice) -> PerfSlice {
+        PerfSlice {
+            start: s.start.to_string(),
+            requests: s.requests,
+            errors_4xx: s.errors_4xx,
+            errors_5xx: s.errors_5xx,
+            p50_ms: s.p50_ms,
+            p95_ms: s.p95_ms,
+            p99_ms: s.p99_ms,
+        }
+    }
+}
+
+/// How many slices `overTime` has unless asked (a minute each over an hour).
+pub const PERF_SLICES: usize = 60;
 
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -258,9 +295,13 @@ pub struct PerfQuery {
     until: Option<String>,
     /// One route template, or a path for every method.
     route: Option<String>,
+    /// How many slices `overTime` has: 1 to 200, 60 by default.
+    #[param(minimum = 1, maximum = 200)]
+    slices: Option<usize>,
 }
 
-/// `GET /v1/orgs/{org}/perf?since=24h[&until=T][&route=R]`: per route, busiest first.
+/// `GET /v1/orgs/{org}/perf?since=24h[&until=T][&route=R][&slices=N]`: per route, busiest
+/// first, and the window in slices over time.
 #[utoipa::path(
     get,
     path = "/v1/orgs/{org}/perf",
@@ -275,6 +316,7 @@ pub async fn perf(
 ) -> Result<Json<Perf>, ApiError> {
     let now = crate::now();
     let (mut since, mut until, mut route) = (None, None, None);
+    let mut slices = PERF_SLICES;
     for (k, v) in form_urlencoded::parse(raw.as_deref().unwrap_or("").as_bytes()) {
         let bound = |v: &str| {
             Timestamp::parse_bound(v, now).map_err(|e| ApiError::BadRequest(format!("{k}: {e}")))
@@ -283,9 +325,20 @@ pub async fn perf(
             "since" => since = Some(bound(&v)?),
             "until" => until = Some(bound(&v)?),
             "route" => route = Some(v.into_owned()),
+            "slices" => {
+                slices = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_BUCKETS).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::BadRequest(format!(
+                            "slices: {v:?} is not a number from 1 to {MAX_BUCKETS}"
+                        ))
+                    })?;
+            }
             other => {
                 return Err(ApiError::BadRequest(format!(
-                    "unknown parameter {other:?} (known: since, until, route)"
+                    "unknown parameter {other:?} (known: since, until, route, slices)"
                 )));
             }
         }
@@ -301,6 +354,7 @@ pub async fn perf(
     }
     let minutes = (until.micros() - since.micros()) as f64 / 60e6;
     let span = trail_core::perf::span_minutes(&calls, minutes);
+    let over_time = trail_core::perf::over_time(&calls, since, until, slices);
     let mut routes = trail_core::perf::summarize(calls, minutes);
     // Busiest first: the answer keeps the busiest routes, and says how many there were.
     let total = routes.len();
@@ -312,5 +366,7 @@ pub async fn perf(
         span_minutes: span,
         routes,
         routes_total: total,
+        slice_seconds: trail_core::perf::slice_width(since, until, slices) as f64 / 1e6,
+        over_time: over_time.into_iter().map(PerfSlice::from).collect(),
     }))
 }

@@ -507,9 +507,13 @@ of 4xx answers, and nearest-rank p50 / p95 / p99 latency, busiest route first. R
 minute are over the span in which the calls happened (first to last, at least a minute), not
 the whole window.
 
+With --over-time, the window in equal slices instead, oldest first: each slice's requests,
+errors and latency, every route counted together (or the one --route names).
+
 Examples:
   trail perf --since 24h
-  trail perf --since 1h --route 'GET /v1/tenants/:id' -o json")]
+  trail perf --since 1h --route 'GET /v1/tenants/:id' -o json
+  trail perf --since 24h --over-time 24")]
 pub struct PerfArgs {
     /// The window's start: 30m, 24h, 7d back from now, or an RFC 3339 time.
     #[arg(long, default_value = "24h")]
@@ -520,8 +524,12 @@ pub struct PerfArgs {
     /// Only this route template, or a path for every method.
     #[arg(long)]
     route: Option<String>,
+    /// The window over time, in this many equal slices (1 to 200) rather than per route.
+    #[arg(long, value_name = "SLICES", num_args = 0..=1, default_missing_value = "24",
+          value_parser = clap::value_parser!(u16).range(1..=200))]
+    over_time: Option<u16>,
     /// Output: table (default on a terminal), json (the figures and their window), ndjson (one
-    /// route a line; default when piped).
+    /// route, or slice, a line; default when piped).
     #[arg(long, short = 'o', value_enum)]
     output: Option<Format>,
 }
@@ -544,6 +552,9 @@ pub async fn perf(conn: &Connection, args: PerfArgs) -> anyhow::Result<()> {
     if let Some(r) = &args.route {
         p.push(("route".into(), r.clone()));
     }
+    if let Some(n) = args.over_time {
+        p.push(("slices".into(), n.to_string()));
+    }
     let figures = session
         .client
         .get_json(&format!(
@@ -552,7 +563,11 @@ pub async fn perf(conn: &Connection, args: PerfArgs) -> anyhow::Result<()> {
             query_string(&p)
         ))
         .await?;
-    match Format::choose(args.output, false) {
+    let format = Format::choose(args.output, false);
+    if args.over_time.is_some() {
+        return print_over_time(format, &figures);
+    }
+    match format {
         Format::Table => {
             let pct = |v: &Value| format!("{:.1}%", v.as_f64().unwrap_or(0.0) * 100.0);
             let ms = |v: &Value| format!("{:.1}", v.as_f64().unwrap_or(0.0));
@@ -588,5 +603,42 @@ pub async fn perf(conn: &Connection, args: PerfArgs) -> anyhow::Result<()> {
             Format::Ndjson,
             figures["routes"].as_array().map_or(&[][..], |v| v),
         ),
+    }
+}
+
+/// A perf report's slices over time: a row each, oldest first.
+fn print_over_time(format: Format, figures: &Value) -> anyhow::Result<()> {
+    let slices = figures["overTime"].as_array().map_or(&[][..], |v| v);
+    match format {
+        Format::Table => {
+            let ms = |v: &Value| format!("{:.1}", v.as_f64().unwrap_or(0.0));
+            let rows: Vec<(Vec<String>, Option<&str>)> = slices
+                .iter()
+                .map(|s| {
+                    let idle = s["requests"].as_u64() == Some(0);
+                    let lat = |v: &Value| if idle { "-".to_owned() } else { ms(v) };
+                    (
+                        vec![
+                            cell(&s["start"]),
+                            cell(&s["requests"]),
+                            cell(&s["errors5xx"]),
+                            cell(&s["errors4xx"]),
+                            lat(&s["p50Ms"]),
+                            lat(&s["p95Ms"]),
+                            lat(&s["p99Ms"]),
+                        ],
+                        None,
+                    )
+                })
+                .collect();
+            output::table(
+                &[
+                    "START", "REQUESTS", "5XX", "4XX", "P50 MS", "P95 MS", "P99 MS",
+                ],
+                &rows,
+            )
+        }
+        Format::Json => output::json(figures),
+        Format::Ndjson => output::json_values(Format::Ndjson, slices),
     }
 }
