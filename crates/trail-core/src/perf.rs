@@ -1,12 +1,156 @@
 //! Per-route performance figures from recorded API calls (seed 001): requests, requests per
 //! minute, error rates (5xx and 4xx apart), and p50 / p95 / p99 latency.
 //!
-//! Percentiles are nearest-rank: the p-th percentile of n sorted latencies is the one at
-//! rank ⌈p/100 · n⌉ (1-based), a value that was actually observed.
+//! Calls are kept as they are recorded, per route and per minute of their timestamp, as a
+//! [`Tally`]: exact counts, and the latencies in a [`Sketch`] whose percentiles are within
+//! [`RELATIVE_ERROR`] of the true nearest-rank value. A window's figures add up its minutes,
+//! so they cost the same for a thousand calls as for a million. A window is taken to whole
+//! minutes: from the minute `since` falls in to the one before the minute `until` falls in
+//! (its own minute too, when `until` is not on a minute's start).
+
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 
 use crate::Timestamp;
+
+/// A minute, in µs.
+pub const MINUTE_US: i64 = 60_000_000;
+
+/// The minute a time falls in: minutes since the epoch.
+pub fn minute_of(t: Timestamp) -> i64 {
+    t.micros().div_euclid(MINUTE_US)
+}
+
+/// The minutes a window `[since, until)` covers: `[first, end)`.
+pub fn window_minutes(since: Timestamp, until: Timestamp) -> (i64, i64) {
+    let end = until.micros().div_euclid(MINUTE_US) + i64::from(until.micros() % MINUTE_US != 0);
+    (minute_of(since), end.max(minute_of(since) + 1))
+}
+
+/// Latency percentiles from a sketch are within this share of the true value (7 significant
+/// bits: below 128 µs, exact).
+pub const RELATIVE_ERROR: f64 = 1.0 / 128.0;
+
+/// Latencies (µs) in log-linear buckets: values below 128 each have their own, and above, each
+/// power of two is cut into 64 buckets, so a bucket's middle is within [`RELATIVE_ERROR`] of
+/// any value in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sketch {
+    buckets: BTreeMap<u16, u64>,
+}
+
+impl Sketch {
+    fn bucket(us: u64) -> u16 {
+        if us < 128 {
+            return us as u16;
+        }
+        let shift = 63 - us.leading_zeros() - 6;
+        (shift as u64 * 64 + (us >> shift)) as u16
+    }
+
+    /// The middle of a bucket: the value it stands for.
+    fn value(bucket: u16) -> u64 {
+        if bucket < 128 {
+            return u64::from(bucket);
+        }
+        let shift = u32::from(bucket / 64) - 1;
+        let low = (u64::from(bucket % 64) + 64) << shift;
+        low + ((1u64 << shift) - 1) / 2
+    }
+
+    pub fn add(&mut self, us: u64) {
+        *self.buckets.entry(Self::bucket(us)).or_default() += 1;
+    }
+
+    pub fn merge(&mut self, other: &Sketch) {
+        for (b, n) in &other.buckets {
+            *self.buckets.entry(*b).or_default() += n;
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.values().sum()
+    }
+
+    /// The nearest-rank p-th percentile (rank ⌈p · n⌉), within [`RELATIVE_ERROR`]; 0 for none.
+    pub fn percentile(&self, p: f64) -> u64 {
+        let n = self.count();
+        if n == 0 {
+            return 0;
+        }
+        let rank = ((p * n as f64).ceil() as u64).clamp(1, n);
+        let mut seen = 0;
+        for (b, c) in &self.buckets {
+            seen += c;
+            if seen >= rank {
+                return Self::value(*b);
+            }
+        }
+        unreachable!("the rank is at most the count")
+    }
+
+    /// As stored: (bucket u16, count u32) pairs, little-endian, by bucket. A count above
+    /// u32::MAX in one minute is split over pairs of the same bucket.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.buckets.len() * 6);
+        for (b, n) in &self.buckets {
+            let mut left = *n;
+            while left > 0 {
+                let part = left.min(u64::from(u32::MAX));
+                out.extend_from_slice(&b.to_le_bytes());
+                out.extend_from_slice(&(part as u32).to_le_bytes());
+                left -= part;
+            }
+        }
+        out
+    }
+
+    /// Reads [`Sketch::to_bytes`]; `None` if the bytes are not one.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Sketch> {
+        if !bytes.len().is_multiple_of(6) {
+            return None;
+        }
+        let mut s = Sketch::default();
+        for pair in bytes.chunks_exact(6) {
+            let b = u16::from_le_bytes([pair[0], pair[1]]);
+            let n = u32::from_le_bytes([pair[2], pair[3], pair[4], pair[5]]);
+            *s.buckets.entry(b).or_default() += u64::from(n);
+        }
+        Some(s)
+    }
+}
+
+/// The calls of one route in one minute (or any span they are added up over).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub requests: u64,
+    pub errors_4xx: u64,
+    pub errors_5xx: u64,
+    pub latency: Sketch,
+}
+
+impl Tally {
+    pub fn add(&mut self, status: u16, latency_us: u64) {
+        self.requests += 1;
+        match status {
+            400..=499 => self.errors_4xx += 1,
+            500..=599 => self.errors_5xx += 1,
+            _ => {}
+        }
+        self.latency.add(latency_us);
+    }
+
+    pub fn merge(&mut self, other: &Tally) {
+        self.requests += other.requests;
+        self.errors_4xx += other.errors_4xx;
+        self.errors_5xx += other.errors_5xx;
+        self.latency.merge(&other.latency);
+    }
+}
+
+/// A window's calls: per route, its tallies by minute ([`minute_of`]).
+pub type Minutes = Vec<(String, Vec<(i64, Tally)>)>;
 
 /// The figures of one route over a window.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -25,85 +169,61 @@ pub struct RouteStats {
     pub p99_ms: f64,
 }
 
-/// The value at nearest rank ⌈p · n⌉ of sorted values.
-pub fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-/// One recorded API call: when it happened, its status and its latency in µs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Call {
-    pub at: Timestamp,
-    pub status: u16,
-    pub latency_us: u64,
-}
-
 /// The least span a rate is taken over: a lone call, or a burst within seconds, is not
 /// reported as thousands a minute.
 pub const MIN_SPAN_MINUTES: f64 = 1.0;
 
-/// The minutes over which the calls happened: from the first to the last (of every route),
-/// at least [`MIN_SPAN_MINUTES`], at most the window asked about. 0 when there is no call.
-pub fn span_minutes(routes: &[(String, Vec<Call>)], window_minutes: f64) -> f64 {
-    let times = routes
+/// The minutes over which the calls happened: from the minute of the first to that of the
+/// last (of every route), at least [`MIN_SPAN_MINUTES`], at most the window asked about. 0
+/// when there is no call.
+pub fn span_minutes(routes: &Minutes, window_minutes: f64) -> f64 {
+    let minutes = routes
         .iter()
-        .flat_map(|(_, calls)| calls.iter().map(|c| c.at));
-    let (first, last) = times.fold(
-        (None, None),
-        |(lo, hi): (Option<Timestamp>, Option<Timestamp>), t| {
-            (
-                Some(lo.map_or(t, |l| l.min(t))),
-                Some(hi.map_or(t, |h| h.max(t))),
-            )
-        },
-    );
+        .flat_map(|(_, m)| m.iter().filter(|(_, t)| t.requests > 0).map(|(m, _)| *m));
+    let (first, last) = minutes.fold((None, None), |(lo, hi): (Option<i64>, Option<i64>), m| {
+        (
+            Some(lo.map_or(m, |l| l.min(m))),
+            Some(hi.map_or(m, |h| h.max(m))),
+        )
+    });
     match (first, last) {
-        (Some(first), Some(last)) => {
-            let span = (last.micros() - first.micros()) as f64 / 60e6;
-            span.max(MIN_SPAN_MINUTES).min(window_minutes)
-        }
+        (Some(first), Some(last)) => ((last - first) as f64)
+            .max(MIN_SPAN_MINUTES)
+            .min(window_minutes),
         _ => 0.0,
     }
 }
 
-/// Figures per route from each call, asked about a window of `window_minutes`; busiest route
-/// first. Requests per minute are taken over the span in which the calls happened
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// Figures per route, asked about a window of `window_minutes`; busiest route first.
+/// Requests per minute are taken over the span in which the calls happened
 /// ([`span_minutes`]), not the whole window: a quiet day with one busy minute shows that
 /// minute's rate.
-pub fn summarize(routes: Vec<(String, Vec<Call>)>, window_minutes: f64) -> Vec<RouteStats> {
-    let span = span_minutes(&routes, window_minutes);
+pub fn summarize(routes: &Minutes, window_minutes: f64) -> Vec<RouteStats> {
+    let span = span_minutes(routes, window_minutes);
     let mut out: Vec<RouteStats> = routes
-        .into_iter()
-        .filter(|(_, calls)| !calls.is_empty())
-        .map(|(route, calls)| {
-            let n = calls.len() as u64;
-            let errors_4xx = calls
-                .iter()
-                .filter(|c| (400..500).contains(&c.status))
-                .count() as u64;
-            let errors_5xx = calls
-                .iter()
-                .filter(|c| (500..600).contains(&c.status))
-                .count() as u64;
-            let mut lat: Vec<u64> = calls.iter().map(|c| c.latency_us).collect();
-            lat.sort_unstable();
-            let ms = |us: u64| us as f64 / 1000.0;
-            RouteStats {
-                route,
+        .iter()
+        .filter_map(|(route, minutes)| {
+            let mut t = Tally::default();
+            for (_, m) in minutes {
+                t.merge(m);
+            }
+            let n = t.requests;
+            (n > 0).then(|| RouteStats {
+                route: route.clone(),
                 requests: n,
                 requests_per_minute: if span > 0.0 { n as f64 / span } else { 0.0 },
-                errors_4xx,
-                errors_5xx,
-                error_rate_4xx: errors_4xx as f64 / n as f64,
-                error_rate_5xx: errors_5xx as f64 / n as f64,
-                p50_ms: ms(percentile(&lat, 0.50)),
-                p95_ms: ms(percentile(&lat, 0.95)),
-                p99_ms: ms(percentile(&lat, 0.99)),
-            }
+                errors_4xx: t.errors_4xx,
+                errors_5xx: t.errors_5xx,
+                error_rate_4xx: t.errors_4xx as f64 / n as f64,
+                error_rate_5xx: t.errors_5xx as f64 / n as f64,
+                p50_ms: ms(t.latency.percentile(0.50)),
+                p95_ms: ms(t.latency.percentile(0.95)),
+                p99_ms: ms(t.latency.percentile(0.99)),
+            })
         })
         .collect();
     out.sort_by(|a, b| {
@@ -123,59 +243,43 @@ pub struct Slice {
     pub requests: u64,
     pub errors_4xx: u64,
     pub errors_5xx: u64,
-    /// Nearest-rank latency percentiles of the slice's calls, in ms; 0 for no call.
+    /// Latency percentiles of the slice's calls, in ms; 0 for no call.
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
 }
 
-/// How long each of `n` equal slices of `[since, until)` is, in µs (at least 1): the last
-/// one may end past `until`.
-pub fn slice_width(since: Timestamp, until: Timestamp, n: usize) -> i64 {
-    let span = (until.micros() - since.micros()).max(1) as u64;
-    span.div_ceil(n.max(1) as u64).max(1) as i64
+/// How many whole minutes each slice is when the window's minutes are cut into at most `n`.
+pub fn slice_minutes(since: Timestamp, until: Timestamp, n: usize) -> i64 {
+    let (first, end) = window_minutes(since, until);
+    let n = n.max(1) as i64;
+    ((end - first + n - 1) / n).max(1)
 }
 
-/// The calls of every route in `n` equal slices of `[since, until)`, oldest first; calls
-/// outside the window are not counted.
-pub fn over_time(
-    routes: &[(String, Vec<Call>)],
-    since: Timestamp,
-    until: Timestamp,
-    n: usize,
-) -> Vec<Slice> {
-    let n = n.max(1);
-    let width = slice_width(since, until, n);
-    let mut latencies: Vec<Vec<u64>> = vec![Vec::new(); n];
-    let mut errors = vec![(0u64, 0u64); n];
-    for call in routes.iter().flat_map(|(_, calls)| calls) {
-        if call.at < since || call.at >= until {
+/// The window's minutes in equal slices of whole minutes (at most `n` of them), oldest first,
+/// every route counted together; minutes outside the window are not counted.
+pub fn over_time(routes: &Minutes, since: Timestamp, until: Timestamp, n: usize) -> Vec<Slice> {
+    let (first, end) = window_minutes(since, until);
+    let width = slice_minutes(since, until, n);
+    let count = ((end - first) + width - 1) / width;
+    let mut tallies = vec![Tally::default(); count as usize];
+    for (minute, t) in routes.iter().flat_map(|(_, m)| m) {
+        if *minute < first || *minute >= end {
             continue;
         }
-        let i = (((call.at.micros() - since.micros()) / width) as usize).min(n - 1);
-        latencies[i].push(call.latency_us);
-        match call.status {
-            400..=499 => errors[i].0 += 1,
-            500..=599 => errors[i].1 += 1,
-            _ => {}
-        }
+        tallies[((minute - first) / width) as usize].merge(t);
     }
-    latencies
+    tallies
         .into_iter()
-        .zip(errors)
         .enumerate()
-        .map(|(i, (mut lat, (errors_4xx, errors_5xx)))| {
-            lat.sort_unstable();
-            let ms = |p: f64| percentile(&lat, p) as f64 / 1000.0;
-            Slice {
-                start: Timestamp(since.micros() + i as i64 * width),
-                requests: lat.len() as u64,
-                errors_4xx,
-                errors_5xx,
-                p50_ms: ms(0.50),
-                p95_ms: ms(0.95),
-                p99_ms: ms(0.99),
-            }
+        .map(|(i, t)| Slice {
+            start: Timestamp((first + i as i64 * width) * MINUTE_US),
+            requests: t.requests,
+            errors_4xx: t.errors_4xx,
+            errors_5xx: t.errors_5xx,
+            p50_ms: ms(t.latency.percentile(0.50)),
+            p95_ms: ms(t.latency.percentile(0.95)),
+            p99_ms: ms(t.latency.percentile(0.99)),
         })
         .collect()
 }
@@ -184,68 +288,89 @@ pub fn over_time(
 mod tests {
     use super::*;
 
-    #[test]
-    fn calls_fall_in_the_slice_of_their_time() {
-        let t0 = 1_700_000_000_000_000;
-        let call = |secs: i64, status: u16, ms: u64| Call {
-            at: Timestamp(t0 + secs * 1_000_000),
-            status,
-            latency_us: ms * 1000,
-        };
-        // An hour in 4 slices of 15 minutes; two routes counted together.
-        let routes = vec![
-            (
-                "GET /a".to_owned(),
-                vec![call(0, 200, 10), call(899, 503, 30), call(900, 200, 5)],
-            ),
-            (
-                "GET /b".to_owned(),
-                // In the last slice, and one past the window's end (not counted), one before.
-                vec![call(3599, 404, 7), call(3600, 200, 1), call(-1, 200, 1)],
-            ),
-        ];
-        let s = over_time(&routes, Timestamp(t0), Timestamp(t0 + 3_600_000_000), 4);
-        assert_eq!(s.len(), 4);
-        assert_eq!(s[1].start, Timestamp(t0 + 900_000_000));
-        let counts: Vec<(u64, u64, u64)> = s
-            .iter()
-            .map(|x| (x.requests, x.errors_4xx, x.errors_5xx))
-            .collect();
-        assert_eq!(counts, [(2, 0, 1), (1, 0, 0), (0, 0, 0), (1, 1, 0)]);
-        assert_eq!((s[0].p50_ms, s[0].p99_ms), (10.0, 30.0));
-        assert_eq!((s[2].p50_ms, s[2].p95_ms), (0.0, 0.0));
-        // A window that does not divide evenly: the last slice still holds its end.
-        let odd = over_time(&routes, Timestamp(t0), Timestamp(t0 + 3_600_000_000), 7);
-        assert_eq!(odd.iter().map(|x| x.requests).sum::<u64>(), 4);
+    /// The exact nearest-rank percentile of sorted values.
+    fn exact(sorted: &[u64], p: f64) -> u64 {
+        let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1]
     }
 
     #[test]
-    fn nearest_rank_percentiles() {
-        let v: Vec<u64> = (1..=100).collect();
+    fn sketch_percentiles_are_within_the_stated_error() {
+        // Small values exactly; large ones within 1/128 of the true nearest rank.
+        let mut s = Sketch::default();
+        for v in 1..=100u64 {
+            s.add(v);
+        }
         assert_eq!(
-            (
-                percentile(&v, 0.5),
-                percentile(&v, 0.95),
-                percentile(&v, 0.99)
-            ),
+            (s.percentile(0.5), s.percentile(0.95), s.percentile(0.99)),
             (50, 95, 99)
         );
-        assert_eq!(percentile(&[7], 0.99), 7);
-        assert_eq!(percentile(&[], 0.5), 0);
-        assert_eq!(percentile(&[1, 2, 3], 0.5), 2);
-        assert_eq!(percentile(&[1, 2, 3, 4], 0.5), 2);
+        assert_eq!(Sketch::default().percentile(0.5), 0);
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut values = Vec::new();
+        let mut s = Sketch::default();
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // From 1 µs to about an hour, spread over the octaves.
+            let v = (x % 1_000_000) << ((x >> 60) as u32 % 12);
+            values.push(v);
+            s.add(v);
+        }
+        values.sort_unstable();
+        for p in [0.01, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0] {
+            let (want, got) = (exact(&values, p) as f64, s.percentile(p) as f64);
+            assert!(
+                (got - want).abs() <= want * RELATIVE_ERROR,
+                "p{p}: {got} for {want}"
+            );
+        }
+        // Every bucket boundary stands for a value within the error, and buckets are ordered.
+        let mut around: Vec<u64> = (0..40)
+            .flat_map(|e| [(1u64 << e) - 1, 1 << e, (1 << e) + 1])
+            .collect();
+        around.sort_unstable();
+        let mut last = 0;
+        for v in around {
+            let b = Sketch::bucket(v);
+            assert!(b >= last, "{v}");
+            last = b;
+            let got = Sketch::value(b) as f64;
+            assert!(
+                (got - v as f64).abs() <= v as f64 * RELATIVE_ERROR,
+                "{v}: {got}"
+            );
+        }
+    }
+
+    #[test]
+    fn sketches_merge_and_round_trip_as_bytes() {
+        let mut a = Sketch::default();
+        let mut b = Sketch::default();
+        for v in [5, 500, 50_000] {
+            a.add(v);
+            b.add(v * 3);
+        }
+        a.merge(&b);
+        assert_eq!(a.count(), 6);
+        assert_eq!(Sketch::from_bytes(&a.to_bytes()), Some(a.clone()));
+        assert_eq!(Sketch::from_bytes(&[1, 2, 3]), None);
+        assert_eq!(Sketch::from_bytes(&[]), Some(Sketch::default()));
+    }
+
+    fn tally(calls: &[(u16, u64)]) -> Tally {
+        let mut t = Tally::default();
+        for (status, ms) in calls {
+            t.add(*status, ms * 1000);
+        }
+        t
     }
 
     #[test]
     fn routes_by_traffic_with_error_rates() {
-        // Calls a second apart: 100 of them span 99 s.
-        let at = |i: u64| Timestamp(i as i64 * 1_000_000);
-        let call = |i: u64, status: u16, latency_us: u64| Call {
-            at: at(i),
-            status,
-            latency_us,
-        };
-        let a: Vec<Call> = (1..=100)
+        // 100 calls of 1..=100 ms over two minutes; every tenth 503, every fourth else 404.
+        let calls: Vec<(u16, u64)> = (1..=100)
             .map(|i| {
                 let status = if i % 10 == 0 {
                     503
@@ -254,58 +379,97 @@ mod tests {
                 } else {
                     200
                 };
-                call(i, status, i * 1000)
+                (status, i)
             })
             .collect();
-        let b = vec![call(1, 200, 5_000), call(2, 500, 9_000)];
-        let s = summarize(
-            vec![
-                ("GET /b".into(), b),
-                ("GET /a".into(), a),
-                ("GET /none".into(), vec![]),
-            ],
-            60.0,
-        );
+        let a = vec![(10, tally(&calls[..50])), (11, tally(&calls[50..]))];
+        let b = vec![(10, tally(&[(200, 5), (500, 9)]))];
+        let routes: Minutes = vec![
+            ("GET /b".into(), b),
+            ("GET /a".into(), a),
+            ("GET /none".into(), vec![(10, Tally::default())]),
+        ];
+        let s = summarize(&routes, 60.0);
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].route, "GET /a");
         assert_eq!(
             (s[0].requests, s[0].errors_5xx, s[0].errors_4xx),
             (100, 10, 20)
         );
-        assert_eq!((s[0].p50_ms, s[0].p95_ms, s[0].p99_ms), (50.0, 95.0, 99.0));
-        // Over the 99 s in which the calls happened, not the 60 minutes asked about.
-        assert!((s[0].requests_per_minute - 100.0 / (99.0 / 60.0)).abs() < 1e-9);
-        assert_eq!(
-            (s[1].error_rate_5xx, s[1].p50_ms, s[1].p99_ms),
-            (0.5, 5.0, 9.0)
-        );
+        let near = |got: f64, want: f64| (got - want).abs() <= want * RELATIVE_ERROR;
+        assert!(near(s[0].p50_ms, 50.0) && near(s[0].p95_ms, 95.0) && near(s[0].p99_ms, 99.0));
+        // Over the minute from the first call's to the last's, not the 60 asked about.
+        assert_eq!(s[0].requests_per_minute, 100.0);
+        assert_eq!(s[1].error_rate_5xx, 0.5);
+        assert!(near(s[1].p50_ms, 5.0) && near(s[1].p99_ms, 9.0));
     }
 
     #[test]
     fn the_rate_is_over_the_span_of_the_calls_not_the_window() {
-        let call = |secs: i64| Call {
-            at: Timestamp(1_700_000_000_000_000 + secs * 1_000_000),
-            status: 200,
-            latency_us: 1000,
-        };
         let day = 24.0 * 60.0;
+        let one = |minute: i64, n: usize| (minute, tally(&vec![(200, 1); n]));
         // Two calls within a minute, asked about a day: at least a minute, so 2 a minute
         // (not 2 / 1440 = 0.0014).
-        let s = summarize(vec![("GET /a".into(), vec![call(0), call(5)])], day);
-        assert_eq!(s[0].requests_per_minute, 2.0);
-        // 30 calls over 10 minutes: 3 a minute, whatever the window.
-        let calls: Vec<Call> = (0..30).map(|i| call(i * 600 / 29)).collect();
-        let routes = vec![("GET /a".to_owned(), calls)];
-        assert!((span_minutes(&routes, day) - 10.0).abs() < 1e-9);
-        assert!((summarize(routes.clone(), day)[0].requests_per_minute - 3.0).abs() < 1e-9);
+        let routes: Minutes = vec![("GET /a".into(), vec![one(100, 2)])];
+        assert_eq!(summarize(&routes, day)[0].requests_per_minute, 2.0);
+        // 30 calls from one minute to the tenth after: 3 a minute, whatever the window.
+        let routes: Minutes = vec![("GET /a".into(), vec![one(100, 10), one(110, 20)])];
+        assert_eq!(span_minutes(&routes, day), 10.0);
+        assert_eq!(summarize(&routes, day)[0].requests_per_minute, 3.0);
         // The span is shared by every route, so their rates compare.
-        let both = summarize(
-            vec![routes[0].clone(), ("GET /b".into(), vec![call(0)])],
-            day,
-        );
-        assert!((both[1].requests_per_minute - 0.1).abs() < 1e-9);
+        let mut both = routes.clone();
+        both.push(("GET /b".into(), vec![one(105, 1)]));
+        assert_eq!(summarize(&both, day)[1].requests_per_minute, 0.1);
         // Never longer than the window asked about, and nothing for no call.
         assert_eq!(span_minutes(&routes, 0.5), 0.5);
-        assert_eq!(span_minutes(&[], day), 0.0);
+        assert_eq!(span_minutes(&vec![], day), 0.0);
+    }
+
+    #[test]
+    fn minutes_fall_in_the_slice_of_their_time() {
+        let t0 = 1_700_000_040_000_000; // on a minute's start
+        let m0 = minute_of(Timestamp(t0));
+        assert_eq!(m0 * MINUTE_US, t0);
+        // An hour in 4 slices of 15 minutes; two routes counted together.
+        let routes: Minutes = vec![
+            (
+                "GET /a".into(),
+                vec![
+                    (m0, tally(&[(200, 10)])),
+                    (m0 + 14, tally(&[(503, 30)])),
+                    (m0 + 15, tally(&[(200, 5)])),
+                ],
+            ),
+            (
+                "GET /b".into(),
+                // In the last slice; one past the window's end and one before (not counted).
+                vec![
+                    (m0 + 59, tally(&[(404, 7)])),
+                    (m0 + 60, tally(&[(200, 1)])),
+                    (m0 - 1, tally(&[(200, 1)])),
+                ],
+            ),
+        ];
+        let hour = Timestamp(t0 + 60 * MINUTE_US);
+        let s = over_time(&routes, Timestamp(t0), hour, 4);
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[1].start, Timestamp(t0 + 15 * MINUTE_US));
+        let counts: Vec<(u64, u64, u64)> = s
+            .iter()
+            .map(|x| (x.requests, x.errors_4xx, x.errors_5xx))
+            .collect();
+        assert_eq!(counts, [(2, 0, 1), (1, 0, 0), (0, 0, 0), (1, 1, 0)]);
+        assert_eq!((s[2].p50_ms, s[2].p95_ms), (0.0, 0.0));
+        // 60 minutes in at most 7 slices: 9 minutes each, 7 slices, all counted.
+        let odd = over_time(&routes, Timestamp(t0), hour, 7);
+        assert!(odd.len() <= 7, "{}", odd.len());
+        assert_eq!(odd.iter().map(|x| x.requests).sum::<u64>(), 4);
+        // More slices asked than minutes: a minute each.
+        assert_eq!(over_time(&routes, Timestamp(t0), hour, 200).len(), 60);
+        // A window off the minute takes in the minutes it touches.
+        assert_eq!(
+            window_minutes(Timestamp(t0 + 1), Timestamp(t0 + MINUTE_US + 1)),
+            (m0, m0 + 2)
+        );
     }
 }

@@ -47,7 +47,7 @@ macro_rules! store_conformance_tests {
             the_tree_is_the_core_tree_over_the_stored_leaves,
             checkpoints_are_kept_and_listed,
             settings_are_set_once,
-            api_calls_are_grouped_by_route_within_the_window,
+            api_calls_are_tallied_by_route_and_minute_within_the_window,
             a_failed_create_org_leaves_no_trace,
             a_fresh_store_is_healthy,
             other_orgs_routes_do_not_change_a_path_only_route_filter,
@@ -1116,52 +1116,75 @@ pub async fn settings_are_set_once(store: Arc<dyn Store>) {
     );
 }
 
-pub async fn api_calls_are_grouped_by_route_within_the_window(store: Arc<dyn Store>) {
+pub async fn api_calls_are_tallied_by_route_and_minute_within_the_window(store: Arc<dyn Store>) {
+    use trail_core::perf::{MINUTE_US, Tally, minute_of};
     with_orgs(&*store, &["acme", "umbrella"]).await;
+    // The start of a minute.
+    let m0 = T0 - T0.rem_euclid(MINUTE_US) + MINUTE_US;
     let call = |route: &str, status: u16, ms: f64, at: i64| {
         body(
-            json!({"action": "call", "category": "api", "timestamp": Timestamp(T0 + at).to_string(),
+            json!({"action": "call", "category": "api", "timestamp": Timestamp(m0 + at).to_string(),
             "actor": {"id": "a", "type": "pat"},
             "request": {"method": (route.split(' ').next().unwrap()), "route": route, "status": status, "latencyMs": ms}}),
         )
     };
+    let s = 1_000_000;
     store
         .append(
             "acme",
             vec![
                 call("GET /a", 200, 1.5, 0),
-                call("GET /a", 503, 2.0, 10),
-                call("POST /b", 201, 7.0, 20),
-                call("GET /a", 200, 9.0, 100),
+                call("GET /a", 503, 2.0, 10 * s),
+                call("POST /b", 201, 7.0, 20 * s),
+                call("GET /a", 404, 9.0, 61 * s),
+                call("GET /a", 200, 9.0, 120 * s),
                 simple("not a call"),
             ],
         )
+        .await
+        .unwrap();
+    // A later append to the same minute adds to it.
+    store
+        .append("acme", vec![call("GET /a", 200, 0.1, 59 * s)])
         .await
         .unwrap();
     store
         .append("umbrella", vec![call("GET /a", 200, 1.0, 0)])
         .await
         .unwrap();
-    let mut got = store
-        .api_calls("acme", Timestamp(T0), Timestamp(T0 + 100))
+    let tally = |calls: &[(u16, u64)]| {
+        let mut t = Tally::default();
+        for (status, us) in calls {
+            t.add(*status, *us);
+        }
+        t
+    };
+    let m = minute_of(Timestamp(m0));
+    // The window's minutes: the first two, not the third (until is on its start).
+    let got = store
+        .api_call_minutes("acme", Timestamp(m0), Timestamp(m0 + 2 * MINUTE_US))
         .await
         .unwrap();
-    got.sort();
-    for (_, calls) in &mut got {
-        calls.sort();
-    }
-    let c = |at: i64, status: u16, latency_us: u64| trail_core::perf::Call {
-        at: Timestamp(T0 + at),
-        status,
-        latency_us,
-    };
     assert_eq!(
         got,
         vec![
-            ("GET /a".to_owned(), vec![c(0, 200, 1500), c(10, 503, 2000)]),
-            ("POST /b".to_owned(), vec![c(20, 201, 7000)])
+            (
+                "GET /a".to_owned(),
+                vec![
+                    (m, tally(&[(200, 1500), (503, 2000), (200, 100)])),
+                    (m + 1, tally(&[(404, 9000)])),
+                ]
+            ),
+            ("POST /b".to_owned(), vec![(m, tally(&[(201, 7000)]))]),
         ]
     );
+    // A window within a minute reads that minute.
+    let within = store
+        .api_call_minutes("acme", Timestamp(m0 + 5 * s), Timestamp(m0 + 6 * s))
+        .await
+        .unwrap();
+    assert_eq!(within.len(), 2);
+    assert!(within.iter().all(|(_, minutes)| minutes.len() == 1));
 }
 
 /// An org whose creation failed does not exist for any later write: its events can never

@@ -206,9 +206,6 @@ pub struct SignedCheckpoint {
 /// Rows of an org's log for an audit: each seq, and its event or why it cannot be read.
 pub type AuditRows = Vec<(u64, std::result::Result<StoredEvent, String>)>;
 
-/// Recorded API calls by route template: when each happened, its status and latency.
-pub type CallsByRoute = Vec<(String, Vec<trail_core::perf::Call>)>;
-
 /// Events to append in the same transaction as a change, so that no change exists without
 /// its record: `(org, event)`.
 pub type AuditEvents = Vec<(String, EventBody)>;
@@ -442,14 +439,16 @@ pub trait Store: Send + Sync + 'static {
     /// missed. Only commits made through this store are seen.
     fn watch_log(&self, org: &str) -> watch::Receiver<u64>;
 
-    /// The recorded API calls with a timestamp in `[since, until)`, by route template:
-    /// when each happened, its status and latency.
-    async fn api_calls(
+    /// The recorded API calls (events with a request block) in the minutes of
+    /// `[since, until)` ([`trail_core::perf::window_minutes`]), by route template, tallied
+    /// per minute of their timestamp, each route's minutes in order. Kept as events are
+    /// appended, so a window costs its minutes, not its calls.
+    async fn api_call_minutes(
         &self,
         org: &str,
         since: Timestamp,
         until: Timestamp,
-    ) -> Result<CallsByRoute>;
+    ) -> Result<trail_core::perf::Minutes>;
 
     /// The Merkle root of the org's first `size` events, from their stored leaf hashes.
     async fn tree_root(&self, org: &str, size: u64) -> Result<[u8; 32]>;

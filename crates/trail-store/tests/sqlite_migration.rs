@@ -148,6 +148,12 @@ async fn a_version_1_store_opens_and_keeps_everything() {
     let checkpoint = before.checkpoint("acme", None).await.unwrap().unwrap();
     let token = before.token("pat_1").await.unwrap().unwrap();
     let owner = before.user("usr_1").await.unwrap().unwrap();
+    let all_time = (Timestamp(0), Timestamp(i64::MAX / 2));
+    let calls = before
+        .api_call_minutes("acme", all_time.0, all_time.1)
+        .await
+        .unwrap();
+    assert!(!calls.is_empty());
     drop(before);
 
     let old = tempfile::tempdir().unwrap();
@@ -176,6 +182,15 @@ async fn a_version_1_store_opens_and_keeps_everything() {
         })
     );
     assert_eq!(store.user("usr_1").await.unwrap(), Some(owner));
+    // The per-minute tallies of API calls, which version 1 did not keep, are made from the
+    // events: the same as those kept as they were appended.
+    assert_eq!(
+        store
+            .api_call_minutes("acme", all_time.0, all_time.1)
+            .await
+            .unwrap(),
+        calls
+    );
     assert_eq!(store.platform_org().await.unwrap().as_deref(), Some("acme"));
 
     // It keeps verifying: the signed root is still the tree's. (These rows were written by

@@ -46,11 +46,6 @@ async fn a_query_past_its_deadline_is_stopped_with_a_clear_error() {
             "{err}"
         );
         assert!(err.to_string().contains("deadline"), "{err}");
-        let err = store
-            .api_calls("acme", Timestamp(0), Timestamp(i64::MAX / 2))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, StoreError::TimedOut(_)), "{err}");
     }
     // Reads without a deadline are not affected, and once the deadline is back every reader
     // answers in full.

@@ -293,15 +293,15 @@ async fn perf_figures_and_exit_codes() {
         "json",
     ]);
     let r = &figures["routes"][0];
-    // Nearest rank over latencies 1..=20 ms: p50 = 10, p95 = 19, p99 = 20; 4 of 20 are 5xx.
-    assert_eq!(
-        (
-            r["requests"].as_u64(),
-            r["p50Ms"].as_f64(),
-            r["p95Ms"].as_f64(),
-            r["p99Ms"].as_f64()
-        ),
-        (Some(20), Some(10.0), Some(19.0), Some(20.0))
+    // Nearest rank over latencies 1..=20 ms: p50 = 10, p95 = 19, p99 = 20 (within the
+    // sketch's error); 4 of 20 are 5xx.
+    let near = |v: &Value, want: f64| {
+        (v.as_f64().unwrap() - want).abs() <= want * trail_core::perf::RELATIVE_ERROR
+    };
+    assert_eq!(r["requests"], 20);
+    assert!(
+        near(&r["p50Ms"], 10.0) && near(&r["p95Ms"], 19.0) && near(&r["p99Ms"], 20.0),
+        "{r}"
     );
     assert_eq!(r["errorRate5xx"], 0.2);
     let table = cli.ok(&["perf", "--since", "1h", "-o", "table"]);
@@ -356,14 +356,11 @@ async fn perf_figures_and_exit_codes() {
         })
         .collect();
     assert_eq!(counts, [(0, 0), (0, 0), (0, 0), (0, 0), (0, 0), (20, 4)]);
-    assert_eq!(slices[5]["p95Ms"], 19.0);
+    assert!(near(&slices[5]["p95Ms"], 19.0), "{}", slices[5]);
+    // An hour (61 minutes touched) in at most 24 slices of whole minutes: 3 minutes each.
     let table = cli.ok(&["perf", "--since", "1h", "--over-time", "-o", "table"]);
     assert!(table.starts_with("START"), "{table}");
-    assert_eq!(
-        table.lines().count(),
-        1 + 24,
-        "24 slices by default: {table}"
-    );
+    assert_eq!(table.lines().count(), 1 + 21, "{table}");
     let out = cli.run(&["perf", "--over-time", "0"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 

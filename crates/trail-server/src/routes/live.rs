@@ -236,6 +236,7 @@ pub const STREAM_FROM: HeaderName = HeaderName::from_static("trail-stream-from")
 #[derive(serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Perf {
+    /// The window counted: the whole minutes the one asked about touches.
     #[schema(format = DateTime)]
     pub since: String,
     #[schema(format = DateTime)]
@@ -282,7 +283,7 @@ impl From<trail_core::perf::Slice> for PerfSlice {
     }
 }
 
-/// How many slices `overTime` has unless asked (a minute each over an hour).
+/// At most how many slices `overTime` has unless asked (a minute each over an hour).
 pub const PERF_SLICES: usize = 60;
 
 #[derive(utoipa::IntoParams)]
@@ -295,7 +296,7 @@ pub struct PerfQuery {
     until: Option<String>,
     /// One route template, or a path for every method.
     route: Option<String>,
-    /// How many slices `overTime` has: 1 to 200, 60 by default.
+    /// At most how many slices of whole minutes `overTime` has: 1 to 200, 60 by default.
     #[param(minimum = 1, maximum = 200)]
     slices: Option<usize>,
 }
@@ -348,14 +349,20 @@ pub async fn perf(
     if until <= since {
         return Err(ApiError::BadRequest("until must be after since".into()));
     }
-    let mut calls = state.store.api_calls(&org, since, until).await?;
+    let mut calls = state.store.api_call_minutes(&org, since, until).await?;
     if let Some(r) = &route {
         calls.retain(|(template, _)| route_matches(r, template));
     }
-    let minutes = (until.micros() - since.micros()) as f64 / 60e6;
+    // The window counted: the whole minutes it touches.
+    let (first, end) = trail_core::perf::window_minutes(since, until);
+    let (since, until) = (
+        Timestamp(first * trail_core::perf::MINUTE_US),
+        Timestamp(end * trail_core::perf::MINUTE_US),
+    );
+    let minutes = (end - first) as f64;
     let span = trail_core::perf::span_minutes(&calls, minutes);
     let over_time = trail_core::perf::over_time(&calls, since, until, slices);
-    let mut routes = trail_core::perf::summarize(calls, minutes);
+    let mut routes = trail_core::perf::summarize(&calls, minutes);
     // Busiest first: the answer keeps the busiest routes, and says how many there were.
     let total = routes.len();
     routes.truncate(MAX_PERF_ROUTES);
@@ -366,7 +373,7 @@ pub async fn perf(
         span_minutes: span,
         routes,
         routes_total: total,
-        slice_seconds: trail_core::perf::slice_width(since, until, slices) as f64 / 1e6,
+        slice_seconds: trail_core::perf::slice_minutes(since, until, slices) as f64 * 60.0,
         over_time: over_time.into_iter().map(PerfSlice::from).collect(),
     }))
 }

@@ -72,6 +72,24 @@ const STEPS: &[Step] = &[
             )
         },
     },
+    Step {
+        what: "per-minute tallies of recorded API calls (perf_minutes: requests, 4xx, 5xx and                a latency sketch per org, minute and route), kept as events are appended and                filled here from the events already stored, so perf reads minutes, not calls",
+        apply: |tx| {
+            tx.execute_batch(
+                "CREATE TABLE perf_minutes (
+                     org      INTEGER NOT NULL,
+                     minute   INTEGER NOT NULL,  -- minutes since the epoch, of ts
+                     route    INTEGER NOT NULL,  -- dict
+                     requests INTEGER NOT NULL,
+                     e4xx     INTEGER NOT NULL,
+                     e5xx     INTEGER NOT NULL,
+                     lat      BLOB NOT NULL,     -- trail_core::perf::Sketch
+                     PRIMARY KEY (org, minute, route)
+                 ) WITHOUT ROWID;",
+            )?;
+            super::perf::fill_from_events(tx)
+        },
+    },
 ];
 
 /// The schema version this Trail writes and reads.

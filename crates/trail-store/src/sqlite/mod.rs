@@ -7,6 +7,7 @@
 mod dict;
 pub mod lock;
 mod migrate;
+mod perf;
 mod read;
 mod row;
 mod tree;
@@ -50,7 +51,7 @@ const LOOKUP_READERS: u32 = 2;
 /// At most this many reads of one org's events run at once: one org's queries can hold at
 /// most half of the event readers, whatever they cost.
 const READS_PER_ORG: usize = EVENT_READERS as usize / 2;
-/// How long a filtered query (`query`, `api_calls`) may run before SQLite stops it.
+/// How long a filtered query (`query`, `api_call_minutes`) may run before SQLite stops it.
 pub const QUERY_DEADLINE: Duration = Duration::from_secs(2);
 /// SQLite virtual-machine steps between two checks of the deadline.
 const DEADLINE_CHECK_STEPS: i32 = 1000;
@@ -603,15 +604,15 @@ impl Store for SqliteStore {
         self.logs.subscribe(org)
     }
 
-    async fn api_calls(
+    async fn api_call_minutes(
         &self,
         org: &str,
         since: Timestamp,
         until: Timestamp,
-    ) -> Result<crate::CallsByRoute> {
+    ) -> Result<trail_core::perf::Minutes> {
         let org = org.to_owned();
         self.read_events(&org.clone(), true, move |c, dict| {
-            read::api_calls(c, dict, &org, since, until)
+            perf::read(c, dict, &org, since, until)
         })
         .await
     }

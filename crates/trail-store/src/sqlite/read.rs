@@ -251,65 +251,6 @@ pub(crate) fn events_from(
     into_events(conn, dict, org, rows)
 }
 
-pub(crate) fn api_calls(
-    conn: &Connection,
-    dict: &DictCache,
-    org: &str,
-    since: Timestamp,
-    until: Timestamp,
-) -> Result<crate::CallsByRoute> {
-    let org_id = org_id(conn, org)?;
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT route, status, lat, ts FROM events \
-             WHERE org = ?1 AND k BETWEEN ?4 AND ?5 AND ts >= ?2 AND ts < ?3 AND route IS NOT NULL",
-        )
-        .map_err(unavailable)?;
-    let base = org_id << SEQ_BITS;
-    let rows = stmt
-        .query_map(
-            rusqlite::params![
-                org_id,
-                since.micros(),
-                until.micros(),
-                base,
-                base | SEQ_MASK
-            ],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, u16>(1)?,
-                    r.get::<_, Option<i64>>(2)?.unwrap_or(0),
-                    r.get::<_, i64>(3)?,
-                ))
-            },
-        )
-        .map_err(unavailable)?;
-    let mut by_route: std::collections::HashMap<i64, Vec<trail_core::perf::Call>> =
-        std::collections::HashMap::new();
-    for row in rows {
-        let (route, status, lat, ts) = row.map_err(unavailable)?;
-        by_route
-            .entry(route)
-            .or_default()
-            .push(trail_core::perf::Call {
-                at: Timestamp(ts),
-                status,
-                latency_us: lat.max(0) as u64,
-            });
-    }
-    let names = dict.resolve(conn, by_route.keys().copied())?;
-    by_route
-        .into_iter()
-        .map(|(id, calls)| {
-            let name = names
-                .get(&id)
-                .ok_or_else(|| StoreError::Corrupt(format!("dictionary entry {id} is missing")))?;
-            Ok((name.to_string(), calls))
-        })
-        .collect()
-}
-
 /// Events in seq order, each read on its own: a row that no longer reads as an event is
 /// returned as its seq and why, for audits to name.
 pub(crate) fn events_for_audit(

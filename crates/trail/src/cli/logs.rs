@@ -503,12 +503,16 @@ fn print_events(
 #[derive(clap::Args)]
 #[command(after_long_help = "\
 Figures come from the recorded API calls: requests, requests per minute, the share of 5xx and
-of 4xx answers, and nearest-rank p50 / p95 / p99 latency, busiest route first. Requests per
+of 4xx answers, and p50 / p95 / p99 latency, busiest route first. Requests per
 minute are over the span in which the calls happened (first to last, at least a minute), not
 the whole window.
 
-With --over-time, the window in equal slices instead, oldest first: each slice's requests,
-errors and latency, every route counted together (or the one --route names).
+With --over-time, the window in equal slices of whole minutes instead (at most as many as
+asked), oldest first: each slice's requests, errors and latency, every route counted
+together (or the one --route names).
+
+Calls are tallied per route and minute as they are recorded, so a window is taken to whole
+minutes, and the percentiles are within 0.8% of the exact nearest-rank value.
 
 Examples:
   trail perf --since 24h
@@ -524,7 +528,8 @@ pub struct PerfArgs {
     /// Only this route template, or a path for every method.
     #[arg(long)]
     route: Option<String>,
-    /// The window over time, in this many equal slices (1 to 200) rather than per route.
+    /// The window over time, in at most this many equal slices (1 to 200) rather than per
+    /// route.
     #[arg(long, value_name = "SLICES", num_args = 0..=1, default_missing_value = "24",
           value_parser = clap::value_parser!(u16).range(1..=200))]
     over_time: Option<u16>,
