@@ -11,6 +11,7 @@ pub mod canonical;
 pub mod checkpoint;
 pub mod event;
 pub mod export;
+pub mod histogram;
 pub mod merkle;
 pub mod perf;
 pub mod query;

@@ -74,6 +74,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Events the store committed to the logs, ingested and recorded calls alike",
     ),
     (
+        "trail_wal_frames",
+        Kind::Gauge,
+        "Frames in the store's write-ahead log at its last checkpoint (folded off the ingest path)",
+    ),
+    (
         "trail_group_commit_requests",
         Kind::Histogram,
         "Append requests committed together in one transaction of the store's writer",

@@ -53,6 +53,7 @@ macro_rules! store_conformance_tests {
             other_orgs_routes_do_not_change_a_path_only_route_filter,
             actor_types_beyond_the_known_ones_are_kept_and_found,
             histograms_count_what_the_filter_passes_per_slice,
+            a_histogram_of_every_event_equals_one_that_reads_them,
             a_log_watch_wakes_after_each_commit_to_its_org_only,
         );
     };
@@ -1350,10 +1351,12 @@ pub async fn actor_types_beyond_the_known_ones_are_kept_and_found(store: Arc<dyn
 pub async fn histograms_count_what_the_filter_passes_per_slice(store: Arc<dyn Store>) {
     with_orgs(&*store, &["acme", "umbrella"]).await;
     let minute = 60_000_000;
+    // The start of a minute: slices of a window of whole minutes are those minutes.
+    let t0 = T0 - T0.rem_euclid(minute) + minute;
     // alice at minutes 0, 1, 1, 5; bob at minute 1; one at minute 10 (outside the window).
     let at = |actor: &str, m: i64| {
         body(
-            json!({"action": "a", "actor": {"id": actor, "type": "user"}, "timestamp": Timestamp(T0 + m * minute).to_string()}),
+            json!({"action": "a", "actor": {"id": actor, "type": "user"}, "timestamp": Timestamp(t0 + m * minute).to_string()}),
         )
     };
     let bodies = vec![
@@ -1366,7 +1369,7 @@ pub async fn histograms_count_what_the_filter_passes_per_slice(store: Arc<dyn St
     ];
     store.append("acme", bodies.clone()).await.unwrap();
     store.append("umbrella", bodies).await.unwrap();
-    let (since, until) = (Timestamp(T0), Timestamp(T0 + 6 * minute));
+    let (since, until) = (Timestamp(t0), Timestamp(t0 + 6 * minute));
     let all = Filter::default();
     assert_eq!(
         store
@@ -1402,7 +1405,7 @@ pub async fn histograms_count_what_the_filter_passes_per_slice(store: Arc<dyn St
     );
     // The filter's own window narrows the slices' counts, never moves them.
     let late = Filter {
-        since: Some(Timestamp(T0 + 2 * minute)),
+        since: Some(Timestamp(t0 + 2 * minute)),
         ..Filter::default()
     };
     assert_eq!(
@@ -1412,6 +1415,58 @@ pub async fn histograms_count_what_the_filter_passes_per_slice(store: Arc<dyn St
             .unwrap(),
         vec![0, 0, 0, 0, 0, 1]
     );
+}
+
+/// Without terms a histogram counts whole minutes from per-minute tallies and reads only the
+/// partial minutes at its ends: the same counts as reading every event, for windows that
+/// start and end anywhere within a minute.
+pub async fn a_histogram_of_every_event_equals_one_that_reads_them(store: Arc<dyn Store>) {
+    with_orgs(&*store, &["acme", "umbrella"]).await;
+    let second = 1_000_000;
+    let at = |s: i64| {
+        body(json!({"action": "a", "actor": {"id": "x", "type": "user"},
+                    "timestamp": Timestamp(T0 + s * second).to_string()}))
+    };
+    // Events every 7 seconds over 40 minutes, in two appends (the second adds to minutes the
+    // first began), and a few in another org's log.
+    let times: Vec<i64> = (0..2400).step_by(7).collect();
+    let (a, b) = times.split_at(times.len() / 2);
+    store
+        .append("acme", a.iter().map(|s| at(*s)).collect())
+        .await
+        .unwrap();
+    store
+        .append("acme", b.iter().map(|s| at(*s)).collect())
+        .await
+        .unwrap();
+    store
+        .append("umbrella", vec![at(30), at(90)])
+        .await
+        .unwrap();
+    let every = Filter::default();
+    let mut reads = Filter::default();
+    reads.add_query("-actor:nobody", Timestamp(T0)).unwrap();
+    for (from, to, buckets) in [
+        (0, 2400, 60),
+        (13, 2389, 7),
+        (59, 61, 1),
+        (61, 1801, 20),
+        (-300, 3000, 200),
+        (30, 630, 10),
+    ] {
+        let (since, until) = (Timestamp(T0 + from * second), Timestamp(T0 + to * second));
+        let fast = store
+            .histogram("acme", &every, since, until, buckets)
+            .await
+            .unwrap();
+        let read = store
+            .histogram("acme", &reads, since, until, buckets)
+            .await
+            .unwrap();
+        assert_eq!(fast, read, "[{from}, {to}) s in {buckets}");
+        let inside = times.iter().filter(|s| (from..to).contains(*s)).count() as u64;
+        assert_eq!(fast.iter().sum::<u64>(), inside, "[{from}, {to}) s");
+    }
 }
 
 /// The live tail waits on [`Store::watch_log`] instead of polling: it must be woken by every

@@ -411,8 +411,10 @@ pub trait Store: Send + Sync + 'static {
     /// Events newest first (by timestamp, then seq) that pass the filter, after the cursor.
     async fn query(&self, org: &str, q: &EventQuery) -> Result<EventPage>;
 
-    /// How many events that pass `filter` fall in each of `buckets` equal slices of
-    /// `[since, until)` (by their timestamp; the filter's own window narrows it further).
+    /// How many events that pass `filter` fall in each slice of `[since, until)` (by their
+    /// timestamp; the filter's own window narrows it further), the slices as
+    /// [`trail_core::histogram::Layout::new`] cuts the window into at most `buckets`.
+    /// Without terms, whole minutes are counted from per-minute tallies.
     async fn histogram(
         &self,
         org: &str,

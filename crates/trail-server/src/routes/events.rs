@@ -580,7 +580,7 @@ pub const MAX_BUCKETS: usize = 200;
     operation_id = "histogramAuditLogs",
     params(
         ("org" = String, Path, description = "The org's id"),
-        ("buckets" = Option<usize>, Query, description = "How many slices: 1 to 200, 60 by default"),
+        ("buckets" = Option<usize>, Query, description = "At most how many slices: 1 to 200, 60 by default. A window of at least that many minutes is cut into slices of whole minutes, the first starting at the minute `since` falls in; only events from `since` on are counted"),
         ListQuery,
     ),
     responses((status = 200, description = "Matching events per slice of the window", body = Histogram)),
@@ -623,19 +623,17 @@ pub async fn histogram(
         .store
         .histogram(&org, &params.filter, since, until, buckets)
         .await?;
-    let width = ((until.micros() - since.micros()) as u64)
-        .div_ceil(buckets as u64)
-        .max(1);
+    let layout = trail_core::histogram::Layout::new(since, until, buckets);
     Ok(Json(Histogram {
         since: since.to_string(),
         until: until.to_string(),
-        bucket_seconds: width as f64 / 1e6,
+        bucket_seconds: layout.width_us as f64 / 1e6,
         total: counts.iter().sum(),
         buckets: counts
             .iter()
             .enumerate()
             .map(|(i, n)| Bucket {
-                start: Timestamp(since.micros() + (i as u64 * width) as i64).to_string(),
+                start: layout.start(i).to_string(),
                 count: *n,
             })
             .collect(),

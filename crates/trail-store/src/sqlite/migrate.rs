@@ -73,10 +73,19 @@ const STEPS: &[Step] = &[
         },
     },
     Step {
-        what: "per-minute tallies of recorded API calls (perf_minutes: requests, 4xx, 5xx and                a latency sketch per org, minute and route), kept as events are appended and                filled here from the events already stored, so perf reads minutes, not calls",
+        what: "per-minute tallies, kept as events are appended and filled here from the \
+               events already stored: events per org and minute (event_minutes, for \
+               histograms), and recorded API calls per org, minute and route (perf_minutes: \
+               requests, 4xx, 5xx and a latency sketch), so perf reads minutes, not calls",
         apply: |tx| {
             tx.execute_batch(
-                "CREATE TABLE perf_minutes (
+                "CREATE TABLE event_minutes (
+                     org    INTEGER NOT NULL,
+                     minute INTEGER NOT NULL,  -- minutes since the epoch, of ts
+                     n      INTEGER NOT NULL,
+                     PRIMARY KEY (org, minute)
+                 ) WITHOUT ROWID;
+                 CREATE TABLE perf_minutes (
                      org      INTEGER NOT NULL,
                      minute   INTEGER NOT NULL,  -- minutes since the epoch, of ts
                      route    INTEGER NOT NULL,  -- dict
@@ -87,7 +96,7 @@ const STEPS: &[Step] = &[
                      PRIMARY KEY (org, minute, route)
                  ) WITHOUT ROWID;",
             )?;
-            super::perf::fill_from_events(tx)
+            super::minutes::fill_from_events(tx)
         },
     },
 ];

@@ -7,10 +7,11 @@
 mod dict;
 pub mod lock;
 mod migrate;
-mod perf;
+mod minutes;
 mod read;
 mod row;
 mod tree;
+mod wal;
 mod writer;
 
 use std::collections::HashMap;
@@ -59,6 +60,8 @@ const DEADLINE_CHECK_STEPS: i32 = 1000;
 pub struct SqliteStore {
     /// `None` when opened read-only.
     writer: Option<Writer>,
+    /// Folds the WAL into the database off the writer's path; `None` when read-only.
+    _wal: Option<wal::WalCheckpointer>,
     readers: r2d2::Pool<SqliteConnectionManager>,
     lookups: r2d2::Pool<SqliteConnectionManager>,
     /// A semaphore per org, of [`READS_PER_ORG`] permits, held by each read of its events.
@@ -126,9 +129,15 @@ impl SqliteStore {
         .map_err(unavailable)?;
         configure(&conn).map_err(unavailable)?;
         migrate::migrate(&mut conn)?;
+        // Checkpoints are the WAL thread's, not the writer's: a commit never waits for one.
+        // Once folded and started over, the WAL file is cut back to 64 MiB.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .and_then(|_| conn.pragma_update(None, "journal_size_limit", 64i64 << 20))
+            .map_err(unavailable)?;
         let logs = Arc::new(LogWatch::default());
         Ok(SqliteStore {
             writer: Some(Writer::start(conn, logs.clone())?),
+            _wal: Some(wal::WalCheckpointer::start(&path)?),
             readers: pool(&path, EVENT_READERS, init_reader)?,
             lookups: pool(&path, LOOKUP_READERS, init_reader)?,
             org_reads: Mutex::default(),
@@ -161,6 +170,7 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             writer: None,
+            _wal: None,
             readers: pool(&path, 2, init_read_only)?,
             lookups: pool(&path, 1, init_read_only)?,
             org_reads: Mutex::default(),
@@ -612,7 +622,7 @@ impl Store for SqliteStore {
     ) -> Result<trail_core::perf::Minutes> {
         let org = org.to_owned();
         self.read_events(&org.clone(), true, move |c, dict| {
-            perf::read(c, dict, &org, since, until)
+            minutes::perf(c, dict, &org, since, until)
         })
         .await
     }

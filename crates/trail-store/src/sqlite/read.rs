@@ -7,6 +7,8 @@
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use trail_core::Timestamp;
+use trail_core::histogram::Layout;
+use trail_core::perf::MINUTE_US;
 use trail_core::query::{Field, Filter, Matcher};
 use trail_core::scope::{Role, Scope};
 
@@ -197,19 +199,61 @@ pub(crate) fn histogram(
     until: Timestamp,
     buckets: usize,
 ) -> Result<Vec<u64>> {
-    let mut counts = vec![0u64; buckets];
+    let layout = Layout::new(since, until, buckets);
+    let mut counts = vec![0u64; layout.buckets];
     let org_id = org_id(conn, org)?;
-    let mut f = f.clone();
-    f.since = Some(f.since.map_or(since, |s| s.max(since)));
-    f.until = Some(f.until.map_or(until, |u| u.min(until)));
-    let Some((clause, mut args)) = matching(conn, org_id, &f)? else {
+    let since = f.since.map_or(since, |s| s.max(since));
+    let until = f.until.map_or(until, |u| u.min(until));
+    if until <= since {
         return Ok(counts);
+    }
+    if !f.terms.is_empty() || !layout.whole_minutes() {
+        count_events(conn, org_id, f, since, until, &layout, &mut counts)?;
+        return Ok(counts);
+    }
+    // Every event counts: whole minutes from their tallies, and only the partial minutes at
+    // the window's ends from the events themselves.
+    let first_whole = (since.micros() + MINUTE_US - 1).div_euclid(MINUTE_US);
+    let end_whole = until.micros().div_euclid(MINUTE_US).max(first_whole);
+    for (minute, n) in super::minutes::events(conn, org_id, first_whole, end_whole)? {
+        if let Some(c) = layout
+            .bucket_of(Timestamp(minute * MINUTE_US))
+            .and_then(|b| counts.get_mut(b))
+        {
+            *c += n;
+        }
+    }
+    let head_end = Timestamp((first_whole * MINUTE_US).min(until.micros()));
+    let tail_start = Timestamp((end_whole * MINUTE_US).max(head_end.micros()));
+    for (from, to) in [(since, head_end), (tail_start, until)] {
+        if from < to {
+            count_events(conn, org_id, f, from, to, &layout, &mut counts)?;
+        }
+    }
+    Ok(counts)
+}
+
+/// Adds the events in `[since, until)` that pass `f` to their buckets, reading the events.
+fn count_events(
+    conn: &Connection,
+    org_id: i64,
+    f: &Filter,
+    since: Timestamp,
+    until: Timestamp,
+    layout: &Layout,
+    counts: &mut [u64],
+) -> Result<()> {
+    let mut f = f.clone();
+    f.since = Some(since);
+    f.until = Some(until);
+    let Some((clause, mut args)) = matching(conn, org_id, &f)? else {
+        return Ok(());
     };
-    let width = ((until.micros() - since.micros()) as u64)
-        .div_ceil(buckets as u64)
-        .max(1);
     let sql = format!("SELECT (ts - ?) / ? AS b, count(*) FROM events WHERE {clause} GROUP BY b");
-    let mut all = vec![Sql::Integer(since.micros()), Sql::Integer(width as i64)];
+    let mut all = vec![
+        Sql::Integer(layout.origin.micros()),
+        Sql::Integer(layout.width_us),
+    ];
     all.append(&mut args);
     let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
     let rows = stmt
@@ -223,7 +267,7 @@ pub(crate) fn histogram(
             *c += n as u64;
         }
     }
-    Ok(counts)
+    Ok(())
 }
 
 pub(crate) fn events_from(

@@ -176,8 +176,8 @@ struct Pending {
     dict: HashMap<String, i64>,
     /// The logs this transaction appended to, by org slug, and their size after it.
     grown: HashMap<String, u64>,
-    /// The API calls among the events appended, to add to `perf_minutes` before commit.
-    calls: super::perf::Added,
+    /// What the events appended add to the per-minute tallies, written before commit.
+    tallies: super::minutes::Added,
 }
 
 /// The writer's view of what is committed: read through `pending` first (this transaction's
@@ -234,7 +234,7 @@ impl WriterState {
                     Err(e) => return Err(e),
                 }
             }
-            super::perf::write(&tx, std::mem::take(&mut pending.calls))?;
+            super::minutes::write(&tx, std::mem::take(&mut pending.tallies))?;
             tx.commit().map_err(unavailable)?;
             Ok(results)
         })();
@@ -290,7 +290,7 @@ impl WriterState {
                 };
                 append_one(&tx, caches, &mut pending, &org, vec![event], received_at)?;
             }
-            super::perf::write(&tx, std::mem::take(&mut pending.calls))?;
+            super::minutes::write(&tx, std::mem::take(&mut pending.tallies))?;
             tx.commit().map_err(unavailable)?;
             Ok(out)
         })();
@@ -787,16 +787,12 @@ fn append_one(
         let event = Event::seal(org, seq, received_at, body);
         let hash = canonical::leaf_hash(&event);
         row::insert(tx, org_id, &event, &hash, &mut intern)?;
+        pending.tallies.event(org_id, event.timestamp);
         if let Some(r) = &event.request {
             let route = intern(tx, &r.route)?;
-            super::perf::add(
-                &mut pending.calls,
-                org_id,
-                event.timestamp,
-                route,
-                r.status,
-                r.latency_us,
-            );
+            pending
+                .tallies
+                .call(org_id, event.timestamp, route, r.status, r.latency_us);
         }
         out.push(Appended {
             id: event.id(),

@@ -1,9 +1,10 @@
-//! Per-minute tallies of recorded API calls (`perf_minutes`), kept as events are appended,
-//! in the same transaction: a `perf` window reads its minutes, never the events.
+//! Per-minute tallies, kept as events are appended, in the same transaction: how many events
+//! each org has in each minute of their timestamp (`event_minutes`, for histograms), and the
+//! recorded API calls of each route in each minute (`perf_minutes`, for `perf`). A window
+//! reads its minutes, never its events.
 //!
-//! The table is derived from the events (each row adds up the calls of one route in one
-//! minute of their timestamp), so it is not part of what the log proves; the migration that
-//! made it filled it from the events already stored.
+//! Both tables are derived from the events, so they are not part of what the log proves; the
+//! migration that made them filled them from the events already stored.
 
 use std::collections::HashMap;
 
@@ -15,22 +16,35 @@ use super::dict::DictCache;
 use super::{org_id, unavailable};
 use crate::Result;
 
-/// The calls one transaction adds, by (org id, minute, route's dictionary id).
-pub(crate) type Added = HashMap<(i64, i64, i64), Tally>;
+/// What one transaction adds to the tallies.
+#[derive(Default)]
+pub(crate) struct Added {
+    /// Events, by (org id, minute).
+    events: HashMap<(i64, i64), i64>,
+    /// Calls, by (org id, minute, route's dictionary id).
+    calls: HashMap<(i64, i64, i64), Tally>,
+}
 
-/// Counts one call in `added`.
-pub(crate) fn add(
-    added: &mut Added,
-    org_id: i64,
-    at: Timestamp,
-    route: i64,
-    status: u16,
-    latency_us: u64,
-) {
-    added
-        .entry((org_id, minute_of(at), route))
-        .or_default()
-        .add(status, latency_us);
+impl Added {
+    /// Counts one event appended.
+    pub(crate) fn event(&mut self, org_id: i64, at: Timestamp) {
+        *self.events.entry((org_id, minute_of(at))).or_default() += 1;
+    }
+
+    /// Counts one recorded call appended.
+    pub(crate) fn call(
+        &mut self,
+        org_id: i64,
+        at: Timestamp,
+        route: i64,
+        status: u16,
+        latency_us: u64,
+    ) {
+        self.calls
+            .entry((org_id, minute_of(at), route))
+            .or_default()
+            .add(status, latency_us);
+    }
 }
 
 /// Adds `added` to the stored tallies, in the transaction `tx`.
@@ -39,6 +53,13 @@ pub(crate) fn write(tx: &Connection, added: Added) -> Result<()> {
 }
 
 fn write_rows(tx: &Connection, added: Added) -> rusqlite::Result<()> {
+    let mut count = tx.prepare_cached(
+        "INSERT INTO event_minutes (org, minute, n) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (org, minute) DO UPDATE SET n = n + excluded.n",
+    )?;
+    for ((org, minute), n) in added.events {
+        count.execute(rusqlite::params![org, minute, n])?;
+    }
     let mut read = tx.prepare_cached(
         "SELECT requests, e4xx, e5xx, lat FROM perf_minutes \
          WHERE org = ?1 AND minute = ?2 AND route = ?3",
@@ -49,7 +70,7 @@ fn write_rows(tx: &Connection, added: Added) -> rusqlite::Result<()> {
          ON CONFLICT (org, minute, route) DO UPDATE SET requests = excluded.requests, \
          e4xx = excluded.e4xx, e5xx = excluded.e5xx, lat = excluded.lat",
     )?;
-    for ((org, minute, route), mut tally) in added {
+    for ((org, minute, route), mut tally) in added.calls {
         if let Some(stored) = read
             .query_row(rusqlite::params![org, minute, route], tally_of)
             .optional()?
@@ -87,8 +108,9 @@ fn tally_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tally> {
     })
 }
 
-/// The org's tallies for the minutes of `[since, until)` ([`window_minutes`]), by route.
-pub(crate) fn read(
+/// The org's call tallies for the minutes of `[since, until)` ([`window_minutes`]), by
+/// route.
+pub(crate) fn perf(
     conn: &Connection,
     dict: &DictCache,
     org: &str,
@@ -128,22 +150,45 @@ pub(crate) fn read(
     Ok(out)
 }
 
-/// Fills `perf_minutes` from the events stored (the migration that makes the table).
+/// The org's events in each whole minute of `[first, end)` (minutes since the epoch) that
+/// has any.
+pub(crate) fn events(
+    conn: &Connection,
+    org_id: i64,
+    first: i64,
+    end: i64,
+) -> Result<Vec<(i64, u64)>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT minute, n FROM event_minutes WHERE org = ?1 AND minute >= ?2 AND minute < ?3",
+        )
+        .map_err(unavailable)?;
+    stmt.query_map(rusqlite::params![org_id, first, end], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+    })
+    .map_err(unavailable)?
+    .collect::<rusqlite::Result<_>>()
+    .map_err(unavailable)
+}
+
+/// Fills the tallies from the events stored (the migration that makes the tables).
 pub(crate) fn fill_from_events(tx: &Connection) -> rusqlite::Result<()> {
-    let mut added = Added::new();
+    let mut added = Added::default();
     {
-        let mut stmt =
-            tx.prepare("SELECT org, ts, route, status, lat FROM events WHERE route IS NOT NULL")?;
+        let mut stmt = tx.prepare("SELECT org, ts, route, status, lat FROM events")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            add(
-                &mut added,
-                r.get(0)?,
-                Timestamp(r.get(1)?),
-                r.get(2)?,
-                r.get::<_, Option<u16>>(3)?.unwrap_or(0),
-                r.get::<_, Option<i64>>(4)?.unwrap_or(0).max(0) as u64,
-            );
+            let (org, at) = (r.get(0)?, Timestamp(r.get(1)?));
+            added.event(org, at);
+            if let Some(route) = r.get::<_, Option<i64>>(2)? {
+                added.call(
+                    org,
+                    at,
+                    route,
+                    r.get::<_, Option<u16>>(3)?.unwrap_or(0),
+                    r.get::<_, Option<i64>>(4)?.unwrap_or(0).max(0) as u64,
+                );
+            }
         }
     }
     write_rows(tx, added)

@@ -1,0 +1,45 @@
+//! The WAL is folded into the database by the store's own thread, not inside a commit: what
+//! the writer commits reaches the database file with no further commit, long before the
+//! WAL holds the 1,000 pages after which SQLite's automatic checkpoint would run.
+
+use std::time::{Duration, Instant};
+
+use trail_core::Timestamp;
+use trail_store::conformance::sample_events;
+use trail_store::sqlite::DB_FILE;
+use trail_store::{Org, SqliteStore, Store};
+
+#[tokio::test]
+async fn committed_events_reach_the_database_file_off_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store
+        .create_org(
+            Org {
+                id: "acme".into(),
+                name: "Acme".into(),
+                created_at: Timestamp(0),
+            },
+            None,
+            None,
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let db = dir.path().join(DB_FILE);
+    let size = || std::fs::metadata(&db).unwrap().len();
+    // Let the store's first writes be folded, then commit far fewer pages than SQLite's
+    // automatic checkpoint waits for (1,000).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before = size();
+    store.append("acme", sample_events(300)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while size() <= before {
+        assert!(
+            Instant::now() < deadline,
+            "the database file still holds {before} bytes 10 s after a commit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(store.log_size("acme").await.unwrap(), 300);
+}
