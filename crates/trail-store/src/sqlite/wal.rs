@@ -6,12 +6,13 @@
 //! instead this thread, on its own connection, runs a passive checkpoint every
 //! [`INTERVAL`]. A passive checkpoint never blocks the writer or a reader: it copies what no
 //! reader still needs, and the WAL starts over from its beginning once all of it is folded.
-//! Past [`RESTART_FRAMES`] it also waits for a moment between commits, so that it does.
+//! Past [`RESTART_FRAMES`] it also waits for a moment between commits, so that it does (at
+//! most [`RESTART_WAIT`], at most every [`RESTART_EVERY`]).
 
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -49,8 +50,13 @@ impl WalCheckpointer {
 }
 
 fn run(conn: Connection, stop: &(Mutex<bool>, Condvar)) {
+    // A checkpoint that waits holds the writer's lock while it does: never for long.
+    if let Err(e) = conn.busy_timeout(RESTART_WAIT) {
+        tracing::warn!(error = %e, "cannot set the WAL checkpoint's wait");
+    }
     let (lock, wake) = stop;
     let mut stopped = lock.lock().expect("checkpointer lock");
+    let mut last_restart = Instant::now();
     loop {
         stopped = wake
             .wait_timeout(stopped, INTERVAL)
@@ -64,7 +70,8 @@ fn run(conn: Connection, stop: &(Mutex<bool>, Condvar)) {
             // with no commit after it, which is when the WAL starts over: past the limit, one
             // that waits for the writer's lock makes sure it does (most of it is folded by
             // then, so the writer waits briefly).
-            Ok(frames) if frames > RESTART_FRAMES => {
+            Ok(frames) if frames > RESTART_FRAMES && last_restart.elapsed() >= RESTART_EVERY => {
+                last_restart = Instant::now();
                 if let Err(e) = checkpoint(&conn, "RESTART") {
                     tracing::warn!(error = %e, "WAL checkpoint failed; trying again");
                 }
@@ -77,6 +84,15 @@ fn run(conn: Connection, stop: &(Mutex<bool>, Condvar)) {
 
 /// A WAL of more frames than this (64 MiB of 4 KiB pages) is made to start over.
 const RESTART_FRAMES: i64 = 16_384;
+
+/// How long a checkpoint that makes the WAL start over waits for the writer and for readers
+/// of older snapshots (a long export, say) before it gives up until later: the writer waits
+/// at most this long for it.
+const RESTART_WAIT: Duration = Duration::from_millis(50);
+
+/// The least time between two such checkpoints, so that one that keeps finding a reader of
+/// an older snapshot costs the writer at most 50 ms every 2 s.
+const RESTART_EVERY: Duration = Duration::from_secs(2);
 
 /// Runs one checkpoint of `mode`; the WAL's frames before it.
 fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<i64> {
