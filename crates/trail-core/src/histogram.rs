@@ -23,11 +23,11 @@ pub struct Layout {
 impl Layout {
     /// At most `max` buckets (at least 1) over `[since, until)`.
     pub fn new(since: Timestamp, until: Timestamp, max: usize) -> Layout {
-        let max = max.max(1) as i64;
-        let span = (until.micros() - since.micros()).max(1);
+        let max = max.clamp(1, 1 << 20) as i64;
+        let span = until.micros().saturating_sub(since.micros()).max(1);
         let first = minute_of(since);
-        let end = (until.micros() + MINUTE_US - 1).div_euclid(MINUTE_US);
-        let minutes = end - first;
+        let end = minute_of(until) + i64::from(until.micros().rem_euclid(MINUTE_US) != 0);
+        let minutes = end.saturating_sub(first);
         if span >= max * MINUTE_US {
             let per = (minutes + max - 1) / max;
             Layout {

@@ -112,8 +112,12 @@ impl Sketch {
             return None;
         }
         let mut s = Sketch::default();
+        let top = Self::bucket(u64::MAX);
         for pair in bytes.chunks_exact(6) {
             let b = u16::from_le_bytes([pair[0], pair[1]]);
+            if b > top {
+                return None;
+            }
             let n = u32::from_le_bytes([pair[2], pair[3], pair[4], pair[5]]);
             *s.buckets.entry(b).or_default() += u64::from(n);
         }
@@ -252,7 +256,7 @@ pub struct Slice {
 /// How many whole minutes each slice is when the window's minutes are cut into at most `n`.
 pub fn slice_minutes(since: Timestamp, until: Timestamp, n: usize) -> i64 {
     let (first, end) = window_minutes(since, until);
-    let n = n.max(1) as i64;
+    let n = n.clamp(1, 1 << 20) as i64;
     ((end - first + n - 1) / n).max(1)
 }
 
@@ -356,6 +360,11 @@ mod tests {
         assert_eq!(a.count(), 6);
         assert_eq!(Sketch::from_bytes(&a.to_bytes()), Some(a.clone()));
         assert_eq!(Sketch::from_bytes(&[1, 2, 3]), None);
+        // A bucket past the one of the largest latency is not a sketch's.
+        assert_eq!(Sketch::from_bytes(&[0xff, 0xff, 1, 0, 0, 0]), None);
+        let mut max = Sketch::default();
+        max.add(u64::MAX);
+        assert_eq!(Sketch::from_bytes(&max.to_bytes()), Some(max));
         assert_eq!(Sketch::from_bytes(&[]), Some(Sketch::default()));
     }
 

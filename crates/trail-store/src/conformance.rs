@@ -1163,7 +1163,7 @@ pub async fn api_calls_are_tallied_by_route_and_minute_within_the_window(store: 
     let m = minute_of(Timestamp(m0));
     // The window's minutes: the first two, not the third (until is on its start).
     let got = store
-        .api_call_minutes("acme", Timestamp(m0), Timestamp(m0 + 2 * MINUTE_US))
+        .api_call_minutes("acme", Timestamp(m0), Timestamp(m0 + 2 * MINUTE_US), 1)
         .await
         .unwrap();
     assert_eq!(
@@ -1181,11 +1181,34 @@ pub async fn api_calls_are_tallied_by_route_and_minute_within_the_window(store: 
     );
     // A window within a minute reads that minute.
     let within = store
-        .api_call_minutes("acme", Timestamp(m0 + 5 * s), Timestamp(m0 + 6 * s))
+        .api_call_minutes("acme", Timestamp(m0 + 5 * s), Timestamp(m0 + 6 * s), 1)
         .await
         .unwrap();
     assert_eq!(within.len(), 2);
     assert!(within.iter().all(|(_, minutes)| minutes.len() == 1));
+    // In slices: a route's first and last minute with calls stay as they are; the minutes
+    // between are added up under the minute their slice starts at.
+    let more: Vec<_> = (3..9)
+        .map(|i| call("GET /a", 200, 1.0, i * MINUTE_US))
+        .collect();
+    store.append("acme", more).await.unwrap();
+    let sliced = store
+        .api_call_minutes("acme", Timestamp(m0), Timestamp(m0 + 9 * MINUTE_US), 4)
+        .await
+        .unwrap();
+    let a = &sliced[0].1;
+    assert_eq!(sliced[0].0, "GET /a");
+    let keys: Vec<i64> = a.iter().map(|(k, _)| k - m).collect();
+    assert_eq!(
+        keys,
+        [0, 0, 4, 8],
+        "first minute, slices from 0 and 4, last minute"
+    );
+    assert_eq!(
+        a.iter().map(|(_, t)| t.requests).sum::<u64>(),
+        3 + 1 + 1 + 6
+    );
+    assert_eq!(a[3].1.requests, 1);
 }
 
 /// An org whose creation failed does not exist for any later write: its events can never

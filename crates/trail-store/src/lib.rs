@@ -443,13 +443,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// The recorded API calls (events with a request block) in the minutes of
     /// `[since, until)` ([`trail_core::perf::window_minutes`]), by route template, tallied
-    /// per minute of their timestamp, each route's minutes in order. Kept as events are
-    /// appended, so a window costs its minutes, not its calls.
+    /// per minute of their timestamp, each route's entries in order. Minutes are added up
+    /// into slices of `per_minutes` from the window's first (each under the minute its slice
+    /// starts at), except each route's first and last minute with calls, which are kept as
+    /// they are. Kept as events are appended, so a window costs its minutes, not its calls,
+    /// and a route holds at most its slices and two more entries.
     async fn api_call_minutes(
         &self,
         org: &str,
         since: Timestamp,
         until: Timestamp,
+        per_minutes: i64,
     ) -> Result<trail_core::perf::Minutes>;
 
     /// The Merkle root of the org's first `size` events, from their stored leaf hashes.

@@ -150,7 +150,7 @@ async fn a_version_1_store_opens_and_keeps_everything() {
     let owner = before.user("usr_1").await.unwrap().unwrap();
     let all_time = (Timestamp(0), Timestamp(i64::MAX / 2));
     let calls = before
-        .api_call_minutes("acme", all_time.0, all_time.1)
+        .api_call_minutes("acme", all_time.0, all_time.1, 1)
         .await
         .unwrap();
     assert!(!calls.is_empty());
@@ -186,7 +186,7 @@ async fn a_version_1_store_opens_and_keeps_everything() {
     // events: the same as those kept as they were appended.
     assert_eq!(
         store
-            .api_call_minutes("acme", all_time.0, all_time.1)
+            .api_call_minutes("acme", all_time.0, all_time.1, 1)
             .await
             .unwrap(),
         calls

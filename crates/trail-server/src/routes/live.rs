@@ -349,7 +349,11 @@ pub async fn perf(
     if until <= since {
         return Err(ApiError::BadRequest("until must be after since".into()));
     }
-    let mut calls = state.store.api_call_minutes(&org, since, until).await?;
+    let per = trail_core::perf::slice_minutes(since, until, slices);
+    let mut calls = state
+        .store
+        .api_call_minutes(&org, since, until, per)
+        .await?;
     if let Some(r) = &route {
         calls.retain(|(template, _)| route_matches(r, template));
     }
@@ -373,7 +377,7 @@ pub async fn perf(
         span_minutes: span,
         routes,
         routes_total: total,
-        slice_seconds: trail_core::perf::slice_minutes(since, until, slices) as f64 * 60.0,
+        slice_seconds: per as f64 * 60.0,
         over_time: over_time.into_iter().map(PerfSlice::from).collect(),
     }))
 }

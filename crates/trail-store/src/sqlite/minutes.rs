@@ -109,20 +109,25 @@ fn tally_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<Tally> {
 }
 
 /// The org's call tallies for the minutes of `[since, until)` ([`window_minutes`]), by
-/// route.
+/// route, minutes added up into slices of `per` minutes from the window's first (each under
+/// the minute its slice starts at), except each route's first and last minute with calls,
+/// kept as they are: a window's rate span stays exact, and a long window costs a route at
+/// most its slices and two more, however many minutes it has.
 pub(crate) fn perf(
     conn: &Connection,
     dict: &DictCache,
     org: &str,
     since: Timestamp,
     until: Timestamp,
+    per: i64,
 ) -> Result<Minutes> {
     let org_id = org_id(conn, org)?;
     let (first, end) = window_minutes(since, until);
+    let per = per.max(1);
     let mut stmt = conn
         .prepare_cached(
             "SELECT requests, e4xx, e5xx, lat, route, minute FROM perf_minutes \
-             WHERE org = ?1 AND minute >= ?2 AND minute < ?3",
+             WHERE org = ?1 AND minute >= ?2 AND minute < ?3 ORDER BY minute",
         )
         .map_err(unavailable)?;
     let rows = stmt
@@ -130,15 +135,34 @@ pub(crate) fn perf(
             Ok((r.get::<_, i64>(4)?, r.get::<_, i64>(5)?, tally_of(r)?))
         })
         .map_err(unavailable)?;
-    let mut by_route: HashMap<i64, Vec<(i64, Tally)>> = HashMap::new();
+    /// One route's tallies as they are read, oldest first.
+    #[derive(Default)]
+    struct Route {
+        first: Option<(i64, Tally)>,
+        slices: HashMap<i64, Tally>,
+        last: Option<(i64, Tally)>,
+    }
+    let mut by_route: HashMap<i64, Route> = HashMap::new();
     for row in rows {
         let (route, minute, tally) = row.map_err(unavailable)?;
-        by_route.entry(route).or_default().push((minute, tally));
+        if tally.requests == 0 {
+            continue;
+        }
+        let r = by_route.entry(route).or_default();
+        if r.first.is_none() {
+            r.first = Some((minute, tally));
+        } else if let Some((m, t)) = r.last.replace((minute, tally)) {
+            let start = first + (m - first).div_euclid(per) * per;
+            r.slices.entry(start).or_default().merge(&t);
+        }
     }
     let names = dict.resolve(conn, by_route.keys().copied())?;
     let mut out: Minutes = by_route
         .into_iter()
-        .map(|(id, mut minutes)| {
+        .map(|(id, r)| {
+            let mut minutes: Vec<(i64, Tally)> = r.first.into_iter().collect();
+            minutes.extend(r.slices);
+            minutes.extend(r.last);
             minutes.sort_by_key(|(m, _)| *m);
             let name = names.get(&id).ok_or_else(|| {
                 crate::StoreError::Corrupt(format!("dictionary entry {id} is missing"))
@@ -171,6 +195,9 @@ pub(crate) fn events(
     .map_err(unavailable)
 }
 
+/// How many tallies the migration holds before it writes them.
+const FILL_CHUNK: usize = 50_000;
+
 /// Fills the tallies from the events stored (the migration that makes the tables).
 pub(crate) fn fill_from_events(tx: &Connection) -> rusqlite::Result<()> {
     let mut added = Added::default();
@@ -178,6 +205,11 @@ pub(crate) fn fill_from_events(tx: &Connection) -> rusqlite::Result<()> {
         let mut stmt = tx.prepare("SELECT org, ts, route, status, lat FROM events")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
+            // Written as it goes (each write adds to what is stored), so a big store is
+            // filled in bounded memory.
+            if added.calls.len() + added.events.len() >= FILL_CHUNK {
+                write_rows(tx, std::mem::take(&mut added))?;
+            }
             let (org, at) = (r.get(0)?, Timestamp(r.get(1)?));
             added.event(org, at);
             if let Some(route) = r.get::<_, Option<i64>>(2)? {

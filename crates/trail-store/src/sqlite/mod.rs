@@ -619,10 +619,11 @@ impl Store for SqliteStore {
         org: &str,
         since: Timestamp,
         until: Timestamp,
+        per_minutes: i64,
     ) -> Result<trail_core::perf::Minutes> {
         let org = org.to_owned();
         self.read_events(&org.clone(), true, move |c, dict| {
-            minutes::perf(c, dict, &org, since, until)
+            minutes::perf(c, dict, &org, since, until, per_minutes)
         })
         .await
     }

@@ -213,7 +213,8 @@ pub(crate) fn histogram(
     }
     // Every event counts: whole minutes from their tallies, and only the partial minutes at
     // the window's ends from the events themselves.
-    let first_whole = (since.micros() + MINUTE_US - 1).div_euclid(MINUTE_US);
+    let first_whole =
+        since.micros().div_euclid(MINUTE_US) + i64::from(since.micros().rem_euclid(MINUTE_US) != 0);
     let end_whole = until.micros().div_euclid(MINUTE_US).max(first_whole);
     for (minute, n) in super::minutes::events(conn, org_id, first_whole, end_whole)? {
         if let Some(c) = layout
@@ -223,8 +224,8 @@ pub(crate) fn histogram(
             *c += n;
         }
     }
-    let head_end = Timestamp((first_whole * MINUTE_US).min(until.micros()));
-    let tail_start = Timestamp((end_whole * MINUTE_US).max(head_end.micros()));
+    let head_end = Timestamp(first_whole.saturating_mul(MINUTE_US).min(until.micros()));
+    let tail_start = Timestamp(end_whole.saturating_mul(MINUTE_US).max(head_end.micros()));
     for (from, to) in [(since, head_end), (tail_start, until)] {
         if from < to {
             count_events(conn, org_id, f, from, to, &layout, &mut counts)?;

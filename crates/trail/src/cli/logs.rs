@@ -254,8 +254,10 @@ pub async fn tail(conn: &Connection, args: TailArgs) -> anyhow::Result<()> {
     let Some(live) = live else {
         return Ok(());
     };
-    // What the history showed is not shown again.
-    let shown = events.iter().filter_map(|e| e["seq"].as_u64()).max();
+    // What the history showed is not shown again (and only that: an event with an older
+    // timestamp, or beyond --limit, committed meanwhile is new here).
+    let shown: std::collections::HashSet<u64> =
+        events.iter().filter_map(|e| e["seq"].as_u64()).collect();
     let show = Show {
         format,
         times: args.time,
@@ -275,18 +277,18 @@ fn more_notice(printed: usize, since: &str) -> String {
     )
 }
 
-/// Prints the live tail's events as they arrive, those after seq `shown` if given, until
-/// the stream fails for good (401, 403, a bad filter). A lost connection is said in one line
-/// on standard error, and so is its return; the stream resumes by itself where it was.
+/// Prints the live tail's events as they arrive, but those already `shown`, until the
+/// stream fails for good (401, 403, a bad filter). A lost connection is said in one line on
+/// standard error, and so is its return; the stream resumes by itself where it was.
 async fn follow(
     live: impl Stream<Item = Result<Followed, ClientError>>,
-    shown: Option<u64>,
+    shown: std::collections::HashSet<u64>,
     show: Show,
 ) -> anyhow::Result<()> {
     let mut stream = std::pin::pin!(live);
     while let Some(item) = stream.next().await {
         match item? {
-            Followed::Event { seq, .. } if shown.is_some_and(|s| seq <= s) => {}
+            Followed::Event { seq, .. } if shown.contains(&seq) => {}
             Followed::Event { data, .. } => {
                 let event: Value =
                     serde_json::from_str(&data).map_err(|e| ClientError::Decode(e.to_string()))?;
