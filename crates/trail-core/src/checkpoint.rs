@@ -42,6 +42,11 @@ pub enum NoteError {
     BadSignature(String),
 }
 
+/// The origin of one org's log under a log name: `<name>/<org>`.
+pub fn origin(log_name: &str, org: &str) -> String {
+    format!("{log_name}/{org}")
+}
+
 /// A tree head: the log's origin, its size and its root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {

@@ -294,17 +294,41 @@ pub struct RootBuilder {
 }
 
 impl RootBuilder {
+    /// The builder of a stored tree of `size` leaves: the complete subtrees on its right
+    /// edge, read through `r` (tiles first).
+    pub fn at<R: HashReader>(r: &R, size: u64) -> Result<RootBuilder, R::Error> {
+        let mut stack = Vec::new();
+        let mut start = 0u64;
+        for level in (0..64u32).rev() {
+            if size >> level & 1 == 1 {
+                stack.push((level, subtree(r, level, start >> level)?));
+                start += 1 << level;
+            }
+        }
+        Ok(RootBuilder { stack, size })
+    }
+
     pub fn push(&mut self, leaf: Hash) {
+        self.push_tiles(leaf, |_, _, _| {});
+    }
+
+    /// Pushes a leaf and tells `tile` of each subtree it completes at a level that may be
+    /// stored (a multiple of [`TILE_HEIGHT`]): its level, index and hash.
+    pub fn push_tiles(&mut self, leaf: Hash, mut tile: impl FnMut(u32, u64, &Hash)) {
         let mut node = (0u32, leaf);
+        let end = self.size + 1;
         while let Some(&(level, left)) = self.stack.last() {
             if level != node.0 {
                 break;
             }
             self.stack.pop();
             node = (level + 1, node_hash(&left, &node.1));
+            if node.0.is_multiple_of(TILE_HEIGHT) {
+                tile(node.0, (end >> node.0) - 1, &node.1);
+            }
         }
         self.stack.push(node);
-        self.size += 1;
+        self.size = end;
     }
 
     pub fn size(&self) -> u64 {
@@ -549,6 +573,42 @@ mod tests {
         (0..n)
             .map(|i| leaf_hash(&(i as u64).to_be_bytes()))
             .collect()
+    }
+
+    #[test]
+    fn a_builder_resumed_from_a_stored_tree_goes_on_as_if_it_had_seen_every_leaf() {
+        let l = leaves(70_000);
+        let plain = InMemory(&l);
+        let mut tiles = Vec::new();
+        let mut whole = RootBuilder::default();
+        for (i, leaf) in l.iter().enumerate() {
+            whole.push_tiles(*leaf, |level, idx, h| tiles.push((level, idx, *h)));
+            assert_eq!(whole.size(), i as u64 + 1);
+        }
+        // Every tile it reports is the stored tree's subtree, each once, in order.
+        let mut want = Vec::new();
+        for i in 0..(70_000u64 >> TILE_HEIGHT) {
+            want.push((TILE_HEIGHT, i, subtree(&plain, TILE_HEIGHT, i).unwrap()));
+            if (i + 1) % 256 == 0 {
+                let j = (i + 1) / 256 - 1;
+                want.push((
+                    2 * TILE_HEIGHT,
+                    j,
+                    subtree(&plain, 2 * TILE_HEIGHT, j).unwrap(),
+                ));
+            }
+        }
+        assert_eq!(tiles, want);
+        for size in [0u64, 1, 2, 255, 256, 257, 65_535, 65_536, 65_537, 69_000] {
+            let t = Tiled::new(&l, |_, i| i % 2 == 0);
+            let mut resumed = RootBuilder::at(&t, size).unwrap();
+            assert_eq!(resumed.size(), size);
+            assert_eq!(resumed.root(), root(&plain, size).unwrap(), "size {size}");
+            for leaf in &l[size as usize..70_000] {
+                resumed.push(*leaf);
+            }
+            assert_eq!(resumed.root(), whole.root(), "resumed at {size}");
+        }
     }
 
     #[test]

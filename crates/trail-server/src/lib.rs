@@ -162,8 +162,6 @@ pub struct ServeConfig {
     /// The name of the logs (their origins are `<name>/<org>`) and of their signing key, on
     /// first start; `None`: a name unique to this install (see [`log::load_or_create_key`]).
     pub log_name: Option<String>,
-    /// How often to sign checkpoints of logs that grew; `None`: never (benchmarks only).
-    pub checkpoint_interval: Option<Duration>,
     /// Connection cap and timeouts.
     pub connections: edge::ConnectionLimits,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
@@ -190,8 +188,7 @@ pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-token";
 pub struct Bound {
     listener: tokio::net::TcpListener,
     app: Router,
-    checkpointer: Arc<log::Checkpointer>,
-    checkpoint_interval: Option<Duration>,
+    heads: Arc<log::Heads>,
     /// The app's [`AppState::stopping`].
     stopping: tokio_util::sync::CancellationToken,
     /// The store, for jobs the process runs beside the API (the operator socket).
@@ -221,11 +218,12 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
         log::load_or_create_key(&*store, &config.data_dir, config.log_name.as_deref()).await?,
     );
     let verifier_key = key.verifier().to_string();
-    let checkpointer = Arc::new(log::Checkpointer::new(
+    let heads = Arc::new(log::Heads::new(
         store.clone(),
         key.clone(),
         Some(config.data_dir.join(log::HEADS_FILE)),
     ));
+    heads.start_signing().await?;
     let mut state = AppState::new(store, key).await?;
     state.sessions.idle = config.session_idle;
     state.secure_cookies = config.secure_cookies;
@@ -240,8 +238,7 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
     Ok(Bound {
         listener,
         app: app(state),
-        checkpointer,
-        checkpoint_interval: config.checkpoint_interval,
+        heads,
         stopping,
         store,
         connections: edge::ConnectionLimits {
@@ -256,7 +253,7 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
 
 impl Bound {
     /// Serves until `shutdown` completes, then ends the live tails, finishes the calls in
-    /// flight and signs a last checkpoint, so a stopped store is fully covered.
+    /// flight and brings the heads file up to date.
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
@@ -267,9 +264,7 @@ impl Bound {
             stopping.cancel();
         };
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let signer = self
-            .checkpoint_interval
-            .map(|every| tokio::spawn(self.checkpointer.clone().run(every, stopped)));
+        let heads = tokio::spawn(self.heads.clone().run(stopped));
         let served = edge::serve(
             self.listener,
             self.app,
@@ -281,9 +276,7 @@ impl Bound {
         .await
         .context("serving");
         let _ = stop.send(true);
-        if let Some(signer) = signer {
-            signer.await.context("the checkpointer failed")?;
-        }
+        heads.await.context("keeping the log heads failed")?;
         served
     }
 }

@@ -1,16 +1,14 @@
-//! The verifiable log, server side: the signing key, the checkpointer, and the endpoints that
-//! serve checkpoints, proofs and entries.
+//! The verifiable log, server side: the signing key, the heads kept beside it, and the
+//! endpoints that serve checkpoints, proofs and entries.
 //!
 //! Each org's log is its own RFC 6962 tree, named `<log name>/<org>` (the C2SP origin). The
-//! checkpointer signs a new checkpoint for every org whose log grew, within
-//! `checkpoint_interval` of the events being acknowledged, and off the ingest path (it reads
-//! what the writer committed and writes its own small transactions). Before signing it checks
-//! that the stored leaves still give the previous signed root and that the log has not
-//! shrunk; if not, it signs nothing more for that org and says so in its log and metrics.
-//! What it trusts as "signed before" is its own newest note, opened with its key, and never
-//! older than the heads it keeps beside the key ([`HEADS_FILE`]).
+//! store signs: once [`Heads::start_signing`] hands it the key, every transaction that
+//! appends to a log signs that log's new checkpoint before it commits (zero merge delay;
+//! the ingest answer carries it). The store checks each log before it signs more of it (see
+//! `Store::sign_logs`), and what it trusts as "signed before" is never older than the heads
+//! kept beside the key ([`HEADS_FILE`]), which [`Heads`] brings up to date every second.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,7 +26,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::{Mutex, watch};
 use trail_core::canonical;
-use trail_core::checkpoint::{Checkpoint, SignerKey, open};
+use trail_core::checkpoint::{self, SignerKey, open};
 use trail_store::{SignedCheckpoint, Store};
 use utoipa::{IntoParams, ToSchema};
 
@@ -99,56 +97,42 @@ pub fn default_log_name() -> String {
 
 /// The origin of an org's log.
 pub fn origin(key: &SignerKey, org: &str) -> String {
-    format!("{}/{org}", key.name)
+    checkpoint::origin(&key.name, org)
 }
 
 /// The file, beside the key, that remembers the newest signed (size, root) of each log: a
-/// database whose newest checkpoints were removed does not make the checkpointer forget.
+/// database whose newest checkpoints were removed (restored from an old copy, say) does not
+/// make the signer forget what it signed.
 pub const HEADS_FILE: &str = "log-heads.json";
 
-/// Signs checkpoints; see the module documentation.
-pub struct Checkpointer {
+/// How often the heads file is brought up to date.
+pub const HEADS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Starts the store signing, and keeps the heads file; see the module documentation.
+pub struct Heads {
     store: Arc<dyn Store>,
     key: Arc<SignerKey>,
-    heads_file: Option<PathBuf>,
-    /// The last signed (size, root) of each org, once established.
-    signed: Mutex<HashMap<String, (u64, [u8; 32])>>,
+    file: Option<PathBuf>,
+    /// The newest head of each org seen signed, and the orgs found to have gone back.
+    seen: Mutex<(HashMap<String, Head>, HashSet<String>)>,
 }
 
-/// Why an org's log was not signed this round.
-enum Skip {
-    /// The log is not what was signed before: nothing more is signed for it.
-    Integrity(String),
-    Error(anyhow::Error),
-}
+type Head = (u64, [u8; 32]);
 
-impl From<trail_store::StoreError> for Skip {
-    fn from(e: trail_store::StoreError) -> Self {
-        match e {
-            trail_store::StoreError::Corrupt(m) => Skip::Integrity(m),
-            other => Skip::Error(other.into()),
-        }
-    }
-}
-
-impl Checkpointer {
-    /// `heads_file`: where to keep the newest heads outside the database (the data
-    /// directory's [`HEADS_FILE`]); `None` keeps them in memory only.
-    pub fn new(
-        store: Arc<dyn Store>,
-        key: Arc<SignerKey>,
-        heads_file: Option<PathBuf>,
-    ) -> Checkpointer {
-        Checkpointer {
+impl Heads {
+    /// `file`: where to keep the newest heads outside the database (the data directory's
+    /// [`HEADS_FILE`]); `None` keeps them in memory only.
+    pub fn new(store: Arc<dyn Store>, key: Arc<SignerKey>, file: Option<PathBuf>) -> Heads {
+        Heads {
             store,
             key,
-            heads_file,
-            signed: Mutex::new(HashMap::new()),
+            file,
+            seen: Mutex::new((HashMap::new(), HashSet::new())),
         }
     }
 
-    fn read_heads(&self) -> HashMap<String, (u64, [u8; 32])> {
-        let Some(path) = &self.heads_file else {
+    fn read(&self) -> HashMap<String, Head> {
+        let Some(path) = &self.file else {
             return HashMap::new();
         };
         let Ok(text) = std::fs::read_to_string(path) else {
@@ -164,8 +148,8 @@ impl Checkpointer {
             .collect()
     }
 
-    fn write_heads(&self, heads: &HashMap<String, (u64, [u8; 32])>) -> anyhow::Result<()> {
-        let Some(path) = &self.heads_file else {
+    fn write(&self, heads: &HashMap<String, Head>) -> anyhow::Result<()> {
+        let Some(path) = &self.file else {
             return Ok(());
         };
         let text = serde_json::to_string(
@@ -182,133 +166,84 @@ impl Checkpointer {
         Ok(())
     }
 
-    /// The newest head of `org` that this log's key signed: the newest checkpoint in the
-    /// store, opened with the key, and no older than the head file remembers.
-    async fn last_signed(
-        &self,
-        org: &str,
-        remembered: Option<(u64, [u8; 32])>,
-    ) -> Result<(u64, [u8; 32]), Skip> {
-        let stored = match self.store.checkpoint(org, None).await? {
-            None => (0, [0; 32]),
-            Some(c) => {
-                let opened = open(&c.note, &self.key.verifier()).map_err(|e| {
-                    Skip::Integrity(format!("the newest stored checkpoint does not open: {e}"))
-                })?;
-                if opened.origin != origin(&self.key, org)
-                    || opened.size != c.size
-                    || opened.root != c.root
-                {
-                    return Err(Skip::Integrity(
-                        "the newest stored checkpoint does not match its signed note".into(),
-                    ));
-                }
-                (c.size, c.root)
-            }
-        };
-        match remembered {
-            Some((size, _)) if size > stored.0 => Err(Skip::Integrity(format!(
-                "checkpoints up to {size} events were signed, but the store's newest covers {}",
-                stored.0
-            ))),
-            Some((size, root)) if size == stored.0 && root != stored.1 => Err(Skip::Integrity(
-                "the store's newest checkpoint is not the one signed".into(),
-            )),
-            _ => Ok(stored),
-        }
+    /// Gives the store the key: from now on every append is signed in its own transaction
+    /// (zero merge delay). Logs whose newest checkpoint is older than the heads file
+    /// remembers, or no longer matches their leaves, are refused (and the store says so).
+    pub async fn start_signing(&self) -> anyhow::Result<()> {
+        let remembered = self.read();
+        let refused = self
+            .store
+            .sign_logs(self.key.clone(), remembered.clone())
+            .await
+            .context("starting to sign the logs")?;
+        // The store has said why it refuses these; they are not signed any more.
+        *self.seen.lock().await = (
+            remembered,
+            refused.into_iter().map(|(org, _)| org).collect(),
+        );
+        self.round().await?;
+        Ok(())
     }
 
-    /// Signs a new checkpoint of `org` if its log grew since `last`.
-    async fn sign(
-        &self,
-        org: &str,
-        last: (u64, [u8; 32]),
-    ) -> Result<Option<(u64, [u8; 32])>, Skip> {
-        let size = self.store.log_size(org).await?;
-        if size == last.0 {
-            return Ok(None);
-        }
-        if size < last.0 {
-            return Err(Skip::Integrity(format!(
-                "the log holds {size} events but a signed checkpoint covers {}",
-                last.0
-            )));
-        }
-        if last.0 > 0 && self.store.tree_root(org, last.0).await? != last.1 {
-            return Err(Skip::Integrity(format!(
-                "the stored tree no longer gives the signed root of size {}",
-                last.0
-            )));
-        }
-        self.store.extend_tiles(org, last.0, size).await?;
-        let root = self.store.tree_root(org, size).await?;
-        let note = self.key.sign(&Checkpoint {
-            origin: origin(&self.key, org),
-            size,
-            root,
-        });
-        self.store
-            .add_checkpoint(SignedCheckpoint {
-                org: org.to_owned(),
-                size,
-                root,
-                note,
-                created_at: crate::now(),
-            })
-            .await?;
-        Ok(Some((size, root)))
-    }
-
-    /// Signs a checkpoint for every org whose log grew; returns how many were signed. A
-    /// failure with one org's log does not hold back the others.
+    /// Brings the heads file up to date with each log's newest checkpoint; returns how many
+    /// logs have a newer one than last time. A newest checkpoint older than one seen before
+    /// is an integrity failure (the database went back), said and counted.
     pub async fn round(&self) -> anyhow::Result<usize> {
-        let mut signed = self.signed.lock().await;
-        let remembered = self.read_heads();
-        let mut count = 0;
+        let mut guard = self.seen.lock().await;
+        let (seen, failed) = &mut *guard;
+        let mut newer = 0;
         for org in self.store.orgs().await? {
-            let org = org.id;
-            let result = async {
-                let last = match signed.get(&org) {
-                    Some(l) => *l,
-                    None => {
-                        self.last_signed(&org, remembered.get(&org).copied())
-                            .await?
-                    }
-                };
-                signed.insert(org.clone(), last);
-                self.sign(&org, last).await
+            if failed.contains(&org.id) {
+                continue;
             }
-            .await;
-            match result {
-                Ok(Some(head)) => {
-                    signed.insert(org, head);
-                    count += 1;
+            let Some(c) = self.store.checkpoint(&org.id, None).await? else {
+                continue;
+            };
+            let head = (c.size, c.root);
+            match seen.get(&org.id) {
+                Some(&(size, _)) if size > c.size => {
+                    failed.insert(org.id.clone());
+                    integrity_failure(
+                        &org.id,
+                        &format!(
+                            "checkpoints up to {size} events were signed, but the store's newest covers {}",
+                            c.size
+                        ),
+                    );
+                    continue;
                 }
-                Ok(None) => {}
-                Err(Skip::Integrity(what)) => integrity_failure(&org, &what),
-                Err(Skip::Error(e)) => {
-                    tracing::error!(org, error = %e, "could not sign a checkpoint")
-                }
+                Some(h) if *h == head => continue,
+                _ => {}
             }
+            let opened = open(&c.note, &self.key.verifier());
+            if !opened.is_ok_and(|o| {
+                o.origin == origin(&self.key, &org.id) && o.size == c.size && o.root == c.root
+            }) {
+                failed.insert(org.id.clone());
+                integrity_failure(
+                    &org.id,
+                    "the newest stored checkpoint does not open with the log's key",
+                );
+                continue;
+            }
+            seen.insert(org.id, head);
+            newer += 1;
         }
-        if count > 0 {
-            let mut heads = remembered;
-            heads.extend(signed.iter().map(|(o, h)| (o.clone(), *h)));
-            self.write_heads(&heads)?;
+        if newer > 0 {
+            self.write(seen)?;
         }
-        metrics::counter!("trail_checkpoints_signed_total").increment(count as u64);
-        Ok(count)
+        Ok(newer)
     }
 
-    /// Runs rounds every `interval` until `stop` turns true, then one last round.
-    pub async fn run(self: Arc<Self>, interval: Duration, mut stop: watch::Receiver<bool>) {
+    /// Runs rounds every [`HEADS_INTERVAL`] until `stop` turns true, then one last round.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
             let stopping = tokio::select! {
-                _ = tokio::time::sleep(interval) => false,
+                _ = tokio::time::sleep(HEADS_INTERVAL) => false,
                 _ = stop.changed() => true,
             };
             if let Err(e) = self.round().await {
-                tracing::error!(error = %e, "checkpoint round failed");
+                tracing::error!(error = %e, "could not keep the log heads");
             }
             if stopping || *stop.borrow() {
                 return;
@@ -319,7 +254,7 @@ impl Checkpointer {
 
 fn integrity_failure(org: &str, what: &str) {
     metrics::counter!("trail_log_integrity_failures_total").increment(1);
-    tracing::error!(org, "not signing: {what}; run `trail verify` on this log");
+    tracing::error!(org, "{what}; run `trail verify` on this log");
 }
 
 // ----- endpoints -----
@@ -434,7 +369,7 @@ pub async fn checkpoint(
 }
 
 /// A signed checkpoint.
-#[derive(Serialize, ToSchema)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckpointView {
     pub size: u64,
@@ -444,6 +379,17 @@ pub struct CheckpointView {
     pub created_at: String,
     /// The C2SP signed note.
     pub note: String,
+}
+
+impl From<SignedCheckpoint> for CheckpointView {
+    fn from(c: SignedCheckpoint) -> Self {
+        CheckpointView {
+            size: c.size,
+            root: hex::encode(c.root),
+            created_at: c.created_at.to_string(),
+            note: c.note,
+        }
+    }
 }
 
 /// A page of signed checkpoints, oldest first.
@@ -486,15 +432,7 @@ pub async fn checkpoints(
         .then(|| items.last().map(|c| c.size))
         .flatten();
     Ok(Json(Checkpoints {
-        items: items
-            .into_iter()
-            .map(|c| CheckpointView {
-                size: c.size,
-                root: hex::encode(c.root),
-                created_at: c.created_at.to_string(),
-                note: c.note,
-            })
-            .collect(),
+        items: items.into_iter().map(CheckpointView::from).collect(),
         next_after: next,
     }))
 }

@@ -140,6 +140,10 @@ async fn harness() -> Harness {
         .unwrap();
     let key = trail_core::checkpoint::SignerKey::from_seed("trail.test", [5; 32]).unwrap();
     let mut state = AppState::new(store.clone(), Arc::new(key)).await.unwrap();
+    trail_server::log::Heads::new(store.clone(), state.log_key.clone(), None)
+        .start_signing()
+        .await
+        .unwrap();
     // The budget of failed attempts refills far slower than any test runs, so what a test
     // sees of it does not depend on how fast a busy machine runs it.
     state.throttle = Arc::new(trail_server::auth::FailureThrottle::new(
@@ -1413,10 +1417,6 @@ async fn authorization_matrix() {
     .await
     .unwrap();
     h.ingest("acme", json!([event("seed")])).await;
-    trail_server::log::Checkpointer::new(h.store.clone(), h.state.log_key.clone(), None)
-        .round()
-        .await
-        .unwrap();
     let org_scopes: Vec<Scope> = Scope::ALL
         .into_iter()
         .filter(|x| *x != Scope::OrgsAdmin)
@@ -2760,34 +2760,45 @@ async fn signed_checkpoints_and_proofs_verify_with_the_served_key() {
     use trail_core::checkpoint::{VerifierKey, open};
     use trail_core::merkle::{verify_consistency, verify_inclusion};
     let h = harness().await;
-    let checkpointer =
-        trail_server::log::Checkpointer::new(h.store.clone(), h.state.log_key.clone(), None);
     let key = h.get("/v1/log/key", Some(&h.owner)).await;
     let verifier = VerifierKey::parse(key.body["verifierKey"].as_str().unwrap()).unwrap();
 
     assert_problem(
-        &h.get("/v1/orgs/acme/log/checkpoint", Some(&h.owner)).await,
+        &h.get("/v1/orgs/umbrella/log/checkpoint", Some(&h.other))
+            .await,
         404,
         "no signed checkpoint yet",
     );
-    h.ingest(
-        "acme",
-        Value::Array((0..300).map(|i| event(&format!("e{i}"))).collect()),
-    )
-    .await;
-    assert_eq!(
-        checkpointer.round().await.unwrap(),
-        1,
-        "acme grew; umbrella did not"
-    );
+    // Zero merge delay: the answer to a batch carries the signed checkpoint that covers it.
+    let ingested = h
+        .ingest(
+            "acme",
+            Value::Array((0..300).map(|i| event(&format!("e{i}"))).collect()),
+        )
+        .await
+        .body;
+    let covers = ingested["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["seq"].as_u64().unwrap())
+        .max()
+        .unwrap()
+        + 1;
+    let answered = open(ingested["checkpoint"]["note"].as_str().unwrap(), &verifier).unwrap();
+    assert_eq!(answered.size, covers, "{ingested}");
+    assert_eq!(ingested["checkpoint"]["size"], covers);
+    assert_eq!(ingested["checkpoint"]["root"], hex::encode(answered.root));
     let (status, first) = text(&h, "/v1/orgs/acme/log/checkpoint", &h.owner).await;
     assert_eq!(status, StatusCode::OK);
     let first = open(&first, &verifier).unwrap();
     assert_eq!(first.origin, "trail.test/acme");
-    assert!(first.size >= 300);
+    assert!(
+        first.size >= covers,
+        "the newest is this one or a later one"
+    );
 
     h.ingest("acme", json!([event("late")])).await;
-    checkpointer.round().await.unwrap();
     let (_, second) = text(&h, "/v1/orgs/acme/log/checkpoint", &h.owner).await;
     let second = open(&second, &verifier).unwrap();
     assert!(second.size > first.size);
@@ -2830,7 +2841,10 @@ async fn signed_checkpoints_and_proofs_verify_with_the_served_key() {
     ));
     let c = h
         .get(
-            &format!("/v1/orgs/acme/log/proof/consistency?from={}", first.size),
+            &format!(
+                "/v1/orgs/acme/log/proof/consistency?from={}&to={}",
+                first.size, second.size
+            ),
             Some(&h.owner),
         )
         .await;
@@ -2853,8 +2867,16 @@ async fn signed_checkpoints_and_proofs_verify_with_the_served_key() {
         first,
         "every checkpoint is kept"
     );
+    // One checkpoint for every transaction that appended: the two above among them.
     let list = h.get("/v1/orgs/acme/log/checkpoints", Some(&h.owner)).await;
-    assert_eq!(list.body["items"].as_array().unwrap().len(), 2);
+    let sizes: Vec<u64> = list.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["size"].as_u64().unwrap())
+        .collect();
+    assert!(sizes.windows(2).all(|w| w[0] < w[1]), "{sizes:?}");
+    assert!(sizes.contains(&first.size) && sizes.contains(&second.size));
 
     // Entries carry the bytes that were hashed.
     let entries = h
@@ -2881,7 +2903,11 @@ async fn signed_checkpoints_and_proofs_verify_with_the_served_key() {
 
     for (uri, status, detail) in [
         (
-            format!("/v1/orgs/acme/log/proof/inclusion?seq={}", second.size),
+            // Past the newest checkpoint, however many calls have been recorded since.
+            format!(
+                "/v1/orgs/acme/log/proof/inclusion?seq={}",
+                second.size + 100_000
+            ),
             400,
             "is not in a tree of",
         ),
@@ -2919,36 +2945,6 @@ async fn signed_checkpoints_and_proofs_verify_with_the_served_key() {
     ] {
         assert_problem(&h.get(&uri, Some(&h.owner)).await, status, detail);
     }
-}
-
-#[tokio::test]
-async fn the_checkpointer_signs_nothing_over_a_tampered_log() {
-    let h = harness().await;
-    let checkpointer =
-        trail_server::log::Checkpointer::new(h.store.clone(), h.state.log_key.clone(), None);
-    h.ingest(
-        "acme",
-        Value::Array((0..20).map(|i| event(&format!("e{i}"))).collect()),
-    )
-    .await;
-    checkpointer.round().await.unwrap();
-    let signed = h.store.checkpoint("acme", None).await.unwrap().unwrap();
-    // Someone with the database file rewrites a stored leaf hash.
-    let raw = rusqlite::Connection::open(h.store.path()).unwrap();
-    raw.execute_batch("DROP TRIGGER events_no_update; UPDATE events SET hash = zeroblob(32) WHERE k = (SELECT min(k) FROM events);").unwrap();
-    drop(raw);
-    h.ingest("acme", json!([event("after")])).await;
-    let fresh =
-        trail_server::log::Checkpointer::new(h.store.clone(), h.state.log_key.clone(), None);
-    assert_eq!(
-        fresh.round().await.unwrap(),
-        0,
-        "nothing signed over a log that no longer gives its signed root"
-    );
-    assert_eq!(
-        h.store.checkpoint("acme", None).await.unwrap().unwrap(),
-        signed
-    );
 }
 
 #[tokio::test]
@@ -3170,84 +3166,30 @@ async fn the_live_tail_streams_new_matching_events_and_resumes() {
 }
 
 #[tokio::test]
-async fn removing_the_newest_checkpoints_does_not_make_the_checkpointer_forget() {
+async fn the_heads_file_keeps_the_newest_signed_head_of_each_log() {
     let h = harness().await;
-    let heads = h._dir.path().join("log-heads.json");
-    let new_checkpointer = || {
-        trail_server::log::Checkpointer::new(
-            h.store.clone(),
-            h.state.log_key.clone(),
-            Some(heads.clone()),
-        )
-    };
-    h.ingest(
-        "acme",
-        Value::Array((0..20).map(|i| event(&format!("e{i}"))).collect()),
-    )
-    .await;
-    new_checkpointer().round().await.unwrap();
-    let first = h.store.checkpoint("acme", None).await.unwrap().unwrap();
-    h.ingest("acme", json!([event("more")])).await;
-    new_checkpointer().round().await.unwrap();
-    let second = h.store.checkpoint("acme", None).await.unwrap().unwrap();
-    assert!(second.size > first.size);
-
-    // Someone with the database file drops the newest checkpoint and rewrites history
-    // under it, hash and all; then the server restarts (a fresh checkpointer).
-    let raw = rusqlite::Connection::open(h.store.path()).unwrap();
-    raw.execute_batch(&format!(
-        "DROP TRIGGER checkpoints_no_delete; DELETE FROM checkpoints WHERE size = {};
-         DROP TRIGGER events_no_update; UPDATE events SET hash = zeroblob(32) WHERE k = (SELECT max(k) FROM events WHERE org = 1);",
-        second.size
-    ))
-    .unwrap();
-    drop(raw);
-    h.ingest("acme", json!([event("after")])).await;
-    assert_eq!(
-        new_checkpointer().round().await.unwrap(),
-        0,
-        "the head file remembers what was signed"
-    );
-    assert_eq!(
-        h.store
-            .checkpoint("acme", None)
-            .await
-            .unwrap()
-            .unwrap()
-            .size,
-        first.size
-    );
-
-    // A stored checkpoint whose root disagrees with its signed note is not trusted either.
-    let h = harness().await;
+    let file = h._dir.path().join("log-heads.json");
+    let heads =
+        trail_server::log::Heads::new(h.store.clone(), h.state.log_key.clone(), Some(file.clone()));
+    let kept =
+        || -> Value { serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap() };
     h.ingest("acme", json!([event("a")])).await;
-    trail_server::log::Checkpointer::new(h.store.clone(), h.state.log_key.clone(), None)
-        .round()
-        .await
-        .unwrap();
-    let raw = rusqlite::Connection::open(h.store.path()).unwrap();
-    raw.execute_batch(
-        "DROP TRIGGER checkpoints_no_update; UPDATE checkpoints SET root = zeroblob(32)",
-    )
-    .unwrap();
-    drop(raw);
-    h.ingest("acme", json!([event("b")])).await;
-    h.post(
-        "/v1/orgs/umbrella/events",
-        &h.other,
-        "application/json",
-        json!([event("u")]).to_string(),
-    )
-    .await;
-    let fresh =
-        trail_server::log::Checkpointer::new(h.store.clone(), h.state.log_key.clone(), None);
+    assert!(heads.round().await.unwrap() >= 1);
+    let newest = h.store.checkpoint("acme", None).await.unwrap().unwrap();
     assert_eq!(
-        fresh.round().await.unwrap(),
-        1,
-        "umbrella still signs; acme does not"
+        kept()["acme"],
+        json!([newest.size, hex::encode(newest.root)])
     );
-    let acme = h.store.checkpoints("acme", 0, 10).await.unwrap();
-    assert_eq!(acme.len(), 1, "nothing new for acme");
+    assert_eq!(heads.round().await.unwrap(), 0, "nothing newer");
+    let ingested = h.ingest("acme", json!([event("b")])).await.body;
+    assert_eq!(
+        heads.round().await.unwrap(),
+        1,
+        "acme grew; umbrella did not"
+    );
+    let newest = h.store.checkpoint("acme", None).await.unwrap().unwrap();
+    assert_eq!(kept()["acme"][0], newest.size);
+    assert!(newest.size >= ingested["checkpoint"]["size"].as_u64().unwrap());
 }
 
 /// Review finding: an admin could revoke an owner's PAT, the platform admin's bootstrap token

@@ -10,7 +10,7 @@
 //! error codes become [`StoreError`]s inside the backend.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -233,6 +233,17 @@ pub struct Appended {
     pub outcome: Outcome,
 }
 
+/// What one append stored, and the signed checkpoint that covers it.
+#[derive(Debug, Clone)]
+pub struct Appends {
+    /// One per event, in order.
+    pub items: Vec<Appended>,
+    /// The log's newest checkpoint, signed in the transaction that stored the events (or
+    /// before it, if they were all stored already); `None` if the store does not sign its
+    /// logs ([`Store::sign_logs`]) or refused to sign this one.
+    pub checkpoint: Option<SignedCheckpoint>,
+}
+
 /// An event as stored, with the leaf hash that was computed when it was accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
@@ -406,7 +417,24 @@ pub trait Store: Send + Sync + 'static {
     /// Appends events to an org's log, durably: when this returns `Ok`, they are on disk.
     /// Each gets the next seq of its org (no gaps), its time of receipt and its leaf hash;
     /// an event whose client id the org already holds is not stored again (see [`Outcome`]).
-    async fn append(&self, org: &str, events: Vec<EventBody>) -> Result<Vec<Appended>>;
+    async fn append(&self, org: &str, events: Vec<EventBody>) -> Result<Vec<Appended>> {
+        Ok(self.append_signed(org, events).await?.items)
+    }
+
+    /// [`Store::append`], with the signed checkpoint that covers the events.
+    async fn append_signed(&self, org: &str, events: Vec<EventBody>) -> Result<Appends>;
+
+    /// Zero merge delay: from now on the store signs a checkpoint of every log a transaction
+    /// appends to, with `key`, in that transaction. It first checks each log (its newest
+    /// checkpoint must open with the key, be no older than the `remembered` head of its org
+    /// (size and root, kept outside the store), and be the root of the stored leaves) and
+    /// signs the events no checkpoint covers yet. Returns the logs it refuses to sign (org,
+    /// why), which it also logs and counts.
+    async fn sign_logs(
+        &self,
+        key: Arc<trail_core::checkpoint::SignerKey>,
+        remembered: HashMap<String, (u64, [u8; 32])>,
+    ) -> Result<Vec<(String, String)>>;
 
     /// Events newest first (by timestamp, then seq) that pass the filter, after the cursor.
     async fn query(&self, org: &str, q: &EventQuery) -> Result<EventPage>;
@@ -465,8 +493,11 @@ pub trait Store: Send + Sync + 'static {
     /// Stores the tiles that the first `size` events complete, so proofs stay cheap. Tiles
     /// past the first `signed` events are computed from below, and a stored one that
     /// disagrees is refused (`Corrupt`): a planted tile never reaches a signed root.
+    /// Only for a store that does not sign its logs itself.
     async fn extend_tiles(&self, org: &str, signed: u64, size: u64) -> Result<()>;
 
+    /// Stores a checkpoint signed elsewhere; only for a store that does not sign its logs
+    /// itself.
     async fn add_checkpoint(&self, checkpoint: SignedCheckpoint) -> Result<()>;
     /// The newest checkpoint, or the one of exactly `size`.
     async fn checkpoint(&self, org: &str, size: Option<u64>) -> Result<Option<SignedCheckpoint>>;

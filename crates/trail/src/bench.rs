@@ -54,15 +54,8 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let work = Workload::new(args.events, args.batch);
 
-    // The same ingest without checkpoints (no signing, no tree maintenance), to show
-    // what the verifiable log costs the ingest path.
-    let unsigned = Server::start(&dir.path().join("unsigned"), "off")?;
-    let plain = ingest(&unsigned, &work, plain_batches(&args), &args).await?;
-    unsigned.stop()?;
-
-    let server = Server::start(&dir.path().join("server"), "500ms")?;
+    let server = Server::start(&dir.path().join("server"))?;
     let ingest = ingest(&server, &work, work.batches, &args).await?;
-    let signed_after = checkpoint_delay(&server, ingest.last_seq).await?;
     let peak_rss = server.peak_rss_kib();
     let org_q = time_queries(&server, &["audit-logs?limit=100"], args.queries).await?;
     let actor_q = time_queries(
@@ -143,18 +136,8 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     )?;
     writeln!(
         r,
-        "| ingest with checkpoints off, first {} events (events/s) | {:.0} | | the signed run's first tenth / this: {} |",
-        plain.events,
-        plain.rate,
-        ratio(
-            ingest.curve.first().map_or(ingest.rate, |c| c.1),
-            plain.rate
-        )
-    )?;
-    writeln!(
-        r,
-        "| signed checkpoint after the last acknowledgement (ms) | {:.0} | | |",
-        signed_after.as_secs_f64() * 1000.0
+        "| acknowledgements carrying a signed checkpoint that covers their batch | {} of {} | | |",
+        ingest.covered, ingest.batches
     )?;
     writeln!(
         r,
@@ -357,11 +340,17 @@ struct Server {
 }
 
 impl Server {
-    fn start(data: &Path, checkpoint_interval: &str) -> anyhow::Result<Server> {
+    fn start(data: &Path) -> anyhow::Result<Server> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
-            .args(["serve", "--listen", "127.0.0.1:0", "--bootstrap-org", ORG])
-            .args(["--checkpoint-interval", checkpoint_interval, "--data"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--bootstrap-org",
+                ORG,
+                "--data",
+            ])
             .arg(data)
             .env("TRAIL_LOG", "warn")
             .stdout(Stdio::piped())
@@ -425,17 +414,10 @@ impl Server {
 /// The most events the SQLite baseline loads (it is a reference at one size, not a curve).
 const BASELINE_MAX_EVENTS: usize = 1_000_000;
 
-/// The run without checkpoints is a reference for what signing costs: a tenth of the events,
-/// at least 50 batches (or all of them).
-fn plain_batches(args: &BenchArgs) -> usize {
-    let all = args.events / args.batch;
-    (all / 10).max(50).min(all)
-}
-
 struct IngestResult {
-    /// The highest seq acknowledged.
-    last_seq: u64,
     events: usize,
+    /// Acknowledgements whose signed checkpoint covers every event of their batch.
+    covered: usize,
     batches: usize,
     seconds: f64,
     rate: f64,
@@ -463,11 +445,11 @@ async fn ingest(
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut done_at = Vec::new();
-                let mut last_seq = 0u64;
+                let mut covered = 0;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= batches || Instant::now() > deadline {
-                        return Ok::<_, anyhow::Error>((latencies, done_at, last_seq));
+                        return Ok::<_, anyhow::Error>((latencies, done_at, covered));
                     }
                     let body = work.body(i);
                     let t = Instant::now();
@@ -485,21 +467,25 @@ async fn ingest(
                     latencies.push(t.elapsed());
                     done_at.push(started.elapsed().as_secs_f64());
                     let seqs = body["items"].as_array().into_iter().flatten();
-                    last_seq = seqs
-                        .filter_map(|i| i["seq"].as_u64())
-                        .fold(last_seq, u64::max);
+                    let last_seq = seqs.filter_map(|i| i["seq"].as_u64()).max();
+                    let signed = body["checkpoint"]["size"].as_u64();
+                    if let (Some(seq), Some(size)) = (last_seq, signed)
+                        && size > seq
+                    {
+                        covered += 1;
+                    }
                 }
             })
         })
         .collect();
     let mut latencies = Vec::new();
     let mut done_at = Vec::new();
-    let mut last_seq = 0;
+    let mut covered = 0;
     for t in tasks {
-        let (l, d, s) = t.await??;
+        let (l, d, c) = t.await??;
         latencies.extend(l);
         done_at.extend(d);
-        last_seq = last_seq.max(s);
+        covered += c;
     }
     let seconds = started.elapsed().as_secs_f64();
     let done = latencies.len();
@@ -520,8 +506,8 @@ async fn ingest(
         }
     }
     Ok(IngestResult {
-        last_seq,
         events,
+        covered,
         batches: done,
         seconds,
         rate: events as f64 / seconds,
@@ -529,33 +515,6 @@ async fn ingest(
         p99_ms,
         curve,
     })
-}
-
-/// How long after the last acknowledgement a signed checkpoint covers `last_seq`.
-async fn checkpoint_delay(server: &Server, last_seq: u64) -> anyhow::Result<Duration> {
-    let started = Instant::now();
-    let url = format!("{}/v1/orgs/{ORG}/log/checkpoint", server.url);
-    while started.elapsed() < Duration::from_secs(30) {
-        let resp = server
-            .client
-            .get(&url)
-            .bearer_auth(&server.token)
-            .send()
-            .await?;
-        if resp.status().is_success() {
-            let note = resp.text().await?;
-            let size: u64 = note
-                .lines()
-                .nth(1)
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(0);
-            if size > last_seq {
-                return Ok(started.elapsed());
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    bail!("no checkpoint covered seq {last_seq} within 30 s")
 }
 
 /// Offline verification of the stopped store, in events per second.

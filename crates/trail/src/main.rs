@@ -189,10 +189,6 @@ struct ServeArgs {
     /// start and kept [default: a name unique to this install, `trail-<8 hex digits>.local`].
     #[arg(long, env = "TRAIL_LOG_NAME")]
     log_name: Option<String>,
-    /// How soon a checkpoint is signed after events are acknowledged (e.g. 500ms, 1s), or
-    /// `off` (for benchmarks only: nothing is then signed).
-    #[arg(long, env = "TRAIL_CHECKPOINT_INTERVAL", default_value = "500ms", value_parser = parse_interval)]
-    checkpoint_interval: Interval,
     /// Open connections at most; more wait to be accepted. Lowered to fit the open-file
     /// limit if need be.
     #[arg(long, env = "TRAIL_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
@@ -251,28 +247,15 @@ fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
 
 /// A duration such as 500ms, 10s or 1m.
 fn parse_span(s: &str) -> Result<std::time::Duration, String> {
-    match parse_interval(s)? {
-        Interval(Some(d)) => Ok(d),
-        Interval(None) => Err(format!("{s:?}: give a duration such as 500ms or 10s")),
-    }
-}
-
-#[derive(Clone, Copy)]
-struct Interval(Option<std::time::Duration>);
-
-fn parse_interval(s: &str) -> Result<Interval, String> {
-    if s == "off" {
-        return Ok(Interval(None));
-    }
     if let Some(ms) = s.strip_suffix("ms") {
         return ms
             .parse::<u64>()
             .ok()
             .filter(|ms| *ms > 0)
-            .map(|ms| Interval(Some(std::time::Duration::from_millis(ms))))
+            .map(std::time::Duration::from_millis)
             .ok_or_else(|| format!("{s:?} is not a duration such as 500ms or 1s"));
     }
-    parse_duration(s).map(|d| Interval(Some(d)))
+    parse_duration(s)
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -472,7 +455,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         session_idle: args.session_idle,
         secure_cookies: args.secure_cookies,
         log_name: args.log_name,
-        checkpoint_interval: args.checkpoint_interval.0,
         connections: trail_server::edge::ConnectionLimits {
             max_connections: args.max_connections as usize,
             header_timeout: args.header_timeout,

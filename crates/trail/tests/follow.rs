@@ -13,14 +13,7 @@ mod common;
 use common::Server;
 
 /// A short keep-alive, so a quiet stream still carries traffic in a short test.
-const OPTIONS: &[&str] = &[
-    "--checkpoint-interval",
-    "100ms",
-    "--log-name",
-    "trail.test",
-    "--stream-keep-alive",
-    "1s",
-];
+const OPTIONS: &[&str] = &["--log-name", "trail.test", "--stream-keep-alive", "1s"];
 
 /// `trail logs tail --follow` of the `loader` actor's events, as NDJSON; its stdout lines
 /// and stderr lines arrive on channels.
@@ -193,12 +186,10 @@ async fn following_goes_on_past_a_minute() {
 }
 
 #[tokio::test]
-async fn a_stop_does_not_wait_for_open_streams_and_signs_the_last_checkpoint() {
+async fn a_stop_does_not_wait_for_open_streams_and_leaves_every_event_signed() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    // Checkpoints far apart: only the stop's own signs what comes last.
-    let options = ["--checkpoint-interval", "1h", "--log-name", "trail.test"];
-    let mut s = Server::start_with(&data, &options, None);
+    let mut s = Server::start_with(&data, &["--log-name", "trail.test"], None);
     let f = Follower::start(&s);
     ingest(&s, &["x"]).await;
     assert_eq!(actions(&f.events(1)), ["x"]);

@@ -362,51 +362,83 @@ async fn ingest_until(url: String, token: String, stop: tokio::sync::watch::Rece
     }
 }
 
-/// What a crash leaves (events acknowledged but not yet signed) is told as such: not
-/// tampering, exit 0, unless --strict; a restart signs them and then --strict passes.
+/// Zero merge delay: a server killed under ingest leaves no unsigned tail, so the store
+/// verifies strictly as it was left. Events stored without a signature (written to the
+/// store by something other than a running server, or by an older Trail) are told as such:
+/// not tampering, exit 0, unless --strict; a server started on the store signs them.
 #[tokio::test]
-async fn after_kill_9_under_ingest_offline_verify_says_how_many_events_are_unsigned() {
+async fn after_kill_9_under_ingest_every_stored_event_is_signed() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    // Signed up to here...
-    let s = Server::start(&data);
+    let mut s = Server::start(&data);
     let t = token(&data);
-    ingest(&s, &t, 0, 30).await;
     let key = s.key();
-    s.stop();
-    // ... then a server that signs nothing more is killed under ingest.
-    let mut s = Server::start_with(
-        &data,
-        &["--checkpoint-interval", "off", "--log-name", "trail.test"],
-        None,
-    );
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let load = tokio::spawn(ingest_until(s.url.clone(), t.clone(), stopped));
-    ingest(&s, &t, 30, 30).await;
+    ingest(&s, &t, 0, 30).await;
     s.signal(libc::SIGKILL);
     let _ = stop.send(true);
     load.await.unwrap();
 
-    let signed: u64 = sql(&data, "SELECT max(size) FROM checkpoints")
-        .parse()
-        .unwrap();
+    let default = "(SELECT id FROM orgs WHERE slug = 'default')";
     let stored: u64 = sql(
         &data,
-        "SELECT count(*) FROM events WHERE org = (SELECT id FROM orgs WHERE slug = 'default')",
+        &format!("SELECT count(*) FROM events WHERE org = {default}"),
     )
     .parse()
     .unwrap();
-    assert!(stored > signed, "{stored} stored, {signed} signed");
-    let unsigned = stored - signed;
+    let signed: u64 = sql(
+        &data,
+        &format!("SELECT max(size) FROM checkpoints WHERE org = {default}"),
+    )
+    .parse()
+    .unwrap();
+    assert_eq!(
+        signed, stored,
+        "the newest checkpoint covers every stored event"
+    );
+    let strict = |key: &str| {
+        trail(&[
+            "verify",
+            "--data",
+            data.to_str().unwrap(),
+            "--key",
+            key,
+            "--strict",
+        ])
+    };
+    let out = strict(&key);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("OK default: {stored} events verified")),
+        "{}",
+        text(&out)
+    );
+
+    // Events stored without signing.
+    {
+        let store = trail_store::SqliteStore::open(&data).unwrap();
+        let events = (0..5)
+            .map(|i| {
+                trail_core::EventBody::from_json(
+                    json!({"action": format!("u{i}"), "actor": {"id": "alice", "type": "user"}}),
+                    "default",
+                )
+                .unwrap()
+            })
+            .collect();
+        use trail_store::Store;
+        store.append("default", events).await.unwrap();
+    }
     let out = trail(&["verify", "--data", data.to_str().unwrap(), "--key", &key]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let want = format!(
-        "OK default: {signed} events verified against {} signed checkpoints; {unsigned} events after them (seq {signed}..{}) are not yet covered by a signed checkpoint: not tampering",
+        "OK default: {signed} events verified against {} signed checkpoints; 5 events after them (seq {signed}..{}) are not yet covered by a signed checkpoint: not tampering",
         sql(
             &data,
-            "SELECT count(*) FROM checkpoints WHERE org = (SELECT id FROM orgs WHERE slug = 'default')"
+            &format!("SELECT count(*) FROM checkpoints WHERE org = {default}")
         ),
-        stored - 1
+        signed + 4
     );
     assert!(
         text(&out).contains(&want),
@@ -414,30 +446,15 @@ async fn after_kill_9_under_ingest_offline_verify_says_how_many_events_are_unsig
         text(&out)
     );
     assert!(!text(&out).contains("inserted"), "{}", text(&out));
-    let strict = trail(&[
-        "verify",
-        "--data",
-        data.to_str().unwrap(),
-        "--key",
-        &key,
-        "--strict",
-    ]);
-    assert_eq!(strict.status.code(), Some(1), "{}", text(&strict));
+    assert_eq!(strict(&key).status.code(), Some(1));
 
-    // A restarted server signs them; stopped cleanly, the store verifies strictly.
+    // A server started on the store signs them.
     let s = Server::start(&data);
     s.stop();
-    let out = trail(&[
-        "verify",
-        "--data",
-        data.to_str().unwrap(),
-        "--key",
-        &key,
-        "--strict",
-    ]);
+    let out = strict(&key);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
-        text(&out).contains(&format!("OK default: {} events verified", stored)),
+        text(&out).contains(&format!("OK default: {} events verified", signed + 5)),
         "{}",
         text(&out)
     );
@@ -467,7 +484,7 @@ async fn two_installs_verify_from_one_witness_and_a_different_key_is_not_called_
     let mut keys = Vec::new();
     for name in ["a", "b"] {
         let data = dir.path().join(name);
-        let s = Server::start_with(&data, &["--checkpoint-interval", "100ms"], None);
+        let s = Server::start_with(&data, &[], None);
         let t = token(&data);
         ingest(&s, &t, 0, 5).await;
         tokio::time::sleep(std::time::Duration::from_millis(400)).await;
@@ -482,7 +499,7 @@ async fn two_installs_verify_from_one_witness_and_a_different_key_is_not_called_
         keys.push(key);
         // The name is kept: a restart signs as the same log.
         s.stop();
-        let s = Server::start_with(&data, &["--checkpoint-interval", "100ms"], None);
+        let s = Server::start_with(&data, &[], None);
         assert_eq!(s.key(), *keys.last().unwrap());
         s.stop();
     }

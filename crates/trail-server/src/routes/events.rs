@@ -96,6 +96,10 @@ pub struct IngestResult {
     pub rejected: usize,
     pub items: Vec<Ingested>,
     pub errors: Vec<EventError>,
+    /// The log's signed checkpoint that covers every stored event of the batch, written in
+    /// the transaction that stored them (zero merge delay). Null only for a log the server
+    /// refuses to sign because it failed its integrity check.
+    pub checkpoint: Option<crate::log::CheckpointView>,
 }
 
 /// A page of events, newest first.
@@ -239,10 +243,10 @@ pub async fn ingest(
         });
     }
     let (indexes, bodies): (Vec<usize>, Vec<EventBody>) = valid.into_iter().unzip();
-    let appended = state.store.append(&org, bodies).await?;
+    let appended = state.store.append_signed(&org, bodies).await?;
     let (mut accepted, mut duplicates) = (0, 0);
-    let mut items = Vec::with_capacity(appended.len());
-    for (index, a) in indexes.into_iter().zip(&appended) {
+    let mut items = Vec::with_capacity(appended.items.len());
+    for (index, a) in indexes.into_iter().zip(&appended.items) {
         match a.outcome {
             Outcome::Conflict => {
                 errors.push(error(
@@ -275,6 +279,7 @@ pub async fn ingest(
         rejected: errors.len(),
         items,
         errors,
+        checkpoint: appended.checkpoint.map(Into::into),
     }))
 }
 

@@ -10,6 +10,7 @@ mod migrate;
 mod minutes;
 mod read;
 mod row;
+mod signer;
 mod tree;
 mod wal;
 mod writer;
@@ -29,7 +30,7 @@ use trail_core::scope::Role;
 use trail_core::{EventBody, Timestamp};
 
 use crate::{
-    Appended, AuditEvents, Bootstrap, EventPage, EventQuery, Instance, LogWatch, Member, Org,
+    Appends, AuditEvents, Bootstrap, EventPage, EventQuery, Instance, LogWatch, Member, Org,
     Result, Session, SignedCheckpoint, Store, StoreError, StoredEvent, Token, TokenKind, User,
 };
 use dict::DictCache;
@@ -554,11 +555,24 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn append(&self, org: &str, events: Vec<EventBody>) -> Result<Vec<Appended>> {
+    async fn append_signed(&self, org: &str, events: Vec<EventBody>) -> Result<Appends> {
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Appends {
+                items: Vec::new(),
+                checkpoint: None,
+            });
         }
         self.writer()?.append(org.to_owned(), events).await
+    }
+
+    async fn sign_logs(
+        &self,
+        key: Arc<trail_core::checkpoint::SignerKey>,
+        remembered: HashMap<String, (u64, [u8; 32])>,
+    ) -> Result<Vec<(String, String)>> {
+        self.writer()?
+            .exec(move |w| w.sign_logs(key, remembered))
+            .await
     }
 
     async fn query(&self, org: &str, q: &EventQuery) -> Result<EventPage> {

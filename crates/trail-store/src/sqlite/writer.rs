@@ -17,10 +17,14 @@ use tokio::sync::{mpsc, oneshot};
 use trail_core::scope::{Role, Scope};
 use trail_core::{Event, EventBody, Timestamp, canonical};
 
+use trail_core::checkpoint::SignerKey;
+use trail_core::merkle::{Hash, RootBuilder};
+
+use super::signer::{self, Opened, Signer};
 use super::{SEQ_BITS, SEQ_MASK, org_id, row, unavailable};
 use crate::{
-    Appended, AuditEvents, Bootstrap, Instance, LogWatch, Member, Org, Outcome, Reach, Result,
-    Session, SignedCheckpoint, StoreError, Token, User,
+    Appended, Appends, AuditEvents, Bootstrap, Instance, LogWatch, Member, Org, Outcome, Reach,
+    Result, Session, SignedCheckpoint, StoreError, Token, User,
 };
 
 /// At most this many events go into one group commit.
@@ -31,14 +35,17 @@ const DICT_CACHE: usize = 100_000;
 
 type Reply<T> = oneshot::Sender<Result<T>>;
 
+/// What one request of a group stored: its org's id, and each event's outcome.
+type OrgAppends = (i64, Vec<Appended>);
+
 /// One caller's appends waiting in a group: the org, the events, where to answer.
-type Queued = (String, Vec<EventBody>, Reply<Vec<Appended>>);
+type Queued = (String, Vec<EventBody>, Reply<Appends>);
 
 enum Job {
     Append {
         org: String,
         events: Vec<EventBody>,
-        reply: Reply<Vec<Appended>>,
+        reply: Reply<Appends>,
     },
     Exec(Box<dyn FnOnce(&mut WriterState) + Send>),
 }
@@ -77,6 +84,7 @@ impl Writer {
             last_received: Timestamp(i64::MIN),
             fault: fault.clone(),
             logs,
+            signer: None,
         };
         let thread = thread::Builder::new()
             .name("trail-sqlite-writer".into())
@@ -94,7 +102,7 @@ impl Writer {
         self.fault.lock().expect("write fault lock").clone()
     }
 
-    pub async fn append(&self, org: String, events: Vec<EventBody>) -> Result<Vec<Appended>> {
+    pub async fn append(&self, org: String, events: Vec<EventBody>) -> Result<Appends> {
         let (reply, rx) = oneshot::channel();
         self.send(Job::Append { org, events, reply }).await?;
         rx.await.map_err(|_| closed())?
@@ -165,6 +173,8 @@ pub(crate) struct WriterState {
     fault: WriteFault,
     /// Told the new size of each log a transaction appended to, once it commits.
     logs: Arc<LogWatch>,
+    /// Signs every log a transaction appends to, in that transaction, once it has the key.
+    signer: Option<Signer>,
 }
 
 /// What one transaction has learnt or changed for the writer's caches; applied only if it
@@ -174,10 +184,17 @@ struct Pending {
     org_ids: HashMap<String, i64>,
     next_seq: HashMap<i64, u64>,
     dict: HashMap<String, i64>,
-    /// The logs this transaction appended to, by org slug, and their size after it.
-    grown: HashMap<String, u64>,
+    /// The logs this transaction appended to, by org slug: their org id and their size after
+    /// it.
+    grown: HashMap<String, (i64, u64)>,
     /// What the events appended add to the per-minute tallies, written before commit.
     tallies: super::minutes::Added,
+    /// The trees of the logs this transaction appended to, with its leaves.
+    trees: HashMap<i64, RootBuilder>,
+    /// The checkpoints this transaction signed (or, when the signer starts, found).
+    signed: HashMap<i64, SignedCheckpoint>,
+    /// Logs found not fit to sign: their slug and why.
+    refused: HashMap<i64, (String, String)>,
 }
 
 /// The writer's view of what is committed: read through `pending` first (this transaction's
@@ -186,6 +203,7 @@ struct Caches<'a> {
     org_ids: &'a HashMap<String, i64>,
     next_seq: &'a HashMap<i64, u64>,
     dict: &'a mut LruCache<String, i64>,
+    signer: Option<&'a Signer>,
 }
 
 /// Whether a failed write says nothing about the writer's caches: a refusal decided from
@@ -210,7 +228,7 @@ impl WriterState {
         let received_at =
             Timestamp::from_system_time(std::time::SystemTime::now()).max(self.last_received);
         let mut pending = Pending::default();
-        let result = (|| -> Result<Vec<Result<Vec<Appended>>>> {
+        let result = (|| -> Result<Vec<Result<OrgAppends>>> {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -225,6 +243,7 @@ impl WriterState {
                     org_ids: &self.org_ids,
                     next_seq: &self.next_seq,
                     dict: &mut self.dict,
+                    signer: self.signer.as_ref(),
                 };
                 match append_one(&tx, caches, &mut pending, org, events, received_at) {
                     Ok(appended) => results.push(Ok(appended)),
@@ -234,7 +253,7 @@ impl WriterState {
                     Err(e) => return Err(e),
                 }
             }
-            super::minutes::write(&tx, std::mem::take(&mut pending.tallies))?;
+            finish(&tx, self.signer.as_ref(), &mut pending, received_at)?;
             tx.commit().map_err(unavailable)?;
             Ok(results)
         })();
@@ -244,13 +263,23 @@ impl WriterState {
                 let created = results
                     .iter()
                     .flatten()
-                    .flatten()
+                    .flat_map(|(_, items)| items)
                     .filter(|a| a.outcome == Outcome::Created)
                     .count();
                 metrics::counter!("trail_events_appended_total").increment(created as u64);
                 metrics_group(group.len());
                 for ((_, _, reply), r) in group.drain(..).zip(results) {
-                    let _ = reply.send(r);
+                    // The newest checkpoint of the log covers the request: signed in this
+                    // transaction if it appended, else before (its events were there).
+                    let _ = reply.send(r.map(|(org_id, items)| {
+                        Appends {
+                            items,
+                            checkpoint: self
+                                .signer
+                                .as_ref()
+                                .and_then(|s| s.heads.get(&org_id).cloned()),
+                        }
+                    }));
                 }
             }
             Err(e) => {
@@ -287,10 +316,11 @@ impl WriterState {
                     org_ids: &self.org_ids,
                     next_seq: &self.next_seq,
                     dict: &mut self.dict,
+                    signer: self.signer.as_ref(),
                 };
                 append_one(&tx, caches, &mut pending, &org, vec![event], received_at)?;
             }
-            super::minutes::write(&tx, std::mem::take(&mut pending.tallies))?;
+            finish(&tx, self.signer.as_ref(), &mut pending, received_at)?;
             tx.commit().map_err(unavailable)?;
             Ok(out)
         })();
@@ -314,8 +344,16 @@ impl WriterState {
         }
         self.last_received = self.last_received.max(received_at);
         self.fault.lock().expect("write fault lock").take();
+        if let Some(signer) = &mut self.signer {
+            signer.trees.extend(pending.trees);
+            signer.heads.extend(pending.signed);
+            for (org_id, (org, why)) in pending.refused {
+                signer::refused(&org, &why);
+                signer.refused.insert(org_id, why);
+            }
+        }
         // Committed: readers of these logs may read the new events now.
-        for (org, size) in pending.grown {
+        for (org, (_, size)) in pending.grown {
             self.logs.grew(&org, size);
         }
     }
@@ -328,11 +366,73 @@ impl WriterState {
         self.org_ids.clear();
         self.next_seq.clear();
         self.dict.clear();
+        if let Some(signer) = &mut self.signer {
+            signer.trees.clear();
+        }
         let why = match e {
             StoreError::Unavailable(m) => m.clone(),
             other => other.to_string(),
         };
         *self.fault.lock().expect("write fault lock") = Some(why);
+    }
+
+    /// From now on, signs a checkpoint of every log a transaction appends to, in that
+    /// transaction; first checks every log against its newest checkpoint and `remembered`
+    /// heads, and signs the events no checkpoint covers yet. Returns the logs refused (org
+    /// slug, why): they are not signed any more.
+    pub fn sign_logs(
+        &mut self,
+        key: Arc<SignerKey>,
+        remembered: HashMap<String, (u64, Hash)>,
+    ) -> Result<Vec<(String, String)>> {
+        let signer = Signer::new(key, remembered);
+        let at = self.next_received_at();
+        let mut pending = Pending::default();
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let orgs: Vec<(i64, String)> = tx
+                .prepare("SELECT id, slug FROM orgs ORDER BY id")
+                .and_then(|mut s| {
+                    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect::<rusqlite::Result<_>>()
+                })
+                .map_err(unavailable)?;
+            for (org_id, org) in orgs {
+                match signer.open_log(&tx, org_id, &org)? {
+                    Opened::Tree(tree) => {
+                        let newest = super::tree::checkpoint(&tx, &org, None)?;
+                        let head = match newest {
+                            Some(c) if c.size == tree.size() => Some(c),
+                            _ if tree.size() == 0 => None,
+                            _ => Some(signer.sign(&tx, org_id, &org, &tree, at)?),
+                        };
+                        if let Some(head) = head {
+                            pending.signed.insert(org_id, head);
+                        }
+                        pending.trees.insert(org_id, tree);
+                    }
+                    Opened::Refused(why) => {
+                        pending.refused.insert(org_id, (org, why));
+                    }
+                }
+            }
+            tx.commit().map_err(unavailable)
+        })();
+        self.signer = Some(signer);
+        match result {
+            Ok(()) => {
+                let refused = pending.refused.values().cloned().collect();
+                self.apply(pending, at);
+                Ok(refused)
+            }
+            Err(e) => {
+                self.failed(&e);
+                Err(e)
+            }
+        }
     }
 
     pub fn bootstrap(&mut self, b: &Bootstrap) -> Result<bool> {
@@ -723,7 +823,7 @@ fn append_one(
     org: &str,
     events: Vec<EventBody>,
     received_at: Timestamp,
-) -> Result<Vec<Appended>> {
+) -> Result<OrgAppends> {
     let org_id = match pending.org_ids.get(org).or(committed.org_ids.get(org)) {
         Some(id) => *id,
         None => {
@@ -746,6 +846,38 @@ fn append_one(
     if seq.saturating_add(events.len() as u64) > SEQ_MASK as u64 + 1 {
         return Err(StoreError::LogFull(org.to_owned()));
     }
+    let mut tree = match committed.signer {
+        Some(signer)
+            if !signer.refused.contains_key(&org_id) && !pending.refused.contains_key(&org_id) =>
+        {
+            match pending
+                .trees
+                .remove(&org_id)
+                .or_else(|| signer.trees.get(&org_id).cloned())
+            {
+                Some(tree) => Some(tree),
+                None => match signer.open_log(tx, org_id, org)? {
+                    Opened::Tree(tree) => Some(tree),
+                    Opened::Refused(why) => {
+                        pending.refused.insert(org_id, (org.to_owned(), why));
+                        None
+                    }
+                },
+            }
+        }
+        _ => None,
+    };
+    if let Some(tree) = &tree
+        && tree.size() != seq
+    {
+        // The writer's view of this log no longer matches; failing the write makes it
+        // read the log again.
+        return Err(StoreError::Unavailable(format!(
+            "the writer's tree of org {org:?} has {} leaves, its log {seq}",
+            tree.size()
+        )));
+    }
+    let mut tiles = Vec::new();
     let mut intern = |tx: &Connection, s: &str| -> Result<i64> {
         if let Some(id) = pending.dict.get(s).or_else(|| committed_dict.get(s)) {
             return Ok(*id);
@@ -787,6 +919,9 @@ fn append_one(
         let event = Event::seal(org, seq, received_at, body);
         let hash = canonical::leaf_hash(&event);
         row::insert(tx, org_id, &event, &hash, &mut intern)?;
+        if let Some(tree) = &mut tree {
+            tree.push_tiles(hash, |level, idx, h| tiles.push((level, idx, *h)));
+        }
         pending.tallies.event(org_id, event.timestamp);
         if let Some(r) = &event.request {
             let route = intern(tx, &r.route)?;
@@ -803,11 +938,38 @@ fn append_one(
         });
         seq += 1;
     }
+    for (level, idx, hash) in tiles {
+        signer::store_tile(tx, org_id, level, idx, &hash)?;
+    }
+    if let Some(tree) = tree {
+        pending.trees.insert(org_id, tree);
+    }
     if out.iter().any(|a| a.outcome == Outcome::Created) {
-        pending.grown.insert(org.to_owned(), seq);
+        pending.grown.insert(org.to_owned(), (org_id, seq));
     }
     pending.next_seq.insert(org_id, seq);
-    Ok(out)
+    Ok((org_id, out))
+}
+
+/// What every write transaction does last: adds its events to the per-minute tallies and
+/// signs a checkpoint of each log it appended to.
+fn finish(
+    tx: &Connection,
+    signer: Option<&Signer>,
+    pending: &mut Pending,
+    at: Timestamp,
+) -> Result<()> {
+    super::minutes::write(tx, std::mem::take(&mut pending.tallies))?;
+    let Some(signer) = signer else {
+        return Ok(());
+    };
+    for (org, (org_id, _)) in &pending.grown {
+        if let Some(tree) = pending.trees.get(org_id) {
+            let head = signer.sign(tx, *org_id, org, tree, at)?;
+            pending.signed.insert(*org_id, head);
+        }
+    }
+    Ok(())
 }
 
 fn next_seq_on_disk(tx: &Connection, org_id: i64) -> Result<u64> {

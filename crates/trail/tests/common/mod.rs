@@ -17,12 +17,11 @@ pub struct Server {
     log: Option<Arc<Mutex<String>>>,
 }
 
-/// What [`Server::start`] runs with: checkpoints every 100 ms, as log `trail.test`.
-pub const DEFAULT_OPTIONS: &[&str] =
-    &["--checkpoint-interval", "100ms", "--log-name", "trail.test"];
+/// What [`Server::start`] runs with: as log `trail.test`.
+pub const DEFAULT_OPTIONS: &[&str] = &["--log-name", "trail.test"];
 
 impl Server {
-    /// Starts on `data`, signing checkpoints every 100 ms as log `trail.test`.
+    /// Starts on `data`, signing as log `trail.test`.
     pub fn start(data: &Path) -> Server {
         Server::start_with(data, DEFAULT_OPTIONS, None)
     }
@@ -162,7 +161,7 @@ impl Server {
         self.child.wait().unwrap();
     }
 
-    /// Stops gracefully: the server signs a last checkpoint first.
+    /// Stops gracefully.
     pub fn stop(mut self) {
         self.signal(libc::SIGTERM);
     }
