@@ -52,10 +52,15 @@ fn column_of(field: Field, m: &Matcher) -> &'static str {
     }
 }
 
-/// The stored values one matcher stands for: dictionary ids, or an integer range.
+/// The stored values one matcher stands for: dictionary ids (and, for an address, its
+/// inline bytes), or an integer range.
 enum Resolved {
-    Ids(Vec<i64>),
+    Ids(Vec<Sql>),
     Range(i64, i64),
+}
+
+fn ids(ids: impl IntoIterator<Item = i64>) -> Resolved {
+    Resolved::Ids(ids.into_iter().map(Sql::Integer).collect())
 }
 
 fn resolve(conn: &Connection, field: Field, m: &Matcher) -> Result<Resolved> {
@@ -66,11 +71,11 @@ fn resolve(conn: &Connection, field: Field, m: &Matcher) -> Result<Resolved> {
         }
         Matcher::Text(v) if field == Field::ActorType => match v.parse::<trail_core::ActorType>() {
             Ok(t) => match t.code() {
-                Some(code) => Resolved::Ids(vec![code.into()]),
+                Some(code) => ids([code.into()]),
                 // Another kind: its name's dictionary id, in `atname` ([`column_of`]).
-                None => Resolved::Ids(id_of(conn, v)?.into_iter().collect()),
+                None => ids(id_of(conn, v)?),
             },
-            Err(_) => Resolved::Ids(Vec::new()),
+            Err(_) => ids([]),
         },
         Matcher::Text(path) if field == Field::Route && !path.contains(' ') => {
             // A path without a method stands for the template under each registered method:
@@ -79,9 +84,17 @@ fn resolve(conn: &Connection, field: Field, m: &Matcher) -> Result<Resolved> {
             for template in trail_core::query::route_templates(path) {
                 ids.extend(id_of(conn, &template)?);
             }
-            Resolved::Ids(ids)
+            self::ids(ids)
         }
-        Matcher::Text(v) => Resolved::Ids(id_of(conn, v)?.into_iter().collect()),
+        // An address is stored inline; rows written before that hold its text's id.
+        Matcher::Text(v) if field == Field::Ip => {
+            let mut values: Vec<Sql> = id_of(conn, v)?.into_iter().map(Sql::Integer).collect();
+            if let Ok(ip) = v.parse::<std::net::IpAddr>() {
+                values.push(Sql::Blob(super::row::ip_bytes(ip)));
+            }
+            Resolved::Ids(values)
+        }
+        Matcher::Text(v) => ids(id_of(conn, v)?),
     })
 }
 
@@ -91,7 +104,7 @@ fn condition(col: &str, r: &Resolved, args: &mut Vec<Sql>) -> Option<String> {
         Resolved::Ids(ids) if ids.is_empty() => None,
         Resolved::Ids(ids) => {
             let marks = vec!["?"; ids.len()].join(", ");
-            args.extend(ids.iter().map(|&i| Sql::Integer(i)));
+            args.extend(ids.iter().cloned());
             Some(format!("{col} IN ({marks})"))
         }
         Resolved::Range(lo, hi) => {

@@ -2,7 +2,8 @@
 
 use std::net::IpAddr;
 
-use rusqlite::{Connection, Row, params};
+use rusqlite::types::Value;
+use rusqlite::{Connection, Row, params_from_iter};
 use trail_core::event::{Actor, ActorType, CanonicalJson, Object, RequestInfo};
 use trail_core::{Event, Timestamp};
 
@@ -15,87 +16,161 @@ pub(crate) const COLUMNS: &str = "k, ts, rdelta, cid, inst, action, cat, actor, 
      tok, scope, otype, oid, oparent, details, method, route, status, lat, body, cnt, last, hash, org, \
      enc, sub, atname";
 
-/// Writes one sealed event. `intern` maps a string to its dictionary id.
-pub(crate) fn insert(
-    tx: &Connection,
-    org_id: i64,
-    e: &Event,
-    hash: &[u8; 32],
-    intern: &mut dyn FnMut(&Connection, &str) -> Result<i64>,
-) -> Result<()> {
-    let mut opt = |s: Option<&str>| s.map(|s| intern(tx, s)).transpose();
-    let inst = opt(e.instance.as_deref())?;
-    let action = opt(Some(&e.action))?;
-    let cat = opt(Some(&e.category))?;
-    let actor = opt(Some(&e.actor.id))?;
-    let ip = opt(e.actor.ip.map(|ip| ip.to_string()).as_deref())?;
-    let ua = opt(e.actor.user_agent.as_deref())?;
-    let tok = opt(e.actor.token_id.as_deref())?;
-    let scope = opt(e.actor.scope.as_deref())?;
-    let o = e.object.as_ref();
-    let otype = opt(o.map(|o| o.kind.as_str()))?;
-    let oid = opt(o.and_then(|o| o.id.as_ref()).map(CanonicalJson::as_str))?;
-    let oparent = opt(o
-        .and_then(|o| o.parent_id.as_ref())
-        .map(CanonicalJson::as_str))?;
-    let okind = opt(o.and_then(Object::id_kind))?;
-    let oname = opt(o.and_then(Object::id_name))?;
-    let r = e.request.as_ref();
-    let method = opt(r.map(|r| r.method.as_str()))?;
-    let route = opt(r.map(|r| r.route.as_str()))?;
-    let sub = opt(e.submitted_by.as_deref())?;
-    // A known actor type is its code; another is 0 and its name, through the dictionary.
-    let atname = match e.actor.kind.code() {
-        Some(_) => None,
-        None => opt(Some(e.actor.kind.as_str()))?,
-    };
-    let k = (org_id << SEQ_BITS) | e.seq as i64;
-    tx.prepare_cached(
-        "INSERT INTO events (k, org, ts, rdelta, cid, inst, action, cat, actor, atype, ip, ua, \
-         tok, scope, otype, oid, oparent, okind, oname, details, method, route, status, lat, \
-         body, cnt, last, hash, enc, sub, atname) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, \
-         ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, \
-         ?27, ?28, ?29, ?30, ?31)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            k,
-            org_id,
-            e.timestamp.micros(),
-            e.received_at.micros() - e.timestamp.micros(),
-            e.client_id,
-            inst,
-            action,
-            cat,
-            actor,
-            e.actor.kind.code().unwrap_or(0),
-            ip,
-            ua,
-            tok,
-            scope,
-            otype,
-            oid,
-            oparent,
-            okind,
-            oname,
-            e.details.as_ref().map(CanonicalJson::as_str),
-            method,
-            route,
-            r.map(|r| r.status),
-            r.map(|r| r.latency_us as i64),
-            r.and_then(|r| r.body_sha256.as_ref().map(|b| b.as_slice())),
-            (e.count != 1).then_some(e.count as i64),
-            (e.last_occurred != e.timestamp)
-                .then(|| e.last_occurred.micros() - e.timestamp.micros()),
-            hash.as_slice(),
+/// The columns an insert writes, in the order of [`Inserter::add`]'s values.
+const INSERT_COLUMNS: &str = "k, org, ts, rdelta, cid, inst, action, cat, actor, atype, ip, \
+     ua, tok, scope, otype, oid, oparent, okind, oname, details, method, route, status, lat, \
+     body, cnt, last, hash, enc, sub, atname";
+const INSERT_WIDTH: usize = 31;
+/// Rows per INSERT statement, largest first: each statement journals the pages it changes
+/// once, however many rows change them, and pays its own overhead once. A flush writes its
+/// rows with as few statements of these sizes as it can.
+const STATEMENT_ROWS: [usize; 3] = [64, 8, 1];
+const ROWS_PER_INSERT: usize = STATEMENT_ROWS[0];
+
+/// The INSERT statement of each size in [`STATEMENT_ROWS`].
+static INSERTS: std::sync::LazyLock<[String; 3]> =
+    std::sync::LazyLock::new(|| STATEMENT_ROWS.map(insert_sql));
+
+/// Writes sealed events, [`ROWS_PER_INSERT`] rows to a statement. Rows are written when a
+/// statement's worth is queued and by [`Inserter::flush`], which a caller must call before
+/// it reads the events back or commits.
+#[derive(Default)]
+pub(crate) struct Inserter {
+    values: Vec<Value>,
+}
+
+impl Inserter {
+    /// Queues one sealed event. `intern` maps a string to its dictionary id.
+    pub fn add(
+        &mut self,
+        tx: &Connection,
+        org_id: i64,
+        e: &Event,
+        hash: &[u8; 32],
+        intern: &mut dyn FnMut(&Connection, &str) -> Result<i64>,
+    ) -> Result<()> {
+        let mut opt = |s: Option<&str>| -> Result<Value> {
+            Ok(match s {
+                Some(s) => Value::Integer(intern(tx, s)?),
+                None => Value::Null,
+            })
+        };
+        let o = e.object.as_ref();
+        let r = e.request.as_ref();
+        let int = |v: Option<i64>| v.map_or(Value::Null, Value::Integer);
+        let row: [Value; INSERT_WIDTH] = [
+            Value::Integer((org_id << SEQ_BITS) | e.seq as i64),
+            Value::Integer(org_id),
+            Value::Integer(e.timestamp.micros()),
+            Value::Integer(e.received_at.micros() - e.timestamp.micros()),
+            e.client_id.clone().map_or(Value::Null, Value::Text),
+            opt(e.instance.as_deref())?,
+            opt(Some(&e.action))?,
+            opt(Some(&e.category))?,
+            opt(Some(&e.actor.id))?,
+            Value::Integer(e.actor.kind.code().unwrap_or(0).into()),
+            e.actor
+                .ip
+                .map_or(Value::Null, |ip| Value::Blob(ip_bytes(ip))),
+            opt(e.actor.user_agent.as_deref())?,
+            opt(e.actor.token_id.as_deref())?,
+            opt(e.actor.scope.as_deref())?,
+            opt(o.map(|o| o.kind.as_str()))?,
+            opt(o.and_then(|o| o.id.as_ref()).map(CanonicalJson::as_str))?,
+            opt(o
+                .and_then(|o| o.parent_id.as_ref())
+                .map(CanonicalJson::as_str))?,
+            opt(o.and_then(Object::id_kind))?,
+            opt(o.and_then(Object::id_name))?,
+            e.details
+                .as_ref()
+                .map_or(Value::Null, |d| Value::Text(d.as_str().to_owned())),
+            opt(r.map(|r| r.method.as_str()))?,
+            opt(r.map(|r| r.route.as_str()))?,
+            int(r.map(|r| r.status.into())),
+            int(r.map(|r| r.latency_us as i64)),
+            r.and_then(|r| r.body_sha256.as_ref())
+                .map_or(Value::Null, |b| Value::Blob(b.to_vec())),
+            int((e.count != 1).then_some(e.count as i64)),
+            int((e.last_occurred != e.timestamp)
+                .then(|| e.last_occurred.micros() - e.timestamp.micros())),
+            Value::Blob(hash.to_vec()),
             // NULL: the current encoding (2); rows from before it default to 1.
-            (e.encoding != trail_core::canonical::VERSION).then_some(e.encoding),
-            sub,
-            atname,
-        ])
-    })
-    .map_err(unavailable)?;
-    Ok(())
+            int((e.encoding != trail_core::canonical::VERSION).then_some(e.encoding.into())),
+            opt(e.submitted_by.as_deref())?,
+            // A known actor type is its code; another is 0 and its name, in the dictionary.
+            match e.actor.kind.code() {
+                Some(_) => Value::Null,
+                None => opt(Some(e.actor.kind.as_str()))?,
+            },
+        ];
+        self.values.extend(row);
+        if self.values.len() == ROWS_PER_INSERT * INSERT_WIDTH {
+            self.flush(tx)?;
+        }
+        Ok(())
+    }
+
+    /// Writes every queued row.
+    pub fn flush(&mut self, tx: &Connection) -> Result<()> {
+        let mut rest = &self.values[..];
+        for (size, sql) in STATEMENT_ROWS.iter().zip(INSERTS.iter()) {
+            while rest.len() >= size * INSERT_WIDTH {
+                let (rows, after) = rest.split_at(size * INSERT_WIDTH);
+                tx.prepare_cached(sql)
+                    .and_then(|mut s| s.execute(params_from_iter(rows)))
+                    .map_err(unavailable)?;
+                rest = after;
+            }
+        }
+        self.values.clear();
+        Ok(())
+    }
+}
+
+fn insert_sql(rows: usize) -> String {
+    let row = format!("({})", vec!["?"; INSERT_WIDTH].join(", "));
+    format!(
+        "INSERT INTO events ({INSERT_COLUMNS}) VALUES {}",
+        vec![row; rows].join(", ")
+    )
+}
+
+/// An address as stored inline: its 4 or 16 bytes.
+pub(crate) fn ip_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
+/// The `ip` column as read: inline bytes, or (in rows written before addresses were stored
+/// inline) a dictionary id of its text.
+pub(crate) enum StoredIp {
+    Inline(IpAddr),
+    Dict(i64),
+}
+
+impl rusqlite::types::FromSql for StoredIp {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        use rusqlite::types::{FromSqlError, ValueRef};
+        match v {
+            ValueRef::Integer(id) => Ok(StoredIp::Dict(id)),
+            ValueRef::Blob(b) => match b.len() {
+                4 => Ok(StoredIp::Inline(IpAddr::from(
+                    <[u8; 4]>::try_from(b).expect("4 bytes"),
+                ))),
+                16 => Ok(StoredIp::Inline(IpAddr::from(
+                    <[u8; 16]>::try_from(b).expect("16 bytes"),
+                ))),
+                n => Err(FromSqlError::InvalidBlobSize {
+                    expected_size: 16,
+                    blob_size: n,
+                }),
+            },
+            _ => Err(FromSqlError::InvalidType),
+        }
+    }
 }
 
 /// A row as read, strings still as dictionary ids.
@@ -109,7 +184,7 @@ pub(crate) struct RawRow {
     cat: i64,
     actor: i64,
     atype: u8,
-    ip: Option<i64>,
+    ip: Option<StoredIp>,
     ua: Option<i64>,
     tok: Option<i64>,
     scope: Option<i64>,
@@ -183,7 +258,10 @@ impl RawRow {
             Some(self.action),
             Some(self.cat),
             Some(self.actor),
-            self.ip,
+            match self.ip {
+                Some(StoredIp::Dict(id)) => Some(id),
+                _ => None,
+            },
             self.ua,
             self.tok,
             self.scope,
@@ -212,9 +290,12 @@ impl RawRow {
                 .ok_or_else(|| corrupt(&format!("dictionary entry {id} is missing")))
         };
         let os = |id: Option<i64>| id.map(s).transpose();
-        let ip = match os(self.ip)? {
+        let ip = match self.ip {
             None => None,
-            Some(text) => Some(text.parse::<IpAddr>().map_err(|_| corrupt("bad ip"))?),
+            Some(StoredIp::Inline(ip)) => Some(ip),
+            Some(StoredIp::Dict(id)) => {
+                Some(s(id)?.parse::<IpAddr>().map_err(|_| corrupt("bad ip"))?)
+            }
         };
         let object = match self.otype {
             None => None,

@@ -878,6 +878,7 @@ fn append_one(
         )));
     }
     let mut tiles = Vec::new();
+    let mut rows = row::Inserter::default();
     let mut intern = |tx: &Connection, s: &str| -> Result<i64> {
         if let Some(id) = pending.dict.get(s).or_else(|| committed_dict.get(s)) {
             return Ok(*id);
@@ -918,7 +919,7 @@ fn append_one(
         }
         let event = Event::seal(org, seq, received_at, body);
         let hash = canonical::leaf_hash(&event);
-        row::insert(tx, org_id, &event, &hash, &mut intern)?;
+        rows.add(tx, org_id, &event, &hash, &mut intern)?;
         if let Some(tree) = &mut tree {
             tree.push_tiles(hash, |level, idx, h| tiles.push((level, idx, *h)));
         }
@@ -938,6 +939,7 @@ fn append_one(
         });
         seq += 1;
     }
+    rows.flush(tx)?;
     for (level, idx, hash) in tiles {
         signer::store_tile(tx, org_id, level, idx, &hash)?;
     }
