@@ -1,15 +1,21 @@
 //! `trail bench`: the benchmark suite behind BENCHMARKS.md.
 //!
-//! It starts a real `trail serve` (this binary) on a fresh data directory, ingests over HTTP
-//! with durable acknowledgement from several concurrent clients, times the newest-100
-//! queries, measures bytes per event on disk, and runs the same events into a plain SQLite
-//! table (the home-made audit table Trail replaces) in the same invocation, so that every
-//! figure comes with a baseline measured on the same machine at the same time.
-//! Every phase is bounded in events and in seconds.
+//! One invocation measures Trail and its baselines on the same machine at the same time, so
+//! that ratios hold on a noisy machine: it starts a real `trail serve` (this binary) on a
+//! fresh data directory and ingests over HTTP with durable acknowledgement from several
+//! concurrent clients, records the ingest rate as the store grows, times the queries, `perf`
+//! and offline verification, and measures bytes per event and the server's memory; then it
+//! loads the same events into PostgreSQL (a server it starts itself, where PostgreSQL is
+//! installed: one INSERT per event, and COPY, into a plain table with three indexes) and
+//! into a plain SQLite table. The load generator is measured too, against a server that
+//! does nothing, so that it is known not to be the bottleneck. It prints Markdown and writes
+//! the same figures as JSON (`--json`). Every phase is bounded in events and in seconds.
+
+mod postgres;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,179 +36,331 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 8)]
     clients: usize,
     /// Stop ingesting after this many seconds even if not all events are sent.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 1800)]
     max_seconds: u64,
     /// Timed requests per query shape.
     #[arg(long, default_value_t = 200)]
     queries: usize,
-    /// A run of about a minute: 50,000 events, 30 requests per query shape.
+    /// A run of about a minute: 50,000 events, 30 requests per query shape, small
+    /// baselines.
     #[arg(long)]
     quick: bool,
+    /// Where to write the figures as JSON.
+    #[arg(long, value_name = "FILE", default_value = "trail-bench.json")]
+    json: PathBuf,
 }
 
 const ORG: &str = "bench";
 
+/// The most events a baseline loads (each is a reference, not the subject).
+const BASELINE_MAX_EVENTS: usize = 1_000_000;
+/// The most events PostgreSQL gets one INSERT at a time (it does a few thousand a second).
+const INSERT_MAX_EVENTS: usize = 50_000;
+/// How long the load generator is timed against a server that does nothing.
+const NULL_SECONDS: u64 = 10;
+
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+    let mut baseline_max = BASELINE_MAX_EVENTS;
+    let mut insert_max = INSERT_MAX_EVENTS;
     if args.quick {
         args.events = 50_000;
         args.queries = 30;
         args.max_seconds = args.max_seconds.min(60);
+        baseline_max = 50_000;
+        insert_max = 10_000;
     }
     if args.batch == 0 || args.clients == 0 || args.events < args.batch {
         bail!("--batch and --clients must be positive and --events at least --batch");
     }
+    let max = Duration::from_secs(args.max_seconds);
     let dir = tempfile::tempdir()?;
     let work = Workload::new(args.events, args.batch);
+    let baseline_batches = |max_events: usize| (max_events / args.batch).clamp(1, work.batches);
+
+    // The load generator alone, against a server that answers at once.
+    let null = NullServer::start().await?;
+    let generator = ingest(
+        &null.target,
+        &work,
+        work.batches,
+        &args,
+        Duration::from_secs(NULL_SECONDS),
+    )
+    .await?;
+    drop(null);
 
     let server = Server::start(&dir.path().join("server"))?;
-    let ingest = ingest(&server, &work, work.batches, &args).await?;
+    let ingest = ingest(&server.target, &work, work.batches, &args, max).await?;
     let peak_rss = server.peak_rss_kib();
-    let org_q = time_queries(&server, &["audit-logs?limit=100"], args.queries).await?;
-    let actor_q = time_queries(
-        &server,
-        &["audit-logs?actor=user-7&since=1h&limit=100"],
-        args.queries,
-    )
-    .await?;
-    let filter_q = time_queries(
-        &server,
-        &["audit-logs?q=route%3A%2Fv1%2Fsecrets%20status%3A5xx%20-actor%3Auser-1&limit=100"],
-        args.queries,
-    )
-    .await?;
-    // What the console asks for when it opens Audit Logs: the first page and the
-    // histogram of the last 24 hours.
-    let console_q = time_queries(
-        &server,
-        &[
-            "audit-logs?since=24h&limit=50",
-            "audit-logs/histogram?since=24h",
-        ],
-        args.queries.min(50),
-    )
-    .await?;
-    let perf_q = time_queries(&server, &["perf?since=24h"], args.queries.min(50)).await?;
+    let q = |paths: &'static [&'static str], n: usize| time_queries(&server.target, paths, n);
+    let queries = vec![
+        ("newest 100 of the org", q(&["audit-logs?limit=100"], args.queries).await?),
+        (
+            "newest 100 of one actor in 1 h",
+            q(&["audit-logs?actor=user-7&since=1h&limit=100"], args.queries).await?,
+        ),
+        (
+            "newest 100 matching `route:/v1/secrets status:5xx -actor:user-1`",
+            q(
+                &["audit-logs?q=route%3A%2Fv1%2Fsecrets%20status%3A5xx%20-actor%3Auser-1&limit=100"],
+                args.queries,
+            )
+            .await?,
+        ),
+        (
+            "newest 100 on one object name (`objectName:app-7`)",
+            q(&["audit-logs?objectName=app-7&limit=100"], args.queries).await?,
+        ),
+        // What the console asks for when it opens Audit Logs: the first page and the
+        // histogram of the last 24 hours.
+        (
+            "console's first view: newest 50 + 24 h histogram",
+            q(
+                &["audit-logs?since=24h&limit=50", "audit-logs/histogram?since=24h"],
+                args.queries.min(50),
+            )
+            .await?,
+        ),
+        ("`perf` over 24 h", q(&["perf?since=24h"], args.queries.min(50)).await?),
+    ];
     let trail_db = server.stop()?;
     let verification = time_verification(&dir.path().join("server")).await?;
     let (stored, trail_bytes) = bytes_on_disk(&trail_db)?;
 
-    let base = baseline(
+    let (pg_copy, pg_insert, pg_version) = match postgres::Postgres::start() {
+        Ok(pg) => {
+            let copy = pg
+                .copy(&work, baseline_batches(baseline_max), args.clients, max)
+                .await?;
+            let insert = pg
+                .insert_per_event(&work, baseline_batches(insert_max), args.clients, max)
+                .await?;
+            (Ok(copy), Ok(insert), pg.version.clone())
+        }
+        Err(e) => (Err(e.to_string()), Err(e.to_string()), String::new()),
+    };
+    let sqlite = baseline(
         &dir.path().join("baseline.db"),
         &work,
-        ingest.batches.min(BASELINE_MAX_EVENTS / args.batch),
+        baseline_batches(baseline_max),
     )?;
 
-    let ratio = |a: f64, b: f64| {
-        if b > 0.0 {
-            format!("{:.2}x", a / b)
-        } else {
-            "-".into()
-        }
+    let report = Report {
+        command: format!(
+            "trail bench --events {} --batch {} --clients {} --queries {}{}",
+            args.events,
+            args.batch,
+            args.clients,
+            args.queries,
+            if args.quick { " --quick" } else { "" }
+        ),
+        machine: machine(),
+        generator,
+        ingest,
+        stored,
+        trail_bytes,
+        peak_rss_kib: peak_rss,
+        verification,
+        queries,
+        pg_copy,
+        pg_insert,
+        pg_version,
+        sqlite,
     };
-    let mut r = String::new();
-    writeln!(r, "## trail bench\n")?;
-    writeln!(
-        r,
-        "- command: `trail bench --events {} --batch {} --clients {} --queries {}`",
-        args.events, args.batch, args.clients, args.queries
-    )?;
-    writeln!(r, "- machine: {}", machine())?;
-    writeln!(
-        r,
-        "- Trail: `trail serve` over HTTP on loopback, embedded SQLite, WAL synced at every group commit"
-    )?;
-    writeln!(
-        r,
-        "- baseline: the same events (the first {} at most) into a plain SQLite table (JSON text + 4 indexes), one transaction and sync per batch, no HTTP\n",
-        BASELINE_MAX_EVENTS
-    )?;
-    writeln!(
-        r,
-        "| measure | Trail | plain SQLite table | Trail / baseline |"
-    )?;
-    writeln!(r, "|---|---|---|---|")?;
-    writeln!(
-        r,
-        "| ingest, durable ack, batches of {} (events/s) | {:.0} | {:.0} | {} |",
-        args.batch,
-        ingest.rate,
-        base.rate,
-        ratio(ingest.rate, base.rate)
-    )?;
-    writeln!(
-        r,
-        "| ack latency p50 / p99 (ms) | {:.1} / {:.1} | {:.1} / {:.1} | |",
-        ingest.p50_ms, ingest.p99_ms, base.p50_ms, base.p99_ms
-    )?;
-    writeln!(
-        r,
-        "| acknowledgements carrying a signed checkpoint that covers their batch | {} of {} | | |",
-        ingest.covered, ingest.batches
-    )?;
-    writeln!(
-        r,
-        "| full verification, `trail verify --data` (events/s) | {:.0} | | |",
-        verification
-    )?;
-    let trail_bpe = trail_bytes as f64 / stored as f64;
-    let base_bpe = base.bytes as f64 / base.events as f64;
-    writeln!(
-        r,
-        "| bytes per event on disk, indexes included | {trail_bpe:.0} | {base_bpe:.0} | {} |",
-        ratio(trail_bpe, base_bpe)
-    )?;
-    writeln!(
-        r,
-        "| newest 100 of the org, p50 / p99 (ms) | {:.2} / {:.2} | | |",
-        org_q.0, org_q.1
-    )?;
-    writeln!(
-        r,
-        "| newest 100 of one actor in 1 h, p50 / p99 (ms) | {:.2} / {:.2} | | |",
-        actor_q.0, actor_q.1
-    )?;
-    writeln!(
-        r,
-        "| newest 100 matching `route:/v1/secrets status:5xx -actor:user-1`, p50 / p99 (ms) | {:.2} / {:.2} | | |",
-        filter_q.0, filter_q.1
-    )?;
-    writeln!(
-        r,
-        "| console's first view: newest 50 + 24 h histogram, p50 / p99 (ms) | {:.2} / {:.2} | | |",
-        console_q.0, console_q.1
-    )?;
-    writeln!(
-        r,
-        "| `perf` over 24 h, p50 / p99 (ms) | {:.2} / {:.2} | | |",
-        perf_q.0, perf_q.1
-    )?;
-    writeln!(
-        r,
-        "| server peak RSS (MiB) | {} | | |",
-        peak_rss.map_or("-".into(), |k| format!("{:.0}", k as f64 / 1024.0))
-    )?;
-    writeln!(
-        r,
-        "\n{} events acknowledged in {:.1} s ({} stored, including the recorded API calls); {} events in the baseline.",
-        ingest.events, ingest.seconds, stored, base.events
-    )?;
-    writeln!(
-        r,
-        "\nIngest as the store grows (Trail, checkpoints on; each row a tenth of the run):\n"
-    )?;
-    writeln!(r, "| events stored | events/s |")?;
-    writeln!(r, "|---|---|")?;
-    for (upto, rate) in &ingest.curve {
-        writeln!(r, "| to {upto} | {rate:.0} |")?;
+    std::fs::write(&args.json, serde_json::to_vec_pretty(&report.json())?)
+        .with_context(|| format!("writing {}", args.json.display()))?;
+    eprintln!(
+        "trail bench: the figures as JSON are in {}",
+        args.json.display()
+    );
+    let text = report.markdown()?;
+    crate::cli::output::write(|out| out.write_all(text.as_bytes()))
+}
+
+/// Everything one run measured.
+struct Report {
+    command: String,
+    machine: String,
+    /// The load generator against a server that does nothing.
+    generator: IngestResult,
+    ingest: IngestResult,
+    /// Events stored (the recorded API calls included) and the database's bytes.
+    stored: u64,
+    trail_bytes: u64,
+    peak_rss_kib: Option<u64>,
+    /// Offline verification, events per second.
+    verification: f64,
+    /// Query shapes and their p50 / p99 (ms).
+    queries: Vec<(&'static str, (f64, f64))>,
+    pg_copy: Result<Baseline, String>,
+    pg_insert: Result<Baseline, String>,
+    pg_version: String,
+    sqlite: Baseline,
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}x", a / b)
+    } else {
+        "-".into()
     }
-    if let (Some(first), Some(last)) = (ingest.curve.first(), ingest.curve.last()) {
+}
+
+impl Report {
+    fn markdown(&self) -> anyhow::Result<String> {
+        let i = &self.ingest;
+        let mut r = String::new();
+        writeln!(r, "## trail bench\n")?;
+        writeln!(r, "- command: `{}`", self.command)?;
+        writeln!(r, "- machine: {}", self.machine)?;
         writeln!(
             r,
-            "\nThe last tenth against the first: {}.",
-            ratio(last.1, first.1)
+            "- Trail: `trail serve` over HTTP on loopback, embedded SQLite, WAL synced at every group commit, a signed checkpoint in every acknowledgement"
         )?;
+        writeln!(
+            r,
+            "- load generator: {} clients, batches of {} events made and sent as JSON; against a server that answers at once it sends {:.0} events/s ({:.1}x Trail's rate)",
+            self.generator.clients,
+            self.generator.batch,
+            self.generator.rate,
+            self.generator.rate / i.rate.max(1e-9)
+        )?;
+        match (&self.pg_copy, &self.pg_insert) {
+            (Ok(copy), Ok(insert)) => writeln!(
+                r,
+                "- PostgreSQL: {}, started by the bench; a plain table (the event as jsonb, indexes (org, ts), (org, actor, ts), (org, route, ts)); every commit durable; COPY of each batch ({} events), one INSERT per event ({} events), {} connections",
+                self.pg_version, copy.events, insert.events, self.generator.clients
+            )?,
+            (Err(why), _) | (_, Err(why)) => writeln!(r, "- PostgreSQL: not measured: {why}")?,
+        }
+        writeln!(
+            r,
+            "- SQLite: the same events ({} of them) into a plain SQLite table (JSON text + 4 indexes), one transaction and sync per batch, no HTTP\n",
+            self.sqlite.events
+        )?;
+
+        let copy = self.pg_copy.as_ref().ok();
+        let insert = self.pg_insert.as_ref().ok();
+        let cell = |b: Option<&Baseline>, f: &dyn Fn(&Baseline) -> String| b.map_or("-".into(), f);
+        writeln!(
+            r,
+            "| measure | Trail | PostgreSQL COPY | PostgreSQL INSERT per event | SQLite table | Trail / COPY |"
+        )?;
+        writeln!(r, "|---|---|---|---|---|---|")?;
+        writeln!(
+            r,
+            "| ingest, durable ack, batches of {} (events/s) | {:.0} | {} | {} | {:.0} | {} |",
+            i.batch,
+            i.rate,
+            cell(copy, &|b| format!("{:.0}", b.rate)),
+            cell(insert, &|b| format!("{:.0}", b.rate)),
+            self.sqlite.rate,
+            copy.map_or("-".into(), |b| ratio(i.rate, b.rate))
+        )?;
+        writeln!(
+            r,
+            "| ack latency p50 / p99 (ms; a batch's, an event's for INSERT) | {:.1} / {:.1} | {} | {} | {:.1} / {:.1} | |",
+            i.p50_ms,
+            i.p99_ms,
+            cell(copy, &|b| format!("{:.1} / {:.1}", b.p50_ms, b.p99_ms)),
+            cell(insert, &|b| format!("{:.1} / {:.1}", b.p50_ms, b.p99_ms)),
+            self.sqlite.p50_ms,
+            self.sqlite.p99_ms
+        )?;
+        let bpe = |b: &Baseline| b.bytes as f64 / b.events.max(1) as f64;
+        let trail_bpe = self.trail_bytes as f64 / self.stored.max(1) as f64;
+        writeln!(
+            r,
+            "| bytes per event on disk, indexes included | {trail_bpe:.0} | {} | {} | {:.0} | {} |",
+            cell(copy, &|b| format!("{:.0}", bpe(b))),
+            cell(insert, &|b| format!("{:.0}", bpe(b))),
+            bpe(&self.sqlite),
+            copy.map_or("-".into(), |b| ratio(trail_bpe, bpe(b)))
+        )?;
+        writeln!(
+            r,
+            "| acknowledgements carrying a signed checkpoint that covers their batch | {} of {} | | | | |",
+            i.covered, i.batches
+        )?;
+        writeln!(
+            r,
+            "| full verification, `trail verify --data` (events/s) | {:.0} | | | | |",
+            self.verification
+        )?;
+        for (what, (p50, p99)) in &self.queries {
+            writeln!(
+                r,
+                "| {what}, p50 / p99 (ms) | {p50:.2} / {p99:.2} | | | | |"
+            )?;
+        }
+        writeln!(
+            r,
+            "| server peak RSS (MiB) | {} | | | | |",
+            self.peak_rss_kib
+                .map_or("-".into(), |k| format!("{:.0}", k as f64 / 1024.0))
+        )?;
+        writeln!(
+            r,
+            "\n{} events acknowledged in {:.1} s ({} stored, including the recorded API calls).",
+            i.events, i.seconds, self.stored
+        )?;
+        writeln!(
+            r,
+            "\nIngest as the store grows (each row a tenth of the run; events/s):\n"
+        )?;
+        writeln!(
+            r,
+            "| Trail: events stored | Trail | PostgreSQL COPY: events stored | PostgreSQL COPY |"
+        )?;
+        writeln!(r, "|---|---|---|---|")?;
+        for (k, (upto, rate)) in i.curve.iter().enumerate() {
+            let pg = copy.and_then(|c| c.curve.get(k));
+            writeln!(
+                r,
+                "| to {upto} | {rate:.0} | {} | {} |",
+                pg.map_or("-".into(), |p| format!("to {}", p.0)),
+                pg.map_or("-".into(), |p| format!("{:.0}", p.1))
+            )?;
+        }
+        if let (Some(first), Some(last)) = (i.curve.first(), i.curve.last()) {
+            writeln!(
+                r,
+                "\nTrail's last tenth against its first: {}.",
+                ratio(last.1, first.1)
+            )?;
+        }
+        Ok(r)
     }
-    crate::cli::output::write(|out| out.write_all(r.as_bytes()))
+
+    fn json(&self) -> Value {
+        let baseline = |b: &Result<Baseline, String>| match b {
+            Ok(b) => b.json(),
+            Err(why) => json!({ "notMeasured": why }),
+        };
+        let i = &self.ingest;
+        json!({
+            "command": self.command,
+            "machine": self.machine,
+            "loadGenerator": { "eventsPerSecond": self.generator.rate },
+            "trail": {
+                "ingest": i.json(),
+                "eventsStored": self.stored,
+                "bytes": self.trail_bytes,
+                "bytesPerEvent": self.trail_bytes as f64 / self.stored.max(1) as f64,
+                "verificationEventsPerSecond": self.verification,
+                "peakRssKiB": self.peak_rss_kib,
+                "queries": self.queries.iter().map(|(what, (p50, p99))| {
+                    json!({ "query": what, "p50Ms": p50, "p99Ms": p99 })
+                }).collect::<Vec<_>>(),
+            },
+            "postgres": {
+                "version": self.pg_version,
+                "copy": baseline(&self.pg_copy),
+                "insertPerEvent": baseline(&self.pg_insert),
+            },
+            "sqliteTable": self.sqlite.json(),
+        })
+    }
 }
 
 /// Deterministic events like a platform's, as JSON array bodies, made batch by batch (a
@@ -331,12 +489,69 @@ impl Workload {
     }
 }
 
-struct Server {
-    child: Child,
+/// Where the load goes: a server's address and the token to send.
+struct Target {
     url: String,
     token: String,
-    data: std::path::PathBuf,
     client: reqwest::Client,
+}
+
+impl Target {
+    fn new(url: String, token: String) -> anyhow::Result<Target> {
+        Ok(Target {
+            url,
+            token,
+            client: reqwest::Client::builder()
+                .user_agent(concat!("trail/", env!("CARGO_PKG_VERSION"), " bench"))
+                .build()?,
+        })
+    }
+}
+
+/// A server that reads each batch and answers at once, storing nothing: what the load
+/// generator reaches when the server costs nothing.
+struct NullServer {
+    target: Target,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl NullServer {
+    async fn start() -> anyhow::Result<NullServer> {
+        let app = axum::Router::new()
+            .route(
+                "/v1/orgs/{org}/events",
+                axum::routing::post(|body: axum::body::Bytes| async move {
+                    let _ = body.len();
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        r#"{"items":[],"checkpoint":null}"#,
+                    )
+                }),
+            )
+            .layer(axum::extract::DefaultBodyLimit::disable());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(NullServer {
+            target: Target::new(url, "none".into())?,
+            task,
+        })
+    }
+}
+
+impl Drop for NullServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A `trail serve` of the bench's own.
+struct Server {
+    child: Child,
+    target: Target,
+    data: PathBuf,
 }
 
 impl Server {
@@ -375,12 +590,8 @@ impl Server {
             .to_owned();
         Ok(Server {
             child,
-            url,
-            token,
+            target: Target::new(url, token)?,
             data: data.to_owned(),
-            client: reqwest::Client::builder()
-                .user_agent(concat!("trail/", env!("CARGO_PKG_VERSION"), " bench"))
-                .build()?,
         })
     }
 
@@ -396,7 +607,7 @@ impl Server {
     }
 
     /// Stops the server gracefully; returns its database file.
-    fn stop(mut self) -> anyhow::Result<std::path::PathBuf> {
+    fn stop(mut self) -> anyhow::Result<PathBuf> {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()?;
@@ -411,10 +622,9 @@ impl Server {
     }
 }
 
-/// The most events the SQLite baseline loads (it is a reference at one size, not a curve).
-const BASELINE_MAX_EVENTS: usize = 1_000_000;
-
 struct IngestResult {
+    clients: usize,
+    batch: usize,
     events: usize,
     /// Acknowledgements whose signed checkpoint covers every event of their batch.
     covered: usize,
@@ -429,19 +639,20 @@ struct IngestResult {
 
 /// Sends the workload's first `batches` batches from `--clients` concurrent clients.
 async fn ingest(
-    server: &Server,
+    target: &Target,
     work: &Workload,
     batches: usize,
     args: &BenchArgs,
+    max: Duration,
 ) -> anyhow::Result<IngestResult> {
     let next = Arc::new(AtomicUsize::new(0));
-    let url = format!("{}/v1/orgs/{ORG}/events", server.url);
+    let url = format!("{}/v1/orgs/{ORG}/events", target.url);
     let started = Instant::now();
-    let deadline = started + Duration::from_secs(args.max_seconds);
+    let deadline = started + max;
     let tasks: Vec<_> = (0..args.clients)
         .map(|_| {
             let (work, next, url) = (work.clone(), next.clone(), url.clone());
-            let (client, token) = (server.client.clone(), server.token.clone());
+            let (client, token) = (target.client.clone(), target.token.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 let mut done_at = Vec::new();
@@ -492,20 +703,10 @@ async fn ingest(
     let events = done * args.batch;
     let (p50_ms, p99_ms) = percentiles(&mut latencies);
     done_at.sort_by(f64::total_cmp);
-    let mut curve = Vec::new();
-    let tenth = done / 10;
-    if tenth > 0 {
-        let mut from = 0.0;
-        for k in 1..=10 {
-            let at = done_at[k * tenth - 1];
-            curve.push((
-                k * tenth * args.batch,
-                (tenth * args.batch) as f64 / (at - from).max(1e-9),
-            ));
-            from = at;
-        }
-    }
     Ok(IngestResult {
+        clients: args.clients,
+        batch: args.batch,
+        curve: curve(&done_at, args.batch),
         events,
         covered,
         batches: done,
@@ -513,8 +714,48 @@ async fn ingest(
         rate: events as f64 / seconds,
         p50_ms,
         p99_ms,
-        curve,
     })
+}
+
+impl IngestResult {
+    fn json(&self) -> Value {
+        json!({
+            "events": self.events,
+            "batches": self.batches,
+            "batchesWithCoveringCheckpoint": self.covered,
+            "seconds": self.seconds,
+            "eventsPerSecond": self.rate,
+            "ackP50Ms": self.p50_ms,
+            "ackP99Ms": self.p99_ms,
+            "curve": curve_json(&self.curve),
+        })
+    }
+}
+
+/// The rate over each tenth of a run, from when each batch was acknowledged (sorted, in
+/// seconds from the start): (events stored by the end of the tenth, events/s over it).
+fn curve(done_at: &[f64], batch: usize) -> Vec<(usize, f64)> {
+    let tenth = done_at.len() / 10;
+    let mut curve = Vec::new();
+    if tenth > 0 {
+        let mut from = 0.0;
+        for k in 1..=10 {
+            let at = done_at[k * tenth - 1];
+            curve.push((
+                k * tenth * batch,
+                (tenth * batch) as f64 / (at - from).max(1e-9),
+            ));
+            from = at;
+        }
+    }
+    curve
+}
+
+fn curve_json(curve: &[(usize, f64)]) -> Value {
+    curve
+        .iter()
+        .map(|(upto, rate)| json!({ "eventsStored": upto, "eventsPerSecond": rate }))
+        .collect()
 }
 
 /// Offline verification of the stopped store, in events per second.
@@ -539,15 +780,15 @@ async fn time_verification(data: &Path) -> anyhow::Result<f64> {
 
 /// Times `n` rounds of GETs of `paths` (under the org), one after another: p50 and p99 of a
 /// round, in ms.
-async fn time_queries(server: &Server, paths: &[&str], n: usize) -> anyhow::Result<(f64, f64)> {
+async fn time_queries(target: &Target, paths: &[&str], n: usize) -> anyhow::Result<(f64, f64)> {
     let mut latencies = Vec::with_capacity(n);
     for _ in 0..n {
         let t = Instant::now();
         for path in paths {
-            let resp = server
+            let resp = target
                 .client
-                .get(format!("{}/v1/orgs/{ORG}/{path}", server.url))
-                .bearer_auth(&server.token)
+                .get(format!("{}/v1/orgs/{ORG}/{path}", target.url))
+                .bearer_auth(&target.token)
                 .send()
                 .await?;
             if !resp.status().is_success() {
@@ -580,12 +821,29 @@ fn bytes_on_disk(db: &Path) -> anyhow::Result<(u64, u64)> {
     Ok((n as u64, std::fs::metadata(db)?.len()))
 }
 
+/// A baseline's load: events, rate, acknowledgement latency, size on disk, and the rate by
+/// tenths as its table grew.
 struct Baseline {
     events: usize,
     rate: f64,
     p50_ms: f64,
     p99_ms: f64,
     bytes: u64,
+    curve: Vec<(usize, f64)>,
+}
+
+impl Baseline {
+    fn json(&self) -> Value {
+        json!({
+            "events": self.events,
+            "eventsPerSecond": self.rate,
+            "ackP50Ms": self.p50_ms,
+            "ackP99Ms": self.p99_ms,
+            "bytes": self.bytes,
+            "bytesPerEvent": self.bytes as f64 / self.events.max(1) as f64,
+            "curve": curve_json(&self.curve),
+        })
+    }
 }
 
 /// The home-made audit table: one row per event, its JSON as text, four indexes; the
@@ -603,6 +861,7 @@ fn baseline(path: &Path, work: &Workload, batches: usize) -> anyhow::Result<Base
          CREATE INDEX audit_route ON audit (org, route, ts);",
     )?;
     let mut latencies = Vec::new();
+    let mut done_at = Vec::new();
     let mut events = 0;
     let mut making = Duration::ZERO;
     let started = Instant::now();
@@ -631,6 +890,7 @@ fn baseline(path: &Path, work: &Workload, batches: usize) -> anyhow::Result<Base
         }
         tx.commit()?;
         latencies.push(t.elapsed());
+        done_at.push((started.elapsed() - making).as_secs_f64());
     }
     // Making the events is not the table's time.
     let seconds = (started.elapsed() - making).as_secs_f64();
@@ -643,6 +903,7 @@ fn baseline(path: &Path, work: &Workload, batches: usize) -> anyhow::Result<Base
         p50_ms,
         p99_ms,
         bytes: std::fs::metadata(path)?.len(),
+        curve: curve(&done_at, work.batch),
     })
 }
 

@@ -1,0 +1,345 @@
+//! The PostgreSQL baselines of `trail bench`: what a team gets from a home-made audit table
+//! in PostgreSQL on the same machine, in the same run. The bench starts a throwaway server
+//! itself (initdb into a temporary directory, a Unix socket only, as the `postgres` user when
+//! run as root), makes the plain table (the event as `jsonb` beside the columns it is
+//! searched by, and the three indexes such a table has: (org, ts), (org, actor, ts),
+//! (org, route, ts)), and loads the workload two ways, every write durable
+//! (`synchronous_commit = on`): one INSERT per event, and COPY of each batch.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures_util::SinkExt;
+use serde_json::Value;
+
+use super::{Baseline, ORG, Workload, curve, percentiles};
+
+/// A PostgreSQL server of the bench's own; stopped when dropped.
+pub(super) struct Postgres {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    /// Run its programs as `postgres` (the bench runs as root, which PostgreSQL refuses).
+    as_postgres: bool,
+    pub version: String,
+}
+
+const PORT: u16 = 5432;
+
+impl Postgres {
+    /// Starts a server if PostgreSQL is installed; `Err` says why not.
+    pub fn start() -> anyhow::Result<Postgres> {
+        let bin = bindir().context("PostgreSQL is not installed (no initdb found)")?;
+        let as_postgres = unsafe { libc::geteuid() } == 0;
+        let dir = tempfile::tempdir()?;
+        if as_postgres {
+            let id = |flag: &str| -> anyhow::Result<u32> {
+                let out = Command::new("id").args([flag, "postgres"]).output()?;
+                if !out.status.success() {
+                    bail!("running as root, and there is no postgres user to run PostgreSQL as");
+                }
+                Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
+            };
+            std::os::unix::fs::chown(dir.path(), Some(id("-u")?), Some(id("-g")?))?;
+        }
+        let mut pg = Postgres {
+            bin,
+            dir,
+            as_postgres,
+            version: String::new(),
+        };
+        let data = pg.data();
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                path(&data)?,
+                "-A",
+                "trust",
+                "-U",
+                "trail",
+                "-E",
+                "UTF8",
+                "--no-instructions",
+            ],
+        )?;
+        let options = format!(
+            "-c listen_addresses='' -k {} -p {PORT} -c shared_buffers=256MB \
+             -c max_wal_size=4GB -c synchronous_commit=on -c fsync=on",
+            path(pg.dir.path())?
+        );
+        let log = pg.dir.path().join("server.log");
+        pg.run(
+            "pg_ctl",
+            &[
+                "-D",
+                path(&data)?,
+                "-l",
+                path(&log)?,
+                "-o",
+                &options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+        )?;
+        pg.version = Command::new(pg.bin.join("postgres"))
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        Ok(pg)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn run(&self, program: &str, args: &[&str]) -> anyhow::Result<()> {
+        let exe = self.bin.join(program);
+        let mut cmd = if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&exe);
+            c
+        } else {
+            Command::new(&exe)
+        };
+        let out = cmd
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {}", exe.display()))?;
+        if !out.status.success() {
+            bail!(
+                "{program} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
+        let (client, connection) = tokio_postgres::Config::new()
+            .host_path(self.dir.path())
+            .port(PORT)
+            .user("trail")
+            .dbname("postgres")
+            .connect(tokio_postgres::NoTls)
+            .await
+            .context("connecting to the bench's PostgreSQL")?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
+    /// An empty audit table, as a team would make it.
+    async fn fresh_table(&self) -> anyhow::Result<()> {
+        self.connect()
+            .await?
+            .batch_execute(
+                "DROP TABLE IF EXISTS audit;
+                 CREATE TABLE audit (id bigserial PRIMARY KEY, org text NOT NULL,
+                   ts timestamptz NOT NULL, actor text NOT NULL, route text, record jsonb NOT NULL);
+                 CREATE INDEX audit_ts ON audit (org, ts);
+                 CREATE INDEX audit_actor ON audit (org, actor, ts);
+                 CREATE INDEX audit_route ON audit (org, route, ts);",
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The table's size on disk, indexes and TOAST included.
+    async fn bytes(&self) -> anyhow::Result<u64> {
+        let client = self.connect().await?;
+        client.batch_execute("CHECKPOINT").await?;
+        let row = client
+            .query_one("SELECT pg_total_relation_size('audit')", &[])
+            .await?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    /// The workload's first `batches` batches, one INSERT (and one commit) per event, from
+    /// `clients` connections; the acknowledgement latency is an event's.
+    pub async fn insert_per_event(
+        &self,
+        work: &Workload,
+        batches: usize,
+        clients: usize,
+        max: Duration,
+    ) -> anyhow::Result<Baseline> {
+        self.load(work, batches, clients, max, Load::InsertPerEvent)
+            .await
+    }
+
+    /// The same, one COPY (and one commit) per batch; the latency is a batch's.
+    pub async fn copy(
+        &self,
+        work: &Workload,
+        batches: usize,
+        clients: usize,
+        max: Duration,
+    ) -> anyhow::Result<Baseline> {
+        self.load(work, batches, clients, max, Load::Copy).await
+    }
+
+    async fn load(
+        &self,
+        work: &Workload,
+        batches: usize,
+        clients: usize,
+        max: Duration,
+        how: Load,
+    ) -> anyhow::Result<Baseline> {
+        self.fresh_table().await?;
+        let next = Arc::new(AtomicUsize::new(0));
+        let started = Instant::now();
+        let deadline = started + max;
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let client = self.connect().await?;
+            let (work, next) = (work.clone(), next.clone());
+            tasks.push(tokio::spawn(async move {
+                let insert = client
+                    .prepare(
+                        "INSERT INTO audit (org, ts, actor, route, record) \
+                         VALUES ($1, ($2::text)::timestamptz, $3, $4, ($5::text)::jsonb)",
+                    )
+                    .await?;
+                let mut latencies = Vec::new();
+                let mut done_at = Vec::new();
+                loop {
+                    let b = next.fetch_add(1, Ordering::Relaxed);
+                    if b >= batches || Instant::now() > deadline {
+                        return Ok::<_, anyhow::Error>((latencies, done_at));
+                    }
+                    let events = work.events(b);
+                    match how {
+                        Load::InsertPerEvent => {
+                            for e in &events {
+                                let t = Instant::now();
+                                let record = e.to_string();
+                                client
+                                    .execute(
+                                        &insert,
+                                        &[
+                                            &ORG,
+                                            &e["timestamp"].as_str(),
+                                            &e["actor"]["id"].as_str(),
+                                            &e["request"]["route"].as_str(),
+                                            &record,
+                                        ],
+                                    )
+                                    .await?;
+                                latencies.push(t.elapsed());
+                            }
+                        }
+                        Load::Copy => {
+                            let t = Instant::now();
+                            let sink = client
+                                .copy_in(
+                                    "COPY audit (org, ts, actor, route, record) FROM STDIN (FORMAT csv)",
+                                )
+                                .await?;
+                            let mut sink = std::pin::pin!(sink);
+                            sink.send(bytes::Bytes::from(csv(&events))).await?;
+                            sink.as_mut().finish().await?;
+                            latencies.push(t.elapsed());
+                        }
+                    }
+                    done_at.push(started.elapsed().as_secs_f64());
+                }
+            }));
+        }
+        let mut latencies = Vec::new();
+        let mut done_at = Vec::new();
+        for t in tasks {
+            let (l, d) = t.await??;
+            latencies.extend(l);
+            done_at.extend(d);
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let events = done_at.len() * work.batch;
+        let (p50_ms, p99_ms) = percentiles(&mut latencies);
+        done_at.sort_by(f64::total_cmp);
+        Ok(Baseline {
+            events,
+            rate: events as f64 / seconds,
+            p50_ms,
+            p99_ms,
+            bytes: self.bytes().await?,
+            curve: curve(&done_at, work.batch),
+        })
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.data();
+        if !data.join("postmaster.pid").exists() {
+            return;
+        }
+        if let Some(data) = data.to_str()
+            && let Err(e) = self.run("pg_ctl", &["-D", data, "-m", "fast", "-w", "stop"])
+        {
+            eprintln!("trail bench: stopping PostgreSQL: {e}");
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Load {
+    InsertPerEvent,
+    Copy,
+}
+
+/// A batch as CSV rows of (org, ts, actor, route, record); no route is NULL.
+fn csv(events: &[Value]) -> Vec<u8> {
+    let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let mut out = String::new();
+    for e in events {
+        out.push_str(&quote(ORG));
+        out.push(',');
+        out.push_str(&quote(e["timestamp"].as_str().unwrap_or_default()));
+        out.push(',');
+        out.push_str(&quote(e["actor"]["id"].as_str().unwrap_or_default()));
+        out.push(',');
+        if let Some(route) = e["request"]["route"].as_str() {
+            out.push_str(&quote(route));
+        }
+        out.push(',');
+        out.push_str(&quote(&e.to_string()));
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+fn path(p: &Path) -> anyhow::Result<&str> {
+    p.to_str().context("a temporary path that is not UTF-8")
+}
+
+/// Where PostgreSQL's programs are: `pg_config --bindir`, or the newest Debian install.
+fn bindir() -> Option<PathBuf> {
+    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
+        && out.status.success()
+    {
+        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        if dir.join("initdb").exists() {
+            return Some(dir);
+        }
+    }
+    let mut installed: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((version, bin))
+        })
+        .collect();
+    installed.sort();
+    installed.pop().map(|(_, bin)| bin)
+}

@@ -1,0 +1,54 @@
+//! `trail bench` runs end to end: Trail, the load generator's own speed, and the PostgreSQL
+//! and SQLite baselines it starts itself. (Its figures are for BENCHMARKS.md, from a release
+//! build; this only checks that every part of the harness works and reports.)
+
+use std::process::Command;
+
+#[test]
+fn a_small_bench_measures_trail_and_every_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_trail"))
+        .args([
+            "bench",
+            "--events",
+            "2000",
+            "--batch",
+            "100",
+            "--queries",
+            "2",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .env("TRAIL_LOG", "error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("| ingest, durable ack"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "| acknowledgements carrying a signed checkpoint that covers their batch | 20 of 20 |"
+        ),
+        "{stdout}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["trail"]["ingest"]["events"], 2000);
+    assert_eq!(
+        report["trail"]["ingest"]["curve"].as_array().unwrap().len(),
+        10
+    );
+    assert!(report["loadGenerator"]["eventsPerSecond"].as_f64().unwrap() > 0.0);
+    // PostgreSQL is installed where Trail's tests run: both of its baselines are measured.
+    for load in ["copy", "insertPerEvent"] {
+        let b = &report["postgres"][load];
+        assert!(b["notMeasured"].is_null(), "{load}: {b}");
+        assert_eq!(b["events"], 2000, "{load}: {b}");
+        assert!(b["bytesPerEvent"].as_f64().unwrap() > 0.0, "{load}: {b}");
+    }
+    assert_eq!(report["sqliteTable"]["events"], 2000);
+}
