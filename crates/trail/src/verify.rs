@@ -196,18 +196,34 @@ pub(crate) async fn verify_stored_org(
     }
     let count = checkpoints.len();
     let mut verifier = LogVerifier::new(checkpoints);
-    let mut from = 0;
-    loop {
-        let page = store.events_for_audit(org, from, 10_000).await?;
-        let Some(&(last, _)) = page.last() else { break };
-        from = last + 1;
-        for (seq, row) in &page {
-            match row {
-                Ok(e) => verifier.push(&e.event, &e.hash),
-                Err(_) => verifier.push_unreadable(*seq),
+    // Two cores at once: the next page is read (on the store's reader) while this one's
+    // leaves are recomputed (here).
+    let (pages, mut next) = tokio::sync::mpsc::channel(2);
+    let read = async move {
+        let mut from = 0;
+        loop {
+            let page = store.events_for_audit(org, from, 10_000).await?;
+            let Some(&(last, _)) = page.last() else {
+                return Ok::<_, trail_store::StoreError>(());
+            };
+            from = last + 1;
+            if pages.send(page).await.is_err() {
+                return Ok(());
             }
         }
-    }
+    };
+    let check = async {
+        while let Some(page) = next.recv().await {
+            for (seq, row) in &page {
+                match row {
+                    Ok(e) => verifier.push(&e.event, &e.hash),
+                    Err(_) => verifier.push_unreadable(*seq),
+                }
+            }
+        }
+    };
+    let (read, ()) = tokio::join!(read, check);
+    read?;
     Ok(match verifier.finish() {
         Ok(v) if v.uncovered == 0 => Ok(format!(
             "OK {org}: {} events verified against {count} signed checkpoints",

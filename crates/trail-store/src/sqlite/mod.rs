@@ -131,9 +131,13 @@ impl SqliteStore {
         configure(&conn).map_err(unavailable)?;
         migrate::migrate(&mut conn)?;
         // Checkpoints are the WAL thread's, not the writer's: a commit never waits for one.
-        // Once folded and started over, the WAL file is cut back to 64 MiB.
+        // Once folded and started over, a WAL file past 256 MiB is cut back to that. The WAL
+        // thread starts it over at about a quarter of that, so in steady ingest the file keeps
+        // its size and its frames are overwritten in place: cutting it at every restart made
+        // each commit grow the file again, which the file system pays for in block
+        // allocation and zeroing on the writer's thread.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
-            .and_then(|_| conn.pragma_update(None, "journal_size_limit", 64i64 << 20))
+            .and_then(|_| conn.pragma_update(None, "journal_size_limit", 256i64 << 20))
             .map_err(unavailable)?;
         let logs = Arc::new(LogWatch::default());
         Ok(SqliteStore {

@@ -141,7 +141,8 @@ impl Postgres {
         self.connect()
             .await?
             .batch_execute(
-                "DROP TABLE IF EXISTS audit;
+                "SET client_min_messages = warning;
+                 DROP TABLE IF EXISTS audit;
                  CREATE TABLE audit (id bigserial PRIMARY KEY, org text NOT NULL,
                    ts timestamptz NOT NULL, actor text NOT NULL, route text, record jsonb NOT NULL);
                  CREATE INDEX audit_ts ON audit (org, ts);
