@@ -113,8 +113,18 @@ pub struct Heads {
     store: Arc<dyn Store>,
     key: Arc<SignerKey>,
     file: Option<PathBuf>,
-    /// The newest head of each org seen signed, and the orgs found to have gone back.
-    seen: Mutex<(HashMap<String, Head>, HashSet<String>)>,
+    /// What the rounds keep between them.
+    seen: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    /// The newest head of each org seen signed.
+    heads: HashMap<String, Head>,
+    /// Orgs not followed any more: found to have gone back, or refused by the store.
+    failed: HashSet<String>,
+    /// `heads` holds more than the file: written at the next round.
+    unwritten: bool,
 }
 
 type Head = (u64, [u8; 32]);
@@ -127,23 +137,42 @@ impl Heads {
             store,
             key,
             file,
-            seen: Mutex::new((HashMap::new(), HashSet::new())),
+            seen: Mutex::new(Seen::default()),
         }
     }
 
-    fn read(&self) -> HashMap<String, Head> {
+    /// The heads remembered; none if there is no file yet. A file that cannot be read is an
+    /// error, not an empty memory: it is written whole or not at all (a rename), so it is
+    /// damaged only by someone or something else, and without it a store rolled back to an
+    /// older copy would be signed over.
+    fn read(&self) -> anyhow::Result<HashMap<String, Head>> {
         let Some(path) = &self.file else {
-            return HashMap::new();
+            return Ok(HashMap::new());
         };
-        let Ok(text) = std::fs::read_to_string(path) else {
-            return HashMap::new();
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        let damaged = |why: &str| {
+            anyhow::anyhow!(
+                "{} is damaged ({why}); it remembers the newest signed head of each log: \
+                 restore it, or remove it only if this store is known to be untouched",
+                path.display()
+            )
         };
         let parsed: HashMap<String, (u64, String)> =
-            serde_json::from_str(&text).unwrap_or_default();
+            serde_json::from_str(&text).map_err(|e| damaged(&e.to_string()))?;
         parsed
             .into_iter()
-            .filter_map(|(org, (size, root))| {
-                Some((org, (size, hex::decode(root).ok()?.try_into().ok()?)))
+            .map(|(org, (size, root))| {
+                let root = hex::decode(&root)
+                    .ok()
+                    .and_then(|r| r.try_into().ok())
+                    .ok_or_else(|| {
+                        damaged(&format!("the root of {org:?} is not 32 bytes of hex"))
+                    })?;
+                Ok((org, (size, root)))
             })
             .collect()
     }
@@ -170,17 +199,18 @@ impl Heads {
     /// (zero merge delay). Logs whose newest checkpoint is older than the heads file
     /// remembers, or no longer matches their leaves, are refused (and the store says so).
     pub async fn start_signing(&self) -> anyhow::Result<()> {
-        let remembered = self.read();
+        let remembered = self.read()?;
         let refused = self
             .store
             .sign_logs(self.key.clone(), remembered.clone())
             .await
             .context("starting to sign the logs")?;
         // The store has said why it refuses these; they are not signed any more.
-        *self.seen.lock().await = (
-            remembered,
-            refused.into_iter().map(|(org, _)| org).collect(),
-        );
+        *self.seen.lock().await = Seen {
+            heads: remembered,
+            failed: refused.into_iter().map(|(org, _)| org).collect(),
+            unwritten: false,
+        };
         self.round().await?;
         Ok(())
     }
@@ -189,50 +219,65 @@ impl Heads {
     /// logs have a newer one than last time. A newest checkpoint older than one seen before
     /// is an integrity failure (the database went back), said and counted.
     pub async fn round(&self) -> anyhow::Result<usize> {
-        let mut guard = self.seen.lock().await;
-        let (seen, failed) = &mut *guard;
+        let mut seen = self.seen.lock().await;
         let mut newer = 0;
         for org in self.store.orgs().await? {
-            if failed.contains(&org.id) {
+            if seen.failed.contains(&org.id) {
                 continue;
             }
-            let Some(c) = self.store.checkpoint(&org.id, None).await? else {
-                continue;
-            };
-            let head = (c.size, c.root);
-            match seen.get(&org.id) {
-                Some(&(size, _)) if size > c.size => {
-                    failed.insert(org.id.clone());
-                    integrity_failure(
-                        &org.id,
-                        &format!(
-                            "checkpoints up to {size} events were signed, but the store's newest covers {}",
-                            c.size
-                        ),
-                    );
+            let failure = match self.newest(&org.id, seen.heads.get(&org.id)).await {
+                Ok(Some(head)) => {
+                    seen.heads.insert(org.id, head);
+                    newer += 1;
                     continue;
                 }
-                Some(h) if *h == head => continue,
-                _ => {}
-            }
-            let opened = open(&c.note, &self.key.verifier());
-            if !opened.is_ok_and(|o| {
-                o.origin == origin(&self.key, &org.id) && o.size == c.size && o.root == c.root
-            }) {
-                failed.insert(org.id.clone());
-                integrity_failure(
-                    &org.id,
-                    "the newest stored checkpoint does not open with the log's key",
-                );
-                continue;
-            }
-            seen.insert(org.id, head);
-            newer += 1;
+                Ok(None) => continue,
+                Err(why) => why,
+            };
+            integrity_failure(&org.id, &failure);
+            seen.failed.insert(org.id);
         }
-        if newer > 0 {
-            self.write(seen)?;
+        if newer > 0 || seen.unwritten {
+            // Kept until written, so a failed write is tried again at the next round.
+            seen.unwritten = true;
+            self.write(&seen.heads)?;
+            seen.unwritten = false;
         }
         Ok(newer)
+    }
+
+    /// `org`'s newest checkpoint if it is newer than `seen` and checks out; `Err` says why it
+    /// does not.
+    async fn newest(&self, org: &str, seen: Option<&Head>) -> Result<Option<Head>, String> {
+        let c = match self.store.checkpoint(org, None).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Ok(None),
+            Err(trail_store::StoreError::Corrupt(why)) => {
+                return Err(format!("the newest checkpoint does not read: {why}"));
+            }
+            Err(e) => {
+                // Not a finding about the log: tried again at the next round.
+                tracing::warn!(org, error = %e, "could not read the newest checkpoint");
+                return Ok(None);
+            }
+        };
+        let head = (c.size, c.root);
+        match seen {
+            Some(&(size, _)) if size > c.size => {
+                return Err(format!(
+                    "checkpoints up to {size} events were signed, but the store's newest covers {}",
+                    c.size
+                ));
+            }
+            Some(h) if *h == head => return Ok(None),
+            _ => {}
+        }
+        match open(&c.note, &self.key.verifier()) {
+            Ok(o) if o.origin == origin(&self.key, org) && o.size == c.size && o.root == c.root => {
+                Ok(Some(head))
+            }
+            _ => Err("the newest stored checkpoint does not open with the log's key".into()),
+        }
     }
 
     /// Runs rounds every [`HEADS_INTERVAL`] until `stop` turns true, then one last round.

@@ -3192,6 +3192,31 @@ async fn the_heads_file_keeps_the_newest_signed_head_of_each_log() {
     assert!(newest.size >= ingested["checkpoint"]["size"].as_u64().unwrap());
 }
 
+/// Review finding: a heads file that could not be read was taken for an empty one, so a store
+/// rolled back to an older copy would have been signed over, and the file overwritten.
+#[tokio::test]
+async fn a_damaged_heads_file_stops_the_signer_from_starting() {
+    let h = harness().await;
+    let file = h._dir.path().join("log-heads.json");
+    let heads = || {
+        trail_server::log::Heads::new(h.store.clone(), h.state.log_key.clone(), Some(file.clone()))
+    };
+    std::fs::write(&file, "{\"acme\": [3, \"not hex\"]}").unwrap();
+    let err = heads().start_signing().await.unwrap_err();
+    assert!(format!("{err:#}").contains("is damaged"), "{err:#}");
+    std::fs::write(&file, "{ truncated").unwrap();
+    assert!(heads().start_signing().await.is_err());
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "{ truncated",
+        "left as it was found"
+    );
+    std::fs::remove_file(&file).unwrap();
+    h.ingest("acme", json!([event("a")])).await;
+    heads().start_signing().await.unwrap();
+    assert!(file.exists(), "a missing file is a first start");
+}
+
 /// Review finding: an admin could revoke an owner's PAT, the platform admin's bootstrap token
 /// included. Revoking another's credential takes every scope it holds.
 #[tokio::test]

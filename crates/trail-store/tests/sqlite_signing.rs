@@ -247,3 +247,45 @@ async fn dropping_the_newest_checkpoints_does_not_make_the_signer_forget_them() 
         "{refused:?}"
     );
 }
+
+#[tokio::test]
+async fn a_planted_tile_or_a_different_history_under_a_remembered_head_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_with_orgs(dir.path()).await;
+    store.sign_logs(key(), HashMap::new()).await.unwrap();
+    store.append("acme", events("acme", 0, 10)).await.unwrap();
+    store
+        .append("umbrella", events("umbrella", 0, 10))
+        .await
+        .unwrap();
+    let acme_at_5 = store.tree_root("acme", 5).await.unwrap();
+    drop(store);
+
+    // A tile of leaves the log does not hold yet: the writer would collide with it.
+    tamper(
+        dir.path(),
+        "INSERT INTO tiles (org, level, idx, hash) \
+         SELECT id, 8, 0, zeroblob(32) FROM orgs WHERE slug = 'umbrella'",
+    );
+    // A head remembered at size 5 whose root is not this history's (the store's newest is
+    // later, so sizes alone would not tell).
+    let remembered = HashMap::from([("acme".to_owned(), (5, [9u8; 32]))]);
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let mut refused = store.sign_logs(key(), remembered).await.unwrap();
+    refused.sort();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert_eq!(refused[0].0, "acme");
+    assert!(
+        refused[0].1.contains("root signed before at size 5"),
+        "{refused:?}"
+    );
+    assert_eq!(refused[1].0, "umbrella");
+    assert!(refused[1].1.contains("past the log's 10"), "{refused:?}");
+    drop(store);
+
+    // The true head at size 5 is a prefix of the stored history: fine.
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let remembered = HashMap::from([("acme".to_owned(), (5, acme_at_5))]);
+    let refused = store.sign_logs(key(), remembered).await.unwrap();
+    assert_eq!(refused.len(), 1, "only the planted tile: {refused:?}");
+}

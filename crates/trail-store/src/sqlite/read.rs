@@ -90,6 +90,11 @@ fn resolve(conn: &Connection, field: Field, m: &Matcher) -> Result<Resolved> {
         Matcher::Text(v) if field == Field::Ip => {
             let mut values: Vec<Sql> = id_of(conn, v)?.into_iter().map(Sql::Integer).collect();
             if let Ok(ip) = v.parse::<std::net::IpAddr>() {
+                // Old rows hold the address's canonical text, however the term spelt it.
+                let text = ip.to_string();
+                if text != *v {
+                    values.extend(id_of(conn, &text)?.map(Sql::Integer));
+                }
                 values.push(Sql::Blob(super::row::ip_bytes(ip)));
             }
             Resolved::Ids(values)

@@ -7,8 +7,12 @@
 //! `RootBuilder`, at most 64 hashes), so a new root costs the new leaves and one fold, and a
 //! completed tile is stored as the leaf that completes it is appended. A log's tree is read
 //! from the store when the writer first appends to it (and again after a failed write), and
-//! checked first: the newest stored checkpoint must open with the key, must not be older
-//! than a head the writer signed or was told of, and must be the root of the stored leaves.
+//! checked first: the newest stored checkpoint must open with the key, must extend every head
+//! the writer signed or was told of (the same root at that head's size), and must be the
+//! root of the stored tree (read through its stored tiles: a leaf rewritten under a stored
+//! tile is not seen here, but the roots signed from then on are those of the original
+//! history, and `trail verify`, which recomputes every leaf, names it); no stored tile may
+//! cover events the log does not hold yet.
 //! A log that fails is not signed any more (its events are still stored, and the failure is
 //! logged and counted), since signing it would put the key's name to a rewritten history.
 
@@ -18,7 +22,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, params};
 use trail_core::Timestamp;
 use trail_core::checkpoint::{Checkpoint, SignerKey, open, origin};
-use trail_core::merkle::{Hash, RootBuilder};
+use trail_core::merkle::{Hash, RootBuilder, TILE_HEIGHT};
 
 use super::tree::{self, Tree};
 use super::{read, unavailable};
@@ -91,23 +95,50 @@ impl Signer {
             self.remembered.get(org).copied(),
             self.heads.get(&org_id).map(|c| (c.size, c.root)),
         ];
-        for (size, root) in floors.into_iter().flatten() {
-            if size > signed.0 {
-                return Err(corrupt(format!(
-                    "checkpoints up to {size} events were signed, but the store's newest covers {}",
-                    signed.0
-                )));
-            }
-            if size == signed.0 && root != signed.1 {
-                return Err(corrupt(
-                    "the store's newest checkpoint is not the one signed".into(),
-                ));
-            }
-        }
         if signed.0 > size {
             return Err(corrupt(format!(
                 "the log holds {size} events but a signed checkpoint covers {}",
                 signed.0
+            )));
+        }
+        for (was, root) in floors.into_iter().flatten() {
+            if was > signed.0 {
+                return Err(corrupt(format!(
+                    "checkpoints up to {was} events were signed, but the store's newest covers {}",
+                    signed.0
+                )));
+            }
+            // The head signed before must be a prefix of this history: the same root at its
+            // size (the store's newest may be later).
+            let same = if was == signed.0 {
+                root == signed.1
+            } else {
+                was == 0 || Tree::open(tx, org, was)?.root()? == root
+            };
+            if !same {
+                return Err(corrupt(format!(
+                    "the stored history does not give the root signed before at size {was}"
+                )));
+            }
+        }
+        // A tile of a subtree the log has not completed was planted: the writer would collide
+        // with it when the subtree completes.
+        let mut ahead = false;
+        for level in (TILE_HEIGHT..64).step_by(TILE_HEIGHT as usize) {
+            ahead |= tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM tiles WHERE org = ?1 AND level = ?2 AND idx >= ?3)",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![org_id, level, (size >> level) as i64], |r| {
+                        r.get::<_, bool>(0)
+                    })
+                })
+                .map_err(unavailable)?;
+        }
+        if ahead {
+            return Err(corrupt(format!(
+                "a stored tile covers events past the log's {size}"
             )));
         }
         if signed.0 > 0 && Tree::open(tx, org, signed.0)?.root()? != signed.1 {

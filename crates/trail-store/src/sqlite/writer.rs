@@ -274,9 +274,12 @@ impl WriterState {
                     let _ = reply.send(r.map(|(org_id, items)| {
                         Appends {
                             items,
+                            // None for a log refused for signing: its last head does
+                            // not cover what was just stored.
                             checkpoint: self
                                 .signer
                                 .as_ref()
+                                .filter(|s| !s.refused.contains_key(&org_id))
                                 .and_then(|s| s.heads.get(&org_id).cloned()),
                         }
                     }));
