@@ -21,8 +21,6 @@ before(async () => {
       request: { method: "GET", route: "GET /v1/tenants/:id", status: 503, latencyMs: 4,
         bodySha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855" } },
   ]);
-  // The checkpoint that covers them is signed within 100 ms.
-  await new Promise((r) => setTimeout(r, 500));
 });
 
 after(async () => {

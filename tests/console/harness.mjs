@@ -20,8 +20,7 @@ mkdirSync(SHOTS, { recursive: true });
 /** Starts `trail serve`; resolves to `{ url, token, data, stop() }` once it listens. */
 export async function startServer(extra = []) {
   const data = mkdtempSync(join(tmpdir(), "trail-console-"));
-  const child = spawn(TRAIL, ["serve", "--listen", "127.0.0.1:0", "--data", data,
-    "--checkpoint-interval", "100ms", ...extra], {
+  const child = spawn(TRAIL, ["serve", "--listen", "127.0.0.1:0", "--data", data, ...extra], {
     env: { ...process.env, TRAIL_LOG: "error" },
     stdio: ["ignore", "pipe", "inherit"],
   });

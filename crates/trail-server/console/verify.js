@@ -229,7 +229,9 @@ export async function verifyRecord(record, bundle, logKey) {
       return { ok: false, reason: `What is shown differs from what was logged: ${diffs.join(", ")}.` };
     }
     if (!bundle.inclusion) {
-      return { ok: false, pending: true, reason: "Not yet covered by a signed checkpoint; try again in a moment." };
+      // Every event a running server stores is signed as it is stored: one without a
+      // checkpoint is in a log the server refused to sign, or was stored without its key.
+      return { ok: false, reason: "No signed checkpoint covers it: the server has not signed this part of the log (run `trail verify` on it)." };
     }
     const note = parseNote(bundle.inclusion.checkpoint);
     const vkey = await parseVerifierKey(logKey.verifierKey);

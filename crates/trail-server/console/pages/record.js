@@ -62,8 +62,8 @@ export async function openRecord(org, ev) {
         " log, included in the tree of ", String(r.size), " events that ", r.keyName,
         " signed. Your browser checked the proof and the signature itself.");
     } else {
-      mark.className = r.pending ? "verify pending" : "verify failed";
-      fill(mark, r.pending ? "… " : "✗ Not verified: ", r.reason);
+      mark.className = "verify failed";
+      fill(mark, "✗ Not verified: ", r.reason);
     }
   } catch (e) {
     mark.className = "verify failed";
