@@ -86,7 +86,9 @@ fn simple(action: &str) -> EventBody {
     body(json!({"action": action, "actor": {"id": "alice", "type": "user"}}))
 }
 
-async fn with_orgs(store: &dyn Store, ids: &[&str]) {
+/// Creates these orgs (no owner, no records): the setup of most checks, here and in a
+/// backend's own tests.
+pub async fn with_orgs(store: &dyn Store, ids: &[&str]) {
     for id in ids {
         store
             .create_org(org(id), None, None, Vec::new())

@@ -5,26 +5,14 @@ use std::time::Duration;
 
 use trail_core::Timestamp;
 use trail_core::query::Filter;
-use trail_store::conformance::sample_events;
-use trail_store::{EventQuery, Org, SqliteStore, Store, StoreError};
+use trail_store::conformance::{sample_events, with_orgs};
+use trail_store::{EventQuery, SqliteStore, Store, StoreError};
 
 #[tokio::test]
 async fn a_query_past_its_deadline_is_stopped_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
-    store
-        .create_org(
-            Org {
-                id: "acme".into(),
-                name: "Acme".into(),
-                created_at: Timestamp(0),
-            },
-            None,
-            None,
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+    with_orgs(&store, &["acme"]).await;
     store.append("acme", sample_events(3000)).await.unwrap();
     let mut filter = Filter::default();
     filter

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use rusqlite::Connection;
 use serde_json::json;
+use trail_core::EventBody;
 use trail_core::checkpoint::{SignerKey, open};
 use trail_core::merkle::{self, verify_inclusion};
-use trail_core::{EventBody, Timestamp};
+use trail_store::conformance::with_orgs;
 use trail_store::sqlite::DB_FILE;
-use trail_store::{Org, SqliteStore, Store};
+use trail_store::{SqliteStore, Store};
 
 fn key() -> Arc<SignerKey> {
     Arc::new(SignerKey::from_seed("trail.test", [7; 32]).unwrap())
@@ -31,21 +32,7 @@ fn events(org: &str, from: usize, n: usize) -> Vec<EventBody> {
 
 async fn open_with_orgs(dir: &std::path::Path) -> SqliteStore {
     let store = SqliteStore::open(dir).unwrap();
-    for id in ["acme", "umbrella"] {
-        store
-            .create_org(
-                Org {
-                    id: id.into(),
-                    name: id.into(),
-                    created_at: Timestamp(0),
-                },
-                None,
-                None,
-                Vec::new(),
-            )
-            .await
-            .unwrap();
-    }
+    with_orgs(&store, &["acme", "umbrella"]).await;
     store
 }
 

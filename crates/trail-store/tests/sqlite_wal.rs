@@ -4,28 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use trail_core::Timestamp;
-use trail_store::conformance::sample_events;
+use trail_store::conformance::{sample_events, with_orgs};
 use trail_store::sqlite::DB_FILE;
-use trail_store::{Org, SqliteStore, Store};
+use trail_store::{SqliteStore, Store};
 
 #[tokio::test]
 async fn committed_events_reach_the_database_file_off_the_writer() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
-    store
-        .create_org(
-            Org {
-                id: "acme".into(),
-                name: "Acme".into(),
-                created_at: Timestamp(0),
-            },
-            None,
-            None,
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+    with_orgs(&store, &["acme"]).await;
     let db = dir.path().join(DB_FILE);
     let size = || std::fs::metadata(&db).unwrap().len();
     // Let the store's first writes be folded, then commit far fewer pages than SQLite's

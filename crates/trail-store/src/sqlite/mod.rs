@@ -729,21 +729,7 @@ mod tests {
     async fn store() -> (SqliteStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
-        for id in ["acme", "umbrella"] {
-            store
-                .create_org(
-                    Org {
-                        id: id.into(),
-                        name: id.into(),
-                        created_at: Timestamp(0),
-                    },
-                    None,
-                    None,
-                    Vec::new(),
-                )
-                .await
-                .unwrap();
-        }
+        crate::conformance::with_orgs(&store, &["acme", "umbrella"]).await;
         (store, dir)
     }
 
