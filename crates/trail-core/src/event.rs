@@ -339,6 +339,7 @@ impl Event {
             last_occurred_timestamp: self.last_occurred.to_string(),
             submitted_by: self.submitted_by.as_deref(),
             hash: hex::encode(hash),
+            seqs: None,
         }
     }
 }
@@ -391,6 +392,11 @@ pub struct EventRecord<'a> {
     pub submitted_by: Option<&'a str>,
     /// RFC 6962 leaf hash, hex: SHA-256(0x00 || canonical bytes).
     pub hash: String,
+    /// In the collapsed view (`collapse=true`): the seqs of the identical events this record
+    /// stands for, its own among them. The record is the oldest's, with `count` and
+    /// `lastOccurredTimestamp` over them all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seqs: Option<Vec<u64>>,
 }
 
 #[derive(Debug, Serialize)]

@@ -9,6 +9,7 @@
 
 pub mod canonical;
 pub mod checkpoint;
+pub mod collapse;
 pub mod event;
 pub mod export;
 pub mod histogram;
@@ -20,6 +21,6 @@ pub mod time;
 pub mod verify;
 
 pub use event::{Actor, ActorType, Event, EventBody, Object, RequestInfo, ValidationError};
-pub use query::{Cursor, Filter, QueryError};
+pub use query::{Cursor, ExportCursor, Filter, QueryError};
 pub use scope::{Role, Scope};
 pub use time::Timestamp;

@@ -414,7 +414,7 @@ pub async fn checkpoint(
 }
 
 /// A signed checkpoint.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckpointView {
     pub size: u64,

@@ -70,6 +70,7 @@ problem_responses! {
         events::list,
         events::histogram,
         events::download,
+        routes::export::export,
         events::list_instance,
         events::list_caller_org,
         live::stream,

@@ -2,6 +2,7 @@
 //! credential kind, ingest, reads, management, and the recording of every call, with a
 //! problem+json answer for every bad input.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -356,13 +357,17 @@ fn request(method: &str, uri: &str, cred: &Cred, body: Option<Value>) -> Request
 async fn send_to(app: &Router, req: Request<Body>) -> Reply {
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
-    let header_text = |name| {
-        resp.headers()
-            .get(name)
-            .map(|v: &header::HeaderValue| v.to_str().unwrap().to_owned())
+    let (content_type, set_cookie) = {
+        let header_text = |name| {
+            resp.headers()
+                .get(name)
+                .map(|v: &header::HeaderValue| v.to_str().unwrap().to_owned())
+        };
+        (
+            header_text(header::CONTENT_TYPE).unwrap_or_default(),
+            header_text(header::SET_COOKIE),
+        )
     };
-    let content_type = header_text(header::CONTENT_TYPE).unwrap_or_default();
-    let set_cookie = header_text(header::SET_COOKIE);
     if content_type.starts_with("text/event-stream") {
         // An endless stream: the status is the answer.
         return Reply {
@@ -1228,6 +1233,7 @@ async fn sample(
             200,
         ),
         "listAuditLogs" => get("/v1/orgs/acme/audit-logs", 200),
+        "exportAuditLogs" => get("/v1/orgs/acme/audit-logs/export?since=1h", 200),
         "listInstanceAuditLogs" => get("/v1/orgs/acme/instances/prod/audit-logs", 200),
         "listCallerAuditLog" => get("/v1/audit-log", 200),
         "whoAmI" => get("/v1/me", 200),
@@ -5025,4 +5031,422 @@ async fn a_download_holds_every_match_newest_first_and_no_cell_runs_as_a_formula
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
     }
+}
+
+/// Raw text and headers of a GET, for the export's line formats.
+async fn raw_get(h: &Harness, uri: &str, cred: &Cred) -> (StatusCode, header::HeaderMap, String) {
+    let resp = h
+        .app
+        .clone()
+        .oneshot(request("GET", uri, cred, None))
+        .await
+        .unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+async fn siem_key(h: &Harness) -> (String, Cred) {
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/api-keys",
+            &Cred::of(&h.owner),
+            Some(json!({"name": "siem", "scopes": ["logs:read"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    let cred = Cred::of(&format!("{id}:{}", r.body["secret"].as_str().unwrap()));
+    (id, cred)
+}
+
+/// Seed 002's pull over HTTP: an API key with Basic auth, writers ingesting concurrently
+/// through the API with timestamps that go back in time, and a puller that follows the
+/// cursor, leaving out its own recorded calls with a filter. It gets every event once, in
+/// seq order, each page covered by a checkpoint that opens with the log's key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_siem_export_pulls_every_event_once_while_clients_write() {
+    let h = Arc::new(harness().await);
+    let (key_id, key) = siem_key(&h).await;
+    let own_calls = format!("q=-tokenId:{key_id}");
+
+    // No since: from now on. The page is empty, and says where to resume.
+    let first = h
+        .call(
+            "GET",
+            &format!("/v1/orgs/acme/audit-logs/export?{own_calls}"),
+            &key,
+            None,
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
+    assert_eq!(first.body["items"], json!([]));
+    assert_eq!(first.body["more"], false);
+    let mut cursor = first.body["cursor"].as_str().unwrap().to_owned();
+    let start = first.body["checkpoint"]["size"].as_u64().unwrap();
+
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let h = h.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..8 {
+                    let batch: Vec<Value> = (0..3)
+                        .map(|j| {
+                            let id = format!("w{w}-{i}-{j}");
+                            ids.push(id.clone());
+                            let back = ((w + i + j) % 4) as i64 * 3_600_000_000;
+                            json!({"id": id, "action": "synced",
+                                   "timestamp": Timestamp(NOW.micros() - back).to_string(),
+                                   "actor": {"id": format!("writer-{w}"), "type": "api_key"}})
+                        })
+                        .collect();
+                    let r = h
+                        .post(
+                            "/v1/orgs/acme/events",
+                            &h.writer,
+                            "application/json",
+                            Value::from(batch).to_string(),
+                        )
+                        .await;
+                    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut written = HashSet::new();
+    let mut got: Vec<Value> = Vec::new();
+    let mut writing = writers;
+    loop {
+        let done = writing.iter().all(|w| w.is_finished());
+        let page = h
+            .call(
+                "GET",
+                &format!("/v1/orgs/acme/audit-logs/export?{own_calls}&limit=5&cursor={cursor}"),
+                &key,
+                None,
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::OK, "{:?}", page.body);
+        let size = page.body["checkpoint"]["size"].as_u64().unwrap();
+        for item in page.body["items"].as_array().unwrap() {
+            assert!(
+                item["seq"].as_u64().unwrap() < size,
+                "the checkpoint covers the page"
+            );
+            got.push(item.clone());
+        }
+        cursor = page.body["cursor"].as_str().unwrap().to_owned();
+        if done && page.body["more"] == false {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    for w in writing.drain(..) {
+        written.extend(w.await.unwrap());
+    }
+    // One more pull after the writers: nothing is left.
+    let last = h
+        .call(
+            "GET",
+            &format!("/v1/orgs/acme/audit-logs/export?{own_calls}&cursor={cursor}"),
+            &key,
+            None,
+        )
+        .await;
+    got.extend(last.body["items"].as_array().unwrap().iter().cloned());
+
+    let seqs: Vec<u64> = got.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seq order, no repeat: {seqs:?}"
+    );
+    assert!(seqs.iter().all(|s| *s >= start));
+    let ingested: Vec<&str> = got
+        .iter()
+        .filter(|e| e["category"] == "app")
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ingested.len(), written.len(), "every event once");
+    assert_eq!(
+        ingested
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<HashSet<_>>(),
+        written
+    );
+    assert!(
+        got.iter().all(|e| e["actor"]["tokenId"] != key_id.as_str()),
+        "its own calls are left out"
+    );
+    let stamps: Vec<&str> = got
+        .iter()
+        .filter(|e| e["category"] == "app")
+        .map(|e| e["timestamp"].as_str().unwrap())
+        .collect();
+    assert!(
+        stamps.windows(2).any(|w| w[1] < w[0]),
+        "late events were received after newer ones"
+    );
+    // Every event between the first cursor and the end that the filter passes was pulled.
+    let want: Vec<u64> = h
+        .stored("acme")
+        .await
+        .iter()
+        .filter(|s| {
+            s.event.seq >= start && s.event.actor.token_id.as_deref() != Some(key_id.as_str())
+        })
+        .map(|s| s.event.seq)
+        .collect();
+    assert_eq!(seqs, want);
+
+    // The checkpoint of a page opens with the log's key.
+    let note = last.body["checkpoint"]["note"].as_str().unwrap();
+    let cp = trail_core::checkpoint::open(note, &h.state.log_key.verifier()).unwrap();
+    assert_eq!(cp.size, last.body["checkpoint"]["size"].as_u64().unwrap());
+
+    // A backfill from a time of receipt starts at the first event received then.
+    let all = h
+        .call(
+            "GET",
+            "/v1/orgs/acme/audit-logs/export?since=2000-01-01T00:00:00Z&limit=3",
+            &key,
+            None,
+        )
+        .await;
+    let items = all.body["items"].as_array().unwrap();
+    assert_eq!(
+        items
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    assert_eq!(all.body["more"], true);
+}
+
+#[tokio::test]
+async fn the_export_speaks_ndjson_ocsf_and_cef_and_refuses_what_it_cannot_do() {
+    let h = harness().await;
+    let (_, key) = siem_key(&h).await;
+    let sent = h
+        .ingest(
+            "acme",
+            json!([
+                {"action": "deleted", "actor": {"id": "sarah|x", "type": "user", "ip": "10.0.0.7"},
+                 "details": {"message": "a=b\nc"}},
+                event("created"),
+            ]),
+        )
+        .await;
+    assert_eq!(sent.status, StatusCode::OK);
+    let base = "/v1/orgs/acme/audit-logs/export?since=2000-01-01T00:00:00Z&q=category:app";
+
+    let (status, headers, text) = raw_get(&h, &format!("{base}&format=ndjson"), &key).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CONTENT_TYPE], "application/x-ndjson");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines
+            .iter()
+            .map(|l| l["action"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["deleted", "created"]
+    );
+    let cursor = headers["trail-cursor"].to_str().unwrap();
+    assert!(!cursor.is_empty() && headers.contains_key("trail-checkpoint-size"));
+    use base64::Engine;
+    let note = base64::engine::general_purpose::STANDARD
+        .decode(headers["trail-checkpoint"].to_str().unwrap())
+        .unwrap();
+    trail_core::checkpoint::open(
+        std::str::from_utf8(&note).unwrap(),
+        &h.state.log_key.verifier(),
+    )
+    .unwrap();
+
+    let (_, headers, text) = raw_get(&h, &format!("{base}&format=cef"), &key).await;
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let cef: Vec<&str> = text.lines().collect();
+    assert_eq!(cef.len(), 2);
+    assert!(cef[0].starts_with("CEF:0|Trail|Trail|"), "{}", cef[0]);
+    assert!(
+        cef[0].contains("suser=sarah|x ") && cef[0].contains("|app:deleted|deleted|"),
+        "{}",
+        cef[0]
+    );
+    assert!(cef[0].contains("msg=a\\=b\\nc"), "{}", cef[0]);
+
+    let ocsf = h
+        .call("GET", &format!("{base}&format=ocsf"), &key, None)
+        .await;
+    let items = ocsf.body["items"].as_array().unwrap();
+    assert_eq!(items[0]["class_uid"], 6003);
+    assert_eq!(items[0]["activity_id"], 4);
+    assert_eq!(items[0]["src_endpoint"]["ip"], "10.0.0.7");
+    assert_eq!(items[0]["metadata"]["uid"], lines[0]["id"]);
+    assert!(ocsf.body["cursor"].is_string() && ocsf.body["checkpoint"]["note"].is_string());
+
+    let umbrella = h
+        .call(
+            "GET",
+            "/v1/orgs/umbrella/audit-logs/export",
+            &Cred::of(&h.other),
+            None,
+        )
+        .await;
+    let theirs = umbrella.body["cursor"].as_str().unwrap();
+    for (query, detail) in [
+        (
+            format!("cursor={cursor}&since=1h"),
+            "since is for the first call only",
+        ),
+        ("until=1h".into(), "an export has no end"),
+        ("q=since:1h".into(), "no since: or until: terms"),
+        ("format=xml".into(), "format: \"xml\""),
+        ("limit=0".into(), "limit:"),
+        ("limit=1001".into(), "limit:"),
+        ("collapse=maybe".into(), "collapse:"),
+        ("cursor=abc".into(), "cursor:"),
+        (format!("cursor={theirs}"), "another org"),
+        (
+            format!(
+                "cursor={}",
+                trail_core::ExportCursor {
+                    org: "acme".into(),
+                    seq: 1 << 30
+                }
+                .encode()
+            ),
+            "past the end of the log",
+        ),
+        ("colour=red".into(), "unknown parameter"),
+    ] {
+        let r = h
+            .call(
+                "GET",
+                &format!("/v1/orgs/acme/audit-logs/export?{query}"),
+                &key,
+                None,
+            )
+            .await;
+        assert_problem(&r, 400, detail);
+    }
+    // Another org's export is not this key's to read.
+    let r = h
+        .call("GET", "/v1/orgs/umbrella/audit-logs/export", &key, None)
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+/// The collapsed view folds runs of identical events into one record, in the list and in
+/// the export, where a run is returned once, when it is closed.
+#[tokio::test]
+async fn collapse_folds_runs_and_the_export_returns_each_run_once() {
+    let h = harness().await;
+    let (_, key) = siem_key(&h).await;
+    let at = |s: i64| Timestamp(NOW.micros() + s * 1_000_000).to_string();
+    let same = |s: i64| {
+        json!({"action": "synced", "timestamp": at(s), "actor": {"id": "ci", "type": "api_key"},
+                               "object": {"type": "application", "id": {"kind": "Application", "name": "web"}}})
+    };
+    let mut batch: Vec<Value> = (0..5).map(same).collect();
+    batch.push(
+        json!({"action": "deleted", "timestamp": at(5), "actor": {"id": "ci", "type": "api_key"}}),
+    );
+    batch.extend((6..9).map(same));
+    assert_eq!(
+        h.ingest("acme", Value::from(batch)).await.status,
+        StatusCode::OK
+    );
+
+    let list = h
+        .get(
+            "/v1/orgs/acme/audit-logs?q=category:app&collapse=true&limit=2",
+            Some(&h.owner),
+        )
+        .await;
+    let items = list.body["items"].as_array().unwrap();
+    assert_eq!(
+        items
+            .iter()
+            .map(|r| r["count"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        [3, 1]
+    );
+    assert_eq!(items[0]["timestamp"], at(6));
+    assert_eq!(items[0]["lastOccurredTimestamp"], at(8));
+    assert_eq!(items[0]["seqs"].as_array().unwrap().len(), 3);
+    let next = list.body["nextCursor"].as_str().unwrap();
+    let rest = h
+        .get(
+            &format!("/v1/orgs/acme/audit-logs?q=category:app&collapse=true&cursor={next}"),
+            Some(&h.owner),
+        )
+        .await;
+    let rest = rest.body["items"].as_array().unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(
+        (
+            rest[0]["count"].clone(),
+            rest[0]["lastOccurredTimestamp"].clone()
+        ),
+        (json!(5), json!(at(4)))
+    );
+    // Without collapse, every stored event is there as it was stored.
+    let plain = h
+        .get("/v1/orgs/acme/audit-logs?q=category:app", Some(&h.owner))
+        .await;
+    assert_eq!(plain.body["items"].as_array().unwrap().len(), 9);
+    assert!(plain.body["items"][0].get("seqs").is_none());
+
+    // The export: the last run may still grow, so it waits for the next pull.
+    let url = "/v1/orgs/acme/audit-logs/export?q=category:app&collapse=true";
+    let first = h
+        .call(
+            "GET",
+            &format!("{url}&since=2000-01-01T00:00:00Z"),
+            &key,
+            None,
+        )
+        .await;
+    let counts = |r: &Reply| {
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["count"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(counts(&first), [5, 1]);
+    let cursor = first.body["cursor"].as_str().unwrap().to_owned();
+    let again = h
+        .call("GET", &format!("{url}&cursor={cursor}"), &key, None)
+        .await;
+    assert_eq!(
+        counts(&again),
+        Vec::<u64>::new(),
+        "an open run is not returned"
+    );
+    assert_eq!(again.body["cursor"], json!(cursor));
+    // A different event closes it: it comes once, whole, and the new one waits in turn.
+    assert_eq!(
+        h.ingest("acme", json!([event("created")])).await.status,
+        StatusCode::OK
+    );
+    let closed = h
+        .call("GET", &format!("{url}&cursor={cursor}"), &key, None)
+        .await;
+    assert_eq!(counts(&closed), [3]);
+    assert_eq!(closed.body["items"][0]["seqs"].as_array().unwrap().len(), 3);
 }

@@ -266,6 +266,24 @@ pub struct EventPage {
     pub next: Option<Cursor>,
 }
 
+/// One page of an export ([`Store::export`]): an org's events in seq order, read in one
+/// snapshot of the store together with the checkpoint that covers them.
+#[derive(Debug, Clone, Default)]
+pub struct ExportPage {
+    /// The events that pass the filter, oldest first.
+    pub items: Vec<StoredEvent>,
+    /// Every seq below this one has been read (whether or not it passed the filter): the
+    /// next page starts here.
+    pub next: u64,
+    /// The time of receipt of the event at seq `next`, if the snapshot holds one. Times of
+    /// receipt never go down along the seqs, so no event after `next` was received earlier.
+    pub following: Option<Timestamp>,
+    /// The log's newest signed checkpoint in the same snapshot; `next` never passes its size,
+    /// so it covers every event of the page. `None` if no checkpoint exists (the page is then
+    /// empty: only signed events are exported).
+    pub checkpoint: Option<SignedCheckpoint>,
+}
+
 /// Who is waiting for which org's log to grow: [`Store::watch_log`]'s receivers, and what a
 /// backend tells after each commit ([`LogWatch::grew`]).
 #[derive(Debug, Default)]
@@ -451,6 +469,22 @@ pub trait Store: Send + Sync + 'static {
         until: Timestamp,
         buckets: usize,
     ) -> Result<Vec<u64>>;
+
+    /// The SIEM export's read: events from seq `from` on that pass `filter`, oldest first,
+    /// at most `limit`, reading at most `scan` seqs; only events a signed checkpoint covers,
+    /// and that checkpoint, in one snapshot ([`ExportPage`]).
+    async fn export(
+        &self,
+        org: &str,
+        filter: &Filter,
+        from: u64,
+        limit: usize,
+        scan: u64,
+    ) -> Result<ExportPage>;
+
+    /// The first seq received at or after `at` (the log's size if none was): where an export
+    /// that starts at a time begins.
+    async fn seq_received_since(&self, org: &str, at: Timestamp) -> Result<u64>;
 
     /// Events in seq order from `from`, at most `limit`.
     async fn events_from(&self, org: &str, from: u64, limit: usize) -> Result<Vec<StoredEvent>>;

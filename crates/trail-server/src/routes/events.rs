@@ -63,6 +63,17 @@ pub(crate) fn limit_param(
         })
 }
 
+/// A yes-or-no parameter: `true` or `false` (`1` or `0`).
+pub(crate) fn flag(name: &str, value: &str) -> Result<bool, ApiError> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        other => Err(ApiError::BadRequest(format!(
+            "{name}: {other:?} is not true or false"
+        ))),
+    }
+}
+
 /// Why one event of a batch was refused.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventError {
@@ -155,6 +166,8 @@ pub struct ListQuery {
     limit: Option<u32>,
     /// The `nextCursor` of the previous page.
     cursor: Option<String>,
+    /// The collapsed view: runs of identical events (same actor, action, object and details, received within 60 s of the run's first) as one record, with `count`, `lastOccurredTimestamp` and the `seqs` it folds. Stored events are never merged.
+    collapse: Option<bool>,
 }
 
 #[utoipa::path(
@@ -437,6 +450,8 @@ pub(crate) struct ListParams {
     pub filter: Filter,
     cursor: Option<Cursor>,
     limit: usize,
+    /// The collapsed view: runs of identical events as one record each.
+    collapse: bool,
 }
 
 pub(crate) fn list_params(raw: Option<&str>, now: Timestamp) -> Result<ListParams, ApiError> {
@@ -444,6 +459,7 @@ pub(crate) fn list_params(raw: Option<&str>, now: Timestamp) -> Result<ListParam
         filter: Filter::default(),
         cursor: None,
         limit: DEFAULT_LIMIT,
+        collapse: false,
     };
     let bad = |e: QueryError| ApiError::BadRequest(e.to_string());
     for (key, value) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
@@ -451,9 +467,10 @@ pub(crate) fn list_params(raw: Option<&str>, now: Timestamp) -> Result<ListParam
             "q" => p.filter.add_query(&value, now).map_err(bad)?,
             "limit" => p.limit = limit_param(Some(&value), DEFAULT_LIMIT, MAX_LIMIT)?,
             "cursor" => p.cursor = Some(Cursor::decode(&value).map_err(bad)?),
+            "collapse" => p.collapse = flag("collapse", &value)?,
             key => p.filter.add(key, &value, false, now).map_err(|e| match e {
                 QueryError::UnknownKey(k) => ApiError::BadRequest(format!(
-                    "unknown parameter {k:?} (known: q, limit, cursor, actor, actorType, action, category, objectType, objectKind, objectName, route, method, status, instance, tokenId, ip, since, until)"
+                    "unknown parameter {k:?} (known: q, limit, cursor, collapse, actor, actorType, action, category, objectType, objectKind, objectName, route, method, status, instance, tokenId, ip, since, until)"
                 )),
                 other => bad(other),
             })?,
@@ -467,6 +484,9 @@ async fn list_org(
     org: &str,
     params: ListParams,
 ) -> Result<Json<EventPage>, ApiError> {
+    if params.collapse {
+        return list_collapsed(state, org, params).await;
+    }
     let page = state
         .store
         .query(
@@ -480,13 +500,70 @@ async fn list_org(
         .await?;
     let items = bounded_page(page.items.iter().map(|s| s.event.record(&s.hash)));
     let next = if items.len() < page.items.len() {
-        let last = &page.items[items.len() - 1].event;
-        Some(Cursor {
-            timestamp: last.timestamp,
-            seq: last.seq,
-        })
+        Some(position(&page.items[items.len() - 1]))
     } else {
         page.next
+    };
+    Ok(Json(EventPage {
+        items,
+        next_cursor: next.map(|c| c.encode()),
+    }))
+}
+
+fn position(s: &trail_store::StoredEvent) -> Cursor {
+    Cursor {
+        timestamp: s.event.timestamp,
+        seq: s.event.seq,
+    }
+}
+
+/// The collapsed list: events are read page by page, newest first, until `limit` runs are
+/// whole (a run ends at the first event that does not join it), so a run is not cut between
+/// two pages unless it is longer than what one read may take; the cursor is the last event
+/// of the last run returned.
+async fn list_collapsed(
+    state: &AppState,
+    org: &str,
+    params: ListParams,
+) -> Result<Json<EventPage>, ApiError> {
+    use trail_core::collapse::{self, MAX_RUN};
+    let mut events: Vec<trail_store::StoredEvent> = Vec::new();
+    let mut cursor = params.cursor;
+    let mut runs;
+    loop {
+        let page = state
+            .store
+            .query(
+                org,
+                &EventQuery {
+                    filter: params.filter.clone(),
+                    cursor,
+                    limit: params.limit,
+                },
+            )
+            .await?;
+        events.extend(page.items);
+        cursor = page.next;
+        let refs: Vec<&trail_core::Event> = events.iter().map(|s| &s.event).collect();
+        runs = collapse::runs(&refs);
+        if cursor.is_none() || runs.len() > params.limit || events.len() >= params.limit + MAX_RUN {
+            break;
+        }
+    }
+    let whole = runs.len() > params.limit;
+    runs.truncate(params.limit);
+    let records = runs.iter().map(|run| {
+        let members: Vec<_> = events[run.clone()]
+            .iter()
+            .map(|s| (&s.event, &s.hash))
+            .collect();
+        collapse::record(&members)
+    });
+    let items = bounded_page(records);
+    let next = if items.len() < runs.len() || whole {
+        Some(position(&events[runs[items.len() - 1].end - 1]))
+    } else {
+        cursor.and(events.last().map(position))
     };
     Ok(Json(EventPage {
         items,
@@ -518,7 +595,7 @@ pub async fn list(
 /// takes the parameters the read has of its own (answering whether it took one); paging
 /// (`limit`, `cursor`) is refused, since such a read `what` every match; a credential
 /// restricted to an instance reads that instance only.
-fn whole_window(
+pub(crate) fn whole_window(
     raw: Option<&str>,
     now: Timestamp,
     caller: &Caller,
@@ -531,7 +608,7 @@ fn whole_window(
         if own(&k, &v)? {
             continue;
         }
-        if k == "limit" || k == "cursor" {
+        if k == "limit" || k == "cursor" || k == "collapse" {
             return Err(ApiError::BadRequest(format!(
                 "unknown parameter {k:?}: {what} every match"
             )));

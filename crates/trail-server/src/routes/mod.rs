@@ -2,6 +2,7 @@
 //! the audit actions, the OpenAPI document and the authorization-matrix test are derived.
 
 pub mod events;
+pub mod export;
 pub mod live;
 pub mod manage;
 pub mod ops;
@@ -200,6 +201,13 @@ pub const OPERATIONS: &[Operation] = &[
         "downloadAuditLogs",
         instance(LogsRead),
         "Every event that matches the filters, newest first, as a CSV or NDJSON file",
+    ),
+    op(
+        "GET",
+        "/v1/orgs/{org}/audit-logs/export",
+        "exportAuditLogs",
+        instance(LogsRead),
+        "The incremental pull for SIEMs: events oldest first, by seq cursor, with the checkpoint that covers them",
     ),
     op(
         "GET",
@@ -471,6 +479,11 @@ pub fn api() -> Vec<Route> {
             "GET",
             "/v1/orgs/{org}/audit-logs/download",
             get(events::download),
+        ),
+        (
+            "GET",
+            "/v1/orgs/{org}/audit-logs/export",
+            get(export::export),
         ),
         ("GET", "/v1/orgs/{org}/audit-logs/stream", get(live::stream)),
         ("GET", "/v1/orgs/{org}/perf", get(live::perf)),

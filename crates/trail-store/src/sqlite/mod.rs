@@ -602,6 +602,27 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn export(
+        &self,
+        org: &str,
+        filter: &Filter,
+        from: u64,
+        limit: usize,
+        scan: u64,
+    ) -> Result<crate::ExportPage> {
+        let (org, filter) = (org.to_owned(), filter.clone());
+        self.read_events(&org.clone(), true, move |c, dict| {
+            read::export(c, dict, &org, &filter, from, limit, scan)
+        })
+        .await
+    }
+
+    async fn seq_received_since(&self, org: &str, at: Timestamp) -> Result<u64> {
+        let org = org.to_owned();
+        self.read(move |c, _| read::seq_received_since(c, &org, at))
+            .await
+    }
+
     async fn events_from(&self, org: &str, from: u64, limit: usize) -> Result<Vec<StoredEvent>> {
         let org = org.to_owned();
         self.read_events(&org.clone(), false, move |c, dict| {

@@ -314,6 +314,94 @@ pub(crate) fn events_from(
     into_events(conn, dict, org, rows)
 }
 
+/// The SIEM export's read ([`crate::Store::export`]): one read transaction, so the events,
+/// the checkpoint that bounds them and the receipt time after them are one snapshot. The
+/// scan walks the org's key range and nothing else (`NOT INDEXED`): a page costs at most
+/// `scan` rows whatever the filter, and the cursor moves on even when none matches.
+pub(crate) fn export(
+    conn: &Connection,
+    dict: &DictCache,
+    org: &str,
+    filter: &Filter,
+    from: u64,
+    limit: usize,
+    scan: u64,
+) -> Result<crate::ExportPage> {
+    let tx = conn.unchecked_transaction().map_err(unavailable)?;
+    let Some(checkpoint) = super::tree::checkpoint(&tx, org, None)? else {
+        return Ok(crate::ExportPage {
+            next: from,
+            ..Default::default()
+        });
+    };
+    let org_id = org_id(&tx, org)?;
+    let base = org_id << SEQ_BITS;
+    let end = checkpoint.size.min(from.saturating_add(scan));
+    let mut items = Vec::new();
+    let mut next = from.max(end);
+    if from < end
+        && let Some((clause, mut args)) = matching(&tx, org_id, filter)?
+    {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM events NOT INDEXED WHERE {clause} AND k >= ? AND k < ? \
+             ORDER BY k LIMIT ?"
+        );
+        args.extend([
+            Sql::Integer(base | from as i64),
+            Sql::Integer(base | end as i64),
+            Sql::Integer(limit.max(1) as i64),
+        ]);
+        let mut stmt = tx.prepare_cached(&sql).map_err(unavailable)?;
+        let rows: Vec<RawRow> = stmt
+            .query_map(params_from_iter(args), RawRow::read)
+            .map_err(unavailable)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(unavailable)?;
+        if rows.len() >= limit.max(1) {
+            next = ((rows[rows.len() - 1].k & SEQ_MASK) + 1) as u64;
+        }
+        items = into_events(&tx, dict, org, rows)?;
+    }
+    let following = received_at(&tx, base, next)?;
+    Ok(crate::ExportPage {
+        items,
+        next,
+        following,
+        checkpoint: Some(checkpoint),
+    })
+}
+
+/// The time of receipt of the event at `seq` of the log whose keys start at `base`, if the
+/// log holds it.
+fn received_at(conn: &Connection, base: i64, seq: u64) -> Result<Option<Timestamp>> {
+    if seq > SEQ_MASK as u64 {
+        return Ok(None);
+    }
+    conn.prepare_cached("SELECT ts + rdelta FROM events WHERE k = ?1")
+        .and_then(|mut s| s.query_row([base | seq as i64], |r| r.get(0)).optional())
+        .map(|t| t.map(Timestamp))
+        .map_err(unavailable)
+}
+
+/// The first seq received at or after `at`: a binary search over the seqs, since times of
+/// receipt never go down along them (the writer never gives one earlier than the last).
+pub(crate) fn seq_received_since(conn: &Connection, org: &str, at: Timestamp) -> Result<u64> {
+    let tx = conn.unchecked_transaction().map_err(unavailable)?;
+    let base = org_id(&tx, org)? << SEQ_BITS;
+    let (mut lo, mut hi) = (0, log_size(&tx, org)?);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        let received = received_at(&tx, base, mid)?
+            .ok_or_else(|| StoreError::Corrupt(format!("seq {mid} of org {org:?} is missing")))?;
+        if received >= at {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    Ok(lo)
+}
+
 /// Events in seq order, each read on its own: a row that no longer reads as an event is
 /// returned as its seq and why, for audits to name.
 pub(crate) fn events_for_audit(

@@ -175,7 +175,7 @@ impl rusqlite::types::FromSql for StoredIp {
 
 /// A row as read, strings still as dictionary ids.
 pub(crate) struct RawRow {
-    k: i64,
+    pub(crate) k: i64,
     ts: i64,
     rdelta: i64,
     cid: Option<String>,
