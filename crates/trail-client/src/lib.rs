@@ -314,6 +314,32 @@ impl Client {
             .map_err(|e| ClientError::Decode(e.to_string()))
     }
 
+    /// GETs one page of the SIEM export (`…/audit-logs/export?…`): its body as sent, and
+    /// the cursor, `more` and checkpoint size from its headers (every format has them).
+    pub async fn export_page(&self, path: &str) -> Result<ExportPage, ClientError> {
+        let resp = self.send(path).await?;
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let cursor = header("trail-cursor")
+            .ok_or_else(|| ClientError::Decode("the answer has no Trail-Cursor header".into()))?;
+        let more = header("trail-more").as_deref() == Some("true");
+        let checkpoint_size = header("trail-checkpoint-size").and_then(|s| s.parse().ok());
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| ClientError::Decode(e.to_string()))?;
+        Ok(ExportPage {
+            body,
+            cursor,
+            more,
+            checkpoint_size,
+        })
+    }
+
     /// GETs a text document.
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
         self.send(path)
@@ -322,6 +348,19 @@ impl Client {
             .await
             .map_err(|e| ClientError::Decode(e.to_string()))
     }
+}
+
+/// One page of the SIEM export, as [`Client::export_page`] reads it.
+#[derive(Debug, Clone)]
+pub struct ExportPage {
+    /// The body as sent: a JSON page (`json`, `ocsf`) or lines (`ndjson`, `cef`).
+    pub body: String,
+    /// Where the next page starts.
+    pub cursor: String,
+    /// Whether more can be read at once.
+    pub more: bool,
+    /// The size of the signed checkpoint that covers the page.
+    pub checkpoint_size: Option<u64>,
 }
 
 /// Why a request could not be sent: an untrusted certificate, or the server out of reach.

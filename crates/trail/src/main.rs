@@ -159,6 +159,9 @@ enum AdminCommand {
 enum LogsCommand {
     /// The newest events of the org's log, oldest first; --follow keeps streaming.
     Tail(cli::logs::TailArgs),
+    /// The SIEM pull: every event oldest first, by seq, exactly once, from a saved cursor;
+    /// --follow keeps pulling.
+    Export(cli::export::ExportArgs),
 }
 
 #[derive(clap::Args)]
@@ -383,6 +386,7 @@ fn main() -> ExitCode {
             Command::Health => cli::manage::health(&conn).await,
             Command::Me(out) => cli::manage::me(&conn, &out).await,
             Command::Logs(LogsCommand::Tail(args)) => cli::logs::tail(&conn, args).await,
+            Command::Logs(LogsCommand::Export(args)) => cli::export::export(&conn, args).await,
             Command::Perf(args) => cli::logs::perf(&conn, args).await,
             Command::Verify(args) => verify::run(&conn, args).await,
             Command::Orgs { out, cmd } => cli::manage::orgs(&conn, &out, cmd).await,

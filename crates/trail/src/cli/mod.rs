@@ -2,6 +2,7 @@
 //! Each is a thin layer over `trail-client`.
 
 pub mod config;
+pub mod export;
 pub mod logs;
 pub mod manage;
 pub mod output;
