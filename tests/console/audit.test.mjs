@@ -187,3 +187,45 @@ test("the filtered view exports as CSV, every match and nothing else", async () 
   assert.ok(lines[1].includes("sarah@acme.io") && lines[1].includes("Resource deleted"), lines[1]);
   await page.close();
 });
+
+test("the export buttons pull every match through the SIEM export, oldest first", async () => {
+  const page = await signedIn(b, server);
+  await page.locator("#query").fill("category:app");
+  await page.getByRole("button", { name: "Search" }).click();
+  await page.waitForURL(/q=category/);
+  await settled(page);
+  const [file] = await Promise.all([page.waitForEvent("download"), page.locator("#export-ndjson").click()]);
+  const { readFileSync } = await import("node:fs");
+  const records = readFileSync(await file.path(), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  assert.ok(records.length >= 2, JSON.stringify(records));
+  assert.ok(records.every((r) => r.category === "app"));
+  const seqs = records.map((r) => r.seq);
+  assert.deepEqual(seqs, [...seqs].sort((x, y) => x - y), "oldest first, by seq");
+  assert.match(await page.locator(".export-status").innerText(), /\d+ events? exported/);
+  const [cef] = await Promise.all([page.waitForEvent("download"), page.locator("#export-cef").click()]);
+  assert.ok(readFileSync(await cef.path(), "utf8").startsWith("CEF:0|Trail|Trail|"));
+  await page.close();
+});
+
+test("collapse repeats shows a run of identical events as one row with its count", async () => {
+  const same = { action: "synced", actor: { id: "argo-bot", type: "api_key" },
+    object: { type: "application", id: { kind: "Application", name: "guestbook" } },
+    details: { message: "Sync succeeded" } };
+  await api(server, "POST", "/v1/orgs/default/events", [same, same, same, same]);
+  const page = await signedIn(b, server);
+  await page.locator("#query").fill("actor:argo-bot");
+  await page.getByRole("button", { name: "Search" }).click();
+  await page.waitForURL(/q=actor/);
+  await settled(page);
+  assert.equal(await page.locator("#log tbody tr").count(), 4);
+  await page.locator("#collapse").check();
+  await page.waitForURL(/collapse=1/);
+  await settled(page);
+  await page.locator("#log tbody tr .repeats").waitFor();
+  assert.equal(await page.locator("#log tbody tr").count(), 1);
+  assert.equal((await page.locator("#log tbody tr .repeats").innerText()).trim(), "×4");
+  assert.ok(await page.locator("#live").isDisabled(), "the live tail shows every event, so it waits");
+  await shot(page, "audit-logs-collapsed");
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});

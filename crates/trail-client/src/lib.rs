@@ -328,6 +328,9 @@ impl Client {
             .ok_or_else(|| ClientError::Decode("the answer has no Trail-Cursor header".into()))?;
         let more = header("trail-more").as_deref() == Some("true");
         let checkpoint_size = header("trail-checkpoint-size").and_then(|s| s.parse().ok());
+        let records = header("trail-records")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_default();
         let body = resp
             .text()
             .await
@@ -337,6 +340,7 @@ impl Client {
             cursor,
             more,
             checkpoint_size,
+            records,
         })
     }
 
@@ -361,6 +365,8 @@ pub struct ExportPage {
     pub more: bool,
     /// The size of the signed checkpoint that covers the page.
     pub checkpoint_size: Option<u64>,
+    /// How many records the page holds.
+    pub records: u64,
 }
 
 /// Why a request could not be sent: an untrusted certificate, or the server out of reach.

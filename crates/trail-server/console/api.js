@@ -53,3 +53,23 @@ export const seg = (s) => encodeURIComponent(s);
 
 /** `/v1/orgs/<org>` */
 export const orgPath = (org) => `/v1/orgs/${seg(org)}`;
+
+/** One page of the SIEM export in a line format: its text, the cursor and `more` from its
+ *  headers, and how many records it holds. */
+export async function exportPage(path) {
+  let resp;
+  try {
+    resp = await fetch(path, { headers: { Accept: "*/*" }, credentials: "same-origin" });
+  } catch (e) {
+    throw new ApiError(0, { detail: `Trail cannot be reached (${e.message})` });
+  }
+  if (!resp.ok) {
+    const problem = await resp.json().catch(() => null);
+    throw new ApiError(resp.status, problem);
+  }
+  const cursor = resp.headers.get("Trail-Cursor");
+  if (!cursor) throw new ApiError(resp.status, { detail: "the answer is not a page of the export" });
+  const text = await resp.text();
+  const records = Number(resp.headers.get("Trail-Records") ?? "0");
+  return { text, cursor, more: resp.headers.get("Trail-More") === "true", records };
+}

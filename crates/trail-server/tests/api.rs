@@ -5287,6 +5287,29 @@ async fn the_export_speaks_ndjson_ocsf_and_cef_and_refuses_what_it_cannot_do() {
     );
     assert!(cef[0].contains("msg=a\\=b\\nc"), "{}", cef[0]);
 
+    let (_, headers, text) = raw_get(&h, &format!("{base}&format=csv"), &key).await;
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let rows: Vec<&str> = text.lines().collect();
+    assert!(
+        rows[0].starts_with("timestamp,receivedAt,seq,org,"),
+        "{text}"
+    );
+    // Two records; a line break inside a quoted cell stays in its cell.
+    assert_eq!(
+        rows.iter().filter(|r| r.starts_with("20")).count(),
+        2,
+        "{text}"
+    );
+    assert!(
+        rows[1].contains("sarah|x") && text.contains("\"a=b\nc\""),
+        "{text}"
+    );
+
     let ocsf = h
         .call("GET", &format!("{base}&format=ocsf"), &key, None)
         .await;
@@ -5313,7 +5336,10 @@ async fn the_export_speaks_ndjson_ocsf_and_cef_and_refuses_what_it_cannot_do() {
         ),
         ("until=1h".into(), "an export has no end"),
         ("q=since:1h".into(), "no since: or until: terms"),
-        ("format=xml".into(), "format: \"xml\""),
+        (
+            "format=xml".into(),
+            "format: \"xml\" is not json, ndjson, ocsf, cef or csv",
+        ),
         ("limit=0".into(), "limit:"),
         ("limit=1001".into(), "limit:"),
         ("collapse=maybe".into(), "collapse:"),

@@ -3,7 +3,7 @@
 // URL, so a view is a link and survives a reload. A row opens its whole record, whose
 // inclusion in the signed log the browser verifies itself.
 
-import { get, orgPath, seg } from "../api.js";
+import { get, orgPath, seg, exportPage } from "../api.js";
 import { h, fill, text, objectId, localTime, announce } from "../dom.js";
 import { go, session } from "../app.js";
 import { openRecord } from "./record.js";
@@ -37,7 +37,9 @@ export async function renderLog(view, { org, instance, params, base, title }) {
   const filters = new URLSearchParams();
   for (const k of FILTERS) for (const v of params.getAll(k)) if (v !== "") filters.append(k, v);
   const cursor = params.get("cursor");
-  const live = params.get("live") === "1";
+  // The collapsed view: runs of identical events as one row with a count (server-side).
+  const collapse = params.get("collapse") === "1";
+  const live = params.get("live") === "1" && !collapse;
   // The viewer's own calls (this console's reads among them), left out on request.
   const hideOwn = params.get("hideOwn") === "1";
   const own = session.me?.credentialId;
@@ -90,6 +92,7 @@ export async function renderLog(view, { org, instance, params, base, title }) {
     }
     if (live) next.set("live", "1");
     if (hideOwn) next.set("hideOwn", "1");
+    if (collapse) next.set("collapse", "1");
     for (const [k, v] of Object.entries(extra)) {
       if (v === null) next.delete(k);
       else next.set(k, v);
@@ -124,28 +127,72 @@ export async function renderLog(view, { org, instance, params, base, title }) {
     h("input", { type: "checkbox", id: "hide-own", checked: hideOwn,
       onchange: (e) => apply({ hideOwn: e.target.checked ? "1" : null, cursor: null }) }),
     " Hide my calls");
-  const liveToggle = h("label", { class: "live" },
-    h("input", { type: "checkbox", id: "live", checked: live, disabled: !!cursor,
+  const liveToggle = h("label", { class: "live", title: collapse ? "The live tail shows every event: turn off “Collapse repeats” first" : null },
+    h("input", { type: "checkbox", id: "live", checked: live, disabled: !!cursor || collapse,
       onchange: (e) => apply({ live: e.target.checked ? "1" : null, cursor: null }) }),
     " Live tail");
-  // Export: the whole filtered view (not only this page), as a file the server streams.
-  const download = (format) => {
+  const collapseToggle = h("label", { class: "live", title: "Identical events (same actor, action, object and details) within a minute of each other as one row with a count; stored events are not changed" },
+    h("input", { type: "checkbox", id: "collapse", checked: collapse,
+      onchange: (e) => apply({ collapse: e.target.checked ? "1" : null, cursor: null, live: null }) }),
+    " Collapse repeats");
+  // Export: every event received since the window's start that passes the filters (not
+  // only this page), oldest first, pulled page by page from the SIEM export endpoint.
+  const exportStatus = h("span", { class: "export-status", role: "status" });
+  const exportAs = (format, ext) => h("button", {
+    type: "button", class: "link", id: `export-${format}`,
+    title: "Every matching event received since the window's start, oldest first",
+    onclick: (e) => exportFile(e.currentTarget, format, ext),
+  }, ext.toUpperCase());
+  const exportFile = async (button, format, ext) => {
     const p = new URLSearchParams(filters);
-    if (!p.has("since")) p.set("since", since);
-    if (instance) p.set("instance", instance);
+    p.delete("until");
+    const start = p.get("since") ?? since;
+    p.set("since", start === "" ? "1970-01-01T00:00:00Z" : start);
+    if (instance) p.append("instance", instance);
+    if (collapse) p.set("collapse", "true");
     p.set("format", format);
-    return `${orgPath(org)}/audit-logs/download?${p}`;
+    p.set("limit", "1000");
+    const buttons = [...exportLinks.querySelectorAll("button")];
+    for (const b of buttons) b.disabled = true;
+    const parts = [];
+    let records = 0;
+    try {
+      for (;;) {
+        const page = await exportPage(`${orgPath(org)}/audit-logs/export?${p}`);
+        let text = page.text;
+        // Each CSV page starts with the header row; the file has it once.
+        if (format === "csv" && parts.length) text = text.slice(text.indexOf("\n") + 1);
+        parts.push(text);
+        records += page.records;
+        exportStatus.textContent = `${records} exported…`;
+        if (!page.more) break;
+        p.delete("since");
+        p.set("cursor", page.cursor);
+      }
+      const type = { csv: "text/csv", ndjson: "application/x-ndjson", cef: "text/plain" }[format];
+      const url = URL.createObjectURL(new Blob(parts, { type }));
+      const a = h("a", { href: url, download: `${org}-audit-logs.${ext}`, hidden: true });
+      document.body.append(a);
+      a.click();
+      a.remove();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+      exportStatus.textContent = `${records} event${records === 1 ? "" : "s"} exported`;
+    } catch (err) {
+      exportStatus.textContent = `Export failed: ${err.message}`;
+    } finally {
+      for (const b of buttons) b.disabled = false;
+      button.focus();
+    }
   };
   const exportLinks = h("span", { class: "export" }, "Export: ",
-    h("a", { href: download("csv"), download: `${org}-audit-logs.csv`, id: "export-csv" }, "CSV"),
-    " · ",
-    h("a", { href: download("ndjson"), download: `${org}-audit-logs.ndjson`, id: "export-ndjson" }, "NDJSON"));
+    exportAs("csv", "csv"), " · ", exportAs("ndjson", "ndjson"), " · ", exportAs("cef", "cef"),
+    " ", exportStatus);
   const chart = h("div", { class: "chart-slot" });
   fill(view,
     h("h1", {}, title ?? "Audit Logs"),
     form,
     chart,
-    h("div", { class: "table-bar" }, h("span", { class: "toggles" }, liveToggle, hideToggle), exportLinks),
+    h("div", { class: "table-bar" }, h("span", { class: "toggles" }, liveToggle, hideToggle, collapseToggle), exportLinks),
     h("div", { class: "table-wrap" }, table),
     pager);
 
@@ -169,6 +216,7 @@ export async function renderLog(view, { org, instance, params, base, title }) {
   const query = new URLSearchParams(filters);
   if (!query.has("since")) query.set("since", since);
   if (cursor) query.set("cursor", cursor);
+  if (collapse) query.set("collapse", "true");
   let page;
   try {
     page = await get(`${apiBase}?${query}`);
@@ -235,7 +283,8 @@ function row(ev, open) {
   h("td", {}, ev.object ? [h("span", { class: "kind" }, ev.object.type), " ", objectId(ev.object.id)] : ""),
   h("td", {}, ev.actor?.id, " ", h("span", { class: `badge ${ev.actor?.type}` }, ev.actor?.type),
     ev.submittedBy ? h("span", { class: "via", title: "sent by this credential" }, ` via ${ev.submittedBy}`) : null),
-  h("td", {}, ev.action),
+  h("td", {}, ev.action,
+    ev.seqs && ev.count > 1 ? h("span", { class: "repeats", title: `${ev.count} identical events, the last at ${ev.lastOccurredTimestamp}` }, ` ×${ev.count}`) : null),
   h("td", { class: "details" }, details));
   return tr;
 }

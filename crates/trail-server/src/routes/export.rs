@@ -41,6 +41,7 @@ enum Format {
     Ndjson,
     Ocsf,
     Cef,
+    Csv,
 }
 
 impl Format {
@@ -50,18 +51,26 @@ impl Format {
             "ndjson" => Format::Ndjson,
             "ocsf" => Format::Ocsf,
             "cef" => Format::Cef,
+            "csv" => Format::Csv,
             other => {
                 return Err(ApiError::BadRequest(format!(
-                    "format: {other:?} is not json, ndjson, ocsf or cef"
+                    "format: {other:?} is not json, ndjson, ocsf, cef or csv"
                 )));
             }
         })
     }
 
     /// One record in this format: a JSON value for `json` and `ocsf` (items of the page's
-    /// JSON), a line without its break for `ndjson` and `cef`.
+    /// JSON), a line without its break for `ndjson` and `cef`, a CSV row (whose quoted cells
+    /// may hold line breaks) for `csv`.
     fn render(self, r: &EventRecord<'_>) -> String {
         match self {
+            Format::Csv => {
+                let mut row = String::from_utf8(trail_core::export::csv_text([r], false))
+                    .expect("CSV of UTF-8 text");
+                row.truncate(row.trim_end_matches(['\r', '\n']).len());
+                row
+            }
             Format::Json | Format::Ndjson => serde_json::to_string(r).expect("records serialize"),
             Format::Ocsf => trail_core::export::ocsf(r, env!("CARGO_PKG_VERSION")).to_string(),
             Format::Cef => trail_core::export::cef(r, env!("CARGO_PKG_VERSION")),
@@ -102,7 +111,7 @@ struct Ask {
     operation_id = "exportAuditLogs",
     params(
         ("org" = String, Path, description = "The org's id"),
-        ("format" = Option<String>, Query, description = "`json` (the default: a page of event records), `ndjson` (one record a line), `ocsf` (a page of OCSF 1.x API Activity events, class 6003) or `cef` (one CEF:0 line an event). The line formats carry the cursor, `more` and the checkpoint in the `Trail-Cursor`, `Trail-More` and `Trail-Checkpoint` (the signed note, base64) headers; every format has the headers"),
+        ("format" = Option<String>, Query, description = "`json` (the default: a page of event records), `ndjson` (one record a line), `ocsf` (a page of OCSF 1.x API Activity events, class 6003), `cef` (one CEF:0 line an event) or `csv` (the download's columns, each page starting with the header row, cells a spreadsheet would run written as text). The line formats carry the cursor, `more` and the checkpoint in the `Trail-Cursor`, `Trail-More` and `Trail-Checkpoint` (the signed note, base64) headers, with `Trail-Checkpoint-Size`, `Trail-Checkpoint-Root` and `Trail-Records` (how many records the page holds); every format has the headers"),
         ("cursor" = Option<String>, Query, description = "The `cursor` of the previous page. Without it, the pull starts at `since`"),
         ("collapse" = Option<bool>, Query, description = "Runs of identical events (same actor, action, object and details, received within 60 s) as one record with `count`, `lastOccurredTimestamp` and the `seqs` it folds. A run is returned once, when it is closed"),
         ListQuery,
@@ -112,6 +121,7 @@ struct Ask {
             (ExportPage = "application/json"),
             (String = "application/x-ndjson"),
             (String = "text/plain"),
+            (String = "text/csv"),
         )),
     ),
 )]
@@ -228,6 +238,7 @@ pub async fn export(
         }
         lines.push(line);
     }
+    let records_sent = lines.len();
     let size = page.checkpoint.as_ref().map_or(0, |c| c.size);
     let more = cut || page.next < size;
     let cursor = ExportCursor {
@@ -255,15 +266,20 @@ pub async fn export(
                     serde_json::to_vec(&body).expect("page serializes"),
                 ))
         }
-        Format::Ndjson | Format::Cef => {
-            let mut text = lines.join("\n");
-            if !text.is_empty() {
+        Format::Ndjson | Format::Cef | Format::Csv => {
+            let mut text = String::new();
+            if ask.format == Format::Csv {
+                text = String::from_utf8(trail_core::export::csv_text([], true))
+                    .expect("CSV of UTF-8 text");
+            }
+            for line in &lines {
+                text.push_str(line);
                 text.push('\n');
             }
-            let mime = if ask.format == Format::Cef {
-                "text/plain; charset=utf-8"
-            } else {
-                "application/x-ndjson"
+            let mime = match ask.format {
+                Format::Cef => "text/plain; charset=utf-8",
+                Format::Csv => "text/csv; charset=utf-8",
+                _ => "application/x-ndjson",
             };
             Response::builder()
                 .header(CONTENT_TYPE, mime)
@@ -275,6 +291,7 @@ pub async fn export(
     let value = |s: &str| HeaderValue::from_str(s).expect("a header value");
     headers.insert("trail-cursor", value(&cursor));
     headers.insert("trail-more", value(if more { "true" } else { "false" }));
+    headers.insert("trail-records", value(&records_sent.to_string()));
     if let Some(cp) = &checkpoint {
         headers.insert("trail-checkpoint-size", value(&cp.size.to_string()));
         headers.insert("trail-checkpoint-root", value(&cp.root));

@@ -247,7 +247,7 @@ pub async fn export(conn: &Connection, args: ExportArgs) -> anyhow::Result<()> {
                 }
                 Err(e) => return Err(anyhow::Error::from(e)),
             };
-            let written = write_page(args.format, &page.body)?;
+            write_page(args.format, &page.body)?;
             save(
                 &state_file,
                 &State {
@@ -259,7 +259,7 @@ pub async fn export(conn: &Connection, args: ExportArgs) -> anyhow::Result<()> {
             )?;
             cursor = Some(page.cursor);
             if let Some(bar) = &progress {
-                bar.inc(written);
+                bar.inc(page.records);
                 bar.set_message(match (page.more, page.checkpoint_size) {
                     (true, _) => "(catching up)".to_owned(),
                     (false, Some(size)) => format!("(caught up with the log's {size} events)"),
@@ -286,22 +286,20 @@ pub async fn export(conn: &Connection, args: ExportArgs) -> anyhow::Result<()> {
     result
 }
 
-/// Writes a page's records, one a line; answers how many.
-fn write_page(format: ExportFormat, body: &str) -> anyhow::Result<u64> {
+/// Writes a page's records, one a line.
+fn write_page(format: ExportFormat, body: &str) -> anyhow::Result<()> {
     if format == ExportFormat::Ocsf {
         let page: Value = serde_json::from_str(body)
             .map_err(|e| ClientError::Decode(format!("an OCSF page that is not JSON: {e}")))?;
         let items = page["items"].as_array().cloned().unwrap_or_default();
-        output::write(|out| {
+        return output::write(|out| {
             for item in &items {
                 writeln!(out, "{item}")?;
             }
             Ok(())
-        })?;
-        return Ok(items.len() as u64);
+        });
     }
-    output::write(|out| out.write_all(body.as_bytes()))?;
-    Ok(body.lines().count() as u64)
+    output::write(|out| out.write_all(body.as_bytes()))
 }
 
 fn query_string(params: &[(String, String)]) -> String {
