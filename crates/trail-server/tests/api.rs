@@ -2353,6 +2353,32 @@ async fn an_instance_scoped_key_reads_and_writes_that_instance_only() {
         .map(|e| e["instance"].as_str().unwrap_or("-"))
         .collect();
     assert_eq!(instances, ["prod"]);
+    // The SIEM export of an instance key holds that instance's events only.
+    let export = h
+        .call(
+            "GET",
+            "/v1/orgs/acme/audit-logs/export?since=2000-01-01T00:00:00Z",
+            &key,
+            None,
+        )
+        .await;
+    let exported: Vec<&Value> = export.body["items"].as_array().unwrap().iter().collect();
+    assert!(!exported.is_empty(), "{:?}", export.body);
+    assert!(
+        exported.iter().all(|e| e["instance"] == "prod"),
+        "{exported:?}"
+    );
+    assert_problem(
+        &h.call(
+            "GET",
+            "/v1/orgs/acme/audit-logs/export?instance=dev",
+            &key,
+            None,
+        )
+        .await,
+        400,
+        "covers instance \"prod\" only",
+    );
     assert_problem(
         &h.call("GET", "/v1/orgs/acme/instances/dev/audit-logs", &key, None)
             .await,

@@ -43,6 +43,13 @@ fn a_small_bench_measures_trail_and_every_baseline() {
         10
     );
     assert!(report["loadGenerator"]["eventsPerSecond"].as_f64().unwrap() > 0.0);
+    // The SIEM pull read the whole log: the 2000 events and the calls recorded before it.
+    let exported = report["trail"]["export"]["events"].as_u64().unwrap();
+    assert!(exported > 2000, "{}", report["trail"]["export"]);
+    assert!(
+        stdout.contains("| SIEM export of the whole log by cursor"),
+        "{stdout}"
+    );
     // PostgreSQL is installed where Trail's tests run: both of its baselines are measured.
     for load in ["copy", "insertPerEvent"] {
         let b = &report["postgres"][load];

@@ -123,6 +123,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         ),
         ("`perf` over 24 h", q(&["perf?since=24h"], args.queries.min(50)).await?),
     ];
+    let export = time_export(&server.target).await?;
     let trail_db = server.stop()?;
     let verification = time_verification(&dir.path().join("server")).await?;
     let (stored, trail_bytes) = bytes_on_disk(&trail_db)?;
@@ -162,6 +163,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         peak_rss_kib: peak_rss,
         verification,
         queries,
+        export,
         pg_copy,
         pg_insert,
         pg_version,
@@ -192,6 +194,8 @@ struct Report {
     verification: f64,
     /// Query shapes and their p50 / p99 (ms).
     queries: Vec<(&'static str, Timed)>,
+    /// The SIEM pull of the whole log.
+    export: ExportRun,
     pg_copy: Result<Baseline, String>,
     pg_insert: Result<Baseline, String>,
     pg_version: String,
@@ -287,6 +291,14 @@ impl Report {
             "| full verification, `trail verify --data` (events/s) | {:.0} | | | | |",
             self.verification
         )?;
+        let e = &self.export;
+        writeln!(
+            r,
+            "| SIEM export of the whole log by cursor, pages of {EXPORT_PAGE} (events/s; a page's p50 / p99 in ms) | {:.0} ({:.1} / {:.1}) | | | | |",
+            e.events as f64 / e.seconds.max(1e-9),
+            e.page.p50,
+            e.page.p99
+        )?;
         for (what, t) in &self.queries {
             let refused = match &t.failure {
                 Some(status) => format!(" ({} of {} refused: {status})", t.failed, t.rounds),
@@ -354,6 +366,13 @@ impl Report {
                 "bytesPerEvent": self.trail_bytes as f64 / self.stored.max(1) as f64,
                 "verificationEventsPerSecond": self.verification,
                 "peakRssKiB": self.peak_rss_kib,
+                "export": {
+                    "events": self.export.events,
+                    "seconds": self.export.seconds,
+                    "eventsPerSecond": self.export.events as f64 / self.export.seconds.max(1e-9),
+                    "pageP50Ms": self.export.page.p50,
+                    "pageP99Ms": self.export.page.p99,
+                },
                 "queries": self.queries.iter().map(|(what, t)| {
                     json!({
                         "query": what,
@@ -832,6 +851,74 @@ async fn time_queries(target: &Target, paths: &[&str], n: usize) -> anyhow::Resu
         rounds: n,
         failed,
         failure,
+    })
+}
+
+/// Records in a page of the timed SIEM export.
+const EXPORT_PAGE: usize = 1000;
+
+/// The SIEM pull of the whole log: how many events, in how long, and each page's time.
+struct ExportRun {
+    events: u64,
+    seconds: f64,
+    page: Timed,
+}
+
+/// Pulls the whole log through the SIEM export, as a SIEM's backfill does: from the first
+/// event received, page after page by cursor, until the export says nothing more is there.
+async fn time_export(target: &Target) -> anyhow::Result<ExportRun> {
+    let start = Instant::now();
+    let mut pages = Vec::new();
+    let (mut events, mut cursor) = (0u64, None::<String>);
+    loop {
+        let mut url = format!(
+            "{}/v1/orgs/{ORG}/audit-logs/export?format=ndjson&limit={EXPORT_PAGE}",
+            target.url
+        );
+        match &cursor {
+            Some(c) => url.push_str(&format!("&cursor={c}")),
+            None => url.push_str("&since=1970-01-01T00:00:00Z"),
+        }
+        let t = Instant::now();
+        let resp = target
+            .client
+            .get(url)
+            .bearer_auth(&target.token)
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("the export answered {}", resp.status());
+        }
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let more = header("trail-more").as_deref() == Some("true");
+        events += header("trail-records")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        cursor = header("trail-cursor");
+        resp.bytes().await?;
+        pages.push(t.elapsed());
+        if !more {
+            break;
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let rounds = pages.len();
+    let (p50, p99) = percentiles(&mut pages);
+    Ok(ExportRun {
+        events,
+        seconds,
+        page: Timed {
+            p50,
+            p99,
+            rounds,
+            failed: 0,
+            failure: None,
+        },
     })
 }
 
