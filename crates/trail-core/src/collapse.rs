@@ -3,9 +3,11 @@
 //! collapsed; stored events are never merged or changed, and each record names the seqs it
 //! folds, so every one of them can still be proven.
 //!
-//! Two events are identical when they have the same actor (id and type), action, category,
-//! instance, object and details, and, for recorded API calls, the same method, route and
-//! status (latency, address and body digest may differ). A run holds events received within
+//! Two events are identical when they have the same actor (id, type, address, user agent,
+//! credential and scope), action, category, instance, object and details, were sent by the
+//! same credential (`submittedBy`), and, for recorded API calls, have the same method, route
+//! and status (latency and body digest may differ). So a record never hides that one of its
+//! events came from elsewhere. A run holds events received within
 //! [`WINDOW_US`] of its first one, and at most [`MAX_RUN`] of them.
 
 use std::ops::Range;
@@ -26,8 +28,8 @@ pub fn identical(a: &Event, b: &Event) -> bool {
             .as_ref()
             .map(|r| (r.method.as_str(), r.route.as_str(), r.status))
     }
-    a.actor.id == b.actor.id
-        && a.actor.kind == b.actor.kind
+    a.actor == b.actor
+        && a.submitted_by == b.submitted_by
         && a.action == b.action
         && a.category == b.category
         && a.instance == b.instance
@@ -64,7 +66,7 @@ pub fn record<'a>(run: &[(&'a Event, &[u8; 32])]) -> EventRecord<'a> {
         .min_by_key(|(e, _)| e.seq)
         .expect("a run holds an event");
     let mut r = oldest.record(hash);
-    r.count = run.iter().map(|(e, _)| e.count).sum();
+    r.count = run.iter().fold(0u64, |n, (e, _)| n.saturating_add(e.count));
     r.last_occurred_timestamp = run
         .iter()
         .map(|(e, _)| e.last_occurred)
@@ -98,13 +100,13 @@ mod tests {
 
     #[test]
     fn repeats_fold_and_anything_different_starts_a_run() {
-        let mut other_ip = sync("alice");
-        other_ip["actor"]["ip"] = json!("10.9.9.9");
+        let mut count = sync("alice");
+        count["count"] = json!(3); // a client's own count is added up
         let mut other_details = sync("alice");
         other_details["details"]["message"] = json!("failed");
         let events = [
             event(0, 0, sync("alice")),
-            event(1, 1, other_ip), // the address may differ
+            event(1, 1, count),
             event(2, 2, sync("bob")),
             event(3, 3, sync("alice")),
             event(4, 4, other_details),
@@ -115,13 +117,34 @@ mod tests {
         assert_eq!(runs(&refs), vec![0..2, 2..3, 3..4, 4..5, 5..7]);
         assert!(runs(&[]).is_empty());
 
+        // Whatever tells where an event came from keeps it out of another's run.
+        for (field, value) in [
+            ("ip", json!("10.9.9.9")),
+            ("userAgent", json!("curl/8")),
+            ("tokenId", json!("pat_2")),
+        ] {
+            let mut other = sync("alice");
+            other["actor"][field] = value;
+            assert!(!identical(&events[0], &event(9, 0, other)), "{field}");
+        }
+        let mut sent = event(9, 0, sync("alice"));
+        sent.submitted_by = Some("key_other".into());
+        assert!(!identical(&events[0], &sent), "submittedBy");
+        let mut huge = event(9, 0, sync("alice"));
+        huge.count = u64::MAX;
+        let hash = [0u8; 32];
+        assert_eq!(
+            record(&[(&events[0], &hash), (&huge, &hash)]).count,
+            u64::MAX
+        );
+
         let hash = [7u8; 32];
-        let run: Vec<(&Event, &[u8; 32])> = vec![(&events[6], &hash), (&events[5], &hash)];
+        let run: Vec<(&Event, &[u8; 32])> = vec![(&events[6], &hash), (&events[1], &hash)];
         let r = record(&run);
-        assert_eq!(r.seq, 5, "the record is the oldest event's");
-        assert_eq!(r.count, 2);
+        assert_eq!(r.seq, 1, "the record is the oldest event's");
+        assert_eq!(r.count, 4);
         assert_eq!(r.last_occurred_timestamp, events[6].timestamp.to_string());
-        assert_eq!(r.seqs, Some(vec![6, 5]));
+        assert_eq!(r.seqs, Some(vec![6, 1]));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::event::EventRecord;
 
 /// The columns of a CSV export, in order.
-pub const CSV_COLUMNS: [&str; 26] = [
+pub const CSV_COLUMNS: [&str; 27] = [
     "timestamp",
     "receivedAt",
     "seq",
@@ -35,6 +35,7 @@ pub const CSV_COLUMNS: [&str; 26] = [
     "count",
     "submittedBy",
     "hash",
+    "seqs",
 ];
 
 /// A cell a spreadsheet would take for a formula (`=`, `+`, `-`, `@`, or a tab or carriage
@@ -96,10 +97,18 @@ pub fn csv_row(r: &EventRecord<'_>) -> Vec<String> {
         r.count.to_string(),
         opt(r.submitted_by),
         r.hash.clone(),
+        seq_list(r),
     ]
     .into_iter()
     .map(neutralize)
     .collect()
+}
+
+/// The seqs a collapsed record stands for, `1 2 3`; empty for an event shown as it is.
+fn seq_list(r: &EventRecord<'_>) -> String {
+    r.seqs.as_ref().map_or_else(String::new, |s| {
+        s.iter().map(u64::to_string).collect::<Vec<_>>().join(" ")
+    })
 }
 
 /// Rows as CSV text (RFC 4180 quoting), with the header first if `header`.
@@ -177,7 +186,14 @@ pub fn ocsf(r: &EventRecord<'_>, product_version: &str) -> Value {
         Some(q) => q.route.to_owned(),
         None => r.action.to_owned(),
     };
-    let mut user = serde_json::json!({"uid": r.actor.id, "name": r.actor.id, "type": r.actor.kind});
+    let (type_id, type_name) = match r.actor.kind {
+        "user" => (1, "User"),
+        "system" => (3, "System"),
+        _ => (99, "Other"),
+    };
+    let mut user = serde_json::json!({
+        "uid": r.actor.id, "name": r.actor.id, "type_id": type_id, "type": type_name,
+    });
     if let Some(t) = r.actor.token_id {
         user["credential_uid"] = Value::from(t);
     }
@@ -207,8 +223,11 @@ pub fn ocsf(r: &EventRecord<'_>, product_version: &str) -> Value {
             "sequence": r.seq,
             "tenant_uid": r.org,
         },
+        // Required by the class: where the call came from, as far as it is known.
+        "src_endpoint": {},
         "unmapped": {
             "action": r.action,
+            "actorType": r.actor.kind,
             "category": r.category,
             "hash": r.hash,
         },
@@ -277,20 +296,53 @@ pub fn ocsf(r: &EventRecord<'_>, product_version: &str) -> Value {
     event
 }
 
-/// A CEF header field: `\` and `|` escaped, line breaks as spaces.
-fn cef_header(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('|', "\\|")
-        .replace(['\r', '\n'], " ")
+/// A character no CEF line should carry raw (other control characters, and the Unicode
+/// line and paragraph separators), written as the text `\xNN` / `\uNNNN` with its
+/// backslash escaped, so a syslog reader or a terminal sees it and is not driven by it.
+fn cef_control(c: char, out: &mut String) -> bool {
+    if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+        let code = c as u32;
+        if code <= 0xff {
+            out.push_str(&format!("\\\\x{code:02x}"));
+        } else {
+            out.push_str(&format!("\\\\u{code:04x}"));
+        }
+        return true;
+    }
+    false
 }
 
-/// A CEF extension value: `\`, `=` and line breaks escaped.
+/// A CEF header field: `\` and `|` escaped, line breaks as spaces, other control
+/// characters as their code ([`cef_control`]).
+fn cef_header(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '|' => out.push_str("\\|"),
+            '\r' | '\n' => out.push(' '),
+            c if cef_control(c, &mut out) => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A CEF extension value: `\`, `=` and line breaks escaped (`\n`, `\r`), other control
+/// characters as their code ([`cef_control`]).
 fn cef_value(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('=', "\\=")
-        .replace("\r\n", "\\n")
-        .replace('\n', "\\n")
-        .replace('\r', "\\r")
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '=' => out.push_str("\\="),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if cef_control(c, &mut out) => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A record as one line of ArcSight's Common Event Format (CEF:0), without the line break.
@@ -306,8 +358,13 @@ pub fn cef(r: &EventRecord<'_>, product_version: &str) -> String {
         2 => 5,
         _ => 3,
     };
+    // `rt` is when Trail received it; `start` when it happened, as the client said.
     let mut ext: Vec<(&str, String)> = vec![
-        ("rt", millis(&r.timestamp).unwrap_or_default().to_string()),
+        ("rt", millis(&r.received_at).unwrap_or_default().to_string()),
+        (
+            "start",
+            millis(&r.timestamp).unwrap_or_default().to_string(),
+        ),
         ("externalId", r.id.clone()),
         ("act", r.action.to_owned()),
         ("cat", r.category.to_owned()),
@@ -368,6 +425,10 @@ pub fn cef(r: &EventRecord<'_>, product_version: &str) -> String {
                 .unwrap_or_default()
                 .to_string(),
         ));
+    }
+    if r.seqs.is_some() {
+        ext.push(("flexString1Label", "seqs".into()));
+        ext.push(("flexString1", seq_list(r)));
     }
     let extension: Vec<String> = ext
         .into_iter()
@@ -479,7 +540,19 @@ mod tests {
         assert_eq!(v["resources"][0]["type"], "custom_role");
         assert_eq!(v["message"], "gone");
         assert_eq!(v["unmapped"]["instance"], "argocd-1");
-        assert!(v.get("src_endpoint").is_none() && v.get("http_response").is_none());
+        assert_eq!(
+            v["src_endpoint"],
+            serde_json::json!({}),
+            "required by the class, even empty"
+        );
+        assert!(v.get("http_response").is_none());
+        assert_eq!(
+            (
+                v["actor"]["user"]["type_id"].clone(),
+                v["actor"]["user"]["type"].clone()
+            ),
+            (1.into(), "User".into())
+        );
         for (action, id) in [
             ("created", 1),
             ("listed", 2),
@@ -509,18 +582,19 @@ mod tests {
         assert!(line.contains(" suser=x\\=y\\\\z "), "{line}");
         assert!(line.contains(" msg=line one\\nline two "), "{line}");
         assert!(line.contains(" src=10.0.0.1"), "{line}");
-        assert!(line.contains(" cn1=7 "), "{line}");
-        // Every `=` left unescaped in the extension separates a key from its value.
-        let ext = &line[line.match_indices('|').nth(8).unwrap().0 + 1..];
-        let unescaped = ext
-            .char_indices()
-            .filter(|&(i, c)| c == '=' && !ext[..i].ends_with('\\'))
-            .count();
-        assert_eq!(
-            unescaped,
-            ext.split(' ')
-                .filter(|w| w.contains('=') && !w.starts_with('\\'))
-                .count()
+        let hostile = event(serde_json::json!({
+            "action": "x", "actor": {"id": "a", "type": "user"},
+            "details": {"message": "x\u{1b}[2J\u{2028}y\u{7}"},
+        }));
+        let line = cef(&hostile.record(&[0u8; 32]), "0.1.0");
+        assert!(
+            !line.chars().any(|c| c.is_control() || c == '\u{2028}'),
+            "{line:?}"
         );
+        assert!(
+            line.contains(" msg=x\\\\x1b[2J\\\\u2028y\\\\x07 "),
+            "{line}"
+        );
+        assert!(line.contains(" cn1=7 "), "{line}");
     }
 }

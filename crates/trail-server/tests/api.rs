@@ -2368,6 +2368,10 @@ async fn an_instance_scoped_key_reads_and_writes_that_instance_only() {
         exported.iter().all(|e| e["instance"] == "prod"),
         "{exported:?}"
     );
+    assert!(
+        export.body["checkpoint"].is_null(),
+        "the org's checkpoint is not an instance's"
+    );
     assert_problem(
         &h.call(
             "GET",
@@ -5394,6 +5398,15 @@ async fn the_export_speaks_ndjson_ocsf_and_cef_and_refuses_what_it_cannot_do() {
             .await;
         assert_problem(&r, 400, detail);
     }
+    let stream = h
+        .call(
+            "GET",
+            "/v1/orgs/acme/audit-logs/stream?collapse=true",
+            &key,
+            None,
+        )
+        .await;
+    assert_problem(&stream, 400, "collapse: the live tail sends every event");
     // Another org's export is not this key's to read.
     let r = h
         .call("GET", "/v1/orgs/umbrella/audit-logs/export", &key, None)

@@ -275,8 +275,9 @@ pub struct ExportPage {
     /// Every seq below this one has been read (whether or not it passed the filter): the
     /// next page starts here.
     pub next: u64,
-    /// The time of receipt of the event at seq `next`, if the snapshot holds one. Times of
-    /// receipt never go down along the seqs, so no event after `next` was received earlier.
+    /// The time of receipt of the last seq read (`next - 1`), if any. Times of receipt never
+    /// go down along the seqs, so no event at `next` or after, stored or still to come, was
+    /// received earlier.
     pub following: Option<Timestamp>,
     /// The log's newest signed checkpoint in the same snapshot; `next` never passes its size,
     /// so it covers every event of the page. `None` if no checkpoint exists (the page is then

@@ -109,6 +109,42 @@ async fn a_restart_keeps_every_event_and_continues_the_seqs() {
     assert_eq!(store.log_size("acme").await.unwrap(), 3);
 }
 
+/// Times of receipt never go down along the seqs, even across a restart with the clock set
+/// back: here the store holds an event received an hour from now (as if the clock had been
+/// an hour ahead before the restart), and what is appended after is received no earlier.
+#[tokio::test]
+async fn times_of_receipt_never_go_back_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_events(dir.path()).await;
+    drop(store);
+    let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let ahead: i64 = conn
+        .query_row(
+            "INSERT INTO events (k, org, ts, rdelta, action, cat, actor, atype, hash) \
+             SELECT k + 1, org, ts, rdelta + 3600000000, action, cat, actor, atype, hash \
+             FROM events ORDER BY k DESC LIMIT 1 RETURNING ts + rdelta",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let more = store.append("acme", vec![event("later")]).await.unwrap();
+    assert!(
+        more[0].received_at >= Timestamp(ahead),
+        "{:?} < {ahead}",
+        more[0].received_at
+    );
+    assert_eq!(
+        store
+            .seq_received_since("acme", Timestamp(ahead))
+            .await
+            .unwrap(),
+        2,
+        "the first event received at that time"
+    );
+}
+
 #[tokio::test]
 async fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -1285,6 +1285,15 @@ async fn logs_export_pulls_once_resumes_from_its_cursor_and_follows() {
         (json!(6003), json!("later"))
     );
 
+    // The saved cursor belongs to its filters: resumed with others, it would skip events.
+    let other = export(&["-q", "action:later"]);
+    assert_eq!(other.status.code(), Some(2), "{}", stderr(&other));
+    assert!(
+        stderr(&other).contains("keeps a pull with other filters"),
+        "{}",
+        stderr(&other)
+    );
+
     for (args, detail) in [
         (vec!["--since", "yesterday"], "--since"),
         (vec!["--format", "xml"], "invalid value"),

@@ -148,7 +148,7 @@ export async function renderLog(view, { org, instance, params, base, title }) {
     p.delete("until");
     const start = p.get("since") ?? since;
     p.set("since", start === "" ? "1970-01-01T00:00:00Z" : start);
-    if (instance) p.append("instance", instance);
+    if (instance) p.set("instance", instance);
     if (collapse) p.set("collapse", "true");
     p.set("format", format);
     p.set("limit", "1000");

@@ -156,17 +156,17 @@ pub struct ListQuery {
     token_id: Option<Vec<String>>,
     /// The client IP address.
     ip: Option<Vec<String>>,
-    /// RFC 3339, or a duration back from now: `30s`, `5m`, `1h`, `7d`, `2w`. Inclusive.
+    /// RFC 3339, or a duration back from now: `30s`, `5m`, `1h`, `7d`, `2w`. Inclusive. On the export: where the first call starts, by time of receipt (without it: from now on).
     since: Option<String>,
-    /// RFC 3339, or a duration back from now. Exclusive.
+    /// RFC 3339, or a duration back from now. Exclusive. Not on the export, which follows the log as it grows.
     until: Option<String>,
     /// A query: `actor:alice action:deleted route:"GET /v1/tenants/:id" -status:200`. Terms on one key are alternatives, different keys must all hold, `-` excludes.
     q: Option<String>,
     #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<u32>,
-    /// The `nextCursor` of the previous page.
+    /// The `nextCursor` of the previous page (on the export: its `cursor`).
     cursor: Option<String>,
-    /// The collapsed view: runs of identical events (same actor, action, object and details, received within 60 s of the run's first) as one record, with `count`, `lastOccurredTimestamp` and the `seqs` it folds. Stored events are never merged.
+    /// The collapsed view: runs of identical events (same actor, action, object and details, received within 60 s of the run's first) as one record, with `count`, `lastOccurredTimestamp` and the `seqs` it folds. Stored events are never merged. On the export, a run is returned once, when it is closed.
     collapse: Option<bool>,
 }
 
@@ -451,7 +451,7 @@ pub(crate) struct ListParams {
     cursor: Option<Cursor>,
     limit: usize,
     /// The collapsed view: runs of identical events as one record each.
-    collapse: bool,
+    pub collapse: bool,
 }
 
 pub(crate) fn list_params(raw: Option<&str>, now: Timestamp) -> Result<ListParams, ApiError> {
@@ -531,6 +531,7 @@ async fn list_collapsed(
     let mut cursor = params.cursor;
     let mut runs;
     loop {
+        // As much as may be needed at once: `limit` runs, and a whole run after them.
         let page = state
             .store
             .query(
@@ -538,7 +539,7 @@ async fn list_collapsed(
                 &EventQuery {
                     filter: params.filter.clone(),
                     cursor,
-                    limit: params.limit,
+                    limit: params.limit + MAX_RUN - events.len(),
                 },
             )
             .await?;

@@ -27,8 +27,8 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::log::CheckpointView;
 
-/// Records in a page when `limit` is not given.
-pub const DEFAULT_LIMIT: usize = 500;
+/// Records in a page when `limit` is not given (the list's default).
+pub const DEFAULT_LIMIT: usize = 100;
 /// The most records in one page.
 pub const MAX_LIMIT: usize = 1000;
 /// The most seqs one page reads, whether they pass the filter or not: a page costs at most
@@ -112,8 +112,6 @@ struct Ask {
     params(
         ("org" = String, Path, description = "The org's id"),
         ("format" = Option<String>, Query, description = "`json` (the default: a page of event records), `ndjson` (one record a line), `ocsf` (a page of OCSF 1.x API Activity events, class 6003), `cef` (one CEF:0 line an event) or `csv` (the download's columns, each page starting with the header row, cells a spreadsheet would run written as text). The line formats carry the cursor, `more` and the checkpoint in the `Trail-Cursor`, `Trail-More` and `Trail-Checkpoint` (the signed note, base64) headers, with `Trail-Checkpoint-Size`, `Trail-Checkpoint-Root` and `Trail-Records` (how many records the page holds); every format has the headers"),
-        ("cursor" = Option<String>, Query, description = "The `cursor` of the previous page. Without it, the pull starts at `since`"),
-        ("collapse" = Option<bool>, Query, description = "Runs of identical events (same actor, action, object and details, received within 60 s) as one record with `count`, `lastOccurredTimestamp` and the `seqs` it folds. A run is returned once, when it is closed"),
         ListQuery,
     ),
     responses(
@@ -193,23 +191,35 @@ pub async fn export(
         (None, None) => state.store.log_size(&org).await?,
     };
     let read = if ask.collapse { MAX_RUN } else { ask.limit };
-    let page = state
+    let mut page = state
         .store
         .export(&org, &params.filter, from, read, SCAN)
         .await?;
-    if let Some(cp) = &page.checkpoint
-        && from > cp.size
+    if let Some(size) = page.checkpoint.as_ref().map(|c| c.size)
+        && from > size
     {
-        return Err(ApiError::BadRequest(format!(
-            "cursor: seq {from} is past the end of the log ({} events)",
-            cp.size
-        )));
+        if ask.cursor.is_some() {
+            return Err(ApiError::BadRequest(format!(
+                "cursor: seq {from} is past the end of the log ({size} events)"
+            )));
+        }
+        // A log with events no checkpoint covers yet (one the server refused to sign):
+        // only signed events are exported, so a first pull starts at the signed end.
+        page = state
+            .store
+            .export(&org, &params.filter, size, read, SCAN)
+            .await?;
     }
+    let size = page.checkpoint.as_ref().map_or(0, |c| c.size);
 
     // The records of the page, each with the seq to resume from if it is left out; in the
     // collapsed view, a last run that may still grow is left for the next pull to read whole.
     let (records, open_at): (Vec<(EventRecord<'_>, u64)>, Option<u64>) = if ask.collapse {
-        let records = closed_runs(&page.items, page.following);
+        // A run that is all a page holds closes at the page's end when more of the log is
+        // there to read: otherwise a filter that matches little, with a run open at the end
+        // of its scan window, would read the same window again and again.
+        let must_move = page.next < size;
+        let records = closed_runs(&page.items, page.following, must_move);
         let folded: usize = records
             .iter()
             .map(|(r, _)| r.seqs.as_ref().map_or(1, Vec::len))
@@ -239,14 +249,18 @@ pub async fn export(
         lines.push(line);
     }
     let records_sent = lines.len();
-    let size = page.checkpoint.as_ref().map_or(0, |c| c.size);
     let more = cut || page.next < size;
     let cursor = ExportCursor {
         org: org.clone(),
         seq: cursor,
     }
     .encode();
-    let checkpoint = page.checkpoint.map(CheckpointView::from);
+    // The org's checkpoint proves the org's log, which a credential restricted to one
+    // instance does not see (it reads no proofs either): it gets none.
+    let checkpoint = page
+        .checkpoint
+        .filter(|_| caller.instance.is_none())
+        .map(CheckpointView::from);
 
     let mut response = match ask.format {
         Format::Json | Format::Ocsf => {
@@ -304,10 +318,14 @@ pub async fn export(
 }
 
 /// The collapsed records of a page in seq order, each with its first seq: every run but
-/// the last, and the last too if it is closed: full, or the log holds an event received a
-/// window after the run's first (`following`: times of receipt never go down along the
-/// seqs, so no later event can join it).
-fn closed_runs(items: &[StoredEvent], following: Option<Timestamp>) -> Vec<(EventRecord<'_>, u64)> {
+/// the last, and the last too if it is closed: full, or the last seq read was received a
+/// window or more after the run's first (`following`: times of receipt never go down along
+/// the seqs, so no later event can join it), or it is the page's only run and `must_move`.
+fn closed_runs(
+    items: &[StoredEvent],
+    following: Option<Timestamp>,
+    must_move: bool,
+) -> Vec<(EventRecord<'_>, u64)> {
     let events: Vec<&Event> = items.iter().map(|s| &s.event).collect();
     let runs = collapse::runs(&events);
     let mut out = Vec::with_capacity(runs.len());
@@ -315,7 +333,8 @@ fn closed_runs(items: &[StoredEvent], following: Option<Timestamp>) -> Vec<(Even
         let first = &items[run.start].event;
         let closed = i + 1 < runs.len()
             || run.len() == MAX_RUN
-            || following.is_some_and(|t| t.micros() - first.received_at.micros() >= WINDOW_US);
+            || following.is_some_and(|t| t.micros() - first.received_at.micros() >= WINDOW_US)
+            || (runs.len() == 1 && must_move);
         if !closed {
             break;
         }
@@ -326,4 +345,44 @@ fn closed_runs(items: &[StoredEvent], following: Option<Timestamp>) -> Vec<(Even
         out.push((collapse::record(&members), first.seq));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trail_core::EventBody;
+
+    fn stored(seq: u64, received_s: i64) -> StoredEvent {
+        let body = EventBody::from_json(
+            serde_json::json!({"action": "synced", "actor": {"id": "bot", "type": "api_key"}}),
+            "acme",
+        )
+        .unwrap();
+        StoredEvent {
+            event: Event::seal("acme", seq, Timestamp(received_s * 1_000_000), body),
+            hash: [0; 32],
+        }
+    }
+
+    #[test]
+    fn the_last_run_waits_until_it_is_closed_or_the_pull_would_stall() {
+        let items: Vec<StoredEvent> = (0..3).map(|s| stored(10 + s, 100)).collect();
+        let at = |s: i64| Some(Timestamp(s * 1_000_000));
+        // Caught up, received within the window: it may still grow.
+        assert!(closed_runs(&items, at(150), false).is_empty());
+        // The last seq read came a window after the run's first: nothing later can join.
+        let closed = closed_runs(&items, at(160), false);
+        assert_eq!(closed.len(), 1);
+        assert_eq!((closed[0].0.count, closed[0].1), (3, 10));
+        // The page's only run, with more of the log to read past the page: it is returned,
+        // or the next pull would read the same page again.
+        assert_eq!(closed_runs(&items, at(150), true).len(), 1);
+        // With another run after it, the first is closed; the last waits.
+        let mut two = items.clone();
+        let mut other = stored(13, 101);
+        other.event.action = "deleted".into();
+        two.push(other);
+        let runs = closed_runs(&two, at(150), true);
+        assert_eq!(runs.iter().map(|(_, s)| *s).collect::<Vec<_>>(), [10]);
+    }
 }

@@ -165,6 +165,11 @@ pub async fn stream(
         )
         .finish();
     let mut params = list_params(Some(&without_from), crate::now())?;
+    if params.collapse {
+        return Err(ApiError::BadRequest(
+            "collapse: the live tail sends every event as it is committed; collapse the list or the export instead".into(),
+        ));
+    }
     if let Some(only) = &caller.instance {
         restrict_to_instance(&mut params, &org, only)?;
     }

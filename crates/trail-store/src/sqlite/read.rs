@@ -362,7 +362,10 @@ pub(crate) fn export(
         }
         items = into_events(&tx, dict, org, rows)?;
     }
-    let following = received_at(&tx, base, next)?;
+    let following = match next.checked_sub(1) {
+        Some(last) => received_at(&tx, base, last)?,
+        None => None,
+    };
     Ok(crate::ExportPage {
         items,
         next,

@@ -70,18 +70,45 @@ impl Drop for Writer {
     }
 }
 
+/// The latest time of receipt stored: that of each org's newest event (times of receipt
+/// never go down along the seqs). The writer starts from it, so a clock set back across a
+/// restart never gives a later seq an earlier time of receipt, which a pull that starts at a
+/// time ([`crate::Store::seq_received_since`]) relies on.
+fn latest_receipt(conn: &Connection) -> rusqlite::Result<Timestamp> {
+    let orgs: Vec<i64> = conn
+        .prepare("SELECT id FROM orgs")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut newest = conn.prepare(
+        "SELECT ts + rdelta FROM events \
+         WHERE k = (SELECT max(k) FROM events WHERE k BETWEEN ?1 AND ?2)",
+    )?;
+    let mut latest = Timestamp(i64::MIN);
+    for org in orgs {
+        let base = org << super::SEQ_BITS;
+        if let Some(t) = newest
+            .query_row([base, base | super::SEQ_MASK], |r| r.get::<_, i64>(0))
+            .optional()?
+        {
+            latest = latest.max(Timestamp(t));
+        }
+    }
+    Ok(latest)
+}
+
 impl Writer {
     /// Starts the writer thread on `conn`; after every commit that appends to a log, it
     /// tells `logs`.
     pub fn start(conn: Connection, logs: Arc<LogWatch>) -> Result<Writer> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let fault = WriteFault::default();
+        let last_received = latest_receipt(&conn).map_err(super::unavailable)?;
         let state = WriterState {
             conn,
             org_ids: HashMap::new(),
             next_seq: HashMap::new(),
             dict: LruCache::new(NonZeroUsize::new(DICT_CACHE).expect("not zero")),
-            last_received: Timestamp(i64::MIN),
+            last_received,
             fault: fault.clone(),
             logs,
             signer: None,

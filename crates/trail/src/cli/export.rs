@@ -77,12 +77,19 @@ fn usage(msg: String) -> anyhow::Error {
     ClientError::Usage(msg).into()
 }
 
-/// What the state file keeps: where the pull of this org on this server goes on.
+/// What the state file keeps: where the pull of this org on this server, with these
+/// filters, goes on. A cursor is a place in the log as a filter read it: resumed with another
+/// filter, it would skip what the first left out before it, so it is not.
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct State {
     url: String,
     org: String,
+    /// The `q` sent (the command's own calls' term included).
+    #[serde(default)]
+    query: String,
+    #[serde(default)]
+    collapse: bool,
     cursor: String,
     saved_at: String,
 }
@@ -181,7 +188,7 @@ pub async fn export(conn: &Connection, args: ExportArgs) -> anyhow::Result<()> {
         check
             .add_query(&query, now)
             .map_err(|e| usage(format!("--query: {e}")))?;
-        params.push(("q".into(), query));
+        params.push(("q".into(), query.clone()));
     }
     if args.collapse {
         params.push(("collapse".into(), "true".into()));
@@ -199,6 +206,14 @@ pub async fn export(conn: &Connection, args: ExportArgs) -> anyhow::Result<()> {
                 state_file.display(),
                 s.org,
                 s.url
+            )));
+        }
+        Some(s) if s.query != query || s.collapse != args.collapse => {
+            return Err(usage(format!(
+                "{} keeps a pull with other filters (q {:?}{}); its cursor would skip what they left out: pass the same filters, or another --state to start a new pull",
+                state_file.display(),
+                s.query,
+                if s.collapse { ", collapsed" } else { "" }
             )));
         }
         Some(s) => {
@@ -237,9 +252,15 @@ pub async fn export(conn: &Connection, args: ExportArgs) -> anyhow::Result<()> {
             let path = format!("{base}?{}", query_string(&p));
             let page = match session.client.export_page(&path).await {
                 Ok(page) => page,
-                Err(ClientError::Unreachable { reason, .. }) if args.follow => {
+                // While following, a server that is away or busy is waited for.
+                Err(
+                    e @ (ClientError::Unreachable { .. }
+                    | ClientError::Status {
+                        status: 502..=504, ..
+                    }),
+                ) if args.follow => {
                     note(&format!(
-                        "cannot reach the server ({reason}); trying again in {}s",
+                        "{e}; trying again in {}s",
                         args.interval.as_secs_f64()
                     ));
                     tokio::time::sleep(args.interval).await;
@@ -253,6 +274,8 @@ pub async fn export(conn: &Connection, args: ExportArgs) -> anyhow::Result<()> {
                 &State {
                     url: url.clone(),
                     org: org.clone(),
+                    query: query.clone(),
+                    collapse: args.collapse,
                     cursor: page.cursor.clone(),
                     saved_at: trail_server::now().to_string(),
                 },
