@@ -110,6 +110,27 @@ const STEPS: &[Step] = &[
             )
         },
     },
+    Step {
+        what: "the triggers that refuse a colliding insert into events or dict stop the \
+               statement with FAIL rather than ABORT: a statement that may abort makes SQLite \
+               copy every page it changes into a statement journal first (a tenth of the \
+               writer's time), and the writer never needs a statement undone alone, since a \
+               failed write rolls its whole transaction back. What they refuse is unchanged",
+        apply: |tx| {
+            tx.execute_batch(
+                "DROP TRIGGER events_no_replace;
+                 CREATE TRIGGER events_no_replace BEFORE INSERT ON events
+                 WHEN EXISTS (SELECT 1 FROM events WHERE k = NEW.k)
+                   OR (NEW.cid IS NOT NULL
+                       AND EXISTS (SELECT 1 FROM events WHERE org = NEW.org AND cid = NEW.cid))
+                 BEGIN SELECT RAISE(FAIL, 'events are append-only'); END;
+                 DROP TRIGGER dict_no_replace;
+                 CREATE TRIGGER dict_no_replace BEFORE INSERT ON dict
+                 WHEN EXISTS (SELECT 1 FROM dict WHERE id = NEW.id OR value = NEW.value)
+                 BEGIN SELECT RAISE(FAIL, 'dict is append-only'); END;",
+            )
+        },
+    },
 ];
 
 /// The schema version this Trail writes and reads.

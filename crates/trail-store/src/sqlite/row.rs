@@ -131,7 +131,10 @@ impl Inserter {
 fn insert_sql(rows: usize) -> String {
     let row = format!("({})", vec!["?"; INSERT_WIDTH].join(", "));
     format!(
-        "INSERT INTO events ({INSERT_COLUMNS}) VALUES {}",
+        // OR FAIL, with triggers that FAIL: nothing in the statement may abort, so SQLite
+        // keeps no statement journal for it (a failed write rolls the whole transaction
+        // back instead; migrate.rs, version 9).
+        "INSERT OR FAIL INTO events ({INSERT_COLUMNS}) VALUES {}",
         vec![row; rows].join(", ")
     )
 }

@@ -916,7 +916,7 @@ fn append_one(
         let id = match super::dict::id_of(tx, s)? {
             Some(id) => id,
             None => {
-                tx.prepare_cached("INSERT INTO dict (value) VALUES (?1)")
+                tx.prepare_cached("INSERT OR FAIL INTO dict (value) VALUES (?1)")
                     .and_then(|mut st| st.execute([s]))
                     .map_err(unavailable)?;
                 tx.last_insert_rowid()
