@@ -123,12 +123,24 @@ fn condition(col: &str, r: &Resolved, args: &mut Vec<Sql>) -> Option<String> {
 /// The WHERE clause of `org`'s events that pass `f` (its time window included), and its
 /// arguments; `None` when nothing can pass (a value the store has never seen).
 fn matching(conn: &Connection, org_id: i64, f: &Filter) -> Result<Option<(String, Vec<Sql>)>> {
+    matching_seqs(conn, org_id, 0, SEQ_MASK as u64, f)
+}
+
+/// [`matching`], over the seqs `first..=last` of the org's log only: one key range, so the
+/// planner seeks to its start rather than choose between two lower bounds.
+fn matching_seqs(
+    conn: &Connection,
+    org_id: i64,
+    first: u64,
+    last: u64,
+    f: &Filter,
+) -> Result<Option<(String, Vec<Sql>)>> {
     // The org column is indexed; the key range is what the log proves. Both must hold.
     let mut sql = "org = ? AND k BETWEEN ? AND ?".to_owned();
     let mut args = vec![
         Sql::Integer(org_id),
-        Sql::Integer(org_id << SEQ_BITS),
-        Sql::Integer((org_id << SEQ_BITS) | SEQ_MASK),
+        Sql::Integer((org_id << SEQ_BITS) | (first.min(SEQ_MASK as u64) as i64)),
+        Sql::Integer((org_id << SEQ_BITS) | (last.min(SEQ_MASK as u64) as i64)),
     ];
     if let Some(since) = f.since {
         sql.push_str(" AND ts >= ?");
@@ -340,17 +352,11 @@ pub(crate) fn export(
     let mut items = Vec::new();
     let mut next = from.max(end);
     if from < end
-        && let Some((clause, mut args)) = matching(&tx, org_id, filter)?
+        && let Some((clause, mut args)) = matching_seqs(&tx, org_id, from, end - 1, filter)?
     {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM events NOT INDEXED WHERE {clause} AND k >= ? AND k < ? \
-             ORDER BY k LIMIT ?"
-        );
-        args.extend([
-            Sql::Integer(base | from as i64),
-            Sql::Integer(base | end as i64),
-            Sql::Integer(limit.max(1) as i64),
-        ]);
+        let sql =
+            format!("SELECT {COLUMNS} FROM events NOT INDEXED WHERE {clause} ORDER BY k LIMIT ?");
+        args.push(Sql::Integer(limit.max(1) as i64));
         let mut stmt = tx.prepare_cached(&sql).map_err(unavailable)?;
         let rows: Vec<RawRow> = stmt
             .query_map(params_from_iter(args), RawRow::read)
