@@ -120,6 +120,13 @@ struct Ask {
             (String = "application/x-ndjson"),
             (String = "text/plain"),
             (String = "text/csv"),
+        ), headers(
+            ("trail-cursor" = String, description = "Where the next pull starts (the body's `cursor`)"),
+            ("trail-more" = bool, description = "Whether more can be read at once (the body's `more`)"),
+            ("trail-records" = u64, description = "How many records the page holds"),
+            ("trail-checkpoint-size" = u64, description = "The size of the signed checkpoint that covers the page (absent for a credential restricted to an instance)"),
+            ("trail-checkpoint-root" = String, description = "Its root hash, hex"),
+            ("trail-checkpoint" = String, description = "Its signed note, base64"),
         )),
     ),
 )]
