@@ -154,6 +154,49 @@ async fn a_newer_schema_is_refused() {
     drop(raw);
     let err = SqliteStore::open(dir.path()).err().unwrap().to_string();
     assert!(err.contains("schema version 99"), "{err}");
+    let err = SqliteStore::open_read_only(dir.path())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("newer than this Trail's") && err.contains("upgrade Trail"),
+        "{err}"
+    );
+}
+
+/// A read-only open (offline verification) does not migrate: an older store is refused,
+/// saying how to bring it up to date; opened read-write once, it reads.
+#[tokio::test]
+async fn a_read_only_open_of_an_older_store_says_how_to_bring_it_up_to_date() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(store_with_events(dir.path()).await);
+    let raw = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let version: i64 = raw
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    // The last step of the schema, undone: the store is one version older.
+    raw.execute_batch(
+        "DROP TRIGGER events_no_replace;
+         CREATE TRIGGER events_no_replace BEFORE INSERT ON events
+         WHEN EXISTS (SELECT 1 FROM events WHERE k = NEW.k)
+           OR (NEW.cid IS NOT NULL AND EXISTS (SELECT 1 FROM events WHERE org = NEW.org AND cid = NEW.cid))
+         BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;",
+    )
+    .unwrap();
+    raw.pragma_update(None, "user_version", version - 1)
+        .unwrap();
+    drop(raw);
+    let err = SqliteStore::open_read_only(dir.path())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("older than this Trail's") && err.contains("start the server on it once"),
+        "{err}"
+    );
+    drop(SqliteStore::open(dir.path()).unwrap());
+    let store = SqliteStore::open_read_only(dir.path()).unwrap();
+    assert_eq!(store.log_size("acme").await.unwrap(), 2);
 }
 
 #[tokio::test]

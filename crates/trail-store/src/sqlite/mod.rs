@@ -168,9 +168,17 @@ impl SqliteStore {
         let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(unavailable)?;
         let version = migrate::version(&conn)?;
-        if version != SCHEMA_VERSION {
+        if version < SCHEMA_VERSION {
             return Err(StoreError::Unavailable(format!(
-                "the store has schema version {version}; this Trail reads version {SCHEMA_VERSION}"
+                "the store has schema version {version}, older than this Trail's \
+                 {SCHEMA_VERSION}, and a read-only open does not migrate it: start the server \
+                 on it once (it migrates at start), then read it again"
+            )));
+        }
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Unavailable(format!(
+                "the store has schema version {version}, newer than this Trail's \
+                 {SCHEMA_VERSION}: upgrade Trail"
             )));
         }
         Ok(SqliteStore {
