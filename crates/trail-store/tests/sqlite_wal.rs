@@ -30,3 +30,30 @@ async fn committed_events_reach_the_database_file_off_the_writer() {
     }
     assert_eq!(store.log_size("acme").await.unwrap(), 300);
 }
+
+/// A store that closes leaves its WAL empty, even while another connection holds the file
+/// open (so SQLite's own cleanup at the last close does not run): the next open (a restart,
+/// an offline verification) does not read it back to rebuild its index.
+#[tokio::test]
+async fn a_closed_store_leaves_an_empty_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    with_orgs(&store, &["acme"]).await;
+    store.append("acme", sample_events(3000)).await.unwrap();
+    let other = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let _: i64 = other
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    let wal = dir.path().join(format!("{DB_FILE}-wal"));
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+    drop(store);
+    assert_eq!(
+        std::fs::metadata(&wal).unwrap().len(),
+        0,
+        "the WAL is folded and emptied"
+    );
+    let n: i64 = other
+        .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 3000);
+}

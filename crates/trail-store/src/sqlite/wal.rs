@@ -63,6 +63,12 @@ fn run(conn: Connection, stop: &(Mutex<bool>, Condvar)) {
             .expect("checkpointer lock")
             .0;
         if *stopped {
+            // The store is closing, its writer already stopped: fold all of the WAL in and
+            // empty its file, so the next open (a restart, an offline verification) does not
+            // read up to 256 MiB of it back to rebuild its index.
+            if let Err(e) = checkpoint(&conn, "TRUNCATE") {
+                tracing::debug!(error = %e, "final WAL checkpoint failed; the next open folds it");
+            }
             return;
         }
         match checkpoint(&conn, "PASSIVE") {
