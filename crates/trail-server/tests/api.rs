@@ -5468,6 +5468,47 @@ async fn collapse_folds_runs_and_the_export_returns_each_run_once() {
         ),
         (json!(5), json!(at(4)))
     );
+    // A run is not cut between pages because a read stopped inside it: 150 events of one
+    // run, then 1,000 of another (a full run), newest first, 100 runs a page.
+    let bulk: Vec<Value> = (0..1150)
+        .map(|i| {
+            let action = if i < 150 { "older-run" } else { "newer-run" };
+            json!({"action": action, "category": "batch", "timestamp": at(20 + i / 100), "actor": {"id": "bulk", "type": "system"}})
+        })
+        .collect();
+    assert_eq!(
+        h.ingest("acme", Value::from(bulk)).await.status,
+        StatusCode::OK
+    );
+    let counts = |r: &Reply| {
+        r.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["count"].as_u64().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let first = h
+        .get(
+            "/v1/orgs/acme/audit-logs?actor=bulk&collapse=true&limit=100",
+            Some(&h.owner),
+        )
+        .await;
+    assert_eq!(counts(&first), [1000]);
+    let next = first.body["nextCursor"].as_str().unwrap();
+    let second = h
+        .get(
+            &format!("/v1/orgs/acme/audit-logs?actor=bulk&collapse=true&limit=100&cursor={next}"),
+            Some(&h.owner),
+        )
+        .await;
+    assert_eq!(
+        counts(&second),
+        [150],
+        "the older run whole, on the next page"
+    );
+    assert!(second.body["nextCursor"].is_null());
+
     // Without collapse, every stored event is there as it was stored.
     let plain = h
         .get("/v1/orgs/acme/audit-logs?q=category:app", Some(&h.owner))

@@ -551,8 +551,14 @@ async fn list_collapsed(
             break;
         }
     }
-    let whole = runs.len() > params.limit;
-    runs.truncate(params.limit);
+    // Runs past `limit` wait for the next page; so does the last run read when the read
+    // stopped before the end and others are there to show, since it may go on past it.
+    let whole = runs.len() > params.limit || (cursor.is_some() && runs.len() >= 2);
+    if runs.len() > params.limit {
+        runs.truncate(params.limit);
+    } else if whole {
+        runs.pop();
+    }
     let records = runs.iter().map(|run| {
         let members: Vec<_> = events[run.clone()]
             .iter()
