@@ -312,30 +312,26 @@ fn cef_control(c: char, out: &mut String) -> bool {
     false
 }
 
-/// A CEF header field: `\` and `|` escaped, line breaks as spaces, other control
-/// characters as their code ([`cef_control`]).
-fn cef_header(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '|' => out.push_str("\\|"),
-            '\r' | '\n' => out.push(' '),
-            c if cef_control(c, &mut out) => {}
-            c => out.push(c),
-        }
-    }
-    out
+/// Where a CEF string goes: the two places have different escaping rules.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CefPart {
+    /// A header field: `\\` and `|` escaped, line breaks as spaces.
+    Header,
+    /// An extension value: `\\`, `=` and line breaks escaped (`\\n`, `\\r`).
+    Extension,
 }
 
-/// A CEF extension value: `\`, `=` and line breaks escaped (`\n`, `\r`), other control
-/// characters as their code ([`cef_control`]).
-fn cef_value(s: &str) -> String {
+/// `s` escaped for its place in a CEF line; in both, other control characters are written
+/// as their code ([`cef_control`]).
+fn cef_escape(s: &str, part: CefPart) -> String {
+    let header = part == CefPart::Header;
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
-            '=' => out.push_str("\\="),
+            '|' if header => out.push_str("\\|"),
+            '=' if !header => out.push_str("\\="),
+            '\r' | '\n' if header => out.push(' '),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             c if cef_control(c, &mut out) => {}
@@ -432,13 +428,13 @@ pub fn cef(r: &EventRecord<'_>, product_version: &str) -> String {
     }
     let extension: Vec<String> = ext
         .into_iter()
-        .map(|(k, v)| format!("{k}={}", cef_value(&v)))
+        .map(|(k, v)| format!("{k}={}", cef_escape(&v, CefPart::Extension)))
         .collect();
     format!(
         "CEF:0|Trail|Trail|{}|{}|{}|{severity}|{}",
-        cef_header(product_version),
-        cef_header(&class),
-        cef_header(&name),
+        cef_escape(product_version, CefPart::Header),
+        cef_escape(&class, CefPart::Header),
+        cef_escape(&name, CefPart::Header),
         extension.join(" ")
     )
 }

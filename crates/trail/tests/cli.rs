@@ -244,7 +244,7 @@ async fn a_tail_pages_through_more_than_a_page_and_follows() {
     assert_eq!(seqs.len(), 2500, "each event once");
 
     // --follow prints what arrives, until stopped.
-    let mut child = cli
+    let child = cli
         .command(&[
             "logs", "tail", "--action", "late", "--follow", "-o", "ndjson",
         ])
@@ -257,17 +257,28 @@ async fn a_tail_pages_through_more_than_a_page_and_follows() {
         json!([{"action": "late", "actor": {"id": "a", "type": "user"}}]),
     )
     .await;
+    following_prints(child, "\"action\":\"late\"");
+}
+
+/// What a followed command prints reaches `needle` within 10 s; then the command is stopped.
+fn following_prints(mut child: std::process::Child, needle: &'static str) {
     let mut stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let mut seen = String::new();
         let mut buf = [0u8; 4096];
-        let n = stdout.read(&mut buf).unwrap_or(0);
-        let _ = tx.send(String::from_utf8_lossy(&buf[..n]).into_owned());
+        while !seen.contains(needle) {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        let _ = tx.send(seen);
     });
-    let line = rx
+    let seen = rx
         .recv_timeout(Duration::from_secs(10))
         .expect("a followed event");
-    assert!(line.contains("\"action\":\"late\""), "{line}");
+    assert!(seen.contains(needle), "{seen}");
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -1306,7 +1317,7 @@ async fn logs_export_pulls_once_resumes_from_its_cursor_and_follows() {
     }
 
     // --follow: what arrives is pulled, until stopped.
-    let mut child = cli
+    let child = cli
         .command(&[
             "--url",
             &s.url,
@@ -1330,23 +1341,5 @@ async fn logs_export_pulls_once_resumes_from_its_cursor_and_follows() {
         json!([{"action": "followed", "actor": {"id": "a", "type": "user"}}]),
     )
     .await;
-    let mut stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut seen = String::new();
-        let mut buf = [0u8; 4096];
-        while !seen.contains("\"action\":\"followed\"") {
-            match stdout.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
-            }
-        }
-        let _ = tx.send(seen);
-    });
-    let seen = rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("a followed event");
-    assert!(seen.contains("\"action\":\"followed\""), "{seen}");
-    let _ = child.kill();
-    let _ = child.wait();
+    following_prints(child, "\"action\":\"followed\"");
 }
