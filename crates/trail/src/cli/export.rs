@@ -11,7 +11,7 @@ use trail_client::{ClientError, segment};
 use trail_core::{Filter, Timestamp};
 
 use super::output;
-use super::{Connection, Session};
+use super::{Connection, Session, note, query_string, usage};
 
 #[derive(clap::Args)]
 #[command(after_long_help = "\
@@ -71,10 +71,6 @@ fn interval(s: &str) -> Result<Duration, String> {
         .filter(|us| *us > 0)
         .map(|us| Duration::from_micros(us as u64))
         .ok_or_else(|| format!("{s:?} is not a duration such as 5s, 1m or 1h"))
-}
-
-fn usage(msg: String) -> anyhow::Error {
-    ClientError::Usage(msg).into()
 }
 
 /// What the state file keeps: where the pull of this org on this server, with these
@@ -323,17 +319,4 @@ fn write_page(format: ExportFormat, body: &str) -> anyhow::Result<()> {
         });
     }
     output::write(|out| out.write_all(body.as_bytes()))
-}
-
-fn query_string(params: &[(String, String)]) -> String {
-    let mut s = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in params {
-        s.append_pair(k, v);
-    }
-    s.finish()
-}
-
-/// One `trail: note:` line on standard error.
-fn note(line: &str) {
-    let _ = writeln!(std::io::stderr(), "trail: note: {line}");
 }

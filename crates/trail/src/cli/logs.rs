@@ -8,7 +8,7 @@ use trail_client::{ClientError, Followed, segment};
 use trail_core::{Filter, Timestamp};
 
 use super::output::{self, Format, cell, paint};
-use super::{Connection, Session};
+use super::{Connection, Session, note, query_string, usage};
 
 #[derive(clap::Args)]
 #[command(after_long_help = "\
@@ -74,10 +74,6 @@ pub struct TailArgs {
     json: bool,
 }
 
-fn usage(msg: String) -> anyhow::Error {
-    ClientError::Usage(msg).into()
-}
-
 impl TailArgs {
     /// The query string, checked here first with the same parser the server uses.
     fn params(&self) -> anyhow::Result<(Vec<(String, String)>, Filter)> {
@@ -119,14 +115,6 @@ impl TailArgs {
         }
         Ok((params, filter))
     }
-}
-
-fn query_string(params: &[(String, String)]) -> String {
-    let mut s = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in params {
-        s.append_pair(k, v);
-    }
-    s.finish()
 }
 
 pub async fn tail(conn: &Connection, args: TailArgs) -> anyhow::Result<()> {
@@ -304,12 +292,6 @@ async fn follow(
         }
     }
     Ok(())
-}
-
-/// One `trail: note:` line on standard error (a closed stderr is no reason to stop).
-fn note(line: &str) {
-    use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "trail: note: {line}");
 }
 
 /// How followed events are printed.

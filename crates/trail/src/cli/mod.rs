@@ -53,6 +53,26 @@ pub fn read_password(prompt: &str) -> anyhow::Result<String> {
     Ok(pw)
 }
 
+/// A usage error (exit 2) saying `msg`.
+pub fn usage(msg: String) -> anyhow::Error {
+    trail_client::ClientError::Usage(msg).into()
+}
+
+/// Query parameters as a URL's query string.
+pub fn query_string(params: &[(String, String)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+/// One `trail: note:` line on standard error (a closed stderr is no reason to stop).
+pub fn note(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "trail: note: {line}");
+}
+
 /// The ids of [`Connection`]'s flags.
 pub const CONNECTION_IDS: [&str; 5] = ["url", "token", "org", "profile", "ca_cert"];
 
