@@ -344,6 +344,39 @@ impl Client {
         })
     }
 
+    /// GETs a file of any size into `out`, telling `progress` the bytes so far and the
+    /// total when known; no total timeout (a big file takes what it takes), but the read
+    /// timeout holds. Returns the bytes written.
+    pub async fn download(
+        &self,
+        path: &str,
+        out: &mut impl std::io::Write,
+        mut progress: impl FnMut(u64, Option<u64>),
+    ) -> Result<u64, ClientError> {
+        let mut resp = self
+            .request(reqwest::Method::GET, path, None, &[], None)
+            .await?;
+        let total = resp.content_length();
+        let mut done = 0u64;
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| ClientError::Decode(format!("the download broke off: {e}")))?
+        {
+            out.write_all(&chunk)
+                .map_err(|e| ClientError::Decode(format!("cannot write the download: {e}")))?;
+            done += chunk.len() as u64;
+            progress(done, total);
+        }
+        if total.is_some_and(|t| t != done) {
+            return Err(ClientError::Decode(format!(
+                "the download ended after {done} of {} bytes",
+                total.unwrap_or_default()
+            )));
+        }
+        Ok(done)
+    }
+
     /// GETs a text document.
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
         self.send(path)

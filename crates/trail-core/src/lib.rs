@@ -7,6 +7,7 @@
 //! Architecture invariant: this crate does no I/O. It knows nothing of HTTP, SQL, tokio or
 //! the clock: callers pass "now" in.
 
+pub mod archive;
 pub mod canonical;
 pub mod checkpoint;
 pub mod collapse;

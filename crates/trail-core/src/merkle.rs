@@ -331,6 +331,25 @@ impl RootBuilder {
         self.size = end;
     }
 
+    /// The builder of a tree of `size` leaves from its right edge (see [`Self::frontier`]);
+    /// `None` when `hashes` are not one per set bit of `size`.
+    pub fn from_frontier(size: u64, hashes: &[Hash]) -> Option<RootBuilder> {
+        if hashes.len() != size.count_ones() as usize {
+            return None;
+        }
+        let levels = (0..64u32).rev().filter(|l| size >> l & 1 == 1);
+        Some(RootBuilder {
+            stack: levels.zip(hashes.iter().copied()).collect(),
+            size,
+        })
+    }
+
+    /// The complete subtrees on the tree's right edge, largest first: with the leaves that
+    /// follow, they give every later root, so they prove a range of leaves extends this tree.
+    pub fn frontier(&self) -> Vec<Hash> {
+        self.stack.iter().map(|(_, h)| *h).collect()
+    }
+
     pub fn size(&self) -> u64 {
         self.size
     }

@@ -9,6 +9,7 @@
 //! it never sees SQL. Whether a caller may act is decided in [`auth::authorize`] and
 //! [`auth::authorize_platform`] and nowhere else.
 
+pub mod archive;
 pub mod audit;
 pub mod auth;
 pub mod console;
@@ -60,6 +61,8 @@ pub struct AppState {
     /// Cancelled when the server begins to stop: live tails end then, so that stopping
     /// waits for no stream.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// Where weekly archives are kept; none: the archive endpoints answer 503.
+    pub archives: Option<Arc<archive::Archives>>,
 }
 
 impl AppState {
@@ -79,6 +82,7 @@ impl AppState {
             trusted_proxies: Arc::from(Vec::new()),
             stream_keep_alive: DEFAULT_STREAM_KEEP_ALIVE,
             stopping: tokio_util::sync::CancellationToken::new(),
+            archives: None,
         })
     }
 }
@@ -199,6 +203,9 @@ pub struct Bound {
     pub addr: SocketAddr,
     /// The key that verifies this server's checkpoints.
     pub verifier_key: String,
+    /// The weekly archives, built by a job beside the API.
+    archives: Arc<archive::Archives>,
+    log_key: Arc<SignerKey>,
 }
 
 /// Opens the store (bootstrapping an empty one) and binds the listen address.
@@ -224,11 +231,14 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
         Some(config.data_dir.join(log::HEADS_FILE)),
     ));
     heads.start_signing().await?;
+    let key_for_jobs = key.clone();
     let mut state = AppState::new(store, key).await?;
     state.sessions.idle = config.session_idle;
     state.secure_cookies = config.secure_cookies;
     state.trusted_proxies = Arc::from(config.trusted_proxies.clone());
     state.stream_keep_alive = config.stream_keep_alive;
+    let archives = Arc::new(archive::Archives::new(config.data_dir.join("archives")));
+    state.archives = Some(archives.clone());
     let stopping = state.stopping.clone();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -248,6 +258,8 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
         tls,
         addr,
         verifier_key,
+        archives,
+        log_key: key_for_jobs,
     })
 }
 
@@ -265,6 +277,11 @@ impl Bound {
         };
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let heads = tokio::spawn(self.heads.clone().run(stopped));
+        let archiving = tokio::spawn(
+            self.archives
+                .clone()
+                .run(self.store.clone(), self.log_key.verifier()),
+        );
         let served = edge::serve(
             self.listener,
             self.app,
@@ -276,6 +293,8 @@ impl Bound {
         .await
         .context("serving");
         let _ = stop.send(true);
+        self.archives.stop();
+        let _ = archiving.await;
         heads.await.context("keeping the log heads failed")?;
         served
     }

@@ -71,6 +71,8 @@ problem_responses! {
         events::histogram,
         events::download,
         routes::export::export,
+        routes::archives::list,
+        routes::archives::download,
         events::list_instance,
         events::list_caller_org,
         live::stream,

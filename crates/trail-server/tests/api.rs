@@ -141,6 +141,9 @@ async fn harness() -> Harness {
         .unwrap();
     let key = trail_core::checkpoint::SignerKey::from_seed("trail.test", [5; 32]).unwrap();
     let mut state = AppState::new(store.clone(), Arc::new(key)).await.unwrap();
+    state.archives = Some(Arc::new(trail_server::archive::Archives::new(
+        dir.path().join("archives"),
+    )));
     trail_server::log::Heads::new(store.clone(), state.log_key.clone(), None)
         .start_signing()
         .await
@@ -1338,6 +1341,11 @@ async fn sample(
         "histogramAuditLogs" => get("/v1/orgs/acme/audit-logs/histogram", 200),
         "downloadAuditLogs" => get("/v1/orgs/acme/audit-logs/download", 200),
         "getPerformance" => get("/v1/orgs/acme/perf", 200),
+        "listArchives" => get("/v1/orgs/acme/archives", 200),
+        "downloadArchive" => {
+            let week = trail_core::archive::Week::containing(trail_server::now());
+            get(&format!("/v1/orgs/acme/archives/{week}"), 200)
+        }
         other => panic!("the authorization matrix has no sample request for {other}: add one"),
     }
 }

@@ -1053,6 +1053,24 @@ pub async fn the_tree_is_the_core_tree_over_the_stored_leaves(store: Arc<dyn Sto
             "from {from}"
         );
     }
+    for size in [0u64, 1, 255, 256, 257, 300, 613] {
+        let frontier = store.tree_frontier("acme", size).await.unwrap();
+        let mut edge =
+            merkle::RootBuilder::from_frontier(size, &frontier).expect("one hash a set bit");
+        assert_eq!(
+            edge.root(),
+            merkle::root(&core, size).unwrap(),
+            "edge of {size}"
+        );
+        for leaf in &leaves[size as usize..] {
+            edge.push(*leaf);
+        }
+        assert_eq!(edge.root(), root, "edge of {size} and the leaves after it");
+    }
+    assert!(matches!(
+        store.tree_frontier("acme", 614).await,
+        Err(StoreError::NotFound(_))
+    ));
     assert!(matches!(
         store.tree_root("acme", 614).await,
         Err(StoreError::NotFound(_))
@@ -1094,6 +1112,23 @@ pub async fn checkpoints_are_kept_and_listed(store: Arc<dyn Store>) {
         Some(cp("acme", 7))
     );
     assert_eq!(store.checkpoint("acme", Some(8)).await.unwrap(), None);
+    for (at_most, found) in [
+        (2, None),
+        (3, Some(3)),
+        (9, Some(7)),
+        (10, Some(10)),
+        (u64::MAX, Some(10)),
+    ] {
+        assert_eq!(
+            store
+                .checkpoint_at_most("acme", at_most)
+                .await
+                .unwrap()
+                .map(|c| c.size),
+            found,
+            "at most {at_most}"
+        );
+    }
     let sizes: Vec<u64> = store
         .checkpoints("acme", 3, 10)
         .await

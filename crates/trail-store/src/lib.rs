@@ -536,6 +536,11 @@ pub trait Store: Send + Sync + 'static {
     async fn add_checkpoint(&self, checkpoint: SignedCheckpoint) -> Result<()>;
     /// The newest checkpoint, or the one of exactly `size`.
     async fn checkpoint(&self, org: &str, size: Option<u64>) -> Result<Option<SignedCheckpoint>>;
+    /// The newest checkpoint of at most `size` events.
+    async fn checkpoint_at_most(&self, org: &str, size: u64) -> Result<Option<SignedCheckpoint>>;
+    /// The right edge of the tree of the org's first `size` events: its complete subtrees,
+    /// largest first (`trail_core::merkle::RootBuilder::frontier`).
+    async fn tree_frontier(&self, org: &str, size: u64) -> Result<Vec<[u8; 32]>>;
     /// Checkpoints of more than `after` events, oldest first, at most `limit`.
     async fn checkpoints(
         &self,

@@ -83,6 +83,9 @@ enum Command {
     /// every event recomputed from its canonical bytes. With --data DIR, on a store's files,
     /// no server needed.
     Verify(verify::VerifyArgs),
+    /// Weekly archives: list, download.
+    #[command(subcommand)]
+    Archive(cli::manage::ArchiveCommand),
     /// Orgs: list, create.
     Orgs {
         #[command(flatten)]
@@ -389,6 +392,7 @@ fn main() -> ExitCode {
             Command::Logs(LogsCommand::Export(args)) => cli::export::export(&conn, args).await,
             Command::Perf(args) => cli::logs::perf(&conn, args).await,
             Command::Verify(args) => verify::run(&conn, args).await,
+            Command::Archive(cmd) => cli::manage::archive(&conn, cmd).await,
             Command::Orgs { out, cmd } => cli::manage::orgs(&conn, &out, cmd).await,
             Command::Instances { out, cmd } => cli::manage::instances(&conn, &out, cmd).await,
             Command::Members { out, cmd } => cli::manage::members(&conn, &out, cmd).await,

@@ -1,6 +1,7 @@
 //! The API's routes: one table of operations (method, path, operation id, access), from which
 //! the audit actions, the OpenAPI document and the authorization-matrix test are derived.
 
+pub mod archives;
 pub mod events;
 pub mod export;
 pub mod live;
@@ -399,6 +400,20 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     op(
         "GET",
+        "/v1/orgs/{org}/archives",
+        "listArchives",
+        org(ArchivesRead),
+        "The org's weekly archives",
+    ),
+    op(
+        "GET",
+        "/v1/orgs/{org}/archives/{week}",
+        "downloadArchive",
+        org(ArchivesRead),
+        "One week's archive, a ZIP that verifies offline (the current week: a partial one)",
+    ),
+    op(
+        "GET",
         "/v1/orgs/{org}/log/checkpoint",
         "getCheckpoint",
         org(LogsRead),
@@ -552,6 +567,12 @@ pub fn api() -> Vec<Route> {
             post(session::accept_invitation),
         ),
         ("GET", "/v1/log/key", get(crate::log::key)),
+        ("GET", "/v1/orgs/{org}/archives", get(archives::list)),
+        (
+            "GET",
+            "/v1/orgs/{org}/archives/{week}",
+            get(archives::download),
+        ),
         (
             "GET",
             "/v1/orgs/{org}/log/checkpoint",

@@ -717,6 +717,20 @@ impl Store for SqliteStore {
         self.read(move |c, _| tree::checkpoint(c, &org, size)).await
     }
 
+    async fn checkpoint_at_most(&self, org: &str, size: u64) -> Result<Option<SignedCheckpoint>> {
+        let org = org.to_owned();
+        self.read(move |c, _| tree::checkpoint_at_most(c, &org, size))
+            .await
+    }
+
+    async fn tree_frontier(&self, org: &str, size: u64) -> Result<Vec<[u8; 32]>> {
+        let org = org.to_owned();
+        self.read_events(&org.clone(), false, move |c, _| {
+            tree::Tree::open(c, &org, size)?.frontier()
+        })
+        .await
+    }
+
     async fn checkpoints(
         &self,
         org: &str,

@@ -37,6 +37,10 @@ impl<'c> Tree<'c> {
         merkle::root(self, self.size)
     }
 
+    pub fn frontier(&self) -> Result<Vec<Hash>> {
+        Ok(merkle::RootBuilder::at(self, self.size)?.frontier())
+    }
+
     pub fn inclusion(&self, seq: u64) -> Result<Vec<Hash>> {
         if seq >= self.size {
             return Err(StoreError::NotFound(format!(
@@ -189,6 +193,28 @@ pub(crate) fn checkpoint(
     }
     .map_err(unavailable)?;
     row.map(|r| to_checkpoint(org, r)).transpose()
+}
+
+pub(crate) fn checkpoint_at_most(
+    conn: &Connection,
+    org: &str,
+    size: u64,
+) -> Result<Option<SignedCheckpoint>> {
+    let org_id = org_id(conn, org)?;
+    conn.prepare_cached(
+        "SELECT size, root, note, created_at FROM checkpoints WHERE org = ?1 AND size <= ?2 \
+         ORDER BY size DESC LIMIT 1",
+    )
+    .and_then(|mut st| {
+        st.query_row(
+            params![org_id, size.min(i64::MAX as u64) as i64],
+            checkpoint_from_row,
+        )
+        .optional()
+    })
+    .map_err(unavailable)?
+    .map(|r| to_checkpoint(org, r))
+    .transpose()
 }
 
 pub(crate) fn checkpoints(

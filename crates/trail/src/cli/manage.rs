@@ -799,3 +799,107 @@ mod tests {
         assert_eq!(plain_http_host("http://10.0.0.5"), Some("10.0.0.5"));
     }
 }
+
+/// `trail archive`.
+#[derive(clap::Subcommand)]
+pub enum ArchiveCommand {
+    /// The org's weekly archives: week, events, size, when made.
+    List(OutputArg),
+    /// Download one week's archive (`2026-W47`; the current week gives a partial one).
+    /// Check it offline with `trail verify --archive FILE`.
+    Download {
+        /// The ISO week, `2026-W47`.
+        week: String,
+        /// Where to write it [default: ORG-WEEK.zip in the current directory].
+        #[arg(short = 'o', long = "out-file", value_name = "FILE")]
+        file: Option<std::path::PathBuf>,
+    },
+}
+
+pub async fn archive(conn: &Connection, cmd: ArchiveCommand) -> anyhow::Result<()> {
+    let s = Session::open(conn)?;
+    let org = s.org().await?;
+    let base = s.org_path().await?;
+    match cmd {
+        ArchiveCommand::List(out) => {
+            let v = s.client.get_json(&format!("{base}/archives")).await?;
+            print_list(
+                out.format(),
+                items(&v),
+                &[
+                    ("WEEK", "week"),
+                    ("EVENTS", "events"),
+                    ("BYTES", "size"),
+                    ("SEQS FROM", "firstSeq"),
+                    ("TO", "endSeq"),
+                    ("CREATED", "createdAt"),
+                ],
+            )?;
+            if out.format() == Format::Table
+                && let Some(current) = v["current"].as_str()
+            {
+                super::note(&format!(
+                    "the current week, {current}, downloads as a partial archive"
+                ));
+            }
+        }
+        ArchiveCommand::Download { week, file } => {
+            trail_core::archive::Week::parse(&week).map_err(|e| super::usage(e.to_string()))?;
+            let file = file.unwrap_or_else(|| format!("{org}-{week}.zip").into());
+            let part = {
+                let mut p = file.clone().into_os_string();
+                p.push(".part");
+                std::path::PathBuf::from(p)
+            };
+            let mut out = std::io::BufWriter::new(
+                std::fs::File::create(&part)
+                    .map_err(|e| super::usage(format!("{}: {e}", part.display())))?,
+            );
+            let bar = std::io::stderr().is_terminal().then(|| {
+                let bar = indicatif::ProgressBar::no_length();
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+                    )
+                    .expect("a progress template"),
+                );
+                bar
+            });
+            let got = s
+                .client
+                .download(
+                    &format!("{base}/archives/{week}"),
+                    &mut out,
+                    |done, total| {
+                        if let Some(bar) = &bar {
+                            if let Some(t) = total {
+                                bar.set_length(t);
+                            }
+                            bar.set_position(done);
+                        }
+                    },
+                )
+                .await;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            let written = got.and_then(|n| {
+                std::io::Write::flush(&mut out)
+                    .map_err(|e| trail_client::ClientError::Decode(e.to_string()))?;
+                Ok(n)
+            });
+            drop(out);
+            match written {
+                Ok(n) => {
+                    std::fs::rename(&part, &file)?;
+                    super::output::line(&format!("{} ({n} bytes)", file.display()))?;
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&part);
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+    Ok(())
+}

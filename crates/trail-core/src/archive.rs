@@ -1,0 +1,457 @@
+//! Weekly archives: what one holds, its manifest, and the offline check of one.
+//!
+//! An org's archive of an ISO week (UTC, Monday to Sunday) holds the events its log
+//! **received** that week: the seqs from the size of the last checkpoint signed before the
+//! week began to the size of the last one signed before it ended. Consecutive archives
+//! therefore meet exactly, every event is in exactly one archive, and an archive never
+//! changes once its week has ended. The events go into one JSON file per day of their
+//! `timestamp` (`2026-11-16.json` … `2026-11-22.json`, an array, oldest first, `[]` for a
+//! day with none); an event received in the week but stamped another day (sent late, or by a
+//! fast clock) goes into a file of its own day beside them.
+//!
+//! The proof is constructive. The manifest carries the right edge of the tree before the
+//! week (its complete subtrees, which fold to the previous checkpoint's root) and the week's
+//! leaf hashes (`leaves.bin`); appending the leaves to the edge must give the root the week's
+//! checkpoint signs. Each record carries its canonical bytes, whose hash must be its leaf,
+//! and whose decoding must render as the record itself. So a changed byte anywhere is found
+//! and named by file and record, a missing or repeated event by seq, and two archives of
+//! consecutive weeks chain through the checkpoint they share.
+//!
+//! Nothing here reads files: callers hand in the bytes of each part of the ZIP.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use time::{Date, Duration, Weekday};
+
+use crate::checkpoint::{self, Checkpoint, VerifierKey};
+use crate::event::Event;
+use crate::merkle::{Hash, RootBuilder, empty_root};
+use crate::{Timestamp, canonical};
+
+/// The manifest's name in the ZIP.
+pub const MANIFEST: &str = "manifest.json";
+/// The week's leaf hashes, 32 bytes each, in seq order.
+pub const LEAVES: &str = "leaves.bin";
+/// What [`Manifest::format`] says.
+pub const FORMAT: &str = "trail-archive/1";
+
+const DAY_US: i64 = 86_400_000_000;
+
+/// An ISO week, `2026-W47`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Week {
+    monday: Date,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid week {0:?}: expected an ISO week such as 2026-W47")]
+pub struct WeekError(String);
+
+impl Week {
+    /// The week holding `t` (UTC).
+    pub fn containing(t: Timestamp) -> Week {
+        let date = t.to_offset_datetime().date();
+        let back = i64::from(date.weekday().number_days_from_monday());
+        Week {
+            monday: date - Duration::days(back),
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Week, WeekError> {
+        let bad = || WeekError(s.to_owned());
+        let (year, week) = s.split_once("-W").ok_or_else(bad)?;
+        if year.len() != 4 || week.len() != 2 {
+            return Err(bad());
+        }
+        let year: i32 = year.parse().map_err(|_| bad())?;
+        let week: u8 = week.parse().map_err(|_| bad())?;
+        let monday = Date::from_iso_week_date(year, week, Weekday::Monday).map_err(|_| bad())?;
+        Ok(Week { monday })
+    }
+
+    /// Monday 00:00 UTC.
+    pub fn start(self) -> Timestamp {
+        Timestamp(self.monday.midnight().assume_utc().unix_timestamp() * 1_000_000)
+    }
+
+    /// The next Monday 00:00 UTC: the week is `[start, end)`.
+    pub fn end(self) -> Timestamp {
+        Timestamp(self.start().micros() + 7 * DAY_US)
+    }
+
+    pub fn previous(self) -> Week {
+        Week {
+            monday: self.monday - Duration::days(7),
+        }
+    }
+
+    pub fn next(self) -> Week {
+        Week {
+            monday: self.monday + Duration::days(7),
+        }
+    }
+
+    /// The names of its seven day files, Monday first.
+    pub fn day_files(self) -> [String; 7] {
+        std::array::from_fn(|i| day_name(self.monday + Duration::days(i as i64)))
+    }
+}
+
+impl fmt::Display for Week {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (year, week, _) = self.monday.to_iso_week_date();
+        write!(f, "{year:04}-W{week:02}")
+    }
+}
+
+fn day_name(d: Date) -> String {
+    format!(
+        "{:04}-{:02}-{:02}.json",
+        d.year(),
+        u8::from(d.month()),
+        d.day()
+    )
+}
+
+/// The day file an event stamped `t` goes into.
+pub fn day_file(t: Timestamp) -> String {
+    day_name(t.to_offset_datetime().date())
+}
+
+/// One event as an archive holds it: its API record, plus its canonical bytes (base64),
+/// from which the verifier recomputes its leaf.
+pub fn record(event: &Event, hash: &Hash) -> Value {
+    let mut v = serde_json::to_value(event.record(hash)).expect("a record serializes");
+    v["canonical"] = Value::String(STANDARD.encode(canonical::encode(event)));
+    v
+}
+
+/// `manifest.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub format: String,
+    pub org: String,
+    pub week: String,
+    /// The week had not ended when this was made: later events of it are not here.
+    pub partial: bool,
+    pub created_at: String,
+    /// The key that signed the checkpoints, as `trail serve` prints it. For information:
+    /// verify against the key you trust.
+    pub log_key: String,
+    /// The archive holds seqs `firstSeq..endSeq`.
+    pub first_seq: u64,
+    pub end_seq: u64,
+    /// The log before the week: the tree of `firstSeq` events.
+    pub previous: Previous,
+    /// The signed checkpoint of `endSeq` events (a C2SP signed note).
+    pub checkpoint: String,
+    pub files: Vec<FileEntry>,
+    pub leaves: Digest256,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Previous {
+    pub size: u64,
+    /// Its root, hex.
+    pub root: String,
+    /// Its signed checkpoint, when the log had one (none for an empty log).
+    pub checkpoint: Option<String>,
+    /// The complete subtrees on its right edge, largest first, hex.
+    pub frontier: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileEntry {
+    pub name: String,
+    pub sha256: String,
+    pub events: u64,
+    /// The lowest and highest seq in the file; none when it is empty.
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Digest256 {
+    pub name: String,
+    pub sha256: String,
+}
+
+/// What an archive was found to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub org: String,
+    pub week: String,
+    pub partial: bool,
+    pub events: u64,
+    pub first_seq: u64,
+    pub end_seq: u64,
+    pub checkpoint: Checkpoint,
+}
+
+/// Why an archive does not verify. The message names the file, and the record where one
+/// is at fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ArchiveError(pub String);
+
+fn fail<T>(msg: impl Into<String>) -> Result<T, ArchiveError> {
+    Err(ArchiveError(msg.into()))
+}
+
+fn unhex(what: &str, s: &str) -> Result<Hash, ArchiveError> {
+    hex::decode(s)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| ArchiveError(format!("{MANIFEST}: {what} is not a hex SHA-256")))
+}
+
+/// The offline check of one archive: [`Self::new`] with the manifest and the leaves, then
+/// [`Self::file`] for each day file, then [`Self::finish`].
+pub struct ArchiveVerifier {
+    manifest: Manifest,
+    checkpoint: Checkpoint,
+    leaves: Vec<Hash>,
+    seen: Vec<bool>,
+    checked: BTreeMap<String, ()>,
+}
+
+impl ArchiveVerifier {
+    /// Checks the manifest, the checkpoints' signatures under `key`, and that the leaves
+    /// extend the tree before the week to the signed root.
+    pub fn new(
+        manifest_bytes: &[u8],
+        leaves_bytes: &[u8],
+        key: &VerifierKey,
+    ) -> Result<ArchiveVerifier, ArchiveError> {
+        let manifest: Manifest = serde_json::from_slice(manifest_bytes)
+            .map_err(|e| ArchiveError(format!("{MANIFEST} does not read as a manifest: {e}")))?;
+        if manifest.format != FORMAT {
+            return fail(format!(
+                "{MANIFEST}: format {:?}, this Trail reads {FORMAT:?}",
+                manifest.format
+            ));
+        }
+        let week =
+            Week::parse(&manifest.week).map_err(|e| ArchiveError(format!("{MANIFEST}: {e}")))?;
+        let origin = checkpoint::origin(&key.name, &manifest.org);
+        let open = |note: &str, what: &str| -> Result<Checkpoint, ArchiveError> {
+            let c = checkpoint::open(note, key)
+                .map_err(|e| ArchiveError(format!("{MANIFEST}: the {what} checkpoint: {e}")))?;
+            if c.origin != origin {
+                return fail(format!(
+                    "{MANIFEST}: the {what} checkpoint is of log {:?}, not org {:?}'s",
+                    c.origin, manifest.org
+                ));
+            }
+            Ok(c)
+        };
+        let signed = open(&manifest.checkpoint, "week's")?;
+        if signed.size != manifest.end_seq {
+            return fail(format!(
+                "{MANIFEST}: the week's checkpoint covers {} events, not endSeq {}",
+                signed.size, manifest.end_seq
+            ));
+        }
+        let prev = &manifest.previous;
+        if prev.size != manifest.first_seq || manifest.first_seq > manifest.end_seq {
+            return fail(format!(
+                "{MANIFEST}: seqs {}..{} do not follow the previous tree of {} events",
+                manifest.first_seq, manifest.end_seq, prev.size
+            ));
+        }
+        let prev_root = unhex("previous.root", &prev.root)?;
+        if let Some(note) = &prev.checkpoint {
+            let c = open(note, "previous")?;
+            if c.size != prev.size || c.root != prev_root {
+                return fail(format!(
+                    "{MANIFEST}: the previous checkpoint is not the tree of {} events it names",
+                    prev.size
+                ));
+            }
+        } else if prev.size != 0 {
+            return fail(format!(
+                "{MANIFEST}: the previous tree of {} events has no signed checkpoint",
+                prev.size
+            ));
+        }
+        let frontier = prev
+            .frontier
+            .iter()
+            .map(|h| unhex("previous.frontier", h))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut builder = RootBuilder::from_frontier(prev.size, &frontier).ok_or_else(|| {
+            ArchiveError(format!(
+                "{MANIFEST}: the previous tree's edge has {} subtrees, a tree of {} events has {}",
+                frontier.len(),
+                prev.size,
+                prev.size.count_ones()
+            ))
+        })?;
+        if builder.root() != prev_root && !(prev.size == 0 && prev_root == empty_root()) {
+            return fail(format!(
+                "{MANIFEST}: the previous tree's edge does not give its root: it is not the log before this week"
+            ));
+        }
+        if hex::encode(Sha256::digest(leaves_bytes)) != manifest.leaves.sha256 {
+            return fail(format!(
+                "{LEAVES} was changed: its SHA-256 is not the manifest's"
+            ));
+        }
+        let count = manifest.end_seq - manifest.first_seq;
+        if leaves_bytes.len() as u64 != count * 32 {
+            return fail(format!(
+                "{LEAVES} holds {} bytes, not 32 for each of {count} events",
+                leaves_bytes.len()
+            ));
+        }
+        let leaves: Vec<Hash> = leaves_bytes
+            .chunks_exact(32)
+            .map(|c| c.try_into().expect("32 bytes"))
+            .collect();
+        for leaf in &leaves {
+            builder.push(*leaf);
+        }
+        if builder.root() != signed.root {
+            return fail(format!(
+                "{LEAVES}: the week's leaves do not extend the previous tree to the signed root of {} events",
+                signed.size
+            ));
+        }
+        let mut days: Vec<String> = week.day_files().into();
+        days.sort();
+        for d in &days {
+            if !manifest.files.iter().any(|f| &f.name == d) {
+                return fail(format!("{MANIFEST}: the week's day file {d} is not listed"));
+            }
+        }
+        Ok(ArchiveVerifier {
+            seen: vec![false; leaves.len()],
+            leaves,
+            checkpoint: signed,
+            manifest,
+            checked: BTreeMap::new(),
+        })
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Checks one day file listed in the manifest: its digest, then every record.
+    pub fn file(&mut self, name: &str, bytes: &[u8]) -> Result<(), ArchiveError> {
+        let Some(entry) = self.manifest.files.iter().find(|f| f.name == name).cloned() else {
+            return fail(format!("{name} is in the archive but not in {MANIFEST}"));
+        };
+        if self.checked.insert(name.to_owned(), ()).is_some() {
+            return fail(format!("{name} is in the archive twice"));
+        }
+        let digest_ok = hex::encode(Sha256::digest(bytes)) == entry.sha256;
+        // A changed file is named with the record that changed where one can be found.
+        let records: Vec<Value> = match serde_json::from_slice(bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                return fail(format!(
+                    "{name} was changed: it does not read as an array of records: {e}"
+                ));
+            }
+        };
+        let first = self.manifest.first_seq;
+        let mut prev: Option<(Timestamp, u64)> = None;
+        for (i, rec) in records.iter().enumerate() {
+            let at = |what: &str| ArchiveError(format!("{name}: record {i}{what}"));
+            let seq = rec["seq"]
+                .as_u64()
+                .ok_or_else(|| at(" has no seq: it was changed"))?;
+            let at = |what: &str| ArchiveError(format!("{name}: record {i} (seq {seq}) {what}"));
+            let bytes = rec["canonical"]
+                .as_str()
+                .and_then(|s| STANDARD.decode(s).ok())
+                .ok_or_else(|| at("was changed: its canonical bytes are not base64"))?;
+            let event = canonical::decode(&bytes).map_err(|e| {
+                at(&format!(
+                    "was changed: its canonical bytes do not decode: {e}"
+                ))
+            })?;
+            if event.seq != seq || seq < first || seq >= self.manifest.end_seq {
+                return Err(at(&format!(
+                    "is not one of this archive's seqs {first}..{}",
+                    self.manifest.end_seq
+                )));
+            }
+            let slot = (seq - first) as usize;
+            let leaf = canonical::leaf_hash(&event);
+            if leaf != self.leaves[slot] {
+                return Err(at(
+                    "was changed: its content does not give its leaf in the signed tree",
+                ));
+            }
+            if record(&event, &leaf) != *rec {
+                return Err(at("was changed: it differs from its signed content"));
+            }
+            if day_file(event.timestamp) != name {
+                return Err(at(&format!(
+                    "is stamped {}, which is not this file's day",
+                    event.timestamp
+                )));
+            }
+            if std::mem::replace(&mut self.seen[slot], true) {
+                return Err(at("is in the archive twice"));
+            }
+            let key = (event.timestamp, seq);
+            if prev.is_some_and(|p| p > key) {
+                return Err(at("is out of order: records are oldest first"));
+            }
+            prev = Some(key);
+        }
+        if records.len() as u64 != entry.events {
+            return fail(format!(
+                "{name} holds {} records, {MANIFEST} says {}",
+                records.len(),
+                entry.events
+            ));
+        }
+        if !digest_ok {
+            return fail(format!(
+                "{name} was changed: its SHA-256 is not the manifest's, though every record still verifies (its layout changed)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every listed file was checked and every seq of the week found.
+    pub fn finish(self) -> Result<Verified, ArchiveError> {
+        for f in &self.manifest.files {
+            if !self.checked.contains_key(&f.name) {
+                return fail(format!(
+                    "{} is listed in {MANIFEST} but not in the archive",
+                    f.name
+                ));
+            }
+        }
+        if let Some(i) = self.seen.iter().position(|s| !s) {
+            return fail(format!(
+                "seq {} is missing: the signed tree holds it but no day file does",
+                self.manifest.first_seq + i as u64
+            ));
+        }
+        Ok(Verified {
+            org: self.manifest.org.clone(),
+            week: self.manifest.week.clone(),
+            partial: self.manifest.partial,
+            events: self.manifest.end_seq - self.manifest.first_seq,
+            first_seq: self.manifest.first_seq,
+            end_seq: self.manifest.end_seq,
+            checkpoint: self.checkpoint,
+        })
+    }
+}

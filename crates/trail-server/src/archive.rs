@@ -1,0 +1,472 @@
+//! Weekly archives on disk: building them (`trail_core::archive` says what one holds), the
+//! weekly job, and listing them.
+//!
+//! An archive is written under a temporary name in its org's directory, synced, and renamed
+//! into place: a crash leaves either the whole archive or none, and the next run builds it
+//! again. Events are read page by page and spooled to one temporary file per day, so a week
+//! of any size is built with memory bounded by its number of events (24 bytes of index and
+//! 32 of leaf hash each), never by their size. One archive is built at a time.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tempfile::TempPath;
+use trail_core::Timestamp;
+use trail_core::archive::{
+    self, FORMAT, FileEntry, LEAVES, MANIFEST, Manifest, Previous, Week, day_file,
+};
+use trail_core::checkpoint::VerifierKey;
+use trail_core::merkle::{RootBuilder, empty_root};
+use trail_store::Store;
+use zip::write::SimpleFileOptions;
+
+use crate::error::ApiError;
+
+/// Events read from the store at a time while building.
+const PAGE: usize = 1000;
+
+/// One stored archive, as listed.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveSummary {
+    /// The ISO week, `2026-W47`.
+    pub week: String,
+    pub events: u64,
+    /// The ZIP's size in bytes.
+    pub size: u64,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    pub first_seq: u64,
+    pub end_seq: u64,
+    /// Built before the week ended (only the current week's, which is never stored).
+    pub partial: bool,
+}
+
+/// A built archive to send: a stored one, or a partial one that goes away once sent.
+pub struct ArchiveFile {
+    pub path: PathBuf,
+    pub partial: bool,
+    /// A partial archive's file, removed when this is dropped.
+    pub temp: Option<TempPath>,
+}
+
+/// The archives of every org, under one directory (`DATA/archives/<org>/<week>.zip`).
+pub struct Archives {
+    dir: PathBuf,
+    building: tokio::sync::Mutex<()>,
+    /// Cancelled when the server stops: a build in progress gives up (its temporary file
+    /// goes with it) and is made again by the next run.
+    stop: tokio_util::sync::CancellationToken,
+}
+
+impl Archives {
+    pub fn new(dir: impl Into<PathBuf>) -> Archives {
+        Archives {
+            dir: dir.into(),
+            building: tokio::sync::Mutex::new(()),
+            stop: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    /// Stops builds in progress and the weekly job.
+    pub fn stop(&self) {
+        self.stop.cancel();
+    }
+
+    /// The weekly job: builds what is due now, then every hour, until [`Self::stop`].
+    pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, key: VerifierKey) {
+        loop {
+            self.build_due(&store, &key, crate::now()).await;
+            tokio::select! {
+                () = self.stop.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+            }
+        }
+    }
+
+    fn org_dir(&self, org: &str) -> PathBuf {
+        self.dir.join(org)
+    }
+
+    fn path(&self, org: &str, week: Week) -> PathBuf {
+        self.org_dir(org).join(format!("{week}.zip"))
+    }
+
+    /// The stored archives of `org`, oldest week first.
+    pub async fn list(&self, org: &str) -> Result<Vec<ArchiveSummary>, ApiError> {
+        let dir = self.org_dir(org);
+        tokio::task::spawn_blocking(move || list_dir(&dir))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+    }
+
+    /// The archive of `week`: the stored one, built first if its week has ended and it is
+    /// not there yet; a partial one for the current week. `NotFound` for a week to come, and
+    /// for a week whose end no checkpoint of the log had reached.
+    pub async fn get(
+        &self,
+        store: &Arc<dyn Store>,
+        key: &VerifierKey,
+        org: &str,
+        week: Week,
+        now: Timestamp,
+    ) -> Result<ArchiveFile, ApiError> {
+        let current = Week::containing(now);
+        if week > current {
+            return Err(ApiError::NotFound(format!(
+                "the archive of {week}: that week has not begun"
+            )));
+        }
+        let path = self.path(org, week);
+        if week < current {
+            if !path.exists() {
+                self.build(store, key, org, week, now).await?;
+            }
+            return Ok(ArchiveFile {
+                path,
+                partial: false,
+                temp: None,
+            });
+        }
+        let _one = self.building.lock().await;
+        let temp = write(self, store.clone(), key.clone(), org, week, true, now).await?;
+        Ok(ArchiveFile {
+            path: temp.to_path_buf(),
+            partial: true,
+            temp: Some(temp),
+        })
+    }
+
+    /// Builds and stores the archive of an ended `week`, unless it is there.
+    pub async fn build(
+        &self,
+        store: &Arc<dyn Store>,
+        key: &VerifierKey,
+        org: &str,
+        week: Week,
+        now: Timestamp,
+    ) -> Result<PathBuf, ApiError> {
+        let path = self.path(org, week);
+        let _one = self.building.lock().await;
+        if path.exists() {
+            return Ok(path);
+        }
+        let temp = write(self, store.clone(), key.clone(), org, week, false, now).await?;
+        let dir = self.org_dir(org);
+        let target = path.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            temp.persist(&target).map_err(|e| e.error)?;
+            File::open(&dir)?.sync_all()
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(|e| {
+            ApiError::Unavailable(format!("cannot store the archive {}: {e}", path.display()))
+        })?;
+        tracing::info!(org, %week, "archived a week");
+        Ok(path)
+    }
+
+    /// Builds every ended week's archive that is missing, for every org: from the week the
+    /// org was made to the last one that has ended.
+    pub async fn build_due(&self, store: &Arc<dyn Store>, key: &VerifierKey, now: Timestamp) {
+        let orgs = match store.orgs().await {
+            Ok(orgs) => orgs,
+            Err(e) => {
+                tracing::warn!(error = %e, "weekly archives: cannot list the orgs");
+                return;
+            }
+        };
+        let last = Week::containing(now).previous();
+        for org in orgs {
+            let mut week = Week::containing(org.created_at);
+            while week <= last {
+                if !self.path(&org.id, week).exists()
+                    && let Err(e) = self.build(store, key, &org.id, week, now).await
+                {
+                    match e {
+                        // Nothing signed by then: nothing to archive yet.
+                        ApiError::NotFound(_) => {}
+                        e => {
+                            tracing::warn!(org = %org.id, %week, error = %e, "weekly archive failed");
+                            break;
+                        }
+                    }
+                }
+                week = week.next();
+            }
+        }
+    }
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<ArchiveSummary>, ApiError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(ApiError::Unavailable(format!(
+                "cannot list the archives: {e}"
+            )));
+        }
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(week) = name.strip_suffix(".zip").and_then(|w| Week::parse(w).ok()) else {
+            continue;
+        };
+        let path = entry.path();
+        let read = || -> Result<(Manifest, u64), String> {
+            let file = File::open(&path).map_err(|e| e.to_string())?;
+            let size = file.metadata().map_err(|e| e.to_string())?.len();
+            let mut zip = zip::ZipArchive::new(file).map_err(|e| e.to_string())?;
+            let mut bytes = Vec::new();
+            zip.by_name(MANIFEST)
+                .map_err(|e| e.to_string())?
+                .read_to_end(&mut bytes)
+                .map_err(|e| e.to_string())?;
+            Ok((
+                serde_json::from_slice(&bytes).map_err(|e| e.to_string())?,
+                size,
+            ))
+        };
+        match read() {
+            Ok((m, size)) => out.push(ArchiveSummary {
+                week: week.to_string(),
+                events: m.end_seq - m.first_seq,
+                size,
+                created_at: m.created_at,
+                first_seq: m.first_seq,
+                end_seq: m.end_seq,
+                partial: m.partial,
+            }),
+            Err(e) => tracing::warn!(path = %path.display(), error = %e, "unreadable archive"),
+        }
+    }
+    out.sort_by(|a, b| a.week.cmp(&b.week));
+    Ok(out)
+}
+
+/// One day's records, spooled: the file, and each record's (timestamp, seq, offset, length).
+struct Day {
+    spool: File,
+    len: u64,
+    index: Vec<(i64, u64, u64, u32)>,
+}
+
+/// Writes the archive of `week` to a temporary file in `dir` and returns it, synced.
+async fn write(
+    archives: &Archives,
+    store: Arc<dyn Store>,
+    key: VerifierKey,
+    org: &str,
+    week: Week,
+    partial: bool,
+    now: Timestamp,
+) -> Result<TempPath, ApiError> {
+    let dir = archives.org_dir(org);
+    let stop = archives.stop.clone();
+    // The seqs the week received: up to the last checkpoint signed before it began and
+    // before it ended (the newest one, for the current week).
+    let signed_by = |at: Timestamp| {
+        let store = store.clone();
+        async move {
+            let n = store.seq_received_since(org, at).await?;
+            store.checkpoint_at_most(org, n).await
+        }
+    };
+    let previous = signed_by(week.start()).await?;
+    let end = if partial {
+        store.checkpoint(org, None).await?
+    } else {
+        signed_by(week.end()).await?
+    };
+    let Some(end) = end else {
+        return Err(ApiError::NotFound(format!(
+            "the archive of {week}: org {org:?} had no signed checkpoint by then"
+        )));
+    };
+    let first = previous.as_ref().map_or(0, |c| c.size);
+    let frontier = store.tree_frontier(org, first).await?;
+    let prev_root = RootBuilder::from_frontier(first, &frontier)
+        .map(|b| b.root())
+        .unwrap_or_else(empty_root);
+    let manifest = Manifest {
+        format: FORMAT.to_owned(),
+        org: org.to_owned(),
+        week: week.to_string(),
+        partial,
+        created_at: now.to_string(),
+        log_key: key.to_string(),
+        first_seq: first,
+        end_seq: end.size,
+        previous: Previous {
+            size: first,
+            root: hex::encode(prev_root),
+            checkpoint: previous.map(|c| c.note),
+            frontier: frontier.iter().map(hex::encode).collect(),
+        },
+        checkpoint: end.note,
+        files: Vec::new(),
+        leaves: archive::Digest256 {
+            name: LEAVES.to_owned(),
+            sha256: String::new(),
+        },
+    };
+    let org = org.to_owned();
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        write_blocking(&rt, &*store, &org, week, manifest, &dir, &stop)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+}
+
+fn io(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Unavailable(format!("cannot write an archive: {e}"))
+}
+
+fn write_blocking(
+    rt: &tokio::runtime::Handle,
+    store: &dyn Store,
+    org: &str,
+    week: Week,
+    mut manifest: Manifest,
+    dir: &Path,
+    stop: &tokio_util::sync::CancellationToken,
+) -> Result<TempPath, ApiError> {
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut days: BTreeMap<String, Day> = BTreeMap::new();
+    let new_day = || -> Result<Day, ApiError> {
+        Ok(Day {
+            spool: tempfile::tempfile_in(dir).map_err(io)?,
+            len: 0,
+            index: Vec::new(),
+        })
+    };
+    for name in week.day_files() {
+        days.insert(name, new_day()?);
+    }
+    let mut leaves = Vec::with_capacity(((manifest.end_seq - manifest.first_seq) * 32) as usize);
+    let mut from = manifest.first_seq;
+    while from < manifest.end_seq {
+        if stop.is_cancelled() {
+            return Err(ApiError::Unavailable("the server is stopping".into()));
+        }
+        let limit = PAGE.min((manifest.end_seq - from) as usize);
+        let page = rt.block_on(store.events_from(org, from, limit))?;
+        if page.is_empty() {
+            return Err(ApiError::Internal(format!(
+                "the log of {org:?} ends at seq {from}, before its checkpoint's {}",
+                manifest.end_seq
+            )));
+        }
+        for stored in page {
+            let e = &stored.event;
+            if e.seq != from {
+                return Err(ApiError::Internal(format!(
+                    "seq {from} of {org:?} is missing"
+                )));
+            }
+            let bytes = serde_json::to_vec(&archive::record(e, &stored.hash)).map_err(io)?;
+            let name = day_file(e.timestamp);
+            let day = match days.get_mut(&name) {
+                Some(d) => d,
+                None => days.entry(name).or_insert(new_day()?),
+            };
+            day.spool.write_all_at(&bytes, day.len).map_err(io)?;
+            day.index
+                .push((e.timestamp.micros(), e.seq, day.len, bytes.len() as u32));
+            day.len += bytes.len() as u64;
+            leaves.extend_from_slice(&stored.hash);
+            from += 1;
+        }
+    }
+
+    let temp = tempfile::Builder::new()
+        .prefix(".building-")
+        .suffix(".zip")
+        .tempfile_in(dir)
+        .map_err(io)?;
+    let (file, temp) = temp.into_parts();
+    let mut zip = zip::ZipWriter::new(BufWriter::new(file));
+    let options = SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .large_file(true);
+    for (name, mut day) in days {
+        day.index.sort_unstable();
+        zip.start_file(name.as_str(), options).map_err(io)?;
+        let mut out = Hashing::new(&mut zip);
+        if day.index.is_empty() {
+            out.write_all(b"[]\n").map_err(io)?;
+        } else {
+            let mut buf = Vec::new();
+            for (i, (_, _, offset, len)) in day.index.iter().enumerate() {
+                out.write_all(if i == 0 { b"[\n" } else { b",\n" })
+                    .map_err(io)?;
+                buf.resize(*len as usize, 0);
+                day.spool.read_exact_at(&mut buf, *offset).map_err(io)?;
+                out.write_all(&buf).map_err(io)?;
+            }
+            out.write_all(b"\n]\n").map_err(io)?;
+        }
+        manifest.files.push(FileEntry {
+            name,
+            sha256: out.finish(),
+            events: day.index.len() as u64,
+            first_seq: day.index.iter().map(|r| r.1).min(),
+            last_seq: day.index.iter().map(|r| r.1).max(),
+        });
+    }
+    zip.start_file(LEAVES, options).map_err(io)?;
+    zip.write_all(&leaves).map_err(io)?;
+    manifest.leaves.sha256 = hex::encode(Sha256::digest(&leaves));
+    zip.start_file(MANIFEST, options).map_err(io)?;
+    zip.write_all(&serde_json::to_vec_pretty(&manifest).map_err(io)?)
+        .map_err(io)?;
+    let mut file = zip
+        .finish()
+        .map_err(io)?
+        .into_inner()
+        .map_err(|e| io(e.error()))?;
+    file.flush().map_err(io)?;
+    file.sync_all().map_err(io)?;
+    file.rewind().map_err(io)?;
+    Ok(temp)
+}
+
+/// A writer that hashes what goes through it.
+struct Hashing<'a, W: Write> {
+    inner: &'a mut W,
+    hash: Sha256,
+}
+
+impl<'a, W: Write> Hashing<'a, W> {
+    fn new(inner: &'a mut W) -> Self {
+        Hashing {
+            inner,
+            hash: Sha256::new(),
+        }
+    }
+
+    fn finish(self) -> String {
+        hex::encode(self.hash.finalize())
+    }
+}
+
+impl<W: Write> Write for Hashing<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
