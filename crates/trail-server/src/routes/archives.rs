@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 
 use crate::archive::{ArchiveSummary, Archives};
 use crate::error::ApiError;
+use crate::openapi::NotFound;
 use crate::{AppState, now};
 
 /// The weeks an org has archives of.
@@ -65,6 +66,7 @@ pub async fn list(
         (status = 200, description = "The week's archive: a ZIP of one JSON file per day, `leaves.bin` and `manifest.json`", body = Vec<u8>, content_type = "application/zip"),
         (status = 206, description = "The part of it asked for with `Range`", body = Vec<u8>, content_type = "application/zip"),
         (status = 416, description = "A `Range` outside the archive"),
+        NotFound,
     ),
 )]
 pub async fn download(
