@@ -229,3 +229,24 @@ test("collapse repeats shows a run of identical events as one row with its count
   assert.deepEqual(page.errors, []);
   await page.close();
 });
+
+test("the Archive button lists the weeks and downloads the current one as a ZIP", async () => {
+  const page = await signedIn(b, server);
+  await page.locator("#log tbody tr").first().waitFor();
+  await page.locator("#archive-button").click();
+  const dialog = page.locator("#archive");
+  await dialog.locator("#archives tr.current").waitFor();
+  const week = (await dialog.locator("#archives tr.current th").innerText()).trim();
+  assert.match(week, /^\d{4}-W\d{2}$/);
+  await shot(page, "audit-logs-archive");
+  const [file] = await Promise.all([page.waitForEvent("download"),
+    dialog.getByRole("link", { name: `Download ${week} (partial)` }).click()]);
+  assert.equal(file.suggestedFilename(), `default-${week}-partial.zip`);
+  const { readFileSync } = await import("node:fs");
+  const zip = readFileSync(await file.path());
+  assert.equal(zip.subarray(0, 4).toString("hex"), "504b0304", "a ZIP");
+  await page.keyboard.press("Escape");
+  await dialog.waitFor({ state: "detached" });
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});

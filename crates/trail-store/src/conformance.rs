@@ -57,6 +57,7 @@ macro_rules! store_conformance_tests {
             a_log_watch_wakes_after_each_commit_to_its_org_only,
             an_export_pulls_every_event_once_in_seq_order_while_writers_append,
             an_export_filters_is_bounded_and_starts_at_a_time_of_receipt,
+            pruning_removes_a_prefix_and_what_remains_still_proves,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -1741,4 +1742,117 @@ pub async fn an_export_filters_is_bounded_and_starts_at_a_time_of_receipt(store:
         store.export("nope", &filter, 0, 2, 9).await,
         Err(StoreError::UnknownOrg(_))
     ));
+}
+
+pub async fn pruning_removes_a_prefix_and_what_remains_still_proves(store: Arc<dyn Store>) {
+    use trail_core::merkle::{self, InMemory};
+    with_orgs(&*store, &["acme", "umbrella"]).await;
+    store.append("umbrella", sample_events(3)).await.unwrap();
+    store
+        .append("acme", (0..700).map(|i| simple(&format!("e{i}"))).collect())
+        .await
+        .unwrap();
+    store.extend_tiles("acme", 0, 700).await.unwrap();
+    let leaves: Vec<[u8; 32]> = store
+        .events_from("acme", 0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.hash)
+        .collect();
+    let core = InMemory(&leaves);
+    let root = merkle::root(&core, 700).unwrap();
+    store
+        .add_checkpoint(crate::SignedCheckpoint {
+            org: "acme".into(),
+            size: 700,
+            root,
+            note: "o/acme\n700\n...\n\n— o sig\n".into(),
+            created_at: Timestamp(T0),
+        })
+        .await
+        .unwrap();
+    let frontier = store.tree_frontier("acme", 512).await.unwrap();
+    let fresh = store.retention("acme").await.unwrap();
+    assert_eq!(
+        (fresh.days, fresh.legal_hold, fresh.pruned_below),
+        (None, false, 0)
+    );
+
+    // Only whole tiles, only what a checkpoint covers, never under legal hold.
+    for below in [300, 768] {
+        assert!(
+            store.prune("acme", below, Vec::new()).await.is_err(),
+            "{below}"
+        );
+    }
+    let held = store
+        .set_retention("acme", Some(Some(30)), Some(true), Vec::new())
+        .await
+        .unwrap();
+    assert_eq!((held.days, held.legal_hold), (Some(30), true));
+    assert!(store.prune("acme", 512, Vec::new()).await.is_err());
+    assert_eq!(
+        store.events_from("acme", 0, 1).await.unwrap()[0].event.seq,
+        0
+    );
+    store
+        .set_retention("acme", None, Some(false), Vec::new())
+        .await
+        .unwrap();
+
+    // The prune and its record commit together.
+    let pruned = store
+        .prune("acme", 512, vec![("acme".into(), simple("pruned"))])
+        .await
+        .unwrap();
+    assert_eq!((pruned.from, pruned.to), (0, 512));
+    assert_eq!(store.retention("acme").await.unwrap().pruned_below, 512);
+    let rest = store.events_from("acme", 0, 1000).await.unwrap();
+    assert_eq!(rest.first().unwrap().event.seq, 512);
+    assert_eq!(
+        rest.last().unwrap().event.seq,
+        700,
+        "the record of the prune"
+    );
+    assert_eq!(rest.last().unwrap().event.action, "pruned");
+    assert_eq!(store.log_size("acme").await.unwrap(), 701);
+    // Pruning again to the same place removes nothing; another org is untouched.
+    assert_eq!(
+        store.prune("acme", 512, Vec::new()).await.unwrap(),
+        crate::Pruned { from: 512, to: 512 }
+    );
+    assert_eq!(store.events_from("umbrella", 0, 10).await.unwrap().len(), 3);
+
+    // What remains still proves: roots, the edge at the prune, inclusion of what is kept.
+    assert_eq!(store.tree_root("acme", 700).await.unwrap(), root);
+    assert_eq!(store.tree_frontier("acme", 512).await.unwrap(), frontier);
+    for seq in [512u64, 600, 699] {
+        let proof = store.inclusion_proof("acme", seq, 700).await.unwrap();
+        assert!(merkle::verify_inclusion(
+            &leaves[seq as usize],
+            seq,
+            700,
+            &proof,
+            &root
+        ));
+    }
+    assert!(matches!(
+        store.inclusion_proof("acme", 100, 700).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Neither the list nor the ids go back.
+    let page = store
+        .query(
+            "acme",
+            &EventQuery {
+                limit: 1000,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 189);
+    let more = store.append("acme", vec![simple("after")]).await.unwrap();
+    assert_eq!(more[0].seq, 701);
 }

@@ -206,6 +206,29 @@ pub struct SignedCheckpoint {
 /// Rows of an org's log for an audit: each seq, and its event or why it cannot be read.
 pub type AuditRows = Vec<(u64, std::result::Result<StoredEvent, String>)>;
 
+/// An org's retention: how long its events are kept, whether pruning is held, and how far
+/// its log has been pruned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Days an event is kept after its week's archive is stored; `None`: the default.
+    pub days: Option<u32>,
+    /// Legal hold: nothing is pruned while it is on.
+    pub legal_hold: bool,
+    /// Seqs below this were pruned (0: none).
+    pub pruned_below: u64,
+}
+
+/// What one pruning step removed: seqs `from..to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub from: u64,
+    pub to: u64,
+}
+
+/// Pruning removes whole tiles of this many seqs, so that every proof about what remains
+/// reads stored tiles, never a pruned leaf.
+pub const PRUNE_ALIGN: u64 = 256;
+
 /// Events to append in the same transaction as a change, so that no change exists without
 /// its record: `(org, event)`.
 pub type AuditEvents = Vec<(String, EventBody)>;
@@ -536,6 +559,22 @@ pub trait Store: Send + Sync + 'static {
     async fn add_checkpoint(&self, checkpoint: SignedCheckpoint) -> Result<()>;
     /// The newest checkpoint, or the one of exactly `size`.
     async fn checkpoint(&self, org: &str, size: Option<u64>) -> Result<Option<SignedCheckpoint>>;
+    /// The org's retention settings and how far its log was pruned.
+    async fn retention(&self, org: &str) -> Result<Retention>;
+    /// Sets the org's retention days (`Some(None)`: back to the default) and legal hold,
+    /// with `audit` in the same transaction.
+    async fn set_retention(
+        &self,
+        org: &str,
+        days: Option<Option<u32>>,
+        legal_hold: Option<bool>,
+        audit: AuditEvents,
+    ) -> Result<Retention>;
+    /// Deletes the org's events below `below`, with `audit` in the same transaction: the one
+    /// path that deletes events. `below` must be a multiple of [`PRUNE_ALIGN`] covered by a
+    /// signed checkpoint; refused (`Conflict`) under legal hold. Seqs are never reused, and
+    /// proofs about the events that remain still hold.
+    async fn prune(&self, org: &str, below: u64, audit: AuditEvents) -> Result<Pruned>;
     /// The newest checkpoint of at most `size` events.
     async fn checkpoint_at_most(&self, org: &str, size: u64) -> Result<Option<SignedCheckpoint>>;
     /// The right edge of the tree of the org's first `size` events: its complete subtrees,

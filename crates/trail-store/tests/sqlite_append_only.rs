@@ -77,6 +77,27 @@ async fn direct_sql_cannot_rewrite_history() {
         let err = raw.execute(sql, []).expect_err(sql).to_string();
         assert!(err.contains("append-only"), "{sql}: {err}");
     }
+    // A pruning permit is for one org's seqs below a point: another org's permit, or one
+    // below the events, lets nothing go.
+    let acme: i64 = raw
+        .query_row("SELECT id FROM orgs WHERE slug = 'acme'", [], |r| r.get(0))
+        .unwrap();
+    raw.execute(
+        "INSERT INTO prune_permit (org, below_k) VALUES (?1, ?2)",
+        [acme + 1, i64::MAX],
+    )
+    .unwrap();
+    raw.execute(
+        "INSERT INTO prune_permit (org, below_k) VALUES (?1, ?2)",
+        [acme, acme << 40],
+    )
+    .unwrap();
+    let err = raw
+        .execute("DELETE FROM events", [])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("append-only"), "{err}");
+    raw.execute("DELETE FROM prune_permit", []).unwrap();
     drop(raw);
 
     let after = store.events_from("acme", 0, 1000).await.unwrap();
@@ -176,11 +197,13 @@ async fn a_read_only_open_of_an_older_store_says_how_to_bring_it_up_to_date() {
         .unwrap();
     // The last step of the schema, undone: the store is one version older.
     raw.execute_batch(
-        "DROP TRIGGER events_no_replace;
-         CREATE TRIGGER events_no_replace BEFORE INSERT ON events
-         WHEN EXISTS (SELECT 1 FROM events WHERE k = NEW.k)
-           OR (NEW.cid IS NOT NULL AND EXISTS (SELECT 1 FROM events WHERE org = NEW.org AND cid = NEW.cid))
-         BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;",
+        "DROP TRIGGER events_no_delete;
+         CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+         BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+         DROP TABLE prune_permit;
+         ALTER TABLE orgs DROP COLUMN retention_days;
+         ALTER TABLE orgs DROP COLUMN legal_hold;
+         ALTER TABLE orgs DROP COLUMN pruned_below;",
     )
     .unwrap();
     raw.pragma_update(None, "user_version", version - 1)

@@ -5,7 +5,8 @@
 
 import { get, orgPath, seg, exportPage } from "../api.js";
 import { h, fill, text, objectId, localTime, announce } from "../dom.js";
-import { go, session } from "../app.js";
+import { go, session, holds } from "../app.js";
+import { openArchive } from "./archive.js";
 import { openRecord } from "./record.js";
 import { histogram } from "../chart.js";
 
@@ -188,8 +189,12 @@ export async function renderLog(view, { org, instance, params, base, title }) {
     exportAs("csv", "csv"), " · ", exportAs("ndjson", "ndjson"), " · ", exportAs("cef", "cef"),
     " ", exportStatus);
   const chart = h("div", { class: "chart-slot" });
+  // Seed 000's Archive button, upper right: the org's weekly ZIPs.
+  const archiveButton = !instance && holds(org, "archives:read")
+    ? h("button", { type: "button", id: "archive-button", onclick: () => openArchive(org) }, "Archive")
+    : null;
   fill(view,
-    h("h1", {}, title ?? "Audit Logs"),
+    h("div", { class: "title-row" }, h("h1", {}, title ?? "Audit Logs"), archiveButton),
     form,
     chart,
     h("div", { class: "table-bar" }, h("span", { class: "toggles" }, liveToggle, hideToggle, collapseToggle), exportLinks),

@@ -131,6 +131,27 @@ const STEPS: &[Step] = &[
             )
         },
     },
+    Step {
+        what: "retention: each org's retention in days (none: the default), its legal hold and \
+               the seq below which its log was pruned; events may be deleted only below a \
+               permit that the pruning transaction writes and removes itself",
+        apply: |tx| {
+            tx.execute_batch(
+                "ALTER TABLE orgs ADD COLUMN retention_days INTEGER;
+                 ALTER TABLE orgs ADD COLUMN legal_hold INTEGER NOT NULL DEFAULT 0;
+                 ALTER TABLE orgs ADD COLUMN pruned_below INTEGER NOT NULL DEFAULT 0;
+                 CREATE TABLE prune_permit (
+                     org     INTEGER PRIMARY KEY,
+                     below_k INTEGER NOT NULL
+                 );
+                 DROP TRIGGER events_no_delete;
+                 CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+                 WHEN NOT EXISTS (SELECT 1 FROM prune_permit p
+                                  WHERE p.org = OLD.org AND OLD.k < p.below_k)
+                 BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;",
+            )
+        },
+    },
 ];
 
 /// The schema version this Trail writes and reads.

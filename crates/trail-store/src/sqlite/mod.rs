@@ -717,6 +717,31 @@ impl Store for SqliteStore {
         self.read(move |c, _| tree::checkpoint(c, &org, size)).await
     }
 
+    async fn retention(&self, org: &str) -> Result<crate::Retention> {
+        let org = org.to_owned();
+        self.read(move |c, _| read::retention(c, &org)).await
+    }
+
+    async fn set_retention(
+        &self,
+        org: &str,
+        days: Option<Option<u32>>,
+        legal_hold: Option<bool>,
+        audit: AuditEvents,
+    ) -> Result<crate::Retention> {
+        let org = org.to_owned();
+        self.writer()?
+            .exec(move |w| w.set_retention(&org, days, legal_hold, audit))
+            .await
+    }
+
+    async fn prune(&self, org: &str, below: u64, audit: AuditEvents) -> Result<crate::Pruned> {
+        let org = org.to_owned();
+        self.writer()?
+            .exec(move |w| w.prune(&org, below, audit))
+            .await
+    }
+
     async fn checkpoint_at_most(&self, org: &str, size: u64) -> Result<Option<SignedCheckpoint>> {
         let org = org.to_owned();
         self.read(move |c, _| tree::checkpoint_at_most(c, &org, size))

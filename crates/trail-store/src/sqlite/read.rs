@@ -453,12 +453,43 @@ pub(crate) fn events_for_audit(
 }
 
 pub(crate) fn log_size(conn: &Connection, org: &str) -> Result<u64> {
-    let base = org_id(conn, org)? << SEQ_BITS;
+    size_of(conn, org_id(conn, org)?)
+}
+
+/// The size of an org's log: one past its newest seq, or where it was pruned to if nothing
+/// after that remains (seqs are never reused).
+pub(crate) fn size_of(conn: &Connection, org_id: i64) -> Result<u64> {
+    let base = org_id << SEQ_BITS;
     let max: Option<i64> = conn
         .prepare_cached("SELECT max(k) FROM events WHERE k BETWEEN ?1 AND ?2")
         .and_then(|mut s| s.query_row([base, base | SEQ_MASK], |r| r.get(0)))
         .map_err(unavailable)?;
-    Ok(max.map_or(0, |k| ((k & SEQ_MASK) + 1) as u64))
+    let stored = max.map_or(0, |k| ((k & SEQ_MASK) + 1) as u64);
+    Ok(stored.max(pruned_below(conn, org_id)?))
+}
+
+/// The seq below which an org's log was pruned.
+pub(crate) fn pruned_below(conn: &Connection, org_id: i64) -> Result<u64> {
+    conn.prepare_cached("SELECT pruned_below FROM orgs WHERE id = ?1")
+        .and_then(|mut s| s.query_row([org_id], |r| r.get::<_, i64>(0)))
+        .map(|n| n as u64)
+        .map_err(unavailable)
+}
+
+pub(crate) fn retention(conn: &Connection, org: &str) -> Result<crate::Retention> {
+    conn.prepare_cached("SELECT retention_days, legal_hold, pruned_below FROM orgs WHERE slug = ?1")
+        .and_then(|mut s| {
+            s.query_row([org], |r| {
+                Ok(crate::Retention {
+                    days: r.get::<_, Option<i64>>(0)?.map(|d| d as u32),
+                    legal_hold: r.get(1)?,
+                    pruned_below: r.get::<_, i64>(2)? as u64,
+                })
+            })
+            .optional()
+        })
+        .map_err(unavailable)?
+        .ok_or_else(|| StoreError::UnknownOrg(org.to_owned()))
 }
 
 const TOKEN_COLUMNS: &str = "t.id, t.kind, o.slug, t.owner, t.user_id, t.name, t.description, \

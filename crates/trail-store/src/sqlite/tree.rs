@@ -14,6 +14,8 @@ pub(crate) struct Tree<'c> {
     org_id: i64,
     org: String,
     size: u64,
+    /// Leaves below this were pruned: only their tiles remain.
+    pruned_below: u64,
 }
 
 impl<'c> Tree<'c> {
@@ -25,11 +27,13 @@ impl<'c> Tree<'c> {
                 "a tree of {size} events in org {org:?}, whose log holds {have}"
             )));
         }
+        let org_id = org_id(conn, org)?;
         Ok(Tree {
             conn,
-            org_id: org_id(conn, org)?,
+            org_id,
             org: org.to_owned(),
             size,
+            pruned_below: super::read::pruned_below(conn, org_id)?,
         })
     }
 
@@ -66,6 +70,12 @@ impl HashReader for Tree<'_> {
     type Error = StoreError;
 
     fn leaves(&self, start: u64, end: u64) -> Result<Vec<Hash>> {
+        if start < self.pruned_below {
+            return Err(StoreError::NotFound(format!(
+                "seq {start} of org {:?}, pruned under its retention (the log starts at {}),",
+                self.org, self.pruned_below
+            )));
+        }
         let base = self.org_id << SEQ_BITS;
         let mut stmt = self
             .conn

@@ -634,6 +634,78 @@ impl WriterState {
         })
     }
 
+    pub fn set_retention(
+        &mut self,
+        org: &str,
+        days: Option<Option<u32>>,
+        legal_hold: Option<bool>,
+        audit: AuditEvents,
+    ) -> Result<crate::Retention> {
+        self.in_tx(audit, |tx| {
+            let org_id = org_id(tx, org)?;
+            if let Some(days) = days {
+                tx.execute(
+                    "UPDATE orgs SET retention_days = ?2 WHERE id = ?1",
+                    params![org_id, days.map(i64::from)],
+                )
+                .map_err(unavailable)?;
+            }
+            if let Some(hold) = legal_hold {
+                tx.execute(
+                    "UPDATE orgs SET legal_hold = ?2 WHERE id = ?1",
+                    params![org_id, hold],
+                )
+                .map_err(unavailable)?;
+            }
+            super::read::retention(tx, org)
+        })
+    }
+
+    /// Deletes `org`'s events below `below` through a permit the transaction writes and
+    /// removes (the delete trigger refuses any other delete).
+    pub fn prune(&mut self, org: &str, below: u64, audit: AuditEvents) -> Result<crate::Pruned> {
+        self.in_tx(audit, |tx| {
+            let org_id = org_id(tx, org)?;
+            let now = super::read::retention(tx, org)?;
+            if now.legal_hold {
+                return Err(StoreError::Unavailable(format!(
+                    "org {org:?} is under legal hold: nothing of it is pruned"
+                )));
+            }
+            let signed = super::tree::checkpoint(tx, org, None)?.map_or(0, |c| c.size);
+            if !below.is_multiple_of(crate::PRUNE_ALIGN) || below > signed {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot prune org {org:?} below seq {below}: a prune stops at a multiple of {} covered by a signed checkpoint ({signed} events)",
+                    crate::PRUNE_ALIGN
+                )));
+            }
+            let from = now.pruned_below;
+            if below <= from {
+                return Ok(crate::Pruned { from, to: from });
+            }
+            let base = org_id << SEQ_BITS;
+            let end = base | below as i64;
+            tx.execute(
+                "INSERT INTO prune_permit (org, below_k) VALUES (?1, ?2)",
+                params![org_id, end],
+            )
+            .map_err(unavailable)?;
+            tx.execute(
+                "DELETE FROM events WHERE k >= ?1 AND k < ?2",
+                params![base | from as i64, end],
+            )
+            .map_err(unavailable)?;
+            tx.execute("DELETE FROM prune_permit WHERE org = ?1", [org_id])
+                .map_err(unavailable)?;
+            tx.execute(
+                "UPDATE orgs SET pruned_below = ?2 WHERE id = ?1",
+                params![org_id, below as i64],
+            )
+            .map_err(unavailable)?;
+            Ok(crate::Pruned { from, to: below })
+        })
+    }
+
     pub fn create_token(&mut self, token: &Token, audit: AuditEvents) -> Result<()> {
         self.in_tx(audit, |tx| insert_token(tx, token))
     }
@@ -1005,15 +1077,7 @@ fn finish(
 }
 
 fn next_seq_on_disk(tx: &Connection, org_id: i64) -> Result<u64> {
-    let base = org_id << SEQ_BITS;
-    let max: Option<i64> = tx
-        .query_row(
-            "SELECT max(k) FROM events WHERE k BETWEEN ?1 AND ?2",
-            params![base, base | SEQ_MASK],
-            |r| r.get(0),
-        )
-        .map_err(unavailable)?;
-    Ok(max.map_or(0, |k| ((k & SEQ_MASK) + 1) as u64))
+    super::read::size_of(tx, org_id)
 }
 
 /// The event stored under a client id, and the canonical encoding it was hashed with.
