@@ -18,7 +18,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use trail_core::checkpoint::{Checkpoint, VerifierKey, open};
-use trail_core::merkle::{Hash, verify_consistency};
+use trail_core::merkle::{Hash, RootBuilder, verify_consistency};
 use trail_core::verify::{Finding, LogVerifier, Verified};
 
 use crate::{Client, ClientError, segment};
@@ -93,6 +93,9 @@ pub struct Report {
     pub verified: Verified,
     /// The checkpoint seen before, if any, that the new one is consistent with.
     pub previous: Option<u64>,
+    /// The checkpoint seen before, when it lies in the part of the log since pruned under
+    /// retention: no proof reaches it online any more (its weekly archives hold its events).
+    pub previous_pruned: Option<u64>,
 }
 
 fn decode_hash(s: &str) -> Result<Hash, ClientError> {
@@ -179,6 +182,7 @@ pub async fn verify_log(
     // Consistent with what this client saw before?
     // A log is known by its origin, whichever URL serves it.
     let previous = witness.checkpoints.get(&origin).cloned();
+    let mut previous_pruned = None;
     if let Some(prev) = &previous {
         let other_key = prev.key.as_ref().is_some_and(|k| *k != key.to_string());
         let before = match open_checked(&prev.note) {
@@ -201,34 +205,71 @@ pub async fn verify_log(
                 newest.size, before.size
             )));
         }
-        let proof = client
-            .get_json(&format!(
-                "/v1/orgs/{o}/log/proof/consistency?from={}&to={}",
-                before.size, newest.size
-            ))
-            .await?;
-        let proof: Vec<Hash> = proof["proof"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|h| decode_hash(h.as_str().unwrap_or("")))
-            .collect::<Result<_, _>>()?;
-        if !verify_consistency(before.size, newest.size, &before.root, &newest.root, &proof) {
-            return Err(VerifyError::Checkpoint(format!(
-                "the log is not consistent with the checkpoint of {} events you verified before: history was rewritten",
-                before.size
-            )));
+        let pruned_below =
+            client.get_json(&format!("/v1/orgs/{o}/retention")).await?["prunedBelow"]
+                .as_u64()
+                .unwrap_or(0);
+        if before.size < pruned_below && before.size < newest.size {
+            previous_pruned = Some(before.size);
+        } else {
+            let proof = client
+                .get_json(&format!(
+                    "/v1/orgs/{o}/log/proof/consistency?from={}&to={}",
+                    before.size, newest.size
+                ))
+                .await?;
+            let proof: Vec<Hash> = proof["proof"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|h| decode_hash(h.as_str().unwrap_or("")))
+                .collect::<Result<_, _>>()?;
+            if !verify_consistency(before.size, newest.size, &before.root, &newest.root, &proof) {
+                return Err(VerifyError::Checkpoint(format!(
+                    "the log is not consistent with the checkpoint of {} events you verified before: history was rewritten",
+                    before.size
+                )));
+            }
         }
         checkpoints.push(before);
     }
 
-    // Recompute the tree from the events, as served.
-    let mut verifier = LogVerifier::new(checkpoints);
+    // Recompute the tree from the events, as served: from seq 0, or, if the log was pruned
+    // under retention, from where it now starts and the tree's edge there (which must then
+    // give every later signed root).
+    let mut checkpoints = Some(checkpoints);
+    let mut verifier: Option<LogVerifier> = None;
     let mut from = 0;
     while from < newest.size {
         let page = client
             .get_json(&format!("/v1/orgs/{o}/log/entries?from={from}&limit=1000"))
             .await?;
+        let verifier = match &mut verifier {
+            Some(v) => v,
+            None => {
+                let cps = checkpoints.take().unwrap_or_default();
+                let started = match page["pruned"].as_object() {
+                    Some(p) => {
+                        let below = p["below"].as_u64().unwrap_or(0);
+                        let edge: Vec<Hash> = p["frontier"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|h| decode_hash(h.as_str().unwrap_or("")))
+                            .collect::<Result<_, _>>()?;
+                        let edge = RootBuilder::from_frontier(below, &edge).ok_or_else(|| {
+                            VerifyError::Checkpoint(format!(
+                                "the server's edge of the log pruned below seq {below} is not a tree's"
+                            ))
+                        })?;
+                        from = below;
+                        LogVerifier::after_pruned(cps, edge)
+                    }
+                    None => LogVerifier::new(cps),
+                };
+                verifier.insert(started)
+            }
+        };
         let items = page["items"].as_array().cloned().unwrap_or_default();
         if items.is_empty() {
             break;
@@ -251,7 +292,11 @@ pub async fn verify_log(
             _ => break,
         }
     }
-    let verified = verifier.finish().map_err(VerifyError::Finding)?;
+    let verified = match verifier {
+        Some(v) => v.finish(),
+        None => LogVerifier::new(checkpoints.unwrap_or_default()).finish(),
+    }
+    .map_err(VerifyError::Finding)?;
     if verified.size != newest.size {
         return Err(VerifyError::Checkpoint(format!(
             "the events served reach {} of the {} the newest checkpoint covers",
@@ -271,6 +316,9 @@ pub async fn verify_log(
         org: org.to_owned(),
         checkpoint: newest,
         verified,
-        previous: previous.map(|p| p.size),
+        previous: previous
+            .map(|p| p.size)
+            .filter(|p| previous_pruned != Some(*p)),
+        previous_pruned,
     })
 }

@@ -14,17 +14,19 @@ pub enum Scope {
     KeysManage,
     MembersManage,
     InstancesManage,
+    RetentionManage,
     OrgsAdmin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 7] = [
+    pub const ALL: [Scope; 8] = [
         Scope::LogsRead,
         Scope::LogsWrite,
         Scope::ArchivesRead,
         Scope::KeysManage,
         Scope::MembersManage,
         Scope::InstancesManage,
+        Scope::RetentionManage,
         Scope::OrgsAdmin,
     ];
 
@@ -36,6 +38,7 @@ impl Scope {
             Scope::KeysManage => "keys:manage",
             Scope::MembersManage => "members:manage",
             Scope::InstancesManage => "instances:manage",
+            Scope::RetentionManage => "retention:manage",
             Scope::OrgsAdmin => "orgs:admin",
         }
     }
@@ -69,7 +72,7 @@ impl fmt::Display for Scope {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown scope {0:?} (known: logs:read, logs:write, archives:read, keys:manage, members:manage, instances:manage, orgs:admin)"
+    "unknown scope {0:?} (known: logs:read, logs:write, archives:read, keys:manage, members:manage, instances:manage, retention:manage, orgs:admin)"
 )]
 pub struct UnknownScope(pub String);
 
@@ -111,6 +114,7 @@ impl Role {
                 KeysManage,
                 MembersManage,
                 InstancesManage,
+                RetentionManage,
             ],
             Role::Admin => &[LogsWrite, KeysManage, MembersManage, InstancesManage],
             Role::Member => &[LogsWrite],
@@ -142,6 +146,7 @@ pub fn preset(name: &str) -> Option<&'static [Scope]> {
             KeysManage,
             MembersManage,
             InstancesManage,
+            RetentionManage,
         ]),
         _ => None,
     }

@@ -99,6 +99,9 @@ pub struct Verified {
     pub checkpoints: usize,
     /// Events read past the newest checkpoint (not yet covered).
     pub uncovered: u64,
+    /// Seqs below this were pruned: the walk began there, from the tree's edge (see
+    /// [`LogVerifier::after_pruned`]); their weekly archives prove them.
+    pub pruned_below: u64,
 }
 
 /// Streams a log through the checks; see the module documentation.
@@ -112,6 +115,7 @@ pub struct LogVerifier {
     gap: Option<u64>,
     mismatch: Option<Finding>,
     verified: u64,
+    pruned_below: u64,
 }
 
 impl LogVerifier {
@@ -128,7 +132,27 @@ impl LogVerifier {
             gap: None,
             mismatch: None,
             verified: 0,
+            pruned_below: 0,
         };
+        v.check_checkpoints();
+        v
+    }
+
+    /// The check of a log whose seqs below `edge.size()` were pruned: it starts from the
+    /// tree's edge there (the complete subtrees that cover them, as the store keeps them),
+    /// and checks the checkpoints from that size on. An edge that is not the log's own gives
+    /// none of their roots, so it is caught like a changed event.
+    pub fn after_pruned(checkpoints: Vec<Checkpoint>, edge: RootBuilder) -> LogVerifier {
+        let start = edge.size();
+        let mut v = LogVerifier::new(
+            checkpoints
+                .into_iter()
+                .filter(|c| c.size >= start)
+                .collect(),
+        );
+        v.builder = edge;
+        v.verified = start;
+        v.pruned_below = start;
         v.check_checkpoints();
         v
     }
@@ -273,6 +297,7 @@ impl LogVerifier {
                 size: self.verified,
                 checkpoints: self.checkpoints.len(),
                 uncovered: size.saturating_sub(newest),
+                pruned_below: self.pruned_below,
             }),
         }
     }
@@ -322,6 +347,42 @@ mod tests {
     }
 
     #[test]
+    fn a_pruned_log_verifies_from_the_edge_and_a_wrong_edge_is_caught() {
+        use crate::merkle::RootBuilder;
+        let l = log(600);
+        let leaves: Vec<Hash> = l.iter().map(|(_, h)| *h).collect();
+        let cps = checkpoints(&l, &[100, 512, 550, 600]);
+        let edge = RootBuilder::at(&InMemory(&leaves), 512).unwrap();
+        let mut v = LogVerifier::after_pruned(cps.clone(), edge.clone());
+        for (e, h) in &l[512..] {
+            v.push(e, h);
+        }
+        assert_eq!(
+            v.finish(),
+            Ok(Verified {
+                size: 600,
+                checkpoints: 3,
+                uncovered: 0,
+                pruned_below: 512
+            })
+        );
+        // An edge from another history gives none of the signed roots.
+        let mut other = leaves.clone();
+        other[7] = [9; 32];
+        let forged = RootBuilder::at(&InMemory(&other), 512).unwrap();
+        let mut v = LogVerifier::after_pruned(cps, forged);
+        for (e, h) in &l[512..] {
+            v.push(e, h);
+        }
+        assert!(matches!(
+            v.finish().unwrap_err().problem,
+            Problem::Mismatch {
+                checkpoint_size: 512
+            }
+        ));
+    }
+
+    #[test]
     fn an_untouched_log_verifies() {
         let l = log(50);
         let cps = checkpoints(&l, &[0, 10, 37, 50]);
@@ -330,7 +391,8 @@ mod tests {
             Ok(Verified {
                 size: 50,
                 checkpoints: 4,
-                uncovered: 0
+                uncovered: 0,
+                pruned_below: 0
             })
         );
     }
@@ -345,7 +407,8 @@ mod tests {
             Ok(Verified {
                 size: 37,
                 checkpoints: 2,
-                uncovered: 13
+                uncovered: 13,
+                pruned_below: 0
             })
         );
         // An uncovered event is still checked against the hash stored with it.

@@ -78,10 +78,14 @@ impl Archives {
         self.stop.cancel();
     }
 
-    /// The weekly job: builds what is due now, then every hour, until [`Self::stop`].
+    /// The weekly job: builds the archives that are due and prunes what retention no
+    /// longer keeps (`crate::retention`), now, then every hour, until [`Self::stop`].
     pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, key: VerifierKey) {
         loop {
             self.build_due(&store, &key, crate::now()).await;
+            if let Err(e) = crate::retention::prune_due(&store, &self, crate::now(), None).await {
+                tracing::warn!(error = %e, "pruning under retention failed");
+            }
             tokio::select! {
                 () = self.stop.cancelled() => return,
                 () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}

@@ -19,6 +19,7 @@ pub mod log;
 pub mod metrics;
 pub mod openapi;
 pub mod operator;
+pub mod retention;
 pub mod routes;
 pub mod tls;
 
@@ -86,6 +87,9 @@ impl AppState {
         })
     }
 }
+
+/// Where a data directory keeps its weekly archives.
+pub const ARCHIVES_DIR: &str = "archives";
 
 /// The wall clock, in the core's terms.
 pub fn now() -> Timestamp {
@@ -203,8 +207,8 @@ pub struct Bound {
     pub addr: SocketAddr,
     /// The key that verifies this server's checkpoints.
     pub verifier_key: String,
-    /// The weekly archives, built by a job beside the API.
-    archives: Arc<archive::Archives>,
+    /// The weekly archives, built by a job beside the API (and by operator jobs).
+    pub archives: Arc<archive::Archives>,
     log_key: Arc<SignerKey>,
 }
 
@@ -220,7 +224,14 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
     let store = SqliteStore::open(&config.data_dir)
         .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
-    bootstrap(&*store, config).await?;
+    bootstrap(
+        &*store,
+        &config.data_dir,
+        &config.bootstrap_org,
+        &config.bootstrap_owner,
+        now(),
+    )
+    .await?;
     let key = Arc::new(
         log::load_or_create_key(&*store, &config.data_dir, config.log_name.as_deref()).await?,
     );
@@ -237,7 +248,7 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
     state.secure_cookies = config.secure_cookies;
     state.trusted_proxies = Arc::from(config.trusted_proxies.clone());
     state.stream_keep_alive = config.stream_keep_alive;
-    let archives = Arc::new(archive::Archives::new(config.data_dir.join("archives")));
+    let archives = Arc::new(archive::Archives::new(config.data_dir.join(ARCHIVES_DIR)));
     state.archives = Some(archives.clone());
     let stopping = state.stopping.clone();
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -302,25 +313,34 @@ impl Bound {
 
 /// Seeds an empty store with its first org (the platform org), an owner who is a platform
 /// admin, and the owner's token, printed once and written (mode 0600) to the data directory.
-async fn bootstrap(store: &dyn Store, config: &ServeConfig) -> anyhow::Result<()> {
+/// Seeds an empty store, as the first start of `trail serve` does: the org `org`, its owner
+/// `owner` (a platform admin) and the owner's token, written to `BOOTSTRAP_TOKEN_FILE` in
+/// `data_dir`. A store with any org is left as it is.
+pub async fn bootstrap(
+    store: &dyn Store,
+    data_dir: &std::path::Path,
+    org: &str,
+    owner: &str,
+    now: Timestamp,
+) -> anyhow::Result<()> {
     if !store.orgs().await?.is_empty() {
         return Ok(());
     }
-    let now = now();
     let mut scopes = preset("admin-full")
         .expect("admin-full is a preset")
         .to_vec();
     scopes.push(Scope::OrgsAdmin);
+    let owner_email = owner;
     let owner = User {
         id: auth::random_id("usr"),
-        email: config.bootstrap_owner.clone(),
+        email: owner_email.to_owned(),
         password_hash: None,
         platform_admin: true,
         created_at: now,
     };
     let minted = auth::mint(CredentialSpec {
         kind: TokenKind::Pat,
-        org: config.bootstrap_org.clone(),
+        org: org.to_owned(),
         owner: owner.email.clone(),
         user_id: Some(owner.id.clone()),
         name: "bootstrap".into(),
@@ -334,13 +354,13 @@ async fn bootstrap(store: &dyn Store, config: &ServeConfig) -> anyhow::Result<()
         reach: trail_store::Reach::All,
     });
     // Written before the store is seeded: a token that was never written must not exist.
-    let path = config.data_dir.join(BOOTSTRAP_TOKEN_FILE);
+    let path = data_dir.join(BOOTSTRAP_TOKEN_FILE);
     write_secret(&path, &minted.secret).with_context(|| format!("writing {}", path.display()))?;
     let seeded = store
         .bootstrap(Bootstrap {
             org: Org {
-                id: config.bootstrap_org.clone(),
-                name: config.bootstrap_org.clone(),
+                id: org.to_owned(),
+                name: org.to_owned(),
                 created_at: now,
             },
             owner,
@@ -354,7 +374,7 @@ async fn bootstrap(store: &dyn Store, config: &ServeConfig) -> anyhow::Result<()
     }
     say(format_args!(
         "Bootstrapped org {:?} with owner {}.",
-        config.bootstrap_org, config.bootstrap_owner
+        org, owner_email
     ));
     say(format_args!(
         "Owner token (shown once; also in {}):",

@@ -633,6 +633,21 @@ pub struct Entries {
     pub items: Vec<Box<RawValue>>,
     /// The `from` of the next page; null on the last.
     pub next_from: Option<u64>,
+    /// When `from` lies in the part of the log pruned under retention: where the log now
+    /// starts, and the tree's edge there, from which a verifier goes on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pruned: Option<PrunedPrefix>,
+}
+
+/// The pruned start of a log.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrunedPrefix {
+    /// Seqs below this were pruned; their weekly archives hold them.
+    pub below: u64,
+    /// The complete subtrees that cover them, largest first, hex: with the leaves from
+    /// `below` on, they give every later signed root.
+    pub frontier: Vec<String>,
 }
 
 #[derive(IntoParams)]
@@ -662,6 +677,16 @@ pub async fn entries(
 ) -> Result<Json<Entries>, ApiError> {
     let from = param(raw.as_deref(), "from")?.unwrap_or(0);
     let limit = page_limit(raw.as_deref())?;
+    let below = state.store.retention(&org).await?.pruned_below;
+    let pruned = if from < below {
+        let frontier = state.store.tree_frontier(&org, below).await?;
+        Some(PrunedPrefix {
+            below,
+            frontier: frontier.iter().map(hex::encode).collect(),
+        })
+    } else {
+        None
+    };
     let events = state.store.events_from(&org, from, limit).await?;
     let items = bounded_page(events.iter().map(entry));
     // A page cut short by its size, or a full one, has more after it.
@@ -675,6 +700,7 @@ pub async fn entries(
     Ok(Json(Entries {
         items,
         next_from: next,
+        pruned,
     }))
 }
 

@@ -27,8 +27,10 @@ pub const SOCKET_FILE: &str = "admin.sock";
 
 /// The largest request line the socket reads.
 const MAX_REQUEST: u64 = 64 * 1024;
-/// How long a connection may take to send its request, or a job to finish.
+/// How long a connection may take to send its request.
 const DEADLINE: Duration = Duration::from_secs(60);
+/// How long a job that reads a week of events (an archive, a prune) may take.
+const LONG_DEADLINE: Duration = Duration::from_secs(3600);
 
 /// An operator job.
 #[derive(Serialize, Deserialize)]
@@ -36,6 +38,10 @@ const DEADLINE: Duration = Duration::from_secs(60);
 pub enum Request {
     /// Set a user's console password and end their sessions.
     SetPassword { email: String, password: String },
+    /// Build the weekly archive of an ended week, for one org or all.
+    Archive { week: String, org: Option<String> },
+    /// Prune what retention no longer keeps, for one org or all.
+    Prune { org: Option<String> },
 }
 
 impl Request {
@@ -43,8 +49,24 @@ impl Request {
     pub fn name(&self) -> &'static str {
         match self {
             Request::SetPassword { .. } => "set-password",
+            Request::Archive { .. } => "archive",
+            Request::Prune { .. } => "prune",
         }
     }
+
+    fn deadline(&self) -> Duration {
+        match self {
+            Request::SetPassword { .. } => DEADLINE,
+            Request::Archive { .. } | Request::Prune { .. } => LONG_DEADLINE,
+        }
+    }
+}
+
+/// What a job runs on: the store, and the data directory's archives.
+pub struct Jobs {
+    pub store: Arc<dyn Store>,
+    pub archives: Arc<crate::archive::Archives>,
+    pub data: PathBuf,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -53,12 +75,74 @@ struct Response {
     message: String,
 }
 
-/// Runs a job on the store of the process that owns the data directory. Every job is
-/// recorded in the platform org as a `system` action.
-pub async fn apply(store: &dyn Store, request: Request) -> anyhow::Result<String> {
+/// Runs a job on the store of the process that owns the data directory. A job that changes
+/// the store is recorded as a `system` action: a password in the platform org, a prune in
+/// the org it prunes. Building an archive changes nothing stored.
+pub async fn apply(jobs: &Jobs, request: Request) -> anyhow::Result<String> {
     match request {
-        Request::SetPassword { email, password } => set_password(store, &email, &password).await,
+        Request::SetPassword { email, password } => {
+            set_password(&*jobs.store, &email, &password).await
+        }
+        Request::Archive { week, org } => archive(jobs, &week, org.as_deref()).await,
+        Request::Prune { org } => prune(jobs, org.as_deref()).await,
     }
+}
+
+async fn archive(jobs: &Jobs, week: &str, org: Option<&str>) -> anyhow::Result<String> {
+    let week = trail_core::archive::Week::parse(week)?;
+    let now = crate::now();
+    if week >= trail_core::archive::Week::containing(now) {
+        bail!(
+            "{week} has not ended: its archive is built after; download it now as a partial archive"
+        );
+    }
+    let key = crate::log::load_or_create_key(&*jobs.store, &jobs.data, None)
+        .await?
+        .verifier();
+    let orgs = match org {
+        Some(o) => vec![o.to_owned()],
+        None => jobs.store.orgs().await?.into_iter().map(|o| o.id).collect(),
+    };
+    let mut said = Vec::new();
+    for org in orgs {
+        let line = match jobs
+            .archives
+            .build(&jobs.store, &key, &org, week, now)
+            .await
+        {
+            Ok(path) => format!("{org}: {}", path.display()),
+            Err(crate::error::ApiError::NotFound(why)) => {
+                format!("{org}: nothing to archive ({why})")
+            }
+            Err(e) => bail!("{org}: {e}"),
+        };
+        said.push(line);
+    }
+    Ok(said.join("\n"))
+}
+
+async fn prune(jobs: &Jobs, org: Option<&str>) -> anyhow::Result<String> {
+    if let Some(o) = org
+        && jobs.store.org(o).await?.is_none()
+    {
+        bail!("no org {o:?}");
+    }
+    let reports =
+        crate::retention::prune_due(&jobs.store, &jobs.archives, crate::now(), org).await?;
+    Ok(reports
+        .iter()
+        .map(|r| match &r.skipped {
+            Some(why) => format!("{}: nothing pruned: {why}", r.org),
+            None => format!(
+                "{}: pruned seqs {}..{} ({} events)",
+                r.org,
+                r.from,
+                r.to - 1,
+                r.to - r.from
+            ),
+        })
+        .collect::<Vec<_>>()
+        .join("\n"))
 }
 
 async fn set_password(store: &dyn Store, email: &str, password: &str) -> anyhow::Result<String> {
@@ -102,8 +186,15 @@ pub async fn run(data: &Path, request: Request) -> anyhow::Result<String> {
     }
     match DirLock::acquire(data) {
         Ok(lock) => {
-            let store = trail_store::SqliteStore::open_locked(lock)?;
-            apply(&store, request).await
+            let store = Arc::new(trail_store::SqliteStore::open_locked(lock)?);
+            let jobs = Jobs {
+                store,
+                archives: Arc::new(crate::archive::Archives::new(
+                    data.join(crate::ARCHIVES_DIR),
+                )),
+                data: data.to_owned(),
+            };
+            apply(&jobs, request).await
         }
         Err(LockError::Held { .. }) => call(data, &request).await,
         Err(e) => Err(e.into()),
@@ -126,7 +217,7 @@ async fn call(data: &Path, request: &Request) -> anyhow::Result<String> {
         write_all(&mut stream, &line).await?;
         read_line(&stream).await
     };
-    let answer = tokio::time::timeout(DEADLINE, exchange)
+    let answer = tokio::time::timeout(request.deadline(), exchange)
         .await
         .context("the server's operator socket did not answer in time")?
         .context("talking to the server's operator socket")?;
@@ -148,7 +239,9 @@ pub struct Socket {
 impl Socket {
     /// Listens on `DATA/admin.sock`. The caller owns the directory's lock, so a socket file
     /// already there is a crashed server's, and is replaced.
-    pub fn listen(data: &Path, store: Arc<dyn Store>) -> anyhow::Result<Socket> {
+    pub fn listen(jobs: Jobs) -> anyhow::Result<Socket> {
+        let data = jobs.data.clone();
+        let jobs = Arc::new(jobs);
         let path = data.join(SOCKET_FILE);
         match std::fs::remove_file(&path) {
             Ok(()) => {}
@@ -164,7 +257,7 @@ impl Socket {
             loop {
                 match listener.accept().await {
                     Ok((stream, _)) => {
-                        tokio::spawn(serve_one(stream, store.clone()));
+                        tokio::spawn(serve_one(stream, jobs.clone()));
                     }
                     Err(e) => {
                         tracing::warn!("operator socket: {e}");
@@ -183,22 +276,24 @@ impl Socket {
     }
 }
 
-async fn serve_one(mut stream: UnixStream, store: Arc<dyn Store>) {
+async fn serve_one(mut stream: UnixStream, jobs: Arc<Jobs>) {
     let job = async {
-        let line = read_line(&stream).await.context("reading the request")?;
+        let line = tokio::time::timeout(DEADLINE, read_line(&stream))
+            .await
+            .context("no request in time")?
+            .context("reading the request")?;
         let request: Request = serde_json::from_str(&line).context("a bad request")?;
         tracing::info!(op = request.name(), "operator job");
-        apply(&*store, request).await
+        let deadline = request.deadline();
+        tokio::time::timeout(deadline, apply(&jobs, request))
+            .await
+            .context("the job did not finish in time")?
     };
-    let response = match tokio::time::timeout(DEADLINE, job).await {
-        Ok(Ok(message)) => Response { ok: true, message },
-        Ok(Err(e)) => Response {
+    let response = match job.await {
+        Ok(message) => Response { ok: true, message },
+        Err(e) => Response {
             ok: false,
             message: format!("{e:#}"),
-        },
-        Err(_) => Response {
-            ok: false,
-            message: "the job did not finish in time".into(),
         },
     };
     let mut line = serde_json::to_vec(&response).expect("serializes");

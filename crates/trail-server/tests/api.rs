@@ -1342,6 +1342,14 @@ async fn sample(
         "downloadAuditLogs" => get("/v1/orgs/acme/audit-logs/download", 200),
         "getPerformance" => get("/v1/orgs/acme/perf", 200),
         "listArchives" => get("/v1/orgs/acme/archives", 200),
+        "getRetention" => get("/v1/orgs/acme/retention", 200),
+        "setRetention" => (
+            "/v1/orgs/acme/retention".into(),
+            Some(json!({"retentionDays": 400})),
+            200,
+        ),
+        "getPlatformRetention" => get("/v1/retention", 200),
+        "setPlatformRetention" => ("/v1/retention".into(), Some(json!({"maxDays": 4000})), 200),
         "downloadArchive" => {
             let week = trail_core::archive::Week::containing(trail_server::now());
             get(&format!("/v1/orgs/acme/archives/{week}"), 200)

@@ -1155,6 +1155,16 @@ pub async fn settings_are_set_once(store: Arc<dyn Store>) {
         store.setting("log_name").await.unwrap().as_deref(),
         Some("a.example")
     );
+    // A setting that changes, with its record.
+    with_orgs(&*store, &["acme"]).await;
+    for v in ["30", "40"] {
+        store
+            .set_setting("max", v, vec![("acme".into(), simple("set"))])
+            .await
+            .unwrap();
+        assert_eq!(store.setting("max").await.unwrap().as_deref(), Some(v));
+    }
+    assert_eq!(store.log_size("acme").await.unwrap(), 2);
 }
 
 pub async fn api_calls_are_tallied_by_route_and_minute_within_the_window(store: Arc<dyn Store>) {

@@ -225,6 +225,15 @@ pub struct Pruned {
     pub to: u64,
 }
 
+/// Where a store takes the time of receipt from: the system clock, or (for tests of what
+/// happens over weeks) one the caller controls.
+pub type Clock = std::sync::Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    std::sync::Arc::new(|| Timestamp::from_system_time(std::time::SystemTime::now()))
+}
+
 /// Pruning removes whole tiles of this many seqs, so that every proof about what remains
 /// reads stored tiles, never a pruned leaf.
 pub const PRUNE_ALIGN: u64 = 256;
@@ -559,6 +568,8 @@ pub trait Store: Send + Sync + 'static {
     async fn add_checkpoint(&self, checkpoint: SignedCheckpoint) -> Result<()>;
     /// The newest checkpoint, or the one of exactly `size`.
     async fn checkpoint(&self, org: &str, size: Option<u64>) -> Result<Option<SignedCheckpoint>>;
+    /// Sets a platform setting, with `audit` in the same transaction.
+    async fn set_setting(&self, key: &str, value: &str, audit: AuditEvents) -> Result<()>;
     /// The org's retention settings and how far its log was pruned.
     async fn retention(&self, org: &str) -> Result<Retention>;
     /// Sets the org's retention days (`Some(None)`: back to the default) and legal hold,

@@ -86,6 +86,13 @@ enum Command {
     /// Weekly archives: list, download.
     #[command(subcommand)]
     Archive(cli::manage::ArchiveCommand),
+    /// The org's retention and legal hold: show, set, hold, release.
+    Retention {
+        #[command(flatten)]
+        out: cli::manage::OutputArg,
+        #[command(subcommand)]
+        cmd: cli::manage::RetentionCommand,
+    },
     /// Orgs: list, create.
     Orgs {
         #[command(flatten)]
@@ -155,6 +162,29 @@ enum AdminCommand {
         /// The user's email.
         #[arg(long)]
         email: String,
+    },
+    /// Build the weekly archive of an ended ISO week (`2026-W47`) now, for every org or
+    /// one (--org), as the server's hourly job would. An archive already built is kept.
+    Archive {
+        /// Data directory of the store.
+        #[arg(long, env = "TRAIL_DATA", default_value = "./trail-data")]
+        data: PathBuf,
+        /// The ISO week.
+        #[arg(long)]
+        week: String,
+        /// Only this org.
+        #[arg(long)]
+        org: Option<String>,
+    },
+    /// Prune now what each org's retention no longer keeps (only events already in a
+    /// stored archive, never under legal hold), as the server's hourly job would.
+    Prune {
+        /// Data directory of the store.
+        #[arg(long, env = "TRAIL_DATA", default_value = "./trail-data")]
+        data: PathBuf,
+        /// Only this org.
+        #[arg(long)]
+        org: Option<String>,
     },
 }
 
@@ -393,6 +423,7 @@ fn main() -> ExitCode {
             Command::Perf(args) => cli::logs::perf(&conn, args).await,
             Command::Verify(args) => verify::run(&conn, args).await,
             Command::Archive(cmd) => cli::manage::archive(&conn, cmd).await,
+            Command::Retention { out, cmd } => cli::manage::retention(&conn, &out, cmd).await,
             Command::Orgs { out, cmd } => cli::manage::orgs(&conn, &out, cmd).await,
             Command::Instances { out, cmd } => cli::manage::instances(&conn, &out, cmd).await,
             Command::Members { out, cmd } => cli::manage::members(&conn, &out, cmd).await,
@@ -402,6 +433,24 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Admin(AdminCommand::SetPassword { data, email }) => {
                 set_password(&data, email).await
+            }
+            Command::Admin(AdminCommand::Archive { data, week, org }) => {
+                trail_core::archive::Week::parse(&week)
+                    .map_err(|e| cli::usage(format!("--week: {e}")))?;
+                let done = trail_server::operator::run(
+                    &data,
+                    trail_server::operator::Request::Archive { week, org },
+                )
+                .await?;
+                cli::output::line(&done)
+            }
+            Command::Admin(AdminCommand::Prune { data, org }) => {
+                let done = trail_server::operator::run(
+                    &data,
+                    trail_server::operator::Request::Prune { org },
+                )
+                .await?;
+                cli::output::line(&done)
             }
             Command::Completions { shell } => {
                 // Generated into memory: clap_complete panics on a failed write.
@@ -486,8 +535,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(tls) = &bound.tls {
         reload_on_hangup(tls.clone());
     }
-    let socket = match trail_server::operator::Socket::listen(&config.data_dir, bound.store.clone())
-    {
+    let socket = match trail_server::operator::Socket::listen(trail_server::operator::Jobs {
+        store: bound.store.clone(),
+        archives: bound.archives.clone(),
+        data: config.data_dir.clone(),
+    }) {
         Ok(s) => Some(s),
         Err(e) => {
             // The server still serves; operator commands say they cannot reach it.

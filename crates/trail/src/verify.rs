@@ -111,13 +111,45 @@ async fn verify_online(conn: &crate::cli::Connection, args: &VerifyArgs) -> anyh
     let since = report.previous.map_or(String::new(), |p| {
         format!(", consistent with the checkpoint of {p} seen before")
     });
+    let before = report.previous_pruned.map_or(String::new(), |p| {
+        format!(
+            "; the checkpoint of {p} events seen before lies in the pruned part, which only its weekly archives prove now"
+        )
+    });
     crate::cli::output::line(&format!(
-        "OK {org}: {} events verified against {} signed checkpoints (newest {} events, root {}){since}",
-        report.verified.size,
+        "OK {org}: {} verified against {} signed checkpoints (newest {} events, root {}){since}{}{before}",
+        span(&report.verified),
         report.verified.checkpoints,
         report.checkpoint.size,
-        hex::encode(report.checkpoint.root)
+        hex::encode(report.checkpoint.root),
+        pruned(&report.verified),
     ))
+}
+
+/// What a verification walked: "1041 events", or after a prune "529 events (seqs 512..1040)".
+fn span(v: &trail_core::verify::Verified) -> String {
+    if v.pruned_below == 0 {
+        events(v.size)
+    } else {
+        format!(
+            "{} (seqs {}..{})",
+            events(v.size - v.pruned_below),
+            v.pruned_below,
+            v.size.saturating_sub(1)
+        )
+    }
+}
+
+/// What was not walked because it was pruned, said once.
+fn pruned(v: &trail_core::verify::Verified) -> String {
+    if v.pruned_below == 0 {
+        String::new()
+    } else {
+        format!(
+            "; seqs 0..{} were pruned under the org's retention: their weekly archives hold and prove them (trail verify --archive)",
+            v.pruned_below - 1
+        )
+    }
 }
 
 /// `trail verify --archive FILE.zip`: no server, no store.
@@ -269,13 +301,23 @@ pub(crate) async fn verify_stored_org(
             checkpoints.push(opened);
         }
     }
-    let count = checkpoints.len();
-    let mut verifier = LogVerifier::new(checkpoints);
+    let below = store.retention(org).await?.pruned_below;
+    let mut verifier = if below > 0 {
+        let edge = store.tree_frontier(org, below).await?;
+        let Some(edge) = trail_core::merkle::RootBuilder::from_frontier(below, &edge) else {
+            return Ok(Err(format!(
+                "FAIL {org}: the tree's edge where the log was pruned (seq {below}) is not a tree's"
+            )));
+        };
+        LogVerifier::after_pruned(checkpoints, edge)
+    } else {
+        LogVerifier::new(checkpoints)
+    };
     // Two cores at once: the next page is read (on the store's reader) while this one's
     // leaves are recomputed (here).
     let (pages, mut next) = tokio::sync::mpsc::channel(2);
     let read = async move {
-        let mut from = 0;
+        let mut from = below;
         loop {
             let page = store.events_for_audit(org, from, 10_000).await?;
             let Some(&(last, _)) = page.last() else {
@@ -301,14 +343,18 @@ pub(crate) async fn verify_stored_org(
     read?;
     Ok(match verifier.finish() {
         Ok(v) if v.uncovered == 0 => Ok(format!(
-            "OK {org}: {} events verified against {count} signed checkpoints",
-            v.size
+            "OK {org}: {} verified against {} signed checkpoints{}",
+            span(&v),
+            v.checkpoints,
+            pruned(&v)
         )),
         Ok(v) => {
+            let count = v.checkpoints;
             let unsigned = format!(
-                "{} verified against {count} signed checkpoints; {} after them (seq {}..{}) {} \
+                "{}{} verified against {count} signed checkpoints; {} after them (seq {}..{}) {} \
                  not yet covered by a signed checkpoint",
-                events(v.size),
+                span(&v),
+                pruned(&v),
                 events(v.uncovered),
                 v.size,
                 v.size + v.uncovered - 1,

@@ -269,3 +269,207 @@ async fn a_weeks_archive_downloads_resumes_and_verifies_offline_naming_a_changed
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     s.stop();
 }
+
+/// A store whose three past weeks were received at their time (a clock the test sets),
+/// seeded as `trail serve` seeds one, signed with the key the server will find.
+async fn store_with_past_weeks(data: &Path) -> Vec<trail_core::archive::Week> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use trail_core::Timestamp;
+    use trail_core::archive::Week;
+    use trail_store::Store;
+    const HOUR: i64 = 3_600_000_000;
+    let this_week = Week::containing(trail_server::now());
+    let weeks = vec![
+        this_week.previous().previous().previous(),
+        this_week.previous().previous(),
+        this_week.previous(),
+    ];
+    let clock = Arc::new(AtomicI64::new(weeks[0].start().micros() + HOUR));
+    let c = clock.clone();
+    let store: Arc<dyn Store> = Arc::new(
+        trail_store::SqliteStore::open_with_clock(
+            data,
+            Arc::new(move || Timestamp(c.load(Ordering::SeqCst))),
+        )
+        .unwrap(),
+    );
+    trail_server::bootstrap(
+        &*store,
+        data,
+        "default",
+        "owner@example.com",
+        Timestamp(weeks[0].start().micros() + HOUR),
+    )
+    .await
+    .unwrap();
+    let key = Arc::new(
+        trail_server::log::load_or_create_key(&*store, data, Some("trail.test"))
+            .await
+            .unwrap(),
+    );
+    let heads = trail_server::log::Heads::new(
+        store.clone(),
+        key,
+        Some(data.join(trail_server::log::HEADS_FILE)),
+    );
+    heads.start_signing().await.unwrap();
+    for week in &weeks {
+        clock.store(week.start().micros() + 30 * HOUR, Ordering::SeqCst);
+        for batch in 0..3i64 {
+            let events = (0..100i64)
+                .map(|j| {
+                    let at = Timestamp(week.start().micros() + (batch * 100 + j) * HOUR / 2);
+                    trail_core::EventBody::from_json(
+                        json!({"timestamp": at.to_string(), "action": "deployed", "actor": {"id": format!("u{j}"), "type": "user"}}),
+                        "default",
+                    )
+                    .unwrap()
+                })
+                .collect();
+            store.append("default", events).await.unwrap();
+        }
+    }
+    drop(heads);
+    drop(store);
+    weeks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pruned_log_still_verifies_online_and_offline_and_its_archives_hold_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let weeks = store_with_past_weeks(&data).await;
+    let s = Server::start(&data);
+    let token = common::token(&data);
+    let http = reqwest::Client::new();
+
+    // The server's job builds the three ended weeks' archives at start.
+    let mut list = Value::Null;
+    for _ in 0..200 {
+        list = http
+            .get(format!("{}/v1/orgs/default/archives", s.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if list["items"].as_array().is_some_and(|a| a.len() == 3) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3, "{list}");
+    assert_eq!(items[0]["week"], weeks[0].to_string());
+
+    // A witness first sees the whole log.
+    let state = dir.path().join("witness");
+    let state_arg = state.to_str().unwrap();
+    let out = trail(&s, &token, &["verify", "--state-dir", state_arg]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Retention of a day, set through the CLI (recorded), then the prune, run by hand.
+    let out = trail(&s, &token, &["retention", "set", "1", "--output", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["retentionDays"], 1);
+    let out = trail(&s, &token, &["retention", "hold"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let admin = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_trail"))
+            .args(args)
+            .env("TRAIL_LOG", "error")
+            .output()
+            .unwrap()
+    };
+    let data_arg = data.to_str().unwrap();
+    let out = admin(&["admin", "prune", "--data", data_arg]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("default: nothing pruned: under legal hold"),
+        "{}",
+        text(&out)
+    );
+    let out = trail(&s, &token, &["retention", "release"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = admin(&["admin", "prune", "--data", data_arg]);
+    assert!(out.status.success(), "{}", text(&out));
+    let end = items[2]["endSeq"].as_u64().unwrap();
+    let below = end - end % 256;
+    assert!(
+        text(&out).contains(&format!(
+            "default: pruned seqs 0..{} ({below} events)",
+            below - 1
+        )),
+        "{}",
+        text(&out)
+    );
+
+    // What is pruned is gone from the API, with a clear answer.
+    let r = http
+        .get(format!("{}/v1/orgs/default/events/0", s.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let r: Value = http
+        .get(format!("{}/v1/orgs/default/retention", s.url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["prunedBelow"], below);
+
+    // The log still verifies, online (the witness's old checkpoint is in the pruned part)
+    // and on the files; the pruned weeks' archives still verify.
+    let out = trail(&s, &token, &["verify", "--state-dir", state_arg]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains(&format!("seqs 0..{} were pruned", below - 1)),
+        "{said}"
+    );
+    let key = s.key();
+    let out = admin(&["verify", "--data", data_arg, "--key", &key]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("were pruned"), "{}", text(&out));
+    for week in &weeks {
+        let zip = dir.path().join(format!("{week}.zip"));
+        let w = week.to_string();
+        let out = trail(
+            &s,
+            &token,
+            &["archive", "download", &w, "-o", zip.to_str().unwrap()],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        let out = admin(&["verify", "--archive", zip.to_str().unwrap(), "--key", &key]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    // The prune is in the log, as a system event naming its range.
+    let page: Value = http
+        .get(format!(
+            "{}/v1/orgs/default/audit-logs?category=system&action=pruned",
+            s.url
+        ))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["items"][0]["details"]["endSeq"], below);
+    s.stop();
+    let out = admin(&["verify", "--data", data_arg, "--key", &key, "--strict"]);
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -7,6 +7,7 @@ pub mod export;
 pub mod live;
 pub mod manage;
 pub mod ops;
+pub mod retention;
 pub mod session;
 
 use trail_core::Scope;
@@ -414,6 +415,34 @@ pub const OPERATIONS: &[Operation] = &[
     ),
     op(
         "GET",
+        "/v1/orgs/{org}/retention",
+        "getRetention",
+        org(LogsRead),
+        "The org's retention, legal hold and how far its log was pruned",
+    ),
+    op(
+        "PUT",
+        "/v1/orgs/{org}/retention",
+        "setRetention",
+        by(NotBreakGlass, Org, Some(RetentionManage)),
+        "Set the org's retention (days) or legal hold",
+    ),
+    op(
+        "GET",
+        "/v1/retention",
+        "getPlatformRetention",
+        by(Any, Caller, None),
+        "The platform's default and longest retention",
+    ),
+    op(
+        "PUT",
+        "/v1/retention",
+        "setPlatformRetention",
+        PLATFORM,
+        "Set the longest retention an org may set",
+    ),
+    op(
+        "GET",
         "/v1/orgs/{org}/log/checkpoint",
         "getCheckpoint",
         org(LogsRead),
@@ -567,6 +596,10 @@ pub fn api() -> Vec<Route> {
             post(session::accept_invitation),
         ),
         ("GET", "/v1/log/key", get(crate::log::key)),
+        ("GET", "/v1/orgs/{org}/retention", get(retention::get)),
+        ("PUT", "/v1/orgs/{org}/retention", put(retention::set)),
+        ("GET", "/v1/retention", get(retention::platform)),
+        ("PUT", "/v1/retention", put(retention::set_platform)),
         ("GET", "/v1/orgs/{org}/archives", get(archives::list)),
         (
             "GET",

@@ -109,13 +109,22 @@ impl SqliteStore {
     /// has one writing process. Fails, naming the directory and the holder, if another
     /// process holds it.
     pub fn open(dir: &Path) -> Result<SqliteStore> {
+        Self::open_with_clock(dir, crate::system_clock())
+    }
+
+    /// [`Self::open`], taking times of receipt from `clock`.
+    pub fn open_with_clock(dir: &Path, clock: crate::Clock) -> Result<SqliteStore> {
         let lock = DirLock::acquire(dir).map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Self::open_locked(lock)
+        Self::open_locked_with_clock(lock, clock)
     }
 
     /// Opens the store in the directory whose lock the caller took (see [`DirLock::acquire`]:
     /// a caller that must tell "in use" from other failures takes it first).
     pub fn open_locked(lock: DirLock) -> Result<SqliteStore> {
+        Self::open_locked_with_clock(lock, crate::system_clock())
+    }
+
+    fn open_locked_with_clock(lock: DirLock, clock: crate::Clock) -> Result<SqliteStore> {
         let path = lock.dir().join(DB_FILE);
         lock::create_private_file(&path).map_err(|e| {
             StoreError::Unavailable(format!("cannot create {}: {e}", path.display()))
@@ -141,7 +150,7 @@ impl SqliteStore {
             .map_err(unavailable)?;
         let logs = Arc::new(LogWatch::default());
         Ok(SqliteStore {
-            writer: Some(Writer::start(conn, logs.clone())?),
+            writer: Some(Writer::start(conn, logs.clone(), clock)?),
             _wal: Some(wal::WalCheckpointer::start(&path)?),
             readers: pool(&path, EVENT_READERS, init_reader)?,
             lookups: pool(&path, LOOKUP_READERS, init_reader)?,
@@ -715,6 +724,13 @@ impl Store for SqliteStore {
     async fn checkpoint(&self, org: &str, size: Option<u64>) -> Result<Option<SignedCheckpoint>> {
         let org = org.to_owned();
         self.read(move |c, _| tree::checkpoint(c, &org, size)).await
+    }
+
+    async fn set_setting(&self, key: &str, value: &str, audit: AuditEvents) -> Result<()> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.writer()?
+            .exec(move |w| w.set_setting(&key, &value, audit))
+            .await
     }
 
     async fn retention(&self, org: &str) -> Result<crate::Retention> {

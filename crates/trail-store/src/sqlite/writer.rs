@@ -99,7 +99,7 @@ fn latest_receipt(conn: &Connection) -> rusqlite::Result<Timestamp> {
 impl Writer {
     /// Starts the writer thread on `conn`; after every commit that appends to a log, it
     /// tells `logs`.
-    pub fn start(conn: Connection, logs: Arc<LogWatch>) -> Result<Writer> {
+    pub fn start(conn: Connection, logs: Arc<LogWatch>, clock: crate::Clock) -> Result<Writer> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let fault = WriteFault::default();
         let last_received = latest_receipt(&conn).map_err(super::unavailable)?;
@@ -112,6 +112,7 @@ impl Writer {
             fault: fault.clone(),
             logs,
             signer: None,
+            clock,
         };
         let thread = thread::Builder::new()
             .name("trail-sqlite-writer".into())
@@ -202,6 +203,8 @@ pub(crate) struct WriterState {
     logs: Arc<LogWatch>,
     /// Signs every log a transaction appends to, in that transaction, once it has the key.
     signer: Option<Signer>,
+    /// Times of receipt come from here.
+    clock: crate::Clock,
 }
 
 /// What one transaction has learnt or changed for the writer's caches; applied only if it
@@ -252,8 +255,7 @@ impl WriterState {
         if group.is_empty() {
             return;
         }
-        let received_at =
-            Timestamp::from_system_time(std::time::SystemTime::now()).max(self.last_received);
+        let received_at = self.next_received_at();
         let mut pending = Pending::default();
         let result = (|| -> Result<Vec<Result<OrgAppends>>> {
             let tx = self
@@ -323,7 +325,7 @@ impl WriterState {
     }
 
     fn next_received_at(&self) -> Timestamp {
-        Timestamp::from_system_time(std::time::SystemTime::now()).max(self.last_received)
+        (self.clock)().max(self.last_received)
     }
 
     /// Runs `f` and appends `audit` in one transaction: the change and its record commit
@@ -822,6 +824,18 @@ impl WriterState {
             .map_err(unavailable)?;
             tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
                 .map_err(unavailable)
+        })
+    }
+
+    pub fn set_setting(&mut self, key: &str, value: &str, audit: AuditEvents) -> Result<()> {
+        self.in_tx(audit, |tx| {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map_err(unavailable)?;
+            Ok(())
         })
     }
 

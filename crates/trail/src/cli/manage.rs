@@ -903,3 +903,57 @@ pub async fn archive(conn: &Connection, cmd: ArchiveCommand) -> anyhow::Result<(
     }
     Ok(())
 }
+
+/// `trail retention`.
+#[derive(clap::Subcommand)]
+pub enum RetentionCommand {
+    /// How long the org keeps its events, whether it is under legal hold, and how far its
+    /// log was pruned.
+    Show,
+    /// Set how many days the org keeps its events once their week is archived (`default`:
+    /// the platform's default). Needs retention:manage.
+    Set {
+        /// Days (1 to the platform's maximum), or `default`.
+        days: String,
+    },
+    /// Place the org under legal hold: nothing of it is pruned until released.
+    Hold,
+    /// Release the legal hold.
+    Release,
+}
+
+pub async fn retention(
+    conn: &Connection,
+    out: &OutputArg,
+    cmd: RetentionCommand,
+) -> anyhow::Result<()> {
+    let s = Session::open(conn)?;
+    let path = format!("{}/retention", s.org_path().await?);
+    let change = match cmd {
+        RetentionCommand::Show => None,
+        RetentionCommand::Set { days } if days == "default" => Some(json!({"retentionDays": null})),
+        RetentionCommand::Set { days } => {
+            let days: u32 = days.parse().map_err(|_| {
+                super::usage(format!("{days:?} is not a number of days or `default`"))
+            })?;
+            Some(json!({"retentionDays": days}))
+        }
+        RetentionCommand::Hold => Some(json!({"legalHold": true})),
+        RetentionCommand::Release => Some(json!({"legalHold": false})),
+    };
+    let v = match change {
+        None => s.client.get_json(&path).await?,
+        Some(body) => s.client.send_json("PUT", &path, Some(&body)).await?,
+    };
+    print_object(
+        out.format(),
+        &v,
+        &[
+            ("retention (days)", "retentionDays"),
+            ("the default", "default"),
+            ("longest allowed (days)", "maxRetentionDays"),
+            ("legal hold", "legalHold"),
+            ("pruned below seq", "prunedBelow"),
+        ],
+    )
+}

@@ -1,0 +1,230 @@
+//! Archives and retention over weeks, with a clock the test moves: three past weeks of
+//! events, a late one, the weekly archives built, read part by part and checked offline,
+//! chained; then pruning, held and released, and what remains still verifies.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use serde_json::{Value, json};
+use trail_core::Timestamp;
+use trail_core::archive::{ArchiveVerifier, LEAVES, MANIFEST, Manifest, Week};
+use trail_core::checkpoint::{SignerKey, open};
+use trail_core::event::EventBody;
+use trail_core::merkle::RootBuilder;
+use trail_core::verify::LogVerifier;
+use trail_server::archive::Archives;
+use trail_server::retention::prune_due;
+use trail_store::{Org, SqliteStore, Store};
+
+const HOUR: i64 = 3_600_000_000;
+
+fn event(action: &str, at: Timestamp) -> EventBody {
+    EventBody::from_json(
+        json!({"timestamp": at.to_string(), "action": action, "actor": {"id": "alice", "type": "user"}, "details": {"k": action}}),
+        "acme",
+    )
+    .unwrap()
+}
+
+/// The parts of an archive, checked offline; its manifest.
+fn verify_zip(path: &Path, key: &trail_core::checkpoint::VerifierKey) -> Manifest {
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut part = |name: &str| {
+        let mut b = Vec::new();
+        zip.by_name(name).unwrap().read_to_end(&mut b).unwrap();
+        b
+    };
+    let manifest = part(MANIFEST);
+    let mut v = ArchiveVerifier::new(&manifest, &part(LEAVES), key).unwrap();
+    let names: Vec<String> = v.manifest().files.iter().map(|f| f.name.clone()).collect();
+    for name in names {
+        v.file(&name, &part(&name)).unwrap();
+    }
+    v.finish().unwrap();
+    serde_json::from_slice(&manifest).unwrap()
+}
+
+fn records(path: &Path, name: &str) -> Vec<Value> {
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut b = Vec::new();
+    zip.by_name(name).unwrap().read_to_end(&mut b).unwrap();
+    serde_json::from_slice(&b).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_weeks_archive_chain_and_prune_and_what_remains_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let real_now = trail_server::now();
+    let this_week = Week::containing(real_now);
+    let weeks = [
+        this_week.previous().previous().previous(),
+        this_week.previous().previous(),
+        this_week.previous(),
+    ];
+    let clock = Arc::new(AtomicI64::new(weeks[0].start().micros() + HOUR));
+    let c = clock.clone();
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open_with_clock(
+            &dir.path().join("data"),
+            Arc::new(move || Timestamp(c.load(Ordering::SeqCst))),
+        )
+        .unwrap(),
+    );
+    store
+        .create_org(
+            Org {
+                id: "acme".into(),
+                name: "Acme".into(),
+                created_at: weeks[0].start(),
+            },
+            None,
+            None,
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let key = Arc::new(SignerKey::from_seed("trail.test", [5; 32]).unwrap());
+    let verifier = key.verifier();
+    trail_server::log::Heads::new(store.clone(), key.clone(), None)
+        .start_signing()
+        .await
+        .unwrap();
+
+    // 300 events a week, received on its Tuesday, stamped over its days; and in the third
+    // week one stamped in the first (sent late).
+    for (i, week) in weeks.iter().enumerate() {
+        clock.store(week.start().micros() + 30 * HOUR, Ordering::SeqCst);
+        for batch in 0..3 {
+            let events = (0..100)
+                .map(|j| {
+                    let at = Timestamp(week.start().micros() + (batch * 100 + j) as i64 * HOUR / 2);
+                    event(&format!("w{i}-{batch}-{j}"), at)
+                })
+                .collect();
+            store.append("acme", events).await.unwrap();
+        }
+    }
+    let late_at = Timestamp(weeks[0].start().micros() + 2 * HOUR);
+    store
+        .append("acme", vec![event("late", late_at)])
+        .await
+        .unwrap();
+
+    // The weekly job: one archive per ended week since the org was made.
+    let archives = Archives::new(dir.path().join("archives"));
+    archives.build_due(&store, &verifier, real_now).await;
+    let list = archives.list("acme").await.unwrap();
+    let names: Vec<&str> = list.iter().map(|a| a.week.as_str()).collect();
+    let expected: Vec<String> = weeks.iter().map(Week::to_string).collect();
+    assert_eq!(names, expected);
+    assert_eq!(
+        list.iter().map(|a| a.events).collect::<Vec<_>>(),
+        [300, 300, 301]
+    );
+    // They meet: each starts where the one before ends, from the checkpoint it ends on.
+    let mut manifests = Vec::new();
+    for (i, a) in list.iter().enumerate() {
+        let path = dir.path().join(format!("archives/acme/{}.zip", a.week));
+        let m = verify_zip(&path, &verifier);
+        assert!(!m.partial);
+        if let Some(before) = manifests.last() {
+            let before: &Manifest = before;
+            assert_eq!(m.first_seq, before.end_seq);
+            let prev = open(&before.checkpoint, &verifier).unwrap();
+            assert_eq!(m.previous.root, hex::encode(prev.root));
+        } else {
+            assert_eq!(m.first_seq, 0);
+        }
+        // Seven day files, each holding only its day; the third week also the late one's.
+        let days = weeks[i].day_files();
+        for d in &days {
+            for r in records(&path, d) {
+                assert!(r["timestamp"].as_str().unwrap().starts_with(&d[..10]));
+            }
+        }
+        let extra: Vec<&String> = m
+            .files
+            .iter()
+            .map(|f| &f.name)
+            .filter(|n| !days.contains(n))
+            .collect();
+        if i == 2 {
+            assert_eq!(extra, [&trail_core::archive::day_file(late_at)]);
+            let late = records(&path, extra[0]);
+            assert_eq!(late.len(), 1);
+            assert_eq!(late[0]["action"], "late");
+        } else {
+            assert!(extra.is_empty(), "{extra:?}");
+        }
+        manifests.push(m);
+    }
+    // A second run builds nothing again: the archives of ended weeks never change.
+    let before = std::fs::read(dir.path().join(format!("archives/acme/{}.zip", weeks[0]))).unwrap();
+    archives.build_due(&store, &verifier, real_now).await;
+    let again = std::fs::read(dir.path().join(format!("archives/acme/{}.zip", weeks[0]))).unwrap();
+    assert_eq!(before, again);
+
+    // Retention of one day: every archived week may go, but not under legal hold.
+    store
+        .set_retention("acme", Some(Some(1)), Some(true), Vec::new())
+        .await
+        .unwrap();
+    let held = prune_due(&store, &archives, real_now, None).await.unwrap();
+    assert_eq!(held[0].to, 0);
+    assert_eq!(held[0].skipped.as_deref(), Some("under legal hold"));
+    store
+        .set_retention("acme", None, Some(false), Vec::new())
+        .await
+        .unwrap();
+    let pruned = prune_due(&store, &archives, real_now, None).await.unwrap();
+    let end = manifests[2].end_seq;
+    assert_eq!((pruned[0].from, pruned[0].to), (0, end - end % 256));
+    let below = pruned[0].to;
+    assert!(below >= 768, "{pruned:?}");
+    let again = prune_due(&store, &archives, real_now, None).await.unwrap();
+    assert_eq!(
+        again[0].to, below,
+        "nothing more until another week is archived"
+    );
+
+    // The prune is recorded in the log it pruned, naming the range.
+    let rest = store.events_from("acme", 0, 10_000).await.unwrap();
+    assert_eq!(rest[0].event.seq, below);
+    let record = rest
+        .iter()
+        .find(|e| e.event.action == "pruned")
+        .expect("the prune's record");
+    assert_eq!(record.event.category, "system");
+    let details = record.event.details.as_ref().unwrap().to_value();
+    assert_eq!(details["firstSeq"], 0);
+    assert_eq!(details["endSeq"], below);
+    assert_eq!(details["count"], below);
+
+    // What remains verifies from the tree's edge at the prune; the archives still do.
+    let edge = store.tree_frontier("acme", below).await.unwrap();
+    let checkpoints = store
+        .checkpoints("acme", 0, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| open(&c.note, &verifier).unwrap())
+        .collect();
+    let mut v = LogVerifier::after_pruned(
+        checkpoints,
+        RootBuilder::from_frontier(below, &edge).unwrap(),
+    );
+    for e in &rest {
+        v.push(&e.event, &e.hash);
+    }
+    let verified = v.finish().unwrap();
+    assert_eq!(verified.pruned_below, below);
+    assert_eq!(verified.size, rest.last().unwrap().event.seq + 1);
+    for a in &list {
+        verify_zip(
+            &dir.path().join(format!("archives/acme/{}.zip", a.week)),
+            &verifier,
+        );
+    }
+}
