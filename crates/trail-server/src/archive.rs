@@ -186,6 +186,7 @@ impl Archives {
                 return;
             }
         };
+        self.sweep().await;
         let last = Week::containing(now).previous();
         for org in orgs {
             let mut week = Week::containing(org.created_at);
@@ -207,6 +208,32 @@ impl Archives {
         }
     }
 }
+
+impl Archives {
+    /// Removes what a build cut short left (a crash between writing and renaming): a file
+    /// is an archive only once renamed into place, so these are never listed or served.
+    async fn sweep(&self) {
+        let _one = self.building.lock().await;
+        let dir = self.dir.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for org in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                for f in std::fs::read_dir(org.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    if f.file_name().to_string_lossy().starts_with(BUILDING) {
+                        let _ = std::fs::remove_file(f.path());
+                    }
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// The name a build writes under until it is complete.
+const BUILDING: &str = ".building-";
 
 fn list_dir(dir: &Path) -> Result<Vec<ArchiveSummary>, ApiError> {
     let entries = match std::fs::read_dir(dir) {
@@ -393,7 +420,7 @@ fn write_blocking(
     }
 
     let temp = tempfile::Builder::new()
-        .prefix(".building-")
+        .prefix(BUILDING)
         .suffix(".zip")
         .tempfile_in(dir)
         .map_err(io)?;

@@ -112,9 +112,15 @@ async fn three_weeks_archive_chain_and_prune_and_what_remains_verifies() {
         .await
         .unwrap();
 
-    // The weekly job: one archive per ended week since the org was made.
+    // The weekly job: one archive per ended week since the org was made. What a build cut
+    // short by a crash left is never listed, and the next run clears it.
     let archives = Archives::new(dir.path().join("archives"));
+    let acme_dir = dir.path().join("archives/acme");
+    std::fs::create_dir_all(&acme_dir).unwrap();
+    std::fs::write(acme_dir.join(".building-x1.zip"), b"PK\x03\x04 half").unwrap();
+    assert!(archives.list("acme").await.unwrap().is_empty());
     archives.build_due(&store, &verifier, real_now).await;
+    assert!(!acme_dir.join(".building-x1.zip").exists());
     let list = archives.list("acme").await.unwrap();
     let names: Vec<&str> = list.iter().map(|a| a.week.as_str()).collect();
     let expected: Vec<String> = weeks.iter().map(Week::to_string).collect();

@@ -1827,6 +1827,22 @@ pub async fn pruning_removes_a_prefix_and_what_remains_still_proves(store: Arc<d
     );
     assert_eq!(rest.last().unwrap().event.action, "pruned");
     assert_eq!(store.log_size("acme").await.unwrap(), 701);
+    // The per-minute tallies count what remains, and nothing that went.
+    let now = Timestamp::from_system_time(std::time::SystemTime::now());
+    let day = 86_400_000_000;
+    let counted: u64 = store
+        .histogram(
+            "acme",
+            &Filter::default(),
+            Timestamp(now.micros() - day),
+            Timestamp(now.micros() + day),
+            48,
+        )
+        .await
+        .unwrap()
+        .iter()
+        .sum();
+    assert_eq!(counted, 189);
     // Pruning again to the same place removes nothing; another org is untouched.
     assert_eq!(
         store.prune("acme", 512, Vec::new()).await.unwrap(),

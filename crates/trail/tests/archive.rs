@@ -272,7 +272,7 @@ async fn a_weeks_archive_downloads_resumes_and_verifies_offline_naming_a_changed
 
 /// A store whose three past weeks were received at their time (a clock the test sets),
 /// seeded as `trail serve` seeds one, signed with the key the server will find.
-async fn store_with_past_weeks(data: &Path) -> Vec<trail_core::archive::Week> {
+async fn store_with_past_weeks(data: &Path, per_week: i64) -> Vec<trail_core::archive::Week> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicI64, Ordering};
     use trail_core::Timestamp;
@@ -316,10 +316,13 @@ async fn store_with_past_weeks(data: &Path) -> Vec<trail_core::archive::Week> {
     heads.start_signing().await.unwrap();
     for week in &weeks {
         clock.store(week.start().micros() + 30 * HOUR, Ordering::SeqCst);
-        for batch in 0..3i64 {
+        let batches = per_week / 100;
+        for batch in 0..batches {
             let events = (0..100i64)
                 .map(|j| {
-                    let at = Timestamp(week.start().micros() + (batch * 100 + j) * HOUR / 2);
+                    let at = Timestamp(
+                        week.start().micros() + (batch * 100 + j) * (7 * 24 * HOUR) / per_week,
+                    );
                     trail_core::EventBody::from_json(
                         json!({"timestamp": at.to_string(), "action": "deployed", "actor": {"id": format!("u{j}"), "type": "user"}}),
                         "default",
@@ -340,7 +343,7 @@ async fn a_pruned_log_still_verifies_online_and_offline_and_its_archives_hold_th
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    let weeks = store_with_past_weeks(&data).await;
+    let weeks = store_with_past_weeks(&data, 300).await;
     let s = Server::start(&data);
     let token = common::token(&data);
     let http = reqwest::Client::new();
@@ -472,4 +475,85 @@ async fn a_pruned_log_still_verifies_online_and_offline_and_its_archives_hold_th
     s.stop();
     let out = admin(&["verify", "--data", data_arg, "--key", &key, "--strict"]);
     assert!(out.status.success(), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_archive_builds_and_a_prune_leaves_whole_archives_and_every_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    store_with_past_weeks(&data, 20_000).await;
+    let data_arg = data.to_str().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_trail"))
+            .args(args)
+            .env("TRAIL_LOG", "error")
+            .output()
+            .unwrap()
+    };
+    let archives = data.join("archives/default");
+    let check = |key: &str| {
+        // Whatever was renamed into place is a whole archive; nothing else is listed.
+        for f in std::fs::read_dir(&archives).into_iter().flatten().flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if name.ends_with(".zip") && !name.starts_with('.') {
+                let out = run(&[
+                    "verify",
+                    "--archive",
+                    f.path().to_str().unwrap(),
+                    "--key",
+                    key,
+                ]);
+                assert!(out.status.success(), "{name}: {}", text(&out));
+            }
+        }
+        let out = run(&["verify", "--data", &data_arg, "--key", key, "--strict"]);
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    // Killed while the start-up job builds the three weeks (at varied points).
+    let mut key = String::new();
+    for delay in [30u64, 150, 400] {
+        let mut s = Server::start(&data);
+        key = s.key();
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        s.signal(libc::SIGKILL);
+        check(&key);
+    }
+    // Then left to finish: three whole weeks.
+    let s = Server::start(&data);
+    let token = common::token(&data);
+    for _ in 0..600 {
+        let n = std::fs::read_dir(&archives)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|f| !f.file_name().to_string_lossy().starts_with('.'))
+            .count();
+        if n == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let out = trail(&s, &token, &["retention", "set", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Killed during a prune: it happened whole or not at all.
+    let prune = std::process::Command::new(env!("CARGO_BIN_EXE_trail"))
+        .args(["admin", "prune", "--data", &data_arg])
+        .env("TRAIL_LOG", "error")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let mut s = s;
+    s.signal(libc::SIGKILL);
+    let _ = prune.wait_with_output();
+    check(&key);
+    let s = Server::start(&data);
+    let out = run(&["admin", "prune", "--data", &data_arg]);
+    assert!(out.status.success(), "{}", text(&out));
+    s.stop();
+    check(&key);
+    let out = run(&["verify", "--data", &data_arg, "--key", &key]);
+    assert!(text(&out).contains("were pruned"), "{}", text(&out));
 }

@@ -687,6 +687,28 @@ impl WriterState {
             }
             let base = org_id << SEQ_BITS;
             let end = base | below as i64;
+            // The per-minute tallies stop counting what goes: exactly for the events'
+            // counts; the API-call tallies (whose latency sketches cannot be taken apart)
+            // before the oldest minute that remains.
+            tx.execute(
+                "WITH gone AS (SELECT (CASE WHEN ts >= 0 THEN ts ELSE ts - ?4 + 1 END) / ?4 AS minute, \
+                                      count(*) AS n FROM events \
+                               WHERE k >= ?2 AND k < ?3 GROUP BY minute) \
+                 UPDATE event_minutes SET n = event_minutes.n - gone.n FROM gone \
+                 WHERE event_minutes.org = ?1 AND event_minutes.minute = gone.minute",
+                params![
+                    org_id,
+                    base | from as i64,
+                    end,
+                    trail_core::perf::MINUTE_US
+                ],
+            )
+            .map_err(unavailable)?;
+            tx.execute(
+                "DELETE FROM event_minutes WHERE org = ?1 AND n <= 0",
+                [org_id],
+            )
+            .map_err(unavailable)?;
             tx.execute(
                 "INSERT INTO prune_permit (org, below_k) VALUES (?1, ?2)",
                 params![org_id, end],
@@ -699,6 +721,19 @@ impl WriterState {
             .map_err(unavailable)?;
             tx.execute("DELETE FROM prune_permit WHERE org = ?1", [org_id])
                 .map_err(unavailable)?;
+            let oldest: Option<i64> = tx
+                .query_row("SELECT min(ts) FROM events WHERE org = ?1", [org_id], |r| {
+                    r.get(0)
+                })
+                .map_err(unavailable)?;
+            tx.execute(
+                "DELETE FROM perf_minutes WHERE org = ?1 AND minute < ?2",
+                params![
+                    org_id,
+                    oldest.map_or(i64::MAX, |ts| ts.div_euclid(trail_core::perf::MINUTE_US))
+                ],
+            )
+            .map_err(unavailable)?;
             tx.execute(
                 "UPDATE orgs SET pruned_below = ?2 WHERE id = ?1",
                 params![org_id, below as i64],
