@@ -96,3 +96,34 @@ test("instances have their own audit logs, and performance shows per-route laten
   assert.deepEqual(page.errors, []);
   await page.close();
 });
+
+test("the owner sets the retention and places and releases a legal hold, each recorded", async () => {
+  const page = await signedIn(b, server);
+  await page.goto(`${server.url}/#/orgs/default/settings`);
+  await page.locator("#retention-days").waitFor();
+  assert.match(await page.locator("#retention-summary").innerText(), /kept 365 days \(the default\)/);
+  await page.locator("#retention-days").fill("30");
+  await page.locator("#retention-save").click();
+  await page.locator("#retention-summary", { hasText: "kept 30 days from" }).waitFor();
+  page.once("dialog", (d) => d.accept());
+  await page.locator("#legal-hold").check();
+  await page.locator("#legal-hold:checked").waitFor();
+  await shot(page, "settings-retention");
+  let r = await api(server, "GET", "/v1/orgs/default/retention");
+  assert.equal(r.retentionDays, 30);
+  assert.equal(r.legalHold, true);
+  page.once("dialog", (d) => d.accept());
+  await page.locator("#legal-hold").uncheck();
+  await page.locator("#legal-hold:not(:checked)").waitFor();
+  await settled(page);
+  r = await api(server, "GET", "/v1/orgs/default/retention");
+  assert.equal(r.legalHold, false);
+  // Each change is in the org's log, with what it changed.
+  const log = await api(server, "GET", "/v1/orgs/default/audit-logs?objectType=retention&limit=10");
+  const said = log.items.map((e) => e.details.message);
+  assert.ok(said.includes("retention set to 30 days"), said.join("\n"));
+  assert.ok(said.includes("legal hold placed: nothing is pruned"), said.join("\n"));
+  assert.ok(said.includes("legal hold released"), said.join("\n"));
+  assert.deepEqual(page.errors, []);
+  await page.close();
+});

@@ -1,8 +1,8 @@
 // Settings: members and their roles (invite, change a role, remove), API keys and personal
-// access tokens (make one: its secret is shown once; revoke). Each change is itself
-// recorded in the org's log by the API.
+// access tokens (make one: its secret is shown once; revoke), retention and legal hold.
+// Each change is itself recorded in the org's log by the API.
 
-import { get, post, patch, del, orgPath, seg } from "../api.js";
+import { get, post, patch, del, call, orgPath, seg } from "../api.js";
 import { h, fill } from "../dom.js";
 import { holds, session } from "../app.js";
 import { listTable, secretOnce, formError, sure, day } from "./parts.js";
@@ -19,6 +19,7 @@ export async function render(view, { org }) {
   if (holds(org, "members:manage")) sections.push(await members(org, reload, out));
   if (holds(org, "keys:manage")) sections.push(await keys(org, reload, out));
   if (session.me?.actorType === "user" || session.me?.actorType === "pat") sections.push(await tokens(org, reload, out));
+  if (holds(org, "logs:read") || holds(org, "retention:manage")) sections.push(await retention(org, reload));
   fill(view, h("h1", {}, "Settings"), h("div", { id: "shown-once" }, pending), ...sections);
   pending = null;
   return null;
@@ -186,4 +187,51 @@ async function tokens(org, reload, out) {
       ["Scopes", (t) => t.scopes.join(" ")], ["Expires", (t) => day(t.expiresAt)], ["", revoke],
     ], live, "No tokens."),
     create, error);
+}
+
+/** Retention: how long the org keeps its events once their week is archived, and the legal
+ *  hold that stops all pruning. Owners (retention:manage) change them. */
+async function retention(org, reload) {
+  const r = await get(`${orgPath(org)}/retention`);
+  const can = holds(org, "retention:manage");
+  const error = formError();
+  const put = async (body) => {
+    error.textContent = "";
+    try {
+      await call("PUT", `${orgPath(org)}/retention`, body);
+      reload();
+    } catch (err) {
+      error.textContent = err.message;
+    }
+  };
+  const days = h("input", {
+    id: "retention-days", name: "retention-days", type: "number", min: 1, max: r.maxRetentionDays,
+    value: r.retentionDays, required: true, disabled: !can,
+  });
+  const form = h("form", {
+    class: "inline-form", "aria-label": "Retention",
+    onsubmit: (e) => { e.preventDefault(); put({ retentionDays: Number(days.value) }); },
+  },
+  h("label", { class: "quick" }, h("span", {}, "Keep events (days)"), days),
+  can ? h("button", { type: "submit", class: "primary", id: "retention-save" }, "Save") : null,
+  can && !r.default ? h("button", { type: "button", class: "quiet", onclick: () => put({ retentionDays: null }) }, "Use the default") : null);
+  const hold = h("label", { class: "live" },
+    h("input", { type: "checkbox", id: "legal-hold", checked: r.legalHold, disabled: !can,
+      onchange: (e) => {
+        const on = e.target.checked;
+        if (!sure(on ? `Place ${org} under legal hold? Nothing of it is pruned until the hold is released.`
+          : `Release the legal hold on ${org}? Events past retention are then pruned at the next run.`)) {
+          e.target.checked = !on;
+          return;
+        }
+        put({ legalHold: on });
+      } }),
+    " Legal hold: nothing is pruned while it is on");
+  return h("section", { class: "settings", "aria-labelledby": "retention-title" },
+    h("h2", { id: "retention-title" }, "Retention"),
+    h("p", { class: "hint", id: "retention-summary" },
+      `Events are kept ${r.retentionDays} days${r.default ? " (the default)" : ""} from the end of the week they were received in (at most ${r.maxRetentionDays}); `,
+      "only events already in a stored weekly archive are pruned, and the log still verifies afterwards. ",
+      r.prunedBelow > 0 ? `Seqs below ${r.prunedBelow} were pruned; their archives hold them.` : "Nothing has been pruned."),
+    form, hold, error);
 }
