@@ -50,6 +50,15 @@ fn a_small_bench_measures_trail_and_every_baseline() {
         stdout.contains("| SIEM export of the whole log by cursor"),
         "{stdout}"
     );
+    // The weekly archive held the events stored this week (all of them, unless the run
+    // crossed a Monday) and the server's memory was sampled while it was built.
+    let archived = report["trail"]["archive"]["events"].as_u64().unwrap();
+    assert!(archived > 0, "{}", report["trail"]["archive"]);
+    assert!(report["trail"]["archive"]["rssMaxKiB"].as_u64().unwrap() > 0);
+    assert!(
+        stdout.contains("| weekly archive of every stored event"),
+        "{stdout}"
+    );
     // PostgreSQL is installed where Trail's tests run: both of its baselines are measured.
     for load in ["copy", "insertPerEvent"] {
         let b = &report["postgres"][load];

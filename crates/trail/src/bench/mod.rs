@@ -124,6 +124,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         ("`perf` over 24 h", q(&["perf?since=24h"], args.queries.min(50)).await?),
     ];
     let export = time_export(&server.target).await?;
+    let archive = time_archive(&server).await?;
     let trail_db = server.stop()?;
     let verification = time_verification(&dir.path().join("server")).await?;
     let (stored, trail_bytes) = bytes_on_disk(&trail_db)?;
@@ -164,6 +165,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         verification,
         queries,
         export,
+        archive,
         pg_copy,
         pg_insert,
         pg_version,
@@ -196,6 +198,8 @@ struct Report {
     queries: Vec<(&'static str, Timed)>,
     /// The SIEM pull of the whole log.
     export: ExportRun,
+    /// The weekly archive of the whole log.
+    archive: ArchiveRun,
     pg_copy: Result<Baseline, String>,
     pg_insert: Result<Baseline, String>,
     pg_version: String,
@@ -299,6 +303,18 @@ impl Report {
             e.page.p50,
             e.page.p99
         )?;
+        let a = &self.archive;
+        writeln!(
+            r,
+            "| weekly archive of every stored event (this week's, partial), built and downloaded: events/s ({:.1} s, {:.1} MiB ZIP; server RSS during it at most {} MiB, {} MiB before) | {:.0} | | | | |",
+            a.seconds,
+            a.bytes as f64 / 1048576.0,
+            a.rss_max_kib
+                .map_or("-".into(), |k| format!("{:.0}", k as f64 / 1024.0)),
+            a.rss_before_kib
+                .map_or("-".into(), |k| format!("{:.0}", k as f64 / 1024.0)),
+            a.events as f64 / a.seconds.max(1e-9)
+        )?;
         for (what, t) in &self.queries {
             let refused = match &t.failure {
                 Some(status) => format!(" ({} of {} refused: {status})", t.failed, t.rounds),
@@ -372,6 +388,13 @@ impl Report {
                     "eventsPerSecond": self.export.events as f64 / self.export.seconds.max(1e-9),
                     "pageP50Ms": self.export.page.p50,
                     "pageP99Ms": self.export.page.p99,
+                },
+                "archive": {
+                    "events": self.archive.events,
+                    "bytes": self.archive.bytes,
+                    "seconds": self.archive.seconds,
+                    "rssBeforeKiB": self.archive.rss_before_kib,
+                    "rssMaxKiB": self.archive.rss_max_kib,
                 },
                 "queries": self.queries.iter().map(|(what, t)| {
                     json!({
@@ -626,14 +649,7 @@ impl Server {
     }
 
     fn peak_rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
+        status_kib(self.child.id(), "VmHWM:")
     }
 
     /// Stops the server gracefully; returns its database file.
@@ -856,6 +872,78 @@ async fn time_queries(target: &Target, paths: &[&str], n: usize) -> anyhow::Resu
 
 /// Records in a page of the timed SIEM export.
 const EXPORT_PAGE: usize = 1000;
+
+/// A figure of `/proc/PID/status`, in KiB.
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The weekly archive of the whole log: its events, bytes and time, and the server's
+/// resident memory before and (sampled every 20 ms) while it was built and sent.
+struct ArchiveRun {
+    events: u64,
+    bytes: u64,
+    seconds: f64,
+    rss_before_kib: Option<u64>,
+    rss_max_kib: Option<u64>,
+}
+
+/// Downloads this week's archive, which holds every event the run stored (all received
+/// this week): the build streams the log page by page through per-day spools.
+async fn time_archive(server: &Server) -> anyhow::Result<ArchiveRun> {
+    let target = &server.target;
+    let week = trail_core::archive::Week::containing(trail_server::now());
+    let pid = server.child.id();
+    let rss_before_kib = status_kib(pid, "VmRSS:");
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let sampler = tokio::spawn(async move {
+        let mut max = None::<u64>;
+        loop {
+            if let Some(k) = status_kib(pid, "VmRSS:") {
+                max = Some(max.map_or(k, |m| m.max(k)));
+            }
+            tokio::select! {
+                _ = stopped.changed() => return max,
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    });
+    let start = Instant::now();
+    let resp = target
+        .client
+        .get(format!("{}/v1/orgs/{ORG}/archives/{week}", target.url))
+        .bearer_auth(&target.token)
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!("the archive answered {}", resp.status());
+    }
+    let zip = resp.bytes().await?;
+    let seconds = start.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    let rss_max_kib = sampler.await?;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(&zip))?;
+    let mut manifest = Vec::new();
+    std::io::Read::read_to_end(
+        &mut archive.by_name(trail_core::archive::MANIFEST)?,
+        &mut manifest,
+    )?;
+    let manifest: trail_core::archive::Manifest = serde_json::from_slice(&manifest)?;
+    Ok(ArchiveRun {
+        events: manifest.end_seq - manifest.first_seq,
+        bytes: zip.len() as u64,
+        seconds,
+        rss_before_kib,
+        rss_max_kib,
+    })
+}
 
 /// The SIEM pull of the whole log: how many events, in how long, and each page's time.
 struct ExportRun {
