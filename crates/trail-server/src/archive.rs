@@ -14,6 +14,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures_util::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use sha2::{Digest, Sha256};
 use tempfile::TempPath;
 use trail_core::Timestamp;
@@ -29,9 +32,15 @@ use crate::error::ApiError;
 
 /// Events read from the store at a time while building.
 const PAGE: usize = 1000;
+/// The part size of an upload to a bucket.
+const UPLOAD_PART: usize = 8 << 20;
+
+fn bucket(e: object_store::Error) -> ApiError {
+    ApiError::Unavailable(format!("the archive bucket: {e}"))
+}
 
 /// One stored archive, as listed.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ArchiveSummary {
     /// The ISO week, `2026-W47`.
@@ -55,9 +64,25 @@ pub struct ArchiveFile {
     pub temp: Option<TempPath>,
 }
 
-/// The archives of every org, under one directory (`DATA/archives/<org>/<week>.zip`).
+/// Where stored archives are kept.
+enum Shelf {
+    /// In the work directory: `<dir>/<org>/<week>.zip`.
+    Dir,
+    /// In an S3-compatible bucket: `<prefix>/<org>/<week>.zip`, and beside it `<week>.json`,
+    /// its [`ArchiveSummary`], written once the ZIP is whole (an upload is atomic), so a
+    /// listed archive is always complete.
+    Bucket {
+        store: Arc<dyn ObjectStore>,
+        url: String,
+        prefix: String,
+    },
+}
+
+/// The archives of every org: built in a work directory (`DATA/archives`) and kept there
+/// (`<org>/<week>.zip`) or in an S3-compatible bucket.
 pub struct Archives {
     dir: PathBuf,
+    shelf: Shelf,
     building: tokio::sync::Mutex<()>,
     /// Cancelled when the server stops: a build in progress gives up (its temporary file
     /// goes with it) and is made again by the next run.
@@ -65,11 +90,62 @@ pub struct Archives {
 }
 
 impl Archives {
+    /// Archives kept in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Archives {
         Archives {
             dir: dir.into(),
+            shelf: Shelf::Dir,
             building: tokio::sync::Mutex::new(()),
             stop: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    /// Archives built in `dir` and kept in the bucket of `url` (`s3://BUCKET[/PREFIX]`),
+    /// reached with the standard `AWS_*` settings of the environment (keys, region, and
+    /// `AWS_ENDPOINT` and `AWS_ALLOW_HTTP` for an S3-compatible server).
+    pub fn in_bucket(dir: impl Into<PathBuf>, url: &str) -> anyhow::Result<Archives> {
+        Self::in_bucket_with(dir, url, &[])
+    }
+
+    /// [`Self::in_bucket`], with settings that override the environment's (`aws_endpoint`,
+    /// `aws_access_key_id`, ...: `object_store`'s names).
+    pub fn in_bucket_with(
+        dir: impl Into<PathBuf>,
+        url: &str,
+        settings: &[(&str, &str)],
+    ) -> anyhow::Result<Archives> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| anyhow::anyhow!("--archive-url: {url:?} is not s3://BUCKET[/PREFIX]"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            anyhow::bail!("--archive-url: {url:?} names no bucket");
+        }
+        let mut builder = object_store::aws::AmazonS3Builder::from_env().with_bucket_name(bucket);
+        for (key, value) in settings {
+            builder = builder.with_config(
+                key.parse()
+                    .map_err(|e| anyhow::anyhow!("the archive bucket's setting {key}: {e}"))?,
+                *value,
+            );
+        }
+        let store = builder
+            .build()
+            .map_err(|e| anyhow::anyhow!("--archive-url {url}: {e}"))?;
+        let mut a = Archives::new(dir);
+        a.shelf = Shelf::Bucket {
+            store: Arc::new(store),
+            url: url.to_owned(),
+            prefix: prefix.trim_matches('/').to_owned(),
+        };
+        Ok(a)
+    }
+
+    /// Where archives are kept, for the banner and the log.
+    pub fn describe(&self) -> String {
+        match &self.shelf {
+            Shelf::Dir => self.dir.display().to_string(),
+            Shelf::Bucket { url, .. } => url.clone(),
         }
     }
 
@@ -101,12 +177,173 @@ impl Archives {
         self.org_dir(org).join(format!("{week}.zip"))
     }
 
+    /// An object's path in the bucket.
+    fn object(prefix: &str, org: &str, name: &str) -> ObjectPath {
+        if prefix.is_empty() {
+            ObjectPath::from(format!("{org}/{name}"))
+        } else {
+            ObjectPath::from(format!("{prefix}/{org}/{name}"))
+        }
+    }
+
     /// The stored archives of `org`, oldest week first.
     pub async fn list(&self, org: &str) -> Result<Vec<ArchiveSummary>, ApiError> {
-        let dir = self.org_dir(org);
-        tokio::task::spawn_blocking(move || list_dir(&dir))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
+        match &self.shelf {
+            Shelf::Dir => {
+                let dir = self.org_dir(org);
+                tokio::task::spawn_blocking(move || list_dir(&dir))
+                    .await
+                    .map_err(|e| ApiError::Internal(e.to_string()))?
+            }
+            Shelf::Bucket { store, prefix, .. } => {
+                let within = Self::object(prefix, org, "");
+                let metas: Vec<_> = store
+                    .list(Some(&within))
+                    .try_collect()
+                    .await
+                    .map_err(bucket)?;
+                let mut out = Vec::new();
+                for meta in metas {
+                    let Some(week) = meta
+                        .location
+                        .filename()
+                        .and_then(|n| n.strip_suffix(".json"))
+                        .and_then(|w| Week::parse(w).ok())
+                    else {
+                        continue;
+                    };
+                    let bytes = store
+                        .get(&meta.location)
+                        .await
+                        .map_err(bucket)?
+                        .bytes()
+                        .await
+                        .map_err(bucket)?;
+                    match serde_json::from_slice::<ArchiveSummary>(&bytes) {
+                        Ok(a) if a.week == week.to_string() => out.push(a),
+                        _ => tracing::warn!(object = %meta.location, "unreadable archive summary"),
+                    }
+                }
+                out.sort_by(|a, b| a.week.cmp(&b.week));
+                Ok(out)
+            }
+        }
+    }
+
+    /// Whether the archive of `week` is stored.
+    async fn is_stored(&self, org: &str, week: Week) -> Result<bool, ApiError> {
+        match &self.shelf {
+            Shelf::Dir => Ok(self.path(org, week).exists()),
+            Shelf::Bucket { store, prefix, .. } => {
+                match store
+                    .head(&Self::object(prefix, org, &format!("{week}.json")))
+                    .await
+                {
+                    Ok(_) => Ok(true),
+                    Err(object_store::Error::NotFound { .. }) => Ok(false),
+                    Err(e) => Err(bucket(e)),
+                }
+            }
+        }
+    }
+
+    /// Keeps a built archive: renamed into place and synced, or uploaded with its summary
+    /// after it. Returns where it went.
+    async fn keep(
+        &self,
+        org: &str,
+        week: Week,
+        temp: TempPath,
+        summary: &ArchiveSummary,
+    ) -> Result<String, ApiError> {
+        match &self.shelf {
+            Shelf::Dir => {
+                let path = self.path(org, week);
+                let dir = self.org_dir(org);
+                let target = path.clone();
+                tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    temp.persist(&target).map_err(|e| e.error)?;
+                    File::open(&dir)?.sync_all()
+                })
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .map_err(|e| {
+                    ApiError::Unavailable(format!(
+                        "cannot store the archive {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                Ok(path.display().to_string())
+            }
+            Shelf::Bucket { store, prefix, url } => {
+                let zip = Self::object(prefix, org, &format!("{week}.zip"));
+                let mut upload = object_store::WriteMultipart::new_with_chunk_size(
+                    store.put_multipart(&zip).await.map_err(bucket)?,
+                    UPLOAD_PART,
+                );
+                let mut file = tokio::fs::File::open(&temp).await.map_err(io)?;
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = tokio::io::AsyncReadExt::read(&mut file, &mut buf)
+                        .await
+                        .map_err(io)?;
+                    if n == 0 {
+                        break;
+                    }
+                    upload.wait_for_capacity(2).await.map_err(bucket)?;
+                    upload.write(&buf[..n]);
+                }
+                upload.finish().await.map_err(bucket)?;
+                let json = serde_json::to_vec(summary).map_err(io)?;
+                store
+                    .put(
+                        &Self::object(prefix, org, &format!("{week}.json")),
+                        json.into(),
+                    )
+                    .await
+                    .map_err(bucket)?;
+                Ok(format!(
+                    "{}/{zip}",
+                    url.split('/').take(3).collect::<Vec<_>>().join("/")
+                ))
+            }
+        }
+    }
+
+    /// A stored archive as a file to send: its own, or a copy fetched from the bucket.
+    async fn fetch(&self, org: &str, week: Week) -> Result<ArchiveFile, ApiError> {
+        match &self.shelf {
+            Shelf::Dir => Ok(ArchiveFile {
+                path: self.path(org, week),
+                partial: false,
+                temp: None,
+            }),
+            Shelf::Bucket { store, prefix, .. } => {
+                let zip = Self::object(prefix, org, &format!("{week}.zip"));
+                let got = store.get(&zip).await.map_err(bucket)?;
+                std::fs::create_dir_all(&self.dir).map_err(io)?;
+                let temp = tempfile::Builder::new()
+                    .prefix(".fetched-")
+                    .tempfile_in(&self.dir)
+                    .map_err(io)?
+                    .into_temp_path();
+                let mut file = tokio::fs::File::create(&temp).await.map_err(io)?;
+                let mut stream = got.into_stream();
+                while let Some(chunk) = stream.try_next().await.map_err(bucket)? {
+                    tokio::io::AsyncWriteExt::write_all(&mut file, &chunk)
+                        .await
+                        .map_err(io)?;
+                }
+                tokio::io::AsyncWriteExt::flush(&mut file)
+                    .await
+                    .map_err(io)?;
+                Ok(ArchiveFile {
+                    path: temp.to_path_buf(),
+                    partial: false,
+                    temp: Some(temp),
+                })
+            }
+        }
     }
 
     /// The archive of `week`: the stored one, built first if its week has ended and it is
@@ -126,19 +363,14 @@ impl Archives {
                 "the archive of {week}: that week has not begun"
             )));
         }
-        let path = self.path(org, week);
         if week < current {
-            if !path.exists() {
+            if !self.is_stored(org, week).await? {
                 self.build(store, key, org, week, now).await?;
             }
-            return Ok(ArchiveFile {
-                path,
-                partial: false,
-                temp: None,
-            });
+            return self.fetch(org, week).await;
         }
         let _one = self.building.lock().await;
-        let temp = write(self, store.clone(), key.clone(), org, week, true, now).await?;
+        let (temp, _) = write(self, store.clone(), key.clone(), org, week, true, now).await?;
         Ok(ArchiveFile {
             path: temp.to_path_buf(),
             partial: true,
@@ -154,26 +386,16 @@ impl Archives {
         org: &str,
         week: Week,
         now: Timestamp,
-    ) -> Result<PathBuf, ApiError> {
-        let path = self.path(org, week);
+    ) -> Result<String, ApiError> {
         let _one = self.building.lock().await;
-        if path.exists() {
-            return Ok(path);
+        if self.is_stored(org, week).await? {
+            return Ok(format!("{week} is already archived"));
         }
-        let temp = write(self, store.clone(), key.clone(), org, week, false, now).await?;
-        let dir = self.org_dir(org);
-        let target = path.clone();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            temp.persist(&target).map_err(|e| e.error)?;
-            File::open(&dir)?.sync_all()
-        })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(|e| {
-            ApiError::Unavailable(format!("cannot store the archive {}: {e}", path.display()))
-        })?;
-        tracing::info!(org, %week, "archived a week");
-        Ok(path)
+        let (temp, summary) =
+            write(self, store.clone(), key.clone(), org, week, false, now).await?;
+        let at = self.keep(org, week, temp, &summary).await?;
+        tracing::info!(org, %week, at, "archived a week");
+        Ok(at)
     }
 
     /// Builds every ended week's archive that is missing, for every org: from the week the
@@ -191,7 +413,7 @@ impl Archives {
         for org in orgs {
             let mut week = Week::containing(org.created_at);
             while week <= last {
-                if !self.path(&org.id, week).exists()
+                if !self.is_stored(&org.id, week).await.unwrap_or(false)
                     && let Err(e) = self.build(store, key, &org.id, week, now).await
                 {
                     match e {
@@ -299,7 +521,7 @@ async fn write(
     week: Week,
     partial: bool,
     now: Timestamp,
-) -> Result<TempPath, ApiError> {
+) -> Result<(TempPath, ArchiveSummary), ApiError> {
     let dir = archives.org_dir(org);
     let stop = archives.stop.clone();
     // The seqs the week received: up to the last checkpoint signed before it began and
@@ -370,7 +592,7 @@ fn write_blocking(
     mut manifest: Manifest,
     dir: &Path,
     stop: &tokio_util::sync::CancellationToken,
-) -> Result<TempPath, ApiError> {
+) -> Result<(TempPath, ArchiveSummary), ApiError> {
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut days: BTreeMap<String, Day> = BTreeMap::new();
     let new_day = || -> Result<Day, ApiError> {
@@ -468,7 +690,16 @@ fn write_blocking(
     file.flush().map_err(io)?;
     file.sync_all().map_err(io)?;
     file.rewind().map_err(io)?;
-    Ok(temp)
+    let summary = ArchiveSummary {
+        week: manifest.week,
+        events: manifest.end_seq - manifest.first_seq,
+        size: file.metadata().map_err(io)?.len(),
+        created_at: manifest.created_at,
+        first_seq: manifest.first_seq,
+        end_seq: manifest.end_seq,
+        partial: manifest.partial,
+    };
+    Ok((temp, summary))
 }
 
 /// A writer that hashes what goes through it.

@@ -179,6 +179,9 @@ pub struct ServeConfig {
     /// How often an idle live tail sends a keep-alive comment
     /// ([`DEFAULT_STREAM_KEEP_ALIVE`] by default).
     pub stream_keep_alive: Duration,
+    /// Keep weekly archives in this bucket (`s3://BUCKET[/PREFIX]`) rather than in the data
+    /// directory.
+    pub archive_url: Option<String>,
 }
 
 /// How often an idle live tail sends a keep-alive comment, unless told otherwise: well
@@ -248,7 +251,10 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
     state.secure_cookies = config.secure_cookies;
     state.trusted_proxies = Arc::from(config.trusted_proxies.clone());
     state.stream_keep_alive = config.stream_keep_alive;
-    let archives = Arc::new(archive::Archives::new(config.data_dir.join(ARCHIVES_DIR)));
+    let archives = Arc::new(match &config.archive_url {
+        Some(url) => archive::Archives::in_bucket(config.data_dir.join(ARCHIVES_DIR), url)?,
+        None => archive::Archives::new(config.data_dir.join(ARCHIVES_DIR)),
+    });
     state.archives = Some(archives.clone());
     let stopping = state.stopping.clone();
     let listener = tokio::net::TcpListener::bind(config.listen)

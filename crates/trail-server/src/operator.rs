@@ -110,7 +110,7 @@ async fn archive(jobs: &Jobs, week: &str, org: Option<&str>) -> anyhow::Result<S
             .build(&jobs.store, &key, &org, week, now)
             .await
         {
-            Ok(path) => format!("{org}: {}", path.display()),
+            Ok(at) => format!("{org}: {at}"),
             Err(crate::error::ApiError::NotFound(why)) => {
                 format!("{org}: nothing to archive ({why})")
             }
@@ -181,6 +181,16 @@ async fn set_password(store: &dyn Store, email: &str, password: &str) -> anyhow:
 /// Runs a job on the store in `data`: directly if no process holds the directory, else
 /// through the operator socket of the server that does.
 pub async fn run(data: &Path, request: Request) -> anyhow::Result<String> {
+    run_with(data, request, None).await
+}
+
+/// [`run`], with the bucket that keeps the archives (`--archive-url`) when no server holds
+/// the directory (a server uses its own).
+pub async fn run_with(
+    data: &Path,
+    request: Request,
+    archive_url: Option<&str>,
+) -> anyhow::Result<String> {
     if !data.join(trail_store::sqlite::DB_FILE).exists() {
         bail!("no Trail store in {}", data.display());
     }
@@ -189,9 +199,12 @@ pub async fn run(data: &Path, request: Request) -> anyhow::Result<String> {
             let store = Arc::new(trail_store::SqliteStore::open_locked(lock)?);
             let jobs = Jobs {
                 store,
-                archives: Arc::new(crate::archive::Archives::new(
-                    data.join(crate::ARCHIVES_DIR),
-                )),
+                archives: Arc::new(match archive_url {
+                    Some(url) => {
+                        crate::archive::Archives::in_bucket(data.join(crate::ARCHIVES_DIR), url)?
+                    }
+                    None => crate::archive::Archives::new(data.join(crate::ARCHIVES_DIR)),
+                }),
                 data: data.to_owned(),
             };
             apply(&jobs, request).await

@@ -175,6 +175,10 @@ enum AdminCommand {
         /// Only this org.
         #[arg(long)]
         org: Option<String>,
+        /// The bucket the server keeps its archives in, if it does (see `serve --archive-url`);
+        /// used when no server is running.
+        #[arg(long, env = "TRAIL_ARCHIVE_URL", value_name = "s3://BUCKET[/PREFIX]")]
+        archive_url: Option<String>,
     },
     /// Prune now what each org's retention no longer keeps (only events already in a
     /// stored archive, never under legal hold), as the server's hourly job would.
@@ -185,6 +189,10 @@ enum AdminCommand {
         /// Only this org.
         #[arg(long)]
         org: Option<String>,
+        /// The bucket the server keeps its archives in, if it does (see `serve --archive-url`);
+        /// used when no server is running.
+        #[arg(long, env = "TRAIL_ARCHIVE_URL", value_name = "s3://BUCKET[/PREFIX]")]
+        archive_url: Option<String>,
     },
 }
 
@@ -261,6 +269,12 @@ struct ServeArgs {
     /// clients and proxies know it is alive: 100ms to 30s.
     #[arg(long, env = "TRAIL_STREAM_KEEP_ALIVE", default_value = "15s", value_parser = parse_keep_alive)]
     stream_keep_alive: std::time::Duration,
+    /// Keep the weekly archives in an S3-compatible bucket, `s3://BUCKET[/PREFIX]`, rather
+    /// than in DATA/archives. Reached with the standard AWS_* variables (AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION; AWS_ENDPOINT and AWS_ALLOW_HTTP for a server other
+    /// than AWS).
+    #[arg(long, env = "TRAIL_ARCHIVE_URL", value_name = "s3://BUCKET[/PREFIX]")]
+    archive_url: Option<String>,
 }
 
 /// The keep-alive interval of live tails: from 100 ms to 30 s, well under the 60 s after
@@ -434,20 +448,31 @@ fn main() -> ExitCode {
             Command::Admin(AdminCommand::SetPassword { data, email }) => {
                 set_password(&data, email).await
             }
-            Command::Admin(AdminCommand::Archive { data, week, org }) => {
+            Command::Admin(AdminCommand::Archive {
+                data,
+                week,
+                org,
+                archive_url,
+            }) => {
                 trail_core::archive::Week::parse(&week)
                     .map_err(|e| cli::usage(format!("--week: {e}")))?;
-                let done = trail_server::operator::run(
+                let done = trail_server::operator::run_with(
                     &data,
                     trail_server::operator::Request::Archive { week, org },
+                    archive_url.as_deref(),
                 )
                 .await?;
                 cli::output::line(&done)
             }
-            Command::Admin(AdminCommand::Prune { data, org }) => {
-                let done = trail_server::operator::run(
+            Command::Admin(AdminCommand::Prune {
+                data,
+                org,
+                archive_url,
+            }) => {
+                let done = trail_server::operator::run_with(
                     &data,
                     trail_server::operator::Request::Prune { org },
+                    archive_url.as_deref(),
                 )
                 .await?;
                 cli::output::line(&done)
@@ -529,6 +554,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             _ => None,
         },
         stream_keep_alive: args.stream_keep_alive,
+        archive_url: args.archive_url,
     };
     let bound = trail_server::bind(&config).await?;
     let shutdown = shutdown_signal();
@@ -556,6 +582,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     ));
     trail_server::say(format_args!("console: {scheme}://{}/", bound.addr));
     trail_server::say(format_args!("data: {} (SQLite)", config.data_dir.display()));
+    trail_server::say(format_args!("archives: {}", bound.archives.describe()));
     trail_server::say(format_args!(
         "checkpoints are signed by: {}",
         bound.verifier_key

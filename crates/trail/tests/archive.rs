@@ -557,3 +557,124 @@ async fn kill_9_during_archive_builds_and_a_prune_leaves_whole_archives_and_ever
     let out = run(&["verify", "--data", &data_arg, "--key", &key]);
     assert!(text(&out).contains("were pruned"), "{}", text(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archives_kept_in_an_s3_bucket_are_listed_downloaded_verified_and_pruned_by() {
+    let s3 = common::S3::start();
+    s3.bucket("trail-archives").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let weeks = store_with_past_weeks(&data, 300).await;
+    let mut options = common::DEFAULT_OPTIONS.to_vec();
+    options.extend(["--archive-url", "s3://trail-archives/prod"]);
+    let s = Server::start_with_env(&data, &options, &s3.env());
+    assert!(
+        s.banner.contains("archives: s3://trail-archives/prod"),
+        "{}",
+        s.banner
+    );
+    let token = common::token(&data);
+    let http = reqwest::Client::new();
+    let mut list = Value::Null;
+    for _ in 0..300 {
+        list = http
+            .get(format!("{}/v1/orgs/default/archives", s.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if list["items"].as_array().is_some_and(|a| a.len() == 3) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let items = list["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 3, "{list}");
+    assert_eq!(items[0]["week"], weeks[0].to_string());
+    assert!(items[0]["size"].as_u64().unwrap() > 0);
+
+    // In the bucket, under the prefix: each week's ZIP and its summary; none on local disk.
+    let listing = http
+        .get(format!(
+            "{}/trail-archives?list-type=2&prefix=prod/default/",
+            s3.url
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for week in &weeks {
+        for ext in ["zip", "json"] {
+            let key = format!("prod/default/{week}.{ext}");
+            assert!(listing.contains(&key), "{key} in {listing}");
+        }
+    }
+    let local = std::fs::read_dir(data.join("archives/default"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|f| f.file_name().to_string_lossy().ends_with(".zip"))
+        .count();
+    assert_eq!(local, 0);
+
+    // Downloaded through Trail (with Range), and verified offline.
+    let key = s.key();
+    let zip = dir.path().join("w1.zip");
+    let w = weeks[1].to_string();
+    let out = trail(
+        &s,
+        &token,
+        &["archive", "download", &w, "-o", zip.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let out = trail(
+        &s,
+        &token,
+        &["verify", "--archive", zip.to_str().unwrap(), "--key", &key],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let whole = std::fs::read(&zip).unwrap();
+    let r = http
+        .get(format!("{}/v1/orgs/default/archives/{w}", s.url))
+        .bearer_auth(&token)
+        .header("range", "bytes=10-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap(), whole[10..]);
+
+    // Retention prunes by the archives in the bucket.
+    let out = trail(&s, &token, &["retention", "set", "1"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = Command::new(env!("CARGO_BIN_EXE_trail"))
+        .args(["admin", "prune", "--data", data.to_str().unwrap()])
+        .env("TRAIL_LOG", "error")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let end = items[2]["endSeq"].as_u64().unwrap();
+    assert!(
+        text(&out).contains(&format!("pruned seqs 0..{}", end - end % 256 - 1)),
+        "{}",
+        text(&out)
+    );
+    let out = trail(
+        &s,
+        &token,
+        &[
+            "verify",
+            "--state-dir",
+            dir.path().join("w").to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("were pruned"), "{}", text(&out));
+    s.stop();
+}

@@ -306,13 +306,13 @@ impl Report {
         let a = &self.archive;
         writeln!(
             r,
-            "| weekly archive of every stored event (this week's, partial), built and downloaded: events/s ({:.1} s, {:.1} MiB ZIP; server RSS during it at most {} MiB, {} MiB before) | {:.0} | | | | |",
+            "| weekly archive of every stored event (this week's, partial), built and downloaded: events/s ({:.1} s, {:.1} MiB ZIP; server memory during it at most {} MiB resident, {} MiB of it heap; before: {} / {}) | {:.0} | | | | |",
             a.seconds,
             a.bytes as f64 / 1048576.0,
-            a.rss_max_kib
-                .map_or("-".into(), |k| format!("{:.0}", k as f64 / 1024.0)),
-            a.rss_before_kib
-                .map_or("-".into(), |k| format!("{:.0}", k as f64 / 1024.0)),
+            mib(a.rss_max_kib),
+            mib(a.anon_max_kib),
+            mib(a.rss_before_kib),
+            mib(a.anon_before_kib),
             a.events as f64 / a.seconds.max(1e-9)
         )?;
         for (what, t) in &self.queries {
@@ -395,6 +395,8 @@ impl Report {
                     "seconds": self.archive.seconds,
                     "rssBeforeKiB": self.archive.rss_before_kib,
                     "rssMaxKiB": self.archive.rss_max_kib,
+                    "heapBeforeKiB": self.archive.anon_before_kib,
+                    "heapMaxKiB": self.archive.anon_max_kib,
                 },
                 "queries": self.queries.iter().map(|(what, t)| {
                     json!({
@@ -873,6 +875,11 @@ async fn time_queries(target: &Target, paths: &[&str], n: usize) -> anyhow::Resu
 /// Records in a page of the timed SIEM export.
 const EXPORT_PAGE: usize = 1000;
 
+/// KiB as whole MiB, or a dash.
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or("-".into(), |k| format!("{:.0}", k as f64 / 1024.0))
+}
+
 /// A figure of `/proc/PID/status`, in KiB.
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -893,6 +900,10 @@ struct ArchiveRun {
     seconds: f64,
     rss_before_kib: Option<u64>,
     rss_max_kib: Option<u64>,
+    /// The anonymous part (the heap: what the build itself holds), without the pages of
+    /// the database file its readers map.
+    anon_before_kib: Option<u64>,
+    anon_max_kib: Option<u64>,
 }
 
 /// Downloads this week's archive, which holds every event the run stored (all received
@@ -902,15 +913,19 @@ async fn time_archive(server: &Server) -> anyhow::Result<ArchiveRun> {
     let week = trail_core::archive::Week::containing(trail_server::now());
     let pid = server.child.id();
     let rss_before_kib = status_kib(pid, "VmRSS:");
+    let anon_before_kib = status_kib(pid, "RssAnon:");
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let sampler = tokio::spawn(async move {
-        let mut max = None::<u64>;
+        let (mut rss, mut anon) = (None::<u64>, None::<u64>);
+        let most = |m: Option<u64>, k: Option<u64>| match (m, k) {
+            (Some(m), Some(k)) => Some(m.max(k)),
+            (m, k) => m.or(k),
+        };
         loop {
-            if let Some(k) = status_kib(pid, "VmRSS:") {
-                max = Some(max.map_or(k, |m| m.max(k)));
-            }
+            rss = most(rss, status_kib(pid, "VmRSS:"));
+            anon = most(anon, status_kib(pid, "RssAnon:"));
             tokio::select! {
-                _ = stopped.changed() => return max,
+                _ = stopped.changed() => return (rss, anon),
                 () = tokio::time::sleep(Duration::from_millis(20)) => {}
             }
         }
@@ -928,7 +943,7 @@ async fn time_archive(server: &Server) -> anyhow::Result<ArchiveRun> {
     let zip = resp.bytes().await?;
     let seconds = start.elapsed().as_secs_f64();
     let _ = stop.send(true);
-    let rss_max_kib = sampler.await?;
+    let (rss_max_kib, anon_max_kib) = sampler.await?;
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(&zip))?;
     let mut manifest = Vec::new();
     std::io::Read::read_to_end(
@@ -942,6 +957,8 @@ async fn time_archive(server: &Server) -> anyhow::Result<ArchiveRun> {
         seconds,
         rss_before_kib,
         rss_max_kib,
+        anon_before_kib,
+        anon_max_kib,
     })
 }
 

@@ -30,13 +30,18 @@ impl Server {
     /// directory), and (if given) the process's open-file limit, soft and hard, set to
     /// `open_files`.
     pub fn start_with(data: &Path, options: &[&str], open_files: Option<u64>) -> Server {
-        Server::launch(data, "127.0.0.1:0", options, open_files, false)
+        Server::launch(data, "127.0.0.1:0", options, open_files, false, &[])
+    }
+
+    /// As [`Server::start_with`], with these environment variables.
+    pub fn start_with_env(data: &Path, options: &[&str], env: &[(&str, String)]) -> Server {
+        Server::launch(data, "127.0.0.1:0", options, None, false, env)
     }
 
     /// As [`Server::start_with`], keeping what the server logs (errors only) for
     /// [`Server::log`].
     pub fn start_logged(data: &Path, options: &[&str]) -> Server {
-        Server::launch(data, "127.0.0.1:0", options, None, true)
+        Server::launch(data, "127.0.0.1:0", options, None, true, &[])
     }
 
     /// What the server has logged so far (started with [`Server::start_logged`]).
@@ -53,7 +58,7 @@ impl Server {
         options: &[&str],
         open_files: Option<u64>,
     ) -> Server {
-        Server::launch(data, listen, options, open_files, false)
+        Server::launch(data, listen, options, open_files, false, &[])
     }
 
     fn launch(
@@ -62,8 +67,10 @@ impl Server {
         options: &[&str],
         open_files: Option<u64>,
         logged: bool,
+        env: &[(&str, String)],
     ) -> Server {
         let mut command = Command::new(env!("CARGO_BIN_EXE_trail"));
+        command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         #[cfg(unix)]
         if let Some(n) = open_files {
             use std::os::unix::process::CommandExt;
@@ -180,4 +187,74 @@ pub fn token(data: &Path) -> String {
         .unwrap()
         .trim()
         .to_owned()
+}
+
+/// An S3-compatible server (moto's, which `scripts/s3-server` installs under `target/`) on a
+/// free loopback port, stopped when dropped.
+pub struct S3 {
+    child: Child,
+    pub url: String,
+}
+
+impl S3 {
+    pub fn start() -> S3 {
+        let bin = std::env::var_os("TRAIL_MOTO_SERVER").map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/moto-venv/bin/moto_server"),
+            PathBuf::from,
+        );
+        assert!(
+            bin.exists(),
+            "no S3-compatible server at {}: run `bash scripts/s3-server` (scripts/test does), or set TRAIL_MOTO_SERVER",
+            bin.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        S3 {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Makes a bucket (moto takes unsigned requests).
+    pub async fn bucket(&self, name: &str) {
+        let r = reqwest::Client::new()
+            .put(format!("{}/{name}", self.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+
+    /// What a Trail needs in its environment to reach it.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT", self.url.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "trail-test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "trail-test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
