@@ -251,6 +251,12 @@ pub async fn verify_log(
                 let started = match page["pruned"].as_object() {
                     Some(p) => {
                         let below = p["below"].as_u64().unwrap_or(0);
+                        if below % 256 != 0 || below > newest.size {
+                            return Err(VerifyError::Checkpoint(format!(
+                                "the server says the log was pruned below seq {below}, which a prune never leaves (whole tiles of 256, within the newest checkpoint's {} events)",
+                                newest.size
+                            )));
+                        }
                         let edge: Vec<Hash> = p["frontier"]
                             .as_array()
                             .into_iter()

@@ -66,11 +66,17 @@ impl Week {
     pub fn parse(s: &str) -> Result<Week, WeekError> {
         let bad = || WeekError(s.to_owned());
         let (year, week) = s.split_once("-W").ok_or_else(bad)?;
-        if year.len() != 4 || week.len() != 2 {
+        let digits = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits(year, 4) || !digits(week, 2) {
             return Err(bad());
         }
         let year: i32 = year.parse().map_err(|_| bad())?;
         let week: u8 = week.parse().map_err(|_| bad())?;
+        // Years whose weeks all lie within the calendar's range (its last days have no
+        // following Monday to end a week).
+        if !(1..=9998).contains(&year) {
+            return Err(bad());
+        }
         let monday = Date::from_iso_week_date(year, week, Weekday::Monday).map_err(|_| bad())?;
         Ok(Week { monday })
     }
@@ -154,6 +160,55 @@ pub struct Manifest {
     pub checkpoint: String,
     pub files: Vec<FileEntry>,
     pub leaves: Digest256,
+    /// The log key's signature over this manifest (see [`Manifest::sign`]): what the
+    /// checkpoints do not sign (the week, whether it is partial, the files' names and
+    /// digests) is signed here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+/// The first line of a manifest's signed note.
+const SIGNED_AS: &str = "trail archive manifest";
+
+impl Manifest {
+    /// The text a manifest's signature covers: what it is, its log, its week, and the
+    /// SHA-256 of the manifest as written without its signature.
+    fn signed_text(&self, log_name: &str) -> String {
+        let unsigned = Manifest {
+            signature: None,
+            ..self.clone()
+        };
+        let digest = Sha256::digest(serde_json::to_vec_pretty(&unsigned).expect("serializes"));
+        format!(
+            "{SIGNED_AS}\n{}\n{}\n{}\n",
+            checkpoint::origin(log_name, &self.org),
+            self.week,
+            hex::encode(digest)
+        )
+    }
+
+    /// Signs the manifest with the log's key (its `signature`).
+    pub fn sign(&mut self, key: &checkpoint::SignerKey) {
+        self.signature = None;
+        self.signature = Some(key.sign_text(&self.signed_text(&key.name)));
+    }
+
+    /// Checks the manifest's signature under `key`.
+    fn check_signature(&self, key: &VerifierKey) -> Result<(), ArchiveError> {
+        let note = self.signature.as_deref().ok_or_else(|| {
+            ArchiveError(format!(
+                "{MANIFEST} is not signed: it cannot be told from one made up"
+            ))
+        })?;
+        let text = checkpoint::open_text(note, key)
+            .map_err(|e| ArchiveError(format!("{MANIFEST}: its signature: {e}")))?;
+        if text != self.signed_text(&key.name) {
+            return fail(format!(
+                "{MANIFEST} was changed: it is not the manifest its signature covers"
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,6 +298,7 @@ impl ArchiveVerifier {
         }
         let week =
             Week::parse(&manifest.week).map_err(|e| ArchiveError(format!("{MANIFEST}: {e}")))?;
+        manifest.check_signature(key)?;
         let origin = checkpoint::origin(&key.name, &manifest.org);
         let open = |note: &str, what: &str| -> Result<Checkpoint, ArchiveError> {
             let c = checkpoint::open(note, key)
@@ -453,5 +509,77 @@ impl ArchiveVerifier {
             end_seq: self.manifest.end_seq,
             checkpoint: self.checkpoint,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weeks_are_iso_weeks_in_utc() {
+        let w = Week::parse("2026-W47").unwrap();
+        assert_eq!(w.to_string(), "2026-W47");
+        assert_eq!(w.start(), Timestamp::parse("2026-11-16T00:00:00Z").unwrap());
+        assert_eq!(w.end(), Timestamp::parse("2026-11-23T00:00:00Z").unwrap());
+        assert_eq!(
+            Week::containing(Timestamp::parse("2026-11-22T23:59:59.999999Z").unwrap()),
+            w
+        );
+        assert_eq!(
+            Week::containing(Timestamp::parse("2026-11-23T00:00:00Z").unwrap()),
+            w.next()
+        );
+        assert_eq!(w.day_files()[0], "2026-11-16.json");
+        assert_eq!(w.day_files()[6], "2026-11-22.json");
+        // Across a year: 2026 has 53 weeks; its first began on 2025-12-29.
+        assert_eq!(
+            Week::parse("2026-W53").unwrap().next().to_string(),
+            "2027-W01"
+        );
+        assert_eq!(
+            Week::parse("2026-W01").unwrap().previous().to_string(),
+            "2025-W52"
+        );
+        assert_eq!(
+            Week::parse("2026-W01").unwrap().day_files()[0],
+            "2025-12-29.json"
+        );
+        assert_eq!(
+            day_file(Timestamp::parse("1969-12-31T23:59:59Z").unwrap()),
+            "1969-12-31.json"
+        );
+    }
+
+    #[test]
+    fn a_week_is_written_one_way_only() {
+        for bad in [
+            "",
+            "2026",
+            "2026-W",
+            "2026-W4",
+            "2026-W047",
+            "26-W47",
+            "2026-w47",
+            "2026-W00",
+            "2025-W53",
+            "+999-W01",
+            "-999-W01",
+            "2026-W+1",
+            "2026-W 1",
+            "9999-W52",
+            "0000-W01",
+            "２０２６-W47",
+            "2026-W47 ",
+            "../etc-W01",
+        ] {
+            assert!(Week::parse(bad).is_err(), "{bad:?}");
+        }
+        for good in ["0001-W01", "1970-W01", "9998-W52", "2020-W53"] {
+            let w = Week::parse(good).unwrap();
+            assert_eq!(w.to_string(), good);
+            // Every accepted week has its days and neighbours without overflow.
+            let _ = (w.day_files(), w.next(), w.previous(), w.end());
+        }
     }
 }

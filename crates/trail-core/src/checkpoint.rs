@@ -247,7 +247,11 @@ impl SignerKey {
 
     /// The signed note of a checkpoint.
     pub fn sign(&self, checkpoint: &Checkpoint) -> String {
-        let body = checkpoint.body();
+        self.sign_text(&checkpoint.body())
+    }
+
+    /// A signed note of any text (lines, each ending with a newline, none empty).
+    pub fn sign_text(&self, body: &str) -> String {
         let sig = self.key.sign(body.as_bytes());
         let mut raw = self.hash.to_vec();
         raw.extend_from_slice(&sig.to_bytes());
@@ -261,6 +265,11 @@ impl SignerKey {
 
 /// Checks a signed note against `key` and reads its checkpoint.
 pub fn open(note: &str, key: &VerifierKey) -> Result<Checkpoint, NoteError> {
+    Checkpoint::parse_body(open_text(note, key)?)
+}
+
+/// Checks a signed note against `key` and returns its text.
+pub fn open_text<'a>(note: &'a str, key: &VerifierKey) -> Result<&'a str, NoteError> {
     let split = note
         .find("\n\n")
         .ok_or_else(|| NoteError::Note("no blank line between text and signatures".into()))?;
@@ -296,7 +305,7 @@ pub fn open(note: &str, key: &VerifierKey) -> Result<Checkpoint, NoteError> {
     if !signed {
         return Err(NoteError::Unsigned(key.name.clone()));
     }
-    Checkpoint::parse_body(body)
+    Ok(body)
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use trail_core::Timestamp;
 use trail_core::archive::{
     self, FORMAT, FileEntry, LEAVES, MANIFEST, Manifest, Previous, Week, day_file,
 };
-use trail_core::checkpoint::VerifierKey;
+use trail_core::checkpoint::{SignerKey, VerifierKey};
 use trail_core::merkle::{RootBuilder, empty_root};
 use trail_store::Store;
 use zip::write::SimpleFileOptions;
@@ -83,7 +83,9 @@ enum Shelf {
 pub struct Archives {
     dir: PathBuf,
     shelf: Shelf,
-    building: tokio::sync::Mutex<()>,
+    /// One build at a time, held until its blocking work ends (not only while its caller
+    /// waits), so abandoned requests cannot pile builds up.
+    building: Arc<tokio::sync::Mutex<()>>,
     /// Cancelled when the server stops: a build in progress gives up (its temporary file
     /// goes with it) and is made again by the next run.
     stop: tokio_util::sync::CancellationToken,
@@ -95,7 +97,7 @@ impl Archives {
         Archives {
             dir: dir.into(),
             shelf: Shelf::Dir,
-            building: tokio::sync::Mutex::new(()),
+            building: Arc::new(tokio::sync::Mutex::new(())),
             stop: tokio_util::sync::CancellationToken::new(),
         }
     }
@@ -149,6 +151,12 @@ impl Archives {
         }
     }
 
+    /// Waits for the build in progress, if any, and holds off others: for a job that must
+    /// not run beside a build (pruning, which reads the archives).
+    pub async fn exclusive(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.building.clone().lock_owned().await
+    }
+
     /// Stops builds in progress and the weekly job.
     pub fn stop(&self) {
         self.stop.cancel();
@@ -156,7 +164,7 @@ impl Archives {
 
     /// The weekly job: builds the archives that are due and prunes what retention no
     /// longer keeps (`crate::retention`), now, then every hour, until [`Self::stop`].
-    pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, key: VerifierKey) {
+    pub async fn run(self: Arc<Self>, store: Arc<dyn Store>, key: Arc<SignerKey>) {
         loop {
             self.build_due(&store, &key, crate::now()).await;
             if let Err(e) = crate::retention::prune_due(&store, &self, crate::now(), None).await {
@@ -352,7 +360,7 @@ impl Archives {
     pub async fn get(
         &self,
         store: &Arc<dyn Store>,
-        key: &VerifierKey,
+        key: &Arc<SignerKey>,
         org: &str,
         week: Week,
         now: Timestamp,
@@ -363,14 +371,14 @@ impl Archives {
                 "the archive of {week}: that week has not begun"
             )));
         }
-        if week < current {
+        if settled(week, now) {
             if !self.is_stored(org, week).await? {
                 self.build(store, key, org, week, now).await?;
             }
             return self.fetch(org, week).await;
         }
-        let _one = self.building.lock().await;
-        let (temp, _) = write(self, store.clone(), key.clone(), org, week, true, now).await?;
+        let one = self.building.clone().lock_owned().await;
+        let (temp, _) = write(self, one, store.clone(), key.clone(), org, week, true, now).await?;
         Ok(ArchiveFile {
             path: temp.to_path_buf(),
             partial: true,
@@ -382,17 +390,33 @@ impl Archives {
     pub async fn build(
         &self,
         store: &Arc<dyn Store>,
-        key: &VerifierKey,
+        key: &Arc<SignerKey>,
         org: &str,
         week: Week,
         now: Timestamp,
     ) -> Result<String, ApiError> {
-        let _one = self.building.lock().await;
+        if !settled(week, now) {
+            return Err(ApiError::Conflict(format!(
+                "{week} has not ended {} minutes ago yet: its archive is built after (download it now as a partial archive)",
+                GRACE_US / 60_000_000
+            )));
+        }
+        let one = self.building.clone().lock_owned().await;
         if self.is_stored(org, week).await? {
             return Ok(format!("{week} is already archived"));
         }
         let (temp, summary) =
-            write(self, store.clone(), key.clone(), org, week, false, now).await?;
+            write(self, one, store.clone(), key.clone(), org, week, false, now).await?;
+        // Pruning trusts what is kept: an archive that does not verify is never kept.
+        let (check, k) = (temp.to_path_buf(), key.verifier());
+        tokio::task::spawn_blocking(move || verify_file(&check, &k))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| {
+                ApiError::Internal(format!(
+                    "the archive of {week} just built does not verify: {e}"
+                ))
+            })?;
         let at = self.keep(org, week, temp, &summary).await?;
         tracing::info!(org, %week, at, "archived a week");
         Ok(at)
@@ -400,7 +424,7 @@ impl Archives {
 
     /// Builds every ended week's archive that is missing, for every org: from the week the
     /// org was made to the last one that has ended.
-    pub async fn build_due(&self, store: &Arc<dyn Store>, key: &VerifierKey, now: Timestamp) {
+    pub async fn build_due(&self, store: &Arc<dyn Store>, key: &Arc<SignerKey>, now: Timestamp) {
         let orgs = match store.orgs().await {
             Ok(orgs) => orgs,
             Err(e) => {
@@ -409,7 +433,7 @@ impl Archives {
             }
         };
         self.sweep().await;
-        let last = Week::containing(now).previous();
+        let last = Week::containing(Timestamp(now.micros() - GRACE_US)).previous();
         for org in orgs {
             let mut week = Week::containing(org.created_at);
             while week <= last {
@@ -512,18 +536,77 @@ struct Day {
     index: Vec<(i64, u64, u64, u32)>,
 }
 
+/// A week's archive is built once the week has been over this long: a group committing as
+/// the week ended is stamped with the time it began, so it is in by then.
+const GRACE_US: i64 = 5 * 60 * 1_000_000;
+
+/// Whether `week` ended long enough ago to be archived for good.
+fn settled(week: Week, now: Timestamp) -> bool {
+    now.micros() >= week.end().micros().saturating_add(GRACE_US)
+}
+
+/// Checks an archive file offline, as `trail verify --archive` does, and as every build is
+/// checked before it is kept: a ZIP whose entries have one name each and whose local
+/// headers agree with its directory (so other tools unpack what was checked), then every
+/// part through [`archive::ArchiveVerifier`].
+pub fn verify_file(
+    path: &Path,
+    key: &VerifierKey,
+) -> Result<archive::Verified, archive::ArchiveError> {
+    use archive::ArchiveError as E;
+    let shown = path.display();
+    let file = File::open(path).map_err(|e| E(format!("{shown}: {e}")))?;
+    let mut zip =
+        zip::ZipArchive::new(file).map_err(|e| E(format!("{shown} is not a readable ZIP: {e}")))?;
+    zip.validate_header_consistency()
+        .map_err(|e| E(format!("{shown} is not a consistent ZIP: {e}")))?;
+    let mut names = std::collections::BTreeSet::new();
+    for i in 0..zip.len() {
+        let entry = zip
+            .by_index(i)
+            .map_err(|e| E(format!("{shown}: entry {i}: {e}")))?;
+        let name = entry
+            .name()
+            .map_err(|e| E(format!("{shown}: entry {i}: {e}")))?
+            .into_owned();
+        if !names.insert(name.clone()) {
+            return Err(E(format!("{name} is in the archive twice")));
+        }
+    }
+    let mut part = |name: &str| -> Result<Vec<u8>, E> {
+        let mut bytes = Vec::new();
+        zip.by_name(name)
+            .map_err(|e| E(format!("{shown}: no {name}: {e}")))?
+            .read_to_end(&mut bytes)
+            .map_err(|e| E(format!("{shown}: {name} does not read: {e}")))?;
+        Ok(bytes)
+    };
+    let mut v = archive::ArchiveVerifier::new(&part(MANIFEST)?, &part(LEAVES)?, key)?;
+    for name in &names {
+        if name != MANIFEST && name != LEAVES {
+            v.file(name, &part(name)?)?;
+        }
+    }
+    v.finish()
+}
+
 /// Writes the archive of `week` to a temporary file in `dir` and returns it, synced.
+/// `one` is the build lock, held until the writing ends; a caller that goes away (a
+/// dropped request) stops it at the next page.
+#[allow(clippy::too_many_arguments)]
 async fn write(
     archives: &Archives,
+    one: tokio::sync::OwnedMutexGuard<()>,
     store: Arc<dyn Store>,
-    key: VerifierKey,
+    key: Arc<SignerKey>,
     org: &str,
     week: Week,
     partial: bool,
     now: Timestamp,
 ) -> Result<(TempPath, ArchiveSummary), ApiError> {
     let dir = archives.org_dir(org);
-    let stop = archives.stop.clone();
+    let stop = archives.stop.child_token();
+    let _abandoned = stop.clone().drop_guard();
     // The seqs the week received: up to the last checkpoint signed before it began and
     // before it ended (the newest one, for the current week).
     let signed_by = |at: Timestamp| {
@@ -534,7 +617,7 @@ async fn write(
         }
     };
     let previous = signed_by(week.start()).await?;
-    let end = if partial {
+    let end = if week == Week::containing(now) {
         store.checkpoint(org, None).await?
     } else {
         signed_by(week.end()).await?
@@ -545,6 +628,11 @@ async fn write(
         )));
     };
     let first = previous.as_ref().map_or(0, |c| c.size);
+    if first < store.retention(org).await?.pruned_below {
+        return Err(ApiError::NotFound(format!(
+            "the archive of {week}: its events were pruned under the org's retention, and it is not stored"
+        )));
+    }
     let frontier = store.tree_frontier(org, first).await?;
     let prev_root = RootBuilder::from_frontier(first, &frontier)
         .map(|b| b.root())
@@ -555,7 +643,7 @@ async fn write(
         week: week.to_string(),
         partial,
         created_at: now.to_string(),
-        log_key: key.to_string(),
+        log_key: key.verifier().to_string(),
         first_seq: first,
         end_seq: end.size,
         previous: Previous {
@@ -570,11 +658,14 @@ async fn write(
             name: LEAVES.to_owned(),
             sha256: String::new(),
         },
+        signature: None,
     };
     let org = org.to_owned();
     let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
-        write_blocking(&rt, &*store, &org, week, manifest, &dir, &stop)
+        let written = write_blocking(&rt, &*store, &key, &org, week, manifest, &dir, &stop);
+        drop(one);
+        written
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
@@ -584,9 +675,11 @@ fn io(e: impl std::fmt::Display) -> ApiError {
     ApiError::Unavailable(format!("cannot write an archive: {e}"))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_blocking(
     rt: &tokio::runtime::Handle,
     store: &dyn Store,
+    key: &SignerKey,
     org: &str,
     week: Week,
     mut manifest: Manifest,
@@ -679,6 +772,7 @@ fn write_blocking(
     zip.start_file(LEAVES, options).map_err(io)?;
     zip.write_all(&leaves).map_err(io)?;
     manifest.leaves.sha256 = hex::encode(Sha256::digest(&leaves));
+    manifest.sign(key);
     zip.start_file(MANIFEST, options).map_err(io)?;
     zip.write_all(&serde_json::to_vec_pretty(&manifest).map_err(io)?)
         .map_err(io)?;

@@ -149,6 +149,7 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(m) => ApiError::Unavailable(m),
             e @ StoreError::TimedOut(_) => ApiError::QueryTimeout(e.to_string()),
             StoreError::Corrupt(m) => ApiError::Internal(format!("corrupt store: {m}")),
+            StoreError::Refused(m) => ApiError::Conflict(m),
         }
     }
 }

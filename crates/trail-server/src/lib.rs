@@ -212,7 +212,8 @@ pub struct Bound {
     pub verifier_key: String,
     /// The weekly archives, built by a job beside the API (and by operator jobs).
     pub archives: Arc<archive::Archives>,
-    log_key: Arc<SignerKey>,
+    /// The key that signs the logs (and the archives' manifests).
+    pub log_key: Arc<SignerKey>,
 }
 
 /// Opens the store (bootstrapping an empty one) and binds the listen address.
@@ -297,7 +298,7 @@ impl Bound {
         let archiving = tokio::spawn(
             self.archives
                 .clone()
-                .run(self.store.clone(), self.log_key.verifier()),
+                .run(self.store.clone(), self.log_key.clone()),
         );
         let served = edge::serve(
             self.listener,

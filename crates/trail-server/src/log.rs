@@ -38,6 +38,19 @@ use crate::routes::events::{bounded_page, limit_param};
 /// The signing key's file in the data directory (mode 0600).
 pub const KEY_FILE: &str = "log-signing-key";
 
+/// Loads the data directory's signing key, which `trail serve` made: for operator jobs on a
+/// stopped server, which must never make one.
+pub fn load_key(dir: &Path) -> anyhow::Result<SignerKey> {
+    let path = dir.join(KEY_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (the log's signing key, made by the first `trail serve`)",
+            path.display()
+        )
+    })?;
+    SignerKey::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 /// Loads the data directory's signing key, making one on first start, named `name` or, by
 /// default, with a name unique to this install (`trail-<8 hex digits>.local`): witnesses
 /// keep their state by log origin, so two installs must never share one. The store
@@ -677,17 +690,28 @@ pub async fn entries(
 ) -> Result<Json<Entries>, ApiError> {
     let from = param(raw.as_deref(), "from")?.unwrap_or(0);
     let limit = page_limit(raw.as_deref())?;
-    let below = state.store.retention(&org).await?.pruned_below;
-    let pruned = if from < below {
-        let frontier = state.store.tree_frontier(&org, below).await?;
-        Some(PrunedPrefix {
-            below,
-            frontier: frontier.iter().map(hex::encode).collect(),
-        })
-    } else {
-        None
-    };
-    let events = state.store.events_from(&org, from, limit).await?;
+    // The prefix and the events are separate reads: a prune that commits between them moves
+    // where the events start, and then they are read again.
+    let (mut pruned, mut events) = (None, Vec::new());
+    for _ in 0..3 {
+        let below = state.store.retention(&org).await?.pruned_below;
+        pruned = if from < below {
+            let frontier = state.store.tree_frontier(&org, below).await?;
+            Some(PrunedPrefix {
+                below,
+                frontier: frontier.iter().map(hex::encode).collect(),
+            })
+        } else {
+            None
+        };
+        events = state.store.events_from(&org, from, limit).await?;
+        if events
+            .first()
+            .is_none_or(|e| e.event.seq == from.max(below))
+        {
+            break;
+        }
+    }
     let items = bounded_page(events.iter().map(entry));
     // A page cut short by its size, or a full one, has more after it.
     let next = (items.len() < events.len() || events.len() == limit)

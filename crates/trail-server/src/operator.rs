@@ -67,6 +67,9 @@ pub struct Jobs {
     pub store: Arc<dyn Store>,
     pub archives: Arc<crate::archive::Archives>,
     pub data: PathBuf,
+    /// The key that signs the logs (and archives' manifests): the running server's, or
+    /// (none) the data directory's, read.
+    pub key: Option<Arc<trail_core::checkpoint::SignerKey>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -96,9 +99,10 @@ async fn archive(jobs: &Jobs, week: &str, org: Option<&str>) -> anyhow::Result<S
             "{week} has not ended: its archive is built after; download it now as a partial archive"
         );
     }
-    let key = crate::log::load_or_create_key(&*jobs.store, &jobs.data, None)
-        .await?
-        .verifier();
+    let key = match &jobs.key {
+        Some(k) => k.clone(),
+        None => Arc::new(crate::log::load_key(&jobs.data)?),
+    };
     let orgs = match org {
         Some(o) => vec![o.to_owned()],
         None => jobs.store.orgs().await?.into_iter().map(|o| o.id).collect(),
@@ -133,6 +137,7 @@ async fn prune(jobs: &Jobs, org: Option<&str>) -> anyhow::Result<String> {
         .iter()
         .map(|r| match &r.skipped {
             Some(why) => format!("{}: nothing pruned: {why}", r.org),
+            None if r.to <= r.from => format!("{}: nothing pruned", r.org),
             None => format!(
                 "{}: pruned seqs {}..{} ({} events)",
                 r.org,
@@ -206,6 +211,7 @@ pub async fn run_with(
                     None => crate::archive::Archives::new(data.join(crate::ARCHIVES_DIR)),
                 }),
                 data: data.to_owned(),
+                key: None,
             };
             apply(&jobs, request).await
         }

@@ -58,12 +58,26 @@ pub async fn prune_due(
     only: Option<&str>,
 ) -> Result<Vec<PruneReport>, ApiError> {
     let max = max_days(&**store).await?;
+    // One pruning at a time, and none beside a build: each reads what the other writes.
+    let _one = archives.exclusive().await;
     let mut out = Vec::new();
     for org in store.orgs().await? {
         if only.is_some_and(|o| o != org.id) {
             continue;
         }
-        out.push(prune_org(store, archives, &org.id, max, now).await?);
+        // One org's failure is its own: the others are still pruned.
+        out.push(match prune_org(store, archives, &org.id, max, now).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(org = %org.id, error = %e, "pruning failed");
+                PruneReport {
+                    org: org.id.clone(),
+                    from: 0,
+                    to: 0,
+                    skipped: Some(format!("failed: {e}")),
+                }
+            }
+        });
     }
     Ok(out)
 }
@@ -117,22 +131,40 @@ async fn prune_org(
             )),
         ));
     }
-    let count = below - r.pruned_below;
+    // In steps, each its own transaction with its own record, so the writer (shared by every
+    // org) is never held for long.
+    let mut from = r.pruned_below;
+    while from < below {
+        let to = below.min(from + PRUNE_STEP);
+        let event = pruned_event(org, from, to, days, &weeks);
+        store.prune(org, to, vec![(org.to_owned(), event)]).await?;
+        tracing::info!(org, from, to, "pruned under retention");
+        from = to;
+    }
+    Ok(report(below, None))
+}
+
+/// The seqs one pruning step removes at most (a multiple of `PRUNE_ALIGN`).
+const PRUNE_STEP: u64 = 256 * PRUNE_ALIGN;
+
+/// The record of one pruning step, in the log it prunes.
+fn pruned_event(org: &str, from: u64, to: u64, days: u32, weeks: &[String]) -> EventBody {
+    let count = to - from;
     let details = json!({
         "actionType": "DELETE",
         "message": format!(
             "pruned seqs {}..{} ({count} events) under a retention of {days} days; the archives of {} hold them",
-            r.pruned_below,
-            below,
+            from,
+            to - 1,
             weeks.join(", ")
         ),
-        "firstSeq": r.pruned_below,
-        "endSeq": below,
+        "firstSeq": from,
+        "endSeq": to,
         "count": count,
         "retentionDays": days,
         "weeks": weeks,
     });
-    let event = EventBody {
+    EventBody {
         client_id: None,
         instance: None,
         timestamp: None,
@@ -156,15 +188,5 @@ async fn prune_org(
         count: 1,
         last_occurred: None,
         submitted_by: None,
-    };
-    let pruned = store
-        .prune(org, below, vec![(org.to_owned(), event)])
-        .await?;
-    tracing::info!(
-        org,
-        from = pruned.from,
-        to = pruned.to,
-        "pruned under retention"
-    );
-    Ok(report(pruned.to, None))
+    }
 }

@@ -119,7 +119,7 @@ async fn three_weeks_archive_chain_and_prune_and_what_remains_verifies() {
     std::fs::create_dir_all(&acme_dir).unwrap();
     std::fs::write(acme_dir.join(".building-x1.zip"), b"PK\x03\x04 half").unwrap();
     assert!(archives.list("acme").await.unwrap().is_empty());
-    archives.build_due(&store, &verifier, real_now).await;
+    archives.build_due(&store, &key, real_now).await;
     assert!(!acme_dir.join(".building-x1.zip").exists());
     let list = archives.list("acme").await.unwrap();
     let names: Vec<&str> = list.iter().map(|a| a.week.as_str()).collect();
@@ -168,9 +168,12 @@ async fn three_weeks_archive_chain_and_prune_and_what_remains_verifies() {
     }
     // A second run builds nothing again: the archives of ended weeks never change.
     let before = std::fs::read(dir.path().join(format!("archives/acme/{}.zip", weeks[0]))).unwrap();
-    archives.build_due(&store, &verifier, real_now).await;
+    archives.build_due(&store, &key, real_now).await;
     let again = std::fs::read(dir.path().join(format!("archives/acme/{}.zip", weeks[0]))).unwrap();
     assert_eq!(before, again);
+
+    // From here on, now.
+    clock.store(real_now.micros(), Ordering::SeqCst);
 
     // Retention of one day: every archived week may go, but not under legal hold.
     store
@@ -233,4 +236,25 @@ async fn three_weeks_archive_chain_and_prune_and_what_remains_verifies() {
             &verifier,
         );
     }
+
+    // Life goes on after the prune: this week's events, and its partial archive, which
+    // starts where the last stored one ends (times of receipt are found past the prune).
+    store
+        .append("acme", vec![event("now", real_now)])
+        .await
+        .unwrap();
+    let partial = archives
+        .get(&store, &key, "acme", this_week, real_now)
+        .await
+        .unwrap();
+    assert!(partial.partial);
+    let m = verify_zip(&partial.path, &verifier);
+    assert_eq!(m.first_seq, manifests[2].end_seq);
+    assert!(m.end_seq > m.first_seq);
+    // A week whose events were pruned and whose archive is gone has nothing to give.
+    std::fs::remove_file(dir.path().join(format!("archives/acme/{}.zip", weeks[0]))).unwrap();
+    assert!(matches!(
+        archives.get(&store, &key, "acme", weeks[0], real_now).await,
+        Err(trail_server::error::ApiError::NotFound(_))
+    ));
 }

@@ -47,6 +47,9 @@ pub enum StoreError {
     /// What is stored cannot be read back as it was written.
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The store will not do this (a prune under legal hold, or past what is signed).
+    #[error("{0}")]
+    Refused(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

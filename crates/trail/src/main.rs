@@ -565,6 +565,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         store: bound.store.clone(),
         archives: bound.archives.clone(),
         data: config.data_dir.clone(),
+        key: Some(bound.log_key.clone()),
     }) {
         Ok(s) => Some(s),
         Err(e) => {

@@ -42,7 +42,7 @@ pub struct Failed(pub String);
 
 pub async fn run(conn: &crate::cli::Connection, args: VerifyArgs) -> anyhow::Result<()> {
     if let Some(file) = &args.archive {
-        return verify_archive(file, args.key.as_deref());
+        return verify_archive(file, args.key.as_deref(), args.state_dir.as_deref());
     }
     match &args.data {
         Some(dir) => verify_data(dir, conn.org.as_deref(), args.key.as_deref(), args.strict).await,
@@ -153,55 +153,59 @@ fn pruned(v: &trail_core::verify::Verified) -> String {
 }
 
 /// `trail verify --archive FILE.zip`: no server, no store.
-fn verify_archive(path: &Path, key: Option<&str>) -> anyhow::Result<()> {
+fn verify_archive(path: &Path, key: Option<&str>, state: Option<&Path>) -> anyhow::Result<()> {
     use std::io::Read;
-    use trail_core::archive::{ArchiveVerifier, LEAVES, MANIFEST, Manifest};
-    let file = std::fs::File::open(path)
-        .map_err(|e| trail_client::ClientError::Usage(format!("{}: {e}", path.display())))?;
-    let mut zip = zip::ZipArchive::new(file)
-        .map_err(|e| Failed(format!("{} is not a readable ZIP: {e}", path.display())))?;
-    let names = zip
-        .file_names()
-        .map(|n| n.map(|n| n.into_owned()))
-        .collect::<Result<Vec<String>, _>>()
-        .map_err(|e| Failed(format!("{} is not a readable ZIP: {e}", path.display())))?;
-    let mut part = |name: &str| -> anyhow::Result<Vec<u8>> {
+    use trail_core::archive::{MANIFEST, Manifest};
+    // The key: given, else the one pinned for this log by an earlier `trail verify`, else
+    // (proving less, and said so) the one the archive names.
+    let named = || -> anyhow::Result<Manifest> {
+        let file = std::fs::File::open(path)
+            .map_err(|e| trail_client::ClientError::Usage(format!("{}: {e}", path.display())))?;
+        let mut zip = zip::ZipArchive::new(file)
+            .map_err(|e| Failed(format!("{} is not a readable ZIP: {e}", path.display())))?;
         let mut bytes = Vec::new();
-        zip.by_name(name)
-            .map_err(|e| Failed(format!("{}: no {name}: {e}", path.display())))?
+        zip.by_name(MANIFEST)
+            .map_err(|e| Failed(format!("{}: no {MANIFEST}: {e}", path.display())))?
             .read_to_end(&mut bytes)
-            .map_err(|e| Failed(format!("{}: {name} does not read: {e}", path.display())))?;
-        Ok(bytes)
+            .map_err(|e| Failed(format!("{}: {MANIFEST} does not read: {e}", path.display())))?;
+        Ok(serde_json::from_slice(&bytes)
+            .map_err(|e| Failed(format!("{MANIFEST} does not read as a manifest: {e}")))?)
     };
-    let manifest_bytes = part(MANIFEST)?;
-    let leaves = part(LEAVES)?;
-    let own_key;
     let key = match key {
         Some(k) => VerifierKey::parse(k)?,
         None => {
-            let m: Manifest = serde_json::from_slice(&manifest_bytes)
-                .map_err(|e| Failed(format!("{MANIFEST} does not read as a manifest: {e}")))?;
-            own_key = VerifierKey::parse(&m.log_key)
+            let m = named()?;
+            let own = VerifierKey::parse(&m.log_key)
                 .map_err(|e| Failed(format!("{MANIFEST}: logKey: {e}")))?;
-            eprintln!(
-                "trail: note: checked against the key the archive names ({}); pass --key with the key you trust to prove more",
-                m.log_key
-            );
-            own_key
+            let origin = format!("{}/{}", own.name, m.org);
+            let witness = Witness::load(&state_dir(state)?)?;
+            let pinned = witness
+                .checkpoints
+                .get(&origin)
+                .and_then(|c| c.key.clone())
+                .or_else(|| {
+                    witness
+                        .keys
+                        .values()
+                        .find(|k| VerifierKey::parse(k).is_ok_and(|k| k.name == own.name))
+                        .cloned()
+                });
+            match pinned {
+                Some(k) => {
+                    eprintln!("trail: note: checked against the key pinned for log {origin:?}");
+                    VerifierKey::parse(&k)?
+                }
+                None => {
+                    eprintln!(
+                        "trail: note: no key is pinned for log {origin:?}: checked against the key the archive names ({}), which proves only that the archive is whole; pass --key with the key you trust to prove it is the log's",
+                        m.log_key
+                    );
+                    own
+                }
+            }
         }
     };
-    let mut verifier =
-        ArchiveVerifier::new(&manifest_bytes, &leaves, &key).map_err(|e| Failed(e.to_string()))?;
-    for name in names {
-        if name == MANIFEST || name == LEAVES {
-            continue;
-        }
-        let bytes = part(&name)?;
-        verifier
-            .file(&name, &bytes)
-            .map_err(|e| Failed(e.to_string()))?;
-    }
-    let v = verifier.finish().map_err(|e| Failed(e.to_string()))?;
+    let v = trail_server::archive::verify_file(path, &key).map_err(|e| Failed(e.to_string()))?;
     crate::cli::output::line(&format!(
         "archive {} of org {} verified: {} events (seqs {}..{}){}, checkpoint of {} events, root {}",
         v.week,

@@ -250,6 +250,28 @@ async fn a_weeks_archive_downloads_resumes_and_verifies_offline_naming_a_changed
         "{said}"
     );
 
+    // The manifest relabelled as another week: its signature no longer covers it.
+    let mut relabelled = parts.clone();
+    let (_, bytes) = relabelled
+        .iter_mut()
+        .find(|(n, _)| n == "manifest.json")
+        .unwrap();
+    let mut m: Value = serde_json::from_slice(bytes).unwrap();
+    m["week"] = json!("2099-W01");
+    *bytes = serde_json::to_vec_pretty(&m).unwrap();
+    let bad = dir.path().join("relabelled.zip");
+    write_zip(&bad, &relabelled);
+    let out = trail(
+        &s,
+        &token,
+        &["verify", "--archive", bad.to_str().unwrap(), "--key", &key],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("manifest.json was changed"),
+        "{}",
+        text(&out)
+    );
     // Another log's key: the signature does not verify.
     let other = trail_core::checkpoint::SignerKey::from_seed("trail.test", [7; 32])
         .unwrap()

@@ -75,9 +75,8 @@ pub async fn download(
     request: Request,
 ) -> Result<Response, ApiError> {
     let week = Week::parse(&week).map_err(|e| ApiError::NotFound(e.to_string()))?;
-    let key = state.log_key.verifier();
     let file = archives(&state)?
-        .get(&state.store, &key, &org, week, now())
+        .get(&state.store, &state.log_key, &org, week, now())
         .await?;
     let (parts, _) = request.into_parts();
     let request = Request::from_parts(parts, Body::empty());

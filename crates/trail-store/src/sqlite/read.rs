@@ -396,8 +396,10 @@ fn received_at(conn: &Connection, base: i64, seq: u64) -> Result<Option<Timestam
 /// receipt never go down along them (the writer never gives one earlier than the last).
 pub(crate) fn seq_received_since(conn: &Connection, org: &str, at: Timestamp) -> Result<u64> {
     let tx = conn.unchecked_transaction().map_err(unavailable)?;
-    let base = org_id(&tx, org)? << SEQ_BITS;
-    let (mut lo, mut hi) = (0, log_size(&tx, org)?);
+    let id = org_id(&tx, org)?;
+    let base = id << SEQ_BITS;
+    // Seqs below a prune are gone: they were all received before what remains.
+    let (mut lo, mut hi) = (pruned_below(&tx, id)?, size_of(&tx, id)?);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         let received = received_at(&tx, base, mid)?

@@ -247,6 +247,7 @@ fn is_refusal(e: &StoreError) -> bool {
             | StoreError::Conflict(_)
             | StoreError::NotFound(_)
             | StoreError::LogFull(_)
+            | StoreError::Refused(_)
     )
 }
 
@@ -670,13 +671,13 @@ impl WriterState {
             let org_id = org_id(tx, org)?;
             let now = super::read::retention(tx, org)?;
             if now.legal_hold {
-                return Err(StoreError::Unavailable(format!(
+                return Err(StoreError::Refused(format!(
                     "org {org:?} is under legal hold: nothing of it is pruned"
                 )));
             }
             let signed = super::tree::checkpoint(tx, org, None)?.map_or(0, |c| c.size);
             if !below.is_multiple_of(crate::PRUNE_ALIGN) || below > signed {
-                return Err(StoreError::Unavailable(format!(
+                return Err(StoreError::Refused(format!(
                     "cannot prune org {org:?} below seq {below}: a prune stops at a multiple of {} covered by a signed checkpoint ({signed} events)",
                     crate::PRUNE_ALIGN
                 )));
