@@ -3,9 +3,10 @@
 //!
 //! An archive is written under a temporary name in its org's directory, synced, and renamed
 //! into place: a crash leaves either the whole archive or none, and the next run builds it
-//! again. Events are read page by page and spooled to one temporary file per day, so a week
-//! of any size is built with memory bounded by its number of events (24 bytes of index and
-//! 32 of leaf hash each), never by their size. One archive is built at a time.
+//! again. Events are read page by page and spooled to one temporary file per day (their
+//! leaf hashes to another), so a build holds 24 bytes per event of the week (its place in its
+//! day, to put the day in time order), never the events themselves. One archive is built at
+//! a time.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -529,11 +530,13 @@ fn list_dir(dir: &Path) -> Result<Vec<ArchiveSummary>, ApiError> {
     Ok(out)
 }
 
-/// One day's records, spooled: the file, and each record's (timestamp, seq, offset, length).
+/// One day's records, spooled: the file, each record's (timestamp, offset, length) in seq
+/// order, and the lowest and highest seq.
 struct Day {
     spool: File,
     len: u64,
-    index: Vec<(i64, u64, u64, u32)>,
+    index: Vec<(i64, u64, u32)>,
+    seqs: Option<(u64, u64)>,
 }
 
 /// A week's archive is built once the week has been over this long: a group committing as
@@ -693,12 +696,15 @@ fn write_blocking(
             spool: tempfile::tempfile_in(dir).map_err(io)?,
             len: 0,
             index: Vec::new(),
+            seqs: None,
         })
     };
     for name in week.day_files() {
         days.insert(name, new_day()?);
     }
-    let mut leaves = Vec::with_capacity(((manifest.end_seq - manifest.first_seq) * 32) as usize);
+    // The leaves are spooled too: a build holds only each record's place in its day.
+    let mut leaves = BufWriter::new(tempfile::tempfile_in(dir).map_err(io)?);
+    let mut leaves_digest = Sha256::new();
     let mut from = manifest.first_seq;
     while from < manifest.end_seq {
         if stop.is_cancelled() {
@@ -727,9 +733,11 @@ fn write_blocking(
             };
             day.spool.write_all_at(&bytes, day.len).map_err(io)?;
             day.index
-                .push((e.timestamp.micros(), e.seq, day.len, bytes.len() as u32));
+                .push((e.timestamp.micros(), day.len, bytes.len() as u32));
+            day.seqs = Some(day.seqs.map_or((e.seq, e.seq), |(lo, _)| (lo, e.seq)));
             day.len += bytes.len() as u64;
-            leaves.extend_from_slice(&stored.hash);
+            leaves.write_all(&stored.hash).map_err(io)?;
+            leaves_digest.update(stored.hash);
             from += 1;
         }
     }
@@ -745,14 +753,15 @@ fn write_blocking(
         .compression_method(zip::CompressionMethod::Deflated)
         .large_file(true);
     for (name, mut day) in days {
-        day.index.sort_unstable();
+        // Oldest first: by timestamp, and (a stable sort of records in seq order) by seq.
+        day.index.sort_by_key(|r| r.0);
         zip.start_file(name.as_str(), options).map_err(io)?;
         let mut out = Hashing::new(&mut zip);
         if day.index.is_empty() {
             out.write_all(b"[]\n").map_err(io)?;
         } else {
             let mut buf = Vec::new();
-            for (i, (_, _, offset, len)) in day.index.iter().enumerate() {
+            for (i, (_, offset, len)) in day.index.iter().enumerate() {
                 out.write_all(if i == 0 { b"[\n" } else { b",\n" })
                     .map_err(io)?;
                 buf.resize(*len as usize, 0);
@@ -765,13 +774,15 @@ fn write_blocking(
             name,
             sha256: out.finish(),
             events: day.index.len() as u64,
-            first_seq: day.index.iter().map(|r| r.1).min(),
-            last_seq: day.index.iter().map(|r| r.1).max(),
+            first_seq: day.seqs.map(|s| s.0),
+            last_seq: day.seqs.map(|s| s.1),
         });
     }
     zip.start_file(LEAVES, options).map_err(io)?;
-    zip.write_all(&leaves).map_err(io)?;
-    manifest.leaves.sha256 = hex::encode(Sha256::digest(&leaves));
+    let mut leaves = leaves.into_inner().map_err(|e| io(e.error()))?;
+    leaves.rewind().map_err(io)?;
+    std::io::copy(&mut leaves, &mut zip).map_err(io)?;
+    manifest.leaves.sha256 = hex::encode(leaves_digest.finalize());
     manifest.sign(key);
     zip.start_file(MANIFEST, options).map_err(io)?;
     zip.write_all(&serde_json::to_vec_pretty(&manifest).map_err(io)?)

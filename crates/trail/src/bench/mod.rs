@@ -125,6 +125,8 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     ];
     let export = time_export(&server.target).await?;
     let archive = time_archive(&server).await?;
+    let peak_rss_run = server.peak_rss_kib();
+    let heap_end = status_kib(server.child.id(), "RssAnon:");
     let trail_db = server.stop()?;
     let verification = time_verification(&dir.path().join("server")).await?;
     let (stored, trail_bytes) = bytes_on_disk(&trail_db)?;
@@ -162,6 +164,8 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         stored,
         trail_bytes,
         peak_rss_kib: peak_rss,
+        peak_rss_run_kib: peak_rss_run,
+        heap_end_kib: heap_end,
         verification,
         queries,
         export,
@@ -191,7 +195,11 @@ struct Report {
     /// Events stored (the recorded API calls included) and the database's bytes.
     stored: u64,
     trail_bytes: u64,
+    /// After ingest, and over the whole run (reads, the export and the archive included);
+    /// and the heap at the end.
     peak_rss_kib: Option<u64>,
+    peak_rss_run_kib: Option<u64>,
+    heap_end_kib: Option<u64>,
     /// Offline verification, events per second.
     verification: f64,
     /// Query shapes and their p50 / p99 (ms).
@@ -328,9 +336,10 @@ impl Report {
         }
         writeln!(
             r,
-            "| server peak RSS (MiB) | {} | | | | |",
-            self.peak_rss_kib
-                .map_or("-".into(), |k| format!("{:.0}", k as f64 / 1024.0))
+            "| server peak RSS (MiB): after ingest; over the whole run (the database file's mapped pages included); heap at the end | {} ; {} ; {} | | | | |",
+            mib(self.peak_rss_kib),
+            mib(self.peak_rss_run_kib),
+            mib(self.heap_end_kib)
         )?;
         writeln!(
             r,
@@ -382,6 +391,8 @@ impl Report {
                 "bytesPerEvent": self.trail_bytes as f64 / self.stored.max(1) as f64,
                 "verificationEventsPerSecond": self.verification,
                 "peakRssKiB": self.peak_rss_kib,
+                "peakRssRunKiB": self.peak_rss_run_kib,
+                "heapEndKiB": self.heap_end_kib,
                 "export": {
                     "events": self.export.events,
                     "seconds": self.export.seconds,
