@@ -360,6 +360,29 @@ async fn store_with_past_weeks(data: &Path, per_week: i64) -> Vec<trail_core::ar
     weeks
 }
 
+/// The org's archives once `n` are listed (the server's job builds them at start).
+async fn listed_weeks(s: &Server, token: &str, n: usize) -> Vec<Value> {
+    let mut list = Value::Null;
+    for _ in 0..300 {
+        list = reqwest::Client::new()
+            .get(format!("{}/v1/orgs/default/archives", s.url))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if list["items"].as_array().is_some_and(|a| a.len() == n) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), n, "{list}");
+    items
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pruned_log_still_verifies_online_and_offline_and_its_archives_hold_the_rest() {
     let dir = tempfile::tempdir().unwrap();
@@ -371,24 +394,7 @@ async fn a_pruned_log_still_verifies_online_and_offline_and_its_archives_hold_th
     let http = reqwest::Client::new();
 
     // The server's job builds the three ended weeks' archives at start.
-    let mut list = Value::Null;
-    for _ in 0..200 {
-        list = http
-            .get(format!("{}/v1/orgs/default/archives", s.url))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if list["items"].as_array().is_some_and(|a| a.len() == 3) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let items = list["items"].as_array().unwrap();
-    assert_eq!(items.len(), 3, "{list}");
+    let items = listed_weeks(&s, &token, 3).await;
     assert_eq!(items[0]["week"], weeks[0].to_string());
 
     // A witness first sees the whole log.
@@ -598,24 +604,7 @@ async fn archives_kept_in_an_s3_bucket_are_listed_downloaded_verified_and_pruned
     );
     let token = common::token(&data);
     let http = reqwest::Client::new();
-    let mut list = Value::Null;
-    for _ in 0..300 {
-        list = http
-            .get(format!("{}/v1/orgs/default/archives", s.url))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if list["items"].as_array().is_some_and(|a| a.len() == 3) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let items = list["items"].as_array().unwrap().clone();
-    assert_eq!(items.len(), 3, "{list}");
+    let items = listed_weeks(&s, &token, 3).await;
     assert_eq!(items[0]["week"], weeks[0].to_string());
     assert!(items[0]["size"].as_u64().unwrap() > 0);
 
