@@ -24,12 +24,19 @@ fn trail(s: &Server, token: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+use common::{run, text};
+
+/// A JSON answer of the server, with the token.
+async fn get_json(s: &Server, token: &str, path: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{}{path}", s.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// The ZIP's parts, by name.
@@ -84,15 +91,7 @@ async fn a_weeks_archive_downloads_resumes_and_verifies_offline_naming_a_changed
     }
 
     // The list: no week has ended since the org was made; the current week is named.
-    let list: Value = http
-        .get(format!("{}/v1/orgs/default/archives", s.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = get_json(&s, &token, "/v1/orgs/default/archives").await;
     assert_eq!(list["items"], json!([]));
     let week = list["current"].as_str().unwrap().to_owned();
     let out = trail(&s, &token, &["archive", "list", "--output", "json"]);
@@ -364,15 +363,7 @@ async fn store_with_past_weeks(data: &Path, per_week: i64) -> Vec<trail_core::ar
 async fn listed_weeks(s: &Server, token: &str, n: usize) -> Vec<Value> {
     let mut list = Value::Null;
     for _ in 0..300 {
-        list = reqwest::Client::new()
-            .get(format!("{}/v1/orgs/default/archives", s.url))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        list = get_json(s, token, "/v1/orgs/default/archives").await;
         if list["items"].as_array().is_some_and(|a| a.len() == n) {
             break;
         }
@@ -410,15 +401,8 @@ async fn a_pruned_log_still_verifies_online_and_offline_and_its_archives_hold_th
     assert_eq!(v["retentionDays"], 1);
     let out = trail(&s, &token, &["retention", "hold"]);
     assert!(out.status.success(), "{}", text(&out));
-    let admin = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_trail"))
-            .args(args)
-            .env("TRAIL_LOG", "error")
-            .output()
-            .unwrap()
-    };
     let data_arg = data.to_str().unwrap();
-    let out = admin(&["admin", "prune", "--data", data_arg]);
+    let out = run(&["admin", "prune", "--data", data_arg]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains("default: nothing pruned: under legal hold"),
@@ -427,7 +411,7 @@ async fn a_pruned_log_still_verifies_online_and_offline_and_its_archives_hold_th
     );
     let out = trail(&s, &token, &["retention", "release"]);
     assert!(out.status.success(), "{}", text(&out));
-    let out = admin(&["admin", "prune", "--data", data_arg]);
+    let out = run(&["admin", "prune", "--data", data_arg]);
     assert!(out.status.success(), "{}", text(&out));
     let end = items[2]["endSeq"].as_u64().unwrap();
     let below = end - end % 256;
@@ -449,15 +433,7 @@ async fn a_pruned_log_still_verifies_online_and_offline_and_its_archives_hold_th
         .unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
-    let r: Value = http
-        .get(format!("{}/v1/orgs/default/retention", s.url))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = get_json(&s, &token, "/v1/orgs/default/retention").await;
     assert_eq!(r["prunedBelow"], below);
 
     // The log still verifies, online (the witness's old checkpoint is in the pruned part)
@@ -470,7 +446,7 @@ async fn a_pruned_log_still_verifies_online_and_offline_and_its_archives_hold_th
         "{said}"
     );
     let key = s.key();
-    let out = admin(&["verify", "--data", data_arg, "--key", &key]);
+    let out = run(&["verify", "--data", data_arg, "--key", &key]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("were pruned"), "{}", text(&out));
     for week in &weeks {
@@ -482,26 +458,20 @@ async fn a_pruned_log_still_verifies_online_and_offline_and_its_archives_hold_th
             &["archive", "download", &w, "-o", zip.to_str().unwrap()],
         );
         assert!(out.status.success(), "{}", text(&out));
-        let out = admin(&["verify", "--archive", zip.to_str().unwrap(), "--key", &key]);
+        let out = run(&["verify", "--archive", zip.to_str().unwrap(), "--key", &key]);
         assert!(out.status.success(), "{}", text(&out));
     }
     // The prune is in the log, as a system event naming its range.
-    let page: Value = http
-        .get(format!(
-            "{}/v1/orgs/default/audit-logs?category=system&action=pruned",
-            s.url
-        ))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page = get_json(
+        &s,
+        &token,
+        "/v1/orgs/default/audit-logs?category=system&action=pruned",
+    )
+    .await;
     assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
     assert_eq!(page["items"][0]["details"]["endSeq"], below);
     s.stop();
-    let out = admin(&["verify", "--data", data_arg, "--key", &key, "--strict"]);
+    let out = run(&["verify", "--data", data_arg, "--key", &key, "--strict"]);
     assert!(out.status.success(), "{}", text(&out));
 }
 
@@ -512,13 +482,6 @@ async fn kill_9_during_archive_builds_and_a_prune_leaves_whole_archives_and_ever
     std::fs::create_dir_all(&data).unwrap();
     store_with_past_weeks(&data, 20_000).await;
     let data_arg = data.to_str().unwrap().to_owned();
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_trail"))
-            .args(args)
-            .env("TRAIL_LOG", "error")
-            .output()
-            .unwrap()
-    };
     let archives = data.join("archives/default");
     let check = |key: &str| {
         // Whatever was renamed into place is a whole archive; nothing else is listed.

@@ -2,7 +2,6 @@
 //! file (triggers dropped) while the server is stopped.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
@@ -23,21 +22,7 @@ async fn ingest(s: &Server, token: &str, from: usize, n: usize) {
     assert!(r.status().is_success());
 }
 
-fn trail(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_trail"))
-        .args(args)
-        .env("TRAIL_LOG", "error")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use common::{run as trail, text};
 
 /// A stopped store with about a hundred events, and its verifier key.
 async fn stopped_store(dir: &Path) -> (PathBuf, String, u64) {

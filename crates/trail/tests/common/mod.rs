@@ -258,3 +258,22 @@ impl Drop for S3 {
         let _ = self.child.wait();
     }
 }
+
+/// Runs `trail` with these arguments and no connection of a server's (offline commands,
+/// or ones given their own).
+pub fn run(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_trail"))
+        .args(args)
+        .env("TRAIL_LOG", "error")
+        .output()
+        .unwrap()
+}
+
+/// A command's standard output and error, together.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
