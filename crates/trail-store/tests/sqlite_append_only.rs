@@ -40,15 +40,16 @@ async fn store_with_events(dir: &std::path::Path) -> SqliteStore {
 async fn direct_sql_cannot_rewrite_history() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_events(dir.path()).await;
-    // Enough events for a tile, and a checkpoint, so that every table has rows to attack.
-    let more = (0..300).map(|i| event(&format!("m{i}"))).collect();
+    // Enough events for tiles and a block summary, and a checkpoint, so that every table
+    // has rows to attack.
+    let more = (0..1100).map(|i| event(&format!("m{i}"))).collect();
     store.append("acme", more).await.unwrap();
-    store.extend_tiles("acme", 0, 302).await.unwrap();
+    store.extend_tiles("acme", 0, 1102).await.unwrap();
     store
         .add_checkpoint(trail_store::SignedCheckpoint {
             org: "acme".into(),
-            size: 302,
-            root: store.tree_root("acme", 302).await.unwrap(),
+            size: 1102,
+            root: store.tree_root("acme", 1102).await.unwrap(),
             note: "note".into(),
             created_at: Timestamp(0),
         })
@@ -72,6 +73,10 @@ async fn direct_sql_cannot_rewrite_history() {
         "DELETE FROM checkpoints",
         "UPDATE tiles SET hash = zeroblob(32)",
         "DELETE FROM tiles",
+        "UPDATE blocks SET max_ts = 0",
+        "DELETE FROM blocks",
+        "UPDATE block_filters SET filter = zeroblob(32)",
+        "DELETE FROM block_filters",
     ];
     for sql in attacks {
         let err = raw.execute(sql, []).expect_err(sql).to_string();
@@ -92,11 +97,13 @@ async fn direct_sql_cannot_rewrite_history() {
         [acme, acme << 40],
     )
     .unwrap();
-    let err = raw
-        .execute("DELETE FROM events", [])
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("append-only"), "{err}");
+    for table in ["events", "blocks", "block_filters"] {
+        let err = raw
+            .execute(&format!("DELETE FROM {table}"), [])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("append-only"), "{table}: {err}");
+    }
     raw.execute("DELETE FROM prune_permit", []).unwrap();
     drop(raw);
 
@@ -104,8 +111,84 @@ async fn direct_sql_cannot_rewrite_history() {
     assert_eq!(before, after, "nothing stored changed");
     assert_eq!(
         store.checkpoint("acme", None).await.unwrap().unwrap().size,
-        302
+        1102
     );
+}
+
+/// A prune drops the summaries of the blocks it empties and keeps that of a block it cuts
+/// into; filters on summarised fields still find exactly what remains.
+#[tokio::test]
+async fn a_prune_drops_the_summaries_of_the_blocks_it_empties() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_events(dir.path()).await;
+    let body = |i: usize| {
+        EventBody::from_json(
+            json!({"action": "a", "actor": {"id": "alice", "type": "user",
+                   "tokenId": format!("pat_{}", i % 3)}}),
+            "acme",
+        )
+        .unwrap()
+    };
+    store
+        .append("acme", (0..2598).map(body).collect())
+        .await
+        .unwrap();
+    store.extend_tiles("acme", 0, 2600).await.unwrap();
+    store
+        .add_checkpoint(trail_store::SignedCheckpoint {
+            org: "acme".into(),
+            size: 2600,
+            root: store.tree_root("acme", 2600).await.unwrap(),
+            note: "note".into(),
+            created_at: Timestamp(0),
+        })
+        .await
+        .unwrap();
+    let blocks = |dir: &std::path::Path| -> Vec<(i64, i64)> {
+        let raw = Connection::open(dir.join(DB_FILE)).unwrap();
+        raw.prepare("SELECT b.block, length(f.filter) FROM blocks b JOIN block_filters f USING (id) ORDER BY b.block")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(
+        blocks(dir.path()).iter().map(|b| b.0).collect::<Vec<_>>(),
+        [0, 1]
+    );
+    assert!(blocks(dir.path()).iter().all(|b| b.1 > 0 && b.1 % 32 == 0));
+    store.prune("acme", 1280, Vec::new()).await.unwrap();
+    assert_eq!(
+        blocks(dir.path()).iter().map(|b| b.0).collect::<Vec<_>>(),
+        [1]
+    );
+    let mut filter = trail_core::query::Filter::default();
+    filter.add_query("tokenId:pat_1", Timestamp(0)).unwrap();
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .query(
+                "acme",
+                &trail_store::EventQuery {
+                    filter: filter.clone(),
+                    cursor,
+                    limit: 300,
+                },
+            )
+            .await
+            .unwrap();
+        seen.extend(page.items.iter().map(|e| e.event.seq));
+        match page.next {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    seen.sort_unstable();
+    // Seq s holds body s - 2 (two events came first).
+    let want: Vec<u64> = (1280..2600).filter(|s| (s - 2) % 3 == 1).collect();
+    assert_eq!(seen, want);
 }
 
 #[tokio::test]
@@ -197,13 +280,8 @@ async fn a_read_only_open_of_an_older_store_says_how_to_bring_it_up_to_date() {
         .unwrap();
     // The last step of the schema, undone: the store is one version older.
     raw.execute_batch(
-        "DROP TRIGGER events_no_delete;
-         CREATE TRIGGER events_no_delete BEFORE DELETE ON events
-         BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
-         DROP TABLE prune_permit;
-         ALTER TABLE orgs DROP COLUMN retention_days;
-         ALTER TABLE orgs DROP COLUMN legal_hold;
-         ALTER TABLE orgs DROP COLUMN pruned_below;",
+        "DROP TABLE blocks;
+         DROP TABLE block_filters;",
     )
     .unwrap();
     raw.pragma_update(None, "user_version", version - 1)

@@ -52,6 +52,10 @@ fn org(id: &str) -> Org {
 
 /// Fills a store with what a running Trail has: a bootstrap org, owner and token, a second
 /// org, events, tiles and a checkpoint.
+/// Events in the populated org: enough for its log to have complete blocks, whose
+/// summaries the migration writes.
+const EVENTS: u64 = 2600;
+
 async fn populate(dir: &Path) {
     let store = SqliteStore::open(dir).unwrap();
     let owner = User {
@@ -93,15 +97,18 @@ async fn populate(dir: &Path) {
         .create_org(org("umbrella"), None, None, Vec::new())
         .await
         .unwrap();
-    store.append("acme", sample_events(600)).await.unwrap();
+    store
+        .append("acme", sample_events(EVENTS as usize))
+        .await
+        .unwrap();
     store.append("umbrella", sample_events(20)).await.unwrap();
-    store.extend_tiles("acme", 0, 600).await.unwrap();
+    store.extend_tiles("acme", 0, EVENTS).await.unwrap();
     store
         .add_checkpoint(SignedCheckpoint {
             org: "acme".into(),
-            size: 600,
-            root: store.tree_root("acme", 600).await.unwrap(),
-            note: "trail.local\n600\nroot\n".into(),
+            size: EVENTS,
+            root: store.tree_root("acme", EVENTS).await.unwrap(),
+            note: format!("trail.local\n{EVENTS}\nroot\n"),
             created_at: T0,
         })
         .await
@@ -247,9 +254,27 @@ async fn a_version_1_store_opens_and_keeps_everything() {
     // It keeps verifying: the signed root is still the tree's. (These rows were written by
     // today's code and copied, so their hashes are encoding 2's; that rows version 1 wrote
     // hash as encoding 1 is `a_store_from_before_provenance_opens_and_keeps_its_hashes`.)
-    assert_eq!(store.tree_root("acme", 600).await.unwrap(), checkpoint.root);
-    let proof = store.inclusion_proof("acme", 17, 600).await.unwrap();
+    assert_eq!(
+        store.tree_root("acme", EVENTS).await.unwrap(),
+        checkpoint.root
+    );
+    let proof = store.inclusion_proof("acme", 17, EVENTS).await.unwrap();
     assert!(!proof.is_empty());
+
+    // The block summaries are those a store written today keeps (their filters hold the
+    // addresses as this store keeps them, so only their times compare).
+    let summaries = |dir: &Path| -> Vec<(i64, i64, i64, i64)> {
+        Connection::open(dir.join(DB_FILE))
+            .unwrap()
+            .prepare("SELECT id, min_ts, max_ts, max_ts_before FROM blocks ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(summaries(old.path()), summaries(made.path()));
+    assert_eq!(summaries(old.path()).len(), EVENTS as usize / 1024);
 
     // An address filter finds the rows that keep it in the dictionary, and those that keep
     // it inline, written from now on.
@@ -260,7 +285,7 @@ async fn a_version_1_store_opens_and_keeps_everything() {
             filter.add_query(&format!("ip:{ip}"), T0).unwrap();
             let q = trail_store::EventQuery {
                 filter,
-                limit: 1000,
+                limit: 10_000,
                 cursor: None,
             };
             store.query("acme", &q).await.unwrap().items.len()
@@ -275,8 +300,8 @@ async fn a_version_1_store_opens_and_keeps_everything() {
 
     // And it goes on: the next seq follows, and a new org takes an id never used before.
     let a = store.append("acme", sample_events(1)).await.unwrap();
-    assert_eq!(a[0].seq, 600);
-    let new = store.events_from("acme", 600, 1).await.unwrap()[0]
+    assert_eq!(a[0].seq, EVENTS);
+    let new = store.events_from("acme", EVENTS, 1).await.unwrap()[0]
         .event
         .actor
         .ip

@@ -152,6 +152,44 @@ const STEPS: &[Step] = &[
             )
         },
     },
+    Step {
+        what: "block summaries: for every 1,024 seqs of a log, its time bounds and a Bloom \
+               filter of the values it holds in the fields no index covers (address, token, \
+               category, object type and kind, method, actor type), written with the events \
+               that complete the block and here for those already stored, so a filter on \
+               those fields reads only the blocks that may hold its value",
+        apply: |tx| {
+            tx.execute_batch(
+                "CREATE TABLE blocks (
+                     id            INTEGER PRIMARY KEY,  -- org << 30 | block
+                     org           INTEGER NOT NULL,
+                     block         INTEGER NOT NULL,     -- seqs block << 10 .. (block + 1) << 10
+                     min_ts        INTEGER NOT NULL,
+                     max_ts        INTEGER NOT NULL,
+                     max_ts_before INTEGER NOT NULL,     -- max(max_ts) of it and every earlier block
+                     CHECK (id = ((org << 30) | block))
+                 );
+                 CREATE TABLE block_filters (
+                     id     INTEGER PRIMARY KEY,         -- blocks.id
+                     filter BLOB NOT NULL
+                 );
+                 CREATE TRIGGER blocks_no_update BEFORE UPDATE ON blocks
+                 BEGIN SELECT RAISE(ABORT, 'block summaries are append-only'); END;
+                 CREATE TRIGGER block_filters_no_update BEFORE UPDATE ON block_filters
+                 BEGIN SELECT RAISE(ABORT, 'block summaries are append-only'); END;
+                 CREATE TRIGGER blocks_no_delete BEFORE DELETE ON blocks
+                 WHEN NOT EXISTS (SELECT 1 FROM prune_permit p WHERE p.org = OLD.org
+                                  AND ((OLD.org << 40) | ((OLD.block + 1) << 10)) <= p.below_k)
+                 BEGIN SELECT RAISE(ABORT, 'block summaries are append-only'); END;
+                 CREATE TRIGGER block_filters_no_delete BEFORE DELETE ON block_filters
+                 WHEN NOT EXISTS (SELECT 1 FROM prune_permit p WHERE p.org = OLD.id >> 30
+                                  AND (((OLD.id >> 30) << 40) | (((OLD.id & 1073741823) + 1) << 10))
+                                      <= p.below_k)
+                 BEGIN SELECT RAISE(ABORT, 'block summaries are append-only'); END;",
+            )?;
+            super::blocks::seal_all(tx)
+        },
+    },
 ];
 
 /// The schema version this Trail writes and reads.

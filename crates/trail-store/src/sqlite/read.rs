@@ -12,6 +12,7 @@ use trail_core::perf::MINUTE_US;
 use trail_core::query::{Field, Filter, Matcher};
 use trail_core::scope::{Role, Scope};
 
+use super::blocks::{self, Probe, Step};
 use super::dict::{DictCache, id_of};
 use super::row::{COLUMNS, RawRow, into_events};
 use super::{SEQ_BITS, SEQ_MASK, org_id, unavailable};
@@ -197,12 +198,13 @@ pub(crate) fn query(
     sql.push_str(" ORDER BY ts DESC, k DESC LIMIT ?");
     args.push(Sql::Integer(limit as i64 + 1));
 
-    let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
-    let mut rows: Vec<RawRow> = stmt
-        .query_map(params_from_iter(args), RawRow::read)
-        .map_err(unavailable)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(unavailable)?;
+    let mut rows = match probe(conn, &q.filter)? {
+        None => rows_of(conn, &sql, args)?,
+        Some(probe) => {
+            let sql = sql.replacen("FROM events WHERE", "FROM events NOT INDEXED WHERE", 1);
+            newest_in_blocks(conn, org_id, &probe, q, &sql, args)?
+        }
+    };
     let more = rows.len() > limit;
     rows.truncate(limit);
     let next = if more {
@@ -217,6 +219,82 @@ pub(crate) fn query(
         items: into_events(conn, dict, org, rows)?,
         next,
     })
+}
+
+fn rows_of(conn: &Connection, sql: &str, args: Vec<Sql>) -> Result<Vec<RawRow>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(unavailable)?;
+    stmt.query_map(params_from_iter(args), RawRow::read)
+        .map_err(unavailable)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(unavailable)
+}
+
+/// What the block summaries can tell of `f`: `None` when no term is on a summarised field
+/// (the indexes answer it).
+fn probe(conn: &Connection, f: &Filter) -> Result<Option<Probe>> {
+    Probe::of(f, |field, m| {
+        Ok(match resolve(conn, field, m)? {
+            Resolved::Ids(ids) => Some((column_of(field, m), ids)),
+            Resolved::Range(..) => None,
+        })
+    })
+}
+
+/// The rows of [`query`]'s page (one more than its limit, if there are), read block by
+/// block where the summaries do not rule its filter out, newest block first, until no block
+/// left can hold an event newer than the page's last. `sql` is the page's statement over
+/// the org's whole log, whose key range (its second and third arguments) is narrowed to
+/// each block.
+fn newest_in_blocks(
+    conn: &Connection,
+    org_id: i64,
+    probe: &Probe,
+    q: &EventQuery,
+    sql: &str,
+    mut args: Vec<Sql>,
+) -> Result<Vec<RawRow>> {
+    let base = org_id << SEQ_BITS;
+    let want = q.limit.max(1) + 1;
+    let f = &q.filter;
+    let (since, until) = (f.since.map(|t| t.micros()), f.until.map(|t| t.micros()));
+    let cursor_ts = q.cursor.map(|c| c.timestamp.micros());
+    // The timestamp of the page's last event, once the page is full: older blocks whose
+    // events are all at most that old cannot change it.
+    let last = std::cell::Cell::new(None::<i64>);
+    let mut found: Vec<RawRow> = Vec::new();
+    blocks::walk(
+        conn,
+        org_id,
+        pruned_below(conn, org_id)?,
+        size_of(conn, org_id)?,
+        probe,
+        |min_ts, max_ts, before| {
+            let last = last.get();
+            if last.is_some_and(|l| before <= l) || since.is_some_and(|s| before < s) {
+                Step::Stop
+            } else if last.is_some_and(|l| max_ts <= l)
+                || since.is_some_and(|s| max_ts < s)
+                || until.is_some_and(|u| min_ts >= u)
+                || cursor_ts.is_some_and(|c| min_ts > c)
+            {
+                Step::Skip
+            } else {
+                Step::Look
+            }
+        },
+        |span| {
+            args[1] = Sql::Integer(base | span.first as i64);
+            args[2] = Sql::Integer(base | span.last as i64);
+            found.extend(rows_of(conn, sql, args.clone())?);
+            found.sort_unstable_by_key(|r| std::cmp::Reverse((r.timestamp(), r.k)));
+            found.truncate(want);
+            if found.len() == want {
+                last.set(found.last().map(|r| r.timestamp().micros()));
+            }
+            Ok(())
+        },
+    )?;
+    Ok(found)
 }
 
 /// How many of `org`'s events that pass `f` fall in each of `buckets` equal slices of
@@ -280,25 +358,73 @@ fn count_events(
     let Some((clause, mut args)) = matching(conn, org_id, &f)? else {
         return Ok(());
     };
-    let sql = format!("SELECT (ts - ?) / ? AS b, count(*) FROM events WHERE {clause} GROUP BY b");
     let mut all = vec![
         Sql::Integer(layout.origin.micros()),
         Sql::Integer(layout.width_us),
     ];
     all.append(&mut args);
-    let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
-    let rows = stmt
-        .query_map(params_from_iter(all), |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-        })
-        .map_err(unavailable)?;
-    for row in rows {
-        let (b, n) = row.map_err(unavailable)?;
-        if let Some(c) = usize::try_from(b).ok().and_then(|b| counts.get_mut(b)) {
-            *c += n as u64;
+    let mut count = |table: &str, args: Vec<Sql>| -> Result<()> {
+        let sql =
+            format!("SELECT (ts - ?) / ? AS b, count(*) FROM {table} WHERE {clause} GROUP BY b");
+        let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
+        let rows = stmt
+            .query_map(params_from_iter(args), |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(unavailable)?;
+        for row in rows {
+            let (b, n) = row.map_err(unavailable)?;
+            if let Some(c) = usize::try_from(b).ok().and_then(|b| counts.get_mut(b)) {
+                *c += n as u64;
+            }
         }
+        Ok(())
+    };
+    let Some(probe) = probe(conn, &f)? else {
+        return count("events", all);
+    };
+    // Only the blocks the summaries do not rule out, in runs of neighbours, each read from
+    // its key range (the 4th and 5th arguments).
+    let base = org_id << SEQ_BITS;
+    let (since, until) = (since.micros(), until.micros());
+    let mut run: Option<(u64, u64)> = None;
+    let mut flush = |run: (u64, u64)| {
+        let mut args = all.clone();
+        args[3] = Sql::Integer(base | run.0 as i64);
+        args[4] = Sql::Integer(base | run.1 as i64);
+        count("events NOT INDEXED", args)
+    };
+    blocks::walk(
+        conn,
+        org_id,
+        pruned_below(conn, org_id)?,
+        size_of(conn, org_id)?,
+        &probe,
+        |min_ts, max_ts, before| {
+            if before < since {
+                Step::Stop
+            } else if max_ts < since || min_ts >= until {
+                Step::Skip
+            } else {
+                Step::Look
+            }
+        },
+        |span| {
+            match &mut run {
+                Some(r) if span.last + 1 == r.0 => r.0 = span.first,
+                _ => {
+                    if let Some(r) = run.replace((span.first, span.last)) {
+                        flush(r)?;
+                    }
+                }
+            }
+            Ok(())
+        },
+    )?;
+    match run {
+        Some(r) => flush(r),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 pub(crate) fn events_from(

@@ -217,6 +217,8 @@ struct Pending {
     /// The logs this transaction appended to, by org slug: their org id and their size after
     /// it.
     grown: HashMap<String, (i64, u64)>,
+    /// The size of each log this transaction appended to before it did, by org id.
+    appended_from: HashMap<i64, u64>,
     /// What the events appended add to the per-minute tallies, written before commit.
     tallies: super::minutes::Added,
     /// The trees of the logs this transaction appended to, with its leaves.
@@ -720,6 +722,18 @@ impl WriterState {
                 params![base | from as i64, end],
             )
             .map_err(unavailable)?;
+            // The summaries of the blocks now wholly gone.
+            let (first, end) = (
+                super::blocks::block_id(org_id, 0),
+                super::blocks::block_id(org_id, below >> super::blocks::BLOCK_BITS),
+            );
+            for table in ["block_filters", "blocks"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE id >= ?1 AND id < ?2"),
+                    params![first, end],
+                )
+                .map_err(unavailable)?;
+            }
             tx.execute("DELETE FROM prune_permit WHERE org = ?1", [org_id])
                 .map_err(unavailable)?;
             let oldest: Option<i64> = tx
@@ -998,6 +1012,7 @@ fn append_one(
     if seq.saturating_add(events.len() as u64) > SEQ_MASK as u64 + 1 {
         return Err(StoreError::LogFull(org.to_owned()));
     }
+    pending.appended_from.entry(org_id).or_insert(seq);
     let mut tree = match committed.signer {
         Some(signer)
             if !signer.refused.contains_key(&org_id) && !pending.refused.contains_key(&org_id) =>
@@ -1114,6 +1129,11 @@ fn finish(
     at: Timestamp,
 ) -> Result<()> {
     super::minutes::write(tx, std::mem::take(&mut pending.tallies))?;
+    for (org_id, size) in pending.grown.values() {
+        if let Some(from) = pending.appended_from.get(org_id) {
+            super::blocks::seal_completed(tx, *org_id, *from, *size).map_err(unavailable)?;
+        }
+    }
     let Some(signer) = signer else {
         return Ok(());
     };
