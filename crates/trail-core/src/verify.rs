@@ -104,6 +104,30 @@ pub struct Verified {
     pub pruned_below: u64,
 }
 
+/// One event's leaf, recomputed from its content (never taken from the store), with the
+/// stored hash it is to be checked against: what [`LogVerifier::push_leaf`] takes.
+#[derive(Debug, Clone)]
+pub struct Leaf {
+    seq: u64,
+    hash: Hash,
+    stored: Hash,
+    /// The event, kept only when its content does not give the stored hash, to find where
+    /// it was accepted.
+    changed: Option<Box<Event>>,
+}
+
+impl Leaf {
+    pub fn of(event: &Event, stored: &Hash) -> Leaf {
+        let hash = canonical::leaf_hash(event);
+        Leaf {
+            seq: event.seq,
+            hash,
+            stored: *stored,
+            changed: (hash != *stored).then(|| Box::new(event.clone())),
+        }
+    }
+}
+
 /// Streams a log through the checks; see the module documentation.
 pub struct LogVerifier {
     checkpoints: Vec<Checkpoint>,
@@ -159,19 +183,26 @@ impl LogVerifier {
 
     /// The next event in seq order, with the leaf hash stored beside it.
     pub fn push(&mut self, event: &Event, stored: &Hash) {
+        self.push_leaf(Leaf::of(event, stored));
+    }
+
+    /// The next event in seq order, its leaf already recomputed by [`Leaf::of`] (which may
+    /// run on another thread: leaves are independent, the tree above them is not).
+    pub fn push_leaf(&mut self, leaf: Leaf) {
         if self.gap.is_some() {
             return;
         }
         let expected = self.builder.size();
-        if event.seq != expected {
+        if leaf.seq != expected {
             self.gap = Some(expected);
             return;
         }
-        let leaf = canonical::leaf_hash(event);
-        if leaf != *stored && self.mismatched.len() < 64 {
-            self.mismatched.push((event.seq, event.clone(), *stored));
+        if let Some(event) = leaf.changed
+            && self.mismatched.len() < 64
+        {
+            self.mismatched.push((leaf.seq, *event, leaf.stored));
         }
-        self.builder.push(leaf);
+        self.builder.push(leaf.hash);
         self.check_checkpoints();
     }
 

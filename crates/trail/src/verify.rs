@@ -5,9 +5,10 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use futures_util::StreamExt;
 use trail_client::verify::{Witness, verify_log};
 use trail_core::checkpoint::{SignerKey, VerifierKey, open};
-use trail_core::verify::LogVerifier;
+use trail_core::verify::{Leaf, LogVerifier};
 use trail_store::{SqliteStore, Store};
 
 #[derive(clap::Args)]
@@ -317,34 +318,34 @@ pub(crate) async fn verify_stored_org(
     } else {
         LogVerifier::new(checkpoints)
     };
-    // Two cores at once: the next page is read (on the store's reader) while this one's
-    // leaves are recomputed (here).
-    let (pages, mut next) = tokio::sync::mpsc::channel(2);
-    let read = async move {
-        let mut from = below;
-        loop {
-            let page = store.events_for_audit(org, from, 10_000).await?;
-            let Some(&(last, _)) = page.last() else {
-                return Ok::<_, trail_store::StoreError>(());
-            };
-            from = last + 1;
-            if pages.send(page).await.is_err() {
-                return Ok(());
+    // Both cores: two pages at a time are read and their leaves recomputed, each on a
+    // blocking thread; the tree above the leaves is built here, in seq order. Pages start
+    // every PAGE seqs: a gapless log fills each exactly, and after a gap (a finding already)
+    // the rest is not looked at.
+    const PAGE: usize = 10_000;
+    let mut pages = futures_util::stream::iter((below..).step_by(PAGE))
+        .map(|from| async move {
+            let page = store.events_for_audit(org, from, PAGE).await?;
+            let leaves = tokio::task::spawn_blocking(move || {
+                page.into_iter()
+                    .map(|(seq, row)| row.map(|e| Leaf::of(&e.event, &e.hash)).map_err(|_| seq))
+                    .collect::<Vec<_>>()
+            });
+            anyhow::Ok(leaves.await?)
+        })
+        .buffered(2);
+    while let Some(page) = pages.next().await {
+        let page = page?;
+        if page.is_empty() {
+            break;
+        }
+        for leaf in page {
+            match leaf {
+                Ok(leaf) => verifier.push_leaf(leaf),
+                Err(seq) => verifier.push_unreadable(seq),
             }
         }
-    };
-    let check = async {
-        while let Some(page) = next.recv().await {
-            for (seq, row) in &page {
-                match row {
-                    Ok(e) => verifier.push(&e.event, &e.hash),
-                    Err(_) => verifier.push_unreadable(*seq),
-                }
-            }
-        }
-    };
-    let (read, ()) = tokio::join!(read, check);
-    read?;
+    }
     Ok(match verifier.finish() {
         Ok(v) if v.uncovered == 0 => Ok(format!(
             "OK {org}: {} verified against {} signed checkpoints{}",
