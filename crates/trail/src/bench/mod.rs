@@ -45,6 +45,10 @@ pub struct BenchArgs {
     /// baselines.
     #[arg(long)]
     quick: bool,
+    /// Run the server on this data directory, which must not exist yet, and keep it
+    /// afterwards (to query or verify the store the run made); by default a temporary one.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
     /// Where to write the figures as JSON.
     #[arg(long, value_name = "FILE", default_value = "trail-bench.json")]
     json: PathBuf,
@@ -74,6 +78,11 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     }
     let max = Duration::from_secs(args.max_seconds);
     let dir = tempfile::tempdir()?;
+    let data = match &args.keep {
+        Some(d) if d.exists() => bail!("--keep {}: it exists already", d.display()),
+        Some(d) => d.clone(),
+        None => dir.path().join("server"),
+    };
     let work = Workload::new(args.events, args.batch);
     let baseline_batches = |max_events: usize| (max_events / args.batch).clamp(1, work.batches);
 
@@ -89,7 +98,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     .await?;
     drop(null);
 
-    let server = Server::start(&dir.path().join("server"))?;
+    let server = Server::start(&data)?;
     let ingest = ingest(&server.target, &work, work.batches, &args, max).await?;
     let peak_rss = server.peak_rss_kib();
     let q = |paths: &'static [&'static str], n: usize| time_queries(&server.target, paths, n);
@@ -111,6 +120,16 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             "newest 100 on one object name (`objectName:app-7`)",
             q(&["audit-logs?objectName=app-7&limit=100"], args.queries).await?,
         ),
+        // Fields no index covers: a token of a rarely active actor, and an address that
+        // nothing came from (the page is empty only once the whole log has been looked at).
+        (
+            "newest 100 of one token (`tokenId:pat_0500`, no index)",
+            q(&["audit-logs?q=tokenId%3Apat_0500&limit=100"], args.queries.min(50)).await?,
+        ),
+        (
+            "newest 100 from an address nothing came from (`ip:10.1.2.3`, no index)",
+            q(&["audit-logs?q=ip%3A10.1.2.3&limit=100"], args.queries.min(50)).await?,
+        ),
         // What the console asks for when it opens Audit Logs: the first page and the
         // histogram of the last 24 hours.
         (
@@ -128,7 +147,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let peak_rss_run = server.peak_rss_kib();
     let heap_end = status_kib(server.child.id(), "RssAnon:");
     let trail_db = server.stop()?;
-    let verification = time_verification(&dir.path().join("server")).await?;
+    let verification = time_verification(&data).await?;
     let (stored, trail_bytes) = bytes_on_disk(&trail_db)?;
 
     let (pg_copy, pg_insert, pg_version) = match postgres::Postgres::start() {
@@ -569,6 +588,11 @@ impl Target {
             token,
             client: reqwest::Client::builder()
                 .user_agent(concat!("trail/", env!("CARGO_PKG_VERSION"), " bench"))
+                // Within the server's 10 s wait for a request on a kept-alive connection:
+                // otherwise a connection the server is closing as idle can be taken from
+                // the pool for a batch, which then fails ("connection closed before message
+                // completed"), as one run in two did.
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()?,
         })
     }
@@ -665,7 +689,8 @@ impl Server {
         status_kib(self.child.id(), "VmHWM:")
     }
 
-    /// Stops the server gracefully; returns its database file.
+    /// Stops the server gracefully; returns its database file. (A run that fails stops it
+    /// at once, by `Drop`.)
     fn stop(mut self) -> anyhow::Result<PathBuf> {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -678,6 +703,15 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         Ok(self.data.join(trail_store::sqlite::DB_FILE))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
