@@ -126,6 +126,10 @@ impl Leaf {
             changed: (hash != *stored).then(|| Box::new(event.clone())),
         }
     }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
 }
 
 /// Streams a log through the checks; see the module documentation.

@@ -976,14 +976,18 @@ pub async fn filters_on_fields_without_an_index_agree_over_a_long_log(store: Arc
     with_orgs(&*store, &["acme", "umbrella"]).await;
     let n = 5000;
     let second = 1_000_000;
-    let event = |i: usize| {
+    // In acme's log an event a day ahead comes late in the log; in umbrella's, early (so
+    // every later part of the log has an event newer than its own), from a common token.
+    let event = |i: usize, ahead: usize| {
         let ts = match i {
-            3500 => T0 + 86_400 * second, // a clock a day ahead
+            _ if i == ahead => T0 + 86_400 * second, // a clock a day ahead
             _ if i.is_multiple_of(2500) => T0 - 3600 * second, // an hour late
             // Up to 10 s late: neighbouring thousands of seqs overlap in time.
             _ => T0 + i as i64 * second / 100 - (i as i64 * 7919 % 1000) * second / 100,
         };
-        let token = if [100, 2100, 4900].contains(&i) {
+        let token = if i == ahead && ahead < 1000 {
+            "pat_3".to_owned()
+        } else if [100, 2100, 4900].contains(&i) {
             "pat_rare".to_owned()
         } else {
             format!("pat_{}", i % 7)
@@ -1002,24 +1006,27 @@ pub async fn filters_on_fields_without_an_index_agree_over_a_long_log(store: Arc
         }
         body(v)
     };
-    let bodies: Vec<EventBody> = (0..n).map(event).collect();
-    for chunk in bodies.chunks(700) {
+    // Batches of 700 and 1,024: some end inside a block, some on its end.
+    let (acme, umbrella): (Vec<EventBody>, Vec<EventBody>) =
+        (0..n).map(|i| (event(i, 3500), event(i, 300))).unzip();
+    for chunk in acme.chunks(700) {
         store.append("acme", chunk.to_vec()).await.unwrap();
-        // The other org's log grows alongside, with the same values.
-        store
-            .append("umbrella", chunk[..50].to_vec())
-            .await
-            .unwrap();
     }
-    let mut all = Vec::new();
-    while all.len() < n {
-        all.extend(
-            store
-                .events_from("acme", all.len() as u64, 1000)
-                .await
-                .unwrap(),
-        );
+    for chunk in umbrella[..3000].chunks(1024) {
+        store.append("umbrella", chunk.to_vec()).await.unwrap();
     }
+    let stored = |org: &'static str, n: usize| {
+        let store = store.clone();
+        async move {
+            let mut all = Vec::new();
+            while all.len() < n {
+                let from = all.len() as u64;
+                all.extend(store.events_from(org, from, 1000).await.unwrap());
+            }
+            all
+        }
+    };
+    let all = stored("acme", n).await;
     let now = Timestamp(T0 + 60 * second);
     let queries = [
         "ip:10.0.0.7",
@@ -1051,6 +1058,19 @@ pub async fn filters_on_fields_without_an_index_agree_over_a_long_log(store: Arc
             format!("category:api since:{} until:{}", at(s), at(s + 2)),
         ]
     });
+    let umbrella_all = stored("umbrella", 3000).await;
+    for q in queries {
+        let mut filter = Filter::default();
+        filter.add_query(q, now).unwrap();
+        let want = reference(&umbrella_all, &filter);
+        for limit in [1, 3, 100] {
+            assert_eq!(
+                page_all(&*store, "umbrella", &filter, limit).await,
+                want,
+                "umbrella: query {q:?}, pages of {limit}"
+            );
+        }
+    }
     let queries = queries
         .into_iter()
         .map(|q| (q.to_owned(), &[1, 3, 100][..]))

@@ -73,6 +73,8 @@ async fn direct_sql_cannot_rewrite_history() {
         "DELETE FROM checkpoints",
         "UPDATE tiles SET hash = zeroblob(32)",
         "DELETE FROM tiles",
+        "INSERT OR REPLACE INTO blocks SELECT id, org, block, 0, 0, 0 FROM blocks",
+        "INSERT OR REPLACE INTO block_filters SELECT id, zeroblob(32) FROM block_filters",
         "UPDATE blocks SET max_ts = 0",
         "DELETE FROM blocks",
         "UPDATE block_filters SET filter = zeroblob(32)",

@@ -320,8 +320,8 @@ pub(crate) async fn verify_stored_org(
     };
     // Both cores: two pages at a time are read and their leaves recomputed, each on a
     // blocking thread; the tree above the leaves is built here, in seq order. Pages start
-    // every PAGE seqs: a gapless log fills each exactly, and after a gap (a finding already)
-    // the rest is not looked at.
+    // every PAGE seqs: a gapless log fills each exactly, so the walk ends at the first page
+    // that it does not fill (the log's end, or a gap: a finding already).
     const PAGE: usize = 10_000;
     let mut pages = futures_util::stream::iter((below..).step_by(PAGE))
         .map(|from| async move {
@@ -331,19 +331,23 @@ pub(crate) async fn verify_stored_org(
                     .map(|(seq, row)| row.map(|e| Leaf::of(&e.event, &e.hash)).map_err(|_| seq))
                     .collect::<Vec<_>>()
             });
-            anyhow::Ok(leaves.await?)
+            anyhow::Ok((from, leaves.await?))
         })
         .buffered(2);
+    let seq_of = |leaf: &Result<Leaf, u64>| leaf.as_ref().map_or_else(|seq| *seq, Leaf::seq);
     while let Some(page) = pages.next().await {
-        let page = page?;
-        if page.is_empty() {
-            break;
-        }
+        let (from, page) = page?;
+        let filled = page.len() == PAGE
+            && page.first().map(seq_of) == Some(from)
+            && page.last().map(seq_of) == Some(from + PAGE as u64 - 1);
         for leaf in page {
             match leaf {
                 Ok(leaf) => verifier.push_leaf(leaf),
                 Err(seq) => verifier.push_unreadable(seq),
             }
+        }
+        if !filled {
+            break;
         }
     }
     Ok(match verifier.finish() {

@@ -159,14 +159,26 @@ pub(crate) fn seal(tx: &Connection, org_id: i64, block: u64) -> rusqlite::Result
     Ok(())
 }
 
-/// Seals the blocks of `org_id`'s log that its seqs `from..to` (just appended) complete.
-pub(crate) fn seal_completed(
-    tx: &Connection,
-    org_id: i64,
-    from: u64,
-    to: u64,
-) -> rusqlite::Result<()> {
-    for block in (from >> BLOCK_BITS)..(to >> BLOCK_BITS) {
+/// Seals every complete block of `org_id`'s log, now `size` seqs long, that has no summary
+/// yet: from the one after the newest summarised (or where the log was pruned to), so a
+/// block completed by rows some other way (a tool on the database) is not left without.
+pub(crate) fn seal_completed(tx: &Connection, org_id: i64, size: u64) -> rusqlite::Result<()> {
+    let end = size >> BLOCK_BITS;
+    let newest: Option<i64> = tx
+        .prepare_cached("SELECT max(id) FROM blocks WHERE id >= ?1 AND id < ?2")?
+        .query_row(params![block_id(org_id, 0), block_id(org_id + 1, 0)], |r| {
+            r.get(0)
+        })?;
+    let next = match newest {
+        Some(id) => (id - block_id(org_id, 0)) as u64 + 1,
+        None => {
+            let pruned: i64 = tx
+                .prepare_cached("SELECT pruned_below FROM orgs WHERE id = ?1")?
+                .query_row([org_id], |r| r.get(0))?;
+            pruned as u64 >> BLOCK_BITS
+        }
+    };
+    for block in next..end {
         seal(tx, org_id, block)?;
     }
     Ok(())
@@ -174,11 +186,11 @@ pub(crate) fn seal_completed(
 
 /// Summaries for every complete block already stored (the migration that adds them).
 pub(crate) fn seal_all(tx: &Connection) -> rusqlite::Result<()> {
-    let orgs: Vec<(i64, i64)> = tx
-        .prepare("SELECT id, pruned_below FROM orgs")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+    let orgs: Vec<i64> = tx
+        .prepare("SELECT id FROM orgs")?
+        .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    for (org_id, pruned_below) in orgs {
+    for org_id in orgs {
         let last: Option<i64> = tx.query_row(
             "SELECT max(k) FROM events WHERE k >= ?1 AND k <= ?2",
             params![org_id << SEQ_BITS, (org_id << SEQ_BITS) | super::SEQ_MASK],
@@ -186,7 +198,7 @@ pub(crate) fn seal_all(tx: &Connection) -> rusqlite::Result<()> {
         )?;
         if let Some(last) = last {
             let size = (last & super::SEQ_MASK) as u64 + 1;
-            seal_completed(tx, org_id, pruned_below as u64, size)?;
+            seal_completed(tx, org_id, size)?;
         }
     }
     Ok(())

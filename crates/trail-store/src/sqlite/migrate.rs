@@ -173,6 +173,12 @@ const STEPS: &[Step] = &[
                      id     INTEGER PRIMARY KEY,         -- blocks.id
                      filter BLOB NOT NULL
                  );
+                 CREATE TRIGGER blocks_no_replace BEFORE INSERT ON blocks
+                 WHEN EXISTS (SELECT 1 FROM blocks WHERE id = NEW.id)
+                 BEGIN SELECT RAISE(FAIL, 'block summaries are append-only'); END;
+                 CREATE TRIGGER block_filters_no_replace BEFORE INSERT ON block_filters
+                 WHEN EXISTS (SELECT 1 FROM block_filters WHERE id = NEW.id)
+                 BEGIN SELECT RAISE(FAIL, 'block summaries are append-only'); END;
                  CREATE TRIGGER blocks_no_update BEFORE UPDATE ON blocks
                  BEGIN SELECT RAISE(ABORT, 'block summaries are append-only'); END;
                  CREATE TRIGGER block_filters_no_update BEFORE UPDATE ON block_filters

@@ -1130,8 +1130,14 @@ fn finish(
 ) -> Result<()> {
     super::minutes::write(tx, std::mem::take(&mut pending.tallies))?;
     for (org_id, size) in pending.grown.values() {
-        if let Some(from) = pending.appended_from.get(org_id) {
-            super::blocks::seal_completed(tx, *org_id, *from, *size).map_err(unavailable)?;
+        let bits = super::blocks::BLOCK_BITS;
+        // Only a transaction that completes a block has one to seal.
+        if pending
+            .appended_from
+            .get(org_id)
+            .is_none_or(|from| size >> bits > from >> bits)
+        {
+            super::blocks::seal_completed(tx, *org_id, *size).map_err(unavailable)?;
         }
     }
     let Some(signer) = signer else {
