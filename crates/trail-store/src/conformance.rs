@@ -844,7 +844,9 @@ pub async fn unknown_org_is_an_error(store: Arc<dyn Store>) {
 }
 
 /// Pages through a query, asserting the order, and returns the seqs seen.
-async fn page_all(store: &dyn Store, org: &str, filter: &Filter, limit: usize) -> Vec<u64> {
+/// Every event of `org` that passes `filter`, page by page through the cursor, as seqs in the
+/// order served (checked newest first): for checks here and in a backend's own tests.
+pub async fn page_all(store: &dyn Store, org: &str, filter: &Filter, limit: usize) -> Vec<u64> {
     let mut seen: Vec<(Timestamp, u64)> = Vec::new();
     let mut cursor: Option<Cursor> = None;
     loop {

@@ -167,26 +167,7 @@ async fn a_prune_drops_the_summaries_of_the_blocks_it_empties() {
     );
     let mut filter = trail_core::query::Filter::default();
     filter.add_query("tokenId:pat_1", Timestamp(0)).unwrap();
-    let mut seen = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = store
-            .query(
-                "acme",
-                &trail_store::EventQuery {
-                    filter: filter.clone(),
-                    cursor,
-                    limit: 300,
-                },
-            )
-            .await
-            .unwrap();
-        seen.extend(page.items.iter().map(|e| e.event.seq));
-        match page.next {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
+    let mut seen = trail_store::conformance::page_all(&store, "acme", &filter, 300).await;
     seen.sort_unstable();
     // Seq s holds body s - 2 (two events came first).
     let want: Vec<u64> = (1280..2600).filter(|s| (s - 2) % 3 == 1).collect();
