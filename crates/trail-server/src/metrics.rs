@@ -79,6 +79,16 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Frames in the store's write-ahead log at its last checkpoint (folded off the ingest path)",
     ),
     (
+        "trail_wal_writer_held_duration_seconds",
+        Kind::Histogram,
+        "Time the store's writer waited before a transaction while the write-ahead log was folded to its end, so that it starts over instead of growing",
+    ),
+    (
+        "trail_wal_restarts_total",
+        Kind::Counter,
+        "Times the store's write-ahead log was folded to its end with the writer held, so that it starts over",
+    ),
+    (
         "trail_group_commit_requests",
         Kind::Histogram,
         "Append requests committed together in one transaction of the store's writer",

@@ -99,7 +99,12 @@ fn latest_receipt(conn: &Connection) -> rusqlite::Result<Timestamp> {
 impl Writer {
     /// Starts the writer thread on `conn`; after every commit that appends to a log, it
     /// tells `logs`.
-    pub fn start(conn: Connection, logs: Arc<LogWatch>, clock: crate::Clock) -> Result<Writer> {
+    pub fn start(
+        conn: Connection,
+        logs: Arc<LogWatch>,
+        clock: crate::Clock,
+        gate: Arc<super::wal::Gate>,
+    ) -> Result<Writer> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let fault = WriteFault::default();
         let last_received = latest_receipt(&conn).map_err(super::unavailable)?;
@@ -113,6 +118,7 @@ impl Writer {
             logs,
             signer: None,
             clock,
+            gate,
         };
         let thread = thread::Builder::new()
             .name("trail-sqlite-writer".into())
@@ -162,6 +168,10 @@ fn closed() -> StoreError {
 fn run(mut state: WriterState, mut rx: mpsc::Receiver<Job>) {
     let mut group: Vec<Queued> = Vec::new();
     while let Some(job) = rx.blocking_recv() {
+        // Held here while the WAL is folded so that it can start over; what arrives
+        // meanwhile joins this group.
+        let gate = state.gate.clone();
+        let _writing = gate.pass();
         let mut next = Some(job);
         let mut events = 0;
         // Take everything already queued: that is the group.
@@ -205,6 +215,8 @@ pub(crate) struct WriterState {
     signer: Option<Signer>,
     /// Times of receipt come from here.
     clock: crate::Clock,
+    /// Passed before each transaction: the WAL's thread may hold the writer there briefly.
+    gate: Arc<super::wal::Gate>,
 }
 
 /// What one transaction has learnt or changed for the writer's caches; applied only if it
