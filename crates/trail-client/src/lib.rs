@@ -33,6 +33,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a connection may stay silent before it is taken for lost: twice the longest
 /// keep-alive interval a Trail server sends a live tail (`--stream-keep-alive`, 30 s at most).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a download may wait for its answer to begin, or stay silent after: a server
+/// works up to 15 minutes on a request without a body (a big week's archive) before it
+/// answers.
+pub const DOWNLOAD_WAIT: Duration = Duration::from_secs(16 * 60);
 /// The first wait before reconnecting a live tail; it doubles up to [`RETRY_MAX`].
 pub const RETRY_FIRST: Duration = Duration::from_millis(250);
 /// The longest wait between two attempts to reconnect a live tail.
@@ -132,6 +136,8 @@ fn ca_certs(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// For downloads: the server may take minutes to begin (building a big week's archive).
+    files: reqwest::Client,
     base: String,
     auth: Auth,
 }
@@ -161,34 +167,39 @@ impl Client {
             },
             _ => Auth::Bearer(token.to_owned()),
         };
-        let builder = || {
-            reqwest::Client::builder()
-                .user_agent(USER_AGENT)
-                // No total timeout here: it would cut a live tail. Ordinary requests get
-                // theirs one by one (`REQUEST_TIMEOUT`).
-                .connect_timeout(CONNECT_TIMEOUT)
-                .read_timeout(READ_TIMEOUT)
-                // Trail closes a keep-alive connection after 10 s without a request: let go
-                // first, so a request is never sent on a connection the server is closing.
-                .pool_idle_timeout(Duration::from_secs(5))
-                .tls_certs_merge(options.ca_certs.iter().cloned())
-        };
-        let http = match builder().build() {
-            Ok(http) => http,
-            // A system without a trust store (a minimal container) can still speak plain
-            // HTTP: the platform's roots are only needed for https://.
-            Err(_) if base.starts_with("http://") => builder()
-                .tls_certs_only([])
-                .build()
-                .map_err(|e| ClientError::Usage(error_chain(&e)))?,
-            Err(e) => {
-                return Err(ClientError::Usage(format!(
+        let make = |read_timeout| {
+            let builder = || {
+                reqwest::Client::builder()
+                    .user_agent(USER_AGENT)
+                    // No total timeout here: it would cut a live tail. Ordinary requests
+                    // get theirs one by one (`REQUEST_TIMEOUT`).
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .read_timeout(read_timeout)
+                    // Trail closes a keep-alive connection after 10 s without a request: let go
+                    // first, so a request is never sent on a connection the server is closing.
+                    .pool_idle_timeout(Duration::from_secs(5))
+                    .tls_certs_merge(options.ca_certs.iter().cloned())
+            };
+            match builder().build() {
+                Ok(http) => Ok(http),
+                // A system without a trust store (a minimal container) can still speak
+                // plain HTTP: the platform's roots are only needed for https://.
+                Err(_) if base.starts_with("http://") => builder()
+                    .tls_certs_only([])
+                    .build()
+                    .map_err(|e| ClientError::Usage(error_chain(&e))),
+                Err(e) => Err(ClientError::Usage(format!(
                     "cannot set up TLS for {base}: {}",
                     error_chain(&e)
-                )));
+                ))),
             }
         };
-        Ok(Client { http, base, auth })
+        Ok(Client {
+            http: make(READ_TIMEOUT)?,
+            files: make(DOWNLOAD_WAIT)?,
+            base,
+            auth,
+        })
     }
 
     pub fn url(&self) -> &str {
@@ -210,8 +221,22 @@ impl Client {
         headers: &[(&str, String)],
         total: Option<Duration>,
     ) -> Result<reqwest::Response, ClientError> {
+        self.request_on(&self.http, method, path, body, headers, total)
+            .await
+    }
+
+    /// [`Self::request`] on `http`.
+    async fn request_on(
+        &self,
+        http: &reqwest::Client,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, String)],
+        total: Option<Duration>,
+    ) -> Result<reqwest::Response, ClientError> {
         let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method, &url);
+        let mut req = http.request(method, &url);
         if let Some(total) = total {
             req = req.timeout(total);
         }
@@ -345,8 +370,9 @@ impl Client {
     }
 
     /// GETs a file of any size into `out`, telling `progress` the bytes so far and the
-    /// total when known; no total timeout (a big file takes what it takes), but the read
-    /// timeout holds. Returns the bytes written.
+    /// total when known; no total timeout (a big file takes what it takes), and it waits
+    /// up to [`DOWNLOAD_WAIT`] for the server to begin, or between two reads. Returns the
+    /// bytes written.
     pub async fn download(
         &self,
         path: &str,
@@ -354,7 +380,7 @@ impl Client {
         mut progress: impl FnMut(u64, Option<u64>),
     ) -> Result<u64, ClientError> {
         let mut resp = self
-            .request(reqwest::Method::GET, path, None, &[], None)
+            .request_on(&self.files, reqwest::Method::GET, path, None, &[], None)
             .await?;
         let total = resp.content_length();
         let mut done = 0u64;

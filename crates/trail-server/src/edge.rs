@@ -2,7 +2,9 @@
 //!
 //! - [`serve`] accepts connections up to a cap, and closes a connection that does not send
 //!   a complete request head within the header timeout (this also ends keep-alive
-//!   connections left idle between requests) or on which nothing moves for the idle timeout.
+//!   connections left idle between requests) or on which nothing moves for the idle timeout
+//!   (while a handler works on a request without a body, up to 15 minutes, the connection is
+//!   not idle: the wait is the server's).
 //!   With TLS ([`crate::tls`]) the handshake comes first, inside the connection's slot, and
 //!   must finish within the header timeout too, so a socket that never completes one cannot
 //!   hold a slot.
@@ -67,7 +69,8 @@ pub struct ConnectionLimits {
     /// A request head must arrive whole within this long, counted from when the server
     /// starts waiting for it (so it also ends idle keep-alive connections).
     pub header_timeout: Duration,
-    /// A connection on which nothing is read or written for this long is closed.
+    /// A connection on which nothing is read or written for this long is closed; the time a
+    /// handler spends on a request without a body does not count, up to 15 minutes.
     pub idle_timeout: Duration,
 }
 
@@ -218,7 +221,21 @@ async fn serve_http<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let io = TokioIo::new(stream);
-    let service = axum::Extension(ConnectInfo(peer)).layer(app);
+    let app = axum::Extension(ConnectInfo(peer)).layer(app);
+    let working = activity.clone();
+    let service = tower::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
+        // A request with no body leaves nothing for the client to do until the answer
+        // begins: the time its handler takes (building a big archive, minutes) is the
+        // server's, not idleness. A request with a body is not exempt: its handler may be
+        // waiting for a body that stopped coming.
+        let busy = http_body::Body::is_end_stream(req.body()).then(|| Busy::new(&working));
+        let answer = tower::ServiceExt::oneshot(app.clone(), req);
+        async move {
+            let answer = answer.await;
+            drop(busy);
+            answer
+        }
+    });
     let service = hyper_util::service::TowerToHyperService::new(service);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -254,17 +271,28 @@ async fn serve_http<S>(
     }
 }
 
-/// When a connection last read or wrote anything.
+/// When a connection last read or wrote anything, and whether a handler is working on one
+/// of its requests meanwhile.
 struct Activity {
     born: Instant,
     last_ms: AtomicU64,
+    /// When a handler began on a request without a body, or [`NOT_BUSY`].
+    busy_since_ms: AtomicU64,
 }
+
+const NOT_BUSY: u64 = u64::MAX;
+
+/// The longest a handler's work on a request without a body keeps its connection from
+/// counting as idle: long enough for a big week's archive, short enough that requests
+/// cannot hold connections open for good.
+const BUSY_MAX: Duration = Duration::from_secs(15 * 60);
 
 impl Activity {
     fn new() -> Activity {
         Activity {
             born: Instant::now(),
             last_ms: AtomicU64::new(0),
+            busy_since_ms: AtomicU64::new(NOT_BUSY),
         }
     }
 
@@ -275,7 +303,37 @@ impl Activity {
 
     fn idle_for(&self) -> Duration {
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.born.elapsed().saturating_sub(last)
+        let idle = self.born.elapsed().saturating_sub(last);
+        let busy_since = self.busy_since_ms.load(Ordering::Relaxed);
+        if busy_since != NOT_BUSY {
+            let busy_for = self
+                .born
+                .elapsed()
+                .saturating_sub(Duration::from_millis(busy_since));
+            // Not idle while a handler works, up to BUSY_MAX: past that, idle since then.
+            return busy_for.saturating_sub(BUSY_MAX);
+        }
+        idle
+    }
+}
+
+/// A handler at work on a bodiless request: the connection is not idle meanwhile, and its
+/// idle time counts from when the work ends.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    /// HTTP/1.1 serves a connection's requests one at a time: one handler at most.
+    fn new(activity: &Arc<Activity>) -> Busy {
+        let ms = activity.born.elapsed().as_millis() as u64;
+        activity.busy_since_ms.store(ms, Ordering::Relaxed);
+        Busy(activity.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.busy_since_ms.store(NOT_BUSY, Ordering::Relaxed);
     }
 }
 
@@ -498,6 +556,74 @@ pub async fn resolve_client_ip(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sends `raw` to `addr` and reads until the connection ends: what came back.
+    async fn exchange(addr: SocketAddr, raw: &[u8]) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut conn = TcpStream::connect(addr).await.unwrap();
+        conn.write_all(raw).await.unwrap();
+        let mut out = Vec::new();
+        // A server that closes with the request's body unread resets the connection.
+        match tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut out))
+            .await
+            .expect("the connection ends")
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("{e}"),
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// A handler that takes longer than the idle timeout on a request without a body gets
+    /// its answer out (a big week's archive took minutes, and its download was cut after
+    /// the 60 s idle timeout); a request whose body stops coming is still cut off.
+    #[tokio::test]
+    async fn a_slow_answer_is_not_idleness_but_a_stalled_body_is() {
+        let app = Router::new().route(
+            "/slow",
+            axum::routing::any(|| async {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                "done"
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ConnectionLimits {
+            max_connections: 16,
+            header_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_millis(300),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            app,
+            None,
+            limits,
+            Duration::from_secs(1),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let answer = exchange(
+            addr,
+            b"GET /slow HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+        assert!(answer.ends_with("done"), "{answer:?}");
+        let stalled = exchange(
+            addr,
+            b"POST /slow HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\nConnection: close\r\n\r\n[{",
+        )
+        .await;
+        assert_eq!(
+            stalled, "",
+            "a request whose body stopped coming is cut off"
+        );
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
 
     fn nets(list: &[&str]) -> Vec<IpNet> {
         list.iter().map(|n| n.parse().unwrap()).collect()

@@ -241,7 +241,8 @@ struct ServeArgs {
     /// connection may wait for its next request).
     #[arg(long, env = "TRAIL_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_span)]
     header_timeout: std::time::Duration,
-    /// A connection on which nothing is read or written for this long is closed.
+    /// A connection on which nothing is read or written for this long is closed (the time
+    /// the server takes to answer a request without a body does not count, up to 15 min).
     #[arg(long, env = "TRAIL_IDLE_TIMEOUT", default_value = "60s", value_parser = parse_span)]
     idle_timeout: std::time::Duration,
     /// A reverse proxy (CIDR or address) whose X-Forwarded-For names the client; repeat
