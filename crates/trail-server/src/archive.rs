@@ -4,11 +4,14 @@
 //! An archive is written under a temporary name in its org's directory, synced, and renamed
 //! into place: a crash leaves either the whole archive or none, and the next run builds it
 //! again. Events are read page by page and spooled to one temporary file per day (their
-//! leaf hashes to another), so a build holds 24 bytes per event of the week (its place in its
-//! day, to put the day in time order), never the events themselves. One archive is built at
-//! a time.
+//! leaf hashes to another). Each record's place in its day's spool is kept to put the day in
+//! time order: past [`SORT_BUDGET`] places held over all days, the days holding the most
+//! write theirs out, sorted, as runs in a temporary file per day, merged as the day is
+//! written out (an external sort). So a build holds a few MiB, whatever the size of the week
+//! or the spread of its dates, never the events themselves. One archive is built at a time.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, Write};
 use std::os::unix::fs::FileExt;
@@ -378,7 +381,14 @@ impl Archives {
             }
             return self.fetch(org, week).await;
         }
-        let one = self.building.clone().lock_owned().await;
+        // A partial archive is built for its caller alone: queued behind other builds (one
+        // of a big week takes minutes), callers would wait longer than they or a proxy
+        // before them will, each with a connection held open meanwhile.
+        let one = self.building.clone().try_lock_owned().map_err(|_| {
+            ApiError::Unavailable(
+                "another archive is being built; try again in a few minutes".into(),
+            )
+        })?;
         let (temp, _) = write(self, one, store.clone(), key.clone(), org, week, true, now).await?;
         Ok(ArchiveFile {
             path: temp.to_path_buf(),
@@ -530,13 +540,217 @@ fn list_dir(dir: &Path) -> Result<Vec<ArchiveSummary>, ApiError> {
     Ok(out)
 }
 
-/// One day's records, spooled: the file, each record's (timestamp, offset, length) in seq
-/// order, and the lowest and highest seq.
+/// One day's records, spooled: the file, each record's place in it (to be put in time
+/// order), how many, and the lowest and highest seq.
 struct Day {
     spool: File,
     len: u64,
-    index: Vec<(i64, u64, u32)>,
+    places: Places,
+    events: u64,
     seqs: Option<(u64, u64)>,
+}
+
+/// Places of records a build keeps in memory, over all its days (24 bytes each; 20 on
+/// disk): past this, the day holding the most writes its out as a sorted run. So a build
+/// holds at most 6 MiB of them, whatever the size of the week or the spread of its dates.
+const SORT_BUDGET: usize = 1 << 18;
+
+/// Where one record is in its day's spool, and its timestamp. Ordered oldest first, and
+/// records with the same timestamp in seq order (the order they were spooled in); no two
+/// have the same offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Place {
+    ts: i64,
+    offset: u64,
+    len: u32,
+}
+
+impl Place {
+    const BYTES: usize = 20;
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.ts.to_le_bytes());
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.len.to_le_bytes());
+    }
+
+    fn decode(b: &[u8]) -> Place {
+        let (ts, rest) = b.split_at(8);
+        let (offset, len) = rest.split_at(8);
+        Place {
+            ts: i64::from_le_bytes(ts.try_into().expect("8 bytes")),
+            offset: u64::from_le_bytes(offset.try_into().expect("8 bytes")),
+            len: u32::from_le_bytes(len[..4].try_into().expect("4 bytes")),
+        }
+    }
+}
+
+/// The places of a day, put in order by an external sort: in memory until told to spill;
+/// then sorted and appended to the day's one run file as a run, and the runs merged at the
+/// end (one file descriptor per day, however many runs).
+struct Places {
+    dir: PathBuf,
+    buf: Vec<Place>,
+    file: Option<File>,
+    /// Each run's first place in the file, and how many it holds.
+    runs: Vec<(u64, u64)>,
+    end: u64,
+}
+
+/// Places read from a run at a time while merging (64 KiB).
+const RUN_READ: usize = 3_276;
+
+/// Where the merge is in one run.
+struct RunCursor {
+    next: u64,
+    left: u64,
+    buf: Vec<Place>,
+}
+
+impl RunCursor {
+    fn pop(&mut self, file: &File) -> std::io::Result<Option<Place>> {
+        if self.buf.is_empty() {
+            let n = (self.left as usize).min(RUN_READ);
+            if n == 0 {
+                return Ok(None);
+            }
+            let mut bytes = vec![0u8; n * Place::BYTES];
+            file.read_exact_at(&mut bytes, self.next * Place::BYTES as u64)?;
+            self.buf = bytes
+                .chunks_exact(Place::BYTES)
+                .rev()
+                .map(Place::decode)
+                .collect();
+            self.next += n as u64;
+            self.left -= n as u64;
+        }
+        Ok(self.buf.pop())
+    }
+}
+
+impl Places {
+    fn new(dir: &Path) -> Places {
+        Places {
+            dir: dir.to_owned(),
+            buf: Vec::new(),
+            file: None,
+            runs: Vec::new(),
+            end: 0,
+        }
+    }
+
+    fn push(&mut self, place: Place) {
+        self.buf.push(place);
+    }
+
+    /// Places held in memory.
+    fn held(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes what is in memory out as one sorted run.
+    fn spill(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.buf.sort_unstable();
+        let file = match &mut self.file {
+            Some(f) => f,
+            None => self.file.insert(tempfile::tempfile_in(&self.dir)?),
+        };
+        let mut bytes = Vec::with_capacity(self.buf.len() * Place::BYTES);
+        for p in &self.buf {
+            p.encode(&mut bytes);
+        }
+        file.write_all_at(&bytes, self.end * Place::BYTES as u64)?;
+        self.runs.push((self.end, self.buf.len() as u64));
+        self.end += self.buf.len() as u64;
+        self.buf = Vec::new();
+        Ok(())
+    }
+
+    /// Every place, in order.
+    fn sorted(mut self) -> std::io::Result<Box<dyn Iterator<Item = std::io::Result<Place>>>> {
+        if self.runs.is_empty() {
+            self.buf.sort_unstable();
+            return Ok(Box::new(self.buf.into_iter().map(Ok)));
+        }
+        self.spill()?;
+        let file = self.file.expect("a run was written");
+        let mut cursors = Vec::with_capacity(self.runs.len());
+        let mut heads = BinaryHeap::with_capacity(self.runs.len());
+        for (i, &(next, left)) in self.runs.iter().enumerate() {
+            let mut c = RunCursor {
+                next,
+                left,
+                buf: Vec::new(),
+            };
+            if let Some(p) = c.pop(&file)? {
+                heads.push(Reverse((p, i)));
+            }
+            cursors.push(c);
+        }
+        Ok(Box::new(std::iter::from_fn(move || {
+            let Reverse((p, i)) = heads.pop()?;
+            match cursors[i].pop(&file) {
+                Ok(Some(next)) => heads.push(Reverse((next, i))),
+                Ok(None) => {}
+                Err(e) => return Some(Err(e)),
+            }
+            Some(Ok(p))
+        })))
+    }
+}
+
+impl Day {
+    /// An empty day, its spool and runs in `dir`.
+    fn new(dir: &Path) -> std::io::Result<Day> {
+        Ok(Day {
+            spool: tempfile::tempfile_in(dir)?,
+            len: 0,
+            places: Places::new(dir),
+            events: 0,
+            seqs: None,
+        })
+    }
+
+    /// Spools one record (JSON), given in seq order.
+    fn add(&mut self, ts: Timestamp, seq: u64, record: &[u8]) -> std::io::Result<()> {
+        self.spool.write_all_at(record, self.len)?;
+        self.places.push(Place {
+            ts: ts.micros(),
+            offset: self.len,
+            len: record.len() as u32,
+        });
+        self.events += 1;
+        self.seqs = Some(self.seqs.map_or((seq, seq), |(lo, _)| (lo, seq)));
+        self.len += record.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the day file: a JSON array of its records, oldest first.
+    fn write_to(self, out: &mut impl Write) -> std::io::Result<()> {
+        if self.events == 0 {
+            return out.write_all(b"[]\n");
+        }
+        let mut buf = Vec::new();
+        let mut written = 0;
+        for place in self.places.sorted()? {
+            let place = place?;
+            out.write_all(if written == 0 { b"[\n" } else { b",\n" })?;
+            buf.resize(place.len as usize, 0);
+            self.spool.read_exact_at(&mut buf, place.offset)?;
+            out.write_all(&buf)?;
+            written += 1;
+        }
+        if written != self.events {
+            return Err(std::io::Error::other(format!(
+                "{written} records of a day's {} came back from its sort",
+                self.events
+            )));
+        }
+        out.write_all(b"\n]\n")
+    }
 }
 
 /// A week's archive is built once the week has been over this long: a group committing as
@@ -691,14 +905,8 @@ fn write_blocking(
 ) -> Result<(TempPath, ArchiveSummary), ApiError> {
     std::fs::create_dir_all(dir).map_err(io)?;
     let mut days: BTreeMap<String, Day> = BTreeMap::new();
-    let new_day = || -> Result<Day, ApiError> {
-        Ok(Day {
-            spool: tempfile::tempfile_in(dir).map_err(io)?,
-            len: 0,
-            index: Vec::new(),
-            seqs: None,
-        })
-    };
+    let new_day = || Day::new(dir).map_err(io);
+    let mut held = 0;
     for name in week.day_files() {
         days.insert(name, new_day()?);
     }
@@ -731,11 +939,20 @@ fn write_blocking(
                 Some(d) => d,
                 None => days.entry(name).or_insert(new_day()?),
             };
-            day.spool.write_all_at(&bytes, day.len).map_err(io)?;
-            day.index
-                .push((e.timestamp.micros(), day.len, bytes.len() as u32));
-            day.seqs = Some(day.seqs.map_or((e.seq, e.seq), |(lo, _)| (lo, e.seq)));
-            day.len += bytes.len() as u64;
+            day.add(e.timestamp, e.seq, &bytes).map_err(io)?;
+            held += 1;
+            // Over budget: the days holding the most write theirs out, down to half of it
+            // (so the runs are long however many days there are).
+            if held > SORT_BUDGET {
+                while held > SORT_BUDGET / 2 {
+                    let most = days
+                        .values_mut()
+                        .max_by_key(|d| d.places.held())
+                        .expect("a day holds places");
+                    held -= most.places.held();
+                    most.places.spill().map_err(io)?;
+                }
+            }
             leaves.write_all(&stored.hash).map_err(io)?;
             leaves_digest.update(stored.hash);
             from += 1;
@@ -752,30 +969,18 @@ fn write_blocking(
     let options = SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
         .large_file(true);
-    for (name, mut day) in days {
+    for (name, day) in days {
         // Oldest first: by timestamp, and (a stable sort of records in seq order) by seq.
-        day.index.sort_by_key(|r| r.0);
         zip.start_file(name.as_str(), options).map_err(io)?;
+        let (events, seqs) = (day.events, day.seqs);
         let mut out = Hashing::new(&mut zip);
-        if day.index.is_empty() {
-            out.write_all(b"[]\n").map_err(io)?;
-        } else {
-            let mut buf = Vec::new();
-            for (i, (_, offset, len)) in day.index.iter().enumerate() {
-                out.write_all(if i == 0 { b"[\n" } else { b",\n" })
-                    .map_err(io)?;
-                buf.resize(*len as usize, 0);
-                day.spool.read_exact_at(&mut buf, *offset).map_err(io)?;
-                out.write_all(&buf).map_err(io)?;
-            }
-            out.write_all(b"\n]\n").map_err(io)?;
-        }
+        day.write_to(&mut out).map_err(io)?;
         manifest.files.push(FileEntry {
             name,
             sha256: out.finish(),
-            events: day.index.len() as u64,
-            first_seq: day.seqs.map(|s| s.0),
-            last_seq: day.seqs.map(|s| s.1),
+            events,
+            first_seq: seqs.map(|s| s.0),
+            last_seq: seqs.map(|s| s.1),
         });
     }
     zip.start_file(LEAVES, options).map_err(io)?;
@@ -835,5 +1040,83 @@ impl<W: Write> Write for Hashing<'_, W> {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A day written out in time order, in memory and through sorted runs on disk (the last
+    /// run written at the end or not): late records, and timestamp ties kept in seq order.
+    #[test]
+    fn a_day_is_written_oldest_first_through_runs_on_disk() {
+        for (run, runs) in [(64, 0), (4, 10), (7, 5), (1, 40)] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut day = Day::new(dir.path()).unwrap();
+            // Seqs 0..40, stamped out of order: every third 10 s late, ties every fifth.
+            let mut expected = Vec::new();
+            for seq in 0..40u64 {
+                let ts = if seq % 3 == 0 {
+                    1_000 + seq as i64 - 10
+                } else if seq % 5 == 0 {
+                    1_000
+                } else {
+                    1_000 + seq as i64
+                };
+                let record = format!("{{\"seq\":{seq}}}");
+                day.add(Timestamp(ts * 1_000_000), seq, record.as_bytes())
+                    .unwrap();
+                if day.places.held() == run {
+                    day.places.spill().unwrap();
+                }
+                expected.push((ts, seq));
+            }
+            expected.sort();
+            assert_eq!(day.events, 40);
+            assert_eq!(day.seqs, Some((0, 39)));
+            assert_eq!(day.places.runs.len(), runs, "runs of {run} on disk");
+            let mut out = Vec::new();
+            day.write_to(&mut out).unwrap();
+            let records: Vec<serde_json::Value> = serde_json::from_slice(&out).unwrap();
+            let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+            let want: Vec<u64> = expected.iter().map(|e| e.1).collect();
+            assert_eq!(seqs, want, "runs of {run}");
+        }
+    }
+
+    /// Runs longer than one read of the merge come back whole and in order.
+    #[test]
+    fn long_runs_merge_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut places = Places::new(dir.path());
+        let n = 3 * RUN_READ as u64 + 5;
+        for i in 0..n {
+            // Descending within each half: two runs, each needing several reads.
+            let ts = if i < n / 2 {
+                -(i as i64)
+            } else {
+                (n - i) as i64
+            };
+            places.push(Place {
+                ts,
+                offset: i,
+                len: 1,
+            });
+            if i + 1 == n / 2 {
+                places.spill().unwrap();
+            }
+        }
+        let got: Vec<Place> = places.sorted().unwrap().map(Result::unwrap).collect();
+        assert_eq!(got.len() as u64, n);
+        assert!(got.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn an_empty_day_is_an_empty_array() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = Vec::new();
+        Day::new(dir.path()).unwrap().write_to(&mut out).unwrap();
+        assert_eq!(out, b"[]\n");
     }
 }
