@@ -172,6 +172,25 @@ async fn three_weeks_archive_chain_and_prune_and_what_remains_verifies() {
     let again = std::fs::read(dir.path().join(format!("archives/acme/{}.zip", weeks[0]))).unwrap();
     assert_eq!(before, again);
 
+    // A partial archive is never queued behind another build (one of a big week takes
+    // minutes): 503 while one runs, built once none does.
+    let current = Week::containing(real_now);
+    {
+        let _building = archives.exclusive().await;
+        match archives.get(&store, &key, "acme", current, real_now).await {
+            Err(trail_server::error::ApiError::Unavailable(m)) => {
+                assert!(m.contains("another archive is being built"), "{m}")
+            }
+            other => panic!("{:?}", other.map(|f| f.partial)),
+        }
+    }
+    let partial = archives
+        .get(&store, &key, "acme", current, real_now)
+        .await
+        .unwrap();
+    assert!(partial.partial);
+    drop(partial);
+
     // From here on, now.
     clock.store(real_now.micros(), Ordering::SeqCst);
 
