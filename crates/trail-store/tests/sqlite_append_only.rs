@@ -79,6 +79,9 @@ async fn direct_sql_cannot_rewrite_history() {
         "DELETE FROM blocks",
         "UPDATE block_filters SET filter = zeroblob(32)",
         "DELETE FROM block_filters",
+        "INSERT OR REPLACE INTO postings SELECT col, value, id, x'0000' FROM postings",
+        "UPDATE postings SET seqs = x'0000'",
+        "DELETE FROM postings",
     ];
     for sql in attacks {
         let err = raw.execute(sql, []).expect_err(sql).to_string();
@@ -99,7 +102,7 @@ async fn direct_sql_cannot_rewrite_history() {
         [acme, acme << 40],
     )
     .unwrap();
-    for table in ["events", "blocks", "block_filters"] {
+    for table in ["events", "blocks", "block_filters", "postings"] {
         let err = raw
             .execute(&format!("DELETE FROM {table}"), [])
             .unwrap_err()
@@ -118,14 +121,22 @@ async fn direct_sql_cannot_rewrite_history() {
 }
 
 /// A prune drops the summaries of the blocks it empties and keeps that of a block it cuts
-/// into; filters on summarised fields still find exactly what remains.
+/// into, and drops the postings of the values it leaves a block without; filters on
+/// summarised and posted fields still find exactly what remains.
 #[tokio::test]
 async fn a_prune_drops_the_summaries_of_the_blocks_it_empties() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_events(dir.path()).await;
+    // bob acts only in the part of block 1 the second prune takes, carol only in the part it
+    // leaves.
     let body = |i: usize| {
+        let actor = match i + 2 {
+            1100..1200 => "bob",
+            1600..1700 => "carol",
+            _ => "alice",
+        };
         EventBody::from_json(
-            json!({"action": "a", "actor": {"id": "alice", "type": "user",
+            json!({"action": "a", "actor": {"id": actor, "type": "user",
                    "tokenId": format!("pat_{}", i % 3)}}),
             "acme",
         )
@@ -160,18 +171,66 @@ async fn a_prune_drops_the_summaries_of_the_blocks_it_empties() {
         [0, 1]
     );
     assert!(blocks(dir.path()).iter().all(|b| b.1 > 0 && b.1 % 32 == 0));
+    // The postings of each block, by actor.
+    let postings = |dir: &std::path::Path| -> Vec<(String, i64)> {
+        let raw = Connection::open(dir.join(DB_FILE)).unwrap();
+        raw.prepare(
+            "SELECT d.value, p.id & 1073741823 FROM postings p JOIN dict d ON d.id = p.value \
+             WHERE p.col = 0 ORDER BY 2, 1",
+        )
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    };
+    let named = |v: &[(&str, i64)]| -> Vec<(String, i64)> {
+        v.iter().map(|(a, b)| (a.to_string(), *b)).collect()
+    };
+    assert_eq!(
+        postings(dir.path()),
+        named(&[("alice", 0), ("alice", 1), ("bob", 1), ("carol", 1)])
+    );
+    // Block 0 goes whole, with its postings; block 1 keeps all of its.
+    store.prune("acme", 1024, Vec::new()).await.unwrap();
+    assert_eq!(
+        postings(dir.path()),
+        named(&[("alice", 1), ("bob", 1), ("carol", 1)])
+    );
     store.prune("acme", 1280, Vec::new()).await.unwrap();
     assert_eq!(
         blocks(dir.path()).iter().map(|b| b.0).collect::<Vec<_>>(),
         [1]
     );
-    let mut filter = trail_core::query::Filter::default();
-    filter.add_query("tokenId:pat_1", Timestamp(0)).unwrap();
-    let mut seen = trail_store::conformance::page_all(&store, "acme", &filter, 300).await;
-    seen.sort_unstable();
+    assert_eq!(
+        postings(dir.path()),
+        named(&[("alice", 1), ("carol", 1)]),
+        "bob has no event left in block 1"
+    );
+    let found = |q: &str| {
+        let store = &store;
+        let mut filter = trail_core::query::Filter::default();
+        filter.add_query(q, Timestamp(0)).unwrap();
+        async move {
+            let mut seen = trail_store::conformance::page_all(store, "acme", &filter, 300).await;
+            seen.sort_unstable();
+            seen
+        }
+    };
     // Seq s holds body s - 2 (two events came first).
     let want: Vec<u64> = (1280..2600).filter(|s| (s - 2) % 3 == 1).collect();
-    assert_eq!(seen, want);
+    assert_eq!(found("tokenId:pat_1").await, want);
+    assert_eq!(found("actor:bob").await, Vec::<u64>::new());
+    assert_eq!(found("actor:carol").await, (1600..1700).collect::<Vec<_>>());
+    let alice: Vec<u64> = (1280..2600).filter(|s| !(1600..1700).contains(s)).collect();
+    assert_eq!(found("actor:alice").await, alice);
+    // Pruned in steps, block 1 goes whole, with every posting of it (block 2 is not
+    // complete, so it has none yet).
+    store.prune("acme", 1792, Vec::new()).await.unwrap();
+    assert_eq!(postings(dir.path()), named(&[("alice", 1)]));
+    store.prune("acme", 2048, Vec::new()).await.unwrap();
+    assert_eq!(postings(dir.path()), named(&[]));
+    assert_eq!(found("actor:carol").await, Vec::<u64>::new());
 }
 
 #[tokio::test]
@@ -263,8 +322,12 @@ async fn a_read_only_open_of_an_older_store_says_how_to_bring_it_up_to_date() {
         .unwrap();
     // The last step of the schema, undone: the store is one version older.
     raw.execute_batch(
-        "DROP TABLE blocks;
-         DROP TABLE block_filters;",
+        "DROP TABLE postings;
+         CREATE INDEX events_by_actor ON events (org, actor, ts);
+         CREATE INDEX events_by_action ON events (org, action, ts);
+         CREATE INDEX events_by_route ON events (org, route, ts) WHERE route IS NOT NULL;
+         CREATE INDEX events_by_inst ON events (org, inst, ts) WHERE inst IS NOT NULL;
+         CREATE INDEX events_by_object_name ON events (org, oname, ts) WHERE oname IS NOT NULL;",
     )
     .unwrap();
     raw.pragma_update(None, "user_version", version - 1)

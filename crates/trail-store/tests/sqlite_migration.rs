@@ -53,7 +53,7 @@ fn org(id: &str) -> Org {
 /// Fills a store with what a running Trail has: a bootstrap org, owner and token, a second
 /// org, events, tiles and a checkpoint.
 /// Events in the populated org: enough for its log to have complete blocks, whose
-/// summaries the migration writes.
+/// summaries and postings the migrations write.
 const EVENTS: u64 = 2600;
 
 async fn populate(dir: &Path) {
@@ -275,6 +275,21 @@ async fn a_version_1_store_opens_and_keeps_everything() {
     };
     assert_eq!(summaries(old.path()), summaries(made.path()));
     assert_eq!(summaries(old.path()).len(), EVENTS as usize / 1024);
+    // So are the postings (of dictionary ids, which the copy kept).
+    let postings = |dir: &Path| -> Vec<(i64, i64, i64, Vec<u8>)> {
+        Connection::open(dir.join(DB_FILE))
+            .unwrap()
+            .prepare("SELECT col, value, id, seqs FROM postings ORDER BY col, value, id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(postings(old.path()), postings(made.path()));
+    let posted_blocks: std::collections::HashSet<i64> =
+        postings(old.path()).iter().map(|p| p.2).collect();
+    assert_eq!(posted_blocks.len(), EVENTS as usize / 1024);
 
     // An address filter finds the rows that keep it in the dictionary, and those that keep
     // it inline, written from now on.

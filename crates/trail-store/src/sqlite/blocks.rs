@@ -1,22 +1,32 @@
-//! Block summaries: what lets a filter on a field no index covers (an address, a token, a
-//! category, a kind of object...) skip the parts of a log where its value never occurs.
+//! Block summaries and postings: what lets a filter on a field read only the parts of a log
+//! where its value occurs, without an index of `events` that every append must write into.
 //!
 //! Every [`BLOCK`] seqs of an org's log form a block. The transaction that completes a block
-//! writes its summary: in `blocks`, the least and greatest `timestamp` in it and the greatest
-//! of this block and every earlier one; in `block_filters`, a split-block Bloom filter (the
-//! layout of Apache Parquet's) of every value its events hold in the [`COLUMNS`]. A filter
-//! has no false negatives: a block it rules out holds no event with the value.
+//! writes, for it:
+//! - in `blocks`, the least and greatest `timestamp` in it and the greatest of this block and
+//!   every earlier one;
+//! - in `block_filters`, a split-block Bloom filter (the layout of Apache Parquet's) of every
+//!   value its events hold in the [`COLUMNS`], the fields filtered on rarely. A filter has no
+//!   false negatives: a block it rules out holds no event with the value;
+//! - in `postings`, for each value its events hold in the [`POSTED`] columns (the fields
+//!   filtered on most: actor, action, route, instance, object name), exactly which of its seqs
+//!   hold it. A value's postings, newest block first, are one range of that table's key.
+//!
+//! Writing a block's postings costs one b-tree insert per distinct value in the block, where
+//! an index of `events` on those five fields cost five per event (measured in BENCHMARKS.md).
 //!
 //! [`Probe`] is what a query's terms ask of a block. The readers in `read.rs` walk an org's
-//! blocks newest first, read the events only of those a probe does not rule out (and of the
-//! newest, incomplete block, which has no summary yet), and stop once no block left can hold
-//! an event newer than the last one their page needs.
+//! blocks newest first: those a probe's postings name (with the seqs that match), or those
+//! its Bloom filters do not rule out, and the newest, incomplete block, which has no summary
+//! yet. They stop once no block left can hold an event newer than the last one their page
+//! needs.
 //!
-//! The summaries are written in the same transaction as the events that complete a block
-//! (and by the migration that introduced them, for the blocks already stored), so every
-//! complete block of a log has one; the readers rely on that.
+//! The summaries and postings are written in the same transaction as the events that
+//! complete a block (and by the migrations that introduced them, for the blocks already
+//! stored), so every complete block of a log up to its newest summarised one has them; the
+//! readers rely on that.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
 use rusqlite::types::{Value as Sql, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -35,6 +45,10 @@ pub(crate) const BLOCK: u64 = 1 << BLOCK_BITS;
 pub(crate) const COLUMNS: [&str; 8] = [
     "ip", "tok", "cat", "otype", "okind", "method", "atype", "atname",
 ];
+
+/// The columns of `events` whose values a block's postings list, by position: a posting's
+/// `col` is the position of its column here, so none of it may be reordered.
+pub(crate) const POSTED: [&str; 5] = ["actor", "action", "route", "inst", "oname"];
 
 /// Filter bits per distinct value: about 0.5% false positives.
 const BITS_PER_VALUE: usize = 12;
@@ -114,24 +128,106 @@ mod bloom {
     }
 }
 
-/// Writes the summary of `org_id`'s block `block`, whose events are all stored. A block left
-/// without events (pruned whole) gets none.
-pub(crate) fn seal(tx: &Connection, org_id: i64, block: u64) -> rusqlite::Result<()> {
+/// A block's seqs that hold one value, as offsets from the block's first seq: fewer than
+/// [`DENSE`](positions::DENSE) of them as their little-endian `u16`s in order, else a bitmap
+/// of the block (bit `i % 8` of byte `i / 8` for offset `i`). The two never have the same
+/// length, so the bytes say which they are.
+pub(crate) mod positions {
+    use super::BLOCK;
+
+    /// From this many offsets on, the bitmap is the shorter.
+    pub const DENSE: usize = BLOCK as usize / 16;
+    const BITMAP: usize = BLOCK as usize / 8;
+
+    /// `offsets` in increasing order, each less than [`BLOCK`].
+    pub fn encode(offsets: &[u16]) -> Vec<u8> {
+        if offsets.len() < DENSE {
+            offsets.iter().flat_map(|o| o.to_le_bytes()).collect()
+        } else {
+            let mut bits = vec![0u8; BITMAP];
+            for &o in offsets {
+                bits[usize::from(o) / 8] |= 1 << (o % 8);
+            }
+            bits
+        }
+    }
+
+    /// The offsets, in increasing order; `None` for bytes that [`encode`] does not give.
+    pub fn decode(bytes: &[u8]) -> Option<Vec<u16>> {
+        if bytes.len() == BITMAP {
+            let mut out = Vec::new();
+            for (i, &byte) in bytes.iter().enumerate() {
+                let mut b = byte;
+                while b != 0 {
+                    out.push((i * 8) as u16 + b.trailing_zeros() as u16);
+                    b &= b - 1;
+                }
+            }
+            return Some(out);
+        }
+        if !bytes.len().is_multiple_of(2) || bytes.len() >= 2 * DENSE {
+            return None;
+        }
+        let out: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        let ordered = out.windows(2).all(|w| w[0] < w[1]);
+        let inside = out.last().is_none_or(|&o| u64::from(o) < BLOCK);
+        (ordered && inside).then_some(out)
+    }
+}
+
+/// The postings of one block as they are gathered: each (column, value) with its offsets.
+#[derive(Default)]
+struct Postings(BTreeMap<(usize, i64), Vec<u16>>);
+
+impl Postings {
+    /// Adds the event at `offset` in its block, whose [`POSTED`] columns `row` holds from
+    /// column `at` on. Events are added in seq order.
+    fn add(&mut self, offset: u16, row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<()> {
+        for c in 0..POSTED.len() {
+            if let ValueRef::Integer(v) = row.get_ref(at + c)? {
+                self.0.entry((c, v)).or_default().push(offset);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes them as the postings of block `id`, in key order.
+    fn write(self, tx: &Connection, id: i64) -> rusqlite::Result<()> {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO postings (col, value, id, seqs) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for ((col, value), offsets) in self.0 {
+            insert.execute(params![col as i64, value, id, positions::encode(&offsets)])?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes the summary and, with `post`, the postings of `org_id`'s block `block`, whose
+/// events are all stored. A block left without events (pruned whole) gets none.
+fn seal(tx: &Connection, org_id: i64, block: u64, post: bool) -> rusqlite::Result<()> {
     let first = (org_id << SEQ_BITS) | (block << BLOCK_BITS) as i64;
     let mut stmt = tx.prepare_cached(&format!(
-        "SELECT ts, {} FROM events WHERE k >= ?1 AND k < ?2",
-        COLUMNS.join(", ")
+        "SELECT k, ts, {}, {} FROM events WHERE k >= ?1 AND k < ?2",
+        COLUMNS.join(", "),
+        POSTED.join(", ")
     ))?;
     let mut rows = stmt.query(params![first, first + BLOCK as i64])?;
     let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
     let mut keys = HashSet::new();
+    let mut postings = Postings::default();
     while let Some(row) = rows.next()? {
-        let ts: i64 = row.get(0)?;
+        let offset = (row.get::<_, i64>(0)? - first) as u16;
+        let ts: i64 = row.get(1)?;
         min_ts = min_ts.min(ts);
         max_ts = max_ts.max(ts);
         for c in 0..COLUMNS.len() {
-            keys.extend(key(c, row.get_ref(c + 1)?));
+            keys.extend(key(c, row.get_ref(c + 2)?));
         }
+        postings.add(offset, row, 2 + COLUMNS.len())?;
     }
     if min_ts > max_ts {
         return Ok(());
@@ -156,6 +252,9 @@ pub(crate) fn seal(tx: &Connection, org_id: i64, block: u64) -> rusqlite::Result
     let keys: Vec<u64> = keys.into_iter().collect();
     tx.prepare_cached("INSERT INTO block_filters (id, filter) VALUES (?1, ?2)")?
         .execute(params![id, bloom::build(&keys, BITS_PER_VALUE)])?;
+    if post {
+        postings.write(tx, id)?;
+    }
     Ok(())
 }
 
@@ -163,6 +262,11 @@ pub(crate) fn seal(tx: &Connection, org_id: i64, block: u64) -> rusqlite::Result
 /// yet: from the one after the newest summarised (or where the log was pruned to), so a
 /// block completed by rows some other way (a tool on the database) is not left without.
 pub(crate) fn seal_completed(tx: &Connection, org_id: i64, size: u64) -> rusqlite::Result<()> {
+    seal_completed_as(tx, org_id, size, true)
+}
+
+/// [`seal_completed`], writing postings or not (before the schema had them).
+fn seal_completed_as(tx: &Connection, org_id: i64, size: u64, post: bool) -> rusqlite::Result<()> {
     let end = size >> BLOCK_BITS;
     let newest: Option<i64> = tx
         .prepare_cached("SELECT max(id) FROM blocks WHERE id >= ?1 AND id < ?2")?
@@ -179,12 +283,13 @@ pub(crate) fn seal_completed(tx: &Connection, org_id: i64, size: u64) -> rusqlit
         }
     };
     for block in next..end {
-        seal(tx, org_id, block)?;
+        seal(tx, org_id, block, post)?;
     }
     Ok(())
 }
 
-/// Summaries for every complete block already stored (the migration that adds them).
+/// Summaries for every complete block already stored (the migration that adds them, to a
+/// schema without postings: [`post_all`] adds theirs).
 pub(crate) fn seal_all(tx: &Connection) -> rusqlite::Result<()> {
     let orgs: Vec<i64> = tx
         .prepare("SELECT id FROM orgs")?
@@ -198,22 +303,99 @@ pub(crate) fn seal_all(tx: &Connection) -> rusqlite::Result<()> {
         )?;
         if let Some(last) = last {
             let size = (last & super::SEQ_MASK) as u64 + 1;
-            seal_completed(tx, org_id, size)?;
+            seal_completed_as(tx, org_id, size, false)?;
         }
     }
     Ok(())
 }
 
-/// What a filter's terms ask of a block: for each group of terms on one summarised field
-/// (which `AND` together), the keys of which one must be in the block's filter. `None` when
-/// no term is on a summarised field, or when one can match nothing at all.
-pub(crate) struct Probe {
-    groups: Vec<Vec<u64>>,
+/// Deletes what a prune of `org_id`'s seqs `from..below` leaves without events: the
+/// summaries of the blocks it empties, and in each block it touches, the postings of the
+/// values that no event left in the block holds. Called under the prune's permit, before
+/// its events are deleted. (A block it leaves in part keeps the postings of the values its
+/// remaining events hold, which may also name pruned seqs: readers look at none below the
+/// log's floor.)
+pub(crate) fn forget(tx: &Connection, org_id: i64, from: u64, below: u64) -> rusqlite::Result<()> {
+    let base = org_id << SEQ_BITS;
+    let end = below.div_ceil(BLOCK) * BLOCK;
+    let mut gone: BTreeSet<(usize, i64, i64)> = BTreeSet::new();
+    let mut kept: HashSet<(usize, i64)> = HashSet::new();
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT k, {} FROM events WHERE k >= ?1 AND k < ?2",
+        POSTED.join(", ")
+    ))?;
+    let mut rows = stmt.query(params![base | from as i64, base | end as i64])?;
+    while let Some(row) = rows.next()? {
+        let seq = (row.get::<_, i64>(0)? & super::SEQ_MASK) as u64;
+        for c in 0..POSTED.len() {
+            if let ValueRef::Integer(v) = row.get_ref(c + 1)? {
+                if seq < below {
+                    gone.insert((c, v, block_id(org_id, seq >> BLOCK_BITS)));
+                } else {
+                    kept.insert((c, v));
+                }
+            }
+        }
+    }
+    let partial = (!below.is_multiple_of(BLOCK)).then(|| block_id(org_id, below >> BLOCK_BITS));
+    let mut delete =
+        tx.prepare_cached("DELETE FROM postings WHERE col = ?1 AND value = ?2 AND id = ?3")?;
+    for (c, v, id) in gone {
+        if Some(id) != partial || !kept.contains(&(c, v)) {
+            delete.execute(params![c as i64, v, id])?;
+        }
+    }
+    let (first, emptied) = (block_id(org_id, 0), block_id(org_id, below >> BLOCK_BITS));
+    for table in ["block_filters", "blocks"] {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE id >= ?1 AND id < ?2"),
+            params![first, emptied],
+        )?;
+    }
+    Ok(())
+}
+
+/// The postings of every block already summarised (the migration that adds them), read
+/// from its events as [`seal`] reads them.
+pub(crate) fn post_all(tx: &Connection) -> rusqlite::Result<()> {
+    let blocks: Vec<(i64, i64, i64)> = tx
+        .prepare("SELECT id, org, block FROM blocks ORDER BY id")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = tx.prepare(&format!(
+        "SELECT k, {} FROM events WHERE k >= ?1 AND k < ?2",
+        POSTED.join(", ")
+    ))?;
+    for (id, org_id, block) in blocks {
+        let first = (org_id << SEQ_BITS) | (block << BLOCK_BITS);
+        let mut rows = stmt.query(params![first, first + BLOCK as i64])?;
+        let mut postings = Postings::default();
+        while let Some(row) = rows.next()? {
+            postings.add((row.get::<_, i64>(0)? - first) as u16, row, 1)?;
+        }
+        postings.write(tx, id)?;
+    }
+    Ok(())
+}
+
+/// What a filter's terms ask of a block.
+pub(crate) enum Probe {
+    /// Terms on [`POSTED`] fields: for each group (the groups `AND` together), the (column,
+    /// value) pairs of which an event must hold one. `exact` when these are all the filter's
+    /// terms: then a block's postings alone count its events that pass.
+    Posted {
+        groups: Vec<Vec<(usize, i64)>>,
+        exact: bool,
+    },
+    /// Terms on summarised fields and none on a posted one: for each group, the keys of
+    /// which one must be in a block's filter.
+    Filtered(Vec<Vec<u64>>),
 }
 
 impl Probe {
-    /// `resolved` gives the column and the stored values of one matcher, as the query's
-    /// SQL compares them (`None` for a range, which a filter cannot answer).
+    /// `None` when no term is on a posted or summarised field. `resolved` gives the column
+    /// and the stored values of one matcher, as the query's SQL compares them (`None` for a
+    /// range, which neither postings nor filters answer).
     pub(crate) fn of(
         f: &Filter,
         mut resolved: impl FnMut(
@@ -221,28 +403,49 @@ impl Probe {
             &trail_core::query::Matcher,
         ) -> Result<Option<(&'static str, Vec<Sql>)>>,
     ) -> Result<Option<Probe>> {
-        let (groups, _negated) = f.grouped();
-        let mut out = Vec::new();
+        let (groups, negated) = f.grouped();
+        let all = groups.len();
+        let (mut posted, mut filtered) = (Vec::new(), Vec::new());
         'group: for (field, matchers) in groups {
-            let mut keys = Vec::new();
+            let (mut pairs, mut keys) = (Vec::new(), Vec::new());
             for m in matchers {
                 let Some((col, values)) = resolved(field, m)? else {
                     continue 'group;
                 };
-                let Some(c) = COLUMNS.iter().position(|x| *x == col) else {
+                if let Some(c) = POSTED.iter().position(|x| *x == col) {
+                    for v in values {
+                        let Sql::Integer(v) = v else { continue 'group };
+                        pairs.push((c, v));
+                    }
+                } else if let Some(c) = COLUMNS.iter().position(|x| *x == col) {
+                    keys.extend(values.iter().filter_map(|v| key(c, ValueRef::from(v))));
+                } else {
                     continue 'group;
-                };
-                keys.extend(values.iter().filter_map(|v| key(c, ValueRef::from(v))));
+                }
             }
-            out.push(keys);
+            match (pairs.is_empty(), keys.is_empty()) {
+                (false, true) => posted.push(pairs),
+                (true, false) => filtered.push(keys),
+                _ => {}
+            }
         }
-        Ok((!out.is_empty()).then_some(Probe { groups: out }))
+        Ok(if !posted.is_empty() {
+            let exact = negated.is_empty() && posted.len() == all;
+            Some(Probe::Posted {
+                groups: posted,
+                exact,
+            })
+        } else if !filtered.is_empty() {
+            Some(Probe::Filtered(filtered))
+        } else {
+            None
+        })
     }
 
-    fn admits(&self, filter: &[u8]) -> bool {
-        self.groups
-            .iter()
-            .all(|keys| keys.iter().any(|k| bloom::may_hold(filter, *k)))
+    /// Whether the postings of the blocks a walk gives say exactly which of their events
+    /// pass the filter.
+    pub(crate) fn exact(&self) -> bool {
+        matches!(self, Probe::Posted { exact: true, .. })
     }
 }
 
@@ -253,25 +456,66 @@ pub(crate) struct Span {
     pub last: u64,
 }
 
-/// Walks `org_id`'s log newest first (its seqs `floor..size`), giving `visit` the newest,
-/// incomplete block and then each block that `probe` does not rule out. `bounds` is asked
-/// before each summarised block, given its least and greatest timestamps and the greatest of
-/// it and every earlier block, and says whether to look at the block, skip it, or stop.
+/// What a walk gives a reader to look at: a run of seqs and, where postings say which of
+/// them hold the probe's values, those (in increasing order), and the times of the block
+/// where its summary gives them.
+pub(crate) struct Look {
+    pub span: Span,
+    pub seqs: Option<Vec<u64>>,
+    pub times: Option<(i64, i64)>,
+}
+
+impl Look {
+    /// Every seq of `first..=last`.
+    pub(crate) fn whole(first: u64, last: u64) -> Look {
+        Look {
+            span: Span { first, last },
+            seqs: None,
+            times: None,
+        }
+    }
+}
+
+/// Walks `org_id`'s log newest first (its seqs `floor..size`), giving `visit` the newest
+/// blocks that have no summary yet and then each block that `probe` does not rule out.
+/// `bounds` is asked before each summarised block, given its least and greatest timestamps
+/// and the greatest of it and every earlier block, and says whether to look at the block,
+/// skip it, or stop.
 pub(crate) fn walk(
     conn: &Connection,
     org_id: i64,
     floor: u64,
     size: u64,
     probe: &Probe,
-    mut bounds: impl FnMut(i64, i64, i64) -> Step,
-    mut visit: impl FnMut(Span) -> Result<()>,
+    bounds: impl FnMut(i64, i64, i64) -> Step,
+    visit: impl FnMut(Look) -> Result<()>,
 ) -> Result<()> {
+    match probe {
+        Probe::Posted { groups, .. } => {
+            walk_postings(conn, org_id, floor, size, groups, bounds, visit)
+        }
+        Probe::Filtered(groups) => walk_filters(conn, org_id, floor, size, groups, bounds, visit),
+    }
+}
+
+/// [`walk`] through the Bloom filters of every summarised block.
+fn walk_filters(
+    conn: &Connection,
+    org_id: i64,
+    floor: u64,
+    size: u64,
+    groups: &[Vec<u64>],
+    mut bounds: impl FnMut(i64, i64, i64) -> Step,
+    mut visit: impl FnMut(Look) -> Result<()>,
+) -> Result<()> {
+    let admits = |filter: &[u8]| {
+        groups
+            .iter()
+            .all(|keys| keys.iter().any(|k| bloom::may_hold(filter, *k)))
+    };
     let sealed = (size >> BLOCK_BITS) << BLOCK_BITS;
     if size > sealed.max(floor) {
-        visit(Span {
-            first: sealed.max(floor),
-            last: size - 1,
-        })?;
+        visit(Look::whole(sealed.max(floor), size - 1))?;
     }
     if sealed <= floor {
         return Ok(());
@@ -293,10 +537,8 @@ pub(crate) fn walk(
         .map_err(unavailable)?;
     // Blocks without a summary (there should be none) are looked at whatever they hold.
     let mut expected = sealed >> BLOCK_BITS;
-    let unsummarised = |from: u64, to: u64| Span {
-        first: (from << BLOCK_BITS).max(floor),
-        last: (to << BLOCK_BITS) - 1,
-    };
+    let unsummarised =
+        |from: u64, to: u64| Look::whole((from << BLOCK_BITS).max(floor), (to << BLOCK_BITS) - 1);
     while let Some(row) = rows.next().map_err(unavailable)? {
         let block = row.get::<_, i64>(0).map_err(unavailable)? as u64;
         if block + 1 < expected {
@@ -315,14 +557,18 @@ pub(crate) fn walk(
         }
         let id = block_id(org_id, block);
         let admitted = filter
-            .query_row([id], |r| Ok(probe.admits(r.get_ref(0)?.as_bytes()?)))
+            .query_row([id], |r| Ok(admits(r.get_ref(0)?.as_bytes()?)))
             .optional()
             .map_err(unavailable)?
             .unwrap_or(true);
         if admitted {
-            visit(Span {
-                first: (block << BLOCK_BITS).max(floor),
-                last: ((block + 1) << BLOCK_BITS) - 1,
+            visit(Look {
+                span: Span {
+                    first: (block << BLOCK_BITS).max(floor),
+                    last: ((block + 1) << BLOCK_BITS) - 1,
+                },
+                seqs: None,
+                times: Some((min_ts, max_ts)),
             })?;
         }
     }
@@ -331,6 +577,201 @@ pub(crate) fn walk(
         visit(unsummarised(first, expected))?;
     }
     Ok(())
+}
+
+/// One value's postings in a range of block ids, newest first, read a few at a time (more
+/// each time: a page often needs only the newest few).
+struct Stream {
+    col: i64,
+    value: i64,
+    lo: i64,
+    /// Every posting of a block id below this not yet read.
+    below: i64,
+    chunk: i64,
+    read: VecDeque<(i64, Vec<u8>)>,
+    done: bool,
+}
+
+impl Stream {
+    fn new((col, value): (usize, i64), lo: i64, end: i64) -> Stream {
+        Stream {
+            col: col as i64,
+            value,
+            lo,
+            below: end,
+            chunk: 8,
+            read: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    fn head(&mut self, conn: &Connection) -> Result<Option<i64>> {
+        if self.read.is_empty() && !self.done {
+            let rows: Vec<(i64, Vec<u8>)> = conn
+                .prepare_cached(
+                    "SELECT id, seqs FROM postings \
+                     WHERE col = ?1 AND value = ?2 AND id >= ?3 AND id < ?4 \
+                     ORDER BY id DESC LIMIT ?5",
+                )
+                .and_then(|mut st| {
+                    st.query_map(
+                        params![self.col, self.value, self.lo, self.below, self.chunk],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?
+                    .collect()
+                })
+                .map_err(unavailable)?;
+            self.done = (rows.len() as i64) < self.chunk;
+            self.chunk = (self.chunk * 4).min(1024);
+            if let Some((id, _)) = rows.last() {
+                self.below = *id;
+            }
+            self.read.extend(rows);
+        }
+        Ok(self.read.front().map(|(id, _)| *id))
+    }
+}
+
+/// The postings of one group of terms: the union of its values'.
+struct Group(Vec<Stream>);
+
+impl Group {
+    /// The newest block left in which one of the group's values has a posting.
+    fn head(&mut self, conn: &Connection) -> Result<Option<i64>> {
+        let mut newest = None;
+        for s in &mut self.0 {
+            newest = newest.max(s.head(conn)?);
+        }
+        Ok(newest)
+    }
+
+    /// Passes over the postings of blocks newer than `id`.
+    fn skip_past(&mut self, conn: &Connection, id: i64) -> Result<()> {
+        for s in &mut self.0 {
+            while s.head(conn)?.is_some_and(|h| h > id) {
+                s.read.pop_front();
+            }
+        }
+        Ok(())
+    }
+
+    /// The offsets in block `id` that hold one of the group's values, taking its postings
+    /// there; `None` if one of them is unreadable (then the whole block must be looked at).
+    fn take(&mut self, conn: &Connection, id: i64) -> Result<Option<Vec<u16>>> {
+        let mut all = Some(Vec::new());
+        for s in &mut self.0 {
+            if s.head(conn)? == Some(id) {
+                let (_, bytes) = s.read.pop_front().expect("a head");
+                all = match (all, positions::decode(&bytes)) {
+                    (Some(mut all), Some(more)) => {
+                        all.extend(more);
+                        Some(all)
+                    }
+                    _ => None,
+                };
+            }
+        }
+        Ok(all.map(|mut all| {
+            all.sort_unstable();
+            all.dedup();
+            all
+        }))
+    }
+}
+
+/// [`walk`] through the postings of the probe's values: only the blocks where each group
+/// has one, newest first, with the seqs that hold them all.
+fn walk_postings(
+    conn: &Connection,
+    org_id: i64,
+    floor: u64,
+    size: u64,
+    groups: &[Vec<(usize, i64)>],
+    mut bounds: impl FnMut(i64, i64, i64) -> Step,
+    mut visit: impl FnMut(Look) -> Result<()>,
+) -> Result<()> {
+    let base = block_id(org_id, 0);
+    let lo = block_id(org_id, floor >> BLOCK_BITS);
+    let newest: Option<i64> = conn
+        .prepare_cached("SELECT max(id) FROM blocks WHERE id >= ?1 AND id < ?2")
+        .and_then(|mut st| {
+            st.query_row(params![lo, block_id(org_id, size >> BLOCK_BITS)], |r| {
+                r.get(0)
+            })
+        })
+        .map_err(unavailable)?;
+    // The blocks after the newest summarised one (the incomplete block; any other should
+    // not be) have no postings: looked at whole.
+    let end = newest.map_or(lo, |id| id + 1);
+    let unposted = (((end - base) as u64) << BLOCK_BITS).max(floor);
+    if size > unposted {
+        visit(Look::whole(unposted, size - 1))?;
+    }
+    let mut groups: Vec<Group> = groups
+        .iter()
+        .map(|g| Group(g.iter().map(|&v| Stream::new(v, lo, end)).collect()))
+        .collect();
+    let mut summary = conn
+        .prepare_cached("SELECT min_ts, max_ts, max_ts_before FROM blocks WHERE id = ?1")
+        .map_err(unavailable)?;
+    loop {
+        // The newest block that every group may have a posting in, and whether they do.
+        let mut target = i64::MAX;
+        for g in &mut groups {
+            match g.head(conn)? {
+                Some(id) => target = target.min(id),
+                None => return Ok(()),
+            }
+        }
+        let mut everywhere = true;
+        for g in &mut groups {
+            g.skip_past(conn, target)?;
+            everywhere &= g.head(conn)? == Some(target);
+        }
+        if !everywhere {
+            continue;
+        }
+        let mut offsets: Option<Vec<u16>> = None;
+        for g in &mut groups {
+            offsets = match (offsets, g.take(conn, target)?) {
+                (None, o) | (o, None) => o,
+                (Some(a), Some(b)) => Some(
+                    a.into_iter()
+                        .filter(|o| b.binary_search(o).is_ok())
+                        .collect(),
+                ),
+            };
+        }
+        let block = (target - base) as u64;
+        let seqs = offsets.map(|o| {
+            o.into_iter()
+                .map(|o| (block << BLOCK_BITS) | u64::from(o))
+                .filter(|&s| s >= floor)
+                .collect::<Vec<_>>()
+        });
+        if seqs.as_ref().is_some_and(Vec::is_empty) {
+            continue;
+        }
+        let times = summary
+            .query_row([target], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()
+            .map_err(unavailable)?;
+        if let Some((min_ts, max_ts, before)) = times {
+            match bounds(min_ts, max_ts, before) {
+                Step::Stop => return Ok(()),
+                Step::Skip => continue,
+                Step::Look => {}
+            }
+        }
+        visit(Look {
+            span: Span {
+                first: (block << BLOCK_BITS).max(floor),
+                last: ((block + 1) << BLOCK_BITS) - 1,
+            },
+            seqs,
+            times: times.map(|(min_ts, max_ts, _)| (min_ts, max_ts)),
+        })?;
+    }
 }
 
 /// What to do with a summarised block, from its times.
@@ -342,7 +783,43 @@ pub(crate) enum Step {
 
 #[cfg(test)]
 mod tests {
-    use super::bloom;
+    use super::{BLOCK, bloom, positions};
+
+    #[test]
+    fn positions_read_back_as_written_in_either_form() {
+        let every: Vec<u16> = (0..BLOCK as u16).collect();
+        for n in [
+            0,
+            1,
+            2,
+            positions::DENSE - 1,
+            positions::DENSE,
+            300,
+            BLOCK as usize,
+        ] {
+            // Spread over the block, the last offset included.
+            let offsets: Vec<u16> = every
+                .iter()
+                .rev()
+                .step_by(BLOCK as usize / n.max(1))
+                .rev()
+                .copied()
+                .take(n)
+                .collect();
+            assert_eq!(offsets.len(), n);
+            let bytes = positions::encode(&offsets);
+            assert!(
+                bytes.len() <= BLOCK as usize / 8,
+                "{n} offsets in {} bytes",
+                bytes.len()
+            );
+            assert_eq!(positions::decode(&bytes), Some(offsets), "{n} offsets");
+        }
+        // What no encoding gives is not read as offsets.
+        for bad in [&[1u8][..], &[2, 0, 1, 0], &[0, 4], &[0; 200]] {
+            assert_eq!(positions::decode(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn a_filter_holds_every_key_put_in_it_and_few_others() {

@@ -196,6 +196,41 @@ const STEPS: &[Step] = &[
             super::blocks::seal_all(tx)
         },
     },
+    Step {
+        what: "postings in place of the indexes by actor, action, route, instance and object \
+               name: for every block of 1,024 seqs, each value it holds in those fields with \
+               the seqs that hold it, written once per block rather than five index entries \
+               per event; written here for the blocks already summarised. A prune deletes the \
+               postings of the values it leaves a block without",
+        apply: |tx| {
+            tx.execute_batch(
+                "CREATE TABLE postings (
+                     col   INTEGER NOT NULL,  -- blocks::POSTED: 0 actor, 1 action, 2 route, 3 inst, 4 oname
+                     value INTEGER NOT NULL,  -- the column's stored value (a dictionary id)
+                     id    INTEGER NOT NULL,  -- blocks.id: org << 30 | block
+                     seqs  BLOB NOT NULL,     -- blocks::positions
+                     PRIMARY KEY (col, value, id)
+                 ) WITHOUT ROWID;
+                 CREATE TRIGGER postings_no_replace BEFORE INSERT ON postings
+                 WHEN EXISTS (SELECT 1 FROM postings
+                              WHERE col = NEW.col AND value = NEW.value AND id = NEW.id)
+                 BEGIN SELECT RAISE(FAIL, 'postings are append-only'); END;
+                 CREATE TRIGGER postings_no_update BEFORE UPDATE ON postings
+                 BEGIN SELECT RAISE(ABORT, 'postings are append-only'); END;
+                 CREATE TRIGGER postings_no_delete BEFORE DELETE ON postings
+                 WHEN NOT EXISTS (SELECT 1 FROM prune_permit p WHERE p.org = OLD.id >> 30
+                                  AND (((OLD.id >> 30) << 40) | ((OLD.id & 1073741823) << 10))
+                                      < p.below_k)
+                 BEGIN SELECT RAISE(ABORT, 'postings are append-only'); END;
+                 DROP INDEX events_by_actor;
+                 DROP INDEX events_by_action;
+                 DROP INDEX events_by_route;
+                 DROP INDEX events_by_inst;
+                 DROP INDEX events_by_object_name;",
+            )?;
+            super::blocks::post_all(tx)
+        },
+    },
 ];
 
 /// The schema version this Trail writes and reads.

@@ -12,7 +12,7 @@ use trail_core::perf::MINUTE_US;
 use trail_core::query::{Field, Filter, Matcher};
 use trail_core::scope::{Role, Scope};
 
-use super::blocks::{self, Probe, Step};
+use super::blocks::{self, Look, Probe, Step};
 use super::dict::{DictCache, id_of};
 use super::row::{COLUMNS, RawRow, into_events};
 use super::{SEQ_BITS, SEQ_MASK, org_id, unavailable};
@@ -20,15 +20,6 @@ use crate::{
     EventPage, EventQuery, Instance, Member, Reach, Result, Session, StoreError, StoredEvent,
     Token, TokenKind, User,
 };
-
-/// Whether an index of `events` leads with the field (after the org): see `schema.sql` and
-/// `migrate.rs`.
-fn indexed(f: Field) -> bool {
-    matches!(
-        f,
-        Field::Actor | Field::Action | Field::Route | Field::Instance | Field::ObjectName
-    )
-}
 
 fn column(f: Field) -> &'static str {
     match f {
@@ -190,13 +181,12 @@ pub(crate) fn query(
     q: &EventQuery,
 ) -> Result<EventPage> {
     let org_id = org_id(conn, org)?;
-    let Some((clause, mut args)) = matching(conn, org_id, &q.filter)? else {
+    let Some((mut clause, mut args)) = matching(conn, org_id, &q.filter)? else {
         return Ok(EventPage::default());
     };
-    let mut sql = format!("SELECT {COLUMNS} FROM events WHERE {clause}");
     if let Some(c) = q.cursor {
         let k = (org_id << SEQ_BITS) | (c.seq as i64 & SEQ_MASK);
-        sql.push_str(" AND ts <= ? AND (ts < ? OR k < ?)");
+        clause.push_str(" AND ts <= ? AND (ts < ? OR k < ?)");
         args.extend([
             Sql::Integer(c.timestamp.micros()),
             Sql::Integer(c.timestamp.micros()),
@@ -204,15 +194,15 @@ pub(crate) fn query(
         ]);
     }
     let limit = q.limit.max(1);
-    sql.push_str(" ORDER BY ts DESC, k DESC LIMIT ?");
-    args.push(Sql::Integer(limit as i64 + 1));
-
     let mut rows = match probe(conn, &q.filter)? {
-        None => rows_of(conn, &sql, args)?,
-        Some(probe) => {
-            let sql = sql.replacen("FROM events WHERE", "FROM events NOT INDEXED WHERE", 1);
-            newest_in_blocks(conn, org_id, &probe, q, &sql, args)?
+        None => {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM events WHERE {clause} ORDER BY ts DESC, k DESC LIMIT ?"
+            );
+            args.push(Sql::Integer(limit as i64 + 1));
+            rows_of(conn, &sql, args)?
         }
+        Some(probe) => newest_in_blocks(conn, org_id, &probe, q, &clause, args)?,
     };
     let more = rows.len() > limit;
     rows.truncate(limit);
@@ -238,14 +228,9 @@ fn rows_of(conn: &Connection, sql: &str, args: Vec<Sql>) -> Result<Vec<RawRow>> 
         .map_err(unavailable)
 }
 
-/// What the block summaries can tell of `f`: `None` when no term is on a summarised field,
-/// or when one is on an indexed field, whose index answers it (it reads only that value's
-/// events, where the summaries could admit every block).
+/// What the block postings and summaries can tell of `f`: `None` when no term is on a field
+/// they cover.
 fn probe(conn: &Connection, f: &Filter) -> Result<Option<Probe>> {
-    let (groups, _) = f.grouped();
-    if groups.iter().any(|(field, _)| indexed(*field)) {
-        return Ok(None);
-    }
     Probe::of(f, |field, m| {
         Ok(match resolve(conn, field, m)? {
             Resolved::Ids(ids) => Some((column_of(field, m), ids)),
@@ -254,21 +239,115 @@ fn probe(conn: &Connection, f: &Filter) -> Result<Option<Probe>> {
     })
 }
 
+/// A block with at most this many seqs to look at has them read one by one; one with more
+/// is read whole, in key order (cheaper than that many lookups).
+const SPARSE: usize = blocks::BLOCK as usize / 16;
+
+/// The statements that read the events of one [`Look`] that pass a filter: `select ...
+/// WHERE clause`, where `clause` is over the org's whole log (its second and third arguments
+/// are its key range), and the arguments of `select` come first. Over a range of keys,
+/// `tail` follows (with its arguments last).
+struct Reads<'a> {
+    conn: &'a Connection,
+    base: i64,
+    /// Over a key range, narrowed to the look's.
+    range: String,
+    /// Of one key.
+    one: String,
+    head: usize,
+    args: Vec<Sql>,
+    tail_args: Vec<Sql>,
+}
+
+impl<'a> Reads<'a> {
+    fn new(
+        conn: &'a Connection,
+        org_id: i64,
+        select: &str,
+        clause: &str,
+        tail: (&str, Vec<Sql>),
+        head: Vec<Sql>,
+        clause_args: Vec<Sql>,
+    ) -> Reads<'a> {
+        let n = head.len();
+        let mut args = head;
+        args.extend(clause_args);
+        Reads {
+            conn,
+            base: org_id << SEQ_BITS,
+            range: format!("{select} FROM events NOT INDEXED WHERE {clause} {}", tail.0),
+            one: format!("{select} FROM events WHERE k = ? AND {clause}"),
+            head: n,
+            args,
+            tail_args: tail.1,
+        }
+    }
+
+    /// Gives `each` every row of `look` that passes.
+    fn each<T>(
+        &self,
+        look: &Look,
+        read: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+        mut each: impl FnMut(T),
+    ) -> Result<()> {
+        match &look.seqs {
+            Some(seqs) if seqs.len() <= SPARSE => {
+                let mut stmt = self.conn.prepare_cached(&self.one).map_err(unavailable)?;
+                let mut args = Vec::with_capacity(self.args.len() + 1);
+                for &seq in seqs {
+                    args.clear();
+                    args.extend_from_slice(&self.args[..self.head]);
+                    args.push(Sql::Integer(self.base | seq as i64));
+                    args.extend_from_slice(&self.args[self.head..]);
+                    let mut rows = stmt.query(params_from_iter(&args)).map_err(unavailable)?;
+                    while let Some(r) = rows.next().map_err(unavailable)? {
+                        each(read(r).map_err(unavailable)?);
+                    }
+                }
+            }
+            _ => {
+                let mut args = self.args.clone();
+                args[self.head + 1] = Sql::Integer(self.base | look.span.first as i64);
+                args[self.head + 2] = Sql::Integer(self.base | look.span.last as i64);
+                args.extend_from_slice(&self.tail_args);
+                let mut stmt = self.conn.prepare_cached(&self.range).map_err(unavailable)?;
+                let rows = stmt
+                    .query_map(params_from_iter(args), read)
+                    .map_err(unavailable)?;
+                for r in rows {
+                    each(r.map_err(unavailable)?);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The rows of [`query`]'s page (one more than its limit, if there are), read block by
-/// block where the summaries do not rule its filter out, newest block first, until no block
-/// left can hold an event newer than the page's last. `sql` is the page's statement over
-/// the org's whole log, whose key range (its second and third arguments) is narrowed to
-/// each block.
+/// block where the postings or summaries do not rule its filter out, newest block first,
+/// until no block left can hold an event newer than the page's last. `clause` and `args`
+/// select the page's events over the org's whole log.
 fn newest_in_blocks(
     conn: &Connection,
     org_id: i64,
     probe: &Probe,
     q: &EventQuery,
-    sql: &str,
-    mut args: Vec<Sql>,
+    clause: &str,
+    args: Vec<Sql>,
 ) -> Result<Vec<RawRow>> {
-    let base = org_id << SEQ_BITS;
     let want = q.limit.max(1) + 1;
+    let reads = Reads::new(
+        conn,
+        org_id,
+        &format!("SELECT {COLUMNS}"),
+        clause,
+        (
+            "ORDER BY ts DESC, k DESC LIMIT ?",
+            vec![Sql::Integer(want as i64)],
+        ),
+        Vec::new(),
+        args,
+    );
     let f = &q.filter;
     let (since, until) = (f.since.map(|t| t.micros()), f.until.map(|t| t.micros()));
     let cursor_ts = q.cursor.map(|c| c.timestamp.micros());
@@ -296,10 +375,8 @@ fn newest_in_blocks(
                 Step::Look
             }
         },
-        |span| {
-            args[1] = Sql::Integer(base | span.first as i64);
-            args[2] = Sql::Integer(base | span.last as i64);
-            found.extend(rows_of(conn, sql, args.clone())?);
+        |look| {
+            reads.each(&look, RawRow::read, |r| found.push(r))?;
             found.sort_unstable_by_key(|r| std::cmp::Reverse((r.timestamp(), r.k)));
             found.truncate(want);
             if found.len() == want {
@@ -372,42 +449,48 @@ fn count_events(
     let Some((clause, mut args)) = matching(conn, org_id, &f)? else {
         return Ok(());
     };
-    let mut all = vec![
+    let head = vec![
         Sql::Integer(layout.origin.micros()),
         Sql::Integer(layout.width_us),
     ];
-    all.append(&mut args);
-    let mut count = |table: &str, args: Vec<Sql>| -> Result<()> {
-        let sql =
-            format!("SELECT (ts - ?) / ? AS b, count(*) FROM {table} WHERE {clause} GROUP BY b");
-        let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
-        let rows = stmt
-            .query_map(params_from_iter(args), |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-            })
-            .map_err(unavailable)?;
-        for row in rows {
-            let (b, n) = row.map_err(unavailable)?;
-            if let Some(c) = usize::try_from(b).ok().and_then(|b| counts.get_mut(b)) {
-                *c += n as u64;
-            }
+    let mut add = |(b, n): (Option<i64>, i64)| {
+        if let Some(c) = b
+            .and_then(|b| usize::try_from(b).ok())
+            .and_then(|b| counts.get_mut(b))
+        {
+            *c += n as u64;
         }
-        Ok(())
     };
+    let read = |r: &rusqlite::Row<'_>| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)?));
     let Some(probe) = probe(conn, &f)? else {
-        return count("events", all);
+        let sql =
+            format!("SELECT (ts - ?) / ? AS b, count(*) FROM events WHERE {clause} GROUP BY b");
+        let mut all = head;
+        all.append(&mut args);
+        let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
+        for row in stmt
+            .query_map(params_from_iter(all), read)
+            .map_err(unavailable)?
+        {
+            add(row.map_err(unavailable)?);
+        }
+        return Ok(());
     };
-    // Only the blocks the summaries do not rule out, in runs of neighbours, each read from
-    // its key range (the 4th and 5th arguments).
-    let base = org_id << SEQ_BITS;
+    let reads = Reads::new(
+        conn,
+        org_id,
+        "SELECT (ts - ?) / ? AS b, count(*)",
+        &clause,
+        ("GROUP BY b", Vec::new()),
+        head,
+        args,
+    );
     let (since, until) = (since.micros(), until.micros());
-    let mut run: Option<(u64, u64)> = None;
-    let mut flush = |run: (u64, u64)| {
-        let mut args = all.clone();
-        args[3] = Sql::Integer(base | run.0 as i64);
-        args[4] = Sql::Integer(base | run.1 as i64);
-        count("events NOT INDEXED", args)
-    };
+    // Where the postings say exactly which events pass and the block lies in one bucket,
+    // they count it; blocks looked at whole are read in runs of neighbours.
+    let exact = probe.exact();
+    let bucket = |ts: i64| layout.bucket_of(Timestamp(ts));
+    let mut run: Option<blocks::Span> = None;
     blocks::walk(
         conn,
         org_id,
@@ -423,12 +506,24 @@ fn count_events(
                 Step::Look
             }
         },
-        |span| {
+        |look| {
+            if let (true, Some(seqs), Some((lo, hi))) = (exact, &look.seqs, look.times)
+                && lo >= since
+                && hi < until
+                && bucket(lo).is_some()
+                && bucket(lo) == bucket(hi)
+            {
+                add((bucket(lo).map(|b| b as i64), seqs.len() as i64));
+                return Ok(());
+            }
+            if look.seqs.as_ref().is_some_and(|s| s.len() <= SPARSE) {
+                return reads.each(&look, read, &mut add);
+            }
             match &mut run {
-                Some(r) if span.last + 1 == r.0 => r.0 = span.first,
+                Some(r) if look.span.last + 1 == r.first => r.first = look.span.first,
                 _ => {
-                    if let Some(r) = run.replace((span.first, span.last)) {
-                        flush(r)?;
+                    if let Some(r) = run.replace(look.span) {
+                        reads.each(&Look::whole(r.first, r.last), read, &mut add)?;
                     }
                 }
             }
@@ -436,7 +531,7 @@ fn count_events(
         },
     )?;
     match run {
-        Some(r) => flush(r),
+        Some(r) => reads.each(&Look::whole(r.first, r.last), read, &mut add),
         None => Ok(()),
     }
 }

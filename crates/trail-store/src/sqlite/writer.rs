@@ -729,23 +729,12 @@ impl WriterState {
                 params![org_id, end],
             )
             .map_err(unavailable)?;
+            super::blocks::forget(tx, org_id, from, below).map_err(unavailable)?;
             tx.execute(
                 "DELETE FROM events WHERE k >= ?1 AND k < ?2",
                 params![base | from as i64, end],
             )
             .map_err(unavailable)?;
-            // The summaries of the blocks now wholly gone.
-            let (first, end) = (
-                super::blocks::block_id(org_id, 0),
-                super::blocks::block_id(org_id, below >> super::blocks::BLOCK_BITS),
-            );
-            for table in ["block_filters", "blocks"] {
-                tx.execute(
-                    &format!("DELETE FROM {table} WHERE id >= ?1 AND id < ?2"),
-                    params![first, end],
-                )
-                .map_err(unavailable)?;
-            }
             tx.execute("DELETE FROM prune_permit WHERE org = ?1", [org_id])
                 .map_err(unavailable)?;
             let oldest: Option<i64> = tx
