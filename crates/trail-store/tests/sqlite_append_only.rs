@@ -79,7 +79,7 @@ async fn direct_sql_cannot_rewrite_history() {
         "DELETE FROM blocks",
         "UPDATE block_filters SET filter = zeroblob(32)",
         "DELETE FROM block_filters",
-        "INSERT OR REPLACE INTO postings SELECT col, value, id, x'0000' FROM postings",
+        "INSERT OR REPLACE INTO postings SELECT col, value, id, x'0000', before FROM postings",
         "UPDATE postings SET seqs = x'0000'",
         "DELETE FROM postings",
     ];

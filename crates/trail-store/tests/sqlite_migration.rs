@@ -276,12 +276,14 @@ async fn a_version_1_store_opens_and_keeps_everything() {
     assert_eq!(summaries(old.path()), summaries(made.path()));
     assert_eq!(summaries(old.path()).len(), EVENTS as usize / 1024);
     // So are the postings (of dictionary ids, which the copy kept).
-    let postings = |dir: &Path| -> Vec<(i64, i64, i64, Vec<u8>)> {
+    let postings = |dir: &Path| -> Vec<(i64, i64, i64, Vec<u8>, i64)> {
         Connection::open(dir.join(DB_FILE))
             .unwrap()
-            .prepare("SELECT col, value, id, seqs FROM postings ORDER BY col, value, id")
+            .prepare("SELECT col, value, id, seqs, before FROM postings ORDER BY col, value, id")
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap()

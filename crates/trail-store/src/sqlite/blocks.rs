@@ -178,29 +178,49 @@ pub(crate) mod positions {
     }
 }
 
-/// The postings of one block as they are gathered: each (column, value) with its offsets.
+/// The postings of one block as they are gathered: each (column, value) with its offsets
+/// and the greatest timestamp of its events there.
 #[derive(Default)]
-struct Postings(BTreeMap<(usize, i64), Vec<u16>>);
+struct Postings(BTreeMap<(usize, i64), (Vec<u16>, i64)>);
 
 impl Postings {
-    /// Adds the event at `offset` in its block, whose [`POSTED`] columns `row` holds from
-    /// column `at` on. Events are added in seq order.
-    fn add(&mut self, offset: u16, row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<()> {
+    /// Adds the event at `offset` in its block, stamped `ts`, whose [`POSTED`] columns `row`
+    /// holds from column `at` on. Events are added in seq order.
+    fn add(
+        &mut self,
+        offset: u16,
+        ts: i64,
+        row: &rusqlite::Row<'_>,
+        at: usize,
+    ) -> rusqlite::Result<()> {
         for c in 0..POSTED.len() {
             if let ValueRef::Integer(v) = row.get_ref(at + c)? {
-                self.0.entry((c, v)).or_default().push(offset);
+                let (offsets, max_ts) = self.0.entry((c, v)).or_insert((Vec::new(), i64::MIN));
+                offsets.push(offset);
+                *max_ts = (*max_ts).max(ts);
             }
         }
         Ok(())
     }
 
-    /// Writes them as the postings of block `id`, in key order.
+    /// Writes them as the postings of block `id`, in key order, each with the greatest
+    /// timestamp of its value's events in this block and every earlier one of the log.
     fn write(self, tx: &Connection, id: i64) -> rusqlite::Result<()> {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO postings (col, value, id, seqs) VALUES (?1, ?2, ?3, ?4)",
+        let first = id & !((1 << (SEQ_BITS - BLOCK_BITS)) - 1);
+        let mut earlier = tx.prepare_cached(
+            "SELECT before FROM postings WHERE col = ?1 AND value = ?2 AND id >= ?3 AND id < ?4 \
+             ORDER BY id DESC LIMIT 1",
         )?;
-        for ((col, value), offsets) in self.0 {
-            insert.execute(params![col as i64, value, id, positions::encode(&offsets)])?;
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO postings (col, value, id, seqs, before) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for ((col, value), (offsets, max_ts)) in self.0 {
+            let col = col as i64;
+            let before: Option<i64> = earlier
+                .query_row(params![col, value, first, id], |r| r.get(0))
+                .optional()?;
+            let before = before.map_or(max_ts, |b| b.max(max_ts));
+            insert.execute(params![col, value, id, positions::encode(&offsets), before])?;
         }
         Ok(())
     }
@@ -227,7 +247,7 @@ fn seal(tx: &Connection, org_id: i64, block: u64, post: bool) -> rusqlite::Resul
         for c in 0..COLUMNS.len() {
             keys.extend(key(c, row.get_ref(c + 2)?));
         }
-        postings.add(offset, row, 2 + COLUMNS.len())?;
+        postings.add(offset, ts, row, 2 + COLUMNS.len())?;
     }
     if min_ts > max_ts {
         return Ok(());
@@ -363,7 +383,7 @@ pub(crate) fn post_all(tx: &Connection) -> rusqlite::Result<()> {
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let mut stmt = tx.prepare(&format!(
-        "SELECT k, {} FROM events WHERE k >= ?1 AND k < ?2",
+        "SELECT k, ts, {} FROM events WHERE k >= ?1 AND k < ?2",
         POSTED.join(", ")
     ))?;
     for (id, org_id, block) in blocks {
@@ -371,7 +391,8 @@ pub(crate) fn post_all(tx: &Connection) -> rusqlite::Result<()> {
         let mut rows = stmt.query(params![first, first + BLOCK as i64])?;
         let mut postings = Postings::default();
         while let Some(row) = rows.next()? {
-            postings.add((row.get::<_, i64>(0)? - first) as u16, row, 1)?;
+            let offset = (row.get::<_, i64>(0)? - first) as u16;
+            postings.add(offset, row.get(1)?, row, 2)?;
         }
         postings.write(tx, id)?;
     }
@@ -588,7 +609,8 @@ struct Stream {
     /// Every posting of a block id below this not yet read.
     below: i64,
     chunk: i64,
-    read: VecDeque<(i64, Vec<u8>)>,
+    /// Read and not yet walked past: block id, offsets, greatest timestamp up to there.
+    read: VecDeque<(i64, Vec<u8>, i64)>,
     done: bool,
 }
 
@@ -607,28 +629,28 @@ impl Stream {
 
     fn head(&mut self, conn: &Connection) -> Result<Option<i64>> {
         if self.read.is_empty() && !self.done {
-            let rows: Vec<(i64, Vec<u8>)> = conn
+            let rows: Vec<(i64, Vec<u8>, i64)> = conn
                 .prepare_cached(
-                    "SELECT id, seqs FROM postings \
+                    "SELECT id, seqs, before FROM postings \
                      WHERE col = ?1 AND value = ?2 AND id >= ?3 AND id < ?4 \
                      ORDER BY id DESC LIMIT ?5",
                 )
                 .and_then(|mut st| {
                     st.query_map(
                         params![self.col, self.value, self.lo, self.below, self.chunk],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                     )?
                     .collect()
                 })
                 .map_err(unavailable)?;
             self.done = (rows.len() as i64) < self.chunk;
             self.chunk = (self.chunk * 4).min(1024);
-            if let Some((id, _)) = rows.last() {
+            if let Some((id, ..)) = rows.last() {
                 self.below = *id;
             }
             self.read.extend(rows);
         }
-        Ok(self.read.front().map(|(id, _)| *id))
+        Ok(self.read.front().map(|(id, ..)| *id))
     }
 }
 
@@ -643,6 +665,15 @@ impl Group {
             newest = newest.max(s.head(conn)?);
         }
         Ok(newest)
+    }
+
+    /// The greatest timestamp of the group's events in the blocks left (not yet taken), or
+    /// `None` if there are none. Called once [`Group::head`] has read each stream's head.
+    fn newest_left(&self) -> Option<i64> {
+        self.0
+            .iter()
+            .filter_map(|s| s.read.front().map(|p| p.2))
+            .max()
     }
 
     /// Passes over the postings of blocks newer than `id`.
@@ -661,7 +692,7 @@ impl Group {
         let mut all = Some(Vec::new());
         for s in &mut self.0 {
             if s.head(conn)? == Some(id) {
-                let (_, bytes) = s.read.pop_front().expect("a head");
+                let (_, bytes, _) = s.read.pop_front().expect("a head");
                 all = match (all, positions::decode(&bytes)) {
                     (Some(mut all), Some(more)) => {
                         all.extend(more);
@@ -731,6 +762,15 @@ fn walk_postings(
         if !everywhere {
             continue;
         }
+        // No event left can be newer than what the postings say of its values: for each
+        // group the newest of its values', and of those the oldest, since an event that
+        // passes holds a value of every group. Tighter than the block's own bound when
+        // other events (the server's records of its calls, stamped on arrival) are newer.
+        let newest_left = groups
+            .iter()
+            .filter_map(Group::newest_left)
+            .min()
+            .unwrap_or(i64::MIN);
         let mut offsets: Option<Vec<u16>> = None;
         for g in &mut groups {
             offsets = match (offsets, g.take(conn, target)?) {
@@ -756,12 +796,11 @@ fn walk_postings(
             .query_row([target], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()
             .map_err(unavailable)?;
-        if let Some((min_ts, max_ts, before)) = times {
-            match bounds(min_ts, max_ts, before) {
-                Step::Stop => return Ok(()),
-                Step::Skip => continue,
-                Step::Look => {}
-            }
+        let (min_ts, max_ts, before) = times.unwrap_or((i64::MIN, i64::MAX, i64::MAX));
+        match bounds(min_ts, max_ts, before.min(newest_left)) {
+            Step::Stop => return Ok(()),
+            Step::Skip => continue,
+            Step::Look => {}
         }
         visit(Look {
             span: Span {

@@ -209,6 +209,7 @@ const STEPS: &[Step] = &[
                      value INTEGER NOT NULL,  -- the column's stored value (a dictionary id)
                      id    INTEGER NOT NULL,  -- blocks.id: org << 30 | block
                      seqs  BLOB NOT NULL,     -- blocks::positions
+                     before INTEGER NOT NULL, -- greatest ts of the value's events in this block and every earlier one
                      PRIMARY KEY (col, value, id)
                  ) WITHOUT ROWID;
                  CREATE TRIGGER postings_no_replace BEFORE INSERT ON postings

@@ -326,7 +326,9 @@ impl<'a> Reads<'a> {
 /// The rows of [`query`]'s page (one more than its limit, if there are), read block by
 /// block where the postings or summaries do not rule its filter out, newest block first,
 /// until no block left can hold an event newer than the page's last. `clause` and `args`
-/// select the page's events over the org's whole log.
+/// select the page's events over the org's whole log. Only the time and key of the events
+/// that pass are read along the way (a page may pass over many more than it keeps); its
+/// rows are read once it is known.
 fn newest_in_blocks(
     conn: &Connection,
     org_id: i64,
@@ -339,7 +341,7 @@ fn newest_in_blocks(
     let reads = Reads::new(
         conn,
         org_id,
-        &format!("SELECT {COLUMNS}"),
+        "SELECT ts, k",
         clause,
         (
             "ORDER BY ts DESC, k DESC LIMIT ?",
@@ -354,7 +356,8 @@ fn newest_in_blocks(
     // The timestamp of the page's last event, once the page is full: older blocks whose
     // events are all at most that old cannot change it.
     let last = std::cell::Cell::new(None::<i64>);
-    let mut found: Vec<RawRow> = Vec::new();
+    let mut found: Vec<(i64, i64)> = Vec::new();
+    let key = |r: &rusqlite::Row<'_>| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?));
     blocks::walk(
         conn,
         org_id,
@@ -376,16 +379,29 @@ fn newest_in_blocks(
             }
         },
         |look| {
-            reads.each(&look, RawRow::read, |r| found.push(r))?;
-            found.sort_unstable_by_key(|r| std::cmp::Reverse((r.timestamp(), r.k)));
+            reads.each(&look, key, |r| found.push(r))?;
+            found.sort_unstable_by_key(|r| std::cmp::Reverse(*r));
             found.truncate(want);
             if found.len() == want {
-                last.set(found.last().map(|r| r.timestamp().micros()));
+                last.set(found.last().map(|r| r.0));
             }
             Ok(())
         },
     )?;
-    Ok(found)
+    let mut row = conn
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE k = ?1"))
+        .map_err(unavailable)?;
+    // Each statement reads the newest snapshot: an event pruned meanwhile is gone from the
+    // page, as it would be from a page read after the prune.
+    let mut rows = Vec::with_capacity(found.len());
+    for (_, k) in found {
+        rows.extend(
+            row.query_row([k], RawRow::read)
+                .optional()
+                .map_err(unavailable)?,
+        );
+    }
+    Ok(rows)
 }
 
 /// How many of `org`'s events that pass `f` fall in each of `buckets` equal slices of
