@@ -1070,6 +1070,11 @@ pub async fn filters_agree_with_the_reference_over_a_long_log(store: Arc<dyn Sto
         "objectName:app-8 tokenId:pat_3",
         "objectName:app-8 status:5xx",
         "-actor:user-9 category:rare",
+        // In umbrella's log the event a day ahead is user-1's, on app-0, early in the log:
+        // those values' postings must not stop the walk before it.
+        "actor:user-1",
+        "objectName:app-0",
+        "objectName:app-0 actor:user-1",
     ];
     // Windows that start and end all along the log, so that each falls inside blocks.
     let windows = (0..50).flat_map(|s| {

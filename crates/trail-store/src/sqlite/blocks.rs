@@ -212,7 +212,7 @@ impl Postings {
              ORDER BY id DESC LIMIT 1",
         )?;
         let mut insert = tx.prepare_cached(
-            "INSERT INTO postings (col, value, id, seqs, before) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT OR FAIL INTO postings (col, value, id, seqs, before) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
         for ((col, value), (offsets, max_ts)) in self.0 {
             let col = col as i64;
@@ -231,7 +231,7 @@ impl Postings {
 fn seal(tx: &Connection, org_id: i64, block: u64, post: bool) -> rusqlite::Result<()> {
     let first = (org_id << SEQ_BITS) | (block << BLOCK_BITS) as i64;
     let mut stmt = tx.prepare_cached(&format!(
-        "SELECT k, ts, {}, {} FROM events WHERE k >= ?1 AND k < ?2",
+        "SELECT k, ts, {}, {} FROM events WHERE k >= ?1 AND k < ?2 ORDER BY k",
         COLUMNS.join(", "),
         POSTED.join(", ")
     ))?;
@@ -258,7 +258,7 @@ fn seal(tx: &Connection, org_id: i64, block: u64, post: bool) -> rusqlite::Resul
         .query_row(params![id - 1, block as i64], |r| r.get(0))
         .optional()?;
     tx.prepare_cached(
-        "INSERT INTO blocks (id, org, block, min_ts, max_ts, max_ts_before) \
+        "INSERT OR FAIL INTO blocks (id, org, block, min_ts, max_ts, max_ts_before) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
@@ -270,7 +270,7 @@ fn seal(tx: &Connection, org_id: i64, block: u64, post: bool) -> rusqlite::Resul
         before.map_or(max_ts, |b| b.max(max_ts))
     ])?;
     let keys: Vec<u64> = keys.into_iter().collect();
-    tx.prepare_cached("INSERT INTO block_filters (id, filter) VALUES (?1, ?2)")?
+    tx.prepare_cached("INSERT OR FAIL INTO block_filters (id, filter) VALUES (?1, ?2)")?
         .execute(params![id, bloom::build(&keys, BITS_PER_VALUE)])?;
     if post {
         postings.write(tx, id)?;
@@ -383,7 +383,7 @@ pub(crate) fn post_all(tx: &Connection) -> rusqlite::Result<()> {
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let mut stmt = tx.prepare(&format!(
-        "SELECT k, ts, {} FROM events WHERE k >= ?1 AND k < ?2",
+        "SELECT k, ts, {} FROM events WHERE k >= ?1 AND k < ?2 ORDER BY k",
         POSTED.join(", ")
     ))?;
     for (id, org_id, block) in blocks {
@@ -759,9 +759,6 @@ fn walk_postings(
             g.skip_past(conn, target)?;
             everywhere &= g.head(conn)? == Some(target);
         }
-        if !everywhere {
-            continue;
-        }
         // No event left can be newer than what the postings say of its values: for each
         // group the newest of its values', and of those the oldest, since an event that
         // passes holds a value of every group. Tighter than the block's own bound when
@@ -771,25 +768,11 @@ fn walk_postings(
             .filter_map(Group::newest_left)
             .min()
             .unwrap_or(i64::MIN);
-        let mut offsets: Option<Vec<u16>> = None;
-        for g in &mut groups {
-            offsets = match (offsets, g.take(conn, target)?) {
-                (None, o) | (o, None) => o,
-                (Some(a), Some(b)) => Some(
-                    a.into_iter()
-                        .filter(|o| b.binary_search(o).is_ok())
-                        .collect(),
-                ),
-            };
-        }
-        let block = (target - base) as u64;
-        let seqs = offsets.map(|o| {
-            o.into_iter()
-                .map(|o| (block << BLOCK_BITS) | u64::from(o))
-                .filter(|&s| s >= floor)
-                .collect::<Vec<_>>()
-        });
-        if seqs.as_ref().is_some_and(Vec::is_empty) {
+        if !everywhere {
+            // No block to look at yet, but the walk may be over.
+            if let Step::Stop = bounds(i64::MIN, i64::MAX, newest_left) {
+                return Ok(());
+            }
             continue;
         }
         let times = summary
@@ -799,8 +782,40 @@ fn walk_postings(
         let (min_ts, max_ts, before) = times.unwrap_or((i64::MIN, i64::MAX, i64::MAX));
         match bounds(min_ts, max_ts, before.min(newest_left)) {
             Step::Stop => return Ok(()),
-            Step::Skip => continue,
+            Step::Skip => {
+                for g in &mut groups {
+                    g.skip_past(conn, target - 1)?;
+                }
+                continue;
+            }
             Step::Look => {}
+        }
+        // The seqs every group's postings name; if one cannot be read, the whole block.
+        let mut offsets: Option<Vec<u16>> = None;
+        let mut unreadable = false;
+        for g in &mut groups {
+            match g.take(conn, target)? {
+                None => unreadable = true,
+                Some(b) => {
+                    offsets = Some(match offsets {
+                        None => b,
+                        Some(a) => a
+                            .into_iter()
+                            .filter(|o| b.binary_search(o).is_ok())
+                            .collect(),
+                    })
+                }
+            }
+        }
+        let block = (target - base) as u64;
+        let seqs = offsets.filter(|_| !unreadable).map(|o| {
+            o.into_iter()
+                .map(|o| (block << BLOCK_BITS) | u64::from(o))
+                .filter(|&s| s >= floor)
+                .collect::<Vec<_>>()
+        });
+        if seqs.as_ref().is_some_and(Vec::is_empty) {
+            continue;
         }
         visit(Look {
             span: Span {

@@ -180,6 +180,10 @@ pub(crate) fn query(
     org: &str,
     q: &EventQuery,
 ) -> Result<EventPage> {
+    // One snapshot for the whole page: a walk reads many statements, and a prune or an
+    // append between them must not change what it sees.
+    let tx = conn.unchecked_transaction().map_err(unavailable)?;
+    let conn: &Connection = &tx;
     let org_id = org_id(conn, org)?;
     let Some((mut clause, mut args)) = matching(conn, org_id, &q.filter)? else {
         return Ok(EventPage::default());
@@ -391,17 +395,10 @@ fn newest_in_blocks(
     let mut row = conn
         .prepare_cached(&format!("SELECT {COLUMNS} FROM events WHERE k = ?1"))
         .map_err(unavailable)?;
-    // Each statement reads the newest snapshot: an event pruned meanwhile is gone from the
-    // page, as it would be from a page read after the prune.
-    let mut rows = Vec::with_capacity(found.len());
-    for (_, k) in found {
-        rows.extend(
-            row.query_row([k], RawRow::read)
-                .optional()
-                .map_err(unavailable)?,
-        );
-    }
-    Ok(rows)
+    found
+        .into_iter()
+        .map(|(_, k)| row.query_row([k], RawRow::read).map_err(unavailable))
+        .collect()
 }
 
 /// How many of `org`'s events that pass `f` fall in each of `buckets` equal slices of
@@ -414,6 +411,9 @@ pub(crate) fn histogram(
     until: Timestamp,
     buckets: usize,
 ) -> Result<Vec<u64>> {
+    // One snapshot for every count (see `query`).
+    let tx = conn.unchecked_transaction().map_err(unavailable)?;
+    let conn: &Connection = &tx;
     let layout = Layout::new(since, until, buckets);
     let mut counts = vec![0u64; layout.buckets];
     let org_id = org_id(conn, org)?;
