@@ -6,12 +6,15 @@ use trail_core::{EventBody, Timestamp};
 use trail_store::sqlite::DB_FILE;
 use trail_store::{Org, Outcome, SqliteStore, Store};
 
+/// An event of acme's, as sent.
+fn acme_event(v: serde_json::Value) -> EventBody {
+    EventBody::from_json(v, "acme").unwrap()
+}
+
 fn event(action: &str) -> EventBody {
-    EventBody::from_json(
+    acme_event(
         json!({"id": format!("id-{action}"), "action": action, "actor": {"id": "alice", "type": "user"}}),
-        "acme",
     )
-    .unwrap()
 }
 
 async fn store_with_events(dir: &std::path::Path) -> SqliteStore {
@@ -135,12 +138,8 @@ async fn a_prune_drops_the_summaries_of_the_blocks_it_empties() {
             1600..1700 => "carol",
             _ => "alice",
         };
-        EventBody::from_json(
-            json!({"action": "a", "actor": {"id": actor, "type": "user",
-                   "tokenId": format!("pat_{}", i % 3)}}),
-            "acme",
-        )
-        .unwrap()
+        acme_event(json!({"action": "a", "actor": {"id": actor, "type": "user",
+                          "tokenId": format!("pat_{}", i % 3)}}))
     };
     store
         .append("acme", (0..2598).map(body).collect())
@@ -251,12 +250,11 @@ async fn unreadable_postings_are_read_around() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_events(dir.path()).await;
     let body = |i: usize| {
-        EventBody::from_json(
+        acme_event(
             json!({"action": if i.is_multiple_of(2) { "read" } else { "write" },
-                   "actor": {"id": if i.is_multiple_of(3) { "bob" } else { "alice" }, "type": "user"}}),
-            "acme",
+                          "actor": {"id": if i.is_multiple_of(3) { "bob" } else { "alice" },
+                                    "type": "user"}}),
         )
-        .unwrap()
     };
     store
         .append("acme", (0..2046).map(body).collect())
