@@ -440,10 +440,24 @@ pub(crate) fn histogram(
         }
     }
     let head_end = Timestamp(first_whole.saturating_mul(MINUTE_US).min(until.micros()));
+    if since < head_end {
+        count_events(conn, org_id, f, since, head_end, &layout, &mut counts)?;
+    }
+    // The partial minute at the end is its tally less the events after `until`: a window
+    // that ends now ends in the minute being written, which may hold a whole minute of
+    // ingest, while the events stamped after now are few.
     let tail_start = Timestamp(end_whole.saturating_mul(MINUTE_US).max(head_end.micros()));
-    for (from, to) in [(since, head_end), (tail_start, until)] {
-        if from < to {
-            count_events(conn, org_id, f, from, to, &layout, &mut counts)?;
+    if tail_start < until {
+        let tally: u64 = super::minutes::events(conn, org_id, end_whole, end_whole + 1)?
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        let minute_end = Timestamp((end_whole + 1).saturating_mul(MINUTE_US));
+        let mut after = [0u64];
+        let rest = Layout::new(until, minute_end, 1);
+        count_events(conn, org_id, f, until, minute_end, &rest, &mut after)?;
+        if let Some(c) = layout.bucket_of(tail_start).and_then(|b| counts.get_mut(b)) {
+            *c += tally.saturating_sub(after[0]);
         }
     }
     Ok(counts)
