@@ -446,7 +446,7 @@ fn read_item(raw: &str) -> Result<Value, ItemError> {
 }
 
 /// What a list call asks for, read from its query string.
-pub(crate) struct ListParams {
+pub struct ListParams {
     pub filter: Filter,
     cursor: Option<Cursor>,
     limit: usize,
@@ -454,7 +454,7 @@ pub(crate) struct ListParams {
     pub collapse: bool,
 }
 
-pub(crate) fn list_params(raw: Option<&str>, now: Timestamp) -> Result<ListParams, ApiError> {
+pub fn list_params(raw: Option<&str>, now: Timestamp) -> Result<ListParams, ApiError> {
     let mut p = ListParams {
         filter: Filter::default(),
         cursor: None,
@@ -479,6 +479,17 @@ pub(crate) fn list_params(raw: Option<&str>, now: Timestamp) -> Result<ListParam
     Ok(p)
 }
 
+impl ListParams {
+    /// The store's read of one page.
+    pub fn page_query(self) -> EventQuery {
+        EventQuery {
+            filter: self.filter,
+            cursor: self.cursor,
+            limit: self.limit,
+        }
+    }
+}
+
 async fn list_org(
     state: &AppState,
     org: &str,
@@ -487,17 +498,7 @@ async fn list_org(
     if params.collapse {
         return list_collapsed(state, org, params).await;
     }
-    let page = state
-        .store
-        .query(
-            org,
-            &EventQuery {
-                filter: params.filter,
-                cursor: params.cursor,
-                limit: params.limit,
-            },
-        )
-        .await?;
+    let page = state.store.query(org, &params.page_query()).await?;
     let items = bounded_page(page.items.iter().map(|s| s.event.record(&s.hash)));
     let next = if items.len() < page.items.len() {
         Some(position(&page.items[items.len() - 1]))
@@ -657,8 +658,26 @@ pub struct Bucket {
     pub count: u64,
 }
 
+/// The window a histogram or `perf` sums over: `since` and `until`, 24 hours back and now
+/// by default.
+pub fn summed_window(
+    since: Option<Timestamp>,
+    until: Option<Timestamp>,
+    now: Timestamp,
+) -> Result<(Timestamp, Timestamp), ApiError> {
+    let since = since.unwrap_or(Timestamp(now.micros() - 24 * 3600 * 1_000_000));
+    let until = until.unwrap_or(now);
+    if until <= since {
+        return Err(ApiError::BadRequest("until must be after since".into()));
+    }
+    Ok((since, until))
+}
+
 /// The most slices a histogram has.
 pub const MAX_BUCKETS: usize = 200;
+
+/// The slices of a histogram that does not say.
+pub const DEFAULT_BUCKETS: usize = 60;
 
 /// `GET /v1/orgs/{org}/audit-logs/histogram`: the same filters as the list (`since` 24 h
 /// back and `until` now by default), counted per slice: the shape of what matches over the
@@ -680,7 +699,7 @@ pub async fn histogram(
     Extension(caller): Extension<Caller>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Histogram>, ApiError> {
-    let mut buckets = 60;
+    let mut buckets = DEFAULT_BUCKETS;
     let now = crate::now();
     let params = whole_window(
         raw.as_deref(),
@@ -692,7 +711,7 @@ pub async fn histogram(
             if k != "buckets" {
                 return Ok(false);
             }
-            buckets = limit_param(Some(v), 60, MAX_BUCKETS).map_err(|_| {
+            buckets = limit_param(Some(v), DEFAULT_BUCKETS, MAX_BUCKETS).map_err(|_| {
                 ApiError::BadRequest(format!(
                     "buckets: {v:?} is not a number from 1 to {MAX_BUCKETS}"
                 ))
@@ -700,14 +719,7 @@ pub async fn histogram(
             Ok(true)
         },
     )?;
-    let since = params
-        .filter
-        .since
-        .unwrap_or(Timestamp(now.micros() - 24 * 3600 * 1_000_000));
-    let until = params.filter.until.unwrap_or(now);
-    if until <= since {
-        return Err(ApiError::BadRequest("until must be after since".into()));
-    }
+    let (since, until) = summed_window(params.filter.since, params.filter.until, now)?;
     let counts = state
         .store
         .histogram(&org, &params.filter, since, until, buckets)

@@ -19,7 +19,7 @@ use trail_store::Store;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::routes::events::{MAX_BUCKETS, list_params, restrict_to_instance};
+use crate::routes::events::{MAX_BUCKETS, list_params, restrict_to_instance, summed_window};
 
 /// The most events a log holds: a seq is below it.
 const MAX_SEQ: u64 = 1 << 40;
@@ -349,11 +349,7 @@ pub async fn perf(
             }
         }
     }
-    let since = since.unwrap_or(Timestamp(now.micros() - 24 * 3600 * 1_000_000));
-    let until = until.unwrap_or(now);
-    if until <= since {
-        return Err(ApiError::BadRequest("until must be after since".into()));
-    }
+    let (since, until) = summed_window(since, until, now)?;
     let per = trail_core::perf::slice_minutes(since, until, slices);
     let mut calls = state
         .store

@@ -101,8 +101,11 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let server = Server::start(&data)?;
     let ingest = ingest(&server.target, &work, work.batches, &args, max).await?;
     let peak_rss = server.peak_rss_kib();
-    let q = |paths: &'static [&'static str], n: usize| time_queries(&server.target, paths, n);
-    let queries = vec![
+    let target = &server.target;
+    let q = |paths: &'static [&'static str], n: usize| async move {
+        time_queries(target, paths, n).await.map(|t| (paths, n, t))
+    };
+    let over_http = vec![
         ("newest 100 of the org", q(&["audit-logs?limit=100"], args.queries).await?),
         (
             "newest 100 of one actor in 1 h",
@@ -148,6 +151,16 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let heap_end = status_kib(server.child.id(), "RssAnon:");
     let trail_db = server.stop()?;
     let verification = time_verification(&data).await?;
+    // The same reads once more, from the store alone (the server stopped): what the store
+    // takes, without HTTP, authentication and the durable record of each call.
+    let mut queries = Vec::with_capacity(over_http.len());
+    {
+        let store = trail_store::SqliteStore::open_read_only(&data)?;
+        for (what, (paths, n, http)) in over_http {
+            let in_store = time_in_store(&store, paths, n).await?;
+            queries.push((what, http, in_store));
+        }
+    }
     let (stored, trail_bytes) = bytes_on_disk(&trail_db)?;
 
     let (pg_copy, pg_insert, pg_version) = match postgres::Postgres::start() {
@@ -221,8 +234,9 @@ struct Report {
     heap_end_kib: Option<u64>,
     /// Offline verification, events per second.
     verification: f64,
-    /// Query shapes and their p50 / p99 (ms).
-    queries: Vec<(&'static str, Timed)>,
+    /// Query shapes and their p50 / p99 (ms) over HTTP, and in the store where it answers
+    /// them alone.
+    queries: Vec<(&'static str, Timed, Option<Timed>)>,
     /// The SIEM pull of the whole log.
     export: ExportRun,
     /// The weekly archive of the whole log.
@@ -342,14 +356,22 @@ impl Report {
             mib(a.anon_before_kib),
             a.events as f64 / a.seconds.max(1e-9)
         )?;
-        for (what, t) in &self.queries {
+        for (what, t, in_store) in &self.queries {
             let refused = match &t.failure {
                 Some(status) => format!(" ({} of {} refused: {status})", t.failed, t.rounds),
                 None => String::new(),
             };
+            let (label, store) = in_store
+                .as_ref()
+                .map_or((String::new(), String::new()), |s| {
+                    (
+                        ": over HTTP; in the store alone".into(),
+                        format!("; in the store {:.2} / {:.2}", s.p50, s.p99),
+                    )
+                });
             writeln!(
                 r,
-                "| {what}, p50 / p99 (ms) | {:.2} / {:.2}{refused} | | | | |",
+                "| {what}, p50 / p99 (ms){label} | {:.2} / {:.2}{refused}{store} | | | | |",
                 t.p50, t.p99
             )?;
         }
@@ -428,13 +450,14 @@ impl Report {
                     "heapBeforeKiB": self.archive.anon_before_kib,
                     "heapMaxKiB": self.archive.anon_max_kib,
                 },
-                "queries": self.queries.iter().map(|(what, t)| {
+                "queries": self.queries.iter().map(|(what, t, in_store)| {
                     json!({
                         "query": what,
                         "p50Ms": t.p50,
                         "p99Ms": t.p99,
                         "rounds": t.rounds,
                         "refused": t.failed,
+                        "inStore": in_store.as_ref().map(|s| json!({"p50Ms": s.p50, "p99Ms": s.p99})),
                     })
                 }).collect::<Vec<_>>(),
             },
@@ -915,6 +938,53 @@ async fn time_queries(target: &Target, paths: &[&str], n: usize) -> anyhow::Resu
         failed,
         failure,
     })
+}
+
+/// Times `n` rounds of `paths` read from the store directly, parsed as the server parses
+/// them; `None` if a path is not a read the store answers alone (`perf` sums tallies and
+/// sketches above the store).
+async fn time_in_store(
+    store: &trail_store::SqliteStore,
+    paths: &[&str],
+    n: usize,
+) -> anyhow::Result<Option<Timed>> {
+    use trail_server::routes::events::{DEFAULT_BUCKETS, list_params, summed_window};
+    use trail_store::Store;
+    let mut latencies = Vec::with_capacity(n);
+    let parse = |query: &str| {
+        list_params(Some(query), trail_server::now())
+            .map_err(|e| anyhow::anyhow!("bench query {query:?}: {e}"))
+    };
+    for _ in 0..n {
+        let t = Instant::now();
+        for path in paths {
+            let (read, query) = path.split_once('?').unwrap_or((path, ""));
+            match read {
+                "audit-logs" => {
+                    store.query(ORG, &parse(query)?.page_query()).await?;
+                }
+                "audit-logs/histogram" => {
+                    let filter = parse(query)?.filter;
+                    let (since, until) =
+                        summed_window(filter.since, filter.until, trail_server::now())
+                            .map_err(|e| anyhow::anyhow!("bench query {query:?}: {e}"))?;
+                    store
+                        .histogram(ORG, &filter, since, until, DEFAULT_BUCKETS)
+                        .await?;
+                }
+                _ => return Ok(None),
+            }
+        }
+        latencies.push(t.elapsed());
+    }
+    let (p50, p99) = percentiles(&mut latencies);
+    Ok(Some(Timed {
+        p50,
+        p99,
+        rounds: n,
+        failed: 0,
+        failure: None,
+    }))
 }
 
 /// Records in a page of the timed SIEM export.
