@@ -10,7 +10,8 @@
 //!   false negatives: a block it rules out holds no event with the value;
 //! - in `postings`, for each value its events hold in the [`POSTED`] columns (the fields
 //!   filtered on most: actor, action, route, instance, object name), exactly which of its seqs
-//!   hold it. A value's postings, newest block first, are one range of that table's key.
+//!   hold it, and, where they are few, when each of those events happened, coarsely
+//!   ([`coarse`]). A value's postings, newest block first, are one range of that table's key.
 //!
 //! Writing a block's postings costs one b-tree insert per distinct value in the block, where
 //! an index of `events` on those five fields cost five per event (measured in BENCHMARKS.md).
@@ -178,10 +179,32 @@ pub(crate) mod positions {
     }
 }
 
+/// The times of a sparse posting's events, one byte each: which of 256 equal parts of the
+/// block's time range (its summary's least and greatest timestamps) an event falls in. A
+/// reader that needs only events newer than some time reads only those whose part reaches
+/// it, not every event the posting names.
+pub(crate) mod coarse {
+    /// The part of `[lo, hi]` that `ts` (inside it) falls in.
+    pub fn part(ts: i64, lo: i64, hi: i64) -> u8 {
+        let width = i128::from(hi) - i128::from(lo) + 1;
+        let at = i128::from(ts.clamp(lo, hi)) - i128::from(lo);
+        (at * 256 / width.max(1)) as u8
+    }
+
+    /// A time every event in part `p` of `[lo, hi]` is older than.
+    pub fn older_than(p: u8, lo: i64, hi: i64) -> i64 {
+        let width = (i128::from(hi) - i128::from(lo) + 1).max(1);
+        let end = i128::from(lo)
+            + (i128::from(p) + 1) * width / 256
+            + i128::from((i128::from(p) + 1) * width % 256 != 0);
+        end.min(i128::from(hi) + 1).min(i128::from(i64::MAX)) as i64
+    }
+}
+
 /// The postings of one block as they are gathered: each (column, value) with its offsets
-/// and the greatest timestamp of its events there.
+/// and their events' timestamps.
 #[derive(Default)]
-struct Postings(BTreeMap<(usize, i64), (Vec<u16>, i64)>);
+struct Postings(BTreeMap<(usize, i64), Vec<(u16, i64)>>);
 
 impl Postings {
     /// Adds the event at `offset` in its block, stamped `ts`, whose [`POSTED`] columns `row`
@@ -195,32 +218,46 @@ impl Postings {
     ) -> rusqlite::Result<()> {
         for c in 0..POSTED.len() {
             if let ValueRef::Integer(v) = row.get_ref(at + c)? {
-                let (offsets, max_ts) = self.0.entry((c, v)).or_insert((Vec::new(), i64::MIN));
-                offsets.push(offset);
-                *max_ts = (*max_ts).max(ts);
+                self.0.entry((c, v)).or_default().push((offset, ts));
             }
         }
         Ok(())
     }
 
     /// Writes them as the postings of block `id`, in key order, each with the greatest
-    /// timestamp of its value's events in this block and every earlier one of the log.
-    fn write(self, tx: &Connection, id: i64) -> rusqlite::Result<()> {
+    /// timestamp of its value's events in this block and every earlier one of the log, and
+    /// the [`coarse`] times of a sparse one's events in the block's time range `range`
+    /// (`None` for a store whose schema has no `times` yet).
+    fn write(self, tx: &Connection, id: i64, range: Option<(i64, i64)>) -> rusqlite::Result<()> {
         let first = id & !((1 << (SEQ_BITS - BLOCK_BITS)) - 1);
         let mut earlier = tx.prepare_cached(
             "SELECT before FROM postings WHERE col = ?1 AND value = ?2 AND id >= ?3 AND id < ?4 \
              ORDER BY id DESC LIMIT 1",
         )?;
-        let mut insert = tx.prepare_cached(
-            "INSERT OR FAIL INTO postings (col, value, id, seqs, before) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        for ((col, value), (offsets, max_ts)) in self.0 {
+        let mut insert = tx.prepare_cached(if range.is_some() {
+            "INSERT OR FAIL INTO postings (col, value, id, seqs, before, times) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+        } else {
+            "INSERT OR FAIL INTO postings (col, value, id, seqs, before) \
+             VALUES (?1, ?2, ?3, ?4, ?5)"
+        })?;
+        for ((col, value), events) in self.0 {
             let col = col as i64;
+            let max_ts = events.iter().map(|e| e.1).max().unwrap_or(i64::MIN);
+            let offsets: Vec<u16> = events.iter().map(|e| e.0).collect();
             let before: Option<i64> = earlier
                 .query_row(params![col, value, first, id], |r| r.get(0))
                 .optional()?;
             let before = before.map_or(max_ts, |b| b.max(max_ts));
-            insert.execute(params![col, value, id, positions::encode(&offsets), before])?;
+            let seqs = positions::encode(&offsets);
+            match range {
+                Some((lo, hi)) => {
+                    let times: Option<Vec<u8>> = (offsets.len() < positions::DENSE)
+                        .then(|| events.iter().map(|e| coarse::part(e.1, lo, hi)).collect());
+                    insert.execute(params![col, value, id, seqs, before, times])?
+                }
+                None => insert.execute(params![col, value, id, seqs, before])?,
+            };
         }
         Ok(())
     }
@@ -273,7 +310,7 @@ fn seal(tx: &Connection, org_id: i64, block: u64, post: bool) -> rusqlite::Resul
     tx.prepare_cached("INSERT OR FAIL INTO block_filters (id, filter) VALUES (?1, ?2)")?
         .execute(params![id, bloom::build(&keys, BITS_PER_VALUE)])?;
     if post {
-        postings.write(tx, id)?;
+        postings.write(tx, id, Some((min_ts, max_ts)))?;
     }
     Ok(())
 }
@@ -394,7 +431,8 @@ pub(crate) fn post_all(tx: &Connection) -> rusqlite::Result<()> {
             let offset = (row.get::<_, i64>(0)? - first) as u16;
             postings.add(offset, row.get(1)?, row, 2)?;
         }
-        postings.write(tx, id)?;
+        // Schema version 12's postings, which had no times.
+        postings.write(tx, id, None)?;
     }
     Ok(())
 }
@@ -483,6 +521,9 @@ pub(crate) struct Span {
 pub(crate) struct Look {
     pub span: Span,
     pub seqs: Option<Vec<u64>>,
+    /// For each of `seqs`, a time its event is older than (`i64::MAX` where the postings do
+    /// not say); empty without `seqs`.
+    pub older_than: Vec<i64>,
     pub times: Option<(i64, i64)>,
 }
 
@@ -492,7 +533,22 @@ impl Look {
         Look {
             span: Span { first, last },
             seqs: None,
+            older_than: Vec::new(),
             times: None,
+        }
+    }
+
+    /// Leaves out the seqs whose events the postings say are older than `t`.
+    pub(crate) fn drop_older_than(&mut self, t: i64) {
+        if let Some(seqs) = &mut self.seqs {
+            let (kept, older_than) = seqs
+                .iter()
+                .zip(&self.older_than)
+                .filter(|(_, o)| **o > t)
+                .map(|(s, o)| (*s, *o))
+                .unzip();
+            *seqs = kept;
+            self.older_than = older_than;
         }
     }
 }
@@ -589,6 +645,7 @@ fn walk_filters(
                     last: ((block + 1) << BLOCK_BITS) - 1,
                 },
                 seqs: None,
+                older_than: Vec::new(),
                 times: Some((min_ts, max_ts)),
             })?;
         }
@@ -600,6 +657,18 @@ fn walk_filters(
     Ok(())
 }
 
+/// One row of `postings`, as a walk reads it.
+struct Posting {
+    /// The block's id.
+    id: i64,
+    /// Its [`positions`].
+    seqs: Vec<u8>,
+    /// The greatest timestamp of the value's events up to this block.
+    before: i64,
+    /// The [`coarse`] times of `seqs`' events, where the posting has them.
+    times: Option<Vec<u8>>,
+}
+
 /// One value's postings in a range of block ids, newest first, read a few at a time (more
 /// each time: a page often needs only the newest few).
 struct Stream {
@@ -609,8 +678,8 @@ struct Stream {
     /// Every posting of a block id below this not yet read.
     below: i64,
     chunk: i64,
-    /// Read and not yet walked past: block id, offsets, greatest timestamp up to there.
-    read: VecDeque<(i64, Vec<u8>, i64)>,
+    /// Read and not yet walked past.
+    read: VecDeque<Posting>,
     done: bool,
 }
 
@@ -629,28 +698,39 @@ impl Stream {
 
     fn head(&mut self, conn: &Connection) -> Result<Option<i64>> {
         if self.read.is_empty() && !self.done {
-            let rows: Vec<(i64, Vec<u8>, i64)> = conn
+            let rows: Vec<Posting> = conn
                 .prepare_cached(
-                    "SELECT id, seqs, before FROM postings \
+                    "SELECT id, seqs, before, times FROM postings \
                      WHERE col = ?1 AND value = ?2 AND id >= ?3 AND id < ?4 \
                      ORDER BY id DESC LIMIT ?5",
                 )
                 .and_then(|mut st| {
                     st.query_map(
                         params![self.col, self.value, self.lo, self.below, self.chunk],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                        |r| {
+                            let times = match r.get_ref(3)? {
+                                ValueRef::Blob(b) => Some(b.to_vec()),
+                                _ => None,
+                            };
+                            Ok(Posting {
+                                id: r.get(0)?,
+                                seqs: r.get(1)?,
+                                before: r.get(2)?,
+                                times,
+                            })
+                        },
                     )?
                     .collect()
                 })
                 .map_err(unavailable)?;
             self.done = (rows.len() as i64) < self.chunk;
             self.chunk = (self.chunk * 4).min(1024);
-            if let Some((id, ..)) = rows.last() {
-                self.below = *id;
+            if let Some(p) = rows.last() {
+                self.below = p.id;
             }
             self.read.extend(rows);
         }
-        Ok(self.read.front().map(|(id, ..)| *id))
+        Ok(self.read.front().map(|p| p.id))
     }
 }
 
@@ -672,7 +752,7 @@ impl Group {
     fn newest_left(&self) -> Option<i64> {
         self.0
             .iter()
-            .filter_map(|s| s.read.front().map(|p| p.2))
+            .filter_map(|s| s.read.front().map(|p| p.before))
             .max()
     }
 
@@ -686,16 +766,29 @@ impl Group {
         Ok(())
     }
 
-    /// The offsets in block `id` that hold one of the group's values, taking its postings
-    /// there; `None` if one of them is unreadable (then the whole block must be looked at).
-    fn take(&mut self, conn: &Connection, id: i64) -> Result<Option<Vec<u16>>> {
+    /// The offsets in block `id` that hold one of the group's values, each with a time its
+    /// event is older than (from the postings' [`coarse`] times in the block's time range
+    /// `range`, else `i64::MAX`), taking its postings there; `None` if one of them is
+    /// unreadable (then the whole block must be looked at).
+    fn take(
+        &mut self,
+        conn: &Connection,
+        id: i64,
+        range: Option<(i64, i64)>,
+    ) -> Result<Option<Vec<(u16, i64)>>> {
         let mut all = Some(Vec::new());
         for s in &mut self.0 {
             if s.head(conn)? == Some(id) {
-                let (_, bytes, _) = s.read.pop_front().expect("a head");
-                all = match (all, positions::decode(&bytes)) {
+                let Posting { seqs, times, .. } = s.read.pop_front().expect("a head");
+                all = match (all, positions::decode(&seqs)) {
                     (Some(mut all), Some(more)) => {
-                        all.extend(more);
+                        match (times.filter(|t| t.len() == more.len()), range) {
+                            (Some(times), Some((lo, hi))) => all.extend(
+                                more.into_iter()
+                                    .zip(times.iter().map(|p| coarse::older_than(*p, lo, hi))),
+                            ),
+                            _ => all.extend(more.into_iter().map(|o| (o, i64::MAX))),
+                        }
                         Some(all)
                     }
                     _ => None,
@@ -704,7 +797,7 @@ impl Group {
         }
         Ok(all.map(|mut all| {
             all.sort_unstable();
-            all.dedup();
+            all.dedup_by_key(|o| o.0);
             all
         }))
     }
@@ -790,40 +883,54 @@ fn walk_postings(
             }
             Step::Look => {}
         }
-        // The seqs every group's postings name; if one cannot be read, the whole block.
-        let mut offsets: Option<Vec<u16>> = None;
+        // The seqs every group's postings name (with the least of what their postings say
+        // of their times); if one cannot be read, the whole block.
+        let range = times.map(|(min_ts, max_ts, _)| (min_ts, max_ts));
+        let mut offsets: Option<Vec<(u16, i64)>> = None;
         let mut unreadable = false;
         for g in &mut groups {
-            match g.take(conn, target)? {
+            match g.take(conn, target, range)? {
                 None => unreadable = true,
                 Some(b) => {
                     offsets = Some(match offsets {
                         None => b,
                         Some(a) => a
                             .into_iter()
-                            .filter(|o| b.binary_search(o).is_ok())
+                            .filter_map(|(o, t)| {
+                                b.binary_search_by_key(&o, |x| x.0)
+                                    .ok()
+                                    .map(|i| (o, t.min(b[i].1)))
+                            })
                             .collect(),
                     })
                 }
             }
         }
         let block = (target - base) as u64;
-        let seqs = offsets.filter(|_| !unreadable).map(|o| {
+        let named: Option<Vec<(u64, i64)>> = offsets.filter(|_| !unreadable).map(|o| {
             o.into_iter()
-                .map(|o| (block << BLOCK_BITS) | u64::from(o))
-                .filter(|&s| s >= floor)
-                .collect::<Vec<_>>()
+                .map(|(o, t)| ((block << BLOCK_BITS) | u64::from(o), t))
+                .filter(|&(s, _)| s >= floor)
+                .collect()
         });
-        if seqs.as_ref().is_some_and(Vec::is_empty) {
+        if named.as_ref().is_some_and(Vec::is_empty) {
             continue;
         }
+        let (seqs, older_than) = match named {
+            Some(n) => {
+                let (seqs, older_than) = n.into_iter().unzip();
+                (Some(seqs), older_than)
+            }
+            None => (None, Vec::new()),
+        };
         visit(Look {
             span: Span {
                 first: (block << BLOCK_BITS).max(floor),
                 last: ((block + 1) << BLOCK_BITS) - 1,
             },
             seqs,
-            times: times.map(|(min_ts, max_ts, _)| (min_ts, max_ts)),
+            older_than,
+            times: range,
         })?;
     }
 }
@@ -837,7 +944,48 @@ pub(crate) enum Step {
 
 #[cfg(test)]
 mod tests {
-    use super::{BLOCK, bloom, positions};
+    use super::{BLOCK, bloom, coarse, positions};
+
+    #[test]
+    fn a_coarse_time_bounds_its_event_and_is_one_256th_of_the_range_wide() {
+        for (lo, hi) in [
+            (0, 0),
+            (1_000, 1_000),
+            (0, 255),
+            (0, 256),
+            (-7, 1_000_003),
+            (1_700_000_000_000_000, 1_700_000_002_000_000),
+            // Years 1 and 9999, the widest range timestamps have.
+            (-62_135_596_800_000_000, 253_402_300_799_999_999),
+        ] {
+            let width = (i128::from(hi) - i128::from(lo) + 1) as f64;
+            let mut ts: Vec<i64> = (0..=512i128)
+                .map(|i| (i128::from(lo) + (i128::from(hi) - i128::from(lo)) * i / 512) as i64)
+                .collect();
+            ts.extend([lo, hi, lo + 1, hi - 1]);
+            for t in ts.into_iter().filter(|t| (lo..=hi).contains(t)) {
+                let p = coarse::part(t, lo, hi);
+                let older = coarse::older_than(p, lo, hi);
+                assert!(
+                    t < older,
+                    "{t} in part {p} of [{lo}, {hi}] is not older than {older}"
+                );
+                // Newer than every event of the part before.
+                if p > 0 {
+                    assert!(
+                        coarse::older_than(p - 1, lo, hi) <= t,
+                        "{t} in [{lo}, {hi}]"
+                    );
+                }
+                assert!(
+                    (older as f64 - t as f64) <= width / 256.0 + 1.0,
+                    "{t} in [{lo}, {hi}]: bound {older} is loose"
+                );
+            }
+            assert_eq!(coarse::part(hi, lo, hi), if hi > lo { 255 } else { 0 });
+            assert_eq!(coarse::older_than(255, lo, hi), hi + 1);
+        }
+    }
 
     #[test]
     fn positions_read_back_as_written_in_either_form() {

@@ -232,6 +232,13 @@ const STEPS: &[Step] = &[
             super::blocks::post_all(tx)
         },
     },
+    Step {
+        what: "the times of a sparse posting's events, one byte each (where in its block's \
+               time range each falls), so a page reads only the events its values name that \
+               can still enter it; NULL in the postings written before, whose events are all \
+               read",
+        apply: |tx| tx.execute_batch("ALTER TABLE postings ADD COLUMN times BLOB;"),
+    },
 ];
 
 /// The schema version this Trail writes and reads.

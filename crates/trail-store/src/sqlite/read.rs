@@ -382,7 +382,12 @@ fn newest_in_blocks(
                 Step::Look
             }
         },
-        |look| {
+        |mut look| {
+            // Events older than the page's last cannot enter it: not read, where the
+            // postings say which they are.
+            if let Some(l) = last.get() {
+                look.drop_older_than(l);
+            }
             reads.each(&look, key, |r| found.push(r))?;
             found.sort_unstable_by_key(|r| std::cmp::Reverse(*r));
             found.truncate(want);
