@@ -397,7 +397,9 @@ fn action_name(matches: &ArgMatches) -> String {
 
 /// The allocator: the server allocates and frees small buffers at a high rate on every
 /// thread (request bodies, parsed events, rows), which the system allocator's free lists
-/// served at a visible cost on the writer's thread.
+/// served at a visible cost on the writer's thread. Built without transparent huge pages
+/// (`no_thp`): with them each arena page in use was a whole 2 MiB of resident memory,
+/// zeroed on first touch (BENCHMARKS.md, 2026-12-03).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
