@@ -397,13 +397,21 @@ fn action_name(matches: &ArgMatches) -> String {
 
 /// The allocator: the server allocates and frees small buffers at a high rate on every
 /// thread (request bodies, parsed events, rows), which the system allocator's free lists
-/// served at a visible cost on the writer's thread. Built without transparent huge pages
-/// (`no_thp`): with them each arena page in use was a whole 2 MiB of resident memory,
-/// zeroed on first touch (BENCHMARKS.md, 2026-12-03).
+/// served at a visible cost on the writer's thread. No transparent huge pages: with them
+/// each arena page in use was a whole 2 MiB of resident memory, zeroed on first touch
+/// (BENCHMARKS.md, 2026-12-03). mimalloc is built not to ask for them (`no_thp`), and
+/// `main` turns them off for the process, since a kernel in `always` mode gives them
+/// unasked.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE only sets a flag of this process's memory; no pointer is
+    // passed. Where the kernel lacks it the call fails and nothing changes.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+    }
     let matches = cli_command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
