@@ -244,6 +244,51 @@ async fn a_prune_drops_the_summaries_of_the_blocks_it_empties() {
     assert_eq!(found("actor:carol").await, Vec::<u64>::new());
 }
 
+/// Coarse times that a posting lacks (written before schema version 13) or that do not fit
+/// its offsets (altered behind Trail's back) leave every event it names to be read: pages
+/// still hold what the events say.
+#[tokio::test]
+async fn postings_without_readable_times_are_read_in_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_events(dir.path()).await;
+    let t0 = 1_763_740_000_000_000i64;
+    // Received a millisecond apart, stamped up to 4 s earlier; 23 actors, each sparse in
+    // every block.
+    let body = |i: i64| {
+        acme_event(json!({"action": "read",
+            "actor": {"id": format!("user-{}", i % 23), "type": "user"},
+            "timestamp": Timestamp(t0 + i * 1000 - (i * 7919 % 4000) * 1000).to_string()}))
+    };
+    store
+        .append("acme", (0..4096).map(body).collect())
+        .await
+        .unwrap();
+    let raw = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let changed = raw
+        .execute_batch(
+            "DROP TRIGGER postings_no_update;
+             UPDATE postings SET times = NULL WHERE times IS NOT NULL AND id % 2 = 0;
+             UPDATE postings SET times = x'0000' WHERE times IS NOT NULL AND id % 2 = 1;",
+        )
+        .map(|_| raw.changes());
+    assert!(changed.unwrap() > 0);
+    drop(raw);
+    let events = store.events_from("acme", 0, 5000).await.unwrap();
+    let mut filter = trail_core::query::Filter::default();
+    filter.add_query("actor:user-5", Timestamp(0)).unwrap();
+    let mut want: Vec<_> = events.iter().filter(|e| filter.matches(&e.event)).collect();
+    want.sort_by_key(|e| std::cmp::Reverse((e.event.timestamp, e.event.seq)));
+    let want: Vec<u64> = want.iter().map(|e| e.event.seq).collect();
+    assert!(want.len() > 100);
+    for limit in [1, 5] {
+        assert_eq!(
+            trail_store::conformance::page_all(&store, "acme", &filter, limit).await,
+            want,
+            "pages of {limit}"
+        );
+    }
+}
+
 /// Postings that no longer read as offsets (altered behind Trail's back) make a reader look
 /// at their whole block, so pages and counts still hold what the events say.
 #[tokio::test]
