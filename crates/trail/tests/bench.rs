@@ -30,14 +30,30 @@ fn a_small_bench_measures_trail_and_every_baseline() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("| ingest, durable ack"), "{stdout}");
-    assert!(
-        stdout.contains(
-            "| acknowledgements carrying a signed checkpoint that covers their batch | 20 of 20 |"
-        ),
-        "{stdout}"
-    );
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(report["trail"]["ingest"]["events"], 2000);
+    // Then batches were offered at half the rate measured, for at least five seconds, and
+    // timed; every acknowledgement, at either rate, carried a checkpoint covering its batch.
+    let half = &report["trail"]["ackAtHalfRate"];
+    let full = report["trail"]["ingest"]["eventsPerSecond"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(half["eventsPerSecondOffered"].as_f64().unwrap(), full / 2.0);
+    let paced = half["batches"].as_u64().unwrap();
+    assert!(paced as f64 >= 5.0 * full / 2.0 / 100.0, "{half}");
+    assert_eq!(half["batchesWithCoveringCheckpoint"], paced, "{half}");
+    assert!(half["ackP99Ms"].as_f64().unwrap() > 0.0, "{half}");
+    assert!(
+        stdout.contains("| ack latency at half that rate"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "| acknowledgements carrying a signed checkpoint that covers their batch | {0} of {0} |",
+            20 + paced
+        )),
+        "{stdout}"
+    );
     assert_eq!(
         report["trail"]["ingest"]["curve"].as_array().unwrap().len(),
         10

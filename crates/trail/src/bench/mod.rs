@@ -3,8 +3,8 @@
 //! One invocation measures Trail and its baselines on the same machine at the same time, so
 //! that ratios hold on a noisy machine: it starts a real `trail serve` (this binary) on a
 //! fresh data directory and ingests over HTTP with durable acknowledgement from several
-//! concurrent clients, records the ingest rate as the store grows, times the queries, `perf`
-//! and offline verification, and measures bytes per event and the server's memory; then it
+//! concurrent clients, records the ingest rate as the store grows, times acknowledgements at
+//! half that rate, times the queries, `perf` and offline verification, and measures bytes per event and the server's memory; then it
 //! loads the same events into PostgreSQL (a server it starts itself, where PostgreSQL is
 //! installed: one INSERT per event, and COPY, into a plain table with three indexes) and
 //! into a plain SQLite table. The load generator is measured too, against a server that
@@ -62,6 +62,9 @@ const BASELINE_MAX_EVENTS: usize = 1_000_000;
 const INSERT_MAX_EVENTS: usize = 50_000;
 /// How long the load generator is timed against a server that does nothing.
 const NULL_SECONDS: u64 = 10;
+/// How long batches are offered at half the ingest rate, to time acknowledgements when the
+/// server is not saturated: as long as the ingest took, within these bounds.
+const PACED_SECONDS: (f64, f64) = (5.0, 20.0);
 
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let mut baseline_max = BASELINE_MAX_EVENTS;
@@ -100,6 +103,19 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
 
     let server = Server::start(&data)?;
     let ingest = ingest(&server.target, &work, work.batches, &args, max).await?;
+    // Then at half that rate, with the batches after the workload's, for as long as the
+    // ingest took (within bounds: enough batches for a p99, few enough for a quick run).
+    let half = paced(
+        &server.target,
+        &work,
+        work.batches,
+        ingest.rate / 2.0,
+        ingest
+            .seconds
+            .clamp(PACED_SECONDS.0, PACED_SECONDS.1)
+            .min(max.as_secs_f64()),
+    )
+    .await?;
     let peak_rss = server.peak_rss_kib();
     let target = &server.target;
     let q = |paths: &'static [&'static str], n: usize| async move {
@@ -193,6 +209,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         machine: machine(),
         generator,
         ingest,
+        half,
         stored,
         trail_bytes,
         peak_rss_kib: peak_rss,
@@ -224,6 +241,8 @@ struct Report {
     /// The load generator against a server that does nothing.
     generator: IngestResult,
     ingest: IngestResult,
+    /// Acknowledgements at half the ingest rate.
+    half: PacedResult,
     /// Events stored (the recorded API calls included) and the database's bytes.
     stored: u64,
     trail_bytes: u64,
@@ -316,6 +335,12 @@ impl Report {
             self.sqlite.p50_ms,
             self.sqlite.p99_ms
         )?;
+        let h = &self.half;
+        writeln!(
+            r,
+            "| ack latency at half that rate ({:.0} events/s offered on a fixed schedule, {} batches), p50 / p99 / max (ms) | {:.1} / {:.1} / {:.1} | | | | |",
+            h.rate, h.batches, h.p50_ms, h.p99_ms, h.max_ms
+        )?;
         let bpe = |b: &Baseline| b.bytes as f64 / b.events.max(1) as f64;
         let trail_bpe = self.trail_bytes as f64 / self.stored.max(1) as f64;
         writeln!(
@@ -329,7 +354,8 @@ impl Report {
         writeln!(
             r,
             "| acknowledgements carrying a signed checkpoint that covers their batch | {} of {} | | | | |",
-            i.covered, i.batches
+            i.covered + h.covered,
+            i.batches + h.batches
         )?;
         writeln!(
             r,
@@ -388,8 +414,11 @@ impl Report {
         )?;
         writeln!(
             r,
-            "\n{} events acknowledged in {:.1} s ({} stored, including the recorded API calls).",
-            i.events, i.seconds, self.stored
+            "\n{} events acknowledged in {:.1} s, then {} at half the rate ({} stored, including the recorded API calls).",
+            i.events,
+            i.seconds,
+            self.half.batches * i.batch,
+            self.stored
         )?;
         writeln!(
             r,
@@ -431,6 +460,14 @@ impl Report {
             "loadGenerator": { "eventsPerSecond": self.generator.rate },
             "trail": {
                 "ingest": i.json(),
+                "ackAtHalfRate": {
+                    "eventsPerSecondOffered": self.half.rate,
+                    "batches": self.half.batches,
+                    "batchesWithCoveringCheckpoint": self.half.covered,
+                    "ackP50Ms": self.half.p50_ms,
+                    "ackP99Ms": self.half.p99_ms,
+                    "ackMaxMs": self.half.max_ms,
+                },
                 "eventsStored": self.stored,
                 "bytes": self.trail_bytes,
                 "bytesPerEvent": self.trail_bytes as f64 / self.stored.max(1) as f64,
@@ -784,27 +821,10 @@ async fn ingest(
                     }
                     let body = work.body(i);
                     let t = Instant::now();
-                    let resp = client
-                        .post(&url)
-                        .bearer_auth(&token)
-                        .header("content-type", "application/json")
-                        .body(body)
-                        .send()
-                        .await?;
-                    if !resp.status().is_success() {
-                        bail!("ingest failed: {} {}", resp.status(), resp.text().await?);
-                    }
-                    let body: serde_json::Value = resp.json().await?;
+                    let signed = send_batch(&client, &url, &token, body).await?;
                     latencies.push(t.elapsed());
                     done_at.push(started.elapsed().as_secs_f64());
-                    let seqs = body["items"].as_array().into_iter().flatten();
-                    let last_seq = seqs.filter_map(|i| i["seq"].as_u64()).max();
-                    let signed = body["checkpoint"]["size"].as_u64();
-                    if let (Some(seq), Some(size)) = (last_seq, signed)
-                        && size > seq
-                    {
-                        covered += 1;
-                    }
+                    covered += usize::from(signed);
                 }
             })
         })
@@ -834,6 +854,88 @@ async fn ingest(
         rate: events as f64 / seconds,
         p50_ms,
         p99_ms,
+    })
+}
+
+/// Sends one batch and waits for its acknowledgement; whether the acknowledgement carries a
+/// signed checkpoint that covers every event of the batch.
+async fn send_batch(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: Vec<u8>,
+) -> anyhow::Result<bool> {
+    let resp = client
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!("ingest failed: {} {}", resp.status(), resp.text().await?);
+    }
+    let body: serde_json::Value = resp.json().await?;
+    let seqs = body["items"].as_array().into_iter().flatten();
+    let last_seq = seqs.filter_map(|i| i["seq"].as_u64()).max();
+    let signed = body["checkpoint"]["size"].as_u64();
+    Ok(matches!((last_seq, signed), (Some(seq), Some(size)) if size > seq))
+}
+
+/// Acknowledgement latency when the server is not saturated.
+struct PacedResult {
+    /// The rate offered, events per second.
+    rate: f64,
+    batches: usize,
+    covered: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+/// Offers batches `first..` at `rate` events/s on a fixed schedule for `seconds`, each sent
+/// from its own task when its time comes, whether or not earlier ones were answered (an
+/// open loop: a slow acknowledgement does not hold back the requests after it, so it cannot
+/// hide the latency they would have seen). Each batch's latency runs from its scheduled
+/// time to its acknowledgement.
+async fn paced(
+    target: &Target,
+    work: &Workload,
+    first: usize,
+    rate: f64,
+    seconds: f64,
+) -> anyhow::Result<PacedResult> {
+    let url = format!("{}/v1/orgs/{ORG}/events", target.url);
+    let period = Duration::from_secs_f64(work.batch as f64 / rate.max(1.0));
+    let batches = ((seconds / period.as_secs_f64()).ceil() as usize).max(1);
+    let started = tokio::time::Instant::now();
+    let mut sent = Vec::with_capacity(batches);
+    for k in 0..batches {
+        // Made before its time comes, so making it is not part of its latency.
+        let body = work.body(first + k);
+        let due = started + period * k as u32;
+        tokio::time::sleep_until(due).await;
+        let (client, url, token) = (target.client.clone(), url.clone(), target.token.clone());
+        sent.push(tokio::spawn(async move {
+            let signed = send_batch(&client, &url, &token, body).await?;
+            anyhow::Ok((due.elapsed(), signed))
+        }));
+    }
+    let mut latencies = Vec::with_capacity(batches);
+    let mut covered = 0;
+    for task in sent {
+        let (latency, signed) = task.await??;
+        latencies.push(latency);
+        covered += usize::from(signed);
+    }
+    let (p50_ms, p99_ms) = percentiles(&mut latencies);
+    Ok(PacedResult {
+        rate,
+        batches,
+        covered,
+        p50_ms,
+        p99_ms,
+        max_ms: latencies.last().map_or(0.0, |l| l.as_secs_f64() * 1000.0),
     })
 }
 
