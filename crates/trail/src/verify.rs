@@ -318,8 +318,10 @@ pub(crate) async fn verify_stored_org(
     } else {
         LogVerifier::new(checkpoints)
     };
-    // Both cores: two pages at a time are read and their leaves recomputed, each on a
-    // blocking thread; the tree above the leaves is built here, in seq order. Pages start
+    // Every core: four pages at a time are read and their leaves recomputed, each on a
+    // blocking thread, so that a core hashes one page's leaves while another page's rows are
+    // read (the store runs at most four reads of one org's events at once); the tree above
+    // the leaves is built here, in seq order. Pages start
     // every PAGE seqs: a gapless log fills each exactly, so the walk ends at the first page
     // that it does not fill (the log's end, or a gap: a finding already).
     const PAGE: usize = 10_000;
@@ -333,7 +335,7 @@ pub(crate) async fn verify_stored_org(
             });
             anyhow::Ok((from, leaves.await?))
         })
-        .buffered(2);
+        .buffered(4);
     let seq_of = |leaf: &Result<Leaf, u64>| leaf.as_ref().map_or_else(|seq| *seq, Leaf::seq);
     while let Some(page) = pages.next().await {
         let (from, page) = page?;
