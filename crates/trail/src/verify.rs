@@ -319,9 +319,9 @@ pub(crate) async fn verify_stored_org(
         LogVerifier::new(checkpoints)
     };
     // Every core: four pages at a time are read and their leaves recomputed, each on a
-    // blocking thread, so that a core hashes one page's leaves while another page's rows are
-    // read (the store runs at most four reads of one org's events at once); the tree above
-    // the leaves is built here, in seq order. Pages start
+    // blocking thread, so that pages' leaves are hashed while others' rows are read (two at
+    // a time: a read-only store has two connections); the tree above the leaves is built
+    // here, in seq order. Pages start
     // every PAGE seqs: a gapless log fills each exactly, so the walk ends at the first page
     // that it does not fill (the log's end, or a gap: a finding already).
     const PAGE: usize = 10_000;

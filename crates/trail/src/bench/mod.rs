@@ -62,6 +62,8 @@ const BASELINE_MAX_EVENTS: usize = 1_000_000;
 const INSERT_MAX_EVENTS: usize = 50_000;
 /// How long the load generator is timed against a server that does nothing.
 const NULL_SECONDS: u64 = 10;
+/// The longest the bench waits for one batch's acknowledgement.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long batches are offered at half the ingest rate, to time acknowledgements when the
 /// server is not saturated: as long as the ingest took, within these bounds.
 const PACED_SECONDS: (f64, f64) = (5.0, 20.0);
@@ -104,7 +106,9 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let server = Server::start(&data)?;
     let ingest = ingest(&server.target, &work, work.batches, &args, max).await?;
     // Then at half that rate, with the batches after the workload's, for as long as the
-    // ingest took (within bounds: enough batches for a p99, few enough for a quick run).
+    // ingest took (within bounds: enough batches for a p99, few enough for a quick run) and
+    // never more batches than it sent (the store measured next holds at most twice the
+    // workload).
     let half = paced(
         &server.target,
         &work,
@@ -114,6 +118,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
             .seconds
             .clamp(PACED_SECONDS.0, PACED_SECONDS.1)
             .min(max.as_secs_f64()),
+        ingest.batches,
     )
     .await?;
     let peak_rss = server.peak_rss_kib();
@@ -463,6 +468,7 @@ impl Report {
                 "ackAtHalfRate": {
                     "eventsPerSecondOffered": self.half.rate,
                     "batches": self.half.batches,
+                    "seconds": self.half.seconds,
                     "batchesWithCoveringCheckpoint": self.half.covered,
                     "ackP50Ms": self.half.p50_ms,
                     "ackP99Ms": self.half.p99_ms,
@@ -867,6 +873,7 @@ async fn send_batch(
 ) -> anyhow::Result<bool> {
     let resp = client
         .post(url)
+        .timeout(BATCH_TIMEOUT)
         .bearer_auth(token)
         .header("content-type", "application/json")
         .body(body)
@@ -887,32 +894,53 @@ struct PacedResult {
     /// The rate offered, events per second.
     rate: f64,
     batches: usize,
+    /// From the first batch's due time to the last acknowledgement.
+    seconds: f64,
     covered: usize,
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
 }
 
-/// Offers batches `first..` at `rate` events/s on a fixed schedule for `seconds`, each sent
-/// from its own task when its time comes, whether or not earlier ones were answered (an
-/// open loop: a slow acknowledgement does not hold back the requests after it, so it cannot
-/// hide the latency they would have seen). Each batch's latency runs from its scheduled
-/// time to its acknowledgement.
+/// Offers batches `first..` at `rate` events/s on a fixed schedule for `seconds` (at most
+/// `most` batches), each sent from its own task when its time comes, whether or not earlier
+/// ones were answered (an open loop: a slow acknowledgement does not hold back the requests
+/// after it, so it cannot hide the latency they would have seen). Each batch's latency runs
+/// from its scheduled time to its acknowledgement. The bodies are made ahead on a thread of
+/// their own, so that making one never delays sending another.
 async fn paced(
     target: &Target,
     work: &Workload,
     first: usize,
     rate: f64,
     seconds: f64,
+    most: usize,
 ) -> anyhow::Result<PacedResult> {
     let url = format!("{}/v1/orgs/{ORG}/events", target.url);
     let period = Duration::from_secs_f64(work.batch as f64 / rate.max(1.0));
-    let batches = ((seconds / period.as_secs_f64()).ceil() as usize).max(1);
+    let batches = if rate > 0.0 {
+        ((seconds / period.as_secs_f64()).ceil() as usize).clamp(1, most.max(1))
+    } else {
+        0
+    };
+    let (bodies, mut made) = tokio::sync::mpsc::channel(2);
+    let maker = {
+        let work = work.clone();
+        tokio::task::spawn_blocking(move || {
+            for k in 0..batches {
+                if bodies.blocking_send(work.body(first + k)).is_err() {
+                    return;
+                }
+            }
+        })
+    };
     let started = tokio::time::Instant::now();
     let mut sent = Vec::with_capacity(batches);
     for k in 0..batches {
-        // Made before its time comes, so making it is not part of its latency.
-        let body = work.body(first + k);
+        let body = made
+            .recv()
+            .await
+            .context("the paced batches' maker stopped")?;
         let due = started + period * k as u32;
         tokio::time::sleep_until(due).await;
         let (client, url, token) = (target.client.clone(), url.clone(), target.token.clone());
@@ -921,6 +949,7 @@ async fn paced(
             anyhow::Ok((due.elapsed(), signed))
         }));
     }
+    maker.await?;
     let mut latencies = Vec::with_capacity(batches);
     let mut covered = 0;
     for task in sent {
@@ -928,10 +957,12 @@ async fn paced(
         latencies.push(latency);
         covered += usize::from(signed);
     }
+    let seconds = started.elapsed().as_secs_f64();
     let (p50_ms, p99_ms) = percentiles(&mut latencies);
     Ok(PacedResult {
-        rate,
+        rate: if batches > 0 { rate } else { 0.0 },
         batches,
+        seconds,
         covered,
         p50_ms,
         p99_ms,
