@@ -244,6 +244,15 @@ async fn a_prune_drops_the_summaries_of_the_blocks_it_empties() {
     assert_eq!(found("actor:carol").await, Vec::<u64>::new());
 }
 
+/// Rewrites postings behind Trail's back (its trigger against updates dropped first): the
+/// rows the last statement of `updates` changed.
+fn alter_postings(dir: &std::path::Path, updates: &str) -> u64 {
+    let raw = Connection::open(dir.join(DB_FILE)).unwrap();
+    raw.execute_batch(&format!("DROP TRIGGER postings_no_update; {updates}"))
+        .unwrap();
+    raw.changes()
+}
+
 /// Coarse times that a posting lacks (written before schema version 13) or that do not fit
 /// its offsets (altered behind Trail's back) leave every event it names to be read: pages
 /// still hold what the events say.
@@ -263,16 +272,12 @@ async fn postings_without_readable_times_are_read_in_full() {
         .append("acme", (0..4096).map(body).collect())
         .await
         .unwrap();
-    let raw = Connection::open(dir.path().join(DB_FILE)).unwrap();
-    let changed = raw
-        .execute_batch(
-            "DROP TRIGGER postings_no_update;
-             UPDATE postings SET times = NULL WHERE times IS NOT NULL AND id % 2 = 0;
-             UPDATE postings SET times = x'0000' WHERE times IS NOT NULL AND id % 2 = 1;",
-        )
-        .map(|_| raw.changes());
-    assert!(changed.unwrap() > 0);
-    drop(raw);
+    let changed = alter_postings(
+        dir.path(),
+        "UPDATE postings SET times = NULL WHERE times IS NOT NULL AND id % 2 = 0;
+         UPDATE postings SET times = x'0000' WHERE times IS NOT NULL AND id % 2 = 1;",
+    );
+    assert!(changed > 0);
     let events = store.events_from("acme", 0, 5000).await.unwrap();
     let mut filter = trail_core::query::Filter::default();
     filter.add_query("actor:user-5", Timestamp(0)).unwrap();
@@ -306,20 +311,12 @@ async fn unreadable_postings_are_read_around() {
         .append("acme", (0..2046).map(body).collect())
         .await
         .unwrap();
-    let raw = Connection::open(dir.path().join(DB_FILE)).unwrap();
-    let changed = raw
-        .execute_batch(
-            "DROP TRIGGER postings_no_update;
-             UPDATE postings SET seqs = x'01'
-              WHERE col = 1 AND value = (SELECT id FROM dict WHERE value = 'write');",
-        )
-        .map(|_| raw.changes());
-    assert_eq!(
-        changed.unwrap(),
-        2,
-        "the postings of `write` in blocks 0 and 1"
+    let changed = alter_postings(
+        dir.path(),
+        "UPDATE postings SET seqs = x'01'
+          WHERE col = 1 AND value = (SELECT id FROM dict WHERE value = 'write');",
     );
-    drop(raw);
+    assert_eq!(changed, 2, "the postings of `write` in blocks 0 and 1");
     let events = store.events_from("acme", 0, 3000).await.unwrap();
     for q in [
         "action:write",
