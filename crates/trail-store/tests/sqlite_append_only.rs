@@ -43,16 +43,17 @@ async fn store_with_events(dir: &std::path::Path) -> SqliteStore {
 async fn direct_sql_cannot_rewrite_history() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_events(dir.path()).await;
-    // Enough events for tiles and a block summary, and a checkpoint, so that every table
-    // has rows to attack.
-    let more = (0..1100).map(|i| event(&format!("m{i}"))).collect();
+    // Enough events for tiles, two block summaries (so that some postings have moved out of
+    // the hot table, and some not), and a checkpoint, so that every table has rows to
+    // attack.
+    let more = (0..2100).map(|i| event(&format!("m{i}"))).collect();
     store.append("acme", more).await.unwrap();
-    store.extend_tiles("acme", 0, 1102).await.unwrap();
+    store.extend_tiles("acme", 0, 2102).await.unwrap();
     store
         .add_checkpoint(trail_store::SignedCheckpoint {
             org: "acme".into(),
-            size: 1102,
-            root: store.tree_root("acme", 1102).await.unwrap(),
+            size: 2102,
+            root: store.tree_root("acme", 2102).await.unwrap(),
             note: "note".into(),
             created_at: Timestamp(0),
         })
@@ -86,10 +87,29 @@ async fn direct_sql_cannot_rewrite_history() {
         "UPDATE postings SET seqs = x'0000'",
         "UPDATE postings SET times = zeroblob(length(times))",
         "DELETE FROM postings",
+        "INSERT OR REPLACE INTO postings_hot \
+         SELECT slice, id, col, value, x'0000', top, times FROM postings_hot",
+        "UPDATE postings_hot SET seqs = x'0000'",
+        "UPDATE postings_hot SET slice = slice + 1",
+        "DELETE FROM postings_hot",
     ];
     for sql in attacks {
         let err = raw.execute(sql, []).expect_err(sql).to_string();
         assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+    // A hot posting goes once `postings` holds it as it is, not for a forged copy there.
+    let sql = "BEGIN; \
+         INSERT INTO postings (col, value, id, seqs, before, times) \
+         SELECT col, value, id, x'0000', top, times FROM postings_hot; \
+         DELETE FROM postings_hot;";
+    let err = raw.execute_batch(sql).expect_err(sql).to_string();
+    assert!(err.contains("append-only"), "{sql}: {err}");
+    raw.execute_batch("ROLLBACK").unwrap();
+    for table in ["postings", "postings_hot"] {
+        let rows: i64 = raw
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap();
+        assert!(rows > 0, "{table} has rows to attack");
     }
     // A pruning permit is for one org's seqs below a point: another org's permit, or one
     // below the events, lets nothing go.
@@ -106,7 +126,13 @@ async fn direct_sql_cannot_rewrite_history() {
         [acme, acme << 40],
     )
     .unwrap();
-    for table in ["events", "blocks", "block_filters", "postings"] {
+    for table in [
+        "events",
+        "blocks",
+        "block_filters",
+        "postings",
+        "postings_hot",
+    ] {
         let err = raw
             .execute(&format!("DELETE FROM {table}"), [])
             .unwrap_err()
@@ -120,7 +146,7 @@ async fn direct_sql_cannot_rewrite_history() {
     assert_eq!(before, after, "nothing stored changed");
     assert_eq!(
         store.checkpoint("acme", None).await.unwrap().unwrap().size,
-        1102
+        2102
     );
 }
 
@@ -171,12 +197,14 @@ async fn a_prune_drops_the_summaries_of_the_blocks_it_empties() {
         [0, 1]
     );
     assert!(blocks(dir.path()).iter().all(|b| b.1 > 0 && b.1 % 32 == 0));
-    // The postings of each block, by actor.
+    // The postings of each block, by actor, wherever they are.
     let postings = |dir: &std::path::Path| -> Vec<(String, i64)> {
         let raw = Connection::open(dir.join(DB_FILE)).unwrap();
         raw.prepare(
-            "SELECT d.value, p.id & 1073741823 FROM postings p JOIN dict d ON d.id = p.value \
-             WHERE p.col = 0 ORDER BY 2, 1",
+            "SELECT d.value, p.id & 1073741823 \
+             FROM (SELECT col, value, id FROM postings \
+                   UNION ALL SELECT col, value, id FROM postings_hot) p \
+             JOIN dict d ON d.id = p.value WHERE p.col = 0 ORDER BY 2, 1",
         )
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -244,13 +272,19 @@ async fn a_prune_drops_the_summaries_of_the_blocks_it_empties() {
     assert_eq!(found("actor:carol").await, Vec::<u64>::new());
 }
 
-/// Rewrites postings behind Trail's back (its trigger against updates dropped first): the
-/// rows the last statement of `updates` changed.
+/// Rewrites postings behind Trail's back, in `postings` and `postings_hot` (`updates` names
+/// either as `{postings}`; their triggers against updates dropped first): the rows the last
+/// statement of `updates` changed in both.
 fn alter_postings(dir: &std::path::Path, updates: &str) -> u64 {
     let raw = Connection::open(dir.join(DB_FILE)).unwrap();
-    raw.execute_batch(&format!("DROP TRIGGER postings_no_update; {updates}"))
-        .unwrap();
-    raw.changes()
+    let mut changed = 0;
+    for table in ["postings", "postings_hot"] {
+        let updates = updates.replace("{postings}", table);
+        raw.execute_batch(&format!("DROP TRIGGER {table}_no_update; {updates}"))
+            .unwrap();
+        changed += raw.changes();
+    }
+    changed
 }
 
 /// Coarse times that a posting lacks (written before schema version 13) or that do not fit
@@ -274,8 +308,8 @@ async fn postings_without_readable_times_are_read_in_full() {
         .unwrap();
     let changed = alter_postings(
         dir.path(),
-        "UPDATE postings SET times = NULL WHERE times IS NOT NULL AND id % 2 = 0;
-         UPDATE postings SET times = x'0000' WHERE times IS NOT NULL AND id % 2 = 1;",
+        "UPDATE {postings} SET times = NULL WHERE times IS NOT NULL AND id % 2 = 0;
+         UPDATE {postings} SET times = x'0000' WHERE times IS NOT NULL AND id % 2 = 1;",
     );
     assert!(changed > 0);
     let events = store.events_from("acme", 0, 5000).await.unwrap();
@@ -313,7 +347,7 @@ async fn unreadable_postings_are_read_around() {
         .unwrap();
     let changed = alter_postings(
         dir.path(),
-        "UPDATE postings SET seqs = x'01'
+        "UPDATE {postings} SET seqs = x'01'
           WHERE col = 1 AND value = (SELECT id FROM dict WHERE value = 'write');",
     );
     assert_eq!(changed, 2, "the postings of `write` in blocks 0 and 1");
@@ -433,8 +467,7 @@ async fn a_read_only_open_of_an_older_store_says_how_to_bring_it_up_to_date() {
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
     // The last step of the schema, undone: the store is one version older.
-    raw.execute_batch("ALTER TABLE postings DROP COLUMN times;")
-        .unwrap();
+    raw.execute_batch("DROP TABLE postings_hot;").unwrap();
     raw.pragma_update(None, "user_version", version - 1)
         .unwrap();
     drop(raw);
@@ -658,4 +691,123 @@ async fn a_store_from_before_provenance_opens_and_keeps_its_hashes() {
     assert_eq!(read[0].event.encoding, canonical::VERSION);
     assert_eq!(read[0].event.submitted_by.as_deref(), Some("key_x"));
     assert_eq!(canonical::leaf_hash(&read[0].event), read[0].hash);
+}
+
+/// A block's postings are written to `postings_hot` and moved into `postings` a slice at a
+/// time: over a log of many blocks, every posting is in exactly one of the two, the hot one
+/// holds no slice's postings for longer than its number of slices of seals, each posting in
+/// `postings` carries the greatest timestamp of its value's events up to its block, and
+/// pages read across both hold what the events say.
+#[tokio::test]
+async fn postings_move_out_of_the_hot_table_with_their_running_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_with_events(dir.path()).await;
+    let t0 = 1_763_740_000_000_000i64;
+    let blocks = 40u64;
+    let n = blocks * 1024;
+    // 61 actors; one of them, in every third block, stamps its events an hour late, so that
+    // its bound there is an earlier block's.
+    let body = |i: u64| {
+        let late = i % 61 == 5 && (i / 1024) % 3 == 1;
+        let actor = if i % 61 == 5 {
+            "user-late".to_owned()
+        } else {
+            format!("user-{}", (i * i) % 61)
+        };
+        let late = if late { 3_600_000_000 } else { 0 };
+        acme_event(
+            json!({"action": if i.is_multiple_of(5) { "write" } else { "read" },
+            "actor": {"id": actor, "type": "user"},
+            "timestamp": Timestamp(t0 + i as i64 * 1000 - (i as i64 * 7919 % 4000) * 1000 - late)
+                .to_string()}),
+        )
+    };
+    for chunk in (0..n).collect::<Vec<_>>().chunks(3000) {
+        store
+            .append("acme", chunk.iter().map(|&i| body(i)).collect())
+            .await
+            .unwrap();
+    }
+    let raw = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let rows = |sql: &str| -> Vec<(i64, i64, i64, Option<i64>)> {
+        raw.prepare(sql)
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    let settled = rows("SELECT col, value, id & 1073741823, before FROM postings");
+    let hot = rows("SELECT col, value, id & 1073741823, slice FROM postings_hot");
+    // The log's first two events are block 0's too; the last block is not complete.
+    let sealed = (n + 2) / 1024;
+    let mut seen = std::collections::HashSet::new();
+    for p in settled.iter().chain(&hot) {
+        assert!(seen.insert((p.0, p.1, p.2)), "posting {p:?} twice");
+    }
+    assert!(settled.len() > hot.len(), "{} {}", settled.len(), hot.len());
+    for (_, _, block, slice) in &hot {
+        assert!(
+            *block >= sealed as i64 - 32,
+            "block {block} of slice {slice:?} still hot"
+        );
+    }
+    // Every value of every block is posted, in one table or the other.
+    let events = store.events_from("acme", 0, 50_000).await.unwrap();
+    assert_eq!(events.len() as u64, n + 2);
+    let actor_id = |name: &str| -> i64 {
+        raw.query_row("SELECT id FROM dict WHERE value = ?1", [name], |r| r.get(0))
+            .unwrap()
+    };
+    let mut want = std::collections::BTreeMap::new();
+    let mut running = std::collections::HashMap::new();
+    for e in events.iter().filter(|e| e.event.seq < sealed * 1024) {
+        let block = (e.event.seq / 1024) as i64;
+        let top = running.entry(e.event.actor.id.clone()).or_insert(i64::MIN);
+        *top = (*top).max(e.event.timestamp.micros());
+        want.insert((actor_id(&e.event.actor.id), block), *top);
+    }
+    let mut got = std::collections::BTreeMap::new();
+    for (col, value, block, before) in &settled {
+        if *col == 0 {
+            got.insert((*value, *block), Some(before.unwrap()));
+        }
+    }
+    for (col, value, block, _) in &hot {
+        if *col == 0 {
+            got.insert((*value, *block), None);
+        }
+    }
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (key, before) in &got {
+        if let Some(before) = before {
+            assert_eq!(*before, want[key], "the bound of actor posting {key:?}");
+        }
+    }
+    drop(raw);
+    for q in [
+        "actor:user-5",
+        "actor:user-late",
+        "actor:user-0 action:write",
+        "action:write",
+    ] {
+        let mut filter = trail_core::query::Filter::default();
+        filter.add_query(q, Timestamp(0)).unwrap();
+        let mut want: Vec<_> = events.iter().filter(|e| filter.matches(&e.event)).collect();
+        want.sort_by_key(|e| std::cmp::Reverse((e.event.timestamp, e.event.seq)));
+        let want: Vec<u64> = want.iter().map(|e| e.event.seq).collect();
+        for limit in [7, 1000] {
+            if want.len() / limit > 300 {
+                continue;
+            }
+            assert_eq!(
+                trail_store::conformance::page_all(&store, "acme", &filter, limit).await,
+                want,
+                "{q}: pages of {limit}"
+            );
+        }
+    }
 }

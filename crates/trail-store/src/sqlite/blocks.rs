@@ -8,13 +8,22 @@
 //! - in `block_filters`, a split-block Bloom filter (the layout of Apache Parquet's) of every
 //!   value its events hold in the [`COLUMNS`], the fields filtered on rarely. A filter has no
 //!   false negatives: a block it rules out holds no event with the value;
-//! - in `postings`, for each value its events hold in the [`POSTED`] columns (the fields
-//!   filtered on most: actor, action, route, instance, object name), exactly which of its seqs
-//!   hold it, and, where they are few, when each of those events happened, coarsely
-//!   ([`coarse`]). A value's postings, newest block first, are one range of that table's key.
+//! - postings: for each value its events hold in the [`POSTED`] columns (the fields filtered
+//!   on most: actor, action, route, instance, object name), exactly which of its seqs hold
+//!   it, and, where they are few, when each of those events happened, coarsely ([`coarse`]).
 //!
 //! Writing a block's postings costs one b-tree insert per distinct value in the block, where
 //! an index of `events` on those five fields cost five per event (measured in BENCHMARKS.md).
+//! Where those inserts go matters as much: in `postings`, keyed by value and then block so
+//! that a value's postings, newest block first, are one range of the key, each of a block's
+//! hundreds of values lands on a page of its own, and every page a commit changes is written
+//! to the WAL and again to the database. So a block's postings are first written to
+//! `postings_hot`, keyed by [`slice`] (one of [`HOT_SLICES`] slices of the values) and then
+//! block: a few pages per slice. Each seal then moves one slice's postings of the blocks
+//! before it into `postings`, sorted by value, so that each value there gets the postings of
+//! up to [`HOT_SLICES`] blocks in one page write, with the greatest timestamp of its events
+//! so far ([`settle`]). A value's postings in `postings_hot` are all newer than its postings
+//! in `postings`, and a reader reads both as one sequence.
 //!
 //! [`Probe`] is what a query's terms ask of a block. The readers in `read.rs` walk an org's
 //! blocks newest first: those a probe's postings name (with the seqs that match), or those
@@ -50,6 +59,17 @@ pub(crate) const COLUMNS: [&str; 8] = [
 /// The columns of `events` whose values a block's postings list, by position: a posting's
 /// `col` is the position of its column here, so none of it may be reordered.
 pub(crate) const POSTED: [&str; 5] = ["actor", "action", "route", "inst", "oname"];
+
+/// How many slices `postings_hot` is cut into: a slice's postings move into `postings` every
+/// this many seals of its org's blocks, so it holds those of at most this many blocks.
+pub(crate) const HOT_SLICES: i64 = 32;
+
+/// The slice of `postings_hot` that (column, value)'s postings are written to. Stored in
+/// each row and looked for by readers, so it may never change.
+fn slice(col: usize, value: i64) -> i64 {
+    let mixed = (value as u64 ^ ((col as u64) << 58)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    ((mixed >> 32) % HOT_SLICES as u64) as i64
+}
 
 /// Filter bits per distinct value: about 0.5% false positives.
 const BITS_PER_VALUE: usize = 12;
@@ -224,43 +244,134 @@ impl Postings {
         Ok(())
     }
 
-    /// Writes them as the postings of block `id`, in key order, each with the greatest
-    /// timestamp of its value's events in this block and every earlier one of the log, and
-    /// the [`coarse`] times of a sparse one's events in the block's time range `range`
-    /// (`None` for a store whose schema has no `times` yet).
-    fn write(self, tx: &Connection, id: i64, range: Option<(i64, i64)>) -> rusqlite::Result<()> {
-        let first = id & !((1 << (SEQ_BITS - BLOCK_BITS)) - 1);
-        let mut earlier = tx.prepare_cached(
-            "SELECT before FROM postings WHERE col = ?1 AND value = ?2 AND id >= ?3 AND id < ?4 \
-             ORDER BY id DESC LIMIT 1",
+    /// Writes them into `postings_hot` as the postings of block `id`, whose events' times
+    /// span `lo..=hi`: each with the greatest timestamp of its value's events here and the
+    /// [`coarse`] times of a sparse one's events.
+    fn write_hot(self, tx: &Connection, id: i64, (lo, hi): (i64, i64)) -> rusqlite::Result<()> {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR FAIL INTO postings_hot (slice, id, col, value, seqs, top, times) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
-        let mut insert = tx.prepare_cached(if range.is_some() {
-            "INSERT OR FAIL INTO postings (col, value, id, seqs, before, times) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-        } else {
-            "INSERT OR FAIL INTO postings (col, value, id, seqs, before) \
-             VALUES (?1, ?2, ?3, ?4, ?5)"
-        })?;
         for ((col, value), events) in self.0 {
-            let col = col as i64;
-            let max_ts = events.iter().map(|e| e.1).max().unwrap_or(i64::MIN);
+            let top = events.iter().map(|e| e.1).max().unwrap_or(i64::MIN);
             let offsets: Vec<u16> = events.iter().map(|e| e.0).collect();
-            let before: Option<i64> = earlier
-                .query_row(params![col, value, first, id], |r| r.get(0))
-                .optional()?;
-            let before = before.map_or(max_ts, |b| b.max(max_ts));
-            let seqs = positions::encode(&offsets);
-            match range {
-                Some((lo, hi)) => {
-                    let times: Option<Vec<u8>> = (offsets.len() < positions::DENSE)
-                        .then(|| events.iter().map(|e| coarse::part(e.1, lo, hi)).collect());
-                    insert.execute(params![col, value, id, seqs, before, times])?
-                }
-                None => insert.execute(params![col, value, id, seqs, before])?,
-            };
+            let times: Option<Vec<u8>> = (offsets.len() < positions::DENSE)
+                .then(|| events.iter().map(|e| coarse::part(e.1, lo, hi)).collect());
+            insert.execute(params![
+                slice(col, value),
+                id,
+                col as i64,
+                value,
+                positions::encode(&offsets),
+                top,
+                times
+            ])?;
         }
         Ok(())
     }
+
+    /// Writes them straight into `postings` as the postings of block `id`, without times
+    /// (schema version 12, which had neither times nor `postings_hot`), each with the
+    /// greatest timestamp of its value's events in this block and every earlier one.
+    fn write_untimed(self, tx: &Connection, id: i64) -> rusqlite::Result<()> {
+        let first = id & !((1 << (SEQ_BITS - BLOCK_BITS)) - 1);
+        let mut settled = Settled::new(tx, first)?;
+        let mut insert = tx.prepare_cached(
+            "INSERT OR FAIL INTO postings (col, value, id, seqs, before) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for ((col, value), events) in self.0 {
+            let top = events.iter().map(|e| e.1).max().unwrap_or(i64::MIN);
+            let offsets: Vec<u16> = events.iter().map(|e| e.0).collect();
+            insert.execute(params![
+                col as i64,
+                value,
+                id,
+                positions::encode(&offsets),
+                settled.before(col as i64, value, id, top)?
+            ])?;
+        }
+        Ok(())
+    }
+}
+
+/// The running bound a posting in `postings` carries: the greatest timestamp of its value's
+/// events in its block and every earlier one of the log.
+struct Settled<'c> {
+    /// The newest posting before a block of the value, in the org's range of ids from
+    /// `first`.
+    newest: rusqlite::CachedStatement<'c>,
+    first: i64,
+    /// The value last asked about, and its bound so far.
+    last: Option<(i64, i64, i64)>,
+}
+
+impl<'c> Settled<'c> {
+    fn new(tx: &'c Connection, first: i64) -> rusqlite::Result<Settled<'c>> {
+        Ok(Settled {
+            newest: tx.prepare_cached(
+                "SELECT before FROM postings WHERE col = ?1 AND value = ?2 AND id >= ?3 \
+                 AND id < ?4 ORDER BY id DESC LIMIT 1",
+            )?,
+            first,
+            last: None,
+        })
+    }
+
+    /// The bound of (col, value)'s posting in block `id`, whose events' greatest timestamp
+    /// is `top`. Asked of one value's postings in block order, it reads `postings` only for
+    /// the first.
+    fn before(&mut self, col: i64, value: i64, id: i64, top: i64) -> rusqlite::Result<i64> {
+        let before = match self.last {
+            Some((c, v, before)) if (c, v) == (col, value) => before.max(top),
+            _ => self
+                .newest
+                .query_row(params![col, value, self.first, id], |r| r.get::<_, i64>(0))
+                .optional()?
+                .map_or(top, |b| b.max(top)),
+        };
+        self.last = Some((col, value, before));
+        Ok(before)
+    }
+}
+
+/// Moves slice `slice` of `org_id`'s postings in `postings_hot` from the blocks before block
+/// id `below` into `postings`, in key order, each with its running bound.
+fn settle(tx: &Connection, org_id: i64, slice: i64, below: i64) -> rusqlite::Result<()> {
+    type Hot = (i64, i64, i64, Vec<u8>, i64, Option<Vec<u8>>);
+    let first = block_id(org_id, 0);
+    let mut hot: Vec<Hot> = tx
+        .prepare_cached(
+            "SELECT col, value, id, seqs, top, times FROM postings_hot \
+             WHERE slice = ?1 AND id >= ?2 AND id < ?3",
+        )?
+        .query_map(params![slice, first, below], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    if hot.is_empty() {
+        return Ok(());
+    }
+    hot.sort_unstable_by_key(|h| (h.0, h.1, h.2));
+    let mut settled = Settled::new(tx, first)?;
+    let mut insert = tx.prepare_cached(
+        "INSERT OR FAIL INTO postings (col, value, id, seqs, before, times) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for (col, value, id, seqs, top, times) in hot {
+        let before = settled.before(col, value, id, top)?;
+        insert.execute(params![col, value, id, seqs, before, times])?;
+    }
+    tx.prepare_cached("DELETE FROM postings_hot WHERE slice = ?1 AND id >= ?2 AND id < ?3")?
+        .execute(params![slice, first, below])?;
+    Ok(())
 }
 
 /// Writes the summary and, with `post`, the postings of `org_id`'s block `block`, whose
@@ -310,7 +421,8 @@ fn seal(tx: &Connection, org_id: i64, block: u64, post: bool) -> rusqlite::Resul
     tx.prepare_cached("INSERT OR FAIL INTO block_filters (id, filter) VALUES (?1, ?2)")?
         .execute(params![id, bloom::build(&keys, BITS_PER_VALUE)])?;
     if post {
-        postings.write(tx, id, Some((min_ts, max_ts)))?;
+        postings.write_hot(tx, id, (min_ts, max_ts))?;
+        settle(tx, org_id, block as i64 % HOT_SLICES, id)?;
     }
     Ok(())
 }
@@ -397,9 +509,13 @@ pub(crate) fn forget(tx: &Connection, org_id: i64, from: u64, below: u64) -> rus
     let partial = (!below.is_multiple_of(BLOCK)).then(|| block_id(org_id, below >> BLOCK_BITS));
     let mut delete =
         tx.prepare_cached("DELETE FROM postings WHERE col = ?1 AND value = ?2 AND id = ?3")?;
+    let mut delete_hot = tx.prepare_cached(
+        "DELETE FROM postings_hot WHERE slice = ?1 AND id = ?2 AND col = ?3 AND value = ?4",
+    )?;
     for (c, v, id) in gone {
         if Some(id) != partial || !kept.contains(&(c, v)) {
             delete.execute(params![c as i64, v, id])?;
+            delete_hot.execute(params![slice(c, v), id, c as i64, v])?;
         }
     }
     let (first, emptied) = (block_id(org_id, 0), block_id(org_id, below >> BLOCK_BITS));
@@ -431,8 +547,7 @@ pub(crate) fn post_all(tx: &Connection) -> rusqlite::Result<()> {
             let offset = (row.get::<_, i64>(0)? - first) as u16;
             postings.add(offset, row.get(1)?, row, 2)?;
         }
-        // Schema version 12's postings, which had no times.
-        postings.write(tx, id, None)?;
+        postings.write_untimed(tx, id)?;
     }
     Ok(())
 }
@@ -663,17 +778,20 @@ struct Posting {
     id: i64,
     /// Its [`positions`].
     seqs: Vec<u8>,
-    /// The greatest timestamp of the value's events up to this block.
+    /// The greatest timestamp of the value's events up to this block; `i64::MAX` for a hot
+    /// posting, which carries only its own block's (the walk then bounds by the block's).
     before: i64,
     /// The [`coarse`] times of `seqs`' events, where the posting has them.
     times: Option<Vec<u8>>,
 }
 
 /// One value's postings in a range of block ids, newest first, read a few at a time (more
-/// each time: a page often needs only the newest few).
+/// each time: a page often needs only the newest few), from `postings_hot` and `postings`
+/// as one sequence.
 struct Stream {
     col: i64,
     value: i64,
+    slice: i64,
     lo: i64,
     /// Every posting of a block id below this not yet read.
     below: i64,
@@ -688,6 +806,7 @@ impl Stream {
         Stream {
             col: col as i64,
             value,
+            slice: slice(col, value),
             lo,
             below: end,
             chunk: 8,
@@ -698,15 +817,20 @@ impl Stream {
 
     fn head(&mut self, conn: &Connection) -> Result<Option<i64>> {
         if self.read.is_empty() && !self.done {
-            let rows: Vec<Posting> = conn
+            let mut rows: Vec<Posting> = conn
                 .prepare_cached(
                     "SELECT id, seqs, before, times FROM postings \
                      WHERE col = ?1 AND value = ?2 AND id >= ?3 AND id < ?4 \
+                     UNION ALL \
+                     SELECT id, seqs, NULL, times FROM postings_hot \
+                     WHERE slice = ?6 AND id >= ?3 AND id < ?4 AND col = ?1 AND value = ?2 \
                      ORDER BY id DESC LIMIT ?5",
                 )
                 .and_then(|mut st| {
                     st.query_map(
-                        params![self.col, self.value, self.lo, self.below, self.chunk],
+                        params![
+                            self.col, self.value, self.lo, self.below, self.chunk, self.slice
+                        ],
                         |r| {
                             let times = match r.get_ref(3)? {
                                 ValueRef::Blob(b) => Some(b.to_vec()),
@@ -715,7 +839,7 @@ impl Stream {
                             Ok(Posting {
                                 id: r.get(0)?,
                                 seqs: r.get(1)?,
-                                before: r.get(2)?,
+                                before: r.get::<_, Option<i64>>(2)?.unwrap_or(i64::MAX),
                                 times,
                             })
                         },
@@ -724,6 +848,9 @@ impl Stream {
                 })
                 .map_err(unavailable)?;
             self.done = (rows.len() as i64) < self.chunk;
+            // A block's posting in both tables (only ever by a hand on the database) is read
+            // once.
+            rows.dedup_by_key(|p| p.id);
             self.chunk = (self.chunk * 4).min(1024);
             if let Some(p) = rows.last() {
                 self.below = p.id;

@@ -239,6 +239,42 @@ const STEPS: &[Step] = &[
                read",
         apply: |tx| tx.execute_batch("ALTER TABLE postings ADD COLUMN times BLOB;"),
     },
+    Step {
+        what: "postings written first in block order: a sealed block's postings go into \
+               postings_hot, keyed by a slice of the values (blocks::HOT_SLICES) and then \
+               the block, so a block's postings fill a few pages there; each seal moves one \
+               slice's older postings into postings, in value order, with their running \
+               bounds. A hot posting may be deleted only once postings holds it as it is, \
+               or under a prune's permit",
+        apply: |tx| {
+            tx.execute_batch(
+                "CREATE TABLE postings_hot (
+                     slice INTEGER NOT NULL,  -- blocks::slice of (col, value)
+                     id    INTEGER NOT NULL,  -- blocks.id: org << 30 | block
+                     col   INTEGER NOT NULL,  -- as in postings
+                     value INTEGER NOT NULL,
+                     seqs  BLOB NOT NULL,
+                     top   INTEGER NOT NULL,  -- greatest ts of the value's events in this block
+                     times BLOB,
+                     PRIMARY KEY (slice, id, col, value)
+                 ) WITHOUT ROWID;
+                 CREATE TRIGGER postings_hot_no_replace BEFORE INSERT ON postings_hot
+                 WHEN EXISTS (SELECT 1 FROM postings_hot WHERE slice = NEW.slice
+                              AND id = NEW.id AND col = NEW.col AND value = NEW.value)
+                 BEGIN SELECT RAISE(FAIL, 'postings are append-only'); END;
+                 CREATE TRIGGER postings_hot_no_update BEFORE UPDATE ON postings_hot
+                 BEGIN SELECT RAISE(ABORT, 'postings are append-only'); END;
+                 CREATE TRIGGER postings_hot_no_delete BEFORE DELETE ON postings_hot
+                 WHEN NOT EXISTS (SELECT 1 FROM postings c WHERE c.col = OLD.col
+                                  AND c.value = OLD.value AND c.id = OLD.id
+                                  AND c.seqs = OLD.seqs AND c.times IS OLD.times)
+                  AND NOT EXISTS (SELECT 1 FROM prune_permit p WHERE p.org = OLD.id >> 30
+                                  AND (((OLD.id >> 30) << 40) | ((OLD.id & 1073741823) << 10))
+                                      < p.below_k)
+                 BEGIN SELECT RAISE(FAIL, 'postings are append-only'); END;",
+            )
+        },
+    },
 ];
 
 /// The schema version this Trail writes and reads.

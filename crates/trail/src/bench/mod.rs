@@ -104,7 +104,11 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     drop(null);
 
     let server = Server::start(&data)?;
+    let written_before = io_bytes(server.child.id(), "write_bytes:");
     let ingest = ingest(&server.target, &work, work.batches, &args, max).await?;
+    let written = io_bytes(server.child.id(), "write_bytes:")
+        .zip(written_before)
+        .map(|(after, before)| after.saturating_sub(before));
     // Then at half that rate, with the batches after the workload's, for as long as the
     // ingest took (within bounds: enough batches for a p99, few enough for a quick run) and
     // never more batches than it sent (the store measured next holds at most twice the
@@ -214,6 +218,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         machine: machine(),
         generator,
         ingest,
+        written,
         half,
         stored,
         trail_bytes,
@@ -246,6 +251,9 @@ struct Report {
     /// The load generator against a server that does nothing.
     generator: IngestResult,
     ingest: IngestResult,
+    /// What the server wrote to storage during the ingest (the WAL, and the database file
+    /// as checkpoints fold the WAL into it), in bytes.
+    written: Option<u64>,
     /// Acknowledgements at half the ingest rate.
     half: PacedResult,
     /// Events stored (the recorded API calls included) and the database's bytes.
@@ -345,6 +353,14 @@ impl Report {
             r,
             "| ack latency at half that rate ({:.0} events/s offered on a fixed schedule, {} batches), p50 / p99 / max (ms) | {:.1} / {:.1} / {:.1} | | | | |",
             h.rate, h.batches, h.p50_ms, h.p99_ms, h.max_ms
+        )?;
+        writeln!(
+            r,
+            "| bytes written to storage per event during the ingest (the WAL and the checkpoints that fold it into the database file) | {} | | | | |",
+            self.written.map_or("-".into(), |w| format!(
+                "{:.0}",
+                w as f64 / i.events.max(1) as f64
+            ))
         )?;
         let bpe = |b: &Baseline| b.bytes as f64 / b.events.max(1) as f64;
         let trail_bpe = self.trail_bytes as f64 / self.stored.max(1) as f64;
@@ -465,6 +481,7 @@ impl Report {
             "loadGenerator": { "eventsPerSecond": self.generator.rate },
             "trail": {
                 "ingest": i.json(),
+                "bytesWrittenPerEvent": self.written.map(|w| w as f64 / i.events.max(1) as f64),
                 "ackAtHalfRate": {
                     "eventsPerSecondOffered": self.half.rate,
                     "batches": self.half.batches,
@@ -1143,10 +1160,20 @@ fn mib(kib: Option<u64>) -> String {
     kib.map_or("-".into(), |k| format!("{:.0}", k as f64 / 1024.0))
 }
 
+/// A count of `/proc/PID/io`, in bytes (`write_bytes:`: what the process sent to storage).
+fn io_bytes(pid: u32, field: &str) -> Option<u64> {
+    proc_figure(pid, "io", field)
+}
+
 /// A figure of `/proc/PID/status`, in KiB.
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
+    proc_figure(pid, "status", field)
+}
+
+/// The number after `field` in `/proc/PID/FILE`.
+fn proc_figure(pid: u32, file: &str, field: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .ok()?
         .lines()
         .find(|l| l.starts_with(field))?
         .split_whitespace()
