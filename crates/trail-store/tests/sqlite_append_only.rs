@@ -92,6 +92,9 @@ async fn direct_sql_cannot_rewrite_history() {
         "UPDATE postings_hot SET seqs = x'0000'",
         "UPDATE postings_hot SET slice = slice + 1",
         "DELETE FROM postings_hot",
+        // A copy in `postings` that would shadow a hot posting.
+        "INSERT INTO postings (col, value, id, seqs, before, times) \
+         SELECT col, value, id, x'', -9223372036854775808, NULL FROM postings_hot",
     ];
     for sql in attacks {
         let err = raw.execute(sql, []).expect_err(sql).to_string();
@@ -328,12 +331,9 @@ async fn postings_without_readable_times_are_read_in_full() {
     }
 }
 
-/// Postings that no longer read as offsets (altered behind Trail's back) make a reader look
-/// at their whole block, so pages and counts still hold what the events say.
-#[tokio::test]
-async fn unreadable_postings_are_read_around() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store_with_events(dir.path()).await;
+/// A store of 2,048 events (blocks 0 and 1 sealed) of `read` and `write` by alice and bob.
+async fn store_of_reads_and_writes(dir: &std::path::Path) -> SqliteStore {
+    let store = store_with_events(dir).await;
     let body = |i: usize| {
         acme_event(
             json!({"action": if i.is_multiple_of(2) { "read" } else { "write" },
@@ -345,12 +345,46 @@ async fn unreadable_postings_are_read_around() {
         .append("acme", (0..2046).map(body).collect())
         .await
         .unwrap();
+    store
+}
+
+/// Postings that no longer read as offsets (altered behind Trail's back) make a reader look
+/// at their whole block, so pages and counts still hold what the events say.
+#[tokio::test]
+async fn unreadable_postings_are_read_around() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_of_reads_and_writes(dir.path()).await;
     let changed = alter_postings(
         dir.path(),
         "UPDATE {postings} SET seqs = x'01'
           WHERE col = 1 AND value = (SELECT id FROM dict WHERE value = 'write');",
     );
     assert_eq!(changed, 2, "the postings of `write` in blocks 0 and 1");
+    reads_hold_what_the_events_say(&store).await;
+}
+
+/// A block's posting of a value in both tables (added behind Trail's back, its trigger
+/// dropped: a copy claiming no seqs and the oldest bound) shadows neither: the reader
+/// looks at the whole block.
+#[tokio::test]
+async fn a_posting_in_both_tables_is_read_around() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_of_reads_and_writes(dir.path()).await;
+    let raw = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    raw.execute_batch(
+        "DROP TRIGGER postings_no_replace;
+         INSERT INTO postings (col, value, id, seqs, before, times)
+         SELECT col, value, id, x'', -9223372036854775808, NULL FROM postings_hot
+          WHERE col = 1 AND value = (SELECT id FROM dict WHERE value = 'write');",
+    )
+    .unwrap();
+    assert!(raw.changes() > 0, "`write` is hot in a block");
+    drop(raw);
+    reads_hold_what_the_events_say(&store).await;
+}
+
+/// Pages and counts of `write` in [`store_of_reads_and_writes`] hold what its events say.
+async fn reads_hold_what_the_events_say(store: &SqliteStore) {
     let events = store.events_from("acme", 0, 3000).await.unwrap();
     for q in [
         "action:write",
@@ -364,7 +398,7 @@ async fn unreadable_postings_are_read_around() {
             .filter(|e| filter.matches(&e.event))
             .map(|e| e.event.seq)
             .collect();
-        let mut seen = trail_store::conformance::page_all(&store, "acme", &filter, 100).await;
+        let mut seen = trail_store::conformance::page_all(store, "acme", &filter, 100).await;
         seen.sort_unstable();
         assert_eq!(seen, want, "{q}");
         let all_time = (Timestamp(0), Timestamp(i64::MAX / 2));
@@ -694,120 +728,174 @@ async fn a_store_from_before_provenance_opens_and_keeps_its_hashes() {
 }
 
 /// A block's postings are written to `postings_hot` and moved into `postings` a slice at a
-/// time: over a log of many blocks, every posting is in exactly one of the two, the hot one
-/// holds no slice's postings for longer than its number of slices of seals, each posting in
-/// `postings` carries the greatest timestamp of its value's events up to its block, and
-/// pages read across both hold what the events say.
+/// time. Over two orgs' logs of many blocks, appended in turns: every posting is in exactly
+/// one of the two tables, the hot one holds none older than its number of slices of
+/// blocks, each posting in `postings` carries the greatest timestamp of its value's events
+/// up to its block (also when it is moved after earlier postings of its value were, and
+/// its own block's events are older than theirs), and pages read across both tables hold
+/// what the events say.
 #[tokio::test]
 async fn postings_move_out_of_the_hot_table_with_their_running_bounds() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_events(dir.path()).await;
-    let t0 = 1_763_740_000_000_000i64;
-    let blocks = 40u64;
-    let n = blocks * 1024;
-    // 61 actors; one of them, in every third block, stamps its events an hour late, so that
-    // its bound there is an earlier block's.
-    let body = |i: u64| {
-        let late = i % 61 == 5 && (i / 1024) % 3 == 1;
-        let actor = if i % 61 == 5 {
-            "user-late".to_owned()
-        } else {
-            format!("user-{}", (i * i) % 61)
-        };
-        let late = if late { 3_600_000_000 } else { 0 };
-        acme_event(
-            json!({"action": if i.is_multiple_of(5) { "write" } else { "read" },
-            "actor": {"id": actor, "type": "user"},
-            "timestamp": Timestamp(t0 + i as i64 * 1000 - (i as i64 * 7919 % 4000) * 1000 - late)
-                .to_string()}),
+    store
+        .create_org(
+            Org {
+                id: "umbrella".into(),
+                name: "Umbrella".into(),
+                created_at: Timestamp(0),
+            },
+            None,
+            None,
+            Vec::new(),
         )
+        .await
+        .unwrap();
+    let t0 = 1_763_740_000_000_000i64;
+    // Every event of an odd block is stamped an hour late, so that a value's bound there is
+    // an earlier block's; every slice is moved at least twice in acme's 70 blocks.
+    let body = |org: &str, i: u64| {
+        let late = if (i / 1024) % 2 == 1 {
+            3_600_000_000
+        } else {
+            0
+        };
+        let mut v = json!({"action": if i.is_multiple_of(5) { "write" } else { "read" },
+            "actor": {"id": format!("user-{}", (i * i) % 61), "type": "user"},
+            "timestamp": Timestamp(t0 + i as i64 * 1000 - (i as i64 * 7919 % 4000) * 1000 - late)
+                .to_string()});
+        if i.is_multiple_of(3) {
+            v["object"] = json!({"type": "app", "id": {"name": format!("app-{}", i % 97)}});
+        }
+        EventBody::from_json(v, org).unwrap()
     };
-    for chunk in (0..n).collect::<Vec<_>>().chunks(3000) {
-        store
-            .append("acme", chunk.iter().map(|&i| body(i)).collect())
-            .await
-            .unwrap();
+    let sizes = [("acme", 70 * 1024u64), ("umbrella", 40 * 1024)];
+    for turn in 0..(70 * 1024u64).div_ceil(3000) {
+        for (org, n) in sizes {
+            let from = (turn * 3000).min(n);
+            let to = ((turn + 1) * 3000).min(n);
+            if from < to {
+                store
+                    .append(org, (from..to).map(|i| body(org, i)).collect())
+                    .await
+                    .unwrap();
+            }
+        }
     }
     let raw = Connection::open(dir.path().join(DB_FILE)).unwrap();
-    let rows = |sql: &str| -> Vec<(i64, i64, i64, Option<i64>)> {
-        raw.prepare(sql)
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap()
-    };
-    let settled = rows("SELECT col, value, id & 1073741823, before FROM postings");
-    let hot = rows("SELECT col, value, id & 1073741823, slice FROM postings_hot");
-    // The log's first two events are block 0's too; the last block is not complete.
-    let sealed = (n + 2) / 1024;
-    let mut seen = std::collections::HashSet::new();
-    for p in settled.iter().chain(&hot) {
-        assert!(seen.insert((p.0, p.1, p.2)), "posting {p:?} twice");
-    }
-    assert!(settled.len() > hot.len(), "{} {}", settled.len(), hot.len());
-    for (_, _, block, slice) in &hot {
+    let mut moved_twice = 0;
+    for (org, n) in sizes {
+        // acme's log has two events before these.
+        let size = n + if org == "acme" { 2 } else { 0 };
+        let sealed = (size / 1024) as i64;
+        let org_id: i64 = raw
+            .query_row("SELECT id FROM orgs WHERE slug = ?1", [org], |r| r.get(0))
+            .unwrap();
+        let rows = |sql: &str| -> Vec<(i64, i64, i64, i64)> {
+            raw.prepare(sql)
+                .unwrap()
+                .query_map([org_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let settled =
+            rows("SELECT col, value, id & 1073741823, before FROM postings WHERE id >> 30 = ?1");
+        let hot =
+            rows("SELECT col, value, id & 1073741823, slice FROM postings_hot WHERE id >> 30 = ?1");
         assert!(
-            *block >= sealed as i64 - 32,
-            "block {block} of slice {slice:?} still hot"
+            settled.len() > hot.len(),
+            "{org}: {} {}",
+            settled.len(),
+            hot.len()
         );
-    }
-    // Every value of every block is posted, in one table or the other.
-    let events = store.events_from("acme", 0, 50_000).await.unwrap();
-    assert_eq!(events.len() as u64, n + 2);
-    let actor_id = |name: &str| -> i64 {
-        raw.query_row("SELECT id FROM dict WHERE value = ?1", [name], |r| r.get(0))
-            .unwrap()
-    };
-    let mut want = std::collections::BTreeMap::new();
-    let mut running = std::collections::HashMap::new();
-    for e in events.iter().filter(|e| e.event.seq < sealed * 1024) {
-        let block = (e.event.seq / 1024) as i64;
-        let top = running.entry(e.event.actor.id.clone()).or_insert(i64::MIN);
-        *top = (*top).max(e.event.timestamp.micros());
-        want.insert((actor_id(&e.event.actor.id), block), *top);
-    }
-    let mut got = std::collections::BTreeMap::new();
-    for (col, value, block, before) in &settled {
-        if *col == 0 {
-            got.insert((*value, *block), Some(before.unwrap()));
-        }
-    }
-    for (col, value, block, _) in &hot {
-        if *col == 0 {
-            got.insert((*value, *block), None);
-        }
-    }
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>()
-    );
-    for (key, before) in &got {
-        if let Some(before) = before {
-            assert_eq!(*before, want[key], "the bound of actor posting {key:?}");
-        }
-    }
-    drop(raw);
-    for q in [
-        "actor:user-5",
-        "actor:user-late",
-        "actor:user-0 action:write",
-        "action:write",
-    ] {
-        let mut filter = trail_core::query::Filter::default();
-        filter.add_query(q, Timestamp(0)).unwrap();
-        let mut want: Vec<_> = events.iter().filter(|e| filter.matches(&e.event)).collect();
-        want.sort_by_key(|e| std::cmp::Reverse((e.event.timestamp, e.event.seq)));
-        let want: Vec<u64> = want.iter().map(|e| e.event.seq).collect();
-        for limit in [7, 1000] {
-            if want.len() / limit > 300 {
-                continue;
-            }
-            assert_eq!(
-                trail_store::conformance::page_all(&store, "acme", &filter, limit).await,
-                want,
-                "{q}: pages of {limit}"
+        for (_, _, block, slice) in &hot {
+            assert!(
+                *block >= sealed - 32,
+                "{org}: block {block} of slice {slice} still hot"
             );
+        }
+        // What each block's postings must be: every value its events hold in the posted
+        // columns, with the greatest timestamp of the value's events so far.
+        let mut want = std::collections::BTreeMap::new();
+        let mut running = std::collections::HashMap::new();
+        let mut stmt = raw
+            .prepare(
+                "SELECT k & 1099511627775, ts, actor, action, route, inst, oname FROM events \
+                 WHERE org = ?1 ORDER BY k",
+            )
+            .unwrap();
+        let mut events = stmt.query([org_id]).unwrap();
+        while let Some(e) = events.next().unwrap() {
+            let (seq, ts): (i64, i64) = (e.get(0).unwrap(), e.get(1).unwrap());
+            if seq >= sealed * 1024 {
+                break;
+            }
+            for col in 0..5 {
+                if let Some(value) = e.get::<_, Option<i64>>(2 + col).unwrap() {
+                    let top = running.entry((col as i64, value)).or_insert(i64::MIN);
+                    *top = (*top).max(ts);
+                    want.insert((col as i64, value, seq / 1024), *top);
+                }
+            }
+        }
+        let mut got = std::collections::BTreeMap::new();
+        for (col, value, block, before) in &settled {
+            got.insert((*col, *value, *block), Some(*before));
+        }
+        for (col, value, block, _) in &hot {
+            assert!(
+                got.insert((*col, *value, *block), None).is_none(),
+                "{org}: posting {:?} in both tables",
+                (col, value, block)
+            );
+        }
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            want.keys().collect::<Vec<_>>(),
+            "{org}"
+        );
+        for (key, before) in &got {
+            if let Some(before) = before {
+                assert_eq!(*before, want[key], "{org}: the bound of posting {key:?}");
+                // Moved after earlier postings of its value were, with its own events
+                // older than theirs: its bound is theirs.
+                if key.2 >= HOT_SLICES && key.2 % 2 == 1 {
+                    moved_twice += 1;
+                }
+            }
+        }
+    }
+    assert!(moved_twice > 100, "{moved_twice}");
+    drop(raw);
+    for org in ["acme", "umbrella"] {
+        let all = store.events_from(org, 0, 100_000).await.unwrap();
+        for q in [
+            "actor:user-5",
+            "actor:user-0 action:write",
+            "action:write",
+            "objectName:app-7",
+        ] {
+            let mut filter = trail_core::query::Filter::default();
+            filter.add_query(q, Timestamp(0)).unwrap();
+            let mut want: Vec<_> = all.iter().filter(|e| filter.matches(&e.event)).collect();
+            want.sort_by_key(|e| std::cmp::Reverse((e.event.timestamp, e.event.seq)));
+            let want: Vec<u64> = want.iter().map(|e| e.event.seq).collect();
+            for limit in [7, 1000] {
+                if want.len() / limit > 300 {
+                    continue;
+                }
+                assert_eq!(
+                    trail_store::conformance::page_all(&store, org, &filter, limit).await,
+                    want,
+                    "{org}: {q}: pages of {limit}"
+                );
+            }
         }
     }
 }
+
+/// How many blocks' postings a slice of `postings_hot` holds at most.
+const HOT_SLICES: i64 = 32;

@@ -12,9 +12,9 @@
 //!   on most: actor, action, route, instance, object name), exactly which of its seqs hold
 //!   it, and, where they are few, when each of those events happened, coarsely ([`coarse`]).
 //!
-//! Writing a block's postings costs one b-tree insert per distinct value in the block, where
-//! an index of `events` on those five fields cost five per event (measured in BENCHMARKS.md).
-//! Where those inserts go matters as much: in `postings`, keyed by value and then block so
+//! A block's postings are one row per distinct value in the block, where an index of
+//! `events` on those five fields cost five entries per event (measured in BENCHMARKS.md).
+//! Where those rows go matters as much: in `postings`, keyed by value and then block so
 //! that a value's postings, newest block first, are one range of the key, each of a block's
 //! hundreds of values lands on a page of its own, and every page a commit changes is written
 //! to the WAL and again to the database. So a block's postings are first written to
@@ -23,7 +23,7 @@
 //! before it into `postings`, sorted by value, so that each value there gets the postings of
 //! up to [`HOT_SLICES`] blocks in one page write, with the greatest timestamp of its events
 //! so far ([`settle`]). A value's postings in `postings_hot` are all newer than its postings
-//! in `postings`, and a reader reads both as one sequence.
+//! in `postings`, and a reader reads both as one sequence ([`Stream`]).
 //!
 //! [`Probe`] is what a query's terms ask of a block. The readers in `read.rs` walk an org's
 //! blocks newest first: those a probe's postings name (with the seqs that match), or those
@@ -42,6 +42,7 @@ use rusqlite::types::{Value as Sql, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params};
 use trail_core::query::{Field, Filter};
 
+use super::batch::{Batch, Statements};
 use super::{SEQ_BITS, unavailable};
 use crate::Result;
 
@@ -64,12 +65,23 @@ pub(crate) const POSTED: [&str; 5] = ["actor", "action", "route", "inst", "oname
 /// this many seals of its org's blocks, so it holds those of at most this many blocks.
 pub(crate) const HOT_SLICES: i64 = 32;
 
-/// The slice of `postings_hot` that (column, value)'s postings are written to. Stored in
-/// each row and looked for by readers, so it may never change.
+/// The slice of `postings_hot` that (column, value)'s postings are written to: values are
+/// dictionary ids, given in turn, so their low bits spread them evenly. Stored in each row,
+/// looked for by readers and computed by a trigger (`postings_no_replace`, schema version
+/// 14) in SQL as `(value + 7 * col) & 31`, so it may never change.
 fn slice(col: usize, value: i64) -> i64 {
-    let mixed = (value as u64 ^ ((col as u64) << 58)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    ((mixed >> 32) % HOT_SLICES as u64) as i64
+    (value.wrapping_add(7 * col as i64)) & (HOT_SLICES - 1)
 }
+
+/// The inserts of hot postings, and of settled postings with and without times.
+static HOT_INSERTS: std::sync::LazyLock<Statements> = std::sync::LazyLock::new(|| {
+    Statements::new("postings_hot (slice, id, col, value, seqs, top, times)", 7)
+});
+static SETTLED_INSERTS: std::sync::LazyLock<Statements> = std::sync::LazyLock::new(|| {
+    Statements::new("postings (col, value, id, seqs, before, times)", 6)
+});
+static UNTIMED_INSERTS: std::sync::LazyLock<Statements> =
+    std::sync::LazyLock::new(|| Statements::new("postings (col, value, id, seqs, before)", 5));
 
 /// Filter bits per distinct value: about 0.5% false positives.
 const BITS_PER_VALUE: usize = 12;
@@ -248,26 +260,26 @@ impl Postings {
     /// span `lo..=hi`: each with the greatest timestamp of its value's events here and the
     /// [`coarse`] times of a sparse one's events.
     fn write_hot(self, tx: &Connection, id: i64, (lo, hi): (i64, i64)) -> rusqlite::Result<()> {
-        let mut insert = tx.prepare_cached(
-            "INSERT OR FAIL INTO postings_hot (slice, id, col, value, seqs, top, times) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
+        let mut insert = Batch::new(&HOT_INSERTS);
         for ((col, value), events) in self.0 {
             let top = events.iter().map(|e| e.1).max().unwrap_or(i64::MIN);
             let offsets: Vec<u16> = events.iter().map(|e| e.0).collect();
-            let times: Option<Vec<u8>> = (offsets.len() < positions::DENSE)
-                .then(|| events.iter().map(|e| coarse::part(e.1, lo, hi)).collect());
-            insert.execute(params![
-                slice(col, value),
-                id,
-                col as i64,
-                value,
-                positions::encode(&offsets),
-                top,
-                times
-            ])?;
+            let times = (offsets.len() < positions::DENSE)
+                .then(|| Sql::Blob(events.iter().map(|e| coarse::part(e.1, lo, hi)).collect()));
+            insert.push(
+                tx,
+                [
+                    Sql::Integer(slice(col, value)),
+                    Sql::Integer(id),
+                    Sql::Integer(col as i64),
+                    Sql::Integer(value),
+                    Sql::Blob(positions::encode(&offsets)),
+                    Sql::Integer(top),
+                    times.unwrap_or(Sql::Null),
+                ],
+            )?;
         }
-        Ok(())
+        insert.flush(tx)
     }
 
     /// Writes them straight into `postings` as the postings of block `id`, without times
@@ -275,47 +287,45 @@ impl Postings {
     /// greatest timestamp of its value's events in this block and every earlier one.
     fn write_untimed(self, tx: &Connection, id: i64) -> rusqlite::Result<()> {
         let first = id & !((1 << (SEQ_BITS - BLOCK_BITS)) - 1);
-        let mut settled = Settled::new(tx, first)?;
-        let mut insert = tx.prepare_cached(
-            "INSERT OR FAIL INTO postings (col, value, id, seqs, before) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
+        let mut settled = Settled::new(tx, first);
+        let mut insert = Batch::new(&UNTIMED_INSERTS);
         for ((col, value), events) in self.0 {
             let top = events.iter().map(|e| e.1).max().unwrap_or(i64::MIN);
             let offsets: Vec<u16> = events.iter().map(|e| e.0).collect();
-            insert.execute(params![
-                col as i64,
-                value,
-                id,
-                positions::encode(&offsets),
-                settled.before(col as i64, value, id, top)?
-            ])?;
+            // A value's bound is read before any of its postings here is queued.
+            let before = settled.before(col as i64, value, id, top)?;
+            insert.push(
+                tx,
+                [
+                    Sql::Integer(col as i64),
+                    Sql::Integer(value),
+                    Sql::Integer(id),
+                    Sql::Blob(positions::encode(&offsets)),
+                    Sql::Integer(before),
+                ],
+            )?;
         }
-        Ok(())
+        insert.flush(tx)
     }
 }
 
 /// The running bound a posting in `postings` carries: the greatest timestamp of its value's
 /// events in its block and every earlier one of the log.
 struct Settled<'c> {
-    /// The newest posting before a block of the value, in the org's range of ids from
-    /// `first`.
-    newest: rusqlite::CachedStatement<'c>,
+    tx: &'c Connection,
+    /// Where the org's block ids start.
     first: i64,
     /// The value last asked about, and its bound so far.
     last: Option<(i64, i64, i64)>,
 }
 
 impl<'c> Settled<'c> {
-    fn new(tx: &'c Connection, first: i64) -> rusqlite::Result<Settled<'c>> {
-        Ok(Settled {
-            newest: tx.prepare_cached(
-                "SELECT before FROM postings WHERE col = ?1 AND value = ?2 AND id >= ?3 \
-                 AND id < ?4 ORDER BY id DESC LIMIT 1",
-            )?,
+    fn new(tx: &'c Connection, first: i64) -> Settled<'c> {
+        Settled {
+            tx,
             first,
             last: None,
-        })
+        }
     }
 
     /// The bound of (col, value)'s posting in block `id`, whose events' greatest timestamp
@@ -324,11 +334,7 @@ impl<'c> Settled<'c> {
     fn before(&mut self, col: i64, value: i64, id: i64, top: i64) -> rusqlite::Result<i64> {
         let before = match self.last {
             Some((c, v, before)) if (c, v) == (col, value) => before.max(top),
-            _ => self
-                .newest
-                .query_row(params![col, value, self.first, id], |r| r.get::<_, i64>(0))
-                .optional()?
-                .map_or(top, |b| b.max(top)),
+            _ => settled_bound(self.tx, col, value, self.first, id)?.map_or(top, |b| b.max(top)),
         };
         self.last = Some((col, value, before));
         Ok(before)
@@ -360,15 +366,26 @@ fn settle(tx: &Connection, org_id: i64, slice: i64, below: i64) -> rusqlite::Res
         return Ok(());
     }
     hot.sort_unstable_by_key(|h| (h.0, h.1, h.2));
-    let mut settled = Settled::new(tx, first)?;
-    let mut insert = tx.prepare_cached(
-        "INSERT OR FAIL INTO postings (col, value, id, seqs, before, times) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
+    let mut settled = Settled::new(tx, first);
+    let mut insert = Batch::new(&SETTLED_INSERTS);
     for (col, value, id, seqs, top, times) in hot {
+        // Read before any of the value's postings is queued: those queued are of values
+        // before it.
         let before = settled.before(col, value, id, top)?;
-        insert.execute(params![col, value, id, seqs, before, times])?;
+        insert.push(
+            tx,
+            [
+                Sql::Integer(col),
+                Sql::Integer(value),
+                Sql::Integer(id),
+                Sql::Blob(seqs),
+                Sql::Integer(before),
+                times.map_or(Sql::Null, Sql::Blob),
+            ],
+        )?;
     }
+    // The hot postings may go only once `postings` holds them.
+    insert.flush(tx)?;
     tx.prepare_cached("DELETE FROM postings_hot WHERE slice = ?1 AND id >= ?2 AND id < ?3")?
         .execute(params![slice, first, below])?;
     Ok(())
@@ -778,27 +795,67 @@ struct Posting {
     id: i64,
     /// Its [`positions`].
     seqs: Vec<u8>,
-    /// The greatest timestamp of the value's events up to this block; `i64::MAX` for a hot
-    /// posting, which carries only its own block's (the walk then bounds by the block's).
+    /// The greatest timestamp of the value's events in this block and every earlier one.
     before: i64,
     /// The [`coarse`] times of `seqs`' events, where the posting has them.
     times: Option<Vec<u8>>,
+    /// The block has a posting of the value in both tables (only ever by a hand on the
+    /// database): neither can be trusted, so the whole block is read.
+    doubled: bool,
 }
 
-/// One value's postings in a range of block ids, newest first, read a few at a time (more
-/// each time: a page often needs only the newest few), from `postings_hot` and `postings`
-/// as one sequence.
+impl Posting {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Posting> {
+        let times = match r.get_ref(3)? {
+            ValueRef::Blob(b) => Some(b.to_vec()),
+            _ => None,
+        };
+        Ok(Posting {
+            id: r.get(0)?,
+            seqs: r.get(1)?,
+            before: r.get(2)?,
+            times,
+            doubled: false,
+        })
+    }
+}
+
+/// The `before` of (col, value)'s newest posting in `postings` below block id `below`, in
+/// the org whose ids start at `first`.
+fn settled_bound(
+    conn: &Connection,
+    col: i64,
+    value: i64,
+    first: i64,
+    below: i64,
+) -> rusqlite::Result<Option<i64>> {
+    conn.prepare_cached(
+        "SELECT before FROM postings WHERE col = ?1 AND value = ?2 AND id >= ?3 AND id < ?4 \
+         ORDER BY id DESC LIMIT 1",
+    )?
+    .query_row(params![col, value, first, below], |r| r.get(0))
+    .optional()
+}
+
+/// One value's postings in a range of block ids, newest first, from `postings_hot` and
+/// `postings` as one sequence: its hot postings (at most [`HOT_SLICES`] blocks') all at
+/// once, each with the bound its settled postings and the hot ones up to it give, and its
+/// settled ones a few at a time (more each time: a page often needs only the newest few).
 struct Stream {
     col: i64,
     value: i64,
-    slice: i64,
     lo: i64,
-    /// Every posting of a block id below this not yet read.
+    end: i64,
+    /// The hot postings not yet walked past, newest first; `None` until read.
+    hot: Option<VecDeque<Posting>>,
+    /// Every settled posting of a block id below this not yet read.
     below: i64,
     chunk: i64,
-    /// Read and not yet walked past.
-    read: VecDeque<Posting>,
+    /// Settled postings read and not yet walked past.
+    settled: VecDeque<Posting>,
     done: bool,
+    /// The newest posting not yet walked past, once [`Stream::head`] has found it.
+    front: Option<Posting>,
 }
 
 impl Stream {
@@ -806,58 +863,105 @@ impl Stream {
         Stream {
             col: col as i64,
             value,
-            slice: slice(col, value),
             lo,
+            end,
+            hot: None,
             below: end,
             chunk: 8,
-            read: VecDeque::new(),
+            settled: VecDeque::new(),
             done: false,
+            front: None,
         }
     }
 
+    /// The block of the newest posting not yet walked past.
     fn head(&mut self, conn: &Connection) -> Result<Option<i64>> {
-        if self.read.is_empty() && !self.done {
-            let mut rows: Vec<Posting> = conn
-                .prepare_cached(
-                    "SELECT id, seqs, before, times FROM postings \
-                     WHERE col = ?1 AND value = ?2 AND id >= ?3 AND id < ?4 \
-                     UNION ALL \
-                     SELECT id, seqs, NULL, times FROM postings_hot \
-                     WHERE slice = ?6 AND id >= ?3 AND id < ?4 AND col = ?1 AND value = ?2 \
-                     ORDER BY id DESC LIMIT ?5",
-                )
-                .and_then(|mut st| {
-                    st.query_map(
-                        params![
-                            self.col, self.value, self.lo, self.below, self.chunk, self.slice
-                        ],
-                        |r| {
-                            let times = match r.get_ref(3)? {
-                                ValueRef::Blob(b) => Some(b.to_vec()),
-                                _ => None,
-                            };
-                            Ok(Posting {
-                                id: r.get(0)?,
-                                seqs: r.get(1)?,
-                                before: r.get::<_, Option<i64>>(2)?.unwrap_or(i64::MAX),
-                                times,
-                            })
-                        },
-                    )?
-                    .collect()
-                })
-                .map_err(unavailable)?;
-            self.done = (rows.len() as i64) < self.chunk;
-            // A block's posting in both tables (only ever by a hand on the database) is read
-            // once.
-            rows.dedup_by_key(|p| p.id);
-            self.chunk = (self.chunk * 4).min(1024);
-            if let Some(p) = rows.last() {
-                self.below = p.id;
-            }
-            self.read.extend(rows);
+        if self.front.is_none() {
+            self.front = self.next(conn).map_err(unavailable)?;
         }
-        Ok(self.read.front().map(|p| p.id))
+        Ok(self.front.as_ref().map(|p| p.id))
+    }
+
+    /// Walks past the head.
+    fn pop(&mut self) -> Option<Posting> {
+        self.front.take()
+    }
+
+    fn next(&mut self, conn: &Connection) -> rusqlite::Result<Option<Posting>> {
+        if self.hot.is_none() {
+            self.hot = Some(self.read_hot(conn)?);
+        }
+        if self.settled.is_empty() && !self.done {
+            self.read_settled(conn)?;
+        }
+        let hot = self.hot.as_mut().expect("read");
+        let newest_hot = hot.front().map(|p| p.id);
+        Ok(match (newest_hot, self.settled.front().map(|p| p.id)) {
+            (None, None) => None,
+            (Some(h), s) if s.is_none_or(|s| h > s) => hot.pop_front(),
+            (h, Some(s)) if h.is_none_or(|h| s > h) => self.settled.pop_front(),
+            _ => {
+                hot.pop_front();
+                self.settled.pop_front().map(|p| Posting {
+                    before: i64::MAX,
+                    doubled: true,
+                    ..p
+                })
+            }
+        })
+    }
+
+    /// The value's hot postings, newest first. A value's hot postings are newer than its
+    /// settled ones, so the bound of each is the greatest of the newest settled posting's
+    /// and of the hot ones' own up to it.
+    fn read_hot(&self, conn: &Connection) -> rusqlite::Result<VecDeque<Posting>> {
+        let mut hot: Vec<Posting> = conn
+            .prepare_cached(
+                "SELECT id, seqs, top, times FROM postings_hot WHERE slice = ?1 \
+                 AND id >= ?2 AND id < ?3 AND col = ?4 AND value = ?5 ORDER BY id",
+            )?
+            .query_map(
+                params![
+                    slice(self.col as usize, self.value),
+                    self.lo,
+                    self.end,
+                    self.col,
+                    self.value
+                ],
+                Posting::read,
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        if let Some(oldest) = hot.first() {
+            let first = self.lo & !((1 << (SEQ_BITS - BLOCK_BITS)) - 1);
+            let mut bound =
+                settled_bound(conn, self.col, self.value, first, oldest.id)?.unwrap_or(i64::MIN);
+            for p in &mut hot {
+                bound = bound.max(p.before);
+                p.before = bound;
+            }
+        }
+        Ok(hot.into_iter().rev().collect())
+    }
+
+    fn read_settled(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let rows: Vec<Posting> = conn
+            .prepare_cached(
+                "SELECT id, seqs, before, times FROM postings \
+                 WHERE col = ?1 AND value = ?2 AND id >= ?3 AND id < ?4 \
+                 ORDER BY id DESC LIMIT ?5",
+            )?
+            .query_map(
+                params![self.col, self.value, self.lo, self.below, self.chunk],
+                Posting::read,
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        self.done = (rows.len() as i64) < self.chunk;
+        self.chunk = (self.chunk * 4).min(1024);
+        if let Some(p) = rows.last() {
+            self.below = p.id;
+        }
+        self.settled.extend(rows);
+        Ok(())
     }
 }
 
@@ -879,7 +983,7 @@ impl Group {
     fn newest_left(&self) -> Option<i64> {
         self.0
             .iter()
-            .filter_map(|s| s.read.front().map(|p| p.before))
+            .filter_map(|s| s.front.as_ref().map(|p| p.before))
             .max()
     }
 
@@ -887,7 +991,7 @@ impl Group {
     fn skip_past(&mut self, conn: &Connection, id: i64) -> Result<()> {
         for s in &mut self.0 {
             while s.head(conn)?.is_some_and(|h| h > id) {
-                s.read.pop_front();
+                s.pop();
             }
         }
         Ok(())
@@ -906,8 +1010,14 @@ impl Group {
         let mut all = Some(Vec::new());
         for s in &mut self.0 {
             if s.head(conn)? == Some(id) {
-                let Posting { seqs, times, .. } = s.read.pop_front().expect("a head");
-                all = match (all, positions::decode(&seqs)) {
+                let Posting {
+                    seqs,
+                    times,
+                    doubled,
+                    ..
+                } = s.pop().expect("a head");
+                let offsets = positions::decode(&seqs).filter(|_| !doubled);
+                all = match (all, offsets) {
                     (Some(mut all), Some(more)) => {
                         match (times.filter(|t| t.len() == more.len()), range) {
                             (Some(times), Some((lo, hi))) => all.extend(

@@ -244,8 +244,9 @@ const STEPS: &[Step] = &[
                postings_hot, keyed by a slice of the values (blocks::HOT_SLICES) and then \
                the block, so a block's postings fill a few pages there; each seal moves one \
                slice's older postings into postings, in value order, with their running \
-               bounds. A hot posting may be deleted only once postings holds it as it is, \
-               or under a prune's permit",
+               bounds. A hot posting may be deleted only once postings holds its seqs and \
+               times, or under a prune's permit; postings takes no row whose hot posting \
+               differs",
         apply: |tx| {
             tx.execute_batch(
                 "CREATE TABLE postings_hot (
@@ -271,6 +272,15 @@ const STEPS: &[Step] = &[
                   AND NOT EXISTS (SELECT 1 FROM prune_permit p WHERE p.org = OLD.id >> 30
                                   AND (((OLD.id >> 30) << 40) | ((OLD.id & 1073741823) << 10))
                                       < p.below_k)
+                 BEGIN SELECT RAISE(FAIL, 'postings are append-only'); END;
+                 DROP TRIGGER postings_no_replace;
+                 CREATE TRIGGER postings_no_replace BEFORE INSERT ON postings
+                 WHEN EXISTS (SELECT 1 FROM postings
+                              WHERE col = NEW.col AND value = NEW.value AND id = NEW.id)
+                   OR EXISTS (SELECT 1 FROM postings_hot h
+                              WHERE h.slice = (NEW.value + 7 * NEW.col) & 31 AND h.id = NEW.id
+                                AND h.col = NEW.col AND h.value = NEW.value
+                                AND (h.seqs IS NOT NEW.seqs OR h.times IS NOT NEW.times))
                  BEGIN SELECT RAISE(FAIL, 'postings are append-only'); END;",
             )
         },

@@ -4,6 +4,7 @@
 //! transaction and one fsync (group commit, [`writer`]); reads use a pool of read-only
 //! connections on the WAL snapshot ([`read`]). Strings are dictionary-encoded ([`dict`]).
 
+mod batch;
 mod blocks;
 mod dict;
 pub mod lock;

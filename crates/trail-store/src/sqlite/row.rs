@@ -3,10 +3,11 @@
 use std::net::IpAddr;
 
 use rusqlite::types::Value;
-use rusqlite::{Connection, Row, params_from_iter};
+use rusqlite::{Connection, Row};
 use trail_core::event::{Actor, ActorType, CanonicalJson, Object, RequestInfo};
 use trail_core::{Event, Timestamp};
 
+use super::batch::{Batch, Statements};
 use super::dict::{DictCache, Resolved};
 use super::{SEQ_BITS, SEQ_MASK, unavailable};
 use crate::{Result, StoreError, StoredEvent};
@@ -21,22 +22,19 @@ const INSERT_COLUMNS: &str = "k, org, ts, rdelta, cid, inst, action, cat, actor,
      ua, tok, scope, otype, oid, oparent, okind, oname, details, method, route, status, lat, \
      body, cnt, last, hash, enc, sub, atname";
 const INSERT_WIDTH: usize = 31;
-/// Rows per INSERT statement, largest first: each statement journals the pages it changes
-/// once, however many rows change them, and pays its own overhead once. A flush writes its
-/// rows with as few statements of these sizes as it can.
-const STATEMENT_ROWS: [usize; 3] = [64, 8, 1];
-const ROWS_PER_INSERT: usize = STATEMENT_ROWS[0];
 
-/// The INSERT statement of each size in [`STATEMENT_ROWS`].
-static INSERTS: std::sync::LazyLock<[String; 3]> =
-    std::sync::LazyLock::new(|| STATEMENT_ROWS.map(insert_sql));
+static INSERTS: std::sync::LazyLock<Statements> = std::sync::LazyLock::new(|| {
+    Statements::new(&format!("events ({INSERT_COLUMNS})"), INSERT_WIDTH)
+});
 
-/// Writes sealed events, [`ROWS_PER_INSERT`] rows to a statement. Rows are written when a
-/// statement's worth is queued and by [`Inserter::flush`], which a caller must call before
-/// it reads the events back or commits.
-#[derive(Default)]
-pub(crate) struct Inserter {
-    values: Vec<Value>,
+/// Writes sealed events, a [`Batch`] of rows at a time. [`Inserter::flush`] must be called
+/// before the events are read back or committed.
+pub(crate) struct Inserter(Batch<'static>);
+
+impl Default for Inserter {
+    fn default() -> Self {
+        Inserter(Batch::new(&INSERTS))
+    }
 }
 
 impl Inserter {
@@ -104,39 +102,13 @@ impl Inserter {
                 None => opt(Some(e.actor.kind.as_str()))?,
             },
         ];
-        self.values.extend(row);
-        if self.values.len() == ROWS_PER_INSERT * INSERT_WIDTH {
-            self.flush(tx)?;
-        }
-        Ok(())
+        self.0.push(tx, row).map_err(unavailable)
     }
 
     /// Writes every queued row.
     pub fn flush(&mut self, tx: &Connection) -> Result<()> {
-        let mut rest = &self.values[..];
-        for (size, sql) in STATEMENT_ROWS.iter().zip(INSERTS.iter()) {
-            while rest.len() >= size * INSERT_WIDTH {
-                let (rows, after) = rest.split_at(size * INSERT_WIDTH);
-                tx.prepare_cached(sql)
-                    .and_then(|mut s| s.execute(params_from_iter(rows)))
-                    .map_err(unavailable)?;
-                rest = after;
-            }
-        }
-        self.values.clear();
-        Ok(())
+        self.0.flush(tx).map_err(unavailable)
     }
-}
-
-fn insert_sql(rows: usize) -> String {
-    let row = format!("({})", vec!["?"; INSERT_WIDTH].join(", "));
-    format!(
-        // OR FAIL, with triggers that FAIL: nothing in the statement may abort, so SQLite
-        // keeps no statement journal for it (a failed write rolls the whole transaction
-        // back instead; migrate.rs, version 9).
-        "INSERT OR FAIL INTO events ({INSERT_COLUMNS}) VALUES {}",
-        vec![row; rows].join(", ")
-    )
 }
 
 /// An address as stored inline: its 4 or 16 bytes.
