@@ -17,13 +17,12 @@ fn event(action: &str) -> EventBody {
     )
 }
 
-async fn store_with_events(dir: &std::path::Path) -> SqliteStore {
-    let store = SqliteStore::open(dir).unwrap();
+async fn create_org(store: &SqliteStore, slug: &str) {
     store
         .create_org(
             Org {
-                id: "acme".into(),
-                name: "Acme".into(),
+                id: slug.into(),
+                name: slug.into(),
                 created_at: Timestamp(0),
             },
             None,
@@ -32,6 +31,11 @@ async fn store_with_events(dir: &std::path::Path) -> SqliteStore {
         )
         .await
         .unwrap();
+}
+
+async fn store_with_events(dir: &std::path::Path) -> SqliteStore {
+    let store = SqliteStore::open(dir).unwrap();
+    create_org(&store, "acme").await;
     store
         .append("acme", vec![event("a"), event("b")])
         .await
@@ -539,19 +543,7 @@ async fn a_full_log_refuses_more_without_touching_other_orgs() {
         matches!(err, trail_store::StoreError::LogFull(ref o) if o == "acme"),
         "{err}"
     );
-    store
-        .create_org(
-            Org {
-                id: "umbrella".into(),
-                name: "Umbrella".into(),
-                created_at: Timestamp(0),
-            },
-            None,
-            None,
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+    create_org(&store, "umbrella").await;
     assert_eq!(
         store.append("umbrella", vec![event("a")]).await.unwrap()[0].seq,
         0
@@ -738,19 +730,7 @@ async fn a_store_from_before_provenance_opens_and_keeps_its_hashes() {
 async fn postings_move_out_of_the_hot_table_with_their_running_bounds() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_with_events(dir.path()).await;
-    store
-        .create_org(
-            Org {
-                id: "umbrella".into(),
-                name: "Umbrella".into(),
-                created_at: Timestamp(0),
-            },
-            None,
-            None,
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+    create_org(&store, "umbrella").await;
     let t0 = 1_763_740_000_000_000i64;
     // Every event of an odd block is stamped an hour late, so that a value's bound there is
     // an earlier block's; every slice is moved at least twice in acme's 70 blocks.
