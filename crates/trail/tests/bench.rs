@@ -32,6 +32,16 @@ fn a_small_bench_measures_trail_and_every_baseline() {
     assert!(stdout.contains("| ingest, durable ack"), "{stdout}");
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(report["trail"]["ingest"]["events"], 2000);
+    // What the server wrote to storage while it ingested, from /proc/PID/io.
+    assert!(
+        stdout.contains("| bytes written to storage per event"),
+        "{stdout}"
+    );
+    assert!(
+        report["trail"]["bytesWrittenPerEvent"].as_f64().is_some(),
+        "{}",
+        report["trail"]
+    );
     // Then batches were offered at half the rate measured, on a schedule: for five seconds
     // or, sooner, as many batches as the ingest sent (20). They were spread over the time
     // that schedule takes, and every acknowledgement, at either rate, carried a checkpoint

@@ -91,6 +91,11 @@ pub(crate) fn block_id(org_id: i64, block: u64) -> i64 {
     (org_id << (SEQ_BITS - BLOCK_BITS)) | block as i64
 }
 
+/// The id of the first block of the org of block id `id`.
+fn org_first(id: i64) -> i64 {
+    block_id(id >> (SEQ_BITS - BLOCK_BITS), 0)
+}
+
 /// A stored value's key in a filter.
 fn key(column: usize, v: ValueRef<'_>) -> Option<u64> {
     let (tag, int, bytes): (u64, [u8; 8], &[u8]) = match v {
@@ -262,8 +267,7 @@ impl Postings {
     fn write_hot(self, tx: &Connection, id: i64, (lo, hi): (i64, i64)) -> rusqlite::Result<()> {
         let mut insert = Batch::new(&HOT_INSERTS);
         for ((col, value), events) in self.0 {
-            let top = events.iter().map(|e| e.1).max().unwrap_or(i64::MIN);
-            let offsets: Vec<u16> = events.iter().map(|e| e.0).collect();
+            let (top, offsets) = top_and_offsets(&events);
             let times = (offsets.len() < positions::DENSE)
                 .then(|| Sql::Blob(events.iter().map(|e| coarse::part(e.1, lo, hi)).collect()));
             insert.push(
@@ -286,12 +290,10 @@ impl Postings {
     /// (schema version 12, which had neither times nor `postings_hot`), each with the
     /// greatest timestamp of its value's events in this block and every earlier one.
     fn write_untimed(self, tx: &Connection, id: i64) -> rusqlite::Result<()> {
-        let first = id & !((1 << (SEQ_BITS - BLOCK_BITS)) - 1);
-        let mut settled = Settled::new(tx, first);
+        let mut settled = Settled::new(tx, org_first(id));
         let mut insert = Batch::new(&UNTIMED_INSERTS);
         for ((col, value), events) in self.0 {
-            let top = events.iter().map(|e| e.1).max().unwrap_or(i64::MIN);
-            let offsets: Vec<u16> = events.iter().map(|e| e.0).collect();
+            let (top, offsets) = top_and_offsets(&events);
             // A value's bound is read before any of its postings here is queued.
             let before = settled.before(col as i64, value, id, top)?;
             insert.push(
@@ -307,6 +309,12 @@ impl Postings {
         }
         insert.flush(tx)
     }
+}
+
+/// The greatest timestamp of a value's events in a block, and their offsets.
+fn top_and_offsets(events: &[(u16, i64)]) -> (i64, Vec<u16>) {
+    let top = events.iter().map(|e| e.1).max().unwrap_or(i64::MIN);
+    (top, events.iter().map(|e| e.0).collect())
 }
 
 /// The running bound a posting in `postings` carries: the greatest timestamp of its value's
@@ -932,9 +940,9 @@ impl Stream {
             )?
             .collect::<rusqlite::Result<_>>()?;
         if let Some(oldest) = hot.first() {
-            let first = self.lo & !((1 << (SEQ_BITS - BLOCK_BITS)) - 1);
             let mut bound =
-                settled_bound(conn, self.col, self.value, first, oldest.id)?.unwrap_or(i64::MIN);
+                settled_bound(conn, self.col, self.value, org_first(self.lo), oldest.id)?
+                    .unwrap_or(i64::MIN);
             for p in &mut hot {
                 bound = bound.max(p.before);
                 p.before = bound;
