@@ -25,61 +25,215 @@
 //! rule means a new version byte, never a silent change: the known-answer tests below pin
 //! both versions.
 
-use crate::event::Event;
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use crate::event::{Actor, ActorType, CanonicalJson, Event, Object, RequestInfo, derived_ulid};
 use crate::merkle;
+use crate::time::Timestamp;
 
 /// The encoding of every new event.
 pub const VERSION: u8 = 2;
 
+/// What the encoding reads of an event, borrowed: from an [`Event`] ([`Fields::of`]), or
+/// by a store straight from its rows, so that a log is hashed for verification without an
+/// event being built for each of its rows.
+#[derive(Debug, Clone, Copy)]
+pub struct Fields<'a> {
+    pub encoding: u8,
+    pub org: &'a str,
+    pub seq: u64,
+    /// The client's id; without one, the event's id is derived from the org, the seq and
+    /// the time of receipt ([`crate::event::derived_id`]).
+    pub client_id: Option<&'a str>,
+    pub instance: Option<&'a str>,
+    pub timestamp: Timestamp,
+    pub received_at: Timestamp,
+    pub action: &'a str,
+    pub category: &'a str,
+    pub actor_id: &'a str,
+    /// [`ActorType::as_str`].
+    pub actor_type: &'a str,
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<&'a str>,
+    pub token_id: Option<&'a str>,
+    pub scope: Option<&'a str>,
+    pub object: Option<ObjectFields<'a>>,
+    /// Canonical JSON text.
+    pub details: Option<&'a str>,
+    pub request: Option<RequestFields<'a>>,
+    pub count: u64,
+    pub last_occurred: Timestamp,
+    pub submitted_by: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectFields<'a> {
+    pub kind: &'a str,
+    /// Canonical JSON text, as the parent's.
+    pub id: Option<&'a str>,
+    pub parent_id: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFields<'a> {
+    pub method: &'a str,
+    pub route: &'a str,
+    pub status: u16,
+    pub latency_us: u64,
+    pub body_sha256: Option<&'a [u8; 32]>,
+}
+
+impl<'a> Fields<'a> {
+    pub fn of(e: &'a Event) -> Fields<'a> {
+        Fields {
+            encoding: e.encoding,
+            org: &e.org,
+            seq: e.seq,
+            client_id: e.client_id.as_deref(),
+            instance: e.instance.as_deref(),
+            timestamp: e.timestamp,
+            received_at: e.received_at,
+            action: &e.action,
+            category: &e.category,
+            actor_id: &e.actor.id,
+            actor_type: e.actor.kind.as_str(),
+            ip: e.actor.ip,
+            user_agent: e.actor.user_agent.as_deref(),
+            token_id: e.actor.token_id.as_deref(),
+            scope: e.actor.scope.as_deref(),
+            object: e.object.as_ref().map(|o| ObjectFields {
+                kind: &o.kind,
+                id: o.id.as_ref().map(CanonicalJson::as_str),
+                parent_id: o.parent_id.as_ref().map(CanonicalJson::as_str),
+            }),
+            details: e.details.as_ref().map(CanonicalJson::as_str),
+            request: e.request.as_ref().map(|r| RequestFields {
+                method: &r.method,
+                route: &r.route,
+                status: r.status,
+                latency_us: r.latency_us,
+                body_sha256: r.body_sha256.as_ref(),
+            }),
+            count: e.count,
+            last_occurred: e.last_occurred,
+            submitted_by: e.submitted_by.as_deref(),
+        }
+    }
+
+    /// The event these fields describe. They are taken as they are: the strings must be
+    /// what the event's constructors accept (an actor type that is none of the known ones
+    /// becomes [`ActorType::Other`], JSON texts must be canonical).
+    pub fn to_event(&self) -> Event {
+        let owned = |s: Option<&str>| s.map(str::to_owned);
+        let json = |s: Option<&str>| s.map(|s| CanonicalJson::from_canonical_text(s.to_owned()));
+        Event {
+            org: self.org.to_owned(),
+            seq: self.seq,
+            client_id: owned(self.client_id),
+            received_at: self.received_at,
+            timestamp: self.timestamp,
+            instance: owned(self.instance),
+            action: self.action.to_owned(),
+            category: self.category.to_owned(),
+            actor: Actor {
+                id: self.actor_id.to_owned(),
+                kind: ActorType::KNOWN
+                    .into_iter()
+                    .find(|k| k.as_str() == self.actor_type)
+                    .unwrap_or_else(|| ActorType::Other(self.actor_type.to_owned())),
+                ip: self.ip,
+                user_agent: owned(self.user_agent),
+                token_id: owned(self.token_id),
+                scope: owned(self.scope),
+            },
+            object: self
+                .object
+                .map(|o| Object::new(o.kind.to_owned(), json(o.id), json(o.parent_id))),
+            details: json(self.details),
+            request: self.request.map(|r| RequestInfo {
+                method: r.method.to_owned(),
+                route: r.route.to_owned(),
+                status: r.status,
+                latency_us: r.latency_us,
+                body_sha256: r.body_sha256.copied(),
+            }),
+            count: self.count,
+            last_occurred: self.last_occurred,
+            submitted_by: owned(self.submitted_by),
+            encoding: self.encoding,
+        }
+    }
+
+    /// The canonical bytes, written to `out` (cleared first).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.clear();
+        let mut w = Writer(out);
+        w.u8(self.encoding);
+        match self.client_id {
+            Some(id) => w.str(id),
+            None => {
+                let mut text = [0u8; ulid::ULID_LEN];
+                let ulid = derived_ulid(self.org, self.seq, self.received_at);
+                w.str_parts("evt_", ulid.array_to_str(&mut text));
+            }
+        }
+        w.u64(self.seq);
+        w.str(self.org);
+        w.opt(self.instance, |w, s| w.str(s));
+        w.i64(self.timestamp.micros());
+        w.i64(self.received_at.micros());
+        w.str(self.action);
+        w.str(self.category);
+        w.str(self.actor_id);
+        w.str(self.actor_type);
+        w.opt(self.ip, |w, ip| w.ip(ip));
+        w.opt(self.user_agent, |w, s| w.str(s));
+        w.opt(self.token_id, |w, s| w.str(s));
+        w.opt(self.scope, |w, s| w.str(s));
+        w.opt(self.object, |w, o| {
+            w.str(o.kind);
+            w.opt(o.id, |w, j| w.str(j));
+            w.opt(o.parent_id, |w, j| w.str(j));
+        });
+        w.opt(self.details, |w, j| w.str(j));
+        w.opt(self.request, |w, r| {
+            w.str(r.method);
+            w.str(r.route);
+            w.0.extend_from_slice(&r.status.to_be_bytes());
+            w.u64(r.latency_us);
+            w.opt(r.body_sha256, |w, h| w.0.extend_from_slice(h));
+        });
+        w.u64(self.count);
+        w.i64(self.last_occurred.micros());
+        if self.encoding >= 2 {
+            w.opt(self.submitted_by, |w, s| w.str(s));
+        }
+    }
+
+    /// The leaf hash, `SHA-256(0x00 || encode)`, encoding into `scratch` (which a caller
+    /// hashing many events reuses).
+    pub fn leaf_hash(&self, scratch: &mut Vec<u8>) -> [u8; 32] {
+        self.encode_into(scratch);
+        merkle::leaf_hash(scratch)
+    }
+}
+
 /// The canonical bytes of an event.
 pub fn encode(e: &Event) -> Vec<u8> {
-    let mut w = Writer(Vec::with_capacity(256));
-    w.u8(e.encoding);
-    w.str(&e.id());
-    w.u64(e.seq);
-    w.str(&e.org);
-    w.opt(e.instance.as_deref(), |w, s| w.str(s));
-    w.i64(e.timestamp.micros());
-    w.i64(e.received_at.micros());
-    w.str(&e.action);
-    w.str(&e.category);
-    w.str(&e.actor.id);
-    w.str(e.actor.kind.as_str());
-    w.opt(e.actor.ip.map(|ip| ip.to_string()).as_deref(), |w, s| {
-        w.str(s)
-    });
-    w.opt(e.actor.user_agent.as_deref(), |w, s| w.str(s));
-    w.opt(e.actor.token_id.as_deref(), |w, s| w.str(s));
-    w.opt(e.actor.scope.as_deref(), |w, s| w.str(s));
-    w.opt(e.object.as_ref(), |w, o| {
-        w.str(&o.kind);
-        w.opt(o.id.as_ref(), |w, j| w.str(j.as_str()));
-        w.opt(o.parent_id.as_ref(), |w, j| w.str(j.as_str()));
-    });
-    w.opt(e.details.as_ref(), |w, j| w.str(j.as_str()));
-    w.opt(e.request.as_ref(), |w, r| {
-        w.str(&r.method);
-        w.str(&r.route);
-        w.0.extend_from_slice(&r.status.to_be_bytes());
-        w.u64(r.latency_us);
-        w.opt(r.body_sha256.as_ref(), |w, h| w.0.extend_from_slice(h));
-    });
-    w.u64(e.count);
-    w.i64(e.last_occurred.micros());
-    if e.encoding >= 2 {
-        w.opt(e.submitted_by.as_deref(), |w, s| w.str(s));
-    }
-    w.0
+    let mut out = Vec::with_capacity(256);
+    Fields::of(e).encode_into(&mut out);
+    out
 }
 
 /// The event's leaf hash in its org's log: `SHA-256(0x00 || encode(e))`.
 pub fn leaf_hash(e: &Event) -> [u8; 32] {
-    merkle::leaf_hash(&encode(e))
+    Fields::of(e).leaf_hash(&mut Vec::with_capacity(256))
 }
 
-struct Writer(Vec<u8>);
+struct Writer<'a>(&'a mut Vec<u8>);
 
-impl Writer {
+impl Writer<'_> {
     fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
@@ -90,9 +244,22 @@ impl Writer {
         self.0.extend_from_slice(&v.to_be_bytes());
     }
     fn str(&mut self, s: &str) {
-        let len = u32::try_from(s.len()).expect("validated strings are far below 4 GiB");
+        self.str_parts("", s);
+    }
+    /// One string given in two parts.
+    fn str_parts(&mut self, a: &str, b: &str) {
+        let len = u32::try_from(a.len() + b.len()).expect("validated strings are far below 4 GiB");
         self.0.extend_from_slice(&len.to_be_bytes());
-        self.0.extend_from_slice(s.as_bytes());
+        self.0.extend_from_slice(a.as_bytes());
+        self.0.extend_from_slice(b.as_bytes());
+    }
+    /// An address as its RFC 5952 text, written in place.
+    fn ip(&mut self, ip: IpAddr) {
+        let at = self.0.len();
+        self.0.extend_from_slice(&[0; 4]);
+        write!(self.0, "{ip}").expect("a Vec takes any write");
+        let len = (self.0.len() - at - 4) as u32;
+        self.0[at..at + 4].copy_from_slice(&len.to_be_bytes());
     }
     fn opt<T>(&mut self, v: Option<T>, f: impl FnOnce(&mut Self, T)) {
         match v {
@@ -421,6 +588,37 @@ mod decode_tests {
         long.push(0);
         assert!(decode(&long).is_err());
         assert!(decode(&encode(&e)[..20]).is_err());
+    }
+
+    /// What a store hashes from its rows ([`Fields`]) is what the event gives, and the
+    /// event comes back from it whole.
+    #[test]
+    fn fields_hash_as_their_event_and_give_it_back() {
+        let v: serde_json::Value =
+            serde_json::from_str(crate::event::tests::SEED_002_SAMPLE).unwrap();
+        let sample = EventBody::from_json(v, "acme").unwrap();
+        let api = EventBody::from_json(
+            serde_json::json!({"action": "call", "category": "api", "actor": {"id": "a", "type": "robot.v2", "ip": "2001:db8::7", "tokenId": "pat_1", "scope": "logs:read", "userAgent": "trail/0.1"},
+                "object": {"type": "app", "id": {"kind": "Application", "name": "app-7"}, "parentId": {"name": "p"}},
+                "request": {"method": "GET", "route": "GET /v1/x", "status": 503, "latencyMs": 1.5, "bodySha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}}),
+            "acme",
+        )
+        .unwrap();
+        let mut with_id = api.clone();
+        with_id.client_id = Some("order-7".into());
+        // One scratch buffer for all, as a store uses it: each hash starts afresh.
+        let mut scratch = Vec::new();
+        for (seq, body) in [(1041, sample), (3, api), (4, with_id)] {
+            let e = Event::seal("acme", seq, Timestamp(1_763_742_400_201_377), body);
+            let fields = Fields::of(&e);
+            assert_eq!(fields.to_event(), e);
+            assert_eq!(fields.leaf_hash(&mut scratch), leaf_hash(&e));
+            // The id is encoded first, as the event gives it (derived, or the client's).
+            let id = e.id();
+            let bytes = encode(&e);
+            assert_eq!(bytes[1..5], (id.len() as u32).to_be_bytes());
+            assert_eq!(&bytes[5..5 + id.len()], id.as_bytes());
+        }
     }
 
     proptest::proptest! {

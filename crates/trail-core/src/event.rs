@@ -64,6 +64,13 @@ impl ActorType {
         }
     }
 
+    /// [`Self::as_str`] of the known kind with this code.
+    pub fn name_of_code(code: u8) -> Option<&'static str> {
+        const NAMES: [&str; 5] = ["user", "pat", "api_key", "break_glass", "system"];
+        code.checked_sub(1)
+            .and_then(|i| NAMES.get(usize::from(i)).copied())
+    }
+
     pub fn from_code(code: u8) -> Option<Self> {
         Self::KNOWN.into_iter().find(|t| t.code() == Some(code))
     }
@@ -345,6 +352,11 @@ impl Event {
 }
 
 pub fn derived_id(org: &str, seq: u64, received_at: Timestamp) -> String {
+    format!("evt_{}", derived_ulid(org, seq, received_at))
+}
+
+/// The ULID in [`derived_id`].
+pub(crate) fn derived_ulid(org: &str, seq: u64, received_at: Timestamp) -> ulid::Ulid {
     let mut h = Sha256::new();
     h.update(b"trail.event-id.v1\0");
     h.update(org.as_bytes());
@@ -353,11 +365,10 @@ pub fn derived_id(org: &str, seq: u64, received_at: Timestamp) -> String {
     let digest = h.finalize();
     let mut random = [0u8; 16];
     random[6..].copy_from_slice(&digest[..10]);
-    let ulid = ulid::Ulid::from_parts(
+    ulid::Ulid::from_parts(
         received_at.millis().max(0) as u64,
         u128::from_be_bytes(random),
-    );
-    format!("evt_{ulid}")
+    )
 }
 
 /// The JSON record of an event, as the API returns it.
@@ -925,6 +936,16 @@ pub(crate) mod tests {
 
     fn body(v: Value) -> Result<EventBody, ValidationError> {
         EventBody::from_json(v, "acme")
+    }
+
+    #[test]
+    fn a_code_names_its_kind() {
+        for kind in ActorType::KNOWN {
+            let code = kind.code().unwrap();
+            assert_eq!(ActorType::name_of_code(code), Some(kind.as_str()));
+        }
+        assert_eq!(ActorType::name_of_code(0), None);
+        assert_eq!(ActorType::name_of_code(6), None);
     }
 
     #[test]

@@ -22,7 +22,7 @@
 
 use std::fmt;
 
-use crate::canonical;
+use crate::canonical::{self, Fields};
 use crate::checkpoint::Checkpoint;
 use crate::event::Event;
 use crate::merkle::{Hash, RootBuilder};
@@ -124,6 +124,18 @@ impl Leaf {
             hash,
             stored: *stored,
             changed: (hash != *stored).then(|| Box::new(event.clone())),
+        }
+    }
+
+    /// [`Leaf::of`] the event these fields describe, which is built only if it does not
+    /// give the stored hash; `scratch` holds the encoding (a caller reuses it).
+    pub fn of_fields(fields: &Fields<'_>, stored: &Hash, scratch: &mut Vec<u8>) -> Leaf {
+        let hash = fields.leaf_hash(scratch);
+        Leaf {
+            seq: fields.seq,
+            hash,
+            stored: *stored,
+            changed: (hash != *stored).then(|| Box::new(fields.to_event())),
         }
     }
 

@@ -206,8 +206,9 @@ pub struct SignedCheckpoint {
     pub created_at: Timestamp,
 }
 
-/// Rows of an org's log for an audit: each seq, and its event or why it cannot be read.
-pub type AuditRows = Vec<(u64, std::result::Result<StoredEvent, String>)>;
+/// Rows of an org's log for an audit: each seq, and its leaf recomputed from its content
+/// (with the hash stored beside it) or why the row cannot be read.
+pub type AuditRows = Vec<(u64, std::result::Result<trail_core::verify::Leaf, String>)>;
 
 /// An org's retention: how long its events are kept, whether pruning is held, and how far
 /// its log has been pruned.
@@ -525,9 +526,12 @@ pub trait Store: Send + Sync + 'static {
     /// Events in seq order from `from`, at most `limit`.
     async fn events_from(&self, org: &str, from: u64, limit: usize) -> Result<Vec<StoredEvent>>;
 
-    /// Like `events_from`, but each row read on its own: one that no longer reads as an
-    /// event comes back as its seq and why, so an audit can name it and go on.
-    async fn events_for_audit(&self, org: &str, from: u64, limit: usize) -> Result<AuditRows>;
+    /// The leaves of the events in seq order from `from`, at most `limit`, each recomputed
+    /// from the event's content as `trail_core::verify::Leaf::of` would (the event is built
+    /// only when it does not give its stored hash), each row read on its own: one that no
+    /// longer reads as an event comes back as its seq and why, so an audit can name it and
+    /// go on.
+    async fn leaves_for_audit(&self, org: &str, from: u64, limit: usize) -> Result<AuditRows>;
 
     /// The number of events in the org's log (the next seq).
     async fn log_size(&self, org: &str) -> Result<u64>;

@@ -596,7 +596,7 @@ async fn tampered_rows_are_caught_one_by_one() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("does not match the leaves"), "{err}");
-    let rows = store.events_for_audit("acme", 0, 20).await.unwrap();
+    let rows = store.leaves_for_audit("acme", 0, 20).await.unwrap();
     let bad: Vec<(u64, String)> = rows
         .into_iter()
         .filter_map(|(seq, r)| r.err().map(|e| (seq, e)))

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use trail_client::verify::{Witness, verify_log};
-use trail_core::checkpoint::{SignerKey, VerifierKey, open};
+use trail_core::checkpoint::{Checkpoint, SignerKey, VerifierKey, open};
 use trail_core::verify::{Leaf, LogVerifier};
 use trail_store::{SqliteStore, Store};
 
@@ -281,31 +281,41 @@ pub(crate) async fn verify_stored_org(
     strict: bool,
 ) -> anyhow::Result<Result<String, String>> {
     let origin = format!("{}/{org}", key.name);
-    let mut checkpoints = Vec::new();
+    let mut stored = Vec::new();
     let mut after = 0;
     loop {
         let page = store.checkpoints(org, after, 1000).await?;
         let Some(last) = page.last() else { break };
         after = last.size;
-        for c in page {
-            let opened = match open(&c.note, key) {
-                Ok(o) => o,
-                Err(e) => {
-                    return Ok(Err(format!(
-                        "FAIL {org}: the checkpoint of {} events: {e}",
-                        c.size
-                    )));
-                }
-            };
-            if opened.origin != origin || opened.size != c.size || opened.root != c.root {
-                return Ok(Err(format!(
-                    "FAIL {org}: the checkpoint of {} events was altered",
-                    c.size
-                )));
-            }
-            checkpoints.push(opened);
-        }
+        stored.extend(page);
     }
+    // The walk takes each checkpoint's size and root as stored, while their signatures are
+    // checked beside it (on a thread of their own); a signature that fails, or a note that
+    // says other than its row, is the verdict whatever the walk finds.
+    let checkpoints = stored
+        .iter()
+        .map(|c| Checkpoint {
+            origin: origin.clone(),
+            size: c.size,
+            root: c.root,
+        })
+        .collect();
+    let signatures = {
+        let (org, key) = (org.to_owned(), key.clone());
+        tokio::task::spawn_blocking(move || {
+            for c in stored {
+                let opened = open(&c.note, &key)
+                    .map_err(|e| format!("FAIL {org}: the checkpoint of {} events: {e}", c.size))?;
+                if opened.origin != origin || opened.size != c.size || opened.root != c.root {
+                    return Err(format!(
+                        "FAIL {org}: the checkpoint of {} events was altered",
+                        c.size
+                    ));
+                }
+            }
+            Ok(())
+        })
+    };
     let below = store.retention(org).await?.pruned_below;
     let mut verifier = if below > 0 {
         let edge = store.tree_frontier(org, below).await?;
@@ -318,22 +328,20 @@ pub(crate) async fn verify_stored_org(
     } else {
         LogVerifier::new(checkpoints)
     };
-    // Every core: four pages at a time are read and their leaves recomputed, each on a
-    // blocking thread, so that pages' leaves are hashed while others' rows are read (two at
-    // a time: a read-only store has two connections); the tree above the leaves is built
-    // here, in seq order. Pages start
-    // every PAGE seqs: a gapless log fills each exactly, so the walk ends at the first page
-    // that it does not fill (the log's end, or a gap: a finding already).
+    // Every core: the store reads pages and recomputes their leaves on its read
+    // connections (a read-only store has two), a few pages at a time; the tree above the
+    // leaves is built here, in seq order. Pages start every PAGE seqs: a gapless log fills
+    // each exactly, so the walk ends at the first page that it does not fill (the log's end,
+    // or a gap: a finding already).
     const PAGE: usize = 10_000;
     let mut pages = futures_util::stream::iter((below..).step_by(PAGE))
         .map(|from| async move {
-            let page = store.events_for_audit(org, from, PAGE).await?;
-            let leaves = tokio::task::spawn_blocking(move || {
-                page.into_iter()
-                    .map(|(seq, row)| row.map(|e| Leaf::of(&e.event, &e.hash)).map_err(|_| seq))
-                    .collect::<Vec<_>>()
-            });
-            anyhow::Ok((from, leaves.await?))
+            let page = store.leaves_for_audit(org, from, PAGE).await?;
+            let leaves: Vec<Result<Leaf, u64>> = page
+                .into_iter()
+                .map(|(seq, leaf)| leaf.map_err(|_| seq))
+                .collect();
+            anyhow::Ok((from, leaves))
         })
         .buffered(4);
     let seq_of = |leaf: &Result<Leaf, u64>| leaf.as_ref().map_or_else(|seq| *seq, Leaf::seq);
@@ -351,6 +359,9 @@ pub(crate) async fn verify_stored_org(
         if !filled {
             break;
         }
+    }
+    if let Err(line) = signatures.await? {
+        return Ok(Err(line));
     }
     Ok(match verifier.finish() {
         Ok(v) if v.uncovered == 0 => Ok(format!(

@@ -659,7 +659,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn events_for_audit(
+    async fn leaves_for_audit(
         &self,
         org: &str,
         from: u64,
@@ -667,7 +667,7 @@ impl Store for SqliteStore {
     ) -> Result<crate::AuditRows> {
         let org = org.to_owned();
         self.read_events(&org.clone(), false, move |c, dict| {
-            read::events_for_audit(c, dict, &org, from, limit)
+            read::leaves_for_audit(c, dict, &org, from, limit)
         })
         .await
     }

@@ -11,6 +11,7 @@ use trail_core::histogram::Layout;
 use trail_core::perf::MINUTE_US;
 use trail_core::query::{Field, Filter, Matcher};
 use trail_core::scope::{Role, Scope};
+use trail_core::verify::Leaf;
 
 use super::blocks::{self, Look, Probe, Step};
 use super::dict::{DictCache, id_of};
@@ -685,13 +686,13 @@ pub(crate) fn seq_received_since(conn: &Connection, org: &str, at: Timestamp) ->
 
 /// Events in seq order, each read on its own: a row that no longer reads as an event is
 /// returned as its seq and why, for audits to name.
-pub(crate) fn events_for_audit(
+pub(crate) fn leaves_for_audit(
     conn: &Connection,
     dict: &DictCache,
     org: &str,
     from: u64,
     limit: usize,
-) -> Result<Vec<(u64, std::result::Result<StoredEvent, String>)>> {
+) -> Result<crate::AuditRows> {
     let base = org_id(conn, org)? << SEQ_BITS;
     let start = base | (from.min(SEQ_MASK as u64) as i64);
     let mut stmt = conn
@@ -702,23 +703,27 @@ pub(crate) fn events_for_audit(
     let mut rows = stmt
         .query(rusqlite::params![start, base | SEQ_MASK, limit as i64])
         .map_err(unavailable)?;
-    let mut raw: Vec<std::result::Result<RawRow, (u64, String)>> = Vec::new();
+    let mut raw: Vec<std::result::Result<RawRow, (u64, String)>> =
+        Vec::with_capacity(limit.min(10_000));
     while let Some(r) = rows.next().map_err(unavailable)? {
         let k: i64 = r.get(0).map_err(unavailable)?;
         let seq = (k & SEQ_MASK) as u64;
         raw.push(RawRow::read(r).map_err(|e| (seq, format!("unreadable columns: {e}"))));
     }
     let strings = dict.resolve(conn, raw.iter().flatten().flat_map(RawRow::dict_ids))?;
+    let mut scratch = Vec::with_capacity(512);
+    let mut leaf = |row: &RawRow| -> Result<Leaf> {
+        let stored = row.stored_hash()?;
+        Ok(Leaf::of_fields(
+            &row.fields(org, &strings)?,
+            &stored,
+            &mut scratch,
+        ))
+    };
     Ok(raw
         .into_iter()
         .map(|r| match r {
-            Ok(row) => {
-                let seq = row.seq();
-                (
-                    seq,
-                    row.into_stored(org, &strings).map_err(|e| e.to_string()),
-                )
-            }
+            Ok(row) => (row.seq(), leaf(&row).map_err(|e| e.to_string())),
             Err((seq, why)) => (seq, Err(why)),
         })
         .collect())

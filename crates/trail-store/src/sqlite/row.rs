@@ -4,7 +4,8 @@ use std::net::IpAddr;
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, Row};
-use trail_core::event::{Actor, ActorType, CanonicalJson, Object, RequestInfo};
+use trail_core::canonical::{Fields, ObjectFields, RequestFields};
+use trail_core::event::{ActorType, CanonicalJson, Object};
 use trail_core::{Event, Timestamp};
 
 use super::batch::{Batch, Statements};
@@ -252,8 +253,10 @@ impl RawRow {
         .flatten()
     }
 
-    /// Rebuilds the event; `dict` holds the strings of every id it refers to.
-    pub fn into_stored(self, org: &str, dict: &Resolved) -> Result<StoredEvent> {
+    /// The event's fields, checked and borrowed from the row and from `dict`, which holds
+    /// the strings of every id it refers to: what an event is rebuilt from, and what an
+    /// audit hashes without rebuilding it.
+    pub fn fields<'a>(&'a self, org: &'a str, dict: &'a Resolved) -> Result<Fields<'a>> {
         let seq = self.seq();
         let corrupt = |what: &str| StoreError::Corrupt(format!("event {seq} of org {org}: {what}"));
         if self.org != self.k >> SEQ_BITS {
@@ -261,7 +264,7 @@ impl RawRow {
         }
         let s = |id: i64| {
             dict.get(&id)
-                .map(|v| v.to_string())
+                .map(|v| &**v)
                 .ok_or_else(|| corrupt(&format!("dictionary entry {id} is missing")))
         };
         let os = |id: Option<i64>| id.map(s).transpose();
@@ -274,63 +277,85 @@ impl RawRow {
         };
         let object = match self.otype {
             None => None,
-            Some(t) => Some(Object::new(
-                s(t)?,
-                os(self.oid)?.map(CanonicalJson::from_canonical_text),
-                os(self.oparent)?.map(CanonicalJson::from_canonical_text),
-            )),
+            Some(t) => Some(ObjectFields {
+                kind: s(t)?,
+                id: os(self.oid)?,
+                parent_id: os(self.oparent)?,
+            }),
         };
         let request = match (self.method, self.route, self.status) {
             (None, None, None) => None,
-            (Some(m), Some(r), Some(status)) => Some(RequestInfo {
+            (Some(m), Some(r), Some(status)) => Some(RequestFields {
                 method: s(m)?,
                 route: s(r)?,
                 status,
                 latency_us: self.lat.unwrap_or(0) as u64,
-                body_sha256: match self.body {
+                body_sha256: match &self.body {
                     None => None,
-                    Some(b) => Some(b.try_into().map_err(|_| corrupt("bad body digest"))?),
+                    Some(b) => Some(
+                        b.as_slice()
+                            .try_into()
+                            .map_err(|_| corrupt("bad body digest"))?,
+                    ),
                 },
             }),
             _ => return Err(corrupt("partial request block")),
         };
-        let event = Event {
-            org: org.to_owned(),
+        let actor_type = match (self.atype, self.atname) {
+            (0, Some(name)) => {
+                let name = s(name)?;
+                match name.parse::<ActorType>() {
+                    Ok(kind) if kind.code().is_none() => name,
+                    _ => return Err(corrupt("bad actor type name")),
+                }
+            }
+            (code, None) => {
+                ActorType::name_of_code(code).ok_or_else(|| corrupt("bad actor type"))?
+            }
+            _ => return Err(corrupt("bad actor type")),
+        };
+        Ok(Fields {
+            encoding: self.enc.unwrap_or(trail_core::canonical::VERSION),
+            org,
             seq,
-            client_id: self.cid,
-            received_at: Timestamp(self.ts + self.rdelta),
-            timestamp: Timestamp(self.ts),
+            client_id: self.cid.as_deref(),
             instance: os(self.inst)?,
+            timestamp: Timestamp(self.ts),
+            received_at: Timestamp(self.ts + self.rdelta),
             action: s(self.action)?,
             category: s(self.cat)?,
-            actor: Actor {
-                id: s(self.actor)?,
-                kind: match (self.atype, self.atname) {
-                    (0, Some(name)) => s(name)?
-                        .parse::<ActorType>()
-                        .ok()
-                        .filter(|k| k.code().is_none())
-                        .ok_or_else(|| corrupt("bad actor type name"))?,
-                    (code, None) => {
-                        ActorType::from_code(code).ok_or_else(|| corrupt("bad actor type"))?
-                    }
-                    _ => return Err(corrupt("bad actor type")),
-                },
-                ip,
-                user_agent: os(self.ua)?,
-                token_id: os(self.tok)?,
-                scope: os(self.scope)?,
-            },
+            actor_id: s(self.actor)?,
+            actor_type,
+            ip,
+            user_agent: os(self.ua)?,
+            token_id: os(self.tok)?,
+            scope: os(self.scope)?,
             object,
-            details: self.details.map(CanonicalJson::from_canonical_text),
+            details: self.details.as_deref(),
             request,
             count: self.cnt.unwrap_or(1) as u64,
             last_occurred: Timestamp(self.ts + self.last.unwrap_or(0)),
             submitted_by: os(self.sub)?,
-            encoding: self.enc.unwrap_or(trail_core::canonical::VERSION),
-        };
-        let hash = self.hash.try_into().map_err(|_| corrupt("bad leaf hash"))?;
-        Ok(StoredEvent { event, hash })
+        })
+    }
+
+    /// The leaf hash stored with the event.
+    pub fn stored_hash(&self) -> Result<[u8; 32]> {
+        self.hash.as_slice().try_into().map_err(|_| {
+            StoreError::Corrupt(format!(
+                "event {} of org id {}: bad leaf hash",
+                self.seq(),
+                self.k >> SEQ_BITS
+            ))
+        })
+    }
+
+    /// Rebuilds the event; `dict` holds the strings of every id it refers to.
+    pub fn into_stored(self, org: &str, dict: &Resolved) -> Result<StoredEvent> {
+        Ok(StoredEvent {
+            event: self.fields(org, dict)?.to_event(),
+            hash: self.stored_hash()?,
+        })
     }
 }
 
