@@ -42,6 +42,18 @@ fn a_small_bench_measures_trail_and_every_baseline() {
         "{}",
         report["trail"]
     );
+    // The server's CPU time per event, all threads and the writer's (the writer thread
+    // found by its name: without it the figures are absent).
+    assert!(
+        stdout.contains("| server CPU time per event during the ingest (µs)"),
+        "{stdout}"
+    );
+    let cpu = &report["trail"]["cpuMicrosPerEvent"];
+    let (server, writer) = (
+        cpu["server"].as_f64().unwrap(),
+        cpu["writer"].as_f64().unwrap(),
+    );
+    assert!(writer > 0.0 && server > 0.0, "{cpu}");
     // Then batches were offered at half the rate measured, on a schedule: for five seconds
     // or, sooner, as many batches as the ingest sent (20). They were spread over the time
     // that schedule takes, and every acknowledgement, at either rate, carried a checkpoint

@@ -42,6 +42,7 @@ use writer::Writer;
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "trail.db";
 pub use migrate::SCHEMA_VERSION;
+pub use writer::WRITER_THREAD;
 
 /// `k = org << SEQ_BITS | seq`: an org's log is one contiguous key range.
 pub(crate) const SEQ_BITS: u32 = 40;

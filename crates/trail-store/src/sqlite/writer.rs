@@ -27,6 +27,10 @@ use crate::{
     Result, Session, SignedCheckpoint, StoreError, Token, User,
 };
 
+/// The writer thread's name (as `top -H` and `/proc/PID/task/*/comm` show it: at most 15
+/// bytes).
+pub const WRITER_THREAD: &str = "trail-writer";
+
 /// At most this many events go into one group commit.
 const MAX_GROUP_EVENTS: usize = 50_000;
 const QUEUE: usize = 4096;
@@ -121,7 +125,7 @@ impl Writer {
             gate,
         };
         let thread = thread::Builder::new()
-            .name("trail-sqlite-writer".into())
+            .name(WRITER_THREAD.into())
             .spawn(move || run(state, rx))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(Writer {

@@ -105,10 +105,14 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
 
     let server = Server::start(&data)?;
     let written_before = io_bytes(server.child.id(), "write_bytes:");
+    let cpu_before = CpuTime::of(server.child.id());
     let ingest = ingest(&server.target, &work, work.batches, &args, max).await?;
     let written = io_bytes(server.child.id(), "write_bytes:")
         .zip(written_before)
         .map(|(after, before)| after.saturating_sub(before));
+    let cpu = CpuTime::of(server.child.id())
+        .zip(cpu_before)
+        .map(|(after, before)| after.since(&before));
     // Then at half that rate, with the batches after the workload's, for as long as the
     // ingest took (within bounds: enough batches for a p99, few enough for a quick run) and
     // never more batches than it sent (the store measured next holds at most twice the
@@ -219,6 +223,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         generator,
         ingest,
         written,
+        cpu,
         half,
         stored,
         trail_bytes,
@@ -254,6 +259,8 @@ struct Report {
     /// What the server wrote to storage during the ingest (the WAL, and the database file
     /// as checkpoints fold the WAL into it), in bytes.
     written: Option<u64>,
+    /// The server's CPU time during the ingest.
+    cpu: Option<CpuTime>,
     /// Acknowledgements at half the ingest rate.
     half: PacedResult,
     /// Events stored (the recorded API calls included) and the database's bytes.
@@ -360,6 +367,15 @@ impl Report {
             self.written.map_or("-".into(), |w| format!(
                 "{:.0}",
                 w as f64 / i.events.max(1) as f64
+            ))
+        )?;
+        writeln!(
+            r,
+            "| server CPU time per event during the ingest (µs): all threads; the writer thread, which every append goes through | {} | | | | |",
+            self.cpu.as_ref().map_or("-".into(), |c| format!(
+                "{:.1}; {:.1}",
+                c.server_seconds * 1e6 / i.events.max(1) as f64,
+                c.writer_seconds * 1e6 / i.events.max(1) as f64
             ))
         )?;
         let bpe = |b: &Baseline| b.bytes as f64 / b.events.max(1) as f64;
@@ -482,6 +498,10 @@ impl Report {
             "trail": {
                 "ingest": i.json(),
                 "bytesWrittenPerEvent": self.written.map(|w| w as f64 / i.events.max(1) as f64),
+                "cpuMicrosPerEvent": self.cpu.as_ref().map(|c| json!({
+                    "server": c.server_seconds * 1e6 / i.events.max(1) as f64,
+                    "writer": c.writer_seconds * 1e6 / i.events.max(1) as f64,
+                })),
                 "ackAtHalfRate": {
                     "eventsPerSecondOffered": self.half.rate,
                     "batches": self.half.batches,
@@ -1163,6 +1183,49 @@ fn mib(kib: Option<u64>) -> String {
 /// A count of `/proc/PID/io`, in bytes (`write_bytes:`: what the process sent to storage).
 fn io_bytes(pid: u32, field: &str) -> Option<u64> {
     proc_figure(pid, "io", field)
+}
+
+/// CPU time a process has used, in seconds: all its threads, and its writer thread.
+struct CpuTime {
+    server_seconds: f64,
+    writer_seconds: f64,
+}
+
+impl CpuTime {
+    /// From `/proc/PID/stat` (user and system time, in clock ticks) and the writer thread's
+    /// `schedstat` (time on a CPU, in nanoseconds); `None` where there is no `/proc`.
+    fn of(pid: u32) -> Option<CpuTime> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // SAFETY: sysconf reads a constant of the system; it has no preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let writer = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .ok()?
+            .flatten()
+            .find(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .is_ok_and(|c| c.trim() == trail_store::sqlite::WRITER_THREAD)
+            })?;
+        let ns: u64 = std::fs::read_to_string(writer.path().join("schedstat"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        Some(CpuTime {
+            server_seconds: ticks as f64 / per_second,
+            writer_seconds: ns as f64 / 1e9,
+        })
+    }
+
+    fn since(&self, before: &CpuTime) -> CpuTime {
+        CpuTime {
+            server_seconds: self.server_seconds - before.server_seconds,
+            writer_seconds: self.writer_seconds - before.writer_seconds,
+        }
+    }
 }
 
 /// A figure of `/proc/PID/status`, in KiB.
