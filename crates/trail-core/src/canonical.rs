@@ -618,6 +618,15 @@ mod decode_tests {
             let bytes = encode(&e);
             assert_eq!(bytes[1..5], (id.len() as u32).to_be_bytes());
             assert_eq!(&bytes[5..5 + id.len()], id.as_bytes());
+            if seq == 4 {
+                // Every optional part present, the IPv6 text, an actor type that is none of
+                // the known ones: the leaf of the documented layout, computed apart from
+                // this code (the layout above, written out in Python).
+                assert_eq!(
+                    hex::encode(leaf_hash(&e)),
+                    "1eedfdeb7ed017dc3a0f8fbdfa5de662f90c7ece8abc2d09d39b2519d290cbfb"
+                );
+            }
         }
     }
 

@@ -400,6 +400,21 @@ mod tests {
         max.add(u64::MAX);
         assert_eq!(Sketch::from_bytes(&max.to_bytes()), Some(max));
         assert_eq!(Sketch::from_bytes(&[]), Some(Sketch::default()));
+        // A count past u32::MAX is written as several pairs of its bucket, read back whole.
+        let mut big = Sketch::default();
+        big.add_to(Sketch::bucket(1000), u64::from(u32::MAX) + 5);
+        big.add(7);
+        assert_eq!(big.to_bytes().len(), 3 * 6);
+        assert_eq!(Sketch::from_bytes(&big.to_bytes()), Some(big.clone()));
+        assert_eq!(big.count(), u64::from(u32::MAX) + 6);
+        // Pairs out of order or repeated add up; a zero count is no bucket.
+        let pair = |b: u16, n: u32| [b.to_le_bytes().as_slice(), &n.to_le_bytes()].concat();
+        let odd = [pair(5, 1), pair(3, 2), pair(9, 0), pair(5, 4)].concat();
+        let mut want = Sketch::default();
+        want.add_to(3, 2);
+        want.add_to(5, 5);
+        assert_eq!(Sketch::from_bytes(&odd), Some(want));
+        assert_eq!(Sketch::from_bytes(&pair(9, 0)), Some(Sketch::default()));
     }
 
     /// Latencies that share buckets often (small ones, milliseconds) and now and then do not.

@@ -138,6 +138,23 @@ async fn every_kind_of_tampering_is_found_and_named_at_its_seq() {
     let out = trail(&["verify", "--data", copy.to_str().unwrap(), "--key", &key]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("was altered"), "{}", text(&out));
+    // A note whose signature no longer holds, though the rows and the events agree with its
+    // size and root: the walk passes, and the verdict is still the note's.
+    let copy = dir.path().join("note");
+    copy_dir(&data, &copy);
+    sql(
+        &copy,
+        "DROP TRIGGER checkpoints_no_update; \
+         UPDATE checkpoints SET note = replace(note, char(10) || char(10), char(10) || 'x' || char(10) || char(10)) \
+         WHERE size = (SELECT min(size) FROM checkpoints)",
+    );
+    let out = trail(&["verify", "--data", copy.to_str().unwrap(), "--key", &key]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("FAIL default: the checkpoint of"),
+        "{}",
+        text(&out)
+    );
     let other = "trail.test+2f9c5a9e+AXbsp8bXvLsRq5M8I+9ZrCNwNRhGHyk2y2bAgWkXMdDo";
     let out = trail(&["verify", "--data", data.to_str().unwrap(), "--key", other]);
     assert_ne!(out.status.code(), Some(0), "{}", text(&out));

@@ -684,8 +684,9 @@ pub(crate) fn seq_received_since(conn: &Connection, org: &str, at: Timestamp) ->
     Ok(lo)
 }
 
-/// Events in seq order, each read on its own: a row that no longer reads as an event is
-/// returned as its seq and why, for audits to name.
+/// The leaves of events in seq order, each recomputed from its row and dictionary strings
+/// without building the event, and each row read on its own: one that no longer reads as an
+/// event is returned as its seq and why, for audits to name.
 pub(crate) fn leaves_for_audit(
     conn: &Connection,
     dict: &DictCache,
