@@ -61,6 +61,8 @@ macro_rules! store_conformance_tests {
             an_export_pulls_every_event_once_in_seq_order_while_writers_append,
             an_export_filters_is_bounded_and_starts_at_a_time_of_receipt,
             pruning_removes_a_prefix_and_what_remains_still_proves,
+            a_prune_keeps_the_call_minutes_of_the_oldest_event_that_remains,
+            a_histogram_counts_what_a_prune_left_of_a_block,
         );
     };
     (@each $make:path; $($name:ident),* $(,)?) => {
@@ -1151,6 +1153,12 @@ pub async fn filters_agree_with_the_reference_over_a_long_log(store: Arc<dyn Sto
         "actor:user-1",
         "objectName:app-0",
         "objectName:app-0 actor:user-1",
+        // No term that postings or summaries answer: every block is walked, by its times.
+        "",
+        "status:5xx",
+        "-actor:user-9",
+        "-category:api -actor:user-1",
+        "since:30s",
     ];
     // Windows that start and end all along the log, so that each falls inside blocks.
     let windows = (0..50).flat_map(|s| {
@@ -1160,6 +1168,7 @@ pub async fn filters_agree_with_the_reference_over_a_long_log(store: Arc<dyn Sto
             format!("tokenId:pat_3 until:{}", at(s)),
             format!("category:api since:{} until:{}", at(s), at(s + 2)),
             format!("actor:user-5 since:{} until:{}", at(s), at(s + 3)),
+            format!("since:{} until:{}", at(s), at(s + 1)),
         ]
     });
     let umbrella_all = stored("umbrella", 3000).await;
@@ -2132,4 +2141,120 @@ pub async fn pruning_removes_a_prefix_and_what_remains_still_proves(store: Arc<d
     assert_eq!(page.items.len(), 189);
     let more = store.append("acme", vec![simple("after")]).await.unwrap();
     assert_eq!(more[0].seq, 701);
+}
+
+/// After a prune, the per-minute tallies of API calls keep every minute from that of the
+/// oldest event that remains, wherever in the log it lies: in the block the prune cuts into,
+/// in a whole block after it, or among the newest events.
+pub async fn a_prune_keeps_the_call_minutes_of_the_oldest_event_that_remains(
+    store: Arc<dyn Store>,
+) {
+    use trail_core::perf::{MINUTE_US, minute_of};
+    with_orgs(&*store, &["acme"]).await;
+    let m0 = T0 - T0.rem_euclid(MINUTE_US) + MINUTE_US;
+    // Minute 20 for all but one event in each part: minute 1 at seq 0, 2 at seq 300, 3 at
+    // seq 1500, 4 at seq 2050.
+    let minute = |seq: u64| match seq {
+        0 => 1,
+        300 => 2,
+        1500 => 3,
+        2050 => 4,
+        _ => 20,
+    };
+    let calls = (0..2100u64)
+        .map(|seq| {
+            body(json!({"action": "call", "category": "api",
+                "timestamp": Timestamp(m0 + minute(seq) * MINUTE_US).to_string(),
+                "actor": {"id": "a", "type": "pat"},
+                "request": {"method": "GET", "route": "GET /a", "status": 200, "latencyMs": 1.0}}))
+        })
+        .collect();
+    store.append("acme", calls).await.unwrap();
+    sign_all(&*store, "acme").await;
+    let minutes = || async {
+        let got = store
+            .api_call_minutes("acme", Timestamp(m0), Timestamp(m0 + 30 * MINUTE_US), 1)
+            .await
+            .unwrap();
+        got.iter()
+            .flat_map(|(_, m)| m.iter().map(|(k, _)| k - minute_of(Timestamp(m0))))
+            .collect::<Vec<i64>>()
+    };
+    assert_eq!(minutes().await, [1, 2, 3, 4, 20]);
+    for (below, kept) in [
+        (256, [2, 3, 4, 20].as_slice()),
+        (1024, &[3, 4, 20]),
+        (2048, &[4, 20]),
+    ] {
+        store.prune("acme", below, Vec::new()).await.unwrap();
+        assert_eq!(minutes().await, kept, "pruned below {below}");
+    }
+}
+
+/// Tiles and a checkpoint over the whole of `org`'s log, so it may be pruned anywhere.
+async fn sign_all(store: &dyn Store, org: &str) {
+    use trail_core::merkle::{self, InMemory};
+    let size = store.log_size(org).await.unwrap();
+    store.extend_tiles(org, 0, size).await.unwrap();
+    let mut leaves = Vec::new();
+    while (leaves.len() as u64) < size {
+        let page = store
+            .events_from(org, leaves.len() as u64, 1000)
+            .await
+            .unwrap();
+        leaves.extend(page.iter().map(|s| s.hash));
+    }
+    store
+        .add_checkpoint(crate::SignedCheckpoint {
+            org: org.into(),
+            size,
+            root: merkle::root(&InMemory(&leaves), size).unwrap(),
+            note: format!("o/{org}\n{size}\n...\n\n— o sig\n"),
+            created_at: Timestamp(T0),
+        })
+        .await
+        .unwrap();
+}
+
+/// A histogram of buckets shorter than a minute counts the events of a whole block in one
+/// bucket without reading them; a block a prune cut into, from where the log now starts.
+pub async fn a_histogram_counts_what_a_prune_left_of_a_block(store: Arc<dyn Store>) {
+    with_orgs(&*store, &["acme"]).await;
+    // 0.9 ms apart: the first block lies within the first second.
+    let at = |seq: i64| T0 + seq * 900;
+    store
+        .append(
+            "acme",
+            (0..2100)
+                .map(|i| {
+                    body(json!({"action": "a", "actor": {"id": "x", "type": "user"},
+                                "timestamp": Timestamp(at(i)).to_string()}))
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    sign_all(&*store, "acme").await;
+    let second = 1_000_000;
+    for below in [0, 256, 768, 1280] {
+        store.prune("acme", below, Vec::new()).await.unwrap();
+        let want: Vec<u64> = (0..10)
+            .map(|b| {
+                (below as i64..2100)
+                    .filter(|&i| (b * second..(b + 1) * second).contains(&(at(i) - T0)))
+                    .count() as u64
+            })
+            .collect();
+        let got = store
+            .histogram(
+                "acme",
+                &Filter::default(),
+                Timestamp(T0),
+                Timestamp(T0 + 10 * second),
+                10,
+            )
+            .await
+            .unwrap();
+        assert_eq!(got, want, "pruned below {below}");
+    }
 }

@@ -26,10 +26,12 @@
 //! in `postings`, and a reader reads both as one sequence ([`Stream`]).
 //!
 //! [`Probe`] is what a query's terms ask of a block. The readers in `read.rs` walk an org's
-//! blocks newest first: those a probe's postings name (with the seqs that match), or those
-//! its Bloom filters do not rule out, and the newest, incomplete block, which has no summary
-//! yet. They stop once no block left can hold an event newer than the last one their page
-//! needs.
+//! blocks newest first: those a probe's postings name (with the seqs that match), those its
+//! Bloom filters do not rule out, or every block when it has no term on those fields, and
+//! first the newest, incomplete block, which has no summary yet. They skip the blocks whose
+//! times fall outside their window and stop once no block left can hold an event newer than
+//! the last one their page needs. `events` has no index by time: the block summaries are how
+//! any read finds an org's events by time.
 //!
 //! The summaries and postings are written in the same transaction as the events that
 //! complete a block (and by the migrations that introduced them, for the blocks already
@@ -399,8 +401,9 @@ fn settle(tx: &Connection, org_id: i64, slice: i64, below: i64) -> rusqlite::Res
     Ok(())
 }
 
-/// Writes the summary and, with `post`, the postings of `org_id`'s block `block`, whose
-/// events are all stored. A block left without events (pruned whole) gets none.
+/// Writes the summary and, with `post`, the postings and times (`block_times`) of
+/// `org_id`'s block `block`, whose events are all stored. A block left without events
+/// (pruned whole) gets none.
 fn seal(tx: &Connection, org_id: i64, block: u64, post: bool) -> rusqlite::Result<()> {
     let first = (org_id << SEQ_BITS) | (block << BLOCK_BITS) as i64;
     let mut stmt = tx.prepare_cached(&format!(
@@ -412,9 +415,11 @@ fn seal(tx: &Connection, org_id: i64, block: u64, post: bool) -> rusqlite::Resul
     let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
     let mut keys = HashSet::new();
     let mut postings = Postings::default();
+    let mut times = Vec::with_capacity(BLOCK as usize);
     while let Some(row) = rows.next()? {
         let offset = (row.get::<_, i64>(0)? - first) as u16;
         let ts: i64 = row.get(1)?;
+        times.push((offset, ts));
         min_ts = min_ts.min(ts);
         max_ts = max_ts.max(ts);
         for c in 0..COLUMNS.len() {
@@ -448,6 +453,47 @@ fn seal(tx: &Connection, org_id: i64, block: u64, post: bool) -> rusqlite::Resul
     if post {
         postings.write_hot(tx, id, (min_ts, max_ts))?;
         settle(tx, org_id, block as i64 % HOT_SLICES, id)?;
+        write_times(tx, id, &times, (min_ts, max_ts))?;
+    }
+    Ok(())
+}
+
+/// Writes the row of `block_times` of block `id` from its events' offsets and timestamps;
+/// `(lo, hi)` are their least and greatest timestamps. An offset without an event (pruned
+/// before the block was sealed) gets the newest part, which never rules it out.
+fn write_times(
+    tx: &Connection,
+    id: i64,
+    events: &[(u16, i64)],
+    (lo, hi): (i64, i64),
+) -> rusqlite::Result<()> {
+    let mut parts = vec![u8::MAX; BLOCK as usize];
+    for &(offset, ts) in events {
+        parts[usize::from(offset)] = coarse::part(ts, lo, hi);
+    }
+    tx.prepare_cached("INSERT OR FAIL INTO block_times (id, parts) VALUES (?1, ?2)")?
+        .execute(params![id, parts])?;
+    Ok(())
+}
+
+/// The `block_times` of every block already summarised (the migration that adds them),
+/// read from its events as [`seal`] reads them.
+pub(crate) fn time_all(tx: &Connection) -> rusqlite::Result<()> {
+    let blocks: Vec<(i64, i64, i64, i64, i64)> = tx
+        .prepare("SELECT id, org, block, min_ts, max_ts FROM blocks ORDER BY id")?
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut stmt = tx.prepare("SELECT k, ts FROM events WHERE k >= ?1 AND k < ?2")?;
+    for (id, org_id, block, lo, hi) in blocks {
+        let first = (org_id << SEQ_BITS) | (block << BLOCK_BITS);
+        let events = stmt
+            .query_map(params![first, first + BLOCK as i64], |r| {
+                Ok(((r.get::<_, i64>(0)? - first) as u16, r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        write_times(tx, id, &events, (lo, hi))?;
     }
     Ok(())
 }
@@ -459,7 +505,8 @@ pub(crate) fn seal_completed(tx: &Connection, org_id: i64, size: u64) -> rusqlit
     seal_completed_as(tx, org_id, size, true)
 }
 
-/// [`seal_completed`], writing postings or not (before the schema had them).
+/// [`seal_completed`], writing postings and times or not (the migration that made the
+/// summaries, before the schema had either).
 fn seal_completed_as(tx: &Connection, org_id: i64, size: u64, post: bool) -> rusqlite::Result<()> {
     let end = size >> BLOCK_BITS;
     let newest: Option<i64> = tx
@@ -544,7 +591,7 @@ pub(crate) fn forget(tx: &Connection, org_id: i64, from: u64, below: u64) -> rus
         }
     }
     let (first, emptied) = (block_id(org_id, 0), block_id(org_id, below >> BLOCK_BITS));
-    for table in ["block_filters", "blocks"] {
+    for table in ["block_filters", "block_times", "blocks"] {
         tx.execute(
             &format!("DELETE FROM {table} WHERE id >= ?1 AND id < ?2"),
             params![first, emptied],
@@ -577,6 +624,48 @@ pub(crate) fn post_all(tx: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The oldest timestamp of `org_id`'s events at seqs `floor..size`, read from the summaries
+/// of the whole blocks among them and from the events of the rest (the part of a block above
+/// `floor`, the blocks not summarised yet), so that it costs at most two blocks of events
+/// however long the log.
+pub(crate) fn oldest(
+    conn: &Connection,
+    org_id: i64,
+    floor: u64,
+    size: u64,
+) -> rusqlite::Result<Option<i64>> {
+    let base = org_id << SEQ_BITS;
+    let events = |from: u64, to: u64| -> rusqlite::Result<Option<i64>> {
+        if from >= to {
+            return Ok(None);
+        }
+        conn.prepare_cached("SELECT min(ts) FROM events WHERE k >= ?1 AND k < ?2")?
+            .query_row(params![base | from as i64, base | to as i64], |r| r.get(0))
+    };
+    let first_whole = floor.div_ceil(BLOCK);
+    let head_end = (first_whole << BLOCK_BITS).min(size);
+    let (newest, summarised): (Option<i64>, Option<i64>) = conn
+        .prepare_cached("SELECT max(id), min(min_ts) FROM blocks WHERE id >= ?1 AND id < ?2")?
+        .query_row(
+            params![
+                block_id(org_id, first_whole),
+                block_id(org_id, size >> BLOCK_BITS)
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+    let tail = newest.map_or(head_end, |id| {
+        ((id - org_first(id) + 1) as u64) << BLOCK_BITS
+    });
+    Ok([
+        events(floor, head_end)?,
+        summarised,
+        events(tail.max(head_end), size)?,
+    ]
+    .into_iter()
+    .flatten()
+    .min())
+}
+
 /// What a filter's terms ask of a block.
 pub(crate) enum Probe {
     /// Terms on [`POSTED`] fields: for each group (the groups `AND` together), the (column,
@@ -589,19 +678,22 @@ pub(crate) enum Probe {
     /// Terms on summarised fields and none on a posted one: for each group, the keys of
     /// which one must be in a block's filter.
     Filtered(Vec<Vec<u64>>),
+    /// No term on a posted or summarised field: every block may hold events that pass, and
+    /// its time bounds alone rule it out. `exact` when the filter has no terms at all: then
+    /// every event of a block passes (within its time window).
+    Every { exact: bool },
 }
 
 impl Probe {
-    /// `None` when no term is on a posted or summarised field. `resolved` gives the column
-    /// and the stored values of one matcher, as the query's SQL compares them (`None` for a
-    /// range, which neither postings nor filters answer).
+    /// `resolved` gives the column and the stored values of one matcher, as the query's SQL
+    /// compares them (`None` for a range, which neither postings nor filters answer).
     pub(crate) fn of(
         f: &Filter,
         mut resolved: impl FnMut(
             Field,
             &trail_core::query::Matcher,
         ) -> Result<Option<(&'static str, Vec<Sql>)>>,
-    ) -> Result<Option<Probe>> {
+    ) -> Result<Probe> {
         let (groups, negated) = f.grouped();
         let all = groups.len();
         let (mut posted, mut filtered) = (Vec::new(), Vec::new());
@@ -628,23 +720,30 @@ impl Probe {
                 _ => {}
             }
         }
+        let exact = negated.is_empty() && posted.len() == all;
         Ok(if !posted.is_empty() {
-            let exact = negated.is_empty() && posted.len() == all;
-            Some(Probe::Posted {
+            Probe::Posted {
                 groups: posted,
                 exact,
-            })
+            }
         } else if !filtered.is_empty() {
-            Some(Probe::Filtered(filtered))
+            Probe::Filtered(filtered)
         } else {
-            None
+            Probe::Every {
+                exact: exact && all == 0,
+            }
         })
     }
 
-    /// Whether the postings of the blocks a walk gives say exactly which of their events
-    /// pass the filter.
-    pub(crate) fn exact(&self) -> bool {
-        matches!(self, Probe::Posted { exact: true, .. })
+    /// How many of the events of a look this probe's walk gave pass the filter's terms,
+    /// where the walk alone says: the seqs the postings name when they are all the terms,
+    /// every seq of the look when there are none. Its time window is still to check.
+    pub(crate) fn passing(&self, look: &Look) -> Option<u64> {
+        match (self, &look.seqs) {
+            (Probe::Posted { exact: true, .. }, Some(seqs)) => Some(seqs.len() as u64),
+            (Probe::Every { exact: true }, None) => Some(look.span.last + 1 - look.span.first),
+            _ => None,
+        }
     }
 }
 
@@ -656,8 +755,8 @@ pub(crate) struct Span {
 }
 
 /// What a walk gives a reader to look at: a run of seqs and, where postings say which of
-/// them hold the probe's values, those (in increasing order), and the times of the block
-/// where its summary gives them.
+/// them hold the probe's values, those (in increasing order), and the times and id of the
+/// block where it has a summary.
 pub(crate) struct Look {
     pub span: Span,
     pub seqs: Option<Vec<u64>>,
@@ -665,6 +764,9 @@ pub(crate) struct Look {
     /// not say); empty without `seqs`.
     pub older_than: Vec<i64>,
     pub times: Option<(i64, i64)>,
+    /// The summarised block's id, whose `block_times` a reader narrowing the look by time
+    /// reads ([`Look::drop_older_than`]).
+    pub block: Option<i64>,
 }
 
 impl Look {
@@ -675,11 +777,36 @@ impl Look {
             seqs: None,
             older_than: Vec::new(),
             times: None,
+            block: None,
         }
     }
 
-    /// Leaves out the seqs whose events the postings say are older than `t`.
-    pub(crate) fn drop_older_than(&mut self, t: i64) {
+    /// Leaves out the seqs whose events are older than `t`, as far as the postings' times
+    /// say, and where they do not (or the look has no postings), the block's times: read
+    /// from `block_times` only then. A look with neither keeps every seq.
+    pub(crate) fn drop_older_than(&mut self, conn: &Connection, t: i64) -> Result<()> {
+        let untimed = self
+            .seqs
+            .as_ref()
+            .is_none_or(|_| self.older_than.contains(&i64::MAX));
+        if let (true, Some(id), Some((lo, hi))) = (untimed, self.block, self.times)
+            && let Some(parts) = block_times(conn, id)?
+        {
+            let start = self.span.last + 1 - BLOCK;
+            let older = |seq: u64| coarse::older_than(parts[(seq - start) as usize], lo, hi);
+            match &self.seqs {
+                Some(seqs) => {
+                    for (o, &seq) in self.older_than.iter_mut().zip(seqs) {
+                        *o = (*o).min(older(seq));
+                    }
+                }
+                None => {
+                    let seqs: Vec<u64> = (self.span.first..=self.span.last).collect();
+                    self.older_than = seqs.iter().map(|&s| older(s)).collect();
+                    self.seqs = Some(seqs);
+                }
+            }
+        }
         if let Some(seqs) = &mut self.seqs {
             let (kept, older_than) = seqs
                 .iter()
@@ -690,7 +817,18 @@ impl Look {
             *seqs = kept;
             self.older_than = older_than;
         }
+        Ok(())
     }
+}
+
+/// The coarse times of block `id`'s events ([`coarse`]), one per seq of the block; `None`
+/// for a block sealed without them, or whose row does not read as them.
+fn block_times(conn: &Connection, id: i64) -> Result<Option<Vec<u8>>> {
+    let parts: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT parts FROM block_times WHERE id = ?1")
+        .and_then(|mut st| st.query_row([id], |r| r.get(0)).optional())
+        .map_err(unavailable)?;
+    Ok(parts.filter(|p| p.len() == BLOCK as usize))
 }
 
 /// Walks `org_id`'s log newest first (its seqs `floor..size`), giving `visit` the newest
@@ -712,10 +850,12 @@ pub(crate) fn walk(
             walk_postings(conn, org_id, floor, size, groups, bounds, visit)
         }
         Probe::Filtered(groups) => walk_filters(conn, org_id, floor, size, groups, bounds, visit),
+        Probe::Every { .. } => walk_filters(conn, org_id, floor, size, &[], bounds, visit),
     }
 }
 
-/// [`walk`] through the Bloom filters of every summarised block.
+/// [`walk`] through the Bloom filters of every summarised block (through the blocks' time
+/// bounds alone, without `groups`).
 fn walk_filters(
     conn: &Connection,
     org_id: i64,
@@ -772,12 +912,14 @@ fn walk_filters(
             Step::Skip => continue,
             Step::Look => {}
         }
-        let id = block_id(org_id, block);
-        let admitted = filter
-            .query_row([id], |r| Ok(admits(r.get_ref(0)?.as_bytes()?)))
-            .optional()
-            .map_err(unavailable)?
-            .unwrap_or(true);
+        let admitted = groups.is_empty()
+            || filter
+                .query_row([block_id(org_id, block)], |r| {
+                    Ok(admits(r.get_ref(0)?.as_bytes()?))
+                })
+                .optional()
+                .map_err(unavailable)?
+                .unwrap_or(true);
         if admitted {
             visit(Look {
                 span: Span {
@@ -787,6 +929,7 @@ fn walk_filters(
                 seqs: None,
                 older_than: Vec::new(),
                 times: Some((min_ts, max_ts)),
+                block: Some(block_id(org_id, block)),
             })?;
         }
     }
@@ -1176,6 +1319,7 @@ fn walk_postings(
             seqs,
             older_than,
             times: range,
+            block: range.map(|_| target),
         })?;
     }
 }

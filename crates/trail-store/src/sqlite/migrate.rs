@@ -285,6 +285,36 @@ const STEPS: &[Step] = &[
             )
         },
     },
+    Step {
+        what: "block times in place of the index of events by time: for every block, one \
+               byte per seq saying which of 256 parts of the block's time range its event \
+               falls in (written with the block's summary, and here for the blocks already \
+               summarised), so a page reads only the events of a block that can still \
+               enter it. A page, a count and a prune find an org's events by the time \
+               bounds of its blocks, and an append writes nothing per event beyond its row \
+               (the index's entries were a seventh of the store and most of what a commit \
+               wrote to the WAL, spread by late events over its last pages)",
+        apply: |tx| {
+            tx.execute_batch(
+                "CREATE TABLE block_times (
+                     id    INTEGER PRIMARY KEY,  -- blocks.id
+                     parts BLOB NOT NULL         -- blocks::coarse part of each seq's event
+                 );
+                 CREATE TRIGGER block_times_no_replace BEFORE INSERT ON block_times
+                 WHEN EXISTS (SELECT 1 FROM block_times WHERE id = NEW.id)
+                 BEGIN SELECT RAISE(FAIL, 'block summaries are append-only'); END;
+                 CREATE TRIGGER block_times_no_update BEFORE UPDATE ON block_times
+                 BEGIN SELECT RAISE(ABORT, 'block summaries are append-only'); END;
+                 CREATE TRIGGER block_times_no_delete BEFORE DELETE ON block_times
+                 WHEN NOT EXISTS (SELECT 1 FROM prune_permit p WHERE p.org = OLD.id >> 30
+                                  AND (((OLD.id >> 30) << 40) | (((OLD.id & 1073741823) + 1) << 10))
+                                      <= p.below_k)
+                 BEGIN SELECT RAISE(ABORT, 'block summaries are append-only'); END;
+                 DROP INDEX events_by_time;",
+            )?;
+            super::blocks::time_all(tx)
+        },
+    },
 ];
 
 /// The schema version this Trail writes and reads.

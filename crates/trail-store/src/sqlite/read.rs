@@ -137,7 +137,8 @@ fn matching_seqs(
     last: u64,
     f: &Filter,
 ) -> Result<Option<(String, Vec<Sql>)>> {
-    // The org column is indexed; the key range is what the log proves. Both must hold.
+    // The key range is the org's log (what a block walk narrows to a block's); the org
+    // column must agree with it.
     let mut sql = "org = ? AND k BETWEEN ? AND ?".to_owned();
     let mut args = vec![
         Sql::Integer(org_id),
@@ -199,16 +200,8 @@ pub(crate) fn query(
         ]);
     }
     let limit = q.limit.max(1);
-    let mut rows = match probe(conn, &q.filter)? {
-        None => {
-            let sql = format!(
-                "SELECT {COLUMNS} FROM events WHERE {clause} ORDER BY ts DESC, k DESC LIMIT ?"
-            );
-            args.push(Sql::Integer(limit as i64 + 1));
-            rows_of(conn, &sql, args)?
-        }
-        Some(probe) => newest_in_blocks(conn, org_id, &probe, q, &clause, args)?,
-    };
+    let probe = probe(conn, &q.filter)?;
+    let mut rows = newest_in_blocks(conn, org_id, &probe, q, &clause, args)?;
     let more = rows.len() > limit;
     rows.truncate(limit);
     let next = if more {
@@ -225,17 +218,8 @@ pub(crate) fn query(
     })
 }
 
-fn rows_of(conn: &Connection, sql: &str, args: Vec<Sql>) -> Result<Vec<RawRow>> {
-    let mut stmt = conn.prepare_cached(sql).map_err(unavailable)?;
-    stmt.query_map(params_from_iter(args), RawRow::read)
-        .map_err(unavailable)?
-        .collect::<rusqlite::Result<_>>()
-        .map_err(unavailable)
-}
-
-/// What the block postings and summaries can tell of `f`: `None` when no term is on a field
-/// they cover.
-fn probe(conn: &Connection, f: &Filter) -> Result<Option<Probe>> {
+/// What the block postings and summaries can tell of `f`.
+fn probe(conn: &Connection, f: &Filter) -> Result<Probe> {
     Probe::of(f, |field, m| {
         Ok(match resolve(conn, field, m)? {
             Resolved::Ids(ids) => Some((column_of(field, m), ids)),
@@ -387,7 +371,7 @@ fn newest_in_blocks(
             // Events older than the page's last cannot enter it: not read, where the
             // postings say which they are.
             if let Some(l) = last.get() {
-                look.drop_older_than(l);
+                look.drop_older_than(conn, l)?;
             }
             reads.each(&look, key, |r| found.push(r))?;
             found.sort_unstable_by_key(|r| std::cmp::Reverse(*r));
@@ -482,7 +466,7 @@ fn count_events(
     let mut f = f.clone();
     f.since = Some(since);
     f.until = Some(until);
-    let Some((clause, mut args)) = matching(conn, org_id, &f)? else {
+    let Some((clause, args)) = matching(conn, org_id, &f)? else {
         return Ok(());
     };
     let head = vec![
@@ -498,20 +482,7 @@ fn count_events(
         }
     };
     let read = |r: &rusqlite::Row<'_>| Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, i64>(1)?));
-    let Some(probe) = probe(conn, &f)? else {
-        let sql =
-            format!("SELECT (ts - ?) / ? AS b, count(*) FROM events WHERE {clause} GROUP BY b");
-        let mut all = head;
-        all.append(&mut args);
-        let mut stmt = conn.prepare_cached(&sql).map_err(unavailable)?;
-        for row in stmt
-            .query_map(params_from_iter(all), read)
-            .map_err(unavailable)?
-        {
-            add(row.map_err(unavailable)?);
-        }
-        return Ok(());
-    };
+    let probe = probe(conn, &f)?;
     let reads = Reads::new(
         conn,
         org_id,
@@ -522,9 +493,8 @@ fn count_events(
         args,
     );
     let (since, until) = (since.micros(), until.micros());
-    // Where the postings say exactly which events pass and the block lies in one bucket,
-    // they count it; blocks looked at whole are read in runs of neighbours.
-    let exact = probe.exact();
+    // Where the walk says exactly which events pass and the block lies in one bucket, it
+    // counts them; blocks looked at whole are read in runs of neighbours.
     let bucket = |ts: i64| layout.bucket_of(Timestamp(ts));
     let mut run: Option<blocks::Span> = None;
     blocks::walk(
@@ -543,13 +513,13 @@ fn count_events(
             }
         },
         |look| {
-            if let (true, Some(seqs), Some((lo, hi))) = (exact, &look.seqs, look.times)
+            if let (Some(n), Some((lo, hi))) = (probe.passing(&look), look.times)
                 && lo >= since
                 && hi < until
                 && bucket(lo).is_some()
                 && bucket(lo) == bucket(hi)
             {
-                add((bucket(lo).map(|b| b as i64), seqs.len() as i64));
+                add((bucket(lo).map(|b| b as i64), n as i64));
                 return Ok(());
             }
             if look.seqs.as_ref().is_some_and(|s| s.len() <= SPARSE) {

@@ -741,11 +741,8 @@ impl WriterState {
             .map_err(unavailable)?;
             tx.execute("DELETE FROM prune_permit WHERE org = ?1", [org_id])
                 .map_err(unavailable)?;
-            let oldest: Option<i64> = tx
-                .query_row("SELECT min(ts) FROM events WHERE org = ?1", [org_id], |r| {
-                    r.get(0)
-                })
-                .map_err(unavailable)?;
+            let size = super::read::size_of(tx, org_id)?;
+            let oldest = super::blocks::oldest(tx, org_id, below, size).map_err(unavailable)?;
             tx.execute(
                 "DELETE FROM perf_minutes WHERE org = ?1 AND minute < ?2",
                 params![
