@@ -17,10 +17,14 @@
 //! and named by file and record, a missing or repeated event by seq, and two archives of
 //! consecutive weeks chain through the checkpoint they share.
 //!
-//! Nothing here reads files: callers hand in the bytes of each part of the ZIP.
+//! Nothing here opens files: callers hand in a reader of each part of the ZIP, which is
+//! read once, front to back. A day file is checked record by record as it is read, so a
+//! check holds one record at a time, not a day; the week's leaves are held (32 bytes per
+//! event), since records come in time order and leaves in seq order.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::{BufReader, Read};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -285,7 +289,7 @@ impl ArchiveVerifier {
     /// extend the tree before the week to the signed root.
     pub fn new(
         manifest_bytes: &[u8],
-        leaves_bytes: &[u8],
+        leaves_part: impl Read,
         key: &VerifierKey,
     ) -> Result<ArchiveVerifier, ArchiveError> {
         let manifest: Manifest = serde_json::from_slice(manifest_bytes)
@@ -358,24 +362,36 @@ impl ArchiveVerifier {
                 "{MANIFEST}: the previous tree's edge does not give its root: it is not the log before this week"
             ));
         }
-        if hex::encode(Sha256::digest(leaves_bytes)) != manifest.leaves.sha256 {
+        let count = manifest.end_seq - manifest.first_seq;
+        let unreadable = |e: std::io::Error| ArchiveError(format!("{LEAVES} does not read: {e}"));
+        let mut part = BufReader::with_capacity(READ_BUFFER, Hashing::new(leaves_part));
+        // The count is the signed manifest's: allocated once (a vector grown by doubling
+        // holds both its old and new buffer as it grows), up to 64 Mi leaves (2 GiB); past
+        // that it grows with what is read.
+        let mut leaves: Vec<Hash> = Vec::with_capacity(count.min(1 << 26) as usize);
+        let mut leaf = [0u8; 32];
+        while (leaves.len() as u64) < count {
+            match part.read_exact(&mut leaf) {
+                Ok(()) => {
+                    builder.push(leaf);
+                    leaves.push(leaf);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(unreadable(e)),
+            }
+        }
+        std::io::copy(&mut part, &mut std::io::sink()).map_err(unreadable)?;
+        let part = part.into_inner();
+        let read = part.read;
+        if part.digest() != manifest.leaves.sha256 {
             return fail(format!(
                 "{LEAVES} was changed: its SHA-256 is not the manifest's"
             ));
         }
-        let count = manifest.end_seq - manifest.first_seq;
-        if leaves_bytes.len() as u64 != count * 32 {
+        if read != count * 32 {
             return fail(format!(
-                "{LEAVES} holds {} bytes, not 32 for each of {count} events",
-                leaves_bytes.len()
+                "{LEAVES} holds {read} bytes, not 32 for each of {count} events"
             ));
-        }
-        let leaves: Vec<Hash> = leaves_bytes
-            .chunks_exact(32)
-            .map(|c| c.try_into().expect("32 bytes"))
-            .collect();
-        for leaf in &leaves {
-            builder.push(*leaf);
         }
         if builder.root() != signed.root {
             return fail(format!(
@@ -403,77 +419,42 @@ impl ArchiveVerifier {
         &self.manifest
     }
 
-    /// Checks one day file listed in the manifest: its digest, then every record.
-    pub fn file(&mut self, name: &str, bytes: &[u8]) -> Result<(), ArchiveError> {
+    /// Checks one day file listed in the manifest, read from `part`: every record as it is
+    /// read, then the file's digest.
+    pub fn file(&mut self, name: &str, part: impl Read) -> Result<(), ArchiveError> {
         let Some(entry) = self.manifest.files.iter().find(|f| f.name == name).cloned() else {
             return fail(format!("{name} is in the archive but not in {MANIFEST}"));
         };
         if self.checked.insert(name.to_owned(), ()).is_some() {
             return fail(format!("{name} is in the archive twice"));
         }
-        let digest_ok = hex::encode(Sha256::digest(bytes)) == entry.sha256;
+        let mut part = BufReader::with_capacity(READ_BUFFER, Hashing::new(part));
         // A changed file is named with the record that changed where one can be found.
-        let records: Vec<Value> = match serde_json::from_slice(bytes) {
-            Ok(r) => r,
-            Err(e) => {
-                return fail(format!(
-                    "{name} was changed: it does not read as an array of records: {e}"
-                ));
-            }
+        let mut records = Records {
+            verifier: self,
+            name,
+            count: 0,
+            prev: None,
+            failed: None,
         };
-        let first = self.manifest.first_seq;
-        let mut prev: Option<(Timestamp, u64)> = None;
-        for (i, rec) in records.iter().enumerate() {
-            let at = |what: &str| ArchiveError(format!("{name}: record {i}{what}"));
-            let seq = rec["seq"]
-                .as_u64()
-                .ok_or_else(|| at(" has no seq: it was changed"))?;
-            let at = |what: &str| ArchiveError(format!("{name}: record {i} (seq {seq}) {what}"));
-            let bytes = rec["canonical"]
-                .as_str()
-                .and_then(|s| STANDARD.decode(s).ok())
-                .ok_or_else(|| at("was changed: its canonical bytes are not base64"))?;
-            let event = canonical::decode(&bytes).map_err(|e| {
-                at(&format!(
-                    "was changed: its canonical bytes do not decode: {e}"
-                ))
-            })?;
-            if event.seq != seq || seq < first || seq >= self.manifest.end_seq {
-                return Err(at(&format!(
-                    "is not one of this archive's seqs {first}..{}",
-                    self.manifest.end_seq
-                )));
-            }
-            let slot = (seq - first) as usize;
-            let leaf = canonical::leaf_hash(&event);
-            if leaf != self.leaves[slot] {
-                return Err(at(
-                    "was changed: its content does not give its leaf in the signed tree",
-                ));
-            }
-            if record(&event, &leaf) != *rec {
-                return Err(at("was changed: it differs from its signed content"));
-            }
-            if day_file(event.timestamp) != name {
-                return Err(at(&format!(
-                    "is stamped {}, which is not this file's day",
-                    event.timestamp
-                )));
-            }
-            if std::mem::replace(&mut self.seen[slot], true) {
-                return Err(at("is in the archive twice"));
-            }
-            let key = (event.timestamp, seq);
-            if prev.is_some_and(|p| p > key) {
-                return Err(at("is out of order: records are oldest first"));
-            }
-            prev = Some(key);
+        let mut json = serde_json::Deserializer::from_reader(&mut part);
+        let read =
+            serde::Deserializer::deserialize_seq(&mut json, &mut records).and_then(|()| json.end());
+        if let Some(failed) = records.failed {
+            return Err(failed);
         }
-        if records.len() as u64 != entry.events {
+        if let Err(e) = read {
+            return fail(format!(
+                "{name} was changed: it does not read as an array of records: {e}"
+            ));
+        }
+        std::io::copy(&mut part, &mut std::io::sink())
+            .map_err(|e| ArchiveError(format!("{name} does not read: {e}")))?;
+        let digest_ok = part.into_inner().digest() == entry.sha256;
+        if records.count != entry.events {
             return fail(format!(
                 "{name} holds {} records, {MANIFEST} says {}",
-                records.len(),
-                entry.events
+                records.count, entry.events
             ));
         }
         if !digest_ok {
@@ -481,6 +462,63 @@ impl ArchiveVerifier {
                 "{name} was changed: its SHA-256 is not the manifest's, though every record still verifies (its layout changed)"
             ));
         }
+        Ok(())
+    }
+
+    /// Checks the `i`th record of day file `name`; `prev` is the time and seq of the record
+    /// before it.
+    fn record(
+        &mut self,
+        name: &str,
+        i: u64,
+        rec: &Value,
+        prev: &mut Option<(Timestamp, u64)>,
+    ) -> Result<(), ArchiveError> {
+        let first = self.manifest.first_seq;
+        let at = |what: &str| ArchiveError(format!("{name}: record {i}{what}"));
+        let seq = rec["seq"]
+            .as_u64()
+            .ok_or_else(|| at(" has no seq: it was changed"))?;
+        let at = |what: &str| ArchiveError(format!("{name}: record {i} (seq {seq}) {what}"));
+        let bytes = rec["canonical"]
+            .as_str()
+            .and_then(|s| STANDARD.decode(s).ok())
+            .ok_or_else(|| at("was changed: its canonical bytes are not base64"))?;
+        let event = canonical::decode(&bytes).map_err(|e| {
+            at(&format!(
+                "was changed: its canonical bytes do not decode: {e}"
+            ))
+        })?;
+        if event.seq != seq || seq < first || seq >= self.manifest.end_seq {
+            return Err(at(&format!(
+                "is not one of this archive's seqs {first}..{}",
+                self.manifest.end_seq
+            )));
+        }
+        let slot = (seq - first) as usize;
+        let leaf = canonical::leaf_hash(&event);
+        if leaf != self.leaves[slot] {
+            return Err(at(
+                "was changed: its content does not give its leaf in the signed tree",
+            ));
+        }
+        if record(&event, &leaf) != *rec {
+            return Err(at("was changed: it differs from its signed content"));
+        }
+        if day_file(event.timestamp) != name {
+            return Err(at(&format!(
+                "is stamped {}, which is not this file's day",
+                event.timestamp
+            )));
+        }
+        if std::mem::replace(&mut self.seen[slot], true) {
+            return Err(at("is in the archive twice"));
+        }
+        let key = (event.timestamp, seq);
+        if prev.is_some_and(|p| p > key) {
+            return Err(at("is out of order: records are oldest first"));
+        }
+        *prev = Some(key);
         Ok(())
     }
 
@@ -509,6 +547,72 @@ impl ArchiveVerifier {
             end_seq: self.manifest.end_seq,
             checkpoint: self.checkpoint,
         })
+    }
+}
+
+/// Bytes read from a part at a time.
+const READ_BUFFER: usize = 1 << 16;
+
+/// A reader that hashes what is read through it, and counts it.
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    read: u64,
+}
+
+impl<R> Hashing<R> {
+    fn new(inner: R) -> Hashing<R> {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            read: 0,
+        }
+    }
+
+    /// The SHA-256 of what was read, in hex.
+    fn digest(self) -> String {
+        hex::encode(self.hasher.finalize())
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+/// The records of one day file, checked one at a time as the JSON array is read; the first
+/// record that fails stops the read and is kept here.
+struct Records<'a> {
+    verifier: &'a mut ArchiveVerifier,
+    name: &'a str,
+    count: u64,
+    prev: Option<(Timestamp, u64)>,
+    failed: Option<ArchiveError>,
+}
+
+impl<'de> serde::de::Visitor<'de> for &mut Records<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of records")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(rec) = seq.next_element::<Value>()? {
+            if let Err(e) = self
+                .verifier
+                .record(self.name, self.count, &rec, &mut self.prev)
+            {
+                self.failed = Some(e);
+                return Err(serde::de::Error::custom("a record does not verify"));
+            }
+            self.count += 1;
+        }
+        Ok(())
     }
 }
 

@@ -551,7 +551,7 @@ struct Day {
 }
 
 /// Places of records a build keeps in memory, over all its days (24 bytes each; 20 on
-/// disk): past this, the day holding the most writes its out as a sorted run. So a build
+/// disk): at this, the days holding the most write theirs out as a sorted run. So a build
 /// holds at most 6 MiB of them, whatever the size of the week or the spread of its dates.
 const SORT_BUDGET: usize = 1 << 18;
 
@@ -597,7 +597,8 @@ struct Places {
     end: u64,
 }
 
-/// Places read from a run at a time while merging (64 KiB).
+/// Places read from a run at a time while merging, and written at a time when spilling
+/// (64 KiB).
 const RUN_READ: usize = 3_276;
 
 /// Where the merge is in one run.
@@ -658,11 +659,17 @@ impl Places {
             Some(f) => f,
             None => self.file.insert(tempfile::tempfile_in(&self.dir)?),
         };
-        let mut bytes = Vec::with_capacity(self.buf.len() * Place::BYTES);
-        for p in &self.buf {
-            p.encode(&mut bytes);
+        // Written 64 KiB at a time, not encoded whole first.
+        let mut bytes = Vec::with_capacity(RUN_READ * Place::BYTES);
+        let mut at = self.end * Place::BYTES as u64;
+        for chunk in self.buf.chunks(RUN_READ) {
+            bytes.clear();
+            for p in chunk {
+                p.encode(&mut bytes);
+            }
+            file.write_all_at(&bytes, at)?;
+            at += bytes.len() as u64;
         }
-        file.write_all_at(&bytes, self.end * Place::BYTES as u64)?;
         self.runs.push((self.end, self.buf.len() as u64));
         self.end += self.buf.len() as u64;
         self.buf = Vec::new();
@@ -790,18 +797,17 @@ pub fn verify_file(
             return Err(E(format!("{name} is in the archive twice")));
         }
     }
-    let mut part = |name: &str| -> Result<Vec<u8>, E> {
-        let mut bytes = Vec::new();
-        zip.by_name(name)
-            .map_err(|e| E(format!("{shown}: no {name}: {e}")))?
-            .read_to_end(&mut bytes)
-            .map_err(|e| E(format!("{shown}: {name} does not read: {e}")))?;
-        Ok(bytes)
-    };
-    let mut v = archive::ArchiveVerifier::new(&part(MANIFEST)?, &part(LEAVES)?, key)?;
+    let missing = |name: &str, e| E(format!("{shown}: no {name}: {e}"));
+    let mut manifest = Vec::new();
+    zip.by_name(MANIFEST)
+        .map_err(|e| missing(MANIFEST, e))?
+        .read_to_end(&mut manifest)
+        .map_err(|e| E(format!("{shown}: {MANIFEST} does not read: {e}")))?;
+    let leaves = zip.by_name(LEAVES).map_err(|e| missing(LEAVES, e))?;
+    let mut v = archive::ArchiveVerifier::new(&manifest, leaves, key)?;
     for name in &names {
         if name != MANIFEST && name != LEAVES {
-            v.file(name, &part(name)?)?;
+            v.file(name, zip.by_name(name).map_err(|e| missing(name, e))?)?;
         }
     }
     v.finish()
@@ -941,9 +947,10 @@ fn write_blocking(
             };
             day.add(e.timestamp, e.seq, &bytes).map_err(io)?;
             held += 1;
-            // Over budget: the days holding the most write theirs out, down to half of it
-            // (so the runs are long however many days there are).
-            if held > SORT_BUDGET {
+            // At the budget: the days holding the most write theirs out, down to half of it
+            // (so the runs are long however many days there are). Not past it: a day's
+            // places are a vector whose capacity doubles at a power of two.
+            if held >= SORT_BUDGET {
                 while held > SORT_BUDGET / 2 {
                     let most = days
                         .values_mut()
