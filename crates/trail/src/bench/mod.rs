@@ -419,6 +419,12 @@ impl Report {
             mib(a.anon_before_kib),
             a.events as f64 / a.seconds.max(1e-9)
         )?;
+        writeln!(
+            r,
+            "| that archive checked offline, `trail verify --archive` (events/s; its peak resident memory: {} MiB) | {:.0} | | | | |",
+            mib(a.verify_rss_max_kib),
+            a.events as f64 / a.verify_seconds.max(1e-9)
+        )?;
         for (what, t, in_store) in &self.queries {
             let refused = match &t.failure {
                 Some(status) => format!(" ({} of {} refused: {status})", t.failed, t.rounds),
@@ -533,6 +539,8 @@ impl Report {
                     "rssMaxKiB": self.archive.rss_max_kib,
                     "heapBeforeKiB": self.archive.anon_before_kib,
                     "heapMaxKiB": self.archive.anon_max_kib,
+                    "verifySeconds": self.archive.verify_seconds,
+                    "verifyRssMaxKiB": self.archive.verify_rss_max_kib,
                 },
                 "queries": self.queries.iter().map(|(what, t, in_store)| {
                     json!({
@@ -1257,6 +1265,9 @@ struct ArchiveRun {
     /// the database file its readers map.
     anon_before_kib: Option<u64>,
     anon_max_kib: Option<u64>,
+    /// `trail verify --archive` of the downloaded ZIP: its time and peak resident memory.
+    verify_seconds: f64,
+    verify_rss_max_kib: Option<u64>,
 }
 
 /// Downloads this week's archive, which holds every event the run stored (all received
@@ -1304,15 +1315,63 @@ async fn time_archive(server: &Server) -> anyhow::Result<ArchiveRun> {
         &mut manifest,
     )?;
     let manifest: trail_core::archive::Manifest = serde_json::from_slice(&manifest)?;
+    let file = tempfile::NamedTempFile::new_in(server.data.parent().unwrap_or(&server.data))?;
+    std::fs::write(file.path(), &zip)?;
+    drop(zip);
+    let (verify_seconds, verify_rss_max_kib) =
+        time_archive_check(&server.data, file.path()).await?;
     Ok(ArchiveRun {
         events: manifest.end_seq - manifest.first_seq,
-        bytes: zip.len() as u64,
+        bytes: std::fs::metadata(file.path())?.len(),
         seconds,
         rss_before_kib,
         rss_max_kib,
         anon_before_kib,
         anon_max_kib,
+        verify_seconds,
+        verify_rss_max_kib,
     })
+}
+
+/// Runs `trail verify --archive` on `zip` against the server's key, as an auditor would,
+/// sampling its resident memory: the seconds it took and the most it held.
+async fn time_archive_check(data: &Path, zip: &Path) -> anyhow::Result<(f64, Option<u64>)> {
+    let key = trail_core::checkpoint::SignerKey::parse(&std::fs::read_to_string(
+        data.join(trail_server::log::KEY_FILE),
+    )?)?
+    .verifier()
+    .to_string();
+    let zip = zip.to_owned();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<(f64, Option<u64>)> {
+        let started = Instant::now();
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["verify", "--archive"])
+            .arg(&zip)
+            .args(["--key", &key])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let mut rss = None::<u64>;
+        let status = loop {
+            if let Some(kib) = status_kib(child.id(), "VmRSS:") {
+                rss = Some(rss.map_or(kib, |r| r.max(kib)));
+            }
+            match child.try_wait()? {
+                Some(status) => break status,
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        if !status.success() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                std::io::Read::read_to_string(&mut e, &mut err)?;
+            }
+            bail!("the bench's archive does not verify: {}", err.trim());
+        }
+        Ok((seconds, rss))
+    })
+    .await?
 }
 
 /// The SIEM pull of the whole log: how many events, in how long, and each page's time.
