@@ -389,7 +389,8 @@ impl Archives {
                 "another archive is being built; try again in a few minutes".into(),
             )
         })?;
-        let (temp, _) = write(self, one, store.clone(), key.clone(), org, week, true, now).await?;
+        let (temp, _, _) =
+            write(self, one, store.clone(), key.clone(), org, week, true, now).await?;
         Ok(ArchiveFile {
             path: temp.to_path_buf(),
             partial: true,
@@ -416,19 +417,23 @@ impl Archives {
         if self.is_stored(org, week).await? {
             return Ok(format!("{week} is already archived"));
         }
-        let (temp, summary) =
+        let (temp, summary, one) =
             write(self, one, store.clone(), key.clone(), org, week, false, now).await?;
-        // Pruning trusts what is kept: an archive that does not verify is never kept.
+        // Pruning trusts what is kept: an archive that does not verify is never kept. The
+        // check holds the build lock too (it holds the week's leaves in memory), so checks
+        // never overlap each other or a build, even if this caller goes away meanwhile.
         let (check, k) = (temp.to_path_buf(), key.verifier());
-        tokio::task::spawn_blocking(move || verify_file(&check, &k))
+        let (verified, one) = tokio::task::spawn_blocking(move || (verify_file(&check, &k), one))
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| {
-                ApiError::Internal(format!(
-                    "the archive of {week} just built does not verify: {e}"
-                ))
-            })?;
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        verified.map_err(|e| {
+            ApiError::Internal(format!(
+                "the archive of {week} just built does not verify: {e}"
+            ))
+        })?;
+        // Kept under the lock: another build of the week waits, then finds it stored.
         let at = self.keep(org, week, temp, &summary).await?;
+        drop(one);
         tracing::info!(org, %week, at, "archived a week");
         Ok(at)
     }
@@ -814,8 +819,9 @@ pub fn verify_file(
 }
 
 /// Writes the archive of `week` to a temporary file in `dir` and returns it, synced.
-/// `one` is the build lock, held until the writing ends; a caller that goes away (a
-/// dropped request) stops it at the next page.
+/// `one` is the build lock, held by the writing and handed back with the file (dropped if
+/// the writing fails); a caller that goes away (a dropped request) stops it at the next
+/// page.
 #[allow(clippy::too_many_arguments)]
 async fn write(
     archives: &Archives,
@@ -826,7 +832,7 @@ async fn write(
     week: Week,
     partial: bool,
     now: Timestamp,
-) -> Result<(TempPath, ArchiveSummary), ApiError> {
+) -> Result<(TempPath, ArchiveSummary, tokio::sync::OwnedMutexGuard<()>), ApiError> {
     let dir = archives.org_dir(org);
     let stop = archives.stop.child_token();
     let _abandoned = stop.clone().drop_guard();
@@ -885,10 +891,11 @@ async fn write(
     };
     let org = org.to_owned();
     let rt = tokio::runtime::Handle::current();
+    // The lock is held by the blocking work and handed back with what it wrote: a caller
+    // that goes away drops it only once the work stops.
     tokio::task::spawn_blocking(move || {
-        let written = write_blocking(&rt, &*store, &key, &org, week, manifest, &dir, &stop);
-        drop(one);
-        written
+        write_blocking(&rt, &*store, &key, &org, week, manifest, &dir, &stop)
+            .map(|(temp, summary)| (temp, summary, one))
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?

@@ -133,6 +133,15 @@ async fn three_weeks_archive_chain_and_prune_and_what_remains_verifies() {
     std::fs::create_dir_all(&acme_dir).unwrap();
     std::fs::write(acme_dir.join(".building-x1.zip"), b"PK\x03\x04 half").unwrap();
     assert!(archives.list("acme").await.unwrap().is_empty());
+    // Two builds of one ended week at once: one builds, checks and keeps it; the other
+    // waits for it and finds it kept.
+    let (a, b) = tokio::join!(
+        archives.build(&store, &key, "acme", weeks[0], real_now),
+        archives.build(&store, &key, "acme", weeks[0], real_now),
+    );
+    let said = [a.unwrap(), b.unwrap()];
+    let kept = said.iter().filter(|s| s.ends_with("is already archived"));
+    assert_eq!(kept.count(), 1, "{said:?}");
     archives.build_due(&store, &key, real_now).await;
     assert!(!acme_dir.join(".building-x1.zip").exists());
     let list = archives.list("acme").await.unwrap();
