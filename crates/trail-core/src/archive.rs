@@ -22,6 +22,7 @@
 //! check holds one record at a time, not a day; the week's leaves are held (32 bytes per
 //! event), since records come in time order and leaves in seq order.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{BufReader, Read};
@@ -428,7 +429,13 @@ impl ArchiveVerifier {
         if self.checked.insert(name.to_owned(), ()).is_some() {
             return fail(format!("{name} is in the archive twice"));
         }
-        let mut part = BufReader::with_capacity(READ_BUFFER, Hashing::new(part));
+        let used = Cell::new(0);
+        let bounded = Bounded {
+            inner: Hashing::new(part),
+            used: &used,
+            max: MAX_RECORD,
+        };
+        let mut part = BufReader::with_capacity(READ_BUFFER, bounded);
         // A changed file is named with the record that changed where one can be found.
         let mut records = Records {
             verifier: self,
@@ -436,6 +443,7 @@ impl ArchiveVerifier {
             count: 0,
             prev: None,
             failed: None,
+            used: &used,
         };
         let mut json = serde_json::Deserializer::from_reader(&mut part);
         let read =
@@ -443,14 +451,19 @@ impl ArchiveVerifier {
         if let Some(failed) = records.failed {
             return Err(failed);
         }
-        if let Err(e) = read {
-            return fail(format!(
-                "{name} was changed: it does not read as an array of records: {e}"
-            ));
+        match read {
+            Ok(()) => {}
+            Err(e) if e.is_io() => return fail(format!("{name} does not read: {e}")),
+            Err(e) => {
+                return fail(format!(
+                    "{name} was changed: it does not read as an array of records: {e}"
+                ));
+            }
         }
+        used.set(0);
         std::io::copy(&mut part, &mut std::io::sink())
             .map_err(|e| ArchiveError(format!("{name} does not read: {e}")))?;
-        let digest_ok = part.into_inner().digest() == entry.sha256;
+        let digest_ok = part.into_inner().inner.digest() == entry.sha256;
         if records.count != entry.events {
             return fail(format!(
                 "{name} holds {} records, {MANIFEST} says {}",
@@ -553,6 +566,34 @@ impl ArchiveVerifier {
 /// Bytes read from a part at a time.
 const READ_BUFFER: usize = 1 << 16;
 
+/// The longest record a day file may hold, in bytes. An event is at most 256 KiB of JSON at
+/// ingest; its record is that rendered again beside its canonical bytes in base64, well
+/// under this. A record is read whole before it is checked: without a bound, one made of a
+/// single long string (which a ZIP compresses a thousandfold) would be held whole.
+const MAX_RECORD: u64 = 4 << 20;
+
+/// A reader that fails once more than `max` bytes were read through it since `used` was
+/// last set to 0 (once per record).
+struct Bounded<'c, R> {
+    inner: R,
+    used: &'c Cell<u64>,
+    max: u64,
+}
+
+impl<R: Read> Read for Bounded<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.used.set(self.used.get() + n as u64);
+        if self.used.get() > self.max {
+            return Err(std::io::Error::other(format!(
+                "a record is longer than {} bytes",
+                self.max
+            )));
+        }
+        Ok(n)
+    }
+}
+
 /// A reader that hashes what is read through it, and counts it.
 struct Hashing<R> {
     inner: R,
@@ -592,6 +633,8 @@ struct Records<'a> {
     count: u64,
     prev: Option<(Timestamp, u64)>,
     failed: Option<ArchiveError>,
+    /// Bytes read since the last record ended ([`Bounded`]).
+    used: &'a Cell<u64>,
 }
 
 impl<'de> serde::de::Visitor<'de> for &mut Records<'_> {
@@ -611,6 +654,7 @@ impl<'de> serde::de::Visitor<'de> for &mut Records<'_> {
                 return Err(serde::de::Error::custom("a record does not verify"));
             }
             self.count += 1;
+            self.used.set(0);
         }
         Ok(())
     }

@@ -774,6 +774,11 @@ fn settled(week: Week, now: Timestamp) -> bool {
     now.micros() >= week.end().micros().saturating_add(GRACE_US)
 }
 
+/// The longest manifest read, in bytes: it lists a week's day files and holds two
+/// checkpoints and an edge of at most 64 hashes, a few KiB; it is read before its signature
+/// is checked.
+const MAX_MANIFEST: u64 = 1 << 20;
+
 /// Checks an archive file offline, as `trail verify --archive` does, and as every build is
 /// checked before it is kept: a ZIP whose entries have one name each and whose local
 /// headers agree with its directory (so other tools unpack what was checked), then every
@@ -806,8 +811,14 @@ pub fn verify_file(
     let mut manifest = Vec::new();
     zip.by_name(MANIFEST)
         .map_err(|e| missing(MANIFEST, e))?
+        .take(MAX_MANIFEST + 1)
         .read_to_end(&mut manifest)
         .map_err(|e| E(format!("{shown}: {MANIFEST} does not read: {e}")))?;
+    if manifest.len() as u64 > MAX_MANIFEST {
+        return Err(E(format!(
+            "{shown}: {MANIFEST} is longer than {MAX_MANIFEST} bytes: it is not a manifest"
+        )));
+    }
     let leaves = zip.by_name(LEAVES).map_err(|e| missing(LEAVES, e))?;
     let mut v = archive::ArchiveVerifier::new(&manifest, leaves, key)?;
     for name in &names {

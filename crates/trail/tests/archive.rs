@@ -249,6 +249,32 @@ async fn a_weeks_archive_downloads_resumes_and_verifies_offline_naming_a_changed
         "{said}"
     );
 
+    // A record grown to 8 MiB of one letter (a ZIP stores it in a few KiB): refused once
+    // it passes the longest a record may be, not read whole.
+    let mut long = parts.clone();
+    let (name, bytes) = long
+        .iter_mut()
+        .find(|(n, b)| n.ends_with(".json") && n != "manifest.json" && b.len() > 10)
+        .unwrap();
+    let mut records: Vec<Value> = serde_json::from_slice(bytes).unwrap();
+    let canonical = records[0]["canonical"].as_str().unwrap();
+    records[0]["canonical"] = json!(format!("{}{canonical}", "A".repeat(8 << 20)));
+    *bytes = serde_json::to_vec(&records).unwrap();
+    let name = name.clone();
+    let bad = dir.path().join("long.zip");
+    write_zip(&bad, &long);
+    let out = trail(
+        &s,
+        &token,
+        &["verify", "--archive", bad.to_str().unwrap(), "--key", &key],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{name} does not read: a record is longer than")),
+        "{}",
+        text(&out)
+    );
+
     // The manifest relabelled as another week: its signature no longer covers it.
     let mut relabelled = parts.clone();
     let (_, bytes) = relabelled
