@@ -14,14 +14,15 @@ use crate::Result;
 const CAPACITY: usize = 100_000;
 
 pub(crate) struct DictCache {
-    map: Mutex<LruCache<i64, Arc<str>>>,
+    map: Mutex<LruCache<i64, Arc<str>, rustc_hash::FxBuildHasher>>,
 }
 
 impl Default for DictCache {
     fn default() -> Self {
         DictCache {
-            map: Mutex::new(LruCache::new(
+            map: Mutex::new(LruCache::with_hasher(
                 NonZeroUsize::new(CAPACITY).expect("not zero"),
+                rustc_hash::FxBuildHasher,
             )),
         }
     }

@@ -37,6 +37,13 @@ const QUEUE: usize = 4096;
 /// Dictionary ids the writer keeps at hand; the rest are looked up.
 const DICT_CACHE: usize = 100_000;
 
+/// Strings to their dictionary ids. An event interns a dozen strings, each looked up here
+/// (and in its transaction's own map first), so the hash is foldhash rather than the
+/// standard library's SipHash: fast on short strings, and seeded at random per process, as
+/// the strings come from outside.
+type DictIds<V> = std::collections::HashMap<String, V, foldhash::fast::RandomState>;
+type DictLru = LruCache<String, i64, foldhash::fast::RandomState>;
+
 type Reply<T> = oneshot::Sender<Result<T>>;
 
 /// What one request of a group stored: its org's id, and each event's outcome.
@@ -116,7 +123,10 @@ impl Writer {
             conn,
             org_ids: HashMap::new(),
             next_seq: HashMap::new(),
-            dict: LruCache::new(NonZeroUsize::new(DICT_CACHE).expect("not zero")),
+            dict: LruCache::with_hasher(
+                NonZeroUsize::new(DICT_CACHE).expect("not zero"),
+                foldhash::fast::RandomState::default(),
+            ),
             last_received,
             fault: fault.clone(),
             logs,
@@ -209,7 +219,7 @@ pub(crate) struct WriterState {
     /// The next seq of each org, as committed.
     next_seq: HashMap<i64, u64>,
     /// Dictionary ids, as committed: the most recently used.
-    dict: LruCache<String, i64>,
+    dict: DictLru,
     /// receivedAt never goes backwards, even if the clock does.
     last_received: Timestamp,
     fault: WriteFault,
@@ -229,7 +239,7 @@ pub(crate) struct WriterState {
 struct Pending {
     org_ids: HashMap<String, i64>,
     next_seq: HashMap<i64, u64>,
-    dict: HashMap<String, i64>,
+    dict: DictIds<i64>,
     /// The logs this transaction appended to, by org slug: their org id and their size after
     /// it.
     grown: HashMap<String, (i64, u64)>,
@@ -250,7 +260,7 @@ struct Pending {
 struct Caches<'a> {
     org_ids: &'a HashMap<String, i64>,
     next_seq: &'a HashMap<i64, u64>,
-    dict: &'a mut LruCache<String, i64>,
+    dict: &'a mut DictLru,
     signer: Option<&'a Signer>,
 }
 
