@@ -5,7 +5,6 @@ use axum::body::Body;
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, header::CONTENT_TYPE};
 use serde::Serialize;
-use serde_json::Value;
 use serde_json::value::RawValue;
 use trail_core::query::{Field, Matcher, QueryError};
 use trail_core::{Cursor, EventBody, Filter, Timestamp};
@@ -227,8 +226,8 @@ pub async fn ingest(
         detail,
     };
     for (index, item) in items.into_iter().enumerate() {
-        let body = item.and_then(read_item).and_then(|v| {
-            let mut body = EventBody::from_json(v, &org)?;
+        let body = item.and_then(read_item).and_then(|text| {
+            let mut body = EventBody::from_json_str(text, &org)?;
             body.check_clock(now)?;
             // Provenance: whatever the event says of itself, it came through this credential.
             body.submitted_by = Some(caller.credential_id.clone());
@@ -303,6 +302,18 @@ type Item<'a> = Result<&'a str, ItemError>;
 struct ItemError {
     field: Option<String>,
     detail: String,
+}
+
+impl From<trail_core::event::TextError> for ItemError {
+    fn from(e: trail_core::event::TextError) -> Self {
+        match e {
+            trail_core::event::TextError::NotJson(e) => ItemError {
+                field: None,
+                detail: format!("not JSON: {e}"),
+            },
+            trail_core::event::TextError::Invalid(e) => e.into(),
+        }
+    }
 }
 
 impl From<trail_core::ValidationError> for ItemError {
@@ -428,8 +439,9 @@ fn parse_batch<'a>(bytes: &'a [u8], content_type: Option<&str>) -> Result<Vec<It
     }
 }
 
-/// One element as an event: its JSON read into a value only now, one at a time.
-fn read_item(raw: &str) -> Result<Value, ItemError> {
+/// One element's text, if it is within the size of an event; it is read as an event only
+/// now, one at a time.
+fn read_item(raw: &str) -> Result<&str, ItemError> {
     if raw.len() > MAX_EVENT_BYTES {
         return Err(ItemError {
             field: None,
@@ -439,10 +451,7 @@ fn read_item(raw: &str) -> Result<Value, ItemError> {
             ),
         });
     }
-    serde_json::from_str(raw).map_err(|e| ItemError {
-        field: None,
-        detail: format!("not JSON: {e}"),
-    })
+    Ok(raw)
 }
 
 /// What a list call asks for, read from its query string.

@@ -37,13 +37,6 @@ const QUEUE: usize = 4096;
 /// Dictionary ids the writer keeps at hand; the rest are looked up.
 const DICT_CACHE: usize = 100_000;
 
-/// Strings to their dictionary ids. An event interns a dozen strings, each looked up here
-/// (and in its transaction's own map first), so the hash is foldhash rather than the
-/// standard library's SipHash: fast on short strings, and seeded at random per process, as
-/// the strings come from outside.
-type DictIds<V> = std::collections::HashMap<String, V, foldhash::fast::RandomState>;
-type DictLru = LruCache<String, i64, foldhash::fast::RandomState>;
-
 type Reply<T> = oneshot::Sender<Result<T>>;
 
 /// What one request of a group stored: its org's id, and each event's outcome.
@@ -123,10 +116,7 @@ impl Writer {
             conn,
             org_ids: HashMap::new(),
             next_seq: HashMap::new(),
-            dict: LruCache::with_hasher(
-                NonZeroUsize::new(DICT_CACHE).expect("not zero"),
-                foldhash::fast::RandomState::default(),
-            ),
+            dict: LruCache::new(NonZeroUsize::new(DICT_CACHE).expect("not zero")),
             last_received,
             fault: fault.clone(),
             logs,
@@ -218,8 +208,9 @@ pub(crate) struct WriterState {
     org_ids: HashMap<String, i64>,
     /// The next seq of each org, as committed.
     next_seq: HashMap<i64, u64>,
-    /// Dictionary ids, as committed: the most recently used.
-    dict: DictLru,
+    /// Dictionary ids, as committed: the most recently used. Hashed with the standard
+    /// library's SipHash: its strings come from outside, and it lasts as long as the process.
+    dict: LruCache<String, i64>,
     /// receivedAt never goes backwards, even if the clock does.
     last_received: Timestamp,
     fault: WriteFault,
@@ -239,7 +230,7 @@ pub(crate) struct WriterState {
 struct Pending {
     org_ids: HashMap<String, i64>,
     next_seq: HashMap<i64, u64>,
-    dict: DictIds<i64>,
+    dict: HashMap<String, i64>,
     /// The logs this transaction appended to, by org slug: their org id and their size after
     /// it.
     grown: HashMap<String, (i64, u64)>,
@@ -260,7 +251,7 @@ struct Pending {
 struct Caches<'a> {
     org_ids: &'a HashMap<String, i64>,
     next_seq: &'a HashMap<i64, u64>,
-    dict: &'a mut DictLru,
+    dict: &'a mut LruCache<String, i64>,
     signer: Option<&'a Signer>,
 }
 
