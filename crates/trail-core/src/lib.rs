@@ -8,6 +8,7 @@
 //! the clock: callers pass "now" in.
 
 pub mod archive;
+pub mod batch;
 pub mod canonical;
 pub mod checkpoint;
 pub mod collapse;

@@ -6,6 +6,7 @@ use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{HeaderMap, header::CONTENT_TYPE};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use trail_core::batch;
 use trail_core::query::{Field, Matcher, QueryError};
 use trail_core::{Cursor, EventBody, Filter, Timestamp};
 use trail_store::{EventQuery, Outcome};
@@ -18,8 +19,6 @@ use crate::openapi::{Conflict, NotFound, Unsupported};
 
 /// The largest ingest body, in bytes.
 pub const MAX_BODY: usize = 16 << 20;
-/// The most events in one ingest batch.
-pub const MAX_BATCH: usize = 10_000;
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
 /// The most bytes of items in one page of any list: a page ends early (with its cursor to
@@ -212,7 +211,7 @@ pub async fn ingest(
                 .trim()
                 .to_ascii_lowercase()
         });
-    let items = parse_batch(&bytes, content_type.as_deref())?;
+    let items = batch::split(&bytes, batch_format(content_type.as_deref())?)?;
     if items.is_empty() {
         return Err(ApiError::BadRequest("the batch holds no events".into()));
     }
@@ -226,7 +225,7 @@ pub async fn ingest(
         detail,
     };
     for (index, item) in items.into_iter().enumerate() {
-        let body = item.and_then(read_item).and_then(|text| {
+        let body = item.map_err(ItemError::unreadable).and_then(|text| {
             let mut body = EventBody::from_json_str(text, &org)?;
             body.check_clock(now)?;
             // Provenance: whatever the event says of itself, it came through this credential.
@@ -295,13 +294,46 @@ pub async fn ingest(
     }))
 }
 
-/// One element of a batch (its JSON text, as sent), or why it could not be read.
-type Item<'a> = Result<&'a str, ItemError>;
+/// The layout of an ingest body, by its content type.
+fn batch_format(content_type: Option<&str>) -> Result<batch::Format, ApiError> {
+    match content_type {
+        Some(
+            "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/x-jsonlines",
+        ) => Ok(batch::Format::Ndjson),
+        Some("application/json") => Ok(batch::Format::Json),
+        None => Ok(batch::Format::Sniff),
+        Some(other) => Err(ApiError::UnsupportedMediaType(format!(
+            "content type {other:?} is not accepted: send application/json (an array of events) or application/x-ndjson (one event a line)"
+        ))),
+    }
+}
+
+impl From<batch::BatchError> for ApiError {
+    fn from(e: batch::BatchError) -> Self {
+        match e {
+            batch::BatchError::TooMany => ApiError::PayloadTooLarge(e.to_string()),
+            _ => ApiError::BadRequest(e.to_string()),
+        }
+    }
+}
 
 /// Why one element of a batch was refused.
 struct ItemError {
     field: Option<String>,
     detail: String,
+}
+
+impl ItemError {
+    /// An element that could not be read as an event at all.
+    fn unreadable(detail: String) -> Self {
+        ItemError {
+            field: None,
+            detail,
+        }
+    }
 }
 
 impl From<trail_core::event::TextError> for ItemError {
@@ -323,135 +355,6 @@ impl From<trail_core::ValidationError> for ItemError {
             field: Some(e.field),
         }
     }
-}
-
-/// The largest one event may be as sent, in bytes: far above what its fields' own limits
-/// allow, and small enough that reading it as JSON costs little.
-pub const MAX_EVENT_BYTES: usize = 256 * 1024;
-
-fn too_many() -> ApiError {
-    ApiError::PayloadTooLarge(format!(
-        "the batch holds more than {MAX_BATCH} events; the limit is {MAX_BATCH}"
-    ))
-}
-
-/// Reads the elements of a JSON array as slices of the body, counting them as it goes: at
-/// element `MAX_BATCH + 1` it stops, so a long array of small values costs no more than
-/// the events that could be accepted.
-struct Elements<'a, 'c> {
-    over: &'c std::cell::Cell<bool>,
-    _body: std::marker::PhantomData<&'a ()>,
-}
-
-impl<'de, 'c> serde::de::Visitor<'de> for Elements<'de, 'c> {
-    type Value = Vec<&'de serde_json::value::RawValue>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON array of events")
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::new();
-        while let Some(item) = seq.next_element::<&'de serde_json::value::RawValue>()? {
-            if out.len() == MAX_BATCH {
-                self.over.set(true);
-                return Err(serde::de::Error::custom("too many events"));
-            }
-            out.push(item);
-        }
-        Ok(out)
-    }
-}
-
-/// A JSON array, one JSON object, or NDJSON, by content type; without one, a body that is one
-/// JSON value is JSON and anything else NDJSON. A malformed NDJSON line is that event's error;
-/// a malformed JSON body is the batch's. More than [`MAX_BATCH`] events is refused as soon
-/// as the next one begins, before the rest is read.
-fn parse_batch<'a>(bytes: &'a [u8], content_type: Option<&str>) -> Result<Vec<Item<'a>>, ApiError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| ApiError::BadRequest(format!("the body is not UTF-8: {e}")))?;
-    let ndjson = match content_type {
-        Some(
-            "application/x-ndjson"
-            | "application/ndjson"
-            | "application/jsonl"
-            | "application/x-jsonlines",
-        ) => true,
-        Some("application/json") => false,
-        None => serde_json::from_str::<serde::de::IgnoredAny>(text).is_err(),
-        Some(other) => {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "content type {other:?} is not accepted: send application/json (an array of events) or application/x-ndjson (one event a line)"
-            )));
-        }
-    };
-    if ndjson {
-        let mut items = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() {
-                continue;
-            }
-            if items.len() == MAX_BATCH {
-                return Err(too_many());
-            }
-            items.push(
-                serde_json::from_str::<&serde_json::value::RawValue>(line)
-                    .map(|raw| raw.get())
-                    .map_err(|e| ItemError {
-                        field: None,
-                        detail: format!("line {}: not JSON: {e}", i + 1),
-                    }),
-            );
-        }
-        return Ok(items);
-    }
-    let not_json =
-        |e: serde_json::Error| ApiError::BadRequest(format!("the body is not valid JSON: {e}"));
-    match text.trim_start().as_bytes().first() {
-        Some(b'[') => {
-            let over = std::cell::Cell::new(false);
-            let mut de = serde_json::Deserializer::from_str(text);
-            let parsed = serde::Deserializer::deserialize_seq(
-                &mut de,
-                Elements {
-                    over: &over,
-                    _body: std::marker::PhantomData,
-                },
-            );
-            if over.get() {
-                return Err(too_many());
-            }
-            let items = parsed.map_err(not_json)?;
-            de.end().map_err(not_json)?;
-            Ok(items.into_iter().map(|raw| Ok(raw.get())).collect())
-        }
-        Some(b'{') => {
-            let raw: &serde_json::value::RawValue = serde_json::from_str(text).map_err(not_json)?;
-            Ok(vec![Ok(raw.get())])
-        }
-        _ => match serde_json::from_str::<serde::de::IgnoredAny>(text) {
-            Ok(_) => Err(ApiError::BadRequest(
-                "the body must be a JSON array of events, one event object, or NDJSON".into(),
-            )),
-            Err(e) => Err(not_json(e)),
-        },
-    }
-}
-
-/// One element's text, if it is within the size of an event; it is read as an event only
-/// now, one at a time.
-fn read_item(raw: &str) -> Result<&str, ItemError> {
-    if raw.len() > MAX_EVENT_BYTES {
-        return Err(ItemError {
-            field: None,
-            detail: format!(
-                "the event is {} bytes; the limit is {MAX_EVENT_BYTES}",
-                raw.len()
-            ),
-        });
-    }
-    Ok(raw)
 }
 
 /// What a list call asks for, read from its query string.
@@ -939,68 +842,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batch_formats() {
-        let ok = |b: &str, ct: Option<&str>| parse_batch(b.as_bytes(), ct).unwrap().len();
-        assert_eq!(ok(r#"[{"a":1},{"a":2}]"#, Some("application/json")), 2);
-        assert_eq!(ok(r#"{"a":1}"#, Some("application/json")), 1);
+    fn content_types_choose_the_layout() {
         assert_eq!(
-            ok("{\"a\":1}\n\n{\"a\":2}\n", Some("application/x-ndjson")),
-            2
+            batch_format(Some("application/x-ndjson")).ok(),
+            Some(batch::Format::Ndjson)
         );
-        assert_eq!(ok("{\"a\":1}\n{\"a\":2}", None), 2);
         assert_eq!(
-            ok("{\n  \"a\": 1\n}\n", None),
-            1,
-            "one pretty-printed object"
+            batch_format(Some("application/json")).ok(),
+            Some(batch::Format::Json)
         );
-        assert_eq!(ok(r#"[{"a":1}]"#, None), 1);
-        let lines = parse_batch(b"{\"a\":1}\n\n{oops\n", Some("application/x-ndjson")).unwrap();
-        assert!(lines[0].is_ok());
-        let err = lines[1].as_ref().err().unwrap();
-        assert!(err.detail.starts_with("line 3: not JSON"), "{}", err.detail);
-        for (body, ct) in [
-            ("[1,", Some("application/json")),
-            ("42", Some("application/json")),
-        ] {
-            assert!(matches!(
-                parse_batch(body.as_bytes(), ct),
-                Err(ApiError::BadRequest(_))
-            ));
-        }
+        assert_eq!(batch_format(None).ok(), Some(batch::Format::Sniff));
         assert!(matches!(
-            parse_batch(b"x", Some("text/csv")),
+            batch_format(Some("text/csv")),
             Err(ApiError::UnsupportedMediaType(_))
         ));
-        assert!(matches!(
-            parse_batch(&[0xff], None),
-            Err(ApiError::BadRequest(_))
-        ));
-    }
-
-    #[test]
-    fn a_batch_is_counted_while_it_is_parsed() {
-        // One element too many, then a body that is not JSON at all: the count stops the
-        // parse before the rest is read.
-        let mut body = "[".to_owned() + &"0,".repeat(MAX_BATCH + 1);
-        body.push_str("this is never read");
-        assert!(matches!(
-            parse_batch(body.as_bytes(), Some("application/json")),
-            Err(ApiError::PayloadTooLarge(_))
-        ));
-        let mut lines = "{}\n".repeat(MAX_BATCH + 1);
-        lines.push_str("{never read\n");
-        assert!(matches!(
-            parse_batch(lines.as_bytes(), Some("application/x-ndjson")),
-            Err(ApiError::PayloadTooLarge(_))
-        ));
-        let full = "[".to_owned() + &vec!["0"; MAX_BATCH].join(",") + "]";
-        assert_eq!(
-            parse_batch(full.as_bytes(), None).map(|v| v.len()).ok(),
-            Some(MAX_BATCH)
-        );
-        let big = format!("[{{\"a\":\"{}\"}}]", "x".repeat(MAX_EVENT_BYTES));
-        let items = parse_batch(big.as_bytes(), None).ok().unwrap();
-        assert!(read_item(items[0].as_ref().ok().unwrap()).is_err());
     }
 
     #[test]
