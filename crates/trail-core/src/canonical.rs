@@ -430,7 +430,7 @@ pub struct DecodeError(pub String);
 
 /// Reads canonical bytes back into the event they encode (the inverse of [`encode`]).
 pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
-    use crate::event::{Actor, CanonicalJson, Object, RequestInfo};
+    use crate::event::{Actor, Object, RequestInfo};
     use crate::time::Timestamp;
     let mut r = Reader(bytes);
     let encoding = r.u8()?;
@@ -447,20 +447,17 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let category = r.str()?;
     let actor_id = r.str()?;
     let kind = r.str()?.parse().map_err(DecodeError)?;
-    let ip = r
-        .opt(|r| r.str())?
-        .map(|s| s.parse().map_err(|_| DecodeError(format!("bad ip {s:?}"))))
-        .transpose()?;
+    let ip = r.opt(|r| r.str())?.map(ip).transpose()?;
     let user_agent = r.opt(|r| r.str())?;
     let token_id = r.opt(|r| r.str())?;
     let scope = r.opt(|r| r.str())?;
     let object = r.opt(|r| {
         let kind = r.str()?;
-        let id = r.opt(|r| r.str())?.map(CanonicalJson::from_canonical_text);
-        let parent = r.opt(|r| r.str())?.map(CanonicalJson::from_canonical_text);
+        let id = r.opt(|r| r.str())?.map(json).transpose()?;
+        let parent = r.opt(|r| r.str())?.map(json).transpose()?;
         Ok(Object::new(kind, id, parent))
     })?;
-    let details = r.opt(|r| r.str())?.map(CanonicalJson::from_canonical_text);
+    let details = r.opt(|r| r.str())?.map(json).transpose()?;
     let request = r.opt(|r| {
         let method = r.str()?;
         let route = r.str()?;
@@ -515,6 +512,28 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         event.client_id = Some(id);
     }
     Ok(event)
+}
+
+/// An address as the encoder writes it (RFC 5952 text): any other spelling of the same
+/// address would decode to an event that encodes to other bytes.
+fn ip(s: String) -> Result<IpAddr, DecodeError> {
+    match s.parse::<IpAddr>() {
+        Ok(ip) if ip.to_string() == s => Ok(ip),
+        _ => Err(DecodeError(format!(
+            "bad ip {s:?}: not an address in RFC 5952 form"
+        ))),
+    }
+}
+
+/// JSON as the encoder writes it (RFC 8785 canonical text), for the same reason.
+fn json(s: String) -> Result<crate::event::CanonicalJson, DecodeError> {
+    let canonical = serde_json::from_str::<serde_json::Value>(&s)
+        .ok()
+        .map(|v| crate::event::CanonicalJson::from_value(&v));
+    match canonical {
+        Some(c) if c.as_str() == s => Ok(c),
+        _ => Err(DecodeError(format!("not canonical JSON text: {s}"))),
+    }
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -588,6 +607,45 @@ mod decode_tests {
         long.push(0);
         assert!(decode(&long).is_err());
         assert!(decode(&encode(&e)[..20]).is_err());
+    }
+
+    /// Decoding is strict: bytes that another spelling of the same content would give
+    /// (found by the `canonical` fuzz target) are refused, so whatever decodes encodes back
+    /// to the very bytes it came from.
+    #[test]
+    fn only_the_encoders_spelling_decodes() {
+        let body = EventBody::from_json(
+            serde_json::json!({"action": "a", "actor": {"id": "x", "type": "user", "ip": "2001:db8::"},
+                "object": {"type": "repo", "id": {"b": 1, "a": [2.5]}}, "details": {"k": "v"}}),
+            "acme",
+        )
+        .unwrap();
+        let e = Event::seal("acme", 3, Timestamp(5), body);
+        let bytes = encode(&e);
+        let respelled = |from: &str, to: &str| {
+            let (f, t) = (from.as_bytes(), to.as_bytes());
+            let at = bytes
+                .windows(f.len())
+                .position(|w| w == f)
+                .expect("present");
+            let mut out = bytes[..at - 4].to_vec();
+            out.extend_from_slice(&(t.len() as u32).to_be_bytes());
+            out.extend_from_slice(t);
+            out.extend_from_slice(&bytes[at + f.len()..]);
+            out
+        };
+        assert_eq!(decode(&respelled("2001:db8::", "2001:db8::")).unwrap(), e);
+        for (from, to) in [
+            ("2001:db8::", "2001:db8::0"),
+            ("2001:db8::", "2001:DB8::"),
+            (r#"{"a":[2.5],"b":1}"#, r#"{"b":1,"a":[2.5]}"#),
+            (r#"{"a":[2.5],"b":1}"#, r#"{"a":[2.50],"b":1}"#),
+            (r#"{"k":"v"}"#, r#"{ "k":"v"}"#),
+            (r#"{"k":"v"}"#, r#"{"k":"v""#),
+        ] {
+            let err = decode(&respelled(from, to)).unwrap_err();
+            assert!(err.0.contains(to), "{to}: {err}");
+        }
     }
 
     /// What a store hashes from its rows ([`Fields`]) is what the event gives, and the
