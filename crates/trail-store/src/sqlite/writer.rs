@@ -428,6 +428,30 @@ impl WriterState {
         *self.fault.lock().expect("write fault lock") = Some(why);
     }
 
+    /// After a fault, tries a small write transaction (one row of `meta`): one that commits
+    /// clears the fault, so readiness comes back once the disk has room or is writable
+    /// again, whether or not anyone writes meanwhile. Nothing to do without a fault.
+    pub fn probe(&mut self) {
+        if self.fault.lock().expect("write fault lock").is_none() {
+            return;
+        }
+        let tried = (|| -> rusqlite::Result<()> {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('write_probe', ?1) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [(self.clock)().to_string()],
+            )?;
+            tx.commit()
+        })();
+        match tried {
+            Ok(()) => *self.fault.lock().expect("write fault lock") = None,
+            Err(e) => self.failed(&unavailable(e)),
+        }
+    }
+
     /// From now on, signs a checkpoint of every log a transaction appends to, in that
     /// transaction; first checks every log against its newest checkpoint and `remembered`
     /// heads, and signs the events no checkpoint covers yet. Returns the logs refused (org

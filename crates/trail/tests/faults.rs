@@ -1,0 +1,500 @@
+//! Faults, end to end against the real `trail serve`: many `kill -9`s under concurrent
+//! ingest, and a disk that fills up or turns read-only under it. What must hold: an
+//! acknowledged event is stored exactly once with the seq and hash it was acknowledged with,
+//! nothing is acknowledged that is not stored, seqs have no gap, the log verifies, and the
+//! server comes back by itself.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+mod common;
+use common::{Server, run, text, token};
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A small deterministic generator (xorshift64*), so that a failing run can be repeated with
+/// the seed it prints.
+struct Rng(u64);
+
+impl Rng {
+    fn seeded() -> Rng {
+        let seed = std::env::var("TRAIL_FAULT_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            })
+            | 1;
+        eprintln!("TRAIL_FAULT_SEED={seed}");
+        Rng(seed)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+    }
+}
+
+/// One batch of events with client ids, `w3-b17-0` ….
+fn batch(name: &str, n: usize, padding: usize) -> Value {
+    Value::Array(
+        (0..n)
+            .map(|i| {
+                json!({
+                    "id": format!("{name}-{i}"),
+                    "action": "created",
+                    "actor": {"id": format!("user-{}", i % 7), "type": "user", "ip": format!("10.0.{}.{}", i % 200, i % 250)},
+                    "details": {"padding": "x".repeat(padding)},
+                })
+            })
+            .collect(),
+    )
+}
+
+/// What the server acknowledged of each client id: its seq and leaf hash.
+type Acked = HashMap<String, (u64, String)>;
+
+/// Posts a batch: `Ok` with its acknowledged items only on a 2xx, `Err` with the status
+/// (0 when the connection failed) otherwise.
+async fn ingest(url: &str, token: &str, body: &Value) -> Result<Vec<Value>, u16> {
+    let r = client()
+        .post(format!("{url}/v1/orgs/default/events"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .map_err(|_| 0u16)?;
+    let status = r.status();
+    if !status.is_success() {
+        return Err(status.as_u16());
+    }
+    let v: Value = r.json().await.map_err(|_| 0u16)?;
+    assert_eq!(v["rejected"], 0, "{v}");
+    Ok(v["items"].as_array().unwrap().clone())
+}
+
+fn record(acked: &mut Acked, items: &[Value]) {
+    for i in items {
+        let id = i["id"].as_str().unwrap().to_owned();
+        let got = (
+            i["seq"].as_u64().unwrap(),
+            i["hash"].as_str().unwrap().to_owned(),
+        );
+        if let Some(before) = acked.insert(id.clone(), got.clone()) {
+            assert_eq!(before, got, "{id} acknowledged twice, differently");
+        }
+    }
+}
+
+/// Every event of the org, oldest first, through the SIEM export.
+async fn export_all(url: &str, token: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut query = "since=2000-01-01T00:00:00Z".to_owned();
+    loop {
+        let page: Value = client()
+            .get(format!(
+                "{url}/v1/orgs/default/audit-logs/export?limit=1000&{query}"
+            ))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        out.extend(page["items"].as_array().unwrap().iter().cloned());
+        query = format!("cursor={}", page["cursor"].as_str().unwrap());
+        if page["more"] != true {
+            return out;
+        }
+    }
+}
+
+/// The log holds every acknowledged event exactly once, with the seq and hash it was
+/// acknowledged with; the client ids sent are each there once; seqs have no gap.
+fn check_log(events: &[Value], acked: &Acked, sent: usize) {
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (0..seqs.len() as u64).collect::<Vec<_>>(),
+        "the export skipped or repeated a seq"
+    );
+    let mut by_id: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    for e in events.iter().filter(|e| e["category"] == "app") {
+        by_id.entry(e["id"].as_str().unwrap()).or_default().push(e);
+    }
+    for (id, copies) in &by_id {
+        assert_eq!(copies.len(), 1, "{id} is stored {} times", copies.len());
+    }
+    for (id, (seq, hash)) in acked {
+        let e = by_id
+            .get(id.as_str())
+            .unwrap_or_else(|| panic!("acknowledged {id} was lost"))[0];
+        assert_eq!(
+            (e["seq"].as_u64().unwrap(), e["hash"].as_str().unwrap()),
+            (*seq, hash.as_str()),
+            "{id} is stored otherwise than acknowledged"
+        );
+    }
+    assert_eq!(by_id.len(), sent, "events were stored that nobody sent");
+}
+
+fn verify_offline(data: &Path, key: &str) {
+    let out = run(&[
+        "verify",
+        "--data",
+        data.to_str().unwrap(),
+        "--key",
+        key,
+        "--strict",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn many_kill_9_rounds_lose_nothing_and_store_nothing_twice() {
+    const ROUNDS: usize = 8;
+    const WRITERS: usize = 4;
+    const EVENTS: usize = 40;
+    let mut rng = Rng::seeded();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut acked = Acked::new();
+    // Each writer's batches in order; those whose answer never came are sent again, as a
+    // client that retries with the same ids does.
+    let mut next = [0usize; WRITERS];
+    let mut unanswered: Vec<Vec<String>> = vec![Vec::new(); WRITERS];
+    let mut key = String::new();
+    for round in 0..ROUNDS {
+        let mut s = Server::start(&data);
+        key = s.key();
+        let token = s.token();
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|w| {
+                let (url, token) = (s.url.clone(), token.clone());
+                let mut pending = std::mem::take(&mut unanswered[w]);
+                let first = next[w];
+                tokio::spawn(async move {
+                    let mut done = Vec::new();
+                    let mut b = first;
+                    loop {
+                        let name = pending.pop().unwrap_or_else(|| {
+                            b += 1;
+                            format!("w{w}-b{}", b - 1)
+                        });
+                        match ingest(&url, &token, &batch(&name, EVENTS, 64)).await {
+                            Ok(items) => done.push(items),
+                            Err(_) => {
+                                pending.push(name);
+                                return (done, pending, b);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        let delay = 150 + rng.below(1_000);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        s.signal(libc::SIGKILL);
+        for (w, writer) in writers.into_iter().enumerate() {
+            let (done, pending, b) = writer.await.unwrap();
+            for items in &done {
+                record(&mut acked, items);
+            }
+            unanswered[w] = pending;
+            next[w] = b;
+        }
+        eprintln!(
+            "round {round}: killed after {delay} ms; {} events acknowledged so far",
+            acked.len()
+        );
+    }
+    assert!(!acked.is_empty(), "no batch was acknowledged before a kill");
+
+    // After the last kill: the batches whose answer was lost are sent again, and each of
+    // their events is stored once, whether or not it was stored before.
+    let s = Server::start(&data);
+    let token = s.token();
+    for name in unanswered.iter().flatten() {
+        let items = ingest(&s.url, &token, &batch(name, EVENTS, 64))
+            .await
+            .expect("a retry after restart is stored");
+        record(&mut acked, &items);
+    }
+    let sent: usize = next.iter().sum::<usize>() * EVENTS;
+    assert_eq!(
+        acked.len(),
+        sent,
+        "every batch sent was acknowledged in the end"
+    );
+    check_log(&export_all(&s.url, &token).await, &acked, sent);
+    s.stop();
+    verify_offline(&data, &key);
+}
+
+/// A tmpfs of its own, mounted for the test and unmounted when dropped. Mounting needs root,
+/// which the test command has (`scripts/test`); without it the test fails, saying so.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "this test mounts a small tmpfs to fill it, which needs root (scripts/test runs as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills what space is left with one file, which is returned.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let path = self.path().join("ballast");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 1 << 16];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+    }
+}
+
+async fn readyz(url: &str) -> (u16, Value) {
+    let r = client().get(format!("{url}/readyz")).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Waits (up to 20 s) for `/readyz` to say ready, without any other call.
+async fn ready_by_itself(url: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = readyz(url).await;
+        if status == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still not ready after 20 s: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sends batches until one is refused (at most `tries`): those acknowledged are recorded,
+/// the refused one is returned with its status.
+async fn ingest_until_refused(
+    url: &str,
+    token: &str,
+    prefix: &str,
+    tries: usize,
+    acked: &mut Acked,
+    sent: &mut usize,
+) -> (String, u16) {
+    for b in 0..tries {
+        let name = format!("{prefix}-{b}");
+        *sent += 200;
+        match ingest(url, token, &batch(&name, 200, 2_000)).await {
+            Ok(items) => record(acked, &items),
+            Err(status) => return (name, status),
+        }
+    }
+    panic!("{prefix}: {tries} batches of 200 events were all stored on a full disk");
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_writes_and_service_returns_by_itself() {
+    let fs = Tmpfs::mount("64m");
+    let data = fs.path().join("data");
+    let s = Server::start(&data);
+    let (key, token) = (s.key(), token(&data));
+    let mut acked = Acked::new();
+    let mut sent = 0;
+    sent += 100;
+    record(
+        &mut acked,
+        &ingest(&s.url, &token, &batch("before", 100, 100))
+            .await
+            .unwrap(),
+    );
+
+    // The disk fills up: a batch is refused with 503, never acknowledged unstored.
+    let ballast = fs.fill();
+    let (refused, status) =
+        ingest_until_refused(&s.url, &token, "full", 50, &mut acked, &mut sent).await;
+    assert_eq!(status, 503, "a batch on a full disk");
+    let (status, body) = readyz(&s.url).await;
+    assert_eq!(status, 503, "{body}");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("full"), "readyz says why: {body}");
+
+    // Space returns: ready again with no write from anyone, and the refused batch is stored.
+    std::fs::remove_file(&ballast).unwrap();
+    ready_by_itself(&s.url, "after space returned").await;
+    record(
+        &mut acked,
+        &ingest(&s.url, &token, &batch(&refused, 200, 2_000))
+            .await
+            .expect("the refused batch, sent again"),
+    );
+
+    check_log(&export_all(&s.url, &token).await, &acked, sent);
+    s.stop();
+    verify_offline(&data, &key);
+}
+
+/// An ext4 filesystem in an image file of its own, on a loop device, mounted to go
+/// read-only on an error as servers' filesystems do (`errors=remount-ro`). Needs root.
+struct Ext4 {
+    dir: tempfile::TempDir,
+}
+
+fn sh(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} (this test makes a loop filesystem, which needs root; scripts/test runs as root): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+impl Ext4 {
+    fn mount() -> Ext4 {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("mnt")).unwrap();
+        let fs = Ext4 { dir };
+        sh(Command::new("truncate").args(["-s", "64M"]).arg(fs.image()));
+        sh(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(fs.image()));
+        fs.attach();
+        fs
+    }
+
+    fn image(&self) -> PathBuf {
+        self.dir.path().join("fs.img")
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    fn attach(&self) {
+        sh(Command::new("mount")
+            .args(["-o", "loop,errors=remount-ro"])
+            .arg(self.image())
+            .arg(self.path()));
+    }
+
+    /// An error in the filesystem, as the kernel reports a failing disk: it turns
+    /// read-only at once under the open files, and stays so until it is checked.
+    fn break_it(&self) {
+        let source = sh(Command::new("findmnt")
+            .args(["-n", "-o", "SOURCE"])
+            .arg(self.path()));
+        let device = Path::new(&source)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        std::fs::write(format!("/sys/fs/ext4/{device}/trigger_fs_error"), "1").unwrap();
+    }
+
+    /// What an operator does: unmount, check, mount again.
+    fn repair(&self) {
+        sh(Command::new("umount").arg(self.path()));
+        // e2fsck exits 1 when it corrected the error it was told of.
+        let out = Command::new("e2fsck")
+            .arg("-fy")
+            .arg(self.image())
+            .output()
+            .unwrap();
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        self.attach();
+    }
+}
+
+impl Drop for Ext4 {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.path()).status();
+    }
+}
+
+#[tokio::test]
+async fn a_filesystem_gone_read_only_refuses_writes_and_loses_nothing() {
+    let fs = Ext4::mount();
+    let data = fs.path().join("data");
+    let s = Server::start(&data);
+    let (key, token) = (s.key(), token(&data));
+    let mut acked = Acked::new();
+    let mut sent = 100;
+    record(
+        &mut acked,
+        &ingest(&s.url, &token, &batch("before", 100, 100))
+            .await
+            .unwrap(),
+    );
+
+    fs.break_it();
+    let (refused, status) =
+        ingest_until_refused(&s.url, &token, "ro", 5, &mut acked, &mut sent).await;
+    assert_eq!(status, 503, "a batch on a read-only filesystem");
+    let (status, body) = readyz(&s.url).await;
+    assert_eq!(status, 503, "{body}");
+    let detail = body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("writes are failing"),
+        "readyz says why: {body}"
+    );
+
+    // The server stops cleanly; once the filesystem is repaired, a new one has everything
+    // acknowledged, takes the refused batch, and the log verifies.
+    s.stop();
+    fs.repair();
+    let s = Server::start(&data);
+    record(
+        &mut acked,
+        &ingest(&s.url, &token, &batch(&refused, 200, 2_000))
+            .await
+            .expect("the refused batch, sent again"),
+    );
+    check_log(&export_all(&s.url, &token).await, &acked, sent);
+    s.stop();
+    verify_offline(&data, &key);
+}
