@@ -287,9 +287,10 @@ fn presented(headers: &HeaderMap) -> Result<Presented, ApiError> {
                 secret: secret.to_owned(),
             });
         }
-        return Err(ApiError::Unauthorized(format!(
-            "unsupported authorization scheme {scheme:?}: use Bearer (a PAT) or Basic (an API key)"
-        )));
+        // What was sent is not repeated: it may be the secret itself, its scheme left off.
+        return Err(ApiError::Unauthorized(
+            "unsupported authorization scheme: send Bearer <token> (a PAT) or Basic <key id>:<secret> (an API key)".into(),
+        ));
     }
     if let Some(value) = session_cookie(headers) {
         let (id, secret) = value.split_once('.').ok_or_else(invalid)?;

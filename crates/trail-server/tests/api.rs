@@ -10,6 +10,8 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{Request, StatusCode, header};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -659,6 +661,23 @@ async fn credentials_are_checked() {
     // A PAT is not accepted as Basic, nor an unknown key.
     let basic = h.get_with_authorization(me, "Basic a2V5X3g6c2VjcmV0").await;
     assert_problem(&basic, 401, "not valid");
+    // An API key past its expiry, and a revoked one.
+    for (expires, revoked, why) in [
+        (Some(Timestamp(NOW.0 - 1)), false, "expired at"),
+        (None, true, "revoked at"),
+    ] {
+        let key = credential(
+            &*h.store,
+            TokenKind::ApiKey,
+            "acme",
+            &[Scope::LogsRead],
+            expires,
+            revoked,
+        )
+        .await;
+        let basic = format!("Basic {}", STANDARD.encode(&key));
+        assert_problem(&h.get_with_authorization(me, &basic).await, 401, why);
+    }
     // None of the failures is recorded: there is no anonymous actor.
     assert!(h.stored("acme").await.is_empty());
 
@@ -2528,6 +2547,55 @@ impl std::io::Write for Captured {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// However a credential is presented, and however it is wrong, the refusal never carries
+/// it back (an answer may be logged by a proxy or shown in a browser), and neither do the
+/// metrics.
+#[tokio::test]
+async fn refusals_and_metrics_never_echo_a_presented_secret() {
+    let h = harness().await;
+    let (id, secret) = h.owner.split_once('.').unwrap();
+    let key = credential(
+        &*h.store,
+        TokenKind::ApiKey,
+        "acme",
+        &[Scope::LogsRead],
+        None,
+        false,
+    )
+    .await;
+    let (key_id, key_secret) = key.split_once(':').unwrap();
+    let presented = [
+        // A token without its scheme, the token where the scheme goes, another scheme.
+        h.owner.clone(),
+        format!("{} x", h.owner),
+        format!("Token {}", h.owner),
+        format!("Bearer{}", h.owner),
+        // Malformed, or with the wrong secret.
+        format!("Bearer {id}{secret}"),
+        format!("Bearer {id}.{secret}x"),
+        format!("Basic {}", h.owner),
+        format!(
+            "Basic {}",
+            STANDARD.encode(format!("{key_id}:{key_secret}x"))
+        ),
+        format!("Basic {}", STANDARD.encode(format!("{key_id}{key_secret}"))),
+        format!("basic {key_id}:{key_secret}"),
+    ];
+    for authorization in &presented {
+        let r = h.get_with_authorization("/v1/me", authorization).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{authorization}");
+        let answer = r.body.to_string();
+        for s in [secret, key_secret] {
+            assert!(
+                !answer.contains(s),
+                "{authorization} was answered with its secret: {answer}"
+            );
+        }
+    }
+    let metrics = h.get("/metrics", None).await.body.to_string();
+    assert!(!metrics.contains(secret) && !metrics.contains(key_secret));
 }
 
 #[tokio::test(flavor = "current_thread")]
