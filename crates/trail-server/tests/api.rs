@@ -2549,6 +2549,307 @@ impl std::io::Write for Captured {
     }
 }
 
+/// A session cookie is only good whole, with its own CSRF token on a change, and only
+/// within its lifetime: a forged secret, an unknown id, a missing or borrowed CSRF token
+/// and a session past its absolute lifetime (however active) are refused.
+#[tokio::test]
+async fn forged_and_expired_session_cookies_and_a_missing_csrf_header_are_refused() {
+    let h = harness().await;
+    let Cred::Session { cookie, csrf } = h.sign_in_with_token(&h.owner).await.unwrap() else {
+        unreachable!()
+    };
+    let (id, secret) = cookie.split_once('.').unwrap();
+    let mut flipped = secret.to_owned().into_bytes();
+    flipped[0] = if flipped[0] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    for forged in [
+        format!("{id}.{flipped}"),
+        format!("{id}.{secret}x"),
+        format!("ses_0000000000000000.{secret}"),
+        id.to_owned(),
+    ] {
+        let as_forged = Cred::Session {
+            cookie: forged.clone(),
+            csrf: csrf.clone(),
+        };
+        let r = h.call("GET", "/v1/me", &as_forged, None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{forged}: {}", r.body);
+    }
+    // A change with the cookie alone, or with another session's CSRF token.
+    let add = || Some(json!({"id": "prod", "kind": "argocd"}));
+    let cookie_only = Request::post("/v1/orgs/acme/instances")
+        .header(header::COOKIE, format!("trail_session={cookie}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(add().unwrap().to_string()))
+        .unwrap();
+    assert_problem(&h.send(cookie_only).await, 403, "X-CSRF-Token");
+    let Cred::Session {
+        csrf: other_csrf, ..
+    } = h.sign_in_with_token(&h.owner).await.unwrap()
+    else {
+        unreachable!()
+    };
+    let borrowed = Cred::Session {
+        cookie: cookie.clone(),
+        csrf: other_csrf,
+    };
+    let r = h
+        .call("POST", "/v1/orgs/acme/instances", &borrowed, add())
+        .await;
+    assert_problem(&r, 403, "X-CSRF-Token");
+    let own = Cred::Session {
+        cookie: cookie.clone(),
+        csrf,
+    };
+    assert_eq!(
+        h.call("POST", "/v1/orgs/acme/instances", &own, add())
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+
+    // A session used without pause still ends at its absolute lifetime.
+    let mut state = h.state.clone();
+    state.sessions.max = std::time::Duration::from_secs(3);
+    let short = app(state);
+    let signed_in = send_to(
+        &short,
+        request(
+            "POST",
+            "/v1/session",
+            &Cred::None,
+            Some(json!({"token": h.owner})),
+        ),
+    )
+    .await;
+    assert_eq!(signed_in.status, StatusCode::OK, "{}", signed_in.body);
+    let cookie = signed_in.set_cookie.unwrap().split(';').next().unwrap()["trail_session=".len()..]
+        .to_owned();
+    let session = Cred::Session {
+        cookie,
+        csrf: signed_in.body["csrfToken"].as_str().unwrap().to_owned(),
+    };
+    // Used at once and again before the idle timeout: still good, until its lifetime ends.
+    for _ in 0..2 {
+        let r = send_to(&short, request("GET", "/v1/me", &session, None)).await;
+        assert_eq!(r.status, StatusCode::OK);
+        tokio::time::sleep(std::time::Duration::from_millis(1_600)).await;
+    }
+    let r = send_to(&short, request("GET", "/v1/me", &session, None)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+}
+
+/// Values that mean something to SQL (quotes, comments, wildcards, statement ends) are
+/// matched as the text they are, through every filter and the `q` language: each finds its
+/// one event, nothing else, and no error.
+#[tokio::test]
+async fn sql_metacharacters_in_filters_are_literal_values() {
+    let h = harness().await;
+    let values = [
+        "o'brien",
+        "x' OR '1'='1",
+        "y\" OR 1=1 --",
+        "%",
+        "_",
+        "a%b",
+        "z; DROP TABLE events; --",
+        "\\",
+        "*",
+    ];
+    let events: Vec<Value> = values
+        .iter()
+        .map(|v| {
+            json!({"action": v, "actor": {"id": v, "type": "user"},
+                   "object": {"type": "repo", "id": v}})
+        })
+        .collect();
+    assert_eq!(
+        h.ingest("acme", Value::Array(events)).await.status,
+        StatusCode::OK
+    );
+    let encode = |v: &str| -> String {
+        v.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    for v in values {
+        let quoted = format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+        for query in [
+            format!("actor={}", encode(v)),
+            format!("action={}", encode(v)),
+            format!("objectName={}", encode(v)),
+            format!("q={}", encode(&format!("actor:{quoted}"))),
+            format!(
+                "q={}",
+                encode(&format!("action:{quoted} objectName:{quoted}"))
+            ),
+        ] {
+            let r = h
+                .get(
+                    &format!("/v1/orgs/acme/audit-logs?category=app&{query}"),
+                    Some(&h.owner),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{query}: {}", r.body);
+            let items = r.body["items"].as_array().unwrap();
+            let actors: Vec<&str> = items
+                .iter()
+                .map(|e| e["actor"]["id"].as_str().unwrap())
+                .collect();
+            assert_eq!(actors, [v], "{query}");
+        }
+    }
+    // Everything is still there.
+    assert_eq!(
+        h.get("/v1/orgs/acme/audit-logs?category=app", Some(&h.owner))
+            .await
+            .body["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        values.len()
+    );
+}
+
+/// Another org's ids, positions and seqs, given to one's own org's routes, reach nothing of
+/// that org: a list cursor is a position in the caller's own log, a seq is looked up in the
+/// caller's own log, and an API key or a member is found only in the org of the path.
+#[tokio::test]
+async fn ids_cursors_and_seqs_of_another_org_reach_nothing_of_it() {
+    const MARKER: &str = "acme-only-7c1e";
+    let h = harness().await;
+    let owner = Cred::of(&h.owner);
+    let other = Cred::of(&h.other);
+    let events: Vec<Value> = (0..150)
+        .map(|i| json!({"action": MARKER, "instance": "eu-1", "actor": {"id": format!("{MARKER}-{i}"), "type": "user"}}))
+        .collect();
+    assert_eq!(
+        h.ingest("acme", Value::Array(events)).await.status,
+        StatusCode::OK
+    );
+    let key = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/api-keys",
+            &owner,
+            Some(json!({"name": "siem", "scopes": ["logs:read"]})),
+        )
+        .await;
+    let (key_id, key_secret) = (
+        key.body["id"].as_str().unwrap(),
+        key.body["secret"].as_str().unwrap(),
+    );
+    h.invited("acme", "only@acme.io", "member").await;
+    let page = h
+        .get("/v1/orgs/acme/audit-logs?limit=5", Some(&h.owner))
+        .await;
+    let cursor = page.body["nextCursor"].as_str().unwrap().to_owned();
+    assert!(
+        h.stored("umbrella").await.len() < 100,
+        "seq 120 is acme's alone"
+    );
+    // The same calls on acme's own routes do carry the marker: what is looked for is there.
+    for uri in [
+        "/v1/orgs/acme/events/120",
+        "/v1/orgs/acme/log/entries?from=120",
+        "/v1/orgs/acme/instances/eu-1/audit-logs",
+    ] {
+        let r = h.get(uri, Some(&h.owner)).await;
+        assert!(r.body.to_string().contains(MARKER), "{uri}: {}", r.body);
+    }
+
+    let attempts = [
+        (
+            "GET",
+            format!("/v1/orgs/umbrella/audit-logs?cursor={cursor}"),
+            None,
+        ),
+        ("GET", format!("/v1/audit-log?cursor={cursor}"), None),
+        (
+            "GET",
+            "/v1/orgs/umbrella/instances/eu-1/audit-logs".to_owned(),
+            None,
+        ),
+        (
+            "GET",
+            "/v1/orgs/umbrella/audit-logs?instance=eu-1".to_owned(),
+            None,
+        ),
+        ("GET", "/v1/orgs/umbrella/events/120".to_owned(), None),
+        (
+            "GET",
+            "/v1/orgs/umbrella/log/proof/inclusion?seq=120".to_owned(),
+            None,
+        ),
+        (
+            "GET",
+            "/v1/orgs/umbrella/log/entries?from=120".to_owned(),
+            None,
+        ),
+        (
+            "GET",
+            "/v1/orgs/umbrella/log/entries?from=0".to_owned(),
+            None,
+        ),
+        (
+            "GET",
+            "/v1/orgs/umbrella/audit-logs/export?since=1970-01-01T00:00:00Z".to_owned(),
+            None,
+        ),
+        (
+            "DELETE",
+            format!("/v1/orgs/umbrella/api-keys/{key_id}"),
+            None,
+        ),
+        (
+            "PATCH",
+            "/v1/orgs/umbrella/members/only@acme.io".to_owned(),
+            Some(json!({"role": "admin"})),
+        ),
+        (
+            "DELETE",
+            "/v1/orgs/umbrella/members/only@acme.io".to_owned(),
+            None,
+        ),
+    ];
+    for (method, uri, body) in attempts {
+        let r = h.call(method, &uri, &other, body).await;
+        let answer = r.body.to_string();
+        assert!(!answer.contains(MARKER), "{method} {uri}: {answer}");
+        assert!(
+            r.status == StatusCode::OK || r.status.is_client_error(),
+            "{method} {uri}: {}",
+            r.status
+        );
+        if method != "GET" {
+            assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {uri}: {answer}");
+        }
+    }
+    // What was aimed at is untouched: the key still reads, the member keeps their role.
+    let basic = format!(
+        "Basic {}",
+        STANDARD.encode(format!("{key_id}:{key_secret}"))
+    );
+    let read = h
+        .get_with_authorization("/v1/orgs/acme/audit-logs?limit=1", &basic)
+        .await;
+    assert_eq!(read.status, StatusCode::OK);
+    let members = h.get("/v1/orgs/acme/members", Some(&h.owner)).await.body;
+    let member = members["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["email"] == "only@acme.io")
+        .unwrap_or_else(|| panic!("{members}"));
+    assert_eq!(member["role"], "member");
+}
+
 /// However a credential is presented, and however it is wrong, the refusal never carries
 /// it back (an answer may be logged by a proxy or shown in a browser), and neither do the
 /// metrics.
