@@ -250,3 +250,37 @@ test("the Archive button lists the weeks and downloads the current one as a ZIP"
   assert.deepEqual(page.errors, []);
   await page.close();
 });
+
+test("markup in events is shown as text, and no inline script runs", async () => {
+  const markup = `<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>`;
+  await api(server, "POST", "/v1/orgs/default/events", [
+    { action: "xss.probe", actor: { id: markup, type: "user" },
+      object: { type: "repo", id: markup },
+      details: { message: markup, patch: markup } },
+  ]);
+  const page = await signedIn(b, server);
+  await page.locator("#query").fill("action:xss.probe");
+  await page.getByRole("button", { name: "Search" }).click();
+  await page.waitForURL(/q=action/);
+  await settled(page);
+  const row = page.locator("#log tbody tr").first();
+  await row.waitFor();
+  assert.ok((await page.locator("#log tbody").innerText()).includes("<img src=x"));
+  await row.click();
+  await page.locator("#record").waitFor();
+  assert.ok((await page.locator("#record").innerText()).includes("<script>"));
+  await shot(page, "record-with-markup");
+  assert.equal(await page.evaluate(() => window.__xss), undefined);
+  assert.equal(await page.locator("img[src='x'], #log script, #record script").count(), 0);
+  assert.deepEqual(page.errors, []);
+  // The policy itself: a script put into the page inline does not run, and is reported.
+  const violated = await page.evaluate(() => new Promise((resolve) => {
+    document.addEventListener("securitypolicyviolation", (e) => resolve(e.effectiveDirective), { once: true });
+    const s = document.createElement("script");
+    s.textContent = "window.__xss = 3";
+    document.body.append(s);
+  }));
+  assert.match(violated, /^script-src/);
+  assert.equal(await page.evaluate(() => window.__xss), undefined);
+  await page.close();
+});
