@@ -12,6 +12,7 @@
 //! the same figures as JSON (`--json`). Every phase is bounded in events and in seconds.
 
 mod postgres;
+mod soak;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -49,6 +50,11 @@ pub struct BenchArgs {
     /// afterwards (to query or verify the store the run made); by default a temporary one.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
+    /// Instead of the benchmark: the server under ingest from `--clients` for this many
+    /// seconds, with readers, an export puller and live tails (some never reading) beside
+    /// it; reports rates, latencies, errors and memory over the run, and fails on any error.
+    #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(10..=3600))]
+    soak: Option<u64>,
     /// Where to write the figures as JSON.
     #[arg(long, value_name = "FILE", default_value = "trail-bench.json")]
     json: PathBuf,
@@ -69,6 +75,9 @@ const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
 const PACED_SECONDS: (f64, f64) = (5.0, 20.0);
 
 pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(seconds) = args.soak {
+        return soak::run(args, seconds).await;
+    }
     let mut baseline_max = BASELINE_MAX_EVENTS;
     let mut insert_max = INSERT_MAX_EVENTS;
     if args.quick {
