@@ -10,7 +10,7 @@ use rusqlite::Connection;
 use serde_json::json;
 use trail_core::scope::Scope;
 use trail_core::{EventBody, Timestamp};
-use trail_store::sqlite::DB_FILE;
+use trail_store::sqlite::{DB_FILE, PROBE_INTERVAL};
 use trail_store::{Org, SqliteStore, Store, StoreError, Token, TokenKind};
 
 fn event(action: &str) -> EventBody {
@@ -157,9 +157,15 @@ async fn a_busy_database_fails_writes_until_it_is_free_and_readiness_follows() {
         why.contains("writes are failing") && why.contains("locked"),
         "{why}"
     );
-    holder.execute_batch("COMMIT").unwrap();
-    // Still failing until a write commits: readiness reports what was last seen.
+    // While the lock is held, readiness's own write fails too, and it stays unready.
+    tokio::time::sleep(PROBE_INTERVAL).await;
     assert!(store.health().await.is_err());
+    holder.execute_batch("COMMIT").unwrap();
+    // A failure is reported for a probe interval after it was seen...
+    assert!(store.health().await.is_err());
+    // ...then readiness tries a write of its own: ready again with nobody writing.
+    tokio::time::sleep(PROBE_INTERVAL).await;
+    store.health().await.unwrap();
     let a = store.append("acme", vec![event("c")]).await.unwrap();
     assert_eq!(a[0].seq, 2);
     store.health().await.unwrap();

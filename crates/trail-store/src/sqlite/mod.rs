@@ -60,7 +60,7 @@ const READS_PER_ORG: usize = EVENT_READERS as usize / 2;
 pub const QUERY_DEADLINE: Duration = Duration::from_secs(2);
 
 /// How often readiness may try a write while writes are failing (the writer's `probe`).
-const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// SQLite virtual-machine steps between two checks of the deadline.
 const DEADLINE_CHECK_STEPS: i32 = 1000;
 
@@ -79,8 +79,6 @@ pub struct SqliteStore {
     /// Wakes readers waiting for a log to grow (told by the writer after each commit).
     logs: Arc<LogWatch>,
     path: PathBuf,
-    /// When readiness last tried a write to learn whether a write fault has passed.
-    probed: Mutex<Option<Instant>>,
     /// The data directory's lock, held while the store is open for writing; declared last so
     /// that it is released only after the writer has closed the database.
     _lock: Option<DirLock>,
@@ -180,7 +178,6 @@ impl SqliteStore {
             dict: Arc::new(DictCache::default()),
             logs,
             path,
-            probed: Mutex::new(None),
             _lock: Some(lock),
         })
     }
@@ -225,7 +222,6 @@ impl SqliteStore {
             // Nothing is written through a read-only store: its watchers are never woken.
             logs: Arc::default(),
             path,
-            probed: Mutex::new(None),
             _lock: None,
         })
     }
@@ -379,29 +375,24 @@ impl Store for SqliteStore {
     async fn health(&self) -> Result<()> {
         self.ping().await?;
         let writer = self.writer()?;
-        if writer.fault().is_some() {
-            // Has the fault passed? At most one try a second, however often readiness is
-            // asked (it needs no credential).
-            let due = {
-                let mut last = self.probed.lock().expect("probe lock");
-                let due = last.is_none_or(|t| t.elapsed() >= PROBE_INTERVAL);
-                if due {
-                    *last = Some(Instant::now());
-                }
-                due
-            };
-            if due {
-                writer
-                    .exec(|w| {
-                        w.probe();
-                        Ok(())
-                    })
-                    .await?;
-            }
+        // Has the fault passed? Tried by the writer at most once an interval after the
+        // newest failure; asked here only once one is due, so that readiness asked in a
+        // loop does not keep the writer busy.
+        if writer
+            .fault()
+            .is_some_and(|f| f.at.elapsed() >= PROBE_INTERVAL)
+        {
+            writer
+                .exec(|w| {
+                    w.probe(PROBE_INTERVAL);
+                    Ok(())
+                })
+                .await?;
         }
         match writer.fault() {
-            Some(why) => Err(StoreError::Unavailable(format!(
-                "writes are failing: {why}"
+            Some(f) => Err(StoreError::Unavailable(format!(
+                "writes are failing: {}",
+                f.why
             ))),
             None => Ok(()),
         }

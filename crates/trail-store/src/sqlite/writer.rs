@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -54,8 +55,16 @@ enum Job {
     Exec(Box<dyn FnOnce(&mut WriterState) + Send>),
 }
 
-/// Why the last write transaction failed, until one commits: what readiness reports.
-pub(crate) type WriteFault = Arc<Mutex<Option<String>>>;
+/// Why the last write transaction failed, and when, until one commits: what readiness
+/// reports.
+pub(crate) type WriteFault = Arc<Mutex<Option<Fault>>>;
+
+#[derive(Clone, Debug)]
+pub(crate) struct Fault {
+    pub why: String,
+    /// When the newest failure (of a write or of a probe) happened.
+    pub at: Instant,
+}
 
 /// The handle the store holds; dropping it stops the thread once its queue is drained, and
 /// waits for it to close the database.
@@ -135,8 +144,8 @@ impl Writer {
         })
     }
 
-    /// Why writes are failing, if the last write transaction failed.
-    pub fn fault(&self) -> Option<String> {
+    /// Why writes are failing, and since when, if the last write transaction failed.
+    pub fn fault(&self) -> Option<Fault> {
         self.fault.lock().expect("write fault lock").clone()
     }
 
@@ -425,14 +434,26 @@ impl WriterState {
             StoreError::Unavailable(m) => m.clone(),
             other => other.to_string(),
         };
-        *self.fault.lock().expect("write fault lock") = Some(why);
+        *self.fault.lock().expect("write fault lock") = Some(Fault {
+            why,
+            at: Instant::now(),
+        });
     }
 
     /// After a fault, tries a small write transaction (one row of `meta`): one that commits
     /// clears the fault, so readiness comes back once the disk has room or is writable
-    /// again, whether or not anyone writes meanwhile. Nothing to do without a fault.
-    pub fn probe(&mut self) {
-        if self.fault.lock().expect("write fault lock").is_none() {
+    /// again, whether or not anyone writes meanwhile. Nothing to do without a fault, nor
+    /// within `interval` of the newest failure: however often readiness is asked (it needs
+    /// no credential), the writer tries at most once an interval, and a failure is reported
+    /// for at least that long.
+    pub fn probe(&mut self, interval: Duration) {
+        let due = self
+            .fault
+            .lock()
+            .expect("write fault lock")
+            .as_ref()
+            .is_some_and(|f| f.at.elapsed() >= interval);
+        if !due {
             return;
         }
         let tried = (|| -> rusqlite::Result<()> {
