@@ -359,6 +359,20 @@ async fn a_full_disk_refuses_writes_and_service_returns_by_itself() {
     assert_eq!(status, 503, "{body}");
     let detail = body["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("full"), "readyz says why: {body}");
+    // While the disk is nearly full, readiness's own writes (one a second) do not make it
+    // ready: with a little room, a small write commits where a batch cannot.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&ballast)
+        .unwrap();
+    f.set_len(f.metadata().unwrap().len() - (256 << 10))
+        .unwrap();
+    drop(f);
+    for _ in 0..14 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (status, body) = readyz(&s.url).await;
+        assert_eq!(status, 503, "ready on a full disk: {body}");
+    }
 
     // Space returns: ready again with no write from anyone, and the refused batch is stored.
     std::fs::remove_file(&ballast).unwrap();

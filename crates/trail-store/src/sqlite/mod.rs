@@ -61,6 +61,8 @@ pub const QUERY_DEADLINE: Duration = Duration::from_secs(2);
 
 /// How often readiness may try a write while writes are failing (the writer's `probe`).
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a connection waits for another's write lock before its statement fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// SQLite virtual-machine steps between two checks of the deadline.
 const DEADLINE_CHECK_STEPS: i32 = 1000;
 
@@ -110,7 +112,7 @@ const STATEMENT_CACHE: usize = 128;
 
 fn init_reader(c: &mut Connection) -> rusqlite::Result<()> {
     c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    c.busy_timeout(Duration::from_secs(5))?;
+    c.busy_timeout(BUSY_TIMEOUT)?;
     c.pragma_update(None, "query_only", true)?;
     c.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
     // No memory map: it would cover only the file's first pages (the oldest events, once the
@@ -328,7 +330,7 @@ impl Drop for ClearsProgressHandler<'_> {
 /// Settings every read-write connection gets.
 pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: the WAL is synced at every commit, so an acknowledged event survives power loss.
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -375,16 +377,13 @@ impl Store for SqliteStore {
     async fn health(&self) -> Result<()> {
         self.ping().await?;
         let writer = self.writer()?;
-        // Has the fault passed? Tried by the writer at most once an interval after the
-        // newest failure; asked here only once one is due, so that readiness asked in a
-        // loop does not keep the writer busy.
-        if writer
-            .fault()
-            .is_some_and(|f| f.at.elapsed() >= PROBE_INTERVAL)
-        {
+        // Has the fault passed? The first call a probe interval after the newest failure
+        // claims the probe; the others, meanwhile, report the fault as it stands, so that
+        // readiness asked in a loop (it needs no credential) queues at most one write.
+        if writer.claim_probe(PROBE_INTERVAL) {
             writer
                 .exec(|w| {
-                    w.probe(PROBE_INTERVAL);
+                    w.probe();
                     Ok(())
                 })
                 .await?;

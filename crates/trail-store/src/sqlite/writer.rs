@@ -55,6 +55,13 @@ enum Job {
     Exec(Box<dyn FnOnce(&mut WriterState) + Send>),
 }
 
+/// How long readiness's probe waits for another connection's write lock: a locked database
+/// is a failure to report at once, not to wait out behind a readiness check.
+const PROBE_LOCK_WAIT: Duration = Duration::from_millis(100);
+/// The free space a probe wants on the data directory's filesystem before it says writes
+/// work again: room for several groups of batches and their WAL.
+pub const RESUME_FREE_BYTES: u64 = 16 << 20;
+
 /// Why the last write transaction failed, and when, until one commits: what readiness
 /// reports.
 pub(crate) type WriteFault = Arc<Mutex<Option<Fault>>>;
@@ -147,6 +154,19 @@ impl Writer {
     /// Why writes are failing, and since when, if the last write transaction failed.
     pub fn fault(&self) -> Option<Fault> {
         self.fault.lock().expect("write fault lock").clone()
+    }
+
+    /// Whether readiness should try a write now: a fault stands and its newest failure is
+    /// `interval` old. A true answer restarts the interval, so one caller gets it.
+    pub fn claim_probe(&self, interval: Duration) -> bool {
+        let mut fault = self.fault.lock().expect("write fault lock");
+        match fault.as_mut() {
+            Some(f) if f.at.elapsed() >= interval => {
+                f.at = Instant::now();
+                true
+            }
+            _ => false,
+        }
     }
 
     pub async fn append(&self, org: String, events: Vec<EventBody>) -> Result<Appends> {
@@ -440,37 +460,54 @@ impl WriterState {
         });
     }
 
-    /// After a fault, tries a small write transaction (one row of `meta`): one that commits
-    /// clears the fault, so readiness comes back once the disk has room or is writable
-    /// again, whether or not anyone writes meanwhile. Nothing to do without a fault, nor
-    /// within `interval` of the newest failure: however often readiness is asked (it needs
-    /// no credential), the writer tries at most once an interval, and a failure is reported
-    /// for at least that long.
-    pub fn probe(&mut self, interval: Duration) {
-        let due = self
-            .fault
-            .lock()
-            .expect("write fault lock")
-            .as_ref()
-            .is_some_and(|f| f.at.elapsed() >= interval);
-        if !due {
+    /// After a fault, tries a small write transaction (one row of `meta`), waiting at most
+    /// [`PROBE_LOCK_WAIT`] for another connection's lock. One that commits clears the fault,
+    /// so readiness comes back once the disk has room or is writable again, whether or not
+    /// anyone writes meanwhile; but not while the data directory's filesystem has less than
+    /// [`RESUME_FREE_BYTES`] free: a small write can commit into WAL space already on disk
+    /// when a batch cannot, and readiness would come and go each second on a disk that is
+    /// still full. Nothing to do without a fault.
+    pub fn probe(&mut self) {
+        if self.fault.lock().expect("write fault lock").is_none() {
             return;
         }
         let tried = (|| -> rusqlite::Result<()> {
+            self.conn.busy_timeout(PROBE_LOCK_WAIT)?;
             let tx = self
                 .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('write_probe', ?1) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [(self.clock)().to_string()],
-            )?;
-            tx.commit()
+                .transaction_with_behavior(TransactionBehavior::Immediate);
+            let written = tx.and_then(|tx| {
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES ('write_probe', ?1) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    [(self.clock)().to_string()],
+                )?;
+                tx.commit()
+            });
+            self.conn.busy_timeout(super::BUSY_TIMEOUT)?;
+            written
         })();
-        match tried {
-            Ok(()) => *self.fault.lock().expect("write fault lock") = None,
-            Err(e) => self.failed(&unavailable(e)),
+        if let Err(e) = tried {
+            self.failed(&unavailable(e));
+            return;
         }
+        match self.free_bytes() {
+            Some(free) if free < RESUME_FREE_BYTES => {
+                self.failed(&StoreError::Unavailable(format!(
+                    "{} MiB free on the data directory's filesystem; writes resume at {} MiB",
+                    free >> 20,
+                    RESUME_FREE_BYTES >> 20
+                )))
+            }
+            _ => *self.fault.lock().expect("write fault lock") = None,
+        }
+    }
+
+    /// The space free to this process on the database's filesystem, if it can be read.
+    fn free_bytes(&self) -> Option<u64> {
+        let path = self.conn.path().filter(|p| !p.is_empty())?;
+        let s = rustix::fs::statvfs(path).ok()?;
+        Some(s.f_bavail.saturating_mul(s.f_frsize))
     }
 
     /// From now on, signs a checkpoint of every log a transaction appends to, in that
