@@ -2,20 +2,37 @@
 //! its first byte chooses the part. 0: the manifest as given; 1: the input read as a
 //! manifest and signed with the log's key, so the checks behind the signature are reached;
 //! 2: `leaves.bin`; 3: a day file (the second byte chooses which). A replaced part passes
-//! only if it is the one it replaces (the manifest's JSON layout aside).
+//! only if it is the one it replaces (the manifest's JSON layout aside); a manifest signed
+//! with the key may change only what no checkpoint or file pins (its time of making, say),
+//! never which events of which log the archive is found to hold.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trail_core::archive::{ArchiveVerifier, Manifest};
+use trail_core::archive::{ArchiveVerifier, Manifest, Verified};
 use trail_fuzz::{Archive, archive, signer, verifier};
 
-fn check_files(mut v: ArchiveVerifier, a: &Archive) {
+/// The fixture's files through `v`: what it finds if every one passes.
+fn check_files(mut v: ArchiveVerifier, a: &Archive) -> Option<Verified> {
     for (name, bytes) in &a.files {
-        if v.file(name, &bytes[..]).is_err() {
-            return;
-        }
+        v.file(name, &bytes[..]).ok()?;
     }
-    let _ = v.finish();
+    v.finish().ok()
+}
+
+fn fixture_manifest(a: &Archive) -> Manifest {
+    serde_json::from_slice(&a.manifest).expect("the fixture's manifest parses")
+}
+
+/// What a verified archive says it holds, against the fixture: the same events of the same
+/// log under the same checkpoint.
+fn same_events(found: &Verified, fixture: &Verified) {
+    assert_eq!(found.org, fixture.org, "another org");
+    assert_eq!(
+        (found.first_seq, found.end_seq, found.events),
+        (fixture.first_seq, fixture.end_seq, fixture.events),
+        "other seqs"
+    );
+    assert_eq!(found.checkpoint, fixture.checkpoint, "another checkpoint");
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -25,8 +42,12 @@ fuzz_target!(|data: &[u8]| {
     let a = archive();
     match mode % 4 {
         0 => {
-            if let Ok(v) = ArchiveVerifier::new(rest, &a.leaves[..], verifier()) {
-                check_files(v, a);
+            if let Ok(v) = ArchiveVerifier::new(rest, &a.leaves[..], verifier())
+                && let Some(found) = check_files(v, a)
+            {
+                let manifest: Manifest = serde_json::from_slice(rest).expect("it was read");
+                assert_eq!(manifest, fixture_manifest(a), "a changed manifest passed");
+                assert_eq!(Ok(found), trail_fuzz::verify(a));
             }
         }
         1 => {
@@ -35,8 +56,19 @@ fuzz_target!(|data: &[u8]| {
             };
             manifest.sign(signer());
             let bytes = serde_json::to_vec(&manifest).expect("a manifest renders");
-            if let Ok(v) = ArchiveVerifier::new(&bytes, &a.leaves[..], verifier()) {
-                check_files(v, a);
+            if let Ok(v) = ArchiveVerifier::new(&bytes, &a.leaves[..], verifier())
+                && let Some(found) = check_files(v, a)
+            {
+                let fixture = trail_fuzz::verify(a).expect("the fixture verifies");
+                same_events(&found, &fixture);
+                let original = fixture_manifest(a);
+                let by_name = |m: &Manifest| {
+                    let mut files = m.files.clone();
+                    files.sort_by(|a, b| a.name.cmp(&b.name));
+                    files
+                };
+                assert_eq!(by_name(&manifest), by_name(&original), "other files passed");
+                assert_eq!(manifest.leaves, original.leaves, "other leaves passed");
             }
         }
         2 => {

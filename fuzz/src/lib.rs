@@ -212,6 +212,48 @@ fn build_archive() -> Archive {
 mod tests {
     use super::*;
 
+    /// What the manifest says of a day file (its count and its seqs) is checked against the
+    /// file, and the name of its leaves against the format, even in a manifest signed with
+    /// the log's key.
+    #[test]
+    fn a_signed_manifest_cannot_misstate_a_files_seqs() {
+        let a = archive();
+        let original: Manifest = serde_json::from_slice(&a.manifest).unwrap();
+        let i = original
+            .files
+            .iter()
+            .position(|f| f.events > 0)
+            .expect("a day with events");
+        let changes: [fn(&mut Manifest, usize); 5] = [
+            |m, i| m.files[i].last_seq = m.files[i].last_seq.map(|s| s + 1),
+            |m, i| m.files[i].first_seq = m.files[i].first_seq.map(|s| s - 1),
+            |m, i| m.files[i].last_seq = None,
+            |m, i| (m.files[i].first_seq, m.files[i].last_seq) = (None, None),
+            |m, _| m.leaves.name = "leaves.txt".into(),
+        ];
+        for change in changes {
+            let mut m = original.clone();
+            change(&mut m, i);
+            m.sign(signer());
+            let changed = Archive {
+                manifest: serde_json::to_vec_pretty(&m).unwrap(),
+                leaves: a.leaves.clone(),
+                files: a.files.clone(),
+            };
+            let e = verify(&changed).expect_err("a misstated file passed");
+            assert!(e.to_string().contains("manifest.json"), "{e}");
+        }
+        // The same manifest signed again, unchanged, passes.
+        let mut m = original.clone();
+        m.sign(signer());
+        let same = Archive {
+            manifest: serde_json::to_vec_pretty(&m).unwrap(),
+            leaves: a.leaves.clone(),
+            files: a.files.clone(),
+        };
+        verify(&same).unwrap();
+    }
+
     #[test]
     fn the_fixture_archive_verifies_and_a_changed_byte_does_not() {
         let a = archive();

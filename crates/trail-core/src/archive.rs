@@ -301,6 +301,12 @@ impl ArchiveVerifier {
                 manifest.format
             ));
         }
+        if manifest.leaves.name != LEAVES {
+            return fail(format!(
+                "{MANIFEST}: the leaves are {:?}, an archive's are {LEAVES:?}",
+                manifest.leaves.name
+            ));
+        }
         let week =
             Week::parse(&manifest.week).map_err(|e| ArchiveError(format!("{MANIFEST}: {e}")))?;
         manifest.check_signature(key)?;
@@ -441,6 +447,7 @@ impl ArchiveVerifier {
             verifier: self,
             name,
             count: 0,
+            seqs: None,
             prev: None,
             failed: None,
             used: &used,
@@ -451,6 +458,7 @@ impl ArchiveVerifier {
         if let Some(failed) = records.failed {
             return Err(failed);
         }
+        let (count, seqs) = (records.count, records.seqs);
         match read {
             Ok(()) => {}
             Err(e) if e.is_io() => return fail(format!("{name} does not read: {e}")),
@@ -464,10 +472,23 @@ impl ArchiveVerifier {
         std::io::copy(&mut part, &mut std::io::sink())
             .map_err(|e| ArchiveError(format!("{name} does not read: {e}")))?;
         let digest_ok = part.into_inner().inner.digest() == entry.sha256;
-        if records.count != entry.events {
+        if count != entry.events {
             return fail(format!(
-                "{name} holds {} records, {MANIFEST} says {}",
-                records.count, entry.events
+                "{name} holds {count} records, {MANIFEST} says {}",
+                entry.events
+            ));
+        }
+        let listed = entry.first_seq.zip(entry.last_seq);
+        if seqs != listed || entry.first_seq.is_some() != entry.last_seq.is_some() {
+            let says = |s: Option<(u64, u64)>| {
+                s.map_or("no seqs".to_owned(), |(lo, hi)| {
+                    format!("seqs {lo} to {hi}")
+                })
+            };
+            return fail(format!(
+                "{name} holds {}, {MANIFEST} says {}",
+                says(seqs),
+                says(listed)
             ));
         }
         if !digest_ok {
@@ -478,15 +499,15 @@ impl ArchiveVerifier {
         Ok(())
     }
 
-    /// Checks the `i`th record of day file `name`; `prev` is the time and seq of the record
-    /// before it.
+    /// Checks the `i`th record of day file `name`, and gives its seq; `prev` is the time and
+    /// seq of the record before it.
     fn record(
         &mut self,
         name: &str,
         i: u64,
         rec: &Value,
         prev: &mut Option<(Timestamp, u64)>,
-    ) -> Result<(), ArchiveError> {
+    ) -> Result<u64, ArchiveError> {
         let first = self.manifest.first_seq;
         let at = |what: &str| ArchiveError(format!("{name}: record {i}{what}"));
         let seq = rec["seq"]
@@ -532,7 +553,7 @@ impl ArchiveVerifier {
             return Err(at("is out of order: records are oldest first"));
         }
         *prev = Some(key);
-        Ok(())
+        Ok(seq)
     }
 
     /// Every listed file was checked and every seq of the week found.
@@ -631,6 +652,8 @@ struct Records<'a> {
     verifier: &'a mut ArchiveVerifier,
     name: &'a str,
     count: u64,
+    /// The lowest and highest seq read.
+    seqs: Option<(u64, u64)>,
     prev: Option<(Timestamp, u64)>,
     failed: Option<ArchiveError>,
     /// Bytes read since the last record ended ([`Bounded`]).
@@ -646,13 +669,20 @@ impl<'de> serde::de::Visitor<'de> for &mut Records<'_> {
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         while let Some(rec) = seq.next_element::<Value>()? {
-            if let Err(e) = self
+            let seq = match self
                 .verifier
                 .record(self.name, self.count, &rec, &mut self.prev)
             {
-                self.failed = Some(e);
-                return Err(serde::de::Error::custom("a record does not verify"));
-            }
+                Ok(seq) => seq,
+                Err(e) => {
+                    self.failed = Some(e);
+                    return Err(serde::de::Error::custom("a record does not verify"));
+                }
+            };
+            self.seqs = Some(
+                self.seqs
+                    .map_or((seq, seq), |(lo, hi)| (lo.min(seq), hi.max(seq))),
+            );
             self.count += 1;
             self.used.set(0);
         }
