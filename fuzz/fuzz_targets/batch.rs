@@ -1,7 +1,7 @@
 //! An ingest body: its first byte chooses the layout the content type would (JSON, NDJSON,
 //! or found from the body), the rest is the body. Every element is a slice of the body
 //! within the size limit, read as an event; a body that is one JSON array or object splits
-//! into exactly its elements.
+//! into exactly its elements, or is refused whole as too many.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -24,8 +24,16 @@ fuzz_target!(|data: &[u8]| {
         _ => None,
     };
     if let Some(items) = &whole
-        && items.len() <= MAX_BATCH
+        && items.len() > MAX_BATCH
     {
+        assert_eq!(
+            split,
+            Err(batch::BatchError::TooMany),
+            "a batch over the limit"
+        );
+        return;
+    }
+    if let Some(items) = &whole {
         let elements = split.as_ref().expect("a JSON array or object splits");
         assert_eq!(elements.len(), items.len(), "an element lost or made up");
         for (e, item) in elements.iter().zip(items) {

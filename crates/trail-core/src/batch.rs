@@ -5,7 +5,8 @@
 //! time ([`crate::EventBody::from_json_str`]), so a batch is never held as a tree of values.
 //! A malformed NDJSON line, or an element larger than [`MAX_EVENT_BYTES`], is that event's
 //! error; a malformed JSON body is the batch's. More than [`MAX_BATCH`] events are refused as
-//! soon as the next one begins, before the rest is read.
+//! soon as the next one begins, before the rest is split (a body whose layout is not given
+//! is first checked whole for being one JSON value).
 
 use std::cell::Cell;
 use std::marker::PhantomData;
