@@ -11,7 +11,7 @@
 //! or the spread of its dates, never the events themselves. One archive is built at a time.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, Write};
 use std::os::unix::fs::FileExt;
@@ -87,9 +87,8 @@ enum Shelf {
 pub struct Archives {
     dir: PathBuf,
     shelf: Shelf,
-    /// One build at a time, held until its blocking work ends (not only while its caller
-    /// waits), so abandoned requests cannot pile builds up.
-    building: Arc<tokio::sync::Mutex<()>>,
+    /// Who may build now: see [`Building`].
+    builds: Builds,
     /// Cancelled when the server stops: a build in progress gives up (its temporary file
     /// goes with it) and is made again by the next run.
     stop: tokio_util::sync::CancellationToken,
@@ -101,7 +100,7 @@ impl Archives {
         Archives {
             dir: dir.into(),
             shelf: Shelf::Dir,
-            building: Arc::new(tokio::sync::Mutex::new(())),
+            builds: Builds::default(),
             stop: tokio_util::sync::CancellationToken::new(),
         }
     }
@@ -155,10 +154,15 @@ impl Archives {
         }
     }
 
-    /// Waits for the build in progress, if any, and holds off others: for a job that must
+    /// Waits for the builds in progress, if any, and holds off others: for a job that must
     /// not run beside a build (pruning, which reads the archives).
-    pub async fn exclusive(&self) -> tokio::sync::OwnedMutexGuard<()> {
-        self.building.clone().lock_owned().await
+    pub async fn exclusive(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.builds
+            .slots
+            .clone()
+            .acquire_many_owned(BUILD_SLOTS as u32)
+            .await
+            .expect("the build slots are never closed")
     }
 
     /// Stops builds in progress and the weekly job.
@@ -384,11 +388,7 @@ impl Archives {
         // A partial archive is built for its caller alone: queued behind other builds (one
         // of a big week takes minutes), callers would wait longer than they or a proxy
         // before them will, each with a connection held open meanwhile.
-        let one = self.building.clone().try_lock_owned().map_err(|_| {
-            ApiError::Unavailable(
-                "another archive is being built; try again in a few minutes".into(),
-            )
-        })?;
+        let one = self.builds.try_claim(org)?;
         let (temp, _, _) =
             write(self, one, store.clone(), key.clone(), org, week, true, now).await?;
         Ok(ArchiveFile {
@@ -413,15 +413,15 @@ impl Archives {
                 GRACE_US / 60_000_000
             )));
         }
-        let one = self.building.clone().lock_owned().await;
+        let one = self.builds.claim(org).await;
         if self.is_stored(org, week).await? {
             return Ok(format!("{week} is already archived"));
         }
         let (temp, summary, one) =
             write(self, one, store.clone(), key.clone(), org, week, false, now).await?;
         // Pruning trusts what is kept: an archive that does not verify is never kept. The
-        // check holds the build lock too (it holds the week's leaves in memory), so checks
-        // never overlap each other or a build, even if this caller goes away meanwhile.
+        // check holds the claim too (it holds the week's leaves in memory), so checks count
+        // against the build slots, even if this caller goes away meanwhile.
         let (check, k) = (temp.to_path_buf(), key.verifier());
         let (verified, one) = tokio::task::spawn_blocking(move || (verify_file(&check, &k), one))
             .await
@@ -475,7 +475,7 @@ impl Archives {
     /// Removes what a build cut short left (a crash between writing and renaming): a file
     /// is an archive only once renamed into place, so these are never listed or served.
     async fn sweep(&self) {
-        let _one = self.building.lock().await;
+        let _all = self.exclusive().await;
         let dir = self.dir.clone();
         let _ = tokio::task::spawn_blocking(move || {
             for org in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
@@ -491,6 +491,76 @@ impl Archives {
             }
         })
         .await;
+    }
+}
+
+/// How many archives are built at once, over all orgs: a build holds its week's leaves in
+/// memory and keeps a core busy.
+const BUILD_SLOTS: usize = 2;
+
+/// Who may build now. An org builds one archive at a time (so two builds of one week never
+/// race, and one org never holds more than one slot), in one of [`BUILD_SLOTS`] slots
+/// shared by all orgs: one org's builds never keep another's waiting, whatever it asks for.
+struct Builds {
+    slots: Arc<tokio::sync::Semaphore>,
+    orgs: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A claim to build for one org, held until the build's blocking work ends (not only while
+/// its caller waits), so abandoned requests cannot pile builds up.
+struct Building {
+    _org: tokio::sync::OwnedMutexGuard<()>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Default for Builds {
+    fn default() -> Self {
+        Builds {
+            slots: Arc::new(tokio::sync::Semaphore::new(BUILD_SLOTS)),
+            orgs: Default::default(),
+        }
+    }
+}
+
+impl Builds {
+    fn org(&self, org: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut orgs = self.orgs.lock().unwrap_or_else(|e| e.into_inner());
+        orgs.entry(org.to_owned()).or_default().clone()
+    }
+
+    /// Waits for the org's build in progress, then for a slot.
+    async fn claim(&self, org: &str) -> Building {
+        let org = self.org(org).lock_owned().await;
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the build slots are never closed");
+        Building {
+            _org: org,
+            _slot: slot,
+        }
+    }
+
+    /// A claim now, or 503 saying who is building: for a caller who waits on the answer.
+    fn try_claim(&self, org: &str) -> Result<Building, ApiError> {
+        let org_lock = self.org(org).try_lock_owned().map_err(|_| {
+            ApiError::Unavailable(format!(
+                "another archive of org {org:?} is being built; try again in a few minutes"
+            ))
+        })?;
+        let slot = self.slots.clone().try_acquire_owned().map_err(|_| {
+            ApiError::Unavailable(
+                "the server is building as many archives as it can at once; try again in a \
+                 few minutes"
+                    .into(),
+            )
+        })?;
+        Ok(Building {
+            _org: org_lock,
+            _slot: slot,
+        })
     }
 }
 
@@ -830,20 +900,20 @@ pub fn verify_file(
 }
 
 /// Writes the archive of `week` to a temporary file in `dir` and returns it, synced.
-/// `one` is the build lock, held by the writing and handed back with the file (dropped if
+/// `one` is the claim to build, held by the writing and handed back with the file (dropped if
 /// the writing fails); a caller that goes away (a dropped request) stops it at the next
 /// page.
 #[allow(clippy::too_many_arguments)]
 async fn write(
     archives: &Archives,
-    one: tokio::sync::OwnedMutexGuard<()>,
+    one: Building,
     store: Arc<dyn Store>,
     key: Arc<SignerKey>,
     org: &str,
     week: Week,
     partial: bool,
     now: Timestamp,
-) -> Result<(TempPath, ArchiveSummary, tokio::sync::OwnedMutexGuard<()>), ApiError> {
+) -> Result<(TempPath, ArchiveSummary, Building), ApiError> {
     let dir = archives.org_dir(org);
     let stop = archives.stop.child_token();
     let _abandoned = stop.clone().drop_guard();
@@ -1071,6 +1141,31 @@ impl<W: Write> Write for Hashing<'_, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One org's build (a partial archive downloaded, say) never makes another org's wait or
+    /// fail; an org builds one archive at a time; and the slots bound the builds of all orgs.
+    #[tokio::test]
+    async fn an_orgs_build_holds_off_its_own_builds_only() {
+        let builds = Builds::default();
+        let acme = builds.try_claim("acme").unwrap();
+        let beta = builds
+            .try_claim("beta")
+            .expect("another org builds beside acme");
+        match builds.try_claim("acme") {
+            Err(ApiError::Unavailable(m)) => assert!(m.contains("of org \"acme\""), "{m}"),
+            other => panic!("{:?}", other.is_ok()),
+        }
+        match builds.try_claim("gamma") {
+            Err(ApiError::Unavailable(m)) => assert!(m.contains("as many archives"), "{m}"),
+            other => panic!("{:?}", other.is_ok()),
+        }
+        drop(beta);
+        let _gamma = builds.try_claim("gamma").expect("a slot is free again");
+        drop(acme);
+        let _acme = tokio::time::timeout(std::time::Duration::from_secs(5), builds.claim("acme"))
+            .await
+            .expect("acme builds again once its build has ended");
+    }
 
     /// A day written out in time order, in memory and through sorted runs on disk (the last
     /// run written at the end or not): late records, and timestamp ties kept in seq order.
