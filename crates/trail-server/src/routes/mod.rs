@@ -663,6 +663,9 @@ pub struct Items<T> {
 
 /// The operation a matched route is.
 pub fn find(method: &str, matched: &str) -> Option<&'static Operation> {
+    // HEAD is GET without the body (RFC 9110, 9.3.2): the router answers it with the GET
+    // handler, so it is that operation, with its access and its record.
+    let method = if method == "HEAD" { "GET" } else { method };
     OPERATIONS
         .iter()
         .find(|o| o.method == method && o.path == matched)
