@@ -43,6 +43,24 @@ test("an invited member accepts in the console, signs in, and without the Owner 
   await dev.locator("#needs-role").waitFor();
   assert.match(await dev.locator("#needs-role").innerText(), /Owner/);
   await shot(dev, "member-without-the-role");
+
+  // A second org invites the same address: the account joins it only with its password.
+  await api(server, "POST", "/v1/orgs", { id: "second" });
+  const invited = await api(server, "POST", "/v1/orgs/second/members", { email: "dev@acme.io", role: "admin" });
+  await dev.goto(`${server.url}/#/invitation/${encodeURIComponent(invited.invitation.token)}`);
+  await dev.locator("#new-password").fill("somebody else's password");
+  await dev.locator("#again").fill("somebody else's password");
+  await dev.getByRole("button", { name: "Set my password" }).click();
+  // Told that the address has an account, and asked for its password.
+  await dev.getByRole("button", { name: "Join" }).waitFor();
+  assert.match(await dev.locator(".form-error").innerText(), /has a Trail account: give its password/);
+  assert.equal(await dev.locator("#has-account").isChecked(), true);
+  assert.equal(await dev.locator("#again").isHidden(), true);
+  await shot(dev, "invitation-for-an-existing-account");
+  await dev.locator("#new-password").fill("a long enough password");
+  await dev.getByRole("button", { name: "Join" }).click();
+  await dev.locator("#accepted").waitFor();
+  assert.match(await dev.locator("#accepted").innerText(), /your account is now a member of second \(admin\)/);
   await context.close();
   await owner.close();
 });

@@ -203,6 +203,8 @@ pub fn mint(spec: CredentialSpec) -> Minted {
             revoked_at: None,
             reach: spec.reach,
             from_password: false,
+            role: None,
+            made_with: None,
         },
         secret: shown,
     }
@@ -479,12 +481,16 @@ pub fn usable(token: &Token, now: Timestamp) -> Result<(), ApiError> {
 pub async fn token_caller(store: &dyn Store, token: Token) -> Result<Caller, ApiError> {
     let (kind, grants, home, platform_admin) = match token.kind {
         TokenKind::ApiKey | TokenKind::BreakGlass => {
-            let scopes = token
+            let mut scopes: Vec<Scope> = token
                 .scopes
                 .iter()
                 .copied()
                 .filter(|s| *s != Scope::OrgsAdmin)
                 .collect();
+            if let Some(maker) = &token.made_with {
+                let held = maker_holds(store, maker, &token.org, 0).await?;
+                scopes.retain(|s| held.contains(s));
+            }
             let kind = if token.kind == TokenKind::ApiKey {
                 CredentialKind::ApiKey
             } else {
@@ -559,6 +565,74 @@ pub async fn token_caller(store: &dyn Store, token: Token) -> Result<Caller, Api
         ip: None,
         user_agent: None,
     })
+}
+
+/// How many keys deep a key's makers are followed (a key made by a key made by ...).
+const MAKERS_DEEP: usize = 16;
+
+/// What the maker of an API key (`made_with`: the credential it was made with) holds in
+/// `org` today, which bounds what the key holds: a key outlives neither its maker's role nor
+/// the token it was made with. A key made in a console session is bounded by the role of the
+/// session's user (not by the session, which is short-lived); one made with a token, by what
+/// that token holds today (nothing, once it is revoked or expired, or its user has left).
+async fn maker_holds(
+    store: &dyn Store,
+    maker: &str,
+    org: &str,
+    depth: usize,
+) -> Result<Vec<Scope>, ApiError> {
+    let gone = |why: String| ApiError::Unauthorized(format!("this key no longer works: {why}"));
+    if depth >= MAKERS_DEEP {
+        return Err(gone(format!(
+            "it was made by a chain of more than {MAKERS_DEEP} keys"
+        )));
+    }
+    if let Some(token) = store.token(maker).await? {
+        usable(&token, crate::now()).map_err(|e| match e {
+            ApiError::Unauthorized(why) => gone(format!(
+                "the credential it was made with ({maker}) {}",
+                why.trim_start_matches("this credential ")
+            )),
+            e => e,
+        })?;
+        let holder = if token.kind == TokenKind::ApiKey {
+            // A key made by a key: that key's own bound, further up.
+            let mut held: Vec<Scope> = token.scopes.clone();
+            if let Some(up) = &token.made_with {
+                let above = Box::pin(maker_holds(store, up, org, depth + 1)).await?;
+                held.retain(|s| above.contains(s));
+            }
+            if token.org != org {
+                held.clear();
+            }
+            return Ok(held);
+        } else {
+            Box::pin(token_caller(store, token))
+                .await
+                .map_err(|e| match e {
+                    ApiError::Unauthorized(why) => gone(format!(
+                        "the credential it was made with ({maker}) holds nothing: {why}"
+                    )),
+                    e => e,
+                })?
+        };
+        return Ok(holder.scopes_in(org).to_vec());
+    }
+    let session = store
+        .session(maker)
+        .await?
+        .ok_or_else(|| gone(format!("the credential it was made with ({maker}) is gone")))?;
+    match store
+        .memberships(&session.user_id)
+        .await?
+        .into_iter()
+        .find(|(o, _)| o == org)
+    {
+        Some((_, role)) => Ok(role.scopes().to_vec()),
+        None => Err(gone(format!(
+            "the member who made it is no longer in org {org:?}"
+        ))),
+    }
 }
 
 /// The org a call acts on, once [`authorize_call`] has let it through: where its record
@@ -647,12 +721,10 @@ fn authorize_org(
         ctx.set_object(object("org", org));
         return Err(ApiError::Forbidden(match &caller.bound_org {
             _ if caller.all_orgs => format!("you are not a member of org {org:?}"),
+            // Not naming the orgs it does act on: a refusal is recorded, and the user's other
+            // orgs are none of this one's business.
             Some(_) if caller.kind == CredentialKind::Pat => {
-                let covered: Vec<&str> = caller.orgs().collect();
-                format!(
-                    "this token acts on {} only and cannot act on org {org:?}",
-                    covered.join(", ")
-                )
+                format!("this token cannot act on org {org:?}")
             }
             Some(bound) => {
                 format!("this credential belongs to org {bound:?} and cannot act on org {org:?}")
@@ -734,19 +806,23 @@ pub fn grant_reach(caller: &Caller, org: &str, asked: Reach) -> Result<Reach, Ap
 }
 
 /// May `caller` change or remove member `m` of `org`? Only if they hold everything the member
-/// holds there: their role's scopes, and `orgs:admin` if the member is a platform admin (so
-/// nobody cuts off the platform admin by demoting them, which would shrink their tokens).
+/// holds there: their role's scopes and, in the platform org (where a platform admin's
+/// tokens stand), `orgs:admin` if the member is a platform admin, so no co-owner cuts the
+/// platform admin off. Elsewhere a platform admin is a member like any other: they joined by
+/// accepting the org's invitation, and its owners decide who stays.
 pub async fn check_over_member(
     store: &dyn Store,
     caller: &Caller,
     org: &str,
+    platform_org: &str,
     m: &trail_store::Member,
 ) -> Result<(), ApiError> {
     let mut held = m.role.scopes().to_vec();
-    if store
-        .user(&m.user_id)
-        .await?
-        .is_some_and(|u| u.platform_admin)
+    if org == platform_org
+        && store
+            .user(&m.user_id)
+            .await?
+            .is_some_and(|u| u.platform_admin)
     {
         held.push(Scope::OrgsAdmin);
     }

@@ -255,25 +255,33 @@ impl Harness {
 
     /// Invites a member (as the org's owner), who accepts with a password; returns the
     /// invitation's answer.
-    async fn invited(&self, org: &str, email: &str, role: &str) -> Value {
+    /// Invites `email` to `org` (acme's or umbrella's owner inviting).
+    async fn invite(&self, org: &str, email: &str, role: &str) -> Reply {
         let admin = if org == "acme" {
             &self.owner
         } else {
             &self.other
         };
-        let added = self
-            .call(
-                "POST",
-                &format!("/v1/orgs/{org}/members"),
-                &Cred::of(admin),
-                Some(json!({"email": email, "role": role})),
-            )
-            .await;
+        self.call(
+            "POST",
+            &format!("/v1/orgs/{org}/members"),
+            &Cred::of(admin),
+            Some(json!({"email": email, "role": role})),
+        )
+        .await
+    }
+
+    /// Invites `email` to `org`, and accepts as them: a new account with the password
+    /// "correct horse battery", or an existing one that has it.
+    async fn invited(&self, org: &str, email: &str, role: &str) -> Value {
+        let added = self.invite(org, email, role).await;
         assert_eq!(added.status, StatusCode::CREATED, "{:?}", added.body);
         let token = added.body["invitation"]["token"].as_str().unwrap();
         let accepted = self.accept(token, "correct horse battery").await;
         assert_eq!(accepted.status, StatusCode::OK, "{:?}", accepted.body);
-        added.body
+        let mut member = added.body;
+        member["userId"] = accepted.body["userId"].clone();
+        member
     }
 
     async fn accept(&self, token: &str, password: &str) -> Reply {
@@ -2155,15 +2163,8 @@ async fn console_sessions_sign_in_need_csrf_to_change_things_and_sign_out() {
 async fn members_roles_change_without_escalation_and_orgs_keep_an_owner() {
     let h = harness().await;
     let owner = Cred::of(&h.owner);
-    let r = h
-        .call(
-            "POST",
-            "/v1/orgs/acme/members",
-            &owner,
-            Some(json!({"email": "ops@acme.io", "role": "admin"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED);
+    h.invited("acme", "ops@acme.io", "admin").await;
+    // A member is not invited again.
     assert_eq!(
         h.call(
             "POST",
@@ -2341,6 +2342,15 @@ async fn platform_admins_create_orgs_with_a_first_owner() {
         ids(h.call("GET", "/v1/orgs", &Cred::of(&h.other), None).await),
         ["umbrella"]
     );
+    // Its first owner is a member once they accept the invitation in the answer.
+    assert!(h.store.members("initech").await.unwrap().is_empty());
+    let accepted = h
+        .accept(
+            r.body["invitation"]["token"].as_str().unwrap(),
+            "bill's own passphrase",
+        )
+        .await;
+    assert_eq!(accepted.status, StatusCode::OK, "{:?}", accepted.body);
     let members = h.store.members("initech").await.unwrap();
     assert_eq!(
         (members[0].email.as_str(), members[0].role),
@@ -3852,8 +3862,9 @@ async fn members_are_invited_by_lasting_people_and_choose_their_own_password() {
     assert_eq!(accepted.event.actor.id, "ana@acme.io");
     assert_eq!(accepted.event.request.as_ref().unwrap().body_sha256, None);
     assert!(records.iter().any(|s| s.event.category == "management"
-        && s.event.action == "updated"
-        && s.event.actor.id == "ana@acme.io"));
+        && s.event.action == "created"
+        && s.event.actor.id == "ana@acme.io"
+        && s.event.object.as_ref().is_some_and(|o| o.kind == "member")));
 }
 
 /// Review finding: an instance-scoped key read org-wide perf figures (other instances' routes
@@ -4556,72 +4567,132 @@ async fn perf_lists_the_busiest_routes_only() {
     assert!(r.body["routesTotal"].as_u64().unwrap() > max as u64);
 }
 
-/// Review finding: inviting an existing account that had no password yet (the platform
-/// admin before an operator set theirs, an org's first owner, a member who had not accepted)
-/// handed the inviter a secret that set that account's password. An invitation now sets the
-/// password of the account it creates, and of no other.
+/// Attack finding (account pre-hijacking): an inviter sees the invitation it makes, so it
+/// could accept one made out to an address nobody had claimed, choosing the password; when
+/// another org later invited that address, the account was added at once, and the first
+/// org's owner was in. Inviting also told any inviter whether an address had an account,
+/// and joined the account's later sign-ins to the inviter's log. Now a membership comes only
+/// from accepting that org's invitation, with the password of the address's account if it
+/// has one, and the answer to an invitation is the same whether or not it has one.
 #[tokio::test]
-async fn an_invitation_never_reaches_an_existing_account() {
+async fn nobody_joins_an_org_without_accepting_its_invitation() {
     let h = harness().await;
-    // umbrella's owner (in `h.other`'s org) invites acme's owner, the platform admin, who has
-    // no password yet, and the pending invitee of another org.
-    let pending = h
-        .call(
-            "POST",
-            "/v1/orgs/acme/members",
-            &Cred::of(&h.owner),
-            Some(json!({"email": "bob@x.io", "role": "admin"})),
-        )
-        .await;
-    let bobs = pending.body["invitation"]["token"]
+    // umbrella's owner invites an address of acme's and accepts the invitation themselves.
+    let squat = h.invite("umbrella", "victim@acme.io", "member").await;
+    assert_eq!(squat.status, StatusCode::CREATED, "{:?}", squat.body);
+    let token = squat.body["invitation"]["token"]
         .as_str()
         .unwrap()
         .to_owned();
-    for email in ["owner@acme.io", "bob@x.io"] {
+    let r = h.accept(&token, "the squatter's passphrase").await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["newAccount"], true);
+    // acme invites that address as an admin: the answer is the same as for an address new
+    // to Trail, and the account is not in acme.
+    let fresh = h.invite("acme", "new@acme.io", "admin").await;
+    let invited = h.invite("acme", "victim@acme.io", "admin").await;
+    assert_eq!(invited.status, StatusCode::CREATED, "{:?}", invited.body);
+    let shape = |v: &Value| {
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.extend(v["invitation"].as_object().unwrap().keys().cloned());
+        (keys, v["userId"].clone())
+    };
+    assert_eq!(shape(&invited.body), shape(&fresh.body));
+    assert_eq!(invited.body["userId"], Value::Null);
+    let squatter = h
+        .sign_in("victim@acme.io", "the squatter's passphrase")
+        .await
+        .unwrap();
+    let before = h.stored("acme").await.len();
+    let r = h
+        .call("GET", "/v1/orgs/acme/audit-logs", &squatter, None)
+        .await;
+    assert_problem(&r, 403, "you are not a member of org \"acme\"");
+    assert!(
+        h.store
+            .members("acme")
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.email != "victim@acme.io")
+    );
+    assert!(
+        h.stored("acme").await[before..]
+            .iter()
+            .all(|s| s.event.actor.id != "victim@acme.io"),
+        "the account's calls are not recorded in acme"
+    );
+    // acme lists the invitation as pending, with no account.
+    let list = h
+        .call("GET", "/v1/orgs/acme/members", &Cred::of(&h.owner), None)
+        .await;
+    let row = list.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["email"] == "victim@acme.io")
+        .unwrap()
+        .clone();
+    assert_eq!(row["userId"], Value::Null, "{row:?}");
+    assert_eq!(row["role"], "admin");
+    assert!(row["invitationExpiresAt"].is_string(), "{row:?}");
+    // acme's invitation joins the account only with the account's password: choosing a new
+    // one is refused, and changes nothing.
+    let acmes = invited.body["invitation"]["token"].as_str().unwrap();
+    let r = h.accept(acmes, "a password of my choosing").await;
+    assert_problem(
+        &r,
+        401,
+        "victim@acme.io has a Trail account: give its password",
+    );
+    assert!(
+        h.sign_in("victim@acme.io", "a password of my choosing")
+            .await
+            .is_err()
+    );
+    let r = h.accept(acmes, "the squatter's passphrase").await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(
+        (r.body["newAccount"].clone(), r.body["role"].clone()),
+        (json!(false), json!("admin"))
+    );
+    assert_problem(
+        &h.accept(acmes, "the squatter's passphrase").await,
+        404,
+        "not valid",
+    );
+    // An account that signs in with tokens only (acme's owner) joins no org by invitation.
+    let r = h.invite("umbrella", "owner@acme.io", "member").await;
+    let r = h
+        .accept(
+            r.body["invitation"]["token"].as_str().unwrap(),
+            "anything at all here",
+        )
+        .await;
+    assert_problem(&r, 409, "signs in with tokens only");
+    assert!(
+        h.sign_in("owner@acme.io", "anything at all here")
+            .await
+            .is_err()
+    );
+    // A platform admin's new org for someone else: its owner is invited, not added, whether
+    // or not they have an account.
+    for (org, owner) in [
+        ("initech", "bill@initech.io"),
+        ("hooli", "owner@umbrella.io"),
+    ] {
         let r = h
             .call(
                 "POST",
-                "/v1/orgs/umbrella/members",
-                &Cred::of(&h.other),
-                Some(json!({"email": email, "role": "member"})),
+                "/v1/orgs",
+                &Cred::of(&h.owner),
+                Some(json!({"id": org, "owner": owner})),
             )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-        assert!(r.body.get("invitation").is_none(), "{email}: {:?}", r.body);
+        assert!(r.body["invitation"]["token"].is_string(), "{:?}", r.body);
+        assert!(h.store.members(org).await.unwrap().is_empty(), "{org}");
     }
-    assert!(h.sign_in("owner@acme.io", "anything").await.is_err());
-    // Bob's own invitation still works, and only it.
-    assert_eq!(
-        h.accept(&bobs, "bob's own passphrase").await.status,
-        StatusCode::OK
-    );
-    assert!(h.sign_in("bob@x.io", "bob's own passphrase").await.is_ok());
-    // A new org's new first owner gets their invitation in the answer, for the platform
-    // admin to pass on; an existing one gets none.
-    let r = h
-        .call(
-            "POST",
-            "/v1/orgs",
-            &Cred::of(&h.owner),
-            Some(json!({"id": "initech", "owner": "bill@initech.io"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    let bills = r.body["invitation"]["token"].as_str().unwrap().to_owned();
-    assert_eq!(
-        h.accept(&bills, "bill's own passphrase").await.status,
-        StatusCode::OK
-    );
-    let r = h
-        .call(
-            "POST",
-            "/v1/orgs",
-            &Cred::of(&h.owner),
-            Some(json!({"id": "hooli", "owner": "owner@umbrella.io"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED);
-    assert!(r.body.get("invitation").is_none(), "{:?}", r.body);
 }
 
 /// Review finding: an org that sorts first could become the home org of anyone it added,
@@ -4776,7 +4847,7 @@ async fn personal_access_tokens_act_on_the_orgs_they_were_made_for_as_far_as_the
     let r = h
         .call("GET", "/v1/orgs/beta/audit-logs", &admin, None)
         .await;
-    assert_problem(&r, 403, "acts on acme only and cannot act on org \"beta\"");
+    assert_problem(&r, 403, "this token cannot act on org \"beta\"");
     // Nor can it make a token for more than it reaches.
     let r = h
         .call(
@@ -4826,7 +4897,7 @@ async fn personal_access_tokens_act_on_the_orgs_they_were_made_for_as_far_as_the
         assert_eq!(r.status, StatusCode::OK, "{org}: {:?}", r.body);
     }
     let r = h.call("GET", "/v1/orgs/gamma/audit-logs", &two, None).await;
-    assert_problem(&r, 403, "acts on acme, beta only");
+    assert_problem(&r, 403, "this token cannot act on org \"gamma\"");
     // In each org it holds its scopes ∩ the role there, decided at each call: as a member of
     // beta, the owner's token no longer manages keys there, though it still does in acme.
     let me = h.call("GET", "/v1/me", &two, None).await;
@@ -4850,6 +4921,13 @@ async fn personal_access_tokens_act_on_the_orgs_they_were_made_for_as_far_as_the
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let accepted = h
+        .accept(
+            r.body["invitation"]["token"].as_str().unwrap(),
+            "second owner's passphrase",
+        )
+        .await;
+    assert_eq!(accepted.status, StatusCode::OK, "{:?}", accepted.body);
     let demote = h
         .call(
             "PATCH",
@@ -5180,23 +5258,9 @@ async fn a_token_is_seen_and_revoked_in_every_org_it_acts_on_and_by_nobody_with_
         );
     }
     // An admin of acme alone (no say in beta) cannot revoke it, though it was made in acme.
-    let hash = trail_server::auth::hash_password("a long admin password").unwrap();
-    let r = h
-        .call(
-            "POST",
-            "/v1/orgs/acme/members",
-            &session,
-            Some(json!({"email": "admin@acme.io", "role": "admin"})),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    let admin_id = r.body["userId"].as_str().unwrap().to_owned();
-    h.store
-        .set_password(&admin_id, hash, NOW, Vec::new())
-        .await
-        .unwrap();
+    h.invited("acme", "admin@acme.io", "admin").await;
     let admin = h
-        .sign_in("admin@acme.io", "a long admin password")
+        .sign_in("admin@acme.io", "correct horse battery")
         .await
         .unwrap();
     let r = h
@@ -5239,6 +5303,13 @@ async fn a_token_is_seen_and_revoked_in_every_org_it_acts_on_and_by_nobody_with_
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let accepted = h
+        .accept(
+            r.body["invitation"]["token"].as_str().unwrap(),
+            "another owner's passphrase",
+        )
+        .await;
+    assert_eq!(accepted.status, StatusCode::OK, "{:?}", accepted.body);
     let r = h
         .call(
             "DELETE",
@@ -5973,4 +6044,247 @@ async fn collapse_folds_runs_and_the_export_returns_each_run_once() {
         .await;
     assert_eq!(counts(&closed), [3]);
     assert_eq!(closed.body["items"][0]["seqs"].as_array().unwrap().len(), 3);
+}
+
+/// Attack finding: an API key kept the role of the admin who made it after they were demoted
+/// or removed (and could promote them back), and one made with a personal access token
+/// worked after that token was revoked. What a key holds is now bounded, at each use, by what
+/// its maker holds then.
+#[tokio::test]
+async fn an_api_key_never_holds_more_than_its_maker_does_now() {
+    let h = harness().await;
+    let owner = Cred::of(&h.owner);
+    let admin = h.signed_in("acme", "admin@acme.io", "admin").await;
+    let make = |cred: Cred, name: &'static str, scopes: &'static [&'static str]| {
+        let h = &h;
+        async move {
+            let r = h
+                .call(
+                    "POST",
+                    "/v1/orgs/acme/api-keys",
+                    &cred,
+                    Some(json!({"name": name, "scopes": scopes})),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+            let id = r.body["id"].as_str().unwrap().to_owned();
+            (
+                Cred::of(&format!("{id}:{}", r.body["secret"].as_str().unwrap())),
+                id,
+            )
+        }
+    };
+    let (key, _) = make(admin, "admins-key", &["members:manage", "logs:write"]).await;
+    async fn members(h: &Harness, cred: &Cred) -> Reply {
+        h.call("GET", "/v1/orgs/acme/members", cred, None).await
+    }
+    async fn read_with(h: &Harness, cred: &Cred) -> Reply {
+        h.call("GET", "/v1/orgs/acme/audit-logs?limit=1", cred, None)
+            .await
+    }
+    assert_eq!(members(&h, &key).await.status, StatusCode::OK);
+    // Demoted to member: the key holds what a member does, and cannot promote its maker.
+    let r = h
+        .call(
+            "PATCH",
+            "/v1/orgs/acme/members/admin@acme.io",
+            &owner,
+            Some(json!({"role": "member"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_problem(&members(&h, &key).await, 403, "members:manage");
+    let r = h
+        .call(
+            "PATCH",
+            "/v1/orgs/acme/members/admin@acme.io",
+            &key,
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_problem(&r, 403, "members:manage");
+    // Promoted again, the key works again; removed, it is refused, saying why.
+    h.call(
+        "PATCH",
+        "/v1/orgs/acme/members/admin@acme.io",
+        &owner,
+        Some(json!({"role": "admin"})),
+    )
+    .await;
+    assert_eq!(members(&h, &key).await.status, StatusCode::OK);
+    let r = h
+        .call(
+            "DELETE",
+            "/v1/orgs/acme/members/admin@acme.io",
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    assert_problem(
+        &members(&h, &key).await,
+        401,
+        "the member who made it is no longer in org \"acme\"",
+    );
+
+    // Made with a PAT: it works while that PAT does; and a key made by that key, too.
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/tokens",
+            &owner,
+            Some(json!({"name": "automation", "scopes": ["logs:read", "keys:manage"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let (pat_id, pat) = (
+        r.body["id"].as_str().unwrap().to_owned(),
+        r.body["token"].as_str().unwrap().to_owned(),
+    );
+    let (by_pat, _) = make(Cred::of(&pat), "by-pat", &["logs:read", "keys:manage"]).await;
+    assert_eq!(read_with(&h, &by_pat).await.status, StatusCode::OK);
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/api-keys",
+            &by_pat,
+            Some(json!({"name": "by-key", "scopes": ["logs:read"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let by_key = Cred::of(&format!(
+        "{}:{}",
+        r.body["id"].as_str().unwrap(),
+        r.body["secret"].as_str().unwrap()
+    ));
+    assert_eq!(read_with(&h, &by_key).await.status, StatusCode::OK);
+    let r = h
+        .call(
+            "DELETE",
+            &format!("/v1/orgs/acme/tokens/{pat_id}"),
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    assert_problem(
+        &read_with(&h, &by_pat).await,
+        401,
+        &format!("the credential it was made with ({pat_id}) was revoked"),
+    );
+    // The key made by that key: its maker's maker was revoked.
+    assert_problem(
+        &read_with(&h, &by_key).await,
+        401,
+        &format!("the credential it was made with ({pat_id}) was revoked"),
+    );
+    // Revoking a key ends the keys it made.
+    let (parent, parent_id) =
+        make(Cred::of(&h.owner), "parent", &["keys:manage", "logs:write"]).await;
+    let (child, _) = make(parent, "child", &["logs:write"]).await;
+    async fn ingest(h: &Harness, cred: &Cred) -> Reply {
+        h.call(
+            "POST",
+            "/v1/orgs/acme/events",
+            cred,
+            Some(json!([event("user.login")])),
+        )
+        .await
+    }
+    assert_eq!(ingest(&h, &child).await.status, StatusCode::OK);
+    let r = h
+        .call(
+            "DELETE",
+            &format!("/v1/orgs/acme/api-keys/{parent_id}"),
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    assert_problem(
+        &ingest(&h, &child).await,
+        401,
+        &format!("the credential it was made with ({parent_id}) was revoked"),
+    );
+}
+
+/// Attack finding: HEAD on an authenticated route answered 500 ("no operation for HEAD") and
+/// was recorded as a server error. HEAD is the GET operation without the body: the same
+/// access, the same record.
+#[tokio::test]
+async fn head_is_the_get_operation_without_its_body() {
+    let h = harness().await;
+    for (cred, status) in [
+        (Cred::of(&h.owner), StatusCode::OK),
+        (Cred::None, StatusCode::UNAUTHORIZED),
+        (Cred::of(&h.other), StatusCode::FORBIDDEN),
+    ] {
+        let r = h
+            .send(request("HEAD", "/v1/orgs/acme/audit-logs", &cred, None))
+            .await;
+        assert_eq!(r.status, status);
+        assert_eq!(r.body, Value::String(String::new()), "no body");
+    }
+    let recorded = h.stored("acme").await;
+    let heads: Vec<_> = recorded
+        .iter()
+        .filter(|s| s.event.request.as_ref().is_some_and(|r| r.method == "HEAD"))
+        .collect();
+    assert!(!heads.is_empty());
+    assert!(heads.iter().all(
+        |s| s.event.action == "listAuditLogs" && s.event.request.as_ref().unwrap().status < 500
+    ));
+}
+
+/// An invitation made before invitations carried a role (a store from an earlier Trail) was
+/// made out to the account it created, already a member: accepting it still sets that
+/// account's first password, and nothing else.
+#[tokio::test]
+async fn an_invitation_from_an_earlier_trail_still_sets_its_accounts_first_password() {
+    let h = harness().await;
+    let s: &dyn Store = &*h.store;
+    let pending = User {
+        id: "usr_old".into(),
+        email: "old@acme.io".into(),
+        password_hash: None,
+        platform_admin: false,
+        created_at: NOW,
+    };
+    s.add_member("acme", pending, Role::Member, Vec::new())
+        .await
+        .unwrap();
+    let minted = mint(CredentialSpec {
+        kind: TokenKind::Invitation,
+        org: "acme".into(),
+        owner: "old@acme.io".into(),
+        user_id: Some("usr_old".into()),
+        name: "invitation".into(),
+        description: String::new(),
+        scopes: Vec::new(),
+        instance: None,
+        created_by: "owner@acme.io".into(),
+        created_at: NOW,
+        expires_at: None,
+        reach: trail_store::Reach::Own,
+    });
+    s.create_token(minted.token, Vec::new()).await.unwrap();
+    let r = h
+        .accept(&minted.secret, "the old member's passphrase")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(
+        (r.body["role"].clone(), r.body["newAccount"].clone()),
+        (json!("member"), json!(false))
+    );
+    assert!(
+        h.sign_in("old@acme.io", "the old member's passphrase")
+            .await
+            .is_ok()
+    );
+    assert_problem(
+        &h.accept(&minted.secret, "the old member's passphrase")
+            .await,
+        404,
+        "not valid",
+    );
 }

@@ -14,7 +14,8 @@ use trail_core::scope::{Role, Scope};
 use trail_core::{Cursor, Event, EventBody, Timestamp};
 
 use crate::{
-    Bootstrap, EventQuery, Org, Outcome, Store, StoreError, StoredEvent, Token, TokenKind, User,
+    Acceptance, Bootstrap, EventQuery, Org, Outcome, Store, StoreError, StoredEvent, Token,
+    TokenKind, User,
 };
 
 /// A store under test, and whatever must live as long as it (a temp dir, a database).
@@ -29,6 +30,7 @@ macro_rules! store_conformance_tests {
         $crate::store_conformance_tests!(@each $make;
             bootstrap_runs_once,
             orgs_users_and_tokens,
+            invitations_join_an_account_only_when_accepted,
             members_roles_and_the_last_owner,
             instances_per_org,
             credentials_are_listed_and_revoked,
@@ -205,6 +207,8 @@ fn token(id: &str, org: &str) -> Token {
         revoked_at: None,
         reach: crate::Reach::Own,
         from_password: false,
+        role: None,
+        made_with: None,
     }
 }
 
@@ -243,6 +247,177 @@ pub async fn bootstrap_runs_once(store: Arc<dyn Store>) {
         store.memberships("usr_1").await.unwrap(),
         vec![("default".to_owned(), Role::Owner)]
     );
+}
+
+pub async fn invitations_join_an_account_only_when_accepted(store: Arc<dyn Store>) {
+    with_orgs(&*store, &["acme", "umbrella"]).await;
+    let invitation = |id: &str, org: &str, email: &str, role: Role| Token {
+        kind: TokenKind::Invitation,
+        owner: email.into(),
+        scopes: Vec::new(),
+        role: Some(role),
+        expires_at: Some(Timestamp(T0 + 1_000)),
+        ..token(id, org)
+    };
+    let members = |org: &'static str| {
+        let store = store.clone();
+        async move {
+            let mut m: Vec<(String, Role)> = store
+                .members(org)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| (m.email, m.role))
+                .collect();
+            m.sort_by(|a, b| a.0.cmp(&b.0));
+            m
+        }
+    };
+    // Inviting changes no account and no membership.
+    store
+        .invite_member(
+            invitation("inv_1", "acme", "ana@x.io", Role::Member),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.user_by_email("ana@x.io").await.unwrap(), None);
+    assert!(members("acme").await.is_empty());
+    // Inviting again replaces the open invitation.
+    store
+        .invite_member(
+            invitation("inv_2", "acme", "ana@x.io", Role::Admin),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .token("inv_1")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    let at = Timestamp(T0 + 10);
+    let ana = User {
+        password_hash: Some("$argon2id$ana".into()),
+        ..user("usr_ana", "ana@x.io")
+    };
+    assert!(matches!(
+        store
+            .accept_invitation("inv_1", Acceptance::NewAccount(ana.clone()), at, Vec::new())
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    // An acceptance for another email is refused.
+    assert!(matches!(
+        store
+            .accept_invitation(
+                "inv_2",
+                Acceptance::NewAccount(user("usr_eve", "eve@x.io")),
+                at,
+                Vec::new()
+            )
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let m = store
+        .accept_invitation("inv_2", Acceptance::NewAccount(ana.clone()), at, Vec::new())
+        .await
+        .unwrap();
+    assert_eq!((m.email.as_str(), m.role), ("ana@x.io", Role::Admin));
+    assert_eq!(store.user_by_email("ana@x.io").await.unwrap(), Some(ana));
+    assert_eq!(
+        members("acme").await,
+        [("ana@x.io".to_owned(), Role::Admin)]
+    );
+    // Once only.
+    assert!(matches!(
+        store
+            .accept_invitation(
+                "inv_2",
+                Acceptance::Account {
+                    user_id: "usr_ana".into()
+                },
+                at,
+                Vec::new()
+            )
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    // A member is not invited again.
+    assert!(matches!(
+        store
+            .invite_member(
+                invitation("inv_3", "acme", "ana@x.io", Role::Owner),
+                Vec::new()
+            )
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Another org's invitation of the same email: a new account is refused (it exists),
+    // and so is another account; the account itself joins.
+    store
+        .invite_member(
+            invitation("inv_4", "umbrella", "ana@x.io", Role::Member),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert!(members("umbrella").await.is_empty());
+    for refused in [
+        Acceptance::NewAccount(user("usr_ana2", "ana@x.io")),
+        Acceptance::Account {
+            user_id: "usr_1".into(),
+        },
+        Acceptance::FirstPassword("$argon2id$x".into()),
+    ] {
+        assert!(
+            matches!(
+                store
+                    .accept_invitation("inv_4", refused.clone(), at, Vec::new())
+                    .await,
+                Err(StoreError::Conflict(_))
+            ),
+            "{refused:?}"
+        );
+    }
+    store
+        .accept_invitation(
+            "inv_4",
+            Acceptance::Account {
+                user_id: "usr_ana".into(),
+            },
+            at,
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        members("umbrella").await,
+        [("ana@x.io".to_owned(), Role::Member)]
+    );
+    // An expired invitation is no invitation.
+    store
+        .invite_member(
+            invitation("inv_5", "umbrella", "bo@x.io", Role::Member),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .accept_invitation(
+                "inv_5",
+                Acceptance::NewAccount(user("usr_bo", "bo@x.io")),
+                Timestamp(T0 + 1_000),
+                Vec::new()
+            )
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 pub async fn orgs_users_and_tokens(store: Arc<dyn Store>) {

@@ -78,6 +78,19 @@ pub struct Member {
     pub role: Role,
 }
 
+/// How an invitation is accepted, once the server has checked the invitee.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acceptance {
+    /// No account has the invitation's email: `User` (with the password the invitee chose) is
+    /// created and joins the org.
+    NewAccount(User),
+    /// The account with the invitation's email joins the org: the invitee gave its password.
+    Account { user_id: String },
+    /// An invitation from before invitations carried a role, made out to the account it
+    /// created (already a member): that account gets this first password.
+    FirstPassword(String),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
     pub org: String,
@@ -92,8 +105,11 @@ pub enum TokenKind {
     Pat,
     ApiKey,
     BreakGlass,
-    /// An invitation to set a password: its user is the invitee; `revoked_at` is when it was
-    /// used (or withdrawn). It authenticates nothing.
+    /// An invitation to join an org ([`Token::org`]) as [`Token::role`], made out to an
+    /// email ([`Token::owner`]). Accepting it makes that email's account a member: a new
+    /// account, whose password the invitee chooses, or an existing one, whose password the
+    /// invitee must give. `revoked_at` is when it was used (or withdrawn). It authenticates
+    /// nothing.
     Invitation,
 }
 
@@ -145,6 +161,15 @@ pub struct Token {
     /// Made by signing in with a password (`POST /v1/login`): revoked when that password
     /// changes, like the user's sessions.
     pub from_password: bool,
+    /// An invitation's role: what the invitee becomes in [`Token::org`] by accepting it.
+    /// `None` for every other kind, and for an invitation stored before invitations carried
+    /// their role (one that set the first password of the account it created, already a
+    /// member).
+    pub role: Option<Role>,
+    /// An API key's maker: the credential (a token's or a console session's id) it was made
+    /// with. A key never holds more than that credential's holder does today (see the
+    /// server's `auth::token_caller`). `None` for keys made before this was kept.
+    pub made_with: Option<String>,
 }
 
 /// The orgs a personal access token acts on. In each, it holds its scopes as far as its
@@ -371,17 +396,16 @@ pub trait Store: Send + Sync + 'static {
     /// The org where platform-level calls are recorded (the bootstrap org).
     async fn platform_org(&self) -> Result<Option<String>>;
 
-    /// Creates an org and, if given, its first owner (created as a user if new).
-    /// Creates an org and, if given, its first owner (created as a user if new). A new owner
-    /// gets `invitation` (a [`TokenKind::Invitation`]), made out to them, in the same
-    /// transaction; answers whether it was stored. An existing user gets none.
+    /// Creates an org with, if given, its first owner (`owner`, a user made a member at
+    /// once: the caller making an org for themselves; created if new) and/or `invitation` (a
+    /// [`TokenKind::Invitation`] for the owner to be), in one transaction.
     async fn create_org(
         &self,
         org: Org,
         owner: Option<User>,
         invitation: Option<Token>,
         audit: AuditEvents,
-    ) -> Result<bool>;
+    ) -> Result<()>;
     async fn org(&self, id: &str) -> Result<Option<Org>>;
     async fn orgs(&self) -> Result<Vec<Org>>;
 
@@ -405,18 +429,10 @@ pub trait Store: Send + Sync + 'static {
         role: Role,
         audit: AuditEvents,
     ) -> Result<Member>;
-    /// Adds `user` to the org like [`Store::add_member`] and, if that creates the user (a new
-    /// email), stores `invitation` (a [`TokenKind::Invitation`], made out to them) in the
-    /// same transaction: an invitation sets the password of the account it created and of no
-    /// other. Answers the member and whether the invitation was stored.
-    async fn invite_member(
-        &self,
-        org: &str,
-        user: User,
-        role: Role,
-        invitation: Token,
-        audit: AuditEvents,
-    ) -> Result<(Member, bool)>;
+    /// Stores `invitation` (a [`TokenKind::Invitation`] with a role, made out to an email):
+    /// nothing else changes until the invitee accepts it. It replaces the email's open
+    /// invitations to the org. `Conflict` if the email is already a member.
+    async fn invite_member(&self, invitation: Token, audit: AuditEvents) -> Result<()>;
     /// Changes a member's role; refuses to leave the org without an owner.
     async fn set_role(
         &self,
@@ -446,16 +462,18 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes a credential at `at`; revoking a revoked one changes nothing.
     async fn revoke_token(&self, id: &str, at: Timestamp, audit: AuditEvents) -> Result<()>;
 
-    /// Uses invitation `id` at `at`: its user gets `password_hash` as their first password,
-    /// and the invitation can never be used again. `NotFound` if there is no such open
-    /// invitation (unknown, used, withdrawn or expired); `Conflict` if the user has a password.
+    /// Uses open invitation `id` at `at`, once: see [`Acceptance`]. Answers the membership it
+    /// made (or, for an invitation from before invitations carried a role, the one it
+    /// completed). `NotFound` if there is no such open invitation (unknown, used, withdrawn or
+    /// expired); `Conflict` if the account is not as the acceptance says (it exists, or has a
+    /// password, or is already a member).
     async fn accept_invitation(
         &self,
         id: &str,
-        password_hash: String,
+        acceptance: Acceptance,
         at: Timestamp,
         audit: AuditEvents,
-    ) -> Result<()>;
+    ) -> Result<Member>;
 
     async fn create_session(&self, session: Session, audit: AuditEvents) -> Result<()>;
     async fn session(&self, id: &str) -> Result<Option<Session>>;

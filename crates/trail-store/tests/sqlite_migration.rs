@@ -82,6 +82,8 @@ async fn populate(dir: &Path) {
         revoked_at: None,
         reach: trail_store::Reach::Own,
         from_password: false,
+        role: None,
+        made_with: None,
     };
     assert!(
         store

@@ -123,6 +123,8 @@ async fn changes_and_their_records_recover_after_another_connection_appends() {
         revoked_at: None,
         reach: trail_store::Reach::Own,
         from_password: false,
+        role: None,
+        made_with: None,
     };
     let mut failures = 0;
     loop {

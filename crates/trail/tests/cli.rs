@@ -1114,7 +1114,7 @@ async fn one_login_works_in_every_org_and_tokens_reach_only_the_orgs_they_were_m
     let refused = cli.run(&["--token", &two, "--org", "beta", "logs", "tail"]);
     assert_eq!(refused.status.code(), Some(5), "{}", stderr(&refused));
     assert!(
-        stderr(&refused).contains("acts on default, acme only"),
+        stderr(&refused).contains("this token cannot act on org \"beta\""),
         "{}",
         stderr(&refused)
     );

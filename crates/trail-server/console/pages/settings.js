@@ -41,9 +41,12 @@ async function members(org, reload, out) {
     },
   }, ROLES.map((r) => h("option", { value: r, selected: r === m.role }, r)));
   const remove = (m) => h("button", {
-    type: "button", class: "danger", "aria-label": `Remove ${m.email}`,
+    type: "button", class: "danger", "aria-label": m.userId ? `Remove ${m.email}` : `Withdraw the invitation of ${m.email}`,
     onclick: async () => {
-      if (!sure(`Remove ${m.email} from ${org}? Their tokens stop working here at once.`)) return;
+      const question = m.userId
+        ? `Remove ${m.email} from ${org}? Their tokens stop working here at once.`
+        : `Withdraw the invitation of ${m.email} to ${org}?`;
+      if (!sure(question)) return;
       try {
         await del(`${orgPath(org)}/members/${seg(m.email)}`);
         reload();
@@ -51,7 +54,7 @@ async function members(org, reload, out) {
         error.textContent = err.message;
       }
     },
-  }, "Remove");
+  }, m.userId ? "Remove" : "Withdraw");
   const invite = h("form", {
     class: "inline-form", "aria-label": "Invite a member",
     onsubmit: async (e) => {
@@ -60,13 +63,9 @@ async function members(org, reload, out) {
       const f = e.currentTarget;
       try {
         const r = await post(`${orgPath(org)}/members`, { email: f.elements["invite-email"].value.trim(), role: f.elements["invite-role"].value });
-        if (r.invitation) {
-          const link = `${location.origin}/#/invitation/${encodeURIComponent(r.invitation.token)}`;
-          out.set(secretOnce(`Invitation for ${r.email}`, link,
-            `Send this link to ${r.email}: it lets them choose their password, once, until ${new Date(r.invitation.expiresAt).toLocaleString()}.`));
-        } else {
-          out.set(h("p", { class: "notice", role: "status" }, `${r.email} already has a Trail account and is now a member of ${org}.`));
-        }
+        const link = `${location.origin}/#/invitation/${encodeURIComponent(r.invitation.token)}`;
+        out.set(secretOnce(`Invitation for ${r.email}`, link,
+          `Send this link to ${r.email} alone: with it they join ${org} as ${r.role}, once, until ${new Date(r.invitation.expiresAt).toLocaleString()}, choosing a password if they are new to Trail or giving their account's if not.`));
         reload();
       } catch (err) {
         error.textContent = err.message;
@@ -78,8 +77,9 @@ async function members(org, reload, out) {
   h("button", { type: "submit", class: "primary" }, "Invite"));
   const columns = [
     ["Member", (m) => m.email],
-    ["Role", roleSelect],
-    ["", (m) => (m.invitationExpiresAt ? h("span", { class: "badge" }, "invited") : "")],
+    // An invitation's role is what it says: to change it, invite again.
+    ["Role", (m) => (m.userId ? roleSelect(m) : m.role)],
+    ["", (m) => (m.invitationExpiresAt ? h("span", { class: "badge", title: `until ${new Date(m.invitationExpiresAt).toLocaleString()}` }, "invited") : "")],
     ["", remove],
   ];
   return h("section", { class: "settings", "aria-labelledby": "members-title" },

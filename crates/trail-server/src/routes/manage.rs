@@ -12,13 +12,13 @@ use trail_core::scope::{Role, preset};
 use trail_core::time::parse_duration_micros;
 use trail_core::{EventBody, Scope, Timestamp};
 use trail_record::CallContext;
-use trail_store::{AuditEvents, Instance, Org, Reach, Token, TokenKind, User};
+use trail_store::{AuditEvents, Instance, Org, Reach, Token, TokenKind};
 use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::{
     Caller, CredentialKind, CredentialSpec, Minted, check_grant, check_grant_in, check_over_member,
-    check_revoke, grant_reach, mint, random_id,
+    check_revoke, grant_reach, mint,
 };
 use crate::error::ApiError;
 use crate::openapi::{Conflict, NotFound};
@@ -272,23 +272,31 @@ pub async fn create_org(
     let name = req.name.unwrap_or_else(|| req.id.clone());
     check_name("name", &name, 200)?;
     let now = crate::now();
-    let owner = match req.owner {
-        Some(email) => {
-            check_email(&email)?;
-            new_user(&email, now)
-        }
-        None => {
-            let id = caller
-                .user_id
-                .as_deref()
-                .ok_or_else(|| bad("owner: name the first owner's email"))?;
-            state
-                .store
-                .user(id)
-                .await?
-                .ok_or_else(|| bad("owner: name the first owner's email"))?
-        }
+    // The caller may make an org for themselves; anyone else becomes its owner only by
+    // accepting the invitation made out to them.
+    let me = match &caller.user_id {
+        Some(id) => state.store.user(id).await?,
+        None => None,
     };
+    let (owner, invited) = match (req.owner, me) {
+        (Some(email), Some(me)) if email == me.email => (None, Some(me)),
+        (Some(email), _) => {
+            check_email(&email)?;
+            let minted = invitation(&caller, &req.id, &email, Role::Owner, now)?;
+            (Some(minted), None)
+        }
+        (None, Some(me)) => (None, Some(me)),
+        (None, None) => return Err(bad("owner: name the first owner's email")),
+    };
+    let owner_email = invited.as_ref().map_or_else(
+        || {
+            owner
+                .as_ref()
+                .map(|m| m.token.owner.clone())
+                .unwrap_or_default()
+        },
+        |u| u.email.clone(),
+    );
     let org = Org {
         id: req.id.clone(),
         name: name.clone(),
@@ -299,45 +307,48 @@ pub async fn create_org(
         "created",
         object("org", json!({"id": req.id, "name": name})),
         "CREATE",
-        format!("org {:?} created with owner {}", req.id, owner.email),
-        json!({"owner": owner.email}),
+        match &owner {
+            Some(_) => format!(
+                "org {:?} created; {owner_email} invited as its owner",
+                req.id
+            ),
+            None => format!("org {:?} created with owner {owner_email}", req.id),
+        },
+        match &owner {
+            Some(m) => json!({"owner": owner_email, "invitation": m.token.id}),
+            None => json!({"owner": owner_email}),
+        },
     );
-    let owner_email = owner.email.clone();
-    let invitation = invitation(&caller, &req.id, &owner, Role::Owner, now)?;
-    let shown = invitation_json(&invitation);
-    let invited = state
+    let shown = owner.as_ref().map(invitation_json);
+    state
         .store
-        .create_org(
-            org,
-            Some(owner),
-            Some(invitation.token),
-            audit(&req.id, event),
-        )
+        .create_org(org, invited, owner.map(|m| m.token), audit(&req.id, event))
         .await?;
     let out = CreatedOrg {
         id: req.id,
         name,
         owner: owner_email,
         created_at: now.to_string(),
-        invitation: invited.then_some(shown),
+        invitation: shown,
     };
     Ok((StatusCode::CREATED, Json(out)))
 }
 
-/// An invitation for `user` to join `org` as `role`: stored only if the user is new (see
-/// `Store::invite_member`), so it sets the password of the account it creates and no other.
+/// An invitation for `email` to join `org` as `role`. It changes no account: accepting it
+/// does, with the password of the email's account if it has one (so an inviter, who sees the
+/// invitation, can never use it to reach an account someone else made).
 fn invitation(
     caller: &Caller,
     org: &str,
-    user: &User,
+    email: &str,
     role: Role,
     now: Timestamp,
 ) -> Result<Minted, ApiError> {
-    Ok(mint(CredentialSpec {
+    let mut minted = mint(CredentialSpec {
         kind: TokenKind::Invitation,
         org: org.to_owned(),
-        owner: user.email.clone(),
-        user_id: Some(user.id.clone()),
+        owner: email.to_owned(),
+        user_id: None,
         name: "invitation".into(),
         description: format!("to join org {org:?} as {}", role.as_str()),
         scopes: Vec::new(),
@@ -346,7 +357,9 @@ fn invitation(
         created_at: now,
         expires_at: expiry(None, now, Some(INVITATION_LIFETIME), "1m", "30d")?,
         reach: trail_store::Reach::Own,
-    }))
+    });
+    minted.token.role = Some(role);
+    Ok(minted)
 }
 
 /// An invitation as its inviter sees it, once.
@@ -355,16 +368,6 @@ fn invitation_json(m: &Minted) -> Invitation {
         id: m.token.id.clone(),
         token: m.secret.clone(),
         expires_at: m.token.expires_at.map(|t| t.to_string()),
-    }
-}
-
-fn new_user(email: &str, now: Timestamp) -> User {
-    User {
-        id: random_id("usr"),
-        email: email.to_owned(),
-        password_hash: None,
-        platform_admin: false,
-        created_at: now,
     }
 }
 
@@ -483,7 +486,8 @@ pub async fn create_instance(
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberListed {
-    pub user_id: String,
+    /// Null for an invitation not yet accepted.
+    pub user_id: Option<String>,
     pub email: String,
     #[schema(value_type = trail_core::Role)]
     pub role: &'static str,
@@ -496,11 +500,12 @@ pub struct MemberListed {
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberView {
-    pub user_id: String,
+    /// Null for an invitation not yet accepted.
+    pub user_id: Option<String>,
     pub email: String,
     #[schema(value_type = trail_core::Role)]
     pub role: &'static str,
-    /// For an email new to Trail: their invitation, shown once (only when adding).
+    /// The invitation, shown once (only when inviting).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub invitation: Option<Invitation>,
 }
@@ -524,23 +529,32 @@ pub async fn list_members(
         .into_iter()
         .filter(|t| t.revoked_at.is_none() && t.expires_at.is_none_or(|e| e > now))
         .collect();
-    let items = state
+    let mut items: Vec<MemberListed> = state
         .store
         .members(&org)
         .await?
         .into_iter()
         .map(|m| {
+            // An invitation from before invitations carried a role completes its member.
             let invited = pending
                 .iter()
                 .find(|t| t.user_id.as_ref() == Some(&m.user_id));
             MemberListed {
                 invitation_expires_at: invited.and_then(|t| t.expires_at).map(|t| t.to_string()),
-                user_id: m.user_id,
+                user_id: Some(m.user_id),
                 email: m.email,
                 role: m.role.as_str(),
             }
         })
         .collect();
+    items.extend(pending.iter().filter_map(|t| {
+        Some(MemberListed {
+            user_id: None,
+            email: t.owner.clone(),
+            role: t.role?.as_str(),
+            invitation_expires_at: t.expires_at.map(|t| t.to_string()),
+        })
+    }));
     Ok(Json(Items { items }))
 }
 
@@ -563,17 +577,19 @@ fn role(s: &str) -> Result<Role, ApiError> {
 /// How long an invitation can be accepted.
 const INVITATION_LIFETIME: &str = "7d";
 
-/// `POST /v1/orgs/{org}/members`: adds the member with the role and, if the email is new to
-/// Trail, invites them: the answer carries the invitation (shown once), which they accept
-/// with `POST /v1/invitations/accept` (or in the console) by choosing their own password.
-/// Nobody sets another person's password, and no invitation reaches an existing account.
+/// `POST /v1/orgs/{org}/members`: invites an email with a role. The answer carries the
+/// invitation (shown once), whether or not the email has a Trail account (the answer says
+/// nothing about that): the invitee accepts it with `POST /v1/invitations/accept` (or in
+/// the console), choosing a password if the email is new to Trail, or giving their account's
+/// password if not. Nobody is made a member of an org without accepting, and nobody sets
+/// another person's password. Inviting an email again replaces its open invitation.
 #[utoipa::path(
     post,
     path = "/v1/orgs/{org}/members",
     operation_id = "addMember",
     params(("org" = String, Path, description = "The org's id")),
     request_body = NewMember,
-    responses((status = 201, description = "Added (and invited, if new to Trail)", body = MemberView), Conflict),
+    responses((status = 201, description = "Invited: the answer carries the invitation, shown once", body = MemberView), Conflict),
 )]
 pub async fn add_member(
     State(state): State<AppState>,
@@ -591,28 +607,81 @@ pub async fn add_member(
     let role = role(&req.role)?;
     check_grant(&caller, &org, role.scopes())?;
     let now = crate::now();
-    let user = new_user(&req.email, now);
-    let minted = invitation(&caller, &org, &user, role, now)?;
+    let minted = invitation(&caller, &org, &req.email, role, now)?;
     let shown = invitation_json(&minted);
     let event = domain_event(
         &caller,
         "created",
-        object("member", json!({"email": req.email, "role": role.as_str()})),
+        object(
+            "invitation",
+            json!({"id": minted.token.id, "email": req.email}),
+        ),
         "CREATE",
-        format!("{} added as {}", req.email, role.as_str()),
-        json!({"invitation": minted.token.id}),
+        format!("{} invited as {}", req.email, role.as_str()),
+        json!({"email": req.email, "role": role.as_str()}),
     );
-    let (m, invited) = state
+    state
         .store
-        .invite_member(&org, user, role, minted.token, audit(&org, event))
+        .invite_member(minted.token, audit(&org, event))
         .await?;
     let out = MemberView {
-        user_id: m.user_id,
-        email: m.email,
-        role: m.role.as_str(),
-        invitation: invited.then_some(shown),
+        user_id: None,
+        email: req.email,
+        role: role.as_str(),
+        invitation: Some(shown),
     };
     Ok((StatusCode::CREATED, Json(out)))
+}
+
+/// The open invitation (with a role) of `email` to `org`, if there is one.
+async fn open_invitation(
+    state: &AppState,
+    org: &str,
+    email: &str,
+) -> Result<Option<Token>, ApiError> {
+    let now = crate::now();
+    Ok(state
+        .store
+        .tokens(org, TokenKind::Invitation, None)
+        .await?
+        .into_iter()
+        .find(|t| {
+            t.owner == email
+                && t.role.is_some()
+                && t.revoked_at.is_none()
+                && t.expires_at.is_none_or(|e| e > now)
+        }))
+}
+
+/// Withdraws an invitation not yet accepted: only by someone who could have made it.
+async fn withdraw(
+    state: &AppState,
+    caller: &Caller,
+    org: &str,
+    invitation: Token,
+) -> Result<StatusCode, ApiError> {
+    let role = invitation.role.unwrap_or(Role::Owner);
+    check_grant(caller, org, role.scopes())?;
+    let event = domain_event(
+        caller,
+        "deleted",
+        object(
+            "invitation",
+            json!({"id": invitation.id, "email": invitation.owner}),
+        ),
+        "DELETE",
+        format!(
+            "invitation of {} as {} withdrawn",
+            invitation.owner,
+            role.as_str()
+        ),
+        json!({}),
+    );
+    state
+        .store
+        .revoke_token(&invitation.id, crate::now(), audit(org, event))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The member a path names, by email or user id.
@@ -653,9 +722,16 @@ pub async fn update_member(
 ) -> Result<Json<MemberView>, ApiError> {
     let req: MemberUpdate = body(&bytes)?;
     let new = role(&req.role)?;
-    let m = find_member(&state, &org, &who).await?;
+    let m = match find_member(&state, &org, &who).await {
+        Err(ApiError::NotFound(_)) if open_invitation(&state, &org, &who).await?.is_some() => {
+            return Err(ApiError::Conflict(format!(
+                "{who} has not accepted their invitation yet: invite them again with the new role"
+            )));
+        }
+        found => found?,
+    };
     // Changing a role means holding what it takes away and what it gives.
-    check_over_member(&*state.store, &caller, &org, &m).await?;
+    check_over_member(&*state.store, &caller, &org, &state.platform_org, &m).await?;
     check_grant(&caller, &org, new.scopes())?;
     let event = domain_event(
         &caller,
@@ -675,7 +751,7 @@ pub async fn update_member(
         .set_role(&org, &m.user_id, new, audit(&org, event))
         .await?;
     Ok(Json(MemberView {
-        user_id: m.user_id,
+        user_id: Some(m.user_id),
         email: m.email,
         role: new.as_str(),
         invitation: None,
@@ -694,8 +770,16 @@ pub async fn remove_member(
     Path((org, who)): Path<(String, String)>,
     Extension(caller): Extension<Caller>,
 ) -> Result<StatusCode, ApiError> {
-    let m = find_member(&state, &org, &who).await?;
-    check_over_member(&*state.store, &caller, &org, &m).await?;
+    let m = match find_member(&state, &org, &who).await {
+        Err(ApiError::NotFound(not_member)) => {
+            return match open_invitation(&state, &org, &who).await? {
+                Some(invitation) => withdraw(&state, &caller, &org, invitation).await,
+                None => Err(ApiError::NotFound(not_member)),
+            };
+        }
+        found => found?,
+    };
+    check_over_member(&*state.store, &caller, &org, &state.platform_org, &m).await?;
     let event = domain_event(
         &caller,
         "deleted",
@@ -881,7 +965,11 @@ async fn store_new_credential(
     {
         spec.expires_at = Some(spec.expires_at.map_or(limit, |e| e.min(limit)));
     }
-    let minted = mint(spec);
+    let mut minted = mint(spec);
+    if minted.token.kind == TokenKind::ApiKey {
+        // What a key holds is bounded, at each use, by what its maker holds then.
+        minted.token.made_with = Some(caller.credential_id.clone());
+    }
     let t = &minted.token;
     let id = match t.kind {
         TokenKind::BreakGlass => json!({"id": t.id}),

@@ -13,6 +13,7 @@ use trail_core::event::Actor;
 use trail_core::scope::preset;
 use trail_core::{ActorType, Timestamp};
 use trail_record::{CallContext, Identity};
+use trail_store::Acceptance as Joining;
 use trail_store::{Reach, Session, TokenKind, User};
 use utoipa::ToSchema;
 
@@ -20,7 +21,7 @@ use crate::AppState;
 use crate::audit::client_ip;
 use crate::auth::{
     Attempt, Caller, CredentialSpec, SESSION_COOKIE, csrf_token, hash_password, hash_secret, mint,
-    mint_session, session_cookie, token_caller, usable, verify_password,
+    mint_session, random_id, session_cookie, token_caller, usable, verify_password,
 };
 use crate::error::ApiError;
 use crate::openapi::{Conflict, NotFound, Unsupported};
@@ -84,26 +85,36 @@ async fn password_body(
 struct Acceptance {
     /// The invitation, `inv_….…`.
     token: String,
-    /// The password the invitee chooses: at least 12 characters.
-    #[schema(min_length = 12, max_length = 1024)]
+    /// For an email new to Trail, the password the invitee chooses (at least 12
+    /// characters); for an email that has a Trail account, that account's password.
+    #[schema(max_length = 1024)]
     password: String,
 }
 
-/// `POST /v1/invitations/accept`: the invitee chooses their password with the invitation
-/// they were given. The invitation works once, until it expires; the invitee then signs in.
-/// An accepted invitation: the invitee may now sign in.
+/// An accepted invitation: the invitee is a member of `org` and may sign in.
 #[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Accepted {
+    pub user_id: String,
     pub email: String,
     pub org: String,
+    #[schema(value_type = trail_core::Role)]
+    pub role: &'static str,
+    /// Whether accepting made the account (the email was new to Trail).
+    pub new_account: bool,
 }
 
+/// `POST /v1/invitations/accept`: the invitee joins the org the invitation names, with its
+/// role. For an email new to Trail they choose their password, which makes the account; for
+/// an email that has an account they give its password, so only that account's owner can
+/// bring it into an org, whoever else saw the invitation. The invitation works once, until
+/// it expires; the invitee then signs in.
 #[utoipa::path(
     post,
     path = "/v1/invitations/accept",
     operation_id = "acceptInvitation",
     request_body = Acceptance,
-    responses((status = 200, description = "Accepted: the password is set", body = Accepted), NotFound, Conflict, Unsupported),
+    responses((status = 200, description = "Accepted: the invitee is a member", body = Accepted), NotFound, Conflict, Unsupported),
 )]
 pub async fn accept_invitation(
     State(state): State<AppState>,
@@ -116,7 +127,9 @@ pub async fn accept_invitation(
         .map(|v| trail_record::printable(&String::from_utf8_lossy(v.as_bytes()), 512));
     let (ctx, bytes) = password_body(req, "accept an invitation").await?;
     let body: Acceptance = json_body(&bytes)?;
-    check_password("password", &body.password)?;
+    if body.password.len() > 1024 {
+        return Err(ApiError::BadRequest("password: at most 1024 bytes".into()));
+    }
     // A wrong invitation is a wrong credential: it spends its source's budget.
     let attempt = Attempt::Credential(ip);
     state
@@ -143,54 +156,105 @@ pub async fn accept_invitation(
         })
         .ok_or_else(invalid)?;
     state.throttle.refund(&attempt);
-    let user_id = invitation.user_id.clone().unwrap_or_default();
-    let user = state.store.user(&user_id).await?.ok_or_else(invalid)?;
-    let password = body.password;
-    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|e| ApiError::Internal(format!("password hash: {e}")))??;
     let org = invitation.org.clone();
+    let email = invitation.owner.clone();
+    let new_password = |password: String| async move {
+        check_password("password", &password)?;
+        tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|e| ApiError::Internal(format!("password hash: {e}")))?
+    };
+    let existing = match &invitation.user_id {
+        Some(_) => None,
+        None => state.store.user_by_email(&email).await?,
+    };
+    let acceptance = match (&invitation.user_id, existing) {
+        // From before invitations carried a role: it sets the first password of the
+        // account it made (already a member).
+        (Some(_), _) => Joining::FirstPassword(new_password(body.password).await?),
+        (None, None) => Joining::NewAccount(User {
+            id: random_id("usr"),
+            email: email.clone(),
+            password_hash: Some(new_password(body.password).await?),
+            platform_admin: false,
+            created_at: now,
+        }),
+        (None, Some(user)) if user.password_hash.is_none() => {
+            return Err(ApiError::Conflict(format!(
+                "{email} has a Trail account that signs in with tokens only: it joins other \
+                 orgs once it has a password"
+            )));
+        }
+        (None, Some(_)) => {
+            let user = password_user(&state, ip, &email, body.password)
+                .await
+                .map_err(|e| match e {
+                    ApiError::Unauthorized(_) => ApiError::Unauthorized(format!(
+                        "{email} has a Trail account: give its password to accept"
+                    )),
+                    e => e,
+                })?;
+            Joining::Account { user_id: user.id }
+        }
+    };
+    let new_account = matches!(acceptance, Joining::NewAccount(_));
     if let Some(ctx) = &ctx {
         ctx.set_actor(Identity {
-            actor: user.email.clone(),
+            actor: email.clone(),
             actor_type: ActorType::User,
             token_id: Some(invitation.id.clone()),
         });
         ctx.set_org(&org);
     }
     let actor = Actor {
-        id: user.email.clone(),
+        id: email.clone(),
         kind: ActorType::User,
         ip: Some(ip).filter(|ip| !ip.is_unspecified()),
         user_agent,
         token_id: Some(invitation.id.clone()),
         scope: None,
     };
+    let role = invitation.role.map_or("", |r| r.as_str());
     let event = domain_event_by(
         actor,
-        "updated",
-        trail_record::object("user", &user.email),
-        "UPDATE",
-        format!(
-            "{} accepted the invitation to org {org:?} and chose a password",
-            user.email
-        ),
-        json!({"invitation": invitation.id}),
+        "created",
+        trail_record::object("member", &email),
+        "CREATE",
+        match &acceptance {
+            Joining::NewAccount(_) => format!(
+                "{email} accepted the invitation to org {org:?}, chose a password and joined \
+                 as {role}"
+            ),
+            Joining::Account { .. } => format!(
+                "{email} accepted the invitation to org {org:?} with their account and joined \
+                 as {role}"
+            ),
+            Joining::FirstPassword(_) => {
+                format!("{email} accepted the invitation to org {org:?} and chose a password")
+            }
+        },
+        json!({"invitation": invitation.id, "newAccount": new_account}),
     );
-    state
+    let member = state
         .store
-        .accept_invitation(&invitation.id, hash, now, vec![(org.clone(), event)])
+        .accept_invitation(&invitation.id, acceptance, now, vec![(org.clone(), event)])
         .await
         .map_err(|e| match e {
             trail_store::StoreError::NotFound(_) => invalid(),
-            trail_store::StoreError::Conflict(_) => {
-                ApiError::Conflict("this user already has a password: sign in with it".into())
-            }
+            trail_store::StoreError::Conflict(_) if new_account => ApiError::Conflict(format!(
+                "{email} has a Trail account by now: give its password to accept"
+            )),
+            trail_store::StoreError::Conflict(_) => ApiError::Conflict(format!(
+                "{email} is already a member of org {org:?}, or has a password: sign in with it"
+            )),
             e => e.into(),
         })?;
     Ok(Json(Accepted {
-        email: user.email,
+        user_id: member.user_id,
+        email: member.email,
         org,
+        role: member.role.as_str(),
+        new_account,
     }))
 }
 

@@ -315,6 +315,17 @@ const STEPS: &[Step] = &[
             super::blocks::time_all(tx)
         },
     },
+    Step {
+        what: "invitations carry the role they give, and join an account only when \
+               accepted; an API key names the credential it was made with, whose holder's \
+               authority bounds it at each use",
+        apply: |tx| {
+            tx.execute_batch(
+                "ALTER TABLE tokens ADD COLUMN role TEXT;
+                 ALTER TABLE tokens ADD COLUMN made_with TEXT;",
+            )
+        },
+    },
 ];
 
 /// The schema version this Trail writes and reads.

@@ -32,8 +32,8 @@ use trail_core::scope::Role;
 use trail_core::{EventBody, Timestamp};
 
 use crate::{
-    Appends, AuditEvents, Bootstrap, EventPage, EventQuery, Instance, LogWatch, Member, Org,
-    Result, Session, SignedCheckpoint, Store, StoreError, StoredEvent, Token, TokenKind, User,
+    Acceptance, Appends, AuditEvents, Bootstrap, EventPage, EventQuery, Instance, LogWatch, Member,
+    Org, Result, Session, SignedCheckpoint, Store, StoreError, StoredEvent, Token, TokenKind, User,
 };
 use dict::DictCache;
 pub use lock::{DirLock, LockError};
@@ -411,7 +411,7 @@ impl Store for SqliteStore {
         owner: Option<User>,
         invitation: Option<Token>,
         audit: AuditEvents,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         self.writer()?
             .exec(move |w| w.create_org(&org, owner, invitation, audit))
             .await
@@ -462,17 +462,9 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn invite_member(
-        &self,
-        org: &str,
-        user: User,
-        role: Role,
-        invitation: Token,
-        audit: AuditEvents,
-    ) -> Result<(Member, bool)> {
-        let org = org.to_owned();
+    async fn invite_member(&self, invitation: Token, audit: AuditEvents) -> Result<()> {
         self.writer()?
-            .exec(move |w| w.invite_member(&org, user, role, invitation, audit))
+            .exec(move |w| w.invite_member(invitation, audit))
             .await
     }
 
@@ -568,13 +560,13 @@ impl Store for SqliteStore {
     async fn accept_invitation(
         &self,
         id: &str,
-        password_hash: String,
+        acceptance: Acceptance,
         at: Timestamp,
         audit: AuditEvents,
-    ) -> Result<()> {
+    ) -> Result<Member> {
         let id = id.to_owned();
         self.writer()?
-            .exec(move |w| w.accept_invitation(&id, password_hash, at, audit))
+            .exec(move |w| w.accept_invitation(&id, acceptance, at, audit))
             .await
     }
 

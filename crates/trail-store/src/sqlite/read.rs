@@ -742,7 +742,7 @@ pub(crate) fn retention(conn: &Connection, org: &str) -> Result<crate::Retention
 
 const TOKEN_COLUMNS: &str = "t.id, t.kind, o.slug, t.owner, t.user_id, t.name, t.description, \
      t.scopes, t.instance, t.secret_hash, t.created_by, t.created_at, t.expires_at, t.revoked_at, \
-     t.reach, t.pw";
+     t.reach, t.pw, t.role, t.made_with";
 
 fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Token>> {
     let id: String = r.get(0)?;
@@ -761,6 +761,11 @@ fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Token>> {
     let secret_hash = match hash.try_into() {
         Ok(h) => h,
         Err(_) => return Ok(Err(corrupt("bad secret hash"))),
+    };
+    let role = match r.get::<_, Option<String>>(16)?.map(|r| r.parse::<Role>()) {
+        None => None,
+        Some(Ok(role)) => Some(role),
+        Some(Err(e)) => return Ok(Err(corrupt(&e))),
     };
     let reach = match r.get::<_, Option<String>>(14)?.as_deref() {
         None => Reach::Own,
@@ -783,6 +788,8 @@ fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Token>> {
         revoked_at: r.get::<_, Option<i64>>(13)?.map(Timestamp),
         reach,
         from_password: r.get::<_, Option<i64>>(15)? == Some(1),
+        role,
+        made_with: r.get(17)?,
         id,
     }))
 }

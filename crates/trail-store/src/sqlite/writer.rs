@@ -24,8 +24,8 @@ use trail_core::merkle::{Hash, RootBuilder};
 use super::signer::{self, Opened, Signer};
 use super::{SEQ_BITS, SEQ_MASK, org_id, row, unavailable};
 use crate::{
-    Appended, Appends, AuditEvents, Bootstrap, Instance, LogWatch, Member, Org, Outcome, Reach,
-    Result, Session, SignedCheckpoint, StoreError, Token, User,
+    Acceptance, Appended, Appends, AuditEvents, Bootstrap, Instance, LogWatch, Member, Org,
+    Outcome, Reach, Result, Session, SignedCheckpoint, StoreError, Token, TokenKind, User,
 };
 
 /// The writer thread's name (as `top -H` and `/proc/PID/task/*/comm` show it: at most 15
@@ -596,15 +596,17 @@ impl WriterState {
         owner: Option<User>,
         invitation: Option<Token>,
         audit: AuditEvents,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         self.in_tx(audit, |tx| {
             insert_org(tx, org)?;
-            let Some(owner) = owner else {
-                return Ok(false);
-            };
-            let (user, created) = user_or_insert(tx, owner)?;
-            insert_member(tx, &org.id, &user.id, Role::Owner)?;
-            invite_if_created(tx, &user, created, invitation)
+            if let Some(owner) = owner {
+                let (user, _) = user_or_insert(tx, owner)?;
+                insert_member(tx, &org.id, &user.id, Role::Owner)?;
+            }
+            if let Some(invitation) = invitation {
+                insert_invitation(tx, &invitation)?;
+            }
+            Ok(())
         })
     }
 
@@ -653,25 +655,8 @@ impl WriterState {
         })
     }
 
-    pub fn invite_member(
-        &mut self,
-        org: &str,
-        user: User,
-        role: Role,
-        invitation: Token,
-        audit: AuditEvents,
-    ) -> Result<(Member, bool)> {
-        self.in_tx(audit, |tx| {
-            let (user, created) = user_or_insert(tx, user)?;
-            insert_member(tx, org, &user.id, role)?;
-            let invited = invite_if_created(tx, &user, created, Some(invitation))?;
-            let member = Member {
-                user_id: user.id,
-                email: user.email,
-                role,
-            };
-            Ok((member, invited))
-        })
+    pub fn invite_member(&mut self, invitation: Token, audit: AuditEvents) -> Result<()> {
+        self.in_tx(audit, |tx| insert_invitation(tx, &invitation))
     }
 
     pub fn set_role(
@@ -865,38 +850,83 @@ impl WriterState {
     pub fn accept_invitation(
         &mut self,
         id: &str,
-        password_hash: String,
+        acceptance: Acceptance,
         at: Timestamp,
         audit: AuditEvents,
-    ) -> Result<()> {
+    ) -> Result<Member> {
         self.in_tx(audit, |tx| {
-            let user: Option<String> = tx
+            let open: Option<(String, String, Option<String>, Option<String>)> = tx
                 .query_row(
-                    "SELECT user_id FROM tokens WHERE id = ?1 AND kind = 'invitation' \
-                     AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)",
+                    "SELECT o.slug, t.owner, t.user_id, t.role FROM tokens t \
+                     JOIN orgs o ON o.id = t.org WHERE t.id = ?1 AND t.kind = 'invitation' \
+                     AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?2)",
                     params![id, at.micros()],
-                    |r| r.get(0),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()
                 .map_err(unavailable)?;
-            let user = user.ok_or_else(|| StoreError::NotFound(format!("invitation {id:?}")))?;
-            let n = tx
-                .execute(
-                    "UPDATE users SET password_hash = ?2 WHERE id = ?1 AND password_hash IS NULL",
-                    params![user, password_hash],
-                )
-                .map_err(unavailable)?;
-            if n == 0 {
-                return Err(StoreError::Conflict(format!(
-                    "a password for the user of invitation {id:?}"
-                )));
-            }
+            let (org, email, invitee, role) =
+                open.ok_or_else(|| StoreError::NotFound(format!("invitation {id:?}")))?;
+            let role = match role.map(|r| r.parse::<Role>()) {
+                None => None,
+                Some(Ok(role)) => Some(role),
+                Some(Err(e)) => return Err(StoreError::Corrupt(format!("invitation {id}: {e}"))),
+            };
+            let member = match (acceptance, invitee, role) {
+                // From before invitations carried a role: it completes the account it made.
+                (Acceptance::FirstPassword(hash), Some(user_id), None) => {
+                    let n = tx
+                        .execute(
+                            "UPDATE users SET password_hash = ?2 \
+                             WHERE id = ?1 AND password_hash IS NULL",
+                            params![user_id, hash],
+                        )
+                        .map_err(unavailable)?;
+                    if n == 0 {
+                        return Err(StoreError::Conflict(format!(
+                            "a password for the user of invitation {id:?}"
+                        )));
+                    }
+                    super::read::members(tx, &org)?
+                        .into_iter()
+                        .find(|m| m.user_id == user_id)
+                        .ok_or_else(|| StoreError::NotFound(format!("invitation {id:?}")))?
+                }
+                (Acceptance::NewAccount(user), None, Some(role)) if user.email == email => {
+                    // Fails (Conflict) if the email has an account by now.
+                    insert_user(tx, &user)?;
+                    insert_member(tx, &org, &user.id, role)?;
+                    Member {
+                        user_id: user.id,
+                        email,
+                        role,
+                    }
+                }
+                (Acceptance::Account { user_id }, None, Some(role)) => {
+                    let user = super::read::user_where(tx, "id", &user_id)?
+                        .filter(|u| u.email == email)
+                        .ok_or_else(|| {
+                            StoreError::Conflict(format!("an account for invitation {id:?}"))
+                        })?;
+                    insert_member(tx, &org, &user.id, role)?;
+                    Member {
+                        user_id: user.id,
+                        email,
+                        role,
+                    }
+                }
+                _ => {
+                    return Err(StoreError::Conflict(format!(
+                        "an account for invitation {id:?}"
+                    )));
+                }
+            };
             tx.execute(
                 "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1",
                 params![id, at.micros()],
             )
             .map_err(unavailable)?;
-            Ok(())
+            Ok(member)
         })
     }
 
@@ -1048,23 +1078,33 @@ fn user_or_insert(tx: &Connection, user: User) -> Result<(User, bool)> {
     Ok((user, true))
 }
 
-/// Stores `invitation` for `user` only if this transaction created the user: an invitation
-/// sets the password of the account it brought into being and of no other, so nobody can
-/// invite an existing account (with a password or still without one) to claim it.
-fn invite_if_created(
-    tx: &Connection,
-    user: &User,
-    created: bool,
-    invitation: Option<Token>,
-) -> Result<bool> {
-    match invitation {
-        Some(mut invitation) if created && user.password_hash.is_none() => {
-            invitation.user_id = Some(user.id.clone());
-            insert_token(tx, &invitation)?;
-            Ok(true)
-        }
-        _ => Ok(false),
+/// Stores an invitation (made out to an email, with a role) in place of the email's open
+/// invitations to the org; refuses one for a member. It changes no account: only its
+/// acceptance does.
+fn insert_invitation(tx: &Connection, invitation: &Token) -> Result<()> {
+    debug_assert!(invitation.kind == TokenKind::Invitation && invitation.role.is_some());
+    let org_id = org_id(tx, &invitation.org)?;
+    let member: bool = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM members m JOIN users u ON u.id = m.user_id \
+             WHERE m.org = ?1 AND u.email = ?2)",
+            params![org_id, invitation.owner],
+            |r| r.get(0),
+        )
+        .map_err(unavailable)?;
+    if member {
+        return Err(StoreError::Conflict(format!(
+            "member {:?} of org {:?}",
+            invitation.owner, invitation.org
+        )));
     }
+    tx.execute(
+        "UPDATE tokens SET revoked_at = ?3 WHERE kind = 'invitation' AND org = ?1 \
+         AND owner = ?2 AND revoked_at IS NULL",
+        params![org_id, invitation.owner, invitation.created_at.micros()],
+    )
+    .map_err(unavailable)?;
+    insert_token(tx, invitation)
 }
 
 fn append_one(
@@ -1345,8 +1385,9 @@ fn insert_token(tx: &Connection, t: &Token) -> Result<()> {
     let org_id = org_id(tx, &t.org)?;
     tx.execute(
         "INSERT INTO tokens (id, kind, org, owner, user_id, name, description, scopes, \
-         instance, secret_hash, created_by, created_at, expires_at, revoked_at, reach, pw) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+         instance, secret_hash, created_by, created_at, expires_at, revoked_at, reach, pw, \
+         role, made_with) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         params![
             t.id,
             t.kind.as_str(),
@@ -1368,6 +1409,8 @@ fn insert_token(tx: &Connection, t: &Token) -> Result<()> {
                 Reach::Orgs(orgs) => Some(orgs.join(" ")),
             },
             t.from_password.then_some(1),
+            t.role.map(Role::as_str),
+            t.made_with,
         ],
     )
     .map_err(|e| constraint(e, || format!("token {:?}", t.id)))?;

@@ -430,9 +430,9 @@ pub async fn instances(
 pub enum MembersCommand {
     /// The org's members and roles (needs members:manage).
     List,
-    /// Add a member with a role (owner, admin or member). Someone without a password yet is
-    /// invited: pass on the invitation printed (once), which they accept in the console or
-    /// with `trail members accept`.
+    /// Invite someone with a role (owner, admin or member): pass on the invitation printed
+    /// (once), which they accept in the console or with `trail members accept`. They are a
+    /// member once they accept it.
     Add {
         /// The member's email.
         email: String,
@@ -440,8 +440,9 @@ pub enum MembersCommand {
         #[arg(long)]
         role: String,
     },
-    /// Accept an invitation: choose your password (prompted for twice on a terminal, never
-    /// echoed; else read from standard input). Needs no credential.
+    /// Accept an invitation: choose your password if you are new to Trail, or give your
+    /// account's password if you have one (prompted for twice on a terminal, never echoed;
+    /// else read from standard input). Needs no credential.
     Accept {
         /// The invitation (`inv_….…`).
         invitation: String,
@@ -453,7 +454,7 @@ pub enum MembersCommand {
         /// owner, admin or member.
         role: String,
     },
-    /// Remove a member.
+    /// Remove a member, or withdraw an invitation not yet accepted.
     Remove {
         /// The member's email.
         email: String,
@@ -467,7 +468,9 @@ pub async fn members(
 ) -> anyhow::Result<()> {
     if let MembersCommand::Accept { invitation } = &cmd {
         let client = super::client(conn, &super::server_url(conn)?, "")?;
-        let pw = super::read_password("Choose a password: ")?;
+        let pw = super::read_password(
+            "Password (new to Trail: choose one; with an account: its password): ",
+        )?;
         if std::io::stdin().is_terminal() && super::read_password("Again: ")? != pw {
             return Err(usage(anyhow::anyhow!("the passwords differ")));
         }
@@ -475,7 +478,16 @@ pub async fn members(
         let v = client
             .send_json("POST", "/v1/invitations/accept", Some(&body))
             .await?;
-        print_object(out.format(), &v, &[("email", "email"), ("org", "org")])?;
+        print_object(
+            out.format(),
+            &v,
+            &[
+                ("email", "email"),
+                ("org", "org"),
+                ("role", "role"),
+                ("new account", "newAccount"),
+            ],
+        )?;
         return Ok(());
     }
     let s = Session::open(conn)?;
@@ -487,7 +499,12 @@ pub async fn members(
             print_list(
                 out.format(),
                 items(&v),
-                &[("EMAIL", "email"), ("ROLE", "role"), ("USER", "userId")],
+                &[
+                    ("EMAIL", "email"),
+                    ("ROLE", "role"),
+                    ("USER", "userId"),
+                    ("INVITED UNTIL", "invitationExpiresAt"),
+                ],
             )?;
         }
         MembersCommand::Add { email, role } => {
@@ -503,7 +520,6 @@ pub async fn members(
                 &[
                     ("email", "email"),
                     ("role", "role"),
-                    ("user", "userId"),
                     ("invitation (shown once)", "invitationToken"),
                     ("invitation expires", "invitationExpiresAt"),
                 ],
