@@ -4575,6 +4575,47 @@ async fn perf_lists_the_busiest_routes_only() {
 /// from accepting that org's invitation, with the password of the address's account if it
 /// has one, and the answer to an invitation is the same whether or not it has one.
 #[tokio::test]
+async fn an_invitation_is_replaced_only_by_someone_who_could_have_made_it() {
+    let h = harness().await;
+    h.invited("acme", "adm@acme.io", "admin").await;
+    let admin = h
+        .sign_in("adm@acme.io", "correct horse battery")
+        .await
+        .unwrap();
+    let owners = h.invite("acme", "newhire@acme.io", "owner").await;
+    assert_eq!(owners.status, StatusCode::CREATED, "{:?}", owners.body);
+    // The admin cannot swap the owner's invitation for one of their own.
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/members",
+            &admin,
+            Some(json!({"email": "newhire@acme.io", "role": "member"})),
+        )
+        .await;
+    assert_problem(
+        &r,
+        403,
+        "newhire@acme.io has an open invitation as owner, which only someone who could make it may replace",
+    );
+    let token = owners.body["invitation"]["token"].as_str().unwrap();
+    let r = h.accept(token, "the new hire's passphrase").await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["role"], "owner");
+    // An invitation they could have made, they replace.
+    h.invite("acme", "two@acme.io", "member").await;
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/members",
+            &admin,
+            Some(json!({"email": "two@acme.io", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+}
+
+#[tokio::test]
 async fn nobody_joins_an_org_without_accepting_its_invitation() {
     let h = harness().await;
     // umbrella's owner invites an address of acme's and accepts the invitation themselves.

@@ -578,8 +578,8 @@ fn role(s: &str) -> Result<Role, ApiError> {
 const INVITATION_LIFETIME: &str = "7d";
 
 /// `POST /v1/orgs/{org}/members`: invites an email with a role. The answer carries the
-/// invitation (shown once), whether or not the email has a Trail account (the answer says
-/// nothing about that): the invitee accepts it with `POST /v1/invitations/accept` (or in
+/// invitation (shown once), whether or not the email has a Trail account (this answer says
+/// nothing about that; accepting tells the invitation's holder): the invitee accepts it with `POST /v1/invitations/accept` (or in
 /// the console), choosing a password if the email is new to Trail, or giving their account's
 /// password if not. Nobody is made a member of an org without accepting, and nobody sets
 /// another person's password. Inviting an email again replaces its open invitation.
@@ -606,6 +606,18 @@ pub async fn add_member(
     check_email(&req.email)?;
     let role = role(&req.role)?;
     check_grant(&caller, &org, role.scopes())?;
+    // Inviting again replaces the open invitation, which takes what withdrawing it takes:
+    // an admin cannot swap an owner's invitation for one they could accept themselves.
+    if let Some(open) = open_invitation(&state, &org, &req.email).await? {
+        let held = open.role.unwrap_or(Role::Owner);
+        check_grant(&caller, &org, held.scopes()).map_err(|_| {
+            ApiError::Forbidden(format!(
+                "{} has an open invitation as {}, which only someone who could make it may replace",
+                req.email,
+                held.as_str()
+            ))
+        })?;
+    }
     let now = crate::now();
     let minted = invitation(&caller, &org, &req.email, role, now)?;
     let shown = invitation_json(&minted);
