@@ -4616,6 +4616,81 @@ async fn an_invitation_is_replaced_only_by_someone_who_could_have_made_it() {
 }
 
 #[tokio::test]
+async fn an_invitation_grants_no_more_than_its_maker_holds_when_it_is_accepted() {
+    let h = harness().await;
+    let admin = h.signed_in("acme", "adm@acme.io", "admin").await;
+    let make = |email: &'static str| {
+        let admin = admin.clone();
+        let h = &h;
+        async move {
+            let r = h
+                .call(
+                    "POST",
+                    "/v1/orgs/acme/members",
+                    &admin,
+                    Some(json!({"email": email, "role": "admin"})),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+            r.body["invitation"]["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let before = make("one@acme.io").await;
+    let after = make("two@acme.io").await;
+    let r = h.accept(&before, "the first passphrase").await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // The owner demotes the admin: the invitation the admin made no longer admits an admin.
+    let r = h
+        .call(
+            "PATCH",
+            "/v1/orgs/acme/members/adm@acme.io",
+            &Cred::of(&h.owner),
+            Some(json!({"role": "member"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = h.accept(&after, "the second passphrase").await;
+    assert_problem(
+        &r,
+        404,
+        "this invitation no longer works: the member who made it no longer holds what it grants in org \"acme\"",
+    );
+    assert!(
+        h.store
+            .members("acme")
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.email != "two@acme.io")
+    );
+    // Once the admin is an admin again, it works (until it expires or is withdrawn).
+    let r = h
+        .call(
+            "PATCH",
+            "/v1/orgs/acme/members/adm@acme.io",
+            &Cred::of(&h.owner),
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = h.accept(&after, "the second passphrase").await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // Removed from the org, the maker's invitations admit nobody.
+    let third = make("three@acme.io").await;
+    let r = h
+        .call(
+            "DELETE",
+            "/v1/orgs/acme/members/adm@acme.io",
+            &Cred::of(&h.owner),
+            None,
+        )
+        .await;
+    assert!(r.status.is_success(), "{:?}", r.body);
+    let r = h.accept(&third, "the third passphrase").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
+}
+
+#[tokio::test]
 async fn nobody_joins_an_org_without_accepting_its_invitation() {
     let h = harness().await;
     // umbrella's owner invites an address of acme's and accepts the invitation themselves.

@@ -619,7 +619,9 @@ pub async fn add_member(
         })?;
     }
     let now = crate::now();
-    let minted = invitation(&caller, &org, &req.email, role, now)?;
+    let mut minted = invitation(&caller, &org, &req.email, role, now)?;
+    // Accepting it grants no more than its maker holds then.
+    minted.token.made_with = Some(caller.credential_id.clone());
     let shown = invitation_json(&minted);
     let event = domain_event(
         &caller,
