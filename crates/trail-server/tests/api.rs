@@ -4691,6 +4691,41 @@ async fn an_invitation_grants_no_more_than_its_maker_holds_when_it_is_accepted()
 }
 
 #[tokio::test]
+async fn an_email_names_one_account_whatever_its_case() {
+    let h = harness().await;
+    h.invited("acme", "ana@acme.io", "member").await;
+    // A member is not invited again under another case.
+    let r = h.invite("acme", "Ana@ACME.io", "admin").await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    // Another org's invitation of the same email in another case joins the same account,
+    // with its password only: it makes no twin.
+    let r = h.invite("umbrella", "ANA@acme.io", "owner").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let token = r.body["invitation"]["token"].as_str().unwrap().to_owned();
+    let r = h.accept(&token, "the squatter's passphrase").await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
+    let r = h.accept(&token, "correct horse battery").await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["newAccount"], false);
+    assert_eq!(r.body["email"], "ana@acme.io");
+    // Signing in and naming a member take any case.
+    assert!(
+        h.sign_in("ANA@Acme.IO", "correct horse battery")
+            .await
+            .is_ok()
+    );
+    let r = h
+        .call(
+            "PATCH",
+            "/v1/orgs/acme/members/Ana@Acme.io",
+            &Cred::of(&h.owner),
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+}
+
+#[tokio::test]
 async fn nobody_joins_an_org_without_accepting_its_invitation() {
     let h = harness().await;
     // umbrella's owner invites an address of acme's and accepts the invitation themselves.

@@ -328,7 +328,10 @@ pub async fn invitations_join_an_account_only_when_accepted(store: Arc<dyn Store
         .await
         .unwrap();
     assert_eq!((m.email.as_str(), m.role), ("ana@x.io", Role::Admin));
-    assert_eq!(store.user_by_email("ana@x.io").await.unwrap(), Some(ana));
+    assert_eq!(
+        store.user_by_email("ana@x.io").await.unwrap(),
+        Some(ana.clone())
+    );
     assert_eq!(
         members("acme").await,
         [("ana@x.io".to_owned(), Role::Admin)]
@@ -347,16 +350,23 @@ pub async fn invitations_join_an_account_only_when_accepted(store: Arc<dyn Store
             .await,
         Err(StoreError::NotFound(_))
     ));
-    // A member is not invited again.
-    assert!(matches!(
-        store
-            .invite_member(
-                invitation("inv_3", "acme", "ana@x.io", Role::Owner),
-                Vec::new()
-            )
-            .await,
-        Err(StoreError::Conflict(_))
-    ));
+    // A member is not invited again, whatever the case of the email.
+    for (id, email) in [("inv_3", "ana@x.io"), ("inv_3b", "Ana@X.IO")] {
+        assert!(
+            matches!(
+                store
+                    .invite_member(invitation(id, "acme", email, Role::Owner), Vec::new())
+                    .await,
+                Err(StoreError::Conflict(_))
+            ),
+            "{email}"
+        );
+    }
+    // An email names one account whatever its case: found so, and never made twice.
+    assert_eq!(
+        store.user_by_email("ANA@x.io").await.unwrap(),
+        Some(ana.clone())
+    );
     // Another org's invitation of the same email: a new account is refused (it exists),
     // and so is another account; the account itself joins.
     store
@@ -369,6 +379,7 @@ pub async fn invitations_join_an_account_only_when_accepted(store: Arc<dyn Store
     assert!(members("umbrella").await.is_empty());
     for refused in [
         Acceptance::NewAccount(user("usr_ana2", "ana@x.io")),
+        Acceptance::NewAccount(user("usr_ana3", "ANA@x.io")),
         Acceptance::Account {
             user_id: "usr_1".into(),
         },

@@ -279,7 +279,7 @@ pub async fn create_org(
         None => None,
     };
     let (owner, invited) = match (req.owner, me) {
-        (Some(email), Some(me)) if email == me.email => (None, Some(me)),
+        (Some(email), Some(me)) if email.eq_ignore_ascii_case(&me.email) => (None, Some(me)),
         (Some(email), _) => {
             check_email(&email)?;
             let minted = invitation(&caller, &req.id, &email, Role::Owner, now)?;
@@ -660,7 +660,7 @@ async fn open_invitation(
         .await?
         .into_iter()
         .find(|t| {
-            t.owner == email
+            t.owner.eq_ignore_ascii_case(email)
                 && t.role.is_some()
                 && t.revoked_at.is_none()
                 && t.expires_at.is_none_or(|e| e > now)
@@ -709,7 +709,7 @@ async fn find_member(
         .members(org)
         .await?
         .into_iter()
-        .find(|m| m.email == who || m.user_id == who)
+        .find(|m| m.email.eq_ignore_ascii_case(who) || m.user_id == who)
         .ok_or_else(|| ApiError::NotFound(format!("{who:?} is not a member of org {org:?}")))
 }
 

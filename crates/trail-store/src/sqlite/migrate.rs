@@ -326,6 +326,14 @@ const STEPS: &[Step] = &[
             )
         },
     },
+    Step {
+        what: "an email names one account whatever its case: users are found by email \
+               without regard to ASCII case (not unique, since an older store may hold two \
+               emails that differ only in case; new accounts are refused such a twin)",
+        apply: |tx| {
+            tx.execute_batch("CREATE INDEX users_by_email ON users (email COLLATE NOCASE);")
+        },
+    },
 ];
 
 /// The schema version this Trail writes and reads.

@@ -839,11 +839,17 @@ pub(crate) fn personal_tokens(conn: &Connection, user_id: &str) -> Result<Vec<To
     rows.map(|r| r.map_err(unavailable)?).collect()
 }
 
-/// The user whose `column` (`id` or `email`) is `value`.
+/// The user whose `column` (`id` or `email`) is `value`. An email is matched without regard
+/// to ASCII case (one an older store holds twice, differing only in case, answers its exact
+/// spelling first, else the older account).
 pub(crate) fn user_where(conn: &Connection, column: &str, value: &str) -> Result<Option<User>> {
-    debug_assert!(matches!(column, "id" | "email"));
+    let condition = match column {
+        "id" => "id = ?1",
+        "email" => "email = ?1 COLLATE NOCASE ORDER BY email = ?1 DESC, created_at LIMIT 1",
+        _ => unreachable!("users are found by id or email"),
+    };
     conn.prepare_cached(&format!(
-        "SELECT id, email, password_hash, platform_admin, created_at FROM users WHERE {column} = ?1"
+        "SELECT id, email, password_hash, platform_admin, created_at FROM users WHERE {condition}"
     ))
     .and_then(|mut s| {
         s.query_row([value], |r| {

@@ -892,26 +892,28 @@ impl WriterState {
                         .find(|m| m.user_id == user_id)
                         .ok_or_else(|| StoreError::NotFound(format!("invitation {id:?}")))?
                 }
-                (Acceptance::NewAccount(user), None, Some(role)) if user.email == email => {
+                (Acceptance::NewAccount(user), None, Some(role))
+                    if user.email.eq_ignore_ascii_case(&email) =>
+                {
                     // Fails (Conflict) if the email has an account by now.
                     insert_user(tx, &user)?;
                     insert_member(tx, &org, &user.id, role)?;
                     Member {
                         user_id: user.id,
-                        email,
+                        email: user.email,
                         role,
                     }
                 }
                 (Acceptance::Account { user_id }, None, Some(role)) => {
                     let user = super::read::user_where(tx, "id", &user_id)?
-                        .filter(|u| u.email == email)
+                        .filter(|u| u.email.eq_ignore_ascii_case(&email))
                         .ok_or_else(|| {
                             StoreError::Conflict(format!("an account for invitation {id:?}"))
                         })?;
                     insert_member(tx, &org, &user.id, role)?;
                     Member {
                         user_id: user.id,
-                        email,
+                        email: user.email,
                         role,
                     }
                 }
@@ -1087,7 +1089,7 @@ fn insert_invitation(tx: &Connection, invitation: &Token) -> Result<()> {
     let member: bool = tx
         .query_row(
             "SELECT EXISTS (SELECT 1 FROM members m JOIN users u ON u.id = m.user_id \
-             WHERE m.org = ?1 AND u.email = ?2)",
+             WHERE m.org = ?1 AND u.email = ?2 COLLATE NOCASE)",
             params![org_id, invitation.owner],
             |r| r.get(0),
         )
@@ -1100,7 +1102,7 @@ fn insert_invitation(tx: &Connection, invitation: &Token) -> Result<()> {
     }
     tx.execute(
         "UPDATE tokens SET revoked_at = ?3 WHERE kind = 'invitation' AND org = ?1 \
-         AND owner = ?2 AND revoked_at IS NULL",
+         AND owner = ?2 COLLATE NOCASE AND revoked_at IS NULL",
         params![org_id, invitation.owner, invitation.created_at.micros()],
     )
     .map_err(unavailable)?;
@@ -1355,6 +1357,10 @@ fn insert_org(tx: &Connection, org: &Org) -> Result<()> {
 }
 
 fn insert_user(tx: &Connection, user: &User) -> Result<()> {
+    // An email names one account, whatever its case.
+    if super::read::user_where(tx, "email", &user.email)?.is_some() {
+        return Err(StoreError::Conflict(format!("user {:?}", user.email)));
+    }
     tx.execute(
         "INSERT INTO users (id, email, password_hash, platform_admin, created_at) \
          VALUES (?1, ?2, ?3, ?4, ?5)",
