@@ -365,22 +365,69 @@ pub async fn authenticate(
             if now.micros() - s.last_seen_at.micros() > 60_000_000 {
                 store.touch_session(&id, now).await?;
             }
-            let mut caller = match &s.token_id {
-                // Signed in with a token: the session holds what the token holds, today.
-                Some(token_id) => {
-                    let token = store.token(token_id).await?.ok_or_else(invalid)?;
-                    usable(&token, now)?;
-                    token_caller(store, token).await?
-                }
-                None => password_session(store, &s, platform_org).await?,
-            };
-            caller.session_id = Some(id);
+            let mut caller = session_holds(store, &s, now, platform_org).await?;
             caller.csrf = Some(csrf_token(&secret));
             Ok(caller)
         }
         Presented::Bearer { id, secret } => token_auth(store, &id, &secret, false, now).await,
         Presented::Basic { id, secret } => token_auth(store, &id, &secret, true, now).await,
     }
+}
+
+/// What `caller`'s credential holds now. Its secret was checked when it authenticated; this
+/// is for what outlives one request (a live tail), so that a credential revoked, expired or
+/// narrowed since, a member removed or demoted, or a session ended stops there as it would
+/// at its next request. A session's idle limit does not apply (the open stream is its use);
+/// its lifetime does.
+pub async fn holds_now(
+    store: &dyn Store,
+    caller: &Caller,
+    now: Timestamp,
+    platform_org: &str,
+) -> Result<Caller, ApiError> {
+    let invalid = || ApiError::Unauthorized("the credential is not valid".into());
+    match &caller.session_id {
+        Some(id) => {
+            let s = store.session(id).await?.ok_or_else(invalid)?;
+            if s.ended_at.is_some() || s.expires_at <= now {
+                return Err(ApiError::Unauthorized(
+                    "the session has ended: sign in again".into(),
+                ));
+            }
+            session_holds(store, &s, now, platform_org).await
+        }
+        None => {
+            let token = store
+                .token(&caller.credential_id)
+                .await?
+                .ok_or_else(invalid)?;
+            usable(&token, now)?;
+            token_caller(store, token).await
+        }
+    }
+}
+
+/// What a live session holds today: what the token it was signed in with holds, or its
+/// user's role in each of their orgs.
+async fn session_holds(
+    store: &dyn Store,
+    s: &trail_store::Session,
+    now: Timestamp,
+    platform_org: &str,
+) -> Result<Caller, ApiError> {
+    let mut caller = match &s.token_id {
+        Some(token_id) => {
+            let token = store
+                .token(token_id)
+                .await?
+                .ok_or_else(|| ApiError::Unauthorized("the credential is not valid".into()))?;
+            usable(&token, now)?;
+            token_caller(store, token).await?
+        }
+        None => password_session(store, s, platform_org).await?,
+    };
+    caller.session_id = Some(s.id.clone());
+    Ok(caller)
 }
 
 /// What a session signed in with a password holds: its user's role in each of their orgs.

@@ -3583,6 +3583,86 @@ async fn the_live_tail_is_woken_by_commits_says_how_far_it_read_and_ends_when_th
     assert!(end.is_ok(), "a stream opened while stopping ends");
 }
 
+/// Reads an SSE body to its end (5 s at most) and answers what it carried.
+async fn read_sse_to_end(body: &mut Body) -> String {
+    let mut text = String::new();
+    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(frame) = body.frame().await {
+            if let Some(data) = frame.unwrap().data_ref() {
+                text.push_str(std::str::from_utf8(data).unwrap());
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the stream ends within 5 s"));
+    text
+}
+
+#[tokio::test]
+async fn a_live_tail_ends_once_its_credential_no_longer_reads_the_org() {
+    let h = harness().await;
+    let member = h.signed_in("acme", "m@acme.io", "owner").await;
+    let key = h.signed_in("acme", "k@acme.io", "owner").await;
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs/acme/api-keys",
+            &key,
+            Some(json!({"name": "siem", "scopes": ["logs:read"]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let key_id = r.body["id"].as_str().unwrap().to_owned();
+    let api_key = Cred::of(&format!("{key_id}:{}", r.body["secret"].as_str().unwrap()));
+    let uri = "/v1/orgs/acme/audit-logs/stream?action=wanted";
+    let mut tails = Vec::new();
+    for cred in [&member, &api_key, &Cred::of(&h.owner)] {
+        let resp = h
+            .app
+            .clone()
+            .oneshot(request("GET", uri, cred, None))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        tails.push(resp.into_body());
+    }
+    h.ingest("acme", json!([event("wanted")])).await;
+    for body in &mut tails {
+        read_sse_until(body, "event: audit").await;
+    }
+    // The co-owner is made a member (who does not read the log), the key revoked: their
+    // open tails send nothing more.
+    let r = h
+        .call(
+            "PATCH",
+            "/v1/orgs/acme/members/m@acme.io",
+            &Cred::of(&h.owner),
+            Some(json!({"role": "member"})),
+        )
+        .await;
+    assert!(r.status.is_success(), "{:?}", r.body);
+    let r = h
+        .call(
+            "DELETE",
+            &format!("/v1/orgs/acme/api-keys/{key_id}"),
+            &Cred::of(&h.owner),
+            None,
+        )
+        .await;
+    assert!(r.status.is_success(), "{:?}", r.body);
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    h.ingest("acme", json!([event("wanted")])).await;
+    let mut owner = tails.pop().unwrap();
+    read_sse_until(&mut owner, "event: audit").await;
+    for mut body in tails {
+        let rest = read_sse_to_end(&mut body).await;
+        assert!(!rest.contains("event: audit"), "{rest}");
+    }
+    // A reconnection is refused, saying why.
+    let r = h.call("GET", uri, &api_key, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
+}
+
 #[tokio::test]
 async fn the_live_tail_streams_new_matching_events_and_resumes() {
     let h = harness().await;

@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Extension, Path, RawQuery, State};
@@ -13,7 +14,7 @@ use futures_util::Stream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use trail_core::query::route_matches;
-use trail_core::{Filter, Timestamp};
+use trail_core::{Filter, Scope, Timestamp};
 use trail_store::Store;
 
 use crate::AppState;
@@ -44,7 +45,18 @@ struct Tail {
     stopping: CancellationToken,
     /// Whether the last read found every event committed when it began.
     caught_up: bool,
+    /// Who reads, as they authenticated when the tail opened, and when what their credential
+    /// holds was last checked again ([`RECHECK`]).
+    caller: Caller,
+    platform_org: String,
+    checked: Instant,
 }
+
+/// How often an open tail checks that its credential still reads the org, before it reads
+/// more: a key revoked, a member removed or a session ended ends the tail within this
+/// long (the client's reconnection is then refused, saying why), without a store read per
+/// commit per tail.
+const RECHECK: Duration = Duration::from_secs(1);
 
 impl Tail {
     /// The next SSE event to send: the queued ones, else what the log has from `next` on,
@@ -64,6 +76,13 @@ impl Tail {
             }
             if self.stopping.is_cancelled() {
                 return None;
+            }
+            if self.checked.elapsed() >= RECHECK {
+                if let Err(why) = self.still_reads().await {
+                    tracing::info!(org = %self.org, credential = %self.caller.credential_id, reason = %why, "a live tail ended: its credential no longer reads the org");
+                    return None;
+                }
+                self.checked = Instant::now();
             }
             // Marked seen before the read: a commit after this point wakes the next wait,
             // and one before it is in what the read finds.
@@ -98,6 +117,23 @@ impl Tail {
                 self.pending
                     .push_back(SseEvent::default().id((self.next - 1).to_string()));
             }
+        }
+    }
+
+    /// Whether the tail's credential still holds `logs:read` in its org, as the operation
+    /// requires of a new request.
+    async fn still_reads(&self) -> Result<(), ApiError> {
+        let now = crate::auth::holds_now(
+            self.store.as_ref(),
+            &self.caller,
+            crate::now(),
+            &self.platform_org,
+        )
+        .await?;
+        if now.scopes_in(&self.org).contains(&Scope::LogsRead) {
+            Ok(())
+        } else {
+            Err(ApiError::MissingScope(Scope::LogsRead))
         }
     }
 }
@@ -221,6 +257,9 @@ pub async fn stream(
             .into_iter()
             .collect(),
         caught_up: false,
+        caller,
+        platform_org: state.platform_org.clone(),
+        checked: Instant::now(),
     };
     let events = futures_util::stream::unfold(tail, |mut t| async move {
         let e = t.next_event().await?;
