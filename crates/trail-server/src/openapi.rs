@@ -89,6 +89,7 @@ problem_responses! {
         session::accept_invitation,
         manage::list_orgs,
         manage::create_org,
+        manage::invite_owner,
         manage::list_instances,
         manage::create_instance,
         manage::list_members,

@@ -1281,6 +1281,20 @@ async fn sample(
         }
         "listOrgs" => get("/v1/orgs", 200),
         "createOrg" => ("/v1/orgs".into(), Some(json!({"id": fresh("org")})), 201),
+        "inviteOwner" => {
+            let orphan = fresh("orphan");
+            let org = Org {
+                id: orphan.clone(),
+                name: orphan.clone(),
+                created_at: NOW,
+            };
+            s.create_org(org, None, None, Vec::new()).await.unwrap();
+            (
+                format!("/v1/orgs/{orphan}/owner-invitation"),
+                Some(json!({"email": format!("{}@acme.io", fresh("owner"))})),
+                201,
+            )
+        }
         "listInstances" => get("/v1/orgs/acme/instances", 200),
         "createInstance" => (
             "/v1/orgs/acme/instances".into(),
@@ -2270,6 +2284,79 @@ async fn members_roles_change_without_escalation_and_orgs_keep_an_owner() {
         .map(|m| m["email"].as_str().unwrap())
         .collect();
     assert_eq!(emails, ["adm@acme.io", "ops@acme.io", "owner@acme.io"]);
+}
+
+#[tokio::test]
+async fn a_platform_admin_invites_an_owner_to_an_org_that_has_none() {
+    let h = harness().await;
+    let admin = Cred::of(&h.owner);
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs",
+            &admin,
+            Some(json!({"id": "initech", "owner": "bill@initech.io"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let astray = r.body["invitation"]["token"].as_str().unwrap().to_owned();
+    // Bill never accepts: the platform admin invites another owner, whose invitation
+    // replaces Bill's.
+    let invite = |email: &'static str| {
+        h.call(
+            "POST",
+            "/v1/orgs/initech/owner-invitation",
+            &admin,
+            Some(json!({ "email": email })),
+        )
+    };
+    let r = invite("peter@initech.io").await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(
+        (r.body["role"].clone(), r.body["userId"].clone()),
+        (json!("owner"), Value::Null)
+    );
+    let token = r.body["invitation"]["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        h.accept(&astray, "bill's passphrase here").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = h.accept(&token, "peter's passphrase here").await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["role"], "owner");
+    assert!(
+        h.stored("initech").await.iter().any(|s| s
+            .event
+            .object
+            .as_ref()
+            .is_some_and(|o| o.kind == "invitation")),
+        "the invitation is recorded in the org's log"
+    );
+    // An org with an owner is its owners' to staff.
+    assert_problem(&invite("mallory@initech.io").await, 409, "has an owner");
+    assert_problem(
+        &h.call(
+            "POST",
+            "/v1/orgs/nowhere/owner-invitation",
+            &admin,
+            Some(json!({"email": "x@y.io"})),
+        )
+        .await,
+        404,
+        "does not exist",
+    );
+    // Only a platform admin.
+    assert_problem(
+        &h.call(
+            "POST",
+            "/v1/orgs/initech/owner-invitation",
+            &Cred::of(&h.other),
+            Some(json!({"email": "x@y.io"})),
+        )
+        .await,
+        403,
+        "orgs:admin",
+    );
 }
 
 #[tokio::test]

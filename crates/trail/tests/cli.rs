@@ -433,9 +433,42 @@ async fn management_commands_and_health() {
     assert!(cli.ok(&["health"]).contains("healthy and ready"));
     assert_eq!(cli.json(&["me", "-o", "json"])["org"], "default");
 
-    cli.ok(&["orgs", "create", "initech", "--owner", "bill@initech.io"]);
+    // An owner other than the caller is invited: the table shows the invitation, once.
+    let created = cli.ok(&[
+        "orgs",
+        "create",
+        "initech",
+        "--owner",
+        "bill@initech.io",
+        "-o",
+        "table",
+    ]);
+    assert!(
+        created.contains("invitation (shown once)") && created.contains("inv_"),
+        "{created}"
+    );
     let orgs = cli.json(&["orgs", "list", "-o", "json"]);
     assert_eq!(orgs.as_array().unwrap().len(), 2);
+    // Bill never accepts: another owner is invited in his place.
+    let reinvited = cli.ok(&[
+        "orgs",
+        "invite-owner",
+        "initech",
+        "peter@initech.io",
+        "-o",
+        "table",
+    ]);
+    assert!(
+        reinvited.contains("peter@initech.io") && reinvited.contains("inv_"),
+        "{reinvited}"
+    );
+    let refused = cli.run(&["orgs", "invite-owner", "default", "eve@initech.io"]);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        stderr(&refused).contains("has an owner"),
+        "{}",
+        stderr(&refused)
+    );
     cli.ok(&["instances", "create", "argocd-prod", "--kind", "argocd"]);
     assert_eq!(
         cli.json(&["instances", "list", "-o", "json"])[0]["id"],

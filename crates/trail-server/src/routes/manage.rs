@@ -334,6 +334,93 @@ pub async fn create_org(
     Ok((StatusCode::CREATED, Json(out)))
 }
 
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewOwner {
+    /// Who is invited to own the org.
+    #[schema(max_length = 254)]
+    email: String,
+}
+
+/// `POST /v1/orgs/{org}/owner-invitation`: a platform admin invites an owner to an org that
+/// has none (its first owner never accepted, and the invitation expired or went astray).
+/// An org with an owner is its owners' to staff: refused (409). The new invitation replaces
+/// the org's open owner invitations, and is recorded in the org's log.
+#[utoipa::path(
+    post,
+    path = "/v1/orgs/{org}/owner-invitation",
+    operation_id = "inviteOwner",
+    params(("org" = String, Path, description = "The org's id")),
+    request_body = NewOwner,
+    responses((status = 201, description = "Invited: the answer carries the invitation, shown once", body = MemberView), NotFound, Conflict),
+)]
+pub async fn invite_owner(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    Extension(caller): Extension<Caller>,
+    bytes: axum::body::Bytes,
+) -> Result<Created<MemberView>, ApiError> {
+    let req: NewOwner = body(&bytes)?;
+    check_email(&req.email)?;
+    if state.store.org(&org).await?.is_none() {
+        return Err(ApiError::NotFound(format!("org {org:?} does not exist")));
+    }
+    if let Some(owner) = state
+        .store
+        .members(&org)
+        .await?
+        .into_iter()
+        .find(|m| m.role == Role::Owner)
+    {
+        return Err(ApiError::Conflict(format!(
+            "org {org:?} has an owner ({}): its owners invite its members",
+            owner.email
+        )));
+    }
+    let now = crate::now();
+    // One open owner invitation at a time: the ones that went astray stop working.
+    for open in state
+        .store
+        .tokens(&org, TokenKind::Invitation, None)
+        .await?
+        .into_iter()
+        .filter(|t| {
+            t.role == Some(Role::Owner)
+                && t.revoked_at.is_none()
+                && t.expires_at.is_none_or(|e| e > now)
+        })
+    {
+        state.store.revoke_token(&open.id, now, Vec::new()).await?;
+    }
+    let minted = invitation(&caller, &org, &req.email, Role::Owner, now)?;
+    let shown = invitation_json(&minted);
+    let event = domain_event(
+        &caller,
+        "created",
+        object(
+            "invitation",
+            json!({"id": minted.token.id, "email": req.email}),
+        ),
+        "CREATE",
+        format!(
+            "{} invited as owner of org {org:?}, which has none, by a platform admin",
+            req.email
+        ),
+        json!({"email": req.email, "role": Role::Owner.as_str()}),
+    );
+    state
+        .store
+        .invite_member(minted.token, audit(&org, event))
+        .await?;
+    let out = MemberView {
+        user_id: None,
+        email: req.email,
+        role: Role::Owner.as_str(),
+        invitation: Some(shown),
+    };
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
 /// An invitation for `email` to join `org` as `role`. It changes no account: accepting it
 /// does, with the password of the email's account if it has one (so an inviter, who sees the
 /// invitation, can never use it to reach an account someone else made).

@@ -264,6 +264,13 @@ pub const OPERATIONS: &[Operation] = &[
         "Create an org and its first owner",
     ),
     op(
+        "POST",
+        "/v1/orgs/{org}/owner-invitation",
+        "inviteOwner",
+        PLATFORM,
+        "Invite an owner to an org that has none",
+    ),
+    op(
         "GET",
         "/v1/orgs/{org}/instances",
         "listInstances",
@@ -541,6 +548,11 @@ pub fn api() -> Vec<Route> {
         ("PUT", "/v1/me/password", put(session::set_password)),
         ("GET", "/v1/orgs", get(manage::list_orgs)),
         ("POST", "/v1/orgs", post(manage::create_org)),
+        (
+            "POST",
+            "/v1/orgs/{org}/owner-invitation",
+            post(manage::invite_owner),
+        ),
         (
             "GET",
             "/v1/orgs/{org}/instances",

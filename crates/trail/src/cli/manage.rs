@@ -318,11 +318,36 @@ pub enum OrgsCommand {
         /// Its display name.
         #[arg(long)]
         name: Option<String>,
-        /// The first owner's email [default: you].
+        /// The first owner's email [default: you]; anyone else is invited, and the
+        /// invitation printed once.
         #[arg(long)]
         owner: Option<String>,
     },
+    /// Invite an owner to an org that has none, when its first owner never accepted (needs
+    /// orgs:admin); it replaces the org's open owner invitations.
+    InviteOwner {
+        /// The org that has no owner.
+        #[arg(value_name = "ORG")]
+        owner_of: String,
+        /// Who is invited to own it.
+        email: String,
+    },
 }
+
+/// The invitation an answer carries, as the fields a table shows (once).
+fn with_invitation(mut v: Value) -> Value {
+    if let Some(inv) = v.get("invitation").cloned() {
+        v["invitationToken"] = inv["token"].clone();
+        v["invitationExpiresAt"] = inv["expiresAt"].clone();
+    }
+    v
+}
+
+/// The rows that show an invitation, once.
+const INVITATION_ROWS: [(&str, &str); 2] = [
+    ("invitation (shown once)", "invitationToken"),
+    ("invitation expires", "invitationExpiresAt"),
+];
 
 pub async fn orgs(conn: &Connection, out: &OutputArg, cmd: OrgsCommand) -> anyhow::Result<()> {
     let s = Session::open(conn)?;
@@ -349,15 +374,38 @@ pub async fn orgs(conn: &Connection, out: &OutputArg, cmd: OrgsCommand) -> anyho
                     Some(&json!({"id": id, "name": name, "owner": owner})),
                 )
                 .await?;
+            let rows = [
+                ("id", "id"),
+                ("name", "name"),
+                ("owner", "owner"),
+                ("created", "createdAt"),
+            ];
+            // An owner other than the caller is invited: the invitation is shown once.
+            let invited = v.get("invitation").is_some();
+            let rows = if invited {
+                [&rows[..], &INVITATION_ROWS[..]].concat()
+            } else {
+                rows.to_vec()
+            };
+            print_object(out.format(), &with_invitation(v), &rows)?;
+        }
+        OrgsCommand::InviteOwner { owner_of, email } => {
+            let v = s
+                .client
+                .send_json(
+                    "POST",
+                    &format!("/v1/orgs/{}/owner-invitation", segment(&owner_of)),
+                    Some(&json!({ "email": email })),
+                )
+                .await?;
             print_object(
                 out.format(),
-                &v,
+                &with_invitation(v),
                 &[
-                    ("id", "id"),
-                    ("name", "name"),
-                    ("owner", "owner"),
-                    ("created", "createdAt"),
-                ],
+                    &[("email", "email"), ("role", "role")][..],
+                    &INVITATION_ROWS[..],
+                ]
+                .concat(),
             )?;
         }
     }
@@ -509,20 +557,15 @@ pub async fn members(
         }
         MembersCommand::Add { email, role } => {
             let body = json!({"email": email, "role": role});
-            let mut v = s.client.send_json("POST", &base, Some(&body)).await?;
-            if let Some(inv) = v.get("invitation").cloned() {
-                v["invitationToken"] = inv["token"].clone();
-                v["invitationExpiresAt"] = inv["expiresAt"].clone();
-            }
+            let v = s.client.send_json("POST", &base, Some(&body)).await?;
             print_object(
                 out.format(),
-                &v,
+                &with_invitation(v),
                 &[
-                    ("email", "email"),
-                    ("role", "role"),
-                    ("invitation (shown once)", "invitationToken"),
-                    ("invitation expires", "invitationExpiresAt"),
-                ],
+                    &[("email", "email"), ("role", "role")][..],
+                    &INVITATION_ROWS[..],
+                ]
+                .concat(),
             )?;
         }
         MembersCommand::Accept { .. } => unreachable!("answered above"),
