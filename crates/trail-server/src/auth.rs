@@ -24,7 +24,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use trail_core::{ActorType, Scope, Timestamp};
+use trail_core::{ActorType, Role, Scope, Timestamp};
 use trail_record::{CallContext, Identity, object};
 use trail_store::{Reach, Store, Token, TokenKind};
 
@@ -680,6 +680,50 @@ pub async fn maker_holds(
             "the member who made it is no longer in org {org:?}"
         ))),
     }
+}
+
+/// May an invitation made with `maker` (`made_with`) still make someone `role` in `org`?
+/// Only while its maker could make it today: a member who holds the role's scopes and
+/// `members:manage` there, or a platform admin while the org has no owner (the platform
+/// staffs only an org that nobody owns). The one place that decides it, when the invitation
+/// is accepted.
+pub async fn may_still_invite(
+    store: &dyn Store,
+    maker: &str,
+    org: &str,
+    role: Role,
+) -> Result<bool, ApiError> {
+    let held = match maker_holds(store, maker, org, 0).await {
+        Ok(held) => held,
+        Err(ApiError::Unauthorized(_)) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    if held.contains(&Scope::MembersManage) && role.scopes().iter().all(|s| held.contains(s)) {
+        return Ok(true);
+    }
+    let platform_admin = match store.token(maker).await? {
+        Some(token) => {
+            usable(&token, crate::now()).is_ok()
+                && match Box::pin(token_caller(store, token)).await {
+                    Ok(caller) => caller.platform_admin,
+                    Err(ApiError::Unauthorized(_)) => false,
+                    Err(e) => return Err(e),
+                }
+        }
+        None => match store.session(maker).await? {
+            Some(s) => store
+                .user(&s.user_id)
+                .await?
+                .is_some_and(|u| u.platform_admin),
+            None => false,
+        },
+    };
+    Ok(platform_admin
+        && !store
+            .members(org)
+            .await?
+            .iter()
+            .any(|m| m.role == Role::Owner))
 }
 
 /// The org a call acts on, once [`authorize_call`] has let it through: where its record

@@ -2332,8 +2332,40 @@ async fn a_platform_admin_invites_an_owner_to_an_org_that_has_none() {
             .is_some_and(|o| o.kind == "invitation")),
         "the invitation is recorded in the org's log"
     );
-    // An org with an owner is its owners' to staff.
+    let replaced = h.stored("initech").await;
+    assert!(
+        replaced.iter().any(|s| s.event.action == "deleted"
+            && s.event
+                .object
+                .as_ref()
+                .is_some_and(|o| o.kind == "invitation")),
+        "the replaced invitation's withdrawal is recorded in the org's log"
+    );
+    // An org with an owner is its owners' to staff: no new platform invitation, and none
+    // made before admits anyone now.
     assert_problem(&invite("mallory@initech.io").await, 409, "has an owner");
+    let r = h
+        .call(
+            "POST",
+            "/v1/orgs",
+            &admin,
+            Some(json!({"id": "hooli", "owner": "gavin@hooli.io"})),
+        )
+        .await;
+    let gavins = r.body["invitation"]["token"].as_str().unwrap().to_owned();
+    let mut owner = h
+        .store
+        .user_by_email("peter@initech.io")
+        .await
+        .unwrap()
+        .unwrap();
+    owner.password_hash = None;
+    h.store
+        .add_member("hooli", owner, Role::Owner, Vec::new())
+        .await
+        .unwrap();
+    let r = h.accept(&gavins, "gavin's passphrase here").await;
+    assert_problem(&r, 404, "whoever made it can no longer make someone owner");
     assert_problem(
         &h.call(
             "POST",
@@ -4786,7 +4818,7 @@ async fn an_invitation_is_replaced_only_by_someone_who_could_have_made_it() {
 async fn an_invitation_grants_no_more_than_its_maker_holds_when_it_is_accepted() {
     let h = harness().await;
     let admin = h.signed_in("acme", "adm@acme.io", "admin").await;
-    let make = |email: &'static str| {
+    let make = |email: &'static str, role: &'static str| {
         let admin = admin.clone();
         let h = &h;
         async move {
@@ -4795,15 +4827,18 @@ async fn an_invitation_grants_no_more_than_its_maker_holds_when_it_is_accepted()
                     "POST",
                     "/v1/orgs/acme/members",
                     &admin,
-                    Some(json!({"email": email, "role": "admin"})),
+                    Some(json!({"email": email, "role": role})),
                 )
                 .await;
             assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
             r.body["invitation"]["token"].as_str().unwrap().to_owned()
         }
     };
-    let before = make("one@acme.io").await;
-    let after = make("two@acme.io").await;
+    let before = make("one@acme.io", "admin").await;
+    let after = make("two@acme.io", "admin").await;
+    // A member's role asks for nothing a member lacks; inviting to it still takes
+    // members:manage.
+    let as_member = make("four@acme.io", "member").await;
     let r = h.accept(&before, "the first passphrase").await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     // The owner demotes the admin: the invitation the admin made no longer admits an admin.
@@ -4820,15 +4855,17 @@ async fn an_invitation_grants_no_more_than_its_maker_holds_when_it_is_accepted()
     assert_problem(
         &r,
         404,
-        "this invitation no longer works: the member who made it no longer holds what it grants in org \"acme\"",
+        "this invitation no longer works: whoever made it can no longer make someone admin of org \"acme\"",
     );
+    let r = h.accept(&as_member, "the fourth passphrase").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
     assert!(
         h.store
             .members("acme")
             .await
             .unwrap()
             .iter()
-            .all(|m| m.email != "two@acme.io")
+            .all(|m| m.email != "two@acme.io" && m.email != "four@acme.io")
     );
     // Once the admin is an admin again, it works (until it expires or is withdrawn).
     let r = h
@@ -4843,7 +4880,7 @@ async fn an_invitation_grants_no_more_than_its_maker_holds_when_it_is_accepted()
     let r = h.accept(&after, "the second passphrase").await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     // Removed from the org, the maker's invitations admit nobody.
-    let third = make("three@acme.io").await;
+    let third = make("three@acme.io", "admin").await;
     let r = h
         .call(
             "DELETE",

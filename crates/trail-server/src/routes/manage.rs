@@ -282,7 +282,9 @@ pub async fn create_org(
         (Some(email), Some(me)) if email.eq_ignore_ascii_case(&me.email) => (None, Some(me)),
         (Some(email), _) => {
             check_email(&email)?;
-            let minted = invitation(&caller, &req.id, &email, Role::Owner, now)?;
+            let mut minted = invitation(&caller, &req.id, &email, Role::Owner, now)?;
+            // Accepted only while its maker is a platform admin and the org has no owner.
+            minted.token.made_with = Some(caller.credential_id.clone());
             (Some(minted), None)
         }
         (None, Some(me)) => (None, Some(me)),
@@ -365,20 +367,20 @@ pub async fn invite_owner(
     if state.store.org(&org).await?.is_none() {
         return Err(ApiError::NotFound(format!("org {org:?} does not exist")));
     }
-    if let Some(owner) = state
+    if state
         .store
         .members(&org)
         .await?
-        .into_iter()
-        .find(|m| m.role == Role::Owner)
+        .iter()
+        .any(|m| m.role == Role::Owner)
     {
         return Err(ApiError::Conflict(format!(
-            "org {org:?} has an owner ({}): its owners invite its members",
-            owner.email
+            "org {org:?} has an owner: its owners invite its members"
         )));
     }
     let now = crate::now();
-    // One open owner invitation at a time: the ones that went astray stop working.
+    // One open owner invitation at a time: the ones that went astray stop working, each
+    // withdrawal recorded in the org's log.
     for open in state
         .store
         .tokens(&org, TokenKind::Invitation, None)
@@ -390,9 +392,25 @@ pub async fn invite_owner(
                 && t.expires_at.is_none_or(|e| e > now)
         })
     {
-        state.store.revoke_token(&open.id, now, Vec::new()).await?;
+        let event = domain_event(
+            &caller,
+            "deleted",
+            object("invitation", json!({"id": open.id, "email": open.owner})),
+            "DELETE",
+            format!(
+                "invitation of {} as owner withdrawn: {} is invited in its place",
+                open.owner, req.email
+            ),
+            json!({}),
+        );
+        state
+            .store
+            .revoke_token(&open.id, now, audit(&org, event))
+            .await?;
     }
-    let minted = invitation(&caller, &org, &req.email, Role::Owner, now)?;
+    let mut minted = invitation(&caller, &org, &req.email, Role::Owner, now)?;
+    // Accepted only while its maker is a platform admin and the org has no owner.
+    minted.token.made_with = Some(caller.credential_id.clone());
     let shown = invitation_json(&minted);
     let event = domain_event(
         &caller,
@@ -791,12 +809,19 @@ async fn find_member(
     org: &str,
     who: &str,
 ) -> Result<trail_store::Member, ApiError> {
-    state
-        .store
-        .members(org)
-        .await?
-        .into_iter()
-        .find(|m| m.email.eq_ignore_ascii_case(who) || m.user_id == who)
+    let members = state.store.members(org).await?;
+    // An email in any case; its exact spelling first (an older store may hold two accounts
+    // whose emails differ only in case).
+    let exact = members
+        .iter()
+        .position(|m| m.email == who || m.user_id == who);
+    let found = exact.or_else(|| {
+        members
+            .iter()
+            .position(|m| m.email.eq_ignore_ascii_case(who))
+    });
+    found
+        .map(|i| members[i].clone())
         .ok_or_else(|| ApiError::NotFound(format!("{who:?} is not a member of org {org:?}")))
 }
 

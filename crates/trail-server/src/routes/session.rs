@@ -158,21 +158,17 @@ pub async fn accept_invitation(
     state.throttle.refund(&attempt);
     let org = invitation.org.clone();
     let email = invitation.owner.clone();
-    // An invitation grants no more than the one who made it holds now: one made by an
-    // admin since demoted or removed admits nobody as an admin. (An org's first owner is
-    // invited by the platform, which makes the org: that invitation has no maker.)
-    if let (Some(maker), Some(role)) = (&invitation.made_with, invitation.role) {
-        let held = match crate::auth::maker_holds(state.store.as_ref(), maker, &org, 0).await {
-            Ok(held) => held,
-            Err(ApiError::Unauthorized(_)) => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        if !role.scopes().iter().all(|s| held.contains(s)) {
-            return Err(ApiError::NotFound(format!(
-                "this invitation no longer works: the member who made it no longer holds what \
-                 it grants in org {org:?}; ask for a new one"
-            )));
-        }
+    // An invitation grants its role only while whoever made it could make it today: one
+    // made by an admin since demoted or removed, or by the platform for an org that has an
+    // owner by now, admits nobody.
+    if let (Some(maker), Some(role)) = (&invitation.made_with, invitation.role)
+        && !crate::auth::may_still_invite(state.store.as_ref(), maker, &org, role).await?
+    {
+        return Err(ApiError::NotFound(format!(
+            "this invitation no longer works: whoever made it can no longer make someone {} \
+             of org {org:?}; ask for a new one",
+            role.as_str()
+        )));
     }
     let new_password = |password: String| async move {
         check_password("password", &password)?;
