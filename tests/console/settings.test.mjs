@@ -74,6 +74,11 @@ test("an API key is created (its secret shown once) and revoked", async () => {
   await page.locator("#api-keys tbody", { hasText: "siem" }).waitFor();
   const secret = await page.locator(".secret-once code").innerText();
   assert.match(secret, /^key_[^:]+:.{40,}$/);
+  // The list says who made each key.
+  const listed = await (await fetch(`${server.url}/v1/orgs/default/api-keys`, { headers: { Authorization: `Bearer ${server.token}` } })).json();
+  const maker = listed.items.find((k) => k.name === "siem").createdBy;
+  assert.ok(maker);
+  assert.ok((await page.locator("#api-keys tbody tr", { hasText: "siem" }).innerText()).includes(maker));
   // The key works, then is revoked from the page.
   const [id, pw] = secret.split(":");
   const basic = `Basic ${Buffer.from(`${id}:${pw}`).toString("base64")}`;

@@ -132,6 +132,8 @@ async function keys(org, reload, out) {
     h("h2", { id: "keys-title" }, "API keys"),
     listTable("api-keys", [
       ["Name", (k) => k.name], ["Id", (k) => h("code", {}, k.id)], ["Scopes", (k) => k.scopes.join(" ")],
+      // Who made it and when: after a stolen session, the keys made in it are found here.
+      ["Made by", (k) => k.createdBy], ["Created", (k) => day(k.createdAt)],
       ["Expires", (k) => day(k.expiresAt)], ["", revoke],
     ], live, "No API keys."),
     create, error);
