@@ -282,9 +282,7 @@ pub async fn create_org(
         (Some(email), Some(me)) if email.eq_ignore_ascii_case(&me.email) => (None, Some(me)),
         (Some(email), _) => {
             check_email(&email)?;
-            let mut minted = invitation(&caller, &req.id, &email, Role::Owner, now)?;
-            // Accepted only while its maker is a platform admin and the org has no owner.
-            minted.token.made_with = Some(caller.credential_id.clone());
+            let minted = invitation(&caller, &req.id, &email, Role::Owner, now)?;
             (Some(minted), None)
         }
         (None, Some(me)) => (None, Some(me)),
@@ -408,35 +406,11 @@ pub async fn invite_owner(
             .revoke_token(&open.id, now, audit(&org, event))
             .await?;
     }
-    let mut minted = invitation(&caller, &org, &req.email, Role::Owner, now)?;
-    // Accepted only while its maker is a platform admin and the org has no owner.
-    minted.token.made_with = Some(caller.credential_id.clone());
-    let shown = invitation_json(&minted);
-    let event = domain_event(
-        &caller,
-        "created",
-        object(
-            "invitation",
-            json!({"id": minted.token.id, "email": req.email}),
-        ),
-        "CREATE",
-        format!(
-            "{} invited as owner of org {org:?}, which has none, by a platform admin",
-            req.email
-        ),
-        json!({"email": req.email, "role": Role::Owner.as_str()}),
+    let summary = format!(
+        "{} invited as owner of org {org:?}, which has none, by a platform admin",
+        req.email
     );
-    state
-        .store
-        .invite_member(minted.token, audit(&org, event))
-        .await?;
-    let out = MemberView {
-        user_id: None,
-        email: req.email,
-        role: Role::Owner.as_str(),
-        invitation: Some(shown),
-    };
-    Ok((StatusCode::CREATED, Json(out)))
+    send_invitation(&state, &caller, &org, req.email, Role::Owner, summary).await
 }
 
 /// An invitation for `email` to join `org` as `role`. It changes no account: accepting it
@@ -464,7 +438,42 @@ fn invitation(
         reach: trail_store::Reach::Own,
     });
     minted.token.role = Some(role);
+    // Accepted only while its maker could make it then (`auth::may_still_invite`).
+    minted.token.made_with = Some(caller.credential_id.clone());
     Ok(minted)
+}
+
+/// Stores an invitation of `email` to `org` as `role`, recorded in the org's log with
+/// `summary`, and answers it as its maker sees it, once.
+async fn send_invitation(
+    state: &AppState,
+    caller: &Caller,
+    org: &str,
+    email: String,
+    role: Role,
+    summary: String,
+) -> Result<Created<MemberView>, ApiError> {
+    let minted = invitation(caller, org, &email, role, crate::now())?;
+    let shown = invitation_json(&minted);
+    let event = domain_event(
+        caller,
+        "created",
+        object("invitation", json!({"id": minted.token.id, "email": email})),
+        "CREATE",
+        summary,
+        json!({"email": email, "role": role.as_str()}),
+    );
+    state
+        .store
+        .invite_member(minted.token, audit(org, event))
+        .await?;
+    let out = MemberView {
+        user_id: None,
+        email,
+        role: role.as_str(),
+        invitation: Some(shown),
+    };
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 /// An invitation as its inviter sees it, once.
@@ -723,33 +732,8 @@ pub async fn add_member(
             ))
         })?;
     }
-    let now = crate::now();
-    let mut minted = invitation(&caller, &org, &req.email, role, now)?;
-    // Accepting it grants no more than its maker holds then.
-    minted.token.made_with = Some(caller.credential_id.clone());
-    let shown = invitation_json(&minted);
-    let event = domain_event(
-        &caller,
-        "created",
-        object(
-            "invitation",
-            json!({"id": minted.token.id, "email": req.email}),
-        ),
-        "CREATE",
-        format!("{} invited as {}", req.email, role.as_str()),
-        json!({"email": req.email, "role": role.as_str()}),
-    );
-    state
-        .store
-        .invite_member(minted.token, audit(&org, event))
-        .await?;
-    let out = MemberView {
-        user_id: None,
-        email: req.email,
-        role: role.as_str(),
-        invitation: Some(shown),
-    };
-    Ok((StatusCode::CREATED, Json(out)))
+    let summary = format!("{} invited as {}", req.email, role.as_str());
+    send_invitation(&state, &caller, &org, req.email, role, summary).await
 }
 
 /// The open invitation (with a role) of `email` to `org`, if there is one.
