@@ -39,14 +39,15 @@ impl DictCache {
         conn: &Connection,
         ids: impl IntoIterator<Item = i64>,
     ) -> Result<Resolved> {
-        let mut out = Resolved::default();
+        // A page names each string many times: the distinct ids are found first, without
+        // the lock, so that the cache (shared by every reader) is held for one lookup per
+        // distinct string, not one per reference.
+        let wanted: rustc_hash::FxHashSet<i64> = ids.into_iter().collect();
+        let mut out = Resolved::with_capacity_and_hasher(wanted.len(), Default::default());
         let mut missing = Vec::new();
         {
             let mut map = self.map.lock().expect("dict cache lock");
-            for id in ids {
-                if out.contains_key(&id) {
-                    continue;
-                }
+            for id in wanted {
                 match map.get(&id) {
                     Some(v) => {
                         out.insert(id, v.clone());
