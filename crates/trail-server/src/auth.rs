@@ -619,9 +619,10 @@ const MAKERS_DEEP: usize = 16;
 
 /// What the maker of an API key or an invitation (`made_with`: the credential it was made
 /// with) holds in `org` today, which bounds what the key holds and what the invitation may
-/// still grant: neither outlives its maker's role nor the token it was made with. A key made in a console session is bounded by the role of the
-/// session's user (not by the session, which is short-lived); one made with a token, by what
-/// that token holds today (nothing, once it is revoked or expired, or its user has left).
+/// still grant: neither outlives its maker's role nor the token it was made with. A key
+/// made in a console session is bounded by the role of the session's user (not by the
+/// session, which is short-lived); one made with a token, by what that token holds today
+/// (nothing, once it is revoked or expired, or its user has left).
 pub async fn maker_holds(
     store: &dyn Store,
     maker: &str,

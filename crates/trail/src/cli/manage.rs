@@ -334,20 +334,24 @@ pub enum OrgsCommand {
     },
 }
 
-/// The invitation an answer carries, as the fields a table shows (once).
-fn with_invitation(mut v: Value) -> Value {
+/// Prints an answer's `fields` and, when it carries an invitation (shown this once), the
+/// invitation's secret and expiry after them.
+fn print_with_invitation(
+    format: Format,
+    mut v: Value,
+    fields: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    let mut fields = fields.to_vec();
     if let Some(inv) = v.get("invitation").cloned() {
         v["invitationToken"] = inv["token"].clone();
         v["invitationExpiresAt"] = inv["expiresAt"].clone();
+        fields.extend([
+            ("invitation (shown once)", "invitationToken"),
+            ("invitation expires", "invitationExpiresAt"),
+        ]);
     }
-    v
+    print_object(format, &v, &fields)
 }
-
-/// The rows that show an invitation, once.
-const INVITATION_ROWS: [(&str, &str); 2] = [
-    ("invitation (shown once)", "invitationToken"),
-    ("invitation expires", "invitationExpiresAt"),
-];
 
 pub async fn orgs(conn: &Connection, out: &OutputArg, cmd: OrgsCommand) -> anyhow::Result<()> {
     let s = Session::open(conn)?;
@@ -374,20 +378,17 @@ pub async fn orgs(conn: &Connection, out: &OutputArg, cmd: OrgsCommand) -> anyho
                     Some(&json!({"id": id, "name": name, "owner": owner})),
                 )
                 .await?;
-            let rows = [
-                ("id", "id"),
-                ("name", "name"),
-                ("owner", "owner"),
-                ("created", "createdAt"),
-            ];
             // An owner other than the caller is invited: the invitation is shown once.
-            let invited = v.get("invitation").is_some();
-            let rows = if invited {
-                [&rows[..], &INVITATION_ROWS[..]].concat()
-            } else {
-                rows.to_vec()
-            };
-            print_object(out.format(), &with_invitation(v), &rows)?;
+            print_with_invitation(
+                out.format(),
+                v,
+                &[
+                    ("id", "id"),
+                    ("name", "name"),
+                    ("owner", "owner"),
+                    ("created", "createdAt"),
+                ],
+            )?;
         }
         OrgsCommand::InviteOwner { owner_of, email } => {
             let v = s
@@ -398,15 +399,7 @@ pub async fn orgs(conn: &Connection, out: &OutputArg, cmd: OrgsCommand) -> anyho
                     Some(&json!({ "email": email })),
                 )
                 .await?;
-            print_object(
-                out.format(),
-                &with_invitation(v),
-                &[
-                    &[("email", "email"), ("role", "role")][..],
-                    &INVITATION_ROWS[..],
-                ]
-                .concat(),
-            )?;
+            print_with_invitation(out.format(), v, &[("email", "email"), ("role", "role")])?;
         }
     }
     Ok(())
@@ -558,15 +551,7 @@ pub async fn members(
         MembersCommand::Add { email, role } => {
             let body = json!({"email": email, "role": role});
             let v = s.client.send_json("POST", &base, Some(&body)).await?;
-            print_object(
-                out.format(),
-                &with_invitation(v),
-                &[
-                    &[("email", "email"), ("role", "role")][..],
-                    &INVITATION_ROWS[..],
-                ]
-                .concat(),
-            )?;
+            print_with_invitation(out.format(), v, &[("email", "email"), ("role", "role")])?;
         }
         MembersCommand::Accept { .. } => unreachable!("answered above"),
         MembersCommand::SetRole { email, role } => {
