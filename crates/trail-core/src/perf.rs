@@ -190,6 +190,57 @@ impl Tally {
 /// A window's calls: per route, its tallies by minute ([`minute_of`]).
 pub type Minutes = Vec<(String, Vec<(i64, Tally)>)>;
 
+/// Folds per-minute tallies read oldest first (`(route, minute, tally)`, routes by any key)
+/// into each route's entries: minutes added up into slices of `per` minutes from `first`
+/// (each under the minute its slice starts at), except each route's first and last minute
+/// with calls, kept as they are, so a window's rate span stays exact and a long window
+/// costs a route at most its slices and two more entries. Routes come back in no order.
+pub fn fold_slices<K: std::hash::Hash + Eq>(
+    rows: impl IntoIterator<Item = (K, i64, Tally)>,
+    first: i64,
+    per: i64,
+) -> Vec<(K, Vec<(i64, Tally)>)> {
+    /// One route's tallies as they are read, oldest first.
+    struct Route {
+        first: (i64, Tally),
+        slices: std::collections::HashMap<i64, Tally>,
+        last: Option<(i64, Tally)>,
+    }
+    let per = per.max(1);
+    let mut by_route: std::collections::HashMap<K, Route> = std::collections::HashMap::new();
+    for (route, minute, tally) in rows {
+        if tally.requests == 0 {
+            continue;
+        }
+        match by_route.entry(route) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Route {
+                    first: (minute, tally),
+                    slices: std::collections::HashMap::new(),
+                    last: None,
+                });
+            }
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let r = o.get_mut();
+                if let Some((m, t)) = r.last.replace((minute, tally)) {
+                    let start = first + (m - first).div_euclid(per) * per;
+                    r.slices.entry(start).or_default().merge(&t);
+                }
+            }
+        }
+    }
+    by_route
+        .into_iter()
+        .map(|(k, r)| {
+            let mut minutes = vec![r.first];
+            minutes.extend(r.slices);
+            minutes.extend(r.last);
+            minutes.sort_by_key(|(m, _)| *m);
+            (k, minutes)
+        })
+        .collect()
+}
+
 /// The figures of one route over a window.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

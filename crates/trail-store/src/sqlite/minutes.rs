@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension};
 use trail_core::Timestamp;
-use trail_core::perf::{Minutes, Sketch, Tally, minute_of, window_minutes};
+use trail_core::perf::{Minutes, Sketch, Tally, fold_slices, minute_of, window_minutes};
 
 use super::dict::DictCache;
 use super::{org_id, unavailable};
@@ -123,7 +123,6 @@ pub(crate) fn perf(
 ) -> Result<Minutes> {
     let org_id = org_id(conn, org)?;
     let (first, end) = window_minutes(since, until);
-    let per = per.max(1);
     let mut stmt = conn
         .prepare_cached(
             "SELECT requests, e4xx, e5xx, lat, route, minute FROM perf_minutes \
@@ -135,35 +134,15 @@ pub(crate) fn perf(
             Ok((r.get::<_, i64>(4)?, r.get::<_, i64>(5)?, tally_of(r)?))
         })
         .map_err(unavailable)?;
-    /// One route's tallies as they are read, oldest first.
-    #[derive(Default)]
-    struct Route {
-        first: Option<(i64, Tally)>,
-        slices: HashMap<i64, Tally>,
-        last: Option<(i64, Tally)>,
-    }
-    let mut by_route: HashMap<i64, Route> = HashMap::new();
+    let mut rows_read = Vec::new();
     for row in rows {
-        let (route, minute, tally) = row.map_err(unavailable)?;
-        if tally.requests == 0 {
-            continue;
-        }
-        let r = by_route.entry(route).or_default();
-        if r.first.is_none() {
-            r.first = Some((minute, tally));
-        } else if let Some((m, t)) = r.last.replace((minute, tally)) {
-            let start = first + (m - first).div_euclid(per) * per;
-            r.slices.entry(start).or_default().merge(&t);
-        }
+        rows_read.push(row.map_err(unavailable)?);
     }
-    let names = dict.resolve(conn, by_route.keys().copied())?;
+    let by_route = fold_slices(rows_read, first, per);
+    let names = dict.resolve(conn, by_route.iter().map(|(id, _)| *id))?;
     let mut out: Minutes = by_route
         .into_iter()
-        .map(|(id, r)| {
-            let mut minutes: Vec<(i64, Tally)> = r.first.into_iter().collect();
-            minutes.extend(r.slices);
-            minutes.extend(r.last);
-            minutes.sort_by_key(|(m, _)| *m);
+        .map(|(id, minutes)| {
             let name = names.get(&id).ok_or_else(|| {
                 crate::StoreError::Corrupt(format!("dictionary entry {id} is missing"))
             })?;
