@@ -146,7 +146,7 @@ impl From<StoreError> for ApiError {
             StoreError::LogFull(org) => {
                 ApiError::Conflict(format!("the log of org {org:?} is full"))
             }
-            StoreError::Unavailable(m) => ApiError::Unavailable(m),
+            StoreError::Unavailable(m) | StoreError::Contended(m) => ApiError::Unavailable(m),
             e @ StoreError::TimedOut(_) => ApiError::QueryTimeout(e.to_string()),
             StoreError::Corrupt(m) => ApiError::Internal(format!("corrupt store: {m}")),
             StoreError::Refused(m) => ApiError::Conflict(m),

@@ -98,6 +98,33 @@ fn simple(action: &str) -> EventBody {
 
 /// Creates these orgs (no owner, no records): the setup of most checks, here and in a
 /// backend's own tests.
+/// A database of its own on this test run's PostgreSQL server, started on first use and
+/// stopped when the test process exits ([`crate::postgres::local::LocalServer`]). Panics
+/// if PostgreSQL is not installed: these tests never skip.
+pub fn postgres_database() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SERVER: OnceLock<crate::postgres::local::LocalServer> = OnceLock::new();
+    static DATABASES: AtomicUsize = AtomicUsize::new(0);
+    let server = SERVER.get_or_init(|| {
+        let server = crate::postgres::local::LocalServer::start(
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+             -c max_connections=400 -c shared_buffers=64MB",
+        )
+        .unwrap_or_else(|e| panic!("the PostgreSQL tests need PostgreSQL: {e}"));
+        server
+            .stop_with(std::process::id())
+            .unwrap_or_else(|e| panic!("{e}"));
+        server
+    });
+    let name = format!("trail_{}", DATABASES.fetch_add(1, Ordering::Relaxed));
+    let mut c = postgres::Client::connect(&server.url("postgres"), postgres::NoTls)
+        .unwrap_or_else(|e| panic!("connecting to the test PostgreSQL: {e}"));
+    c.batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
+    server.url(&name)
+}
+
 pub async fn with_orgs(store: &dyn Store, ids: &[&str]) {
     for id in ids {
         store

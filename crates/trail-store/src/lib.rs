@@ -20,11 +20,83 @@ use trail_core::{Event, EventBody, Timestamp};
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Where a store is: the one place a store is chosen by its URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// `sqlite:DIR`: the embedded store in a data directory.
+    Sqlite(std::path::PathBuf),
+    /// `postgres://USER@HOST/DATABASE` (or `postgresql://`): a PostgreSQL database, which
+    /// several servers may share.
+    Postgres(String),
+}
+
+impl Location {
+    /// The store `database` names, or the embedded one in `data_dir` when none is named.
+    pub fn of(database: Option<&str>, data_dir: &std::path::Path) -> Result<Location, String> {
+        let Some(url) = database else {
+            return Ok(Location::Sqlite(data_dir.to_owned()));
+        };
+        if let Some(dir) = url.strip_prefix("sqlite:") {
+            if dir.is_empty() {
+                return Err("sqlite: needs a directory (sqlite:DIR)".into());
+            }
+            return Ok(Location::Sqlite(dir.into()));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            url.parse::<::postgres::Config>()
+                .map_err(|e| format!("{}: {e}", Self::redacted(url)))?;
+            return Ok(Location::Postgres(url.to_owned()));
+        }
+        Err(format!(
+            "{:?} is not a store: give sqlite:DIR or postgres://USER@HOST/DATABASE",
+            Self::redacted(url)
+        ))
+    }
+
+    /// Opens the store (creating or migrating it as needed).
+    pub async fn open(&self) -> Result<Arc<dyn Store>> {
+        Ok(match self {
+            Location::Sqlite(dir) => Arc::new(SqliteStore::open(dir)?),
+            Location::Postgres(url) => Arc::new(PgStore::open(url).await?),
+        })
+    }
+
+    /// What to show of it: the directory, or the database without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            Location::Sqlite(dir) => format!("{} (SQLite)", dir.display()),
+            Location::Postgres(url) => format!("{} (PostgreSQL)", Self::redacted(url)),
+        }
+    }
+
+    /// A URL with any password in it (`user:password@`, `password=`) replaced by `***`.
+    fn redacted(url: &str) -> String {
+        let mut out = match url.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((auth, host)) => match auth.split_once(':') {
+                    Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+                    None => url.to_owned(),
+                },
+                None => url.to_owned(),
+            },
+            None => url.to_owned(),
+        };
+        if let Some(at) = out.find("password=") {
+            let from = at + "password=".len();
+            let to = out[from..].find('&').map_or(out.len(), |i| from + i);
+            out.replace_range(from..to, "***");
+        }
+        out
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -37,6 +109,11 @@ pub enum StoreError {
     /// The backend could not do the work now (I/O error, full disk, shut down).
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The write lost a race with another writer of the same database (a serialization
+    /// failure or a deadlock) and nothing of it was committed: trying it again may succeed.
+    /// A backend retries these itself a few times before it answers this.
+    #[error("storage contended: {0}")]
+    Contended(String),
     /// The org's log holds 2^40 events, the most a log can.
     #[error("the log of org {0:?} is full")]
     LogFull(String),

@@ -1,0 +1,692 @@
+//! The PostgreSQL backend: several Trail servers on one database.
+//!
+//! Nothing about a log is kept in one process's memory: an append takes its log's row lock
+//! (`logs`, `SELECT … FOR UPDATE`) in its transaction, reads the log's size and last time of
+//! receipt there, and gives the next seqs; so appends to one org from any number of servers
+//! are serialized by the database, and seqs stay gapless and unique. The checkpoint that
+//! covers them is signed in the same transaction (zero merge delay), so one chain of
+//! checkpoints grows per org whichever server appends. Work runs on blocking threads with
+//! the synchronous client (as SQLite's does), so the Merkle algorithms of `trail_core` read
+//! the tree through the same [`HashReader`](trail_core::merkle::HashReader).
+//!
+//! Append-only by grants: the migration makes a role `trail_writer` with INSERT and SELECT
+//! on `events` (and on `tiles` and `checkpoints`) and no UPDATE or DELETE, and every
+//! connection of the server acts as it (`SET ROLE`); pruning, the one delete, acts as
+//! `trail_pruner` for its transaction alone (see [`migrate`]).
+
+mod identity;
+pub mod local;
+mod log;
+pub mod migrate;
+mod read;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use postgres::error::SqlState;
+use postgres::{NoTls, Transaction};
+use r2d2_postgres::PostgresConnectionManager;
+use tokio::sync::watch;
+use trail_core::merkle::Hash;
+use trail_core::query::Filter;
+use trail_core::scope::Role;
+use trail_core::{EventBody, Timestamp};
+
+use crate::{
+    Acceptance, Appends, AuditEvents, Bootstrap, EventPage, EventQuery, Instance, LogWatch, Member,
+    Org, Result, Session, SignedCheckpoint, Store, StoreError, StoredEvent, Token, TokenKind, User,
+};
+
+type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+pub(crate) type Conn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+
+/// Connections to the database, shared by reads and writes.
+const POOL_SIZE: u32 = 16;
+/// How long a read of events may run before the database stops it.
+pub const QUERY_DEADLINE: Duration = Duration::from_secs(2);
+/// How many times a write that lost a serialization race or a deadlock is tried again.
+const WRITE_TRIES: usize = 4;
+
+pub struct PgStore {
+    pool: Connections,
+    /// Wakes this process's readers when a log grows through this process.
+    logs: Arc<LogWatch>,
+    clock: crate::Clock,
+    /// The signing key and each log's tree as this process last committed it.
+    signing: Arc<Mutex<Option<log::Signing>>>,
+    /// Why writes are failing, until one commits (readiness).
+    fault: Mutex<Option<String>>,
+}
+
+/// The pool. The synchronous client blocks while it closes a connection, which must not
+/// happen on an async task: when the store is dropped, its connections are closed on a
+/// thread of their own.
+struct Connections(Option<Pool>);
+
+impl Connections {
+    fn pool(&self) -> &Pool {
+        self.0
+            .as_ref()
+            .expect("the pool is there until the store is dropped")
+    }
+}
+
+impl Drop for Connections {
+    fn drop(&mut self) {
+        if let Some(pool) = self.0.take() {
+            let _ = std::thread::Builder::new()
+                .name("trail-pg-close".into())
+                .spawn(move || drop(pool));
+        }
+    }
+}
+
+/// A database error as a store error: the backend's codes stay here.
+pub(crate) fn unavailable(e: postgres::Error) -> StoreError {
+    match e.code() {
+        Some(c) if *c == SqlState::QUERY_CANCELED => StoreError::TimedOut(QUERY_DEADLINE),
+        Some(c)
+            if *c == SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == SqlState::T_R_DEADLOCK_DETECTED =>
+        {
+            StoreError::Contended(e.to_string())
+        }
+        _ => StoreError::Unavailable(match e.as_db_error() {
+            // The server's own words ("permission denied for table events").
+            Some(db) => db.message().to_owned(),
+            None => e.to_string(),
+        }),
+    }
+}
+
+/// A constraint violation as a domain error: a duplicate is a conflict, a reference to
+/// something missing is "not found".
+pub(crate) fn constraint(e: postgres::Error, what: impl FnOnce() -> String) -> StoreError {
+    match e.code() {
+        Some(c) if *c == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(what()),
+        Some(c) if *c == SqlState::FOREIGN_KEY_VIOLATION => {
+            StoreError::NotFound(format!("what {} refers to", what()))
+        }
+        _ => unavailable(e),
+    }
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://user@host/db`, or the key-value form),
+    /// and brings its schema up to date ([`migrate::migrate`]).
+    pub async fn open(url: &str) -> Result<PgStore> {
+        Self::open_with_clock(url, crate::system_clock()).await
+    }
+
+    /// [`Self::open`], taking times of receipt from `clock`.
+    pub async fn open_with_clock(url: &str, clock: crate::Clock) -> Result<PgStore> {
+        let url = url.to_owned();
+        tokio::task::spawn_blocking(move || Self::connect(&url, clock))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("connecting failed: {e}")))?
+    }
+
+    fn connect(url: &str, clock: crate::Clock) -> Result<PgStore> {
+        let config: postgres::Config = url.parse().map_err(|e| {
+            StoreError::Unavailable(format!("not a PostgreSQL connection string: {e}"))
+        })?;
+        {
+            let mut admin = config.connect(NoTls).map_err(unavailable)?;
+            migrate::migrate(&mut admin)?;
+        }
+        let manager = PostgresConnectionManager::new(config, NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(POOL_SIZE)
+            .min_idle(Some(1))
+            .connection_customizer(Box::new(migrate::ActAsWriter))
+            .build(manager)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(PgStore {
+            pool: Connections(Some(pool)),
+            logs: Arc::new(LogWatch::default()),
+            clock,
+            signing: Arc::default(),
+            fault: Mutex::default(),
+        })
+    }
+
+    /// Runs `f` on a pooled connection, on a blocking thread.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Conn) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let pool = self.pool.pool().clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool
+                .get()
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("a database task failed: {e}")))?
+    }
+
+    /// Runs `f` and appends `audit` in one transaction: the change and its record commit
+    /// together or not at all. Tried again if it lost a race to another transaction.
+    async fn write<T: Send + 'static>(
+        &self,
+        audit: AuditEvents,
+        f: impl Fn(&mut Transaction<'_>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let ctx = self.append_context();
+        let result = self
+            .blocking(move |conn| {
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    let attempt = (|| {
+                        let mut tx = conn.transaction().map_err(unavailable)?;
+                        let out = f(&mut tx)?;
+                        let mut grown = log::Grown::default();
+                        for (org, event) in audit.iter().cloned() {
+                            log::append(&mut tx, &ctx, &mut grown, &org, vec![event])?;
+                        }
+                        tx.commit().map_err(unavailable)?;
+                        ctx.committed(&grown);
+                        Ok((out, grown))
+                    })();
+                    match attempt {
+                        Err(StoreError::Contended(_)) if tries < WRITE_TRIES => continue,
+                        other => return other,
+                    }
+                }
+            })
+            .await;
+        self.committed(result.map(|(out, grown)| {
+            self.grew(grown);
+            out
+        }))
+    }
+
+    /// What an append needs besides its transaction.
+    fn append_context(&self) -> log::Context {
+        log::Context {
+            clock: self.clock.clone(),
+            signing: self.signing.clone(),
+        }
+    }
+
+    /// Tells this process's readers which logs grew, after a commit.
+    fn grew(&self, grown: log::Grown) {
+        for (org, size) in grown.sizes {
+            self.logs.grew(&org, size);
+        }
+    }
+
+    /// Records the outcome of a write for readiness: a failure that can pass is remembered
+    /// until a write commits.
+    fn committed<T>(&self, r: Result<T>) -> Result<T> {
+        let mut fault = self.fault.lock().expect("fault lock");
+        match &r {
+            Ok(_) => *fault = None,
+            Err(StoreError::Unavailable(why)) => *fault = Some(why.clone()),
+            Err(_) => {}
+        }
+        r
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> Result<()> {
+        self.blocking(|c| {
+            c.simple_query("SELECT 1").map_err(unavailable)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn health(&self) -> Result<()> {
+        self.ping().await?;
+        match self.fault.lock().expect("fault lock").clone() {
+            Some(why) => Err(StoreError::Unavailable(format!(
+                "writes are failing: {why}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    async fn bootstrap(&self, b: Bootstrap) -> Result<bool> {
+        self.write(Vec::new(), move |tx| identity::bootstrap(tx, &b))
+            .await
+    }
+
+    async fn platform_org(&self) -> Result<Option<String>> {
+        self.blocking(|c| identity::setting(&mut **c, "platform_org"))
+            .await
+    }
+
+    async fn create_org(
+        &self,
+        org: Org,
+        owner: Option<User>,
+        invitation: Option<Token>,
+        audit: AuditEvents,
+    ) -> Result<()> {
+        self.write(audit, move |tx| {
+            identity::create_org(tx, &org, owner.as_ref(), invitation.as_ref())
+        })
+        .await
+    }
+
+    async fn org(&self, id: &str) -> Result<Option<Org>> {
+        let id = id.to_owned();
+        self.blocking(move |c| identity::org(&mut **c, &id)).await
+    }
+
+    async fn orgs(&self) -> Result<Vec<Org>> {
+        self.blocking(|c| identity::orgs(&mut **c)).await
+    }
+
+    async fn user(&self, id: &str) -> Result<Option<User>> {
+        let id = id.to_owned();
+        self.blocking(move |c| identity::user(&mut **c, &id)).await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        let email = email.to_owned();
+        self.blocking(move |c| identity::user_by_email(&mut **c, &email))
+            .await
+    }
+
+    async fn set_password(
+        &self,
+        user_id: &str,
+        hash: String,
+        at: Timestamp,
+        audit: AuditEvents,
+    ) -> Result<()> {
+        let user_id = user_id.to_owned();
+        self.write(audit, move |tx| {
+            identity::set_password(tx, &user_id, &hash, at)
+        })
+        .await
+    }
+
+    async fn add_member(
+        &self,
+        org: &str,
+        user: User,
+        role: Role,
+        audit: AuditEvents,
+    ) -> Result<Member> {
+        let org = org.to_owned();
+        self.write(audit, move |tx| identity::add_member(tx, &org, &user, role))
+            .await
+    }
+
+    async fn invite_member(&self, invitation: Token, audit: AuditEvents) -> Result<()> {
+        self.write(audit, move |tx| {
+            identity::insert_invitation(tx, &invitation)
+        })
+        .await
+    }
+
+    async fn set_role(
+        &self,
+        org: &str,
+        user_id: &str,
+        role: Role,
+        audit: AuditEvents,
+    ) -> Result<()> {
+        let (org, user_id) = (org.to_owned(), user_id.to_owned());
+        self.write(audit, move |tx| {
+            identity::set_role(tx, &org, &user_id, role)
+        })
+        .await
+    }
+
+    async fn remove_member(&self, org: &str, user_id: &str, audit: AuditEvents) -> Result<()> {
+        let (org, user_id) = (org.to_owned(), user_id.to_owned());
+        let at = (self.clock)();
+        self.write(audit, move |tx| {
+            identity::remove_member(tx, &org, &user_id, at)
+        })
+        .await
+    }
+
+    async fn members(&self, org: &str) -> Result<Vec<Member>> {
+        let org = org.to_owned();
+        self.blocking(move |c| identity::members(&mut **c, &org))
+            .await
+    }
+
+    async fn memberships(&self, user_id: &str) -> Result<Vec<(String, Role)>> {
+        let user_id = user_id.to_owned();
+        self.blocking(move |c| identity::memberships(&mut **c, &user_id))
+            .await
+    }
+
+    async fn create_instance(&self, instance: Instance, audit: AuditEvents) -> Result<()> {
+        self.write(audit, move |tx| identity::create_instance(tx, &instance))
+            .await
+    }
+
+    async fn instances(&self, org: &str) -> Result<Vec<Instance>> {
+        let org = org.to_owned();
+        self.blocking(move |c| identity::instances(&mut **c, &org))
+            .await
+    }
+
+    async fn create_token(&self, token: Token, audit: AuditEvents) -> Result<()> {
+        self.write(audit, move |tx| identity::insert_token(tx, &token))
+            .await
+    }
+
+    async fn token(&self, id: &str) -> Result<Option<Token>> {
+        let id = id.to_owned();
+        self.blocking(move |c| identity::token(&mut **c, &id)).await
+    }
+
+    async fn personal_tokens(&self, user_id: &str) -> Result<Vec<Token>> {
+        let user_id = user_id.to_owned();
+        self.blocking(move |c| identity::personal_tokens(&mut **c, &user_id))
+            .await
+    }
+
+    async fn tokens(
+        &self,
+        org: &str,
+        kind: TokenKind,
+        user_id: Option<&str>,
+    ) -> Result<Vec<Token>> {
+        let (org, user_id) = (org.to_owned(), user_id.map(str::to_owned));
+        self.blocking(move |c| identity::tokens(&mut **c, &org, kind, user_id.as_deref()))
+            .await
+    }
+
+    async fn revoke_token(&self, id: &str, at: Timestamp, audit: AuditEvents) -> Result<()> {
+        let id = id.to_owned();
+        self.write(audit, move |tx| identity::revoke_token(tx, &id, at))
+            .await
+    }
+
+    async fn accept_invitation(
+        &self,
+        id: &str,
+        acceptance: Acceptance,
+        at: Timestamp,
+        audit: AuditEvents,
+    ) -> Result<Member> {
+        let id = id.to_owned();
+        self.write(audit, move |tx| {
+            identity::accept_invitation(tx, &id, &acceptance, at)
+        })
+        .await
+    }
+
+    async fn create_session(&self, session: Session, audit: AuditEvents) -> Result<()> {
+        self.write(audit, move |tx| identity::create_session(tx, &session))
+            .await
+    }
+
+    async fn session(&self, id: &str) -> Result<Option<Session>> {
+        let id = id.to_owned();
+        self.blocking(move |c| identity::session(&mut **c, &id))
+            .await
+    }
+
+    async fn touch_session(&self, id: &str, at: Timestamp) -> Result<()> {
+        let id = id.to_owned();
+        self.write(Vec::new(), move |tx| identity::touch_session(tx, &id, at))
+            .await
+    }
+
+    async fn end_session(&self, id: &str, at: Timestamp, audit: AuditEvents) -> Result<()> {
+        let id = id.to_owned();
+        self.write(audit, move |tx| identity::end_session(tx, &id, at))
+            .await
+    }
+
+    async fn end_user_sessions(
+        &self,
+        user_id: &str,
+        except: Option<&str>,
+        at: Timestamp,
+    ) -> Result<()> {
+        let (user_id, except) = (user_id.to_owned(), except.map(str::to_owned));
+        self.write(Vec::new(), move |tx| {
+            identity::end_user_sessions(tx, &user_id, except.as_deref(), at)
+        })
+        .await
+    }
+
+    async fn append_signed(&self, org: &str, events: Vec<EventBody>) -> Result<Appends> {
+        let ctx = self.append_context();
+        let org = org.to_owned();
+        let result = self
+            .blocking(move |conn| {
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    let attempt = (|| {
+                        let mut tx = conn.transaction().map_err(unavailable)?;
+                        let mut grown = log::Grown::default();
+                        let appends = log::append(&mut tx, &ctx, &mut grown, &org, events.clone())?;
+                        tx.commit().map_err(unavailable)?;
+                        ctx.committed(&grown);
+                        Ok((appends, grown))
+                    })();
+                    match attempt {
+                        Err(StoreError::Contended(_)) if tries < WRITE_TRIES => continue,
+                        other => return other,
+                    }
+                }
+            })
+            .await;
+        let (appends, grown) = self.committed(result)?;
+        if appends
+            .items
+            .iter()
+            .any(|a| a.outcome == crate::Outcome::Created)
+        {
+            metrics::counter!("trail_events_appended_total").increment(
+                appends
+                    .items
+                    .iter()
+                    .filter(|a| a.outcome == crate::Outcome::Created)
+                    .count() as u64,
+            );
+        }
+        self.grew(grown);
+        Ok(appends)
+    }
+
+    async fn sign_logs(
+        &self,
+        key: Arc<trail_core::checkpoint::SignerKey>,
+        remembered: HashMap<String, (u64, Hash)>,
+    ) -> Result<Vec<(String, String)>> {
+        let ctx = self.append_context();
+        self.blocking(move |conn| log::sign_logs(conn, &ctx, key, remembered))
+            .await
+    }
+
+    async fn query(&self, org: &str, q: &EventQuery) -> Result<EventPage> {
+        let (org, q) = (org.to_owned(), q.clone());
+        self.blocking(move |c| read::query(c, &org, &q)).await
+    }
+
+    async fn histogram(
+        &self,
+        org: &str,
+        filter: &Filter,
+        since: Timestamp,
+        until: Timestamp,
+        buckets: usize,
+    ) -> Result<Vec<u64>> {
+        let (org, filter) = (org.to_owned(), filter.clone());
+        self.blocking(move |c| read::histogram(c, &org, &filter, since, until, buckets))
+            .await
+    }
+
+    async fn export(
+        &self,
+        org: &str,
+        filter: &Filter,
+        from: u64,
+        limit: usize,
+        scan: u64,
+    ) -> Result<crate::ExportPage> {
+        let (org, filter) = (org.to_owned(), filter.clone());
+        self.blocking(move |c| read::export(c, &org, &filter, from, limit, scan))
+            .await
+    }
+
+    async fn seq_received_since(&self, org: &str, at: Timestamp) -> Result<u64> {
+        let org = org.to_owned();
+        self.blocking(move |c| read::seq_received_since(c, &org, at))
+            .await
+    }
+
+    async fn events_from(&self, org: &str, from: u64, limit: usize) -> Result<Vec<StoredEvent>> {
+        let org = org.to_owned();
+        self.blocking(move |c| read::events_from(c, &org, from, limit))
+            .await
+    }
+
+    async fn leaves_for_audit(
+        &self,
+        org: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<crate::AuditRows> {
+        let org = org.to_owned();
+        self.blocking(move |c| read::leaves_for_audit(c, &org, from, limit))
+            .await
+    }
+
+    async fn log_size(&self, org: &str) -> Result<u64> {
+        let org = org.to_owned();
+        self.blocking(move |c| read::log_size(c, &org)).await
+    }
+
+    fn watch_log(&self, org: &str) -> watch::Receiver<u64> {
+        self.logs.subscribe(org)
+    }
+
+    async fn api_call_minutes(
+        &self,
+        org: &str,
+        since: Timestamp,
+        until: Timestamp,
+        per_minutes: i64,
+    ) -> Result<trail_core::perf::Minutes> {
+        let org = org.to_owned();
+        self.blocking(move |c| read::api_call_minutes(c, &org, since, until, per_minutes))
+            .await
+    }
+
+    async fn tree_root(&self, org: &str, size: u64) -> Result<[u8; 32]> {
+        let org = org.to_owned();
+        self.blocking(move |c| log::Tree::open(&mut **c, &org, size)?.root())
+            .await
+    }
+
+    async fn inclusion_proof(&self, org: &str, seq: u64, size: u64) -> Result<Vec<[u8; 32]>> {
+        let org = org.to_owned();
+        self.blocking(move |c| log::Tree::open(&mut **c, &org, size)?.inclusion(seq))
+            .await
+    }
+
+    async fn consistency_proof(&self, org: &str, from: u64, to: u64) -> Result<Vec<[u8; 32]>> {
+        let org = org.to_owned();
+        self.blocking(move |c| log::Tree::open(&mut **c, &org, to)?.consistency(from))
+            .await
+    }
+
+    async fn tree_frontier(&self, org: &str, size: u64) -> Result<Vec<[u8; 32]>> {
+        let org = org.to_owned();
+        self.blocking(move |c| log::Tree::open(&mut **c, &org, size)?.frontier())
+            .await
+    }
+
+    async fn extend_tiles(&self, org: &str, signed: u64, size: u64) -> Result<()> {
+        let org = org.to_owned();
+        self.write(Vec::new(), move |tx| {
+            log::extend_tiles(tx, &org, signed, size)
+        })
+        .await
+    }
+
+    async fn add_checkpoint(&self, checkpoint: SignedCheckpoint) -> Result<()> {
+        self.write(Vec::new(), move |tx| log::add_checkpoint(tx, &checkpoint))
+            .await
+    }
+
+    async fn checkpoint(&self, org: &str, size: Option<u64>) -> Result<Option<SignedCheckpoint>> {
+        let org = org.to_owned();
+        self.blocking(move |c| log::checkpoint(&mut **c, &org, size))
+            .await
+    }
+
+    async fn checkpoint_at_most(&self, org: &str, size: u64) -> Result<Option<SignedCheckpoint>> {
+        let org = org.to_owned();
+        self.blocking(move |c| log::checkpoint_at_most(&mut **c, &org, size))
+            .await
+    }
+
+    async fn checkpoints(
+        &self,
+        org: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<SignedCheckpoint>> {
+        let org = org.to_owned();
+        self.blocking(move |c| log::checkpoints(&mut **c, &org, after, limit))
+            .await
+    }
+
+    async fn set_setting(&self, key: &str, value: &str, audit: AuditEvents) -> Result<()> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.write(audit, move |tx| identity::set_setting(tx, &key, &value))
+            .await
+    }
+
+    async fn retention(&self, org: &str) -> Result<crate::Retention> {
+        let org = org.to_owned();
+        self.blocking(move |c| identity::retention(&mut **c, &org))
+            .await
+    }
+
+    async fn set_retention(
+        &self,
+        org: &str,
+        days: Option<Option<u32>>,
+        legal_hold: Option<bool>,
+        audit: AuditEvents,
+    ) -> Result<crate::Retention> {
+        let org = org.to_owned();
+        self.write(audit, move |tx| {
+            identity::set_retention(tx, &org, days, legal_hold)
+        })
+        .await
+    }
+
+    async fn prune(&self, org: &str, below: u64, audit: AuditEvents) -> Result<crate::Pruned> {
+        let org = org.to_owned();
+        self.write(audit, move |tx| log::prune(tx, &org, below))
+            .await
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>> {
+        let key = key.to_owned();
+        self.blocking(move |c| identity::setting(&mut **c, &key))
+            .await
+    }
+
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
+        let (key, value) = (key.to_owned(), value.to_owned());
+        self.write(Vec::new(), move |tx| {
+            identity::init_setting(tx, &key, &value)
+        })
+        .await
+    }
+}

@@ -1,0 +1,153 @@
+-- Trail's PostgreSQL schema, version 1. Times are microseconds since the epoch (BIGINT);
+-- an org is named by its slug everywhere. Applied by `migrate.rs` under an advisory lock,
+-- in one transaction, so two servers starting at once apply it once.
+
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE orgs (
+    id         TEXT PRIMARY KEY,            -- the slug
+    name       TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    n          BIGSERIAL NOT NULL UNIQUE    -- creation order
+);
+
+CREATE TABLE users (
+    id             TEXT PRIMARY KEY,
+    email          TEXT NOT NULL,
+    password_hash  TEXT,                    -- argon2id PHC string; NULL: no console sign-in
+    platform_admin BOOLEAN NOT NULL DEFAULT false,
+    created_at     BIGINT NOT NULL
+);
+-- An email names one account, whatever its ASCII case.
+CREATE UNIQUE INDEX users_by_email ON users (lower(email));
+
+CREATE TABLE members (
+    org     TEXT NOT NULL REFERENCES orgs(id),
+    user_id TEXT NOT NULL REFERENCES users(id),
+    role    TEXT NOT NULL,
+    n       BIGSERIAL NOT NULL,             -- the order members joined in
+    PRIMARY KEY (org, user_id)
+);
+CREATE INDEX members_by_user ON members (user_id, n);
+
+CREATE TABLE instances (
+    org        TEXT NOT NULL REFERENCES orgs(id),
+    id         TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (org, id)
+);
+
+-- Credentials and invitations. Only the SHA-256 of a secret is kept.
+CREATE TABLE tokens (
+    id            TEXT PRIMARY KEY,
+    kind          TEXT NOT NULL,
+    org           TEXT NOT NULL REFERENCES orgs(id),
+    owner         TEXT NOT NULL,
+    user_id       TEXT REFERENCES users(id),
+    name          TEXT NOT NULL,
+    description   TEXT NOT NULL DEFAULT '',
+    scopes        TEXT NOT NULL,
+    instance      TEXT,
+    secret_hash   BYTEA NOT NULL,
+    created_by    TEXT NOT NULL,
+    created_at    BIGINT NOT NULL,
+    expires_at    BIGINT,
+    revoked_at    BIGINT,
+    reach         TEXT,                     -- NULL: its own org; '*': all; else slugs
+    from_password BOOLEAN NOT NULL DEFAULT false,
+    role          TEXT,                     -- an invitation's role
+    made_with     TEXT,
+    n             BIGSERIAL NOT NULL        -- creation order
+);
+CREATE INDEX tokens_by_org ON tokens (org, kind, n);
+CREATE INDEX tokens_by_user ON tokens (user_id, n);
+
+CREATE TABLE sessions (
+    id           TEXT PRIMARY KEY,
+    user_id      TEXT NOT NULL REFERENCES users(id),
+    secret_hash  BYTEA NOT NULL,
+    created_at   BIGINT NOT NULL,
+    last_seen_at BIGINT NOT NULL,
+    expires_at   BIGINT NOT NULL,
+    ended_at     BIGINT,
+    token_id     TEXT
+);
+CREATE INDEX sessions_by_user ON sessions (user_id);
+
+-- One row per org's log. An append takes its row's lock (SELECT ... FOR UPDATE): appends to
+-- one log are serialized across every server on the database, so seqs stay gapless and
+-- unique and one chain of checkpoints is signed.
+CREATE TABLE logs (
+    org            TEXT PRIMARY KEY REFERENCES orgs(id),
+    size           BIGINT NOT NULL DEFAULT 0,   -- the next seq
+    last_received  BIGINT NOT NULL DEFAULT 0,   -- times of receipt never go down
+    pruned_below   BIGINT NOT NULL DEFAULT 0,
+    retention_days INTEGER,
+    legal_hold     BOOLEAN NOT NULL DEFAULT false
+);
+
+-- The events: the canonical bytes (what the leaf hash covers, and what is read back),
+-- and beside them the fields filters are answered from.
+CREATE TABLE events (
+    org         TEXT NOT NULL,
+    seq         BIGINT NOT NULL,
+    ts          BIGINT NOT NULL,
+    received_at BIGINT NOT NULL,
+    cid         TEXT,                       -- the client's id; NULL when Trail made it
+    actor       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    category    TEXT NOT NULL,
+    route       TEXT,
+    instance    TEXT,
+    data        BYTEA NOT NULL,             -- canonical encoding
+    hash        BYTEA NOT NULL,             -- leaf hash of data
+    PRIMARY KEY (org, seq)
+);
+CREATE INDEX events_by_time   ON events (org, ts, seq);
+CREATE INDEX events_by_actor  ON events (org, actor, ts);
+CREATE INDEX events_by_action ON events (org, action, ts);
+CREATE INDEX events_by_route  ON events (org, route, ts) WHERE route IS NOT NULL;
+CREATE INDEX events_by_inst   ON events (org, instance, ts) WHERE instance IS NOT NULL;
+CREATE UNIQUE INDEX events_by_client_id ON events (org, cid) WHERE cid IS NOT NULL;
+
+-- Stored hashes of complete subtrees every 8 levels (see trail_core::merkle).
+CREATE TABLE tiles (
+    org   TEXT NOT NULL,
+    level INTEGER NOT NULL,
+    idx   BIGINT NOT NULL,
+    hash  BYTEA NOT NULL,
+    PRIMARY KEY (org, level, idx)
+);
+
+CREATE TABLE checkpoints (
+    org        TEXT NOT NULL,
+    size       BIGINT NOT NULL,
+    root       BYTEA NOT NULL,
+    note       TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (org, size)
+);
+
+-- Per-minute tallies kept with each append (derived from the events): events per minute
+-- for histograms, API calls per route and minute for perf.
+CREATE TABLE event_minutes (
+    org    TEXT NOT NULL,
+    minute BIGINT NOT NULL,
+    n      BIGINT NOT NULL,
+    PRIMARY KEY (org, minute)
+);
+CREATE TABLE perf_minutes (
+    org      TEXT NOT NULL,
+    minute   BIGINT NOT NULL,
+    route    TEXT NOT NULL,
+    requests BIGINT NOT NULL,
+    e4xx     BIGINT NOT NULL,
+    e5xx     BIGINT NOT NULL,
+    lat      BYTEA NOT NULL,
+    PRIMARY KEY (org, minute, route)
+);

@@ -1,0 +1,91 @@
+//! Append-only by grants: a server connected as a runtime login (granted `trail_writer`
+//! and `trail_pruner`, inheriting neither) ingests, reads and prunes, and the database
+//! refuses it any other change to events, tiles or checkpoints, whatever SQL it sends.
+
+use std::sync::Arc;
+
+use trail_core::checkpoint::SignerKey;
+use trail_store::conformance::{postgres_database, sample_events, with_orgs};
+use trail_store::{PgStore, Store};
+
+/// The same database, connected as `user`.
+fn as_user(url: &str, user: &str) -> String {
+    url.replacen("postgres://trail@", &format!("postgres://{user}@"), 1)
+}
+
+#[tokio::test]
+async fn the_runtime_login_cannot_change_or_delete_an_event() {
+    let url = tokio::task::spawn_blocking(postgres_database)
+        .await
+        .unwrap();
+    // The owner migrates (and seeds); the runtime login is made as the docs say.
+    let owner = PgStore::open(&url).await.unwrap();
+    with_orgs(&owner, &["acme"]).await;
+    drop(owner);
+    let admin_url = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&admin_url, postgres::NoTls).unwrap();
+        c.batch_execute(
+            "DO $$ BEGIN CREATE ROLE trail_app LOGIN NOINHERIT; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+             GRANT trail_writer, trail_pruner TO trail_app;",
+        )
+        .unwrap();
+    })
+    .await
+    .unwrap();
+
+    let app_url = as_user(&url, "trail_app");
+    let store: Arc<dyn Store> = Arc::new(PgStore::open(&app_url).await.unwrap());
+    let key = Arc::new(SignerKey::from_seed("trail.test", [7; 32]).unwrap());
+    store.sign_logs(key, Default::default()).await.unwrap();
+    let appended = store.append("acme", sample_events(600)).await.unwrap();
+    assert_eq!(appended.len(), 600);
+    // The one delete there is: a prune, through its own role.
+    let pruned = store.prune("acme", 256, Vec::new()).await.unwrap();
+    assert_eq!((pruned.from, pruned.to), (0, 256));
+
+    let refused = tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&app_url, postgres::NoTls).unwrap();
+        c.batch_execute("SET ROLE trail_writer").unwrap();
+        let mut refused = Vec::new();
+        for sql in [
+            "UPDATE events SET action = 'forged' WHERE org = 'acme' AND seq = 300",
+            "DELETE FROM events WHERE org = 'acme' AND seq = 599",
+            "TRUNCATE events",
+            "UPDATE checkpoints SET note = 'x'",
+            "DELETE FROM checkpoints",
+            "UPDATE tiles SET hash = '\\x00'",
+            "DELETE FROM tiles",
+            "ALTER TABLE events DISABLE TRIGGER ALL",
+            "DROP TABLE events",
+        ] {
+            let err = c.batch_execute(sql).expect_err(sql);
+            let db = err.as_db_error().map(|d| d.message().to_owned());
+            refused.push((sql, db.unwrap_or_else(|| err.to_string())));
+        }
+        // What it may do still works on the same connection.
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM events WHERE org = 'acme'", &[])
+            .unwrap()
+            .get(0);
+        (refused, n)
+    })
+    .await
+    .unwrap();
+    for (sql, why) in &refused.0 {
+        assert!(
+            why.contains("permission denied") || why.contains("must be owner"),
+            "{sql}: {why}"
+        );
+    }
+    assert_eq!(refused.1, 600 - 256, "nothing but the prune removed events");
+    let first = store.events_from("acme", 0, 1).await.unwrap();
+    assert_eq!(first[0].event.seq, 256);
+    let kept = store.events_from("acme", 300, 1).await.unwrap();
+    assert_eq!(
+        kept[0].hash, appended[300].hash,
+        "seq 300 is as it was accepted"
+    );
+    assert_eq!(store.log_size("acme").await.unwrap(), 600);
+}
