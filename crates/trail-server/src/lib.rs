@@ -39,7 +39,7 @@ use trail_core::checkpoint::SignerKey;
 use trail_core::scope::preset;
 use trail_core::{Scope, Timestamp};
 use trail_record::RecordLayer;
-use trail_store::{Bootstrap, Org, SqliteStore, Store, TokenKind, User};
+use trail_store::{Bootstrap, Org, Store, TokenKind, User};
 
 use crate::auth::{CredentialSpec, FailureThrottle, SessionPolicy};
 use crate::error::ApiError;
@@ -161,7 +161,11 @@ pub fn app(state: AppState) -> Router {
 /// How `trail serve` runs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
+    /// The signing key, heads file, archives and operator socket; and the embedded store,
+    /// unless `database` names another.
     pub data_dir: PathBuf,
+    /// The store's URL (`sqlite:DIR`, `postgres://…`); `None`: SQLite in `data_dir`.
+    pub database: Option<String>,
     pub listen: SocketAddr,
     pub bootstrap_org: String,
     pub bootstrap_owner: String,
@@ -214,6 +218,10 @@ pub struct Bound {
     pub archives: Arc<archive::Archives>,
     /// The key that signs the logs (and the archives' manifests).
     pub log_key: Arc<SignerKey>,
+    /// Where the store is, as shown to the operator (no password).
+    pub store_location: String,
+    /// The data directory's lock, when the store does not take it itself.
+    _dir_lock: Option<trail_store::sqlite::DirLock>,
 }
 
 /// Opens the store (bootstrapping an empty one) and binds the listen address.
@@ -225,9 +233,22 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
         Some(files) => Some(Arc::new(tls::Tls::load(files.clone())?)),
         None => None,
     };
-    let store = SqliteStore::open(&config.data_dir)
-        .with_context(|| format!("opening the store in {}", config.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
+    let location = trail_store::Location::of(config.database.as_deref(), &config.data_dir)
+        .map_err(|e| anyhow::anyhow!("--database: {e}"))?;
+    // The data directory holds the signing key, the heads file, the archives and the
+    // operator socket whatever the store: one server has it (the embedded store takes the
+    // same lock itself).
+    let dir_lock = match &location {
+        trail_store::Location::Sqlite(_) => None,
+        trail_store::Location::Postgres(_) => Some(
+            trail_store::sqlite::DirLock::acquire(&config.data_dir)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        ),
+    };
+    let store = location
+        .open()
+        .await
+        .with_context(|| format!("opening the store {}", location.describe()))?;
     bootstrap(
         &*store,
         &config.data_dir,
@@ -278,6 +299,8 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
         verifier_key,
         archives,
         log_key: key_for_jobs,
+        store_location: location.describe(),
+        _dir_lock: dir_lock,
     })
 }
 

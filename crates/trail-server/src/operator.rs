@@ -196,10 +196,18 @@ pub async fn run_with(
     request: Request,
     archive_url: Option<&str>,
 ) -> anyhow::Result<String> {
-    if !data.join(trail_store::sqlite::DB_FILE).exists() {
+    if !data.is_dir() {
         bail!("no Trail store in {}", data.display());
     }
     match DirLock::acquire(data) {
+        // A server whose store is elsewhere (PostgreSQL) holds the directory without it.
+        Ok(_) if !data.join(trail_store::sqlite::DB_FILE).exists() => {
+            bail!(
+                "no Trail store in {} (for a server on PostgreSQL, run this while it runs: \
+                 it takes the command on its operator socket)",
+                data.display()
+            );
+        }
         Ok(lock) => {
             let store = Arc::new(trail_store::SqliteStore::open_locked(lock)?);
             let jobs = Jobs {

@@ -207,9 +207,14 @@ enum LogsCommand {
 
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Data directory (the embedded SQLite store lives here).
+    /// Data directory: the log's signing key, the archives, and the embedded SQLite store
+    /// unless --database names another.
     #[arg(long, env = "TRAIL_DATA", default_value = "./trail-data")]
     data: PathBuf,
+    /// The store: `postgres://USER@HOST/DATABASE` (several servers may share one; give
+    /// each the same signing key, DATA/log-signing-key) or `sqlite:DIR` [default: SQLite in --data].
+    #[arg(long, env = "TRAIL_DATABASE_URL", value_name = "URL")]
+    database: Option<String>,
     /// Address to listen on.
     #[arg(long, env = "TRAIL_LISTEN", default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
@@ -548,6 +553,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let config = trail_server::ServeConfig {
         data_dir: args.data,
+        database: args.database,
         listen: args.listen,
         bootstrap_org: args.bootstrap_org,
         bootstrap_owner: args.bootstrap_owner,
@@ -593,7 +599,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bound.addr
     ));
     trail_server::say(format_args!("console: {scheme}://{}/", bound.addr));
-    trail_server::say(format_args!("data: {} (SQLite)", config.data_dir.display()));
+    trail_server::say(format_args!("data: {}", config.data_dir.display()));
+    trail_server::say(format_args!("store: {}", bound.store_location));
     trail_server::say(format_args!("archives: {}", bound.archives.describe()));
     trail_server::say(format_args!(
         "checkpoints are signed by: {}",

@@ -1,0 +1,140 @@
+//! Trail on PostgreSQL, end to end: several `trail serve` processes on one database.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+mod common;
+use common::load::{Acked, Rng, batch, check_log, export_all, ingest, record};
+use common::{Server, run, text};
+
+/// A database of the test's own, on the PostgreSQL server the test run starts.
+async fn database() -> String {
+    tokio::task::spawn_blocking(trail_store::conformance::postgres_database)
+        .await
+        .unwrap()
+}
+
+fn start(data: &Path, database: &str) -> Server {
+    Server::start_with(
+        data,
+        &["--log-name", "trail.test", "--database", database],
+        None,
+    )
+}
+
+/// `trail verify` over the API of `s`, trusting `key`.
+fn verify(s: &Server, token: &str, key: &str, state: &Path) {
+    let out = run(&[
+        "verify",
+        "--url",
+        &s.url,
+        "--token",
+        token,
+        "--org",
+        "default",
+        "--key",
+        key,
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("OK default"), "{}", text(&out));
+}
+
+#[tokio::test]
+async fn two_servers_on_one_database_ingest_into_one_log_and_a_kill_9_loses_nothing() {
+    const WRITERS: usize = 4;
+    const EVENTS: usize = 40;
+    let database = database().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let a = start(&a_dir, &database);
+    let key = a.key();
+    let token = a.token();
+    // The second server signs with the same key: it is given the first one's.
+    std::fs::create_dir_all(&b_dir).unwrap();
+    std::fs::copy(a_dir.join("log-signing-key"), b_dir.join("log-signing-key")).unwrap();
+    let mut b = start(&b_dir, &database);
+    assert_eq!(b.key(), key, "both servers sign as the same log");
+    assert!(
+        b.banner.contains("(PostgreSQL)"),
+        "the banner names the store: {}",
+        b.banner
+    );
+
+    // Writers alternate between the servers, batch by batch, until told to stop; a batch
+    // whose answer does not come (its server was killed) is sent again to the other, with
+    // the same client ids.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let urls = [a.url.clone(), b.url.clone()];
+            let (token, stop) = (token.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut acked, mut redirected) = (Vec::new(), 0);
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let body = batch(&format!("w{w}-b{n}"), EVENTS, 32);
+                    let items = match ingest(&urls[(w + n) % 2], &token, &body).await {
+                        Ok(items) => items,
+                        Err(_) => {
+                            redirected += 1;
+                            ingest(&urls[0], &token, &body)
+                                .await
+                                .expect("the surviving server takes the batch")
+                        }
+                    };
+                    acked.push(items);
+                    n += 1;
+                }
+                (acked, redirected, n)
+            })
+        })
+        .collect();
+    let delay = 300 + Rng::seeded().below(700);
+    tokio::time::sleep(Duration::from_millis(delay)).await;
+    b.signal(libc::SIGKILL);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut acked, mut redirected, mut sent) = (Acked::new(), 0, 0);
+    for writer in writers {
+        let (batches, r, n) = writer.await.unwrap();
+        for items in batches {
+            record(&mut acked, &items);
+        }
+        redirected += r;
+        sent += n * EVENTS;
+    }
+    eprintln!(
+        "killed one server after {delay} ms: {sent} events sent, {redirected} batches sent again to the other"
+    );
+    assert!(
+        redirected > 0,
+        "the kill came while the writers were sending to both servers"
+    );
+    assert_eq!(acked.len(), sent, "every batch was acknowledged in the end");
+
+    // One log, whichever server wrote: every acknowledged event once, seqs gapless, as read
+    // through either server; and it verifies through both.
+    let b = start(&b_dir, &database);
+    let through_a = export_all(&a.url, &token).await;
+    check_log(&through_a, &acked, sent);
+    let through_b = export_all(&b.url, &token).await;
+    let seqs = |events: &[serde_json::Value]| -> Vec<(u64, String)> {
+        events
+            .iter()
+            .map(|e| (e["seq"].as_u64().unwrap(), e["hash"].to_string()))
+            .collect()
+    };
+    let n = through_a.len().min(through_b.len());
+    assert_eq!(
+        seqs(&through_a)[..n],
+        seqs(&through_b)[..n],
+        "both servers read the same log"
+    );
+    let state = dir.path().join("state");
+    verify(&a, &token, &key, &state);
+    verify(&b, &token, &key, &state);
+}
