@@ -156,6 +156,7 @@ pub(super) fn append(
         &[&org, &(seq as i64), &received_at.micros()],
     )
     .map_err(unavailable)?;
+    super::notify::grew(tx, org, seq)?;
     grown.sizes.insert(org.to_owned(), seq);
     let checkpoint = match tree {
         Some(tree) => {

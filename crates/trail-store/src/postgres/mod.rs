@@ -18,6 +18,7 @@ mod identity;
 pub mod local;
 mod log;
 pub mod migrate;
+mod notify;
 mod read;
 
 use std::collections::HashMap;
@@ -51,7 +52,8 @@ const WRITE_TRIES: usize = 4;
 
 pub struct PgStore {
     pool: Connections,
-    /// Wakes this process's readers when a log grows through this process.
+    /// Wakes this process's readers when a log grows, through this process or another
+    /// server on the database ([`notify`]).
     logs: Arc<LogWatch>,
     clock: crate::Clock,
     /// The signing key and each log's tree as this process last committed it.
@@ -136,6 +138,8 @@ impl PgStore {
             let mut admin = config.connect(NoTls).map_err(unavailable)?;
             migrate::migrate(&mut admin)?;
         }
+        let logs = Arc::new(LogWatch::default());
+        notify::listen(config.clone(), Arc::downgrade(&logs))?;
         let manager = PostgresConnectionManager::new(config, NoTls);
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
@@ -145,7 +149,7 @@ impl PgStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(PgStore {
             pool: Connections(Some(pool)),
-            logs: Arc::new(LogWatch::default()),
+            logs,
             clock,
             signing: Arc::default(),
             fault: Mutex::default(),

@@ -1,6 +1,5 @@
-//! Append-only by grants: a server connected as a runtime login (granted `trail_writer`
-//! and `trail_pruner`, inheriting neither) ingests, reads and prunes, and the database
-//! refuses it any other change to events, tiles or checkpoints, whatever SQL it sends.
+//! What holds of the PostgreSQL backend beyond the conformance suite: the log is
+//! append-only by grants, and servers on one database see each other's appends.
 
 use std::sync::Arc;
 
@@ -13,6 +12,9 @@ fn as_user(url: &str, user: &str) -> String {
     url.replacen("postgres://trail@", &format!("postgres://{user}@"), 1)
 }
 
+/// A server connected as a runtime login (granted `trail_writer` and `trail_pruner`,
+/// inheriting neither) ingests, reads and prunes, and the database refuses it any other
+/// change to events, tiles or checkpoints, whatever SQL it sends.
 #[tokio::test]
 async fn the_runtime_login_cannot_change_or_delete_an_event() {
     let url = tokio::task::spawn_blocking(postgres_database)
@@ -88,4 +90,35 @@ async fn the_runtime_login_cannot_change_or_delete_an_event() {
         "seq 300 is as it was accepted"
     );
     assert_eq!(store.log_size("acme").await.unwrap(), 600);
+}
+
+/// A reader waiting on one server's store is woken by an append through another's.
+#[tokio::test]
+async fn a_log_watch_wakes_for_appends_through_another_server() {
+    let url = tokio::task::spawn_blocking(postgres_database)
+        .await
+        .unwrap();
+    let a = PgStore::open(&url).await.unwrap();
+    let b = PgStore::open(&url).await.unwrap();
+    with_orgs(&a, &["acme", "other"]).await;
+    let mut acme = b.watch_log("acme");
+    let mut other = b.watch_log("other");
+    acme.mark_unchanged();
+    other.mark_unchanged();
+    a.append("acme", sample_events(3)).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), acme.changed())
+        .await
+        .expect("woken within 10 s")
+        .unwrap();
+    assert_eq!(*acme.borrow_and_update(), 3);
+    assert!(
+        !other.has_changed().unwrap(),
+        "another org's readers sleep on"
+    );
+    a.append("acme", sample_events(2)).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), acme.changed())
+        .await
+        .expect("woken again")
+        .unwrap();
+    assert_eq!(*acme.borrow(), 5);
 }
