@@ -69,6 +69,14 @@ impl Location {
         })
     }
 
+    /// The schema version a store is at once opened: what this build writes.
+    pub fn schema_version(&self) -> i64 {
+        match self {
+            Location::Sqlite(_) => sqlite::SCHEMA_VERSION,
+            Location::Postgres(_) => postgres::migrate::SCHEMA_VERSION,
+        }
+    }
+
     /// What to show of it: the directory, or the database without its password.
     pub fn describe(&self) -> String {
         match self {

@@ -180,6 +180,18 @@ enum AdminCommand {
         #[arg(long, env = "TRAIL_ARCHIVE_URL", value_name = "s3://BUCKET[/PREFIX]")]
         archive_url: Option<String>,
     },
+    /// Bring a store's schema up to this version of Trail, as `trail serve` does when it
+    /// starts (safe while other servers start on the same database). On PostgreSQL, run it
+    /// as the schema's owner: it makes the roles the servers act as (see README).
+    Migrate {
+        /// Data directory of the embedded store.
+        #[arg(long, env = "TRAIL_DATA", default_value = "./trail-data")]
+        data: PathBuf,
+        /// The store, `postgres://USER@HOST/DATABASE` or `sqlite:DIR` [default: SQLite in
+        /// --data].
+        #[arg(long, env = "TRAIL_DATABASE_URL", value_name = "URL")]
+        database: Option<String>,
+    },
     /// Prune now what each org's retention no longer keeps (only events already in a
     /// stored archive, never under legal hold), as the server's hourly job would.
     Prune {
@@ -479,6 +491,19 @@ fn main() -> ExitCode {
                 )
                 .await?;
                 cli::output::line(&done)
+            }
+            Command::Admin(AdminCommand::Migrate { data, database }) => {
+                let location = trail_store::Location::of(database.as_deref(), &data)
+                    .map_err(|e| trail_client::ClientError::Usage(format!("--database: {e}")))?;
+                location
+                    .open()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("migrating {}: {e}", location.describe()))?;
+                cli::output::line(&format!(
+                    "{} is at schema version {}",
+                    location.describe(),
+                    location.schema_version()
+                ))
             }
             Command::Admin(AdminCommand::Prune {
                 data,

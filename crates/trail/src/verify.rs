@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
@@ -14,8 +15,12 @@ use trail_store::{SqliteStore, Store};
 #[derive(clap::Args)]
 pub struct VerifyArgs {
     /// Check the store in this data directory instead of a server (no server needed).
-    #[arg(long, value_name = "DIR", conflicts_with = "archive")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["archive", "database"])]
     data: Option<PathBuf>,
+    /// Check the store in this database instead of a server (`postgres://…`, or
+    /// `sqlite:DIR`), with the key given by --key.
+    #[arg(long, value_name = "URL", conflicts_with = "archive", requires = "key")]
+    database: Option<String>,
     /// Check a weekly archive (`trail archive download`) offline: its files' digests and
     /// counts, its checkpoints' signatures, that its events hash to the leaves that extend
     /// the log before the week to the signed root, and that none is missing or repeated.
@@ -30,9 +35,10 @@ pub struct VerifyArgs {
     /// [default: $XDG_STATE_HOME/trail or ~/.local/state/trail].
     #[arg(long, env = "TRAIL_STATE_DIR")]
     state_dir: Option<PathBuf>,
-    /// With --data: fail if any event is not yet covered by a signed checkpoint (expected of
-    /// a store whose server stopped cleanly: it signs a last checkpoint on the way out).
-    #[arg(long, requires = "data")]
+    /// With --data or --database: fail if any event is not yet covered by a signed
+    /// checkpoint (expected of a store whose server stopped cleanly: it signs a last
+    /// checkpoint on the way out).
+    #[arg(long)]
     strict: bool,
 }
 
@@ -45,9 +51,29 @@ pub async fn run(conn: &crate::cli::Connection, args: VerifyArgs) -> anyhow::Res
     if let Some(file) = &args.archive {
         return verify_archive(file, args.key.as_deref(), args.state_dir.as_deref());
     }
-    match &args.data {
-        Some(dir) => verify_data(dir, conn.org.as_deref(), args.key.as_deref(), args.strict).await,
-        None => verify_online(conn, &args).await,
+    if args.strict && args.data.is_none() && args.database.is_none() {
+        return Err(trail_client::ClientError::Usage(
+            "--strict checks a store's files: give --data DIR or --database URL".into(),
+        )
+        .into());
+    }
+    match (&args.data, &args.database) {
+        (Some(dir), _) => {
+            verify_data(dir, conn.org.as_deref(), args.key.as_deref(), args.strict).await
+        }
+        (None, Some(url)) => {
+            let key = VerifierKey::parse(args.key.as_deref().unwrap_or_default())?;
+            let store: Arc<dyn Store> = match trail_store::Location::of(Some(url), Path::new(""))
+                .map_err(|e| trail_client::ClientError::Usage(format!("--database: {e}")))?
+            {
+                trail_store::Location::Sqlite(dir) => {
+                    Arc::new(trail_store::SqliteStore::open_read_only(&dir)?)
+                }
+                location => location.open().await?,
+            };
+            verify_store(&*store, conn.org.as_deref(), &key, args.strict).await
+        }
+        (None, None) => verify_online(conn, &args).await,
     }
 }
 
@@ -247,13 +273,23 @@ async fn verify_data(
         }
     };
     let store = SqliteStore::open_read_only(dir)?;
+    verify_store(&store, org, &key, strict).await
+}
+
+/// Every org's log in `store` (or `org`'s), each line printed as it is decided.
+async fn verify_store(
+    store: &dyn Store,
+    org: Option<&str>,
+    key: &VerifierKey,
+    strict: bool,
+) -> anyhow::Result<()> {
     let orgs: Vec<String> = match org {
         Some(o) => vec![o.to_owned()],
         None => store.orgs().await?.into_iter().map(|o| o.id).collect(),
     };
     let mut failures = Vec::new();
     for org in orgs {
-        let verdict = verify_stored_org(&store, &org, &key, strict)
+        let verdict = verify_stored_org(store, &org, key, strict)
             .await
             .unwrap_or_else(|e| Err(format!("FAIL {org}: the log could not be read: {e}")));
         match verdict {
@@ -275,7 +311,7 @@ async fn verify_data(
 /// Events after the newest checkpoint (a crash, or a copy of a running store) are said to be
 /// not yet covered, which is not tampering; `strict` refuses them.
 pub(crate) async fn verify_stored_org(
-    store: &SqliteStore,
+    store: &dyn Store,
     org: &str,
     key: &VerifierKey,
     strict: bool,

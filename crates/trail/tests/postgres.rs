@@ -137,4 +137,18 @@ async fn two_servers_on_one_database_ingest_into_one_log_and_a_kill_9_loses_noth
     let state = dir.path().join("state");
     verify(&a, &token, &key, &state);
     verify(&b, &token, &key, &state);
+    a.stop();
+    b.stop();
+
+    // And on the database itself, no server needed: every event is covered by a signed
+    // checkpoint (each was signed in the transaction that stored it).
+    let out = run(&["verify", "--database", &database, "--key", &key, "--strict"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("OK default"), "{}", text(&out));
+    let out = run(&["admin", "migrate", "--database", &database]);
+    assert!(
+        out.status.success() && text(&out).contains("is at schema version 1"),
+        "{}",
+        text(&out)
+    );
 }

@@ -98,7 +98,11 @@ pub(crate) fn unavailable(e: postgres::Error) -> StoreError {
         _ => StoreError::Unavailable(match e.as_db_error() {
             // The server's own words ("permission denied for table events").
             Some(db) => db.message().to_owned(),
-            None => e.to_string(),
+            // The client's own ("error connecting to server: Connection refused").
+            None => match std::error::Error::source(&e) {
+                Some(cause) => format!("{e}: {cause}"),
+                None => e.to_string(),
+            },
         }),
     }
 }
