@@ -261,6 +261,19 @@ pub async fn bind(config: &ServeConfig) -> anyhow::Result<Bound> {
         log::load_or_create_key(&*store, &config.data_dir, config.log_name.as_deref()).await?,
     );
     let verifier_key = key.verifier().to_string();
+    // Servers that share a database sign its logs with one key: a server with another
+    // would sign nothing (each log's newest checkpoint does not open with its key).
+    let logs_key = store
+        .init_setting("log_verifier_key", &verifier_key)
+        .await?;
+    if logs_key != verifier_key && matches!(location, trail_store::Location::Postgres(_)) {
+        anyhow::bail!(
+            "this database's logs are signed with {logs_key}, but {} holds another key: \
+             every server on one database signs with the same key (copy it from a server \
+             that has it)",
+            config.data_dir.join(log::KEY_FILE).display()
+        );
+    }
     let heads = Arc::new(log::Heads::new(
         store.clone(),
         key.clone(),

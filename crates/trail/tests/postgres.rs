@@ -145,6 +145,23 @@ async fn two_servers_on_one_database_ingest_into_one_log_and_a_kill_9_loses_noth
     let out = run(&["verify", "--database", &database, "--key", &key, "--strict"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("OK default"), "{}", text(&out));
+    // A server without the log's key does not start on its database.
+    let c_dir = dir.path().join("c");
+    let out = run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        c_dir.to_str().unwrap(),
+        "--database",
+        &database,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("every server on one database signs with the same key"),
+        "{}",
+        text(&out)
+    );
     let out = run(&["admin", "migrate", "--database", &database]);
     assert!(
         out.status.success() && text(&out).contains("is at schema version 1"),
