@@ -117,3 +117,52 @@ fn a_small_bench_measures_trail_and_every_baseline() {
     }
     assert_eq!(report["sqliteTable"]["events"], 2000);
 }
+
+/// `trail bench --database local`: the same harness with Trail's store on PostgreSQL (a
+/// server the bench starts), every figure there.
+#[test]
+fn a_small_bench_measures_trail_on_postgresql() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_trail"))
+        .args([
+            "bench",
+            "--events",
+            "2000",
+            "--batch",
+            "100",
+            "--queries",
+            "2",
+            "--database",
+            "local",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .env("TRAIL_LOG", "error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("--database local"), "{stdout}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(
+        report["store"].as_str().unwrap().starts_with("PostgreSQL"),
+        "{}",
+        report["store"]
+    );
+    let trail = &report["trail"];
+    assert_eq!(trail["ingest"]["events"], 2000, "{trail}");
+    assert!(
+        trail["verificationEventsPerSecond"].as_f64().unwrap() > 0.0,
+        "{trail}"
+    );
+    assert!(trail["bytesPerEvent"].as_f64().unwrap() > 0.0, "{trail}");
+    assert_eq!(
+        trail["ackAtHalfRate"]["batchesWithCoveringCheckpoint"], trail["ackAtHalfRate"]["batches"],
+        "{trail}"
+    );
+}

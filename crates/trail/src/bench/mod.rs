@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// it; reports rates, latencies, errors and memory over the run, and fails on any error.
     #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(10..=3600))]
     soak: Option<u64>,
+    /// Run Trail's store on PostgreSQL: `local` for a server of the bench's own (made like
+    /// the baselines', every commit durable), or `postgres://…` for an empty database.
+    #[arg(long, value_name = "local|URL")]
+    database: Option<String>,
     /// Where to write the figures as JSON.
     #[arg(long, value_name = "FILE", default_value = "trail-bench.json")]
     json: PathBuf,
@@ -112,13 +116,16 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     .await?;
     drop(null);
 
-    let server = Server::start(&data)?;
+    let store = StoreUnderTest::new(args.database.as_deref(), &data).await?;
+    let server = Server::start(&data, &store)?;
     let written_before = io_bytes(server.child.id(), "write_bytes:");
     let cpu_before = CpuTime::of(server.child.id());
     let ingest = ingest(&server.target, &work, work.batches, &args, max).await?;
+    // On PostgreSQL the database's own processes write: not counted here.
     let written = io_bytes(server.child.id(), "write_bytes:")
         .zip(written_before)
-        .map(|(after, before)| after.saturating_sub(before));
+        .map(|(after, before)| after.saturating_sub(before))
+        .filter(|_| matches!(store.location, trail_store::Location::Sqlite(_)));
     let cpu = CpuTime::of(server.child.id())
         .zip(cpu_before)
         .map(|(after, before)| after.since(&before));
@@ -187,19 +194,19 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let archive = time_archive(&server).await?;
     let peak_rss_run = server.peak_rss_kib();
     let heap_end = status_kib(server.child.id(), "RssAnon:");
-    let trail_db = server.stop()?;
-    let verification = time_verification(&data).await?;
+    server.stop()?;
+    let verification = time_verification(&data, &store).await?;
     // The same reads once more, from the store alone (the server stopped): what the store
     // takes, without HTTP, authentication and the durable record of each call.
     let mut queries = Vec::with_capacity(over_http.len());
     {
-        let store = trail_store::SqliteStore::open_read_only(&data)?;
+        let reads = store.open_for_reads().await?;
         for (what, (paths, n, http)) in over_http {
-            let in_store = time_in_store(&store, paths, n).await?;
+            let in_store = time_in_store(&*reads, paths, n).await?;
             queries.push((what, http, in_store));
         }
     }
-    let (stored, trail_bytes) = bytes_on_disk(&trail_db)?;
+    let (stored, trail_bytes) = store.size().await?;
 
     let (pg_copy, pg_insert, pg_version) = match postgres::Postgres::start() {
         Ok(pg) => {
@@ -221,13 +228,19 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
 
     let report = Report {
         command: format!(
-            "trail bench --events {} --batch {} --clients {} --queries {}{}",
+            "trail bench --events {} --batch {} --clients {} --queries {}{}{}",
             args.events,
             args.batch,
             args.clients,
             args.queries,
-            if args.quick { " --quick" } else { "" }
+            if args.quick { " --quick" } else { "" },
+            match &args.database {
+                Some(d) if d == "local" => " --database local".to_owned(),
+                Some(_) => " --database postgres://…".to_owned(),
+                None => String::new(),
+            }
         ),
+        store: store.what.clone(),
         machine: machine(),
         generator,
         ingest,
@@ -261,6 +274,8 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
 /// Everything one run measured.
 struct Report {
     command: String,
+    /// Trail's store, as the report names it.
+    store: String,
     machine: String,
     /// The load generator against a server that does nothing.
     generator: IngestResult,
@@ -312,7 +327,8 @@ impl Report {
         writeln!(r, "- machine: {}", self.machine)?;
         writeln!(
             r,
-            "- Trail: `trail serve` over HTTP on loopback, embedded SQLite, WAL synced at every group commit, a signed checkpoint in every acknowledgement"
+            "- Trail: `trail serve` over HTTP on loopback, {}, a signed checkpoint in every acknowledgement",
+            self.store
         )?;
         writeln!(
             r,
@@ -405,7 +421,7 @@ impl Report {
         )?;
         writeln!(
             r,
-            "| full verification, `trail verify --data` (events/s) | {:.0} | | | | |",
+            "| full verification from the store, `trail verify --data` (or `--database`) (events/s) | {:.0} | | | | |",
             self.verification
         )?;
         let e = &self.export;
@@ -568,6 +584,7 @@ impl Report {
                 "insertPerEvent": baseline(&self.pg_insert),
             },
             "sqliteTable": self.sqlite.json(),
+            "store": self.store,
         })
     }
 }
@@ -762,6 +779,103 @@ impl Drop for NullServer {
 }
 
 /// A `trail serve` of the bench's own.
+/// Where the bench's Trail keeps its store: SQLite in its data directory, or PostgreSQL
+/// (`--database`): a server of the bench's own, or a database given by its URL.
+struct StoreUnderTest {
+    location: trail_store::Location,
+    /// The bench's own PostgreSQL, for `--database local` (stopped when dropped).
+    _server: Option<trail_store::postgres::local::LocalServer>,
+    /// As the report names it.
+    what: String,
+}
+
+impl StoreUnderTest {
+    async fn new(database: Option<&str>, data: &Path) -> anyhow::Result<StoreUnderTest> {
+        let (url, server, what) = match database {
+            None => (
+                None,
+                None,
+                "embedded SQLite, WAL synced at every group commit".to_owned(),
+            ),
+            Some("local") => {
+                let server =
+                    trail_store::postgres::local::LocalServer::start(postgres::DURABLE_OPTIONS)
+                        .map_err(|e| anyhow::anyhow!("--database local: {e}"))?;
+                let admin = server.url("postgres");
+                let (client, connection) =
+                    tokio_postgres::connect(&admin, tokio_postgres::NoTls).await?;
+                tokio::spawn(connection);
+                client.batch_execute("CREATE DATABASE trail").await?;
+                let what = format!(
+                    "PostgreSQL ({}, the bench's own server, every commit durable)",
+                    server.version
+                );
+                (Some(server.url("trail")), Some(server), what)
+            }
+            Some(url) => (
+                Some(url.to_owned()),
+                None,
+                "PostgreSQL (a database given by --database)".to_owned(),
+            ),
+        };
+        let location = trail_store::Location::of(url.as_deref(), data)
+            .map_err(|e| anyhow::anyhow!("--database: {e}"))?;
+        Ok(StoreUnderTest {
+            location,
+            _server: server,
+            what,
+        })
+    }
+
+    /// What `trail serve` is told of it.
+    fn serve_args(&self) -> Vec<String> {
+        match &self.location {
+            trail_store::Location::Postgres(url) => vec!["--database".into(), url.clone()],
+            trail_store::Location::Sqlite(_) => Vec::new(),
+        }
+    }
+
+    /// The store, to read with the server stopped.
+    async fn open_for_reads(&self) -> anyhow::Result<std::sync::Arc<dyn trail_store::Store>> {
+        Ok(match &self.location {
+            trail_store::Location::Sqlite(dir) => {
+                std::sync::Arc::new(trail_store::SqliteStore::open_read_only(dir)?)
+            }
+            postgres => postgres.open().await?,
+        })
+    }
+
+    /// Events stored, and the bytes the store takes (PostgreSQL: its tables, their indexes
+    /// and TOAST).
+    async fn size(&self) -> anyhow::Result<(u64, u64)> {
+        match &self.location {
+            trail_store::Location::Sqlite(dir) => {
+                bytes_on_disk(&dir.join(trail_store::sqlite::DB_FILE))
+            }
+            trail_store::Location::Postgres(url) => {
+                let (client, connection) =
+                    tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+                tokio::spawn(connection);
+                client.batch_execute("VACUUM ANALYZE").await?;
+                let events: i64 = client
+                    .query_one("SELECT count(*) FROM events", &[])
+                    .await?
+                    .get(0);
+                let bytes: i64 = client
+                    .query_one(
+                        "SELECT sum(pg_total_relation_size(c.oid))::bigint FROM pg_class c \
+                         JOIN pg_namespace n ON n.oid = c.relnamespace \
+                         WHERE n.nspname = 'public' AND c.relkind = 'r'",
+                        &[],
+                    )
+                    .await?
+                    .get(0);
+                Ok((events as u64, bytes as u64))
+            }
+        }
+    }
+}
+
 struct Server {
     child: Child,
     target: Target,
@@ -769,7 +883,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(data: &Path) -> anyhow::Result<Server> {
+    fn start(data: &Path, store: &StoreUnderTest) -> anyhow::Result<Server> {
         let exe = std::env::current_exe()?;
         let mut child = Command::new(exe)
             .args([
@@ -781,6 +895,7 @@ impl Server {
                 "--data",
             ])
             .arg(data)
+            .args(store.serve_args())
             .env("TRAIL_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -813,9 +928,8 @@ impl Server {
         status_kib(self.child.id(), "VmHWM:")
     }
 
-    /// Stops the server gracefully; returns its database file. (A run that fails stops it
-    /// at once, by `Drop`.)
-    fn stop(mut self) -> anyhow::Result<PathBuf> {
+    /// Stops the server gracefully. (A run that fails stops it at once, by `Drop`.)
+    fn stop(mut self) -> anyhow::Result<()> {
         Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status()?;
@@ -826,7 +940,7 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(self.data.join(trail_store::sqlite::DB_FILE))
+        Ok(())
     }
 }
 
@@ -1066,14 +1180,14 @@ fn curve_json(curve: &[(usize, f64)]) -> Value {
 }
 
 /// Offline verification of the stopped store, in events per second.
-async fn time_verification(data: &Path) -> anyhow::Result<f64> {
+async fn time_verification(data: &Path, store: &StoreUnderTest) -> anyhow::Result<f64> {
     let key = trail_core::checkpoint::SignerKey::parse(&std::fs::read_to_string(
         data.join(trail_server::log::KEY_FILE),
     )?)?
     .verifier();
-    let store = trail_store::SqliteStore::open_read_only(data)?;
+    let store = store.open_for_reads().await?;
     let started = Instant::now();
-    let line = crate::verify::verify_stored_org(&store, ORG, &key, true)
+    let line = crate::verify::verify_stored_org(&*store, ORG, &key, true)
         .await?
         .map_err(|e| anyhow::anyhow!("the bench store does not verify: {e}"))?;
     let seconds = started.elapsed().as_secs_f64();
@@ -1135,12 +1249,11 @@ async fn time_queries(target: &Target, paths: &[&str], n: usize) -> anyhow::Resu
 /// them; `None` if a path is not a read the store answers alone (`perf` sums tallies and
 /// sketches above the store).
 async fn time_in_store(
-    store: &trail_store::SqliteStore,
+    store: &dyn trail_store::Store,
     paths: &[&str],
     n: usize,
 ) -> anyhow::Result<Option<Timed>> {
     use trail_server::routes::events::{DEFAULT_BUCKETS, list_params, summed_window};
-    use trail_store::Store;
     let mut latencies = Vec::with_capacity(n);
     let (mut failed, mut failure) = (0, None);
     let bad = |query: &str, e: trail_server::error::ApiError| {

@@ -1,131 +1,45 @@
 //! The PostgreSQL baselines of `trail bench`: what a team gets from a home-made audit table
 //! in PostgreSQL on the same machine, in the same run. The bench starts a throwaway server
-//! itself (initdb into a temporary directory, a Unix socket only, as the `postgres` user when
-//! run as root), makes the plain table (the event as `jsonb` beside the columns it is
+//! itself (`trail_store::postgres::local::LocalServer`: initdb into a temporary directory, a
+//! Unix socket only, as the `postgres` user when run as root), makes the plain table (the event as `jsonb` beside the columns it is
 //! searched by, and the three indexes such a table has: (org, ts), (org, actor, ts),
 //! (org, route, ts)), and loads the workload two ways, every write durable
 //! (`synchronous_commit = on`): one INSERT per event, and COPY of each batch.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use futures_util::SinkExt;
 use serde_json::Value;
+use trail_store::postgres::local::{LocalServer, PORT};
 
 use super::{Baseline, ORG, Workload, curve, percentiles};
 
+/// The PostgreSQL server options of the bench: every commit durable.
+pub(super) const DURABLE_OPTIONS: &str =
+    "-c shared_buffers=256MB -c max_wal_size=4GB -c synchronous_commit=on -c fsync=on";
+
 /// A PostgreSQL server of the bench's own; stopped when dropped.
 pub(super) struct Postgres {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    /// Run its programs as `postgres` (the bench runs as root, which PostgreSQL refuses).
-    as_postgres: bool,
+    server: LocalServer,
     pub version: String,
 }
-
-const PORT: u16 = 5432;
 
 impl Postgres {
     /// Starts a server if PostgreSQL is installed; `Err` says why not.
     pub fn start() -> anyhow::Result<Postgres> {
-        let bin = bindir().context("PostgreSQL is not installed (no initdb found)")?;
-        let as_postgres = unsafe { libc::geteuid() } == 0;
-        let dir = tempfile::tempdir()?;
-        if as_postgres {
-            let id = |flag: &str| -> anyhow::Result<u32> {
-                let out = Command::new("id").args([flag, "postgres"]).output()?;
-                if !out.status.success() {
-                    bail!("running as root, and there is no postgres user to run PostgreSQL as");
-                }
-                Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
-            };
-            std::os::unix::fs::chown(dir.path(), Some(id("-u")?), Some(id("-g")?))?;
-        }
-        let mut pg = Postgres {
-            bin,
-            dir,
-            as_postgres,
-            version: String::new(),
-        };
-        let data = pg.data();
-        pg.run(
-            "initdb",
-            &[
-                "-D",
-                path(&data)?,
-                "-A",
-                "trust",
-                "-U",
-                "trail",
-                "-E",
-                "UTF8",
-                "--no-instructions",
-            ],
-        )?;
-        let options = format!(
-            "-c listen_addresses='' -k {} -p {PORT} -c shared_buffers=256MB \
-             -c max_wal_size=4GB -c synchronous_commit=on -c fsync=on",
-            path(pg.dir.path())?
-        );
-        let log = pg.dir.path().join("server.log");
-        pg.run(
-            "pg_ctl",
-            &[
-                "-D",
-                path(&data)?,
-                "-l",
-                path(&log)?,
-                "-o",
-                &options,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ],
-        )?;
-        pg.version = Command::new(pg.bin.join("postgres"))
-            .arg("--version")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default();
-        Ok(pg)
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    fn run(&self, program: &str, args: &[&str]) -> anyhow::Result<()> {
-        let exe = self.bin.join(program);
-        let mut cmd = if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(&exe);
-            c
-        } else {
-            Command::new(&exe)
-        };
-        let out = cmd
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {}", exe.display()))?;
-        if !out.status.success() {
-            bail!(
-                "{program} failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(())
+        let server = LocalServer::start(DURABLE_OPTIONS).map_err(anyhow::Error::msg)?;
+        Ok(Postgres {
+            version: server.version.clone(),
+            server,
+        })
     }
 
     async fn connect(&self) -> anyhow::Result<tokio_postgres::Client> {
         let (client, connection) = tokio_postgres::Config::new()
-            .host_path(self.dir.path())
+            .host_path(self.server.socket_dir())
             .port(PORT)
             .user("trail")
             .dbname("postgres")
@@ -277,20 +191,6 @@ impl Postgres {
     }
 }
 
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let data = self.data();
-        if !data.join("postmaster.pid").exists() {
-            return;
-        }
-        if let Some(data) = data.to_str()
-            && let Err(e) = self.run("pg_ctl", &["-D", data, "-m", "fast", "-w", "stop"])
-        {
-            eprintln!("trail bench: stopping PostgreSQL: {e}");
-        }
-    }
-}
-
 #[derive(Clone, Copy)]
 enum Load {
     InsertPerEvent,
@@ -316,31 +216,4 @@ fn csv(events: &[Value]) -> Vec<u8> {
         out.push('\n');
     }
     out.into_bytes()
-}
-
-fn path(p: &Path) -> anyhow::Result<&str> {
-    p.to_str().context("a temporary path that is not UTF-8")
-}
-
-/// Where PostgreSQL's programs are: `pg_config --bindir`, or the newest Debian install.
-fn bindir() -> Option<PathBuf> {
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output()
-        && out.status.success()
-    {
-        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if dir.join("initdb").exists() {
-            return Some(dir);
-        }
-    }
-    let mut installed: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .flatten()
-        .filter_map(|e| {
-            let version = e.file_name().to_str()?.parse().ok()?;
-            let bin = e.path().join("bin");
-            bin.join("initdb").exists().then_some((version, bin))
-        })
-        .collect();
-    installed.sort();
-    installed.pop().map(|(_, bin)| bin)
 }

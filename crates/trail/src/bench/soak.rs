@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use super::{BenchArgs, ORG, Server, Target, Workload, machine, percentiles, status_kib};
+use super::{
+    BenchArgs, ORG, Server, StoreUnderTest, Target, Workload, machine, percentiles, status_kib,
+};
 
 /// Live-tail clients that read what they are sent, and ones that never read.
 const TAILS_READING: usize = 4;
@@ -75,7 +77,8 @@ pub async fn run(args: BenchArgs, seconds: u64) -> anyhow::Result<()> {
         (seconds as usize).max(1) * 200_000 / args.batch * args.batch,
         args.batch,
     );
-    let server = Server::start(&data)?;
+    let store = StoreUnderTest::new(args.database.as_deref(), &data).await?;
+    let server = Server::start(&data, &store)?;
     let pid = server.child.id();
     let target = Arc::new(Target::new(
         server.target.url.clone(),
