@@ -327,34 +327,51 @@ impl Tallies {
             &[&org, &minutes, &counts],
         )
         .map_err(unavailable)?;
-        for ((minute, route), mut tally) in self.calls {
-            if let Some(r) = tx
-                .query_opt(
-                    "SELECT requests, e4xx, e5xx, lat FROM perf_minutes \
-                     WHERE org = $1 AND minute = $2 AND route = $3",
-                    &[&org, &minute, &route],
-                )
-                .map_err(unavailable)?
-            {
-                tally.merge(&tally_of(&r)?);
-            }
-            tx.execute(
-                "INSERT INTO perf_minutes (org, minute, route, requests, e4xx, e5xx, lat) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (org, minute, route) DO UPDATE SET requests = excluded.requests, \
-                 e4xx = excluded.e4xx, e5xx = excluded.e5xx, lat = excluded.lat",
-                &[
-                    &org,
-                    &minute,
-                    &route,
-                    &(tally.requests as i64),
-                    &(tally.errors_4xx as i64),
-                    &(tally.errors_5xx as i64),
-                    &tally.latency.to_bytes(),
-                ],
-            )
-            .map_err(unavailable)?;
+        if self.calls.is_empty() {
+            return Ok(());
         }
+        // The stored tallies of these (minute, route)s, merged here (a latency sketch adds
+        // up only as a sketch), then written back in one statement.
+        let mut calls = self.calls;
+        let (minutes, routes): (Vec<i64>, Vec<String>) = calls.keys().cloned().unzip();
+        for r in tx
+            .query(
+                "SELECT p.requests, p.e4xx, p.e5xx, p.lat, p.minute, p.route FROM perf_minutes p \
+                 JOIN unnest($2::bigint[], $3::text[]) AS k (minute, route) \
+                 ON p.minute = k.minute AND p.route = k.route WHERE p.org = $1",
+                &[&org, &minutes, &routes],
+            )
+            .map_err(unavailable)?
+        {
+            if let Some(t) = calls.get_mut(&(r.get(4), r.get(5))) {
+                t.merge(&tally_of(&r)?);
+            }
+        }
+        let mut rows = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        for ((minute, route), t) in calls {
+            rows.0.push(minute);
+            rows.1.push(route);
+            rows.2.push(t.requests as i64);
+            rows.3.push(t.errors_4xx as i64);
+            rows.4.push(t.errors_5xx as i64);
+            rows.5.push(t.latency.to_bytes());
+        }
+        tx.execute(
+            "INSERT INTO perf_minutes (org, minute, route, requests, e4xx, e5xx, lat) \
+             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::bigint[], \
+             $6::bigint[], $7::bytea[]) \
+             ON CONFLICT (org, minute, route) DO UPDATE SET requests = excluded.requests, \
+             e4xx = excluded.e4xx, e5xx = excluded.e5xx, lat = excluded.lat",
+            &[&org, &rows.0, &rows.1, &rows.2, &rows.3, &rows.4, &rows.5],
+        )
+        .map_err(unavailable)?;
         Ok(())
     }
 }
