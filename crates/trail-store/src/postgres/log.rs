@@ -229,11 +229,9 @@ struct Rows {
     ts: Vec<i64>,
     received_at: Vec<i64>,
     cid: Vec<Option<String>>,
-    actor: Vec<String>,
-    action: Vec<String>,
-    category: Vec<String>,
-    route: Vec<Option<String>>,
-    instance: Vec<Option<String>>,
+    /// The filterable fields, in [`super::FILTERED`]'s order (status aside).
+    text: [Vec<Option<String>>; super::FILTERED.len()],
+    status: Vec<Option<i32>>,
     data: Vec<Vec<u8>>,
     hash: Vec<Vec<u8>>,
 }
@@ -244,38 +242,44 @@ impl Rows {
         self.ts.push(e.timestamp.micros());
         self.received_at.push(e.received_at.micros());
         self.cid.push(e.client_id.clone());
-        self.actor.push(e.actor.id.clone());
-        self.action.push(e.action.clone());
-        self.category.push(e.category.clone());
-        self.route.push(e.request.as_ref().map(|r| r.route.clone()));
-        self.instance.push(e.instance.clone());
+        for (column, (field, _)) in self.text.iter_mut().zip(super::FILTERED) {
+            column.push(field.text_of(e));
+        }
+        self.status
+            .push(e.request.as_ref().map(|r| i32::from(r.status)));
         self.data.push(data);
         self.hash.push(hash.to_vec());
     }
 
     fn insert(&self, tx: &mut Transaction<'_>, org: &str) -> Result<()> {
-        tx.execute(
-            "INSERT INTO events (org, seq, ts, received_at, cid, actor, action, category, \
-             route, instance, data, hash) \
+        let columns: Vec<&str> = super::FILTERED.iter().map(|(_, c)| *c).collect();
+        let texts: Vec<String> = (0..columns.len())
+            .map(|i| format!("${}::text[]", i + 6))
+            .collect();
+        let n = columns.len() + 6;
+        let sql = format!(
+            "INSERT INTO events (org, seq, ts, received_at, cid, {}, status, data, hash) \
              SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::text[], \
-             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bytea[], \
-             $12::bytea[])",
-            &[
-                &org,
-                &self.seq,
-                &self.ts,
-                &self.received_at,
-                &self.cid,
-                &self.actor,
-                &self.action,
-                &self.category,
-                &self.route,
-                &self.instance,
-                &self.data,
-                &self.hash,
-            ],
-        )
-        .map_err(|e| super::constraint(e, || format!("an event of org {org:?}")))?;
+             {}, ${n}::int[], ${}::bytea[], ${}::bytea[])",
+            columns.join(", "),
+            texts.join(", "),
+            n + 1,
+            n + 2
+        );
+        let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            vec![&org, &self.seq, &self.ts, &self.received_at, &self.cid];
+        params.extend(
+            self.text
+                .iter()
+                .map(|c| c as &(dyn postgres::types::ToSql + Sync)),
+        );
+        params.extend([
+            &self.status as &(dyn postgres::types::ToSql + Sync),
+            &self.data,
+            &self.hash,
+        ]);
+        tx.execute(&sql, &params)
+            .map_err(|e| super::constraint(e, || format!("an event of org {org:?}")))?;
         Ok(())
     }
 }

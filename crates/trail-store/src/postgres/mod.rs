@@ -41,6 +41,27 @@ use crate::{
 };
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+/// The text fields of the query language and the `events` columns that hold them
+/// (`status` is a column of its own, an integer). Every term of a filter is answered by SQL
+/// on these.
+pub(crate) const FILTERED: [(trail_core::query::Field, &str); 12] = {
+    use trail_core::query::Field;
+    [
+        (Field::Actor, "actor"),
+        (Field::ActorType, "actor_type"),
+        (Field::Action, "action"),
+        (Field::Category, "category"),
+        (Field::ObjectType, "object_type"),
+        (Field::ObjectKind, "object_kind"),
+        (Field::ObjectName, "object_name"),
+        (Field::Route, "route"),
+        (Field::Method, "method"),
+        (Field::Instance, "instance"),
+        (Field::TokenId, "token_id"),
+        (Field::Ip, "ip"),
+    ]
+};
 pub(crate) type Conn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
 
 /// Connections to the database, shared by reads and writes.

@@ -1,13 +1,11 @@
 //! Reads of events in PostgreSQL: pages newest first, histograms, the export's page, and
 //! reads in seq order for verification.
 //!
-//! A filter is answered in two steps: what the indexed columns can say (the time window, and
-//! each field's alternatives among actor, action, category, route and instance) narrows the
-//! rows in SQL; [`Filter::matches`], the reference semantics, decides each row read back
-//! when the filter says more than that. A page reads one snapshot (a repeatable-read,
-//! read-only transaction) and stops at [`QUERY_DEADLINE`](super::QUERY_DEADLINE).
-
-use std::time::Instant;
+//! A filter is answered by SQL alone: every field of the query language is a column of
+//! `events` ([`super::FILTERED`]), the busiest ones indexed, and [`Narrowed`] translates a
+//! filter to its condition with the reference semantics of [`Filter::matches`] (the
+//! conformance suite checks it against them). A page reads one snapshot (a repeatable-read,
+//! read-only transaction) whose statements stop at [`QUERY_DEADLINE`](super::QUERY_DEADLINE).
 
 use postgres::types::ToSql;
 use postgres::{Client, GenericClient, IsolationLevel, Transaction};
@@ -39,12 +37,12 @@ fn snapshot(c: &mut Client) -> Result<Transaction<'_>> {
     Ok(tx)
 }
 
-/// What SQL can say of a filter: a condition on the indexed columns (its parameters from
-/// `$1`, the org first), and whether it says all the filter does.
+/// A filter as SQL: its condition on the `events` columns (its parameters from `$1`, the
+/// org first), which says all [`Filter::matches`] does: each field's alternatives, and each
+/// exclusion only where its term holds (an event without the field is not excluded).
 struct Narrowed {
     clause: String,
     params: Vec<Param>,
-    exact: bool,
 }
 
 impl Narrowed {
@@ -52,49 +50,57 @@ impl Narrowed {
         let mut n = Narrowed {
             clause: "org = $1".into(),
             params: vec![Box::new(org.to_owned())],
-            exact: true,
         };
         if let Some(since) = f.since {
-            n.push("ts >= $", Box::new(since.micros()));
+            let p = n.param(Box::new(since.micros()));
+            n.clause.push_str(&format!(" AND ts >= {p}"));
         }
         if let Some(until) = f.until {
-            n.push("ts < $", Box::new(until.micros()));
+            let p = n.param(Box::new(until.micros()));
+            n.clause.push_str(&format!(" AND ts < {p}"));
         }
         let (groups, negated) = f.grouped();
-        n.exact &= negated.is_empty();
         for (field, matchers) in groups {
-            let column = match field {
-                Field::Actor => "actor",
-                Field::Action => "action",
-                Field::Category => "category",
-                Field::Route => "route",
-                Field::Instance => "instance",
-                _ => {
-                    n.exact = false;
-                    continue;
-                }
-            };
-            let mut values: Vec<String> = Vec::new();
-            for m in matchers {
-                if let Matcher::Text(t) = m {
-                    if field == Field::Route {
-                        values.extend(route_templates(t));
-                    } else {
-                        values.push(t.clone());
-                    }
-                }
-            }
-            n.push(&format!("{column} = ANY($"), Box::new(values));
-            n.clause.push(')');
+            let any = n.any(field, &matchers);
+            n.clause.push_str(&format!(" AND ({any})"));
+        }
+        for t in negated {
+            let holds = n.any(t.field, &[&t.matcher]);
+            n.clause.push_str(&format!(" AND ({holds}) IS NOT TRUE"));
         }
         n
     }
 
-    /// Adds `AND {sql}{n}` with the parameter `p` as `$n`.
-    fn push(&mut self, sql: &str, p: Param) {
+    /// Adds a parameter; answers its `$n`.
+    fn param(&mut self, p: Param) -> String {
         self.params.push(p);
-        self.clause
-            .push_str(&format!(" AND {sql}{}", self.params.len()));
+        format!("${}", self.params.len())
+    }
+
+    /// The condition that one of `matchers` holds on `field`: true, false, or NULL where
+    /// the event has no such field.
+    fn any(&mut self, field: Field, matchers: &[&Matcher]) -> String {
+        let mut texts: Vec<String> = Vec::new();
+        let mut alternatives: Vec<String> = Vec::new();
+        for m in matchers {
+            match m {
+                Matcher::Status(s) => {
+                    let (lo, hi) = s.range();
+                    alternatives.push(format!("status BETWEEN {lo} AND {hi}"));
+                }
+                Matcher::Text(t) if field == Field::Route => texts.extend(route_templates(t)),
+                Matcher::Text(t) => texts.push(t.clone()),
+            }
+        }
+        if !texts.is_empty() {
+            let column = super::FILTERED
+                .iter()
+                .find(|(f, _)| *f == field)
+                .map_or("NULL", |(_, c)| *c);
+            let p = self.param(Box::new(texts));
+            alternatives.push(format!("{column} = ANY({p})"));
+        }
+        alternatives.join(" OR ")
     }
 
     fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
@@ -105,11 +111,10 @@ impl Narrowed {
     }
 }
 
-/// The event a row holds (`seq, data, hash` from column `at` on), checked to be the org's
-/// event at that seq.
-fn stored(org: &str, r: &postgres::Row, at: usize) -> Result<StoredEvent> {
-    let seq = r.get::<_, i64>(at) as u64;
-    let event = canonical::decode(r.get::<_, &[u8]>(at + 1))
+/// The event a row holds (`seq, data, hash`), checked to be the org's event at that seq.
+fn stored(org: &str, r: &postgres::Row) -> Result<StoredEvent> {
+    let seq = r.get::<_, i64>(0) as u64;
+    let event = canonical::decode(r.get::<_, &[u8]>(1))
         .map_err(|e| StoreError::Corrupt(format!("seq {seq} of org {org:?}: {e}")))?;
     if event.org != org || event.seq != seq {
         return Err(StoreError::Corrupt(format!(
@@ -118,59 +123,42 @@ fn stored(org: &str, r: &postgres::Row, at: usize) -> Result<StoredEvent> {
     }
     Ok(StoredEvent {
         event,
-        hash: hash_of(r.get(at + 2), || format!("the leaf hash of seq {seq}"))?,
+        hash: hash_of(r.get(2), || format!("the leaf hash of seq {seq}"))?,
     })
 }
 
-fn past_deadline(started: Instant) -> Result<()> {
-    if started.elapsed() > QUERY_DEADLINE {
-        return Err(StoreError::TimedOut(QUERY_DEADLINE));
-    }
-    Ok(())
+/// The events `sql` reads (`seq, data, hash`).
+fn read_events(
+    tx: &mut Transaction<'_>,
+    org: &str,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<Vec<StoredEvent>> {
+    tx.query(sql, params)
+        .map_err(unavailable)?
+        .iter()
+        .map(|r| stored(org, r))
+        .collect()
 }
 
 /// Events newest first (by timestamp, then seq) that pass the filter, after the cursor.
 pub(super) fn query(c: &mut Client, org: &str, q: &EventQuery) -> Result<EventPage> {
-    let started = Instant::now();
     let mut tx = snapshot(c)?;
     extent(&mut tx, org)?;
     let limit = q.limit.max(1);
     let mut n = Narrowed::of(org, &q.filter);
-    let mut after = q.cursor.map(|c| (c.timestamp.micros(), c.seq as i64));
-    let (ts_at, seq_at) = (n.params.len() + 1, n.params.len() + 2);
-    n.clause
-        .push_str(&format!(" AND (ts, seq) < (${ts_at}, ${seq_at})"));
-    let mut chunk = if n.exact {
-        limit + 1
-    } else {
-        (limit + 1).max(256)
-    };
-    let mut items: Vec<StoredEvent> = Vec::new();
-    loop {
-        let (ts, seq) = after.unwrap_or((i64::MAX, i64::MAX));
-        let mut params = n.refs();
-        params.extend([&ts as &(dyn ToSql + Sync), &seq]);
-        let sql = format!(
-            "SELECT ts, seq, data, hash FROM events WHERE {} ORDER BY ts DESC, seq DESC LIMIT {chunk}",
-            n.clause
-        );
-        let rows = tx.query(&sql, &params).map_err(unavailable)?;
-        for r in &rows {
-            after = Some((r.get(0), r.get(1)));
-            let e = stored(org, r, 1)?;
-            if n.exact || q.filter.matches(&e.event) {
-                items.push(e);
-                if items.len() > limit {
-                    break;
-                }
-            }
-        }
-        if items.len() > limit || rows.len() < chunk {
-            break;
-        }
-        past_deadline(started)?;
-        chunk = (chunk * 2).min(8192);
+    if let Some(c) = q.cursor {
+        let ts = n.param(Box::new(c.timestamp.micros()));
+        let seq = n.param(Box::new(c.seq.min(i64::MAX as u64) as i64));
+        n.clause
+            .push_str(&format!(" AND (ts, seq) < ({ts}, {seq})"));
     }
+    let sql = format!(
+        "SELECT seq, data, hash FROM events WHERE {} ORDER BY ts DESC, seq DESC LIMIT {}",
+        n.clause,
+        limit + 1
+    );
+    let mut items = read_events(&mut tx, org, &sql, &n.refs())?;
     let more = items.len() > limit;
     items.truncate(limit);
     let next = if more {
@@ -184,7 +172,8 @@ pub(super) fn query(c: &mut Client, org: &str, q: &EventQuery) -> Result<EventPa
     Ok(EventPage { items, next })
 }
 
-/// How many events that pass `f` fall in each slice of `[since, until)`.
+/// How many events that pass `f` fall in each slice of `[since, until)`, counted in the
+/// database a slice at a time.
 pub(super) fn histogram(
     c: &mut Client,
     org: &str,
@@ -193,7 +182,6 @@ pub(super) fn histogram(
     until: Timestamp,
     buckets: usize,
 ) -> Result<Vec<u64>> {
-    let started = Instant::now();
     let mut tx = snapshot(c)?;
     extent(&mut tx, org)?;
     let layout = Layout::new(since, until, buckets);
@@ -205,54 +193,22 @@ pub(super) fn histogram(
         return Ok(counts);
     }
     let mut n = Narrowed::of(org, &f);
-    let mut add = |ts: i64, k: u64| {
+    let origin = n.param(Box::new(layout.origin.micros()));
+    let width = n.param(Box::new(layout.width_us));
+    let sql = format!(
+        "SELECT {origin}::bigint + (ts - {origin}::bigint) / {width}::bigint * {width}::bigint, \
+         count(*) FROM events WHERE {} GROUP BY 1",
+        n.clause
+    );
+    for r in tx.query(&sql, &n.refs()).map_err(unavailable)? {
         if let Some(c) = layout
-            .bucket_of(Timestamp(ts))
+            .bucket_of(Timestamp(r.get(0)))
             .and_then(|b| counts.get_mut(b))
         {
-            *c += k;
+            *c += r.get::<_, i64>(1) as u64;
         }
-    };
-    if n.exact {
-        // Counted in the database, a bucket at a time.
-        let (o, w) = (n.params.len() + 1, n.params.len() + 2);
-        let sql = format!(
-            "SELECT ${o}::bigint + (ts - ${o}::bigint) / ${w}::bigint * ${w}::bigint, count(*) \
-             FROM events WHERE {} GROUP BY 1",
-            n.clause
-        );
-        let mut params = n.refs();
-        let (origin, width) = (layout.origin.micros(), layout.width_us);
-        params.extend([&origin as &(dyn ToSql + Sync), &width]);
-        for r in tx.query(&sql, &params).map_err(unavailable)? {
-            add(r.get(0), r.get::<_, i64>(1) as u64);
-        }
-        return Ok(counts);
     }
-    // Read in seq order and decided one by one.
-    let at = n.params.len() + 1;
-    n.clause.push_str(&format!(" AND seq > ${at}"));
-    let mut after: i64 = -1;
-    loop {
-        let mut params = n.refs();
-        params.push(&after);
-        let sql = format!(
-            "SELECT seq, data, hash FROM events WHERE {} ORDER BY seq LIMIT 4096",
-            n.clause
-        );
-        let rows = tx.query(&sql, &params).map_err(unavailable)?;
-        for r in &rows {
-            let e = stored(org, r, 0)?;
-            after = e.event.seq as i64;
-            if f.matches(&e.event) {
-                add(e.event.timestamp.micros(), 1);
-            }
-        }
-        if rows.len() < 4096 {
-            return Ok(counts);
-        }
-        past_deadline(started)?;
-    }
+    Ok(counts)
 }
 
 /// The SIEM export's read ([`crate::Store::export`]), in one snapshot.
@@ -277,34 +233,19 @@ pub(super) fn export(
     let mut next = from.max(end);
     if from < end {
         let mut n = Narrowed::of(org, filter);
-        let (lo, hi) = (n.params.len() + 1, n.params.len() + 2);
+        let lo = n.param(Box::new(from as i64));
+        let hi = n.param(Box::new(end as i64));
         n.clause
-            .push_str(&format!(" AND seq >= ${lo} AND seq < ${hi}"));
-        let mut start = from as i64;
-        let end = end as i64;
-        'read: loop {
-            let mut params = n.refs();
-            params.extend([&start as &(dyn ToSql + Sync), &end]);
-            let chunk = if n.exact { limit } else { 1024 };
-            let sql = format!(
-                "SELECT seq, data, hash FROM events WHERE {} ORDER BY seq LIMIT {chunk}",
-                n.clause
-            );
-            let rows = tx.query(&sql, &params).map_err(unavailable)?;
-            for r in &rows {
-                let e = stored(org, r, 0)?;
-                start = e.event.seq as i64 + 1;
-                if n.exact || filter.matches(&e.event) {
-                    items.push(e);
-                    if items.len() >= limit {
-                        next = start as u64;
-                        break 'read;
-                    }
-                }
-            }
-            if rows.len() < chunk {
-                break;
-            }
+            .push_str(&format!(" AND seq >= {lo} AND seq < {hi}"));
+        let sql = format!(
+            "SELECT seq, data, hash FROM events WHERE {} ORDER BY seq LIMIT {limit}",
+            n.clause
+        );
+        items = read_events(&mut tx, org, &sql, &n.refs())?;
+        if items.len() >= limit
+            && let Some(last) = items.last()
+        {
+            next = last.event.seq + 1;
         }
     }
     let following = match next.checked_sub(1) {
@@ -374,7 +315,7 @@ pub(super) fn events_from(
 ) -> Result<Vec<StoredEvent>> {
     rows_from(c, org, from, limit)?
         .iter()
-        .map(|r| stored(org, r, 0))
+        .map(|r| stored(org, r))
         .collect()
 }
 

@@ -92,7 +92,8 @@ CREATE TABLE logs (
 );
 
 -- The events: the canonical bytes (what the leaf hash covers, and what is read back),
--- and beside them the fields filters are answered from.
+-- and beside them every field the query language filters on, as `Field::text_of` gives
+-- it (NULL where the event has none), so that a filter is answered by SQL alone.
 CREATE TABLE events (
     org         TEXT NOT NULL,
     seq         BIGINT NOT NULL,
@@ -100,10 +101,18 @@ CREATE TABLE events (
     received_at BIGINT NOT NULL,
     cid         TEXT,                       -- the client's id; NULL when Trail made it
     actor       TEXT NOT NULL,
+    actor_type  TEXT NOT NULL,
     action      TEXT NOT NULL,
     category    TEXT NOT NULL,
+    object_type TEXT,
+    object_kind TEXT,
+    object_name TEXT,
     route       TEXT,
+    method      TEXT,
+    status      INTEGER,
     instance    TEXT,
+    token_id    TEXT,
+    ip          TEXT,
     data        BYTEA NOT NULL,             -- canonical encoding
     hash        BYTEA NOT NULL,             -- leaf hash of data
     PRIMARY KEY (org, seq)
@@ -113,6 +122,7 @@ CREATE INDEX events_by_actor  ON events (org, actor, ts);
 CREATE INDEX events_by_action ON events (org, action, ts);
 CREATE INDEX events_by_route  ON events (org, route, ts) WHERE route IS NOT NULL;
 CREATE INDEX events_by_inst   ON events (org, instance, ts) WHERE instance IS NOT NULL;
+CREATE INDEX events_by_object ON events (org, object_name, ts) WHERE object_name IS NOT NULL;
 CREATE UNIQUE INDEX events_by_client_id ON events (org, cid) WHERE cid IS NOT NULL;
 
 -- Stored hashes of complete subtrees every 8 levels (see trail_core::merkle).
