@@ -107,15 +107,11 @@ pub fn postgres_database() -> String {
     static SERVER: OnceLock<crate::postgres::local::LocalServer> = OnceLock::new();
     static DATABASES: AtomicUsize = AtomicUsize::new(0);
     let server = SERVER.get_or_init(|| {
-        let server = crate::postgres::local::LocalServer::start(
+        crate::postgres::local::LocalServer::start(
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off \
              -c max_connections=400 -c shared_buffers=64MB",
         )
-        .unwrap_or_else(|e| panic!("the PostgreSQL tests need PostgreSQL: {e}"));
-        server
-            .stop_with(std::process::id())
-            .unwrap_or_else(|e| panic!("{e}"));
-        server
+        .unwrap_or_else(|e| panic!("the PostgreSQL tests need PostgreSQL: {e}"))
     });
     let name = format!("trail_{}", DATABASES.fetch_add(1, Ordering::Relaxed));
     let mut c = postgres::Client::connect(&server.url("postgres"), postgres::NoTls)

@@ -69,6 +69,15 @@ impl Location {
         })
     }
 
+    /// Opens a store that exists, for reading, changing nothing of it: SQLite read-only
+    /// (without the directory's lock), PostgreSQL without migrating.
+    pub async fn open_existing(&self) -> Result<Arc<dyn Store>> {
+        Ok(match self {
+            Location::Sqlite(dir) => Arc::new(SqliteStore::open_read_only(dir)?),
+            Location::Postgres(url) => Arc::new(PgStore::open_existing(url).await?),
+        })
+    }
+
     /// The schema version a store is at once opened: what this build writes.
     pub fn schema_version(&self) -> i64 {
         match self {

@@ -12,9 +12,9 @@ fn as_user(url: &str, user: &str) -> String {
     url.replacen("postgres://trail@", &format!("postgres://{user}@"), 1)
 }
 
-/// A server connected as a runtime login (granted `trail_writer` and `trail_pruner`,
-/// inheriting neither) ingests, reads and prunes, and the database refuses it any other
-/// change to events, tiles or checkpoints, whatever SQL it sends.
+/// A server connected as a runtime login (granted `trail_writer`, not inheriting it)
+/// ingests, reads and prunes, and the database refuses it any other change to events,
+/// tiles or checkpoints, and any prune the store would refuse, whatever SQL it sends.
 #[tokio::test]
 async fn the_runtime_login_cannot_change_or_delete_an_event() {
     let url = tokio::task::spawn_blocking(postgres_database)
@@ -30,7 +30,7 @@ async fn the_runtime_login_cannot_change_or_delete_an_event() {
         c.batch_execute(
             "DO $$ BEGIN CREATE ROLE trail_app LOGIN NOINHERIT; \
              EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
-             GRANT trail_writer, trail_pruner TO trail_app;",
+             GRANT trail_writer TO trail_app;",
         )
         .unwrap();
     })
@@ -61,6 +61,12 @@ async fn the_runtime_login_cannot_change_or_delete_an_event() {
             "DELETE FROM tiles",
             "ALTER TABLE events DISABLE TRIGGER ALL",
             "DROP TABLE events",
+            "UPDATE logs SET pruned_below = 512 WHERE org = 'acme'",
+            "CREATE OR REPLACE FUNCTION trail_prune(p_org TEXT, p_below BIGINT) \
+             RETURNS BIGINT LANGUAGE sql AS 'SELECT 0::bigint'",
+            // The prune function checks what a prune must be: whole tiles, forward only.
+            "SELECT trail_prune('acme', 300)",
+            "SELECT trail_prune('acme', 256)",
         ] {
             let err = c.batch_execute(sql).expect_err(sql);
             let db = err.as_db_error().map(|d| d.message().to_owned());
@@ -77,7 +83,9 @@ async fn the_runtime_login_cannot_change_or_delete_an_event() {
     .unwrap();
     for (sql, why) in &refused.0 {
         assert!(
-            why.contains("permission denied") || why.contains("must be owner"),
+            why.contains("permission denied")
+                || why.contains("must be owner")
+                || why.contains("cannot be pruned below"),
             "{sql}: {why}"
         );
     }
@@ -121,4 +129,77 @@ async fn a_log_watch_wakes_for_appends_through_another_server() {
         .expect("woken again")
         .unwrap();
     assert_eq!(*acme.borrow(), 5);
+}
+
+/// What an event may hold and a text column may not (a NUL in an object id, an object
+/// name longer than an index entry may be) is stored, and found by its filters.
+#[tokio::test]
+async fn object_ids_with_nul_and_long_names_are_stored_and_found() {
+    use trail_core::query::{Field, Filter, Matcher, Term};
+    let url = tokio::task::spawn_blocking(postgres_database)
+        .await
+        .unwrap();
+    let store = PgStore::open(&url).await.unwrap();
+    with_orgs(&store, &["acme"]).await;
+    let long = "n".repeat(3000);
+    let event = |kind: &str, name: &str| {
+        trail_core::EventBody::from_json(
+            serde_json::json!({
+                "action": "doc.read",
+                "actor": {"id": "ana", "type": "user"},
+                "object": {"type": "doc", "id": {"kind": kind, "name": name}},
+            }),
+            "acme",
+        )
+        .unwrap()
+    };
+    let appended = store
+        .append(
+            "acme",
+            vec![
+                event("k\u{0}1", "short"),
+                event("k\u{1}0", &long),
+                event("k", "x"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(appended.len(), 3);
+    let find = |field: Field, value: &str| {
+        let mut filter = Filter::default();
+        filter.terms.push(Term {
+            field,
+            matcher: Matcher::Text(value.to_owned()),
+            negated: false,
+        });
+        let q = trail_store::EventQuery {
+            filter,
+            cursor: None,
+            limit: 10,
+        };
+        let store = &store;
+        async move {
+            store
+                .query("acme", &q)
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .map(|e| e.event.seq)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(find(Field::ObjectKind, "k\u{0}1").await, vec![0]);
+    // Escaped apart: NUL and \u{1} never read as each other.
+    assert_eq!(find(Field::ObjectKind, "k\u{1}0").await, vec![1]);
+    assert_eq!(find(Field::ObjectName, &long).await, vec![1]);
+    assert_eq!(
+        find(Field::ObjectName, &long[..2999]).await,
+        Vec::<u64>::new()
+    );
+    let back = store.events_from("acme", 0, 3).await.unwrap();
+    assert_eq!(
+        back[0].event.object.as_ref().unwrap().id_kind(),
+        Some("k\u{0}1")
+    );
 }

@@ -3,7 +3,6 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
@@ -63,14 +62,10 @@ pub async fn run(conn: &crate::cli::Connection, args: VerifyArgs) -> anyhow::Res
         }
         (None, Some(url)) => {
             let key = VerifierKey::parse(args.key.as_deref().unwrap_or_default())?;
-            let store: Arc<dyn Store> = match trail_store::Location::of(Some(url), Path::new(""))
+            let store = trail_store::Location::of(Some(url), Path::new(""))
                 .map_err(|e| trail_client::ClientError::Usage(format!("--database: {e}")))?
-            {
-                trail_store::Location::Sqlite(dir) => {
-                    Arc::new(trail_store::SqliteStore::open_read_only(&dir)?)
-                }
-                location => location.open().await?,
-            };
+                .open_existing()
+                .await?;
             verify_store(&*store, conn.org.as_deref(), &key, args.strict).await
         }
         (None, None) => verify_online(conn, &args).await,

@@ -181,10 +181,11 @@ pub(super) fn user(c: &mut impl GenericClient, id: &str) -> Result<Option<User>>
 }
 
 /// The user with this email, whatever its case (an email names one account: the unique
-/// index is on `lower(email)`).
+/// index is on `ascii_lower(email)`: ASCII letters only, as SQLite's NOCASE and the
+/// server's `eq_ignore_ascii_case`, whatever the database's locale).
 pub(super) fn user_by_email(c: &mut impl GenericClient, email: &str) -> Result<Option<User>> {
     c.query_opt(
-        &format!("SELECT {USER_COLUMNS} FROM users WHERE lower(email) = lower($1)"),
+        &format!("SELECT {USER_COLUMNS} FROM users WHERE ascii_lower(email) = ascii_lower($1)"),
         &[&email],
     )
     .map_err(unavailable)?
@@ -215,7 +216,7 @@ fn user_or_insert(tx: &mut Transaction<'_>, user: &User) -> Result<User> {
         .execute(
             &format!(
                 "INSERT INTO users ({USER_COLUMNS}) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT ((lower(email))) DO NOTHING"
+                 ON CONFLICT ((ascii_lower(email))) DO NOTHING"
             ),
             &[
                 &user.id,
@@ -297,7 +298,7 @@ pub(super) fn insert_invitation(tx: &mut Transaction<'_>, invitation: &Token) ->
     let member: bool = get(
         &tx.query_one(
             "SELECT EXISTS (SELECT 1 FROM members m JOIN users u ON u.id = m.user_id \
-             WHERE m.org = $1 AND lower(u.email) = lower($2))",
+             WHERE m.org = $1 AND ascii_lower(u.email) = ascii_lower($2))",
             &[&invitation.org, &invitation.owner],
         )
         .map_err(unavailable)?,
@@ -311,7 +312,7 @@ pub(super) fn insert_invitation(tx: &mut Transaction<'_>, invitation: &Token) ->
     }
     tx.execute(
         "UPDATE tokens SET revoked_at = $3 WHERE kind = 'invitation' AND org = $1 \
-         AND lower(owner) = lower($2) AND revoked_at IS NULL",
+         AND ascii_lower(owner) = ascii_lower($2) AND revoked_at IS NULL",
         &[
             &invitation.org,
             &invitation.owner,

@@ -1,10 +1,11 @@
 //! A PostgreSQL server of Trail's own, for the tests and `trail bench`: `initdb` into a new
 //! directory, a Unix socket in it and no TCP port, its superuser `trail` trusted; run as
 //! the `postgres` user when the caller is root (PostgreSQL refuses to run as root). Stopped,
-//! and its directory removed, when dropped, or by a watchdog once the process that started
-//! it is gone ([`LocalServer::stop_with`]), so a server held for a whole test run does not
-//! outlive it.
+//! and its directory removed, when dropped, and by a watchdog once the process that started
+//! it is gone, so that neither a server held for a whole test run nor one whose process was
+//! killed outlives it.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,7 +34,12 @@ impl LocalServer {
             STARTED.fetch_add(1, Ordering::Relaxed)
         ));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        // Only its user reaches the socket (its superuser is trusted without a password).
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(&dir)
+            .map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let mut server = LocalServer {
             bin,
             dir,
@@ -76,8 +82,8 @@ impl LocalServer {
             ],
         )?;
         let options = format!(
-            "-c listen_addresses='' -k {} -p {PORT} {options}",
-            path(&server.dir)?
+            "-c listen_addresses='' -k {} -p {PORT} -c unix_socket_permissions=0700 {options}",
+            quoted(path(&server.dir)?)
         );
         let log = server.dir.join("server.log");
         server.run(
@@ -95,6 +101,7 @@ impl LocalServer {
                 "start",
             ],
         )?;
+        server.stop_with(std::process::id())?;
         server.version = Command::new(server.bin.join("postgres"))
             .arg("--version")
             .output()
@@ -120,14 +127,15 @@ impl LocalServer {
         format!("postgres://trail@{host}:{PORT}/{db}")
     }
 
-    /// Stops the server and removes its directory once the calling process has exited,
-    /// whether or not this value is dropped (a server held in a `static` never is).
-    pub fn stop_with(&self, process: u32) -> Result<(), String> {
+    /// Stops the server and removes its directory once `process` has exited, whether or
+    /// not this value is dropped (a server held in a `static` never is, nor is one whose
+    /// process is killed).
+    fn stop_with(&self, process: u32) -> Result<(), String> {
         let script = format!(
             "while kill -0 {process} 2>/dev/null; do sleep 1; done; {} -D {} -m immediate stop; rm -rf {}",
             self.program("pg_ctl")?,
-            path(&self.data())?,
-            path(&self.dir)?
+            quoted(path(&self.data())?),
+            quoted(path(&self.dir)?)
         );
         Command::new("sh")
             .args(["-c", &script])
@@ -146,11 +154,11 @@ impl LocalServer {
     /// A shell command that runs `program` as the server's user.
     fn program(&self, program: &str) -> Result<String, String> {
         let exe = self.bin.join(program);
-        let exe = path(&exe)?;
+        let exe = quoted(path(&exe)?);
         Ok(if self.as_postgres {
             format!("runuser -u postgres -- {exe}")
         } else {
-            exe.to_owned()
+            exe
         })
     }
 
@@ -190,6 +198,11 @@ impl Drop for LocalServer {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A word for `sh` (and for PostgreSQL's own option parsing): in single quotes.
+fn quoted(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 fn path(p: &Path) -> Result<&str, String> {

@@ -35,6 +35,9 @@ pub(super) struct Signing {
     /// not extend them.
     remembered: HashMap<String, (u64, Hash)>,
     trees: HashMap<String, RootBuilder>,
+    /// The newest head this process signed of each log: no checkpoint is signed that does
+    /// not extend it (a database rolled back under a running server is refused, not forked).
+    heads: HashMap<String, (u64, Hash)>,
     /// Logs not signed any more, and why.
     refused: HashMap<String, String>,
 }
@@ -45,6 +48,7 @@ pub(super) struct Signing {
 pub(super) struct Grown {
     pub sizes: HashMap<String, u64>,
     trees: HashMap<String, RootBuilder>,
+    heads: HashMap<String, (u64, Hash)>,
     refused: HashMap<String, String>,
 }
 
@@ -55,6 +59,8 @@ impl Context {
         if let Some(s) = signing.as_mut() {
             s.trees
                 .extend(grown.trees.iter().map(|(k, v)| (k.clone(), v.clone())));
+            s.heads
+                .extend(grown.heads.iter().map(|(k, v)| (k.clone(), *v)));
             for (org, why) in &grown.refused {
                 refused(org, why);
                 s.refused.insert(org.clone(), why.clone());
@@ -79,6 +85,18 @@ fn lock_log(tx: &mut Transaction<'_>, org: &str) -> Result<(u64, Timestamp)> {
         .map_err(unavailable)?
         .ok_or_else(|| StoreError::UnknownOrg(org.to_owned()))?;
     Ok((row.get::<_, i64>(0) as u64, Timestamp(row.get(1))))
+}
+
+/// Takes the row locks of these logs (sorted), in `tx`.
+pub(super) fn lock_logs(tx: &mut Transaction<'_>, orgs: &[&str]) -> Result<()> {
+    if !orgs.is_empty() {
+        tx.execute(
+            "SELECT org FROM logs WHERE org = ANY($1) ORDER BY org FOR UPDATE",
+            &[&orgs],
+        )
+        .map_err(unavailable)?;
+    }
+    Ok(())
 }
 
 /// Appends `bodies` to `org`'s log in `tx` (see [`crate::Store::append_signed`]).
@@ -156,7 +174,6 @@ pub(super) fn append(
         &[&org, &(seq as i64), &received_at.micros()],
     )
     .map_err(unavailable)?;
-    super::notify::grew(tx, org, seq)?;
     grown.sizes.insert(org.to_owned(), seq);
     let checkpoint = match tree {
         Some(tree) => {
@@ -170,6 +187,9 @@ pub(super) fn append(
                 Some(key) => Some(sign(tx, &key, org, &tree, received_at)?),
                 None => None,
             };
+            if let Some(h) = &head {
+                grown.heads.insert(org.to_owned(), (h.size, h.root));
+            }
             grown.trees.insert(org.to_owned(), tree);
             head
         }
@@ -243,7 +263,7 @@ impl Rows {
         self.received_at.push(e.received_at.micros());
         self.cid.push(e.client_id.clone());
         for (column, (field, _)) in self.text.iter_mut().zip(super::FILTERED) {
-            column.push(field.text_of(e));
+            column.push(field.text_of(e).map(super::column_text));
         }
         self.status
             .push(e.request.as_ref().map(|r| i32::from(r.status)));
@@ -402,7 +422,7 @@ fn signing_tree(
     org: &str,
     size: u64,
 ) -> Result<Option<RootBuilder>> {
-    let (key, floor) = {
+    let (key, floors, cached) = {
         let signing = ctx.signing.lock().expect("signing lock");
         let Some(s) = signing.as_ref() else {
             return Ok(None);
@@ -410,17 +430,33 @@ fn signing_tree(
         if s.refused.contains_key(org) || grown.refused.contains_key(org) {
             return Ok(None);
         }
-        if let Some(tree) = grown
+        let cached = grown
             .trees
             .get(org)
             .or_else(|| s.trees.get(org))
             .filter(|t| t.size() == size)
-        {
-            return Ok(Some(tree.clone()));
-        }
-        (s.key.clone(), s.remembered.get(org).copied())
+            .cloned();
+        let floors: Vec<(u64, Hash)> = [
+            s.remembered.get(org),
+            s.heads.get(org),
+            grown.heads.get(org),
+        ]
+        .into_iter()
+        .flatten()
+        .copied()
+        .collect();
+        (s.key.clone(), floors, cached)
     };
-    match check(tx, &key, floor, org, size) {
+    // The tree this process committed last serves while the database agrees with it: the
+    // log's newest checkpoint is that tree's head (another server appended meanwhile, or
+    // the database was rolled back under it, otherwise).
+    if let Some(tree) = cached {
+        let newest = checkpoint(tx, org, None)?.map(|c| (c.size, c.root));
+        if newest == Some((tree.size(), tree.root())) || (size == 0 && newest.is_none()) {
+            return Ok(Some(tree));
+        }
+    }
+    match check(tx, &key, &floors, org, size) {
         Ok(tree) => Ok(Some(tree)),
         Err(StoreError::Corrupt(why)) => {
             grown.refused.insert(org.to_owned(), why);
@@ -437,7 +473,7 @@ fn signing_tree(
 fn check(
     tx: &mut Transaction<'_>,
     key: &SignerKey,
-    floor: Option<(u64, Hash)>,
+    floors: &[(u64, Hash)],
     org: &str,
     size: u64,
 ) -> Result<RootBuilder> {
@@ -464,17 +500,19 @@ fn check(
             signed.0
         )));
     }
-    if let Some((was, root)) = floor {
+    for &(was, root) in floors {
         if was > signed.0 {
             return Err(corrupt(format!(
                 "checkpoints up to {was} events were signed, but the store's newest covers {}",
                 signed.0
             )));
         }
+        // The head signed then must be a prefix of this history: its checkpoint is still
+        // stored with that root (checkpoints are never deleted; its leaves may be pruned).
         let same = if was == signed.0 {
             root == signed.1
         } else {
-            was == 0 || Tree::open(tx, org, was)?.root()? == root
+            was == 0 || checkpoint(tx, org, Some(was))?.is_some_and(|c| c.root == root)
         };
         if !same {
             return Err(corrupt(format!(
@@ -547,12 +585,14 @@ pub(super) fn sign_logs(
         // One transaction per log: each takes only its own row lock.
         let mut tx = conn.transaction().map_err(unavailable)?;
         let (size, last_received) = lock_log(&mut tx, &org)?;
-        match check(&mut tx, &key, remembered.get(&org).copied(), &org, size) {
+        let floors: Vec<(u64, Hash)> = remembered.get(&org).copied().into_iter().collect();
+        match check(&mut tx, &key, &floors, &org, size) {
             Ok(tree) => {
                 let newest = checkpoint(&mut tx, &org, None)?;
                 if size > 0 && newest.is_none_or(|c| c.size != size) {
                     let at = (ctx.clock)().max(last_received);
-                    sign(&mut tx, &key, &org, &tree, at)?;
+                    let head = sign(&mut tx, &key, &org, &tree, at)?;
+                    grown.heads.insert(org.clone(), (head.size, head.root));
                 }
                 grown.trees.insert(org, tree);
             }
@@ -572,6 +612,7 @@ pub(super) fn sign_logs(
         key,
         remembered,
         trees: HashMap::new(),
+        heads: HashMap::new(),
         refused: HashMap::new(),
     });
     ctx.committed(&grown);
@@ -825,8 +866,8 @@ pub(super) fn checkpoints(
     .collect()
 }
 
-/// Deletes `org`'s events below `below` (see [`crate::Store::prune`]), acting as the
-/// `trail_pruner` role for the delete alone: the server's own role cannot delete events.
+/// Deletes `org`'s events below `below` (see [`crate::Store::prune`]) through the
+/// database's `trail_prune`: the server's own role cannot delete events otherwise.
 pub(super) fn prune(tx: &mut Transaction<'_>, org: &str, below: u64) -> Result<crate::Pruned> {
     lock_log(tx, org)?;
     let now = super::identity::retention(tx, org)?;
@@ -863,14 +904,8 @@ pub(super) fn prune(tx: &mut Transaction<'_>, org: &str, below: u64) -> Result<c
         &[&org],
     )
     .map_err(unavailable)?;
-    tx.batch_execute(&format!("SET LOCAL ROLE {}", super::migrate::PRUNER))
-        .map_err(unavailable)?;
-    tx.execute(
-        "DELETE FROM events WHERE org = $1 AND seq >= $2 AND seq < $3",
-        &[&org, &from_i, &below_i],
-    )
-    .map_err(unavailable)?;
-    tx.batch_execute(&format!("SET LOCAL ROLE {}", super::migrate::WRITER))
+    // The delete itself is the database's function, which checks the prune again.
+    tx.execute("SELECT trail_prune($1, $2)", &[&org, &below_i])
         .map_err(unavailable)?;
     let oldest: Option<i64> = tx
         .query_one(
@@ -885,11 +920,6 @@ pub(super) fn prune(tx: &mut Transaction<'_>, org: &str, below: u64) -> Result<c
             &org,
             &oldest.map_or(i64::MAX, |ts| ts.div_euclid(MINUTE_US)),
         ],
-    )
-    .map_err(unavailable)?;
-    tx.execute(
-        "UPDATE logs SET pruned_below = $2 WHERE org = $1",
-        &[&org, &below_i],
     )
     .map_err(unavailable)?;
     Ok(crate::Pruned { from, to: below })

@@ -2,16 +2,17 @@
 //! transaction each, so servers that start at once apply each step once; and the roles that
 //! make the log append-only by grants.
 //!
-//! - `trail_writer` (no login): what every connection of the server acts as
-//!   (`SET ROLE`, [`ActAsWriter`]). It may read everything; it may INSERT into `events`,
-//!   `tiles` and `checkpoints` but not UPDATE or DELETE them; it changes the rest (members,
-//!   credentials, tallies) as the API does.
-//! - `trail_pruner` (no login): DELETE on `events`, taken for the one statement of a prune.
+//! `trail_writer` (no login) is what every connection of the server acts as (`SET ROLE`,
+//! [`ActAsWriter`]). It may read everything; it may INSERT into `events`, `tiles` and
+//! `checkpoints` but not UPDATE or DELETE them; it changes the rest (members, credentials,
+//! tallies) as the API does. Its one way to delete events is `trail_prune(org, below)`, a
+//! function that runs as the schema's owner and checks what a prune must be (no legal
+//! hold, whole tiles, within the newest signed checkpoint, forward only).
 //!
-//! The user in the connection string must be able to act as both: the schema's owner (who
-//! ran the migration, and is made a member), or a login role granted them
-//! (`GRANT trail_writer, trail_pruner TO trail_app`). A database connection as
-//! `trail_writer` cannot change a stored event whatever SQL it sends.
+//! The user in the connection string must be able to act as it: the schema's owner (who
+//! ran the migration, and is made a member), or a login role granted it
+//! (`GRANT trail_writer TO trail_app`). A connection as `trail_writer` cannot change a
+//! stored event, nor delete one other than by such a prune, whatever SQL it sends.
 
 use postgres::Client;
 
@@ -20,8 +21,6 @@ use crate::{Result, StoreError};
 
 /// The role every connection of the server acts as.
 pub const WRITER: &str = "trail_writer";
-/// The role a prune acts as for its delete.
-pub const PRUNER: &str = "trail_pruner";
 
 /// The version a store is at once migrated.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -39,18 +38,15 @@ DO $$ BEGIN
     CREATE ROLE trail_writer NOLOGIN;
 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
 END $$;
-DO $$ BEGIN
-    CREATE ROLE trail_pruner NOLOGIN;
-EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-END $$;
-GRANT USAGE ON SCHEMA public TO trail_writer, trail_pruner;
-GRANT SELECT ON ALL TABLES IN SCHEMA public TO trail_writer, trail_pruner;
-GRANT INSERT, UPDATE ON settings, orgs, users, members, instances, tokens, sessions, logs
+GRANT USAGE ON SCHEMA public TO trail_writer;
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO trail_writer;
+GRANT INSERT, UPDATE ON settings, orgs, users, members, instances, tokens, sessions
     TO trail_writer;
+GRANT INSERT, UPDATE (size, last_received, retention_days, legal_hold) ON logs TO trail_writer;
 GRANT INSERT, UPDATE, DELETE ON members, event_minutes, perf_minutes TO trail_writer;
 GRANT INSERT ON events, tiles, checkpoints TO trail_writer;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO trail_writer;
-GRANT DELETE ON events TO trail_pruner;
+GRANT EXECUTE ON FUNCTION trail_prune(TEXT, BIGINT) TO trail_writer;
 ";
 
 /// Brings the database's schema to [`SCHEMA_VERSION`] and gives the roles their grants;
@@ -85,7 +81,7 @@ pub fn migrate(c: &mut Client) -> Result<()> {
     // The owner acts as the roles it made (a superuser may already).
     tx.batch_execute(
         "DO $$ BEGIN
-            GRANT trail_writer, trail_pruner TO CURRENT_USER;
+            GRANT trail_writer TO CURRENT_USER;
          EXCEPTION WHEN insufficient_privilege OR invalid_grant_operation THEN NULL;
          END $$;",
     )
@@ -130,6 +126,12 @@ pub(super) struct ActAsWriter;
 
 impl r2d2::CustomizeConnection<Client, postgres::Error> for ActAsWriter {
     fn on_acquire(&self, c: &mut Client) -> std::result::Result<(), postgres::Error> {
-        c.batch_execute(&format!("SET ROLE {WRITER}"))
+        // A write waits at most this long for another's row lock (an append behind a
+        // stalled one answers "busy", rather than holding its connection), and a
+        // connection left in a transaction is closed by the database.
+        c.batch_execute(&format!(
+            "SET ROLE {WRITER}; SET lock_timeout = '5s'; \
+             SET idle_in_transaction_session_timeout = '60s'"
+        ))
     }
 }

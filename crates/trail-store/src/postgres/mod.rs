@@ -42,6 +42,22 @@ use crate::{
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
+/// A text as a column of `events` holds it: PostgreSQL's text has no NUL, which an object
+/// id may hold, so NUL is written `\u{1}0` and `\u{1}` itself `\u{1}\u{1}` (one text
+/// for one value, both ways). Filter values go through it too.
+pub(crate) fn column_text(s: String) -> String {
+    if s.contains(['\0', '\u{1}']) {
+        s.replace('\u{1}', "\u{1}\u{1}").replace('\0', "\u{1}0")
+    } else {
+        s
+    }
+}
+
+/// How much of an object name its index holds (a b-tree entry has a size limit; an
+/// object name may be long): a filter on object names matches this prefix in the index,
+/// then the whole name.
+pub(crate) const INDEXED_NAME_CHARS: i32 = 256;
+
 /// The text fields of the query language and the `events` columns that hold them
 /// (`status` is a column of its own, an integer). Every term of a filter is answered by SQL
 /// on these.
@@ -64,15 +80,19 @@ pub(crate) const FILTERED: [(trail_core::query::Field, &str); 12] = {
 };
 pub(crate) type Conn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
 
-/// Connections to the database, shared by reads and writes.
-const POOL_SIZE: u32 = 16;
+/// Connections for reads (credentials, sessions and events alike).
+const READ_POOL: u32 = 16;
+/// Connections for writes: appends waiting for a busy log's row lock hold these, never
+/// those that authenticate calls and read.
+const WRITE_POOL: u32 = 8;
 /// How long a read of events may run before the database stops it.
 pub const QUERY_DEADLINE: Duration = Duration::from_secs(2);
 /// How many times a write that lost a serialization race or a deadlock is tried again.
 const WRITE_TRIES: usize = 4;
 
 pub struct PgStore {
-    pool: Connections,
+    reads: Connections,
+    writes: Connections,
     /// Wakes this process's readers when a log grows, through this process or another
     /// server on the database ([`notify`]).
     logs: Arc<LogWatch>,
@@ -106,15 +126,42 @@ impl Drop for Connections {
     }
 }
 
+/// Runs `f` on a connection of `pool`, on a blocking thread.
+async fn on_pool<T: Send + 'static>(
+    pool: &Connections,
+    f: impl FnOnce(&mut Conn) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let pool = pool.pool().clone();
+    tokio::task::spawn_blocking(move || {
+        let mut conn = pool
+            .get()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        f(&mut conn)
+    })
+    .await
+    .map_err(|e| StoreError::Unavailable(format!("a database task failed: {e}")))?
+}
+
 /// A database error as a store error: the backend's codes stay here.
 pub(crate) fn unavailable(e: postgres::Error) -> StoreError {
     match e.code() {
         Some(c) if *c == SqlState::QUERY_CANCELED => StoreError::TimedOut(QUERY_DEADLINE),
         Some(c)
             if *c == SqlState::T_R_SERIALIZATION_FAILURE
-                || *c == SqlState::T_R_DEADLOCK_DETECTED =>
+                || *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::LOCK_NOT_AVAILABLE =>
         {
             StoreError::Contended(e.to_string())
+        }
+        // What the request carries, not the database's state: refused, and no fault.
+        Some(c)
+            if *c == SqlState::CHARACTER_NOT_IN_REPERTOIRE
+                || *c == SqlState::PROGRAM_LIMIT_EXCEEDED =>
+        {
+            StoreError::Refused(match e.as_db_error() {
+                Some(db) => format!("the database refused a value: {}", db.message()),
+                None => e.to_string(),
+            })
         }
         _ => StoreError::Unavailable(match e.as_db_error() {
             // The server's own words ("permission denied for table events").
@@ -150,30 +197,54 @@ impl PgStore {
     /// [`Self::open`], taking times of receipt from `clock`.
     pub async fn open_with_clock(url: &str, clock: crate::Clock) -> Result<PgStore> {
         let url = url.to_owned();
-        tokio::task::spawn_blocking(move || Self::connect(&url, clock))
+        tokio::task::spawn_blocking(move || Self::connect(&url, clock, true))
             .await
             .map_err(|e| StoreError::Unavailable(format!("connecting failed: {e}")))?
     }
 
-    fn connect(url: &str, clock: crate::Clock) -> Result<PgStore> {
+    /// Connects to a database already at this Trail's schema, changing nothing of it (for
+    /// a verifier, whose login need not own the schema); `Unavailable` if it is at another
+    /// version.
+    pub async fn open_existing(url: &str) -> Result<PgStore> {
+        let url = url.to_owned();
+        tokio::task::spawn_blocking(move || Self::connect(&url, crate::system_clock(), false))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("connecting failed: {e}")))?
+    }
+
+    fn connect(url: &str, clock: crate::Clock, migrating: bool) -> Result<PgStore> {
         let config: postgres::Config = url.parse().map_err(|e| {
             StoreError::Unavailable(format!("not a PostgreSQL connection string: {e}"))
         })?;
         {
             let mut admin = config.connect(NoTls).map_err(unavailable)?;
-            migrate::migrate(&mut admin)?;
+            if migrating {
+                migrate::migrate(&mut admin)?;
+            } else {
+                let mut tx = admin.transaction().map_err(unavailable)?;
+                let version = migrate::version(&mut tx)?;
+                if version != migrate::SCHEMA_VERSION {
+                    return Err(StoreError::Unavailable(format!(
+                        "the database is at schema version {version}, this Trail reads {}",
+                        migrate::SCHEMA_VERSION
+                    )));
+                }
+            }
         }
         let logs = Arc::new(LogWatch::default());
         notify::listen(config.clone(), Arc::downgrade(&logs))?;
-        let manager = PostgresConnectionManager::new(config, NoTls);
-        let pool = r2d2::Pool::builder()
-            .max_size(POOL_SIZE)
-            .min_idle(Some(1))
-            .connection_customizer(Box::new(migrate::ActAsWriter))
-            .build(manager)
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let pool = |size: u32| {
+            r2d2::Pool::builder()
+                .max_size(size)
+                .min_idle(Some(1))
+                .connection_customizer(Box::new(migrate::ActAsWriter))
+                .build(PostgresConnectionManager::new(config.clone(), NoTls))
+                .map(|p| Connections(Some(p)))
+                .map_err(|e| StoreError::Unavailable(e.to_string()))
+        };
         Ok(PgStore {
-            pool: Connections(Some(pool)),
+            reads: pool(READ_POOL)?,
+            writes: pool(WRITE_POOL)?,
             logs,
             clock,
             signing: Arc::default(),
@@ -181,57 +252,73 @@ impl PgStore {
         })
     }
 
-    /// Runs `f` on a pooled connection, on a blocking thread.
+    /// Runs `f` on a read connection, on a blocking thread.
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Conn) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let pool = self.pool.pool().clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = pool
-                .get()
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            f(&mut conn)
+        on_pool(&self.reads, f).await
+    }
+
+    /// Runs `work` in a transaction on a write connection, again while it loses races to
+    /// other transactions; once it commits, tells this process's signing state, the other
+    /// servers ([`notify`]) and this process's readers.
+    async fn transact<T: Send + 'static>(
+        &self,
+        work: impl Fn(&mut Transaction<'_>, &log::Context, &mut log::Grown) -> Result<T>
+        + Send
+        + 'static,
+    ) -> Result<T> {
+        let ctx = self.append_context();
+        let result = on_pool(&self.writes, move |conn| {
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let attempt = (|| {
+                    let mut tx = conn.transaction().map_err(unavailable)?;
+                    let mut grown = log::Grown::default();
+                    let out = work(&mut tx, &ctx, &mut grown)?;
+                    tx.commit().map_err(unavailable)?;
+                    ctx.committed(&grown);
+                    Ok((out, grown))
+                })();
+                match attempt {
+                    Err(StoreError::Contended(_)) if tries < WRITE_TRIES => continue,
+                    Ok((out, grown)) => {
+                        notify::grew(conn, &grown.sizes);
+                        return Ok((out, grown));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
         })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("a database task failed: {e}")))?
+        .await;
+        let (out, grown) = self.committed(result)?;
+        self.grew(grown);
+        Ok(out)
     }
 
     /// Runs `f` and appends `audit` in one transaction: the change and its record commit
-    /// together or not at all. Tried again if it lost a race to another transaction.
+    /// together or not at all.
     async fn write<T: Send + 'static>(
         &self,
         audit: AuditEvents,
         f: impl Fn(&mut Transaction<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let ctx = self.append_context();
-        let result = self
-            .blocking(move |conn| {
-                let mut tries = 0;
-                loop {
-                    tries += 1;
-                    let attempt = (|| {
-                        let mut tx = conn.transaction().map_err(unavailable)?;
-                        let out = f(&mut tx)?;
-                        let mut grown = log::Grown::default();
-                        for (org, event) in audit.iter().cloned() {
-                            log::append(&mut tx, &ctx, &mut grown, &org, vec![event])?;
-                        }
-                        tx.commit().map_err(unavailable)?;
-                        ctx.committed(&grown);
-                        Ok((out, grown))
-                    })();
-                    match attempt {
-                        Err(StoreError::Contended(_)) if tries < WRITE_TRIES => continue,
-                        other => return other,
-                    }
-                }
-            })
-            .await;
-        self.committed(result.map(|(out, grown)| {
-            self.grew(grown);
-            out
-        }))
+        self.transact(move |tx, ctx, grown| {
+            let out = f(tx)?;
+            // The logs in one order whatever the caller's, so that two changes recorded in
+            // the same orgs never wait for each other.
+            let mut orgs: Vec<&str> = audit.iter().map(|(org, _)| org.as_str()).collect();
+            orgs.sort_unstable();
+            orgs.dedup();
+            log::lock_logs(tx, &orgs)?;
+            for (org, event) in audit.iter().cloned() {
+                log::append(tx, ctx, grown, &org, vec![event])?;
+            }
+            Ok(out)
+        })
+        .await
     }
 
     /// What an append needs besides its transaction.
@@ -488,43 +575,16 @@ impl Store for PgStore {
     }
 
     async fn append_signed(&self, org: &str, events: Vec<EventBody>) -> Result<Appends> {
-        let ctx = self.append_context();
         let org = org.to_owned();
-        let result = self
-            .blocking(move |conn| {
-                let mut tries = 0;
-                loop {
-                    tries += 1;
-                    let attempt = (|| {
-                        let mut tx = conn.transaction().map_err(unavailable)?;
-                        let mut grown = log::Grown::default();
-                        let appends = log::append(&mut tx, &ctx, &mut grown, &org, events.clone())?;
-                        tx.commit().map_err(unavailable)?;
-                        ctx.committed(&grown);
-                        Ok((appends, grown))
-                    })();
-                    match attempt {
-                        Err(StoreError::Contended(_)) if tries < WRITE_TRIES => continue,
-                        other => return other,
-                    }
-                }
-            })
-            .await;
-        let (appends, grown) = self.committed(result)?;
-        if appends
+        let appends = self
+            .transact(move |tx, ctx, grown| log::append(tx, ctx, grown, &org, events.clone()))
+            .await?;
+        let created = appends
             .items
             .iter()
-            .any(|a| a.outcome == crate::Outcome::Created)
-        {
-            metrics::counter!("trail_events_appended_total").increment(
-                appends
-                    .items
-                    .iter()
-                    .filter(|a| a.outcome == crate::Outcome::Created)
-                    .count() as u64,
-            );
-        }
-        self.grew(grown);
+            .filter(|a| a.outcome == crate::Outcome::Created)
+            .count();
+        metrics::counter!("trail_events_appended_total").increment(created as u64);
         Ok(appends)
     }
 
@@ -534,8 +594,10 @@ impl Store for PgStore {
         remembered: HashMap<String, (u64, Hash)>,
     ) -> Result<Vec<(String, String)>> {
         let ctx = self.append_context();
-        self.blocking(move |conn| log::sign_logs(conn, &ctx, key, remembered))
-            .await
+        on_pool(&self.writes, move |conn| {
+            log::sign_logs(conn, &ctx, key, remembered)
+        })
+        .await
     }
 
     async fn query(&self, org: &str, q: &EventQuery) -> Result<EventPage> {

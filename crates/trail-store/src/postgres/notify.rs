@@ -1,5 +1,5 @@
-//! Live tails across servers: every append that grows a log sends `NOTIFY trail_log` in its
-//! transaction (delivered when it commits, `size:org`), and each store listens on a
+//! Live tails across servers: every append that grows a log sends `NOTIFY trail_log`
+//! (`size:org`) once it has committed, and each store listens on a
 //! connection of its own and wakes its readers of that log ([`LogWatch::grew`]). A wake-up
 //! only says "read again": a reader reads by seq from where it is, so a notification lost
 //! while the listener reconnects delays a reader at most until the next one.
@@ -8,7 +8,7 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{NoTls, Transaction};
+use postgres::{Client, NoTls};
 
 use super::{migrate, unavailable};
 use crate::{LogWatch, Result, StoreError};
@@ -18,14 +18,19 @@ const CHANNEL: &str = "trail_log";
 /// reconnect.
 const TICK: Duration = Duration::from_secs(1);
 
-/// Tells every listening server, once `tx` commits, that `org`'s log holds `size` events.
-pub(super) fn grew(tx: &mut Transaction<'_>, org: &str, size: u64) -> Result<()> {
-    tx.execute(
-        "SELECT pg_notify($1, $2)",
-        &[&CHANNEL, &format!("{size}:{org}")],
-    )
-    .map_err(unavailable)?;
-    Ok(())
+/// Tells every listening server that these logs grew, after the commit that grew them:
+/// outside the appending transaction, whose commit would otherwise take the database's
+/// one notification lock (serializing every append of every server). A notification
+/// that fails to go is logged: readers wake at the next.
+pub(super) fn grew<'a>(c: &mut Client, logs: impl IntoIterator<Item = (&'a String, &'a u64)>) {
+    for (org, size) in logs {
+        if let Err(e) = c.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&CHANNEL, &format!("{size}:{org}")],
+        ) {
+            tracing::warn!(org, error = %e, "telling other servers of an append");
+        }
+    }
 }
 
 /// Starts the thread that listens for the logs that grow and tells `logs`; it ends once the

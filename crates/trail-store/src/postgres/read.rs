@@ -89,7 +89,7 @@ impl Narrowed {
                     alternatives.push(format!("status BETWEEN {lo} AND {hi}"));
                 }
                 Matcher::Text(t) if field == Field::Route => texts.extend(route_templates(t)),
-                Matcher::Text(t) => texts.push(t.clone()),
+                Matcher::Text(t) => texts.push(super::column_text(t.clone())),
             }
         }
         if !texts.is_empty() {
@@ -97,8 +97,23 @@ impl Narrowed {
                 .iter()
                 .find(|(f, _)| *f == field)
                 .map_or("NULL", |(_, c)| *c);
-            let p = self.param(Box::new(texts));
-            alternatives.push(format!("{column} = ANY({p})"));
+            if field == Field::ObjectName {
+                // The index holds a prefix of each name.
+                let chars = super::INDEXED_NAME_CHARS as usize;
+                let prefixes: Vec<String> = texts
+                    .iter()
+                    .map(|t| t.chars().take(chars).collect())
+                    .collect();
+                let p = self.param(Box::new(prefixes));
+                let q = self.param(Box::new(texts));
+                let n = super::INDEXED_NAME_CHARS;
+                alternatives.push(format!(
+                    "(left({column}, {n}) = ANY({p}) AND {column} = ANY({q}))"
+                ));
+            } else {
+                let p = self.param(Box::new(texts));
+                alternatives.push(format!("{column} = ANY({p})"));
+            }
         }
         alternatives.join(" OR ")
     }
@@ -331,9 +346,13 @@ pub(super) fn leaves_for_audit(
         .iter()
         .map(|r| {
             let seq = r.get::<_, i64>(0) as u64;
+            // The leaf of what the row holds at the row's place: data copied from another
+            // seq or org reads as changed here, not as that other event.
             let leaf = canonical::decode(r.get::<_, &[u8]>(1))
                 .map_err(|e| e.to_string())
-                .and_then(|event| {
+                .and_then(|mut event| {
+                    event.seq = seq;
+                    event.org = org.to_owned();
                     let stored =
                         hash_of(r.get(2), || "the leaf hash".into()).map_err(|e| e.to_string())?;
                     Ok(Leaf::of(&event, &stored))

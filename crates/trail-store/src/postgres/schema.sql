@@ -21,8 +21,14 @@ CREATE TABLE users (
     platform_admin BOOLEAN NOT NULL DEFAULT false,
     created_at     BIGINT NOT NULL
 );
+-- ASCII letters in lower case, the rest as it is, whatever the database's locale (as
+-- SQLite's NOCASE and the server's comparisons).
+CREATE FUNCTION ascii_lower(t TEXT) RETURNS TEXT
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$ SELECT translate(t, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz') $$;
+
 -- An email names one account, whatever its ASCII case.
-CREATE UNIQUE INDEX users_by_email ON users (lower(email));
+CREATE UNIQUE INDEX users_by_email ON users (ascii_lower(email));
 
 CREATE TABLE members (
     org     TEXT NOT NULL REFERENCES orgs(id),
@@ -122,7 +128,9 @@ CREATE INDEX events_by_actor  ON events (org, actor, ts);
 CREATE INDEX events_by_action ON events (org, action, ts);
 CREATE INDEX events_by_route  ON events (org, route, ts) WHERE route IS NOT NULL;
 CREATE INDEX events_by_inst   ON events (org, instance, ts) WHERE instance IS NOT NULL;
-CREATE INDEX events_by_object ON events (org, object_name, ts) WHERE object_name IS NOT NULL;
+-- An object name may be long: its index holds a prefix (INDEXED_NAME_CHARS in mod.rs).
+CREATE INDEX events_by_object ON events (org, left(object_name, 256), ts)
+    WHERE object_name IS NOT NULL;
 CREATE UNIQUE INDEX events_by_client_id ON events (org, cid) WHERE cid IS NOT NULL;
 
 -- Stored hashes of complete subtrees every 8 levels (see trail_core::merkle).
@@ -161,3 +169,32 @@ CREATE TABLE perf_minutes (
     lat      BYTEA NOT NULL,
     PRIMARY KEY (org, minute, route)
 );
+
+-- Retention pruning, the one delete of events: the runtime role may call this and nothing
+-- else that deletes them. It runs as the schema's owner and checks what the store promises
+-- whatever the caller says: not under legal hold, whole tiles of 256 seqs, within the
+-- newest signed checkpoint, only forward.
+CREATE FUNCTION trail_prune(p_org TEXT, p_below BIGINT) RETURNS BIGINT
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
+AS $$
+DECLARE
+    log_row logs%ROWTYPE;
+    signed  BIGINT;
+BEGIN
+    SELECT * INTO log_row FROM logs WHERE org = p_org FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no log of org %', p_org;
+    END IF;
+    IF log_row.legal_hold THEN
+        RAISE EXCEPTION 'org % is under legal hold', p_org;
+    END IF;
+    SELECT coalesce(max(size), 0) INTO signed FROM checkpoints WHERE org = p_org;
+    IF p_below % 256 <> 0 OR p_below > signed OR p_below <= log_row.pruned_below THEN
+        RAISE EXCEPTION 'org % cannot be pruned below seq %', p_org, p_below;
+    END IF;
+    DELETE FROM events WHERE org = p_org AND seq >= log_row.pruned_below AND seq < p_below;
+    UPDATE logs SET pruned_below = p_below WHERE org = p_org;
+    RETURN p_below;
+END
+$$;
+REVOKE ALL ON FUNCTION trail_prune(TEXT, BIGINT) FROM PUBLIC;

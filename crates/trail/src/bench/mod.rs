@@ -837,12 +837,7 @@ impl StoreUnderTest {
 
     /// The store, to read with the server stopped.
     async fn open_for_reads(&self) -> anyhow::Result<std::sync::Arc<dyn trail_store::Store>> {
-        Ok(match &self.location {
-            trail_store::Location::Sqlite(dir) => {
-                std::sync::Arc::new(trail_store::SqliteStore::open_read_only(dir)?)
-            }
-            postgres => postgres.open().await?,
-        })
+        Ok(self.location.open_existing().await?)
     }
 
     /// Events stored, and the bytes the store takes (PostgreSQL: its tables, their indexes
