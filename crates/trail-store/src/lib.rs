@@ -20,6 +20,7 @@ use trail_core::{Event, EventBody, Timestamp};
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+mod histogram;
 pub mod postgres;
 pub mod sqlite;
 

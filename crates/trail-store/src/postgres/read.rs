@@ -187,8 +187,8 @@ pub(super) fn query(c: &mut Client, org: &str, q: &EventQuery) -> Result<EventPa
     Ok(EventPage { items, next })
 }
 
-/// How many events that pass `f` fall in each slice of `[since, until)`, counted in the
-/// database a slice at a time.
+/// How many events that pass `f` fall in each slice of `[since, until)`
+/// ([`crate::histogram::count`]: whole minutes from the tallies where it can).
 pub(super) fn histogram(
     c: &mut Client,
     org: &str,
@@ -199,31 +199,60 @@ pub(super) fn histogram(
 ) -> Result<Vec<u64>> {
     let mut tx = snapshot(c)?;
     extent(&mut tx, org)?;
-    let layout = Layout::new(since, until, buckets);
-    let mut counts = vec![0u64; layout.buckets];
-    let mut f = f.clone();
-    f.since = Some(f.since.map_or(since, |s| s.max(since)));
-    f.until = Some(f.until.map_or(until, |u| u.min(until)));
-    if f.until <= f.since {
-        return Ok(counts);
+    crate::histogram::count(&mut Counts { tx, org }, f, since, until, buckets)
+}
+
+/// An org's events and per-minute tallies in one snapshot, for a histogram.
+struct Counts<'t, 'o> {
+    tx: Transaction<'t>,
+    org: &'o str,
+}
+
+impl crate::histogram::MinuteCounts for Counts<'_, '_> {
+    fn minutes(&mut self, first: i64, end: i64) -> Result<Vec<(i64, u64)>> {
+        Ok(self
+            .tx
+            .query(
+                "SELECT minute, n FROM event_minutes WHERE org = $1 AND minute >= $2 \
+                 AND minute < $3",
+                &[&self.org, &first, &end],
+            )
+            .map_err(unavailable)?
+            .iter()
+            .map(|r| (r.get(0), r.get::<_, i64>(1).max(0) as u64))
+            .collect())
     }
-    let mut n = Narrowed::of(org, &f);
-    let origin = n.param(Box::new(layout.origin.micros()));
-    let width = n.param(Box::new(layout.width_us));
-    let sql = format!(
-        "SELECT {origin}::bigint + (ts - {origin}::bigint) / {width}::bigint * {width}::bigint, \
-         count(*) FROM events WHERE {} GROUP BY 1",
-        n.clause
-    );
-    for r in tx.query(&sql, &n.refs()).map_err(unavailable)? {
-        if let Some(c) = layout
-            .bucket_of(Timestamp(r.get(0)))
-            .and_then(|b| counts.get_mut(b))
-        {
-            *c += r.get::<_, i64>(1) as u64;
+
+    /// Counted in the database, a bucket at a time.
+    fn events(
+        &mut self,
+        f: &Filter,
+        since: Timestamp,
+        until: Timestamp,
+        layout: &Layout,
+        counts: &mut [u64],
+    ) -> Result<()> {
+        let mut f = f.clone();
+        f.since = Some(since);
+        f.until = Some(until);
+        let mut n = Narrowed::of(self.org, &f);
+        let origin = n.param(Box::new(layout.origin.micros()));
+        let width = n.param(Box::new(layout.width_us));
+        let sql = format!(
+            "SELECT {origin}::bigint + (ts - {origin}::bigint) / {width}::bigint * {width}::bigint, \
+             count(*) FROM events WHERE {} GROUP BY 1",
+            n.clause
+        );
+        for r in self.tx.query(&sql, &n.refs()).map_err(unavailable)? {
+            if let Some(c) = layout
+                .bucket_of(Timestamp(r.get(0)))
+                .and_then(|b| counts.get_mut(b))
+            {
+                *c += r.get::<_, i64>(1) as u64;
+            }
         }
+        Ok(())
     }
-    Ok(counts)
 }
 
 /// The SIEM export's read ([`crate::Store::export`]), in one snapshot.

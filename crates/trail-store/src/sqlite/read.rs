@@ -8,7 +8,6 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use trail_core::Timestamp;
 use trail_core::histogram::Layout;
-use trail_core::perf::MINUTE_US;
 use trail_core::query::{Field, Filter, Matcher};
 use trail_core::scope::{Role, Scope};
 use trail_core::verify::Leaf;
@@ -392,7 +391,7 @@ fn newest_in_blocks(
 }
 
 /// How many of `org`'s events that pass `f` fall in each of `buckets` equal slices of
-/// `[since, until)`.
+/// `[since, until)` ([`crate::histogram::count`]).
 pub(crate) fn histogram(
     conn: &Connection,
     org: &str,
@@ -403,54 +402,31 @@ pub(crate) fn histogram(
 ) -> Result<Vec<u64>> {
     // One snapshot for every count (see `query`).
     let tx = conn.unchecked_transaction().map_err(unavailable)?;
-    let conn: &Connection = &tx;
-    let layout = Layout::new(since, until, buckets);
-    let mut counts = vec![0u64; layout.buckets];
-    let org_id = org_id(conn, org)?;
-    let since = f.since.map_or(since, |s| s.max(since));
-    let until = f.until.map_or(until, |u| u.min(until));
-    if until <= since {
-        return Ok(counts);
+    let org_id = org_id(&tx, org)?;
+    crate::histogram::count(&mut Counts { conn: &tx, org_id }, f, since, until, buckets)
+}
+
+/// An org's events and per-minute tallies, for a histogram.
+struct Counts<'c> {
+    conn: &'c Connection,
+    org_id: i64,
+}
+
+impl crate::histogram::MinuteCounts for Counts<'_> {
+    fn minutes(&mut self, first: i64, end: i64) -> Result<Vec<(i64, u64)>> {
+        super::minutes::events(self.conn, self.org_id, first, end)
     }
-    if !f.terms.is_empty() || !layout.whole_minutes() {
-        count_events(conn, org_id, f, since, until, &layout, &mut counts)?;
-        return Ok(counts);
+
+    fn events(
+        &mut self,
+        f: &Filter,
+        since: Timestamp,
+        until: Timestamp,
+        layout: &Layout,
+        counts: &mut [u64],
+    ) -> Result<()> {
+        count_events(self.conn, self.org_id, f, since, until, layout, counts)
     }
-    // Every event counts: whole minutes from their tallies, and only the partial minutes at
-    // the window's ends from the events themselves.
-    let first_whole =
-        since.micros().div_euclid(MINUTE_US) + i64::from(since.micros().rem_euclid(MINUTE_US) != 0);
-    let end_whole = until.micros().div_euclid(MINUTE_US).max(first_whole);
-    for (minute, n) in super::minutes::events(conn, org_id, first_whole, end_whole)? {
-        if let Some(c) = layout
-            .bucket_of(Timestamp(minute * MINUTE_US))
-            .and_then(|b| counts.get_mut(b))
-        {
-            *c += n;
-        }
-    }
-    let head_end = Timestamp(first_whole.saturating_mul(MINUTE_US).min(until.micros()));
-    if since < head_end {
-        count_events(conn, org_id, f, since, head_end, &layout, &mut counts)?;
-    }
-    // The partial minute at the end is its tally less the events after `until`: a window
-    // that ends now ends in the minute being written, which may hold a whole minute of
-    // ingest, while the events stamped after now are few.
-    let tail_start = Timestamp(end_whole.saturating_mul(MINUTE_US).max(head_end.micros()));
-    if tail_start < until {
-        let tally: u64 = super::minutes::events(conn, org_id, end_whole, end_whole + 1)?
-            .iter()
-            .map(|(_, n)| n)
-            .sum();
-        let minute_end = Timestamp((end_whole + 1).saturating_mul(MINUTE_US));
-        let mut after = [0u64];
-        let rest = Layout::new(until, minute_end, 1);
-        count_events(conn, org_id, f, until, minute_end, &rest, &mut after)?;
-        if let Some(c) = layout.bucket_of(tail_start).and_then(|b| counts.get_mut(b)) {
-            *c += tally.saturating_sub(after[0]);
-        }
-    }
-    Ok(counts)
 }
 
 /// Adds the events in `[since, until)` that pass `f` to their buckets, reading the events.
