@@ -1,5 +1,5 @@
 //! Faults, end to end against the real `trail serve`: many `kill -9`s under concurrent
-//! ingest, and a disk that fills up or turns read-only under it. What must hold: an
+//! ingest (on the embedded store and on PostgreSQL), and a disk that fills up or turns read-only under it. What must hold: an
 //! acknowledged event is stored exactly once with the seq and hash it was acknowledged with,
 //! nothing is acknowledged that is not stored, seqs have no gap, the log verifies, and the
 //! server comes back by itself.
@@ -28,6 +28,24 @@ fn verify_offline(data: &Path, key: &str) {
 
 #[tokio::test]
 async fn many_kill_9_rounds_lose_nothing_and_store_nothing_twice() {
+    kill_9_rounds(None).await;
+}
+
+/// The same on PostgreSQL: every kill ends the server between (or inside) its transactions
+/// on the database.
+#[tokio::test]
+async fn many_kill_9_rounds_on_postgresql_lose_nothing_and_store_nothing_twice() {
+    let database = tokio::task::spawn_blocking(trail_store::conformance::postgres_database)
+        .await
+        .unwrap();
+    kill_9_rounds(Some(&database)).await;
+}
+
+/// Rounds of ingest from several writers, each ended by SIGKILL at a random point; then
+/// every batch whose answer was lost is sent again. The log holds every acknowledged event
+/// once with the seq and hash it was acknowledged with, seqs have no gap, and it verifies
+/// with no server, every event covered by a signed checkpoint.
+async fn kill_9_rounds(database: Option<&str>) {
     const ROUNDS: usize = 8;
     const WRITERS: usize = 4;
     const EVENTS: usize = 40;
@@ -40,8 +58,12 @@ async fn many_kill_9_rounds_lose_nothing_and_store_nothing_twice() {
     let mut next = [0usize; WRITERS];
     let mut unanswered: Vec<Vec<String>> = vec![Vec::new(); WRITERS];
     let mut key = String::new();
+    let options: Vec<&str> = match database {
+        Some(url) => vec!["--log-name", "trail.test", "--database", url],
+        None => common::DEFAULT_OPTIONS.to_vec(),
+    };
     for round in 0..ROUNDS {
-        let mut s = Server::start(&data);
+        let mut s = Server::start_with(&data, &options, None);
         key = s.key();
         let token = s.token();
         let writers: Vec<_> = (0..WRITERS)
@@ -88,7 +110,7 @@ async fn many_kill_9_rounds_lose_nothing_and_store_nothing_twice() {
 
     // After the last kill: the batches whose answer was lost are sent again, and each of
     // their events is stored once, whether or not it was stored before.
-    let s = Server::start(&data);
+    let s = Server::start_with(&data, &options, None);
     let token = s.token();
     for name in unanswered.iter().flatten() {
         let items = ingest(&s.url, &token, &batch(name, EVENTS, 64))
@@ -104,7 +126,13 @@ async fn many_kill_9_rounds_lose_nothing_and_store_nothing_twice() {
     );
     check_log(&export_all(&s.url, &token).await, &acked, sent);
     s.stop();
-    verify_offline(&data, &key);
+    match database {
+        Some(url) => {
+            let out = run(&["verify", "--database", url, "--key", &key, "--strict"]);
+            assert!(out.status.success(), "{}", text(&out));
+        }
+        None => verify_offline(&data, &key),
+    }
 }
 
 /// A tmpfs of its own, mounted for the test and unmounted when dropped. Mounting needs root,
