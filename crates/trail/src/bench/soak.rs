@@ -335,8 +335,14 @@ pub async fn run(args: BenchArgs, seconds: u64) -> anyhow::Result<()> {
 
     let report = Soak {
         command: format!(
-            "trail bench --soak {seconds} --batch {} --clients {}",
-            args.batch, args.clients
+            "trail bench --soak {seconds} --batch {} --clients {}{}",
+            args.batch,
+            args.clients,
+            match &args.database {
+                Some(d) if d == "local" => " --database local",
+                Some(_) => " --database postgres://…",
+                None => "",
+            }
         ),
         machine: machine(),
         seconds: ingest_seconds,
