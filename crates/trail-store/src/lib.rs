@@ -116,7 +116,7 @@ impl Location {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("org {0:?} does not exist")]
     UnknownOrg(String),
@@ -462,7 +462,8 @@ impl LogWatch {
         }
     }
 
-    /// `org`'s log has `size` events, committed: wakes its readers.
+    /// `org`'s log has `size` events, committed: wakes its readers, unless they were told
+    /// of that size already (a server hears of its own appends again from the database).
     pub fn grew(&self, org: &str, size: u64) {
         let mut orgs = self.orgs.lock().expect("log watch lock");
         if let Some(tx) = orgs.get(org) {
@@ -470,7 +471,11 @@ impl LogWatch {
                 // Nobody waits for this log any more: forget it.
                 orgs.remove(org);
             } else {
-                tx.send_replace(size);
+                tx.send_if_modified(|known| {
+                    let grew = size > *known;
+                    *known = (*known).max(size);
+                    grew
+                });
             }
         }
     }

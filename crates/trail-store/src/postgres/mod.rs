@@ -92,6 +92,12 @@ const WRITE_TRIES: usize = 4;
 
 pub struct PgStore {
     reads: Connections,
+    /// What writes share, with the tasks that commit them.
+    w: Arc<Writer>,
+}
+
+/// The write side: its connections, and what a commit tells.
+struct Writer {
     writes: Connections,
     /// Wakes this process's readers when a log grows, through this process or another
     /// server on the database ([`notify`]).
@@ -99,6 +105,8 @@ pub struct PgStore {
     clock: crate::Clock,
     /// The signing key and each log's tree as this process last committed it.
     signing: Arc<Mutex<Option<log::Signing>>>,
+    /// Group commit: the appends waiting for each org's log ([`PgStore::append_signed`]).
+    queues: Mutex<HashMap<String, Arc<Queue>>>,
     /// Why writes are failing, until one commits (readiness).
     fault: Mutex<Option<String>>,
 }
@@ -125,6 +133,25 @@ impl Drop for Connections {
         }
     }
 }
+
+/// The most appends one transaction takes for one log, and the most events.
+const GROUP_APPENDS: usize = 32;
+const GROUP_EVENTS: usize = 20_000;
+
+/// The appends waiting for one org's log. An org's appends are one at a time anyway (its
+/// log's row lock), so those that arrive while one commits are taken together in the next
+/// transaction: one commit, one fsync and one lock hand-over for all of them.
+#[derive(Default)]
+struct Queue {
+    waiting: Mutex<Vec<Queued>>,
+    /// Whether a task is committing this org's appends (and will take what waits).
+    busy: std::sync::atomic::AtomicBool,
+}
+
+type Queued = (
+    Vec<EventBody>,
+    tokio::sync::oneshot::Sender<Result<Appends>>,
+);
 
 /// Runs `f` on a connection of `pool`, on a blocking thread.
 async fn on_pool<T: Send + 'static>(
@@ -244,11 +271,14 @@ impl PgStore {
         };
         Ok(PgStore {
             reads: pool(READ_POOL)?,
-            writes: pool(WRITE_POOL)?,
-            logs,
-            clock,
-            signing: Arc::default(),
-            fault: Mutex::default(),
+            w: Arc::new(Writer {
+                writes: pool(WRITE_POOL)?,
+                logs,
+                clock,
+                signing: Arc::default(),
+                queues: Mutex::default(),
+                fault: Mutex::default(),
+            }),
         })
     }
 
@@ -259,7 +289,9 @@ impl PgStore {
     ) -> Result<T> {
         on_pool(&self.reads, f).await
     }
+}
 
+impl Writer {
     /// Runs `work` in a transaction on a write connection, again while it loses races to
     /// other transactions; once it commits, tells this process's signing state, the other
     /// servers ([`notify`]) and this process's readers.
@@ -321,6 +353,75 @@ impl PgStore {
         .await
     }
 
+    /// Commits what waits in `org`'s queue, a group at a time, until it is empty.
+    async fn drain(self: Arc<Self>, org: String, queue: Arc<Queue>) {
+        loop {
+            loop {
+                let group = {
+                    let mut waiting = queue.waiting.lock().expect("queue lock");
+                    let mut events = 0;
+                    let take = waiting
+                        .iter()
+                        .take_while(|(e, _)| {
+                            events += e.len();
+                            events <= GROUP_EVENTS
+                        })
+                        .count()
+                        .clamp(1.min(waiting.len()), GROUP_APPENDS);
+                    waiting.drain(..take).collect::<Vec<Queued>>()
+                };
+                if group.is_empty() {
+                    break;
+                }
+                self.commit_group(&org, group).await;
+            }
+            queue
+                .busy
+                .store(false, std::sync::atomic::Ordering::Release);
+            // One that queued after the last look, and found the queue busy, is taken here.
+            if queue.waiting.lock().expect("queue lock").is_empty()
+                || queue.busy.swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                return;
+            }
+        }
+    }
+
+    /// Appends each of `group`'s batches to `org`'s log in one transaction, and answers
+    /// each: its events and the checkpoint that covers them, or why it was refused.
+    async fn commit_group(&self, org: &str, group: Vec<Queued>) {
+        let (batches, replies): (Vec<Vec<EventBody>>, Vec<_>) = group.into_iter().unzip();
+        let org_name = org.to_owned();
+        let result = self
+            .transact(move |tx, ctx, grown| {
+                let mut out = Vec::with_capacity(batches.len());
+                for events in &batches {
+                    match log::append(tx, ctx, grown, &org_name, events.clone()) {
+                        // Refused before it wrote anything: the others go on.
+                        Err(e @ StoreError::LogFull(_)) => out.push(Err(e)),
+                        other => out.push(Ok(other?)),
+                    }
+                }
+                Ok(out)
+            })
+            .await;
+        let answers: Vec<Result<Appends>> = match result {
+            Ok(each) => each,
+            Err(e) => replies.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let created = answers
+            .iter()
+            .flatten()
+            .flat_map(|a| &a.items)
+            .filter(|a| a.outcome == crate::Outcome::Created)
+            .count();
+        metrics::counter!("trail_events_appended_total").increment(created as u64);
+        metrics::histogram!("trail_group_commit_requests").record(replies.len() as f64);
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            let _ = reply.send(answer);
+        }
+    }
+
     /// What an append needs besides its transaction.
     fn append_context(&self) -> log::Context {
         log::Context {
@@ -361,7 +462,7 @@ impl Store for PgStore {
 
     async fn health(&self) -> Result<()> {
         self.ping().await?;
-        match self.fault.lock().expect("fault lock").clone() {
+        match self.w.fault.lock().expect("fault lock").clone() {
             Some(why) => Err(StoreError::Unavailable(format!(
                 "writes are failing: {why}"
             ))),
@@ -370,7 +471,8 @@ impl Store for PgStore {
     }
 
     async fn bootstrap(&self, b: Bootstrap) -> Result<bool> {
-        self.write(Vec::new(), move |tx| identity::bootstrap(tx, &b))
+        self.w
+            .write(Vec::new(), move |tx| identity::bootstrap(tx, &b))
             .await
     }
 
@@ -386,10 +488,11 @@ impl Store for PgStore {
         invitation: Option<Token>,
         audit: AuditEvents,
     ) -> Result<()> {
-        self.write(audit, move |tx| {
-            identity::create_org(tx, &org, owner.as_ref(), invitation.as_ref())
-        })
-        .await
+        self.w
+            .write(audit, move |tx| {
+                identity::create_org(tx, &org, owner.as_ref(), invitation.as_ref())
+            })
+            .await
     }
 
     async fn org(&self, id: &str) -> Result<Option<Org>> {
@@ -420,10 +523,11 @@ impl Store for PgStore {
         audit: AuditEvents,
     ) -> Result<()> {
         let user_id = user_id.to_owned();
-        self.write(audit, move |tx| {
-            identity::set_password(tx, &user_id, &hash, at)
-        })
-        .await
+        self.w
+            .write(audit, move |tx| {
+                identity::set_password(tx, &user_id, &hash, at)
+            })
+            .await
     }
 
     async fn add_member(
@@ -434,15 +538,17 @@ impl Store for PgStore {
         audit: AuditEvents,
     ) -> Result<Member> {
         let org = org.to_owned();
-        self.write(audit, move |tx| identity::add_member(tx, &org, &user, role))
+        self.w
+            .write(audit, move |tx| identity::add_member(tx, &org, &user, role))
             .await
     }
 
     async fn invite_member(&self, invitation: Token, audit: AuditEvents) -> Result<()> {
-        self.write(audit, move |tx| {
-            identity::insert_invitation(tx, &invitation)
-        })
-        .await
+        self.w
+            .write(audit, move |tx| {
+                identity::insert_invitation(tx, &invitation)
+            })
+            .await
     }
 
     async fn set_role(
@@ -453,19 +559,21 @@ impl Store for PgStore {
         audit: AuditEvents,
     ) -> Result<()> {
         let (org, user_id) = (org.to_owned(), user_id.to_owned());
-        self.write(audit, move |tx| {
-            identity::set_role(tx, &org, &user_id, role)
-        })
-        .await
+        self.w
+            .write(audit, move |tx| {
+                identity::set_role(tx, &org, &user_id, role)
+            })
+            .await
     }
 
     async fn remove_member(&self, org: &str, user_id: &str, audit: AuditEvents) -> Result<()> {
         let (org, user_id) = (org.to_owned(), user_id.to_owned());
-        let at = (self.clock)();
-        self.write(audit, move |tx| {
-            identity::remove_member(tx, &org, &user_id, at)
-        })
-        .await
+        let at = (self.w.clock)();
+        self.w
+            .write(audit, move |tx| {
+                identity::remove_member(tx, &org, &user_id, at)
+            })
+            .await
     }
 
     async fn members(&self, org: &str) -> Result<Vec<Member>> {
@@ -481,7 +589,8 @@ impl Store for PgStore {
     }
 
     async fn create_instance(&self, instance: Instance, audit: AuditEvents) -> Result<()> {
-        self.write(audit, move |tx| identity::create_instance(tx, &instance))
+        self.w
+            .write(audit, move |tx| identity::create_instance(tx, &instance))
             .await
     }
 
@@ -492,7 +601,8 @@ impl Store for PgStore {
     }
 
     async fn create_token(&self, token: Token, audit: AuditEvents) -> Result<()> {
-        self.write(audit, move |tx| identity::insert_token(tx, &token))
+        self.w
+            .write(audit, move |tx| identity::insert_token(tx, &token))
             .await
     }
 
@@ -520,7 +630,8 @@ impl Store for PgStore {
 
     async fn revoke_token(&self, id: &str, at: Timestamp, audit: AuditEvents) -> Result<()> {
         let id = id.to_owned();
-        self.write(audit, move |tx| identity::revoke_token(tx, &id, at))
+        self.w
+            .write(audit, move |tx| identity::revoke_token(tx, &id, at))
             .await
     }
 
@@ -532,14 +643,16 @@ impl Store for PgStore {
         audit: AuditEvents,
     ) -> Result<Member> {
         let id = id.to_owned();
-        self.write(audit, move |tx| {
-            identity::accept_invitation(tx, &id, &acceptance, at)
-        })
-        .await
+        self.w
+            .write(audit, move |tx| {
+                identity::accept_invitation(tx, &id, &acceptance, at)
+            })
+            .await
     }
 
     async fn create_session(&self, session: Session, audit: AuditEvents) -> Result<()> {
-        self.write(audit, move |tx| identity::create_session(tx, &session))
+        self.w
+            .write(audit, move |tx| identity::create_session(tx, &session))
             .await
     }
 
@@ -551,13 +664,15 @@ impl Store for PgStore {
 
     async fn touch_session(&self, id: &str, at: Timestamp) -> Result<()> {
         let id = id.to_owned();
-        self.write(Vec::new(), move |tx| identity::touch_session(tx, &id, at))
+        self.w
+            .write(Vec::new(), move |tx| identity::touch_session(tx, &id, at))
             .await
     }
 
     async fn end_session(&self, id: &str, at: Timestamp, audit: AuditEvents) -> Result<()> {
         let id = id.to_owned();
-        self.write(audit, move |tx| identity::end_session(tx, &id, at))
+        self.w
+            .write(audit, move |tx| identity::end_session(tx, &id, at))
             .await
     }
 
@@ -568,24 +683,32 @@ impl Store for PgStore {
         at: Timestamp,
     ) -> Result<()> {
         let (user_id, except) = (user_id.to_owned(), except.map(str::to_owned));
-        self.write(Vec::new(), move |tx| {
-            identity::end_user_sessions(tx, &user_id, except.as_deref(), at)
-        })
-        .await
+        self.w
+            .write(Vec::new(), move |tx| {
+                identity::end_user_sessions(tx, &user_id, except.as_deref(), at)
+            })
+            .await
     }
 
     async fn append_signed(&self, org: &str, events: Vec<EventBody>) -> Result<Appends> {
-        let org = org.to_owned();
-        let appends = self
-            .transact(move |tx, ctx, grown| log::append(tx, ctx, grown, &org, events.clone()))
-            .await?;
-        let created = appends
-            .items
-            .iter()
-            .filter(|a| a.outcome == crate::Outcome::Created)
-            .count();
-        metrics::counter!("trail_events_appended_total").increment(created as u64);
-        Ok(appends)
+        let queue = self
+            .w
+            .queues
+            .lock()
+            .expect("queues lock")
+            .entry(org.to_owned())
+            .or_default()
+            .clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        queue.waiting.lock().expect("queue lock").push((events, tx));
+        // The first to find the queue idle starts a task that commits for everyone until it
+        // is empty (a task of its own: a caller that goes away does not stop a commit, nor
+        // the answers of the others); the others wait for their answer.
+        if !queue.busy.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            tokio::spawn(self.w.clone().drain(org.to_owned(), queue));
+        }
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the append was dropped".into()))?
     }
 
     async fn sign_logs(
@@ -593,8 +716,8 @@ impl Store for PgStore {
         key: Arc<trail_core::checkpoint::SignerKey>,
         remembered: HashMap<String, (u64, Hash)>,
     ) -> Result<Vec<(String, String)>> {
-        let ctx = self.append_context();
-        on_pool(&self.writes, move |conn| {
+        let ctx = self.w.append_context();
+        on_pool(&self.w.writes, move |conn| {
             log::sign_logs(conn, &ctx, key, remembered)
         })
         .await
@@ -660,7 +783,7 @@ impl Store for PgStore {
     }
 
     fn watch_log(&self, org: &str) -> watch::Receiver<u64> {
-        self.logs.subscribe(org)
+        self.w.logs.subscribe(org)
     }
 
     async fn api_call_minutes(
@@ -701,14 +824,16 @@ impl Store for PgStore {
 
     async fn extend_tiles(&self, org: &str, signed: u64, size: u64) -> Result<()> {
         let org = org.to_owned();
-        self.write(Vec::new(), move |tx| {
-            log::extend_tiles(tx, &org, signed, size)
-        })
-        .await
+        self.w
+            .write(Vec::new(), move |tx| {
+                log::extend_tiles(tx, &org, signed, size)
+            })
+            .await
     }
 
     async fn add_checkpoint(&self, checkpoint: SignedCheckpoint) -> Result<()> {
-        self.write(Vec::new(), move |tx| log::add_checkpoint(tx, &checkpoint))
+        self.w
+            .write(Vec::new(), move |tx| log::add_checkpoint(tx, &checkpoint))
             .await
     }
 
@@ -737,7 +862,8 @@ impl Store for PgStore {
 
     async fn set_setting(&self, key: &str, value: &str, audit: AuditEvents) -> Result<()> {
         let (key, value) = (key.to_owned(), value.to_owned());
-        self.write(audit, move |tx| identity::set_setting(tx, &key, &value))
+        self.w
+            .write(audit, move |tx| identity::set_setting(tx, &key, &value))
             .await
     }
 
@@ -755,15 +881,17 @@ impl Store for PgStore {
         audit: AuditEvents,
     ) -> Result<crate::Retention> {
         let org = org.to_owned();
-        self.write(audit, move |tx| {
-            identity::set_retention(tx, &org, days, legal_hold)
-        })
-        .await
+        self.w
+            .write(audit, move |tx| {
+                identity::set_retention(tx, &org, days, legal_hold)
+            })
+            .await
     }
 
     async fn prune(&self, org: &str, below: u64, audit: AuditEvents) -> Result<crate::Pruned> {
         let org = org.to_owned();
-        self.write(audit, move |tx| log::prune(tx, &org, below))
+        self.w
+            .write(audit, move |tx| log::prune(tx, &org, below))
             .await
     }
 
@@ -775,9 +903,10 @@ impl Store for PgStore {
 
     async fn init_setting(&self, key: &str, value: &str) -> Result<String> {
         let (key, value) = (key.to_owned(), value.to_owned());
-        self.write(Vec::new(), move |tx| {
-            identity::init_setting(tx, &key, &value)
-        })
-        .await
+        self.w
+            .write(Vec::new(), move |tx| {
+                identity::init_setting(tx, &key, &value)
+            })
+            .await
     }
 }
