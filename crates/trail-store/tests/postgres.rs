@@ -203,3 +203,227 @@ async fn object_ids_with_nul_and_long_names_are_stored_and_found() {
         Some("k\u{0}1")
     );
 }
+
+/// Events without client ids: each append of them stores them all anew.
+fn events(n: usize) -> Vec<trail_core::EventBody> {
+    sample_events(n)
+        .into_iter()
+        .map(|mut e| {
+            e.client_id = None;
+            e
+        })
+        .collect()
+}
+
+/// A clock the test moves: times of receipt in the weeks it chooses.
+fn test_clock() -> (Arc<std::sync::atomic::AtomicI64>, trail_store::Clock) {
+    let now = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let read = now.clone();
+    let clock: trail_store::Clock =
+        Arc::new(move || trail_core::Timestamp(read.load(std::sync::atomic::Ordering::SeqCst)));
+    (now, clock)
+}
+
+/// Monday 2026-11-02 00:00 UTC, in microseconds, and a week.
+const MONDAY: i64 = 1_793_577_600_000_000;
+const WEEK: i64 = 7 * 86_400 * 1_000_000;
+
+/// The weeks' partitions of `events`, oldest first, as the database lists them.
+fn partitions(url: &str) -> Vec<String> {
+    let mut c = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    c.query(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'events'::regclass AND c.relname <> 'events_default' \
+         ORDER BY c.relname",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// Events go to the partition of their week of receipt, made as appends reach it; a prune
+/// drops a week's partition once no log keeps anything in it, and deletes the rest.
+#[tokio::test]
+async fn events_are_partitioned_by_week_and_a_prune_drops_whole_weeks() {
+    let url = tokio::task::spawn_blocking(postgres_database)
+        .await
+        .unwrap();
+    let (now, clock) = test_clock();
+    let store = PgStore::open_with_clock(&url, clock).await.unwrap();
+    with_orgs(&store, &["acme", "beta"]).await;
+    let key = Arc::new(SignerKey::from_seed("trail.test", [7; 32]).unwrap());
+    store.sign_logs(key, Default::default()).await.unwrap();
+    let at = |t: i64| now.store(t, std::sync::atomic::Ordering::SeqCst);
+
+    at(MONDAY + 3600 * 1_000_000);
+    store.append("acme", events(256)).await.unwrap();
+    store.append("beta", events(256)).await.unwrap();
+    at(MONDAY + WEEK + 60 * 1_000_000);
+    store.append("acme", events(256)).await.unwrap();
+    // Far ahead of the partitions made: the append makes its weeks.
+    at(MONDAY + 5 * WEEK);
+    let late = store.append("acme", events(10)).await.unwrap();
+    store.append("beta", events(10)).await.unwrap();
+
+    let u = url.clone();
+    let before = tokio::task::spawn_blocking(move || partitions(&u))
+        .await
+        .unwrap();
+    for week in [
+        "events_2026_11_02",
+        "events_2026_11_09",
+        "events_2026_12_07",
+    ] {
+        assert!(before.iter().any(|p| p == week), "{week} in {before:?}");
+    }
+    let u = url.clone();
+    let in_default: i64 = tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&u, postgres::NoTls).unwrap();
+        c.query_one("SELECT count(*) FROM events_default", &[])
+            .unwrap()
+            .get(0)
+    })
+    .await
+    .unwrap();
+    assert_eq!(in_default, 0, "every event is in its week's partition");
+
+    // acme's second week goes whole; its first keeps beta's events.
+    store.prune("acme", 512, Vec::new()).await.unwrap();
+    let u = url.clone();
+    let after = tokio::task::spawn_blocking(move || partitions(&u))
+        .await
+        .unwrap();
+    assert!(!after.iter().any(|p| p == "events_2026_11_09"), "{after:?}");
+    assert!(after.iter().any(|p| p == "events_2026_11_02"), "{after:?}");
+    assert_eq!(store.events_from("beta", 0, 1000).await.unwrap().len(), 266);
+    let acme = store.events_from("acme", 0, 1000).await.unwrap();
+    assert_eq!(acme.len(), 10);
+    assert_eq!(acme[0].hash, late[0].hash);
+    // Once beta is pruned past it too, the first week goes.
+    store.prune("beta", 256, Vec::new()).await.unwrap();
+    let u = url.clone();
+    let last = tokio::task::spawn_blocking(move || partitions(&u))
+        .await
+        .unwrap();
+    assert!(!last.iter().any(|p| p == "events_2026_11_02"), "{last:?}");
+    assert_eq!(store.events_from("beta", 0, 1000).await.unwrap().len(), 10);
+    // What remains still proves against the newest checkpoint.
+    let head = store.checkpoint("acme", None).await.unwrap().unwrap();
+    let proof = store.inclusion_proof("acme", 515, head.size).await.unwrap();
+    assert!(trail_core::merkle::verify_inclusion(
+        &acme[3].hash,
+        515,
+        head.size,
+        &proof,
+        &head.root
+    ));
+    // The runtime role may not touch a partition directly either.
+    let (refused, _) = tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.batch_execute("SET ROLE trail_writer").unwrap();
+        let mut refused = Vec::new();
+        for sql in [
+            "DELETE FROM events_2026_12_07",
+            "UPDATE events_2026_12_07 SET action = 'forged'",
+            "DELETE FROM events_default",
+            "DROP TABLE events_2026_12_07",
+            "ALTER TABLE events DETACH PARTITION events_2026_12_07",
+        ] {
+            let err = c.batch_execute(sql).expect_err(sql);
+            refused.push(err.as_db_error().unwrap().message().to_owned());
+        }
+        (refused, ())
+    })
+    .await
+    .unwrap();
+    for why in refused {
+        assert!(
+            why.contains("permission denied") || why.contains("must be owner"),
+            "{why}"
+        );
+    }
+}
+
+/// A store of schema version 1 (one table of events) is migrated in place: its events move
+/// to their weeks' partitions, unchanged, and its log goes on from where it was.
+#[tokio::test]
+async fn a_version_1_store_is_migrated_to_partitions() {
+    let (from, to) = tokio::task::spawn_blocking(|| (postgres_database(), postgres_database()))
+        .await
+        .unwrap();
+    // A log with events over two weeks, written by this Trail...
+    let (now, clock) = test_clock();
+    let at = |t: i64| now.store(t, std::sync::atomic::Ordering::SeqCst);
+    let key = Arc::new(SignerKey::from_seed("trail.test", [7; 32]).unwrap());
+    let written = PgStore::open_with_clock(&from, clock.clone())
+        .await
+        .unwrap();
+    with_orgs(&written, &["acme"]).await;
+    written
+        .sign_logs(key.clone(), Default::default())
+        .await
+        .unwrap();
+    at(MONDAY);
+    let mut appended = written.append("acme", events(300)).await.unwrap();
+    at(MONDAY + WEEK);
+    appended.extend(written.append("acme", events(300)).await.unwrap());
+    drop(written);
+    // ...copied row for row into a database at version 1.
+    let (f, t) = (from.clone(), to.clone());
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut src = postgres::Client::connect(&f, postgres::NoTls).unwrap();
+        let mut dst = postgres::Client::connect(&t, postgres::NoTls).unwrap();
+        trail_store::postgres::migrate::migrate_to(&mut dst, 1).unwrap();
+        assert_eq!(
+            trail_store::postgres::migrate::version(&mut dst).unwrap(),
+            1
+        );
+        for table in [
+            "orgs",
+            "logs",
+            "events",
+            "tiles",
+            "checkpoints",
+            "event_minutes",
+        ] {
+            let mut rows = Vec::new();
+            src.copy_out(&format!("COPY (SELECT * FROM {table}) TO STDOUT"))
+                .unwrap()
+                .read_to_end(&mut rows)
+                .unwrap();
+            let mut w = dst.copy_in(&format!("COPY {table} FROM STDIN")).unwrap();
+            w.write_all(&rows).unwrap();
+            w.finish().unwrap();
+        }
+    })
+    .await
+    .unwrap();
+
+    let store = PgStore::open_with_clock(&to, clock).await.unwrap();
+    store.sign_logs(key, Default::default()).await.unwrap();
+    let back = store.events_from("acme", 0, 1000).await.unwrap();
+    assert_eq!(back.len(), 600);
+    assert!(back.iter().zip(&appended).all(|(b, a)| b.hash == a.hash));
+    let t = to.clone();
+    let weeks = tokio::task::spawn_blocking(move || partitions(&t))
+        .await
+        .unwrap();
+    assert!(
+        weeks.iter().any(|p| p == "events_2026_11_02")
+            && weeks.iter().any(|p| p == "events_2026_11_09"),
+        "{weeks:?}"
+    );
+    at(MONDAY + WEEK + 1);
+    let next = store.append("acme", events(1)).await.unwrap();
+    assert_eq!(next[0].seq, 600);
+    let head = store.checkpoint("acme", None).await.unwrap().unwrap();
+    assert_eq!(head.size, 601);
+    let proof = store.consistency_proof("acme", 600, 601).await.unwrap();
+    let old = store.checkpoint("acme", Some(600)).await.unwrap().unwrap();
+    assert!(trail_core::merkle::verify_consistency(
+        600, 601, &old.root, &head.root, &proof
+    ));
+}

@@ -4,6 +4,8 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::AtomicI64;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use postgres::{GenericClient, Transaction};
@@ -22,6 +24,26 @@ const MAX_LOG: u64 = 1 << 40;
 pub(super) struct Context {
     pub clock: crate::Clock,
     pub signing: Arc<Mutex<Option<Signing>>>,
+    /// Where the newest partition of `events` ends, as this process last learnt it.
+    pub partitioned_until: Arc<AtomicI64>,
+}
+
+/// How near the end of the newest partition an append has the next weeks' made.
+const PARTITION_AHEAD_US: i64 = 7 * 24 * 3600 * 1_000_000;
+
+/// Has the partitions of the weeks around `received_at` made when it nears the end of the
+/// newest one (`trail_partitions`, in the caller's transaction), so that events go to
+/// their week's partition rather than the default one.
+fn partition_ahead(tx: &mut Transaction<'_>, ctx: &Context, received_at: Timestamp) -> Result<()> {
+    if received_at.0.saturating_add(PARTITION_AHEAD_US) < ctx.partitioned_until.load(Relaxed) {
+        return Ok(());
+    }
+    let until: Option<i64> = tx
+        .query_one("SELECT trail_partitions($1)", &[&received_at.0])
+        .map_err(unavailable)?
+        .get(0);
+    ctx.partitioned_until.fetch_max(until.unwrap_or(0), Relaxed);
+    Ok(())
 }
 
 /// Zero merge delay: once given the key ([`crate::Store::sign_logs`]), every append signs
@@ -112,6 +134,7 @@ pub(super) fn append(
         return Err(StoreError::LogFull(org.to_owned()));
     }
     let received_at = (ctx.clock)().max(last_received);
+    partition_ahead(tx, ctx, received_at)?;
     let earlier = by_client_id(tx, org, &bodies)?;
     let mut tree = signing_tree(tx, ctx, grown, org, size)?;
 

@@ -7,7 +7,10 @@
 //! `checkpoints` but not UPDATE or DELETE them; it changes the rest (members, credentials,
 //! tallies) as the API does. Its one way to delete events is `trail_prune(org, below)`, a
 //! function that runs as the schema's owner and checks what a prune must be (no legal
-//! hold, whole tiles, within the newest signed checkpoint, forward only).
+//! hold, whole tiles, within the newest signed checkpoint, forward only). `events` is
+//! partitioned by week of receipt; the partitions are made by `trail_partitions(now)`,
+//! which runs as the owner too: the owner is the maintenance role, reached by the runtime
+//! role through these two functions alone.
 //!
 //! The user in the connection string must be able to act as it: the schema's owner (who
 //! ran the migration, and is made a member), or a login role granted it
@@ -23,13 +26,29 @@ use crate::{Result, StoreError};
 pub const WRITER: &str = "trail_writer";
 
 /// The version a store is at once migrated.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Any fixed number: the advisory lock migrations take.
 const MIGRATION_LOCK: i64 = 0x7472_6169_6c00;
 
 /// The steps, version 1 first.
-const STEPS: &[&str] = &[include_str!("schema.sql")];
+const STEPS: &[Step] = &[
+    Step {
+        sql: include_str!("schema.sql"),
+        grants: "GRANT EXECUTE ON FUNCTION trail_prune(TEXT, BIGINT) TO trail_writer;",
+    },
+    Step {
+        sql: include_str!("schema_v2.sql"),
+        grants: "GRANT EXECUTE ON FUNCTION trail_partitions(BIGINT) TO trail_writer;",
+    },
+];
+
+/// A version of the schema: the change from the one before, and what the runtime role may
+/// do with what it made beyond [`GRANTS`].
+struct Step {
+    sql: &'static str,
+    grants: &'static str,
+}
 
 /// Makes the roles (once per cluster; two databases migrating at once may race, and the
 /// loser finds the role made) and gives them what they may do in this database.
@@ -46,7 +65,6 @@ GRANT INSERT, UPDATE (size, last_received, retention_days, legal_hold) ON logs T
 GRANT INSERT, UPDATE, DELETE ON members, event_minutes, perf_minutes TO trail_writer;
 GRANT INSERT ON events, tiles, checkpoints TO trail_writer;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO trail_writer;
-GRANT EXECUTE ON FUNCTION trail_prune(TEXT, BIGINT) TO trail_writer;
 ";
 
 /// Brings the database's schema to [`SCHEMA_VERSION`] and gives the roles their grants;
@@ -54,6 +72,13 @@ GRANT EXECUTE ON FUNCTION trail_prune(TEXT, BIGINT) TO trail_writer;
 /// up to date it changes nothing, so a server that connects as a runtime login (not the
 /// schema's owner) starts.
 pub fn migrate(c: &mut Client) -> Result<()> {
+    migrate_to(c, SCHEMA_VERSION)
+}
+
+/// Brings the database's schema to `target` (at most [`SCHEMA_VERSION`]): what
+/// [`migrate`] does, stopping at an earlier version (to test the steps after it).
+pub fn migrate_to(c: &mut Client, target: i64) -> Result<()> {
+    let target = target.clamp(1, SCHEMA_VERSION);
     let mut tx = c.transaction().map_err(unavailable)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .map_err(unavailable)?;
@@ -64,12 +89,17 @@ pub fn migrate(c: &mut Client) -> Result<()> {
              {SCHEMA_VERSION}: run a newer Trail"
         )));
     }
-    if version == SCHEMA_VERSION {
+    if version >= target {
         // Up to date: nothing here needs more than the runtime role may do.
         return tx.commit().map_err(unavailable);
     }
-    for (i, step) in STEPS.iter().enumerate().skip(version as usize) {
-        tx.batch_execute(step).map_err(unavailable)?;
+    for (i, step) in STEPS
+        .iter()
+        .enumerate()
+        .take(target as usize)
+        .skip(version as usize)
+    {
+        tx.batch_execute(step.sql).map_err(unavailable)?;
         tx.execute(
             "INSERT INTO settings (key, value) VALUES ('schema_version', $1) \
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -78,6 +108,9 @@ pub fn migrate(c: &mut Client) -> Result<()> {
         .map_err(unavailable)?;
     }
     tx.batch_execute(GRANTS).map_err(unavailable)?;
+    for step in &STEPS[..target as usize] {
+        tx.batch_execute(step.grants).map_err(unavailable)?;
+    }
     // The owner acts as the roles it made (a superuser may already).
     tx.batch_execute(
         "DO $$ BEGIN

@@ -11,8 +11,10 @@
 //!
 //! Append-only by grants: the migration makes a role `trail_writer` with INSERT and SELECT
 //! on `events` (and on `tiles` and `checkpoints`) and no UPDATE or DELETE, and every
-//! connection of the server acts as it (`SET ROLE`); pruning, the one delete, acts as
-//! `trail_pruner` for its transaction alone (see [`migrate`]).
+//! connection of the server acts as it (`SET ROLE`); pruning, the one delete, is a function
+//! that runs as the schema's owner and checks what a prune must be (see [`migrate`]).
+//! Events are partitioned by week of receipt, so a prune that takes a whole week of every
+//! org drops its partition.
 
 mod identity;
 pub mod local;
@@ -109,6 +111,8 @@ struct Writer {
     queues: Mutex<HashMap<String, Arc<Queue>>>,
     /// Why writes are failing, until one commits (readiness).
     fault: Mutex<Option<String>>,
+    /// Where the newest partition of `events` ends, as this process last learnt it.
+    partitioned_until: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// The pool. The synchronous client blocks while it closes a connection, which must not
@@ -278,6 +282,7 @@ impl PgStore {
                 signing: Arc::default(),
                 queues: Mutex::default(),
                 fault: Mutex::default(),
+                partitioned_until: Arc::default(),
             }),
         })
     }
@@ -427,6 +432,7 @@ impl Writer {
         log::Context {
             clock: self.clock.clone(),
             signing: self.signing.clone(),
+            partitioned_until: self.partitioned_until.clone(),
         }
     }
 
