@@ -299,6 +299,15 @@ async fn a_weeks_archive_downloads_resumes_and_verifies_offline_naming_a_changed
 /// A store whose three past weeks were received at their time (a clock the test sets),
 /// seeded as `trail serve` seeds one, signed with the key the server will find.
 async fn store_with_past_weeks(data: &Path, per_week: i64) -> Vec<trail_core::archive::Week> {
+    store_with_past_weeks_in(data, per_week, None).await
+}
+
+/// [`store_with_past_weeks`], on the PostgreSQL `database` if given.
+async fn store_with_past_weeks_in(
+    data: &Path,
+    per_week: i64,
+    database: Option<&str>,
+) -> Vec<trail_core::archive::Week> {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicI64, Ordering};
     use trail_core::Timestamp;
@@ -313,13 +322,15 @@ async fn store_with_past_weeks(data: &Path, per_week: i64) -> Vec<trail_core::ar
     ];
     let clock = Arc::new(AtomicI64::new(weeks[0].start().micros() + HOUR));
     let c = clock.clone();
-    let store: Arc<dyn Store> = Arc::new(
-        trail_store::SqliteStore::open_with_clock(
-            data,
-            Arc::new(move || Timestamp(c.load(Ordering::SeqCst))),
-        )
-        .unwrap(),
-    );
+    let reads: trail_store::Clock = Arc::new(move || Timestamp(c.load(Ordering::SeqCst)));
+    let store: Arc<dyn Store> = match database {
+        Some(url) => Arc::new(
+            trail_store::PgStore::open_with_clock(url, reads)
+                .await
+                .unwrap(),
+        ),
+        None => Arc::new(trail_store::SqliteStore::open_with_clock(data, reads).unwrap()),
+    };
     trail_server::bootstrap(
         &*store,
         data,
@@ -482,11 +493,34 @@ async fn a_pruned_log_still_verifies_online_and_offline_and_its_archives_hold_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_archive_builds_and_a_prune_leaves_whole_archives_and_every_event() {
+    kill_9_during_archive_builds_and_a_prune(None).await;
+}
+
+/// On PostgreSQL, where the prune drops the partitions of whole weeks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_kill_9_during_archive_builds_and_a_prune_loses_nothing() {
+    let database = tokio::task::spawn_blocking(trail_store::conformance::postgres_database)
+        .await
+        .unwrap();
+    kill_9_during_archive_builds_and_a_prune(Some(database)).await;
+}
+
+async fn kill_9_during_archive_builds_and_a_prune(database: Option<String>) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
-    store_with_past_weeks(&data, 20_000).await;
+    let weeks = store_with_past_weeks_in(&data, 20_000, database.as_deref()).await;
     let data_arg = data.to_str().unwrap().to_owned();
+    let env: Vec<(&str, String)> = database
+        .iter()
+        .map(|url| ("TRAIL_DATABASE_URL", url.clone()))
+        .collect();
+    let start = || Server::start_with_env(&data, common::DEFAULT_OPTIONS, &env);
+    // The log's own check: the embedded store's file, or the database.
+    let store_arg: [&str; 2] = match &database {
+        Some(url) => ["--database", url],
+        None => ["--data", &data_arg],
+    };
     let archives = data.join("archives/default");
     let check = |key: &str| {
         // Whatever was renamed into place is a whole archive; nothing else is listed.
@@ -503,20 +537,27 @@ async fn kill_9_during_archive_builds_and_a_prune_leaves_whole_archives_and_ever
                 assert!(out.status.success(), "{name}: {}", text(&out));
             }
         }
-        let out = run(&["verify", "--data", &data_arg, "--key", key, "--strict"]);
+        let out = run(&[
+            "verify",
+            store_arg[0],
+            store_arg[1],
+            "--key",
+            key,
+            "--strict",
+        ]);
         assert!(out.status.success(), "{}", text(&out));
     };
     // Killed while the start-up job builds the three weeks (at varied points).
     let mut key = String::new();
     for delay in [30u64, 150, 400] {
-        let mut s = Server::start(&data);
+        let mut s = start();
         key = s.key();
         tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
         s.signal(libc::SIGKILL);
         check(&key);
     }
     // Then left to finish: three whole weeks.
-    let s = Server::start(&data);
+    let s = start();
     let token = common::token(&data);
     for _ in 0..600 {
         let n = std::fs::read_dir(&archives)
@@ -545,13 +586,29 @@ async fn kill_9_during_archive_builds_and_a_prune_leaves_whole_archives_and_ever
     s.signal(libc::SIGKILL);
     let _ = prune.wait_with_output();
     check(&key);
-    let s = Server::start(&data);
+    let s = start();
     let out = run(&["admin", "prune", "--data", &data_arg]);
     assert!(out.status.success(), "{}", text(&out));
     s.stop();
     check(&key);
-    let out = run(&["verify", "--data", &data_arg, "--key", &key]);
+    let out = run(&["verify", store_arg[0], store_arg[1], "--key", &key]);
     assert!(text(&out).contains("were pruned"), "{}", text(&out));
+    if let Some(url) = database {
+        // The weeks that went whole went as partitions: none is left from before the second.
+        let second = weeks[1].start().micros();
+        let left: i64 = tokio::task::spawn_blocking(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            c.query_one(
+                "SELECT count(*) FROM event_partitions WHERE lo < $1",
+                &[&second],
+            )
+            .unwrap()
+            .get(0)
+        })
+        .await
+        .unwrap();
+        assert_eq!(left, 0, "the first week's partition was dropped");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
