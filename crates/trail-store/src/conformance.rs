@@ -96,8 +96,6 @@ fn simple(action: &str) -> EventBody {
     body(json!({"action": action, "actor": {"id": "alice", "type": "user"}}))
 }
 
-/// Creates these orgs (no owner, no records): the setup of most checks, here and in a
-/// backend's own tests.
 /// A database of its own on this test run's PostgreSQL server, started on first use and
 /// stopped when the test process exits ([`crate::postgres::local::LocalServer`]). Panics
 /// if PostgreSQL is not installed: these tests never skip.
@@ -121,6 +119,8 @@ pub fn postgres_database() -> String {
     server.url(&name)
 }
 
+/// Creates these orgs (no owner, no records): the setup of most checks, here and in a
+/// backend's own tests.
 pub async fn with_orgs(store: &dyn Store, ids: &[&str]) {
     for id in ids {
         store

@@ -20,6 +20,7 @@ use trail_core::{Event, EventBody, Timestamp};
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+pub mod copy;
 mod histogram;
 pub mod postgres;
 pub mod sqlite;
@@ -728,4 +729,60 @@ pub trait Store: Send + Sync + 'static {
     async fn setting(&self, key: &str) -> Result<Option<String>>;
     /// Sets a setting if it is not set yet; returns the value in force.
     async fn init_setting(&self, key: &str, value: &str) -> Result<String>;
+
+    // A copy to another store ([`copy`]): what this one holds, read out; and what the other
+    // takes in. A backend that does not take part answers `Refused`.
+
+    /// Everything but the logs and the console sessions.
+    async fn identity(&self) -> Result<Identity> {
+        Err(StoreError::Refused(
+            "this store cannot be copied from".into(),
+        ))
+    }
+    /// The stored tiles of the org's first `below` seqs (level, index, hash): what proofs
+    /// about a pruned prefix are made of.
+    async fn tiles_below(&self, _org: &str, _below: u64) -> Result<Vec<(u32, u64, [u8; 32])>> {
+        Err(StoreError::Refused(
+            "this store cannot be copied from".into(),
+        ))
+    }
+    /// Takes in `identity` (each org with an empty log that starts where the copied one
+    /// was pruned to); only into a store without orgs.
+    async fn restore_identity(&self, _identity: Identity) -> Result<()> {
+        Err(StoreError::Refused(
+            "this store cannot be copied into".into(),
+        ))
+    }
+    /// Takes in the next events of the org's log as another store sealed them (the first at
+    /// the log's size; each must hash to its stored leaf), with the stored `tiles` of a
+    /// pruned prefix (first call only) and the signed `checkpoints` of sizes up to the new
+    /// size, in one transaction; stores the tiles the events complete and their tallies.
+    /// Signs nothing.
+    async fn import_events(
+        &self,
+        _org: &str,
+        _tiles: Vec<(u32, u64, [u8; 32])>,
+        _events: Vec<StoredEvent>,
+        _checkpoints: Vec<SignedCheckpoint>,
+    ) -> Result<()> {
+        Err(StoreError::Refused(
+            "this store cannot be copied into".into(),
+        ))
+    }
+}
+
+/// What a store holds besides its logs and console sessions (see [`Store::identity`]), in
+/// the order it was made.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The platform's settings (log name, verifier key, platform org, retention limit).
+    pub settings: Vec<(String, String)>,
+    /// Orgs in the order they were made, each with its retention and prune point.
+    pub orgs: Vec<(Org, Retention)>,
+    pub users: Vec<User>,
+    /// (org, user id, role), in the order members joined (a user's first org is their home).
+    pub members: Vec<(String, String, Role)>,
+    pub instances: Vec<Instance>,
+    /// Every credential and invitation, revoked ones included, oldest first.
+    pub tokens: Vec<Token>,
 }

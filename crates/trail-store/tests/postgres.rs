@@ -427,3 +427,167 @@ async fn a_version_1_store_is_migrated_to_partitions() {
         600, 601, &old.root, &head.root, &proof
     ));
 }
+
+/// An embedded store, pruned and with every kind of record, is copied into PostgreSQL: the
+/// same records, the same events and checkpoints, every checkpoint proved; and the copy
+/// goes on as the same log (retries known, signing extends it).
+#[tokio::test]
+async fn an_embedded_store_is_copied_into_postgresql_and_proved() {
+    use trail_core::scope::{Role, Scope};
+    use trail_store::{Instance, SqliteStore, Token, TokenKind, User};
+    let dir = tempfile::tempdir().unwrap();
+    let url = tokio::task::spawn_blocking(postgres_database)
+        .await
+        .unwrap();
+    let (now, clock) = test_clock();
+    let at = |t: i64| now.store(t, std::sync::atomic::Ordering::SeqCst);
+    at(MONDAY);
+    let src: Arc<dyn Store> = Arc::new(SqliteStore::open_with_clock(dir.path(), clock).unwrap());
+    with_orgs(&*src, &["acme", "beta"]).await;
+    src.init_setting("log_name", "trail.test").await.unwrap();
+    let ana = User {
+        id: "usr_ana".into(),
+        email: "Ana@Example.com".into(),
+        password_hash: Some("$argon2id$v=19$x".into()),
+        platform_admin: true,
+        created_at: trail_core::Timestamp(MONDAY),
+    };
+    src.add_member("acme", ana.clone(), Role::Admin, Vec::new())
+        .await
+        .unwrap();
+    src.add_member("beta", ana.clone(), Role::Member, Vec::new())
+        .await
+        .unwrap();
+    src.create_instance(
+        Instance {
+            org: "acme".into(),
+            id: "argocd-prod".into(),
+            name: "Argo CD".into(),
+            kind: "argocd".into(),
+            created_at: trail_core::Timestamp(MONDAY),
+        },
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    let key_token = Token {
+        id: "key_1".into(),
+        kind: TokenKind::ApiKey,
+        org: "acme".into(),
+        owner: "deploy-bot".into(),
+        user_id: None,
+        name: "deploy".into(),
+        description: "ships".into(),
+        scopes: vec![Scope::LogsWrite],
+        instance: Some("argocd-prod".into()),
+        secret_hash: [9; 32],
+        created_by: "Ana@Example.com".into(),
+        created_at: trail_core::Timestamp(MONDAY + 1),
+        expires_at: Some(trail_core::Timestamp(MONDAY + WEEK * 52)),
+        revoked_at: None,
+        reach: Default::default(),
+        from_password: false,
+        role: None,
+        made_with: Some("pat_x".into()),
+    };
+    src.create_token(key_token.clone(), Vec::new())
+        .await
+        .unwrap();
+    src.create_token(
+        Token {
+            id: "pat_1".into(),
+            kind: TokenKind::Pat,
+            user_id: Some(ana.id.clone()),
+            ..key_token.clone()
+        },
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    src.revoke_token("pat_1", trail_core::Timestamp(MONDAY + 2), Vec::new())
+        .await
+        .unwrap();
+    src.set_retention("beta", Some(Some(30)), Some(true), Vec::new())
+        .await
+        .unwrap();
+    let key = Arc::new(SignerKey::from_seed("trail.test", [7; 32]).unwrap());
+    src.sign_logs(key.clone(), Default::default())
+        .await
+        .unwrap();
+    src.append("acme", sample_events(400)).await.unwrap();
+    at(MONDAY + WEEK);
+    src.append("acme", events(300)).await.unwrap();
+    src.append("beta", events(5)).await.unwrap();
+    src.prune("acme", 256, Vec::new()).await.unwrap();
+
+    let dst = PgStore::open(&url).await.unwrap();
+    let copied = trail_store::copy::copy(&*src, &dst, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(copied.orgs, 2);
+    assert_eq!(copied.events, 700 - 256 + 5);
+    assert!(copied.proved >= 3, "{copied:?}");
+
+    // The same records, in the same order...
+    let (a, b) = (src.identity().await.unwrap(), dst.identity().await.unwrap());
+    assert_eq!(a, b);
+    assert_eq!(a.tokens.len(), 2);
+    assert_eq!(
+        dst.memberships("usr_ana").await.unwrap(),
+        src.memberships("usr_ana").await.unwrap(),
+        "the same home org"
+    );
+    // ...the same logs, and their checkpoints...
+    for org in ["acme", "beta"] {
+        assert_eq!(
+            dst.events_from(org, 0, 1000).await.unwrap(),
+            src.events_from(org, 0, 1000).await.unwrap()
+        );
+        assert_eq!(
+            dst.checkpoints(org, 0, 1000).await.unwrap(),
+            src.checkpoints(org, 0, 1000).await.unwrap()
+        );
+        assert_eq!(
+            dst.retention(org).await.unwrap(),
+            src.retention(org).await.unwrap()
+        );
+        let size = src.log_size(org).await.unwrap();
+        assert_eq!(
+            dst.tree_root(org, size).await.unwrap(),
+            src.tree_root(org, size).await.unwrap()
+        );
+    }
+    // ...and the copy goes on as the same log.
+    assert!(
+        dst.sign_logs(key, Default::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let retries: Vec<_> = sample_events(400)
+        .into_iter()
+        .skip(256)
+        .filter(|e| e.client_id.is_some())
+        .collect();
+    assert!(!retries.is_empty());
+    let again = dst.append("acme", retries).await.unwrap();
+    assert!(
+        again
+            .iter()
+            .all(|a| a.outcome == trail_store::Outcome::Duplicate && a.seq < 400),
+        "a retry of a copied event is known"
+    );
+    let next = dst.append("acme", events(1)).await.unwrap();
+    assert_eq!(next[0].seq, 700);
+    let old = dst.checkpoint("acme", Some(700)).await.unwrap().unwrap();
+    let head = dst.checkpoint("acme", None).await.unwrap().unwrap();
+    let proof = dst.consistency_proof("acme", 700, 701).await.unwrap();
+    assert!(trail_core::merkle::verify_consistency(
+        700, 701, &old.root, &head.root, &proof
+    ));
+    // A copy goes into an empty database only.
+    assert!(matches!(
+        trail_store::copy::copy(&*src, &dst, &mut |_| {}).await,
+        Err(trail_store::StoreError::Refused(_))
+    ));
+}

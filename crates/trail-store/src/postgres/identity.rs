@@ -859,3 +859,168 @@ pub(super) fn set_retention(
         .ok_or_else(|| StoreError::UnknownOrg(org.to_owned()))?;
     retention_from_row(org, &row)
 }
+
+/// Takes in what another store holds besides its logs, into a database without orgs (see
+/// [`crate::Store::restore_identity`]).
+pub(super) fn restore(tx: &mut Transaction<'_>, id: &crate::Identity) -> Result<()> {
+    let any: bool = tx
+        .query_one("SELECT EXISTS (SELECT 1 FROM orgs)", &[])
+        .map_err(unavailable)?
+        .get(0);
+    if any {
+        return Err(StoreError::Refused(
+            "the database already holds orgs: a copy goes into an empty one".into(),
+        ));
+    }
+    for (key, value) in &id.settings {
+        set_setting(tx, key, value)?;
+    }
+    for (org, retention) in &id.orgs {
+        insert_org(tx, org)?;
+        tx.execute(
+            "UPDATE logs SET retention_days = $2, legal_hold = $3 WHERE org = $1",
+            &[
+                &org.id,
+                &retention.days.map(|d| d as i32),
+                &retention.legal_hold,
+            ],
+        )
+        .map_err(unavailable)?;
+        if retention.pruned_below > 0 {
+            // The copy of a pruned log starts where it was pruned to.
+            tx.execute(
+                "SELECT trail_import_start($1, $2)",
+                &[&org.id, &(retention.pruned_below as i64)],
+            )
+            .map_err(unavailable)?;
+        }
+    }
+    for user in &id.users {
+        insert_user(tx, user)?;
+    }
+    for (org, user, role) in &id.members {
+        insert_member(tx, org, user, *role)?;
+    }
+    for instance in &id.instances {
+        create_instance(tx, instance)?;
+    }
+    for token in &id.tokens {
+        insert_token(tx, token)?;
+    }
+    Ok(())
+}
+
+/// Everything but the logs and the sessions, in the order it was made (see
+/// [`crate::Store::identity`]); texts in byte order where times tie, as SQLite lists them.
+pub(super) fn snapshot(c: &mut impl GenericClient) -> Result<crate::Identity> {
+    let settings = c
+        .query(
+            "SELECT key, value FROM settings WHERE key <> 'schema_version' \
+             ORDER BY key COLLATE \"C\"",
+            &[],
+        )
+        .map_err(unavailable)?
+        .iter()
+        .map(|r| Ok((get(r, 0)?, get(r, 1)?)))
+        .collect::<Result<_>>()?;
+    let orgs = c
+        .query(
+            &format!(
+                "SELECT l.retention_days, l.legal_hold, l.pruned_below, {} FROM orgs o \
+                 JOIN logs l ON l.org = o.id ORDER BY o.n",
+                ORG_COLUMNS
+                    .split(", ")
+                    .map(|col| format!("o.{col}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            &[],
+        )
+        .map_err(unavailable)?
+        .iter()
+        .map(|r| {
+            let org = Org {
+                id: get(r, 3)?,
+                name: get(r, 4)?,
+                created_at: Timestamp(get(r, 5)?),
+            };
+            let retention = retention_from_row(&org.id, r)?;
+            Ok((org, retention))
+        })
+        .collect::<Result<_>>()?;
+    let users = c
+        .query(
+            &format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, id COLLATE \"C\""),
+            &[],
+        )
+        .map_err(unavailable)?
+        .iter()
+        .map(user_from_row)
+        .collect::<Result<_>>()?;
+    let members = c
+        .query("SELECT org, user_id, role FROM members ORDER BY n", &[])
+        .map_err(unavailable)?
+        .iter()
+        .map(|r| Ok((get(r, 0)?, get(r, 1)?, role(&get::<String>(r, 2)?)?)))
+        .collect::<Result<_>>()?;
+    let instances = c
+        .query(
+            "SELECT i.org, i.id, i.name, i.kind, i.created_at FROM instances i \
+             JOIN orgs o ON o.id = i.org ORDER BY i.created_at, o.n, i.id COLLATE \"C\"",
+            &[],
+        )
+        .map_err(unavailable)?
+        .iter()
+        .map(|r| {
+            Ok(Instance {
+                org: get(r, 0)?,
+                id: get(r, 1)?,
+                name: get(r, 2)?,
+                kind: get(r, 3)?,
+                created_at: Timestamp(get(r, 4)?),
+            })
+        })
+        .collect::<Result<_>>()?;
+    let tokens = c
+        .query(
+            &format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, id COLLATE \"C\""),
+            &[],
+        )
+        .map_err(unavailable)?
+        .iter()
+        .map(token_from_row)
+        .collect::<Result<_>>()?;
+    Ok(crate::Identity {
+        settings,
+        orgs,
+        users,
+        members,
+        instances,
+        tokens,
+    })
+}
+
+/// The stored tiles of the org's first `below` seqs (see [`crate::Store::tiles_below`]).
+pub(super) fn tiles_below(
+    c: &mut impl GenericClient,
+    org: &str,
+    below: u64,
+) -> Result<Vec<(u32, u64, [u8; 32])>> {
+    known_org(c, org)?;
+    c.query(
+        "SELECT level, idx, hash FROM tiles WHERE org = $1 AND (idx + 1) << level <= $2 \
+         ORDER BY level, idx",
+        &[&org, &(below.min(i64::MAX as u64) as i64)],
+    )
+    .map_err(unavailable)?
+    .iter()
+    .map(|r| {
+        let (level, idx): (i32, i64) = (get(r, 0)?, get(r, 1)?);
+        let hash: Vec<u8> = get(r, 2)?;
+        let hash = hash.try_into().map_err(|_| {
+            StoreError::Corrupt(format!("tile {idx} of level {level} of org {org:?}"))
+        })?;
+        Ok((level as u32, idx as u64, hash))
+    })
+    .collect()
+}

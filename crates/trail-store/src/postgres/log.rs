@@ -28,8 +28,11 @@ pub(super) struct Context {
     pub partitioned_until: Arc<AtomicI64>,
 }
 
+/// A week, in microseconds: what a partition of `events` spans.
+const WEEK_US: i64 = 7 * 24 * 3600 * 1_000_000;
+
 /// How near the end of the newest partition an append has the next weeks' made.
-const PARTITION_AHEAD_US: i64 = 7 * 24 * 3600 * 1_000_000;
+const PARTITION_AHEAD_US: i64 = WEEK_US;
 
 /// Has the partitions of the weeks around `received_at` made when it nears the end of the
 /// newest one (`trail_partitions`, in the caller's transaction), so that events go to
@@ -219,6 +222,78 @@ pub(super) fn append(
         None => None,
     };
     Ok(Appends { items, checkpoint })
+}
+
+/// Takes in the next events of `org`'s log as another store sealed them, with the tiles of
+/// a pruned prefix and the checkpoints they reach (see [`crate::Store::import_events`]).
+pub(super) fn import(
+    tx: &mut Transaction<'_>,
+    grown: &mut Grown,
+    org: &str,
+    tiles: &[(u32, u64, Hash)],
+    events: &[crate::StoredEvent],
+    checkpoints: &[SignedCheckpoint],
+) -> Result<()> {
+    let (size, last_received) = lock_log(tx, org)?;
+    insert_tiles(tx, org, tiles)?;
+    let mut seq = size;
+    let mut last = last_received;
+    let mut rows = Rows::default();
+    let mut tallies = Tallies::default();
+    let mut weeks = std::collections::BTreeSet::new();
+    for stored in events {
+        let e = &stored.event;
+        if e.org != org || e.seq != seq {
+            return Err(StoreError::Refused(format!(
+                "seq {} of org {:?} comes where seq {seq} of org {org:?} is due",
+                e.seq, e.org
+            )));
+        }
+        if e.received_at < last {
+            return Err(StoreError::Refused(format!(
+                "seq {seq} of org {org:?} was received before the one before it"
+            )));
+        }
+        let data = canonical::encode(e);
+        let hash = merkle::leaf_hash(&data);
+        if hash != stored.hash {
+            return Err(StoreError::Corrupt(format!(
+                "seq {seq} of org {org:?}: its content does not hash to its stored leaf"
+            )));
+        }
+        weeks.insert(e.received_at.0.div_euclid(WEEK_US));
+        tallies.add(e);
+        rows.add(e, data, hash);
+        last = e.received_at;
+        seq += 1;
+    }
+    // Events of past weeks go to their weeks' partitions (each call makes the partition of
+    // the week it is given and the two after).
+    for week in weeks {
+        tx.execute("SELECT trail_partitions($1)", &[&(week * WEEK_US)])
+            .map_err(unavailable)?;
+    }
+    if seq > size {
+        rows.insert(tx, org)?;
+        tallies.write(tx, org)?;
+        tx.execute(
+            "UPDATE logs SET size = $2, last_received = $3 WHERE org = $1",
+            &[&org, &(seq as i64), &last.micros()],
+        )
+        .map_err(unavailable)?;
+        extend_tiles(tx, org, size, seq)?;
+        grown.sizes.insert(org.to_owned(), seq);
+    }
+    for c in checkpoints {
+        if c.org != org || c.size > seq {
+            return Err(StoreError::Refused(format!(
+                "checkpoint {} of org {:?} is past the {seq} events of org {org:?}",
+                c.size, c.org
+            )));
+        }
+        add_checkpoint(tx, c)?;
+    }
+    Ok(())
 }
 
 /// The events stored under the client ids of `bodies`, by id, with the canonical encoding

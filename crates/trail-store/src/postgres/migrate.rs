@@ -39,7 +39,8 @@ const STEPS: &[Step] = &[
     },
     Step {
         sql: include_str!("schema_v2.sql"),
-        grants: "GRANT EXECUTE ON FUNCTION trail_partitions(BIGINT) TO trail_writer;",
+        grants: "GRANT EXECUTE ON FUNCTION trail_partitions(BIGINT), \
+                 trail_import_start(TEXT, BIGINT) TO trail_writer;",
     },
 ];
 

@@ -915,4 +915,45 @@ impl Store for PgStore {
             })
             .await
     }
+
+    async fn identity(&self) -> Result<crate::Identity> {
+        // One snapshot of all of it.
+        self.blocking(|c| {
+            let mut tx = c
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .map_err(unavailable)?;
+            identity::snapshot(&mut tx)
+        })
+        .await
+    }
+
+    async fn tiles_below(&self, org: &str, below: u64) -> Result<Vec<(u32, u64, [u8; 32])>> {
+        let org = org.to_owned();
+        self.blocking(move |c| identity::tiles_below(&mut **c, &org, below))
+            .await
+    }
+
+    async fn restore_identity(&self, identity: crate::Identity) -> Result<()> {
+        self.w
+            .write(Vec::new(), move |tx| identity::restore(tx, &identity))
+            .await
+    }
+
+    async fn import_events(
+        &self,
+        org: &str,
+        tiles: Vec<(u32, u64, [u8; 32])>,
+        events: Vec<StoredEvent>,
+        checkpoints: Vec<SignedCheckpoint>,
+    ) -> Result<()> {
+        let org = org.to_owned();
+        self.w
+            .transact(move |tx, _, grown| {
+                log::import(tx, grown, &org, &tiles, &events, &checkpoints)
+            })
+            .await
+    }
 }

@@ -152,3 +152,24 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION trail_prune(TEXT, BIGINT) FROM PUBLIC;
+
+-- A copy of a pruned log (`trail admin copy`) starts where the original was pruned to: the
+-- log's start is set, on a log that holds nothing yet (no event, no checkpoint). The seqs
+-- below are pruned: only the copied tiles of them remain.
+CREATE FUNCTION trail_import_start(p_org TEXT, p_at BIGINT) RETURNS BIGINT
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp
+AS $$
+BEGIN
+    IF p_at < 0 OR p_at % 256 <> 0 THEN
+        RAISE EXCEPTION 'a log starts at a multiple of 256, not %', p_at;
+    END IF;
+    UPDATE logs SET pruned_below = p_at, size = p_at
+     WHERE org = p_org AND size = 0 AND pruned_below = 0
+       AND NOT EXISTS (SELECT 1 FROM checkpoints WHERE org = p_org);
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'the log of org % is not empty', p_org;
+    END IF;
+    RETURN p_at;
+END
+$$;
+REVOKE ALL ON FUNCTION trail_import_start(TEXT, BIGINT) FROM PUBLIC;

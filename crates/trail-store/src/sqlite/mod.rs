@@ -823,6 +823,16 @@ impl Store for SqliteStore {
             .exec(move |w| w.init_setting(&key, &value))
             .await
     }
+
+    async fn identity(&self) -> Result<crate::Identity> {
+        self.read(|c, _| read::identity(c)).await
+    }
+
+    async fn tiles_below(&self, org: &str, below: u64) -> Result<Vec<(u32, u64, [u8; 32])>> {
+        let org = org.to_owned();
+        self.read(move |c, _| read::tiles_below(c, &org, below))
+            .await
+    }
 }
 
 #[cfg(test)]

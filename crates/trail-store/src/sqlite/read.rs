@@ -958,3 +958,128 @@ pub(crate) fn meta(conn: &Connection, key: &str) -> Result<Option<String>> {
         .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
         .map_err(unavailable)
 }
+
+/// Everything but the logs and the sessions, in the order it was made (see
+/// [`crate::Store::identity`]). The store's own bookkeeping in `meta` stays.
+pub(crate) fn identity(conn: &Connection) -> Result<crate::Identity> {
+    fn all<T>(
+        conn: &Connection,
+        sql: &str,
+        row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let mut stmt = conn.prepare(sql).map_err(unavailable)?;
+        let rows = stmt.query_map([], row).map_err(unavailable)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(unavailable)
+    }
+    let settings = all(
+        conn,
+        "SELECT key, value FROM meta WHERE key NOT IN ('next_org_id', 'write_probe') ORDER BY key",
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let orgs = all(
+        conn,
+        "SELECT slug, name, created_at, retention_days, legal_hold, pruned_below FROM orgs \
+         ORDER BY id",
+        |r| {
+            Ok((
+                crate::Org {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    created_at: Timestamp(r.get(2)?),
+                },
+                crate::Retention {
+                    days: r.get::<_, Option<i64>>(3)?.map(|d| d as u32),
+                    legal_hold: r.get(4)?,
+                    pruned_below: r.get::<_, i64>(5)? as u64,
+                },
+            ))
+        },
+    )?;
+    let users = all(
+        conn,
+        "SELECT id, email, password_hash, platform_admin, created_at FROM users \
+         ORDER BY created_at, id",
+        |r| {
+            Ok(User {
+                id: r.get(0)?,
+                email: r.get(1)?,
+                password_hash: r.get(2)?,
+                platform_admin: r.get(3)?,
+                created_at: Timestamp(r.get(4)?),
+            })
+        },
+    )?;
+    let members = all(
+        conn,
+        "SELECT o.slug, m.user_id, m.role FROM members m JOIN orgs o ON o.id = m.org \
+         ORDER BY m.joined_at, o.id, m.user_id",
+        |r| Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?)),
+    )?
+    .into_iter()
+    .map(|(org, user, r)| Ok((org, user, role(&r)?)))
+    .collect::<Result<_>>()?;
+    let instances = all(
+        conn,
+        "SELECT o.slug, i.id, i.name, i.kind, i.created_at FROM instances i \
+         JOIN orgs o ON o.id = i.org ORDER BY i.created_at, o.id, i.id",
+        |r| {
+            Ok(Instance {
+                org: r.get(0)?,
+                id: r.get(1)?,
+                name: r.get(2)?,
+                kind: r.get(3)?,
+                created_at: Timestamp(r.get(4)?),
+            })
+        },
+    )?;
+    let tokens = all(
+        conn,
+        &format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens t JOIN orgs o ON o.id = t.org \
+             ORDER BY t.created_at, t.id"
+        ),
+        token_from_row,
+    )?
+    .into_iter()
+    .collect::<Result<_>>()?;
+    Ok(crate::Identity {
+        settings,
+        orgs,
+        users,
+        members,
+        instances,
+        tokens,
+    })
+}
+
+/// The stored tiles of the org's first `below` seqs (see [`crate::Store::tiles_below`]).
+pub(crate) fn tiles_below(
+    conn: &Connection,
+    org: &str,
+    below: u64,
+) -> Result<Vec<(u32, u64, [u8; 32])>> {
+    let org_id = org_id(conn, org)?;
+    let mut stmt = conn
+        .prepare(
+            "SELECT level, idx, hash FROM tiles WHERE org = ?1 AND ((idx + 1) << level) <= ?2 \
+             ORDER BY level, idx",
+        )
+        .map_err(unavailable)?;
+    let rows = stmt
+        .query_map(rusqlite::params![org_id, below as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })
+        .map_err(unavailable)?;
+    rows.map(|r| {
+        let (level, idx, hash) = r.map_err(unavailable)?;
+        let hash = hash.try_into().map_err(|_| {
+            StoreError::Corrupt(format!("tile {idx} of level {level} of org {org:?}"))
+        })?;
+        Ok((level as u32, idx as u64, hash))
+    })
+    .collect()
+}
