@@ -825,21 +825,22 @@ pub(crate) fn user_where(conn: &Connection, column: &str, value: &str) -> Result
         _ => unreachable!("users are found by id or email"),
     };
     conn.prepare_cached(&format!(
-        "SELECT id, email, password_hash, platform_admin, created_at FROM users WHERE {condition}"
+        "SELECT {USER_COLUMNS} FROM users WHERE {condition}"
     ))
-    .and_then(|mut s| {
-        s.query_row([value], |r| {
-            Ok(User {
-                id: r.get(0)?,
-                email: r.get(1)?,
-                password_hash: r.get(2)?,
-                platform_admin: r.get(3)?,
-                created_at: Timestamp(r.get(4)?),
-            })
-        })
-        .optional()
-    })
+    .and_then(|mut s| s.query_row([value], user_from_row).optional())
     .map_err(unavailable)
+}
+
+const USER_COLUMNS: &str = "id, email, password_hash, platform_admin, created_at";
+
+fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User {
+        id: r.get(0)?,
+        email: r.get(1)?,
+        password_hash: r.get(2)?,
+        platform_admin: r.get(3)?,
+        created_at: Timestamp(r.get(4)?),
+    })
 }
 
 fn role(s: &str) -> Result<Role> {
@@ -997,17 +998,8 @@ pub(crate) fn identity(conn: &Connection) -> Result<crate::Identity> {
     )?;
     let users = all(
         conn,
-        "SELECT id, email, password_hash, platform_admin, created_at FROM users \
-         ORDER BY created_at, id",
-        |r| {
-            Ok(User {
-                id: r.get(0)?,
-                email: r.get(1)?,
-                password_hash: r.get(2)?,
-                platform_admin: r.get(3)?,
-                created_at: Timestamp(r.get(4)?),
-            })
-        },
+        &format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, id"),
+        user_from_row,
     )?;
     let members = all(
         conn,
