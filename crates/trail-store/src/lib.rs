@@ -21,6 +21,7 @@ use trail_core::{Event, EventBody, Timestamp};
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod copy;
+mod fault;
 mod histogram;
 pub mod postgres;
 pub mod sqlite;

@@ -14,15 +14,20 @@ mod common;
 use common::load::{Acked, Rng, batch, check_log, client, export_all, ingest, record};
 use common::{Server, run, text, token};
 
-fn verify_offline(data: &Path, key: &str) {
-    let out = run(&[
-        "verify",
-        "--data",
-        data.to_str().unwrap(),
-        "--key",
-        key,
-        "--strict",
-    ]);
+/// `trail verify --strict` with no server: of the database if given, else of the
+/// embedded store in `data`.
+fn verify(data: &Path, database: Option<&str>, key: &str) {
+    let out = match database {
+        Some(url) => run(&["verify", "--database", url, "--key", key, "--strict"]),
+        None => run(&[
+            "verify",
+            "--data",
+            data.to_str().unwrap(),
+            "--key",
+            key,
+            "--strict",
+        ]),
+    };
     assert!(out.status.success(), "{}", text(&out));
 }
 
@@ -126,13 +131,7 @@ async fn kill_9_rounds(database: Option<&str>) {
     );
     check_log(&export_all(&s.url, &token).await, &acked, sent);
     s.stop();
-    match database {
-        Some(url) => {
-            let out = run(&["verify", "--database", url, "--key", &key, "--strict"]);
-            assert!(out.status.success(), "{}", text(&out));
-        }
-        None => verify_offline(&data, &key),
-    }
+    verify(&data, database, &key);
 }
 
 /// A tmpfs of its own, mounted for the test and unmounted when dropped. Mounting needs root,
@@ -224,9 +223,51 @@ async fn ingest_until_refused(
 #[tokio::test]
 async fn a_full_disk_refuses_writes_and_service_returns_by_itself() {
     let fs = Tmpfs::mount("64m");
-    let data = fs.path().join("data");
-    let s = Server::start(&data);
-    let (key, token) = (s.key(), token(&data));
+    full_disk(&fs, &fs.path().join("data"), None).await;
+}
+
+/// The same with the database's tablespace on the small filesystem (its WAL elsewhere, as
+/// a full data volume is most often): PostgreSQL refuses to extend a table, the batch is
+/// refused, and readiness's own probe finds when there is room again.
+#[tokio::test]
+async fn on_postgresql_a_full_tablespace_refuses_writes_and_service_returns_by_itself() {
+    let fs = Tmpfs::mount("64m");
+    let location = fs.path().join("tablespace");
+    let url = tokio::task::spawn_blocking(move || {
+        let url = trail_store::conformance::postgres_database();
+        let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        // PostgreSQL keeps a tablespace in an empty directory of its own user's.
+        std::fs::create_dir(&location).unwrap();
+        sh(Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(&location));
+        let name = format!("full_{}", std::process::id());
+        for sql in [
+            format!("CREATE TABLESPACE {name} LOCATION '{}'", location.display()),
+            format!("CREATE DATABASE {name} TABLESPACE {name}"),
+        ] {
+            admin.batch_execute(&sql).unwrap();
+        }
+        let (server, _) = url.rsplit_once('/').unwrap();
+        format!("{server}/{name}")
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    full_disk(&fs, &dir.path().join("data"), Some(&url)).await;
+}
+
+/// Fills `fs` under a server on `data` (and `database`, if given): a batch is refused with
+/// 503 and readiness says why; it stays not ready while only a little room is free; once
+/// the space returns it is ready by itself, the refused batch is stored, and the log holds
+/// everything acknowledged and verifies.
+async fn full_disk(fs: &Tmpfs, data: &Path, database: Option<&str>) {
+    let options: Vec<&str> = match database {
+        Some(url) => vec!["--log-name", "trail.test", "--database", url],
+        None => common::DEFAULT_OPTIONS.to_vec(),
+    };
+    let s = Server::start_with(data, &options, None);
+    let (key, token) = (s.key(), s.token());
     let mut acked = Acked::new();
     let mut sent = 0;
     sent += 100;
@@ -245,7 +286,11 @@ async fn a_full_disk_refuses_writes_and_service_returns_by_itself() {
     let (status, body) = readyz(&s.url).await;
     assert_eq!(status, 503, "{body}");
     let detail = body["detail"].as_str().unwrap_or_default();
-    assert!(detail.contains("full"), "readyz says why: {body}");
+    assert!(
+        detail.contains("writes are failing")
+            && (detail.contains("full") || detail.contains("No space left on device")),
+        "readyz says why: {body}"
+    );
     // While the disk is nearly full, readiness's own writes (one a second) do not make it
     // ready: with a little room, a small write commits where a batch cannot.
     let f = std::fs::OpenOptions::new()
@@ -273,7 +318,7 @@ async fn a_full_disk_refuses_writes_and_service_returns_by_itself() {
 
     check_log(&export_all(&s.url, &token).await, &acked, sent);
     s.stop();
-    verify_offline(&data, &key);
+    verify(data, database, &key);
 }
 
 /// An ext4 filesystem in an image file of its own, on a loop device, mounted to go
@@ -397,5 +442,91 @@ async fn a_filesystem_gone_read_only_refuses_writes_and_loses_nothing() {
     );
     check_log(&export_all(&s.url, &token).await, &acked, sent);
     s.stop();
-    verify_offline(&data, &key);
+    verify(&data, None, &key);
+}
+
+/// PostgreSQL turned read-only under the server, as a primary demoted to a standby is: its
+/// connections are dropped and new ones may only read. Batches are refused with 503 and
+/// readiness says why; once the database takes writes again (its connections dropped once
+/// more, as a failover back does), the server is ready by itself, the refused batch is
+/// stored, and nothing acknowledged is lost.
+#[tokio::test]
+async fn on_postgresql_a_read_only_database_refuses_writes_and_service_returns_by_itself() {
+    let url = tokio::task::spawn_blocking(trail_store::conformance::postgres_database)
+        .await
+        .unwrap();
+    let name = url.rsplit_once('/').unwrap().1.to_owned();
+    let turn = |read_only: bool| {
+        let (url, name) = (url.clone(), name.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let set = if read_only {
+                "SET default_transaction_read_only = on"
+            } else {
+                "RESET default_transaction_read_only"
+            };
+            // The administrator's own session may write, whatever its database says.
+            admin
+                .batch_execute("SET default_transaction_read_only = off")
+                .unwrap();
+            admin
+                .batch_execute(&format!("ALTER DATABASE {name} {set}"))
+                .unwrap();
+            admin
+                .execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    &[&name],
+                )
+                .unwrap();
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let s = Server::start_with(
+        &data,
+        &["--log-name", "trail.test", "--database", &url],
+        None,
+    );
+    let (key, token) = (s.key(), s.token());
+    let mut acked = Acked::new();
+    let mut sent = 100;
+    record(
+        &mut acked,
+        &ingest(&s.url, &token, &batch("before", 100, 100))
+            .await
+            .unwrap(),
+    );
+
+    turn(true).await.unwrap();
+    let (refused, status) =
+        ingest_until_refused(&s.url, &token, "ro", 5, &mut acked, &mut sent).await;
+    assert_eq!(status, 503, "a batch on a read-only database");
+    // The first refusal may be the dropped connection's; readiness's probe then finds the
+    // database itself refusing.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = readyz(&s.url).await;
+        assert_eq!(status, 503, "ready on a read-only database: {body}");
+        if body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("writes are failing") && d.contains("read-only"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "readyz says why: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    turn(false).await.unwrap();
+    ready_by_itself(&s.url, "after the database took writes again").await;
+    record(
+        &mut acked,
+        &ingest(&s.url, &token, &batch(&refused, 200, 2_000))
+            .await
+            .expect("the refused batch, sent again"),
+    );
+    check_log(&export_all(&s.url, &token).await, &acked, sent);
+    s.stop();
+    verify(&data, Some(&url), &key);
 }

@@ -37,6 +37,7 @@ use trail_core::query::Filter;
 use trail_core::scope::Role;
 use trail_core::{EventBody, Timestamp};
 
+use crate::fault::WriteFault;
 use crate::{
     Acceptance, Appends, AuditEvents, Bootstrap, EventPage, EventQuery, Instance, LogWatch, Member,
     Org, Result, Session, SignedCheckpoint, Store, StoreError, StoredEvent, Token, TokenKind, User,
@@ -91,6 +92,9 @@ const WRITE_POOL: u32 = 8;
 pub const QUERY_DEADLINE: Duration = Duration::from_secs(2);
 /// How many times a write that lost a serialization race or a deadlock is tried again.
 const WRITE_TRIES: usize = 4;
+/// What readiness's probe writes (and rolls back) while writes are failing: room for a
+/// group of batches.
+const PROBE_BYTES: usize = 4 << 20;
 
 pub struct PgStore {
     reads: Connections,
@@ -110,7 +114,7 @@ struct Writer {
     /// Group commit: the appends waiting for each org's log ([`PgStore::append_signed`]).
     queues: Mutex<HashMap<String, Arc<Queue>>>,
     /// Why writes are failing, until one commits (readiness).
-    fault: Mutex<Option<String>>,
+    fault: WriteFault,
     /// Where the newest partition of `events` ends, as this process last learnt it.
     partitioned_until: Arc<std::sync::atomic::AtomicI64>,
 }
@@ -281,7 +285,7 @@ impl PgStore {
                 clock,
                 signing: Arc::default(),
                 queues: Mutex::default(),
-                fault: Mutex::default(),
+                fault: WriteFault::default(),
                 partitioned_until: Arc::default(),
             }),
         })
@@ -446,13 +450,30 @@ impl Writer {
     /// Records the outcome of a write for readiness: a failure that can pass is remembered
     /// until a write commits.
     fn committed<T>(&self, r: Result<T>) -> Result<T> {
-        let mut fault = self.fault.lock().expect("fault lock");
-        match &r {
-            Ok(_) => *fault = None,
-            Err(StoreError::Unavailable(why)) => *fault = Some(why.clone()),
-            Err(_) => {}
-        }
+        self.fault.record(&r);
         r
+    }
+
+    /// After a fault, writes [`PROBE_BYTES`] of incompressible text into `settings` and
+    /// rolls it back: the database must find room for a group of batches, as a write
+    /// must, not only for a row that fits in a page already on disk, or readiness would
+    /// come and go on a tablespace that is still full. One that succeeds clears the fault;
+    /// one that fails (no room, a read-only database or transaction, no connection)
+    /// renews it with the database's words.
+    async fn probe(&self) {
+        let tried = on_pool(&self.writes, |conn| {
+            let mut tx = conn.transaction().map_err(unavailable)?;
+            tx.execute(
+                "INSERT INTO settings (key, value) \
+                 SELECT 'write_probe', string_agg(md5(random()::text), '') \
+                 FROM generate_series(1, $1::int / 32)",
+                &[&(PROBE_BYTES as i32)],
+            )
+            .map_err(unavailable)?;
+            tx.rollback().map_err(unavailable)
+        })
+        .await;
+        self.fault.record(&tried);
     }
 }
 
@@ -468,12 +489,10 @@ impl Store for PgStore {
 
     async fn health(&self) -> Result<()> {
         self.ping().await?;
-        match self.w.fault.lock().expect("fault lock").clone() {
-            Some(why) => Err(StoreError::Unavailable(format!(
-                "writes are failing: {why}"
-            ))),
-            None => Ok(()),
+        if self.w.fault.claim_probe() {
+            self.w.probe().await;
         }
+        self.w.fault.readiness()
     }
 
     async fn bootstrap(&self, b: Bootstrap) -> Result<bool> {

@@ -59,8 +59,7 @@ const READS_PER_ORG: usize = EVENT_READERS as usize / 2;
 /// How long a filtered query (`query`, `api_call_minutes`) may run before SQLite stops it.
 pub const QUERY_DEADLINE: Duration = Duration::from_secs(2);
 
-/// How often readiness may try a write while writes are failing (the writer's `probe`).
-pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+pub use crate::fault::PROBE_INTERVAL;
 /// How long a connection waits for another's write lock before its statement fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// SQLite virtual-machine steps between two checks of the deadline.
@@ -378,9 +377,8 @@ impl Store for SqliteStore {
         self.ping().await?;
         let writer = self.writer()?;
         // Has the fault passed? The first call a probe interval after the newest failure
-        // claims the probe; the others, meanwhile, report the fault as it stands, so that
-        // readiness asked in a loop (it needs no credential) queues at most one write.
-        if writer.claim_probe(PROBE_INTERVAL) {
+        // claims the probe; the others, meanwhile, report the fault as it stands.
+        if writer.fault().claim_probe() {
             writer
                 .exec(|w| {
                     w.probe();
@@ -388,13 +386,7 @@ impl Store for SqliteStore {
                 })
                 .await?;
         }
-        match writer.fault() {
-            Some(f) => Err(StoreError::Unavailable(format!(
-                "writes are failing: {}",
-                f.why
-            ))),
-            None => Ok(()),
-        }
+        writer.fault().readiness()
     }
 
     async fn bootstrap(&self, b: Bootstrap) -> Result<bool> {

@@ -8,9 +8,9 @@
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lru::LruCache;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -23,6 +23,7 @@ use trail_core::merkle::{Hash, RootBuilder};
 
 use super::signer::{self, Opened, Signer};
 use super::{SEQ_BITS, SEQ_MASK, org_id, row, unavailable};
+use crate::fault::WriteFault;
 use crate::{
     Acceptance, Appended, Appends, AuditEvents, Bootstrap, Instance, LogWatch, Member, Org,
     Outcome, Reach, Result, Session, SignedCheckpoint, StoreError, Token, TokenKind, User,
@@ -61,17 +62,6 @@ const PROBE_LOCK_WAIT: Duration = Duration::from_millis(100);
 /// The free space a probe wants on the data directory's filesystem before it says writes
 /// work again: room for several groups of batches and their WAL.
 pub const RESUME_FREE_BYTES: u64 = 16 << 20;
-
-/// Why the last write transaction failed, and when, until one commits: what readiness
-/// reports.
-pub(crate) type WriteFault = Arc<Mutex<Option<Fault>>>;
-
-#[derive(Clone, Debug)]
-pub(crate) struct Fault {
-    pub why: String,
-    /// When the newest failure (of a write or of a probe) happened.
-    pub at: Instant,
-}
 
 /// The handle the store holds; dropping it stops the thread once its queue is drained, and
 /// waits for it to close the database.
@@ -151,22 +141,9 @@ impl Writer {
         })
     }
 
-    /// Why writes are failing, and since when, if the last write transaction failed.
-    pub fn fault(&self) -> Option<Fault> {
-        self.fault.lock().expect("write fault lock").clone()
-    }
-
-    /// Whether readiness should try a write now: a fault stands and its newest failure is
-    /// `interval` old. A true answer restarts the interval, so one caller gets it.
-    pub fn claim_probe(&self, interval: Duration) -> bool {
-        let mut fault = self.fault.lock().expect("write fault lock");
-        match fault.as_mut() {
-            Some(f) if f.at.elapsed() >= interval => {
-                f.at = Instant::now();
-                true
-            }
-            _ => false,
-        }
+    /// Why writes are failing, as readiness sees it.
+    pub fn fault(&self) -> &WriteFault {
+        &self.fault
     }
 
     pub async fn append(&self, org: String, events: Vec<EventBody>) -> Result<Appends> {
@@ -424,7 +401,7 @@ impl WriterState {
             self.dict.put(value, id);
         }
         self.last_received = self.last_received.max(received_at);
-        self.fault.lock().expect("write fault lock").take();
+        self.fault.cleared();
         if let Some(signer) = &mut self.signer {
             signer.trees.extend(pending.trees);
             signer.heads.extend(pending.signed);
@@ -454,10 +431,7 @@ impl WriterState {
             StoreError::Unavailable(m) => m.clone(),
             other => other.to_string(),
         };
-        *self.fault.lock().expect("write fault lock") = Some(Fault {
-            why,
-            at: Instant::now(),
-        });
+        self.fault.failed(why);
     }
 
     /// After a fault, tries a small write transaction (one row of `meta`), waiting at most
@@ -468,7 +442,7 @@ impl WriterState {
     /// when a batch cannot, and readiness would come and go each second on a disk that is
     /// still full. Nothing to do without a fault.
     pub fn probe(&mut self) {
-        if self.fault.lock().expect("write fault lock").is_none() {
+        if self.fault.get().is_none() {
             return;
         }
         let tried = (|| -> rusqlite::Result<()> {
@@ -499,7 +473,7 @@ impl WriterState {
                     RESUME_FREE_BYTES >> 20
                 )))
             }
-            _ => *self.fault.lock().expect("write fault lock") = None,
+            _ => self.fault.cleared(),
         }
     }
 
