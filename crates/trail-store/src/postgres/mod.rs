@@ -465,8 +465,8 @@ impl Writer {
             let mut tx = conn.transaction().map_err(unavailable)?;
             tx.execute(
                 "INSERT INTO settings (key, value) \
-                 SELECT 'write_probe', string_agg(md5(random()::text), '') \
-                 FROM generate_series(1, $1::int / 32)",
+                 SELECT 'write_probe', string_agg(gen_random_uuid()::text, '') \
+                 FROM generate_series(1, $1::int / 36)",
                 &[&(PROBE_BYTES as i32)],
             )
             .map_err(unavailable)?;
