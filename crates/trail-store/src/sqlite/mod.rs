@@ -7,6 +7,7 @@
 mod batch;
 mod blocks;
 mod dict;
+mod guard;
 pub mod lock;
 mod migrate;
 mod minutes;
@@ -846,6 +847,44 @@ mod tests {
         let store = SqliteStore::open(dir.path()).unwrap();
         crate::conformance::with_orgs(&store, &["acme", "umbrella"]).await;
         (store, dir)
+    }
+
+    /// The writer's connection runs no triggers; its authorizer refuses what they would
+    /// (`guard.rs`). (That a prune still deletes, the conformance suite's prunes show.)
+    #[tokio::test]
+    async fn the_writers_own_connection_cannot_rewrite_the_log() {
+        let (store, _dir) = store().await;
+        store
+            .append("acme", crate::conformance::sample_events(300))
+            .await
+            .unwrap();
+        for sql in [
+            "UPDATE events SET hash = zeroblob(32)",
+            "DELETE FROM events",
+            "DELETE FROM checkpoints",
+            "UPDATE dict SET value = 'x'",
+            "DROP TRIGGER events_no_update",
+            "INSERT INTO events SELECT * FROM events",
+        ] {
+            let refused = store
+                .writer()
+                .unwrap()
+                .exec(move |w| Ok(w.conn().execute_batch(sql)))
+                .await
+                .unwrap();
+            assert!(refused.is_err(), "{sql} on the writer's connection");
+        }
+        let page = store
+            .query(
+                "acme",
+                &EventQuery {
+                    limit: 1000,
+                    ..EventQuery::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(page.items.len(), 300, "every event is there, unchanged");
     }
 
     /// Under appends that never let up, with reads going on, the WAL still starts over

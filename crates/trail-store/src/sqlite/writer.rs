@@ -116,6 +116,8 @@ impl Writer {
         gate: Arc<super::wal::Gate>,
     ) -> Result<Writer> {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let pruning = super::guard::Pruning::default();
+        super::guard::install(&conn, pruning.clone()).map_err(unavailable)?;
         let fault = WriteFault::default();
         let last_received = latest_receipt(&conn).map_err(super::unavailable)?;
         let state = WriterState {
@@ -125,6 +127,7 @@ impl Writer {
             dict: LruCache::new(NonZeroUsize::new(DICT_CACHE).expect("not zero")),
             last_received,
             fault: fault.clone(),
+            pruning,
             logs,
             signer: None,
             clock,
@@ -220,6 +223,9 @@ pub(crate) struct WriterState {
     /// receivedAt never goes backwards, even if the clock does.
     last_received: Timestamp,
     fault: WriteFault,
+    /// Set while a prune runs: the one time this connection may delete from the
+    /// append-only tables ([`super::guard`]).
+    pruning: super::guard::Pruning,
     /// Told the new size of each log a transaction appended to, once it commits.
     logs: Arc<LogWatch>,
     /// Signs every log a transaction appends to, in that transaction, once it has the key.
@@ -277,6 +283,11 @@ fn is_refusal(e: &StoreError) -> bool {
 }
 
 impl WriterState {
+    #[cfg(test)]
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
     fn commit_group(&mut self, group: &mut Vec<Queued>) {
         if group.is_empty() {
             return;
@@ -724,9 +735,15 @@ impl WriterState {
         })
     }
 
-    /// Deletes `org`'s events below `below` through a permit the transaction writes and
-    /// removes (the delete trigger refuses any other delete).
+    /// Deletes `org`'s events below `below`, the one delete of them: the writer's connection
+    /// may delete from the append-only tables only here ([`super::guard`]), and the permit
+    /// the transaction writes and removes is what the delete trigger asks of any other.
     pub fn prune(&mut self, org: &str, below: u64, audit: AuditEvents) -> Result<crate::Pruned> {
+        let pruning = self.pruning.clone();
+        pruning.during(|| self.prune_now(org, below, audit))
+    }
+
+    fn prune_now(&mut self, org: &str, below: u64, audit: AuditEvents) -> Result<crate::Pruned> {
         self.in_tx(audit, |tx| {
             let org_id = org_id(tx, org)?;
             let now = super::read::retention(tx, org)?;
