@@ -8,9 +8,8 @@
 //! of the writer's time (BENCHMARKS.md). For it, SQLite's authorizer holds the line
 //! instead, once per statement, as the statement is compiled: it refuses to compile an
 //! `UPDATE` of an append-only table, a `DELETE` from one outside a prune ([`Pruning`]), and
-//! the dropping or altering of any table, index or trigger. The writer's inserts are all
-//! `INSERT OR FAIL`, so a collision with a stored row fails its transaction rather than
-//! replacing the row.
+//! the dropping or altering of any table, index or trigger, or the schema made writable.
+//! The writer's inserts never replace: a collision with a stored row fails its transaction.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,6 +78,12 @@ fn authorize(action: &AuthAction<'_>, pruning: bool) -> Authorization {
         | AuthAction::DropTempTrigger { .. }
         | AuthAction::DropView { .. }
         | AuthAction::AlterTable { .. } => Authorization::Deny,
+        // The schema as rows to edit: triggers removed behind every connection's back.
+        AuthAction::Pragma { pragma_name, .. }
+            if pragma_name.eq_ignore_ascii_case("writable_schema") =>
+        {
+            Authorization::Deny
+        }
         _ => Authorization::Allow,
     }
 }
@@ -120,6 +125,7 @@ mod tests {
         assert!(refused(&conn, "DROP TRIGGER events_no_update"));
         assert!(refused(&conn, "DROP TABLE events"));
         assert!(refused(&conn, "ALTER TABLE events RENAME TO old_events"));
+        assert!(refused(&conn, "PRAGMA writable_schema = ON"));
         // What is not the log changes as the API says.
         conn.execute_batch("UPDATE members SET role = 'owner'; DELETE FROM postings_hot")
             .unwrap();
