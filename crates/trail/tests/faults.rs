@@ -31,6 +31,36 @@ fn verify(data: &Path, database: Option<&str>, key: &str) {
     assert!(out.status.success(), "{}", text(&out));
 }
 
+/// The server's options: on PostgreSQL if a database is given, else the embedded store.
+fn options(database: Option<&str>) -> Vec<&str> {
+    match database {
+        Some(url) => vec!["--log-name", "trail.test", "--database", url],
+        None => common::DEFAULT_OPTIONS.to_vec(),
+    }
+}
+
+/// How each fault test ends, once the server takes writes again: the batch refused during
+/// the fault is sent again and stored, the log holds every acknowledged event once and
+/// every event sent, and after the server stops it verifies.
+async fn resend_and_check(
+    s: Server,
+    token: &str,
+    refused: &str,
+    acked: &mut Acked,
+    sent: usize,
+    (data, database, key): (&Path, Option<&str>, &str),
+) {
+    record(
+        acked,
+        &ingest(&s.url, token, &batch(refused, 200, 2_000))
+            .await
+            .expect("the refused batch, sent again"),
+    );
+    check_log(&export_all(&s.url, token).await, acked, sent);
+    s.stop();
+    verify(data, database, key);
+}
+
 #[tokio::test]
 async fn many_kill_9_rounds_lose_nothing_and_store_nothing_twice() {
     kill_9_rounds(None).await;
@@ -63,10 +93,7 @@ async fn kill_9_rounds(database: Option<&str>) {
     let mut next = [0usize; WRITERS];
     let mut unanswered: Vec<Vec<String>> = vec![Vec::new(); WRITERS];
     let mut key = String::new();
-    let options: Vec<&str> = match database {
-        Some(url) => vec!["--log-name", "trail.test", "--database", url],
-        None => common::DEFAULT_OPTIONS.to_vec(),
-    };
+    let options = options(database);
     for round in 0..ROUNDS {
         let mut s = Server::start_with(&data, &options, None);
         key = s.key();
@@ -262,10 +289,7 @@ async fn on_postgresql_a_full_tablespace_refuses_writes_and_service_returns_by_i
 /// the space returns it is ready by itself, the refused batch is stored, and the log holds
 /// everything acknowledged and verifies.
 async fn full_disk(fs: &Tmpfs, data: &Path, database: Option<&str>) {
-    let options: Vec<&str> = match database {
-        Some(url) => vec!["--log-name", "trail.test", "--database", url],
-        None => common::DEFAULT_OPTIONS.to_vec(),
-    };
+    let options = options(database);
     let s = Server::start_with(data, &options, None);
     let (key, token) = (s.key(), s.token());
     let mut acked = Acked::new();
@@ -309,16 +333,15 @@ async fn full_disk(fs: &Tmpfs, data: &Path, database: Option<&str>) {
     // Space returns: ready again with no write from anyone, and the refused batch is stored.
     std::fs::remove_file(&ballast).unwrap();
     ready_by_itself(&s.url, "after space returned").await;
-    record(
+    resend_and_check(
+        s,
+        &token,
+        &refused,
         &mut acked,
-        &ingest(&s.url, &token, &batch(&refused, 200, 2_000))
-            .await
-            .expect("the refused batch, sent again"),
-    );
-
-    check_log(&export_all(&s.url, &token).await, &acked, sent);
-    s.stop();
-    verify(data, database, &key);
+        sent,
+        (data, database, &key),
+    )
+    .await;
 }
 
 /// An ext4 filesystem in an image file of its own, on a loop device, mounted to go
@@ -434,15 +457,7 @@ async fn a_filesystem_gone_read_only_refuses_writes_and_loses_nothing() {
     s.stop();
     fs.repair();
     let s = Server::start(&data);
-    record(
-        &mut acked,
-        &ingest(&s.url, &token, &batch(&refused, 200, 2_000))
-            .await
-            .expect("the refused batch, sent again"),
-    );
-    check_log(&export_all(&s.url, &token).await, &acked, sent);
-    s.stop();
-    verify(&data, None, &key);
+    resend_and_check(s, &token, &refused, &mut acked, sent, (&data, None, &key)).await;
 }
 
 /// PostgreSQL turned read-only under the server, as a primary demoted to a standby is: its
@@ -483,11 +498,7 @@ async fn on_postgresql_a_read_only_database_refuses_writes_and_service_returns_b
     };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let s = Server::start_with(
-        &data,
-        &["--log-name", "trail.test", "--database", &url],
-        None,
-    );
+    let s = Server::start_with(&data, &options(Some(&url)), None);
     let (key, token) = (s.key(), s.token());
     let mut acked = Acked::new();
     let mut sent = 100;
@@ -520,13 +531,14 @@ async fn on_postgresql_a_read_only_database_refuses_writes_and_service_returns_b
 
     turn(false).await.unwrap();
     ready_by_itself(&s.url, "after the database took writes again").await;
-    record(
+    let database = Some(url.as_str());
+    resend_and_check(
+        s,
+        &token,
+        &refused,
         &mut acked,
-        &ingest(&s.url, &token, &batch(&refused, 200, 2_000))
-            .await
-            .expect("the refused batch, sent again"),
-    );
-    check_log(&export_all(&s.url, &token).await, &acked, sent);
-    s.stop();
-    verify(&data, Some(&url), &key);
+        sent,
+        (&data, database, &key),
+    )
+    .await;
 }
