@@ -70,8 +70,15 @@ fn records(path: &Path, name: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_weeks_archive_chain_and_prune_and_what_remains_verifies() {
     let dir = tempfile::tempdir().unwrap();
+    // The test's now: the real one, or on a Monday a moment a day later, so that the three
+    // weeks before it ended more than the day of retention the prune below keeps.
     let real_now = trail_server::now();
     let this_week = Week::containing(real_now);
+    let now = Timestamp(
+        real_now
+            .micros()
+            .max(this_week.start().micros() + 25 * HOUR),
+    );
     let weeks = [
         this_week.previous().previous().previous(),
         this_week.previous().previous(),
@@ -136,13 +143,13 @@ async fn three_weeks_archive_chain_and_prune_and_what_remains_verifies() {
     // Two builds of one ended week at once: one builds, checks and keeps it; the other
     // waits for it and finds it kept.
     let (a, b) = tokio::join!(
-        archives.build(&store, &key, "acme", weeks[0], real_now),
-        archives.build(&store, &key, "acme", weeks[0], real_now),
+        archives.build(&store, &key, "acme", weeks[0], now),
+        archives.build(&store, &key, "acme", weeks[0], now),
     );
     let said = [a.unwrap(), b.unwrap()];
     let kept = said.iter().filter(|s| s.ends_with("is already archived"));
     assert_eq!(kept.count(), 1, "{said:?}");
-    archives.build_due(&store, &key, real_now).await;
+    archives.build_due(&store, &key, now).await;
     assert!(!acme_dir.join(".building-x1.zip").exists());
     let list = archives.list("acme").await.unwrap();
     let names: Vec<&str> = list.iter().map(|a| a.week.as_str()).collect();
@@ -191,16 +198,16 @@ async fn three_weeks_archive_chain_and_prune_and_what_remains_verifies() {
     }
     // A second run builds nothing again: the archives of ended weeks never change.
     let before = std::fs::read(dir.path().join(format!("archives/acme/{}.zip", weeks[0]))).unwrap();
-    archives.build_due(&store, &key, real_now).await;
+    archives.build_due(&store, &key, now).await;
     let again = std::fs::read(dir.path().join(format!("archives/acme/{}.zip", weeks[0]))).unwrap();
     assert_eq!(before, again);
 
     // A partial archive is never queued behind another build (one of a big week takes
     // minutes): 503 while one runs, built once none does.
-    let current = Week::containing(real_now);
+    let current = Week::containing(now);
     {
         let _building = archives.exclusive().await;
-        match archives.get(&store, &key, "acme", current, real_now).await {
+        match archives.get(&store, &key, "acme", current, now).await {
             Err(trail_server::error::ApiError::Unavailable(m)) => {
                 assert!(m.contains("as many archives as it can at once"), "{m}")
             }
@@ -208,33 +215,33 @@ async fn three_weeks_archive_chain_and_prune_and_what_remains_verifies() {
         }
     }
     let partial = archives
-        .get(&store, &key, "acme", current, real_now)
+        .get(&store, &key, "acme", current, now)
         .await
         .unwrap();
     assert!(partial.partial);
     drop(partial);
 
-    // From here on, now.
-    clock.store(real_now.micros(), Ordering::SeqCst);
+    // From here on, the test's now.
+    clock.store(now.micros(), Ordering::SeqCst);
 
     // Retention of one day: every archived week may go, but not under legal hold.
     store
         .set_retention("acme", Some(Some(1)), Some(true), Vec::new())
         .await
         .unwrap();
-    let held = prune_due(&store, &archives, real_now, None).await.unwrap();
+    let held = prune_due(&store, &archives, now, None).await.unwrap();
     assert_eq!(held[0].to, 0);
     assert_eq!(held[0].skipped.as_deref(), Some("under legal hold"));
     store
         .set_retention("acme", None, Some(false), Vec::new())
         .await
         .unwrap();
-    let pruned = prune_due(&store, &archives, real_now, None).await.unwrap();
+    let pruned = prune_due(&store, &archives, now, None).await.unwrap();
     let end = manifests[2].end_seq;
     assert_eq!((pruned[0].from, pruned[0].to), (0, end - end % 256));
     let below = pruned[0].to;
     assert!(below >= 768, "{pruned:?}");
-    let again = prune_due(&store, &archives, real_now, None).await.unwrap();
+    let again = prune_due(&store, &archives, now, None).await.unwrap();
     assert_eq!(
         again[0].to, below,
         "nothing more until another week is archived"
@@ -281,12 +288,9 @@ async fn three_weeks_archive_chain_and_prune_and_what_remains_verifies() {
 
     // Life goes on after the prune: this week's events, and its partial archive, which
     // starts where the last stored one ends (times of receipt are found past the prune).
-    store
-        .append("acme", vec![event("now", real_now)])
-        .await
-        .unwrap();
+    store.append("acme", vec![event("now", now)]).await.unwrap();
     let partial = archives
-        .get(&store, &key, "acme", this_week, real_now)
+        .get(&store, &key, "acme", this_week, now)
         .await
         .unwrap();
     assert!(partial.partial);
@@ -296,7 +300,7 @@ async fn three_weeks_archive_chain_and_prune_and_what_remains_verifies() {
     // A week whose events were pruned and whose archive is gone has nothing to give.
     std::fs::remove_file(dir.path().join(format!("archives/acme/{}.zip", weeks[0]))).unwrap();
     assert!(matches!(
-        archives.get(&store, &key, "acme", weeks[0], real_now).await,
+        archives.get(&store, &key, "acme", weeks[0], now).await,
         Err(trail_server::error::ApiError::NotFound(_))
     ));
 }
