@@ -13,6 +13,9 @@
 
 mod postgres;
 mod soak;
+mod workload;
+
+use workload::Workload;
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader};
@@ -105,7 +108,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     let baseline_batches = |max_events: usize| (max_events / args.batch).clamp(1, work.batches);
 
     // The load generator alone, against a server that answers at once.
-    let null = NullServer::start().await?;
+    let null = NullServer::start(args.batch).await?;
     let generator = ingest(
         &null.target,
         &work,
@@ -589,132 +592,6 @@ impl Report {
     }
 }
 
-/// Deterministic events like a platform's, as JSON array bodies, made batch by batch (a
-/// 10-million-event run is never held in memory): half application events on objects, half
-/// recorded API calls, from 1,000 actors of Zipf-skewed activity (s = 1.1), over 50 route
-/// templates, from IP addresses nearly all distinct, with a random body digest per call,
-/// in near time order (batch `b` a few milliseconds after `b - 1`, its events up to two
-/// seconds old).
-#[derive(Clone)]
-struct Workload {
-    batch: usize,
-    batches: usize,
-    start: i64,
-    /// Cumulative Zipf weights of the actors, for sampling by binary search.
-    actors: Arc<Vec<f64>>,
-    routes: Arc<Vec<String>>,
-}
-
-impl Workload {
-    fn new(events: usize, batch: usize) -> Workload {
-        let batches = events / batch;
-        let mut total = 0.0;
-        let actors = (1..=1000)
-            .map(|k| {
-                total += 1.0 / (k as f64).powf(1.1);
-                total
-            })
-            .collect();
-        let resources = [
-            "tenants",
-            "apps",
-            "clusters",
-            "users",
-            "keys",
-            "projects",
-            "deployments",
-            "secrets",
-            "webhooks",
-            "billing",
-        ];
-        let routes = resources
-            .iter()
-            .flat_map(|r| {
-                [
-                    format!("GET /v1/{r}"),
-                    format!("POST /v1/{r}"),
-                    format!("GET /v1/{r}/:id"),
-                    format!("PATCH /v1/{r}/:id"),
-                    format!("DELETE /v1/{r}/:id"),
-                ]
-            })
-            .collect();
-        Workload {
-            batch,
-            batches,
-            start: trail_server::now().micros() - batches as i64 * 5_000,
-            actors: Arc::new(actors),
-            routes: Arc::new(routes),
-        }
-    }
-
-    /// Batch `b`'s events, the same every time.
-    fn events(&self, b: usize) -> Vec<Value> {
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d ^ (b as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let mut next = move |m: u64| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % m
-        };
-        let actions = [
-            "created",
-            "deleted",
-            "updated",
-            "synced",
-            "rolled_back",
-            "login",
-            "logout",
-            "approved",
-        ];
-        let statuses = [200, 200, 200, 200, 201, 204, 400, 403, 404, 500];
-        let total = *self.actors.last().expect("actors");
-        let now = self.start + b as i64 * 5_000;
-        (0..self.batch)
-            .map(|_| {
-                let pick = next(1 << 30) as f64 / (1u64 << 30) as f64 * total;
-                let user = self.actors.partition_point(|w| *w < pick);
-                let ip = next(u64::from(u32::MAX)) as u32;
-                let ts = trail_core::Timestamp(now - next(2_000_000) as i64).to_string();
-                let mut e = json!({
-                    "timestamp": ts,
-                    "action": (actions[next(8) as usize]),
-                    "actor": {"id": format!("user-{user}"), "type": "user",
-                              "ip": std::net::Ipv4Addr::from(ip).to_string()},
-                });
-                if next(2) == 0 {
-                    let route = &self.routes[next(self.routes.len() as u64) as usize];
-                    e["category"] = json!("api");
-                    e["action"] = json!("call");
-                    e["actor"]["type"] = json!("pat");
-                    e["actor"]["tokenId"] = json!(format!("pat_{user:04}"));
-                    e["actor"]["userAgent"] = json!("trail/0.1.0");
-                    e["request"] = json!({
-                        "method": (route.split(' ').next().unwrap()),
-                        "route": route,
-                        "status": (statuses[next(10) as usize]),
-                        "latencyMs": next(50_000) as f64 / 100.0,
-                        "bodySha256": format!("{:016x}{:016x}{:016x}{:016x}", next(u64::MAX), next(u64::MAX), next(u64::MAX), next(u64::MAX)),
-                    });
-                } else {
-                    e["instance"] = json!(format!("argocd-{}", next(5)));
-                    e["object"] = json!({
-                        "type": "application",
-                        "id": {"group": "argoproj.io", "kind": "Application", "name": format!("app-{}", next(2000))},
-                        "parentId": {"applicationName": format!("app-{}", next(2000)), "name": "", "parentName": ""},
-                    });
-                    e["details"] = json!({"actionType": "UPDATE", "message": "Resource updated", "patch": ""});
-                }
-                e
-            })
-            .collect()
-    }
-
-    fn body(&self, b: usize) -> Vec<u8> {
-        serde_json::to_vec(&self.events(b)).expect("events serialize")
-    }
-}
-
 /// Where the load goes: a server's address and the token to send.
 struct Target {
     url: String,
@@ -739,15 +616,17 @@ impl Target {
     }
 }
 
-/// A server that reads each batch and answers at once, storing nothing: what the load
-/// generator reaches when the server costs nothing.
+/// A server that reads each batch and answers at once with an acknowledgement of Trail's
+/// shape and size, storing nothing: what the load generator reaches when the server costs
+/// nothing.
 struct NullServer {
     target: Target,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl NullServer {
-    async fn start() -> anyhow::Result<NullServer> {
+    async fn start(batch: usize) -> anyhow::Result<NullServer> {
+        let ack = axum::body::Bytes::from(workload::null_ack(batch));
         let app = axum::Router::new()
             .route(
                 "/v1/orgs/{org}/events",
@@ -755,7 +634,7 @@ impl NullServer {
                     let _ = body.len();
                     (
                         [(axum::http::header::CONTENT_TYPE, "application/json")],
-                        r#"{"items":[],"checkpoint":null}"#,
+                        ack,
                     )
                 }),
             )
@@ -1045,11 +924,7 @@ async fn send_batch(
     if !resp.status().is_success() {
         bail!("ingest failed: {} {}", resp.status(), resp.text().await?);
     }
-    let body: serde_json::Value = resp.json().await?;
-    let seqs = body["items"].as_array().into_iter().flatten();
-    let last_seq = seqs.filter_map(|i| i["seq"].as_u64()).max();
-    let signed = body["checkpoint"]["size"].as_u64();
-    Ok(matches!((last_seq, signed), (Some(seq), Some(size)) if size > seq))
+    workload::covered(&resp.bytes().await?)
 }
 
 /// Acknowledgement latency when the server is not saturated.
@@ -1631,14 +1506,15 @@ fn baseline(path: &Path, work: &Workload, batches: usize) -> anyhow::Result<Base
                 "INSERT INTO audit (org, ts, actor, action, route, status, record) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             for e in batch {
+                let request = e.request.as_ref();
                 stmt.execute(rusqlite::params![
                     ORG,
-                    e["timestamp"].as_str(),
-                    e["actor"]["id"].as_str(),
-                    e["action"].as_str(),
-                    e["request"]["route"].as_str(),
-                    e["request"]["status"].as_i64(),
-                    e.to_string(),
+                    e.timestamp,
+                    e.actor.id,
+                    e.action,
+                    request.map(|r| &r.route),
+                    request.map(|r| r.status),
+                    e.record(),
                 ])?;
                 events += 1;
             }

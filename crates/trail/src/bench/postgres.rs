@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures_util::SinkExt;
-use serde_json::Value;
 use trail_store::postgres::local::{LocalServer, PORT};
 
+use super::workload::Event;
 use super::{Baseline, ORG, Workload, curve, percentiles};
 
 /// The PostgreSQL server options of the bench: every commit durable.
@@ -136,15 +136,15 @@ impl Postgres {
                         Load::InsertPerEvent => {
                             for e in &events {
                                 let t = Instant::now();
-                                let record = e.to_string();
+                                let record = e.record();
                                 client
                                     .execute(
                                         &insert,
                                         &[
                                             &ORG,
-                                            &e["timestamp"].as_str(),
-                                            &e["actor"]["id"].as_str(),
-                                            &e["request"]["route"].as_str(),
+                                            &e.timestamp,
+                                            &e.actor.id,
+                                            &e.request.as_ref().map(|r| &r.route),
                                             &record,
                                         ],
                                     )
@@ -198,21 +198,21 @@ enum Load {
 }
 
 /// A batch as CSV rows of (org, ts, actor, route, record); no route is NULL.
-fn csv(events: &[Value]) -> Vec<u8> {
+fn csv(events: &[Event]) -> Vec<u8> {
     let quote = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     let mut out = String::new();
     for e in events {
         out.push_str(&quote(ORG));
         out.push(',');
-        out.push_str(&quote(e["timestamp"].as_str().unwrap_or_default()));
+        out.push_str(&quote(&e.timestamp));
         out.push(',');
-        out.push_str(&quote(e["actor"]["id"].as_str().unwrap_or_default()));
+        out.push_str(&quote(&e.actor.id));
         out.push(',');
-        if let Some(route) = e["request"]["route"].as_str() {
-            out.push_str(&quote(route));
+        if let Some(r) = &e.request {
+            out.push_str(&quote(&r.route));
         }
         out.push(',');
-        out.push_str(&quote(&e.to_string()));
+        out.push_str(&quote(&e.record()));
         out.push('\n');
     }
     out.into_bytes()
