@@ -148,6 +148,12 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
         ingest.batches,
     )
     .await?;
+    // The embedded store reports its holds once it has made one; PostgreSQL has no gate.
+    let half = PacedResult {
+        held: matches!(store.location, trail_store::Location::Sqlite(_))
+            .then(|| half.held.unwrap_or_default()),
+        ..half
+    };
     let peak_rss = server.peak_rss_kib();
     let target = &server.target;
     let q = |paths: &'static [&'static str], n: usize| async move {
@@ -389,6 +395,14 @@ impl Report {
             "| ack latency at half that rate ({:.0} events/s offered on a fixed schedule, {} batches), p50 / p99 / max (ms) | {:.1} / {:.1} / {:.1} | | | | |",
             h.rate, h.batches, h.p50_ms, h.p99_ms, h.max_ms
         )?;
+        if let Some(held) = h.held {
+            writeln!(
+                r,
+                "| the writer held at the WAL's gate during those batches (so that the WAL starts over): times; in all (ms) | {}; {:.1} | | | | |",
+                held.count,
+                held.seconds * 1000.0
+            )?;
+        }
         writeln!(
             r,
             "| bytes written to storage per event during the ingest (the WAL and the checkpoints that fold it into the database file) | {} | | | | |",
@@ -544,6 +558,10 @@ impl Report {
                     "ackP50Ms": self.half.p50_ms,
                     "ackP99Ms": self.half.p99_ms,
                     "ackMaxMs": self.half.max_ms,
+                    "writerHeldAtWalGate": self.half.held.map(|h| json!({
+                        "times": h.count,
+                        "ms": h.seconds * 1000.0,
+                    })),
                 },
                 "eventsStored": self.stored,
                 "bytes": self.trail_bytes,
@@ -938,6 +956,60 @@ struct PacedResult {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// The embedded store's writer held at the WAL's gate during these batches (so that
+    /// the WAL starts over): how often, and for how long in all. `None` if the server
+    /// reported none (on PostgreSQL, always).
+    held: Option<GateHolds>,
+}
+
+/// Times the writer waited at the WAL's gate, from the server's
+/// `trail_wal_writer_held_duration_seconds`.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct GateHolds {
+    count: u64,
+    seconds: f64,
+}
+
+impl GateHolds {
+    /// The holds counted so far in a Prometheus exposition; `None` if it has none (a
+    /// server on PostgreSQL, or one whose writer was never held).
+    fn of_metrics(text: &str) -> Option<GateHolds> {
+        const NAME: &str = "trail_wal_writer_held_duration_seconds";
+        let value = |suffix: &str| {
+            text.lines()
+                .find_map(|l| {
+                    l.strip_prefix(NAME)?
+                        .strip_prefix(suffix)?
+                        .strip_prefix(' ')
+                })
+                .and_then(|v| v.trim().parse::<f64>().ok())
+        };
+        Some(GateHolds {
+            count: value("_count")? as u64,
+            seconds: value("_sum")?,
+        })
+    }
+
+    async fn of(target: &Target) -> anyhow::Result<Option<GateHolds>> {
+        let text = target
+            .client
+            .get(format!("{}/metrics", target.url))
+            .send()
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        Ok(GateHolds::of_metrics(&text))
+    }
+
+    /// The holds between `before` and `self`.
+    fn since(self, before: Option<GateHolds>) -> GateHolds {
+        let before = before.unwrap_or_default();
+        GateHolds {
+            count: self.count.saturating_sub(before.count),
+            seconds: (self.seconds - before.seconds).max(0.0),
+        }
+    }
 }
 
 /// Offers batches `first..` at `rate` events/s on a fixed schedule for `seconds` (at most
@@ -972,6 +1044,7 @@ async fn paced(
             }
         })
     };
+    let held_before = GateHolds::of(target).await?;
     let started = tokio::time::Instant::now();
     let mut sent = Vec::with_capacity(batches);
     for k in 0..batches {
@@ -997,6 +1070,10 @@ async fn paced(
     }
     let seconds = started.elapsed().as_secs_f64();
     let (p50_ms, p99_ms) = percentiles(&mut latencies);
+    // The metric appears at the server's first hold: none yet is none held.
+    let held = GateHolds::of(target)
+        .await?
+        .map(|after| after.since(held_before));
     Ok(PacedResult {
         rate: if batches > 0 { rate } else { 0.0 },
         batches,
@@ -1005,6 +1082,7 @@ async fn paced(
         p50_ms,
         p99_ms,
         max_ms: latencies.last().map_or(0.0, |l| l.as_secs_f64() * 1000.0),
+        held,
     })
 }
 
@@ -1562,4 +1640,28 @@ fn machine() -> String {
         "{} cores, {mem}, {cpu}",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bench reads the holds from what the server's own recorder renders.
+    #[test]
+    fn gate_holds_are_read_from_the_servers_metrics() {
+        let handle = trail_server::metrics::handle();
+        let before = GateHolds::of_metrics(&handle.render());
+        for s in [0.25, 0.5] {
+            metrics::histogram!("trail_wal_writer_held_duration_seconds").record(s);
+        }
+        let after = GateHolds::of_metrics(&handle.render()).expect("holds recorded");
+        assert_eq!(
+            after.since(before),
+            GateHolds {
+                count: 2,
+                seconds: 0.75
+            }
+        );
+        assert_eq!(GateHolds::of_metrics("trail_wal_frames 12\n"), None);
+    }
 }
