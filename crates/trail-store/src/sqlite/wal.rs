@@ -11,8 +11,7 @@
 //! it folded, which under steady ingest never happens by itself: the writer begins its next
 //! transaction as soon as the last one commits, while a passive checkpoint is still copying.
 //! So past [`Tuning::restart_frames`] frames (at most every [`Tuning::restart_every`]) this
-//! thread first runs passive checkpoints back to back until little is left to fold
-//! ([`catch_up`]), then holds the writer at the [`Gate`] before its next transaction, folds the rest with
+//! thread holds the writer at the [`Gate`] before its next transaction, folds the rest with
 //! the writer stopped, makes sure the WAL starts over (a `RESTART` checkpoint, which then has
 //! nothing left to copy and waits at most [`RESTART_WAIT`] for readers of older snapshots),
 //! and lets it go. While the checkpoints keep up with ingest the writer waits a few
@@ -185,45 +184,15 @@ fn run(conn: Connection, stop: &(Mutex<bool>, Condvar), gate: &Gate, tuning: Tun
             return;
         }
         match checkpoint(&conn, "PASSIVE") {
-            Ok((frames, folded))
+            Ok((frames, _))
                 if frames > tuning.restart_frames
                     && last_restart.elapsed() >= tuning.restart_every =>
             {
                 last_restart = Instant::now();
-                catch_up(frames - folded, || checkpoint(&conn, "PASSIVE"));
                 fold_with_the_writer_held(&conn, gate);
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; trying again"),
-        }
-    }
-}
-
-/// What may be left to fold when the writer is held: 4 MiB of pages, a few milliseconds
-/// of copying.
-const LEFT_TO_HOLD: i64 = 1024;
-/// The most passive checkpoints [`catch_up`] runs.
-const CATCH_UP_PASSES: usize = 8;
-
-/// Before the writer is held: passive checkpoints back to back, with the writer going on,
-/// until what is left to fold (`left` frames now) is at most [`LEFT_TO_HOLD`], or stops
-/// shrinking (a reader still needs it), or after [`CATCH_UP_PASSES`]. A checkpoint leaves
-/// unfolded what was committed while it copied; each copies less than the one before, so
-/// the writer is held only for the last few frames, not for all that was committed while a
-/// long checkpoint ran (up to a quarter of a second of ingest, whose fold had every batch
-/// in that hold wait tens of milliseconds). `pass` runs one checkpoint: (frames, folded).
-fn catch_up(mut left: i64, mut pass: impl FnMut() -> rusqlite::Result<(i64, i64)>) {
-    for _ in 0..CATCH_UP_PASSES {
-        if left <= LEFT_TO_HOLD {
-            return;
-        }
-        match pass() {
-            Ok((frames, folded)) if frames - folded < left => left = frames - folded,
-            Ok(_) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "WAL checkpoint failed; trying again");
-                return;
-            }
         }
     }
 }
@@ -280,38 +249,5 @@ impl Drop for WalCheckpointer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Runs [`catch_up`] from `left` over checkpoints that leave each of `lefts` in turn
-    /// (an error for `None`); how many it ran.
-    fn passes(left: i64, lefts: &[Option<i64>]) -> usize {
-        let mut ran = 0;
-        catch_up(left, || {
-            let next = lefts.get(ran).copied().flatten();
-            ran += 1;
-            next.map(|l| (l + 100, 100))
-                .ok_or(rusqlite::Error::InvalidQuery)
-        });
-        ran
-    }
-
-    #[test]
-    fn the_writer_is_held_once_little_is_left_to_fold() {
-        // Little left already: no pass.
-        assert_eq!(passes(LEFT_TO_HOLD, &[]), 0);
-        // Each pass leaves less, until little is left.
-        assert_eq!(passes(20_000, &[Some(6_000), Some(1_500), Some(300)]), 3);
-        // A pass that leaves no less (a reader needs the rest) ends it.
-        assert_eq!(passes(20_000, &[Some(6_000), Some(6_000), Some(10)]), 2);
-        // So does a failed one.
-        assert_eq!(passes(20_000, &[None, Some(10)]), 1);
-        // And it never runs more than its passes, whatever is left.
-        let shrinking: Vec<_> = (0..20).map(|k| Some(100_000 - k * 10)).collect();
-        assert_eq!(passes(200_000, &shrinking), CATCH_UP_PASSES);
     }
 }
