@@ -1,8 +1,9 @@
 //! The embedded backend: one SQLite database in the data directory.
 //!
 //! Writes go through one writer thread that commits whatever has queued up together in one
-//! transaction and one fsync (group commit, [`writer`]); reads use a pool of read-only
-//! connections on the WAL snapshot ([`read`]). Strings are dictionary-encoded ([`dict`]).
+//! transaction and one fsync (group commit, [`writer`]); reads run on read-only
+//! connections on the WAL snapshot, each owned by a thread of its own ([`readers`],
+//! [`read`]). Strings are dictionary-encoded ([`dict`]).
 
 mod batch;
 mod blocks;
@@ -12,6 +13,7 @@ pub mod lock;
 mod migrate;
 mod minutes;
 mod read;
+mod readers;
 mod row;
 mod signer;
 mod tree;
@@ -25,7 +27,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use tokio::sync::Semaphore;
 use trail_core::query::Filter;
@@ -38,6 +39,7 @@ use crate::{
 };
 use dict::DictCache;
 pub use lock::{DirLock, LockError};
+use readers::Readers;
 use writer::Writer;
 
 /// The database file inside the data directory.
@@ -71,8 +73,10 @@ pub struct SqliteStore {
     writer: Option<Writer>,
     /// Folds the WAL into the database off the writer's path; `None` when read-only.
     _wal: Option<wal::WalCheckpointer>,
-    readers: r2d2::Pool<SqliteConnectionManager>,
-    lookups: r2d2::Pool<SqliteConnectionManager>,
+    /// Event reads ([`EVENT_READERS`] connections, each on a thread of its own).
+    readers: Readers,
+    /// Every other read ([`LOOKUP_READERS`]).
+    lookups: Readers,
     /// A semaphore per org, of [`READS_PER_ORG`] permits, held by each read of its events.
     org_reads: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// The query deadline, in microseconds.
@@ -86,19 +90,21 @@ pub struct SqliteStore {
     _lock: Option<DirLock>,
 }
 
-fn pool(
-    path: &Path,
-    size: u32,
-    init: fn(&mut Connection) -> rusqlite::Result<()>,
-) -> Result<r2d2::Pool<SqliteConnectionManager>> {
-    let manager = SqliteConnectionManager::file(path)
-        .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .with_init(init);
-    r2d2::Pool::builder()
-        .max_size(size)
-        .min_idle(Some(1))
-        .build(manager)
-        .map_err(|e| StoreError::Unavailable(e.to_string()))
+/// `n` read-only connections to `path`, set up by [`init_reader`], each on a thread named
+/// `{name}-{i}`.
+fn readers(path: &Path, name: &str, n: u32) -> Result<Readers> {
+    let connections = (0..n)
+        .map(|_| {
+            let mut c = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            init_reader(&mut c)?;
+            Ok(c)
+        })
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(unavailable)?;
+    Readers::start(name, connections)
 }
 
 /// A read connection's own page cache, KiB. Ten of them are 40 MiB of the server's memory
@@ -173,8 +179,8 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: Some(Writer::start(conn, logs.clone(), clock, gate.clone())?),
             _wal: Some(wal::WalCheckpointer::start(&path, gate, wal)?),
-            readers: pool(&path, EVENT_READERS, init_reader)?,
-            lookups: pool(&path, LOOKUP_READERS, init_reader)?,
+            readers: readers(&path, "trail-read", EVENT_READERS)?,
+            lookups: readers(&path, "trail-lookup", LOOKUP_READERS)?,
             org_reads: Mutex::default(),
             deadline_us: AtomicU64::new(QUERY_DEADLINE.as_micros() as u64),
             dict: Arc::new(DictCache::default()),
@@ -216,8 +222,8 @@ impl SqliteStore {
             _wal: None,
             // Connections set up as a server's readers are, so that what is measured on a
             // read-only store (the bench) is what a server's reads would cost.
-            readers: pool(&path, 2, init_reader)?,
-            lookups: pool(&path, 1, init_reader)?,
+            readers: readers(&path, "trail-read", 2)?,
+            lookups: readers(&path, "trail-lookup", 1)?,
             org_reads: Mutex::default(),
             deadline_us: AtomicU64::new(QUERY_DEADLINE.as_micros() as u64),
             dict: Arc::new(DictCache::default()),
@@ -250,16 +256,8 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection, &DictCache) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let pool = self.lookups.clone();
         let dict = self.dict.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = pool
-                .get()
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            f(&conn, &dict)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("reader task failed: {e}")))?
+        self.lookups.run(move |conn| f(conn, &dict)).await
     }
 
     /// A read of `org`'s events, on the event pool, holding one of the org's
@@ -278,30 +276,26 @@ impl SqliteStore {
             .map_err(|_| StoreError::Unavailable("the store is closing".into()))?;
         let limit =
             deadline.then(|| Duration::from_micros(self.deadline_us.load(Ordering::Relaxed)));
-        let pool = self.readers.clone();
         let dict = self.dict.clone();
-        tokio::task::spawn_blocking(move || {
-            // Held until the read ends, even if the caller has gone.
-            let _permit = permit;
-            let conn = pool
-                .get()
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-            let Some(limit) = limit else {
-                return f(&conn, &dict);
-            };
-            let end = Instant::now() + limit;
-            conn.progress_handler(DEADLINE_CHECK_STEPS, Some(move || Instant::now() >= end))
-                .map_err(unavailable)?;
-            // Removed however the read ends (even by a panic), before the connection goes
-            // back to the pool.
-            let _deadline = ClearsProgressHandler(&conn);
-            f(&conn, &dict).map_err(|e| match e {
-                StoreError::TimedOut(_) => StoreError::TimedOut(limit),
-                other => other,
+        self.readers
+            .run(move |conn| {
+                // Held until the read ends, even if the caller has gone.
+                let _permit = permit;
+                let Some(limit) = limit else {
+                    return f(conn, &dict);
+                };
+                let end = Instant::now() + limit;
+                conn.progress_handler(DEADLINE_CHECK_STEPS, Some(move || Instant::now() >= end))
+                    .map_err(unavailable)?;
+                // Removed however the read ends (even by a panic), before the connection goes
+                // back to the pool.
+                let _deadline = ClearsProgressHandler(conn);
+                f(conn, &dict).map_err(|e| match e {
+                    StoreError::TimedOut(_) => StoreError::TimedOut(limit),
+                    other => other,
+                })
             })
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("reader task failed: {e}")))?
+            .await
     }
 
     /// The semaphore that bounds the concurrent event reads of `org`.
@@ -842,6 +836,23 @@ mod tests {
         }
     }
 
+    /// Occupies one of `readers`' connections with a read that lasts until the returned
+    /// sender is dropped; returns once that read has started.
+    async fn occupy(readers: &Readers) -> std::sync::mpsc::Sender<()> {
+        let (started, has_started) = tokio::sync::oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let mut read = Box::pin(readers.run(move |_| {
+            let _ = started.send(());
+            let _ = released.recv();
+            Ok(())
+        }));
+        // Its first poll queues the read, which runs whether or not its answer is awaited.
+        assert!(poll_once(&mut read).is_none());
+        drop(read);
+        has_started.await.unwrap();
+        release
+    }
+
     async fn store() -> (SqliteStore, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();
@@ -975,13 +986,14 @@ mod tests {
         for _ in 0..READS_PER_ORG {
             held.push((
                 gate.clone().try_acquire_owned().unwrap(),
-                store.readers.get().unwrap(),
+                occupy(&store.readers).await,
             ));
         }
         // Credential lookups do not use the event readers at all.
-        let all_event_readers: Vec<_> = (READS_PER_ORG..EVENT_READERS as usize)
-            .map(|_| store.readers.get().unwrap())
-            .collect();
+        let mut all_event_readers = Vec::new();
+        for _ in READS_PER_ORG..EVENT_READERS as usize {
+            all_event_readers.push(occupy(&store.readers).await);
+        }
         assert_eq!(store.token("pat_nope").await.unwrap(), None);
         assert!(store.org("acme").await.unwrap().is_some());
         drop(all_event_readers);
