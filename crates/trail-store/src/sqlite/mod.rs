@@ -287,8 +287,8 @@ impl SqliteStore {
                 let end = Instant::now() + limit;
                 conn.progress_handler(DEADLINE_CHECK_STEPS, Some(move || Instant::now() >= end))
                     .map_err(unavailable)?;
-                // Removed however the read ends (even by a panic), before the connection goes
-                // back to the pool.
+                // Removed however the read ends (even by a panic), before the thread takes its
+                // next read.
                 let _deadline = ClearsProgressHandler(conn);
                 f(conn, &dict).map_err(|e| match e {
                     StoreError::TimedOut(_) => StoreError::TimedOut(limit),
@@ -836,9 +836,23 @@ mod tests {
         }
     }
 
-    /// Occupies one of `readers`' connections with a read that lasts until the returned
-    /// sender is dropped; returns once that read has started.
-    async fn occupy(readers: &Readers) -> std::sync::mpsc::Sender<()> {
+    /// `f`, failing the test rather than hanging it if a read is never run.
+    async fn within<F: Future>(f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .expect("a read never ran")
+    }
+
+    /// A read holding one of a set's connections until this is dropped.
+    struct Occupied<'a> {
+        /// Dropped first, which ends the read.
+        _release: std::sync::mpsc::Sender<()>,
+        /// Its caller, kept: a read whose caller has gone is not run.
+        _read: std::pin::Pin<Box<dyn Future<Output = Result<()>> + 'a>>,
+    }
+
+    /// Occupies one of `readers`' connections; returns once the read holding it has started.
+    async fn occupy(readers: &Readers) -> Occupied<'_> {
         let (started, has_started) = tokio::sync::oneshot::channel();
         let (release, released) = std::sync::mpsc::channel::<()>();
         let mut read = Box::pin(readers.run(move |_| {
@@ -846,11 +860,13 @@ mod tests {
             let _ = released.recv();
             Ok(())
         }));
-        // Its first poll queues the read, which runs whether or not its answer is awaited.
+        // Its first poll queues the read.
         assert!(poll_once(&mut read).is_none());
-        drop(read);
-        has_started.await.unwrap();
-        release
+        within(has_started).await.unwrap();
+        Occupied {
+            _release: release,
+            _read: read,
+        }
     }
 
     async fn store() -> (SqliteStore, tempfile::TempDir) {
@@ -994,19 +1010,29 @@ mod tests {
         for _ in READS_PER_ORG..EVENT_READERS as usize {
             all_event_readers.push(occupy(&store.readers).await);
         }
-        assert_eq!(store.token("pat_nope").await.unwrap(), None);
-        assert!(store.org("acme").await.unwrap().is_some());
+        assert_eq!(within(store.token("pat_nope")).await.unwrap(), None);
+        assert!(within(store.org("acme")).await.unwrap().is_some());
         drop(all_event_readers);
         // Another org's query finds a reader.
         let q = EventQuery {
             limit: 10,
             ..EventQuery::default()
         };
-        store.query("umbrella", &q).await.unwrap();
-        // acme's next query waits for one of acme's own to end.
+        within(store.query("umbrella", &q)).await.unwrap();
+        // acme's next query waits for one of acme's own to end: it is not handed to any of
+        // the idle readers.
+        let free = EVENT_READERS as usize - READS_PER_ORG;
+        // (The readers released above list themselves idle as they finish.)
+        within(async {
+            while store.readers.idle() < free {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
         let mut next = Box::pin(store.query("acme", &q));
         assert!(poll_once(&mut next).is_none());
+        assert_eq!(store.readers.idle(), free);
         held.pop();
-        next.await.unwrap();
+        within(next).await.unwrap();
     }
 }

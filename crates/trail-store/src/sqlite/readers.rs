@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -23,8 +24,13 @@ use crate::{Result, StoreError};
 type Job = Box<dyn FnOnce(&Connection) -> Answer + Send>;
 type Answer = Box<dyn FnOnce() + Send>;
 
-/// A set of read connections and their threads; the threads end (and are joined) when it
-/// is dropped, once the reads already queued have run.
+/// How long a read may wait for a free connection before it answers `Unavailable` instead
+/// of running: a backlog (of credential checks, say) clears rather than grows.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// A set of read connections and their threads. Dropping it blocks the dropping thread
+/// until the reads already queued have run (each at most [`MAX_WAIT`] after it was queued,
+/// plus its own time) and the threads have ended.
 pub(crate) struct Readers {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
@@ -92,9 +98,20 @@ impl Readers {
         f: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let queued = Instant::now();
         let job: Job = Box::new(move |conn| {
-            let answer = f(conn);
-            // A caller that has gone no longer wants the answer.
+            // A caller that has gone no longer wants the read: it is not run.
+            if tx.is_closed() {
+                return Box::new(|| ());
+            }
+            let answer = if queued.elapsed() > MAX_WAIT {
+                Err(StoreError::Unavailable(format!(
+                    "every reader was busy for {} s",
+                    MAX_WAIT.as_secs()
+                )))
+            } else {
+                f(conn)
+            };
             Box::new(move || drop(tx.send(answer)))
         });
         {
@@ -129,9 +146,7 @@ fn serve(i: usize, conn: &Connection, shared: &Shared) {
         }
         while let Some(job) = state.handed[i].take().or_else(|| state.queue.pop_front()) {
             drop(state);
-            if let Some(answer) = answer.take() {
-                answer();
-            }
+            send(answer.take());
             // A panicking read drops its answer's sender (its caller hears `Unavailable`);
             // the thread and its connection stay.
             answer = catch_unwind(AssertUnwindSafe(|| job(conn))).ok();
@@ -139,19 +154,37 @@ fn serve(i: usize, conn: &Connection, shared: &Shared) {
         }
         if state.closing {
             drop(state);
-            if let Some(answer) = answer.take() {
-                answer();
-            }
+            send(answer.take());
             return;
         }
         state.idle.push(i);
-        if let Some(answer) = answer.take() {
-            // Answered only once idle, so that the caller's next read finds this thread
-            // free and runs on it.
-            drop(state);
-            answer();
-            state = shared.state();
-        }
+        // The last read's answer is sent only now that the thread is listed idle, so that
+        // the caller's next read finds it free and runs on it. (A thread that took a queued
+        // read instead sent it before running that read.)
+        drop(state);
+        send(answer.take());
+        state = shared.state();
+    }
+}
+
+/// Hands a read's answer to its caller. Sending cannot panic, nor can dropping an answer
+/// nobody awaits without a bug elsewhere; if one did, the thread, listed idle, must not end.
+fn send(answer: Option<Answer>) {
+    if let Some(answer) = answer {
+        let _ = catch_unwind(AssertUnwindSafe(answer));
+    }
+}
+
+#[cfg(test)]
+impl Readers {
+    /// Threads waiting for a read.
+    pub fn idle(&self) -> usize {
+        self.shared.state().idle.len()
+    }
+
+    /// Reads waiting for a thread.
+    pub fn queued(&self) -> usize {
+        self.shared.state().queue.len()
     }
 }
 
@@ -218,40 +251,80 @@ mod tests {
         assert_eq!(r.run(|_| Ok(7)).await.unwrap(), 7);
     }
 
+    /// Occupies a thread of `r` with a read that lasts until the returned sender is
+    /// dropped; returns once it has started.
+    async fn occupy(r: &Arc<Readers>) -> std::sync::mpsc::Sender<()> {
+        let (started, has_started) = tokio::sync::oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let r = r.clone();
+        tokio::spawn(async move {
+            r.run(move |_| {
+                let _ = started.send(());
+                let _ = released.recv();
+                Ok(())
+            })
+            .await
+        });
+        within(has_started).await.unwrap();
+        release
+    }
+
+    /// `f`, failing the test rather than hanging it if a read is never run.
+    async fn within<F: std::future::Future>(f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(10), f)
+            .await
+            .expect("a read never ran")
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn reads_beyond_the_connections_wait_their_turn_on_no_new_thread() {
         let r = Arc::new(readers(2));
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let held = Arc::new(Mutex::new(held));
-        // Both connections busy until released.
-        let busy: Vec<_> = (0..2)
-            .map(|_| {
-                let (r, held) = (r.clone(), held.clone());
-                tokio::spawn(async move {
-                    r.run(move |_| {
-                        let _ = held.lock().unwrap().recv();
-                        Ok(thread::current().id())
-                    })
-                    .await
-                })
-            })
-            .collect();
+        let (a, b) = (occupy(&r).await, occupy(&r).await);
+        assert_eq!(r.idle(), 0);
         let third = {
             let r = r.clone();
-            tokio::spawn(async move { r.run(|_| Ok(thread::current().id())).await })
+            tokio::spawn(async move {
+                r.run(|_| Ok(thread::current().name().map(str::to_owned)))
+                    .await
+            })
         };
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert!(
-            !third.is_finished(),
-            "a third read ran while both connections were busy"
-        );
-        drop(release);
-        let mut ids = Vec::new();
-        for b in busy {
-            ids.push(b.await.unwrap().unwrap());
+        while r.queued() == 0 {
+            tokio::task::yield_now().await;
         }
-        assert_ne!(ids[0], ids[1]);
-        // The third read ran on one of the two threads once one was free.
-        assert!(ids.contains(&third.await.unwrap().unwrap()));
+        assert!(!third.is_finished());
+        drop(a);
+        // The third read runs on the thread that was freed: there is no other.
+        let name = within(third).await.unwrap().unwrap().unwrap();
+        assert!(name.starts_with("test-reader-"), "{name}");
+        drop(b);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_whose_caller_has_gone_is_not_run() {
+        let r = Arc::new(readers(1));
+        let busy = occupy(&r).await;
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut read = Box::pin(r.run({
+            let ran = ran.clone();
+            move |_| {
+                ran.store(true, std::sync::atomic::Ordering::SeqCst);
+                Ok(())
+            }
+        }));
+        assert!(poll_once(&mut read).is_none());
+        assert_eq!(r.queued(), 1);
+        drop(read);
+        drop(busy);
+        // The next read runs after the abandoned one would have.
+        within(r.run(|_| Ok(()))).await.unwrap();
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+        use std::task::{Context, Poll, Waker};
+        match std::pin::Pin::new(f).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        }
     }
 }
