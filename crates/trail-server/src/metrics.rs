@@ -89,6 +89,16 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "Times the store's write-ahead log was folded to its end with the writer held, so that it starts over",
     ),
     (
+        "trail_store_commit_duration_seconds",
+        Kind::Histogram,
+        "Time the embedded store's writer took to commit a group of appends: writing its pages to the write-ahead log and syncing it to the device",
+    ),
+    (
+        "trail_store_group_duration_seconds",
+        Kind::Histogram,
+        "Time the embedded store's writer took over a group of appends, from the start of its transaction to its commit: the rows, the log's checkpoint and the commit",
+    ),
+    (
         "trail_group_commit_requests",
         Kind::Histogram,
         "Append requests committed together in one transaction of the store's writer",

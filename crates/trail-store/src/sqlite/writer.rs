@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -294,6 +294,7 @@ impl WriterState {
         }
         let received_at = self.next_received_at();
         let mut pending = Pending::default();
+        let started = Instant::now();
         let result = (|| -> Result<Vec<Result<OrgAppends>>> {
             let tx = self
                 .conn
@@ -320,7 +321,14 @@ impl WriterState {
                 }
             }
             finish(&tx, self.signer.as_ref(), &mut pending, received_at)?;
+            // Writing the group's pages to the WAL and syncing it: what the device takes,
+            // apart from what the writer computes.
+            let committing = Instant::now();
             tx.commit().map_err(unavailable)?;
+            metrics::histogram!("trail_store_commit_duration_seconds")
+                .record(committing.elapsed().as_secs_f64());
+            metrics::histogram!("trail_store_group_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
             Ok(results)
         })();
         match result {

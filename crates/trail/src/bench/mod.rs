@@ -151,7 +151,7 @@ pub async fn run(mut args: BenchArgs) -> anyhow::Result<()> {
     // The embedded store reports its holds once it has made one; PostgreSQL has no gate.
     let half = PacedResult {
         held: matches!(store.location, trail_store::Location::Sqlite(_))
-            .then(|| half.held.unwrap_or_default()),
+            .then(|| half.held.clone().unwrap_or_default()),
         ..half
     };
     let peak_rss = server.peak_rss_kib();
@@ -395,12 +395,34 @@ impl Report {
             "| ack latency at half that rate ({:.0} events/s offered on a fixed schedule, {} batches), p50 / p99 / max (ms) | {:.1} / {:.1} / {:.1} | | | | |",
             h.rate, h.batches, h.p50_ms, h.p99_ms, h.max_ms
         )?;
-        if let Some(held) = h.held {
+        if let Some(held) = &h.held {
             writeln!(
                 r,
                 "| the writer held at the WAL's gate during those batches (so that the WAL starts over): times; in all (ms) | {}; {:.1} | | | | |",
                 held.count,
                 held.seconds * 1000.0
+            )?;
+        }
+        for (what, recorded) in [
+            (
+                "the writer's transactions during those batches (rows, checkpoint, commit)",
+                &h.groups,
+            ),
+            (
+                "their commits alone (the WAL written and synced)",
+                &h.commits,
+            ),
+        ] {
+            let Some(c) = recorded else { continue };
+            let over = |ms: f64| c.over(ms / 1000.0).map_or("-".into(), |n| n.to_string());
+            writeln!(
+                r,
+                "| {what}: how many; mean (ms); over 10 / 25 / 50 ms | {}; {:.2}; {} / {} / {} | | | | |",
+                c.count,
+                c.mean_ms(),
+                over(10.0),
+                over(25.0),
+                over(50.0)
             )?;
         }
         writeln!(
@@ -558,10 +580,12 @@ impl Report {
                     "ackP50Ms": self.half.p50_ms,
                     "ackP99Ms": self.half.p99_ms,
                     "ackMaxMs": self.half.max_ms,
-                    "writerHeldAtWalGate": self.half.held.map(|h| json!({
+                    "writerHeldAtWalGate": self.half.held.as_ref().map(|h| json!({
                         "times": h.count,
                         "ms": h.seconds * 1000.0,
                     })),
+                    "writerTransactions": self.half.groups.as_ref().map(Recorded::json),
+                    "writerCommits": self.half.commits.as_ref().map(Recorded::json),
                 },
                 "eventsStored": self.stored,
                 "bytes": self.trail_bytes,
@@ -959,38 +983,67 @@ struct PacedResult {
     /// The embedded store's writer held at the WAL's gate during these batches (so that
     /// the WAL starts over): how often, and for how long in all. `None` if the server
     /// reported none (on PostgreSQL, always).
-    held: Option<GateHolds>,
+    held: Option<Recorded>,
+    /// The embedded store's commits during these batches (`None` on PostgreSQL).
+    commits: Option<Recorded>,
+    /// The embedded store's groups during these batches, their commits included.
+    groups: Option<Recorded>,
 }
 
-/// Times the writer waited at the WAL's gate, from the server's
-/// `trail_wal_writer_held_duration_seconds`.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-struct GateHolds {
+/// What one of the server's histograms (in seconds) has recorded so far, from its `/metrics`:
+/// how many observations, their sum, and how many fell at or under each bucket's bound.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Recorded {
     count: u64,
     seconds: f64,
+    /// (upper bound in seconds, observations at or under it), ascending.
+    buckets: Vec<(f64, u64)>,
 }
 
-impl GateHolds {
-    /// The holds counted so far in a Prometheus exposition; `None` if it has none (a
-    /// server on PostgreSQL, or one whose writer was never held).
-    fn of_metrics(text: &str) -> Option<GateHolds> {
-        const NAME: &str = "trail_wal_writer_held_duration_seconds";
-        let value = |suffix: &str| {
-            text.lines()
-                .find_map(|l| {
-                    l.strip_prefix(NAME)?
-                        .strip_prefix(suffix)?
-                        .strip_prefix(' ')
-                })
-                .and_then(|v| v.trim().parse::<f64>().ok())
-        };
-        Some(GateHolds {
-            count: value("_count")? as u64,
-            seconds: value("_sum")?,
+/// The writer's holds at the WAL's gate.
+const GATE_HOLDS: &str = "trail_wal_writer_held_duration_seconds";
+/// The writer's commits: the WAL written and synced.
+const COMMITS: &str = "trail_store_commit_duration_seconds";
+/// The writer's groups, from the start of the transaction to its commit.
+const GROUPS: &str = "trail_store_group_duration_seconds";
+
+impl Recorded {
+    /// The histogram `name` in a Prometheus exposition; `None` if it has none (a server on
+    /// PostgreSQL, or one that has not recorded it yet).
+    fn of_metrics(text: &str, name: &str) -> Option<Recorded> {
+        let value = |rest: &str| rest.trim().parse::<f64>().ok();
+        let (mut count, mut seconds, mut buckets) = (None, None, Vec::new());
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(name) else {
+                continue;
+            };
+            if let Some(v) = rest.strip_prefix("_count ") {
+                count = value(v);
+            } else if let Some(v) = rest.strip_prefix("_sum ") {
+                seconds = value(v);
+            } else if let Some((le, v)) = rest
+                .strip_prefix("_bucket{le=\"")
+                .and_then(|r| r.split_once("\"} "))
+            {
+                let le = if le == "+Inf" {
+                    Some(f64::INFINITY)
+                } else {
+                    value(le)
+                };
+                if let (Some(le), Some(v)) = (le, value(v)) {
+                    buckets.push((le, v as u64));
+                }
+            }
+        }
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Some(Recorded {
+            count: count? as u64,
+            seconds: seconds?,
+            buckets,
         })
     }
 
-    async fn of(target: &Target) -> anyhow::Result<Option<GateHolds>> {
+    async fn of(target: &Target, name: &str) -> anyhow::Result<Option<Recorded>> {
         let text = target
             .client
             .get(format!("{}/metrics", target.url))
@@ -999,16 +1052,52 @@ impl GateHolds {
             .error_for_status()?
             .text()
             .await?;
-        Ok(GateHolds::of_metrics(&text))
+        Ok(Recorded::of_metrics(&text, name))
     }
 
-    /// The holds between `before` and `self`.
-    fn since(self, before: Option<GateHolds>) -> GateHolds {
-        let before = before.unwrap_or_default();
-        GateHolds {
+    /// What was recorded between `before` and `self`.
+    fn since(self, before: Option<&Recorded>) -> Recorded {
+        let Some(before) = before else {
+            return self;
+        };
+        let earlier = |le: f64| {
+            before
+                .buckets
+                .iter()
+                .find(|(b, _)| *b == le)
+                .map_or(0, |(_, n)| *n)
+        };
+        Recorded {
             count: self.count.saturating_sub(before.count),
             seconds: (self.seconds - before.seconds).max(0.0),
+            buckets: self
+                .buckets
+                .iter()
+                .map(|&(le, n)| (le, n.saturating_sub(earlier(le))))
+                .collect(),
         }
+    }
+
+    fn mean_ms(&self) -> f64 {
+        self.seconds * 1000.0 / self.count.max(1) as f64
+    }
+
+    /// How many, their mean, and how many took over 10, 25 and 50 ms.
+    fn json(&self) -> Value {
+        json!({
+            "count": self.count,
+            "meanMs": self.mean_ms(),
+            "over10Ms": self.over(0.01),
+            "over25Ms": self.over(0.025),
+            "over50Ms": self.over(0.05),
+        })
+    }
+
+    /// Observations over `bound` seconds, which is one of the buckets' bounds; `None` if it
+    /// is not.
+    fn over(&self, bound: f64) -> Option<u64> {
+        let (_, at_most) = self.buckets.iter().find(|(le, _)| *le == bound)?;
+        Some(self.count.saturating_sub(*at_most))
     }
 }
 
@@ -1044,7 +1133,9 @@ async fn paced(
             }
         })
     };
-    let held_before = GateHolds::of(target).await?;
+    let held_before = Recorded::of(target, GATE_HOLDS).await?;
+    let commits_before = Recorded::of(target, COMMITS).await?;
+    let groups_before = Recorded::of(target, GROUPS).await?;
     let started = tokio::time::Instant::now();
     let mut sent = Vec::with_capacity(batches);
     for k in 0..batches {
@@ -1071,9 +1162,15 @@ async fn paced(
     let seconds = started.elapsed().as_secs_f64();
     let (p50_ms, p99_ms) = percentiles(&mut latencies);
     // The metric appears at the server's first hold: none yet is none held.
-    let held = GateHolds::of(target)
+    let held = Recorded::of(target, GATE_HOLDS)
         .await?
-        .map(|after| after.since(held_before));
+        .map(|after| after.since(held_before.as_ref()));
+    let commits = Recorded::of(target, COMMITS)
+        .await?
+        .map(|after| after.since(commits_before.as_ref()));
+    let groups = Recorded::of(target, GROUPS)
+        .await?
+        .map(|after| after.since(groups_before.as_ref()));
     Ok(PacedResult {
         rate: if batches > 0 { rate } else { 0.0 },
         batches,
@@ -1083,6 +1180,8 @@ async fn paced(
         p99_ms,
         max_ms: latencies.last().map_or(0.0, |l| l.as_secs_f64() * 1000.0),
         held,
+        commits,
+        groups,
     })
 }
 
@@ -1646,22 +1745,39 @@ fn machine() -> String {
 mod tests {
     use super::*;
 
-    /// The bench reads the holds from what the server's own recorder renders.
+    /// The bench reads the holds and the commits from what the server's own recorder
+    /// renders, with the buckets it is configured with.
     #[test]
-    fn gate_holds_are_read_from_the_servers_metrics() {
+    fn histograms_are_read_from_the_servers_metrics() {
         let handle = trail_server::metrics::handle();
-        let before = GateHolds::of_metrics(&handle.render());
+        let before = Recorded::of_metrics(&handle.render(), GATE_HOLDS);
         for s in [0.25, 0.5] {
             metrics::histogram!("trail_wal_writer_held_duration_seconds").record(s);
         }
-        let after = GateHolds::of_metrics(&handle.render()).expect("holds recorded");
+        let after = Recorded::of_metrics(&handle.render(), GATE_HOLDS).expect("holds recorded");
+        let held = after.since(before.as_ref());
+        assert_eq!((held.count, held.seconds), (2, 0.75));
+        assert_eq!(held.over(0.25), Some(1));
+        assert_eq!(held.over(0.1), Some(2));
+        assert_eq!(held.over(0.5), Some(0));
+        assert_eq!(held.over(0.3), None, "not a bucket's bound");
+        assert_eq!(held.buckets.last(), Some(&(f64::INFINITY, 2)));
+
+        let before = Recorded::of_metrics(&handle.render(), COMMITS);
+        for s in [0.0004, 0.003, 0.012, 0.03] {
+            metrics::histogram!("trail_store_commit_duration_seconds").record(s);
+        }
+        let commits = Recorded::of_metrics(&handle.render(), COMMITS)
+            .expect("commits recorded")
+            .since(before.as_ref());
+        assert_eq!(commits.count, 4);
         assert_eq!(
-            after.since(before),
-            GateHolds {
-                count: 2,
-                seconds: 0.75
-            }
+            [0.01, 0.025, 0.05].map(|b| commits.over(b)),
+            [Some(2), Some(1), Some(0)]
         );
-        assert_eq!(GateHolds::of_metrics("trail_wal_frames 12\n"), None);
+        assert_eq!(
+            Recorded::of_metrics("trail_wal_frames 12\n", GATE_HOLDS),
+            None
+        );
     }
 }
