@@ -1043,16 +1043,16 @@ impl Recorded {
         })
     }
 
-    async fn of(target: &Target, name: &str) -> anyhow::Result<Option<Recorded>> {
-        let text = target
+    /// The server's `/metrics`, to read histograms from.
+    async fn exposition(target: &Target) -> anyhow::Result<String> {
+        Ok(target
             .client
             .get(format!("{}/metrics", target.url))
             .send()
             .await?
             .error_for_status()?
             .text()
-            .await?;
-        Ok(Recorded::of_metrics(&text, name))
+            .await?)
     }
 
     /// What was recorded between `before` and `self`.
@@ -1133,9 +1133,7 @@ async fn paced(
             }
         })
     };
-    let held_before = Recorded::of(target, GATE_HOLDS).await?;
-    let commits_before = Recorded::of(target, COMMITS).await?;
-    let groups_before = Recorded::of(target, GROUPS).await?;
+    let before = Recorded::exposition(target).await?;
     let started = tokio::time::Instant::now();
     let mut sent = Vec::with_capacity(batches);
     for k in 0..batches {
@@ -1161,16 +1159,14 @@ async fn paced(
     }
     let seconds = started.elapsed().as_secs_f64();
     let (p50_ms, p99_ms) = percentiles(&mut latencies);
-    // The metric appears at the server's first hold: none yet is none held.
-    let held = Recorded::of(target, GATE_HOLDS)
-        .await?
-        .map(|after| after.since(held_before.as_ref()));
-    let commits = Recorded::of(target, COMMITS)
-        .await?
-        .map(|after| after.since(commits_before.as_ref()));
-    let groups = Recorded::of(target, GROUPS)
-        .await?
-        .map(|after| after.since(groups_before.as_ref()));
+    // A histogram appears at its first observation (the gate's at the server's first
+    // hold): none yet is none recorded.
+    let after = Recorded::exposition(target).await?;
+    let between = |name: &str| {
+        Recorded::of_metrics(&after, name)
+            .map(|a| a.since(Recorded::of_metrics(&before, name).as_ref()))
+    };
+    let (held, commits, groups) = (between(GATE_HOLDS), between(COMMITS), between(GROUPS));
     Ok(PacedResult {
         rate: if batches > 0 { rate } else { 0.0 },
         batches,
