@@ -21,6 +21,7 @@ struct State {
 }
 
 /// The digest of a wrapped body, once the handler has read it all.
+#[derive(Clone)]
 pub struct BodyDigest(Arc<Mutex<State>>);
 
 impl DigestingBody {
@@ -38,7 +39,7 @@ impl DigestingBody {
 impl BodyDigest {
     /// The SHA-256 of the whole body, or `None` if the handler did not read all of it (it
     /// refused the call first, or the body was over its limit).
-    pub fn finish(self) -> Option<[u8; 32]> {
+    pub fn finish(&self) -> Option<[u8; 32]> {
         let state = self.0.lock().unwrap_or_else(|e| e.into_inner());
         state
             .finished

@@ -24,6 +24,13 @@
 //! 503 instead of its response. The handler and the record run as their own task, so a
 //! client that hangs up cannot cancel the record of work already done.
 //!
+//! A service that keeps its records where it keeps its data can write a call's record in
+//! the same transaction as the call's effect, one write instead of two before the response:
+//! the handler takes the record with [`CallContext::record_for`] and, once both are
+//! durable, says so with [`CallContext::recorded`]. The layer then writes nothing for that
+//! call; in every other case (the handler failed, answered another status, or never said it
+//! wrote the record) the layer writes the record itself, so a call is never left unrecorded.
+//!
 //! Architecture invariant: this crate knows nothing of Trail's storage or server; it speaks
 //! to Trail only through a sink.
 
@@ -45,7 +52,7 @@ use axum::response::{IntoResponse, Response};
 use trail_core::event::{Actor, CanonicalJson, Object, RequestInfo, limits};
 use trail_core::{ActorType, EventBody, Timestamp};
 
-pub use digest::DigestingBody;
+pub use digest::{BodyDigest, DigestingBody};
 #[cfg(feature = "http-sink")]
 pub use http_sink::{TrailSink, TrailSinkBuilder};
 
@@ -69,6 +76,67 @@ struct Noted {
     scope: Option<String>,
     object: Option<Object>,
     omit_body_digest: bool,
+    /// What the layer knows of the call before its handler runs; `None` outside a layer.
+    call: Option<Arc<Call>>,
+    /// The status of a record the handler took ([`CallContext::record_for`]) and then
+    /// wrote with its effect ([`CallContext::recorded`]).
+    written: Option<StatusCode>,
+    taken: Option<StatusCode>,
+}
+
+/// What the layer knows of a call before its handler runs.
+struct Call {
+    started: Instant,
+    started_at: Timestamp,
+    action: String,
+    method: String,
+    route: String,
+    ip: Option<IpAddr>,
+    user_agent: Option<String>,
+    digest: BodyDigest,
+}
+
+impl Noted {
+    /// The call's record if it is answered `status`; `None` without an actor or a layer.
+    fn record(&self, status: StatusCode) -> Option<CallRecord> {
+        let (identity, call) = (self.identity.clone()?, self.call.as_ref()?);
+        let event = EventBody {
+            client_id: None,
+            instance: None,
+            timestamp: Some(call.started_at),
+            action: call.action.clone(),
+            category: "api".to_owned(),
+            actor: Actor {
+                id: identity.actor,
+                kind: identity.actor_type,
+                ip: call.ip,
+                user_agent: call.user_agent.clone(),
+                token_id: identity.token_id,
+                scope: self.scope.clone(),
+            },
+            object: self.object.clone(),
+            details: None,
+            request: Some(RequestInfo {
+                method: call.method.clone(),
+                route: call.route.clone(),
+                status: status.as_u16(),
+                latency_us: call.started.elapsed().as_micros() as u64,
+                body_sha256: if self.omit_body_digest {
+                    None
+                } else {
+                    call.digest.finish()
+                },
+            }),
+            count: 1,
+            last_occurred: None,
+            // Set by whoever appends it: Trail for its own, the ingest API for a TrailSink.
+            submitted_by: None,
+        };
+        Some(CallRecord {
+            org: self.org.clone(),
+            event,
+        })
+    }
 }
 
 impl CallContext {
@@ -96,6 +164,23 @@ impl CallContext {
     /// The identity noted so far.
     pub fn identity(&self) -> Option<Identity> {
         self.lock().identity.clone()
+    }
+    /// The call's record as it will read if the call is answered `status`, for a handler
+    /// that writes it in the same transaction as the call's effect (its latency ends now,
+    /// when the effect and the record are handed over together). `None` when the call has
+    /// no actor, so no record, or runs outside a [`RecordLayer`]. Once the record is
+    /// durable, call [`CallContext::recorded`]; until then the layer still writes it.
+    pub fn record_for(&self, status: StatusCode) -> Option<CallRecord> {
+        let mut noted = self.lock();
+        let record = noted.record(status)?;
+        noted.taken = Some(status);
+        Some(record)
+    }
+    /// The record taken with [`CallContext::record_for`] is durable. The layer writes no
+    /// other record of this call if the response has the status the record names.
+    pub fn recorded(&self) {
+        let mut noted = self.lock();
+        noted.written = noted.taken;
     }
     fn lock(&self) -> std::sync::MutexGuard<'_, Noted> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
@@ -242,59 +327,34 @@ where
         .get(USER_AGENT)
         .map(|v| printable(&String::from_utf8_lossy(v.as_bytes()), limits::USER_AGENT));
 
-    let ctx = CallContext::default();
     let (mut parts, body) = req.into_parts();
-    parts.extensions.insert(ctx.clone());
     let (body, digest) = DigestingBody::wrap(body);
+    let ctx = CallContext::default();
+    ctx.lock().call = Some(Arc::new(Call {
+        started,
+        started_at,
+        action,
+        method,
+        route,
+        ip,
+        user_agent,
+        digest,
+    }));
+    parts.extensions.insert(ctx.clone());
     let response = match inner.call(Request::from_parts(parts, body)).await {
         Ok(r) => r,
         Err(never) => match never {},
     };
 
     let noted = std::mem::take(&mut *ctx.lock());
-    let Some(identity) = noted.identity else {
+    if noted.written == Some(response.status()) {
+        // Written by the handler with the call's effect, with this status.
+        return response;
+    }
+    let Some(record) = noted.record(response.status()) else {
         return response;
     };
-    let event = EventBody {
-        client_id: None,
-        instance: None,
-        timestamp: Some(started_at),
-        action,
-        category: "api".to_owned(),
-        actor: Actor {
-            id: identity.actor,
-            kind: identity.actor_type,
-            ip,
-            user_agent,
-            token_id: identity.token_id,
-            scope: noted.scope,
-        },
-        object: noted.object,
-        details: None,
-        request: Some(RequestInfo {
-            method,
-            route,
-            status: response.status().as_u16(),
-            latency_us: started.elapsed().as_micros() as u64,
-            body_sha256: if noted.omit_body_digest {
-                None
-            } else {
-                digest.finish()
-            },
-        }),
-        count: 1,
-        last_occurred: None,
-        // Set by whoever appends it: Trail for its own, the ingest API for a TrailSink.
-        submitted_by: None,
-    };
-    match shared
-        .sink
-        .record(CallRecord {
-            org: noted.org,
-            event,
-        })
-        .await
-    {
+    match shared.sink.record(record).await {
         Ok(()) => response,
         Err(e) if shared.fail_closed => {
             tracing::error!(error = %e, "could not record a call; failing it");

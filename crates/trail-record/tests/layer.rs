@@ -222,3 +222,75 @@ async fn a_client_ip_worked_out_in_front_of_the_layer_is_the_one_recorded() {
         [Some("10.0.0.5".to_owned()), Some("203.0.113.7".to_owned())]
     );
 }
+
+/// A handler that keeps its records where it keeps its data: it takes its call's record and
+/// writes it "with its effect" (into the same collection), answering 201, unless the query
+/// asks it to fail the write (`?fail`) or to answer another status than the one it took
+/// the record for (`?other`).
+async fn writes_its_own_record(req: Request) -> Response {
+    let sink = req.extensions().get::<Collect>().unwrap().clone();
+    let ctx = req.extensions().get::<CallContext>().unwrap().clone();
+    let query = req.uri().query().unwrap_or("").to_owned();
+    req.into_body().collect().await.unwrap();
+    let record = ctx.record_for(StatusCode::CREATED).unwrap();
+    if query == "fail" {
+        return Response::builder().status(500).body(Body::empty()).unwrap();
+    }
+    sink.records.lock().unwrap().push(record);
+    ctx.recorded();
+    let status = if query == "other" { 200 } else { 201 };
+    Response::builder()
+        .status(status)
+        .body(Body::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_record_written_with_the_calls_effect_is_written_once() {
+    let sink = Collect::default();
+    let app = Router::new()
+        .route("/v1/tenants", post(writes_its_own_record))
+        .layer(from_fn(auth))
+        .layer(axum::Extension(sink.clone()))
+        .layer(RecordLayer::new(sink.clone()));
+    let statuses = |sink: &Collect| -> Vec<u16> {
+        let records = sink.records.lock().unwrap();
+        records
+            .iter()
+            .map(|r| r.event.request.as_ref().unwrap().status)
+            .collect()
+    };
+
+    assert_eq!(
+        call(&app, "POST", "/v1/tenants", Some("ana"), r#"{"name":"t"}"#).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        statuses(&sink),
+        [201],
+        "the handler wrote it; the layer did not"
+    );
+    let taken = sink.records.lock().unwrap()[0].clone();
+    assert_eq!(taken.org.as_deref(), Some("acme"));
+    let r = taken.event.request.unwrap();
+    assert_eq!(r.route, "POST /v1/tenants");
+    assert_eq!(
+        r.body_sha256.unwrap().to_vec(),
+        sha2::Sha256::digest(br#"{"name":"t"}"#).to_vec(),
+        "the body is read before the record is taken, so its digest is in it"
+    );
+    assert_eq!(taken.event.actor.scope.as_deref(), Some("tenants:read"));
+
+    // A record taken but not written is written by the layer, with the status answered.
+    sink.records.lock().unwrap().clear();
+    call(&app, "POST", "/v1/tenants?fail", Some("ana"), "{}").await;
+    assert_eq!(statuses(&sink), [500]);
+
+    // An answer other than the one the written record names is recorded as well.
+    sink.records.lock().unwrap().clear();
+    call(&app, "POST", "/v1/tenants?other", Some("ana"), "{}").await;
+    assert_eq!(statuses(&sink), [201, 200]);
+
+    // Outside the layer there is no record to take.
+    assert!(CallContext::default().record_for(StatusCode::OK).is_none());
+}

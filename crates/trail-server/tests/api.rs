@@ -870,6 +870,60 @@ async fn every_authenticated_call_is_recorded_and_readers_see_their_own() {
 }
 
 #[tokio::test]
+async fn an_ingest_and_its_record_are_one_transaction_under_one_checkpoint() {
+    let h = harness().await;
+    let before = h.stored("acme").await.len() as u64;
+    let r = h
+        .ingest("acme", json!([event("a"), event("b"), event("c")]))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let seqs: Vec<u64> = r.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        [before, before + 1, before + 2],
+        "the items are the batch's alone"
+    );
+    // The call's record follows the batch at once, and the checkpoint in the answer,
+    // signed in the transaction that stored them, covers both.
+    let stored = h.stored("acme").await;
+    let record = &stored[before as usize + 3].event;
+    assert_eq!(record.seq, before + 3);
+    assert_eq!(record.category, "api");
+    assert_eq!(record.action, "ingestEvents");
+    assert_eq!(record.request.as_ref().unwrap().status, 200);
+    assert_eq!(stored.len() as u64, before + 4, "the call is recorded once");
+    assert_eq!(r.body["checkpoint"]["size"].as_u64(), Some(before + 4));
+    let cp = trail_core::checkpoint::open(
+        r.body["checkpoint"]["note"].as_str().unwrap(),
+        &h.state.log_key.verifier(),
+    )
+    .unwrap();
+    assert_eq!(cp.size, before + 4);
+
+    // A batch with nothing to store is recorded by the layer, with the answer it had.
+    let r = h.ingest("acme", json!([{"action": ""}])).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let stored = h.stored("acme").await;
+    assert_eq!(stored.len() as u64, before + 5);
+    assert_eq!(
+        stored
+            .last()
+            .unwrap()
+            .event
+            .request
+            .as_ref()
+            .unwrap()
+            .status,
+        422
+    );
+}
+
+#[tokio::test]
 async fn a_call_that_cannot_be_recorded_fails() {
     let h = harness().await;
     // Fill acme's log before its first call (a forged last seq, written beside the
@@ -3367,9 +3421,9 @@ async fn signed_checkpoints_and_proofs_verify_with_the_served_key() {
         .map(|i| i["seq"].as_u64().unwrap())
         .max()
         .unwrap()
-        + 1;
+        + 2; // the batch and, after it, the call's own record
     let answered = open(ingested["checkpoint"]["note"].as_str().unwrap(), &verifier).unwrap();
-    assert_eq!(answered.size, covers, "{ingested}");
+    assert_eq!(answered.size, covers);
     assert_eq!(ingested["checkpoint"]["size"], covers);
     assert_eq!(ingested["checkpoint"]["root"], hex::encode(answered.root));
     let (status, first) = text(&h, "/v1/orgs/acme/log/checkpoint", &h.owner).await;

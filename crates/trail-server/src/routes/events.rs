@@ -3,12 +3,13 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Extension, Path, RawQuery, State};
-use axum::http::{HeaderMap, header::CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode, header::CONTENT_TYPE};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use trail_core::batch;
 use trail_core::query::{Field, Matcher, QueryError};
 use trail_core::{Cursor, EventBody, Filter, Timestamp};
+use trail_record::CallContext;
 use trail_store::{EventQuery, Outcome};
 use utoipa::{IntoParams, ToSchema};
 
@@ -190,6 +191,7 @@ pub async fn ingest(
     State(state): State<AppState>,
     Path(org): Path<String>,
     Extension(caller): Extension<Caller>,
+    call: Option<Extension<CallContext>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<IngestResult>, ApiError> {
@@ -253,8 +255,23 @@ pub async fn ingest(
             errors: serde_json::to_value(errors).expect("errors serialize"),
         });
     }
-    let (indexes, bodies): (Vec<usize>, Vec<EventBody>) = valid.into_iter().unzip();
-    let appended = state.store.append_signed(&org, bodies).await?;
+    let (indexes, mut bodies): (Vec<usize>, Vec<EventBody>) = valid.into_iter().unzip();
+    // This call's own record goes into the org's log with the batch, in its transaction:
+    // one commit and one sync before the answer instead of two, and the checkpoint in the
+    // answer covers the record too. Only if the batch is stored does the layer leave it.
+    let record = call
+        .as_ref()
+        .and_then(|Extension(call)| call.record_for(StatusCode::OK))
+        .filter(|r| r.org.as_deref() == Some(org.as_str()));
+    let with_record = record.is_some();
+    bodies.extend(record.map(|r| r.event));
+    let mut appended = state.store.append_signed(&org, bodies).await?;
+    if with_record {
+        appended.items.pop();
+        if let Some(Extension(call)) = &call {
+            call.recorded();
+        }
+    }
     let (mut accepted, mut duplicates) = (0, 0);
     let mut items = Vec::with_capacity(appended.items.len());
     for (index, a) in indexes.into_iter().zip(&appended.items) {
