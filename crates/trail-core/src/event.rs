@@ -136,7 +136,17 @@ pub struct CanonicalJson(String);
 
 impl CanonicalJson {
     pub fn from_value(v: &Value) -> Self {
-        CanonicalJson(serde_jcs::to_string(v).expect("a serde_json::Value always serializes"))
+        // serde_json writes a value's maps in key order (its maps are sorted by the keys'
+        // UTF-8 bytes), without spaces, and escapes strings as JCS does; where it cannot
+        // differ from JCS (no floats, no integer a double cannot hold, no key whose UTF-8
+        // order could differ from its UTF-16 order), its text is the canonical one and is
+        // made without JCS's re-sorting of every map. Anything else goes through serde_jcs.
+        let text = if writes_as_jcs(v) {
+            serde_json::to_string(v)
+        } else {
+            serde_jcs::to_string(v)
+        };
+        CanonicalJson(text.expect("a serde_json::Value always serializes"))
     }
 
     /// Wraps text that is already canonical (as read back from storage).
@@ -150,6 +160,25 @@ impl CanonicalJson {
 
     pub fn to_value(&self) -> Value {
         serde_json::from_str(&self.0).unwrap_or(Value::String(self.0.clone()))
+    }
+}
+
+/// Whether `serde_json` writes `v` exactly as RFC 8785 does: every number an integer of at
+/// most 2^53 in magnitude (which JCS, reading numbers as doubles, writes with the same
+/// digits), and every key without characters from U+E000 up (below them, UTF-8's byte order,
+/// the order of a `serde_json` map, is UTF-16's, the order JCS sorts by).
+fn writes_as_jcs(v: &Value) -> bool {
+    const EXACT: u64 = 1 << 53;
+    match v {
+        Value::Null | Value::Bool(_) | Value::String(_) => true,
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_i64().map(i64::unsigned_abs))
+            .is_some_and(|m| m <= EXACT),
+        Value::Array(items) => items.iter().all(writes_as_jcs),
+        Value::Object(map) => map
+            .iter()
+            .all(|(k, v)| k.chars().all(|c| c < '\u{E000}') && writes_as_jcs(v)),
     }
 }
 
@@ -655,6 +684,14 @@ impl EventBody {
     /// of the wrong type and text no value can hold is refused for whichever comes first.
     pub fn from_json_str(text: &str, org: &str) -> Result<EventBody, TextError> {
         if text.trim_start().starts_with('{') {
+            // Most events are valid: read them without tracking where the reader is, and
+            // read again with the path only to say where an error is.
+            let mut de = serde_json::Deserializer::from_str(text);
+            if let Ok(input) = EventInput::deserialize(&mut de)
+                && de.end().is_ok()
+            {
+                return EventBody::from_input(input, org).map_err(TextError::Invalid);
+            }
             let mut de = serde_json::Deserializer::from_str(text);
             let read = serde_path_to_error::deserialize::<_, EventInput>(&mut de);
             match read {
@@ -1319,7 +1356,42 @@ pub(crate) mod tests {
         })
     }
 
+    /// Any JSON value, with numbers of every kind and keys from every plane.
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            proptest::bool::ANY.prop_map(Value::from),
+            proptest::num::i64::ANY.prop_map(Value::from),
+            proptest::num::u64::ANY.prop_map(Value::from),
+            (-(1i64 << 54)..(1i64 << 54)).prop_map(Value::from),
+            proptest::num::f64::NORMAL.prop_map(Value::from),
+            prop_oneof![Just(0.5), Just(1.0), Just(-0.0), Just(1e21), Just(1e-7)]
+                .prop_map(Value::from),
+            "\\PC{0,8}".prop_map(Value::from),
+            "[\\x00-\\x1f\"\\\\/\\x7f\u{2028}\u{e000}\u{ffff}\u{10000}]{0,4}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            let keys = prop_oneof![
+                "[a-z]{1,3}",
+                "\\PC{1,3}",
+                "[a\u{7f}\u{e9}\u{d7ff}\u{e000}\u{ffff}\u{10000}\u{1f600}]{1,3}",
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                proptest::collection::btree_map(keys, inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
     proptest::proptest! {
+        #[test]
+        fn canonical_text_is_jcs_whichever_way_it_is_made(v in any_json()) {
+            let made = CanonicalJson::from_value(&v);
+            proptest::prop_assert_eq!(made.as_str(), serde_jcs::to_string(&v).unwrap());
+        }
+
         #[test]
         fn validation_never_panics_and_accepted_events_seal(v in arbitrary_json()) {
             if let Ok(b) = body(v) {
