@@ -21,7 +21,6 @@ struct State {
 }
 
 /// The digest of a wrapped body, once the handler has read it all.
-#[derive(Clone)]
 pub struct BodyDigest(Arc<Mutex<State>>);
 
 impl DigestingBody {

@@ -77,7 +77,7 @@ struct Noted {
     object: Option<Object>,
     omit_body_digest: bool,
     /// What the layer knows of the call before its handler runs; `None` outside a layer.
-    call: Option<Arc<Call>>,
+    call: Option<Call>,
     /// The status of a record the handler took ([`CallContext::record_for`]) and then
     /// wrote with its effect ([`CallContext::recorded`]).
     written: Option<StatusCode>,
@@ -330,7 +330,7 @@ where
     let (mut parts, body) = req.into_parts();
     let (body, digest) = DigestingBody::wrap(body);
     let ctx = CallContext::default();
-    ctx.lock().call = Some(Arc::new(Call {
+    ctx.lock().call = Some(Call {
         started,
         started_at,
         action,
@@ -339,7 +339,7 @@ where
         ip,
         user_agent,
         digest,
-    }));
+    });
     parts.extensions.insert(ctx.clone());
     let response = match inner.call(Request::from_parts(parts, body)).await {
         Ok(r) => r,
