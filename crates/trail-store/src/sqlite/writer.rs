@@ -7,12 +7,10 @@
 //! anything, so it does not fail the others in its group.
 
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use lru::LruCache;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 use trail_core::scope::{Role, Scope};
@@ -124,7 +122,7 @@ impl Writer {
             conn,
             org_ids: HashMap::new(),
             next_seq: HashMap::new(),
-            dict: LruCache::new(NonZeroUsize::new(DICT_CACHE).expect("not zero")),
+            dict: super::dict::Ids::new(DICT_CACHE),
             last_received,
             fault: fault.clone(),
             pruning,
@@ -217,9 +215,8 @@ pub(crate) struct WriterState {
     org_ids: HashMap<String, i64>,
     /// The next seq of each org, as committed.
     next_seq: HashMap<i64, u64>,
-    /// Dictionary ids, as committed: the most recently used. Hashed with the standard
-    /// library's SipHash: its strings come from outside, and it lasts as long as the process.
-    dict: LruCache<String, i64>,
+    /// Dictionary ids, as committed: the most recently used.
+    dict: super::dict::Ids,
     /// receivedAt never goes backwards, even if the clock does.
     last_received: Timestamp,
     fault: WriteFault,
@@ -263,7 +260,7 @@ struct Pending {
 struct Caches<'a> {
     org_ids: &'a HashMap<String, i64>,
     next_seq: &'a HashMap<i64, u64>,
-    dict: &'a mut LruCache<String, i64>,
+    dict: &'a mut super::dict::Ids,
     signer: Option<&'a Signer>,
 }
 
@@ -1173,8 +1170,13 @@ fn append_one(
     let mut tiles = Vec::new();
     let mut rows = row::Inserter::default();
     let mut intern = |tx: &Connection, s: &str| -> Result<i64> {
-        if let Some(id) = pending.dict.get(s).or_else(|| committed_dict.get(s)) {
-            return Ok(*id);
+        if let Some(id) = pending
+            .dict
+            .get(s)
+            .copied()
+            .or_else(|| committed_dict.get(s))
+        {
+            return Ok(id);
         }
         let id = match super::dict::id_of(tx, s)? {
             Some(id) => id,
