@@ -9,7 +9,7 @@
 //!   value its events hold in the [`COLUMNS`], the fields filtered on rarely. A filter has no
 //!   false negatives: a block it rules out holds no event with the value;
 //! - postings: for each value its events hold in the [`POSTED`] columns (the fields filtered
-//!   on most: actor, action, route, instance, object name), exactly which of its seqs hold
+//!   on most: actor, action, route, instance, object name, token id), exactly which of its seqs hold
 //!   it, and, where they are few, when each of those events happened, coarsely ([`coarse`]).
 //!
 //! A block's postings are one row per distinct value in the block, where an index of
@@ -60,8 +60,10 @@ pub(crate) const COLUMNS: [&str; 8] = [
 ];
 
 /// The columns of `events` whose values a block's postings list, by position: a posting's
-/// `col` is the position of its column here, so none of it may be reordered.
-pub(crate) const POSTED: [&str; 5] = ["actor", "action", "route", "inst", "oname"];
+/// `col` is the position of its column here, so none of it may be reordered. `tok` came
+/// later (schema version 18): the postings of the first five were written for the blocks
+/// stored before version 12 by one step, those of `tok` by another.
+pub(crate) const POSTED: [&str; 6] = ["actor", "action", "route", "inst", "oname", "tok"];
 
 /// How many slices `postings_hot` is cut into: a slice's postings move into `postings` every
 /// this many seals of its org's blocks, so it holds those of at most this many blocks.
@@ -281,26 +283,40 @@ impl Postings {
         insert.flush(tx)
     }
 
-    /// Writes them straight into `postings` as the postings of block `id`, without times
-    /// (schema version 12, which had neither times nor `postings_hot`), each with the
-    /// greatest timestamp of its value's events in this block and every earlier one.
-    fn write_untimed(self, tx: &Connection, id: i64) -> rusqlite::Result<()> {
+    /// Writes them straight into `postings` as the postings of block `id`, each with the
+    /// greatest timestamp of its value's events in this block and every earlier one; with
+    /// the [`coarse`] times of a sparse one's events given `within`, the block's time range,
+    /// else without times (schema version 12, which had neither times nor `postings_hot`).
+    fn write_settled(
+        self,
+        tx: &Connection,
+        id: i64,
+        within: Option<(i64, i64)>,
+    ) -> rusqlite::Result<()> {
         let mut settled = Settled::new(tx, org_first(id));
-        let mut insert = Batch::new(&UNTIMED_INSERTS);
+        let mut insert = Batch::new(if within.is_some() {
+            &SETTLED_INSERTS
+        } else {
+            &UNTIMED_INSERTS
+        });
         for ((col, value), events) in self.0 {
             let (top, offsets) = top_and_offsets(&events);
             // A value's bound is read before any of its postings here is queued.
             let before = settled.before(col as i64, value, id, top)?;
-            insert.push(
-                tx,
-                [
-                    Sql::Integer(col as i64),
-                    Sql::Integer(value),
-                    Sql::Integer(id),
-                    Sql::Blob(positions::encode(&offsets)),
-                    Sql::Integer(before),
-                ],
-            )?;
+            let mut row = vec![
+                Sql::Integer(col as i64),
+                Sql::Integer(value),
+                Sql::Integer(id),
+                Sql::Blob(positions::encode(&offsets)),
+                Sql::Integer(before),
+            ];
+            if let Some((lo, hi)) = within {
+                row.push(match offsets.len() < positions::DENSE {
+                    true => Sql::Blob(events.iter().map(|e| coarse::part(e.1, lo, hi)).collect()),
+                    false => Sql::Null,
+                });
+            }
+            insert.push(tx, row)?;
         }
         insert.flush(tx)
     }
@@ -753,29 +769,37 @@ pub(crate) fn forget(tx: &Connection, org_id: i64, from: u64, below: u64) -> rus
     Ok(())
 }
 
-/// The postings of every block already summarised (the migration that adds them), read
-/// from its events as [`seal`] reads them.
-pub(crate) fn post_all(tx: &Connection) -> rusqlite::Result<()> {
-    let blocks: Vec<(i64, i64, i64)> = tx
-        .prepare("SELECT id, org, block FROM blocks ORDER BY id")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+/// The postings of the [`POSTED`] columns `cols` of every block already summarised (the
+/// migrations that add them), read from its events as [`seal`] reads them: written settled,
+/// with times given `timed`.
+pub(crate) fn post_all(
+    tx: &Connection,
+    cols: std::ops::Range<usize>,
+    timed: bool,
+) -> rusqlite::Result<()> {
+    let blocks: Vec<(i64, i64, i64, i64, i64)> = tx
+        .prepare("SELECT id, org, block, min_ts, max_ts FROM blocks ORDER BY id")?
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     let mut stmt = tx.prepare(&format!(
         "SELECT k, ts, {} FROM events WHERE k >= ?1 AND k < ?2 ORDER BY k",
-        POSTED.join(", ")
+        POSTED[cols.clone()].join(", ")
     ))?;
-    for (id, org_id, block) in blocks {
+    for (id, org_id, block, lo, hi) in blocks {
         let first = (org_id << SEQ_BITS) | (block << BLOCK_BITS);
         let mut rows = stmt.query(params![first, first + BLOCK as i64])?;
         let mut postings = Postings::default();
         while let Some(row) = rows.next()? {
             let offset = (row.get::<_, i64>(0)? - first) as u16;
-            let posted = (0..POSTED.len())
-                .map(|c| row.get_ref(2 + c))
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut posted = [ValueRef::Null; POSTED.len()];
+            for (i, c) in cols.clone().enumerate() {
+                posted[c] = row.get_ref(2 + i)?;
+            }
             postings.add(offset, row.get(1)?, &posted);
         }
-        postings.write_untimed(tx, id)?;
+        postings.write_settled(tx, id, timed.then_some((lo, hi)))?;
     }
     Ok(())
 }
