@@ -15,6 +15,10 @@ const SSE_HEAD: &str = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nca
 /// then the connection is closed.
 type Script = Vec<Vec<u8>>;
 
+/// How long the tests wait for what they expect to arrive: far longer than it takes, so
+/// that a slow, busy machine passes as a fast one does. Only a failing run waits it out.
+const PATIENCE: Duration = Duration::from_secs(60);
+
 /// Serves each script to one connection in turn; answers the request heads it read.
 async fn scripted(scripts: Vec<Script>) -> (String, tokio::sync::mpsc::UnboundedReceiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -42,21 +46,21 @@ async fn scripted(scripts: Vec<Script>) -> (String, tokio::sync::mpsc::Unbounded
     (url, rx)
 }
 
-/// The next item, within 10 s.
+/// The next item, within [`PATIENCE`].
 async fn next<S: futures_util::Stream<Item = Result<Followed, ClientError>> + Unpin>(
     s: &mut S,
 ) -> Result<Followed, ClientError> {
-    tokio::time::timeout(Duration::from_secs(10), s.next())
+    tokio::time::timeout(PATIENCE, s.next())
         .await
-        .expect("an item within 10 s")
+        .unwrap_or_else(|_| panic!("an item within {PATIENCE:?}"))
         .expect("the stream goes on")
 }
 
-/// The next request head the server read, within 10 s.
+/// The next request head the server read, within [`PATIENCE`].
 async fn recv(heads: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
-    tokio::time::timeout(Duration::from_secs(10), heads.recv())
+    tokio::time::timeout(PATIENCE, heads.recv())
         .await
-        .expect("a request within 10 s")
+        .unwrap_or_else(|_| panic!("a request within {PATIENCE:?}"))
         .expect("the server goes on")
 }
 

@@ -26,6 +26,11 @@ const SEED_002: &str = r#"{"action":"deleted","actor":{"id":"Sarah Brown@akuity.
 
 const NOW: Timestamp = Timestamp(1_763_740_000_000_000);
 
+/// How long a test waits for what it expects to arrive (an event on a live tail, the end of
+/// a stream): far longer than it takes, so that a slow, busy machine passes as a fast one
+/// does. Only a failing run waits it out.
+const PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Two orgs: `acme` (the platform org; its owner is a platform admin) and `umbrella`.
 struct Harness {
     app: Router,
@@ -2791,10 +2796,13 @@ async fn forged_and_expired_session_cookies_and_a_missing_csrf_header_are_refuse
         StatusCode::CREATED
     );
 
-    // A session used without pause still ends at its absolute lifetime.
+    // A session used without pause still ends at its absolute lifetime: it is good until
+    // then, and refused from then on.
+    let lifetime = std::time::Duration::from_secs(3);
     let mut state = h.state.clone();
-    state.sessions.max = std::time::Duration::from_secs(3);
+    state.sessions.max = lifetime;
     let short = app(state);
+    let before = std::time::Instant::now();
     let signed_in = send_to(
         &short,
         request(
@@ -2812,14 +2820,36 @@ async fn forged_and_expired_session_cookies_and_a_missing_csrf_header_are_refuse
         cookie,
         csrf: signed_in.body["csrfToken"].as_str().unwrap().to_owned(),
     };
-    // Used at once and again before the idle timeout: still good, until its lifetime ends.
-    for _ in 0..2 {
+    // Used again and again, well within the idle timeout. The session was made after
+    // `before`, so a use answered less than its lifetime after `before` was inside it,
+    // however slowly this machine runs, and the first refusal comes no sooner than its
+    // lifetime after `before`. (The margin covers the server's times, kept in microseconds.)
+    let margin = std::time::Duration::from_millis(10);
+    let ended = loop {
         let r = send_to(&short, request("GET", "/v1/me", &session, None)).await;
-        assert_eq!(r.status, StatusCode::OK);
-        tokio::time::sleep(std::time::Duration::from_millis(1_600)).await;
-    }
-    let r = send_to(&short, request("GET", "/v1/me", &session, None)).await;
-    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+        let answered = before.elapsed();
+        if answered + margin < lifetime {
+            assert_eq!(
+                r.status,
+                StatusCode::OK,
+                "used {answered:?} after signing in: {}",
+                r.body
+            );
+        }
+        if r.status == StatusCode::UNAUTHORIZED {
+            break answered;
+        }
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert!(
+            answered < PATIENCE,
+            "a session of a {lifetime:?} lifetime still served {answered:?} after signing in"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(
+        ended + margin >= lifetime,
+        "ended {ended:?} after signing in, before its lifetime"
+    );
 }
 
 /// Values that mean something to SQL (quotes, comments, wildcards, statement ends) are
@@ -3682,16 +3712,17 @@ async fn perf_figures_equal_those_computed_from_the_same_rows() {
     );
 }
 
-/// Reads an SSE body until `needle` and the end of its block have arrived (5 s at most).
+/// Reads an SSE body until `needle` and the end of its block have arrived ([`PATIENCE`] at
+/// most for each frame).
 async fn read_sse_until(body: &mut Body, needle: &str) -> String {
     let mut text = String::new();
     while !text
         .find(needle)
         .is_some_and(|at| text[at..].contains("\n\n"))
     {
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
+        let frame = tokio::time::timeout(PATIENCE, body.frame())
             .await
-            .unwrap_or_else(|_| panic!("{needle:?} within 5 s; so far: {text}"))
+            .unwrap_or_else(|_| panic!("{needle:?} within {PATIENCE:?}; so far: {text}"))
             .expect("the stream goes on")
             .unwrap();
         if let Some(data) = frame.data_ref() {
@@ -3738,7 +3769,7 @@ async fn the_live_tail_is_woken_by_commits_says_how_far_it_read_and_ends_when_th
     }
     // A server that stops ends its streams: the body ends instead of holding the stop up.
     h.state.stopping.cancel();
-    let end = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+    let end = tokio::time::timeout(PATIENCE, async {
         while let Some(frame) = body.frame().await {
             frame.unwrap();
         }
@@ -3747,7 +3778,7 @@ async fn the_live_tail_is_woken_by_commits_says_how_far_it_read_and_ends_when_th
     assert!(end.is_ok(), "the stream ended when the server stopped");
     // And one opened while it stops ends at once.
     let mut late = h.app.clone().oneshot(open()).await.unwrap().into_body();
-    let end = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+    let end = tokio::time::timeout(PATIENCE, async {
         while let Some(frame) = late.frame().await {
             frame.unwrap();
         }
@@ -3756,10 +3787,10 @@ async fn the_live_tail_is_woken_by_commits_says_how_far_it_read_and_ends_when_th
     assert!(end.is_ok(), "a stream opened while stopping ends");
 }
 
-/// Reads an SSE body to its end (5 s at most) and answers what it carried.
+/// Reads an SSE body to its end ([`PATIENCE`] at most) and answers what it carried.
 async fn read_sse_to_end(body: &mut Body) -> String {
     let mut text = String::new();
-    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+    tokio::time::timeout(PATIENCE, async {
         while let Some(frame) = body.frame().await {
             if let Some(data) = frame.unwrap().data_ref() {
                 text.push_str(std::str::from_utf8(data).unwrap());
@@ -3767,7 +3798,7 @@ async fn read_sse_to_end(body: &mut Body) -> String {
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("the stream ends within 5 s"));
+    .unwrap_or_else(|_| panic!("the stream ends within {PATIENCE:?}"));
     text
 }
 

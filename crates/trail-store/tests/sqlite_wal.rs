@@ -20,11 +20,12 @@ async fn committed_events_reach_the_database_file_off_the_writer() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     let before = size();
     store.append("acme", sample_events(300)).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Folded within an interval or two; the limit only bounds a failing run.
+    let deadline = Instant::now() + Duration::from_secs(60);
     while size() <= before {
         assert!(
             Instant::now() < deadline,
-            "the database file still holds {before} bytes 10 s after a commit"
+            "the database file still holds {before} bytes 60 s after a commit"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -395,17 +395,14 @@ fn pruned_below(items: &[Value], at: trail_core::Timestamp) -> u64 {
 
 /// The org's archives once `n` are listed (the server's job builds them at start).
 async fn listed_weeks(s: &Server, token: &str, n: usize) -> Vec<Value> {
-    let mut list = Value::Null;
-    for _ in 0..300 {
-        list = get_json(s, token, "/v1/orgs/default/archives").await;
-        if list["items"].as_array().is_some_and(|a| a.len() == n) {
-            break;
+    common::eventually(&format!("{n} archives listed"), async || {
+        let list = get_json(s, token, "/v1/orgs/default/archives").await;
+        match list["items"].as_array() {
+            Some(items) if items.len() == n => Ok(items.clone()),
+            _ => Err(list.to_string()),
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let items = list["items"].as_array().cloned().unwrap_or_default();
-    assert_eq!(items.len(), n, "{list}");
-    items
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -572,21 +569,26 @@ async fn kill_9_during_archive_builds_and_a_prune(database: Option<String>) {
         s.signal(libc::SIGKILL);
         check(&key);
     }
-    // Then left to finish: three whole weeks.
+    // Then left to finish: three whole weeks (60,000 events: some 20 s of a debug build on
+    // an idle machine of two cores).
     let s = start();
     let token = common::token(&data);
-    for _ in 0..600 {
-        let n = std::fs::read_dir(&archives)
+    let limit = std::time::Duration::from_secs(300);
+    common::eventually_within(limit, "the three weeks' archives written", async || {
+        let names: Vec<String> = std::fs::read_dir(&archives)
             .into_iter()
             .flatten()
             .flatten()
-            .filter(|f| !f.file_name().to_string_lossy().starts_with('.'))
-            .count();
-        if n == 3 {
-            break;
+            .map(|f| f.file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        if names.len() == 3 {
+            Ok(())
+        } else {
+            Err(format!("{names:?}"))
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let out = trail(&s, &token, &["retention", "set", "1"]);
     assert!(out.status.success(), "{}", text(&out));
     // Killed during a prune: it happened whole or not at all.

@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -210,20 +210,13 @@ async fn readyz(url: &str) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
-/// Waits (up to 20 s) for `/readyz` to say ready, without any other call.
+/// Waits for `/readyz` to say ready, without any other call.
 async fn ready_by_itself(url: &str, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (status, body) = readyz(url).await;
-        if status == 200 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: still not ready after 20 s: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    common::eventually(&format!("ready {what}"), async || match readyz(url).await {
+        (200, _) => Ok(()),
+        (status, body) => Err(format!("{status} {body}")),
+    })
+    .await;
 }
 
 /// Sends batches until one is refused (at most `tries`): those acknowledged are recorded,
@@ -515,19 +508,19 @@ async fn on_postgresql_a_read_only_database_refuses_writes_and_service_returns_b
     assert_eq!(status, 503, "a batch on a read-only database");
     // The first refusal may be the dropped connection's; readiness's probe then finds the
     // database itself refusing.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    common::eventually("readyz saying the database is read-only", async || {
         let (status, body) = readyz(&s.url).await;
         assert_eq!(status, 503, "ready on a read-only database: {body}");
         if body["detail"]
             .as_str()
             .is_some_and(|d| d.contains("writes are failing") && d.contains("read-only"))
         {
-            break;
+            Ok(())
+        } else {
+            Err(body.to_string())
         }
-        assert!(Instant::now() < deadline, "readyz says why: {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    })
+    .await;
 
     turn(false).await.unwrap();
     ready_by_itself(&s.url, "after the database took writes again").await;

@@ -58,28 +58,28 @@ impl Follower {
         }
     }
 
-    /// The next `n` events printed, within 20 s.
+    /// The next `n` events printed, each within [`common::PATIENCE`].
     fn events(&self, n: usize) -> Vec<Value> {
         (0..n)
             .map(|i| {
                 let line = self
                     .lines
-                    .recv_timeout(Duration::from_secs(20))
-                    .unwrap_or_else(|_| panic!("event {i} of {n} within 20 s"));
+                    .recv_timeout(common::PATIENCE)
+                    .unwrap_or_else(|_| panic!("event {i} of {n} within {:?}", common::PATIENCE));
                 serde_json::from_str(&line).unwrap()
             })
             .collect()
     }
 
-    /// The next stderr line that contains `needle`, within 20 s.
+    /// The next stderr line that contains `needle`, within [`common::PATIENCE`].
     fn note(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + common::PATIENCE;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = self
                 .notes
                 .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("a note with {needle:?} within 20 s"));
+                .unwrap_or_else(|_| panic!("a note with {needle:?} within {:?}", common::PATIENCE));
             if line.contains(needle) {
                 return line;
             }
@@ -89,17 +89,12 @@ impl Follower {
     /// Ctrl-C: following ends, successfully.
     fn interrupt(mut self) -> std::process::ExitStatus {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "trail exits within 20 s of Ctrl-C"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        common::eventually_blocking("trail exits after Ctrl-C", || {
+            self.child
+                .try_wait()
+                .unwrap()
+                .ok_or_else(|| "still running".to_owned())
+        })
     }
 }
 
@@ -227,9 +222,9 @@ async fn an_opened_tail_keeps_what_arrives_before_it_is_read() {
     let live = client.follow_opened(path, None).await.unwrap();
     ingest(&s, &["between"]).await;
     let mut live = std::pin::pin!(live);
-    let first = tokio::time::timeout(Duration::from_secs(20), live.next())
+    let first = tokio::time::timeout(common::PATIENCE, live.next())
         .await
-        .expect("the event within 20 s")
+        .unwrap_or_else(|_| panic!("the event within {:?}", common::PATIENCE))
         .unwrap()
         .unwrap();
     let seq = match first {

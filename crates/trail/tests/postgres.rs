@@ -2,7 +2,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 mod common;
@@ -68,10 +68,11 @@ async fn two_servers_on_one_database_ingest_into_one_log_and_a_kill_9_loses_noth
     // whose answer does not come (its server was killed) is sent again to the other, with
     // the same client ids.
     let stop = Arc::new(AtomicBool::new(false));
+    let sent_again = Arc::new(AtomicUsize::new(0));
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
             let urls = [a.url.clone(), b.url.clone()];
-            let (token, stop) = (token.clone(), stop.clone());
+            let (token, stop, sent_again) = (token.clone(), stop.clone(), sent_again.clone());
             tokio::spawn(async move {
                 let (mut acked, mut redirected) = (Vec::new(), 0);
                 let mut n = 0;
@@ -81,9 +82,11 @@ async fn two_servers_on_one_database_ingest_into_one_log_and_a_kill_9_loses_noth
                         Ok(items) => items,
                         Err(_) => {
                             redirected += 1;
-                            ingest(&urls[0], &token, &body)
+                            let items = ingest(&urls[0], &token, &body)
                                 .await
-                                .expect("the surviving server takes the batch")
+                                .expect("the surviving server takes the batch");
+                            sent_again.fetch_add(1, Ordering::Relaxed);
+                            items
                         }
                     };
                     acked.push(items);
@@ -96,7 +99,17 @@ async fn two_servers_on_one_database_ingest_into_one_log_and_a_kill_9_loses_noth
     let delay = 300 + Rng::seeded().below(700);
     tokio::time::sleep(Duration::from_millis(delay)).await;
     b.signal(libc::SIGKILL);
+    // The writers go on for 500 ms after the kill, and until a batch sent to the killed
+    // server has been taken by the other.
     tokio::time::sleep(Duration::from_millis(500)).await;
+    common::eventually(
+        "a batch sent again to the surviving server",
+        async || match sent_again.load(Ordering::Relaxed) {
+            0 => Err("none yet".to_owned()),
+            _ => Ok(()),
+        },
+    )
+    .await;
     stop.store(true, Ordering::Relaxed);
     let (mut acked, mut redirected, mut sent) = (Acked::new(), 0, 0);
     for writer in writers {

@@ -1,6 +1,8 @@
 //! End to end: the real `trail serve` on port 0 in a temp dir, driven over HTTP.
 
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -114,11 +116,13 @@ async fn every_acknowledged_event_survives_kill_9() {
     let mut s = Server::start(&data);
     let token = token(&data);
 
-    // Four writers ingest until the server dies under them.
+    // Four writers ingest until the server dies under them: killed 700 ms into the ingest,
+    // or later, once a batch has been acknowledged.
+    let answered = Arc::new(AtomicUsize::new(0));
     let writers: Vec<_> =
         (0..4)
             .map(|w| {
-                let (url, token) = (s.url.clone(), token.clone());
+                let (url, token, answered) = (s.url.clone(), token.clone(), answered.clone());
                 tokio::spawn(async move {
                     let mut acked = Vec::new();
                     for b in 0..200 {
@@ -126,7 +130,8 @@ async fn every_acknowledged_event_survives_kill_9() {
                             Ok(r) => {
                                 acked.extend(r["items"].as_array().unwrap().iter().map(|i| {
                                     (i["id"].clone(), i["seq"].clone(), i["hash"].clone())
-                                }))
+                                }));
+                                answered.fetch_add(1, Ordering::Relaxed);
                             }
                             Err(_) => break,
                         }
@@ -136,6 +141,13 @@ async fn every_acknowledged_event_survives_kill_9() {
             })
             .collect();
     tokio::time::sleep(Duration::from_millis(700)).await;
+    common::eventually("a batch acknowledged", async || {
+        match answered.load(Ordering::Relaxed) {
+            0 => Err("no answer yet".to_owned()),
+            _ => Ok(()),
+        }
+    })
+    .await;
     s.signal(libc::SIGKILL);
     let mut acked = Vec::new();
     for w in writers {
@@ -554,24 +566,21 @@ async fn a_server_with_a_closed_stdout_keeps_serving() {
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}");
-    let mut healthy = false;
-    for _ in 0..200 {
-        if let Ok(r) = client().get(format!("{url}/healthz")).send().await
-            && r.status() == 200
-        {
-            healthy = true;
-            break;
+    common::eventually("the server answers /healthz", async || {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the server exited ({status}) instead of serving");
         }
-        if child.try_wait().unwrap().is_some() {
-            break;
+        match client().get(format!("{url}/healthz")).send().await {
+            Ok(r) if r.status() == 200 => Ok(()),
+            Ok(r) => Err(r.status().to_string()),
+            Err(e) => Err(e.to_string()),
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     assert!(
         child.try_wait().unwrap().is_none(),
         "the server is still running"
     );
-    assert!(healthy);
     ingest(&url, &token(&data), &batch("z", 2)).await.unwrap();
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
@@ -588,11 +597,12 @@ fn addr_of(s: &Server) -> String {
     s.url.trim_start_matches("http://").to_owned()
 }
 
-/// Sends `raw` on a new connection and reads until the server closes it (or 15 s pass).
+/// Sends `raw` on a new connection and reads until the server closes it (or
+/// [`common::PATIENCE`] passes).
 fn exchange(addr: &str, raw: &[u8]) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(addr)?;
-    conn.set_read_timeout(Some(Duration::from_secs(15)))?;
+    conn.set_read_timeout(Some(common::PATIENCE))?;
     conn.write_all(raw)?;
     let mut out = Vec::new();
     conn.read_to_end(&mut out)?;

@@ -253,29 +253,29 @@ fn sighup_switches_to_a_new_ca_and_a_failed_reload_keeps_serving() {
     ca2.issue_to(&files);
     hangup(&mut s);
     // The reload is done when a new connection gets the new certificate.
-    let switched = (0..200).any(|_| {
-        let ok = me(&s, Some(&ca2)).status.success();
-        if !ok {
-            std::thread::sleep(Duration::from_millis(50));
+    common::eventually_blocking("after SIGHUP the server serves CA2's certificate", || {
+        let out = me(&s, Some(&ca2));
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(stderr(&out))
         }
-        ok
     });
-    assert!(switched, "after SIGHUP the server serves CA2's certificate");
     assert_untrusted(&me(&s, Some(&ca1)));
 
     // A reload from files that cannot serve: logged, naming the file; CA2's pair stays.
     std::fs::write(&files.cert, "-----BEGIN CERTIFICATE-----\ntruncated").unwrap();
     hangup(&mut s);
-    let logged = (0..200).any(|_| {
+    common::eventually_blocking("the failed reload logged, naming the file", || {
         let log = s.log();
-        let found = log.contains("reloading the TLS certificate and key failed")
-            && log.contains("server-cert.pem");
-        if !found {
-            std::thread::sleep(Duration::from_millis(50));
+        if log.contains("reloading the TLS certificate and key failed")
+            && log.contains("server-cert.pem")
+        {
+            Ok(())
+        } else {
+            Err(log)
         }
-        found
     });
-    assert!(logged, "the failed reload is logged: {}", s.log());
     let out = me(&s, Some(&ca2));
     assert!(out.status.success(), "{}", stderr(&out));
 }

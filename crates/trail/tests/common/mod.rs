@@ -8,6 +8,57 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a test waits for what it expects to happen (a server ready, a file written, a
+/// record listed): far longer than it takes, so that a slow, busy machine passes as a fast
+/// one does. Only a failing run waits it out.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// How often [`eventually`] and [`eventually_blocking`] ask again.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Asks `check` until it answers `Ok` (once what the test waits for has happened), and
+/// returns that answer. `Err` says what is seen so far: the test fails with the last one,
+/// naming `what` it waited for, if [`PATIENCE`] passes first.
+pub async fn eventually<T>(what: &str, check: impl AsyncFnMut() -> Result<T, String>) -> T {
+    eventually_within(PATIENCE, what, check).await
+}
+
+/// [`eventually`], for work that takes long even on a fast machine: the test fails if
+/// `limit` passes first.
+pub async fn eventually_within<T>(
+    limit: Duration,
+    what: &str,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(done) => return done,
+            Err(seen) => assert!(
+                Instant::now() < deadline,
+                "{what}: not within {limit:?}; last seen: {seen}"
+            ),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// [`eventually`], for a test that does not run on an async runtime.
+pub fn eventually_blocking<T>(what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        match check() {
+            Ok(done) => return done,
+            Err(seen) => assert!(
+                Instant::now() < deadline,
+                "{what}: not within {PATIENCE:?}; last seen: {seen}"
+            ),
+        }
+        std::thread::sleep(POLL);
+    }
+}
 
 pub struct Server {
     child: Child,
@@ -220,16 +271,17 @@ impl S3 {
             .stderr(Stdio::null())
             .spawn()
             .expect("moto_server starts");
-        for _ in 0..300 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        S3 {
+        // Made first, so that it is stopped if it never answers.
+        let s3 = S3 {
             child,
             url: format!("http://127.0.0.1:{port}"),
-        }
+        };
+        eventually_blocking("moto_server accepts connections", || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        s3
     }
 
     /// Makes a bucket (moto takes unsigned requests).
