@@ -410,180 +410,36 @@ fn settle(tx: &Connection, org_id: i64, slice: i64, below: i64) -> rusqlite::Res
     Ok(())
 }
 
-/// What a block's events give its summary, postings and times: gathered from its rows as
-/// the writer inserts them ([`Filling`]), or read back from `events` when it seals the block
-/// ([`seal`]).
-pub(crate) struct Gathered {
-    /// Each event's offset in the block and timestamp, in seq order.
-    times: Vec<(u16, i64)>,
-    /// The least and greatest timestamp.
-    lo: i64,
-    hi: i64,
-    /// The filter keys of the values in [`COLUMNS`].
-    keys: HashSet<u64>,
-    postings: Postings,
-}
-
-impl Gathered {
-    fn new() -> Gathered {
-        Gathered {
-            times: Vec::with_capacity(BLOCK as usize),
-            lo: i64::MAX,
-            hi: i64::MIN,
-            keys: HashSet::new(),
-            postings: Postings::default(),
-        }
-    }
-
-    /// Adds the event at `offset`, stamped `ts`, whose [`COLUMNS`] and then [`POSTED`]
-    /// columns hold `values`. Events are added in seq order.
-    fn add(&mut self, offset: u16, ts: i64, values: &[ValueRef<'_>]) {
-        self.times.push((offset, ts));
-        self.lo = self.lo.min(ts);
-        self.hi = self.hi.max(ts);
-        for (c, v) in values[..COLUMNS.len()].iter().enumerate() {
-            self.keys.extend(key(c, *v));
-        }
-        self.postings.add(offset, ts, &values[COLUMNS.len()..]);
-    }
-}
-
-/// The most orgs whose blocks [`Filling`] gathers at once: a few hundred KiB each at most.
-const FILLING_ORGS: usize = 64;
-
-/// What the writer gathers of the blocks it is filling, as it inserts their rows, so that
-/// sealing a block it filled from its first seq needs not read its 1,024 rows back (a tenth
-/// of the writer's time when it did: BENCHMARKS.md, 2026-12-07). It holds only what the
-/// writer inserted in transactions that committed or are under way: the writer forgets an
-/// org's blocks when a transaction that appended to it fails, and before a prune. A block
-/// it did not see from its first seq (one the writer was started in the middle of) is read
-/// back at its seal, as are those of orgs beyond [`FILLING_ORGS`] (the one appended to least
-/// recently goes first).
-#[derive(Default)]
-pub(crate) struct Filling {
-    orgs: std::collections::HashMap<i64, Fill>,
-    /// Counts appends, for which org was appended to least recently.
-    clock: u64,
-}
-
-struct Fill {
-    /// The next seq whose event belongs here.
-    next: u64,
-    /// [`Filling::clock`] at the latest append.
-    used: u64,
-    /// The blocks from the newest summarised one on, oldest first; all but the last are
-    /// complete.
-    blocks: VecDeque<(u64, Gathered)>,
-}
-
-impl Filling {
-    /// Gathers the event at `seq` of `org_id`'s log, stamped `ts`, whose [`COLUMNS`] and
-    /// then [`POSTED`] columns hold `values`, as it is inserted.
-    pub(crate) fn add(&mut self, org_id: i64, seq: u64, ts: i64, values: &[ValueRef<'_>]) {
-        self.clock += 1;
-        let block = seq >> BLOCK_BITS;
-        let offset = (seq & (BLOCK - 1)) as u16;
-        if self.orgs.get(&org_id).is_none_or(|f| f.next != seq) {
-            self.orgs.remove(&org_id);
-            if offset != 0 {
-                // Not seen from its block's first seq: that block will be read back.
-                return;
-            }
-            if self.orgs.len() >= FILLING_ORGS {
-                let least = self
-                    .orgs
-                    .iter()
-                    .min_by_key(|(_, f)| f.used)
-                    .map(|(o, _)| *o);
-                self.orgs.remove(&least.expect("FILLING_ORGS is not 0"));
-            }
-            let fill = Fill {
-                next: seq,
-                used: 0,
-                blocks: VecDeque::new(),
-            };
-            self.orgs.insert(org_id, fill);
-        }
-        let fill = self.orgs.get_mut(&org_id).expect("just found or made");
-        if offset == 0 {
-            fill.blocks.push_back((block, Gathered::new()));
-        }
-        let (_, gathered) = fill.blocks.back_mut().expect("a block is open");
-        gathered.add(offset, ts, values);
-        fill.next = seq + 1;
-        fill.used = self.clock;
-    }
-
-    /// Takes what was gathered of `org_id`'s block `block` if it holds every one of its
-    /// seqs; drops anything gathered of earlier blocks.
-    fn take(&mut self, org_id: i64, block: u64) -> Option<Gathered> {
-        let fill = self.orgs.get_mut(&org_id)?;
-        while let Some((b, gathered)) = fill.blocks.pop_front() {
-            if b == block {
-                return (gathered.times.len() == BLOCK as usize).then_some(gathered);
-            }
-            if b > block {
-                fill.blocks.push_front((b, gathered));
-                break;
-            }
-        }
-        None
-    }
-
-    /// Forgets what was gathered of `org_id`'s log: a transaction that appended to it
-    /// failed, or a prune may take some of its events away.
-    pub(crate) fn forget(&mut self, org_id: i64) {
-        self.orgs.remove(&org_id);
-    }
-
-    /// Forgets everything gathered.
-    pub(crate) fn clear(&mut self) {
-        self.orgs.clear();
-    }
-}
-
-/// Reads back from `events` what the block whose first key is `first` holds.
-fn read_back(tx: &Connection, first: i64) -> rusqlite::Result<Gathered> {
+/// Writes the summary and, with `post`, the postings and times (`block_times`) of
+/// `org_id`'s block `block`, whose events are all stored. A block left without events
+/// (pruned whole) gets none.
+fn seal(tx: &Connection, org_id: i64, block: u64, post: bool) -> rusqlite::Result<()> {
+    let first = (org_id << SEQ_BITS) | (block << BLOCK_BITS) as i64;
     let mut stmt = tx.prepare_cached(&format!(
         "SELECT k, ts, {}, {} FROM events WHERE k >= ?1 AND k < ?2 ORDER BY k",
         COLUMNS.join(", "),
         POSTED.join(", ")
     ))?;
     let mut rows = stmt.query(params![first, first + BLOCK as i64])?;
-    let mut gathered = Gathered::new();
+    let (mut min_ts, mut max_ts) = (i64::MAX, i64::MIN);
+    let mut keys = HashSet::new();
+    let mut postings = Postings::default();
+    let mut times = Vec::with_capacity(BLOCK as usize);
     while let Some(row) = rows.next()? {
         let offset = (row.get::<_, i64>(0)? - first) as u16;
-        let mut values = [ValueRef::Null; COLUMNS.len() + POSTED.len()];
-        for (c, v) in values.iter_mut().enumerate() {
-            *v = row.get_ref(2 + c)?;
+        let ts: i64 = row.get(1)?;
+        times.push((offset, ts));
+        min_ts = min_ts.min(ts);
+        max_ts = max_ts.max(ts);
+        for c in 0..COLUMNS.len() {
+            keys.extend(key(c, row.get_ref(c + 2)?));
         }
-        gathered.add(offset, row.get(1)?, &values);
+        let mut posted = [ValueRef::Null; POSTED.len()];
+        for (c, v) in posted.iter_mut().enumerate() {
+            *v = row.get_ref(2 + COLUMNS.len() + c)?;
+        }
+        postings.add(offset, ts, &posted);
     }
-    Ok(gathered)
-}
-
-/// Writes the summary and, with `post`, the postings and times (`block_times`) of
-/// `org_id`'s block `block`, whose events are all stored: from what `filling` gathered of
-/// them if it holds them all, else read back. A block left without events (pruned whole)
-/// gets none.
-fn seal(
-    tx: &Connection,
-    org_id: i64,
-    block: u64,
-    post: bool,
-    filling: Option<&mut Filling>,
-) -> rusqlite::Result<()> {
-    let first = (org_id << SEQ_BITS) | (block << BLOCK_BITS) as i64;
-    let Gathered {
-        times,
-        lo: min_ts,
-        hi: max_ts,
-        keys,
-        postings,
-    } = match filling.and_then(|f| f.take(org_id, block)) {
-        Some(gathered) => gathered,
-        None => read_back(tx, first)?,
-    };
     if min_ts > max_ts {
         return Ok(());
     }
@@ -658,25 +514,13 @@ pub(crate) fn time_all(tx: &Connection) -> rusqlite::Result<()> {
 /// Seals every complete block of `org_id`'s log, now `size` seqs long, that has no summary
 /// yet: from the one after the newest summarised (or where the log was pruned to), so a
 /// block completed by rows some other way (a tool on the database) is not left without.
-/// What `filling` gathered of those blocks saves reading them back.
-pub(crate) fn seal_completed(
-    tx: &Connection,
-    org_id: i64,
-    size: u64,
-    filling: &mut Filling,
-) -> rusqlite::Result<()> {
-    seal_completed_as(tx, org_id, size, true, Some(filling))
+pub(crate) fn seal_completed(tx: &Connection, org_id: i64, size: u64) -> rusqlite::Result<()> {
+    seal_completed_as(tx, org_id, size, true)
 }
 
 /// [`seal_completed`], writing postings and times or not (the migration that made the
 /// summaries, before the schema had either).
-fn seal_completed_as(
-    tx: &Connection,
-    org_id: i64,
-    size: u64,
-    post: bool,
-    mut filling: Option<&mut Filling>,
-) -> rusqlite::Result<()> {
+fn seal_completed_as(tx: &Connection, org_id: i64, size: u64, post: bool) -> rusqlite::Result<()> {
     let end = size >> BLOCK_BITS;
     let newest: Option<i64> = tx
         .prepare_cached("SELECT max(id) FROM blocks WHERE id >= ?1 AND id < ?2")?
@@ -693,7 +537,7 @@ fn seal_completed_as(
         }
     };
     for block in next..end {
-        seal(tx, org_id, block, post, filling.as_deref_mut())?;
+        seal(tx, org_id, block, post)?;
     }
     Ok(())
 }
@@ -713,7 +557,7 @@ pub(crate) fn seal_all(tx: &Connection) -> rusqlite::Result<()> {
         )?;
         if let Some(last) = last {
             let size = (last & super::SEQ_MASK) as u64 + 1;
-            seal_completed_as(tx, org_id, size, false, None)?;
+            seal_completed_as(tx, org_id, size, false)?;
         }
     }
     Ok(())
@@ -1515,53 +1359,7 @@ pub(crate) enum Step {
 
 #[cfg(test)]
 mod tests {
-    use super::{BLOCK, COLUMNS, FILLING_ORGS, Filling, POSTED, bloom, coarse, positions};
-    use rusqlite::types::ValueRef;
-
-    /// Gathers `org`'s seqs `seqs`, each with one posted value.
-    fn fill(filling: &mut Filling, org: i64, seqs: std::ops::Range<u64>) {
-        for seq in seqs {
-            let mut values = [ValueRef::Null; COLUMNS.len() + POSTED.len()];
-            values[COLUMNS.len()] = ValueRef::Integer(seq as i64 % 3);
-            filling.add(org, seq, seq as i64, &values);
-        }
-    }
-
-    #[test]
-    fn a_block_is_taken_from_what_was_gathered_only_if_every_seq_of_it_was() {
-        let mut filling = Filling::default();
-        // Seen from its first seq, across two transactions' worth: taken whole.
-        fill(&mut filling, 1, 0..700);
-        fill(&mut filling, 1, 700..1500);
-        let block = filling.take(1, 0).expect("block 0 was gathered whole");
-        assert_eq!(block.times.len(), BLOCK as usize);
-        assert_eq!((block.lo, block.hi), (0, 1023));
-        assert_eq!(block.postings.0.len(), 3);
-        // The next is not complete yet.
-        assert!(filling.take(1, 1).is_none());
-        // A writer started in the middle of a block gathers nothing of it...
-        fill(&mut filling, 2, 500..2048);
-        assert!(filling.take(2, 0).is_none());
-        // ... nor after a seq it did not see.
-        fill(&mut filling, 3, 0..100);
-        fill(&mut filling, 3, 101..1024);
-        assert!(filling.take(3, 0).is_none());
-        // A failed transaction's org is forgotten.
-        fill(&mut filling, 4, 0..1024);
-        filling.forget(4);
-        assert!(filling.take(4, 0).is_none());
-        // At most FILLING_ORGS orgs: the one appended to least recently goes first.
-        let orgs = 10..10 + FILLING_ORGS as i64;
-        for org in orgs.clone() {
-            fill(&mut filling, org, 0..1000);
-        }
-        fill(&mut filling, 10, 1000..1024);
-        fill(&mut filling, 99, 0..1024);
-        assert!(filling.take(10, 0).is_some(), "used most recently: kept");
-        assert!(filling.take(11, 0).is_none(), "used least recently: gone");
-        assert!(filling.take(99, 0).is_some());
-        assert!(filling.orgs.len() <= FILLING_ORGS);
-    }
+    use super::{BLOCK, bloom, coarse, positions};
 
     #[test]
     fn a_coarse_time_bounds_its_event_and_is_one_256th_of_the_range_wide() {

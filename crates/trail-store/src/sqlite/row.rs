@@ -2,14 +2,13 @@
 
 use std::net::IpAddr;
 
-use rusqlite::types::{Value, ValueRef};
+use rusqlite::types::Value;
 use rusqlite::{Connection, Row};
 use trail_core::canonical::{Fields, ObjectFields, RequestFields};
 use trail_core::event::{ActorType, CanonicalJson, Object};
 use trail_core::{Event, Timestamp};
 
 use super::batch::{Batch, Statements};
-use super::blocks;
 use super::dict::{DictCache, Resolved};
 use super::{SEQ_BITS, SEQ_MASK, unavailable};
 use crate::{Result, StoreError, StoredEvent};
@@ -29,23 +28,6 @@ static INSERTS: std::sync::LazyLock<Statements> = std::sync::LazyLock::new(|| {
     Statements::new(&format!("events ({INSERT_COLUMNS})"), INSERT_WIDTH)
 });
 
-/// How many columns a block's summary and postings are made of.
-const SUMMARISED_WIDTH: usize = blocks::COLUMNS.len() + blocks::POSTED.len();
-
-/// Where [`blocks::COLUMNS`] and then [`blocks::POSTED`] sit in an inserted row.
-static SUMMARISED: std::sync::LazyLock<[usize; SUMMARISED_WIDTH]> =
-    std::sync::LazyLock::new(|| {
-        let names: Vec<&str> = INSERT_COLUMNS.split(',').map(str::trim).collect();
-        let mut at = [0; SUMMARISED_WIDTH];
-        for (i, c) in blocks::COLUMNS.iter().chain(&blocks::POSTED).enumerate() {
-            at[i] = names
-                .iter()
-                .position(|n| n == c)
-                .unwrap_or_else(|| panic!("{c} is a column of events"));
-        }
-        at
-    });
-
 /// Writes sealed events, a [`Batch`] of rows at a time. [`Inserter::flush`] must be called
 /// before the events are read back or committed.
 pub(crate) struct Inserter(Batch<'static>);
@@ -57,8 +39,7 @@ impl Default for Inserter {
 }
 
 impl Inserter {
-    /// Queues one sealed event, and gathers it into `filling` for its block's summary.
-    /// `intern` maps a string to its dictionary id.
+    /// Queues one sealed event. `intern` maps a string to its dictionary id.
     pub fn add(
         &mut self,
         tx: &Connection,
@@ -66,7 +47,6 @@ impl Inserter {
         e: &Event,
         hash: &[u8; 32],
         intern: &mut dyn FnMut(&Connection, &str) -> Result<i64>,
-        filling: &mut blocks::Filling,
     ) -> Result<()> {
         let mut opt = |s: Option<&str>| -> Result<Value> {
             Ok(match s {
@@ -123,8 +103,6 @@ impl Inserter {
                 None => opt(Some(e.actor.kind.as_str()))?,
             },
         ];
-        let summarised = SUMMARISED.map(|at| ValueRef::from(&row[at]));
-        filling.add(org_id, e.seq, e.timestamp.micros(), &summarised);
         self.0.push(tx, row).map_err(unavailable)
     }
 

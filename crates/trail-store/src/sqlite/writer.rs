@@ -123,7 +123,6 @@ impl Writer {
             org_ids: HashMap::new(),
             next_seq: HashMap::new(),
             dict: super::dict::Ids::new(DICT_CACHE),
-            filling: super::blocks::Filling::default(),
             last_received,
             fault: fault.clone(),
             pruning,
@@ -218,9 +217,6 @@ pub(crate) struct WriterState {
     next_seq: HashMap<i64, u64>,
     /// Dictionary ids, as committed: the most recently used.
     dict: super::dict::Ids,
-    /// What the blocks being filled hold so far, for their summaries: as committed, and
-    /// what the transaction under way has added (forgotten if it fails).
-    filling: super::blocks::Filling,
     /// receivedAt never goes backwards, even if the clock does.
     last_received: Timestamp,
     fault: WriteFault,
@@ -265,7 +261,6 @@ struct Caches<'a> {
     org_ids: &'a HashMap<String, i64>,
     next_seq: &'a HashMap<i64, u64>,
     dict: &'a mut super::dict::Ids,
-    filling: &'a mut super::blocks::Filling,
     signer: Option<&'a Signer>,
 }
 
@@ -312,7 +307,6 @@ impl WriterState {
                     org_ids: &self.org_ids,
                     next_seq: &self.next_seq,
                     dict: &mut self.dict,
-                    filling: &mut self.filling,
                     signer: self.signer.as_ref(),
                 };
                 match append_one(&tx, caches, &mut pending, org, events, received_at) {
@@ -323,13 +317,7 @@ impl WriterState {
                     Err(e) => return Err(e),
                 }
             }
-            finish(
-                &tx,
-                self.signer.as_ref(),
-                &mut self.filling,
-                &mut pending,
-                received_at,
-            )?;
+            finish(&tx, self.signer.as_ref(), &mut pending, received_at)?;
             // Writing the group's pages to the WAL and syncing it: what the device takes,
             // apart from what the writer computes.
             let committing = Instant::now();
@@ -370,7 +358,6 @@ impl WriterState {
             }
             Err(e) => {
                 tracing::error!(error = %e, "group commit failed");
-                self.forget_filling(&pending);
                 self.failed(&e);
                 for (_, _, reply) in group.drain(..) {
                     let _ = reply.send(Err(StoreError::Unavailable(e.to_string())));
@@ -403,24 +390,14 @@ impl WriterState {
                     org_ids: &self.org_ids,
                     next_seq: &self.next_seq,
                     dict: &mut self.dict,
-                    filling: &mut self.filling,
                     signer: self.signer.as_ref(),
                 };
                 append_one(&tx, caches, &mut pending, &org, vec![event], received_at)?;
             }
-            finish(
-                &tx,
-                self.signer.as_ref(),
-                &mut self.filling,
-                &mut pending,
-                received_at,
-            )?;
+            finish(&tx, self.signer.as_ref(), &mut pending, received_at)?;
             tx.commit().map_err(unavailable)?;
             Ok(out)
         })();
-        if result.is_err() {
-            self.forget_filling(&pending);
-        }
         match &result {
             Ok(_) => self.apply(pending, received_at),
             Err(e) if is_refusal(e) => {}
@@ -430,14 +407,6 @@ impl WriterState {
             }
         }
         result
-    }
-
-    /// Forgets what the blocks of the logs a failed transaction appended to were gathered to
-    /// hold: some of it was never committed.
-    fn forget_filling(&mut self, pending: &Pending) {
-        for org_id in pending.appended_from.keys() {
-            self.filling.forget(*org_id);
-        }
     }
 
     /// Takes in what a committed transaction assigned; writes work again.
@@ -471,7 +440,6 @@ impl WriterState {
         self.org_ids.clear();
         self.next_seq.clear();
         self.dict.clear();
-        self.filling.clear();
         if let Some(signer) = &mut self.signer {
             signer.trees.clear();
         }
@@ -781,11 +749,6 @@ impl WriterState {
     }
 
     fn prune_now(&mut self, org: &str, below: u64, audit: AuditEvents) -> Result<crate::Pruned> {
-        // The block being filled may lose events: it is read back when it is sealed.
-        match self.org_ids.get(org) {
-            Some(org_id) => self.filling.forget(*org_id),
-            None => self.filling.clear(),
-        }
         self.in_tx(audit, |tx| {
             let org_id = org_id(tx, org)?;
             let now = super::read::retention(tx, org)?;
@@ -1161,7 +1124,6 @@ fn append_one(
         }
     };
     let committed_dict = committed.dict;
-    let filling = committed.filling;
     let mut seq = match pending
         .next_seq
         .get(&org_id)
@@ -1252,7 +1214,7 @@ fn append_one(
         }
         let event = Event::seal(org, seq, received_at, body);
         let hash = canonical::leaf_hash(&event);
-        rows.add(tx, org_id, &event, &hash, &mut intern, filling)?;
+        rows.add(tx, org_id, &event, &hash, &mut intern)?;
         if let Some(tree) = &mut tree {
             tree.push_tiles(hash, |level, idx, h| tiles.push((level, idx, *h)));
         }
@@ -1291,7 +1253,6 @@ fn append_one(
 fn finish(
     tx: &Connection,
     signer: Option<&Signer>,
-    filling: &mut super::blocks::Filling,
     pending: &mut Pending,
     at: Timestamp,
 ) -> Result<()> {
@@ -1304,7 +1265,7 @@ fn finish(
             .get(org_id)
             .is_none_or(|from| size >> bits > from >> bits)
         {
-            super::blocks::seal_completed(tx, *org_id, *size, filling).map_err(unavailable)?;
+            super::blocks::seal_completed(tx, *org_id, *size).map_err(unavailable)?;
         }
     }
     let Some(signer) = signer else {
