@@ -693,10 +693,13 @@ pub(crate) fn oldest(
 /// What a filter's terms ask of a block.
 pub(crate) enum Probe {
     /// Terms on [`POSTED`] fields: for each group (the groups `AND` together), the (column,
-    /// value) pairs of which an event must hold one. `exact` when these are all the filter's
-    /// terms: then a block's postings alone count its events that pass.
+    /// value) pairs of which an event must hold one; and the groups of keys of the terms on
+    /// summarised fields, as in [`Probe::Filtered`], which rule out a block its postings
+    /// name. `exact` when the posted terms are all the filter's terms: then a block's
+    /// postings alone count its events that pass.
     Posted {
         groups: Vec<Vec<(usize, i64)>>,
+        filtered: Vec<Vec<u64>>,
         exact: bool,
     },
     /// Terms on summarised fields and none on a posted one: for each group, the keys of
@@ -748,6 +751,7 @@ impl Probe {
         Ok(if !posted.is_empty() {
             Probe::Posted {
                 groups: posted,
+                filtered,
                 exact,
             }
         } else if !filtered.is_empty() {
@@ -870,12 +874,19 @@ pub(crate) fn walk(
     visit: impl FnMut(Look) -> Result<()>,
 ) -> Result<()> {
     match probe {
-        Probe::Posted { groups, .. } => {
-            walk_postings(conn, org_id, floor, size, groups, bounds, visit)
-        }
+        Probe::Posted {
+            groups, filtered, ..
+        } => walk_postings(conn, org_id, floor, size, (groups, filtered), bounds, visit),
         Probe::Filtered(groups) => walk_filters(conn, org_id, floor, size, groups, bounds, visit),
         Probe::Every { .. } => walk_filters(conn, org_id, floor, size, &[], bounds, visit),
     }
+}
+
+/// Whether a block's Bloom `filter` may hold an event that passes every group of `keys`
+/// (one key of each).
+fn admits(filter: &[u8], keys: &[Vec<u64>]) -> bool {
+    keys.iter()
+        .all(|keys| keys.iter().any(|k| bloom::may_hold(filter, *k)))
 }
 
 /// [`walk`] through the Bloom filters of every summarised block (through the blocks' time
@@ -889,11 +900,6 @@ fn walk_filters(
     mut bounds: impl FnMut(i64, i64, i64) -> Step,
     mut visit: impl FnMut(Look) -> Result<()>,
 ) -> Result<()> {
-    let admits = |filter: &[u8]| {
-        groups
-            .iter()
-            .all(|keys| keys.iter().any(|k| bloom::may_hold(filter, *k)))
-    };
     let sealed = (size >> BLOCK_BITS) << BLOCK_BITS;
     if size > sealed.max(floor) {
         visit(Look::whole(sealed.max(floor), size - 1))?;
@@ -943,7 +949,7 @@ fn walk_filters(
         // A block without a filter (there should be none) is looked at.
         let admitted = groups.is_empty()
             || match row.get_ref(4).map_err(unavailable)? {
-                ValueRef::Blob(filter) => admits(filter),
+                ValueRef::Blob(filter) => admits(filter, groups),
                 _ => true,
             };
         if admitted {
@@ -1217,14 +1223,18 @@ impl Group {
     }
 }
 
+/// A [`Probe::Posted`]'s groups of posted values, and its groups of filter keys.
+type PostedTerms<'p> = (&'p [Vec<(usize, i64)>], &'p [Vec<u64>]);
+
 /// [`walk`] through the postings of the probe's values: only the blocks where each group
-/// has one, newest first, with the seqs that hold them all.
+/// has one and whose filter may hold a key of each filter group, newest first, with the
+/// seqs that hold them all.
 fn walk_postings(
     conn: &Connection,
     org_id: i64,
     floor: u64,
     size: u64,
-    groups: &[Vec<(usize, i64)>],
+    (groups, filtered): PostedTerms<'_>,
     mut bounds: impl FnMut(i64, i64, i64) -> Step,
     mut visit: impl FnMut(Look) -> Result<()>,
 ) -> Result<()> {
@@ -1251,6 +1261,9 @@ fn walk_postings(
         .collect();
     let mut summary = conn
         .prepare_cached("SELECT min_ts, max_ts, max_ts_before FROM blocks WHERE id = ?1")
+        .map_err(unavailable)?;
+    let mut filter = conn
+        .prepare_cached("SELECT filter FROM block_filters WHERE id = ?1")
         .map_err(unavailable)?;
     loop {
         // The newest block that every group may have a posting in, and whether they do.
@@ -1287,7 +1300,27 @@ fn walk_postings(
             .optional()
             .map_err(unavailable)?;
         let (min_ts, max_ts, before) = times.unwrap_or((i64::MIN, i64::MAX, i64::MAX));
-        match bounds(min_ts, max_ts, before.min(newest_left)) {
+        let step = match bounds(min_ts, max_ts, before.min(newest_left)) {
+            // The terms on summarised fields rule out a block whose filter holds none of a
+            // group's keys (a block without a filter is looked at).
+            Step::Look if !filtered.is_empty() => {
+                let admitted = filter
+                    .query_row([target], |r| {
+                        Ok(match r.get_ref(0)? {
+                            ValueRef::Blob(f) => admits(f, filtered),
+                            _ => true,
+                        })
+                    })
+                    .optional()
+                    .map_err(unavailable)?;
+                match admitted {
+                    Some(false) => Step::Skip,
+                    _ => Step::Look,
+                }
+            }
+            step => step,
+        };
+        match step {
             Step::Stop => return Ok(()),
             Step::Skip => {
                 for g in &mut groups {
@@ -1359,7 +1392,60 @@ pub(crate) enum Step {
 
 #[cfg(test)]
 mod tests {
-    use super::{BLOCK, bloom, coarse, positions};
+    use super::{BLOCK, Probe, Step, bloom, coarse, key, positions, walk};
+    use crate::Store;
+    use rusqlite::types::ValueRef;
+
+    /// A term on a summarised field rules out the blocks its filters rule out even beside a
+    /// posted term: `tokenId:<a key on every event> ip:<an address never seen>` looks only
+    /// at the newest, unsummarised block, not at every block the token's postings name.
+    #[tokio::test]
+    async fn the_filters_rule_out_blocks_that_a_posted_term_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::SqliteStore::open(dir.path()).unwrap();
+        crate::conformance::with_orgs(&store, &["acme"]).await;
+        let mut events = crate::conformance::sample_events(3 * BLOCK as usize + 10);
+        for e in &mut events {
+            e.client_id = None;
+            e.actor.token_id = Some("pat_busy".into());
+            e.actor.ip = Some("10.0.0.1".parse().unwrap());
+        }
+        store.append("acme", events).await.unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join(super::super::DB_FILE)).unwrap();
+        let one = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+        let (org_id, tok) = (
+            one("SELECT id FROM orgs WHERE slug = 'acme'"),
+            one("SELECT id FROM dict WHERE value = 'pat_busy'"),
+        );
+        let ip = |a: &str| {
+            let bytes = super::super::row::ip_bytes(a.parse().unwrap());
+            key(0, ValueRef::Blob(&bytes)).unwrap()
+        };
+        let looks = |address: &str| {
+            let probe = Probe::Posted {
+                groups: vec![vec![(5, tok)]],
+                filtered: vec![vec![ip(address)]],
+                exact: false,
+            };
+            let mut looks = Vec::new();
+            walk(
+                &conn,
+                org_id,
+                0,
+                3 * BLOCK + 10,
+                &probe,
+                |_, _, _| Step::Look,
+                |look| {
+                    looks.push(look.span.first);
+                    Ok(())
+                },
+            )
+            .unwrap();
+            looks
+        };
+        assert_eq!(looks("10.9.9.9"), vec![3 * BLOCK]);
+        assert_eq!(looks("10.0.0.1"), vec![3 * BLOCK, 2 * BLOCK, BLOCK, 0]);
+    }
 
     #[test]
     fn a_coarse_time_bounds_its_event_and_is_one_256th_of_the_range_wide() {
