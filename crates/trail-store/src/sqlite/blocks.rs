@@ -9,8 +9,9 @@
 //!   value its events hold in the [`COLUMNS`], the fields filtered on rarely. A filter has no
 //!   false negatives: a block it rules out holds no event with the value;
 //! - postings: for each value its events hold in the [`POSTED`] columns (the fields filtered
-//!   on most: actor, action, route, instance, object name, token id), exactly which of its seqs hold
-//!   it, and, where they are few, when each of those events happened, coarsely ([`coarse`]).
+//!   on most: actor, action, route, instance, object name, token id), exactly which of its
+//!   seqs hold it, and, where they are few, when each of those events happened, coarsely
+//!   ([`coarse`]).
 //!
 //! A block's postings are one row per distinct value in the block, where an index of
 //! `events` on those five fields cost five entries per event (measured in BENCHMARKS.md).
@@ -261,12 +262,11 @@ impl Postings {
     /// Writes them into `postings_hot` as the postings of block `id`, whose events' times
     /// span `lo..=hi`: each with the greatest timestamp of its value's events here and the
     /// [`coarse`] times of a sparse one's events.
-    fn write_hot(self, tx: &Connection, id: i64, (lo, hi): (i64, i64)) -> rusqlite::Result<()> {
+    fn write_hot(self, tx: &Connection, id: i64, within: (i64, i64)) -> rusqlite::Result<()> {
         let mut insert = Batch::new(&HOT_INSERTS);
         for ((col, value), events) in self.0 {
             let (top, offsets) = top_and_offsets(&events);
-            let times = (offsets.len() < positions::DENSE)
-                .then(|| Sql::Blob(events.iter().map(|e| coarse::part(e.1, lo, hi)).collect()));
+            let times = sparse_times(&events, &offsets, within);
             insert.push(
                 tx,
                 [
@@ -276,7 +276,7 @@ impl Postings {
                     Sql::Integer(value),
                     Sql::Blob(positions::encode(&offsets)),
                     Sql::Integer(top),
-                    times.unwrap_or(Sql::Null),
+                    times,
                 ],
             )?;
         }
@@ -310,15 +310,21 @@ impl Postings {
                 Sql::Blob(positions::encode(&offsets)),
                 Sql::Integer(before),
             ];
-            if let Some((lo, hi)) = within {
-                row.push(match offsets.len() < positions::DENSE {
-                    true => Sql::Blob(events.iter().map(|e| coarse::part(e.1, lo, hi)).collect()),
-                    false => Sql::Null,
-                });
+            if let Some(within) = within {
+                row.push(sparse_times(&events, &offsets, within));
             }
             insert.push(tx, row)?;
         }
         insert.flush(tx)
+    }
+}
+
+/// A posting's `times`: the [`coarse`] part of each of its events' timestamps within its
+/// block's range `lo..=hi` if it names fewer than [`positions::DENSE`] seqs, else NULL.
+fn sparse_times(events: &[(u16, i64)], offsets: &[u16], (lo, hi): (i64, i64)) -> Sql {
+    match offsets.len() < positions::DENSE {
+        true => Sql::Blob(events.iter().map(|e| coarse::part(e.1, lo, hi)).collect()),
+        false => Sql::Null,
     }
 }
 
