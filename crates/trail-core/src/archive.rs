@@ -18,11 +18,11 @@
 //! consecutive weeks chain through the checkpoint they share.
 //!
 //! Nothing here opens files: callers hand in a reader of each part of the ZIP, which is
-//! read once, front to back. A day file is checked record by record as it is read, so a
-//! check holds one record at a time, not a day; the week's leaves are held (32 bytes per
-//! event), since records come in time order and leaves in seq order.
+//! read once, front to back. A day file is cut into records as it is read and checked a
+//! batch of records at a time (on several threads if asked), so a check holds a few batches,
+//! not a day; the week's leaves are held (32 bytes per event), since records come in time
+//! order and leaves in seq order.
 
-use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{BufReader, Read};
@@ -283,6 +283,7 @@ pub struct ArchiveVerifier {
     leaves: Vec<Hash>,
     seen: Vec<bool>,
     checked: BTreeMap<String, ()>,
+    workers: usize,
 }
 
 impl ArchiveVerifier {
@@ -419,15 +420,26 @@ impl ArchiveVerifier {
             checkpoint: signed,
             manifest,
             checked: BTreeMap::new(),
+            workers: 1,
         })
+    }
+
+    /// Checks each day file's records on `n` threads (one by default): an offline check
+    /// gives it every core; a server checking what it built, beside its other work, one.
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n.max(1);
+        self
     }
 
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
 
-    /// Checks one day file listed in the manifest, read from `part`: every record as it is
-    /// read, then the file's digest.
+    /// Checks one day file listed in the manifest, read from `part`: every record, then the
+    /// file's digest. The file is read once, front to back, and cut into its records as it
+    /// is read (a batch of them at a time); each record is checked on its own, on one of
+    /// [`Self::workers`] threads, and what needs the records in order (each seq once, oldest
+    /// first) is checked here, in order, so the record named is the first that fails.
     pub fn file(&mut self, name: &str, part: impl Read) -> Result<(), ArchiveError> {
         let Some(entry) = self.manifest.files.iter().find(|f| f.name == name).cloned() else {
             return fail(format!("{name} is in the archive but not in {MANIFEST}"));
@@ -435,43 +447,37 @@ impl ArchiveVerifier {
         if self.checked.insert(name.to_owned(), ()).is_some() {
             return fail(format!("{name} is in the archive twice"));
         }
-        let used = Cell::new(0);
-        let bounded = Bounded {
-            inner: Hashing::new(part),
-            used: &used,
-            max: MAX_RECORD,
-        };
-        let mut part = BufReader::with_capacity(READ_BUFFER, bounded);
-        // A changed file is named with the record that changed where one can be found.
-        let mut records = Records {
-            verifier: self,
+        let mut cutter = Cutter::new(Hashing::new(part));
+        let check = Check {
             name,
+            first: self.manifest.first_seq,
+            end: self.manifest.end_seq,
+            leaves: &self.leaves,
+        };
+        let mut order = Order {
+            name,
+            first: self.manifest.first_seq,
+            seen: &mut self.seen,
             count: 0,
             seqs: None,
             prev: None,
-            failed: None,
-            used: &used,
         };
-        let mut json = serde_json::Deserializer::from_reader(&mut part);
-        let read =
-            serde::Deserializer::deserialize_seq(&mut json, &mut records).and_then(|()| json.end());
-        if let Some(failed) = records.failed {
-            return Err(failed);
+        let cut = each_batch(&mut cutter, self.workers, &check, |checked| {
+            order.apply(checked)
+        })?;
+        if let Err(e) = cut {
+            return Err(match e {
+                Cut::Io(e) => ArchiveError(format!("{name} does not read: {e}")),
+                Cut::Long => ArchiveError(format!(
+                    "{name} does not read: a record is longer than {MAX_RECORD} bytes"
+                )),
+                Cut::Layout(why) => ArchiveError(format!(
+                    "{name} was changed: it does not read as an array of records: {why}"
+                )),
+            });
         }
-        let (count, seqs) = (records.count, records.seqs);
-        match read {
-            Ok(()) => {}
-            Err(e) if e.is_io() => return fail(format!("{name} does not read: {e}")),
-            Err(e) => {
-                return fail(format!(
-                    "{name} was changed: it does not read as an array of records: {e}"
-                ));
-            }
-        }
-        used.set(0);
-        std::io::copy(&mut part, &mut std::io::sink())
-            .map_err(|e| ArchiveError(format!("{name} does not read: {e}")))?;
-        let digest_ok = part.into_inner().inner.digest() == entry.sha256;
+        let (count, seqs) = (order.count, order.seqs);
+        let digest_ok = cutter.inner.digest() == entry.sha256;
         if count != entry.events {
             return fail(format!(
                 "{name} holds {count} records, {MANIFEST} says {}",
@@ -497,63 +503,6 @@ impl ArchiveVerifier {
             ));
         }
         Ok(())
-    }
-
-    /// Checks the `i`th record of day file `name`, and gives its seq; `prev` is the time and
-    /// seq of the record before it.
-    fn record(
-        &mut self,
-        name: &str,
-        i: u64,
-        rec: &Value,
-        prev: &mut Option<(Timestamp, u64)>,
-    ) -> Result<u64, ArchiveError> {
-        let first = self.manifest.first_seq;
-        let at = |what: &str| ArchiveError(format!("{name}: record {i}{what}"));
-        let seq = rec["seq"]
-            .as_u64()
-            .ok_or_else(|| at(" has no seq: it was changed"))?;
-        let at = |what: &str| ArchiveError(format!("{name}: record {i} (seq {seq}) {what}"));
-        let bytes = rec["canonical"]
-            .as_str()
-            .and_then(|s| STANDARD.decode(s).ok())
-            .ok_or_else(|| at("was changed: its canonical bytes are not base64"))?;
-        let event = canonical::decode(&bytes).map_err(|e| {
-            at(&format!(
-                "was changed: its canonical bytes do not decode: {e}"
-            ))
-        })?;
-        if event.seq != seq || seq < first || seq >= self.manifest.end_seq {
-            return Err(at(&format!(
-                "is not one of this archive's seqs {first}..{}",
-                self.manifest.end_seq
-            )));
-        }
-        let slot = (seq - first) as usize;
-        let leaf = canonical::leaf_hash(&event);
-        if leaf != self.leaves[slot] {
-            return Err(at(
-                "was changed: its content does not give its leaf in the signed tree",
-            ));
-        }
-        if record(&event, &leaf) != *rec {
-            return Err(at("was changed: it differs from its signed content"));
-        }
-        if day_file(event.timestamp) != name {
-            return Err(at(&format!(
-                "is stamped {}, which is not this file's day",
-                event.timestamp
-            )));
-        }
-        if std::mem::replace(&mut self.seen[slot], true) {
-            return Err(at("is in the archive twice"));
-        }
-        let key = (event.timestamp, seq);
-        if prev.is_some_and(|p| p > key) {
-            return Err(at("is out of order: records are oldest first"));
-        }
-        *prev = Some(key);
-        Ok(seq)
     }
 
     /// Every listed file was checked and every seq of the week found.
@@ -589,29 +538,438 @@ const READ_BUFFER: usize = 1 << 16;
 
 /// The longest record a day file may hold, in bytes. An event is at most 256 KiB of JSON at
 /// ingest; its record is that rendered again beside its canonical bytes in base64, well
-/// under this. A record is read whole before it is checked: without a bound, one made of a
+/// under this. A record is held whole before it is checked: without a bound, one made of a
 /// single long string (which a ZIP compresses a thousandfold) would be held whole.
-const MAX_RECORD: u64 = 4 << 20;
+const MAX_RECORD: usize = 4 << 20;
 
-/// A reader that fails once more than `max` bytes were read through it since `used` was
-/// last set to 0 (once per record).
-struct Bounded<'c, R> {
-    inner: R,
-    used: &'c Cell<u64>,
-    max: u64,
+/// Records cut at a time, and their bytes at most (a batch holds at least one record).
+const BATCH_RECORDS: usize = 1024;
+const BATCH_BYTES: usize = 1 << 20;
+
+/// What checking a record needs of the verifier, shared by the threads that check them.
+struct Check<'a> {
+    name: &'a str,
+    first: u64,
+    end: u64,
+    leaves: &'a [Hash],
 }
 
-impl<R: Read> Read for Bounded<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.used.set(self.used.get() + n as u64);
-        if self.used.get() > self.max {
-            return Err(std::io::Error::other(format!(
-                "a record is longer than {} bytes",
-                self.max
+/// What a batch of records was found to be: the seq and time of each that verifies on its
+/// own, in order, up to the first that does not.
+struct Checked {
+    /// The index in the file of the batch's first record.
+    first: u64,
+    ok: Vec<(u64, Timestamp)>,
+    failed: Option<ArchiveError>,
+}
+
+impl Check<'_> {
+    fn batch(&self, batch: &Batch, day: &mut Option<i64>) -> Checked {
+        let mut ok = Vec::with_capacity(batch.ends.len());
+        for (i, bytes) in batch.records() {
+            match self.record(i, bytes, day) {
+                Ok(r) => ok.push(r),
+                Err(e) => {
+                    return Checked {
+                        first: batch.first,
+                        ok,
+                        failed: Some(e),
+                    };
+                }
+            }
+        }
+        Checked {
+            first: batch.first,
+            ok,
+            failed: None,
+        }
+    }
+
+    /// Checks the `i`th record of the file on its own, and gives its seq and time. `day`
+    /// is the day (in days since 1970) of a record already found to be of this file's.
+    fn record(
+        &self,
+        i: u64,
+        bytes: &[u8],
+        day: &mut Option<i64>,
+    ) -> Result<(u64, Timestamp), ArchiveError> {
+        let name = self.name;
+        let parse = || {
+            serde_json::from_slice::<Value>(bytes).map_err(|e| {
+                ArchiveError(format!(
+                    "{name} was changed: record {i} does not read as JSON: {e}"
+                ))
+            })
+        };
+        // The two fields the record is checked from, read without the rest (which is
+        // compared below as bytes, in the usual case); a record they cannot be read from so
+        // is read whole.
+        let head = serde_json::from_slice::<Head<'_>>(bytes).ok();
+        let parsed = match head {
+            Some(_) => None,
+            None => Some(parse()?),
+        };
+        let at = |what: &str| ArchiveError(format!("{name}: record {i}{what}"));
+        let (seq, canonical) = match (&head, &parsed) {
+            (Some(h), _) => (h.seq, Some(h.canonical)),
+            (None, Some(rec)) => (
+                rec["seq"]
+                    .as_u64()
+                    .ok_or_else(|| at(" has no seq: it was changed"))?,
+                rec["canonical"].as_str(),
+            ),
+            (None, None) => unreachable!("a record is read one way or the other"),
+        };
+        let at = |what: &str| ArchiveError(format!("{name}: record {i} (seq {seq}) {what}"));
+        let bytes_of_event = canonical
+            .and_then(|s| STANDARD.decode(s).ok())
+            .ok_or_else(|| at("was changed: its canonical bytes are not base64"))?;
+        let event = canonical::decode(&bytes_of_event).map_err(|e| {
+            at(&format!(
+                "was changed: its canonical bytes do not decode: {e}"
+            ))
+        })?;
+        let first = self.first;
+        if event.seq != seq || seq < first || seq >= self.end {
+            return Err(at(&format!(
+                "is not one of this archive's seqs {first}..{}",
+                self.end
             )));
         }
-        Ok(n)
+        let leaf = canonical::leaf_hash(&event);
+        if leaf != self.leaves[(seq - first) as usize] {
+            return Err(at(
+                "was changed: its content does not give its leaf in the signed tree",
+            ));
+        }
+        // The record must render its canonical content: byte for byte as a server writes
+        // it, or else (laid out otherwise) equal to it as JSON.
+        let rendered = record(&event, &leaf);
+        let written = serde_json::to_vec(&rendered).expect("a record serializes");
+        if written != bytes {
+            let rec = match parsed {
+                Some(rec) => rec,
+                None => parse()?,
+            };
+            if rendered != rec {
+                return Err(at("was changed: it differs from its signed content"));
+            }
+        }
+        let stamped = event.timestamp.micros().div_euclid(DAY_US);
+        if *day != Some(stamped) {
+            if day_file(event.timestamp) != name {
+                return Err(at(&format!(
+                    "is stamped {}, which is not this file's day",
+                    event.timestamp
+                )));
+            }
+            *day = Some(stamped);
+        }
+        Ok((seq, event.timestamp))
+    }
+}
+
+/// The fields of a record that it is checked from.
+#[derive(Deserialize)]
+struct Head<'a> {
+    seq: u64,
+    canonical: &'a str,
+}
+
+/// What needs a file's records in order: each seq once, oldest first, and what the file
+/// holds.
+struct Order<'a> {
+    name: &'a str,
+    first: u64,
+    seen: &'a mut [bool],
+    count: u64,
+    /// The lowest and highest seq read.
+    seqs: Option<(u64, u64)>,
+    prev: Option<(Timestamp, u64)>,
+}
+
+impl Order<'_> {
+    fn apply(&mut self, checked: Checked) -> Result<(), ArchiveError> {
+        let name = self.name;
+        for (i, (seq, ts)) in (checked.first..).zip(checked.ok) {
+            let at = |what: &str| ArchiveError(format!("{name}: record {i} (seq {seq}) {what}"));
+            if std::mem::replace(&mut self.seen[(seq - self.first) as usize], true) {
+                return Err(at("is in the archive twice"));
+            }
+            let key = (ts, seq);
+            if self.prev.is_some_and(|p| p > key) {
+                return Err(at("is out of order: records are oldest first"));
+            }
+            self.prev = Some(key);
+            self.seqs = Some(
+                self.seqs
+                    .map_or((seq, seq), |(lo, hi)| (lo.min(seq), hi.max(seq))),
+            );
+            self.count += 1;
+        }
+        checked.failed.map_or(Ok(()), Err)
+    }
+}
+
+/// Cuts `cutter`'s file into batches and checks them on `workers` threads (here, for one),
+/// handing what each batch was found to be to `apply` in the file's order. Stops at the first
+/// error `apply` gives (returned as the outer error) or at the end of what could be cut (the
+/// inner result: how the cutting ended, once every record cut before was applied).
+fn each_batch<R: Read>(
+    cutter: &mut Cutter<R>,
+    workers: usize,
+    check: &Check<'_>,
+    mut apply: impl FnMut(Checked) -> Result<(), ArchiveError>,
+) -> Result<Result<(), Cut>, ArchiveError> {
+    if workers <= 1 {
+        let mut day = None;
+        loop {
+            let mut batch = Batch::default();
+            let cut = cutter.fill(&mut batch);
+            apply(check.batch(&batch, &mut day))?;
+            match cut {
+                Ok(true) => {}
+                Ok(false) => return Ok(Ok(())),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+    }
+    std::thread::scope(|s| {
+        // One lane per thread; batches go round the lanes, so their results come back in
+        // order by taking them round the lanes too. Each lane holds up to `DEPTH` batches,
+        // so that a thread that finished its batch need not wait for the one before it to
+        // be taken.
+        const DEPTH: usize = 2;
+        let lanes: Vec<_> = (0..workers)
+            .map(|_| {
+                let (to_lane, batches) = std::sync::mpsc::sync_channel::<Batch>(DEPTH);
+                let (to_here, results) = std::sync::mpsc::sync_channel::<Checked>(DEPTH);
+                s.spawn(move || {
+                    let mut day = None;
+                    for batch in batches {
+                        if to_here.send(check.batch(&batch, &mut day)).is_err() {
+                            break;
+                        }
+                    }
+                });
+                (to_lane, results)
+            })
+            .collect();
+        let (mut sent, mut applied) = (0usize, 0usize);
+        let mut ended = None;
+        loop {
+            while ended.is_none() && sent - applied < workers * DEPTH {
+                let mut batch = Batch::default();
+                let cut = cutter.fill(&mut batch);
+                if !batch.ends.is_empty() {
+                    // A lane stops only when this scope drops its receiver, below.
+                    let _ = lanes[sent % workers].0.send(batch);
+                    sent += 1;
+                }
+                match cut {
+                    Ok(true) => {}
+                    Ok(false) => ended = Some(Ok(())),
+                    Err(e) => ended = Some(Err(e)),
+                }
+            }
+            if applied == sent {
+                return Ok(ended.unwrap_or(Ok(())));
+            }
+            let checked = lanes[applied % workers]
+                .1
+                .recv()
+                .map_err(|_| ArchiveError("a thread checking records stopped".into()))?;
+            applied += 1;
+            apply(checked)?;
+        }
+    })
+}
+
+/// Records cut from a day file: their bytes one after another, and where each ends.
+#[derive(Default)]
+struct Batch {
+    /// The index in the file of the first record.
+    first: u64,
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Batch {
+    fn records(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        (self.first..).zip(starts.zip(&self.ends).map(|(a, &b)| &self.bytes[a..b]))
+    }
+}
+
+/// Why a day file could not be cut into records.
+enum Cut {
+    Io(std::io::Error),
+    /// A record longer than [`MAX_RECORD`].
+    Long,
+    /// Not a JSON array of objects.
+    Layout(&'static str),
+}
+
+/// Where a [`Cutter`] is in the array.
+#[derive(Clone, Copy, PartialEq)]
+enum At {
+    /// Before its `[`.
+    Start,
+    /// After its `[`.
+    Open,
+    /// After a record.
+    Record,
+    /// After a `,`.
+    Comma,
+    /// After its `]`.
+    Closed,
+}
+
+/// Cuts a day file, a JSON array of objects, into its records as it is read: each record's
+/// bytes are found by following its strings and brackets, and parsed on their own afterwards
+/// (from memory, which `serde_json` reads many times faster than from a stream, and on
+/// whichever thread checks it). Whatever is not JSON inside a record is found when it is
+/// parsed; whatever is not JSON between records is found here.
+struct Cutter<R> {
+    inner: R,
+    buf: Box<[u8]>,
+    pos: usize,
+    len: usize,
+    at: At,
+    /// Records cut so far.
+    cut: u64,
+}
+
+impl<R: Read> Cutter<R> {
+    fn new(inner: R) -> Cutter<R> {
+        Cutter {
+            inner,
+            buf: vec![0; READ_BUFFER].into_boxed_slice(),
+            pos: 0,
+            len: 0,
+            at: At::Start,
+            cut: 0,
+        }
+    }
+
+    /// Reads more into the buffer: false at the end of the file.
+    fn refill(&mut self) -> Result<bool, Cut> {
+        loop {
+            match self.inner.read(&mut self.buf) {
+                Ok(n) => {
+                    (self.pos, self.len) = (0, n);
+                    return Ok(n > 0);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Cut::Io(e)),
+            }
+        }
+    }
+
+    /// The next byte that is not JSON whitespace, taken; `None` at the end of the file.
+    fn token(&mut self) -> Result<Option<u8>, Cut> {
+        loop {
+            while self.pos < self.len {
+                let b = self.buf[self.pos];
+                self.pos += 1;
+                if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+                    return Ok(Some(b));
+                }
+            }
+            if !self.refill()? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Cuts records into `batch` until it is full (true) or the file ends (false); the
+    /// records cut before an error stay in the batch.
+    fn fill(&mut self, batch: &mut Batch) -> Result<bool, Cut> {
+        batch.first = self.cut;
+        while batch.ends.len() < BATCH_RECORDS && batch.bytes.len() < BATCH_BYTES {
+            let token = self.token()?;
+            self.at = match (self.at, token) {
+                (At::Start, Some(b'[')) => At::Open,
+                (At::Start, _) => return Err(Cut::Layout("it does not begin with `[`")),
+                (At::Open | At::Record, Some(b']')) => At::Closed,
+                (At::Record, Some(b',')) => At::Comma,
+                (At::Comma, Some(b']')) => return Err(Cut::Layout("a `,` is followed by `]`")),
+                (At::Open | At::Comma, Some(b'{')) => {
+                    self.record(&mut batch.bytes)?;
+                    batch.ends.push(batch.bytes.len());
+                    self.cut += 1;
+                    At::Record
+                }
+                (At::Open | At::Comma, Some(_)) => {
+                    return Err(Cut::Layout("an element is not an object"));
+                }
+                (At::Record, Some(_)) => {
+                    return Err(Cut::Layout("a record is not followed by `,` or `]`"));
+                }
+                (At::Closed, None) => return Ok(false),
+                (At::Closed, Some(_)) => return Err(Cut::Layout("bytes follow its `]`")),
+                (_, None) => return Err(Cut::Layout("it ends before its `]`")),
+            };
+        }
+        Ok(true)
+    }
+
+    /// Appends one record to `out`, its `{` just taken: up to and with its closing `}`.
+    fn record(&mut self, out: &mut Vec<u8>) -> Result<(), Cut> {
+        let start = out.len();
+        out.push(b'{');
+        let (mut depth, mut in_string, mut escaped) = (1u32, false, false);
+        loop {
+            let (from, len) = (self.pos, self.len);
+            let mut end = None;
+            let mut j = from;
+            while j < len {
+                if escaped {
+                    // The character a `\` escapes, whatever it is.
+                    escaped = false;
+                    j += 1;
+                } else if in_string {
+                    // Strings are most of a record: jump to where one may end.
+                    match memchr::memchr2(b'"', b'\\', &self.buf[j..len]) {
+                        Some(k) if self.buf[j + k] == b'"' => {
+                            in_string = false;
+                            j += k + 1;
+                        }
+                        Some(k) => {
+                            escaped = true;
+                            j += k + 1;
+                        }
+                        None => j = len,
+                    }
+                } else {
+                    match self.buf[j] {
+                        b'"' => in_string = true,
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                end = Some(j + 1);
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    j += 1;
+                }
+            }
+            let to = end.unwrap_or(self.len);
+            out.extend_from_slice(&self.buf[from..to]);
+            self.pos = to;
+            if out.len() - start > MAX_RECORD {
+                return Err(Cut::Long);
+            }
+            if end.is_some() {
+                return Ok(());
+            }
+            if !self.refill()? {
+                return Err(Cut::Layout("it ends inside a record"));
+            }
+        }
     }
 }
 
@@ -646,53 +1004,200 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// The records of one day file, checked one at a time as the JSON array is read; the first
-/// record that fails stops the read and is kept here.
-struct Records<'a> {
-    verifier: &'a mut ArchiveVerifier,
-    name: &'a str,
-    count: u64,
-    /// The lowest and highest seq read.
-    seqs: Option<(u64, u64)>,
-    prev: Option<(Timestamp, u64)>,
-    failed: Option<ArchiveError>,
-    /// Bytes read since the last record ended ([`Bounded`]).
-    used: &'a Cell<u64>,
-}
-
-impl<'de> serde::de::Visitor<'de> for &mut Records<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of records")
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(rec) = seq.next_element::<Value>()? {
-            let seq = match self
-                .verifier
-                .record(self.name, self.count, &rec, &mut self.prev)
-            {
-                Ok(seq) => seq,
-                Err(e) => {
-                    self.failed = Some(e);
-                    return Err(serde::de::Error::custom("a record does not verify"));
-                }
-            };
-            self.seqs = Some(
-                self.seqs
-                    .map_or((seq, seq), |(lo, hi)| (lo.min(seq), hi.max(seq))),
-            );
-            self.count += 1;
-            self.used.set(0);
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reader that gives one byte per read: every boundary falls between two reads.
+    struct OneByte<'a>(&'a [u8]);
+
+    impl Read for OneByte<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(1).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    /// Every record `text` is cut into, read in one go and a byte at a time (which must
+    /// agree), or how the cutting failed.
+    fn cut(text: &str) -> Result<Vec<Value>, String> {
+        let whole = cut_from(text.as_bytes());
+        assert_eq!(whole, cut_from(OneByte(text.as_bytes())), "{text}");
+        whole
+    }
+
+    fn cut_from(r: impl Read) -> Result<Vec<Value>, String> {
+        let mut cutter = Cutter::new(r);
+        let mut out = Vec::new();
+        loop {
+            let mut batch = Batch::default();
+            let more = cutter.fill(&mut batch);
+            assert_eq!(batch.first, out.len() as u64);
+            for (i, bytes) in batch.records() {
+                assert_eq!(i, out.len() as u64);
+                out.push(serde_json::from_slice(bytes).map_err(|e| format!("record {i}: {e}"))?);
+            }
+            match more {
+                Ok(true) => {}
+                Ok(false) => return Ok(out),
+                Err(Cut::Layout(why)) => return Err(why.to_owned()),
+                Err(Cut::Long) => return Err("long".to_owned()),
+                Err(Cut::Io(e)) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    #[test]
+    fn a_day_file_is_cut_into_its_records_whatever_its_layout() {
+        // Escaped quotes and backslashes, brackets inside strings, nested objects and lists.
+        let source = r#"[
+            {"seq": 1, "details": {"note": "a } in a string, a { and a ] and a [", "n": [1, [2, {}]]}},
+            {"seq": 2, "details": {"quote": "say \"}\" and \\", "back": "\\\\\"{"}},
+            {"seq": 3, "empty": {}, "list": [], "unicode": "caf\u00e9 \ud83d\ude00 \/"}
+        ]"#;
+        let records: Value = serde_json::from_str(source).unwrap();
+        let want: Vec<Value> = serde_json::from_value(records.clone()).unwrap();
+        // As a server writes it, compact, pretty, and with whitespace wherever JSON allows.
+        let compact = serde_json::to_string(&records).unwrap();
+        let pretty = serde_json::to_string_pretty(&records).unwrap();
+        let spaced = format!(
+            " \r\n\t{}\n\n",
+            compact.replace(",{", " ,\n\t{").replace("[{", "[ \n{")
+        );
+        for text in [source, &compact, &pretty, &spaced] {
+            assert_eq!(cut(text), Ok(want.clone()), "{text}");
+        }
+        assert_eq!(cut("[]"), Ok(vec![]));
+        assert_eq!(cut(" [ \n ] \n"), Ok(vec![]));
+        // More records than a batch holds: batches follow one another, numbered on.
+        let many = format!(
+            "[{}]",
+            vec![r#"{"seq":0}"#; BATCH_RECORDS * 2 + 3].join(",")
+        );
+        assert_eq!(cut(&many).unwrap().len(), BATCH_RECORDS * 2 + 3);
+    }
+
+    #[test]
+    fn what_is_not_an_array_of_objects_is_refused_where_it_goes_wrong() {
+        for (text, why) in [
+            ("", "it does not begin with `[`"),
+            ("{}", "it does not begin with `[`"),
+            ("[{}", "it ends before its `]`"),
+            ("[{},", "it ends before its `]`"),
+            ("[{},]", "a `,` is followed by `]`"),
+            ("[,{}]", "an element is not an object"),
+            ("[1]", "an element is not an object"),
+            ("[{}, \"a\"]", "an element is not an object"),
+            ("[{} {}]", "a record is not followed by `,` or `]`"),
+            ("[{}] []", "bytes follow its `]`"),
+            ("[{}]]", "bytes follow its `]`"),
+            (r#"[{"a": "}]"#, "it ends inside a record"),
+            (r#"[{"a": "\"}]"#, "it ends inside a record"),
+        ] {
+            assert_eq!(cut(text), Err(why.to_owned()), "{text}");
+        }
+        // What is not JSON inside a record is found when the record is parsed.
+        assert!(
+            cut(r#"[{"a": nope}]"#)
+                .unwrap_err()
+                .starts_with("record 0:")
+        );
+        assert!(
+            cut(r#"[{"seq": 1}, {"a" 1}]"#)
+                .unwrap_err()
+                .starts_with("record 1:")
+        );
+        // A record longer than any a server writes is refused before it is held whole.
+        let long = format!(r#"[{{"a": "{}"}}]"#, "A".repeat(MAX_RECORD + 1));
+        assert_eq!(cut_from(long.as_bytes()), Err("long".to_owned()));
+    }
+
+    /// Checks a day file of `records` (each a record's JSON) against `leaves` on `workers`
+    /// threads: the records that verify, or the first failure in the file's order.
+    fn check_file(records: &[String], leaves: &[Hash], workers: usize) -> Result<u64, String> {
+        let name = "1970-01-01.json";
+        let text = format!("[{}]", records.join(","));
+        let check = Check {
+            name,
+            first: 0,
+            end: leaves.len() as u64,
+            leaves,
+        };
+        let mut seen = vec![false; leaves.len()];
+        let mut order = Order {
+            name,
+            first: 0,
+            seen: &mut seen,
+            count: 0,
+            seqs: None,
+            prev: None,
+        };
+        let mut cutter = Cutter::new(text.as_bytes());
+        match each_batch(&mut cutter, workers, &check, |c| order.apply(c)) {
+            Ok(Ok(())) => Ok(order.count),
+            Ok(Err(_)) => Err("not cut".to_owned()),
+            Err(e) => Err(e.0),
+        }
+    }
+
+    #[test]
+    fn records_checked_on_several_threads_fail_where_they_would_on_one() {
+        let n = BATCH_RECORDS as u64 * 3;
+        let events: Vec<Event> = (0..n)
+            .map(|seq| {
+                let body = crate::event::EventBody::from_json(
+                    serde_json::json!({
+                        "timestamp": Timestamp(1_000 + seq as i64).to_string(),
+                        "action": "user.login",
+                        "actor": {"id": format!("user-{}", seq % 7), "type": "user"},
+                    }),
+                    "acme",
+                )
+                .unwrap();
+                Event::seal("acme", seq, Timestamp(2_000 + seq as i64), body)
+            })
+            .collect();
+        let leaves: Vec<Hash> = events.iter().map(canonical::leaf_hash).collect();
+        let records: Vec<String> = events
+            .iter()
+            .zip(&leaves)
+            .map(|(e, h)| serde_json::to_string(&record(e, h)).unwrap())
+            .collect();
+        for workers in [1, 2, 3] {
+            assert_eq!(check_file(&records, &leaves, workers), Ok(n), "{workers}");
+        }
+        // A record repeated in the second batch (found only in order, after the threads),
+        // and one changed in the third (found by a thread, perhaps first): the repeated
+        // one is named, however many threads check.
+        let mut bad = records.clone();
+        let repeated = BATCH_RECORDS + 10;
+        bad[repeated] = records[5].clone();
+        let changed = 2 * BATCH_RECORDS + 1;
+        bad[changed] = bad[changed].replace("user.login", "user.logout");
+        // Seq 5 is read again after seqs up to 1033, so it is out of order too; being
+        // there twice is what is checked first.
+        let want = format!("1970-01-01.json: record {repeated} (seq 5) is in the archive twice");
+        for workers in [1, 2, 3] {
+            assert_eq!(
+                check_file(&bad, &leaves, workers),
+                Err(want.clone()),
+                "{workers}"
+            );
+        }
+        // With the repeat undone, the changed record is named.
+        bad[repeated] = records[repeated].clone();
+        for workers in [1, 2, 3] {
+            let said = check_file(&bad, &leaves, workers).unwrap_err();
+            assert!(
+                said.starts_with(&format!(
+                    "1970-01-01.json: record {changed} (seq {changed}) was changed"
+                )),
+                "{workers}: {said}"
+            );
+        }
+    }
 
     #[test]
     fn weeks_are_iso_weeks_in_utc() {

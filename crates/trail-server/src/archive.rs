@@ -421,11 +421,13 @@ impl Archives {
             write(self, one, store.clone(), key.clone(), org, week, false, now).await?;
         // Pruning trusts what is kept: an archive that does not verify is never kept. The
         // check holds the claim too (it holds the week's leaves in memory), so checks count
-        // against the build slots, even if this caller goes away meanwhile.
+        // against the build slots, even if this caller goes away meanwhile. On one thread,
+        // beside the server's other work.
         let (check, k) = (temp.to_path_buf(), key.verifier());
-        let (verified, one) = tokio::task::spawn_blocking(move || (verify_file(&check, &k), one))
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let (verified, one) =
+            tokio::task::spawn_blocking(move || (verify_file(&check, &k, 1), one))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
         verified.map_err(|e| {
             ApiError::Internal(format!(
                 "the archive of {week} just built does not verify: {e}"
@@ -852,10 +854,11 @@ const MAX_MANIFEST: u64 = 1 << 20;
 /// Checks an archive file offline, as `trail verify --archive` does, and as every build is
 /// checked before it is kept: a ZIP whose entries have one name each and whose local
 /// headers agree with its directory (so other tools unpack what was checked), then every
-/// part through [`archive::ArchiveVerifier`].
+/// part through [`archive::ArchiveVerifier`], checking records on `workers` threads.
 pub fn verify_file(
     path: &Path,
     key: &VerifierKey,
+    workers: usize,
 ) -> Result<archive::Verified, archive::ArchiveError> {
     use archive::ArchiveError as E;
     let shown = path.display();
@@ -890,7 +893,7 @@ pub fn verify_file(
         )));
     }
     let leaves = zip.by_name(LEAVES).map_err(|e| missing(LEAVES, e))?;
-    let mut v = archive::ArchiveVerifier::new(&manifest, leaves, key)?;
+    let mut v = archive::ArchiveVerifier::new(&manifest, leaves, key)?.workers(workers);
     for name in &names {
         if name != MANIFEST && name != LEAVES {
             v.file(name, zip.by_name(name).map_err(|e| missing(name, e))?)?;

@@ -227,7 +227,10 @@ fn verify_archive(path: &Path, key: Option<&str>, state: Option<&Path>) -> anyho
             }
         }
     };
-    let v = trail_server::archive::verify_file(path, &key).map_err(|e| Failed(e.to_string()))?;
+    // Every core checks records.
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let v = trail_server::archive::verify_file(path, &key, workers)
+        .map_err(|e| Failed(e.to_string()))?;
     crate::cli::output::line(&format!(
         "archive {} of org {} verified: {} events (seqs {}..{}){}, checkpoint of {} events, root {}",
         v.week,
