@@ -424,10 +424,11 @@ impl ArchiveVerifier {
         })
     }
 
-    /// Checks each day file's records on `n` threads (one by default): an offline check
-    /// gives it every core; a server checking what it built, beside its other work, one.
+    /// Checks each day file's records on `n` threads (one by default), at most
+    /// [`MAX_WORKERS`]: an offline check gives it its cores; a server checking what it
+    /// built, beside its other work, one.
     pub fn workers(mut self, n: usize) -> Self {
-        self.workers = n.max(1);
+        self.workers = n.clamp(1, MAX_WORKERS);
         self
     }
 
@@ -472,7 +473,8 @@ impl ArchiveVerifier {
                     "{name} does not read: a record is longer than {MAX_RECORD} bytes"
                 )),
                 Cut::Layout(why) => ArchiveError(format!(
-                    "{name} was changed: it does not read as an array of records: {why}"
+                    "{name} was changed: it does not read as an array of records: {why}, after {} records",
+                    cutter.cut
                 )),
             });
         }
@@ -541,6 +543,12 @@ const READ_BUFFER: usize = 1 << 16;
 /// under this. A record is held whole before it is checked: without a bound, one made of a
 /// single long string (which a ZIP compresses a thousandfold) would be held whole.
 const MAX_RECORD: usize = 4 << 20;
+
+/// The most threads [`ArchiveVerifier::workers`] checks records on. Each holds up to three
+/// batches and parses one record: a batch is about [`BATCH_BYTES`] (at most that and a
+/// record), and a record that is not as a server writes it is parsed whole, which for one of
+/// [`MAX_RECORD`] made to be costly takes some tens of MiB.
+pub const MAX_WORKERS: usize = 4;
 
 /// Records cut at a time, and their bytes at most (a batch holds at least one record).
 const BATCH_RECORDS: usize = 1024;
@@ -867,7 +875,9 @@ impl<R: Read> Cutter<R> {
     }
 
     /// The next byte that is not JSON whitespace, taken; `None` at the end of the file.
+    /// Whitespace is bounded as a record is: a ZIP compresses a long run of it too.
     fn token(&mut self) -> Result<Option<u8>, Cut> {
+        let mut skipped = 0;
         loop {
             while self.pos < self.len {
                 let b = self.buf[self.pos];
@@ -875,6 +885,12 @@ impl<R: Read> Cutter<R> {
                 if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
                     return Ok(Some(b));
                 }
+                skipped += 1;
+            }
+            if skipped > MAX_RECORD {
+                return Err(Cut::Layout(
+                    "it holds more than 4 MiB of whitespace in a row",
+                ));
             }
             if !self.refill()? {
                 return Ok(None);
@@ -1117,8 +1133,11 @@ mod tests {
     /// Checks a day file of `records` (each a record's JSON) against `leaves` on `workers`
     /// threads: the records that verify, or the first failure in the file's order.
     fn check_file(records: &[String], leaves: &[Hash], workers: usize) -> Result<u64, String> {
+        check_text(&format!("[{}]", records.join(",")), leaves, workers)
+    }
+
+    fn check_text(text: &str, leaves: &[Hash], workers: usize) -> Result<u64, String> {
         let name = "1970-01-01.json";
-        let text = format!("[{}]", records.join(","));
         let check = Check {
             name,
             first: 0,
@@ -1137,34 +1156,46 @@ mod tests {
         let mut cutter = Cutter::new(text.as_bytes());
         match each_batch(&mut cutter, workers, &check, |c| order.apply(c)) {
             Ok(Ok(())) => Ok(order.count),
-            Ok(Err(_)) => Err("not cut".to_owned()),
+            Ok(Err(Cut::Layout(why))) => Err(format!("{why}, after {} records", cutter.cut)),
+            Ok(Err(Cut::Long)) => Err("long".to_owned()),
+            Ok(Err(Cut::Io(e))) => Err(e.to_string()),
             Err(e) => Err(e.0),
         }
+    }
+
+    /// The event of `seq`, stamped `at` (µs).
+    fn event_at(seq: u64, at: i64) -> Event {
+        let body = crate::event::EventBody::from_json(
+            serde_json::json!({
+                "timestamp": Timestamp(at).to_string(),
+                "action": "user.login",
+                "actor": {"id": format!("user-{}", seq % 7), "type": "user"},
+                "details": {"note": "a \"quoted\" } and a / and caf\u{e9}"},
+            }),
+            "acme",
+        )
+        .unwrap();
+        Event::seal("acme", seq, Timestamp(at + 1_000), body)
+    }
+
+    /// `n` events of 1970-01-01 in seq and time order: their leaves and records.
+    fn day_of(n: u64) -> (Vec<Event>, Vec<Hash>, Vec<String>) {
+        let events: Vec<Event> = (0..n)
+            .map(|seq| event_at(seq, 1_000 + seq as i64))
+            .collect();
+        let leaves: Vec<Hash> = events.iter().map(canonical::leaf_hash).collect();
+        let records = events
+            .iter()
+            .zip(&leaves)
+            .map(|(e, h)| serde_json::to_string(&record(e, h)).unwrap())
+            .collect();
+        (events, leaves, records)
     }
 
     #[test]
     fn records_checked_on_several_threads_fail_where_they_would_on_one() {
         let n = BATCH_RECORDS as u64 * 3;
-        let events: Vec<Event> = (0..n)
-            .map(|seq| {
-                let body = crate::event::EventBody::from_json(
-                    serde_json::json!({
-                        "timestamp": Timestamp(1_000 + seq as i64).to_string(),
-                        "action": "user.login",
-                        "actor": {"id": format!("user-{}", seq % 7), "type": "user"},
-                    }),
-                    "acme",
-                )
-                .unwrap();
-                Event::seal("acme", seq, Timestamp(2_000 + seq as i64), body)
-            })
-            .collect();
-        let leaves: Vec<Hash> = events.iter().map(canonical::leaf_hash).collect();
-        let records: Vec<String> = events
-            .iter()
-            .zip(&leaves)
-            .map(|(e, h)| serde_json::to_string(&record(e, h)).unwrap())
-            .collect();
+        let (_, leaves, records) = day_of(n);
         for workers in [1, 2, 3] {
             assert_eq!(check_file(&records, &leaves, workers), Ok(n), "{workers}");
         }
@@ -1197,6 +1228,75 @@ mod tests {
                 "{workers}: {said}"
             );
         }
+    }
+
+    #[test]
+    fn a_record_laid_out_otherwise_verifies_as_json_and_what_is_wrong_is_named() {
+        let (mut events, mut leaves, records) = day_of(40);
+        // Pretty-printed, keys in another order, `/` escaped in the canonical bytes: not as
+        // a server writes them, but the same JSON: each is parsed whole and verifies.
+        let relaid: Vec<String> = records
+            .iter()
+            .map(|r| {
+                let v: Value = serde_json::from_str(r).unwrap();
+                let mut fields: Vec<(String, Value)> =
+                    v.as_object().unwrap().clone().into_iter().collect();
+                fields.reverse();
+                let body: Vec<String> = fields
+                    .iter()
+                    .map(|(k, v)| {
+                        format!(
+                            "\n  {}: {}",
+                            serde_json::to_string(k).unwrap(),
+                            serde_json::to_string_pretty(v).unwrap()
+                        )
+                    })
+                    .collect();
+                format!("{{{}\n}}", body.join(",")).replace("/", "\\/")
+            })
+            .collect();
+        assert_ne!(relaid, records);
+        for workers in [1, 2] {
+            assert_eq!(check_file(&relaid, &leaves, workers), Ok(40));
+        }
+        // Two records swapped: the later seq first, so the second of them is out of order.
+        let mut swapped = records.clone();
+        swapped.swap(10, 11);
+        assert_eq!(
+            check_file(&swapped, &leaves, 2),
+            Err(
+                "1970-01-01.json: record 11 (seq 10) is out of order: records are oldest first"
+                    .into()
+            )
+        );
+        // An event of another day, in this day's file: named, whichever record before it
+        // set the day the others are compared with.
+        events[30] = event_at(30, 2 * DAY_US + 5);
+        leaves[30] = canonical::leaf_hash(&events[30]);
+        let mut other_day = records.clone();
+        other_day[30] = serde_json::to_string(&record(&events[30], &leaves[30])).unwrap();
+        let said = check_file(&other_day, &leaves, 2).unwrap_err();
+        assert!(
+            said.starts_with("1970-01-01.json: record 30 (seq 30) is stamped 1970-01-03T"),
+            "{said}"
+        );
+        assert!(said.ends_with("which is not this file's day"), "{said}");
+        // A layout that goes wrong after some records: they are checked, and the count said.
+        let text = format!("[{}, 5]", records[..3].join(","));
+        assert_eq!(
+            check_text(&text, &leaves, 2),
+            Err("an element is not an object, after 3 records".into())
+        );
+        // A long run of whitespace is refused as a long record is.
+        let text = format!(
+            "[{}{}]",
+            records[0],
+            " ".repeat(MAX_RECORD + READ_BUFFER + 1)
+        );
+        assert_eq!(
+            check_text(&text, &leaves, 1),
+            Err("it holds more than 4 MiB of whitespace in a row, after 1 records".into())
+        );
     }
 
     #[test]

@@ -227,7 +227,7 @@ fn verify_archive(path: &Path, key: Option<&str>, state: Option<&Path>) -> anyho
             }
         }
     };
-    // Every core checks records.
+    // Every core checks records (up to `archive::MAX_WORKERS`, which bounds the memory).
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     let v = trail_server::archive::verify_file(path, &key, workers)
         .map_err(|e| Failed(e.to_string()))?;
