@@ -1,10 +1,11 @@
 //! The offline archive check, from a valid archive with one part replaced by the input:
 //! its first byte chooses the part. 0: the manifest as given; 1: the input read as a
 //! manifest and signed with the log's key, so the checks behind the signature are reached;
-//! 2: `leaves.bin`; 3: a day file (the second byte chooses which). A replaced part passes
-//! only if it is the one it replaces (the manifest's JSON layout aside); a manifest signed
-//! with the key may change only what no checkpoint or file pins (its time of making, say),
-//! never which events of which log the archive is found to hold.
+//! 2: `leaves.bin`; 3: a day file (the second byte chooses which), checked on one thread
+//! and on two, which must agree. A replaced part passes only if it is the one it replaces
+//! (the manifest's JSON layout aside); a manifest signed with the key may change only what
+//! no checkpoint or file pins (its time of making, say), never which events of which log the
+//! archive is found to hold.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -81,9 +82,16 @@ fuzz_target!(|data: &[u8]| {
                 return;
             };
             let (name, original) = &a.files[which as usize % a.files.len()];
-            let mut v = ArchiveVerifier::new(&a.manifest, &a.leaves[..], verifier())
-                .expect("the fixture's manifest and leaves verify");
-            if v.file(name, day).is_ok() {
+            // On one thread and on two, which must find the same (the same first failure).
+            let check = |workers| {
+                ArchiveVerifier::new(&a.manifest, &a.leaves[..], verifier())
+                    .expect("the fixture's manifest and leaves verify")
+                    .workers(workers)
+                    .file(name, day)
+            };
+            let found = check(1);
+            assert_eq!(found, check(2), "two threads found otherwise than one");
+            if found.is_ok() {
                 assert_eq!(day, &original[..], "a changed day file passed");
             }
         }
